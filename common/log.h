@@ -1,0 +1,21 @@
+/*
+ * Messages, PostgreSQL/git style: lower case, no final period, quoted names.
+ * Thread-safe (one fprintf per line). Library code logs only diagnostics that
+ * cannot travel in an error code (a bad chunk found during a long read);
+ * tools/ prints the one error line of a failed command.
+ */
+#pragma once
+
+#include "common/common.h"
+
+typedef enum { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR } LogLevel;
+
+void log_set_level(LogLevel level);
+LogLevel log_get_level(void);
+void log_set_prefix(const char *prefix);
+void log_msg(LogLevel level, const char *fmt, ...) _printf_(2, 3);
+
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)

@@ -1,0 +1,112 @@
+#include "common/progress.h"
+#include "common/util.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+struct Progress {
+	const char *what;
+	_Atomic uint64_t done;
+	_Atomic uint64_t total;
+	int64_t start;
+	bool enabled;
+	bool thread_started;
+	pthread_t thread;
+	pthread_mutex_t lock; /* guards stop */
+	pthread_cond_t cond;
+	bool stop;
+};
+
+static void progress_draw(Progress *p)
+{
+	char d[32], t[32], rate[32], eta[32] = "";
+	uint64_t done = atomic_load(&p->done), total = atomic_load(&p->total);
+	double secs = (double)(mono_ns() - p->start) / 1e9;
+	double bps = secs > 0 ? (double)done / secs : 0;
+
+	format_bytes(done, d, sizeof(d));
+	format_bytes((uint64_t)bps, rate, sizeof(rate));
+	if (total > done && bps > 0) {
+		uint64_t left = (uint64_t)((double)(total - done) / bps);
+		snprintf(eta, sizeof(eta), ", ETA %llu:%02llu", (unsigned long long)(left / 60),
+			 (unsigned long long)(left % 60));
+	}
+	if (total > 0)
+		fprintf(stderr, "\r%s: %s of %s (%d%%), %s/s%s\033[K", p->what, d,
+			format_bytes(total, t, sizeof(t)),
+			(int)(total ? MIN(100, done * 100 / total) : 0), rate, eta);
+	else
+		fprintf(stderr, "\r%s: %s, %s/s\033[K", p->what, d, rate);
+	fflush(stderr);
+}
+
+static void *progress_thread(void *arg)
+{
+	Progress *p = arg;
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+		if (!p->stop)
+			progress_draw(p);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+int progress_new(const char *what, uint64_t total_bytes, bool enabled, Progress **ret)
+{
+	Progress *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->what = what;
+	atomic_init(&p->done, 0);
+	atomic_init(&p->total, total_bytes);
+	p->start = mono_ns();
+	p->enabled = enabled;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	if (enabled && pthread_create(&p->thread, NULL, progress_thread, p) == 0)
+		p->thread_started = true;
+	*ret = p;
+	return 0;
+}
+
+void progress_add(Progress *p, uint64_t bytes)
+{
+	if (p)
+		atomic_fetch_add(&p->done, bytes);
+}
+
+void progress_set_total(Progress *p, uint64_t total_bytes)
+{
+	if (p)
+		atomic_store(&p->total, total_bytes);
+}
+
+Progress *progress_free(Progress *p)
+{
+	if (!p)
+		return NULL;
+	if (p->thread_started) {
+		pthread_mutex_lock(&p->lock);
+		p->stop = true;
+		pthread_cond_signal(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		pthread_join(p->thread, NULL);
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+	}
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cond);
+	free(p);
+	return NULL;
+}

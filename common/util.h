@@ -1,0 +1,54 @@
+/* Small OS and formatting helpers. All return 0 or -errno unless stated. */
+#pragma once
+
+#include "common/common.h"
+
+#include <stdio.h>
+#include <sys/types.h>
+
+/* Nanoseconds since the epoch (CLOCK_REALTIME) and a monotonic clock. */
+int64_t now_ns(void);
+int64_t mono_ns(void);
+
+/* "64K", "1M", "2G", "4096" -> bytes. -EINVAL on junk or overflow. */
+int parse_size(const char *s, uint64_t *ret);
+/* "7d", "12h", "30m", "45s", "2w" -> seconds. */
+int parse_duration(const char *s, int64_t *ret);
+/* Human size "12.3 MiB" into buf (>= 16 bytes). */
+const char *format_bytes(uint64_t n, char *buf, size_t len);
+/* ISO 8601 UTC "2026-11-22T01:54:00Z" into buf (>= 32 bytes). */
+const char *format_time_iso(int64_t ns, char *buf, size_t len);
+
+void hex_encode(const uint8_t *in, size_t n, char *out); /* out: 2n+1 bytes */
+int hex_decode(const char *in, uint8_t *out, size_t n);   /* exactly 2n hex chars */
+
+/* Write all / read all, retrying on EINTR and short counts. */
+int write_full(int fd, const void *buf, size_t len);
+int pwrite_full(int fd, const void *buf, size_t len, off_t off);
+/* Reads up to len bytes; returns bytes read (short only at EOF) or -errno. */
+ssize_t pread_full(int fd, void *buf, size_t len, off_t off);
+
+int mkdir_p(const char *path, mode_t mode);
+int fsync_dir(const char *path);
+/* Path of the directory containing path, into buf. */
+void path_dirname(const char *path, char *buf, size_t len);
+/* Write a whole file atomically and durably (tmp + fsync + rename + dir fsync). */
+int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
+/* Read a whole small file into a NUL-terminated malloc'd buffer. */
+int file_read_all(const char *path, size_t max, char **ret, size_t *ret_len);
+/* True if directory is missing or empty; -errno on other errors. */
+int dir_is_empty(const char *path);
+/* rm -rf; errors other than ENOENT are returned. */
+int rm_rf(const char *path);
+
+/* Random bytes from getrandom(2). */
+int random_bytes(void *buf, size_t n);
+
+/* malloc/calloc that exit on failure: only for tools/ and tests. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t m);
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) _printf_(1, 2);
+
+/* Number of online CPUs, at least 1. */
+int cpu_count(void);

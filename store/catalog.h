@@ -1,0 +1,144 @@
+/*
+ * The catalog: the SQLite index of a repository (WAL mode, synchronous=FULL).
+ * All SQL lives in catalog.c. Everything here can be rebuilt from the
+ * repository's objects; the catalog is an index, not the only copy of truth.
+ *
+ * A Catalog is one SQLite connection: use it from one thread at a time; each
+ * thread that needs the catalog opens its own. Functions return 0 or -errno
+ * (-ENOENT for an unknown snapshot or chunk, -EBUSY when the database stays
+ * locked past the busy timeout, -EIO for other SQLite errors).
+ */
+#pragma once
+
+#include "store/chunk.h"
+#include "store/pack.h"
+
+typedef struct Catalog Catalog;
+
+typedef struct ChunkLoc {
+	int64_t pack;
+	char pack_name[64];
+	uint64_t offset;
+	uint32_t elen, plen;
+	uint8_t enc;
+} ChunkLoc;
+
+/* Snapshot status values stored in the catalog. */
+#define SNAP_STATUS_RUNNING "running"
+#define SNAP_STATUS_OK "ok"
+#define SNAP_STATUS_WARNING "warning"
+#define SNAP_STATUS_FAILED "failed"
+
+typedef struct SnapshotInfo {
+	int64_t rowid;
+	char name[64];
+	char *instance, *type, *parent, *status, *label, *note, *source, *session;
+	char *start_lsn, *stop_lsn, *system_id;
+	int64_t start_time, stop_time; /* ns since the epoch */
+	int64_t timeline, pg_version;
+	uint64_t logical_bytes, stored_bytes, n_files;
+	bool verified;
+	int64_t verified_time;
+	bool verified_ok;
+	char *verified_details;
+	int64_t pinned_until;
+} SnapshotInfo;
+
+void snapshot_info_clear(SnapshotInfo *s);
+
+typedef struct FileRow {
+	uint64_t ino, parent; /* root is ino 1, its own parent */
+	const char *name;     /* "" for the root */
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+	uint64_t size;
+	int64_t content; /* 0: no content (empty file, directory, symlink) */
+	const char *target;
+} FileRow;
+
+typedef struct CatalogStats {
+	uint64_t n_snapshots, n_packs, n_chunks, n_contents, n_files;
+	uint64_t pack_bytes, chunk_plain_bytes, chunk_stored_bytes, logical_bytes;
+} CatalogStats;
+
+int catalog_open(const char *path, bool create, Catalog **ret);
+Catalog *catalog_free(Catalog *c);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. */
+int catalog_begin(Catalog *c);
+int catalog_commit(Catalog *c);
+void catalog_rollback(Catalog *c);
+
+/* 1 when a usable (not condemned) copy of the chunk exists, 0 if not. */
+int catalog_chunk_exists(Catalog *c, const ChunkId *id);
+int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret);
+
+/* Record a pack about to be written (state "pending", autocommitted). */
+int catalog_pack_add_pending(Catalog *c, const char *name, const char *session, int64_t *ret_id);
+/* After the pack object is durable: its chunks and state "ok", one transaction. */
+int catalog_pack_record(Catalog *c, int64_t pack_id, uint64_t size, const PackEntry *e, size_t n);
+typedef int (*CatalogPackFn)(int64_t id, const char *name, const char *state, uint64_t size,
+			     void *userdata);
+int catalog_pack_foreach(Catalog *c, CatalogPackFn cb, void *userdata);
+/* The chunks the catalog places in a pack, sorted by offset. */
+int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n);
+
+/* Store a chunk list once; returns the id of the existing or new row. */
+int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id);
+int catalog_content_get(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n);
+
+int catalog_session_add(Catalog *c, const char *id, const char *kind, int64_t *ret_epoch);
+int catalog_session_remove(Catalog *c, const char *id);
+typedef int (*CatalogSessionFn)(const char *id, const char *kind, int64_t pid, int64_t started,
+				void *userdata);
+int catalog_session_foreach(Catalog *c, CatalogSessionFn cb, void *userdata);
+/* Drop a dead session: its running snapshots and its row (one transaction). */
+int catalog_session_reap(Catalog *c, const char *id, uint64_t *ret_n_snapshots);
+
+/*
+ * Insert s as a running snapshot; picks a unique name from s->start_time
+ * ("20261122T015400Z", then "-1", "-2" ...) and sets s->rowid and s->name.
+ */
+int catalog_snapshot_begin(Catalog *c, SnapshotInfo *s);
+/* Set status, stop time, sizes and LSNs of a running snapshot: it becomes visible. */
+int catalog_snapshot_finish(Catalog *c, const SnapshotInfo *s);
+/* name, or "latest" (newest visible snapshot, of instance when not NULL). */
+int catalog_snapshot_get(Catalog *c, const char *name, const char *instance, SnapshotInfo *ret);
+typedef int (*CatalogSnapshotFn)(const SnapshotInfo *s, void *userdata);
+/* Visible snapshots (not running) oldest first; instance NULL means all. */
+int catalog_snapshot_foreach(Catalog *c, const char *instance, CatalogSnapshotFn cb, void *ud);
+/* Remove a snapshot and its file rows (one transaction). */
+int catalog_snapshot_delete(Catalog *c, int64_t rowid);
+
+int catalog_file_add(Catalog *c, int64_t snap, const FileRow *f);
+typedef int (*CatalogFileFn)(const FileRow *f, void *userdata);
+/* Files of a snapshot in ino order (parents before children). */
+int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userdata);
+
+int catalog_stats(Catalog *c, CatalogStats *ret);
+
+typedef struct CatalogGcResult {
+	uint64_t contents_deleted, chunks_condemned, chunks_deleted, chunk_bytes_deleted;
+	uint64_t chunks_waiting; /* condemned, kept for a backup that started earlier */
+	char **dead_packs;       /* pack object names to delete, NULL-terminated */
+	size_t n_dead_packs;
+} CatalogGcResult;
+
+void catalog_gc_result_clear(CatalogGcResult *r);
+/*
+ * Mark and sweep in one transaction: chunks no remaining file references are
+ * condemned; condemned chunks are deleted once no live session started
+ * before they were condemned (a backup may hold an unrecorded reference to a
+ * chunk it found before gc condemned it). Packs left without chunks, and
+ * pending packs of sessions that are gone, are returned for deletion.
+ */
+int catalog_gc(Catalog *c, CatalogGcResult *ret);
+
+/* Names of visible snapshots whose files use any chunk in ids (check). */
+typedef int (*CatalogDamageFn)(const char *snapshot, const char *path, void *userdata);
+int catalog_find_damage(Catalog *c, const ChunkId *ids, size_t n, CatalogDamageFn cb, void *ud);
+/* Every chunk referenced by a visible snapshot must have a row (check). */
+typedef int (*CatalogMissingFn)(const char *snapshot, const ChunkId *id, void *userdata);
+int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata);
+/* PRAGMA quick_check; 0 when it says ok. */
+int catalog_integrity_check(Catalog *c, char **ret_message);

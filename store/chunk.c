@@ -1,0 +1,127 @@
+#include "store/chunk.h"
+#include "common/util.h"
+
+#include <openssl/evp.h>
+#include <string.h>
+#include <zstd.h>
+
+const ChunkId chunk_id_hole = {{0}};
+
+bool chunk_id_is_hole(const ChunkId *id)
+{
+	return buf_is_zero(id->b, sizeof(id->b));
+}
+
+int chunk_id_cmp(const ChunkId *a, const ChunkId *b)
+{
+	return memcmp(a->b, b->b, sizeof(a->b));
+}
+
+void chunk_id_to_hex(const ChunkId *id, char out[2 * PGBAKFS_CHUNK_ID_LEN + 1])
+{
+	hex_encode(id->b, sizeof(id->b), out);
+}
+
+bool buf_is_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	/* check 16 bytes by hand, then compare the buffer against itself shifted */
+	size_t head = MIN(len, 16);
+	for (size_t i = 0; i < head; i++)
+		if (p[i])
+			return false;
+	return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
+void chunk_hash(const void *buf, size_t len, ChunkId *ret)
+{
+	unsigned int n = 0;
+	/* EVP_Digest with the one-shot API is thread-safe and uses SHA-NI when present */
+	PGBAKFS_CHECK(EVP_Digest(buf, len, ret->b, &n, EVP_sha256(), NULL) == 1);
+	PGBAKFS_CHECK(n == PGBAKFS_CHUNK_ID_LEN);
+}
+
+bool chunk_size_valid(uint64_t size)
+{
+	return size >= PGBAKFS_CHUNK_SIZE_MIN && size <= PGBAKFS_CHUNK_SIZE_MAX &&
+	       (size & (size - 1)) == 0;
+}
+
+struct ChunkCodec {
+	ZSTD_CCtx *cctx;
+	ZSTD_DCtx *dctx;
+	int level;
+};
+
+int chunk_codec_new(int level, ChunkCodec **ret)
+{
+	ChunkCodec *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->cctx = ZSTD_createCCtx();
+	c->dctx = ZSTD_createDCtx();
+	c->level = level;
+	if (!c->cctx || !c->dctx) {
+		chunk_codec_free(c);
+		return -ENOMEM;
+	}
+	*ret = c;
+	return 0;
+}
+
+ChunkCodec *chunk_codec_free(ChunkCodec *c)
+{
+	if (!c)
+		return NULL;
+	ZSTD_freeCCtx(c->cctx);
+	ZSTD_freeDCtx(c->dctx);
+	free(c);
+	return NULL;
+}
+
+size_t chunk_encode_bound(size_t len)
+{
+	return MAX(ZSTD_compressBound(len), len);
+}
+
+int chunk_encode(ChunkCodec *c, const void *in, size_t len, void *out, size_t *ret_len,
+		 ChunkEncoding *ret_enc)
+{
+	size_t n = ZSTD_compressCCtx(c->cctx, out, chunk_encode_bound(len), in, len, c->level);
+	if (ZSTD_isError(n))
+		return -EIO;
+	/* keep incompressible data plain: saves the decompression on every read */
+	if (n >= len - len / 64) {
+		memcpy(out, in, len);
+		*ret_len = len;
+		*ret_enc = CHUNK_ENC_RAW;
+		return 0;
+	}
+	*ret_len = n;
+	*ret_enc = CHUNK_ENC_ZSTD;
+	return 0;
+}
+
+int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
+		 size_t plain_len, const ChunkId *id)
+{
+	ChunkId got;
+
+	switch (enc) {
+	case CHUNK_ENC_RAW:
+		if (in_len != plain_len)
+			return -EBADMSG;
+		memcpy(out, in, in_len);
+		break;
+	case CHUNK_ENC_ZSTD: {
+		size_t n = ZSTD_decompressDCtx(c->dctx, out, plain_len, in, in_len);
+		if (ZSTD_isError(n) || n != plain_len)
+			return -EBADMSG;
+		break;
+	}
+	default:
+		return -EBADMSG;
+	}
+	chunk_hash(out, plain_len, &got);
+	return chunk_id_cmp(&got, id) == 0 ? 0 : -EBADMSG;
+}

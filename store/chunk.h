@@ -1,0 +1,61 @@
+/*
+ * Chunks: fixed-size, offset-aligned pieces of a file. A chunk's id is the
+ * SHA-256 of its plain bytes; the all-zero id stands for a hole (a chunk of
+ * zeros, never stored). Encoded chunks are zstd frames, or the plain bytes
+ * when compression does not help.
+ */
+#pragma once
+
+#include "common/common.h"
+
+#define PGBAKFS_CHUNK_ID_LEN 32
+#define PGBAKFS_CHUNK_SIZE_MIN (8 * 1024)
+#define PGBAKFS_CHUNK_SIZE_MAX (8 * 1024 * 1024)
+
+typedef struct ChunkId {
+	uint8_t b[PGBAKFS_CHUNK_ID_LEN];
+} ChunkId;
+
+typedef enum {
+	CHUNK_ENC_RAW = 0,
+	CHUNK_ENC_ZSTD = 1,
+} ChunkEncoding;
+
+extern const ChunkId chunk_id_hole;
+
+bool chunk_id_is_hole(const ChunkId *id);
+int chunk_id_cmp(const ChunkId *a, const ChunkId *b);
+/* 65-byte buffer. */
+void chunk_id_to_hex(const ChunkId *id, char out[2 * PGBAKFS_CHUNK_ID_LEN + 1]);
+
+/* True when len bytes at buf are all zero. */
+bool buf_is_zero(const void *buf, size_t len);
+
+/* SHA-256 of buf. Thread-safe. */
+void chunk_hash(const void *buf, size_t len, ChunkId *ret);
+
+/* True when size is a power of two, a multiple of 8 KiB, within the limits. */
+bool chunk_size_valid(uint64_t size);
+
+/*
+ * Per-thread codec state (zstd contexts). Not shared between threads.
+ */
+typedef struct ChunkCodec ChunkCodec;
+
+int chunk_codec_new(int level, ChunkCodec **ret);
+ChunkCodec *chunk_codec_free(ChunkCodec *c);
+/* Worst-case encoded size for plain length len. */
+size_t chunk_encode_bound(size_t len);
+/*
+ * Encode plain bytes into out (capacity >= chunk_encode_bound(len)). Chooses
+ * RAW when zstd does not shrink the data.
+ */
+int chunk_encode(ChunkCodec *c, const void *in, size_t len, void *out, size_t *ret_len,
+		 ChunkEncoding *ret_enc);
+/*
+ * Decode enc bytes into out, which must hold exactly plain_len bytes, and
+ * check them against id. -EBADMSG when the bytes are damaged or do not hash
+ * to id: a read never returns wrong data.
+ */
+int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
+		 size_t plain_len, const ChunkId *id);

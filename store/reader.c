@@ -1,0 +1,66 @@
+#include "store/reader.h"
+
+#include <string.h>
+
+struct ChunkReader {
+	Repo *repo;
+	Catalog *cat;
+	ChunkCodec *codec;
+	uint8_t *ebuf;
+	size_t ebuf_cap;
+};
+
+int chunk_reader_new(Repo *repo, ChunkReader **ret)
+{
+	ChunkReader *r = calloc(1, sizeof(*r));
+	int e;
+	if (!r)
+		return -ENOMEM;
+	r->repo = repo;
+	r->ebuf_cap = chunk_encode_bound(repo_config(repo)->chunk_size);
+	r->ebuf = malloc(r->ebuf_cap);
+	e = r->ebuf ? 0 : -ENOMEM;
+	if (e == 0)
+		e = repo_catalog_open(repo, &r->cat);
+	if (e == 0)
+		e = chunk_codec_new(repo_config(repo)->compress_level, &r->codec);
+	if (e < 0) {
+		chunk_reader_free(r);
+		return e;
+	}
+	*ret = r;
+	return 0;
+}
+
+ChunkReader *chunk_reader_free(ChunkReader *r)
+{
+	if (!r)
+		return NULL;
+	catalog_free(r->cat);
+	chunk_codec_free(r->codec);
+	free(r->ebuf);
+	free(r);
+	return NULL;
+}
+
+int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf)
+{
+	ChunkLoc loc;
+	int e;
+
+	if (chunk_id_is_hole(id)) {
+		memset(buf, 0, plen);
+		return 0;
+	}
+	e = catalog_chunk_locate(r->cat, id, &loc);
+	if (e < 0)
+		return e;
+	if (loc.plen != plen || loc.elen > r->ebuf_cap)
+		return -EBADMSG;
+	e = store_get_range(repo_backend(r->repo), loc.pack_name, loc.offset, loc.elen, r->ebuf);
+	if (e == -ENODATA)
+		return -EBADMSG; /* a truncated pack is damage, not absence */
+	if (e < 0)
+		return e;
+	return chunk_decode(r->codec, (ChunkEncoding)loc.enc, r->ebuf, loc.elen, buf, plen, id);
+}

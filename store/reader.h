@@ -1,0 +1,19 @@
+/*
+ * Reading chunks back: locate in the catalog, fetch the range from the
+ * backend, decompress, and check the bytes against the chunk id. A reader is
+ * for one thread (it owns a catalog connection and codec state).
+ */
+#pragma once
+
+#include "store/repo.h"
+
+typedef struct ChunkReader ChunkReader;
+
+int chunk_reader_new(Repo *repo, ChunkReader **ret);
+ChunkReader *chunk_reader_free(ChunkReader *r);
+/*
+ * Fill buf with the plen plain bytes of chunk id (zeros for a hole).
+ * -ENOENT: the catalog does not know the chunk; -EBADMSG: damaged data;
+ * other -errno from the backend.
+ */
+int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf);

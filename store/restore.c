@@ -1,0 +1,412 @@
+/*
+ * The main thread walks the file rows (parents first), creates directories
+ * and symlinks, opens each regular file and queues one task per stored
+ * chunk; workers read, verify and pwrite chunks; the last chunk of a file
+ * sets its mode, owner and mtime and closes it. Directory modes and mtimes
+ * are applied last, children before parents, so writing into them does not
+ * disturb their mtimes.
+ */
+#include "store/restore.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "store/reader.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct RFile {
+	int fd;
+	char *path;
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+	uint64_t size;
+	ChunkId *ids;
+	_Atomic uint64_t remaining;
+} RFile;
+
+typedef struct RTask {
+	RFile *file;
+	uint64_t idx;
+} RTask;
+
+typedef struct RDir {
+	char *path;
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+} RDir;
+
+typedef struct Restorer {
+	Repo *repo;
+	const RestoreOptions *o;
+	RestoreResult *res;
+	const char *target;
+	uint64_t chunk_size;
+	bool as_root;
+
+	pthread_mutex_t lock; /* guards the task ring, done, and res->failed_* */
+	pthread_cond_t cond_nonempty, cond_nonfull;
+	RTask *ring;
+	size_t ring_cap, head, n;
+	bool done;
+	_Atomic int error;
+
+	/* main thread only */
+	char **dir_paths; /* by ino */
+	size_t n_dir_paths;
+	RDir *dirs;
+	size_t n_dirs;
+} Restorer;
+
+static void restorer_fail(Restorer *rs, int r, const char *path, uint64_t offset)
+{
+	int expected = 0;
+	if (r >= 0 || !atomic_compare_exchange_strong(&rs->error, &expected, r))
+		return;
+	pthread_mutex_lock(&rs->lock);
+	if (path)
+		snprintf(rs->res->failed_path, sizeof(rs->res->failed_path), "%s", path);
+	rs->res->failed_offset = offset;
+	pthread_cond_broadcast(&rs->cond_nonfull);
+	pthread_cond_broadcast(&rs->cond_nonempty);
+	pthread_mutex_unlock(&rs->lock);
+}
+
+static int apply_meta_fd(Restorer *rs, int fd, uint32_t mode, uint32_t uid, uint32_t gid,
+			 int64_t mtime_ns)
+{
+	struct timespec ts[2] = {{.tv_sec = mtime_ns / 1000000000, .tv_nsec = mtime_ns % 1000000000}};
+	ts[1] = ts[0];
+	if (rs->as_root && fchown(fd, uid, gid) < 0)
+		return -errno;
+	if (fchmod(fd, mode & 07777) < 0)
+		return -errno;
+	if (futimens(fd, ts) < 0)
+		return -errno;
+	return 0;
+}
+
+static void rfile_free(RFile *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	free(f->path);
+	free(f->ids);
+	free(f);
+}
+
+static int rfile_finish(Restorer *rs, RFile *f)
+{
+	int r = apply_meta_fd(rs, f->fd, f->mode, f->uid, f->gid, f->mtime_ns);
+	if (r == 0 && close(f->fd) < 0)
+		r = -errno;
+	f->fd = -1;
+	if (r < 0)
+		restorer_fail(rs, r, f->path, 0);
+	rfile_free(f);
+	return r;
+}
+
+static void task_done(Restorer *rs, RFile *f)
+{
+	if (atomic_fetch_sub(&f->remaining, 1) == 1)
+		rfile_finish(rs, f);
+}
+
+static void *restore_worker(void *arg)
+{
+	Restorer *rs = arg;
+	ChunkReader *reader = NULL;
+	uint8_t *buf = malloc(rs->chunk_size);
+	int r = buf ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
+	if (r < 0)
+		restorer_fail(rs, r, NULL, 0);
+
+	for (;;) {
+		RTask t;
+		pthread_mutex_lock(&rs->lock);
+		while (rs->n == 0 && !rs->done)
+			pthread_cond_wait(&rs->cond_nonempty, &rs->lock);
+		if (rs->n == 0) {
+			pthread_mutex_unlock(&rs->lock);
+			break;
+		}
+		t = rs->ring[rs->head];
+		rs->head = (rs->head + 1) % rs->ring_cap;
+		rs->n--;
+		pthread_cond_signal(&rs->cond_nonfull);
+		pthread_mutex_unlock(&rs->lock);
+
+		if (!atomic_load(&rs->error)) {
+			uint64_t off = t.idx * rs->chunk_size;
+			size_t len = (size_t)MIN(rs->chunk_size, t.file->size - off);
+			r = chunk_reader_read(reader, &t.file->ids[t.idx], len, buf);
+			if (r == 0)
+				r = pwrite_full(t.file->fd, buf, len, (off_t)off);
+			if (r < 0)
+				restorer_fail(rs, r, t.file->path, off);
+			else
+				progress_add(rs->o->progress, len);
+		}
+		task_done(rs, t.file);
+	}
+	chunk_reader_free(reader);
+	free(buf);
+	return NULL;
+}
+
+static int queue_task(Restorer *rs, RFile *f, uint64_t idx)
+{
+	pthread_mutex_lock(&rs->lock);
+	while (rs->n == rs->ring_cap && !atomic_load(&rs->error))
+		pthread_cond_wait(&rs->cond_nonfull, &rs->lock);
+	if (atomic_load(&rs->error)) {
+		pthread_mutex_unlock(&rs->lock);
+		return atomic_load(&rs->error);
+	}
+	rs->ring[(rs->head + rs->n) % rs->ring_cap] = (RTask){.file = f, .idx = idx};
+	rs->n++;
+	pthread_cond_signal(&rs->cond_nonempty);
+	pthread_mutex_unlock(&rs->lock);
+	return 0;
+}
+
+static int dir_path_set(Restorer *rs, uint64_t ino, char *path)
+{
+	if (ino >= rs->n_dir_paths) {
+		size_t n = MAX(ino + 1, rs->n_dir_paths * 2);
+		char **v = realloc(rs->dir_paths, n * sizeof(char *));
+		if (!v)
+			return -ENOMEM;
+		memset(v + rs->n_dir_paths, 0, (n - rs->n_dir_paths) * sizeof(char *));
+		rs->dir_paths = v;
+		rs->n_dir_paths = n;
+	}
+	rs->dir_paths[ino] = path;
+	return 0;
+}
+
+static int restore_dir(Restorer *rs, const FileRow *f, char *path)
+{
+	RDir *v = realloc(rs->dirs, (rs->n_dirs + 1) * sizeof(*v));
+	int r;
+	if (!v) {
+		free(path);
+		return -ENOMEM;
+	}
+	rs->dirs = v;
+	if (f->ino != 1 && mkdir(path, 0700) < 0) {
+		r = -errno;
+		free(path);
+		return r;
+	}
+	r = dir_path_set(rs, f->ino, path);
+	if (r < 0) {
+		free(path);
+		return r;
+	}
+	rs->dirs[rs->n_dirs++] = (RDir){.path = path, .mode = f->mode, .uid = f->uid,
+					.gid = f->gid, .mtime_ns = f->mtime_ns};
+	return 0;
+}
+
+static int restore_symlink(Restorer *rs, const FileRow *f, const char *path)
+{
+	struct timespec ts[2] = {{.tv_sec = f->mtime_ns / 1000000000,
+				  .tv_nsec = f->mtime_ns % 1000000000}};
+	ts[1] = ts[0];
+	if (symlink(f->target ? f->target : "", path) < 0)
+		return -errno;
+	if (rs->as_root && lchown(path, f->uid, f->gid) < 0)
+		return -errno;
+	if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+static int restore_regular(Restorer *rs, const FileRow *f, char *path)
+{
+	RFile *rf = calloc(1, sizeof(*rf));
+	size_t n_ids = 0;
+	uint64_t n_stored = 0;
+	int r;
+
+	if (!rf) {
+		free(path);
+		return -ENOMEM;
+	}
+	*rf = (RFile){.fd = -1, .path = path, .mode = f->mode, .uid = f->uid, .gid = f->gid,
+		      .mtime_ns = f->mtime_ns, .size = f->size};
+	rf->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (rf->fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (f->size > 0 && ftruncate(rf->fd, (off_t)f->size) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (f->content) {
+		r = catalog_content_get(repo_catalog(rs->repo), f->content, &rf->ids, &n_ids);
+		if (r < 0)
+			goto fail;
+		if (n_ids != (f->size + rs->chunk_size - 1) / rs->chunk_size) {
+			r = -EBADMSG;
+			goto fail;
+		}
+	}
+	rs->res->n_files++;
+	rs->res->bytes += f->size;
+	for (size_t i = 0; i < n_ids; i++)
+		n_stored += !chunk_id_is_hole(&rf->ids[i]);
+	/* +1 held by us while queueing, so the file cannot finish under our feet */
+	atomic_init(&rf->remaining, n_stored + 1);
+	for (size_t i = 0; i < n_ids; i++) {
+		if (chunk_id_is_hole(&rf->ids[i])) {
+			progress_add(rs->o->progress, MIN(rs->chunk_size, f->size - i * rs->chunk_size));
+			continue;
+		}
+		r = queue_task(rs, rf, i);
+		if (r < 0) {
+			/* tasks not queued will never run: drop their references */
+			for (size_t j = i; j < n_ids; j++)
+				if (!chunk_id_is_hole(&rf->ids[j]))
+					atomic_fetch_sub(&rf->remaining, 1);
+			break;
+		}
+	}
+	task_done(rs, rf);
+	return r < 0 ? r : 0;
+fail:
+	restorer_fail(rs, r, path, 0);
+	rfile_free(rf);
+	return r;
+}
+
+static int restore_entry(const FileRow *f, void *userdata)
+{
+	Restorer *rs = userdata;
+	const char *parent;
+	char *path;
+	int r;
+
+	if (atomic_load(&rs->error))
+		return atomic_load(&rs->error);
+	if (f->ino == 1) {
+		path = strdup(rs->target);
+	} else {
+		if (f->parent >= rs->n_dir_paths || !rs->dir_paths[f->parent] || strchr(f->name, '/') ||
+		    !strcmp(f->name, "..") || !strcmp(f->name, ".") || !*f->name)
+			return -EBADMSG; /* a catalog must never place a file outside the target */
+		parent = rs->dir_paths[f->parent];
+		if (asprintf(&path, "%s/%s", parent, f->name) < 0)
+			path = NULL;
+	}
+	if (!path)
+		return -ENOMEM;
+	if (S_ISDIR(f->mode))
+		r = restore_dir(rs, f, path);
+	else if (S_ISLNK(f->mode)) {
+		r = restore_symlink(rs, f, path);
+		if (r < 0)
+			restorer_fail(rs, r, path, 0);
+		free(path);
+	} else if (S_ISREG(f->mode))
+		r = restore_regular(rs, f, path);
+	else {
+		free(path);
+		r = -EBADMSG;
+	}
+	return r;
+}
+
+static int restore_dirs_meta(Restorer *rs)
+{
+	/* children have larger inos than parents: go backwards */
+	for (size_t i = rs->n_dirs; i-- > 0;) {
+		RDir *d = &rs->dirs[i];
+		_cleanup_close_ int fd = open(d->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int r = fd < 0 ? -errno : apply_meta_fd(rs, fd, d->mode, d->uid, d->gid, d->mtime_ns);
+		if (r < 0) {
+			restorer_fail(rs, r, d->path, 0);
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *target)
+{
+	int n_workers = rs->o->jobs > 0 ? rs->o->jobs : cpu_count();
+	pthread_t *threads = calloc((size_t)n_workers, sizeof(pthread_t));
+	int n_started = 0, r;
+
+	if (!threads)
+		return -ENOMEM;
+	for (; n_started < n_workers; n_started++)
+		if (pthread_create(&threads[n_started], NULL, restore_worker, rs) != 0)
+			break;
+	r = n_started > 0 ? 0 : -EAGAIN;
+	if (r == 0)
+		r = catalog_file_foreach(repo_catalog(rs->repo), snap->rowid, restore_entry, rs);
+	if (r < 0)
+		restorer_fail(rs, r, NULL, 0);
+
+	pthread_mutex_lock(&rs->lock);
+	rs->done = true;
+	pthread_cond_broadcast(&rs->cond_nonempty);
+	pthread_mutex_unlock(&rs->lock);
+	for (int i = 0; i < n_started; i++)
+		pthread_join(threads[i], NULL);
+	free(threads);
+
+	r = atomic_load(&rs->error);
+	if (r == 0)
+		r = restore_dirs_meta(rs);
+	if (r == 0) {
+		_cleanup_close_ int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || syncfs(fd) < 0)
+			r = -errno;
+	}
+	return r;
+}
+
+int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
+		     const RestoreOptions *o, RestoreResult *ret)
+{
+	Restorer rs = {.repo = repo, .o = o, .res = ret, .target = target, .as_root = geteuid() == 0,
+		       .chunk_size = repo_config(repo)->chunk_size, .ring_cap = 4096};
+	int r;
+
+	*ret = (RestoreResult){0};
+	r = dir_is_empty(target);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return -ENOTEMPTY;
+	r = mkdir_p(target, 0700);
+	if (r < 0)
+		return r;
+	rs.ring = calloc(rs.ring_cap, sizeof(RTask));
+	if (!rs.ring)
+		return -ENOMEM;
+	pthread_mutex_init(&rs.lock, NULL);
+	pthread_cond_init(&rs.cond_nonempty, NULL);
+	pthread_cond_init(&rs.cond_nonfull, NULL);
+	atomic_init(&rs.error, 0);
+
+	r = restore_run(&rs, snap, target);
+
+	for (size_t i = 0; i < rs.n_dirs; i++)
+		free(rs.dirs[i].path);
+	free(rs.dirs);
+	free(rs.dir_paths);
+	free(rs.ring);
+	pthread_mutex_destroy(&rs.lock);
+	pthread_cond_destroy(&rs.cond_nonempty);
+	pthread_cond_destroy(&rs.cond_nonfull);
+	return r;
+}

@@ -1,0 +1,63 @@
+/*
+ * Writing a snapshot: a producer pushes a file tree (directories, symlinks,
+ * and files as byte streams); the writer cuts files into offset-aligned
+ * chunks, hashes and compresses them on worker threads, appends new chunks
+ * to packs on a writer thread, and writes packs durably on a flusher thread,
+ * so reading, hashing/compressing and pack writing overlap. Memory is
+ * bounded: a fixed pool of chunk buffers and two pack buffers, whatever the
+ * size of a file or of the repository.
+ *
+ * The snapshot is visible only after snapwriter_commit() returns 0. Freeing
+ * an uncommitted writer removes the partial snapshot; a crash leaves it to gc.
+ *
+ * The producer API is for one thread. Entries must come parents first; the
+ * root directory (parent 0, name "") is the first entry and gets ino 1.
+ */
+#pragma once
+
+#include "common/progress.h"
+#include "store/repo.h"
+
+typedef struct SnapWriterOptions {
+	const char *instance; /* default "main" */
+	const char *type;     /* "full" (default) or "incr" */
+	const char *parent;
+	const char *label;
+	const char *note;
+	const char *source; /* where it came from, e.g. "dir:/path" */
+	int jobs;           /* worker threads; 0: number of CPUs */
+	Progress *progress; /* optional; bytes read are added to it */
+} SnapWriterOptions;
+
+typedef struct SnapEntry {
+	uint64_t parent; /* ino of the parent directory; 0 for the root */
+	const char *name;
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns;
+} SnapEntry;
+
+typedef struct SnapWriter SnapWriter;
+typedef struct SnapFile SnapFile;
+
+int snapwriter_new(Repo *repo, const SnapWriterOptions *o, SnapWriter **ret);
+/* Frees; if not committed, aborts and removes the partial snapshot. */
+SnapWriter *snapwriter_free(SnapWriter *w);
+
+int snapwriter_add_dir(SnapWriter *w, const SnapEntry *e, uint64_t *ret_ino);
+int snapwriter_add_symlink(SnapWriter *w, const SnapEntry *e, const char *target);
+
+/* A regular file: begin, write its bytes in order, end. Size = bytes written. */
+int snapwriter_file_begin(SnapWriter *w, const SnapEntry *e, SnapFile **ret);
+int snapwriter_file_write(SnapWriter *w, SnapFile *f, const void *buf, size_t len);
+/* len bytes of zeros without passing them: whole chunks become holes cheaply. */
+int snapwriter_file_write_zeros(SnapWriter *w, SnapFile *f, uint64_t len);
+/* f belongs to the writer afterwards, whatever the result. */
+int snapwriter_file_end(SnapWriter *w, SnapFile *f);
+
+typedef struct SnapWriterResult {
+	char name[64];
+	uint64_t n_files, logical_bytes, stored_bytes, new_chunks, reused_chunks, hole_chunks;
+} SnapWriterResult;
+
+/* Wait for the pipeline, then make the snapshot visible (status ok). */
+int snapwriter_commit(SnapWriter *w, SnapWriterResult *ret);

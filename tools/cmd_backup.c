@@ -1,0 +1,143 @@
+/* pgbakfs backup --from-dir DIR: snapshot a directory tree. */
+#include "common/progress.h"
+#include "common/util.h"
+#include "ingest/fromdir.h"
+#include "tools/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { OPT_REPO = 0x100, OPT_FROM_DIR, OPT_INSTANCE, OPT_LABEL, OPT_NOTE, OPT_PROGRESS,
+       OPT_NO_PROGRESS };
+
+typedef struct BackupOptions {
+	const char *repo;
+	const char *from_dir;
+	const char *instance;
+	const char *label;
+	const char *note;
+	int jobs;
+	bool progress;
+} BackupOptions;
+
+static void backup_help(void)
+{
+	printf("Usage: pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME]\n"
+	       "                      [--label TEXT] [--note TEXT] [-j N] [--progress|--no-progress]\n\n"
+	       "Take a snapshot of the directory tree DIR (for example a pg_basebackup -Fp\n"
+	       "copy). Only chunks the repository does not hold yet are stored.\n\n"
+	       "  -j N          hashing/compression threads (default: number of CPUs)\n"
+	       "  --instance    name of the cluster this belongs to (default \"main\")\n");
+}
+
+static int report_ingest_error(const BackupOptions *o, int r, const FromDirError *err)
+{
+	if (r == -ENOSPC)
+		cli_error("repository \"%s\" is out of space: %s", o->repo, strerror(-r));
+	else if (err->path[0])
+		cli_error("could not read \"%s\": %s", err->path, strerror(-r));
+	else if (r == -EBUSY)
+		cli_error("repository \"%s\" is locked for too long by another process", o->repo);
+	else
+		cli_error("backup of \"%s\" failed: %s", o->from_dir, strerror(-r));
+	fprintf(stderr, "hint: no snapshot was created; the repository is unchanged apart from "
+			"leftovers that \"pgbakfs gc\" removes\n");
+	return EXIT_FAIL;
+}
+
+static int backup_from_dir(const BackupOptions *o, Repo *repo)
+{
+	_cleanup_free_ char *source = NULL;
+	SnapWriter *w = NULL;
+	Progress *progress = NULL;
+	SnapWriterResult res;
+	FromDirError err = {{0}};
+	uint64_t total = 0;
+	int64_t t0 = mono_ns();
+	char a[32], b[32];
+	int r;
+
+	if (o->progress)
+		fromdir_total_size(o->from_dir, &total);
+	progress_new("backup", total, o->progress, &progress);
+	source = xasprintf("dir:%s", o->from_dir);
+	SnapWriterOptions wo = {.instance = o->instance, .type = "full", .label = o->label,
+				.note = o->note, .source = source, .jobs = o->jobs,
+				.progress = progress};
+	/* open the snapshot, stream the tree into it, commit */
+	r = snapwriter_new(repo, &wo, &w);
+	if (r == 0)
+		r = fromdir_ingest(w, o->from_dir, &err);
+	if (r == 0)
+		r = snapwriter_commit(w, &res);
+	w = snapwriter_free(w);
+	progress = progress_free(progress);
+	if (r < 0)
+		return report_ingest_error(o, r, &err);
+
+	double secs = (double)(mono_ns() - t0) / 1e9;
+	printf("backup \"%s\": %llu files, %s, %s new in the repository, %.1f s (%.1f MB/s)\n",
+	       res.name, (unsigned long long)res.n_files, format_bytes(res.logical_bytes, a, sizeof(a)),
+	       format_bytes(res.stored_bytes, b, sizeof(b)), secs,
+	       secs > 0 ? (double)res.logical_bytes / secs / 1e6 : 0.0);
+	return EXIT_OK;
+}
+
+int cmd_backup(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"from-dir", required_argument, NULL, OPT_FROM_DIR},
+		{"instance", required_argument, NULL, OPT_INSTANCE},
+		{"label", required_argument, NULL, OPT_LABEL},
+		{"note", required_argument, NULL, OPT_NOTE},
+		{"jobs", required_argument, NULL, 'j'},
+		{"progress", no_argument, NULL, OPT_PROGRESS},
+		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+		{"help", no_argument, NULL, 'h'},
+		{0}};
+	BackupOptions o = {.progress = cli_stderr_is_tty()};
+	Repo *repo = NULL;
+	struct stat st;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "hj:", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REPO: o.repo = optarg; break;
+		case OPT_FROM_DIR: o.from_dir = optarg; break;
+		case OPT_INSTANCE: o.instance = optarg; break;
+		case OPT_LABEL: o.label = optarg; break;
+		case OPT_NOTE: o.note = optarg; break;
+		case 'j':
+			if ((rc = cli_parse_jobs("backup", optarg, &o.jobs)) != EXIT_OK)
+				return rc;
+			break;
+		case OPT_PROGRESS: o.progress = true; break;
+		case OPT_NO_PROGRESS: o.progress = false; break;
+		case 'h': backup_help(); return EXIT_OK;
+		default: return cli_usage("backup", "invalid option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage("backup", "unexpected argument \"%s\"", argv[optind]);
+	if (!o.from_dir)
+		return cli_usage("backup", "missing --from-dir DIR");
+	if (o.instance && (!*o.instance || strpbrk(o.instance, "/ \t\n")))
+		return cli_usage("backup", "invalid instance name \"%s\"", o.instance);
+	if (stat(o.from_dir, &st) < 0) {
+		cli_error("could not open directory \"%s\": %m", o.from_dir);
+		return EXIT_FAIL;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		cli_error("\"%s\" is not a directory", o.from_dir);
+		return EXIT_FAIL;
+	}
+	rc = cli_open_repo(o.repo, &repo);
+	if (rc != EXIT_OK)
+		return rc;
+	o.repo = repo_path(repo);
+	rc = backup_from_dir(&o, repo);
+	repo_free(repo);
+	return rc;
+}

@@ -1,0 +1,319 @@
+/* Repository-level commands: init, delete, gc, check, stats. */
+#include "common/json.h"
+#include "common/progress.h"
+#include "common/util.h"
+#include "store/check.h"
+#include "store/gc.h"
+#include "tools/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+enum { OPT_REPO = 0x100, OPT_CHUNK_SIZE, OPT_PACK_SIZE, OPT_LEVEL, OPT_READ_DATA, OPT_JSON,
+       OPT_PROGRESS, OPT_NO_PROGRESS, OPT_INSTANCE };
+
+int cmd_init(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
+		{"pack-size", required_argument, NULL, OPT_PACK_SIZE},
+		{"compress-level", required_argument, NULL, OPT_LEVEL},
+		{"help", no_argument, NULL, 'h'},
+		{0}};
+	const char *repo_opt = NULL, *loc;
+	RepoInitOptions o = {0};
+	uint64_t v;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REPO: repo_opt = optarg; break;
+		case OPT_CHUNK_SIZE:
+			if (parse_size(optarg, &v) < 0 || !chunk_size_valid(v))
+				return cli_usage("init", "invalid chunk size \"%s\": a power of two from 8K to 8M", optarg);
+			o.chunk_size = v;
+			break;
+		case OPT_PACK_SIZE:
+			if (parse_size(optarg, &v) < 0 || v < (1 << 20) || v > (1ULL << 30))
+				return cli_usage("init", "invalid pack size \"%s\": 1M to 1G", optarg);
+			o.pack_size = v;
+			break;
+		case OPT_LEVEL:
+			o.compress_level = atoi(optarg);
+			if (o.compress_level < 1 || o.compress_level > 19)
+				return cli_usage("init", "invalid compression level \"%s\": 1 to 19", optarg);
+			break;
+		case 'h':
+			printf("Usage: pgbakfs init --repo PATH [--chunk-size 64K] [--pack-size 32M]\n"
+			       "                    [--compress-level 3]\n\n"
+			       "Create an empty repository in PATH (missing or empty directory).\n"
+			       "The chunk size (power of two, 8K..8M) is fixed for the repository's life.\n");
+			return EXIT_OK;
+		default: return cli_usage("init", "invalid option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage("init", "unexpected argument \"%s\"", argv[optind]);
+	if (!(loc = cli_repo_location(repo_opt)))
+		return EXIT_USAGE;
+	if (strncmp(loc, "s3://", 5) == 0) {
+		cli_error("repository \"%s\": S3 repositories are not supported by this build", loc);
+		return EXIT_FAIL;
+	}
+	r = repo_init(loc, &o);
+	if (r == -EEXIST) {
+		cli_error("repository \"%s\" already exists", loc);
+		return EXIT_FAIL;
+	}
+	if (r == -ENOTEMPTY) {
+		cli_error("directory \"%s\" is not empty", loc);
+		cli_hint("create the repository in a new or empty directory");
+		return EXIT_FAIL;
+	}
+	if (r < 0) {
+		cli_error("could not create repository \"%s\": %s", loc, strerror(-r));
+		return EXIT_FAIL;
+	}
+	printf("created repository \"%s\" (chunk size %llu KiB)\n", loc,
+	       (unsigned long long)((o.chunk_size ? o.chunk_size : PGBAKFS_DEFAULT_CHUNK_SIZE) / 1024));
+	return EXIT_OK;
+}
+
+/* --repo and --help only, plus one positional ID when want_id. */
+static int parse_simple(const char *cmd, const char *help, int argc, char **argv,
+			const char **ret_repo, const char **ret_id)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO}, {"help", no_argument, NULL, 'h'}, {0}};
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == OPT_REPO)
+			*ret_repo = optarg;
+		else if (c == 'h') {
+			fputs(help, stdout);
+			return -1;
+		} else
+			return cli_usage(cmd, "invalid option");
+	}
+	if (ret_id) {
+		if (optind >= argc)
+			return cli_usage(cmd, "missing snapshot ID");
+		*ret_id = argv[optind++];
+	}
+	if (optind != argc)
+		return cli_usage(cmd, "unexpected argument \"%s\"", argv[optind]);
+	return EXIT_OK;
+}
+
+int cmd_delete(int argc, char **argv)
+{
+	const char *repo_opt = NULL, *id = NULL;
+	SnapshotInfo s = {0};
+	Repo *repo = NULL;
+	int rc = parse_simple("delete", "Usage: pgbakfs delete ID [--repo PATH]\n\n"
+			      "Delete a snapshot. Other snapshots never depend on it; run\n"
+			      "\"pgbakfs gc\" to reclaim the space only it used.\n",
+			      argc, argv, &repo_opt, &id);
+	if (rc != EXIT_OK)
+		return rc < 0 ? EXIT_OK : rc;
+	rc = cli_open_repo(repo_opt, &repo);
+	if (rc == EXIT_OK)
+		rc = cli_find_snapshot(repo, id, NULL, &s);
+	if (rc == EXIT_OK) {
+		int r = catalog_snapshot_delete(repo_catalog(repo), s.rowid);
+		if (r < 0) {
+			cli_error("could not delete snapshot \"%s\": %s", s.name, strerror(-r));
+			rc = EXIT_FAIL;
+		} else {
+			printf("deleted snapshot \"%s\"\n", s.name);
+		}
+	}
+	snapshot_info_clear(&s);
+	repo_free(repo);
+	return rc;
+}
+
+int cmd_gc(int argc, char **argv)
+{
+	const char *repo_opt = NULL;
+	Repo *repo = NULL;
+	GcResult g;
+	char b[32];
+	int r, rc = parse_simple("gc", "Usage: pgbakfs gc [--repo PATH]\n\n"
+				 "Remove chunks and packs that no snapshot uses, and the leftovers of\n"
+				 "interrupted backups. Safe while backups run.\n",
+				 argc, argv, &repo_opt, NULL);
+	if (rc != EXIT_OK)
+		return rc < 0 ? EXIT_OK : rc;
+	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != EXIT_OK)
+		return rc;
+	r = repo_gc(repo, &g);
+	if (r == -EBUSY) {
+		cli_error("another gc is running on repository \"%s\"", repo_path(repo));
+		rc = EXIT_FAIL;
+	} else if (r < 0) {
+		cli_error("gc failed on repository \"%s\": %s", repo_path(repo), strerror(-r));
+		rc = EXIT_FAIL;
+	} else {
+		printf("gc: reclaimed %s: %llu pack(s) and %llu orphaned object(s) deleted, "
+		       "%llu chunk(s) and %llu content list(s) dropped",
+		       format_bytes(g.bytes_reclaimed, b, sizeof(b)),
+		       (unsigned long long)g.packs_deleted, (unsigned long long)g.orphans_deleted,
+		       (unsigned long long)g.chunks_deleted, (unsigned long long)g.contents_deleted);
+		if (g.sessions_reaped)
+			printf(", %llu interrupted backup(s) cleaned up",
+			       (unsigned long long)g.sessions_reaped);
+		printf("\n");
+		if (g.chunks_waiting)
+			printf("gc: %llu unused chunk(s) kept for a running backup; the next gc "
+			       "removes them\n", (unsigned long long)g.chunks_waiting);
+	}
+	repo_free(repo);
+	return rc;
+}
+
+static void print_problem(CheckSeverity sev, const char *msg, void *userdata _unused_)
+{
+	if (sev == CHECK_ERROR)
+		fprintf(stderr, "pgbakfs: error: %s\n", msg);
+	else
+		fprintf(stderr, "pgbakfs: note: %s\n", msg);
+}
+
+int cmd_check(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"read-data", no_argument, NULL, OPT_READ_DATA},
+		{"jobs", required_argument, NULL, 'j'},
+		{"progress", no_argument, NULL, OPT_PROGRESS},
+		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+		{"help", no_argument, NULL, 'h'},
+		{0}};
+	const char *repo_opt = NULL;
+	CheckOptions o = {0};
+	CheckResult res;
+	Repo *repo = NULL;
+	Progress *progress = NULL;
+	bool show_progress = cli_stderr_is_tty();
+	int c, r, rc;
+
+	while ((c = getopt_long(argc, argv, "hj:", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REPO: repo_opt = optarg; break;
+		case OPT_READ_DATA: o.read_data = true; break;
+		case 'j':
+			if ((rc = cli_parse_jobs("check", optarg, &o.jobs)) != EXIT_OK)
+				return rc;
+			break;
+		case OPT_PROGRESS: show_progress = true; break;
+		case OPT_NO_PROGRESS: show_progress = false; break;
+		case 'h':
+			printf("Usage: pgbakfs check [--repo PATH] [--read-data] [-j N] [--[no-]progress]\n\n"
+			       "Check the catalog and that every pack is present; with --read-data,\n"
+			       "read and verify every chunk and name the snapshots any damage affects.\n"
+			       "Exit status 1 when a problem is found.\n");
+			return EXIT_OK;
+		default: return cli_usage("check", "invalid option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage("check", "unexpected argument \"%s\"", argv[optind]);
+	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != EXIT_OK)
+		return rc;
+	if (o.read_data) {
+		CatalogStats st = {0};
+		catalog_stats(repo_catalog(repo), &st);
+		progress_new("check", st.pack_bytes, show_progress, &progress);
+		o.progress = progress;
+	}
+	r = repo_check(repo, &o, print_problem, NULL, &res);
+	progress = progress_free(progress);
+	if (r < 0) {
+		cli_error("could not check repository \"%s\": %s", repo_path(repo), strerror(-r));
+		rc = EXIT_FAIL;
+	} else if (res.n_errors) {
+		cli_error("repository \"%s\" has %llu problem(s)", repo_path(repo),
+			  (unsigned long long)res.n_errors);
+		rc = EXIT_FAIL;
+	} else {
+		printf("check: repository \"%s\" is consistent: %llu pack(s)", repo_path(repo),
+		       (unsigned long long)res.n_packs);
+		if (o.read_data)
+			printf(", %llu chunk(s) read and verified", (unsigned long long)res.n_chunks_read);
+		printf("\n");
+	}
+	repo_free(repo);
+	return rc;
+}
+
+int cmd_stats(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"help", no_argument, NULL, 'h'},
+		{0}};
+	const char *repo_opt = NULL;
+	bool json = false;
+	CatalogStats st;
+	Repo *repo = NULL;
+	int c, r, rc;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REPO: repo_opt = optarg; break;
+		case OPT_JSON: json = true; break;
+		case 'h':
+			printf("Usage: pgbakfs stats [--repo PATH] [--json]\n\n"
+			       "Repository size, deduplication and compression.\n");
+			return EXIT_OK;
+		default: return cli_usage("stats", "invalid option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage("stats", "unexpected argument \"%s\"", argv[optind]);
+	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != EXIT_OK)
+		return rc;
+	r = catalog_stats(repo_catalog(repo), &st);
+	if (r < 0) {
+		cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
+		repo_free(repo);
+		return EXIT_FAIL;
+	}
+	double dedup = st.chunk_plain_bytes ? (double)st.logical_bytes / (double)st.chunk_plain_bytes : 0;
+	double ratio = st.pack_bytes ? (double)st.logical_bytes / (double)st.pack_bytes : 0;
+	if (json) {
+		JsonWriter w;
+		json_init(&w, stdout);
+		json_begin_object(&w);
+		json_key(&w, "snapshots"); json_uint(&w, st.n_snapshots);
+		json_key(&w, "packs"); json_uint(&w, st.n_packs);
+		json_key(&w, "chunks"); json_uint(&w, st.n_chunks);
+		json_key(&w, "contents"); json_uint(&w, st.n_contents);
+		json_key(&w, "files"); json_uint(&w, st.n_files);
+		json_key(&w, "logical_bytes"); json_uint(&w, st.logical_bytes);
+		json_key(&w, "unique_bytes"); json_uint(&w, st.chunk_plain_bytes);
+		json_key(&w, "stored_bytes"); json_uint(&w, st.pack_bytes);
+		json_key(&w, "chunk_size"); json_uint(&w, repo_config(repo)->chunk_size);
+		json_key(&w, "dedup_ratio"); json_double(&w, dedup);
+		json_key(&w, "total_ratio"); json_double(&w, ratio);
+		json_end_object(&w);
+		putchar('\n');
+	} else {
+		char a[32], b[32], d[32];
+		printf("snapshots:      %llu\n", (unsigned long long)st.n_snapshots);
+		printf("logical size:   %s (sum of all snapshots)\n", format_bytes(st.logical_bytes, a, sizeof(a)));
+		printf("unique data:    %s in %llu chunk(s) (dedup %.2fx)\n",
+		       format_bytes(st.chunk_plain_bytes, b, sizeof(b)), (unsigned long long)st.n_chunks, dedup);
+		printf("stored:         %s in %llu pack(s) (overall %.2fx)\n",
+		       format_bytes(st.pack_bytes, d, sizeof(d)), (unsigned long long)st.n_packs, ratio);
+		printf("chunk size:     %llu KiB\n", (unsigned long long)(repo_config(repo)->chunk_size / 1024));
+	}
+	repo_free(repo);
+	return EXIT_OK;
+}

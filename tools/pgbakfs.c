@@ -1,0 +1,52 @@
+/* pgbakfs: main only dispatches to the command functions. */
+#include "tools/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+	const char *name;
+	CommandFn fn;
+	const char *summary;
+} commands[] = {
+	{"init", cmd_init, "create a repository"},
+	{"backup", cmd_backup, "take a snapshot (of a directory tree: --from-dir)"},
+	{"list", cmd_list, "list snapshots"},
+	{"show", cmd_show, "show one snapshot"},
+	{"restore", cmd_restore, "restore a snapshot into a directory"},
+	{"delete", cmd_delete, "delete a snapshot (space is reclaimed by gc)"},
+	{"gc", cmd_gc, "remove data no snapshot uses"},
+	{"check", cmd_check, "check the repository (--read-data: every byte)"},
+	{"stats", cmd_stats, "repository size and deduplication"},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "pgbakfs: deduplicated PostgreSQL backups you can see and start\n\n"
+		   "Usage: pgbakfs COMMAND [OPTIONS]\n\nCommands:\n");
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nEvery command takes --repo PATH (or PGBAKFS_REPO) and --help.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("pgbakfs 0.1.0\n");
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "pgbakfs: error: unknown command \"%s\"\n", argv[1]);
+	fprintf(stderr, "hint: see \"pgbakfs --help\"\n");
+	return EXIT_USAGE;
+}
