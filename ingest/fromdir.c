@@ -159,7 +159,8 @@ static int read_names(int fd, char ***ret, size_t *ret_n)
 		return r;
 	}
 	closedir(d);
-	qsort(names, n, sizeof(char *), cmp_names);
+	if (n > 1)
+		qsort(names, n, sizeof(char *), cmp_names);
 	*ret = names;
 	*ret_n = n;
 	return 0;

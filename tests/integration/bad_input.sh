@@ -1,0 +1,66 @@
+# Bad input: one clear error line, exit 1, and the repository still passes check.
+. "$(dirname "$0")/lib.sh"
+R=$T/repo
+make_tree "$T/src"
+pgbakfs init --repo "$R" >/dev/null
+pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null
+check_ok() { ok "check passes after: $1" pgbakfs check --repo "$R" --read-data >/dev/null; }
+
+mkdir -p "$T/nonempty" && touch "$T/nonempty/file"
+expect_error 1 'target directory ".*" is not empty' pgbakfs restore latest "$T/nonempty" --repo "$R"
+ok "non-empty target untouched" test "$(ls "$T/nonempty")" = file
+check_ok "non-empty target"
+
+expect_error 1 'snapshot "20990101T000000Z" not found' pgbakfs restore 20990101T000000Z "$T/o1" --repo "$R"
+expect_error 1 'not found' pgbakfs show nosuchid --repo "$R"
+expect_error 1 'not found' pgbakfs delete nosuchid --repo "$R"
+check_ok "unknown id"
+
+mkdir -p "$T/notrepo" && touch "$T/notrepo/somefile"
+expect_error 1 'is not a pgbakfs repository' pgbakfs list --repo "$T/notrepo"
+expect_error 1 'does not exist' pgbakfs list --repo "$T/missing"
+expect_error 1 'is not empty' pgbakfs init --repo "$T/notrepo"
+expect_error 1 'could not open directory' pgbakfs backup --repo "$R" --from-dir "$T/missing"
+
+cp -a "$R" "$T/newer"
+sed -i 's/^format = .*/format = 99/' "$T/newer/config"
+expect_error 1 'newer format' pgbakfs list --repo "$T/newer"
+expect_error 1 'newer format' pgbakfs backup --repo "$T/newer" --from-dir "$T/src"
+sed -i 's/^chunk_size = .*/chunk_size = banana/; s/^format = .*/format = 1/' "$T/newer/config"
+expect_error 1 'is damaged' pgbakfs list --repo "$T/newer"
+
+# an unreadable source file (the test runs as root, so read as an unprivileged user)
+NR=$T/nobody_repo
+mkdir -p "$NR" "$T/usrc/sub" && chown nobody "$NR"
+head -c 200000 /dev/urandom >"$T/usrc/readable"
+echo secret >"$T/usrc/sub/locked" && chmod 000 "$T/usrc/sub/locked"
+chmod -R a+rX "$T/usrc" 2>/dev/null; chmod 000 "$T/usrc/sub/locked"
+runuser -u nobody -- "$PGBAKFS" init --repo "$NR" >/dev/null
+expect_error 1 'could not read ".*locked": Permission denied' runuser -u nobody -- "$PGBAKFS" backup --repo "$NR" --from-dir "$T/usrc" --no-progress
+ok "no snapshot after unreadable file" test "$(runuser -u nobody -- "$PGBAKFS" list --repo "$NR" --json)" = "[]"
+ok "check passes after unreadable file" runuser -u nobody -- "$PGBAKFS" check --repo "$NR" --read-data >/dev/null
+
+# a full disk: a repository on a 4 MiB tmpfs, a backup of ~12 MiB of random data
+mkdir -p "$T/small"
+mount -t tmpfs -o size=4m tmpfs "$T/small"
+at_exit "umount '$T/small'"
+SR=$T/small/repo
+pgbakfs init --repo "$SR" --pack-size 1M >/dev/null
+mkdir -p "$T/fsrc" && head -c 1000000 /dev/urandom >"$T/fsrc/a"
+ok "small backup fits" pgbakfs backup --repo "$SR" --from-dir "$T/fsrc" --no-progress >/dev/null
+head -c 12000000 /dev/urandom >"$T/fsrc/b"
+expect_error 1 'out of space\|No space left' pgbakfs backup --repo "$SR" --from-dir "$T/fsrc" --no-progress
+ok "only the first snapshot is visible" test "$(pgbakfs list --repo "$SR" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 1
+ok "check passes on the full disk" pgbakfs check --repo "$SR" --read-data >/dev/null
+ok "gc frees the leftovers" pgbakfs gc --repo "$SR" >/dev/null
+rm "$T/fsrc/b"
+ok "restore still works" pgbakfs restore latest "$T/fout" --repo "$SR" --no-progress >/dev/null
+ok "restored equal" same_tree "$T/fsrc" "$T/fout"
+# full target disk on restore: clear error, exit 1
+mkdir -p "$T/small/target"
+head -c 6000000 /dev/urandom >"$T/fsrc/c"
+ok "backup into big repo" pgbakfs backup --repo "$R" --from-dir "$T/fsrc" --no-progress >/dev/null
+rm -rf "$T/small/repo"
+expect_error 1 'No space left' pgbakfs restore latest "$T/small/target" --repo "$R" --no-progress
+check_ok "full restore target"
+finish

@@ -1,0 +1,94 @@
+# Shared helpers for the integration tests. Each test sources this file.
+set -euo pipefail
+
+: "${PGBAKFS:?PGBAKFS must point at the pgbakfs binary (run through ctest)}"
+TEST_NAME=$(basename "$0" .sh)
+T=$(mktemp -d "/tmp/pgbakfs-test-$TEST_NAME.XXXXXX")
+chmod 755 "$T"
+N_PASS=0
+N_FAIL=0
+CLEANUPS=()
+
+cleanup() {
+	local rc=$?
+	for ((i = ${#CLEANUPS[@]} - 1; i >= 0; i--)); do eval "${CLEANUPS[$i]}" || true; done
+	rm -rf "$T"
+	exit $rc
+}
+trap cleanup EXIT
+at_exit() { CLEANUPS+=("$1"); }
+
+pass() { N_PASS=$((N_PASS + 1)); }
+fail() { N_FAIL=$((N_FAIL + 1)); echo "FAIL: $*" >&2; }
+ok() { # ok DESCRIPTION COMMAND...: the command must succeed
+	local what=$1; shift
+	if "$@"; then pass; else fail "$what"; fi
+}
+
+finish() {
+	echo "$N_PASS passed, $N_FAIL failed"
+	[ "$N_FAIL" -eq 0 ]
+}
+
+pgbakfs() { "$PGBAKFS" "$@"; }
+
+# expect_error EXIT_CODE PATTERN COMMAND...: exit code, exactly one "error:" line
+# on stderr matching PATTERN, nothing on stdout.
+expect_error() {
+	local want=$1 pattern=$2; shift 2
+	local out err rc=0
+	out=$("$@" 2>"$T/.stderr") || rc=$?
+	err=$(cat "$T/.stderr")
+	if [ "$rc" -ne "$want" ]; then
+		fail "expected exit $want, got $rc from: $* (stderr: $err)"; return
+	fi
+	if [ "$(grep -c '^pgbakfs: error:' "$T/.stderr")" -ne 1 ]; then
+		fail "expected exactly one error line from: $* (stderr: $err)"; return
+	fi
+	if ! grep -q -- "$pattern" "$T/.stderr"; then
+		fail "stderr of '$*' does not match '$pattern': $err"; return
+	fi
+	pass
+}
+
+# A manifest of a tree: type, mode, size, mtime (ns), owner, sha256 / link target.
+tree_manifest() {
+	(cd "$1" && find . -mindepth 1 -printf '%p %y %m %s %T@ %U:%G %l\n' | LC_ALL=C sort |
+		while read -r p y m s t o l; do
+			if [ "$y" = f ]; then h=$(sha256sum "$p" | cut -c1-64); else h=-; fi
+			[ "$y" = d ] && s=-
+			echo "$p $y $m $s $t $o $h $l"
+		done)
+}
+
+same_tree() { # same_tree A B
+	diff <(tree_manifest "$1") <(tree_manifest "$2") >"$T/.treediff" || {
+		head -20 "$T/.treediff" >&2
+		return 1
+	}
+}
+
+# A varied tree: text, random, empty, sparse, big multi-chunk, symlinks, modes, mtimes.
+make_tree() {
+	local d=$1
+	mkdir -p "$d/base/1" "$d/empty_dir" "$d/deep/a/b/c"
+	seq 1 200000 >"$d/base/1/text"
+	head -c 3000000 /dev/urandom >"$d/base/1/random"
+	: >"$d/empty"
+	truncate -s 20M "$d/sparse"
+	printf 'middle' | dd of="$d/sparse" bs=1 seek=7000000 conv=notrunc status=none
+	printf 'tail' | dd of="$d/sparse" bs=1 seek=$((20 * 1024 * 1024 - 4)) conv=notrunc status=none
+	head -c 100 /dev/urandom >"$d/deep/a/b/c/small"
+	ln -s ../base/1/text "$d/deep/rel_link"
+	ln -s /nonexistent/target "$d/dangling"
+	chmod 600 "$d/base/1/random"
+	chmod 751 "$d/deep/a"
+	chmod 4755 "$d/deep/a/b/c/small"
+	chown 1234:5678 "$d/base/1/text"
+	touch -d '2001-02-03 04:05:06.123456789' "$d/base/1/text"
+	touch -h -d '2002-01-01 00:00:00' "$d/deep/rel_link"
+	touch -d '2003-03-03 03:03:03' "$d/deep/a"
+}
+
+# Number of pack objects in a local repository.
+n_pack_files() { find "$1/packs" -name '*.pack' | wc -l; }

@@ -1,0 +1,21 @@
+# Memory stays bounded whatever the file size: peak RSS for a 1 GiB file is
+# close to that for a 10 MiB file, and well under 256 MiB.
+. "$(dirname "$0")/lib.sh"
+command -v /usr/bin/time >/dev/null || { fail "/usr/bin/time is missing (apt-get install time)"; finish; }
+R=$T/repo
+pgbakfs init --repo "$R" >/dev/null
+gen() { openssl enc -aes-128-ctr -nosalt -pass pass:"$2" -pbkdf2 -in /dev/zero 2>/dev/null | head -c "$1"; }
+mkdir -p "$T/small" "$T/big"
+gen 10485760 a >"$T/small/f"
+gen 1073741824 b >"$T/big/f"
+rss() { /usr/bin/time -f %M "$PGBAKFS" backup --repo "$R" --from-dir "$1" -j 2 --no-progress 2>&1 >/dev/null | tail -1; }
+small=$(rss "$T/small")
+big=$(rss "$T/big")
+echo "peak RSS: 10 MiB file ${small} KiB, 1 GiB file ${big} KiB"
+ok "1 GiB file needs < small + 96 MiB" test "$big" -lt $((small + 98304))
+ok "peak RSS < 256 MiB" test "$big" -lt 262144
+sum=$(sha256sum <"$T/big/f")
+rm -rf "$T/big"
+ok "restore the big file" pgbakfs restore latest "$T/out" --repo "$R" --no-progress >/dev/null
+ok "big file restored identical" test "$(sha256sum <"$T/out/f")" = "$sum"
+finish

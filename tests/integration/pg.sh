@@ -1,0 +1,31 @@
+# PostgreSQL helpers for integration tests: each test gets its own cluster,
+# run as the postgres OS user on 127.0.0.1 and a port of its own.
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+[ -x "$PGBIN/postgres" ] || { echo "FAIL: PostgreSQL 15 not found in $PGBIN (apt-get install postgresql-15)" >&2; exit 1; }
+id postgres >/dev/null 2>&1 || { echo "FAIL: no postgres OS user" >&2; exit 1; }
+
+as_pg() { runuser -u postgres -- "$@"; }
+
+# pg_init DIR PORT: initdb with checksums and a socket dir inside the test dir
+pg_init() {
+	local dir=$1 port=$2
+	mkdir -p "$dir" "$T/sock" "$T/pglog"
+	chown postgres "$dir" "$T/sock" "$T/pglog"
+	as_pg "$PGBIN/initdb" -D "$dir" --data-checksums -A trust -U postgres >/dev/null
+	cat >>"$dir/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$T/sock'
+fsync = off
+shared_buffers = 32MB
+CONF
+}
+
+pg_start() { # DIR
+	as_pg "$PGBIN/pg_ctl" -D "$1" -l "$T/pglog/$(basename "$1").log" -w -t 60 start >/dev/null
+	at_exit "as_pg '$PGBIN/pg_ctl' -D '$1' -m immediate stop >/dev/null 2>&1"
+}
+pg_stop() { as_pg "$PGBIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null; }
+pg_sql() { # PORT SQL
+	as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$1" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 -c "$2"
+}
