@@ -74,7 +74,7 @@ static int ingest_file_data(Walker *wk, SnapFile *f, int fd, off_t size)
 		off_t hole = lseek(fd, pos, SEEK_HOLE);
 		if (hole < 0 || hole > size)
 			hole = size;
-		off_t done;
+		off_t done = pos;
 		r = ingest_range(wk, f, fd, pos, hole, &done);
 		if (r < 0)
 			return r;

@@ -232,7 +232,7 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	RFile *rf = calloc(1, sizeof(*rf));
 	size_t n_ids = 0;
 	uint64_t n_stored = 0;
-	int r;
+	int r = 0;
 
 	if (!rf) {
 		free(path);

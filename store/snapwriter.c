@@ -102,7 +102,8 @@ struct SnapWriter {
 		PackWriter *busy;    /* pack the flusher is writing */
 		bool done;
 	} fl;
-	PackWriter *packs[2];
+	/* three buffers: one filling, one waiting, one being written (fsync stalls) */
+	PackWriter *packs[3];
 	PackWriter *open_pack; /* writer-owned */
 
 	/* files begun and not yet completed: files.lock guards the list */
@@ -403,11 +404,16 @@ static int writer_rotate_pack(SnapWriter *w, WriterState *ws)
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&w->fl.lock);
-	while ((w->fl.pending || w->fl.busy) && !get_error(w))
+	while (w->fl.pending && !get_error(w))
 		pthread_cond_wait(&w->fl.cond, &w->fl.lock);
 	if (!get_error(w)) {
+		PackWriter *next = NULL;
 		w->fl.pending = w->open_pack;
-		w->open_pack = w->open_pack == w->packs[0] ? w->packs[1] : w->packs[0];
+		for (size_t i = 0; i < ELEMENTSOF(w->packs); i++)
+			if (w->packs[i] != w->fl.pending && w->packs[i] != w->fl.busy)
+				next = w->packs[i];
+		PGBAKFS_CHECK(next != NULL);
+		w->open_pack = next;
 		pthread_cond_broadcast(&w->fl.cond);
 	}
 	pthread_mutex_unlock(&w->fl.lock);
@@ -568,7 +574,7 @@ static void *writer_main(void *arg)
 static int pool_init(SnapWriter *w)
 {
 	size_t ebound = chunk_encode_bound(w->chunk_size);
-	w->pool.n = (size_t)w->n_workers * 4 + 8;
+	w->pool.n = (size_t)w->n_workers * 8 + 16;
 	pthread_mutex_init(&w->pool.lock, NULL);
 	pthread_cond_init(&w->pool.cond, NULL);
 	w->pool.all = calloc(w->pool.n, sizeof(Msg));
@@ -639,7 +645,7 @@ int snapwriter_new(Repo *repo, const SnapWriterOptions *o, SnapWriter **ret)
 	r = (!w->info.instance || !w->info.type) ? -ENOMEM : 0;
 	if (r == 0)
 		r = pool_init(w);
-	for (int i = 0; r == 0 && i < 2; i++)
+	for (size_t i = 0; r == 0 && i < ELEMENTSOF(w->packs); i++)
 		r = pack_writer_new(w->pack_size + chunk_encode_bound(w->chunk_size), &w->packs[i]);
 	w->open_pack = w->packs[0];
 	/* register first: from here on gc keeps every chunk we may find and reuse */
@@ -701,8 +707,8 @@ SnapWriter *snapwriter_free(SnapWriter *w)
 	}
 	free(w->pool.all);
 	free(w->workers);
-	pack_writer_free(w->packs[0]);
-	pack_writer_free(w->packs[1]);
+	for (size_t i = 0; i < ELEMENTSOF(w->packs); i++)
+		pack_writer_free(w->packs[i]);
 	pthread_mutex_destroy(&w->pool.lock);
 	pthread_cond_destroy(&w->pool.cond);
 	pthread_mutex_destroy(&w->fl.lock);

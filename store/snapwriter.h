@@ -4,7 +4,7 @@
  * chunks, hashes and compresses them on worker threads, appends new chunks
  * to packs on a writer thread, and writes packs durably on a flusher thread,
  * so reading, hashing/compressing and pack writing overlap. Memory is
- * bounded: a fixed pool of chunk buffers and two pack buffers, whatever the
+ * bounded: a fixed pool of chunk buffers and three pack buffers, whatever the
  * size of a file or of the repository.
  *
  * The snapshot is visible only after snapwriter_commit() returns 0. Freeing
