@@ -233,12 +233,18 @@ void path_dirname(const char *path, char *buf, size_t len)
 
 int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode)
 {
-	char tmp[PATH_MAX], dir[PATH_MAX];
-	int r;
+	char tmp[PATH_MAX + 32], dir[PATH_MAX];
+	uint64_t rnd;
+	int r = random_bytes(&rnd, sizeof(rnd));
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= sizeof(tmp))
+	if (r < 0)
+		return r;
+	/* a dot name in the same directory: listings skip it, rename is atomic */
+	path_dirname(path, dir, sizeof(dir));
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.tmp-%016llx", dir, (unsigned long long)rnd) >=
+	    sizeof(tmp))
 		return -ENAMETOOLONG;
-	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0)
 		return -errno;
 	r = write_full(fd, buf, len);
@@ -250,7 +256,6 @@ int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode
 		unlink(tmp);
 		return r;
 	}
-	path_dirname(path, dir, sizeof(dir));
 	return fsync_dir(dir);
 }
 

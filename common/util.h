@@ -32,7 +32,10 @@ int mkdir_p(const char *path, mode_t mode);
 int fsync_dir(const char *path);
 /* Path of the directory containing path, into buf. */
 void path_dirname(const char *path, char *buf, size_t len);
-/* Write a whole file atomically and durably (tmp + fsync + rename + dir fsync). */
+/*
+ * Write a whole file atomically and durably: a ".tmp-<random>" file in the same
+ * directory, fsync, rename over path, fsync of the directory.
+ */
 int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
 /* Read a whole small file into a NUL-terminated malloc'd buffer. */
 int file_read_all(const char *path, size_t max, char **ret, size_t *ret_len);

@@ -30,35 +30,15 @@ static int local_path(LocalBackend *lb, const char *name, char *buf, size_t len)
 static int local_put(StoreBackend *b, const char *name, const void *buf, size_t len)
 {
 	LocalBackend *lb = (LocalBackend *)b;
-	char path[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX + 64];
-	uint64_t rnd;
-	int r;
-
-	r = local_path(lb, name, path, sizeof(path));
+	char path[PATH_MAX], dir[PATH_MAX];
+	int r = local_path(lb, name, path, sizeof(path));
 	if (r < 0)
 		return r;
 	path_dirname(path, dir, sizeof(dir));
 	r = mkdir_p(dir, 0700);
 	if (r < 0)
 		return r;
-	r = random_bytes(&rnd, sizeof(rnd));
-	if (r < 0)
-		return r;
-	snprintf(tmp, sizeof(tmp), "%s/.tmp-%016llx", dir, (unsigned long long)rnd);
-
-	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	r = write_full(fd, buf, len);
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0) {
-		unlink(tmp);
-		return r;
-	}
-	return fsync_dir(dir);
+	return file_write_atomic(path, buf, len, 0600);
 }
 
 static int local_get_range(StoreBackend *b, const char *name, uint64_t offset, size_t len,
