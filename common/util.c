@@ -30,7 +30,7 @@ static int parse_scaled(const char *s, const char *units, const uint64_t *mult, 
 	char *end;
 	unsigned long long v;
 
-	if (!s || !*s || *s == '-' || *s == '+')
+	if (!s || *s < '0' || *s > '9') /* strtoull would skip blanks and accept a sign */
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, 10);

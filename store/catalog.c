@@ -945,10 +945,15 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 		r = query_u64(c, "SELECT coalesce(min(epoch), 0) FROM sessions", &min_epoch);
 	if (r < 0)
 		return r;
-	/* no session: every condemned chunk can go; else only those condemned before all */
+	/*
+	 * A session registered before this transaction carries an epoch older than
+	 * the one just assigned; one registered after an earlier gc committed saw
+	 * that gc's condemnations and never used them. So a chunk condemned at
+	 * epoch e may go once every live session has epoch >= e.
+	 */
 	int64_t limit = n_sessions ? (int64_t)min_epoch : INT64_MAX;
 	r = prepare(c, "SELECT count(*), coalesce(sum(elen), 0) FROM chunks WHERE"
-		       " condemned IS NOT NULL AND condemned < ?1", &s);
+		       " condemned IS NOT NULL AND condemned <= ?1", &s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, limit);
@@ -956,7 +961,7 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 		res->chunks_deleted = (uint64_t)sqlite3_column_int64(s, 0);
 		res->chunk_bytes_deleted = (uint64_t)sqlite3_column_int64(s, 1);
 	}
-	r = exec_bound_int(c, "DELETE FROM chunks WHERE condemned IS NOT NULL AND condemned < ?1",
+	r = exec_bound_int(c, "DELETE FROM chunks WHERE condemned IS NOT NULL AND condemned <= ?1",
 			   limit);
 	if (r == 0)
 		r = query_u64(c, "SELECT count(*) FROM chunks WHERE condemned IS NOT NULL",

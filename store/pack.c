@@ -114,7 +114,7 @@ static int set_insert(PackWriter *w, size_t idx)
 		free(w->set);
 		w->set = set;
 		w->set_cap = cap;
-		for (size_t i = 0; i < w->n_entries; i++) { /* rehash, idx itself included */
+		for (size_t i = 0; i <= idx; i++) { /* rehash, the entry being added included */
 			size_t s = id_slot(&w->entries[i].id, cap);
 			while (set[s])
 				s = (s + 1) & (cap - 1);
@@ -209,7 +209,10 @@ int pack_parse_footer(const void *footer, uint64_t pack_size, uint64_t *ret_entr
 	uint64_t off = get_le64(p + 8);
 	if (memcmp(p + 48, pack_end_magic, 8) != 0)
 		return -EBADMSG;
+	/* no arithmetic that can wrap: a damaged footer must not point anywhere */
 	if (pack_size < PACK_HEADER_LEN + PACK_FOOTER_LEN || off < PACK_HEADER_LEN ||
+	    off > pack_size - PACK_FOOTER_LEN ||
+	    (uint64_t)n > (pack_size - PACK_FOOTER_LEN - off) / PACK_ENTRY_LEN ||
 	    off + (uint64_t)n * PACK_ENTRY_LEN + PACK_FOOTER_LEN != pack_size)
 		return -EBADMSG;
 	*ret_entries_off = off;

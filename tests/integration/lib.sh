@@ -16,6 +16,7 @@ cleanup() {
 	exit $rc
 }
 trap cleanup EXIT
+trap 'echo "FAIL: $TEST_NAME aborted at line $LINENO: $BASH_COMMAND" >&2' ERR
 at_exit() { CLEANUPS+=("$1"); }
 
 pass() { N_PASS=$((N_PASS + 1)); }

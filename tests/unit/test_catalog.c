@@ -1,0 +1,878 @@
+/* Unit tests for store/catalog.h: contents, snapshots, files, packs, sessions, gc. */
+#include "tests/unit/test.h"
+
+#include "store/catalog.h"
+
+#include <limits.h>
+#include <sys/stat.h>
+
+/* 2023-11-14T22:13:20Z */
+#define T0 (1700000000LL * 1000000000)
+
+static ChunkId id_of(const char *s)
+{
+	ChunkId id;
+	chunk_hash(s, strlen(s), &id);
+	return id;
+}
+
+static Catalog *open_fresh(char *tmp, size_t len)
+{
+	char path[PATH_MAX];
+	Catalog *c = NULL;
+	test_tmpdir(tmp, len);
+	snprintf(path, sizeof(path), "%s/catalog.db", tmp);
+	if (!CHECK_EQ_INT(catalog_open(path, true, &c), 0))
+		return NULL;
+	return c;
+}
+
+typedef struct SnapList {
+	char names[8][64];
+	int64_t rowids[8];
+	size_t n;
+} SnapList;
+
+static int collect_snap(const SnapshotInfo *s, void *ud)
+{
+	SnapList *l = ud;
+	if (l->n < ELEMENTSOF(l->names)) {
+		snprintf(l->names[l->n], sizeof(l->names[0]), "%s", s->name);
+		l->rowids[l->n] = s->rowid;
+	}
+	l->n++;
+	return 0;
+}
+
+static size_t count_snapshots(Catalog *c, const char *instance)
+{
+	SnapList l = {0};
+	if (catalog_snapshot_foreach(c, instance, collect_snap, &l) < 0)
+		return (size_t)-1;
+	return l.n;
+}
+
+/* A visible snapshot with one regular file "f" using content. */
+static int64_t make_snapshot(Catalog *c, int64_t start, int64_t content, const char *session)
+{
+	SnapshotInfo s = {.instance = "main", .type = "full", .start_time = start,
+			  .session = (char *)session};
+	FileRow root = {.ino = 1, .parent = 1, .name = "", .mode = S_IFDIR | 0755};
+	FileRow f = {.ino = 2, .parent = 1, .name = "f", .mode = S_IFREG | 0644,
+		     .size = 100, .content = content};
+	if (catalog_snapshot_begin(c, &s) < 0)
+		return -1;
+	if (catalog_file_add(c, s.rowid, &root) < 0 || catalog_file_add(c, s.rowid, &f) < 0)
+		return -1;
+	s.status = SNAP_STATUS_OK;
+	s.stop_time = start + 1000;
+	if (catalog_snapshot_finish(c, &s) < 0)
+		return -1;
+	return s.rowid;
+}
+
+/* Record a pack holding chunks ids (fake offsets/lengths). */
+static int64_t make_pack(Catalog *c, const char *name, const char *session, const ChunkId *ids,
+			 size_t n)
+{
+	PackEntry e[8];
+	int64_t id = -1;
+	PGBAKFS_CHECK(n <= ELEMENTSOF(e));
+	for (size_t i = 0; i < n; i++)
+		e[i] = (PackEntry){.id = ids[i], .offset = PACK_HEADER_LEN + 100 * i, .elen = 100,
+				   .plen = 16384, .enc = CHUNK_ENC_ZSTD};
+	if (catalog_pack_add_pending(c, name, session, &id) < 0)
+		return -1;
+	if (catalog_pack_record(c, id, PACK_HEADER_LEN + 100 * n + PACK_ENTRY_LEN * n + PACK_FOOTER_LEN,
+				e, n) < 0)
+		return -1;
+	return id;
+}
+
+static bool has_dead(const CatalogGcResult *r, const char *name)
+{
+	for (size_t i = 0; i < r->n_dead_packs; i++)
+		if (strcmp(r->dead_packs[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void test_open(void)
+{
+	char tmp[64], path[PATH_MAX];
+	Catalog *c = NULL;
+	struct stat st;
+
+	test_tmpdir(tmp, sizeof(tmp));
+	snprintf(path, sizeof(path), "%s/catalog.db", tmp);
+	/* without create, a missing catalog is -ENOENT */
+	CHECK_EQ_INT(catalog_open(path, false, &c), -ENOENT);
+	CHECK(c == NULL);
+	CHECK_EQ_INT(catalog_open(path, true, &c), 0);
+	CHECK(stat(path, &st) == 0 && S_ISREG(st.st_mode));
+	{
+		char *msg = NULL;
+		CHECK_EQ_INT(catalog_integrity_check(c, &msg), 0);
+		CHECK(msg == NULL);
+		free(msg);
+	}
+	CatalogStats stats;
+	CHECK_EQ_INT(catalog_stats(c, &stats), 0);
+	CHECK_EQ_INT(stats.n_snapshots + stats.n_packs + stats.n_chunks + stats.n_files, 0);
+	catalog_free(c);
+	c = NULL;
+	/* create on an existing catalog is idempotent; open without create works */
+	CHECK_EQ_INT(catalog_open(path, true, &c), 0);
+	catalog_free(c);
+	c = NULL;
+	CHECK_EQ_INT(catalog_open(path, false, &c), 0);
+	catalog_free(c);
+	c = NULL;
+
+	/* a file that is not a database */
+	snprintf(path, sizeof(path), "%s/junk.db", tmp);
+	{
+		static const char junk[] = "this is not an SQLite database, not at all";
+		CHECK_EQ_INT(file_write_atomic(path, junk, sizeof(junk) - 1, 0600), 0);
+	}
+	CHECK(catalog_open(path, false, &c) < 0);
+	CHECK(c == NULL);
+	catalog_free(c);
+	CHECK(catalog_free(NULL) == NULL);
+	TEST_RM_RF(tmp);
+}
+
+static void test_contents(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId a[3] = {id_of("one"), id_of("two"), chunk_id_hole};
+	ChunkId b[3] = {id_of("one"), id_of("two"), id_of("three")};
+	int64_t ia = 0, ia2 = 0, ib = 0, ic = 0;
+	ChunkId *got = NULL;
+	size_t n = 0;
+
+	if (!c)
+		goto out;
+	CHECK_EQ_INT(catalog_content_put(c, a, 3, &ia), 0);
+	CHECK_EQ_INT(catalog_content_put(c, a, 3, &ia2), 0);
+	CHECK(ia > 0);
+	CHECK_EQ_INT(ia2, ia);
+	CHECK_EQ_INT(catalog_content_put(c, b, 3, &ib), 0);
+	CHECK(ib != ia);
+	CHECK_EQ_INT(catalog_content_put(c, b, 2, &ic), 0); /* a prefix is another list */
+	CHECK(ic != ia && ic != ib);
+	{
+		int64_t again = 0;
+		CHECK_EQ_INT(catalog_content_put(c, b, 3, &again), 0);
+		CHECK_EQ_INT(again, ib);
+	}
+
+	CHECK_EQ_INT(catalog_content_get(c, ia, &got, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	if (got && n == 3)
+		CHECK(memcmp(got, a, sizeof(a)) == 0);
+	free(got);
+	got = NULL;
+	CHECK_EQ_INT(catalog_content_get(c, ic, &got, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	if (got && n == 2)
+		CHECK(memcmp(got, b, 2 * sizeof(ChunkId)) == 0);
+	free(got);
+	got = NULL;
+	CHECK_EQ_INT(catalog_content_get(c, 999999, &got, &n), -ENOENT);
+	CHECK(got == NULL);
+
+	CatalogStats st;
+	CHECK_EQ_INT(catalog_stats(c, &st), 0);
+	CHECK_EQ_INT(st.n_contents, 3);
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+static void test_snapshots(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	SnapshotInfo s1 = {.instance = "main", .type = "full", .start_time = T0, .label = "first",
+			   .source = "dir:/x", .start_lsn = "0/1000000", .timeline = 3,
+			   .system_id = "7300000000000000001", .pg_version = 170002};
+	SnapshotInfo s2 = {.instance = "main", .type = "incr", .parent = "20231114T221320Z",
+			   .start_time = T0 + 500000000};
+	SnapshotInfo got = {0};
+	SnapList l = {0};
+
+	if (!c)
+		goto out;
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &s1), 0);
+	CHECK_EQ_STR(s1.name, "20231114T221320Z");
+	CHECK(s1.rowid > 0);
+	/* same second: a suffix keeps names unique */
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &s2), 0);
+	CHECK_EQ_STR(s2.name, "20231114T221320Z-1");
+	CHECK(s2.rowid != s1.rowid);
+
+	/* running snapshots are invisible */
+	CHECK_EQ_INT(catalog_snapshot_get(c, s1.name, NULL, &got), -ENOENT);
+	CHECK_EQ_INT(catalog_snapshot_get(c, "latest", NULL, &got), -ENOENT);
+	CHECK_EQ_INT(catalog_snapshot_get(c, "latest", "main", &got), -ENOENT);
+	CHECK_EQ_INT(count_snapshots(c, NULL), 0);
+	CatalogStats st;
+	CHECK_EQ_INT(catalog_stats(c, &st), 0);
+	CHECK_EQ_INT(st.n_snapshots, 0);
+
+	s1.status = SNAP_STATUS_OK;
+	s1.stop_time = T0 + 2000000000;
+	s1.logical_bytes = 1000;
+	s1.stored_bytes = 400;
+	s1.n_files = 7;
+	s1.stop_lsn = "0/2000000";
+	CHECK_EQ_INT(catalog_snapshot_finish(c, &s1), 0);
+	/* finishing twice: it is no longer running */
+	CHECK_EQ_INT(catalog_snapshot_finish(c, &s1), -ENOENT);
+
+	CHECK_EQ_INT(count_snapshots(c, NULL), 1);
+	if (CHECK_EQ_INT(catalog_snapshot_get(c, s1.name, NULL, &got), 0)) {
+		CHECK_EQ_INT(got.rowid, s1.rowid);
+		CHECK_EQ_STR(got.name, "20231114T221320Z");
+		CHECK_EQ_STR(got.instance, "main");
+		CHECK_EQ_STR(got.type, "full");
+		CHECK_EQ_STR(got.status, "ok");
+		CHECK_EQ_STR(got.label, "first");
+		CHECK_EQ_STR(got.source, "dir:/x");
+		CHECK(got.parent == NULL);
+		CHECK(got.note == NULL);
+		CHECK_EQ_STR(got.start_lsn, "0/1000000");
+		CHECK_EQ_STR(got.stop_lsn, "0/2000000");
+		CHECK_EQ_STR(got.system_id, "7300000000000000001");
+		CHECK_EQ_INT(got.timeline, 3);
+		CHECK_EQ_INT(got.pg_version, 170002);
+		CHECK_EQ_INT(got.start_time, T0);
+		CHECK_EQ_INT(got.stop_time, T0 + 2000000000);
+		CHECK_EQ_INT(got.logical_bytes, 1000);
+		CHECK_EQ_INT(got.stored_bytes, 400);
+		CHECK_EQ_INT(got.n_files, 7);
+		CHECK(!got.verified);
+	}
+	snapshot_info_clear(&got);
+	CHECK(got.instance == NULL && got.name[0] == '\0');
+	CHECK_EQ_INT(catalog_snapshot_get(c, "latest", NULL, &got), 0);
+	CHECK_EQ_STR(got.name, s1.name);
+	snapshot_info_clear(&got);
+	CHECK_EQ_INT(catalog_snapshot_get(c, "nonexistent", NULL, &got), -ENOENT);
+
+	s2.status = SNAP_STATUS_WARNING;
+	s2.stop_time = T0 + 3000000000;
+	CHECK_EQ_INT(catalog_snapshot_finish(c, &s2), 0);
+	/* latest: the newest by start time */
+	CHECK_EQ_INT(catalog_snapshot_get(c, "latest", NULL, &got), 0);
+	CHECK_EQ_STR(got.name, "20231114T221320Z-1");
+	CHECK_EQ_STR(got.status, "warning");
+	CHECK_EQ_STR(got.parent, "20231114T221320Z");
+	snapshot_info_clear(&got);
+
+	/* an older snapshot finished later does not become "latest" */
+	SnapshotInfo s0 = {.instance = "main", .type = "full", .start_time = T0 - 3600LL * 1000000000};
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &s0), 0);
+	CHECK_EQ_STR(s0.name, "20231114T211320Z");
+	s0.status = SNAP_STATUS_OK;
+	CHECK_EQ_INT(catalog_snapshot_finish(c, &s0), 0);
+	CHECK_EQ_INT(catalog_snapshot_get(c, "latest", NULL, &got), 0);
+	CHECK_EQ_STR(got.name, s2.name);
+	snapshot_info_clear(&got);
+
+	/* another instance, newer: "latest" of "main" still picks main's */
+	SnapshotInfo o = {.instance = "other", .type = "full", .start_time = T0 + 86400LL * 1000000000};
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &o), 0);
+	CHECK_EQ_STR(o.name, "20231115T221320Z");
+	o.status = SNAP_STATUS_OK;
+	CHECK_EQ_INT(catalog_snapshot_finish(c, &o), 0);
+	CHECK_EQ_INT(catalog_snapshot_get(c, "latest", "main", &got), 0);
+	CHECK_EQ_STR(got.name, s2.name);
+	snapshot_info_clear(&got);
+	CHECK_EQ_INT(catalog_snapshot_get(c, "latest", NULL, &got), 0);
+	CHECK_EQ_STR(got.name, o.name);
+	CHECK_EQ_STR(got.instance, "other");
+	snapshot_info_clear(&got);
+	CHECK_EQ_INT(catalog_snapshot_get(c, "latest", "nobody", &got), -ENOENT);
+
+	/* foreach: oldest first, filtered by instance */
+	CHECK_EQ_INT(catalog_snapshot_foreach(c, NULL, collect_snap, &l), 0);
+	CHECK_EQ_INT(l.n, 4);
+	CHECK_EQ_STR(l.names[0], s0.name);
+	CHECK_EQ_STR(l.names[1], s1.name);
+	CHECK_EQ_STR(l.names[2], s2.name);
+	CHECK_EQ_STR(l.names[3], o.name);
+	CHECK_EQ_INT(count_snapshots(c, "main"), 3);
+	CHECK_EQ_INT(count_snapshots(c, "other"), 1);
+	CHECK_EQ_INT(count_snapshots(c, "nobody"), 0);
+
+	/* delete */
+	CHECK_EQ_INT(catalog_snapshot_delete(c, s1.rowid), 0);
+	CHECK_EQ_INT(catalog_snapshot_get(c, s1.name, NULL, &got), -ENOENT);
+	CHECK_EQ_INT(count_snapshots(c, NULL), 3);
+	/* the name is free again */
+	SnapshotInfo s3 = {.instance = "main", .type = "full", .start_time = T0};
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &s3), 0);
+	CHECK_EQ_STR(s3.name, "20231114T221320Z");
+	CHECK_EQ_INT(catalog_stats(c, &st), 0);
+	CHECK_EQ_INT(st.n_snapshots, 3);
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+typedef struct FileList {
+	uint64_t inos[16];
+	char names[16][32];
+	FileRow rows[16];
+	char targets[16][32];
+	size_t n;
+} FileList;
+
+static int collect_file(const FileRow *f, void *ud)
+{
+	FileList *l = ud;
+	if (l->n < ELEMENTSOF(l->inos)) {
+		l->inos[l->n] = f->ino;
+		snprintf(l->names[l->n], sizeof(l->names[0]), "%s", f->name);
+		l->rows[l->n] = *f;
+		l->rows[l->n].name = NULL; /* only valid during the callback */
+		snprintf(l->targets[l->n], sizeof(l->targets[0]), "%s", f->target ? f->target : "(null)");
+		l->rows[l->n].target = NULL;
+	}
+	l->n++;
+	return 0;
+}
+
+static int file_cb_error(const FileRow *f _unused_, void *ud)
+{
+	(*(int *)ud)++;
+	return -EINTR;
+}
+
+static void test_files(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	SnapshotInfo s = {.instance = "main", .type = "full", .start_time = T0};
+	SnapshotInfo other = {.instance = "main", .type = "full", .start_time = T0};
+	FileList l = {0};
+	ChunkId ids[2] = {id_of("x"), id_of("y")};
+	int64_t content = 0;
+
+	if (!c)
+		goto out;
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &s), 0);
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &other), 0);
+	CHECK_EQ_INT(catalog_content_put(c, ids, 2, &content), 0);
+
+	/* added out of order: listed by ino */
+	FileRow rows[] = {
+		{.ino = 3, .parent = 2, .name = "data", .mode = S_IFREG | 0640, .uid = 26, .gid = 27,
+		 .mtime_ns = T0 + 123456789, .size = 20000, .content = content},
+		{.ino = 1, .parent = 1, .name = "", .mode = S_IFDIR | 0700, .mtime_ns = T0},
+		{.ino = 4, .parent = 1, .name = "link", .mode = S_IFLNK | 0777, .size = 7,
+		 .target = "sub/data"},
+		{.ino = 2, .parent = 1, .name = "sub", .mode = S_IFDIR | 0755},
+		{.ino = 5, .parent = 1, .name = "empty", .mode = S_IFREG | 0600},
+	};
+	for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+		CHECK_EQ_INT(catalog_file_add(c, s.rowid, &rows[i]), 0);
+	/* the same ino twice in one snapshot is refused */
+	CHECK(catalog_file_add(c, s.rowid, &rows[0]) < 0);
+	/* another snapshot's files are its own */
+	CHECK_EQ_INT(catalog_file_add(c, other.rowid, &rows[1]), 0);
+
+	CHECK_EQ_INT(catalog_file_foreach(c, s.rowid, collect_file, &l), 0);
+	CHECK_EQ_INT(l.n, 5);
+	for (size_t i = 0; i < 5 && i < l.n; i++)
+		CHECK_EQ_INT(l.inos[i], i + 1);
+	CHECK_EQ_STR(l.names[0], "");
+	CHECK_EQ_STR(l.names[1], "sub");
+	CHECK_EQ_STR(l.names[2], "data");
+	CHECK_EQ_STR(l.names[3], "link");
+	CHECK_EQ_STR(l.names[4], "empty");
+	CHECK_EQ_INT(l.rows[2].parent, 2);
+	CHECK_EQ_INT(l.rows[2].mode, S_IFREG | 0640);
+	CHECK_EQ_INT(l.rows[2].uid, 26);
+	CHECK_EQ_INT(l.rows[2].gid, 27);
+	CHECK_EQ_INT(l.rows[2].mtime_ns, T0 + 123456789);
+	CHECK_EQ_INT(l.rows[2].size, 20000);
+	CHECK_EQ_INT(l.rows[2].content, content);
+	CHECK_EQ_STR(l.targets[2], "(null)");
+	CHECK_EQ_STR(l.targets[3], "sub/data");
+	CHECK_EQ_INT(l.rows[3].content, 0);
+	CHECK_EQ_INT(l.rows[4].content, 0);
+	CHECK_EQ_INT(l.rows[0].parent, 1);
+
+	{
+		int calls = 0;
+		CHECK_EQ_INT(catalog_file_foreach(c, s.rowid, file_cb_error, &calls), -EINTR);
+		CHECK_EQ_INT(calls, 1);
+	}
+	l.n = 0;
+	CHECK_EQ_INT(catalog_file_foreach(c, other.rowid, collect_file, &l), 0);
+	CHECK_EQ_INT(l.n, 1);
+	l.n = 0;
+	CHECK_EQ_INT(catalog_file_foreach(c, 424242, collect_file, &l), 0);
+	CHECK_EQ_INT(l.n, 0);
+
+	/* deleting the snapshot removes its file rows */
+	CHECK_EQ_INT(catalog_snapshot_delete(c, s.rowid), 0);
+	l.n = 0;
+	CHECK_EQ_INT(catalog_file_foreach(c, s.rowid, collect_file, &l), 0);
+	CHECK_EQ_INT(l.n, 0);
+	CatalogStats st;
+	CHECK_EQ_INT(catalog_stats(c, &st), 0);
+	CHECK_EQ_INT(st.n_files, 1);
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+typedef struct PackList {
+	char names[8][64];
+	char states[8][16];
+	uint64_t sizes[8];
+	size_t n;
+} PackList;
+
+static int collect_pack(int64_t id _unused_, const char *name, const char *state, uint64_t size,
+			void *ud)
+{
+	PackList *l = ud;
+	if (l->n < ELEMENTSOF(l->names)) {
+		snprintf(l->names[l->n], sizeof(l->names[0]), "%s", name);
+		snprintf(l->states[l->n], sizeof(l->states[0]), "%s", state);
+		l->sizes[l->n] = size;
+	}
+	l->n++;
+	return 0;
+}
+
+static void test_packs(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId a = id_of("a"), b = id_of("b"), x = id_of("x");
+	PackEntry e[2] = {
+		{.id = b, .offset = 5000, .elen = 300, .plen = 16384, .enc = CHUNK_ENC_RAW},
+		{.id = a, .offset = 8, .elen = 4992, .plen = 16384, .enc = CHUNK_ENC_ZSTD},
+	};
+	int64_t pid = 0, pid2 = 0;
+	ChunkLoc loc;
+	PackList l = {0};
+	PackEntry *pe = NULL;
+	size_t n = 0;
+
+	if (!c)
+		goto out;
+	CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/aa/aaaa.pack", "sess", &pid), 0);
+	CHECK(pid > 0);
+	/* pending: its chunks are not known yet */
+	CHECK_EQ_INT(catalog_chunk_exists(c, &a), 0);
+	CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), -ENOENT);
+	CHECK_EQ_INT(catalog_pack_foreach(c, collect_pack, &l), 0);
+	CHECK_EQ_INT(l.n, 1);
+	CHECK_EQ_STR(l.states[0], "pending");
+	/* a pack name is unique */
+	CHECK(catalog_pack_add_pending(c, "packs/aa/aaaa.pack", "sess", &pid2) < 0);
+
+	CHECK_EQ_INT(catalog_pack_record(c, pid, 5300 + 2 * PACK_ENTRY_LEN + PACK_FOOTER_LEN, e, 2), 0);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &a), 1);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &b), 1);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &x), 0);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &b, &loc), 0)) {
+		CHECK_EQ_INT(loc.pack, pid);
+		CHECK_EQ_STR(loc.pack_name, "packs/aa/aaaa.pack");
+		CHECK_EQ_INT(loc.offset, 5000);
+		CHECK_EQ_INT(loc.elen, 300);
+		CHECK_EQ_INT(loc.plen, 16384);
+		CHECK_EQ_INT(loc.enc, CHUNK_ENC_RAW);
+	}
+	CHECK_EQ_INT(catalog_chunk_locate(c, &x, &loc), -ENOENT);
+	l.n = 0;
+	CHECK_EQ_INT(catalog_pack_foreach(c, collect_pack, &l), 0);
+	CHECK_EQ_INT(l.n, 1);
+	CHECK_EQ_STR(l.states[0], "ok");
+	CHECK_EQ_INT(l.sizes[0], 5300 + 2 * PACK_ENTRY_LEN + PACK_FOOTER_LEN);
+
+	/* chunks of a pack, by offset */
+	CHECK_EQ_INT(catalog_pack_chunks(c, pid, &pe, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	if (n == 2) {
+		CHECK(chunk_id_cmp(&pe[0].id, &a) == 0);
+		CHECK_EQ_INT(pe[0].offset, 8);
+		CHECK_EQ_INT(pe[0].elen, 4992);
+		CHECK_EQ_INT(pe[0].enc, CHUNK_ENC_ZSTD);
+		CHECK(chunk_id_cmp(&pe[1].id, &b) == 0);
+	}
+	free(pe);
+	pe = NULL;
+	CHECK_EQ_INT(catalog_pack_chunks(c, 999, &pe, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	free(pe);
+	pe = NULL;
+
+	/* a second pack with a chunk already stored: the first copy stays */
+	{
+		PackEntry e2 = {.id = a, .offset = 8, .elen = 10, .plen = 16384, .enc = 0};
+		CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/bb/bbbb.pack", NULL, &pid2), 0);
+		CHECK_EQ_INT(catalog_pack_record(c, pid2, 100, &e2, 1), 0);
+		CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0);
+		CHECK_EQ_INT(loc.pack, pid);
+		CHECK_EQ_INT(loc.elen, 4992);
+	}
+
+	CatalogStats st;
+	CHECK_EQ_INT(catalog_stats(c, &st), 0);
+	CHECK_EQ_INT(st.n_packs, 2);
+	CHECK_EQ_INT(st.n_chunks, 2);
+	CHECK_EQ_INT(st.chunk_plain_bytes, 2 * 16384);
+	CHECK_EQ_INT(st.chunk_stored_bytes, 5292);
+	CHECK_EQ_INT(st.pack_bytes, 5300 + 2 * PACK_ENTRY_LEN + PACK_FOOTER_LEN + 100);
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+typedef struct SessList {
+	char ids[8][40];
+	char kinds[8][16];
+	int64_t pids[8];
+	size_t n;
+} SessList;
+
+static int collect_session(const char *id, const char *kind, int64_t pid, int64_t started _unused_,
+			   void *ud)
+{
+	SessList *l = ud;
+	if (l->n < ELEMENTSOF(l->ids)) {
+		snprintf(l->ids[l->n], sizeof(l->ids[0]), "%s", id);
+		snprintf(l->kinds[l->n], sizeof(l->kinds[0]), "%s", kind);
+		l->pids[l->n] = pid;
+	}
+	l->n++;
+	return 0;
+}
+
+static void test_sessions(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	SessList l = {0};
+	int64_t epoch = -1;
+	uint64_t n_snaps = 99;
+
+	if (!c)
+		goto out;
+	CHECK_EQ_INT(catalog_session_add(c, "s1", "backup", &epoch), 0);
+	CHECK_EQ_INT(epoch, 0);
+	CHECK(catalog_session_add(c, "s1", "backup", NULL) < 0); /* ids are unique */
+	CHECK_EQ_INT(catalog_session_add(c, "s2", "restore", NULL), 0);
+	CHECK_EQ_INT(catalog_session_foreach(c, collect_session, &l), 0);
+	CHECK_EQ_INT(l.n, 2);
+	CHECK_EQ_STR(l.ids[0], "s1");
+	CHECK_EQ_STR(l.kinds[0], "backup");
+	CHECK_EQ_INT(l.pids[0], getpid());
+	CHECK_EQ_STR(l.ids[1], "s2");
+
+	/* reap: the session's running snapshots go with it, finished ones stay */
+	{
+		SnapshotInfo run = {.instance = "main", .type = "full", .start_time = T0,
+				    .session = "s1"};
+		FileRow root = {.ino = 1, .parent = 1, .name = "", .mode = S_IFDIR | 0700};
+		CHECK_EQ_INT(catalog_snapshot_begin(c, &run), 0);
+		CHECK_EQ_INT(catalog_file_add(c, run.rowid, &root), 0);
+		CHECK(make_snapshot(c, T0 + 1000000000, 0, "s1") > 0);
+		CHECK_EQ_INT(catalog_session_reap(c, "s1", &n_snaps), 0);
+		CHECK_EQ_INT(n_snaps, 1);
+		CHECK_EQ_INT(count_snapshots(c, NULL), 1);
+		/* a reaped snapshot cannot be finished any more */
+		run.status = SNAP_STATUS_OK;
+		CHECK_EQ_INT(catalog_snapshot_finish(c, &run), -ENOENT);
+		CatalogStats st;
+		CHECK_EQ_INT(catalog_stats(c, &st), 0);
+		CHECK_EQ_INT(st.n_files, 2); /* the finished snapshot's */
+	}
+	l.n = 0;
+	CHECK_EQ_INT(catalog_session_foreach(c, collect_session, &l), 0);
+	CHECK_EQ_INT(l.n, 1);
+	CHECK_EQ_STR(l.ids[0], "s2");
+	CHECK_EQ_INT(catalog_session_remove(c, "s2"), 0);
+	CHECK_EQ_INT(catalog_session_remove(c, "s2"), 0); /* already gone */
+	l.n = 0;
+	CHECK_EQ_INT(catalog_session_foreach(c, collect_session, &l), 0);
+	CHECK_EQ_INT(l.n, 0);
+
+	/* the epoch a session records moves with gc */
+	{
+		CatalogGcResult r = {0};
+		CHECK_EQ_INT(catalog_gc(c, &r), 0);
+		catalog_gc_result_clear(&r);
+		CHECK_EQ_INT(catalog_session_add(c, "s3", "backup", &epoch), 0);
+		CHECK_EQ_INT(epoch, 1);
+	}
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+static void test_gc(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId a = id_of("A"), b = id_of("B"), cc = id_of("C"), d = id_of("D");
+	ChunkId ab[2] = {a, b};
+	ChunkId list_a[2] = {a, chunk_id_hole};
+	int64_t p1, p2, content, snap;
+	CatalogGcResult r = {0};
+
+	if (!c)
+		goto out;
+	/* P1 holds A and B; a snapshot uses A (and a hole) */
+	p1 = make_pack(c, "packs/11/p1.pack", "gone-session", ab, 2);
+	CHECK(p1 > 0);
+	CHECK_EQ_INT(catalog_content_put(c, list_a, 2, &content), 0);
+	snap = make_snapshot(c, T0, content, NULL);
+	CHECK(snap > 0);
+
+	/* no sessions: the unreferenced B goes at once; P1 still holds A */
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.contents_deleted, 0);
+	CHECK_EQ_INT(r.chunks_condemned, 1);
+	CHECK_EQ_INT(r.chunks_deleted, 1);
+	CHECK_EQ_INT(r.chunk_bytes_deleted, 100);
+	CHECK_EQ_INT(r.chunks_waiting, 0);
+	CHECK_EQ_INT(r.n_dead_packs, 0);
+	CHECK(r.dead_packs == NULL || r.dead_packs[0] == NULL);
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &a), 1);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &b), 0);
+	{
+		ChunkLoc loc;
+		CHECK_EQ_INT(catalog_chunk_locate(c, &b, &loc), -ENOENT);
+	}
+
+	/* a session that began before gc keeps what gc condemns */
+	p2 = make_pack(c, "packs/22/p2.pack", NULL, &cc, 1);
+	CHECK(p2 > 0);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &cc), 1);
+	CHECK_EQ_INT(catalog_session_add(c, "backup-1", "backup", NULL), 0);
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.chunks_condemned, 1);
+	CHECK_EQ_INT(r.chunks_deleted, 0);
+	CHECK_EQ_INT(r.chunks_waiting, 1);
+	CHECK_EQ_INT(r.n_dead_packs, 0);
+	catalog_gc_result_clear(&r);
+	/* condemned: not offered for reuse, but still readable */
+	CHECK_EQ_INT(catalog_chunk_exists(c, &cc), 0);
+	{
+		ChunkLoc loc;
+		CHECK_EQ_INT(catalog_chunk_locate(c, &cc, &loc), 0);
+		CHECK_EQ_INT(loc.pack, p2);
+	}
+	/* while the session lives, gc keeps waiting */
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.chunks_deleted, 0);
+	CHECK_EQ_INT(r.chunks_waiting, 1);
+	catalog_gc_result_clear(&r);
+
+	/* the session ends: the next gc deletes C, and P2 is left empty */
+	CHECK_EQ_INT(catalog_session_remove(c, "backup-1"), 0);
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.chunks_deleted, 1);
+	CHECK_EQ_INT(r.chunks_waiting, 0);
+	CHECK_EQ_INT(r.n_dead_packs, 1);
+	CHECK(has_dead(&r, "packs/22/p2.pack"));
+	CHECK(r.dead_packs && r.dead_packs[r.n_dead_packs] == NULL);
+	catalog_gc_result_clear(&r);
+	CHECK(r.dead_packs == NULL && r.n_dead_packs == 0);
+	{
+		ChunkLoc loc;
+		CHECK_EQ_INT(catalog_chunk_locate(c, &cc, &loc), -ENOENT);
+	}
+	/* a dead pack is reported once: its row is gone */
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.n_dead_packs, 0);
+	catalog_gc_result_clear(&r);
+
+	/* a condemned chunk written again by a backup is alive again */
+	CHECK_EQ_INT(catalog_session_add(c, "backup-2", "backup", NULL), 0);
+	CHECK(make_pack(c, "packs/33/p3.pack", "backup-2", &d, 1) > 0);
+	CHECK_EQ_INT(catalog_gc(c, &r), 0); /* D: unreferenced, condemned, kept */
+	CHECK_EQ_INT(r.chunks_waiting, 1);
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &d), 0);
+	{
+		int64_t p4 = make_pack(c, "packs/44/p4.pack", "backup-2", &d, 1);
+		ChunkLoc loc;
+		CHECK(p4 > 0);
+		CHECK_EQ_INT(catalog_chunk_exists(c, &d), 1);
+		CHECK_EQ_INT(catalog_chunk_locate(c, &d, &loc), 0);
+		CHECK_EQ_INT(loc.pack, p4);
+		/* and a snapshot now uses it */
+		int64_t cd;
+		CHECK_EQ_INT(catalog_content_put(c, &d, 1, &cd), 0);
+		CHECK(make_snapshot(c, T0 + 5000000000, cd, NULL) > 0);
+	}
+	CHECK_EQ_INT(catalog_session_remove(c, "backup-2"), 0);
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.chunks_deleted, 0);
+	CHECK_EQ_INT(r.chunks_waiting, 0);
+	CHECK_EQ_INT(r.n_dead_packs, 1);
+	CHECK(has_dead(&r, "packs/33/p3.pack")); /* D moved to p4 */
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &d), 1);
+
+	/* pending packs: kept while their session lives, dead once it is gone */
+	{
+		int64_t pp;
+		CHECK_EQ_INT(catalog_session_add(c, "writer", "backup", NULL), 0);
+		CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/55/live.pack", "writer", &pp), 0);
+		CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/66/orphan.pack", "crashed", &pp), 0);
+		CHECK_EQ_INT(catalog_gc(c, &r), 0);
+		CHECK_EQ_INT(r.n_dead_packs, 1);
+		CHECK(has_dead(&r, "packs/66/orphan.pack"));
+		CHECK(!has_dead(&r, "packs/55/live.pack"));
+		catalog_gc_result_clear(&r);
+		CHECK_EQ_INT(catalog_session_remove(c, "writer"), 0);
+		CHECK_EQ_INT(catalog_gc(c, &r), 0);
+		CHECK_EQ_INT(r.n_dead_packs, 1);
+		CHECK(has_dead(&r, "packs/55/live.pack"));
+		catalog_gc_result_clear(&r);
+	}
+
+	/* the snapshot goes: its content, A, and P1 follow */
+	CHECK_EQ_INT(catalog_snapshot_delete(c, snap), 0);
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.contents_deleted, 1);
+	CHECK_EQ_INT(r.chunks_deleted, 1);
+	CHECK_EQ_INT(r.n_dead_packs, 1);
+	CHECK(has_dead(&r, "packs/11/p1.pack"));
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &a), 0);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &d), 1);
+
+	CatalogStats st;
+	CHECK_EQ_INT(catalog_stats(c, &st), 0);
+	CHECK_EQ_INT(st.n_chunks, 1);
+	CHECK_EQ_INT(st.n_packs, 1);
+	CHECK_EQ_INT(st.n_contents, 1);
+	CHECK_EQ_INT(st.n_snapshots, 1);
+	{
+		char *msg = NULL;
+		CHECK_EQ_INT(catalog_integrity_check(c, &msg), 0);
+		free(msg);
+	}
+	catalog_gc_result_clear(&r); /* clearing twice is harmless */
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+typedef struct Hits {
+	char snaps[8][64];
+	char paths[8][64];
+	size_t n;
+} Hits;
+
+static int collect_damage(const char *snapshot, const char *path, void *ud)
+{
+	Hits *h = ud;
+	if (h->n < ELEMENTSOF(h->snaps)) {
+		snprintf(h->snaps[h->n], sizeof(h->snaps[0]), "%s", snapshot);
+		snprintf(h->paths[h->n], sizeof(h->paths[0]), "%s", path);
+	}
+	h->n++;
+	return 0;
+}
+
+static int collect_missing(const char *snapshot, const ChunkId *id, void *ud)
+{
+	Hits *h = ud;
+	if (h->n < ELEMENTSOF(h->snaps)) {
+		snprintf(h->snaps[h->n], sizeof(h->snaps[0]), "%s", snapshot);
+		chunk_id_to_hex(id, h->paths[h->n]);
+	}
+	h->n++;
+	return 0;
+}
+
+static void test_damage_and_references(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId good = id_of("good"), bad = id_of("bad"), lost = id_of("lost");
+	ChunkId l1[2] = {good, bad}, l2[1] = {lost}, l3[2] = {good, chunk_id_hole};
+	int64_t c1, c2, c3;
+	SnapshotInfo s = {.instance = "main", .type = "full", .start_time = T0};
+	Hits h = {0};
+
+	if (!c)
+		goto out;
+	CHECK(make_pack(c, "packs/aa/a.pack", NULL, l1, 2) > 0);
+	CHECK_EQ_INT(catalog_content_put(c, l1, 2, &c1), 0);
+	CHECK_EQ_INT(catalog_content_put(c, l2, 1, &c2), 0);
+	CHECK_EQ_INT(catalog_content_put(c, l3, 2, &c3), 0);
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &s), 0);
+	FileRow rows[] = {
+		{.ino = 1, .parent = 1, .name = "", .mode = S_IFDIR | 0700},
+		{.ino = 2, .parent = 1, .name = "base", .mode = S_IFDIR | 0700},
+		{.ino = 3, .parent = 2, .name = "16384", .mode = S_IFDIR | 0700},
+		{.ino = 4, .parent = 3, .name = "1259", .mode = S_IFREG | 0600, .size = 20000,
+		 .content = c1},
+		{.ino = 5, .parent = 1, .name = "PG_VERSION", .mode = S_IFREG | 0600, .size = 3,
+		 .content = c3},
+		{.ino = 6, .parent = 1, .name = "lostfile", .mode = S_IFREG | 0600, .size = 3,
+		 .content = c2},
+	};
+	for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+		CHECK_EQ_INT(catalog_file_add(c, s.rowid, &rows[i]), 0);
+
+	/* running: not checked */
+	CHECK_EQ_INT(catalog_check_references(c, collect_missing, &h), 0);
+	CHECK_EQ_INT(h.n, 0);
+	CHECK_EQ_INT(catalog_find_damage(c, &bad, 1, collect_damage, &h), 0);
+	CHECK_EQ_INT(h.n, 0);
+
+	s.status = SNAP_STATUS_OK;
+	CHECK_EQ_INT(catalog_snapshot_finish(c, &s), 0);
+	/* "lost" has no chunk row */
+	CHECK_EQ_INT(catalog_check_references(c, collect_missing, &h), 0);
+	CHECK_EQ_INT(h.n, 1);
+	{
+		char hex[65];
+		chunk_id_to_hex(&lost, hex);
+		CHECK_EQ_STR(h.paths[0], hex);
+		CHECK_EQ_STR(h.snaps[0], s.name);
+	}
+	/* damage is traced to the files that use it, with their paths */
+	h.n = 0;
+	CHECK_EQ_INT(catalog_find_damage(c, &bad, 1, collect_damage, &h), 0);
+	CHECK_EQ_INT(h.n, 1);
+	CHECK_EQ_STR(h.snaps[0], s.name);
+	CHECK_EQ_STR(h.paths[0], "base/16384/1259");
+	h.n = 0;
+	ChunkId both[2] = {lost, good};
+	CHECK_EQ_INT(catalog_find_damage(c, both, 2, collect_damage, &h), 0);
+	CHECK_EQ_INT(h.n, 3);
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+int main(void)
+{
+	test_open();
+	test_contents();
+	test_snapshots();
+	test_files();
+	test_packs();
+	test_sessions();
+	test_gc();
+	test_damage_and_references();
+	return test_finish();
+}

@@ -1,0 +1,396 @@
+/* Unit tests for common/: util.h parsing and formatting, file helpers, json, progress. */
+#include "tests/unit/test.h"
+
+#include "common/json.h"
+#include "common/progress.h"
+#include "common/util.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static void test_parse_size(void)
+{
+	static const struct {
+		const char *s;
+		uint64_t v;
+	} good[] = {
+		{"0", 0},
+		{"4096", 4096},
+		{"64K", 64 * 1024},
+		{"64k", 64 * 1024},
+		{"64KB", 64 * 1024},
+		{"64KiB", 64 * 1024},
+		{"1M", 1024 * 1024},
+		{"1m", 1024 * 1024},
+		{"2G", 2ULL << 30},
+		{"3T", 3ULL << 40},
+		{"16777215T", 16777215ULL << 40},
+		{"18446744073709551615", UINT64_MAX},
+	};
+	static const char *const bad[] = {
+		"", "K", "abc", "-1", "+1", "1X", "1KBB", "1Kb", "1 K", "1.5M", "1KiBx",
+		/* negative numbers, even after blanks (strtoull would wrap them around) */
+		" -1", "\t-4096", " -1048576",
+		"18446744073709551616", /* > UINT64_MAX */
+		"16777216T",            /* 2^64: overflows in the multiplication */
+		"0x10",
+	};
+	uint64_t v;
+
+	for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+		v = 12345;
+		if (!CHECK_EQ_INT(parse_size(good[i].s, &v), 0))
+			fprintf(stderr, "  parse_size(\"%s\")\n", good[i].s);
+		if (!CHECK(v == good[i].v))
+			fprintf(stderr, "  parse_size(\"%s\") = %" PRIu64 "\n", good[i].s, v);
+	}
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+		if (!CHECK_EQ_INT(parse_size(bad[i], &v), -EINVAL))
+			fprintf(stderr, "  parse_size(\"%s\") accepted\n", bad[i]);
+	CHECK_EQ_INT(parse_size(NULL, &v), -EINVAL);
+	/* far too long to be a size */
+	char longs[100];
+	memset(longs, '1', sizeof(longs) - 1);
+	longs[sizeof(longs) - 1] = '\0';
+	CHECK_EQ_INT(parse_size(longs, &v), -EINVAL);
+}
+
+static void test_parse_duration(void)
+{
+	static const struct {
+		const char *s;
+		int64_t v;
+	} good[] = {
+		{"45s", 45}, {"30m", 1800}, {"12h", 43200}, {"7d", 604800}, {"2w", 1209600},
+		{"10", 10},  {"0s", 0},
+		{"9223372036854775807", INT64_MAX},
+	};
+	static const char *const bad[] = {
+		"", "s", "-5s", "+5s", "5x", "5sB", "5B", "5M", /* minutes are "m" */
+		"5 s", "1.5h",
+		"9223372036854775808", /* > INT64_MAX */
+		"15250284452472w",     /* * 604800 > INT64_MAX */
+		"30mi",
+		/* durations take no byte suffix ("suffixes do not take B", util.c) */
+		"30miB", "2hiB",
+	};
+	int64_t v;
+
+	for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+		v = -1;
+		if (!CHECK_EQ_INT(parse_duration(good[i].s, &v), 0))
+			fprintf(stderr, "  parse_duration(\"%s\")\n", good[i].s);
+		if (!CHECK(v == good[i].v))
+			fprintf(stderr, "  parse_duration(\"%s\") = %" PRId64 "\n", good[i].s, v);
+	}
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+		if (!CHECK_EQ_INT(parse_duration(bad[i], &v), -EINVAL))
+			fprintf(stderr, "  parse_duration(\"%s\") accepted as %" PRId64 "\n", bad[i], v);
+	CHECK_EQ_INT(parse_duration(NULL, &v), -EINVAL);
+}
+
+static void test_format(void)
+{
+	char buf[32];
+	CHECK_EQ_STR(format_bytes(0, buf, sizeof(buf)), "0 B");
+	CHECK_EQ_STR(format_bytes(1023, buf, sizeof(buf)), "1023 B");
+	CHECK_EQ_STR(format_bytes(1024, buf, sizeof(buf)), "1.0 KiB");
+	CHECK_EQ_STR(format_bytes(1536, buf, sizeof(buf)), "1.5 KiB");
+	CHECK_EQ_STR(format_bytes(1 << 20, buf, sizeof(buf)), "1.0 MiB");
+	CHECK_EQ_STR(format_bytes(12900000, buf, sizeof(buf)), "12.3 MiB");
+	CHECK_EQ_STR(format_bytes(5ULL << 30, buf, sizeof(buf)), "5.0 GiB");
+	CHECK_EQ_STR(format_bytes(3ULL << 40, buf, sizeof(buf)), "3.0 TiB");
+	CHECK_EQ_STR(format_bytes(2ULL << 50, buf, sizeof(buf)), "2.0 PiB");
+	/* PiB is the largest unit */
+	CHECK_EQ_STR(format_bytes(UINT64_MAX, buf, sizeof(buf)), "16384.0 PiB");
+	CHECK(format_bytes(42, buf, sizeof(buf)) == buf);
+
+	CHECK_EQ_STR(format_time_iso(0, buf, sizeof(buf)), "1970-01-01T00:00:00Z");
+	CHECK_EQ_STR(format_time_iso(1700000000LL * 1000000000 + 999999999, buf, sizeof(buf)),
+		     "2023-11-14T22:13:20Z");
+
+	int64_t a = now_ns(), b = now_ns();
+	CHECK(a > 1700000000LL * 1000000000);
+	CHECK(b >= a);
+	int64_t m1 = mono_ns(), m2 = mono_ns();
+	CHECK(m2 >= m1);
+	CHECK(cpu_count() >= 1);
+}
+
+static void test_hex(void)
+{
+	const uint8_t in[] = {0x00, 0x01, 0xab, 0xff, 0x7e};
+	uint8_t out[5], rnd[32], back[32];
+	char hex[65];
+
+	hex_encode(in, sizeof(in), hex);
+	CHECK_EQ_STR(hex, "0001abff7e");
+	hex_encode(in, 0, hex);
+	CHECK_EQ_STR(hex, "");
+
+	memset(out, 0x55, sizeof(out));
+	CHECK_EQ_INT(hex_decode("0001ABFF7e", out, sizeof(out)), 0);
+	CHECK(memcmp(out, in, sizeof(in)) == 0);
+	CHECK_EQ_INT(hex_decode("0001abff7", out, sizeof(out)), -EINVAL);   /* too short */
+	CHECK_EQ_INT(hex_decode("0001abff7e0", out, sizeof(out)), -EINVAL); /* too long */
+	CHECK_EQ_INT(hex_decode("0001abff7g", out, sizeof(out)), -EINVAL);  /* not hex */
+	CHECK_EQ_INT(hex_decode("0001ab ff7", out, sizeof(out)), -EINVAL);
+	CHECK_EQ_INT(hex_decode("", out, 0), 0);
+
+	test_random(rnd, sizeof(rnd));
+	hex_encode(rnd, sizeof(rnd), hex);
+	CHECK_EQ_INT(strlen(hex), 64);
+	CHECK_EQ_INT(hex_decode(hex, back, sizeof(back)), 0);
+	CHECK(memcmp(rnd, back, sizeof(rnd)) == 0);
+}
+
+static void test_paths(void)
+{
+	char buf[64];
+	path_dirname("a", buf, sizeof(buf));
+	CHECK_EQ_STR(buf, ".");
+	path_dirname("/a", buf, sizeof(buf));
+	CHECK_EQ_STR(buf, "/");
+	path_dirname("/a/b/c", buf, sizeof(buf));
+	CHECK_EQ_STR(buf, "/a/b");
+	path_dirname("x/y", buf, sizeof(buf));
+	CHECK_EQ_STR(buf, "x");
+}
+
+static void test_files(void)
+{
+	char tmp[64], path[PATH_MAX], sub[PATH_MAX];
+	struct stat st;
+	char *text = NULL;
+	size_t len = 0;
+
+	test_tmpdir(tmp, sizeof(tmp));
+
+	/* dir_is_empty: missing and empty are both "empty" */
+	snprintf(sub, sizeof(sub), "%s/a/b/c", tmp);
+	CHECK_EQ_INT(dir_is_empty(sub), 1);
+	CHECK_EQ_INT(dir_is_empty(tmp), 1);
+
+	CHECK_EQ_INT(mkdir_p(sub, 0700), 0);
+	CHECK_EQ_INT(mkdir_p(sub, 0700), 0); /* exists: fine */
+	CHECK(stat(sub, &st) == 0 && S_ISDIR(st.st_mode));
+	CHECK_EQ_INT(dir_is_empty(tmp), 0);
+	CHECK_EQ_INT(dir_is_empty(sub), 1);
+
+	/* file_write_atomic: content, mode, no temporary file left behind */
+	snprintf(path, sizeof(path), "%s/a/file", tmp);
+	CHECK_EQ_INT(file_write_atomic(path, "hello\n", 6, 0600), 0);
+	CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0600 && st.st_size == 6);
+	CHECK_EQ_INT(file_write_atomic(path, "replaced", 8, 0600), 0);
+	snprintf(sub, sizeof(sub), "%s/a", tmp);
+	CHECK_EQ_INT(test_count_names(sub, ".tmp"), 0);
+	CHECK_EQ_INT(test_count_names(sub, "."), 0);
+	CHECK_EQ_INT(test_count_names(sub, "file"), 1);
+
+	CHECK_EQ_INT(file_read_all(path, 1024, &text, &len), 0);
+	CHECK_EQ_INT(len, 8);
+	CHECK_EQ_STR(text, "replaced");
+	free(text);
+	text = NULL;
+	CHECK_EQ_INT(file_read_all(path, 7, &text, &len), -EFBIG);
+	CHECK(text == NULL);
+	snprintf(sub, sizeof(sub), "%s/missing", tmp);
+	CHECK_EQ_INT(file_read_all(sub, 1024, &text, &len), -ENOENT);
+
+	/* write_full / pread_full: short only at EOF */
+	{
+		char buf[16] = {0};
+		snprintf(sub, sizeof(sub), "%s/rw", tmp);
+		int fd = open(sub, O_RDWR | O_CREAT | O_EXCL, 0600);
+		CHECK(fd >= 0);
+		CHECK_EQ_INT(write_full(fd, "0123456789", 10), 0);
+		CHECK_EQ_INT(pwrite_full(fd, "AB", 2, 2), 0);
+		CHECK_EQ_INT(pread_full(fd, buf, 4, 0), 4);
+		CHECK(memcmp(buf, "01AB", 4) == 0);
+		CHECK_EQ_INT(pread_full(fd, buf, sizeof(buf), 6), 4);
+		CHECK(memcmp(buf, "6789", 4) == 0);
+		CHECK_EQ_INT(pread_full(fd, buf, sizeof(buf), 100), 0);
+		close(fd);
+		CHECK_EQ_INT(pread_full(-1, buf, 1, 0), -EBADF);
+	}
+
+	CHECK(fsync_dir(tmp) == 0);
+	TEST_RM_RF(tmp);
+	CHECK(stat(tmp, &st) < 0 && errno == ENOENT);
+	TEST_RM_RF(tmp); /* missing: not an error */
+}
+
+static char *json_render(void (*fn)(JsonWriter *w))
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	JsonWriter w;
+	if (!f)
+		return NULL;
+	json_init(&w, f);
+	fn(&w);
+	fclose(f);
+	return out;
+}
+
+static void json_doc(JsonWriter *w)
+{
+	json_begin_object(w);
+	json_key(w, "a");
+	json_int(w, 1);
+	json_key(w, "neg");
+	json_int(w, INT64_MIN);
+	json_key(w, "u");
+	json_uint(w, UINT64_MAX);
+	json_key(w, "list");
+	json_begin_array(w);
+	json_bool(w, true);
+	json_bool(w, false);
+	json_null(w);
+	json_string(w, NULL);
+	json_begin_object(w);
+	json_end_object(w);
+	json_begin_array(w);
+	json_end_array(w);
+	json_begin_object(w);
+	json_key(w, "x");
+	json_double(w, 1.5);
+	json_end_object(w);
+	json_end_array(w);
+	json_key(w, "s");
+	json_string(w, "q\"b\\n\nr\rt\t\x01\x1f\xc3\xa9/");
+	json_key(w, "e");
+	json_begin_object(w);
+	json_end_object(w);
+	json_key(w, "k\"ey");
+	json_double(w, 0.25);
+	json_end_object(w);
+}
+
+static void json_top_array(JsonWriter *w)
+{
+	json_begin_array(w);
+	for (int i = 0; i < 3; i++) {
+		json_begin_object(w);
+		json_key(w, "i");
+		json_int(w, i);
+		json_key(w, "sq");
+		json_begin_array(w);
+		json_int(w, i * i);
+		json_end_array(w);
+		json_end_object(w);
+	}
+	json_end_array(w);
+}
+
+static void test_json(void)
+{
+	char *s = json_render(json_doc);
+	CHECK(s != NULL);
+	CHECK_EQ_STR(s, "{\"a\":1,\"neg\":-9223372036854775808,\"u\":18446744073709551615,"
+			"\"list\":[true,false,null,null,{},[],{\"x\":1.5}],"
+			"\"s\":\"q\\\"b\\\\n\\nr\\rt\\t\\u0001\\u001f\xc3\xa9/\","
+			"\"e\":{},\"k\\\"ey\":0.25}");
+	free(s);
+
+	s = json_render(json_top_array);
+	CHECK_EQ_STR(s, "[{\"i\":0,\"sq\":[0]},{\"i\":1,\"sq\":[1]},{\"i\":2,\"sq\":[4]}]");
+	free(s);
+
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	json_write_escaped(f, "");
+	fputc(' ', f);
+	json_write_escaped(f, "plain text");
+	fclose(f);
+	CHECK_EQ_STR(out, "\"\" \"plain text\"");
+	free(out);
+}
+
+/* Run fn with stderr redirected to a file; returns what it printed (malloc'd). */
+static char *capture_stderr(void (*fn)(void))
+{
+	char tmp[64], path[PATH_MAX];
+	char *text = NULL;
+	test_tmpdir(tmp, sizeof(tmp));
+	snprintf(path, sizeof(path), "%s/stderr", tmp);
+	fflush(stderr);
+	int saved = dup(2);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (saved < 0 || fd < 0) {
+		fprintf(stderr, "capture_stderr: cannot redirect\n");
+		exit(2);
+	}
+	dup2(fd, 2);
+	close(fd);
+	fn();
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	if (file_read_all(path, 1 << 20, &text, NULL) < 0)
+		text = NULL;
+	TEST_RM_RF(tmp);
+	return text;
+}
+
+static void progress_disabled_run(void)
+{
+	Progress *p = NULL;
+	CHECK_EQ_INT(progress_new("quiet", 1000, false, &p), 0);
+	CHECK(p != NULL);
+	progress_add(p, 10);
+	progress_set_total(p, 2000);
+	progress_add(p, 990);
+	struct timespec ts = {.tv_nsec = 400 * 1000000};
+	nanosleep(&ts, NULL); /* longer than the redraw interval */
+	CHECK(progress_free(p) == NULL);
+	progress_add(NULL, 1); /* accepted */
+	progress_set_total(NULL, 1);
+	CHECK(progress_free(NULL) == NULL);
+}
+
+static void progress_enabled_run(void)
+{
+	Progress *p = NULL;
+	CHECK_EQ_INT(progress_new("loud", 4096, true, &p), 0);
+	progress_add(p, 1024);
+	struct timespec ts = {.tv_nsec = 600 * 1000000};
+	nanosleep(&ts, NULL);
+	progress_free(p);
+}
+
+static void test_progress(void)
+{
+	char *out = capture_stderr(progress_disabled_run);
+	CHECK(out != NULL);
+	if (out && !CHECK_EQ_INT(strlen(out), 0))
+		fprintf(stderr, "  disabled progress printed: %s\n", out);
+	free(out);
+
+	/* enabled: draws "what: done of total" lines and clears the line when freed */
+	out = capture_stderr(progress_enabled_run);
+	CHECK(out != NULL);
+	if (out) {
+		CHECK(strstr(out, "\rloud: 1.0 KiB of 4.0 KiB (25%)") != NULL);
+		size_t n = strlen(out);
+		CHECK(n >= 4 && strcmp(out + n - 4, "\r\033[K") == 0);
+	}
+	free(out);
+}
+
+int main(void)
+{
+	test_parse_size();
+	test_parse_duration();
+	test_format();
+	test_hex();
+	test_paths();
+	test_files();
+	test_json();
+	test_progress();
+	return test_finish();
+}
