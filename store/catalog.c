@@ -42,7 +42,10 @@ static const char schema_sql[] =
 	"  size INTEGER NOT NULL, content INTEGER, target TEXT,"
 	"  PRIMARY KEY(snap, ino)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS files_dir ON files(snap, parent, name);"
-	"CREATE INDEX IF NOT EXISTS files_content ON files(content);";
+	"CREATE INDEX IF NOT EXISTS files_content ON files(content);"
+	"CREATE TABLE IF NOT EXISTS bad_blocks(snap INTEGER NOT NULL, path TEXT NOT NULL,"
+	"  block INTEGER NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS bad_blocks_snap ON bad_blocks(snap);";
 
 enum {
 	ST_CHUNK_EXISTS,
@@ -542,6 +545,9 @@ int catalog_session_reap(Catalog *c, const char *id, uint64_t *ret_n_snapshots)
 	if (r == 0)
 		r = exec_bound_text(c, "DELETE FROM files WHERE snap IN (SELECT id FROM snapshots"
 				       " WHERE session = ?1 AND status = 'running')", id);
+	if (r == 0)
+		r = exec_bound_text(c, "DELETE FROM bad_blocks WHERE snap IN (SELECT id FROM snapshots"
+				       " WHERE session = ?1 AND status = 'running')", id);
 	if (r == 0) {
 		r = exec_bound_text(c, "DELETE FROM snapshots WHERE session = ?1 AND status = 'running'",
 				    id);
@@ -751,6 +757,8 @@ int catalog_snapshot_delete(Catalog *c, int64_t rowid)
 	int r = catalog_begin(c);
 	if (r == 0)
 		r = exec_bound_int(c, "DELETE FROM files WHERE snap = ?1", rowid);
+	if (r == 0)
+		r = exec_bound_int(c, "DELETE FROM bad_blocks WHERE snap = ?1", rowid);
 	if (r == 0)
 		r = exec_bound_int(c, "DELETE FROM snapshots WHERE id = ?1", rowid);
 	if (r == 0)
@@ -1129,4 +1137,51 @@ int catalog_integrity_check(Catalog *c, char **ret_message)
 		return 0;
 	*ret_message = strdup(msg ? msg : "unknown");
 	return -EBADMSG;
+}
+
+int catalog_bad_block_add(Catalog *c, int64_t snap, const char *path, uint64_t block)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "INSERT INTO bad_blocks(snap, path, block) VALUES(?1, ?2, ?3)", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, snap);
+	sqlite3_bind_text(s, 2, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (int64_t)block);
+	return step_done(c, s);
+}
+
+int catalog_bad_block_foreach(Catalog *c, int64_t snap, CatalogBadBlockFn cb, void *userdata)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, "SELECT path, block FROM bad_blocks WHERE snap = ?1 ORDER BY path, block",
+			    &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, snap);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		r = cb((const char *)sqlite3_column_text(s, 0), (uint64_t)sqlite3_column_int64(s, 1),
+		       userdata);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "bad block list");
+}
+
+int catalog_instance_system_id(Catalog *c, const char *instance, char **ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, "SELECT system_id FROM snapshots WHERE instance = ?1 AND"
+			       " system_id IS NOT NULL AND status <> 'running'"
+			       " ORDER BY start_time DESC, id DESC LIMIT 1", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, instance, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return catalog_fail(c, rc, "instance system id");
+	*ret = column_strdup(s, 0);
+	return *ret ? 0 : -ENOMEM;
 }

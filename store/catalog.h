@@ -117,6 +117,13 @@ int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userd
 
 int catalog_stats(Catalog *c, CatalogStats *ret);
 
+/* Damaged blocks found while a snapshot was taken (kept with the snapshot). */
+int catalog_bad_block_add(Catalog *c, int64_t snap, const char *path, uint64_t block);
+typedef int (*CatalogBadBlockFn)(const char *path, uint64_t block, void *userdata);
+int catalog_bad_block_foreach(Catalog *c, int64_t snap, CatalogBadBlockFn cb, void *userdata);
+/* System id recorded by the newest snapshot of instance; -ENOENT if none. */
+int catalog_instance_system_id(Catalog *c, const char *instance, char **ret);
+
 typedef struct CatalogGcResult {
 	uint64_t contents_deleted, chunks_condemned, chunks_deleted, chunk_bytes_deleted;
 	uint64_t chunks_waiting; /* condemned, kept for a backup that started earlier */

@@ -118,6 +118,7 @@ struct SnapWriter {
 	bool writer_started, flusher_started;
 
 	/* producer counters */
+	uint64_t n_bad_blocks;
 	uint64_t next_ino;
 	uint64_t n_files, logical_bytes;
 	/* writer counters */
@@ -641,6 +642,10 @@ int snapwriter_new(Repo *repo, const SnapWriterOptions *o, SnapWriter **ret)
 	w->info.label = strdup_or_null(o->label);
 	w->info.note = strdup_or_null(o->note);
 	w->info.source = strdup_or_null(o->source);
+	w->info.start_lsn = strdup_or_null(o->start_lsn);
+	w->info.system_id = strdup_or_null(o->system_id);
+	w->info.timeline = o->timeline;
+	w->info.pg_version = o->pg_version;
 	w->info.start_time = now_ns();
 	r = (!w->info.instance || !w->info.type) ? -ENOMEM : 0;
 	if (r == 0)
@@ -915,7 +920,7 @@ int snapwriter_commit(SnapWriter *w, SnapWriterResult *ret)
 	w->info.stored_bytes = w->stored_bytes;
 	w->info.n_files = w->n_files;
 	free(w->info.status);
-	w->info.status = strdup(SNAP_STATUS_OK);
+	w->info.status = strdup(w->n_bad_blocks ? SNAP_STATUS_WARNING : SNAP_STATUS_OK);
 	if (!w->info.status)
 		return -ENOMEM;
 	r = catalog_snapshot_finish(repo_catalog(w->repo), &w->info);
@@ -927,8 +932,33 @@ int snapwriter_commit(SnapWriter *w, SnapWriterResult *ret)
 			.n_files = w->n_files, .logical_bytes = w->logical_bytes,
 			.stored_bytes = w->stored_bytes, .new_chunks = w->new_chunks,
 			.reused_chunks = w->reused_chunks, .hole_chunks = w->hole_chunks,
+			.bad_blocks = w->n_bad_blocks,
 		};
 		snprintf(ret->name, sizeof(ret->name), "%s", w->info.name);
+		snprintf(ret->status, sizeof(ret->status), "%s", w->info.status);
 	}
 	return 0;
+}
+
+int snapwriter_add_bad_block(SnapWriter *w, const char *path, uint64_t block)
+{
+	int r = catalog_bad_block_add(repo_catalog(w->repo), w->info.rowid, path, block);
+	if (r == 0)
+		w->n_bad_blocks++;
+	return r;
+}
+
+int snapwriter_set_stop_lsn(SnapWriter *w, const char *lsn)
+{
+	char *v = strdup(lsn);
+	if (!v)
+		return -ENOMEM;
+	free(w->info.stop_lsn);
+	w->info.stop_lsn = v;
+	return 0;
+}
+
+const char *snapwriter_name(const SnapWriter *w)
+{
+	return w->info.name;
 }

@@ -27,6 +27,11 @@ typedef struct SnapWriterOptions {
 	const char *source; /* where it came from, e.g. "dir:/path" */
 	int jobs;           /* worker threads; 0: number of CPUs */
 	Progress *progress; /* optional; bytes read are added to it */
+	/* what the source says of itself (PostgreSQL: LSN, system id, ...); optional */
+	const char *start_lsn;
+	const char *system_id;
+	int64_t timeline;
+	int64_t pg_version;
 } SnapWriterOptions;
 
 typedef struct SnapEntry {
@@ -54,9 +59,21 @@ int snapwriter_file_write_zeros(SnapWriter *w, SnapFile *f, uint64_t len);
 /* f belongs to the writer afterwards, whatever the result. */
 int snapwriter_file_end(SnapWriter *w, SnapFile *f);
 
+/*
+ * A damaged block found by the producer (e.g. a page checksum failure): kept
+ * with the snapshot, whose status becomes "warning".
+ */
+int snapwriter_add_bad_block(SnapWriter *w, const char *path, uint64_t block);
+/* Set before commit: where the source's consistent state ends. */
+int snapwriter_set_stop_lsn(SnapWriter *w, const char *lsn);
+/* The snapshot's name (valid from snapwriter_new on). */
+const char *snapwriter_name(const SnapWriter *w);
+
 typedef struct SnapWriterResult {
 	char name[64];
 	uint64_t n_files, logical_bytes, stored_bytes, new_chunks, reused_chunks, hole_chunks;
+	uint64_t bad_blocks;
+	char status[16];
 } SnapWriterResult;
 
 /* Wait for the pipeline, then make the snapshot visible (status ok). */

@@ -2,6 +2,7 @@
 #include "common/progress.h"
 #include "common/util.h"
 #include "ingest/fromdir.h"
+#include "ingest/live.h"
 #include "tools/cli.h"
 
 #include <stdio.h>
@@ -9,11 +10,13 @@
 #include <sys/stat.h>
 
 enum { OPT_REPO = 0x100, OPT_FROM_DIR, OPT_INSTANCE, OPT_LABEL, OPT_NOTE, OPT_PROGRESS,
-       OPT_NO_PROGRESS };
+       OPT_NO_PROGRESS, OPT_TYPE };
 
 typedef struct BackupOptions {
 	const char *repo;
 	const char *from_dir;
+	const char *conninfo;
+	const char *type;
 	const char *instance;
 	const char *label;
 	const char *note;
@@ -23,12 +26,17 @@ typedef struct BackupOptions {
 
 static void backup_help(void)
 {
-	printf("Usage: pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME]\n"
-	       "                      [--label TEXT] [--note TEXT] [-j N] [--progress|--no-progress]\n\n"
-	       "Take a snapshot of the directory tree DIR (for example a pg_basebackup -Fp\n"
-	       "copy). Only chunks the repository does not hold yet are stored.\n\n"
+	printf("Usage: pgbakfs backup -d CONNINFO [--repo PATH] [--instance NAME] [--type full]\n"
+	       "                      [--label TEXT] [--note TEXT] [-j N] [--progress|--no-progress]\n"
+	       "       pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME] [--label TEXT]\n\n"
+	       "Take a snapshot. With -d, of a running cluster from any host: BASE_BACKUP over a\n"
+	       "replication connection plus the WAL to make it consistent (the role needs the\n"
+	       "REPLICATION attribute and a free WAL sender). With --from-dir, of a directory\n"
+	       "tree (a stopped data directory or a pg_basebackup -Fp copy). Only chunks the\n"
+	       "repository does not hold yet are stored.\n\n"
+	       "  -d CONNINFO   libpq connection string or URI of the cluster\n"
 	       "  -j N          hashing/compression threads (default: number of CPUs)\n"
-	       "  --instance    name of the cluster this belongs to (default \"main\")\n");
+	       "  --instance    name of the cluster in the repository (default \"main\")\n");
 }
 
 static int report_ingest_error(const BackupOptions *o, int r, const FromDirError *err)
@@ -44,6 +52,51 @@ static int report_ingest_error(const BackupOptions *o, int r, const FromDirError
 	fprintf(stderr, "hint: no snapshot was created; the repository is unchanged apart from "
 			"leftovers that \"pgbakfs gc\" removes\n");
 	return EXIT_FAIL;
+}
+
+static int backup_live(const BackupOptions *o, Repo *repo)
+{
+	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_path(repo));
+	LiveBackupOptions lo = {.conninfo = o->conninfo, .instance = o->instance, .label = o->label,
+				.note = o->note, .jobs = o->jobs, .progress = o->progress,
+				.staging_dir = staging};
+	LiveBackupResult res;
+	PgError err = {{0}};
+	int64_t t0 = mono_ns();
+	char a[32], b[32];
+	int r = mkdir_p(staging, 0700);
+
+	if (r == 0)
+		r = live_backup(repo, &lo, &res, &err);
+	if (r == -ECONNREFUSED) {
+		cli_error("could not connect to the server: %s", err.msg);
+		return EXIT_FAIL;
+	}
+	if (r == -ENOSPC) {
+		cli_error("repository \"%s\" is out of space; no snapshot was created", o->repo);
+		return EXIT_FAIL;
+	}
+	if (r < 0) {
+		cli_error("backup failed: %s", err.msg[0] ? err.msg : strerror(-r));
+		fprintf(stderr, "hint: no snapshot was created; leftovers in the repository are "
+				"removed by \"pgbakfs gc\"\n");
+		return EXIT_FAIL;
+	}
+	double secs = (double)(mono_ns() - t0) / 1e9;
+	printf("backup \"%s\": %llu files, %s, %s new in the repository, %.1f s (%.1f MB/s), "
+	       "LSN %s..%s on timeline %u\n",
+	       res.snap.name, (unsigned long long)res.snap.n_files,
+	       format_bytes(res.snap.logical_bytes, a, sizeof(a)),
+	       format_bytes(res.snap.stored_bytes, b, sizeof(b)), secs,
+	       secs > 0 ? (double)res.snap.logical_bytes / secs / 1e6 : 0.0, res.start_lsn,
+	       res.stop_lsn, res.timeline);
+	if (res.snap.bad_blocks) {
+		fprintf(stderr, "pgbakfs: warning: %llu page(s) failed checksum verification; "
+				"the snapshot's status is \"warning\"\n",
+			(unsigned long long)res.snap.bad_blocks);
+		fprintf(stderr, "hint: \"pgbakfs show %s\" lists them\n", res.snap.name);
+	}
+	return EXIT_OK;
 }
 
 static int backup_from_dir(const BackupOptions *o, Repo *repo)
@@ -89,6 +142,8 @@ int cmd_backup(int argc, char **argv)
 	static const struct option opts[] = {
 		{"repo", required_argument, NULL, OPT_REPO},
 		{"from-dir", required_argument, NULL, OPT_FROM_DIR},
+		{"dbname", required_argument, NULL, 'd'},
+		{"type", required_argument, NULL, OPT_TYPE},
 		{"instance", required_argument, NULL, OPT_INSTANCE},
 		{"label", required_argument, NULL, OPT_LABEL},
 		{"note", required_argument, NULL, OPT_NOTE},
@@ -102,10 +157,12 @@ int cmd_backup(int argc, char **argv)
 	struct stat st;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "hj:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hj:d:", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_REPO: o.repo = optarg; break;
 		case OPT_FROM_DIR: o.from_dir = optarg; break;
+		case 'd': o.conninfo = optarg; break;
+		case OPT_TYPE: o.type = optarg; break;
 		case OPT_INSTANCE: o.instance = optarg; break;
 		case OPT_LABEL: o.label = optarg; break;
 		case OPT_NOTE: o.note = optarg; break;
@@ -121,10 +178,22 @@ int cmd_backup(int argc, char **argv)
 	}
 	if (optind != argc)
 		return cli_usage("backup", "unexpected argument \"%s\"", argv[optind]);
-	if (!o.from_dir)
-		return cli_usage("backup", "missing --from-dir DIR");
+	if (!o.from_dir == !o.conninfo)
+		return cli_usage("backup", o.from_dir ? "use either -d or --from-dir, not both"
+						       : "missing -d CONNINFO or --from-dir DIR");
+	if (o.type && strcmp(o.type, "full") != 0)
+		return cli_usage("backup", "invalid --type \"%s\" (this mode takes full)", o.type);
 	if (o.instance && (!*o.instance || strpbrk(o.instance, "/ \t\n")))
 		return cli_usage("backup", "invalid instance name \"%s\"", o.instance);
+	if (o.conninfo) {
+		rc = cli_open_repo(o.repo, &repo);
+		if (rc != EXIT_OK)
+			return rc;
+		o.repo = repo_path(repo);
+		rc = backup_live(&o, repo);
+		repo_free(repo);
+		return rc;
+	}
 	if (stat(o.from_dir, &st) < 0) {
 		cli_error("could not open directory \"%s\": %m", o.from_dir);
 		return EXIT_FAIL;

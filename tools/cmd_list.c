@@ -8,7 +8,8 @@
 
 enum { OPT_REPO = 0x100, OPT_JSON, OPT_INSTANCE };
 
-static void json_snapshot(JsonWriter *w, const SnapshotInfo *s)
+/* All fields of a snapshot, leaving the object open for details. */
+static void json_snapshot_open(JsonWriter *w, const SnapshotInfo *s)
 {
 	char t[40];
 	json_begin_object(w);
@@ -42,6 +43,11 @@ static void json_snapshot(JsonWriter *w, const SnapshotInfo *s)
 	} else {
 		json_null(w);
 	}
+}
+
+static void json_snapshot(JsonWriter *w, const SnapshotInfo *s)
+{
+	json_snapshot_open(w, s);
 	json_end_object(w);
 }
 
@@ -125,6 +131,24 @@ int cmd_list(int argc, char **argv)
 	return rc;
 }
 
+static int print_bad_block(const char *path, uint64_t block, void *ud)
+{
+	if ((*(unsigned *)ud)++ == 0)
+		printf("bad pages (failed checksum verification):\n");
+	printf("  %s block %llu\n", path, (unsigned long long)block);
+	return 0;
+}
+
+static int json_bad_block(const char *path, uint64_t block, void *ud)
+{
+	JsonWriter *w = ud;
+	json_begin_object(w);
+	json_key(w, "path"); json_string(w, path);
+	json_key(w, "block"); json_uint(w, block);
+	json_end_object(w);
+	return 0;
+}
+
 static void show_text(const SnapshotInfo *s)
 {
 	char t[40], b[32];
@@ -195,13 +219,20 @@ int cmd_show(int argc, char **argv)
 	if (rc == EXIT_OK)
 		rc = cli_find_snapshot(repo, argv[optind], instance, &s);
 	if (rc == EXIT_OK) {
+		unsigned n_bad = 0;
 		if (json) {
 			JsonWriter w;
 			json_init(&w, stdout);
-			json_snapshot(&w, &s);
+			json_snapshot_open(&w, &s);
+			json_key(&w, "bad_pages");
+			json_begin_array(&w);
+			catalog_bad_block_foreach(repo_catalog(repo), s.rowid, json_bad_block, &w);
+			json_end_array(&w);
+			json_end_object(&w);
 			putchar('\n');
 		} else {
 			show_text(&s);
+			catalog_bad_block_foreach(repo_catalog(repo), s.rowid, print_bad_block, &n_bad);
 		}
 	}
 	snapshot_info_clear(&s);

@@ -1,0 +1,239 @@
+#include "ingest/pgconn.h"
+
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+struct PgConn {
+	PGconn *conn;
+};
+
+static void _printf_(2, 3) set_err(PgError *err, const char *fmt, ...)
+{
+	va_list ap;
+	if (!err)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+}
+
+/* libpq messages: "FATAL:  x\nDETAIL: y\n" -> "x" (first line, no severity) */
+static void set_err_text(PgError *err, const char *text)
+{
+	char line[512];
+	const char *p = text ? text : "unknown error";
+	size_t n;
+
+	while (*p == ' ' || *p == '\n')
+		p++;
+	for (const char *sev = strstr(p, ":  "); sev && sev - p < 10; sev = NULL)
+		p = sev + 3; /* "FATAL:  ", "ERROR:  " */
+	n = strcspn(p, "\n");
+	if (n >= sizeof(line))
+		n = sizeof(line) - 1;
+	memcpy(line, p, n);
+	line[n] = '\0';
+	set_err(err, "%s", line);
+}
+
+static void set_err_conn(PgError *err, PgConn *c)
+{
+	set_err_text(err, PQerrorMessage(c->conn));
+}
+
+int pgconn_connect(const char *conninfo, bool replication, PgConn **ret, PgError *err)
+{
+	/* conninfo is expanded in the dbname position; later keywords override it */
+	const char *keys[] = {"dbname", "fallback_application_name", "replication", NULL};
+	const char *vals[] = {conninfo, "pgbakfs", "true", NULL};
+	PgConn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	if (!replication)
+		keys[2] = NULL;
+	c->conn = PQconnectdbParams(keys, vals, 1);
+	if (!c->conn) {
+		free(c);
+		return -ENOMEM;
+	}
+	if (PQstatus(c->conn) != CONNECTION_OK) {
+		set_err_conn(err, c);
+		pgconn_free(c);
+		return -ECONNREFUSED;
+	}
+	*ret = c;
+	return 0;
+}
+
+PgConn *pgconn_free(PgConn *c)
+{
+	if (!c)
+		return NULL;
+	PQfinish(c->conn);
+	free(c);
+	return NULL;
+}
+
+int pgconn_server_version(PgConn *c) { return PQserverVersion(c->conn); }
+
+void pgrows_clear(PgRows *r)
+{
+	for (int i = 0; r->v && i < r->n_rows * r->n_cols; i++)
+		free(r->v[i]);
+	free(r->v);
+	*r = (PgRows){0};
+}
+
+const char *pgrows_get(const PgRows *r, int row, int col)
+{
+	if (row < 0 || row >= r->n_rows || col < 0 || col >= r->n_cols)
+		return NULL;
+	return r->v[row * r->n_cols + col];
+}
+
+static int rows_from_result(PGresult *res, PgRows *ret)
+{
+	PgRows r = {.n_rows = PQntuples(res), .n_cols = PQnfields(res)};
+	size_t n = (size_t)r.n_rows * (size_t)r.n_cols;
+	r.v = calloc(n ? n : 1, sizeof(char *));
+	if (!r.v)
+		return -ENOMEM;
+	for (int i = 0; i < r.n_rows; i++)
+		for (int j = 0; j < r.n_cols; j++) {
+			if (PQgetisnull(res, i, j))
+				continue;
+			r.v[i * r.n_cols + j] = strdup(PQgetvalue(res, i, j));
+			if (!r.v[i * r.n_cols + j]) {
+				pgrows_clear(&r);
+				return -ENOMEM;
+			}
+		}
+	*ret = r;
+	return 0;
+}
+
+int pgconn_query(PgConn *c, const char *sql, PgRows *ret, PgError *err)
+{
+	PGresult *res = PQexec(c->conn, sql);
+	int r;
+	ExecStatusType st = PQresultStatus(res);
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		set_err_text(err, res ? PQresultErrorMessage(res) : PQerrorMessage(c->conn));
+		PQclear(res);
+		return -EIO;
+	}
+	r = ret ? rows_from_result(res, ret) : 0;
+	PQclear(res);
+	return r;
+}
+
+int pgconn_send(PgConn *c, const char *sql, PgError *err)
+{
+	if (!PQsendQuery(c->conn, sql)) {
+		set_err_conn(err, c);
+		return -EIO;
+	}
+	return 0;
+}
+
+int pgconn_next_result(PgConn *c, PgRows *rows, PgError *err)
+{
+	PGresult *res = PQgetResult(c->conn);
+	int r;
+	if (!res)
+		return PGCONN_DONE;
+	switch (PQresultStatus(res)) {
+	case PGRES_TUPLES_OK:
+	case PGRES_COMMAND_OK:
+		r = rows ? rows_from_result(res, rows) : 0;
+		PQclear(res);
+		return r < 0 ? r : PGCONN_ROWS;
+	case PGRES_COPY_OUT:
+		PQclear(res);
+		return PGCONN_COPY_OUT;
+	case PGRES_COPY_BOTH:
+		PQclear(res);
+		return PGCONN_COPY_BOTH;
+	default:
+		set_err_text(err, PQresultErrorMessage(res));
+		PQclear(res);
+		return -EIO;
+	}
+}
+
+int pgconn_copy_read(PgConn *c, bool wait, char **ret_buf, PgError *err)
+{
+	char *buf = NULL;
+	int n = PQgetCopyData(c->conn, &buf, wait ? 0 : 1);
+	if (n > 0) {
+		*ret_buf = buf;
+		return n;
+	}
+	if (n == 0)
+		return -EAGAIN;
+	if (n == -1)
+		return 0;
+	set_err_conn(err, c);
+	return -EIO;
+}
+
+void pgconn_freemem(void *p)
+{
+	if (p)
+		PQfreemem(p);
+}
+
+int pgconn_copy_write(PgConn *c, const void *buf, size_t len, PgError *err)
+{
+	if (PQputCopyData(c->conn, buf, (int)len) != 1 || PQflush(c->conn) != 0) {
+		set_err_conn(err, c);
+		return -EIO;
+	}
+	return 0;
+}
+
+int pgconn_copy_end(PgConn *c, PgError *err)
+{
+	if (PQputCopyEnd(c->conn, NULL) != 1 || PQflush(c->conn) != 0) {
+		set_err_conn(err, c);
+		return -EIO;
+	}
+	return 0;
+}
+
+int pgconn_wait_readable(PgConn *c, int timeout_ms, PgError *err)
+{
+	struct pollfd p = {.fd = PQsocket(c->conn), .events = POLLIN};
+	int n = poll(&p, 1, timeout_ms);
+	if (n < 0 && errno != EINTR) {
+		set_err(err, "could not wait for the server: %s", strerror(errno));
+		return -errno;
+	}
+	if (n > 0 && !PQconsumeInput(c->conn)) {
+		set_err_conn(err, c);
+		return -EIO;
+	}
+	return 0;
+}
+
+int pgconn_quote_literal(const char *s, char *buf, size_t len)
+{
+	size_t o = 0;
+	if (len < 3)
+		return -ENAMETOOLONG;
+	buf[o++] = '\'';
+	for (; *s; s++) {
+		if (o + 3 >= len)
+			return -ENAMETOOLONG;
+		if (*s == '\'')
+			buf[o++] = *s; /* standard quoting: backslashes are not special */
+		buf[o++] = *s;
+	}
+	buf[o++] = '\'';
+	buf[o] = '\0';
+	return 0;
+}

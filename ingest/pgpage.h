@@ -1,0 +1,30 @@
+/*
+ * PostgreSQL data pages: which files hold them, and the page checksum
+ * (the FNV-1a-based algorithm of src/include/storage/checksum_impl.h,
+ * written here from its description).
+ */
+#pragma once
+
+#include "common/common.h"
+
+#define PG_BLCKSZ 8192
+#define PG_RELSEG_BLOCKS 131072 /* blocks per 1 GiB segment */
+
+/* Checksum of one page as block blkno (the stored pd_checksum is ignored). */
+uint16_t pg_page_checksum(const uint8_t *page, uint32_t blkno);
+
+/*
+ * Is path (relative to the data directory) a relation data file whose
+ * pages carry checksums? base/DB/REL[_fsm|_vm|_init][.SEG], global/REL...,
+ * pg_tblspc/TS/PG_.../DB/REL... Sets *ret_segno from the ".SEG" suffix.
+ */
+bool pg_path_is_relation(const char *path, uint32_t *ret_segno);
+
+typedef enum {
+	PAGE_OK,
+	PAGE_NEW,     /* all zeros: not initialised yet */
+	PAGE_SKIPPED, /* LSN at or after the backup's start: WAL replay rewrites it */
+	PAGE_BAD,
+} PageVerdict;
+
+PageVerdict pg_page_verify(const uint8_t *page, uint32_t blkno, uint64_t start_lsn);

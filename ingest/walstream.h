@@ -1,0 +1,36 @@
+/*
+ * Streaming WAL beside a backup, as pg_basebackup -X stream does: a
+ * replication connection creates a temporary physical slot (reserving WAL
+ * from the last checkpoint's redo point, before the backup starts), then
+ * streams from the backup's start segment into full-size segment files in a
+ * staging directory, until the backup's end LSN has arrived. The slot
+ * disappears with the connection, whatever happens.
+ */
+#pragma once
+
+#include "ingest/pgconn.h"
+
+typedef struct WalStream WalStream;
+
+typedef struct PgSystem {
+	char system_id[32];
+	uint32_t timeline;
+	uint64_t xlogpos;
+} PgSystem;
+
+/* Connect, IDENTIFY_SYSTEM, create the temporary slot. */
+int walstream_new(const char *conninfo, const char *dir, WalStream **ret, PgSystem *ret_sys,
+		  PgError *err);
+/* Start the streaming thread at startpos (rounded down to its segment). */
+int walstream_start(WalStream *ws, uint64_t startpos, uint32_t timeline, uint32_t seg_size,
+		    PgError *err);
+/* Wait until everything up to stoppos is written, stop, and return the result. */
+int walstream_finish(WalStream *ws, uint64_t stoppos, PgError *err);
+/* Stops the thread if running and disconnects (the slot goes with it). */
+WalStream *walstream_free(WalStream *ws);
+/* Name of the segment file holding lsn: "000000010000000000000003". */
+void wal_segment_name(uint32_t timeline, uint64_t lsn, uint32_t seg_size, char out[25]);
+
+/* "16/B374D848" <-> 64-bit LSN. */
+int lsn_parse(const char *s, uint64_t *ret);
+void lsn_format(uint64_t lsn, char out[32]);
