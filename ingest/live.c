@@ -173,9 +173,20 @@ static int read_tablespaces(Live *lv)
 	uint64_t total = 0;
 	int r = pgconn_next_result(lv->conn, rows, lv->err);
 	if (r == PGCONN_ROWS && rows->n_cols >= 3) {
-		for (int i = 0; i < rows->n_rows; i++)
+		r = 0;
+		for (int i = 0; i < rows->n_rows && r == 0; i++) {
+			const char *oid = pgrows_get(rows, i, 0), *loc = pgrows_get(rows, i, 1);
 			if (pgrows_get(rows, i, 2))
 				total += strtoull(pgrows_get(rows, i, 2), NULL, 10) * 1024;
+			if (oid && loc && *loc) {
+				/* kept as a directory; restore puts it back at loc (or a mapped path) */
+				char path[64];
+				snprintf(path, sizeof(path), "pg_tblspc/%s", oid);
+				r = snapwriter_add_link(lv->w, path, loc);
+			}
+		}
+		if (r < 0)
+			return r;
 		progress_set_total(lv->progress, total);
 		r = 0;
 	} else if (r >= 0) {

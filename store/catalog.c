@@ -45,7 +45,9 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS files_content ON files(content);"
 	"CREATE TABLE IF NOT EXISTS bad_blocks(snap INTEGER NOT NULL, path TEXT NOT NULL,"
 	"  block INTEGER NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS bad_blocks_snap ON bad_blocks(snap);";
+	"CREATE INDEX IF NOT EXISTS bad_blocks_snap ON bad_blocks(snap);"
+	"CREATE TABLE IF NOT EXISTS links(snap INTEGER NOT NULL, path TEXT NOT NULL,"
+	"  target TEXT NOT NULL, PRIMARY KEY(snap, path)) WITHOUT ROWID;";
 
 enum {
 	ST_CHUNK_EXISTS,
@@ -548,6 +550,9 @@ int catalog_session_reap(Catalog *c, const char *id, uint64_t *ret_n_snapshots)
 	if (r == 0)
 		r = exec_bound_text(c, "DELETE FROM bad_blocks WHERE snap IN (SELECT id FROM snapshots"
 				       " WHERE session = ?1 AND status = 'running')", id);
+	if (r == 0)
+		r = exec_bound_text(c, "DELETE FROM links WHERE snap IN (SELECT id FROM snapshots"
+				       " WHERE session = ?1 AND status = 'running')", id);
 	if (r == 0) {
 		r = exec_bound_text(c, "DELETE FROM snapshots WHERE session = ?1 AND status = 'running'",
 				    id);
@@ -759,6 +764,8 @@ int catalog_snapshot_delete(Catalog *c, int64_t rowid)
 		r = exec_bound_int(c, "DELETE FROM files WHERE snap = ?1", rowid);
 	if (r == 0)
 		r = exec_bound_int(c, "DELETE FROM bad_blocks WHERE snap = ?1", rowid);
+	if (r == 0)
+		r = exec_bound_int(c, "DELETE FROM links WHERE snap = ?1", rowid);
 	if (r == 0)
 		r = exec_bound_int(c, "DELETE FROM snapshots WHERE id = ?1", rowid);
 	if (r == 0)
@@ -1184,4 +1191,32 @@ int catalog_instance_system_id(Catalog *c, const char *instance, char **ret)
 		return catalog_fail(c, rc, "instance system id");
 	*ret = column_strdup(s, 0);
 	return *ret ? 0 : -ENOMEM;
+}
+
+int catalog_link_add(Catalog *c, int64_t snap, const char *path, const char *target)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "INSERT OR REPLACE INTO links(snap, path, target) VALUES(?1, ?2, ?3)", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, snap);
+	sqlite3_bind_text(s, 2, path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, target, -1, SQLITE_STATIC);
+	return step_done(c, s);
+}
+
+int catalog_link_foreach(Catalog *c, int64_t snap, CatalogLinkFn cb, void *userdata)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, "SELECT path, target FROM links WHERE snap = ?1 ORDER BY path", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, snap);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		r = cb((const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+		       userdata);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "link list");
 }

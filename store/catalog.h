@@ -121,6 +121,13 @@ int catalog_stats(Catalog *c, CatalogStats *ret);
 int catalog_bad_block_add(Catalog *c, int64_t snap, const char *path, uint64_t block);
 typedef int (*CatalogBadBlockFn)(const char *path, uint64_t block, void *userdata);
 int catalog_bad_block_foreach(Catalog *c, int64_t snap, CatalogBadBlockFn cb, void *userdata);
+/*
+ * Links: a directory of the snapshot that the source reached through a symlink
+ * (a tablespace under pg_tblspc); restore writes it at target and links it.
+ */
+int catalog_link_add(Catalog *c, int64_t snap, const char *path, const char *target);
+typedef int (*CatalogLinkFn)(const char *path, const char *target, void *userdata);
+int catalog_link_foreach(Catalog *c, int64_t snap, CatalogLinkFn cb, void *userdata);
 /* System id recorded by the newest snapshot of instance; -ENOENT if none. */
 int catalog_instance_system_id(Catalog *c, const char *instance, char **ret);
 

@@ -55,6 +55,8 @@ typedef struct Restorer {
 	_Atomic int error;
 
 	/* main thread only */
+	char **link_paths, **link_targets; /* relative path -> where its contents go */
+	size_t n_links;
 	char **dir_paths; /* by ino */
 	size_t n_dir_paths;
 	RDir *dirs;
@@ -189,16 +191,46 @@ static int dir_path_set(Restorer *rs, uint64_t ino, char *path)
 	return 0;
 }
 
+static const char *link_target(Restorer *rs, const char *path)
+{
+	const char *rel = path + strlen(rs->target);
+	if (*rel != '/')
+		return NULL;
+	for (size_t i = 0; i < rs->n_links; i++)
+		if (!strcmp(rs->link_paths[i], rel + 1))
+			return rs->link_targets[i];
+	return NULL;
+}
+
+/* A linked directory: its contents go to the link's target, the path becomes a symlink. */
+static int restore_linked_dir(const char *path, const char *target)
+{
+	int r = mkdir_p(target, 0700);
+	if (r < 0)
+		return r;
+	if (symlink(target, path) < 0)
+		return -errno;
+	return 0;
+}
+
 static int restore_dir(Restorer *rs, const FileRow *f, char *path)
 {
 	RDir *v = realloc(rs->dirs, (rs->n_dirs + 1) * sizeof(*v));
+	const char *target = f->ino != 1 ? link_target(rs, path) : NULL;
 	int r;
 	if (!v) {
 		free(path);
 		return -ENOMEM;
 	}
 	rs->dirs = v;
-	if (f->ino != 1 && mkdir(path, 0700) < 0) {
+	if (target) {
+		r = restore_linked_dir(path, target);
+		free(path);
+		if (r < 0)
+			return r;
+		if (!(path = strdup(target)))
+			return -ENOMEM;
+	} else if (f->ino != 1 && mkdir(path, 0700) < 0) {
 		r = -errno;
 		free(path);
 		return r;
@@ -374,6 +406,41 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 	return r;
 }
 
+static int collect_link(const char *path, const char *target, void *userdata)
+{
+	Restorer *rs = userdata;
+	const char *to = target;
+	char **p = realloc(rs->link_paths, (rs->n_links + 1) * sizeof(char *));
+	char **t = p ? realloc(rs->link_targets, (rs->n_links + 1) * sizeof(char *)) : NULL;
+	if (p)
+		rs->link_paths = p;
+	if (t)
+		rs->link_targets = t;
+	if (!p || !t)
+		return -ENOMEM;
+	for (size_t i = 0; i < rs->o->n_maps; i++)
+		if (!strcmp(rs->o->maps[i].from, target))
+			to = rs->o->maps[i].to;
+	p[rs->n_links] = strdup(path);
+	t[rs->n_links] = strdup(to);
+	rs->n_links++;
+	return p[rs->n_links - 1] && t[rs->n_links - 1] ? 0 : -ENOMEM;
+}
+
+/* Every place we will write must be empty, before we write anything. */
+static int check_link_targets(Restorer *rs)
+{
+	for (size_t i = 0; i < rs->n_links; i++) {
+		int r = dir_is_empty(rs->link_targets[i]);
+		if (r <= 0) {
+			snprintf(rs->res->failed_path, sizeof(rs->res->failed_path), "%s",
+				 rs->link_targets[i]);
+			return r < 0 ? r : -ENOTEMPTY;
+		}
+	}
+	return 0;
+}
+
 int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		     const RestoreOptions *o, RestoreResult *ret)
 {
@@ -387,19 +454,28 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		return r;
 	if (r == 0)
 		return -ENOTEMPTY;
-	r = mkdir_p(target, 0700);
+	r = catalog_link_foreach(repo_catalog(repo), snap->rowid, collect_link, &rs);
+	if (r == 0)
+		r = check_link_targets(&rs);
+	if (r == 0)
+		r = mkdir_p(target, 0700);
+	if (r == 0 && !(rs.ring = calloc(rs.ring_cap, sizeof(RTask))))
+		r = -ENOMEM;
 	if (r < 0)
-		return r;
-	rs.ring = calloc(rs.ring_cap, sizeof(RTask));
-	if (!rs.ring)
-		return -ENOMEM;
+		goto out;
 	pthread_mutex_init(&rs.lock, NULL);
 	pthread_cond_init(&rs.cond_nonempty, NULL);
 	pthread_cond_init(&rs.cond_nonfull, NULL);
 	atomic_init(&rs.error, 0);
 
 	r = restore_run(&rs, snap, target);
-
+out:
+	for (size_t i = 0; i < rs.n_links; i++) {
+		free(rs.link_paths[i]);
+		free(rs.link_targets[i]);
+	}
+	free(rs.link_paths);
+	free(rs.link_targets);
 	for (size_t i = 0; i < rs.n_dirs; i++)
 		free(rs.dirs[i].path);
 	free(rs.dirs);

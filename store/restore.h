@@ -12,9 +12,16 @@
 
 #include <limits.h>
 
+typedef struct RestoreMapping {
+	const char *from, *to;
+} RestoreMapping;
+
 typedef struct RestoreOptions {
 	int jobs; /* 0: number of CPUs */
 	Progress *progress;
+	/* where linked directories (tablespaces) go instead of their original target */
+	const RestoreMapping *maps;
+	size_t n_maps;
 } RestoreOptions;
 
 typedef struct RestoreResult {
@@ -24,6 +31,12 @@ typedef struct RestoreResult {
 	uint64_t failed_offset;
 } RestoreResult;
 
-/* target must be missing or an empty directory (-ENOTEMPTY otherwise). */
+/*
+ * target must be missing or an empty directory (-ENOTEMPTY otherwise). A
+ * directory the source reached through a symlink (a tablespace) is written at
+ * its original target, or where a mapping sends it, and linked back; those
+ * locations must be missing or empty too (-ENOTEMPTY, failed_path says which),
+ * checked before anything is written.
+ */
 int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		     const RestoreOptions *o, RestoreResult *ret);

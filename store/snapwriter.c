@@ -948,6 +948,11 @@ int snapwriter_add_bad_block(SnapWriter *w, const char *path, uint64_t block)
 	return r;
 }
 
+int snapwriter_add_link(SnapWriter *w, const char *path, const char *target)
+{
+	return catalog_link_add(repo_catalog(w->repo), w->info.rowid, path, target);
+}
+
 int snapwriter_set_stop_lsn(SnapWriter *w, const char *lsn)
 {
 	char *v = strdup(lsn);

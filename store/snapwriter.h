@@ -64,6 +64,8 @@ int snapwriter_file_end(SnapWriter *w, SnapFile *f);
  * with the snapshot, whose status becomes "warning".
  */
 int snapwriter_add_bad_block(SnapWriter *w, const char *path, uint64_t block);
+/* The directory at path was reached through a symlink to target in the source. */
+int snapwriter_add_link(SnapWriter *w, const char *path, const char *target);
 /* Set before commit: where the source's consistent state ends. */
 int snapwriter_set_stop_lsn(SnapWriter *w, const char *lsn);
 /* The snapshot's name (valid from snapwriter_new on). */

@@ -7,7 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_REPO = 0x100, OPT_INSTANCE, OPT_PROGRESS, OPT_NO_PROGRESS };
+enum { OPT_REPO = 0x100, OPT_INSTANCE, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_TS_MAP };
+#define MAX_MAPS 64
 
 int cmd_restore(int argc, char **argv)
 {
@@ -17,11 +18,14 @@ int cmd_restore(int argc, char **argv)
 		{"jobs", required_argument, NULL, 'j'},
 		{"progress", no_argument, NULL, OPT_PROGRESS},
 		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+		{"tablespace-map", required_argument, NULL, OPT_TS_MAP},
 		{"help", no_argument, NULL, 'h'},
 		{0}};
 	const char *repo_opt = NULL, *instance = NULL, *id, *target;
 	bool show_progress = cli_stderr_is_tty();
 	RestoreOptions o = {0};
+	RestoreMapping maps[MAX_MAPS];
+	char *eq;
 	RestoreResult res;
 	SnapshotInfo s = {0};
 	Progress *progress = NULL;
@@ -39,10 +43,21 @@ int cmd_restore(int argc, char **argv)
 			break;
 		case OPT_PROGRESS: show_progress = true; break;
 		case OPT_NO_PROGRESS: show_progress = false; break;
+		case OPT_TS_MAP:
+			eq = strchr(optarg, '=');
+			if (!eq || eq == optarg || !eq[1] || optarg[0] != '/' || eq[1] != '/' ||
+			    o.n_maps == MAX_MAPS)
+				return cli_usage("restore", "invalid --tablespace-map \"%s\" (OLD=NEW, absolute paths)", optarg);
+			*eq = '\0';
+			maps[o.n_maps++] = (RestoreMapping){.from = optarg, .to = eq + 1};
+			break;
 		case 'h':
-			printf("Usage: pgbakfs restore ID TARGET [--repo PATH] [-j N] [--[no-]progress]\n\n"
+			printf("Usage: pgbakfs restore ID TARGET [--repo PATH] [-j N] [--[no-]progress]\n"
+			       "                       [--tablespace-map OLD=NEW]...\n\n"
 			       "Restore snapshot ID (or \"latest\") into TARGET, a missing or empty\n"
-			       "directory. Every chunk is verified before it is written.\n");
+			       "directory. Every chunk is verified before it is written. Tablespaces go\n"
+			       "back to their original directories, or to NEW for --tablespace-map\n"
+			       "OLD=NEW; those must be missing or empty.\n");
 			return EXIT_OK;
 		default: return cli_usage("restore", "invalid option");
 		}
@@ -68,6 +83,7 @@ int cmd_restore(int argc, char **argv)
 		goto out;
 	progress_new("restore", s.logical_bytes, show_progress, &progress);
 	o.progress = progress;
+	o.maps = maps;
 	r = restore_snapshot(repo, &s, target, &o, &res);
 	progress = progress_free(progress);
 	if (r == -EBADMSG || r == -ENOENT) {
@@ -75,6 +91,10 @@ int cmd_restore(int argc, char **argv)
 			  "correctly; restore stopped", s.name, res.failed_path,
 			  (unsigned long long)res.failed_offset);
 		cli_hint("\"pgbakfs check --read-data\" lists all damage; \"%s\" is incomplete", target);
+		rc = EXIT_FAIL;
+	} else if (r == -ENOTEMPTY && res.failed_path[0]) {
+		cli_error("tablespace directory \"%s\" is not empty", res.failed_path);
+		cli_hint("restore it elsewhere with --tablespace-map %s=NEW_DIR", res.failed_path);
 		rc = EXIT_FAIL;
 	} else if (r < 0) {
 		if (res.failed_path[0])

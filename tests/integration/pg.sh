@@ -22,8 +22,13 @@ CONF
 }
 
 pg_start() { # DIR
-	as_pg "$PGBIN/pg_ctl" -D "$1" -l "$T/pglog/$(basename "$1").log" -w -t 60 start >/dev/null
+	local log="$T/pglog/$(basename "$1").log"
 	at_exit "as_pg '$PGBIN/pg_ctl' -D '$1' -m immediate stop >/dev/null 2>&1"
+	if ! as_pg "$PGBIN/pg_ctl" -D "$1" -l "$log" -w -t 120 start >/dev/null; then
+		echo "FAIL: PostgreSQL did not start on $1; its log ends:" >&2
+		tail -15 "$log" >&2
+		return 1
+	fi
 }
 pg_stop() { as_pg "$PGBIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null; }
 pg_sql() { # PORT SQL
