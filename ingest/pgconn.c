@@ -36,6 +36,9 @@ static void set_err_text(PgError *err, const char *text)
 		n = sizeof(line) - 1;
 	memcpy(line, p, n);
 	line[n] = '\0';
+	/* "... failed: FATAL:  message" -> "... failed: message" */
+	for (char *sev; (sev = strstr(line, "FATAL:  ")) || (sev = strstr(line, "ERROR:  "));)
+		memmove(sev, sev + 8, strlen(sev + 8) + 1);
 	set_err(err, "%s", line);
 }
 
