@@ -121,3 +121,49 @@ PageVerdict pg_page_verify(const uint8_t *page, uint32_t blkno, uint64_t start_l
 	memcpy(&stored, page + 8, 2);
 	return stored == pg_page_checksum(page, blkno) ? PAGE_OK : PAGE_BAD;
 }
+
+void page_check_init(PageCheck *pc, uint32_t segno, uint64_t start_lsn)
+{
+	pc->segno = segno;
+	pc->offset = 0;
+	pc->fill = 0;
+	pc->start_lsn = start_lsn;
+	pc->n_bad = 0;
+}
+
+static int page_check_one(PageCheck *pc, const uint8_t *page, PageBadFn bad, void *userdata)
+{
+	uint64_t block = pc->offset / PG_BLCKSZ;
+	uint32_t blkno = (uint32_t)(pc->segno * (uint64_t)PG_RELSEG_BLOCKS + block);
+	pc->offset += PG_BLCKSZ;
+	if (pg_page_verify(page, blkno, pc->start_lsn) != PAGE_BAD)
+		return 0;
+	pc->n_bad++;
+	return bad(block, userdata);
+}
+
+int page_check_feed(PageCheck *pc, const uint8_t *p, size_t len, PageBadFn bad, void *userdata)
+{
+	while (len > 0) {
+		int r;
+		if (pc->fill == 0 && len >= PG_BLCKSZ) {
+			r = page_check_one(pc, p, bad, userdata); /* whole pages in place */
+			p += PG_BLCKSZ;
+			len -= PG_BLCKSZ;
+		} else {
+			size_t n = MIN(len, PG_BLCKSZ - pc->fill);
+			memcpy(pc->page + pc->fill, p, n);
+			pc->fill += n;
+			p += n;
+			len -= n;
+			r = 0;
+			if (pc->fill == PG_BLCKSZ) {
+				pc->fill = 0;
+				r = page_check_one(pc, pc->page, bad, userdata);
+			}
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}

@@ -28,3 +28,21 @@ typedef enum {
 } PageVerdict;
 
 PageVerdict pg_page_verify(const uint8_t *page, uint32_t blkno, uint64_t start_lsn);
+
+/*
+ * Checking the pages of one relation file as its bytes stream past, in any
+ * piece sizes. bad() is called with the block number within the file.
+ */
+typedef int (*PageBadFn)(uint64_t block, void *userdata);
+
+typedef struct PageCheck {
+	uint32_t segno;
+	uint64_t offset; /* of the page being filled */
+	size_t fill;
+	uint64_t start_lsn;
+	uint64_t n_bad;
+	uint8_t page[PG_BLCKSZ];
+} PageCheck;
+
+void page_check_init(PageCheck *pc, uint32_t segno, uint64_t start_lsn);
+int page_check_feed(PageCheck *pc, const uint8_t *p, size_t len, PageBadFn bad, void *userdata);

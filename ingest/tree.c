@@ -23,13 +23,11 @@ struct Tree {
 };
 
 struct TreeFile {
+	Tree *tree;
 	SnapFile *sf;
 	char *path;
 	bool verify;
-	uint32_t segno;
-	uint64_t offset;
-	uint8_t page[PG_BLCKSZ];
-	size_t page_fill;
+	PageCheck pc;
 };
 
 static uint64_t hash_str(const char *s)
@@ -244,7 +242,10 @@ int tree_file_begin(Tree *t, const char *path, const TreeMeta *m, TreeFile **ret
 		free(f);
 		return -ENOMEM;
 	}
-	f->verify = t->verify && pg_path_is_relation(path, &f->segno);
+	uint32_t segno = 0;
+	f->tree = t;
+	f->verify = t->verify && pg_path_is_relation(path, &segno);
+	page_check_init(&f->pc, segno, t->start_lsn);
 	SnapEntry e = {.parent = parent, .name = name, .mode = S_IFREG | (m->mode & 07777),
 		       .uid = m->uid, .gid = m->gid, .mtime_ns = m->mtime_ns};
 	r = snapwriter_file_begin(t->w, &e, &f->sf);
@@ -261,48 +262,17 @@ int tree_file_begin(Tree *t, const char *path, const TreeMeta *m, TreeFile **ret
 	return 0;
 }
 
-static int check_page(Tree *t, TreeFile *f, const uint8_t *page)
+static int report_bad(uint64_t block, void *userdata)
 {
-	uint32_t blkno = (uint32_t)(f->segno * (uint64_t)PG_RELSEG_BLOCKS + f->offset / PG_BLCKSZ);
-	if (pg_page_verify(page, blkno, t->start_lsn) != PAGE_BAD)
-		return 0;
-	t->n_bad++;
-	return snapwriter_add_bad_block(t->w, f->path, f->offset / PG_BLCKSZ);
-}
-
-static int verify_bytes(Tree *t, TreeFile *f, const uint8_t *p, size_t len)
-{
-	while (len > 0) {
-		int r;
-		if (f->page_fill == 0 && len >= PG_BLCKSZ) {
-			r = check_page(t, f, p); /* whole pages straight from the buffer */
-			if (r < 0)
-				return r;
-			p += PG_BLCKSZ;
-			len -= PG_BLCKSZ;
-			f->offset += PG_BLCKSZ;
-			continue;
-		}
-		size_t n = MIN(len, PG_BLCKSZ - f->page_fill);
-		memcpy(f->page + f->page_fill, p, n);
-		f->page_fill += n;
-		p += n;
-		len -= n;
-		if (f->page_fill == PG_BLCKSZ) {
-			r = check_page(t, f, f->page);
-			if (r < 0)
-				return r;
-			f->page_fill = 0;
-			f->offset += PG_BLCKSZ;
-		}
-	}
-	return 0;
+	TreeFile *f = userdata;
+	f->tree->n_bad++;
+	return snapwriter_add_bad_block(f->tree->w, f->path, block);
 }
 
 int tree_file_write(Tree *t, TreeFile *f, const void *buf, size_t len)
 {
 	if (f->verify) {
-		int r = verify_bytes(t, f, buf, len);
+		int r = page_check_feed(&f->pc, buf, len, report_bad, f);
 		if (r < 0)
 			return r;
 	}

@@ -936,11 +936,21 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	int r;
 
-	r = exec_sql(c, "DELETE FROM contents WHERE NOT EXISTS"
-			" (SELECT 1 FROM files WHERE files.content = contents.id)");
+	r = query_u64(c, "SELECT count(*) FROM sessions", &n_sessions);
 	if (r < 0)
 		return r;
-	res->contents_deleted = (uint64_t)sqlite3_changes(c->db);
+	/*
+	 * A running incremental backup may reuse a content list it found in its
+	 * parent and insert the file row later: unreferenced contents (and so
+	 * their chunks) are kept while any session lives.
+	 */
+	if (n_sessions == 0) {
+		r = exec_sql(c, "DELETE FROM contents WHERE NOT EXISTS"
+				" (SELECT 1 FROM files WHERE files.content = contents.id)");
+		if (r < 0)
+			return r;
+		res->contents_deleted = (uint64_t)sqlite3_changes(c->db);
+	}
 	r = gc_build_live_set(c);
 	if (r == 0)
 		r = meta_get_int(c, "epoch", &epoch);
@@ -955,9 +965,7 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 	if (r < 0)
 		return r;
 	res->chunks_condemned = (uint64_t)sqlite3_changes(c->db);
-	r = query_u64(c, "SELECT count(*) FROM sessions", &n_sessions);
-	if (r == 0)
-		r = query_u64(c, "SELECT coalesce(min(epoch), 0) FROM sessions", &min_epoch);
+	r = query_u64(c, "SELECT coalesce(min(epoch), 0) FROM sessions", &min_epoch);
 	if (r < 0)
 		return r;
 	/*

@@ -117,10 +117,10 @@ struct SnapWriter {
 	pthread_t writer_thread, flusher_thread;
 	bool writer_started, flusher_started;
 
-	/* producer counters */
-	uint64_t n_bad_blocks;
-	uint64_t next_ino;
-	uint64_t n_files, logical_bytes;
+	/* producer counters: atomics, as files may be produced by several threads */
+	_Atomic uint64_t n_bad_blocks;
+	_Atomic uint64_t next_ino;
+	_Atomic uint64_t n_files, logical_bytes, reused_bytes;
 	/* writer counters */
 	uint64_t new_chunks, reused_chunks, hole_chunks;
 	/* flusher counter */
@@ -628,7 +628,11 @@ int snapwriter_new(Repo *repo, const SnapWriterOptions *o, SnapWriter **ret)
 	w->pack_size = cfg->pack_size;
 	w->n_workers = o->jobs > 0 ? o->jobs : cpu_count();
 	w->progress = o->progress;
-	w->next_ino = 1;
+	atomic_init(&w->next_ino, 1);
+	atomic_init(&w->n_files, 0);
+	atomic_init(&w->logical_bytes, 0);
+	atomic_init(&w->reused_bytes, 0);
+	atomic_init(&w->n_bad_blocks, 0);
 	atomic_init(&w->error, 0);
 	queue_init(&w->jobs);
 	queue_init(&w->wq);
@@ -749,19 +753,41 @@ static Msg *entry_msg_new(const SnapEntry *e, uint64_t ino, const char *target)
 
 static int add_entry(SnapWriter *w, const SnapEntry *e, const char *target, uint64_t *ret_ino)
 {
+	uint64_t ino;
 	Msg *m;
 	int r = get_error(w);
 	if (r < 0)
 		return r;
-	if ((w->next_ino == 1) != (e->parent == 0))
+	if ((atomic_load(&w->next_ino) == 1) != (e->parent == 0))
 		return -EINVAL; /* the root first, and only once */
-	m = entry_msg_new(e, w->next_ino, target);
+	ino = atomic_fetch_add(&w->next_ino, 1);
+	m = entry_msg_new(e, ino, target);
 	if (!m)
 		return -ENOMEM;
 	if (ret_ino)
-		*ret_ino = w->next_ino;
-	w->next_ino++;
-	w->n_files++;
+		*ret_ino = ino;
+	atomic_fetch_add(&w->n_files, 1);
+	queue_push(&w->wq, m);
+	return 0;
+}
+
+int snapwriter_add_file_reuse(SnapWriter *w, const SnapEntry *e, uint64_t size, int64_t content)
+{
+	Msg *m;
+	int r = get_error(w);
+	if (r < 0)
+		return r;
+	if (!S_ISREG(e->mode) || e->parent == 0)
+		return -EINVAL;
+	m = entry_msg_new(e, atomic_fetch_add(&w->next_ino, 1), NULL);
+	if (!m)
+		return -ENOMEM;
+	m->row.size = size;
+	m->row.content = content;
+	atomic_fetch_add(&w->n_files, 1);
+	atomic_fetch_add(&w->logical_bytes, size);
+	atomic_fetch_add(&w->reused_bytes, size);
+	progress_add(w->progress, size);
 	queue_push(&w->wq, m);
 	return 0;
 }
@@ -796,13 +822,13 @@ int snapwriter_file_begin(SnapWriter *w, const SnapEntry *e, SnapFile **ret)
 		free(f);
 		return -ENOMEM;
 	}
-	f->ino = w->next_ino++;
+	f->ino = atomic_fetch_add(&w->next_ino, 1);
 	f->parent = e->parent;
 	f->mode = e->mode;
 	f->uid = e->uid;
 	f->gid = e->gid;
 	f->mtime_ns = e->mtime_ns;
-	w->n_files++;
+	atomic_fetch_add(&w->n_files, 1);
 	snapfile_register(w, f);
 	*ret = f;
 	return 0;
@@ -832,7 +858,7 @@ int snapwriter_file_write(SnapWriter *w, SnapFile *f, const void *buf, size_t le
 		memcpy(f->cur->buf + f->cur->len, p, n);
 		f->cur->len += n;
 		f->size += n;
-		w->logical_bytes += n;
+		atomic_fetch_add(&w->logical_bytes, n);
 		progress_add(w->progress, n);
 		p += n;
 		len -= n;
@@ -867,7 +893,7 @@ int snapwriter_file_write_zeros(SnapWriter *w, SnapFile *f, uint64_t len)
 		m->count = whole;
 		f->n_submitted += whole;
 		f->size += whole * w->chunk_size;
-		w->logical_bytes += whole * w->chunk_size;
+		atomic_fetch_add(&w->logical_bytes, whole * w->chunk_size);
 		progress_add(w->progress, whole * w->chunk_size);
 		len -= whole * w->chunk_size;
 		queue_push(&w->wq, m);
@@ -916,9 +942,9 @@ int snapwriter_commit(SnapWriter *w, SnapWriterResult *ret)
 	if (r < 0)
 		return r;
 	w->info.stop_time = now_ns();
-	w->info.logical_bytes = w->logical_bytes;
+	w->info.logical_bytes = atomic_load(&w->logical_bytes);
 	w->info.stored_bytes = w->stored_bytes;
-	w->info.n_files = w->n_files;
+	w->info.n_files = atomic_load(&w->n_files);
 	free(w->info.status);
 	w->info.status = strdup(w->n_bad_blocks ? SNAP_STATUS_WARNING : SNAP_STATUS_OK);
 	if (!w->info.status)
@@ -929,10 +955,12 @@ int snapwriter_commit(SnapWriter *w, SnapWriterResult *ret)
 	w->committed = true;
 	if (ret) {
 		*ret = (SnapWriterResult){
-			.n_files = w->n_files, .logical_bytes = w->logical_bytes,
+			.n_files = atomic_load(&w->n_files),
+			.logical_bytes = atomic_load(&w->logical_bytes),
+			.reused_bytes = atomic_load(&w->reused_bytes),
 			.stored_bytes = w->stored_bytes, .new_chunks = w->new_chunks,
 			.reused_chunks = w->reused_chunks, .hole_chunks = w->hole_chunks,
-			.bad_blocks = w->n_bad_blocks,
+			.bad_blocks = atomic_load(&w->n_bad_blocks),
 		};
 		snprintf(ret->name, sizeof(ret->name), "%s", w->info.name);
 		snprintf(ret->status, sizeof(ret->status), "%s", w->info.status);
@@ -942,9 +970,13 @@ int snapwriter_commit(SnapWriter *w, SnapWriterResult *ret)
 
 int snapwriter_add_bad_block(SnapWriter *w, const char *path, uint64_t block)
 {
-	int r = catalog_bad_block_add(repo_catalog(w->repo), w->info.rowid, path, block);
+	int r;
+	/* the repository's own connection: one producer thread at a time uses it */
+	pthread_mutex_lock(&w->files.lock);
+	r = catalog_bad_block_add(repo_catalog(w->repo), w->info.rowid, path, block);
+	pthread_mutex_unlock(&w->files.lock);
 	if (r == 0)
-		w->n_bad_blocks++;
+		atomic_fetch_add(&w->n_bad_blocks, 1);
 	return r;
 }
 

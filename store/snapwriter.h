@@ -10,8 +10,10 @@
  * The snapshot is visible only after snapwriter_commit() returns 0. Freeing
  * an uncommitted writer removes the partial snapshot; a crash leaves it to gc.
  *
- * The producer API is for one thread. Entries must come parents first; the
- * root directory (parent 0, name "") is the first entry and gets ino 1.
+ * Entries must come parents first; the root directory (parent 0, name "")
+ * is the first entry and gets ino 1. Directories and symlinks are added by
+ * one thread; files may be produced by several threads at once, each file by
+ * one thread (begin, write..., end).
  */
 #pragma once
 
@@ -51,6 +53,12 @@ SnapWriter *snapwriter_free(SnapWriter *w);
 int snapwriter_add_dir(SnapWriter *w, const SnapEntry *e, uint64_t *ret_ino);
 int snapwriter_add_symlink(SnapWriter *w, const SnapEntry *e, const char *target);
 
+/*
+ * A file unchanged since an earlier snapshot: its content is reused without
+ * reading it (incremental backups). content is that snapshot's content id.
+ */
+int snapwriter_add_file_reuse(SnapWriter *w, const SnapEntry *e, uint64_t size, int64_t content);
+
 /* A regular file: begin, write its bytes in order, end. Size = bytes written. */
 int snapwriter_file_begin(SnapWriter *w, const SnapEntry *e, SnapFile **ret);
 int snapwriter_file_write(SnapWriter *w, SnapFile *f, const void *buf, size_t len);
@@ -74,7 +82,7 @@ const char *snapwriter_name(const SnapWriter *w);
 typedef struct SnapWriterResult {
 	char name[64];
 	uint64_t n_files, logical_bytes, stored_bytes, new_chunks, reused_chunks, hole_chunks;
-	uint64_t bad_blocks;
+	uint64_t bad_blocks, reused_bytes;
 	char status[16];
 } SnapWriterResult;
 

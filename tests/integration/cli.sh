@@ -8,7 +8,8 @@ done
 ok "pgbakfs --help" pgbakfs --help >/dev/null
 expect_error 2 'unknown command "frobnicate"' pgbakfs frobnicate
 expect_error 2 "no repository given" env -u PGBAKFS_REPO "$PGBAKFS" list
-expect_error 2 "missing --from-dir" pgbakfs backup --repo "$T/r"
+expect_error 2 "missing -d CONNINFO or --from-dir DIR" pgbakfs backup --repo "$T/r"
+expect_error 2 "either -d or --from-dir" pgbakfs backup --repo "$T/r" -d x --from-dir y
 expect_error 2 "expected ID and TARGET" pgbakfs restore latest
 expect_error 2 "missing snapshot ID" pgbakfs show --repo "$T/r"
 expect_error 2 "invalid number of jobs" pgbakfs restore -j 0 latest "$T/x"

@@ -30,21 +30,22 @@ want_big=$(pg_sql $PORT "select count(*), sum(id) from big")
 
 pgbakfs init --repo "$R" >/dev/null
 # load while the backup runs: pgbench, plus DDL that makes files vanish, shrink and appear
-as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -c 2 -T 60 postgres >/dev/null 2>&1 &
+# (own process groups: runuser does not pass signals on, so the group is killed)
+setsid runuser -u postgres -- "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -c 2 -T 60 postgres >/dev/null 2>&1 &
 bench_pid=$!
-(
+setsid bash -c '
+	sql() { runuser -u postgres -- "$1/psql" -h 127.0.0.1 -p "$2" -U postgres -XAtq -c "$3"; }
 	for i in $(seq 1 200); do
-		pg_sql $PORT "create table churn_$i as select g from generate_series(1, 20000) g" || true
-		pg_sql $PORT "delete from churn_$i where g > 100; vacuum churn_$i" || true
-		[ $((i % 3)) -eq 0 ] && pg_sql $PORT "drop table churn_$((i - 1))" || true
-		[ $((i % 20)) -eq 0 ] && pg_sql $PORT "create database during_$i" || true
-	done
-) >/dev/null 2>&1 &
+		sql "$0" "$1" "create table churn_$i as select g from generate_series(1, 20000) g" || true
+		sql "$0" "$1" "delete from churn_$i where g > 100; vacuum churn_$i" || true
+		[ $((i % 3)) -eq 0 ] && sql "$0" "$1" "drop table churn_$((i - 1))" || true
+		[ $((i % 20)) -eq 0 ] && sql "$0" "$1" "create database during_$i" || true
+	done' "$PGBIN" "$PORT" >/dev/null 2>&1 &
 ddl_pid=$!
-at_exit "kill $bench_pid $ddl_pid 2>/dev/null"
+at_exit "kill -- -$bench_pid -$ddl_pid 2>/dev/null"
 sleep 2
 ok "backup -d under load" pgbakfs backup -d "$CONN" --repo "$R" --label live --no-progress
-kill $bench_pid $ddl_pid 2>/dev/null || true
+kill -- -$bench_pid -$ddl_pid 2>/dev/null || true
 wait $bench_pid $ddl_pid 2>/dev/null || true
 
 ok "show: LSNs, timeline, system id, version" bash -c "'$PGBAKFS' show latest --repo '$R' --json | python3 -c '
@@ -73,6 +74,8 @@ pg_stop "$T/restored"
 ok "no slot left on the server" test "$(pg_sql $PORT "select count(*) from pg_replication_slots")" = 0
 
 # once the cluster is idle, another backup stores little: chunks are shared
+pg_sql $PORT "alter system set autovacuum = off" && pg_sql $PORT "select pg_reload_conf()" >/dev/null
+pg_sql $PORT "vacuum" && pg_sql $PORT "checkpoint"
 ok "second backup" pgbakfs backup -d "$CONN" --repo "$R" --no-progress >/dev/null
 ok "third backup" pgbakfs backup -d "$CONN" --repo "$R" --no-progress >/dev/null
 second=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["stored_bytes"])')

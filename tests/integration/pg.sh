@@ -29,6 +29,8 @@ pg_start() { # DIR
 		tail -15 "$log" >&2
 		return 1
 	fi
+	# if the data directory is gone before teardown, pg_ctl cannot stop it: kill by pid
+	at_exit "kill -9 $(head -1 "$1/postmaster.pid") 2>/dev/null"
 }
 pg_stop() { as_pg "$PGBIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null; }
 pg_sql() { # PORT SQL
