@@ -14,6 +14,7 @@
 
 #define CATALOG_SCHEMA_VERSION 1
 #define CATALOG_BUSY_TIMEOUT_MS 120000
+#define CATALOG_N_TABLES 9 /* tables in schema_sql */
 
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
@@ -202,6 +203,14 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 	/* WAL: readers never block the writer; FULL: a commit survives power loss */
 	r = exec_sql(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
 			"PRAGMA foreign_keys=OFF; PRAGMA temp_store=FILE;");
+	if (r == 0 && !create) {
+		/* a catalog made by an earlier build of this format may lack newer tables */
+		_cleanup_stmt_ sqlite3_stmt *s = NULL;
+		r = prepare(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", &s);
+		if (r == 0 && sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) > 0 &&
+		    sqlite3_column_int(s, 0) < CATALOG_N_TABLES)
+			create = true;
+	}
 	if (r == 0 && create) {
 		r = exec_sql(c, "BEGIN IMMEDIATE");
 		if (r == 0)

@@ -3,6 +3,7 @@
 #include "common/util.h"
 #include "ingest/fromdir.h"
 #include "ingest/live.h"
+#include "ingest/local.h"
 #include "tools/cli.h"
 
 #include <stdio.h>
@@ -10,12 +11,13 @@
 #include <sys/stat.h>
 
 enum { OPT_REPO = 0x100, OPT_FROM_DIR, OPT_INSTANCE, OPT_LABEL, OPT_NOTE, OPT_PROGRESS,
-       OPT_NO_PROGRESS, OPT_TYPE };
+       OPT_NO_PROGRESS, OPT_TYPE, OPT_PGDATA };
 
 typedef struct BackupOptions {
 	const char *repo;
 	const char *from_dir;
 	const char *conninfo;
+	const char *pgdata;
 	const char *type;
 	const char *instance;
 	const char *label;
@@ -26,16 +28,19 @@ typedef struct BackupOptions {
 
 static void backup_help(void)
 {
-	printf("Usage: pgbakfs backup -d CONNINFO [--repo PATH] [--instance NAME] [--type full]\n"
-	       "                      [--label TEXT] [--note TEXT] [-j N] [--progress|--no-progress]\n"
+	printf("Usage: pgbakfs backup -d CONNINFO [--pgdata DIR [--type full|incr]] [--repo PATH]\n"
+	       "                      [--instance NAME] [--label TEXT] [--note TEXT] [-j N]\n"
+	       "                      [--progress|--no-progress]\n"
 	       "       pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME] [--label TEXT]\n\n"
-	       "Take a snapshot. With -d, of a running cluster from any host: BASE_BACKUP over a\n"
-	       "replication connection plus the WAL to make it consistent (the role needs the\n"
-	       "REPLICATION attribute and a free WAL sender). With --from-dir, of a directory\n"
-	       "tree (a stopped data directory or a pg_basebackup -Fp copy). Only chunks the\n"
-	       "repository does not hold yet are stored.\n\n"
+	       "Take a snapshot. With -d alone, of a running cluster from any host: BASE_BACKUP\n"
+	       "over a replication connection plus the WAL to make it consistent (the role needs\n"
+	       "REPLICATION and two free WAL senders). With -d and --pgdata, on the database host:\n"
+	       "pg_backup_start/stop and the files read by pgbakfs itself, in parallel; --type incr\n"
+	       "then reads only files whose size or mtime changed since the newest snapshot of the\n"
+	       "instance. With --from-dir, of a directory tree (a stopped data directory or a\n"
+	       "pg_basebackup -Fp copy). Only chunks the repository does not hold are stored.\n\n"
 	       "  -d CONNINFO   libpq connection string or URI of the cluster\n"
-	       "  -j N          hashing/compression threads (default: number of CPUs)\n"
+	       "  -j N          reader and hashing/compression threads (default: number of CPUs)\n"
 	       "  --instance    name of the cluster in the repository (default \"main\")\n");
 }
 
@@ -99,6 +104,54 @@ static int backup_live(const BackupOptions *o, Repo *repo)
 	return EXIT_OK;
 }
 
+static int backup_local(const BackupOptions *o, Repo *repo)
+{
+	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_path(repo));
+	LocalBackupOptions lo = {.conninfo = o->conninfo, .pgdata = o->pgdata, .instance = o->instance,
+				 .label = o->label, .note = o->note, .type = o->type, .jobs = o->jobs,
+				 .progress = o->progress, .staging_dir = staging};
+	LocalBackupResult res;
+	PgError err = {{0}};
+	int64_t t0 = mono_ns();
+	char a[32], b[32];
+	int r = mkdir_p(staging, 0700);
+
+	if (r == 0)
+		r = local_backup(repo, &lo, &res, &err);
+	if (r == -ECONNREFUSED) {
+		cli_error("could not connect to the server: %s", err.msg);
+		return EXIT_FAIL;
+	}
+	if (r == -ENOSPC) {
+		cli_error("repository \"%s\" is out of space; no snapshot was created", o->repo);
+		return EXIT_FAIL;
+	}
+	if (r < 0) {
+		cli_error("backup failed: %s", err.msg[0] ? err.msg : strerror(-r));
+		fprintf(stderr, "hint: no snapshot was created; leftovers in the repository are "
+				"removed by \"pgbakfs gc\"\n");
+		return EXIT_FAIL;
+	}
+	if (o->type && !strcmp(o->type, "incr") && !strcmp(res.type, "full"))
+		fprintf(stderr, "pgbakfs: note: instance has no snapshot yet; took a full backup\n");
+	double secs = (double)(mono_ns() - t0) / 1e9;
+	printf("backup \"%s\" (%s%s%s): %llu files (%llu read, %llu unchanged), %s, %s new in the "
+	       "repository, %.1f s (%.1f MB/s), LSN %s..%s on timeline %u\n",
+	       res.snap.name, res.type, res.parent[0] ? " of " : "", res.parent,
+	       (unsigned long long)res.snap.n_files, (unsigned long long)res.files_read,
+	       (unsigned long long)res.files_reused, format_bytes(res.snap.logical_bytes, a, sizeof(a)),
+	       format_bytes(res.snap.stored_bytes, b, sizeof(b)), secs,
+	       secs > 0 ? (double)res.snap.logical_bytes / secs / 1e6 : 0.0, res.start_lsn,
+	       res.stop_lsn, res.timeline);
+	if (res.snap.bad_blocks) {
+		fprintf(stderr, "pgbakfs: warning: %llu page(s) failed checksum verification; "
+				"the snapshot's status is \"warning\"\n",
+			(unsigned long long)res.snap.bad_blocks);
+		fprintf(stderr, "hint: \"pgbakfs show %s\" lists them\n", res.snap.name);
+	}
+	return EXIT_OK;
+}
+
 static int backup_from_dir(const BackupOptions *o, Repo *repo)
 {
 	_cleanup_free_ char *source = NULL;
@@ -144,6 +197,7 @@ int cmd_backup(int argc, char **argv)
 		{"from-dir", required_argument, NULL, OPT_FROM_DIR},
 		{"dbname", required_argument, NULL, 'd'},
 		{"type", required_argument, NULL, OPT_TYPE},
+		{"pgdata", required_argument, NULL, OPT_PGDATA},
 		{"instance", required_argument, NULL, OPT_INSTANCE},
 		{"label", required_argument, NULL, OPT_LABEL},
 		{"note", required_argument, NULL, OPT_NOTE},
@@ -163,6 +217,7 @@ int cmd_backup(int argc, char **argv)
 		case OPT_FROM_DIR: o.from_dir = optarg; break;
 		case 'd': o.conninfo = optarg; break;
 		case OPT_TYPE: o.type = optarg; break;
+		case OPT_PGDATA: o.pgdata = optarg; break;
 		case OPT_INSTANCE: o.instance = optarg; break;
 		case OPT_LABEL: o.label = optarg; break;
 		case OPT_NOTE: o.note = optarg; break;
@@ -181,8 +236,12 @@ int cmd_backup(int argc, char **argv)
 	if (!o.from_dir == !o.conninfo)
 		return cli_usage("backup", o.from_dir ? "use either -d or --from-dir, not both"
 						       : "missing -d CONNINFO or --from-dir DIR");
-	if (o.type && strcmp(o.type, "full") != 0)
-		return cli_usage("backup", "invalid --type \"%s\" (this mode takes full)", o.type);
+	if (o.type && strcmp(o.type, "full") != 0 && strcmp(o.type, "incr") != 0)
+		return cli_usage("backup", "invalid --type \"%s\" (full or incr)", o.type);
+	if (o.type && !strcmp(o.type, "incr") && !o.pgdata)
+		return cli_usage("backup", "--type incr needs --pgdata (it compares the files on this host)");
+	if (o.pgdata && !o.conninfo)
+		return cli_usage("backup", "--pgdata needs -d CONNINFO for pg_backup_start/stop");
 	if (o.instance && (!*o.instance || strpbrk(o.instance, "/ \t\n")))
 		return cli_usage("backup", "invalid instance name \"%s\"", o.instance);
 	if (o.conninfo) {
@@ -190,7 +249,7 @@ int cmd_backup(int argc, char **argv)
 		if (rc != EXIT_OK)
 			return rc;
 		o.repo = repo_path(repo);
-		rc = backup_live(&o, repo);
+		rc = o.pgdata ? backup_local(&o, repo) : backup_live(&o, repo);
 		repo_free(repo);
 		return rc;
 	}

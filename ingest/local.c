@@ -1,0 +1,837 @@
+#include "ingest/local.h"
+#include "common/log.h"
+#include "common/progress.h"
+#include "common/util.h"
+#include "ingest/manifest.h"
+#include "ingest/pgpage.h"
+#include "ingest/walstream.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define READ_BUF (1024 * 1024)
+#define QUEUE_CAP 256
+
+/* Directories whose contents pg_basebackup leaves out (the directory itself is kept). */
+static const char *const exclude_contents[] = {
+	"pg_stat_tmp", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots",
+	"pg_subtrans", "pg_wal", NULL};
+/* Files left out wherever they are. */
+static const char *const exclude_files[] = {
+	"postgresql.auto.conf.tmp", "current_logfiles.tmp", "backup_label", "tablespace_map",
+	"backup_manifest", "postmaster.pid", "postmaster.opts", NULL};
+
+typedef struct ParentFile {
+	char *path;
+	uint64_t size;
+	int64_t mtime_ns;
+	int64_t content;
+} ParentFile;
+
+typedef struct Task {
+	char *abs, *rel, *name;
+	uint64_t parent;
+	struct stat st;
+} Task;
+
+typedef struct Local {
+	Repo *repo;
+	const LocalBackupOptions *o;
+	LocalBackupResult *res;
+	PgError *err;
+	PgConn *conn;
+	WalStream *wal;
+	PgSystem sys;
+	char staging[PATH_MAX];
+	char pgdata[PATH_MAX];
+	uint32_t seg_size;
+	uint64_t start_lsn, stop_lsn;
+	SnapWriter *w;
+	Manifest *manifest;
+	Progress *progress;
+	uint32_t owner_uid, owner_gid;
+	uint64_t pg_wal_ino;
+
+	/* incremental */
+	SnapshotInfo parent;
+	bool have_parent;
+	ParentFile *pfiles; /* sorted by path */
+	size_t n_pfiles;
+
+	/* reader pool: lock guards the queue, done */
+	pthread_mutex_t lock;
+	pthread_cond_t nonempty, nonfull;
+	Task queue[QUEUE_CAP];
+	size_t head, n;
+	bool done;
+	_Atomic int error;
+	char error_path[PATH_MAX];
+	_Atomic uint64_t files_read, files_reused;
+} Local;
+
+static void set_error(Local *lc, int r, const char *path)
+{
+	int expected = 0;
+	if (r < 0 && atomic_compare_exchange_strong(&lc->error, &expected, r)) {
+		pthread_mutex_lock(&lc->lock);
+		if (path)
+			snprintf(lc->error_path, sizeof(lc->error_path), "%s", path);
+		pthread_cond_broadcast(&lc->nonfull);
+		pthread_cond_broadcast(&lc->nonempty);
+		pthread_mutex_unlock(&lc->lock);
+	}
+}
+
+static int sql_one(Local *lc, const char *sql, char **ret)
+{
+	PgRows rows = {0};
+	int r = pgconn_query(lc->conn, sql, &rows, lc->err);
+	if (r == 0) {
+		const char *v = pgrows_get(&rows, 0, 0);
+		*ret = v ? strdup(v) : NULL;
+		if (!*ret)
+			r = -EPROTO;
+	}
+	pgrows_clear(&rows);
+	return r;
+}
+
+/* ---- setup ---- */
+
+static int check_data_directory(Local *lc)
+{
+	_cleanup_free_ char *dd = NULL, *seg = NULL;
+	char real_dd[PATH_MAX];
+	int r = sql_one(lc, "SHOW data_directory", &dd);
+	if (r == 0)
+		r = sql_one(lc, "SHOW wal_segment_size", &seg);
+	if (r < 0)
+		return r;
+	if (!realpath(dd, real_dd) || strcmp(real_dd, lc->pgdata) != 0) {
+		snprintf(lc->err->msg, sizeof(lc->err->msg),
+			 "\"%s\" is not the data directory of the server at -d (it uses \"%s\")",
+			 lc->o->pgdata, dd);
+		return -EINVAL;
+	}
+	char *end;
+	unsigned long v = strtoul(seg, &end, 10);
+	lc->seg_size = (uint32_t)(!strcmp(end, "MB") ? v << 20 : !strcmp(end, "GB") ? v << 30 : v);
+	return 0;
+}
+
+static int check_instance(Local *lc)
+{
+	char *have = NULL;
+	const char *instance = lc->o->instance ? lc->o->instance : "main";
+	int r = catalog_instance_system_id(repo_catalog(lc->repo), instance, &have);
+	if (r == -ENOENT)
+		return 0;
+	if (r == 0 && strcmp(have, lc->sys.system_id) != 0) {
+		snprintf(lc->err->msg, sizeof(lc->err->msg),
+			 "instance \"%s\" holds backups of the cluster with system identifier %s, not %s;"
+			 " use another --instance", instance, have, lc->sys.system_id);
+		r = -EEXIST;
+	}
+	free(have);
+	return r;
+}
+
+static int cmp_pfile(const void *a, const void *b)
+{
+	return strcmp(((const ParentFile *)a)->path, ((const ParentFile *)b)->path);
+}
+
+typedef struct ParentLoad {
+	Local *lc;
+	char **dirs; /* by ino */
+	size_t n_dirs;
+} ParentLoad;
+
+static int load_parent_file(const FileRow *f, void *userdata)
+{
+	ParentLoad *pl = userdata;
+	Local *lc = pl->lc;
+	const char *dir = f->parent < pl->n_dirs && pl->dirs[f->parent] ? pl->dirs[f->parent] : "";
+	char *path;
+	if (f->ino == 1)
+		return 0;
+	if (asprintf(&path, "%s%s%s", dir, *dir ? "/" : "", f->name) < 0)
+		return -ENOMEM;
+	if (S_ISDIR(f->mode)) {
+		if (f->ino >= pl->n_dirs) {
+			size_t n = MAX(f->ino + 1, pl->n_dirs * 2);
+			char **v = realloc(pl->dirs, n * sizeof(char *));
+			if (!v) {
+				free(path);
+				return -ENOMEM;
+			}
+			memset(v + pl->n_dirs, 0, (n - pl->n_dirs) * sizeof(char *));
+			pl->dirs = v;
+			pl->n_dirs = n;
+		}
+		pl->dirs[f->ino] = path;
+		return 0;
+	}
+	if (!S_ISREG(f->mode) || !f->content) {
+		free(path);
+		return 0;
+	}
+	ParentFile *v = realloc(lc->pfiles, (lc->n_pfiles + 1) * sizeof(*v));
+	if (!v) {
+		free(path);
+		return -ENOMEM;
+	}
+	lc->pfiles = v;
+	v[lc->n_pfiles++] = (ParentFile){.path = path, .size = f->size, .mtime_ns = f->mtime_ns,
+					 .content = f->content};
+	return 0;
+}
+
+/* incr: the newest snapshot of the instance is the parent; none: a full backup. */
+static int load_parent(Local *lc)
+{
+	ParentLoad pl = {.lc = lc};
+	int r;
+	snprintf(lc->res->type, sizeof(lc->res->type), "full");
+	if (!lc->o->type || strcmp(lc->o->type, "incr") != 0)
+		return 0;
+	r = catalog_snapshot_get(repo_catalog(lc->repo), "latest",
+				 lc->o->instance ? lc->o->instance : "main", &lc->parent);
+	if (r == -ENOENT)
+		return 0; /* the caller says so */
+	if (r < 0)
+		return r;
+	lc->have_parent = true;
+	snprintf(lc->res->type, sizeof(lc->res->type), "incr");
+	snprintf(lc->res->parent, sizeof(lc->res->parent), "%s", lc->parent.name);
+	r = catalog_file_foreach(repo_catalog(lc->repo), lc->parent.rowid, load_parent_file, &pl);
+	for (size_t i = 0; i < pl.n_dirs; i++)
+		free(pl.dirs[i]);
+	free(pl.dirs);
+	if (r == 0 && lc->n_pfiles > 1)
+		qsort(lc->pfiles, lc->n_pfiles, sizeof(ParentFile), cmp_pfile);
+	return r;
+}
+
+static int start_backup(Local *lc)
+{
+	char label[300], quoted[700], sql[800];
+	_cleanup_free_ char *lsn = NULL;
+	int r;
+	snprintf(label, sizeof(label), "%s", lc->o->label ? lc->o->label : "pgbakfs");
+	r = pgconn_quote_literal(label, quoted, sizeof(quoted));
+	if (r < 0)
+		return r;
+	if (pgconn_server_version(lc->conn) >= 150000)
+		snprintf(sql, sizeof(sql), "SELECT pg_backup_start(%s, true)", quoted);
+	else
+		snprintf(sql, sizeof(sql), "SELECT pg_start_backup(%s, true, false)", quoted);
+	r = sql_one(lc, sql, &lsn);
+	if (r == 0)
+		r = lsn_parse(lsn, &lc->start_lsn);
+	if (r == 0)
+		lsn_format(lc->start_lsn, lc->res->start_lsn);
+	lc->res->timeline = lc->sys.timeline;
+	return r;
+}
+
+/* ---- reading files ---- */
+
+typedef struct BadCtx {
+	Local *lc;
+	const char *rel;
+} BadCtx;
+
+static int report_bad(uint64_t block, void *userdata)
+{
+	BadCtx *b = userdata;
+	return snapwriter_add_bad_block(b->lc->w, b->rel, block);
+}
+
+static int read_file(Local *lc, Task *t, uint8_t *buf)
+{
+	SnapFile *f;
+	PageCheck pc;
+	BadCtx bad = {.lc = lc, .rel = t->rel};
+	uint32_t segno = 0, crc = CRC32C_INIT;
+	bool verify = pg_path_is_relation(t->rel, &segno);
+	uint64_t total = 0;
+	struct stat st;
+	int r;
+	_cleanup_close_ int fd = open(t->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = open(t->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno; /* dropped meanwhile: WAL replay knows */
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	page_check_init(&pc, segno, lc->start_lsn);
+	SnapEntry e = {.parent = t->parent, .name = t->name, .mode = st.st_mode, .uid = st.st_uid,
+		       .gid = st.st_gid,
+		       .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec};
+	r = snapwriter_file_begin(lc->w, &e, &f);
+	if (r < 0)
+		return r;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	for (;;) {
+		ssize_t n = pread_full(fd, buf, READ_BUF, (off_t)total);
+		if (n <= 0) {
+			r = (int)n;
+			break;
+		}
+		crc = crc32c_update(crc, buf, (size_t)n);
+		if (verify)
+			r = page_check_feed(&pc, buf, (size_t)n, report_bad, &bad);
+		if (r == 0)
+			r = snapwriter_file_write(lc->w, f, buf, (size_t)n);
+		if (r < 0)
+			break;
+		total += (uint64_t)n;
+	}
+	int r2 = snapwriter_file_end(lc->w, f);
+	if (r == 0)
+		r = r2;
+	if (r == 0)
+		r = manifest_add(lc->manifest, t->rel, total, e.mtime_ns, true, CRC32C_FINISH(crc));
+	atomic_fetch_add(&lc->files_read, 1);
+	return r;
+}
+
+static void task_clear(Task *t)
+{
+	free(t->abs);
+	free(t->rel);
+	free(t->name);
+}
+
+static void *reader_main(void *arg)
+{
+	Local *lc = arg;
+	uint8_t *buf = malloc(READ_BUF);
+	if (!buf)
+		set_error(lc, -ENOMEM, NULL);
+	for (;;) {
+		Task t;
+		pthread_mutex_lock(&lc->lock);
+		while (lc->n == 0 && !lc->done)
+			pthread_cond_wait(&lc->nonempty, &lc->lock);
+		if (lc->n == 0) {
+			pthread_mutex_unlock(&lc->lock);
+			break;
+		}
+		t = lc->queue[lc->head];
+		lc->head = (lc->head + 1) % QUEUE_CAP;
+		lc->n--;
+		pthread_cond_signal(&lc->nonfull);
+		pthread_mutex_unlock(&lc->lock);
+		if (buf && !atomic_load(&lc->error)) {
+			int r = read_file(lc, &t, buf);
+			if (r < 0)
+				set_error(lc, r, t.abs);
+		}
+		task_clear(&t);
+	}
+	free(buf);
+	return NULL;
+}
+
+static int queue_task(Local *lc, Task *t)
+{
+	pthread_mutex_lock(&lc->lock);
+	while (lc->n == QUEUE_CAP && !atomic_load(&lc->error))
+		pthread_cond_wait(&lc->nonfull, &lc->lock);
+	if (atomic_load(&lc->error)) {
+		pthread_mutex_unlock(&lc->lock);
+		task_clear(t);
+		return atomic_load(&lc->error);
+	}
+	lc->queue[(lc->head + lc->n) % QUEUE_CAP] = *t;
+	lc->n++;
+	pthread_cond_signal(&lc->nonempty);
+	pthread_mutex_unlock(&lc->lock);
+	return 0;
+}
+
+/* ---- walking ---- */
+
+static bool in_list(const char *name, const char *const *list)
+{
+	for (; *list; list++)
+		if (!strcmp(name, *list))
+			return true;
+	return false;
+}
+
+/* "t3_16384" temporary relations and "pgsql_tmp*" files are never backed up. */
+static bool is_temp(const char *name)
+{
+	if (!strncmp(name, "pgsql_tmp", 9))
+		return true;
+	if (name[0] != 't')
+		return false;
+	size_t n = strspn(name + 1, "0123456789");
+	return n > 0 && name[1 + n] == '_';
+}
+
+static bool is_db_dir(const char *rel)
+{
+	/* base/DB or pg_tblspc/TS/PG_x/DB */
+	const char *last = strrchr(rel, '/');
+	if (!last || !last[1] || strspn(last + 1, "0123456789") != strlen(last + 1))
+		return false;
+	return !strncmp(rel, "base/", 5) ? last == rel + 4 : !strncmp(rel, "pg_tblspc/", 10);
+}
+
+/* In a database directory: is name a non-init fork of a relation that has an init fork? */
+static bool unlogged_fork(char **names, size_t n, const char *name)
+{
+	size_t num = strspn(name, "0123456789");
+	char init[64];
+	if (num == 0 || num > 20 || strstr(name, "_init"))
+		return false;
+	snprintf(init, sizeof(init), "%.*s_init", (int)num, name);
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(names[i], init))
+			return true;
+	return false;
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int list_dir(const char *path, char ***ret, size_t *ret_n)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	char **v = NULL;
+	size_t n = 0;
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		char **nv = realloc(v, (n + 1) * sizeof(char *));
+		if (!nv || !(nv[n] = strdup(de->d_name))) {
+			v = nv ? nv : v;
+			for (size_t i = 0; i < n; i++)
+				free(v[i]);
+			free(v);
+			closedir(d);
+			return -ENOMEM;
+		}
+		v = nv;
+		n++;
+	}
+	closedir(d);
+	if (n > 1)
+		qsort(v, n, sizeof(char *), cmp_names);
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+static SnapEntry entry_of(uint64_t parent, const char *name, const struct stat *st)
+{
+	return (SnapEntry){.parent = parent, .name = name, .mode = st->st_mode, .uid = st->st_uid,
+			   .gid = st->st_gid,
+			   .mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec};
+}
+
+static const ParentFile *parent_lookup(Local *lc, const char *rel)
+{
+	ParentFile key = {.path = (char *)rel};
+	if (!lc->n_pfiles)
+		return NULL;
+	return bsearch(&key, lc->pfiles, lc->n_pfiles, sizeof(ParentFile), cmp_pfile);
+}
+
+static int add_regular(Local *lc, const char *abs, const char *rel, const char *name,
+		       uint64_t parent, const struct stat *st)
+{
+	Task t;
+	if (lc->have_parent) {
+		const ParentFile *p = parent_lookup(lc, rel);
+		SnapEntry e = entry_of(parent, name, st);
+		/* unchanged, and not modified in the second the parent started (mtime granularity) */
+		if (p && p->size == (uint64_t)st->st_size && p->mtime_ns == e.mtime_ns &&
+		    e.mtime_ns < lc->parent.start_time - 1000000000) {
+			int r = snapwriter_add_file_reuse(lc->w, &e, p->size, p->content);
+			if (r == 0)
+				r = manifest_add(lc->manifest, rel, p->size, e.mtime_ns, false, 0);
+			atomic_fetch_add(&lc->files_reused, 1);
+			return r;
+		}
+	}
+	t = (Task){.abs = strdup(abs), .rel = strdup(rel), .name = strdup(name), .parent = parent,
+		   .st = *st};
+	if (!t.abs || !t.rel || !t.name) {
+		task_clear(&t);
+		return -ENOMEM;
+	}
+	return queue_task(lc, &t);
+}
+
+static int walk(Local *lc, const char *abs, const char *rel, uint64_t ino);
+
+static int walk_tablespace(Local *lc, const char *abs, const char *rel, const char *name,
+			   uint64_t parent, const struct stat *lst)
+{
+	char target[PATH_MAX], version_dir[PATH_MAX + 32], sub_rel[PATH_MAX + 32];
+	char **names = NULL;
+	size_t n = 0;
+	struct stat st;
+	uint64_t ino, vino;
+	char prefix[16];
+	ssize_t len = readlink(abs, target, sizeof(target) - 1);
+	int r;
+
+	if (len < 0)
+		return -errno;
+	target[len] = '\0';
+	if (stat(abs, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	SnapEntry e = entry_of(parent, name, &st);
+	e.mode = S_IFDIR | (st.st_mode & 07777);
+	(void)lst;
+	r = snapwriter_add_dir(lc->w, &e, &ino);
+	if (r == 0)
+		r = snapwriter_add_link(lc->w, rel, target);
+	if (r == 0)
+		r = list_dir(abs, &names, &n);
+	/* only this server version's directory, as pg_basebackup does */
+	snprintf(prefix, sizeof(prefix), "PG_%d_", pgconn_server_version(lc->conn) / 10000);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		if (strncmp(names[i], prefix, strlen(prefix)) != 0)
+			continue;
+		snprintf(version_dir, sizeof(version_dir), "%s/%s", abs, names[i]);
+		snprintf(sub_rel, sizeof(sub_rel), "%s/%s", rel, names[i]);
+		if (lstat(version_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		SnapEntry ve = entry_of(ino, names[i], &st);
+		r = snapwriter_add_dir(lc->w, &ve, &vino);
+		if (r == 0)
+			r = walk(lc, version_dir, sub_rel, vino);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return r;
+}
+
+static int walk_entry(Local *lc, const char *abs, const char *rel, const char *name, uint64_t ino,
+		      bool db_dir, char **names, size_t n)
+{
+	struct stat st;
+	uint64_t child;
+	int r;
+
+	if (lstat(abs, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (in_list(name, exclude_files) || !strncmp(name, "pg_internal.init", 16) || is_temp(name))
+		return 0;
+	if (db_dir && unlogged_fork(names, n, name))
+		return 0;
+	if (S_ISREG(st.st_mode))
+		return add_regular(lc, abs, rel, name, ino, &st);
+	if (S_ISLNK(st.st_mode)) {
+		if (!strncmp(rel, "pg_tblspc/", 10))
+			return walk_tablespace(lc, abs, rel, name, ino, &st);
+		if (!strcmp(rel, "pg_wal")) { /* initdb -X: kept as a directory */
+			if (stat(abs, &st) < 0)
+				return -errno;
+		} else {
+			char target[PATH_MAX];
+			ssize_t len = readlink(abs, target, sizeof(target) - 1);
+			if (len < 0)
+				return errno == ENOENT ? 0 : -errno;
+			target[len] = '\0';
+			SnapEntry e = entry_of(ino, name, &st);
+			return snapwriter_add_symlink(lc->w, &e, target);
+		}
+	}
+	if (!S_ISDIR(st.st_mode))
+		return 0; /* sockets, fifos: not part of a data directory */
+	SnapEntry e = entry_of(ino, name, &st);
+	e.mode = S_IFDIR | (st.st_mode & 07777);
+	r = snapwriter_add_dir(lc->w, &e, &child);
+	if (r < 0)
+		return r;
+	if (!strcmp(rel, "pg_wal")) {
+		lc->pg_wal_ino = child;
+		char sub[PATH_MAX + 32];
+		snprintf(sub, sizeof(sub), "%s/archive_status", abs);
+		if (stat(sub, &st) == 0) {
+			SnapEntry ae = entry_of(child, "archive_status", &st);
+			uint64_t ai;
+			return snapwriter_add_dir(lc->w, &ae, &ai);
+		}
+		return 0;
+	}
+	if (in_list(rel, exclude_contents))
+		return 0;
+	return walk(lc, abs, rel, child);
+}
+
+static int walk(Local *lc, const char *abs, const char *rel, uint64_t ino)
+{
+	char **names = NULL;
+	size_t n = 0;
+	bool db_dir = is_db_dir(rel);
+	int r = list_dir(abs, &names, &n);
+	if (r == -ENOENT)
+		return 0; /* a database dropped while we walk */
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		char *cabs = NULL, *crel = NULL;
+		if (asprintf(&cabs, "%s/%s", abs, names[i]) < 0 ||
+		    asprintf(&crel, "%s%s%s", rel, *rel ? "/" : "", names[i]) < 0)
+			r = -ENOMEM;
+		else
+			r = walk_entry(lc, cabs, crel, names[i], ino, db_dir, names, n);
+		if (r < 0 && !lc->error_path[0])
+			snprintf(lc->error_path, sizeof(lc->error_path), "%s", cabs ? cabs : abs);
+		free(cabs);
+		free(crel);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return r;
+}
+
+static int read_data_directory(Local *lc)
+{
+	int n_threads = lc->o->jobs > 0 ? lc->o->jobs : cpu_count();
+	pthread_t *th = calloc((size_t)n_threads, sizeof(pthread_t));
+	int started = 0, r;
+	struct stat st;
+	uint64_t root;
+
+	if (!th)
+		return -ENOMEM;
+	for (; started < n_threads; started++)
+		if (pthread_create(&th[started], NULL, reader_main, lc) != 0)
+			break;
+	r = started ? 0 : -EAGAIN;
+	if (r == 0 && stat(lc->pgdata, &st) < 0)
+		r = -errno;
+	if (r == 0) {
+		lc->owner_uid = st.st_uid;
+		lc->owner_gid = st.st_gid;
+		SnapEntry e = entry_of(0, "", &st);
+		r = snapwriter_add_dir(lc->w, &e, &root);
+	}
+	if (r == 0)
+		r = walk(lc, lc->pgdata, "", root);
+	set_error(lc, r, NULL);
+	pthread_mutex_lock(&lc->lock);
+	lc->done = true;
+	pthread_cond_broadcast(&lc->nonempty);
+	pthread_mutex_unlock(&lc->lock);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	r = atomic_load(&lc->error);
+	if (r < 0 && lc->error_path[0])
+		snprintf(lc->err->msg, sizeof(lc->err->msg), "could not read \"%.400s\": %s",
+			 lc->error_path, strerror(-r));
+	return r;
+}
+
+/* ---- finishing ---- */
+
+static int add_buffer_file(Local *lc, uint64_t parent, const char *name, const char *rel,
+			   const char *data, size_t len, bool in_manifest)
+{
+	SnapFile *f;
+	int64_t now = now_ns();
+	SnapEntry e = {.parent = parent, .name = name, .mode = S_IFREG | 0600,
+		       .uid = lc->owner_uid, .gid = lc->owner_gid, .mtime_ns = now};
+	int r = snapwriter_file_begin(lc->w, &e, &f);
+	if (r < 0)
+		return r;
+	r = snapwriter_file_write(lc->w, f, data, len);
+	int r2 = snapwriter_file_end(lc->w, f);
+	r = r ? r : r2;
+	if (r == 0 && in_manifest)
+		r = manifest_add(lc->manifest, rel, len, now, true,
+				 CRC32C_FINISH(crc32c_update(CRC32C_INIT, data, len)));
+	return r;
+}
+
+static int stop_backup(Local *lc)
+{
+	PgRows rows = {0};
+	const char *sql = pgconn_server_version(lc->conn) >= 150000
+				  ? "SELECT lsn, labelfile FROM pg_backup_stop(false)"
+				  : "SELECT lsn, labelfile FROM pg_stop_backup(false, false)";
+	int r = pgconn_query(lc->conn, sql, &rows, lc->err);
+	if (r == 0 && (!pgrows_get(&rows, 0, 0) || !pgrows_get(&rows, 0, 1)))
+		r = -EPROTO;
+	if (r == 0)
+		r = lsn_parse(pgrows_get(&rows, 0, 0), &lc->stop_lsn);
+	if (r == 0) {
+		const char *label = pgrows_get(&rows, 0, 1);
+		lsn_format(lc->stop_lsn, lc->res->stop_lsn);
+		r = add_buffer_file(lc, 1, "backup_label", "backup_label", label, strlen(label), true);
+	}
+	pgrows_clear(&rows);
+	return r;
+}
+
+static int add_wal_segments(Local *lc)
+{
+	char **names = NULL;
+	size_t n = 0;
+	uint8_t *buf = malloc(READ_BUF);
+	int r = buf ? list_dir(lc->staging, &names, &n) : -ENOMEM;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		char path[PATH_MAX + 32];
+		SnapFile *f;
+		ssize_t got;
+		off_t off = 0;
+		snprintf(path, sizeof(path), "%s/%s", lc->staging, names[i]);
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			r = -errno;
+			break;
+		}
+		SnapEntry e = {.parent = lc->pg_wal_ino, .name = names[i], .mode = S_IFREG | 0600,
+			       .uid = lc->owner_uid, .gid = lc->owner_gid, .mtime_ns = now_ns()};
+		r = snapwriter_file_begin(lc->w, &e, &f);
+		while (r == 0 && (got = pread_full(fd, buf, READ_BUF, off)) > 0) {
+			r = snapwriter_file_write(lc->w, f, buf, (size_t)got);
+			off += got;
+		}
+		if (r == 0 || f) {
+			int r2 = snapwriter_file_end(lc->w, f);
+			r = r ? r : r2;
+		}
+		unlink(path);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(buf);
+	return r;
+}
+
+static int write_manifest(Local *lc)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = manifest_render(lc->manifest, lc->res->timeline, lc->res->start_lsn,
+				lc->res->stop_lsn, &text, &len);
+	if (r == 0)
+		r = add_buffer_file(lc, 1, "backup_manifest", "backup_manifest", text, len, false);
+	return r;
+}
+
+static int open_snapshot(Local *lc)
+{
+	char source[PATH_MAX + 16];
+	snprintf(source, sizeof(source), "pgdata:%s", lc->pgdata);
+	SnapWriterOptions wo = {
+		.instance = lc->o->instance, .type = lc->res->type, .label = lc->o->label,
+		.parent = lc->have_parent ? lc->parent.name : NULL, .note = lc->o->note,
+		.source = source, .jobs = lc->o->jobs, .progress = lc->progress,
+		.start_lsn = lc->res->start_lsn, .system_id = lc->sys.system_id,
+		.timeline = lc->res->timeline, .pg_version = pgconn_server_version(lc->conn) / 10000};
+	return snapwriter_new(lc->repo, &wo, &lc->w);
+}
+
+static int run(Local *lc)
+{
+	int r = pgconn_connect(lc->o->conninfo, false, &lc->conn, lc->err);
+	if (r == 0 && pgconn_server_version(lc->conn) < 130000) {
+		snprintf(lc->err->msg, sizeof(lc->err->msg), "PostgreSQL 13 or later is required");
+		r = -EPROTONOSUPPORT;
+	}
+	if (r == 0)
+		r = check_data_directory(lc);
+	if (r == 0)
+		r = walstream_new(lc->o->conninfo, lc->staging, &lc->wal, &lc->sys, lc->err);
+	if (r == 0)
+		r = check_instance(lc);
+	if (r == 0)
+		r = load_parent(lc);
+	if (r == 0)
+		r = start_backup(lc);
+	if (r == 0)
+		r = walstream_start(lc->wal, lc->start_lsn, lc->sys.timeline, lc->seg_size, lc->err);
+	if (r == 0)
+		r = open_snapshot(lc);
+	if (r == 0)
+		r = manifest_new(&lc->manifest);
+	if (r == 0)
+		r = read_data_directory(lc);
+	if (r == 0)
+		r = stop_backup(lc);
+	if (r == 0)
+		r = walstream_finish(lc->wal, lc->stop_lsn, lc->err);
+	if (r == 0 && !lc->pg_wal_ino) {
+		snprintf(lc->err->msg, sizeof(lc->err->msg), "the data directory has no pg_wal");
+		r = -ENOENT;
+	}
+	if (r == 0)
+		r = add_wal_segments(lc);
+	if (r == 0)
+		r = write_manifest(lc);
+	if (r == 0)
+		r = snapwriter_set_stop_lsn(lc->w, lc->res->stop_lsn);
+	if (r == 0)
+		r = snapwriter_commit(lc->w, &lc->res->snap);
+	return r;
+}
+
+int local_backup(Repo *repo, const LocalBackupOptions *o, LocalBackupResult *ret, PgError *err)
+{
+	Local lc = {.repo = repo, .o = o, .res = ret, .err = err};
+	uint64_t total = 0;
+	int r;
+
+	*ret = (LocalBackupResult){0};
+	err->msg[0] = '\0';
+	if (!realpath(o->pgdata, lc.pgdata)) {
+		snprintf(err->msg, sizeof(err->msg), "could not open data directory \"%s\": %s",
+			 o->pgdata, strerror(errno));
+		return -errno;
+	}
+	snprintf(lc.staging, sizeof(lc.staging), "%s/pgbakfs-wal-XXXXXX",
+		 o->staging_dir ? o->staging_dir : "/tmp");
+	if (!mkdtemp(lc.staging)) {
+		snprintf(err->msg, sizeof(err->msg), "could not create a staging directory: %s",
+			 strerror(errno));
+		return -errno;
+	}
+	pthread_mutex_init(&lc.lock, NULL);
+	pthread_cond_init(&lc.nonempty, NULL);
+	pthread_cond_init(&lc.nonfull, NULL);
+	atomic_init(&lc.error, 0);
+	atomic_init(&lc.files_read, 0);
+	atomic_init(&lc.files_reused, 0);
+	progress_new("backup", total, o->progress, &lc.progress);
+
+	r = run(&lc);
+
+	ret->files_read = atomic_load(&lc.files_read);
+	ret->files_reused = atomic_load(&lc.files_reused);
+	lc.w = snapwriter_free(lc.w);
+	lc.manifest = manifest_free(lc.manifest);
+	lc.wal = walstream_free(lc.wal);
+	lc.conn = pgconn_free(lc.conn); /* ends a non-exclusive backup left open */
+	lc.progress = progress_free(lc.progress);
+	snapshot_info_clear(&lc.parent);
+	for (size_t i = 0; i < lc.n_pfiles; i++)
+		free(lc.pfiles[i].path);
+	free(lc.pfiles);
+	pthread_mutex_destroy(&lc.lock);
+	pthread_cond_destroy(&lc.nonempty);
+	pthread_cond_destroy(&lc.nonfull);
+	rm_rf(lc.staging);
+	return r;
+}

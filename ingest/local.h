@@ -1,0 +1,37 @@
+/*
+ * Backing up a cluster from its own host: pg_backup_start/pg_backup_stop
+ * (non-exclusive) over libpq, the data directory read by pgbakfs itself with
+ * -j reader threads, the exclusions of pg_basebackup, tablespaces followed
+ * through pg_tblspc, WAL streamed through a temporary slot into pg_wal,
+ * backup_label written from pg_backup_stop, and a backup_manifest that
+ * pg_verifybackup accepts. Incremental (type "incr"): files whose size and
+ * mtime match the parent snapshot, and whose mtime is more than a second
+ * before the parent started, reuse the parent's content without being read.
+ */
+#pragma once
+
+#include "ingest/pgconn.h"
+#include "store/snapwriter.h"
+
+typedef struct LocalBackupOptions {
+	const char *conninfo;
+	const char *pgdata;
+	const char *instance;
+	const char *label;
+	const char *note;
+	const char *type; /* "full" or "incr" */
+	int jobs;
+	bool progress;
+	const char *staging_dir;
+} LocalBackupOptions;
+
+typedef struct LocalBackupResult {
+	SnapWriterResult snap;
+	char start_lsn[32], stop_lsn[32];
+	uint32_t timeline;
+	char type[8];    /* what was taken: incr falls back to full without a parent */
+	char parent[64]; /* the parent of an incr */
+	uint64_t files_read, files_reused;
+} LocalBackupResult;
+
+int local_backup(Repo *repo, const LocalBackupOptions *o, LocalBackupResult *ret, PgError *err);

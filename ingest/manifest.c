@@ -1,0 +1,219 @@
+#include "ingest/manifest.h"
+#include "common/util.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- CRC-32C (Castagnoli): SSE 4.2 when the CPU has it, else slicing by 8 ---- */
+
+static uint32_t crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+static bool crc_hw;
+
+static void crc_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+		crc_table[0][i] = c;
+	}
+	for (uint32_t i = 0; i < 256; i++)
+		for (int t = 1; t < 8; t++)
+			crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	crc_hw = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw_update(uint32_t crc, const uint8_t *p,
+								   size_t len)
+{
+	uint64_t c = crc;
+	while (len >= 8) {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		c = __builtin_ia32_crc32di(c, v);
+		p += 8;
+		len -= 8;
+	}
+	while (len--)
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+	return (uint32_t)c;
+}
+#endif
+
+static uint32_t crc_sw_update(uint32_t crc, const uint8_t *p, size_t len)
+{
+	while (len >= 8) {
+		uint32_t lo, hi;
+		memcpy(&lo, p, 4);
+		memcpy(&hi, p + 4, 4);
+		lo ^= crc;
+		crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+		      crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
+		      crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
+		      crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+		p += 8;
+		len -= 8;
+	}
+	while (len--)
+		crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+	return crc;
+}
+
+uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len)
+{
+	pthread_once(&crc_once, crc_init);
+#if defined(__x86_64__)
+	if (crc_hw)
+		return crc_hw_update(crc, buf, len);
+#endif
+	return crc_sw_update(crc, buf, len);
+}
+
+/* ---- manifest ---- */
+
+typedef struct Entry {
+	char *path;
+	uint64_t size;
+	int64_t mtime_ns;
+	bool has_crc;
+	uint32_t crc;
+} Entry;
+
+struct Manifest {
+	pthread_mutex_t lock; /* guards v, n, cap */
+	Entry *v;
+	size_t n, cap;
+};
+
+int manifest_new(Manifest **ret)
+{
+	Manifest *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	pthread_mutex_init(&m->lock, NULL);
+	*ret = m;
+	return 0;
+}
+
+Manifest *manifest_free(Manifest *m)
+{
+	if (!m)
+		return NULL;
+	for (size_t i = 0; i < m->n; i++)
+		free(m->v[i].path);
+	free(m->v);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+	return NULL;
+}
+
+int manifest_add(Manifest *m, const char *path, uint64_t size, int64_t mtime_ns, bool has_crc,
+		 uint32_t crc)
+{
+	char *p = strdup(path);
+	int r = 0;
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_lock(&m->lock);
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 1024;
+		Entry *v = realloc(m->v, cap * sizeof(*v));
+		if (v) {
+			m->v = v;
+			m->cap = cap;
+		} else {
+			r = -ENOMEM;
+		}
+	}
+	if (r == 0)
+		m->v[m->n++] = (Entry){.path = p, .size = size, .mtime_ns = mtime_ns, .has_crc = has_crc, .crc = crc};
+	pthread_mutex_unlock(&m->lock);
+	if (r < 0)
+		free(p);
+	return r;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const Entry *)a)->path, ((const Entry *)b)->path);
+}
+
+/* A growing text buffer; any failure sticks and is reported at the end. */
+typedef struct Text {
+	FILE *f;
+	char *buf;
+	size_t len;
+} Text;
+
+static void put_json_string(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p < 0x20)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+int manifest_render(Manifest *m, uint32_t timeline, const char *start_lsn, const char *end_lsn,
+		    char **ret, size_t *ret_len)
+{
+	Text t = {0};
+	unsigned char digest[32];
+	char hex[65], when[40];
+	size_t body_len;
+
+	t.f = open_memstream(&t.buf, &t.len);
+	if (!t.f)
+		return -ENOMEM;
+	if (m->n > 1)
+		qsort(m->v, m->n, sizeof(Entry), entry_cmp);
+	fputs("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [", t.f);
+	for (size_t i = 0; i < m->n; i++) {
+		const Entry *e = &m->v[i];
+		time_t secs = (time_t)(e->mtime_ns / 1000000000);
+		struct tm tm;
+		gmtime_r(&secs, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S GMT", &tm);
+		fputs(i ? ",\n" : "\n", t.f);
+		fputs("{ \"Path\": ", t.f);
+		put_json_string(t.f, e->path);
+		fprintf(t.f, ", \"Size\": %llu, \"Last-Modified\": \"%s\"", (unsigned long long)e->size, when);
+		if (e->has_crc)
+			fprintf(t.f, ", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"%02x%02x%02x%02x\"",
+				e->crc & 0xff, (e->crc >> 8) & 0xff, (e->crc >> 16) & 0xff, e->crc >> 24);
+		fputs(" }", t.f);
+	}
+	fprintf(t.f, " ],\n\"WAL-Ranges\": [\n{ \"Timeline\": %u, \"Start-LSN\": \"%s\", "
+		     "\"End-LSN\": \"%s\" }\n],\n", timeline, start_lsn, end_lsn);
+	if (fflush(t.f) != 0) {
+		fclose(t.f);
+		free(t.buf);
+		return -ENOMEM;
+	}
+	/* the checksum covers everything up to and including the newline before its line */
+	body_len = t.len;
+	unsigned int n = 0;
+	PGBAKFS_CHECK(EVP_Digest(t.buf, body_len, digest, &n, EVP_sha256(), NULL) == 1);
+	hex_encode(digest, sizeof(digest), hex);
+	fprintf(t.f, "\"Manifest-Checksum\": \"%s\"}\n", hex);
+	if (fclose(t.f) != 0) {
+		free(t.buf);
+		return -ENOMEM;
+	}
+	*ret = t.buf;
+	*ret_len = t.len;
+	return 0;
+}
