@@ -1,0 +1,77 @@
+# backup -d --pgdata on the database host: exclusions, tablespaces, unlogged
+# tables, manifest accepted by pg_verifybackup, startup; --type incr reads
+# only changed files, guards files modified in the second the parent
+# started, and restores to the same database as a full taken right after.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/pg.sh"
+PORT=54351
+R=$T/repo
+CONN="host=127.0.0.1 port=$PORT user=postgres"
+pg_init "$T/data" $PORT
+echo "autovacuum = off" >>"$T/data/postgresql.conf"
+pg_start "$T/data"
+mkdir -p "$T/ts" && chown postgres "$T/ts"
+as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -i -s 3 -q postgres >/dev/null 2>&1
+pg_sql $PORT "create tablespace ts location '$T/ts'"
+pg_sql $PORT "create table in_ts tablespace ts as select g as id, md5(g::text) as v from generate_series(1, 20000) g"
+pg_sql $PORT "create unlogged table scratch as select g from generate_series(1, 10000) g"
+pg_sql $PORT "select pg_create_physical_replication_slot('keep_me_out')" >/dev/null
+# things pg_basebackup leaves out
+mkdir -p "$T/data/base/pgsql_tmp" && echo junk >"$T/data/base/pgsql_tmp/pgsql_tmp123.0"
+echo junk >"$T/data/pg_stat_tmp/leftover" && chown -R postgres "$T/data"
+pgbakfs init --repo "$R" >/dev/null
+
+expect_error 1 "is not the data directory of the server" pgbakfs backup -d "$CONN" --pgdata "$T/ts" --repo "$R" --no-progress
+expect_error 2 "needs --pgdata" pgbakfs backup -d "$CONN" --type incr --repo "$R"
+ok "incr without a parent falls back to full" bash -c "'$PGBAKFS' backup -d '$CONN' --pgdata '$T/data' --type incr --repo '$R' -j 2 --no-progress 2>&1 | grep -q 'took a full backup'"
+ok "full" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type full --repo "$R" -j 2 --no-progress >/dev/null
+ok "restore" pgbakfs restore latest "$T/r1" --tablespace-map "$T/ts=$T/ts1" --repo "$R" --no-progress >/dev/null
+for gone in postmaster.pid postmaster.opts base/pgsql_tmp/pgsql_tmp123.0 pg_stat_tmp/leftover pg_replslot/keep_me_out; do
+	ok "left out: $gone" test ! -e "$T/r1/$gone"
+done
+scratch=$(pg_sql $PORT "select pg_relation_filepath('scratch')")
+ok "unlogged main fork left out" test ! -e "$T/r1/$scratch"
+ok "unlogged init fork kept" test -e "$T/r1/${scratch}_init"
+ok "backup_label written" grep -q "START WAL LOCATION" "$T/r1/backup_label"
+ok "pg_verifybackup passes" as_pg "$PGBIN/pg_verifybackup" -q "$T/r1"
+sed -i "s/^port = $PORT/port = $((PORT + 1))/" "$T/r1/postgresql.conf"
+pg_start "$T/r1"
+ok "restored cluster answers" test "$(pg_sql $((PORT + 1)) "select count(*) from in_ts")" = 20000
+ok "unlogged table empty" test "$(pg_sql $((PORT + 1)) "select count(*) from scratch")" = 0
+pg_stop "$T/r1"
+
+# incr after pgbench: only changed files are read; the result equals a full taken right after
+as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -t 300 postgres >/dev/null 2>&1
+pg_sql $PORT "checkpoint"
+ok "incr" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type incr --repo "$R" -j 2 --no-progress >"$T/incr.out"
+ok "incr read only some files" python3 - "$T/incr.out" <<'PY'
+import re, sys
+m = re.search(r"\((\d+) read, (\d+) unchanged\)", open(sys.argv[1]).read())
+assert m and int(m.group(2)) > int(m.group(1)) > 0, m and m.groups()
+PY
+INCR=$(pgbakfs show latest --repo "$R" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["type"]=="incr" and d["parent"]; print(d["id"])')
+ok "full right after" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" -j 2 --no-progress >/dev/null
+ok "restore incr" pgbakfs restore "$INCR" "$T/ri" --tablespace-map "$T/ts=$T/tsi" --repo "$R" --no-progress >/dev/null
+ok "restore full" pgbakfs restore latest "$T/rf" --tablespace-map "$T/ts=$T/tsf" --repo "$R" --no-progress >/dev/null
+ok "pg_verifybackup on incr" as_pg "$PGBIN/pg_verifybackup" -q "$T/ri"
+sed -i "s/^port = $PORT/port = $((PORT + 2))/" "$T/ri/postgresql.conf"
+sed -i "s/^port = $PORT/port = $((PORT + 3))/" "$T/rf/postgresql.conf"
+pg_start "$T/ri"
+pg_start "$T/rf"
+# (15.14+ writes a random \restrict key per dump: not part of the data)
+dump() { as_pg "$PGBIN/pg_dump" -h 127.0.0.1 -p "$1" -U postgres postgres | grep -v "^\\\\\(un\)\?restrict "; }
+ok "incr and full restore to the same database (pg_dump)" diff <(dump $((PORT + 2))) <(dump $((PORT + 3)))
+pg_stop "$T/ri"
+pg_stop "$T/rf"
+
+# the same-second guard: a file changed right after its parent started, size and mtime kept
+printf 'aaaa\n' >"$T/data/guard.conf" && chown postgres "$T/data/guard.conf"
+ok "full with a fresh file" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" --no-progress >/dev/null
+mt=$(stat -c %y "$T/data/guard.conf")
+printf 'bbbb\n' >"$T/data/guard.conf" && touch -d "$mt" "$T/data/guard.conf"
+ok "incr after a same-size change with the mtime put back" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type incr --repo "$R" --no-progress >/dev/null
+ok "restore it" pgbakfs restore latest "$T/rg" --tablespace-map "$T/ts=$T/tsg" --repo "$R" --no-progress >/dev/null
+ok "the guard made incr read the file" test "$(cat "$T/rg/guard.conf")" = bbbb
+ok "no slot of ours left" test "$(pg_sql $PORT "select count(*) from pg_replication_slots where slot_name <> 'keep_me_out'")" = 0
+ok "check --read-data" pgbakfs check --repo "$R" --read-data >/dev/null
+finish
