@@ -297,7 +297,7 @@ static int read_file(Local *lc, Task *t, uint8_t *buf)
 	int r2 = snapwriter_file_end(lc->w, f);
 	if (r == 0)
 		r = r2;
-	if (r == 0)
+	if (r == 0 && t->rel[0] != '/') /* extra roots are not part of the data directory */
 		r = manifest_add(lc->manifest, t->rel, total, e.mtime_ns, true, CRC32C_FINISH(crc));
 	atomic_fetch_add(&lc->files_read, 1);
 	return r;
@@ -461,7 +461,7 @@ static int add_regular(Local *lc, const char *abs, const char *rel, const char *
 		if (p && p->size == (uint64_t)st->st_size && p->mtime_ns == e.mtime_ns &&
 		    e.mtime_ns < lc->parent.start_time - 1000000000) {
 			int r = snapwriter_add_file_reuse(lc->w, &e, p->size, p->content);
-			if (r == 0)
+			if (r == 0 && rel[0] != '/')
 				r = manifest_add(lc->manifest, rel, p->size, e.mtime_ns, false, 0);
 			atomic_fetch_add(&lc->files_reused, 1);
 			return r;
@@ -603,6 +603,32 @@ static int walk(Local *lc, const char *abs, const char *rel, uint64_t ino)
 	return r;
 }
 
+/* An extra root: kept beside the data directory under its absolute path. */
+static int walk_extra(Local *lc, const char *dir)
+{
+	char real[PATH_MAX];
+	struct stat st;
+	uint64_t ino;
+	int r;
+	if (!realpath(dir, real) || stat(real, &st) < 0) {
+		snprintf(lc->error_path, sizeof(lc->error_path), "%s", dir);
+		return -errno;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(lc->error_path, sizeof(lc->error_path), "%s", dir);
+		return -ENOTDIR;
+	}
+	if (!strncmp(real, lc->pgdata, strlen(lc->pgdata)) &&
+	    (real[strlen(lc->pgdata)] == '/' || !real[strlen(lc->pgdata)])) {
+		snprintf(lc->err->msg, sizeof(lc->err->msg),
+			 "--extra-dir \"%.200s\" is inside the data directory", dir);
+		return -EINVAL;
+	}
+	SnapEntry e = entry_of(0, real, &st);
+	r = snapwriter_add_dir(lc->w, &e, &ino);
+	return r < 0 ? r : walk(lc, real, real, ino);
+}
+
 static int read_data_directory(Local *lc)
 {
 	int n_threads = lc->o->jobs > 0 ? lc->o->jobs : cpu_count();
@@ -627,6 +653,8 @@ static int read_data_directory(Local *lc)
 	}
 	if (r == 0)
 		r = walk(lc, lc->pgdata, "", root);
+	for (size_t i = 0; r == 0 && i < lc->o->n_extra_dirs; i++)
+		r = walk_extra(lc, lc->o->extra_dirs[i]);
 	set_error(lc, r, NULL);
 	pthread_mutex_lock(&lc->lock);
 	lc->done = true;

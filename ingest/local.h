@@ -23,6 +23,9 @@ typedef struct LocalBackupOptions {
 	int jobs;
 	bool progress;
 	const char *staging_dir;
+	/* directories outside the data directory to keep beside it (absolute paths) */
+	const char *const *extra_dirs;
+	size_t n_extra_dirs;
 } LocalBackupOptions;
 
 typedef struct LocalBackupResult {

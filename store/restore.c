@@ -216,7 +216,8 @@ static int restore_linked_dir(const char *path, const char *target)
 static int restore_dir(Restorer *rs, const FileRow *f, char *path)
 {
 	RDir *v = realloc(rs->dirs, (rs->n_dirs + 1) * sizeof(*v));
-	const char *target = f->ino != 1 ? link_target(rs, path) : NULL;
+	bool root = f->ino == 1 || f->parent == f->ino; /* the target or an extra root */
+	const char *target = root ? NULL : link_target(rs, path);
 	int r;
 	if (!v) {
 		free(path);
@@ -329,6 +330,21 @@ static int restore_entry(const FileRow *f, void *userdata)
 		return atomic_load(&rs->error);
 	if (f->ino == 1) {
 		path = strdup(rs->target);
+	} else if (f->parent == f->ino) {
+		/* an extra root: beside the target, under its original absolute path */
+		if (f->name[0] != '/' || strstr(f->name, "/../") || strstr(f->name, "//"))
+			return -EBADMSG;
+		if (asprintf(&path, "%s.extra%s", rs->target, f->name) < 0)
+			path = NULL;
+		if (path) {
+			char dir[PATH_MAX];
+			path_dirname(path, dir, sizeof(dir));
+			r = mkdir_p(dir, 0700);
+			if (r < 0) {
+				free(path);
+				return r;
+			}
+		}
 	} else {
 		if (f->parent >= rs->n_dir_paths || !rs->dir_paths[f->parent] || strchr(f->name, '/') ||
 		    !strcmp(f->name, "..") || !strcmp(f->name, ".") || !*f->name)
@@ -430,6 +446,14 @@ static int collect_link(const char *path, const char *target, void *userdata)
 /* Every place we will write must be empty, before we write anything. */
 static int check_link_targets(Restorer *rs)
 {
+	char extra[PATH_MAX];
+	int e;
+	snprintf(extra, sizeof(extra), "%s.extra", rs->target);
+	e = dir_is_empty(extra);
+	if (e <= 0) {
+		snprintf(rs->res->failed_path, sizeof(rs->res->failed_path), "%s", extra);
+		return e < 0 ? e : -ENOTEMPTY;
+	}
 	for (size_t i = 0; i < rs->n_links; i++) {
 		int r = dir_is_empty(rs->link_targets[i]);
 		if (r <= 0) {

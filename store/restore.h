@@ -36,7 +36,9 @@ typedef struct RestoreResult {
  * directory the source reached through a symlink (a tablespace) is written at
  * its original target, or where a mapping sends it, and linked back; those
  * locations must be missing or empty too (-ENOTEMPTY, failed_path says which),
- * checked before anything is written.
+ * checked before anything is written. Extra roots (directories kept beside
+ * the main tree) are restored under "TARGET.extra/<their original path>",
+ * which must be missing or empty too.
  */
 int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		     const RestoreOptions *o, RestoreResult *ret);

@@ -8,8 +8,10 @@
  *                      file's chunk list, inserts content and file rows
  *   flusher (1)        writes a full pack (durable), then records its chunks
  *
- * Lock order: pool.lock, jobs.lock, wq.lock and fl.lock are leaves; no
- * thread holds two of them at once. The writer commits its catalog
+ * Lock order: pool.lock, jobs.lock, wq.lock, fl.lock and files.lock are
+ * leaves; no thread holds two of them at once, nor waits for the catalog
+ * while holding one. main_lock (producers' use of the repository's own
+ * catalog connection) may wait for the catalog; the writer never takes it. The writer commits its catalog
  * transaction before it waits on the flusher, so the flusher's transaction
  * can never wait on a writer that waits on it.
  *
@@ -106,6 +108,7 @@ struct SnapWriter {
 	PackWriter *packs[3];
 	PackWriter *open_pack; /* writer-owned */
 
+	pthread_mutex_t main_lock; /* producers' use of repo_catalog() */
 	/* files begun and not yet completed: files.lock guards the list */
 	struct {
 		pthread_mutex_t lock;
@@ -639,6 +642,7 @@ int snapwriter_new(Repo *repo, const SnapWriterOptions *o, SnapWriter **ret)
 	pthread_mutex_init(&w->fl.lock, NULL);
 	pthread_cond_init(&w->fl.cond, NULL);
 	pthread_mutex_init(&w->files.lock, NULL);
+	pthread_mutex_init(&w->main_lock, NULL);
 
 	w->info.instance = strdup(o->instance ? o->instance : "main");
 	w->info.type = strdup(o->type ? o->type : "full");
@@ -710,6 +714,7 @@ SnapWriter *snapwriter_free(SnapWriter *w)
 	while (w->files.head)
 		snapfile_free(w, w->files.head);
 	pthread_mutex_destroy(&w->files.lock);
+	pthread_mutex_destroy(&w->main_lock);
 	for (size_t i = 0; w->pool.all && i < w->pool.n; i++) {
 		free(w->pool.all[i].buf);
 		free(w->pool.all[i].ebuf);
@@ -758,8 +763,13 @@ static int add_entry(SnapWriter *w, const SnapEntry *e, const char *target, uint
 	int r = get_error(w);
 	if (r < 0)
 		return r;
-	if ((atomic_load(&w->next_ino) == 1) != (e->parent == 0))
-		return -EINVAL; /* the root first, and only once */
+	bool first = atomic_load(&w->next_ino) == 1;
+	/* the root first; later a parentless directory is an extra root, named by its path */
+	if (first != (e->parent == 0) && !(e->parent == 0 && S_ISDIR(e->mode) && e->name &&
+					    e->name[0] == '/' && !first))
+		return -EINVAL;
+	if (first && e->name && *e->name)
+		return -EINVAL;
 	ino = atomic_fetch_add(&w->next_ino, 1);
 	m = entry_msg_new(e, ino, target);
 	if (!m)
@@ -972,9 +982,9 @@ int snapwriter_add_bad_block(SnapWriter *w, const char *path, uint64_t block)
 {
 	int r;
 	/* the repository's own connection: one producer thread at a time uses it */
-	pthread_mutex_lock(&w->files.lock);
+	pthread_mutex_lock(&w->main_lock);
 	r = catalog_bad_block_add(repo_catalog(w->repo), w->info.rowid, path, block);
-	pthread_mutex_unlock(&w->files.lock);
+	pthread_mutex_unlock(&w->main_lock);
 	if (r == 0)
 		atomic_fetch_add(&w->n_bad_blocks, 1);
 	return r;
@@ -982,7 +992,11 @@ int snapwriter_add_bad_block(SnapWriter *w, const char *path, uint64_t block)
 
 int snapwriter_add_link(SnapWriter *w, const char *path, const char *target)
 {
-	return catalog_link_add(repo_catalog(w->repo), w->info.rowid, path, target);
+	int r;
+	pthread_mutex_lock(&w->main_lock);
+	r = catalog_link_add(repo_catalog(w->repo), w->info.rowid, path, target);
+	pthread_mutex_unlock(&w->main_lock);
+	return r;
 }
 
 int snapwriter_set_stop_lsn(SnapWriter *w, const char *lsn)

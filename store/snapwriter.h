@@ -11,7 +11,9 @@
  * an uncommitted writer removes the partial snapshot; a crash leaves it to gc.
  *
  * Entries must come parents first; the root directory (parent 0, name "")
- * is the first entry and gets ino 1. Directories and symlinks are added by
+ * is the first entry and gets ino 1. An extra root (a directory kept beside
+ * the main tree, e.g. configuration outside the data directory) is a later
+ * directory with parent 0, named by its absolute path. Directories and symlinks are added by
  * one thread; files may be produced by several threads at once, each file by
  * one thread (begin, write..., end).
  */

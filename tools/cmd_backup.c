@@ -11,7 +11,8 @@
 #include <sys/stat.h>
 
 enum { OPT_REPO = 0x100, OPT_FROM_DIR, OPT_INSTANCE, OPT_LABEL, OPT_NOTE, OPT_PROGRESS,
-       OPT_NO_PROGRESS, OPT_TYPE, OPT_PGDATA };
+       OPT_NO_PROGRESS, OPT_TYPE, OPT_PGDATA, OPT_EXTRA_DIR };
+#define MAX_EXTRA_DIRS 16
 
 typedef struct BackupOptions {
 	const char *repo;
@@ -24,6 +25,8 @@ typedef struct BackupOptions {
 	const char *note;
 	int jobs;
 	bool progress;
+	const char *extra_dirs[MAX_EXTRA_DIRS];
+	size_t n_extra_dirs;
 } BackupOptions;
 
 static void backup_help(void)
@@ -40,6 +43,8 @@ static void backup_help(void)
 	       "instance. With --from-dir, of a directory tree (a stopped data directory or a\n"
 	       "pg_basebackup -Fp copy). Only chunks the repository does not hold are stored.\n\n"
 	       "  -d CONNINFO   libpq connection string or URI of the cluster\n"
+	       "  --extra-dir DIR  (with --pgdata, repeatable) also keep DIR, e.g.\n"
+	       "                /etc/postgresql/15/main; restore puts it in TARGET.extra/DIR\n"
 	       "  -j N          reader and hashing/compression threads (default: number of CPUs)\n"
 	       "  --instance    name of the cluster in the repository (default \"main\")\n");
 }
@@ -109,7 +114,8 @@ static int backup_local(const BackupOptions *o, Repo *repo)
 	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_path(repo));
 	LocalBackupOptions lo = {.conninfo = o->conninfo, .pgdata = o->pgdata, .instance = o->instance,
 				 .label = o->label, .note = o->note, .type = o->type, .jobs = o->jobs,
-				 .progress = o->progress, .staging_dir = staging};
+				 .progress = o->progress, .staging_dir = staging,
+				 .extra_dirs = o->extra_dirs, .n_extra_dirs = o->n_extra_dirs};
 	LocalBackupResult res;
 	PgError err = {{0}};
 	int64_t t0 = mono_ns();
@@ -198,6 +204,7 @@ int cmd_backup(int argc, char **argv)
 		{"dbname", required_argument, NULL, 'd'},
 		{"type", required_argument, NULL, OPT_TYPE},
 		{"pgdata", required_argument, NULL, OPT_PGDATA},
+		{"extra-dir", required_argument, NULL, OPT_EXTRA_DIR},
 		{"instance", required_argument, NULL, OPT_INSTANCE},
 		{"label", required_argument, NULL, OPT_LABEL},
 		{"note", required_argument, NULL, OPT_NOTE},
@@ -218,6 +225,11 @@ int cmd_backup(int argc, char **argv)
 		case 'd': o.conninfo = optarg; break;
 		case OPT_TYPE: o.type = optarg; break;
 		case OPT_PGDATA: o.pgdata = optarg; break;
+		case OPT_EXTRA_DIR:
+			if (o.n_extra_dirs == MAX_EXTRA_DIRS)
+				return cli_usage("backup", "at most %d --extra-dir", MAX_EXTRA_DIRS);
+			o.extra_dirs[o.n_extra_dirs++] = optarg;
+			break;
 		case OPT_INSTANCE: o.instance = optarg; break;
 		case OPT_LABEL: o.label = optarg; break;
 		case OPT_NOTE: o.note = optarg; break;
@@ -242,6 +254,8 @@ int cmd_backup(int argc, char **argv)
 		return cli_usage("backup", "--type incr needs --pgdata (it compares the files on this host)");
 	if (o.pgdata && !o.conninfo)
 		return cli_usage("backup", "--pgdata needs -d CONNINFO for pg_backup_start/stop");
+	if (o.n_extra_dirs && !o.pgdata)
+		return cli_usage("backup", "--extra-dir needs --pgdata (directories on the database host)");
 	if (o.instance && (!*o.instance || strpbrk(o.instance, "/ \t\n")))
 		return cli_usage("backup", "invalid instance name \"%s\"", o.instance);
 	if (o.conninfo) {

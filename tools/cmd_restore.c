@@ -93,8 +93,13 @@ int cmd_restore(int argc, char **argv)
 		cli_hint("\"pgbakfs check --read-data\" lists all damage; \"%s\" is incomplete", target);
 		rc = EXIT_FAIL;
 	} else if (r == -ENOTEMPTY && res.failed_path[0]) {
-		cli_error("tablespace directory \"%s\" is not empty", res.failed_path);
-		cli_hint("restore it elsewhere with --tablespace-map %s=NEW_DIR", res.failed_path);
+		cli_error("directory \"%s\" is not empty", res.failed_path);
+		if (strlen(res.failed_path) > 6 &&
+		    !strcmp(res.failed_path + strlen(res.failed_path) - 6, ".extra"))
+			cli_hint("extra directories are restored there; empty it or pick another TARGET");
+		else
+			cli_hint("restore the tablespace elsewhere with --tablespace-map %s=NEW_DIR",
+				 res.failed_path);
 		rc = EXIT_FAIL;
 	} else if (r < 0) {
 		if (res.failed_path[0])

@@ -1,4 +1,5 @@
 /* pgbakfs: main only dispatches to the command functions. */
+#include "common/log.h"
 #include "tools/cli.h"
 
 #include <stdio.h>
@@ -31,6 +32,9 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	/* developers' switch: internal diagnostics (SQLite messages, ...) on stderr */
+	if (getenv("PGBAKFS_DEBUG"))
+		log_set_level(LOG_DEBUG);
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;

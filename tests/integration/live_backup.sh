@@ -52,7 +52,7 @@ ok "show: LSNs, timeline, system id, version" bash -c "'$PGBAKFS' show latest --
 import json,sys; d=json.load(sys.stdin)
 assert d[\"start_lsn\"] and d[\"stop_lsn\"] and d[\"timeline\"]==1 and d[\"pg_version\"]==15, d
 assert d[\"system_id\"] and d[\"status\"]==\"ok\" and d[\"bad_pages\"]==[], d'"
-expect_error 1 "tablespace directory \"$T/ts\" is not empty" pgbakfs restore latest "$T/restored" --repo "$R" --no-progress
+expect_error 1 "directory \"$T/ts\" is not empty" pgbakfs restore latest "$T/restored" --repo "$R" --no-progress
 ok "nothing written when a tablespace target is taken" test ! -e "$T/restored"
 ok "restore with --tablespace-map" pgbakfs restore latest "$T/restored" --tablespace-map "$T/ts=$T/ts2" --repo "$R" --no-progress >/dev/null
 ok "backup_manifest in the snapshot" test -s "$T/restored/backup_manifest"

@@ -72,6 +72,35 @@ printf 'bbbb\n' >"$T/data/guard.conf" && touch -d "$mt" "$T/data/guard.conf"
 ok "incr after a same-size change with the mtime put back" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type incr --repo "$R" --no-progress >/dev/null
 ok "restore it" pgbakfs restore latest "$T/rg" --tablespace-map "$T/ts=$T/tsg" --repo "$R" --no-progress >/dev/null
 ok "the guard made incr read the file" test "$(cat "$T/rg/guard.conf")" = bbbb
+# --extra-dir: configuration outside the data directory, restored beside it
+mkdir -p "$T/etc/pg/conf.d" && echo "shared_buffers = 64MB" >"$T/etc/pg/conf.d/x.conf"
+echo "port = 5432" >"$T/etc/pg/postgresql.conf" && touch -d '2020-05-05' "$T/etc/pg/postgresql.conf"
+expect_error 2 "needs --pgdata" pgbakfs backup -d "$CONN" --extra-dir "$T/etc/pg" --repo "$R"
+expect_error 1 "inside the data directory" pgbakfs backup -d "$CONN" --pgdata "$T/data" --extra-dir "$T/data/base" --repo "$R" --no-progress
+ok "backup with --extra-dir" pgbakfs backup -d "$CONN" --pgdata "$T/data" --extra-dir "$T/etc/pg" --repo "$R" --no-progress >/dev/null
+ok "restore with extras" pgbakfs restore latest "$T/rx" --tablespace-map "$T/ts=$T/tsx" --repo "$R" --no-progress >/dev/null
+ok "extra dir restored beside the data directory" same_tree "$T/etc/pg" "$T/rx.extra$T/etc/pg"
+ok "data directory holds no extra files" test ! -e "$T/rx/conf.d"
+ok "pg_verifybackup still passes" as_pg "$PGBIN/pg_verifybackup" -q "$T/rx"
+ok "incr keeps the extra dir" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type incr --extra-dir "$T/etc/pg" --repo "$R" --no-progress >/dev/null
+mkdir -p "$T/ry.extra" && touch "$T/ry.extra/x"
+expect_error 1 "directory \"$T/ry.extra\" is not empty" pgbakfs restore latest "$T/ry" --tablespace-map "$T/ts=$T/tsy" --repo "$R" --no-progress
+# a bad page checksum is found by the local reader too
+ipath=$(pg_sql $PORT "select pg_relation_filepath('pgbench_branches')")
+pg_stop "$T/data"
+python3 - "$T/data/$ipath" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(7000)
+    b = f.read(1)
+    f.seek(7000)
+    f.write(bytes([b[0] ^ 0x55]))
+PY
+as_pg "$PGBIN/pg_ctl" -D "$T/data" -l "$T/pglog/data-2.log" -w start >/dev/null
+ok "local backup with a bad page" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" --no-progress >/dev/null 2>&1
+ok "local reader reports file and block" bash -c "'$PGBAKFS' show latest --repo '$R' --json | python3 -c '
+import json,sys; d=json.load(sys.stdin)
+assert d[\"status\"]==\"warning\" and d[\"bad_pages\"]==[{\"path\": \"$ipath\", \"block\": 0}], d[\"bad_pages\"]'"
 ok "no slot of ours left" test "$(pg_sql $PORT "select count(*) from pg_replication_slots where slot_name <> 'keep_me_out'")" = 0
 ok "check --read-data" pgbakfs check --repo "$R" --read-data >/dev/null
 finish
