@@ -66,19 +66,24 @@ static int list_one(const SnapshotInfo *s, void *ud)
 	} else {
 		double secs = (double)(s->stop_time - s->start_time) / 1e9;
 		double ratio = s->stored_bytes ? (double)s->logical_bytes / (double)s->stored_bytes : 0;
+		char tli[16] = "-";
 		if (ctx->n == 0)
-			printf("%-20s %-10s %-5s %-20s %8s %11s %11s %8s %-7s %s\n", "ID", "INSTANCE",
-			       "TYPE", "START (UTC)", "DURATION", "LOGICAL", "STORED", "RATIO",
-			       "STATUS", "LABEL");
+			printf("%-20s %-10s %-5s %-20s %-20s %8s %11s %11s %8s %-12s %-12s %3s %-7s %s\n",
+			       "ID", "INSTANCE", "TYPE", "PARENT", "START (UTC)", "DURATION", "LOGICAL",
+			       "STORED", "RATIO", "START LSN", "STOP LSN", "TLI", "STATUS", "LABEL");
 		format_time_iso(s->start_time, t, sizeof(t));
-		printf("%-20s %-10s %-5s %-20s %7.1fs %11s %11s ", s->name, s->instance, s->type, t,
-		       secs, format_bytes(s->logical_bytes, l, sizeof(l)),
+		if (s->timeline)
+			snprintf(tli, sizeof(tli), "%lld", (long long)s->timeline);
+		printf("%-20s %-10s %-5s %-20s %-20s %7.1fs %11s %11s ", s->name, s->instance, s->type,
+		       s->parent ? s->parent : "-", t, secs,
+		       format_bytes(s->logical_bytes, l, sizeof(l)),
 		       format_bytes(s->stored_bytes, st, sizeof(st)));
 		if (s->stored_bytes)
 			printf("%7.1fx ", ratio);
 		else
 			printf("%8s ", "-");
-		printf("%-7s %s\n", s->status, s->label ? s->label : "");
+		printf("%-12s %-12s %3s %-7s %s\n", s->start_lsn ? s->start_lsn : "-",
+		       s->stop_lsn ? s->stop_lsn : "-", tli, s->status, s->label ? s->label : "");
 	}
 	ctx->n++;
 	return 0;
