@@ -457,8 +457,13 @@ static int add_regular(Local *lc, const char *abs, const char *rel, const char *
 	if (lc->have_parent) {
 		const ParentFile *p = parent_lookup(lc, rel);
 		SnapEntry e = entry_of(parent, name, st);
-		/* unchanged, and not modified in the second the parent started (mtime granularity) */
-		if (p && p->size == (uint64_t)st->st_size && p->mtime_ns == e.mtime_ns &&
+		/*
+		 * unchanged: same size and the same mtime to the second (a parent taken
+		 * over BASE_BACKUP knows mtimes only to the second, as tar carries them),
+		 * and not modified in or after the second before the parent started
+		 */
+		if (p && p->size == (uint64_t)st->st_size &&
+		    p->mtime_ns / 1000000000 == e.mtime_ns / 1000000000 &&
 		    e.mtime_ns < lc->parent.start_time - 1000000000) {
 			int r = snapwriter_add_file_reuse(lc->w, &e, p->size, p->content);
 			if (r == 0 && rel[0] != '/')
