@@ -39,22 +39,6 @@ static int fail(Live *lv, int r, const char *fmt, const char *arg)
 	return r;
 }
 
-static int parse_seg_size(const char *s, uint32_t *ret)
-{
-	char *end;
-	unsigned long v = strtoul(s ? s : "", &end, 10);
-	if (!strcmp(end, "MB"))
-		v <<= 20;
-	else if (!strcmp(end, "GB"))
-		v <<= 30;
-	else if (*end)
-		return -EPROTO;
-	if (v < (1 << 20) || (v & (v - 1)))
-		return -EPROTO;
-	*ret = (uint32_t)v;
-	return 0;
-}
-
 static int show(Live *lv, const char *name, char **ret)
 {
 	PgRows rows = {0};
@@ -66,26 +50,6 @@ static int show(Live *lv, const char *name, char **ret)
 		*ret = pgrows_get(&rows, 0, 0) ? strdup(pgrows_get(&rows, 0, 0)) : NULL;
 	pgrows_clear(&rows);
 	return r == 0 && !*ret ? -EPROTO : r;
-}
-
-/* A repository instance belongs to one cluster: refuse another system id. */
-static int check_instance(Live *lv)
-{
-	char *have = NULL;
-	const char *instance = lv->o->instance ? lv->o->instance : "main";
-	int r = catalog_instance_system_id(repo_catalog(lv->repo), instance, &have);
-	if (r == -ENOENT)
-		return 0;
-	if (r < 0)
-		return r;
-	if (strcmp(have, lv->sys.system_id) != 0) {
-		snprintf(lv->err->msg, sizeof(lv->err->msg),
-			 "instance \"%s\" holds backups of the cluster with system identifier %s, not %s;"
-			 " use another --instance", instance, have, lv->sys.system_id);
-		r = -EEXIST;
-	}
-	free(have);
-	return r;
 }
 
 static int connect_and_identify(Live *lv)
@@ -102,7 +66,7 @@ static int connect_and_identify(Live *lv)
 		return -EPROTONOSUPPORT;
 	}
 	r = show(lv, "wal_segment_size", &seg);
-	if (r == 0 && parse_seg_size(seg, &lv->seg_size) < 0) {
+	if (r == 0 && wal_parse_segment_size(seg, &lv->seg_size) < 0) {
 		snprintf(lv->err->msg, sizeof(lv->err->msg), "unexpected wal_segment_size \"%s\"", seg);
 		r = -EPROTO;
 	}
@@ -110,7 +74,8 @@ static int connect_and_identify(Live *lv)
 	if (r == 0)
 		r = walstream_new(lv->o->conninfo, lv->staging, &lv->wal, &lv->sys, lv->err);
 	if (r == 0)
-		r = check_instance(lv);
+		r = instance_check_system(lv->repo, lv->o->instance ? lv->o->instance : "main",
+					  lv->sys.system_id, lv->err);
 	return r;
 }
 

@@ -119,27 +119,11 @@ static int check_data_directory(Local *lc)
 			 lc->o->pgdata, dd);
 		return -EINVAL;
 	}
-	char *end;
-	unsigned long v = strtoul(seg, &end, 10);
-	lc->seg_size = (uint32_t)(!strcmp(end, "MB") ? v << 20 : !strcmp(end, "GB") ? v << 30 : v);
-	return 0;
-}
-
-static int check_instance(Local *lc)
-{
-	char *have = NULL;
-	const char *instance = lc->o->instance ? lc->o->instance : "main";
-	int r = catalog_instance_system_id(repo_catalog(lc->repo), instance, &have);
-	if (r == -ENOENT)
-		return 0;
-	if (r == 0 && strcmp(have, lc->sys.system_id) != 0) {
-		snprintf(lc->err->msg, sizeof(lc->err->msg),
-			 "instance \"%s\" holds backups of the cluster with system identifier %s, not %s;"
-			 " use another --instance", instance, have, lc->sys.system_id);
-		r = -EEXIST;
+	if (wal_parse_segment_size(seg, &lc->seg_size) < 0) {
+		snprintf(lc->err->msg, sizeof(lc->err->msg), "unexpected wal_segment_size \"%s\"", seg);
+		return -EPROTO;
 	}
-	free(have);
-	return r;
+	return 0;
 }
 
 static int cmp_pfile(const void *a, const void *b)
@@ -789,7 +773,8 @@ static int run(Local *lc)
 	if (r == 0)
 		r = walstream_new(lc->o->conninfo, lc->staging, &lc->wal, &lc->sys, lc->err);
 	if (r == 0)
-		r = check_instance(lc);
+		r = instance_check_system(lc->repo, lc->o->instance ? lc->o->instance : "main",
+					  lc->sys.system_id, lc->err);
 	if (r == 0)
 		r = load_parent(lc);
 	if (r == 0)

@@ -310,3 +310,35 @@ WalStream *walstream_free(WalStream *ws)
 	free(ws);
 	return NULL;
 }
+
+int wal_parse_segment_size(const char *s, uint32_t *ret)
+{
+	char *end;
+	unsigned long v = strtoul(s ? s : "", &end, 10);
+	if (!strcmp(end, "MB"))
+		v <<= 20;
+	else if (!strcmp(end, "GB"))
+		v <<= 30;
+	else if (*end)
+		return -EPROTO;
+	if (v < (1 << 20) || v > (1UL << 30) || (v & (v - 1)))
+		return -EPROTO;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+int instance_check_system(Repo *repo, const char *instance, const char *system_id, PgError *err)
+{
+	char *have = NULL;
+	int r = catalog_instance_system_id(repo_catalog(repo), instance, &have);
+	if (r == -ENOENT)
+		return 0;
+	if (r == 0 && strcmp(have, system_id) != 0) {
+		snprintf(err->msg, sizeof(err->msg),
+			 "instance \"%s\" holds backups of the cluster with system identifier %s, not %s;"
+			 " use another --instance", instance, have, system_id);
+		r = -EEXIST;
+	}
+	free(have);
+	return r;
+}

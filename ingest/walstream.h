@@ -9,6 +9,7 @@
 #pragma once
 
 #include "ingest/pgconn.h"
+#include "store/repo.h"
 
 typedef struct WalStream WalStream;
 
@@ -30,6 +31,15 @@ int walstream_finish(WalStream *ws, uint64_t stoppos, PgError *err);
 WalStream *walstream_free(WalStream *ws);
 /* Name of the segment file holding lsn: "000000010000000000000003". */
 void wal_segment_name(uint32_t timeline, uint64_t lsn, uint32_t seg_size, char out[25]);
+
+/* wal_segment_size as SHOW prints it ("16MB", "1GB") -> bytes; -EPROTO if odd. */
+int wal_parse_segment_size(const char *s, uint32_t *ret);
+
+/*
+ * An instance holds one cluster: -EEXIST (with err->msg) when its snapshots
+ * come from another system identifier.
+ */
+int instance_check_system(Repo *repo, const char *instance, const char *system_id, PgError *err);
 
 /* "16/B374D848" <-> 64-bit LSN. */
 int lsn_parse(const char *s, uint64_t *ret);

@@ -64,6 +64,31 @@ static int report_ingest_error(const BackupOptions *o, int r, const FromDirError
 	return EXIT_FAIL;
 }
 
+/* One error line for a failed backup of a running cluster. */
+static int report_pg_error(const BackupOptions *o, int r, const PgError *err)
+{
+	if (r == -ECONNREFUSED)
+		cli_error("could not connect to the server: %s", err->msg);
+	else if (r == -ENOSPC)
+		cli_error("repository \"%s\" is out of space; no snapshot was created", o->repo);
+	else {
+		cli_error("backup failed: %s", err->msg[0] ? err->msg : strerror(-r));
+		fprintf(stderr, "hint: no snapshot was created; leftovers in the repository are "
+				"removed by \"pgbakfs gc\"\n");
+	}
+	return EXIT_FAIL;
+}
+
+static void report_bad_pages(const SnapWriterResult *snap)
+{
+	if (!snap->bad_blocks)
+		return;
+	fprintf(stderr, "pgbakfs: warning: %llu page(s) failed checksum verification; "
+			"the snapshot's status is \"warning\"\n",
+		(unsigned long long)snap->bad_blocks);
+	fprintf(stderr, "hint: \"pgbakfs show %s\" lists them\n", snap->name);
+}
+
 static int backup_live(const BackupOptions *o, Repo *repo)
 {
 	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_path(repo));
@@ -78,20 +103,8 @@ static int backup_live(const BackupOptions *o, Repo *repo)
 
 	if (r == 0)
 		r = live_backup(repo, &lo, &res, &err);
-	if (r == -ECONNREFUSED) {
-		cli_error("could not connect to the server: %s", err.msg);
-		return EXIT_FAIL;
-	}
-	if (r == -ENOSPC) {
-		cli_error("repository \"%s\" is out of space; no snapshot was created", o->repo);
-		return EXIT_FAIL;
-	}
-	if (r < 0) {
-		cli_error("backup failed: %s", err.msg[0] ? err.msg : strerror(-r));
-		fprintf(stderr, "hint: no snapshot was created; leftovers in the repository are "
-				"removed by \"pgbakfs gc\"\n");
-		return EXIT_FAIL;
-	}
+	if (r < 0)
+		return report_pg_error(o, r, &err);
 	double secs = (double)(mono_ns() - t0) / 1e9;
 	printf("backup \"%s\": %llu files, %s, %s new in the repository, %.1f s (%.1f MB/s), "
 	       "LSN %s..%s on timeline %u\n",
@@ -100,12 +113,7 @@ static int backup_live(const BackupOptions *o, Repo *repo)
 	       format_bytes(res.snap.stored_bytes, b, sizeof(b)), secs,
 	       secs > 0 ? (double)res.snap.logical_bytes / secs / 1e6 : 0.0, res.start_lsn,
 	       res.stop_lsn, res.timeline);
-	if (res.snap.bad_blocks) {
-		fprintf(stderr, "pgbakfs: warning: %llu page(s) failed checksum verification; "
-				"the snapshot's status is \"warning\"\n",
-			(unsigned long long)res.snap.bad_blocks);
-		fprintf(stderr, "hint: \"pgbakfs show %s\" lists them\n", res.snap.name);
-	}
+	report_bad_pages(&res.snap);
 	return EXIT_OK;
 }
 
@@ -124,20 +132,8 @@ static int backup_local(const BackupOptions *o, Repo *repo)
 
 	if (r == 0)
 		r = local_backup(repo, &lo, &res, &err);
-	if (r == -ECONNREFUSED) {
-		cli_error("could not connect to the server: %s", err.msg);
-		return EXIT_FAIL;
-	}
-	if (r == -ENOSPC) {
-		cli_error("repository \"%s\" is out of space; no snapshot was created", o->repo);
-		return EXIT_FAIL;
-	}
-	if (r < 0) {
-		cli_error("backup failed: %s", err.msg[0] ? err.msg : strerror(-r));
-		fprintf(stderr, "hint: no snapshot was created; leftovers in the repository are "
-				"removed by \"pgbakfs gc\"\n");
-		return EXIT_FAIL;
-	}
+	if (r < 0)
+		return report_pg_error(o, r, &err);
 	if (o->type && !strcmp(o->type, "incr") && !strcmp(res.type, "full"))
 		fprintf(stderr, "pgbakfs: note: instance has no snapshot yet; took a full backup\n");
 	double secs = (double)(mono_ns() - t0) / 1e9;
@@ -149,12 +145,7 @@ static int backup_local(const BackupOptions *o, Repo *repo)
 	       format_bytes(res.snap.stored_bytes, b, sizeof(b)), secs,
 	       secs > 0 ? (double)res.snap.logical_bytes / secs / 1e6 : 0.0, res.start_lsn,
 	       res.stop_lsn, res.timeline);
-	if (res.snap.bad_blocks) {
-		fprintf(stderr, "pgbakfs: warning: %llu page(s) failed checksum verification; "
-				"the snapshot's status is \"warning\"\n",
-			(unsigned long long)res.snap.bad_blocks);
-		fprintf(stderr, "hint: \"pgbakfs show %s\" lists them\n", res.snap.name);
-	}
+	report_bad_pages(&res.snap);
 	return EXIT_OK;
 }
 
