@@ -97,9 +97,10 @@ static int count_session(const char *id _unused_, const char *kind _unused_, int
 }
 
 /*
- * Temporary files of interrupted puts (local driver). Listed first; removed
- * only if no session is alive afterwards: a session registers before it
- * creates any, so what is listed belongs to a dead one.
+ * Temporary files of interrupted puts and staging directories of interrupted
+ * backups (local driver). Listed first; removed only if no session is alive
+ * afterwards: a session registers before it creates any, so what is listed
+ * belongs to a dead one.
  */
 static int gc_local_tmp(Repo *repo, GcResult *res)
 {
@@ -133,10 +134,22 @@ static int gc_local_tmp(Repo *repo, GcResult *res)
 		closedir(sub);
 	}
 	closedir(top);
+	/* staging directories of interrupted backups (WAL segments): tmp/NAME */
+	snprintf(dir, sizeof(dir), "%s/tmp", repo_path(repo));
+	if (r == 0 && (top = opendir(dir))) {
+		while (r == 0 && (de = readdir(top))) {
+			char full[PATH_MAX * 2];
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(full, sizeof(full), "%s/%s", dir, de->d_name);
+			r = name_set_add(&tmp, full);
+		}
+		closedir(top);
+	}
 	if (r == 0)
 		r = catalog_session_foreach(repo_catalog(repo), count_session, &n_sessions);
 	for (size_t i = 0; r == 0 && n_sessions == 0 && i < tmp.n; i++) {
-		if (unlink(tmp.v[i]) == 0)
+		if (rm_rf(tmp.v[i]) == 0)
 			res->orphans_deleted++;
 	}
 	name_set_clear(&tmp);

@@ -80,7 +80,9 @@ ok "backup caught in the middle" freeze_when_streaming $bpid
 ok "the server shows it in progress" test "$(pg_sql $PORT "select count(*) from pg_stat_progress_basebackup")" = 1
 kill -9 $bpid; wait $bpid 2>/dev/null || true
 after "backup killed"
+ok "the killed backup left a WAL staging directory" test -n "$(ls "$R/tmp")"
 ok "gc after the kill" pgbakfs gc --repo "$R" >/dev/null
+ok "gc removed the staging directory" test -z "$(ls "$R/tmp")"
 
 # the server shut down in the middle of the backup
 "$PGBAKFS" backup -d "host=127.0.0.1 port=$PORT user=postgres" --repo "$R" --no-progress >/dev/null 2>"$T/shut.err" &
