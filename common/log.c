@@ -5,6 +5,17 @@
 
 static LogLevel log_level = LOG_INFO;
 static const char *log_prefix = "pgbakfs";
+static bool log_syslog;
+
+/* log_syslog.c: <syslog.h> defines LOG_INFO & co. too, so it lives apart */
+void log_syslog_open(const char *ident);
+void log_syslog_line(int level, const char *line);
+
+void log_to_syslog(const char *ident)
+{
+	log_syslog_open(ident);
+	log_syslog = true;
+}
 
 void log_set_level(LogLevel level) { log_level = level; }
 LogLevel log_get_level(void) { return log_level; }
@@ -23,7 +34,10 @@ void log_msg(LogLevel level, const char *fmt, ...)
 	errno = saved; /* keep %m meaningful */
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s: %s%s\n", log_prefix, names[level], line);
+	if (log_syslog)
+		log_syslog_line((int)level, line);
+	else
+		fprintf(stderr, "%s: %s%s\n", log_prefix, names[level], line);
 	errno = saved;
 }
 

@@ -13,6 +13,8 @@ typedef enum { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR } LogLevel;
 void log_set_level(LogLevel level);
 LogLevel log_get_level(void);
 void log_set_prefix(const char *prefix);
+/* From now on, send messages to syslog (a daemon without a terminal). */
+void log_to_syslog(const char *ident);
 void log_msg(LogLevel level, const char *fmt, ...) _printf_(2, 3);
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)

@@ -14,7 +14,7 @@
 
 #define CATALOG_SCHEMA_VERSION 1
 #define CATALOG_BUSY_TIMEOUT_MS 120000
-#define CATALOG_N_TABLES 9 /* tables in schema_sql */
+#define CATALOG_N_TABLES 10 /* tables in schema_sql */
 
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
@@ -48,7 +48,12 @@ static const char schema_sql[] =
 	"  block INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS bad_blocks_snap ON bad_blocks(snap);"
 	"CREATE TABLE IF NOT EXISTS links(snap INTEGER NOT NULL, path TEXT NOT NULL,"
-	"  target TEXT NOT NULL, PRIMARY KEY(snap, path)) WITHOUT ROWID;";
+	"  target TEXT NOT NULL, PRIMARY KEY(snap, path)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS holds(session TEXT NOT NULL, snap INTEGER NOT NULL,"
+	"  PRIMARY KEY(session, snap)) WITHOUT ROWID;";
+
+/* A snapshot list and show: finished, and not deleted (deleted ones may still be held). */
+#define VISIBLE "status NOT IN ('running', 'deleted')"
 
 enum {
 	ST_CHUNK_EXISTS,
@@ -484,6 +489,53 @@ static int meta_set_int(Catalog *c, const char *key, int64_t v)
 	return step_done(c, s);
 }
 
+static int query_u64(Catalog *c, const char *sql, uint64_t *ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, sql, &s);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return catalog_fail(c, rc, sql);
+	*ret = (uint64_t)sqlite3_column_int64(s, 0);
+	return 0;
+}
+
+static int query_u64_bound(Catalog *c, const char *sql, int64_t v, uint64_t *ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, sql, &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, v);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return catalog_fail(c, rc, sql);
+	*ret = (uint64_t)sqlite3_column_int64(s, 0);
+	return 0;
+}
+
+static int exec_bound_text(Catalog *c, const char *sql, const char *v)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, sql, &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, v, -1, SQLITE_STATIC);
+	return step_done(c, s);
+}
+
+static int exec_bound_int(Catalog *c, const char *sql, int64_t v)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, sql, &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, v);
+	return step_done(c, s);
+}
+
 int catalog_session_add(Catalog *c, const char *id, const char *kind, int64_t *ret_epoch)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
@@ -516,12 +568,16 @@ int catalog_session_add(Catalog *c, const char *id, const char *kind, int64_t *r
 
 int catalog_session_remove(Catalog *c, const char *id)
 {
-	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int r = prepare(c, "DELETE FROM sessions WHERE id = ?1", &s);
+	int r = catalog_begin(c);
+	if (r == 0)
+		r = exec_bound_text(c, "DELETE FROM holds WHERE session = ?1", id);
+	if (r == 0)
+		r = exec_bound_text(c, "DELETE FROM sessions WHERE id = ?1", id);
+	if (r == 0)
+		r = catalog_commit(c);
 	if (r < 0)
-		return r;
-	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-	return step_done(c, s);
+		catalog_rollback(c);
+	return r;
 }
 
 int catalog_session_foreach(Catalog *c, CatalogSessionFn cb, void *userdata)
@@ -537,16 +593,6 @@ int catalog_session_foreach(Catalog *c, CatalogSessionFn cb, void *userdata)
 			return r;
 	}
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "session list");
-}
-
-static int exec_bound_text(Catalog *c, const char *sql, const char *v)
-{
-	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int r = prepare(c, sql, &s);
-	if (r < 0)
-		return r;
-	sqlite3_bind_text(s, 1, v, -1, SQLITE_STATIC);
-	return step_done(c, s);
 }
 
 int catalog_session_reap(Catalog *c, const char *id, uint64_t *ret_n_snapshots)
@@ -567,6 +613,8 @@ int catalog_session_reap(Catalog *c, const char *id, uint64_t *ret_n_snapshots)
 				    id);
 		n = (uint64_t)sqlite3_changes(c->db);
 	}
+	if (r == 0)
+		r = exec_bound_text(c, "DELETE FROM holds WHERE session = ?1", id);
 	if (r == 0)
 		r = exec_bound_text(c, "DELETE FROM sessions WHERE id = ?1", id);
 	if (r == 0)
@@ -718,11 +766,11 @@ int catalog_snapshot_get(Catalog *c, const char *name, const char *instance, Sna
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	int rc, r;
 	if (strcmp(name, "latest") == 0)
-		r = prepare(c, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE status <> 'running'"
+		r = prepare(c, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE " VISIBLE
 			       " AND (?1 IS NULL OR instance = ?1) ORDER BY start_time DESC, id DESC"
 			       " LIMIT 1", &s);
 	else
-		r = prepare(c, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE status <> 'running'"
+		r = prepare(c, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE " VISIBLE
 			       " AND name = ?2", &s);
 	if (r < 0)
 		return r;
@@ -738,7 +786,7 @@ int catalog_snapshot_get(Catalog *c, const char *name, const char *instance, Sna
 int catalog_snapshot_foreach(Catalog *c, const char *instance, CatalogSnapshotFn cb, void *ud)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int rc, r = prepare(c, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE status <> 'running'"
+	int rc, r = prepare(c, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE " VISIBLE
 			       " AND (?1 IS NULL OR instance = ?1) ORDER BY start_time, id", &s);
 	if (r < 0)
 		return r;
@@ -756,32 +804,76 @@ int catalog_snapshot_foreach(Catalog *c, const char *instance, CatalogSnapshotFn
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "snapshot list");
 }
 
-static int exec_bound_int(Catalog *c, const char *sql, int64_t v)
-{
-	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int r = prepare(c, sql, &s);
-	if (r < 0)
-		return r;
-	sqlite3_bind_int64(s, 1, v);
-	return step_done(c, s);
-}
 
-int catalog_snapshot_delete(Catalog *c, int64_t rowid)
+/* The rows of a snapshot, inside the caller's transaction. */
+static int snapshot_purge(Catalog *c, int64_t rowid)
 {
-	int r = catalog_begin(c);
-	if (r == 0)
-		r = exec_bound_int(c, "DELETE FROM files WHERE snap = ?1", rowid);
+	int r = exec_bound_int(c, "DELETE FROM files WHERE snap = ?1", rowid);
 	if (r == 0)
 		r = exec_bound_int(c, "DELETE FROM bad_blocks WHERE snap = ?1", rowid);
 	if (r == 0)
 		r = exec_bound_int(c, "DELETE FROM links WHERE snap = ?1", rowid);
 	if (r == 0)
 		r = exec_bound_int(c, "DELETE FROM snapshots WHERE id = ?1", rowid);
+	return r;
+}
+
+int catalog_snapshot_delete(Catalog *c, int64_t rowid)
+{
+	uint64_t held = 0;
+	int r = catalog_begin(c);
+	if (r == 0)
+		r = query_u64_bound(c, "SELECT count(*) FROM holds WHERE snap = ?1", rowid, &held);
+	if (r == 0 && held)
+		r = exec_bound_int(c, "UPDATE snapshots SET status = 'deleted' WHERE id = ?1", rowid);
+	else if (r == 0)
+		r = snapshot_purge(c, rowid);
 	if (r == 0)
 		r = catalog_commit(c);
-	if (r < 0)
+	if (r < 0) {
 		catalog_rollback(c);
-	return r;
+		return r;
+	}
+	return held ? 1 : 0;
+}
+
+int catalog_snapshot_hold(Catalog *c, const char *session, int64_t rowid)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	uint64_t n = 0;
+	/* one statement: the snapshot cannot be deleted between the check and the hold */
+	int r = prepare(c, "INSERT OR IGNORE INTO holds SELECT ?1, id FROM snapshots"
+			   " WHERE id = ?2 AND " VISIBLE, &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, session, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, rowid);
+	r = step_done(c, s);
+	if (r < 0)
+		return r;
+	if (sqlite3_changes(c->db) > 0)
+		return 0;
+	/* already held by this session (perhaps deleted since), or gone */
+	_cleanup_stmt_ sqlite3_stmt *q = NULL;
+	r = prepare(c, "SELECT count(*) FROM holds WHERE session = ?1 AND snap = ?2", &q);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(q, 1, session, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 2, rowid);
+	if (sqlite3_step(q) == SQLITE_ROW)
+		n = (uint64_t)sqlite3_column_int64(q, 0);
+	return n ? 0 : -ENOENT;
+}
+
+int catalog_snapshot_release(Catalog *c, const char *session, int64_t rowid)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "DELETE FROM holds WHERE session = ?1 AND snap = ?2", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, session, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, rowid);
+	return step_done(c, s);
 }
 
 int catalog_file_add(Catalog *c, int64_t snap, const FileRow *f)
@@ -838,17 +930,9 @@ int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userd
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "file list");
 }
 
-static int query_u64(Catalog *c, const char *sql, uint64_t *ret)
+int catalog_data_version(Catalog *c, uint64_t *ret)
 {
-	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int rc, r = prepare(c, sql, &s);
-	if (r < 0)
-		return r;
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW)
-		return catalog_fail(c, rc, sql);
-	*ret = (uint64_t)sqlite3_column_int64(s, 0);
-	return 0;
+	return query_u64(c, "PRAGMA data_version", ret);
 }
 
 int catalog_stats(Catalog *c, CatalogStats *ret)
@@ -859,7 +943,7 @@ int catalog_stats(Catalog *c, CatalogStats *ret)
 	r = exec_sql(c, "BEGIN");
 	if (r < 0)
 		return r;
-	if (!r) r = query_u64(c, "SELECT count(*) FROM snapshots WHERE status <> 'running'", &v.n_snapshots);
+	if (!r) r = query_u64(c, "SELECT count(*) FROM snapshots WHERE " VISIBLE, &v.n_snapshots);
 	if (!r) r = query_u64(c, "SELECT count(*) FROM packs WHERE state = 'ok'", &v.n_packs);
 	if (!r) r = query_u64(c, "SELECT coalesce(sum(size), 0) FROM packs WHERE state = 'ok'", &v.pack_bytes);
 	if (!r) r = query_u64(c, "SELECT count(*) FROM chunks", &v.n_chunks);
@@ -868,7 +952,7 @@ int catalog_stats(Catalog *c, CatalogStats *ret)
 	if (!r) r = query_u64(c, "SELECT count(*) FROM contents", &v.n_contents);
 	if (!r) r = query_u64(c, "SELECT count(*) FROM files", &v.n_files);
 	if (!r) r = query_u64(c, "SELECT coalesce(sum(logical_bytes), 0) FROM snapshots"
-				 " WHERE status <> 'running'", &v.logical_bytes);
+				 " WHERE " VISIBLE, &v.logical_bytes);
 	exec_sql(c, "COMMIT");
 	if (r < 0)
 		return r;
@@ -938,6 +1022,24 @@ static int gc_collect_dead_packs(Catalog *c, CatalogGcResult *res)
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "gc packs");
 }
 
+/* Deleted snapshots that no session holds any more lose their rows. */
+static int gc_purge_deleted(Catalog *c, uint64_t *ret_n)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, "SELECT id FROM snapshots WHERE status = 'deleted' AND NOT EXISTS"
+			       " (SELECT 1 FROM holds WHERE holds.snap = snapshots.id)", &s);
+	if (r < 0)
+		return r;
+	*ret_n = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		r = snapshot_purge(c, sqlite3_column_int64(s, 0));
+		if (r < 0)
+			return r;
+		(*ret_n)++;
+	}
+	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "gc deleted snapshots");
+}
+
 static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 {
 	int64_t epoch;
@@ -945,7 +1047,10 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	int r;
 
-	r = query_u64(c, "SELECT count(*) FROM sessions", &n_sessions);
+	/* mounts never add references: they hold whole snapshots instead (holds) */
+	r = query_u64(c, "SELECT count(*) FROM sessions WHERE kind <> 'mount'", &n_sessions);
+	if (r == 0)
+		r = gc_purge_deleted(c, &res->snapshots_purged);
 	if (r < 0)
 		return r;
 	/*
@@ -974,7 +1079,8 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 	if (r < 0)
 		return r;
 	res->chunks_condemned = (uint64_t)sqlite3_changes(c->db);
-	r = query_u64(c, "SELECT coalesce(min(epoch), 0) FROM sessions", &min_epoch);
+	r = query_u64(c, "SELECT coalesce(min(epoch), 0) FROM sessions WHERE kind <> 'mount'",
+		      &min_epoch);
 	if (r < 0)
 		return r;
 	/*
@@ -1078,7 +1184,7 @@ int catalog_find_damage(Catalog *c, const ChunkId *ids, size_t n, CatalogDamageF
 	r = prepare(c, "SELECT f.ino, f.parent, f.name, f.mode, f.uid, f.gid, f.mtime, f.size,"
 		       " f.content, f.target, s.id, s.name, ct.n, ct.list FROM snapshots s"
 		       " JOIN files f ON f.snap = s.id LEFT JOIN contents ct ON ct.id = f.content"
-		       " WHERE s.status <> 'running' ORDER BY s.id, f.ino", &s);
+		       " WHERE s.status NOT IN ('running', 'deleted') ORDER BY s.id, f.ino", &s);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -1124,7 +1230,7 @@ int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata)
 	/* a chunk row pointing at a pack that is not "ok" is as good as missing */
 	r = prepare(c, "SELECT DISTINCT s.name, ct.n, ct.list FROM snapshots s"
 		       " JOIN files f ON f.snap = s.id JOIN contents ct ON ct.id = f.content"
-		       " WHERE s.status <> 'running'", &s);
+		       " WHERE s.status NOT IN ('running', 'deleted')", &s);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -1196,7 +1302,7 @@ int catalog_instance_system_id(Catalog *c, const char *instance, char **ret)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	int rc, r = prepare(c, "SELECT system_id FROM snapshots WHERE instance = ?1 AND"
-			       " system_id IS NOT NULL AND status <> 'running'"
+			       " system_id IS NOT NULL AND " VISIBLE
 			       " ORDER BY start_time DESC, id DESC LIMIT 1", &s);
 	if (r < 0)
 		return r;

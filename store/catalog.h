@@ -88,6 +88,7 @@ int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_i
 int catalog_content_get(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n);
 
 int catalog_session_add(Catalog *c, const char *id, const char *kind, int64_t *ret_epoch);
+/* Unregister a session and drop its holds. */
 int catalog_session_remove(Catalog *c, const char *id);
 typedef int (*CatalogSessionFn)(const char *id, const char *kind, int64_t pid, int64_t started,
 				void *userdata);
@@ -107,8 +108,19 @@ int catalog_snapshot_get(Catalog *c, const char *name, const char *instance, Sna
 typedef int (*CatalogSnapshotFn)(const SnapshotInfo *s, void *userdata);
 /* Visible snapshots (not running) oldest first; instance NULL means all. */
 int catalog_snapshot_foreach(Catalog *c, const char *instance, CatalogSnapshotFn cb, void *ud);
-/* Remove a snapshot and its file rows (one transaction). */
+/*
+ * Remove a snapshot and its file rows (one transaction). A snapshot some
+ * session holds (a mount serving it) only becomes "deleted": hidden from every
+ * listing, its rows and chunks kept until the holds go and gc purges it.
+ * Returns 0 when removed, 1 when deferred that way.
+ */
 int catalog_snapshot_delete(Catalog *c, int64_t rowid);
+/*
+ * Hold a visible snapshot for session: -ENOENT if it is gone (or running).
+ * Holding again what the session already holds succeeds, even once deleted.
+ */
+int catalog_snapshot_hold(Catalog *c, const char *session, int64_t rowid);
+int catalog_snapshot_release(Catalog *c, const char *session, int64_t rowid);
 
 int catalog_file_add(Catalog *c, int64_t snap, const FileRow *f);
 typedef int (*CatalogFileFn)(const FileRow *f, void *userdata);
@@ -116,6 +128,8 @@ typedef int (*CatalogFileFn)(const FileRow *f, void *userdata);
 int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userdata);
 
 int catalog_stats(Catalog *c, CatalogStats *ret);
+/* Changes whenever another connection commits (PRAGMA data_version): cheap polling. */
+int catalog_data_version(Catalog *c, uint64_t *ret);
 
 /* Damaged blocks found while a snapshot was taken (kept with the snapshot). */
 int catalog_bad_block_add(Catalog *c, int64_t snap, const char *path, uint64_t block);
@@ -132,6 +146,7 @@ int catalog_link_foreach(Catalog *c, int64_t snap, CatalogLinkFn cb, void *userd
 int catalog_instance_system_id(Catalog *c, const char *instance, char **ret);
 
 typedef struct CatalogGcResult {
+	uint64_t snapshots_purged; /* deleted snapshots whose last hold went */
 	uint64_t contents_deleted, chunks_condemned, chunks_deleted, chunk_bytes_deleted;
 	uint64_t chunks_waiting; /* condemned, kept for a backup that started earlier */
 	char **dead_packs;       /* pack object names to delete, NULL-terminated */
@@ -140,7 +155,8 @@ typedef struct CatalogGcResult {
 
 void catalog_gc_result_clear(CatalogGcResult *r);
 /*
- * Mark and sweep in one transaction: chunks no remaining file references are
+ * Mark and sweep in one transaction: deleted snapshots nobody holds lose their
+ * rows; chunks no remaining file references are
  * condemned; condemned chunks are deleted once no live session started
  * before they were condemned (a backup may hold an unrecorded reference to a
  * chunk it found before gc condemned it). Packs left without chunks, and

@@ -169,6 +169,7 @@ int repo_gc(Repo *repo, GcResult *ret)
 		r = catalog_gc(repo_catalog(repo), &cres);
 	if (r < 0)
 		return r;
+	res.snapshots_purged = cres.snapshots_purged;
 	res.contents_deleted = cres.contents_deleted;
 	res.chunks_deleted = cres.chunks_deleted;
 	res.chunks_waiting = cres.chunks_waiting;

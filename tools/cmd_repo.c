@@ -125,6 +125,9 @@ int cmd_delete(int argc, char **argv)
 		if (r < 0) {
 			cli_error("could not delete snapshot \"%s\": %s", s.name, strerror(-r));
 			rc = EXIT_FAIL;
+		} else if (r == 1) {
+			printf("deleted snapshot \"%s\"; a mount still serves it, so its data stays "
+			       "until the mount lets go of it\n", s.name);
 		} else {
 			printf("deleted snapshot \"%s\"\n", s.name);
 		}
@@ -163,8 +166,11 @@ int cmd_gc(int argc, char **argv)
 		       (unsigned long long)g.packs_deleted, (unsigned long long)g.orphans_deleted,
 		       (unsigned long long)g.chunks_deleted, (unsigned long long)g.contents_deleted);
 		if (g.sessions_reaped)
-			printf(", %llu interrupted backup(s) cleaned up",
+			printf(", %llu interrupted session(s) cleaned up",
 			       (unsigned long long)g.sessions_reaped);
+		if (g.snapshots_purged)
+			printf(", %llu deleted snapshot(s) released by mounts purged",
+			       (unsigned long long)g.snapshots_purged);
 		printf("\n");
 		if (g.chunks_waiting)
 			printf("gc: %llu unused chunk(s) kept for a running backup; the next gc "

@@ -15,6 +15,7 @@ static const struct {
 	{"list", cmd_list, "list snapshots"},
 	{"show", cmd_show, "show one snapshot"},
 	{"restore", cmd_restore, "restore a snapshot into a directory"},
+	{"mount", cmd_mount, "show every snapshot as a data directory (FUSE)"},
 	{"delete", cmd_delete, "delete a snapshot (space is reclaimed by gc)"},
 	{"gc", cmd_gc, "remove data no snapshot uses"},
 	{"check", cmd_check, "check the repository (--read-data: every byte)"},

@@ -1,0 +1,421 @@
+#include "fs/chunkcache.h"
+
+#include "common/log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#define N_SHARDS 16
+#define PREFETCH_QUEUE 256
+
+typedef enum { ENTRY_LOADING, ENTRY_READY, ENTRY_FAILED, ENTRY_BAD } EntryState;
+
+struct CachedChunk {
+	ChunkId id;
+	uint32_t plen;
+	EntryState state;
+	int error;
+	unsigned refs;
+	uint8_t *data;
+	bool hashed;
+	CachedChunk *hnext;      /* hash chain */
+	CachedChunk *prev, *next; /* LRU of unpinned ready entries, newest first */
+};
+
+typedef struct Shard {
+	pthread_mutex_t lock;
+	pthread_cond_t loaded;
+	CachedChunk **buckets;
+	size_t n_buckets; /* a power of two */
+	CachedChunk *lru_head, *lru_tail;
+	uint64_t bytes, capacity;
+} Shard;
+
+typedef struct PrefetchItem {
+	ChunkId id;
+	uint32_t plen;
+} PrefetchItem;
+
+struct ChunkCache {
+	Repo *repo;
+	Shard shards[N_SHARDS];
+
+	pthread_mutex_t pool_lock;
+	ChunkReader **pool;
+	size_t n_pool, cap_pool;
+
+	pthread_mutex_t q_lock;
+	pthread_cond_t q_cond;
+	PrefetchItem queue[PREFETCH_QUEUE];
+	size_t q_head, q_len;
+	bool stopping;
+	pthread_t *threads;
+	unsigned n_threads;
+
+	_Atomic uint64_t hits, misses, prefetched, evicted;
+};
+
+static Shard *shard_of(ChunkCache *c, const ChunkId *id) { return &c->shards[id->b[0] % N_SHARDS]; }
+
+static size_t bucket_of(const Shard *s, const ChunkId *id)
+{
+	uint64_t h;
+	memcpy(&h, id->b + 8, sizeof(h)); /* the id is a hash already */
+	return (size_t)h & (s->n_buckets - 1);
+}
+
+static CachedChunk *shard_find(Shard *s, const ChunkId *id)
+{
+	for (CachedChunk *e = s->buckets[bucket_of(s, id)]; e; e = e->hnext)
+		if (memcmp(e->id.b, id->b, sizeof(id->b)) == 0)
+			return e;
+	return NULL;
+}
+
+static void shard_unhash(Shard *s, CachedChunk *e)
+{
+	CachedChunk **p = &s->buckets[bucket_of(s, &e->id)];
+	while (*p != e)
+		p = &(*p)->hnext;
+	*p = e->hnext;
+	e->hashed = false;
+}
+
+static void lru_remove(Shard *s, CachedChunk *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		s->lru_head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		s->lru_tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void lru_push(Shard *s, CachedChunk *e)
+{
+	e->prev = NULL;
+	e->next = s->lru_head;
+	if (s->lru_head)
+		s->lru_head->prev = e;
+	s->lru_head = e;
+	if (!s->lru_tail)
+		s->lru_tail = e;
+}
+
+static void entry_free(CachedChunk *e)
+{
+	free(e->data);
+	free(e);
+}
+
+/* Drop unpinned entries, oldest first, until the shard fits its capacity. */
+static void shard_evict(ChunkCache *c, Shard *s)
+{
+	while (s->bytes > s->capacity && s->lru_tail) {
+		CachedChunk *e = s->lru_tail;
+		lru_remove(s, e);
+		shard_unhash(s, e);
+		s->bytes -= e->plen;
+		entry_free(e);
+		atomic_fetch_add(&c->evicted, 1);
+	}
+}
+
+static ChunkReader *pool_take(ChunkCache *c, int *ret_error)
+{
+	ChunkReader *r = NULL;
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->n_pool)
+		r = c->pool[--c->n_pool];
+	pthread_mutex_unlock(&c->pool_lock);
+	if (!r)
+		*ret_error = chunk_reader_new(c->repo, &r);
+	return r;
+}
+
+static void pool_return(ChunkCache *c, ChunkReader *r)
+{
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->n_pool == c->cap_pool) {
+		size_t cap = c->cap_pool ? c->cap_pool * 2 : 8;
+		ChunkReader **v = realloc(c->pool, cap * sizeof(*v));
+		if (!v) {
+			pthread_mutex_unlock(&c->pool_lock);
+			chunk_reader_free(r);
+			return;
+		}
+		c->pool = v;
+		c->cap_pool = cap;
+	}
+	c->pool[c->n_pool++] = r;
+	pthread_mutex_unlock(&c->pool_lock);
+}
+
+/* Read and check a chunk without any cache lock held. */
+static int load_chunk(ChunkCache *c, const ChunkId *id, uint32_t plen, uint8_t **ret)
+{
+	int r = 0;
+	ChunkReader *reader = pool_take(c, &r);
+	uint8_t *buf;
+
+	if (!reader)
+		return r;
+	buf = malloc(plen ? plen : 1);
+	if (!buf)
+		r = -ENOMEM;
+	else
+		r = chunk_reader_read(reader, id, plen, buf);
+	pool_return(c, reader);
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*ret = buf;
+	return 0;
+}
+
+/* With the shard locked: wait for a loading entry; returns with a pinned entry or an error. */
+static int wait_loaded(Shard *s, CachedChunk *e)
+{
+	while (e->state == ENTRY_LOADING)
+		pthread_cond_wait(&s->loaded, &s->lock);
+	return e->state == ENTRY_READY ? 0 : e->error;
+}
+
+static void unpin_locked(Shard *s, CachedChunk *e)
+{
+	PGBAKFS_CHECK(e->refs > 0);
+	if (--e->refs > 0)
+		return;
+	if (e->state == ENTRY_READY)
+		lru_push(s, e);
+	else if (!e->hashed)
+		entry_free(e); /* a failed load nobody waits for any more */
+}
+
+int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk **ret)
+{
+	Shard *s = shard_of(c, id);
+	CachedChunk *e;
+	uint8_t *data = NULL;
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	e = shard_find(s, id);
+	if (e) {
+		if (e->state == ENTRY_BAD) {
+			r = e->error;
+			pthread_mutex_unlock(&s->lock);
+			return r;
+		}
+		if (e->refs++ == 0 && e->state == ENTRY_READY)
+			lru_remove(s, e);
+		r = wait_loaded(s, e);
+		if (r < 0)
+			unpin_locked(s, e);
+		pthread_mutex_unlock(&s->lock);
+		atomic_fetch_add(&c->hits, 1);
+		if (r == 0)
+			*ret = e;
+		return r;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOMEM;
+	}
+	*e = (CachedChunk){.id = *id, .plen = plen, .state = ENTRY_LOADING, .refs = 1, .hashed = true};
+	size_t b = bucket_of(s, id);
+	e->hnext = s->buckets[b];
+	s->buckets[b] = e;
+	pthread_mutex_unlock(&s->lock);
+	atomic_fetch_add(&c->misses, 1);
+
+	r = load_chunk(c, id, plen, &data);
+
+	pthread_mutex_lock(&s->lock);
+	if (r == 0) {
+		e->data = data;
+		e->state = ENTRY_READY;
+		s->bytes += plen;
+		shard_evict(c, s);
+	} else if (r == -EBADMSG) {
+		e->state = ENTRY_BAD; /* damage does not heal: remember it */
+		e->error = r;
+		e->refs--;
+	} else {
+		e->state = ENTRY_FAILED; /* perhaps transient: the next reader tries again */
+		e->error = r;
+		shard_unhash(s, e);
+		unpin_locked(s, e);
+	}
+	pthread_cond_broadcast(&s->loaded);
+	pthread_mutex_unlock(&s->lock);
+	if (r == 0)
+		*ret = e;
+	return r;
+}
+
+const uint8_t *cached_chunk_data(const CachedChunk *e) { return e->data; }
+
+void chunk_cache_put(ChunkCache *c, CachedChunk *e)
+{
+	Shard *s = shard_of(c, &e->id);
+	pthread_mutex_lock(&s->lock);
+	unpin_locked(s, e);
+	shard_evict(c, s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen)
+{
+	if (!c->n_threads || chunk_id_is_hole(id))
+		return;
+	pthread_mutex_lock(&c->q_lock);
+	if (c->q_len < PREFETCH_QUEUE) {
+		c->queue[(c->q_head + c->q_len) % PREFETCH_QUEUE] = (PrefetchItem){*id, plen};
+		c->q_len++;
+		pthread_cond_signal(&c->q_cond);
+	}
+	pthread_mutex_unlock(&c->q_lock);
+}
+
+static bool cached_or_loading(ChunkCache *c, const ChunkId *id)
+{
+	Shard *s = shard_of(c, id);
+	pthread_mutex_lock(&s->lock);
+	bool found = shard_find(s, id) != NULL;
+	pthread_mutex_unlock(&s->lock);
+	return found;
+}
+
+static void *prefetch_main(void *userdata)
+{
+	ChunkCache *c = userdata;
+	for (;;) {
+		PrefetchItem it;
+		CachedChunk *e;
+		pthread_mutex_lock(&c->q_lock);
+		while (!c->q_len && !c->stopping)
+			pthread_cond_wait(&c->q_cond, &c->q_lock);
+		if (c->stopping) {
+			pthread_mutex_unlock(&c->q_lock);
+			return NULL;
+		}
+		it = c->queue[c->q_head];
+		c->q_head = (c->q_head + 1) % PREFETCH_QUEUE;
+		c->q_len--;
+		pthread_mutex_unlock(&c->q_lock);
+		if (cached_or_loading(c, &it.id))
+			continue;
+		/* errors are the reader's to report, when it asks for the chunk itself */
+		if (chunk_cache_get(c, &it.id, it.plen, &e) == 0) {
+			atomic_fetch_add(&c->prefetched, 1);
+			chunk_cache_put(c, e);
+		}
+	}
+}
+
+static int shards_init(ChunkCache *c, uint64_t capacity)
+{
+	uint64_t per_shard = capacity / N_SHARDS;
+	uint64_t chunk = repo_config(c->repo)->chunk_size;
+	size_t n_buckets = 64;
+	while (n_buckets < 2 * per_shard / chunk)
+		n_buckets *= 2;
+	for (size_t i = 0; i < N_SHARDS; i++) {
+		Shard *s = &c->shards[i];
+		pthread_mutex_init(&s->lock, NULL);
+		pthread_cond_init(&s->loaded, NULL);
+		s->capacity = per_shard;
+		s->n_buckets = n_buckets;
+		s->buckets = calloc(n_buckets, sizeof(*s->buckets));
+		if (!s->buckets)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int chunk_cache_new(Repo *repo, uint64_t capacity, unsigned prefetch_threads, ChunkCache **ret)
+{
+	ChunkCache *c = calloc(1, sizeof(*c));
+	int r;
+	if (!c)
+		return -ENOMEM;
+	c->repo = repo;
+	pthread_mutex_init(&c->pool_lock, NULL);
+	pthread_mutex_init(&c->q_lock, NULL);
+	pthread_cond_init(&c->q_cond, NULL);
+	r = shards_init(c, capacity);
+	if (r == 0 && prefetch_threads) {
+		c->threads = calloc(prefetch_threads, sizeof(*c->threads));
+		if (!c->threads)
+			r = -ENOMEM;
+	}
+	for (unsigned i = 0; r == 0 && i < prefetch_threads; i++) {
+		r = -pthread_create(&c->threads[i], NULL, prefetch_main, c);
+		if (r == 0)
+			c->n_threads++;
+	}
+	if (r < 0) {
+		chunk_cache_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}
+
+ChunkCache *chunk_cache_free(ChunkCache *c)
+{
+	if (!c)
+		return NULL;
+	pthread_mutex_lock(&c->q_lock);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->q_cond);
+	pthread_mutex_unlock(&c->q_lock);
+	for (unsigned i = 0; i < c->n_threads; i++)
+		pthread_join(c->threads[i], NULL);
+	free(c->threads);
+	for (size_t i = 0; i < N_SHARDS; i++) {
+		Shard *s = &c->shards[i];
+		for (size_t b = 0; s->buckets && b < s->n_buckets; b++) {
+			CachedChunk *e = s->buckets[b];
+			while (e) {
+				CachedChunk *next = e->hnext;
+				PGBAKFS_CHECK(e->refs == 0);
+				entry_free(e);
+				e = next;
+			}
+		}
+		free(s->buckets);
+		pthread_mutex_destroy(&s->lock);
+		pthread_cond_destroy(&s->loaded);
+	}
+	for (size_t i = 0; i < c->n_pool; i++)
+		chunk_reader_free(c->pool[i]);
+	free(c->pool);
+	pthread_mutex_destroy(&c->pool_lock);
+	pthread_mutex_destroy(&c->q_lock);
+	pthread_cond_destroy(&c->q_cond);
+	free(c);
+	return NULL;
+}
+
+void chunk_cache_stats(ChunkCache *c, ChunkCacheStats *ret)
+{
+	uint64_t bytes = 0;
+	for (size_t i = 0; i < N_SHARDS; i++) {
+		pthread_mutex_lock(&c->shards[i].lock);
+		bytes += c->shards[i].bytes;
+		pthread_mutex_unlock(&c->shards[i].lock);
+	}
+	*ret = (ChunkCacheStats){.hits = atomic_load(&c->hits),
+				 .misses = atomic_load(&c->misses),
+				 .prefetched = atomic_load(&c->prefetched),
+				 .evicted = atomic_load(&c->evicted),
+				 .bytes = bytes};
+}

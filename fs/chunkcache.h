@@ -1,0 +1,38 @@
+/*
+ * A bounded cache of decompressed chunks for the mount, with background
+ * prefetch. Sharded by chunk id, each shard with its own lock and LRU, so
+ * concurrent reads of different chunks do not contend; a chunk being loaded
+ * is loaded once while other readers of it wait. Entries in use are pinned
+ * and never evicted; the capacity bounds the unpinned rest.
+ *
+ * Chunks are read through a pool of ChunkReaders (each with its own catalog
+ * connection), so every read is checked against its id. A chunk found damaged
+ * (-EBADMSG) is remembered as such and not read again.
+ */
+#pragma once
+
+#include "store/reader.h"
+
+typedef struct ChunkCache ChunkCache;
+typedef struct CachedChunk CachedChunk;
+
+int chunk_cache_new(Repo *repo, uint64_t capacity, unsigned prefetch_threads, ChunkCache **ret);
+/* Waits for prefetch threads; every pinned chunk must have been put back. */
+ChunkCache *chunk_cache_free(ChunkCache *c);
+
+/*
+ * The plen plain bytes of chunk id, pinned until chunk_cache_put. Never for a
+ * hole (the caller knows those are zeros). Returns 0 or -errno as
+ * chunk_reader_read.
+ */
+int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk **ret);
+const uint8_t *cached_chunk_data(const CachedChunk *e);
+void chunk_cache_put(ChunkCache *c, CachedChunk *e);
+
+/* Queue a chunk to be loaded in the background; dropped when the queue is full. */
+void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen);
+
+typedef struct ChunkCacheStats {
+	uint64_t hits, misses, prefetched, evicted, bytes;
+} ChunkCacheStats;
+void chunk_cache_stats(ChunkCache *c, ChunkCacheStats *ret);

@@ -1,0 +1,36 @@
+/*
+ * The FUSE mount of a repository: MOUNTPOINT/<id>/ is the data directory of
+ * each snapshot, MOUNTPOINT/latest (and latest-<instance> when there are
+ * several instances) a symlink to the newest. Read-only by default; with
+ * writable set, each snapshot directory is a copy-on-write clone kept in
+ * scratch/<id>/ (see fs/clone.h) and the repository still never changes.
+ *
+ * Snapshots committed or deleted after mounting appear and disappear without
+ * a remount. A snapshot the mount has opened is held in the catalog (a
+ * "mount" session), so gc keeps its data while the mount serves it, even
+ * after delete; the hold goes once it is deleted and no file of it is open.
+ */
+#pragma once
+
+#include "store/repo.h"
+
+#include <sys/types.h>
+
+typedef struct MountOptions {
+	const char *mountpoint;
+	bool writable;
+	const char *scratch; /* writable: where clones live */
+	bool allow_other;
+	uid_t uid; /* owner shown for every file */
+	gid_t gid;
+	uint64_t cache_size; /* bytes of decompressed chunks */
+	/* called once the filesystem is mounted, before requests are served */
+	void (*ready)(void *userdata);
+	void *userdata;
+} MountOptions;
+
+/*
+ * Mount and serve until unmounted (fusermount3 -u, umount) or SIGTERM/SIGINT;
+ * 0 on a clean unmount, -errno when mounting failed.
+ */
+int mount_run(Repo *repo, const MountOptions *o);

@@ -1,0 +1,167 @@
+# The read-only mount: layout, cp -a identical to restore, EROFS, holes,
+# xattrs, live view (snapshots appear and go), a deleted snapshot stays
+# readable while a file of it is open (gc keeps its data), damaged chunks give
+# EIO to their readers only, SIGKILL + fusermount3 -u, daemon mode.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/mnt.sh"
+R=$T/repo M=$T/mnt
+make_tree "$T/src"
+mkdir -p "$T/src2"
+head -c 400000 /dev/urandom >"$T/src2/only_in_2"
+seq 1 100000 >"$T/src2/text2"
+
+pgbakfs init --repo "$R" --pack-size 1M >/dev/null
+pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null
+S1=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+pgbakfs restore "$S1" "$T/restored" --repo "$R" --no-progress >/dev/null
+
+mount_fg "$M" "$T/mount.log" --repo "$R"
+ok "snapshot directory listed" test -d "$M/$S1"
+ok "latest links to it" test "$(readlink "$M/latest")" = "$S1"
+ok "no latest-<instance> with one instance" bash -c "! ls '$M' | grep -q '^latest-'"
+ok "files show the mounting user" test "$(stat -c %u:%g "$M/$S1/base/1/text")" = "$(id -u):$(id -g)"
+
+# cp -a out of the mount equals restore (content, modes, mtimes, symlinks)
+ok "cp -a out of the mount" cp -a "$M/$S1/." "$T/copied"
+ok "cp -a tree identical to restore" same_tree_noowner "$T/restored" "$T/copied"
+ok "same through latest" cmp "$M/latest/base/1/random" "$T/src/base/1/random"
+
+# read-only: every modification fails with EROFS
+ok "create fails" bash -c "! touch '$M/$S1/newfile' 2>&1 | grep -q . || ! test -e '$M/$S1/newfile'"
+for op in "touch $M/$S1/newfile" "mkdir $M/$S1/d" "rm $M/$S1/empty" "chmod 700 $M/$S1/empty" \
+	"mv $M/$S1/empty $M/$S1/e2" "ln -s x $M/$S1/l2" "truncate -s 0 $M/$S1/base/1/text"; do
+	ok "EROFS: $op" bash -c "$op 2>&1 | grep -q 'Read-only file system'"
+done
+ok "open for writing fails with EROFS" python3 - "$M/$S1/base/1/text" <<'PY'
+import errno, os, sys
+try:
+    os.open(sys.argv[1], os.O_WRONLY)
+except OSError as e:
+    assert e.errno == errno.EROFS, e
+else:
+    raise SystemExit("opened for writing")
+PY
+
+# holes: SEEK_DATA/SEEK_HOLE, getxattr ENODATA, statfs
+ok "SEEK_DATA and SEEK_HOLE" python3 - "$M/$S1/sparse" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+data = os.lseek(fd, 0, os.SEEK_DATA)
+assert 0 < data <= 7000000, data
+os.lseek(fd, 7000000, os.SEEK_SET)
+assert os.read(fd, 6) == b"middle"
+hole = os.lseek(fd, data, os.SEEK_HOLE)
+assert data < hole < size, (data, hole)
+assert os.lseek(fd, 0, os.SEEK_HOLE) == 0
+try:
+    os.lseek(fd, size, os.SEEK_DATA)
+    raise SystemExit("SEEK_DATA at EOF must fail")
+except OSError as e:
+    assert e.errno == 6  # ENXIO
+PY
+ok "getxattr gives ENODATA" python3 -c "
+import errno, os, sys
+try:
+    os.getxattr('$M/$S1/base/1/text', 'user.x'); sys.exit(1)
+except OSError as e:
+    sys.exit(0 if e.errno == errno.ENODATA else 1)"
+ok "listxattr is empty" python3 -c "import os; assert os.listxattr('$M/$S1/base/1/text') == []"
+ok "statfs" stat -f "$M/$S1" >/dev/null
+
+# live view: a new snapshot appears, latest follows, a deleted one goes
+pgbakfs backup --repo "$R" --from-dir "$T/src2" --no-progress >/dev/null
+S2=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+ok "new snapshot appears without remount" wait_for 5 test -f "$M/$S2/text2"
+ok "latest follows" wait_for 5 test "$(readlink "$M/latest")" = "$S2"
+ok "new snapshot reads right" cmp "$M/$S2/only_in_2" "$T/src2/only_in_2"
+
+# a deleted snapshot stays readable while a file of it is open, even across gc
+exec 7<"$M/$S2/only_in_2"
+head -c 1000 <&7 >/dev/null
+pgbakfs delete "$S2" --repo "$R" >"$T/delete.out"
+ok "delete says a mount still serves it" grep -q "mount still serves it" "$T/delete.out"
+ok "deleted snapshot disappears from the mount" wait_for 5 test ! -e "$M/$S2"
+ok "and from list" bash -c "! '$PGBAKFS' list --repo '$R' | grep -q '$S2'"
+pgbakfs gc --repo "$R" >/dev/null
+ok "gc keeps what the mount serves: check passes" pgbakfs check --repo "$R" --read-data >/dev/null
+# read the rest through the open descriptor (no page-cache help: skip what was read)
+ok "open file still reads right after delete + gc" python3 - "$T/src2/only_in_2" <<'PY'
+import os, sys
+os.lseek(7, 0, os.SEEK_SET)
+got = b""
+while True:
+    b = os.read(7, 65536)
+    if not b:
+        break
+    got += b
+assert got == open(sys.argv[1], "rb").read()
+PY
+BEFORE=$(pgbakfs stats --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
+exec 7<&-
+# once closed, the mount lets go; gc then reclaims the snapshot's data
+ok "gc purges it once the mount let go" wait_for 10 bash -c "'$PGBAKFS' gc --repo '$R' | grep -q 'released by mounts purged'"
+AFTER=$(pgbakfs stats --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_bytes"])')
+ok "space reclaimed ($BEFORE -> $AFTER)" test "$AFTER" -lt "$BEFORE"
+ok "check after purge" pgbakfs check --repo "$R" --read-data >/dev/null
+ok "clean unmount" unmount_fg "$M"
+
+# a damaged chunk: EIO for its readers, logged once, everything else still served
+pgbakfs backup --repo "$R" --from-dir "$T/src2" --no-progress >/dev/null
+S3=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+PACK=$(ls -t $(find "$R/packs" -name '*.pack') | head -1)
+python3 - "$PACK" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(100000)
+    b = f.read(1)
+    f.seek(100000)
+    f.write(bytes([b[0] ^ 0x40]))
+PY
+mount_fg "$M" "$T/mount2.log" --repo "$R"
+for i in 1 2; do
+	ok "damaged file gives EIO (read $i)" bash -c "cat '$M/$S3/only_in_2' 2>&1 >/dev/null | grep -q 'Input/output error'"
+done
+ok "damage logged once, with file and offset" test "$(grep -c "snapshot \"$S3\": file \"only_in_2\": cannot read .* at offset [0-9]*: damaged" "$T/mount2.log")" = 1
+ok "undamaged file of the same snapshot reads" cmp "$M/$S3/text2" "$T/src2/text2"
+ok "other snapshot still reads" cmp "$M/$S1/base/1/random" "$T/src/base/1/random"
+ok "daemon still alive" kill -0 "$MOUNT_PID"
+
+# SIGKILL: fusermount3 -u cleans up and a remount works
+kill -9 "$MOUNT_PID"
+wait "$MOUNT_PID" 2>/dev/null || true
+ok "fusermount3 -u after SIGKILL" fusermount3 -u "$M"
+ok "mount point released" bash -c "! mountpoint -q '$M'"
+mount_fg "$M" "$T/mount3.log" --repo "$R"
+ok "remount after SIGKILL serves" cmp "$M/$S1/base/1/text" "$T/src/base/1/text"
+
+# SIGTERM with a file still open: clean exit, the mount goes away
+exec 8<"$M/$S1/base/1/text"
+kill -TERM "$MOUNT_PID"
+rc=0; wait "$MOUNT_PID" || rc=$?
+ok "SIGTERM exits 0 with a file open" test "$rc" = 0
+ok "SIGTERM unmounted" bash -c "! mountpoint -q '$M'"
+exec 8<&-
+ok "gc reaps nothing left by the mounts" bash -c "'$PGBAKFS' gc --repo '$R' >/dev/null"
+
+# daemon mode: returns once mounted; fusermount3 -u ends the daemon
+ok "daemon mount" pgbakfs mount "$M" --repo "$R"
+at_exit "unmount_quiet '$M'"
+ok "daemon serves" cmp "$M/$S1/base/1/text" "$T/src/base/1/text"
+DPID=$(pgrep -f "pgbakfs mount $M" | head -1)
+ok "fusermount3 -u" fusermount3 -u "$M"
+ok "daemon exits after unmount" wait_for 10 bash -c "! kill -0 $DPID"
+
+# --owner (root only) and bad input
+if [ "$(id -u)" = 0 ]; then
+	mount_fg "$M" "$T/mount4.log" --repo "$R" --owner nobody --allow-other
+	ok "--owner shows files as that user" test "$(stat -c %U "$M/$S1/base/1/text")" = nobody
+	ok "the owner reads through allow_other" runuser -u nobody -- cat "$M/$S1/deep/a/b/c/small" >/dev/null
+	ok "unmount" unmount_fg "$M"
+fi
+expect_error 1 "not a directory" pgbakfs mount "$T/src/empty" --repo "$R"
+expect_error 1 "mount point" pgbakfs mount "$T/nonexistent" --repo "$R"
+expect_error 1 "not a pgbakfs repository\|no repository\|repository" pgbakfs mount "$M" --repo "$T/src"
+expect_error 2 "needs --writable" pgbakfs mount "$M" --repo "$R" --scratch "$T/s"
+expect_error 2 "cache-size" pgbakfs mount "$M" --repo "$R" --cache-size 10
+finish

@@ -1,0 +1,264 @@
+/* pgbakfs mount MOUNTPOINT: every snapshot a data directory. */
+#include "common/log.h"
+#include "common/util.h"
+#include "fs/mount.h"
+#include "tools/cli.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+enum {
+	OPT_REPO = 0x100,
+	OPT_FOREGROUND,
+	OPT_WRITABLE,
+	OPT_SCRATCH,
+	OPT_ALLOW_OTHER,
+	OPT_OWNER,
+	OPT_CACHE_SIZE
+};
+
+#define DEFAULT_CACHE_SIZE (256ull * 1024 * 1024)
+
+static const char mount_help[] =
+	"Usage: pgbakfs mount MOUNTPOINT [--repo PATH] [--foreground]\n"
+	"                     [--writable [--scratch DIR]] [--allow-other] [--owner USER]\n"
+	"                     [--cache-size SIZE]\n\n"
+	"Show every snapshot as a data directory: MOUNTPOINT/<id>/, with MOUNTPOINT/latest\n"
+	"pointing at the newest. Read-only unless --writable, which makes each snapshot a\n"
+	"copy-on-write clone kept in --scratch DIR (default: a private directory removed at\n"
+	"unmount); the repository never changes. Runs in the background unless\n"
+	"--foreground; unmount with \"fusermount3 -u MOUNTPOINT\".\n\n"
+	"  --owner USER      show files as owned by USER (a mount by root, e.g. for postgres)\n"
+	"  --allow-other     let other users than the owner in (with their permissions)\n"
+	"  --cache-size SIZE decompressed chunks kept in memory (default 256MiB)\n";
+
+typedef struct MountArgs {
+	const char *repo_opt;
+	char mountpoint[PATH_MAX];
+	char scratch[PATH_MAX];
+	char repo[PATH_MAX];
+	bool foreground, scratch_is_temp;
+	MountOptions o;
+} MountArgs;
+
+static int parse_owner(const char *user, MountOptions *o)
+{
+	struct passwd *pw = getpwnam(user);
+	if (!pw) {
+		cli_error("unknown user \"%s\" for --owner", user);
+		return EXIT_FAIL;
+	}
+	if (geteuid() != 0 && pw->pw_uid != geteuid()) {
+		cli_error("--owner %s needs a mount by root", user);
+		return EXIT_FAIL;
+	}
+	o->uid = pw->pw_uid;
+	o->gid = pw->pw_gid;
+	return EXIT_OK;
+}
+
+static int parse_args(int argc, char **argv, MountArgs *a)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"foreground", no_argument, NULL, OPT_FOREGROUND},
+		{"writable", no_argument, NULL, OPT_WRITABLE},
+		{"scratch", required_argument, NULL, OPT_SCRATCH},
+		{"allow-other", no_argument, NULL, OPT_ALLOW_OTHER},
+		{"owner", required_argument, NULL, OPT_OWNER},
+		{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
+		{"help", no_argument, NULL, 'h'},
+		{0}};
+	const char *scratch = NULL, *owner = NULL;
+	int c, rc;
+
+	a->o.uid = getuid();
+	a->o.gid = getgid();
+	a->o.cache_size = DEFAULT_CACHE_SIZE;
+	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REPO: a->repo_opt = optarg; break;
+		case 'f':
+		case OPT_FOREGROUND: a->foreground = true; break;
+		case OPT_WRITABLE: a->o.writable = true; break;
+		case OPT_SCRATCH: scratch = optarg; break;
+		case OPT_ALLOW_OTHER: a->o.allow_other = true; break;
+		case OPT_OWNER: owner = optarg; break;
+		case OPT_CACHE_SIZE:
+			if (parse_size(optarg, &a->o.cache_size) < 0 || a->o.cache_size < 1024 * 1024)
+				return cli_usage("mount", "invalid --cache-size \"%s\" (at least 1MiB)",
+						 optarg);
+			break;
+		case 'h': printf("%s", mount_help); return -1;
+		default: return cli_usage("mount", "invalid option");
+		}
+	}
+	if (argc - optind != 1)
+		return cli_usage("mount", "expected MOUNTPOINT");
+	if (scratch && !a->o.writable)
+		return cli_usage("mount", "--scratch needs --writable");
+	if (owner && (rc = parse_owner(owner, &a->o)) != EXIT_OK)
+		return rc;
+	/* the daemon works from "/": relative paths are resolved now */
+	const char *loc = cli_repo_location(a->repo_opt);
+	if (!loc)
+		return EXIT_FAIL;
+	if (realpath(loc, a->repo))
+		a->repo_opt = a->repo;
+	if (!realpath(argv[optind], a->mountpoint)) {
+		cli_error("mount point \"%s\": %m", argv[optind]);
+		return EXIT_FAIL;
+	}
+	struct stat st;
+	if (stat(a->mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		cli_error("mount point \"%s\" is not a directory", argv[optind]);
+		return EXIT_FAIL;
+	}
+	if (scratch) {
+		int r = mkdir_p(scratch, 0700);
+		if (r < 0 || !realpath(scratch, a->scratch)) {
+			cli_error("cannot use scratch directory \"%s\": %s", scratch,
+				  strerror(r < 0 ? -r : errno));
+			return EXIT_FAIL;
+		}
+		a->o.scratch = a->scratch;
+	}
+	return EXIT_OK;
+}
+
+/* A private scratch directory for this mount only, removed at unmount. */
+static int make_temp_scratch(MountArgs *a)
+{
+	const char *base = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	char dir[PATH_MAX];
+	if (base && *base)
+		snprintf(dir, sizeof(dir), "%s/pgbakfs", base);
+	else
+		snprintf(dir, sizeof(dir), "%s/.cache/pgbakfs", home && *home ? home : "/tmp");
+	int r = mkdir_p(dir, 0700);
+	if (r == 0 && (size_t)snprintf(a->scratch, sizeof(a->scratch), "%s/scratch.XXXXXX", dir) >=
+			      sizeof(a->scratch))
+		r = -ENAMETOOLONG;
+	if (r == 0 && !mkdtemp(a->scratch))
+		r = -errno;
+	if (r < 0) {
+		cli_error("cannot create a scratch directory in \"%s\": %s", dir, strerror(-r));
+		return EXIT_FAIL;
+	}
+	a->o.scratch = a->scratch;
+	a->scratch_is_temp = true;
+	return EXIT_OK;
+}
+
+typedef struct ReadyCtx {
+	int fd; /* the parent's pipe; -1 in the foreground */
+} ReadyCtx;
+
+/* Mounted: detach from the terminal and tell the waiting parent. */
+static void on_ready(void *userdata)
+{
+	ReadyCtx *ctx = userdata;
+	if (ctx->fd < 0)
+		return;
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	log_to_syslog("pgbakfs");
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		close(null);
+	}
+	char ok = 0;
+	if (write(ctx->fd, &ok, 1) < 0)
+		log_warning("cannot tell the parent the mount is ready: %m");
+	close(ctx->fd);
+	ctx->fd = -1;
+}
+
+static int run(MountArgs *a, int ready_fd)
+{
+	ReadyCtx ctx = {ready_fd};
+	Repo *repo = NULL;
+	int rc = cli_open_repo(a->repo_opt, &repo);
+	if (rc != EXIT_OK)
+		return rc;
+	a->o.mountpoint = a->mountpoint;
+	a->o.ready = on_ready;
+	a->o.userdata = &ctx;
+	int r = mount_run(repo, &a->o);
+	if (r < 0) {
+		cli_error("cannot mount the repository on \"%s\": %s", a->mountpoint, strerror(-r));
+		rc = EXIT_FAIL;
+	}
+	repo_free(repo);
+	if (a->scratch_is_temp)
+		rm_rf(a->scratch);
+	return rc;
+}
+
+/* The parent relays what the child says until it is mounted or has failed. */
+static int wait_child(pid_t pid, int fd)
+{
+	char buf[4096];
+	size_t used = 0;
+	bool ready = false;
+	ssize_t n;
+	while (!ready && (n = read(fd, buf + used, sizeof(buf) - 1 - used)) > 0) {
+		char *zero = memchr(buf + used, 0, (size_t)n);
+		used += (size_t)n;
+		if (zero) {
+			used = (size_t)(zero - buf);
+			ready = true;
+		}
+		if (used == sizeof(buf) - 1) {
+			fwrite(buf, 1, used, stderr);
+			used = 0;
+		}
+	}
+	fwrite(buf, 1, used, stderr);
+	close(fd);
+	if (ready)
+		return EXIT_OK;
+	int status;
+	if (waitpid(pid, &status, 0) < 0)
+		return EXIT_FAIL;
+	return WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : EXIT_FAIL;
+}
+
+int cmd_mount(int argc, char **argv)
+{
+	MountArgs a = {0};
+	int p[2];
+	int rc = parse_args(argc, argv, &a);
+	if (rc != EXIT_OK)
+		return rc < 0 ? EXIT_OK : rc;
+	if (a.o.writable && !a.o.scratch && (rc = make_temp_scratch(&a)) != EXIT_OK)
+		return rc;
+	if (a.foreground)
+		return run(&a, -1);
+	/* the child opens the repository: no thread or database crosses the fork */
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		cli_error("cannot start the mount daemon: %m");
+		return EXIT_FAIL;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		cli_error("cannot start the mount daemon: %m");
+		return EXIT_FAIL;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		return wait_child(pid, p[0]);
+	}
+	close(p[0]);
+	setsid();
+	if (chdir("/") < 0 || dup2(p[1], STDERR_FILENO) < 0)
+		_exit(EXIT_FAIL);
+	_exit(run(&a, p[1]));
+}
