@@ -169,6 +169,7 @@ struct Clone {
 	CloneLowerRead lower_read;
 	void *userdata;
 	uint32_t next_ino;
+	bool have_reserve;
 	CloneNode *nodes[CLONE_NODE_BUCKETS];
 };
 
@@ -1155,6 +1156,33 @@ static int clone_sweep_orphans(Clone *c)
 
 static void clone_closep(Clone **c) { clone_close(*c); }
 
+/*
+ * A few MiB set aside in the scratch directory: when the disk fills up,
+ * deleting a file still needs room in clone.db, so an unlink that fails with
+ * ENOSPC gives the reserve back and tries again. Best effort.
+ */
+#define RESERVE_NAME "reserve"
+#define RESERVE_BYTES (1024 * 1024)
+
+static void reserve_make(Clone *c)
+{
+	_cleanup_close_ int fd = openat(c->dir_fd, RESERVE_NAME, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	c->have_reserve = posix_fallocate(fd, 0, RESERVE_BYTES) == 0;
+	if (!c->have_reserve)
+		unlinkat(c->dir_fd, RESERVE_NAME, 0);
+}
+
+static bool reserve_release(Clone *c)
+{
+	if (!c->have_reserve)
+		return false;
+	unlinkat(c->dir_fd, RESERVE_NAME, 0);
+	c->have_reserve = false;
+	return true;
+}
+
 int clone_open(const CloneOptions *o, Clone **ret)
 {
 	_cleanup_(clone_closep) Clone *c = NULL;
@@ -1185,6 +1213,7 @@ int clone_open(const CloneOptions *o, Clone **ret)
 		r = clone_sweep_orphans(c);
 	if (r < 0)
 		return r;
+	reserve_make(c);
 	*ret = TAKE_PTR(c);
 	return 0;
 }
@@ -1508,6 +1537,10 @@ int clone_unlink(Clone *c, uint32_t parent, const char *name)
 	int r;
 	pthread_mutex_lock(&c->lock);
 	r = unlink_locked(c, parent, name);
+	if (r == -ENOSPC && reserve_release(c))
+		r = unlink_locked(c, parent, name);
+	if (r == 0 && !c->have_reserve)
+		reserve_make(c);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -1546,6 +1579,8 @@ int clone_rmdir(Clone *c, uint32_t parent, const char *name)
 	int r;
 	pthread_mutex_lock(&c->lock);
 	r = rmdir_locked(c, parent, name);
+	if (r == -ENOSPC && reserve_release(c))
+		r = rmdir_locked(c, parent, name);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
