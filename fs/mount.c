@@ -85,6 +85,10 @@ struct Mount {
 	char **instances; /* append-only: latest-<instance> inodes stay stable */
 	size_t n_instances;
 
+	/* open handles: the kernel sends no release for those still open at unmount */
+	pthread_mutex_t handles_lock;
+	struct Handle *handles;
+
 	pthread_mutex_t bad_lock;
 	uint64_t (*bad)[2]; /* (inode, chunk) already reported damaged */
 	size_t n_bad;
@@ -104,9 +108,32 @@ typedef struct Handle {
 	CloneFile *cf;
 	_Atomic uint64_t next_off;  /* where the last read ended */
 	_Atomic uint64_t prefetched; /* chunks below this index were queued */
+	struct Handle *prev, *next; /* Mount.handles */
 } Handle;
 
 static Mount *mount_of(fuse_req_t req) { return fuse_req_userdata(req); }
+
+static void handle_track(Mount *m, Handle *h)
+{
+	pthread_mutex_lock(&m->handles_lock);
+	h->next = m->handles;
+	if (h->next)
+		h->next->prev = h;
+	m->handles = h;
+	pthread_mutex_unlock(&m->handles_lock);
+}
+
+static void handle_untrack(Mount *m, Handle *h)
+{
+	pthread_mutex_lock(&m->handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		m->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&m->handles_lock);
+}
 
 static uint64_t make_ino(const MountSnap *ms, uint32_t local)
 {
@@ -1158,8 +1185,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	h->snap = t.ms; /* the handle keeps the reference: a deleted snapshot stays readable */
 	fi->fh = (uint64_t)(uintptr_t)h;
+	handle_track(m, h);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
 		/* the opener was interrupted: nobody will release this handle */
+		handle_untrack(m, h);
 		if (h->cf)
 			clone_release(h->cf);
 		if (h->have_chunks)
@@ -1206,6 +1235,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino _unused_, struct fuse_file
 {
 	Handle *h = (Handle *)(uintptr_t)fi->fh;
 	int r = 0;
+	handle_untrack(mount_of(req), h);
 	if (h->cf)
 		r = clone_release(h->cf);
 	if (h->have_chunks)
@@ -1462,7 +1492,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	attr_clone(m, t.ms, &a, &e.attr);
 	e.ino = make_ino(t.ms, a.ino);
 	fi->fh = (uint64_t)(uintptr_t)h;
+	handle_track(m, h);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		handle_untrack(m, h);
 		clone_release(h->cf);
 		free(h);
 		target_put(&t);
@@ -1655,6 +1687,12 @@ static int mount_args(const MountOptions *o, struct fuse_args *args)
 
 static void mount_clear(Mount *m)
 {
+	/* still open at unmount: their chunk lists and clone files go with their snapshots */
+	while (m->handles) {
+		Handle *h = m->handles;
+		m->handles = h->next;
+		free(h);
+	}
 	for (size_t i = 0; i < m->n_snaps; i++)
 		snap_free(m, m->snaps[i]);
 	free(m->snaps);
@@ -1668,6 +1706,7 @@ static void mount_clear(Mount *m)
 	pthread_rwlock_destroy(&m->lock);
 	pthread_mutex_destroy(&m->meta_lock);
 	pthread_mutex_destroy(&m->bad_lock);
+	pthread_mutex_destroy(&m->handles_lock);
 	pthread_mutex_destroy(&m->stop_lock);
 	pthread_cond_destroy(&m->stop_cond);
 }
@@ -1679,6 +1718,7 @@ static int mount_prepare(Mount *m, Repo *repo, const MountOptions *o)
 	pthread_rwlock_init(&m->lock, NULL);
 	pthread_mutex_init(&m->meta_lock, NULL);
 	pthread_mutex_init(&m->bad_lock, NULL);
+	pthread_mutex_init(&m->handles_lock, NULL);
 	pthread_mutex_init(&m->stop_lock, NULL);
 	pthread_cond_init(&m->stop_cond, NULL);
 	int r = repo_session_begin(repo, "mount", &m->session);
