@@ -1105,20 +1105,24 @@ static int read_chunks(Mount *m, const MountSnap *ms, const SnapNode *n, const S
 }
 
 /*
- * Sequential reader: queue the chunks after this read for the prefetch
- * threads, a window of twice the read ahead of the reader.
+ * A streaming reader (a read continuing exactly where the last one ended, or
+ * a large one: the kernel's readahead at work) gets the chunks after its read
+ * queued for the prefetch threads, a window of twice the largest request ahead.
+ * A small read elsewhere (PostgreSQL fetching one page) prefetches nothing, so
+ * it decompresses only the chunk it needs.
  */
+#define STREAMING_READ (128 * 1024)
+
 static void prefetch_after(Mount *m, Handle *h, uint64_t off, size_t len)
 {
 	uint64_t cs = m->chunk_size, last = h->chunks.n;
 	uint64_t expected = atomic_exchange(&h->next_off, off + len);
-	/* the kernel's readahead may reorder a few requests: near is sequential enough */
-	if (off != 0 && (off + 4 * (uint64_t)MAX_IO < expected || off > expected + 4 * (uint64_t)MAX_IO))
+	if (off != expected && len < STREAMING_READ)
 		return;
-	uint64_t window = MAX(8, 2 * MAX((uint64_t)len, (uint64_t)MAX_IO) / cs);
-	uint64_t from = (off + len + cs - 1) / cs, to = MIN(last, from + window);
+	uint64_t window = 2 * (uint64_t)MAX_IO / cs;
+	uint64_t from = (off + len + cs - 1) / cs, to = MIN(last, from + MAX(window, 2));
 	uint64_t done = atomic_load(&h->prefetched);
-	if (done > from)
+	if (done > from && done <= to)
 		from = done;
 	if (from >= to)
 		return;
@@ -1174,6 +1178,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		else
 			r = snaptree_chunks(t.ms->tree, content_loader, m, h->node, &h->chunks);
 		h->have_chunks = r == 0;
+		atomic_init(&h->next_off, UINT64_MAX); /* a first read continues nothing */
 		/* immutable: what the kernel cached from an earlier open is still right */
 		fi->keep_cache = 1;
 	}
@@ -1685,8 +1690,19 @@ static int mount_args(const MountOptions *o, struct fuse_args *args)
 	return 0;
 }
 
+static void log_cache_stats(Mount *m)
+{
+	ChunkCacheStats st;
+	if (!m->cache)
+		return;
+	chunk_cache_stats(m->cache, &st);
+	log_debug("chunk cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " prefetched, %" PRIu64
+		  " evicted", st.hits, st.misses, st.prefetched, st.evicted);
+}
+
 static void mount_clear(Mount *m)
 {
+	log_cache_stats(m);
 	/* still open at unmount: their chunk lists and clone files go with their snapshots */
 	while (m->handles) {
 		Handle *h = m->handles;

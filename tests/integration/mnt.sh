@@ -30,10 +30,12 @@ mount_fg() {
 	fi
 }
 
-# Stop a foreground mount cleanly; its exit status.
+# Stop a foreground mount cleanly; its exit status. A process that just exited
+# may still hold the mount for a moment (its files are released asynchronously):
+# retry a busy unmount for a few seconds.
 unmount_fg() { # MNT
 	local rc=0
-	fusermount3 -u "$1" || return 1
+	wait_for 10 fusermount3 -u "$1" || { fusermount3 -u "$1"; return 1; }
 	wait "$MOUNT_PID" || rc=$?
 	return $rc
 }

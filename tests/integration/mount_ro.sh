@@ -152,6 +152,24 @@ DPID=$(pgrep -f "pgbakfs mount $M" | head -1)
 ok "fusermount3 -u" fusermount3 -u "$M"
 ok "daemon exits after unmount" wait_for 10 bash -c "! kill -0 $DPID"
 
+# a small random read decompresses only its chunk; a streaming read prefetches
+PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount5.log" --repo "$R"
+ok "one 8 KiB read in the middle of a 3 MB file" python3 - "$M/$S1/base/1/random" "$T/src/base/1/random" <<'PY'
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)  # no kernel readahead
+buf = mmap.mmap(-1, 8192)
+assert os.preadv(fd, [buf], 1048576 + 16384) == 8192
+with open(sys.argv[2], "rb") as f:
+    f.seek(1048576 + 16384)
+    assert buf[:] == f.read(8192)
+PY
+ok "unmount" unmount_fg "$M"
+ok "random read: one chunk read, nothing prefetched" grep -q "chunk cache: 0 hits, 1 misses, 0 prefetched" "$T/mount5.log"
+PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount6.log" --repo "$R"
+ok "sequential read" cmp "$M/$S1/base/1/random" "$T/src/base/1/random"
+ok "unmount" unmount_fg "$M"
+ok "sequential read: chunks prefetched" grep -Eq "chunk cache: .* [1-9][0-9]* prefetched" "$T/mount6.log"
+
 # --owner (root only) and bad input
 if [ "$(id -u)" = 0 ]; then
 	mount_fg "$M" "$T/mount4.log" --repo "$R" --owner nobody --allow-other
