@@ -837,6 +837,24 @@ int catalog_snapshot_delete(Catalog *c, int64_t rowid)
 	return held ? 1 : 0;
 }
 
+int catalog_snapshot_set_verified(Catalog *c, int64_t rowid, int64_t time_ns, bool ok,
+				  const char *details)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "UPDATE snapshots SET verified_time = ?2, verified_ok = ?3,"
+			   " verified_details = ?4 WHERE id = ?1", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, rowid);
+	sqlite3_bind_int64(s, 2, time_ns);
+	sqlite3_bind_int(s, 3, ok);
+	sqlite3_bind_text(s, 4, details, -1, SQLITE_STATIC);
+	r = step_done(c, s);
+	if (r == 0 && sqlite3_changes(c->db) == 0)
+		r = -ENOENT;
+	return r;
+}
+
 int catalog_snapshot_hold(Catalog *c, const char *session, int64_t rowid)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;

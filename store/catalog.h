@@ -115,6 +115,9 @@ int catalog_snapshot_foreach(Catalog *c, const char *instance, CatalogSnapshotFn
  * Returns 0 when removed, 1 when deferred that way.
  */
 int catalog_snapshot_delete(Catalog *c, int64_t rowid);
+/* Record the outcome of "pgbakfs verify" on a snapshot. */
+int catalog_snapshot_set_verified(Catalog *c, int64_t rowid, int64_t time_ns, bool ok,
+				  const char *details);
 /*
  * Hold a visible snapshot for session: -ENOENT if it is gone (or running).
  * Holding again what the session already holds succeeds, even once deleted.
