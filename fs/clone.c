@@ -170,6 +170,7 @@ struct Clone {
 	void *userdata;
 	uint32_t next_ino;
 	bool have_reserve;
+	bool fresh; /* seeded by this clone_open */
 	CloneNode *nodes[CLONE_NODE_BUCKETS];
 };
 
@@ -1101,8 +1102,10 @@ static int clone_init_db(Clone *c, const CloneOptions *o)
 		r = exec_sql(c, schema_sql);
 	if (r == 0) {
 		r = meta_get(c, "snapshot", o->snapshot, &v);
-		if (r == -ENOENT)
+		if (r == -ENOENT) {
 			r = seed_import(c, o);
+			c->fresh = r == 0;
+		}
 	}
 	return txn_end(c, r);
 }
@@ -1258,6 +1261,8 @@ Clone *clone_close(Clone *c)
 }
 
 /* ---- namespace ------------------------------------------------------------- */
+
+bool clone_is_fresh(const Clone *c) { return c->fresh; }
 
 int clone_getattr(Clone *c, uint32_t ino, CloneAttr *ret)
 {

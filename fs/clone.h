@@ -81,6 +81,9 @@ int clone_open(const CloneOptions *o, Clone **ret);
 /* Flush sizes and maps of every open file, close the database. Accepts NULL. */
 Clone *clone_close(Clone *c);
 
+/* True when clone_open seeded a fresh clone rather than reopening one. */
+bool clone_is_fresh(const Clone *c);
+
 int clone_getattr(Clone *c, uint32_t ino, CloneAttr *ret);
 int clone_lookup(Clone *c, uint32_t parent, const char *name, CloneAttr *ret);
 int clone_readlink(Clone *c, uint32_t ino, char **ret_target);

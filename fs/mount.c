@@ -253,6 +253,28 @@ static int clone_seed(MountSnap *ms, CloneSeedFile **ret, size_t *ret_n)
 	return 0;
 }
 
+/* Append conf to the clone's postgresql.auto.conf and create recovery.signal. */
+static int clone_add_recovery(Clone *c, const char *conf, uid_t uid, gid_t gid)
+{
+	CloneFile *f = NULL;
+	CloneAttr a;
+	int r = clone_lookup(c, 1, "postgresql.auto.conf", &a);
+	if (r == -ENOENT)
+		r = clone_mknod(c, 1, "postgresql.auto.conf", S_IFREG | 0600, uid, gid, &a);
+	if (r == 0)
+		r = clone_open_file(c, a.ino, O_RDWR, &f);
+	if (r == 0) {
+		ssize_t n = clone_write(f, a.size, strlen(conf), conf);
+		r = n < 0 ? (int)n : n != (ssize_t)strlen(conf) ? -EIO : clone_fsync(f, false);
+		int r2 = clone_release(f);
+		if (r == 0)
+			r = r2;
+	}
+	if (r == 0)
+		r = clone_mknod(c, 1, "recovery.signal", S_IFREG | 0600, uid, gid, &a);
+	return r == -EEXIST ? 0 : r;
+}
+
 static int snap_open_clone(MountSnap *ms)
 {
 	Mount *m = ms->m;
@@ -272,6 +294,8 @@ static int snap_open_clone(MountSnap *ms)
 	CloneOptions co = {.dir = dir, .snapshot = ms->name, .seed = seed, .n_seed = n_seed,
 			   .chunk_size = m->chunk_size, .lower_read = lower_read, .userdata = ms};
 	r = clone_open(&co, &ms->clone);
+	if (r == 0 && m->o->recovery_conf && clone_is_fresh(ms->clone))
+		r = clone_add_recovery(ms->clone, m->o->recovery_conf, m->o->uid, m->o->gid);
 	if (r < 0)
 		log_error("cannot open the clone of snapshot \"%s\" in \"%s\": %s", ms->name, dir,
 			  strerror(-r));

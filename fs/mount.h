@@ -24,6 +24,11 @@ typedef struct MountOptions {
 	uid_t uid; /* owner shown for every file */
 	gid_t gid;
 	uint64_t cache_size; /* bytes of decompressed chunks */
+	/*
+	 * writable: appended to postgresql.auto.conf of each fresh clone, which
+	 * also gets recovery.signal (recovery to a target); NULL: none
+	 */
+	const char *recovery_conf;
 	/* called once the filesystem is mounted, before requests are served */
 	void (*ready)(void *userdata);
 	void *userdata;

@@ -240,3 +240,25 @@ int pgconn_quote_literal(const char *s, char *buf, size_t len)
 	buf[o] = '\0';
 	return 0;
 }
+
+int pgconn_create_restore_point(PgConn *c, const char *name, char *ret_lsn, size_t len,
+				PgError *err)
+{
+	const char *params[1] = {name};
+	PGresult *res = PQexecParams(c->conn, "SELECT pg_create_restore_point($1)", 1, NULL,
+				     params, NULL, NULL, 0);
+	int r = 0;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		set_err_text(err, res ? PQresultErrorMessage(res) : PQerrorMessage(c->conn));
+		r = -EIO;
+	} else if (PQntuples(res) != 1 || PQnfields(res) != 1 || PQgetisnull(res, 0, 0)) {
+		set_err(err, "pg_create_restore_point returned no LSN");
+		r = -EIO;
+	} else if ((size_t)snprintf(ret_lsn, len, "%s", PQgetvalue(res, 0, 0)) >= len) {
+		set_err(err, "restore point LSN too long");
+		r = -ENAMETOOLONG;
+	}
+	PQclear(res);
+	return r;
+}

@@ -51,5 +51,13 @@ int pgconn_copy_end(PgConn *c, PgError *err);
 /* Wait up to timeout_ms for the socket to become readable (after -EAGAIN). */
 int pgconn_wait_readable(PgConn *c, int timeout_ms, PgError *err);
 
+/*
+ * SELECT pg_create_restore_point(name): the restore point's LSN ("0/3000090")
+ * into ret_lsn (len bytes). -EIO with the server's message in err on failure
+ * (not a superuser, recovery in progress, wal_level minimal, name too long).
+ */
+int pgconn_create_restore_point(PgConn *c, const char *name, char *ret_lsn, size_t len,
+				PgError *err);
+
 /* Quote a string literal for SQL / replication commands into buf. */
 int pgconn_quote_literal(const char *s, char *buf, size_t len);

@@ -818,16 +818,23 @@ static int snapshot_purge(Catalog *c, int64_t rowid)
 	return r;
 }
 
+/* Delete or, when held, hide a snapshot inside the caller's transaction. */
+static int snapshot_delete_tx(Catalog *c, int64_t rowid, uint64_t *ret_held)
+{
+	int r = query_u64_bound(c, "SELECT count(*) FROM holds WHERE snap = ?1", rowid, ret_held);
+	if (r == 0 && *ret_held)
+		r = exec_bound_int(c, "UPDATE snapshots SET status = 'deleted' WHERE id = ?1", rowid);
+	else if (r == 0)
+		r = snapshot_purge(c, rowid);
+	return r;
+}
+
 int catalog_snapshot_delete(Catalog *c, int64_t rowid)
 {
 	uint64_t held = 0;
 	int r = catalog_begin(c);
 	if (r == 0)
-		r = query_u64_bound(c, "SELECT count(*) FROM holds WHERE snap = ?1", rowid, &held);
-	if (r == 0 && held)
-		r = exec_bound_int(c, "UPDATE snapshots SET status = 'deleted' WHERE id = ?1", rowid);
-	else if (r == 0)
-		r = snapshot_purge(c, rowid);
+		r = snapshot_delete_tx(c, rowid, &held);
 	if (r == 0)
 		r = catalog_commit(c);
 	if (r < 0) {
@@ -835,6 +842,143 @@ int catalog_snapshot_delete(Catalog *c, int64_t rowid)
 		return r;
 	}
 	return held ? 1 : 0;
+}
+
+int catalog_snapshot_expire(Catalog *c, int64_t rowid, int64_t now_ns)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	uint64_t held = 0;
+	int rc, r = catalog_begin(c);
+	/* the decision was made on an earlier read: a pin set since then wins */
+	if (r == 0)
+		r = prepare(c, "SELECT coalesce(pinned_until, 0) FROM snapshots WHERE id = ?1 AND "
+			       VISIBLE, &s);
+	if (r == 0) {
+		sqlite3_bind_int64(s, 1, rowid);
+		rc = sqlite3_step(s);
+		if (rc == SQLITE_DONE)
+			r = -ENOENT;
+		else if (rc != SQLITE_ROW)
+			r = catalog_fail(c, rc, "snapshot expire");
+		else if (sqlite3_column_int64(s, 0) > now_ns)
+			r = -EAGAIN;
+	}
+	if (r == 0)
+		r = snapshot_delete_tx(c, rowid, &held);
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0) {
+		catalog_rollback(c);
+		return r;
+	}
+	return held ? 1 : 0;
+}
+
+int catalog_snapshot_set_pin(Catalog *c, int64_t rowid, int64_t until_ns)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "UPDATE snapshots SET pinned_until = ?2 WHERE id = ?1 AND " VISIBLE, &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, rowid);
+	if (until_ns)
+		sqlite3_bind_int64(s, 2, until_ns);
+	else
+		sqlite3_bind_null(s, 2);
+	r = step_done(c, s);
+	if (r == 0 && sqlite3_changes(c->db) == 0)
+		r = -ENOENT;
+	return r;
+}
+
+int catalog_snapshot_set_note(Catalog *c, int64_t rowid, const char *note)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "UPDATE snapshots SET note = ?2 WHERE id = ?1 AND " VISIBLE, &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, rowid);
+	bind_text_or_null(s, 2, note);
+	r = step_done(c, s);
+	if (r == 0 && sqlite3_changes(c->db) == 0)
+		r = -ENOENT;
+	return r;
+}
+
+int catalog_snapshot_foreach_any(Catalog *c, CatalogSnapshotFn cb, void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots ORDER BY start_time, id",
+			    &s);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		SnapshotInfo v;
+		r = snapshot_from_row(s, &v);
+		if (r < 0)
+			return r;
+		r = cb(&v, ud);
+		snapshot_info_clear(&v);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "snapshot list");
+}
+
+int catalog_snapshot_wal_seg_size(Catalog *c, int64_t rowid, uint64_t *ret)
+{
+	uint64_t size = 0;
+	/* regular files named like WAL segments in the data directory's pg_wal */
+	int r = query_u64_bound(c, "SELECT coalesce(max(f.size), 0) FROM files d JOIN files f"
+				   " ON f.snap = d.snap AND f.parent = d.ino"
+				   " WHERE d.snap = ?1 AND d.parent = 1 AND d.ino <> 1"
+				   " AND d.name = 'pg_wal' AND length(f.name) = 24"
+				   " AND f.name NOT GLOB '*[^0-9A-F]*' AND (f.mode & 61440) = 32768",
+				rowid, &size);
+	if (r < 0)
+		return r;
+	if (size < (1u << 20) || size > (1u << 30) || (size & (size - 1)))
+		return -ENOENT;
+	*ret = size;
+	return 0;
+}
+
+int catalog_retention_get(Catalog *c, uint64_t *ret_keep_last, int64_t *ret_keep_within)
+{
+	int64_t last = 0, within = 0;
+	int r1 = meta_get_int(c, "retention_keep_last", &last);
+	int r2 = meta_get_int(c, "retention_keep_within", &within);
+	if (r1 < 0 && r1 != -ENOENT)
+		return r1;
+	if (r2 < 0 && r2 != -ENOENT)
+		return r2;
+	if (last < 0 || within < 0)
+		return -EBADMSG;
+	if (last == 0 && within == 0)
+		return -ENOENT;
+	*ret_keep_last = (uint64_t)last;
+	*ret_keep_within = within;
+	return 0;
+}
+
+int catalog_retention_set(Catalog *c, uint64_t keep_last, int64_t keep_within)
+{
+	int r;
+	if ((!keep_last && !keep_within) || keep_last > INT64_MAX || keep_within < 0)
+		return -EINVAL;
+	r = catalog_begin(c);
+	if (r == 0)
+		r = exec_sql(c, "DELETE FROM meta WHERE key IN ('retention_keep_last',"
+				" 'retention_keep_within')");
+	if (r == 0 && keep_last)
+		r = meta_set_int(c, "retention_keep_last", (int64_t)keep_last);
+	if (r == 0 && keep_within)
+		r = meta_set_int(c, "retention_keep_within", keep_within);
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0)
+		catalog_rollback(c);
+	return r;
 }
 
 int catalog_snapshot_set_verified(Catalog *c, int64_t rowid, int64_t time_ns, bool ok,

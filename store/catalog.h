@@ -119,6 +119,34 @@ int catalog_snapshot_delete(Catalog *c, int64_t rowid);
 int catalog_snapshot_set_verified(Catalog *c, int64_t rowid, int64_t time_ns, bool ok,
 				  const char *details);
 /*
+ * Retention (pin, note, expire). Pin until until_ns (ns since the epoch; 0
+ * unpins); set or, with NULL, clear the note. Both: -ENOENT unless the
+ * snapshot is visible.
+ */
+int catalog_snapshot_set_pin(Catalog *c, int64_t rowid, int64_t until_ns);
+int catalog_snapshot_set_note(Catalog *c, int64_t rowid, const char *note);
+/*
+ * catalog_snapshot_delete for retention: in the same transaction, checks the
+ * snapshot is still visible (-ENOENT) and not pinned past now_ns (-EAGAIN: it
+ * was pinned after the caller decided).
+ */
+int catalog_snapshot_expire(Catalog *c, int64_t rowid, int64_t now_ns);
+/* Every snapshot row, running and deleted (still held) ones too, oldest first. */
+int catalog_snapshot_foreach_any(Catalog *c, CatalogSnapshotFn cb, void *ud);
+/*
+ * WAL segment size of the snapshot's cluster, from the size of the WAL
+ * segments in its pg_wal (a power of two from 1 MiB to 1 GiB); -ENOENT if
+ * it has none.
+ */
+int catalog_snapshot_wal_seg_size(Catalog *c, int64_t rowid, uint64_t *ret);
+/*
+ * The repository's saved retention policy (meta keys retention_keep_last,
+ * retention_keep_within in seconds); 0 means not part of the policy.
+ * get: -ENOENT when none is saved. set: replaces the whole policy.
+ */
+int catalog_retention_get(Catalog *c, uint64_t *ret_keep_last, int64_t *ret_keep_within);
+int catalog_retention_set(Catalog *c, uint64_t keep_last, int64_t keep_within);
+/*
  * Hold a visible snapshot for session: -ENOENT if it is gone (or running).
  * Holding again what the session already holds succeeds, even once deleted.
  */

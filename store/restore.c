@@ -5,6 +5,10 @@
  * sets its mode, owner and mtime and closes it. Directory modes and mtimes
  * are applied last, children before parents, so writing into them does not
  * disturb their mtimes.
+ *
+ * Delta restores read each chunk already in the target first and write only
+ * those whose SHA-256 differs from the chunk id (holes: whose bytes are not
+ * all zero), then sweep out what the snapshot does not have.
  */
 #include "store/restore.h"
 #include "common/log.h"
@@ -16,6 +20,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 typedef struct RFile {
@@ -53,6 +58,11 @@ typedef struct Restorer {
 	size_t ring_cap, head, n;
 	bool done;
 	_Atomic int error;
+	_Atomic uint64_t bytes_written;
+
+	/* delta: every path the snapshot has, to sweep the rest */
+	char **seen;
+	size_t n_seen, cap_seen;
 
 	/* main thread only */
 	char **link_paths, **link_targets; /* relative path -> where its contents go */
@@ -118,6 +128,46 @@ static void task_done(Restorer *rs, RFile *f)
 		rfile_finish(rs, f);
 }
 
+/* Delta: are the len bytes at off already those of chunk id? */
+static bool chunk_in_place(int fd, const ChunkId *id, uint64_t off, size_t len, uint8_t *buf)
+{
+	ChunkId have;
+	if (pread_full(fd, buf, len, (off_t)off) != (ssize_t)len)
+		return false;
+	if (chunk_id_is_hole(id)) {
+		for (size_t i = 0; i < len; i++)
+			if (buf[i])
+				return false;
+		return true;
+	}
+	chunk_hash(buf, len, &have);
+	return chunk_id_cmp(&have, id) == 0;
+}
+
+static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t idx, uint64_t off,
+			 size_t len, uint8_t *buf)
+{
+	const ChunkId *id = &f->ids[idx];
+	int r;
+	if (rs->o->delta && chunk_in_place(f->fd, id, off, len, buf))
+		return 0;
+	if (chunk_id_is_hole(id)) {
+		/* only delta queues holes: give the range back as a hole */
+		if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+			      (off_t)len) == 0)
+			return 0;
+		memset(buf, 0, len);
+	} else {
+		r = chunk_reader_read(reader, id, len, buf);
+		if (r < 0)
+			return r;
+	}
+	r = pwrite_full(f->fd, buf, len, (off_t)off);
+	if (r == 0)
+		atomic_fetch_add(&rs->bytes_written, len);
+	return r;
+}
+
 static void *restore_worker(void *arg)
 {
 	Restorer *rs = arg;
@@ -145,9 +195,7 @@ static void *restore_worker(void *arg)
 		if (!atomic_load(&rs->error)) {
 			uint64_t off = t.idx * rs->chunk_size;
 			size_t len = (size_t)MIN(rs->chunk_size, t.file->size - off);
-			r = chunk_reader_read(reader, &t.file->ids[t.idx], len, buf);
-			if (r == 0)
-				r = pwrite_full(t.file->fd, buf, len, (off_t)off);
+			r = restore_chunk(rs, reader, t.file, t.idx, off, len, buf);
 			if (r < 0)
 				restorer_fail(rs, r, t.file->path, off);
 			else
@@ -202,15 +250,63 @@ static const char *link_target(Restorer *rs, const char *path)
 	return NULL;
 }
 
-/* A linked directory: its contents go to the link's target, the path becomes a symlink. */
-static int restore_linked_dir(const char *path, const char *target)
+/* Delta: make room for an entry of type mode at path, unless one is there already. */
+static int delta_prepare(const char *path, mode_t type, bool *ret_exists)
 {
+	struct stat st;
+	*ret_exists = false;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if ((st.st_mode & S_IFMT) == type) {
+		*ret_exists = true;
+		return 0;
+	}
+	return rm_rf(path);
+}
+
+/* Delta: is path already a symlink to target? */
+static bool symlink_is(const char *path, const char *target)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return false;
+	buf[n] = 0;
+	return strcmp(buf, target) == 0;
+}
+
+/* A linked directory: its contents go to the link's target, the path becomes a symlink. */
+static int restore_linked_dir(Restorer *rs, const char *path, const char *target)
+{
+	bool exists = false;
 	int r = mkdir_p(target, 0700);
+	if (r == 0 && rs->o->delta) {
+		r = delta_prepare(path, S_IFLNK, &exists);
+		if (r == 0 && exists && !symlink_is(path, target))
+			r = rm_rf(path), exists = false;
+	}
 	if (r < 0)
 		return r;
-	if (symlink(target, path) < 0)
+	if (!exists && symlink(target, path) < 0)
 		return -errno;
 	return 0;
+}
+
+/* Delta: remember a path of the snapshot (absolute, as written). */
+static int seen_add(Restorer *rs, const char *path)
+{
+	if (!rs->o->delta)
+		return 0;
+	if (rs->n_seen == rs->cap_seen) {
+		size_t cap = rs->cap_seen ? rs->cap_seen * 2 : 1024;
+		char **v = realloc(rs->seen, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		rs->seen = v;
+		rs->cap_seen = cap;
+	}
+	rs->seen[rs->n_seen] = strdup(path);
+	return rs->seen[rs->n_seen++] ? 0 : -ENOMEM;
 }
 
 static int restore_dir(Restorer *rs, const FileRow *f, char *path)
@@ -224,15 +320,22 @@ static int restore_dir(Restorer *rs, const FileRow *f, char *path)
 		return -ENOMEM;
 	}
 	rs->dirs = v;
-	if (target) {
-		r = restore_linked_dir(path, target);
+	r = root ? 0 : seen_add(rs, path);
+	if (r == 0 && target) {
+		r = restore_linked_dir(rs, path, target);
 		free(path);
 		if (r < 0)
 			return r;
 		if (!(path = strdup(target)))
 			return -ENOMEM;
-	} else if (f->ino != 1 && mkdir(path, 0700) < 0) {
-		r = -errno;
+	} else if (r == 0 && f->ino != 1) {
+		bool exists = false;
+		if (rs->o->delta)
+			r = delta_prepare(path, S_IFDIR, &exists);
+		if (r == 0 && !exists && mkdir(path, 0700) < 0)
+			r = -errno;
+	}
+	if (r < 0) {
 		free(path);
 		return r;
 	}
@@ -250,8 +353,18 @@ static int restore_symlink(Restorer *rs, const FileRow *f, const char *path)
 {
 	struct timespec ts[2] = {{.tv_sec = f->mtime_ns / 1000000000,
 				  .tv_nsec = f->mtime_ns % 1000000000}};
+	const char *target = f->target ? f->target : "";
+	bool exists = false;
+	int r = seen_add(rs, path);
 	ts[1] = ts[0];
-	if (symlink(f->target ? f->target : "", path) < 0)
+	if (r == 0 && rs->o->delta) {
+		r = delta_prepare(path, S_IFLNK, &exists);
+		if (r == 0 && exists && !symlink_is(path, target))
+			r = rm_rf(path), exists = false;
+	}
+	if (r < 0)
+		return r;
+	if (!exists && symlink(target, path) < 0)
 		return -errno;
 	if (rs->as_root && lchown(path, f->uid, f->gid) < 0)
 		return -errno;
@@ -273,12 +386,23 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	}
 	*rf = (RFile){.fd = -1, .path = path, .mode = f->mode, .uid = f->uid, .gid = f->gid,
 		      .mtime_ns = f->mtime_ns, .size = f->size};
-	rf->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (rs->o->delta) {
+		bool exists;
+		r = seen_add(rs, path);
+		if (r == 0)
+			r = delta_prepare(path, S_IFREG, &exists);
+		if (r < 0)
+			goto fail;
+		/* read and written: the bytes in place are compared first */
+		rf->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	} else {
+		rf->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	}
 	if (rf->fd < 0) {
 		r = -errno;
 		goto fail;
 	}
-	if (f->size > 0 && ftruncate(rf->fd, (off_t)f->size) < 0) {
+	if ((f->size > 0 || rs->o->delta) && ftruncate(rf->fd, (off_t)f->size) < 0) {
 		r = -errno;
 		goto fail;
 	}
@@ -293,12 +417,13 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	}
 	rs->res->n_files++;
 	rs->res->bytes += f->size;
+	/* a fresh file is all hole already; a delta target may hold bytes where holes go */
 	for (size_t i = 0; i < n_ids; i++)
-		n_stored += !chunk_id_is_hole(&rf->ids[i]);
+		n_stored += rs->o->delta || !chunk_id_is_hole(&rf->ids[i]);
 	/* +1 held by us while queueing, so the file cannot finish under our feet */
 	atomic_init(&rf->remaining, n_stored + 1);
 	for (size_t i = 0; i < n_ids; i++) {
-		if (chunk_id_is_hole(&rf->ids[i])) {
+		if (!rs->o->delta && chunk_id_is_hole(&rf->ids[i])) {
 			progress_add(rs->o->progress, MIN(rs->chunk_size, f->size - i * rs->chunk_size));
 			continue;
 		}
@@ -306,7 +431,7 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 		if (r < 0) {
 			/* tasks not queued will never run: drop their references */
 			for (size_t j = i; j < n_ids; j++)
-				if (!chunk_id_is_hole(&rf->ids[j]))
+				if (rs->o->delta || !chunk_id_is_hole(&rf->ids[j]))
 					atomic_fetch_sub(&rf->remaining, 1);
 			break;
 		}
@@ -371,6 +496,56 @@ static int restore_entry(const FileRow *f, void *userdata)
 	return r;
 }
 
+static void closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Delta: remove under dir what the snapshot does not have (never following symlinks). */
+static int sweep_dir(Restorer *rs, const char *dir)
+{
+	_cleanup_(closedirp) DIR *d = opendir(dir);
+	struct dirent *de;
+	int r = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while (r == 0 && (errno = 0, de = readdir(d))) {
+		_cleanup_free_ char *path = NULL;
+		const char *key;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
+			return -ENOMEM;
+		key = path;
+		if (!bsearch(&key, rs->seen, rs->n_seen, sizeof(char *), str_cmp)) {
+			r = rm_rf(path);
+			rs->res->n_removed++;
+		} else if (de->d_type == DT_DIR) {
+			r = sweep_dir(rs, path);
+		}
+	}
+	return r;
+}
+
+static int sweep_extras(Restorer *rs)
+{
+	int r;
+	qsort(rs->seen, rs->n_seen, sizeof(char *), str_cmp);
+	r = sweep_dir(rs, rs->target);
+	for (size_t i = 0; r == 0 && i < rs->n_links; i++)
+		r = sweep_dir(rs, rs->link_targets[i]);
+	if (r < 0)
+		restorer_fail(rs, r, rs->target, 0);
+	return r;
+}
+
 static int restore_dirs_meta(Restorer *rs)
 {
 	/* children have larger inos than parents: go backwards */
@@ -412,8 +587,11 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 	free(threads);
 
 	r = atomic_load(&rs->error);
+	if (r == 0 && rs->o->delta)
+		r = sweep_extras(rs);
 	if (r == 0)
 		r = restore_dirs_meta(rs);
+	rs->res->bytes_written = atomic_load(&rs->bytes_written);
 	if (r == 0) {
 		_cleanup_close_ int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0 || syncfs(fd) < 0)
@@ -473,13 +651,13 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	int r;
 
 	*ret = (RestoreResult){0};
-	r = dir_is_empty(target);
+	r = dir_is_empty(target); /* 1 for a missing directory too */
 	if (r < 0)
 		return r;
-	if (r == 0)
+	if (r == 0 && !o->delta)
 		return -ENOTEMPTY;
 	r = catalog_link_foreach(repo_catalog(repo), snap->rowid, collect_link, &rs);
-	if (r == 0)
+	if (r == 0 && !o->delta)
 		r = check_link_targets(&rs);
 	if (r == 0)
 		r = mkdir_p(target, 0700);
@@ -500,6 +678,9 @@ out:
 	}
 	free(rs.link_paths);
 	free(rs.link_targets);
+	for (size_t i = 0; i < rs.n_seen; i++)
+		free(rs.seen[i]);
+	free(rs.seen);
 	for (size_t i = 0; i < rs.n_dirs; i++)
 		free(rs.dirs[i].path);
 	free(rs.dirs);

@@ -22,17 +22,28 @@ typedef struct RestoreOptions {
 	/* where linked directories (tablespaces) go instead of their original target */
 	const RestoreMapping *maps;
 	size_t n_maps;
+	/*
+	 * Delta: target may hold an older or diverged copy; only chunks whose bytes
+	 * differ are written, and what the snapshot does not have is removed.
+	 */
+	bool delta;
 } RestoreOptions;
 
 typedef struct RestoreResult {
 	uint64_t n_files, bytes;
+	uint64_t bytes_written; /* delta: of bytes, those that differed and were rewritten */
+	uint64_t n_removed;     /* delta: entries of target the snapshot does not have */
 	/* on failure: the file and offset that could not be restored, if any */
 	char failed_path[PATH_MAX];
 	uint64_t failed_offset;
 } RestoreResult;
 
 /*
- * target must be missing or an empty directory (-ENOTEMPTY otherwise). A
+ * target must be missing or an empty directory (-ENOTEMPTY otherwise), unless
+ * o->delta: then each chunk already in place (same bytes, by SHA-256) is left
+ * alone, others are rewritten, and entries of target (and of tablespace
+ * locations) that the snapshot lacks are removed; TARGET.extra is updated but
+ * not swept. A
  * directory the source reached through a symlink (a tablespace) is written at
  * its original target, or where a mapping sends it, and linked back; those
  * locations must be missing or empty too (-ENOTEMPTY, failed_path says which),

@@ -33,7 +33,27 @@ int cmd_list(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
 int cmd_delete(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+int cmd_expire(int argc, char **argv);
+int cmd_pin(int argc, char **argv);
+/* backup --expire: before the backup, a saved policy must exist (else usage error) */
+int expire_check_saved_policy(Repo *repo);
+/* after it: apply the saved policy to instance's snapshots (and the WAL archive) */
+int expire_apply_saved_policy(Repo *repo, const char *instance);
+int cmd_wal_push(int argc, char **argv);
+int cmd_wal_fetch(int argc, char **argv);
+int cmd_restore_point(int argc, char **argv);
+
+/*
+ * WAL archive reports (tools/cmd_wal.c). With a JSON writer, write the key
+ * "wal" and its value (null after an error); without, print text lines. An
+ * error is printed once; returns an exit code.
+ */
+struct JsonWriter;
+int cli_wal_stats(Repo *repo, struct JsonWriter *w);
+int cli_wal_show(Repo *repo, const SnapshotInfo *s, struct JsonWriter *w);

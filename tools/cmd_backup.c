@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 enum { OPT_REPO = 0x100, OPT_FROM_DIR, OPT_INSTANCE, OPT_LABEL, OPT_NOTE, OPT_PROGRESS,
-       OPT_NO_PROGRESS, OPT_TYPE, OPT_PGDATA, OPT_EXTRA_DIR };
+       OPT_NO_PROGRESS, OPT_TYPE, OPT_PGDATA, OPT_EXTRA_DIR, OPT_EXPIRE };
 #define MAX_EXTRA_DIRS 16
 
 typedef struct BackupOptions {
@@ -25,6 +25,7 @@ typedef struct BackupOptions {
 	const char *note;
 	int jobs;
 	bool progress;
+	bool expire;
 	const char *extra_dirs[MAX_EXTRA_DIRS];
 	size_t n_extra_dirs;
 } BackupOptions;
@@ -33,8 +34,9 @@ static void backup_help(void)
 {
 	printf("Usage: pgbakfs backup -d CONNINFO [--pgdata DIR [--type full|incr]] [--repo PATH]\n"
 	       "                      [--instance NAME] [--label TEXT] [--note TEXT] [-j N]\n"
-	       "                      [--progress|--no-progress]\n"
-	       "       pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME] [--label TEXT]\n\n"
+	       "                      [--progress|--no-progress] [--expire]\n"
+	       "       pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME] [--label TEXT]\n"
+	       "                      [--expire]\n\n"
 	       "Take a snapshot. With -d alone, of a running cluster from any host: BASE_BACKUP\n"
 	       "over a replication connection plus the WAL to make it consistent (the role needs\n"
 	       "REPLICATION and two free WAL senders). With -d and --pgdata, on the database host:\n"
@@ -46,7 +48,9 @@ static void backup_help(void)
 	       "  --extra-dir DIR  (with --pgdata, repeatable) also keep DIR, e.g.\n"
 	       "                /etc/postgresql/15/main; restore puts it in TARGET.extra/DIR\n"
 	       "  -j N          reader and hashing/compression threads (default: number of CPUs)\n"
-	       "  --instance    name of the cluster in the repository (default \"main\")\n");
+	       "  --instance    name of the cluster in the repository (default \"main\")\n"
+	       "  --expire      after a successful backup, apply the retention policy saved by\n"
+	       "                \"pgbakfs expire\" to the instance; refused up front when none is saved\n");
 }
 
 static int report_ingest_error(const BackupOptions *o, int r, const FromDirError *err)
@@ -202,6 +206,7 @@ int cmd_backup(int argc, char **argv)
 		{"jobs", required_argument, NULL, 'j'},
 		{"progress", no_argument, NULL, OPT_PROGRESS},
 		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+		{"expire", no_argument, NULL, OPT_EXPIRE},
 		{"help", no_argument, NULL, 'h'},
 		{0}};
 	BackupOptions o = {.progress = cli_stderr_is_tty()};
@@ -230,6 +235,7 @@ int cmd_backup(int argc, char **argv)
 			break;
 		case OPT_PROGRESS: o.progress = true; break;
 		case OPT_NO_PROGRESS: o.progress = false; break;
+		case OPT_EXPIRE: o.expire = true; break;
 		case 'h': backup_help(); return EXIT_OK;
 		default: return cli_usage("backup", "invalid option");
 		}
@@ -254,7 +260,13 @@ int cmd_backup(int argc, char **argv)
 		if (rc != EXIT_OK)
 			return rc;
 		o.repo = repo_path(repo);
+		if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK) {
+			repo_free(repo);
+			return rc;
+		}
 		rc = o.pgdata ? backup_local(&o, repo) : backup_live(&o, repo);
+		if (rc == EXIT_OK && o.expire)
+			rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
 		repo_free(repo);
 		return rc;
 	}
@@ -270,7 +282,13 @@ int cmd_backup(int argc, char **argv)
 	if (rc != EXIT_OK)
 		return rc;
 	o.repo = repo_path(repo);
+	if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK) {
+		repo_free(repo);
+		return rc;
+	}
 	rc = backup_from_dir(&o, repo);
+	if (rc == EXIT_OK && o.expire)
+		rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
 	repo_free(repo);
 	return rc;
 }

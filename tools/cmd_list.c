@@ -19,6 +19,9 @@ static void json_snapshot_open(JsonWriter *w, const SnapshotInfo *s)
 	json_key(w, "parent"); json_string(w, s->parent);
 	json_key(w, "label"); json_string(w, s->label);
 	json_key(w, "note"); json_string(w, s->note);
+	json_key(w, "pinned_until");
+	if (s->pinned_until) json_string(w, format_time_iso(s->pinned_until, t, sizeof(t)));
+	else json_null(w);
 	json_key(w, "start_time"); json_string(w, format_time_iso(s->start_time, t, sizeof(t)));
 	json_key(w, "stop_time"); json_string(w, format_time_iso(s->stop_time, t, sizeof(t)));
 	json_key(w, "start_lsn"); json_string(w, s->start_lsn);
@@ -66,11 +69,14 @@ static int list_one(const SnapshotInfo *s, void *ud)
 	} else {
 		double secs = (double)(s->stop_time - s->start_time) / 1e9;
 		double ratio = s->stored_bytes ? (double)s->logical_bytes / (double)s->stored_bytes : 0;
-		char tli[16] = "-";
+		char tli[16] = "-", pin[40] = "-";
 		if (ctx->n == 0)
-			printf("%-20s %-10s %-5s %-20s %-20s %8s %11s %11s %8s %-12s %-12s %3s %-7s %s\n",
+			printf("%-20s %-10s %-5s %-20s %-20s %8s %11s %11s %8s %-12s %-12s %3s %-7s %-20s %s\n",
 			       "ID", "INSTANCE", "TYPE", "PARENT", "START (UTC)", "DURATION", "LOGICAL",
-			       "STORED", "RATIO", "START LSN", "STOP LSN", "TLI", "STATUS", "LABEL");
+			       "STORED", "RATIO", "START LSN", "STOP LSN", "TLI", "STATUS",
+			       "PINNED UNTIL", "LABEL");
+		if (s->pinned_until > now_ns())
+			format_time_iso(s->pinned_until, pin, sizeof(pin));
 		format_time_iso(s->start_time, t, sizeof(t));
 		if (s->timeline)
 			snprintf(tli, sizeof(tli), "%lld", (long long)s->timeline);
@@ -82,8 +88,10 @@ static int list_one(const SnapshotInfo *s, void *ud)
 			printf("%7.1fx ", ratio);
 		else
 			printf("%8s ", "-");
-		printf("%-12s %-12s %3s %-7s %s\n", s->start_lsn ? s->start_lsn : "-",
-		       s->stop_lsn ? s->stop_lsn : "-", tli, s->status, s->label ? s->label : "");
+		printf("%-12s %-12s %3s %-7s %-20s %s%s%s%s\n", s->start_lsn ? s->start_lsn : "-",
+		       s->stop_lsn ? s->stop_lsn : "-", tli, s->status, pin, s->label ? s->label : "",
+		       s->note ? (s->label ? "  (note: " : "(note: ") : "", s->note ? s->note : "",
+		       s->note ? ")" : "");
 	}
 	ctx->n++;
 	return 0;
@@ -167,6 +175,9 @@ static void show_text(const SnapshotInfo *s)
 		printf("label:         %s\n", s->label);
 	if (s->note)
 		printf("note:          %s\n", s->note);
+	if (s->pinned_until)
+		printf("pinned until:  %s%s\n", format_time_iso(s->pinned_until, t, sizeof(t)),
+		       s->pinned_until > now_ns() ? "" : " (expired)");
 	if (s->source)
 		printf("source:        %s\n", s->source);
 	printf("start time:    %s\n", format_time_iso(s->start_time, t, sizeof(t)));
@@ -233,10 +244,12 @@ int cmd_show(int argc, char **argv)
 			json_begin_array(&w);
 			catalog_bad_block_foreach(repo_catalog(repo), s.rowid, json_bad_block, &w);
 			json_end_array(&w);
+			rc = cli_wal_show(repo, &s, &w);
 			json_end_object(&w);
 			putchar('\n');
 		} else {
 			show_text(&s);
+			rc = cli_wal_show(repo, &s, NULL);
 			catalog_bad_block_foreach(repo_catalog(repo), s.rowid, print_bad_block, &n_bad);
 		}
 	}

@@ -3,6 +3,7 @@
 #include "common/util.h"
 #include "fs/mount.h"
 #include "tools/cli.h"
+#include "tools/recovery.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -35,7 +36,9 @@ static const char mount_help[] =
 	"--foreground; unmount with \"fusermount3 -u MOUNTPOINT\".\n\n"
 	"  --owner USER      show files as owned by USER (a mount by root, e.g. for postgres)\n"
 	"  --allow-other     let other users than the owner in (with their permissions)\n"
-	"  --cache-size SIZE decompressed chunks kept in memory (default 256MiB)\n";
+	"  --cache-size SIZE decompressed chunks kept in memory (default 256MiB)\n"
+	"With --writable, a recovery target makes each fresh clone recover to it:\n"
+	RECOVERY_USAGE;
 
 typedef struct MountArgs {
 	const char *repo_opt;
@@ -43,6 +46,8 @@ typedef struct MountArgs {
 	char scratch[PATH_MAX];
 	char repo[PATH_MAX];
 	bool foreground, scratch_is_temp;
+	RecoveryTarget target;
+	char *recovery_conf;
 	MountOptions o;
 } MountArgs;
 
@@ -72,6 +77,7 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 		{"allow-other", no_argument, NULL, OPT_ALLOW_OTHER},
 		{"owner", required_argument, NULL, OPT_OWNER},
 		{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
+		RECOVERY_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{0}};
 	const char *scratch = NULL, *owner = NULL;
@@ -81,6 +87,11 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 	a->o.gid = getgid();
 	a->o.cache_size = DEFAULT_CACHE_SIZE;
 	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
+		if (recovery_option("mount", c, optarg, &a->target, &rc)) {
+			if (rc != EXIT_OK)
+				return rc;
+			continue;
+		}
 		switch (c) {
 		case OPT_REPO: a->repo_opt = optarg; break;
 		case 'f':
@@ -102,6 +113,10 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 		return cli_usage("mount", "expected MOUNTPOINT");
 	if (scratch && !a->o.writable)
 		return cli_usage("mount", "--scratch needs --writable");
+	if (a->target.kind && !a->o.writable)
+		return cli_usage("mount", "a recovery target needs --writable");
+	if ((rc = recovery_check("mount", &a->target)) != EXIT_OK)
+		return rc;
 	if (owner && (rc = parse_owner(owner, &a->o)) != EXIT_OK)
 		return rc;
 	/* the daemon works from "/": relative paths are resolved now */
@@ -110,6 +125,14 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 		return EXIT_FAIL;
 	if (realpath(loc, a->repo))
 		a->repo_opt = a->repo;
+	if (a->target.kind) {
+		int r = recovery_conf(&a->target, a->repo_opt, &a->recovery_conf);
+		if (r < 0) {
+			cli_error("cannot prepare the recovery settings: %s", strerror(-r));
+			return EXIT_FAIL;
+		}
+		a->o.recovery_conf = a->recovery_conf;
+	}
 	if (!realpath(argv[optind], a->mountpoint)) {
 		cli_error("mount point \"%s\": %m", argv[optind]);
 		return EXIT_FAIL;
@@ -230,17 +253,16 @@ static int wait_child(pid_t pid, int fd)
 	return WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : EXIT_FAIL;
 }
 
-int cmd_mount(int argc, char **argv)
+static int mount_main(int argc, char **argv, MountArgs *a)
 {
-	MountArgs a = {0};
 	int p[2];
-	int rc = parse_args(argc, argv, &a);
+	int rc = parse_args(argc, argv, a);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
-	if (a.o.writable && !a.o.scratch && (rc = make_temp_scratch(&a)) != EXIT_OK)
+	if (a->o.writable && !a->o.scratch && (rc = make_temp_scratch(a)) != EXIT_OK)
 		return rc;
-	if (a.foreground)
-		return run(&a, -1);
+	if (a->foreground)
+		return run(a, -1);
 	/* the child opens the repository: no thread or database crosses the fork */
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		cli_error("cannot start the mount daemon: %m");
@@ -260,5 +282,15 @@ int cmd_mount(int argc, char **argv)
 	setsid();
 	if (chdir("/") < 0 || dup2(p[1], STDERR_FILENO) < 0)
 		_exit(EXIT_FAIL);
-	_exit(run(&a, p[1]));
+	rc = run(a, p[1]);
+	free(a->recovery_conf);
+	_exit(rc);
+}
+
+int cmd_mount(int argc, char **argv)
+{
+	MountArgs a = {0};
+	int rc = mount_main(argc, argv, &a);
+	free(a.recovery_conf);
+	return rc;
 }

@@ -308,6 +308,7 @@ int cmd_stats(int argc, char **argv)
 		json_key(&w, "chunk_size"); json_uint(&w, repo_config(repo)->chunk_size);
 		json_key(&w, "dedup_ratio"); json_double(&w, dedup);
 		json_key(&w, "total_ratio"); json_double(&w, ratio);
+		rc = cli_wal_stats(repo, &w);
 		json_end_object(&w);
 		putchar('\n');
 	} else {
@@ -319,7 +320,8 @@ int cmd_stats(int argc, char **argv)
 		printf("stored:         %s in %llu pack(s) (overall %.2fx)\n",
 		       format_bytes(st.pack_bytes, d, sizeof(d)), (unsigned long long)st.n_packs, ratio);
 		printf("chunk size:     %llu KiB\n", (unsigned long long)(repo_config(repo)->chunk_size / 1024));
+		rc = cli_wal_stats(repo, NULL);
 	}
 	repo_free(repo);
-	return EXIT_OK;
+	return rc;
 }

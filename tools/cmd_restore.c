@@ -3,11 +3,55 @@
 #include "common/util.h"
 #include "store/restore.h"
 #include "tools/cli.h"
+#include "tools/recovery.h"
 
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_REPO = 0x100, OPT_INSTANCE, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_TS_MAP };
+enum { OPT_REPO = 0x100, OPT_INSTANCE, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_TS_MAP, OPT_DELTA };
+
+/* A live postmaster.pid in dir: the pid of the PostgreSQL running there, else 0. */
+static long running_postmaster(const char *dir)
+{
+	char path[PATH_MAX];
+	long pid = 0;
+	snprintf(path, sizeof(path), "%s/postmaster.pid", dir);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%ld", &pid) != 1)
+		pid = 0;
+	fclose(f);
+	/* EPERM: alive, owned by another user */
+	if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+		return pid;
+	return 0;
+}
+
+/* After a successful restore: the recovery settings for a target, if any. */
+static int write_recovery(const RecoveryTarget *t, Repo *repo, const char *target)
+{
+	_cleanup_free_ char *conf = NULL;
+	char abs_repo[PATH_MAX];
+	int r;
+	if (!t->kind)
+		return EXIT_OK;
+	if (!realpath(repo_path(repo), abs_repo))
+		snprintf(abs_repo, sizeof(abs_repo), "%s", repo_path(repo));
+	r = recovery_conf(t, abs_repo, &conf);
+	if (r == 0)
+		r = recovery_write(target, conf);
+	if (r < 0) {
+		cli_error("could not write the recovery settings into \"%s\": %s", target,
+			  strerror(-r));
+		return EXIT_FAIL;
+	}
+	printf("recovery to %s %s configured: recovery.signal and postgresql.auto.conf "
+	       "(restore_command = pgbakfs wal-fetch)\n", t->kind, t->value);
+	return EXIT_OK;
+}
 #define MAX_MAPS 64
 
 int cmd_restore(int argc, char **argv)
@@ -19,6 +63,8 @@ int cmd_restore(int argc, char **argv)
 		{"progress", no_argument, NULL, OPT_PROGRESS},
 		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
 		{"tablespace-map", required_argument, NULL, OPT_TS_MAP},
+		{"delta", no_argument, NULL, OPT_DELTA},
+		RECOVERY_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{0}};
 	const char *repo_opt = NULL, *instance = NULL, *id, *target;
@@ -27,6 +73,7 @@ int cmd_restore(int argc, char **argv)
 	RestoreMapping maps[MAX_MAPS];
 	char *eq;
 	RestoreResult res;
+	RecoveryTarget rt = {0};
 	SnapshotInfo s = {0};
 	Progress *progress = NULL;
 	Repo *repo = NULL;
@@ -34,7 +81,13 @@ int cmd_restore(int argc, char **argv)
 	int64_t t0 = mono_ns();
 
 	while ((c = getopt_long(argc, argv, "hj:", opts, NULL)) != -1) {
+		if (recovery_option("restore", c, optarg, &rt, &rc)) {
+			if (rc != EXIT_OK)
+				return rc;
+			continue;
+		}
 		switch (c) {
+		case OPT_DELTA: o.delta = true; break;
 		case OPT_REPO: repo_opt = optarg; break;
 		case OPT_INSTANCE: instance = optarg; break;
 		case 'j':
@@ -53,11 +106,17 @@ int cmd_restore(int argc, char **argv)
 			break;
 		case 'h':
 			printf("Usage: pgbakfs restore ID TARGET [--repo PATH] [-j N] [--[no-]progress]\n"
-			       "                       [--tablespace-map OLD=NEW]...\n\n"
+			       "                       [--delta] [--tablespace-map OLD=NEW]...\n"
+			       "                       [--target-time T | --target-lsn L | --target-xid X |\n"
+			       "                        --target-name N] [--target-action ACTION]\n\n"
 			       "Restore snapshot ID (or \"latest\") into TARGET, a missing or empty\n"
 			       "directory. Every chunk is verified before it is written. Tablespaces go\n"
 			       "back to their original directories, or to NEW for --tablespace-map\n"
-			       "OLD=NEW; those must be missing or empty.\n");
+			       "OLD=NEW; those must be missing or empty.\n\n"
+			       "  --delta           TARGET may hold an older or diverged copy (a stopped\n"
+			       "                    primary): only chunks that differ are written, and what\n"
+			       "                    the snapshot does not have is removed\n"
+			       RECOVERY_USAGE);
 			return EXIT_OK;
 		default: return cli_usage("restore", "invalid option");
 		}
@@ -66,7 +125,15 @@ int cmd_restore(int argc, char **argv)
 		return cli_usage("restore", "expected ID and TARGET");
 	id = argv[optind];
 	target = argv[optind + 1];
-	r = dir_is_empty(target);
+	if ((rc = recovery_check("restore", &rt)) != EXIT_OK)
+		return rc;
+	long pid = running_postmaster(target);
+	if (pid) {
+		cli_error("PostgreSQL is running in \"%s\" (postmaster.pid: pid %ld)", target, pid);
+		cli_hint("stop it first; a restore never writes under a running server");
+		return EXIT_FAIL;
+	}
+	r = o.delta ? 1 : dir_is_empty(target);
 	if (r == 0) {
 		cli_error("target directory \"%s\" is not empty", target);
 		cli_hint("restore into a new or empty directory");
@@ -108,12 +175,17 @@ int cmd_restore(int argc, char **argv)
 			cli_error("restore of snapshot \"%s\" failed: %s", s.name, strerror(-r));
 		rc = EXIT_FAIL;
 	} else {
-		char b[32];
+		char b[32], w[32];
 		double secs = (double)(mono_ns() - t0) / 1e9;
 		printf("restored snapshot \"%s\" into \"%s\": %llu files, %s, %.1f s (%.1f MB/s)\n",
 		       s.name, target, (unsigned long long)res.n_files,
 		       format_bytes(res.bytes, b, sizeof(b)), secs,
 		       secs > 0 ? (double)res.bytes / secs / 1e6 : 0.0);
+		if (o.delta)
+			printf("delta: %s rewritten, %llu entries removed\n",
+			       format_bytes(res.bytes_written, w, sizeof(w)),
+			       (unsigned long long)res.n_removed);
+		rc = write_recovery(&rt, repo, target);
 	}
 out:
 	snapshot_info_clear(&s);

@@ -16,10 +16,17 @@ static const struct {
 	{"show", cmd_show, "show one snapshot"},
 	{"restore", cmd_restore, "restore a snapshot into a directory"},
 	{"mount", cmd_mount, "show every snapshot as a data directory (FUSE)"},
+	{"verify", cmd_verify, "prove a snapshot by starting PostgreSQL on a clone of it"},
+	{"dump", cmd_dump, "pg_dump out of a snapshot, without restoring it"},
 	{"delete", cmd_delete, "delete a snapshot (space is reclaimed by gc)"},
 	{"gc", cmd_gc, "remove data no snapshot uses"},
 	{"check", cmd_check, "check the repository (--read-data: every byte)"},
 	{"stats", cmd_stats, "repository size and deduplication"},
+	{"expire", cmd_expire, "delete snapshots and WAL a retention policy no longer keeps"},
+	{"pin", cmd_pin, "keep a snapshot from expire for a while, or set its note"},
+	{"wal-push", cmd_wal_push, "archive a WAL file (archive_command)"},
+	{"wal-fetch", cmd_wal_fetch, "fetch an archived WAL file (restore_command)"},
+	{"restore-point", cmd_restore_point, "create a named restore point on a server"},
 };
 
 static void usage(FILE *f)
@@ -27,7 +34,7 @@ static void usage(FILE *f)
 	fprintf(f, "pgbakfs: deduplicated PostgreSQL backups you can see and start\n\n"
 		   "Usage: pgbakfs COMMAND [OPTIONS]\n\nCommands:\n");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+		fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\nEvery command takes --repo PATH (or PGBAKFS_REPO) and --help.\n");
 }
 

@@ -1,0 +1,647 @@
+/*
+ * The WAL archive. One object per WAL file, so archive_command is one put
+ * and restore_command one get, and retention deletes whole files.
+ *
+ * Object format (little-endian), a 128-byte header then the payload:
+ *   0   8  magic "PGBAKWAL"
+ *   8   4  format version (1)
+ *   12  4  encoding: 0 raw, 1 zstd (ChunkEncoding)
+ *   16  8  plain length
+ *   24  8  payload length (object size - 128)
+ *   32 32  SHA-256 of the plain bytes
+ *   64 48  the file's own name, NUL-padded
+ *   112 16 zero
+ * Every header byte is checked on read (magic, version, encoding, lengths
+ * against the object size, the name against the object's name, the padding
+ * and the zero tail), and the payload is decoded and hashed, so a flipped
+ * bit anywhere is -EBADMSG and never a wrong WAL file.
+ */
+#include "store/wal.h"
+#include "common/util.h"
+#include "store/chunk.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#define WAL_MAGIC "PGBAKWAL"
+#define WAL_FORMAT 1
+#define WAL_HEADER_LEN 128
+#define WAL_NAME_FIELD 48
+#define WAL_LOCK_STRIPES 64
+#define WAL_PREFIX "wal/"
+
+typedef struct WalHeader {
+	uint32_t version, encoding;
+	uint64_t plain_len, payload_len;
+	uint8_t sha256[32];
+	char name[WAL_NAME_FIELD + 1];
+} WalHeader;
+
+const char *wal_kind_name(WalKind k)
+{
+	switch (k) {
+	case WAL_KIND_SEGMENT: return "segment";
+	case WAL_KIND_PARTIAL: return "partial";
+	case WAL_KIND_HISTORY: return "history";
+	case WAL_KIND_BACKUP: return "backup";
+	}
+	return "unknown";
+}
+
+/* n upper-case hex digits (PostgreSQL's names never use lower case) */
+static bool parse_hex32(const char *s, size_t n, uint32_t *ret)
+{
+	uint32_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c >= '0' && c <= '9')
+			v = (v << 4) | (uint32_t)(c - '0');
+		else if (c >= 'A' && c <= 'F')
+			v = (v << 4) | (uint32_t)(c - 'A' + 10);
+		else
+			return false;
+	}
+	*ret = v;
+	return true;
+}
+
+int wal_name_parse(const char *name, WalName *ret)
+{
+	WalName n = {0};
+	size_t len = strnlen(name, PGBAKFS_WAL_NAME_MAX + 1);
+	uint32_t offset;
+
+	if (len == 16 && strcmp(name + 8, ".history") == 0)
+		n.kind = WAL_KIND_HISTORY;
+	else if (len == 24)
+		n.kind = WAL_KIND_SEGMENT;
+	else if (len == 32 && strcmp(name + 24, ".partial") == 0)
+		n.kind = WAL_KIND_PARTIAL;
+	else if (len == 40 && name[24] == '.' && strcmp(name + 33, ".backup") == 0 &&
+		 parse_hex32(name + 25, 8, &offset))
+		n.kind = WAL_KIND_BACKUP;
+	else
+		return -EINVAL;
+	if (!parse_hex32(name, 8, &n.timeline) || n.timeline == 0)
+		return -EINVAL;
+	if (n.kind != WAL_KIND_HISTORY &&
+	    (!parse_hex32(name + 8, 8, &n.log) || !parse_hex32(name + 16, 8, &n.seg)))
+		return -EINVAL;
+	*ret = n;
+	return 0;
+}
+
+bool wal_seg_size_valid(uint64_t seg_size)
+{
+	return seg_size >= (1 << 20) && seg_size <= (1 << 30) && (seg_size & (seg_size - 1)) == 0;
+}
+
+uint64_t wal_name_segno(const WalName *n, uint32_t seg_size)
+{
+	return (uint64_t)n->log * (0x100000000ULL / seg_size) + n->seg;
+}
+
+void wal_segno_to_name(uint32_t timeline, uint64_t segno, uint32_t seg_size, char out[25])
+{
+	uint64_t per_id = 0x100000000ULL / seg_size;
+	snprintf(out, 25, "%08X%08X%08X", timeline, (uint32_t)(segno / per_id),
+		 (uint32_t)(segno % per_id));
+}
+
+int wal_lsn_parse(const char *s, uint64_t *ret)
+{
+	const char *slash = s ? strchr(s, '/') : NULL;
+	uint32_t hi, lo;
+	size_t nh, nl;
+
+	if (!slash)
+		return -EINVAL;
+	nh = (size_t)(slash - s);
+	nl = strlen(slash + 1);
+	if (nh < 1 || nh > 8 || nl < 1 || nl > 8 || !parse_hex32(s, nh, &hi) ||
+	    !parse_hex32(slash + 1, nl, &lo))
+		return -EINVAL;
+	*ret = (uint64_t)hi << 32 | lo;
+	return 0;
+}
+
+static int object_key(const char *name, WalName *ret_parsed, char *buf, size_t len)
+{
+	WalName n;
+	int r = wal_name_parse(name, &n);
+	if (r < 0)
+		return r;
+	snprintf(buf, len, WAL_PREFIX "%08X/%s", n.timeline, name);
+	if (ret_parsed)
+		*ret_parsed = n;
+	return 0;
+}
+
+/* ---- header ---- */
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 3; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void header_write(const WalHeader *h, uint8_t out[WAL_HEADER_LEN])
+{
+	memset(out, 0, WAL_HEADER_LEN);
+	memcpy(out, WAL_MAGIC, 8);
+	put_le32(out + 8, h->version);
+	put_le32(out + 12, h->encoding);
+	put_le64(out + 16, h->plain_len);
+	put_le64(out + 24, h->payload_len);
+	memcpy(out + 32, h->sha256, 32);
+	memcpy(out + 64, h->name, strnlen(h->name, WAL_NAME_FIELD));
+}
+
+/* Parse and check a header against the object's name and size. */
+static int header_read(const uint8_t in[WAL_HEADER_LEN], const char *name, uint64_t object_size,
+		       WalHeader *ret)
+{
+	WalHeader h = {0};
+	size_t name_len = strlen(name);
+
+	if (memcmp(in, WAL_MAGIC, 8) != 0)
+		return -EBADMSG;
+	h.version = get_le32(in + 8);
+	h.encoding = get_le32(in + 12);
+	h.plain_len = get_le64(in + 16);
+	h.payload_len = get_le64(in + 24);
+	memcpy(h.sha256, in + 32, 32);
+	if (h.version != WAL_FORMAT)
+		return h.version > WAL_FORMAT ? -EPROTONOSUPPORT : -EBADMSG;
+	if (h.encoding != CHUNK_ENC_RAW && h.encoding != CHUNK_ENC_ZSTD)
+		return -EBADMSG;
+	if (h.plain_len > PGBAKFS_WAL_FILE_MAX || h.payload_len != object_size - WAL_HEADER_LEN ||
+	    (h.encoding == CHUNK_ENC_RAW && h.payload_len != h.plain_len))
+		return -EBADMSG;
+	if (name_len > WAL_NAME_FIELD || memcmp(in + 64, name, name_len) != 0 ||
+	    !buf_is_zero(in + 64 + name_len, WAL_HEADER_LEN - 64 - name_len))
+		return -EBADMSG;
+	memcpy(h.name, name, name_len);
+	*ret = h;
+	return 0;
+}
+
+/* ---- locks ---- */
+
+/*
+ * Pushes and deletes of one name are serialized by one of 64 flock'ed files,
+ * locks/wal-NN.lock, chosen by a hash of the name: a file per name would
+ * leave one lock file behind per WAL file forever (unlinking a lock file
+ * that others may have open is a race), and 64 stripes keep distinct names
+ * mostly independent. flock() works on a local repository only; an S3
+ * backend needs a conditional put (If-None-Match) instead.
+ */
+static int wal_lock(Repo *r, const char *name, int *ret_fd)
+{
+	char path[PATH_MAX];
+	uint32_t h = 2166136261u; /* FNV-1a */
+	int fd;
+
+	for (const char *p = name; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	if ((size_t)snprintf(path, sizeof(path), "%s/locks", repo_path(r)) >= sizeof(path))
+		return -ENAMETOOLONG;
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	snprintf(path, sizeof(path), "%s/locks/wal-%02u.lock", repo_path(r), h % WAL_LOCK_STRIPES);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			int e = -errno;
+			close(fd);
+			return e;
+		}
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+/* ---- objects ---- */
+
+/* Header plus encoded payload of plain bytes, in one malloc'd buffer. */
+static int object_encode(Repo *r, const char *name, const void *buf, size_t len,
+			 const ChunkId *id, uint8_t **ret, size_t *ret_len)
+{
+	_cleanup_free_ uint8_t *obj = malloc(WAL_HEADER_LEN + chunk_encode_bound(len));
+	ChunkCodec *codec = NULL;
+	ChunkEncoding enc;
+	size_t n = 0;
+	int e;
+
+	if (!obj)
+		return -ENOMEM;
+	e = chunk_codec_new(repo_config(r)->compress_level, &codec);
+	if (e < 0)
+		return e;
+	if (len > 0)
+		e = chunk_encode(codec, buf, len, obj + WAL_HEADER_LEN, &n, &enc);
+	else
+		enc = CHUNK_ENC_RAW;
+	chunk_codec_free(codec);
+	if (e < 0)
+		return e;
+	WalHeader h = {.version = WAL_FORMAT, .encoding = enc, .plain_len = len, .payload_len = n};
+	memcpy(h.sha256, id->b, sizeof(h.sha256));
+	snprintf(h.name, sizeof(h.name), "%s", name);
+	header_write(&h, obj);
+	*ret_len = WAL_HEADER_LEN + n;
+	*ret = TAKE_PTR(obj);
+	return 0;
+}
+
+/* Read a whole object: -ENOENT when missing, -EBADMSG when implausibly sized. */
+static int object_read(Repo *r, const char *key, uint8_t **ret, size_t *ret_len)
+{
+	StoreBackend *b = repo_backend(r);
+	_cleanup_free_ uint8_t *obj = NULL;
+	uint64_t size;
+	int e = store_size(b, key, &size);
+
+	if (e < 0)
+		return e;
+	if (size < WAL_HEADER_LEN || size > WAL_HEADER_LEN + chunk_encode_bound(PGBAKFS_WAL_FILE_MAX))
+		return -EBADMSG;
+	obj = malloc(size);
+	if (!obj)
+		return -ENOMEM;
+	e = store_get_range(b, key, 0, size, obj);
+	if (e == -ENODATA)
+		return -EBADMSG; /* shrank under us: not a complete object */
+	if (e < 0)
+		return e;
+	*ret = TAKE_PTR(obj);
+	*ret_len = size;
+	return 0;
+}
+
+/* Check and decode an object into a malloc'd plain buffer. */
+static int object_decode(const uint8_t *obj, size_t obj_len, const char *name, WalHeader *ret_h,
+			 void **ret_buf)
+{
+	_cleanup_free_ uint8_t *plain = NULL;
+	ChunkCodec *codec = NULL;
+	WalHeader h;
+	ChunkId id;
+	int e = header_read(obj, name, obj_len, &h);
+
+	if (e < 0)
+		return e;
+	plain = malloc(h.plain_len ? h.plain_len : 1);
+	if (!plain)
+		return -ENOMEM;
+	memcpy(id.b, h.sha256, sizeof(id.b));
+	if (h.plain_len == 0) {
+		ChunkId empty;
+		chunk_hash("", 0, &empty);
+		e = h.payload_len == 0 && chunk_id_cmp(&empty, &id) == 0 ? 0 : -EBADMSG;
+	} else {
+		e = chunk_codec_new(1, &codec);
+		if (e == 0)
+			e = chunk_decode(codec, (ChunkEncoding)h.encoding, obj + WAL_HEADER_LEN,
+					 h.payload_len, plain, h.plain_len, &id);
+		chunk_codec_free(codec);
+	}
+	if (e < 0)
+		return e;
+	*ret_h = h;
+	*ret_buf = TAKE_PTR(plain);
+	return 0;
+}
+
+/*
+ * What is archived under key, compared with content of plain length len and
+ * hash id: 0 nothing, 1 the same content (verified), -ENOTUNIQ other content,
+ * -EBADMSG a damaged object, or another -errno.
+ */
+static int existing_compare(Repo *r, const char *key, const char *name, size_t len,
+			    const ChunkId *id)
+{
+	_cleanup_free_ uint8_t *obj = NULL;
+	_cleanup_free_ void *plain = NULL;
+	size_t obj_len;
+	WalHeader h;
+	int e = object_read(r, key, &obj, &obj_len);
+
+	if (e == -ENOENT)
+		return 0;
+	if (e < 0)
+		return e;
+	e = header_read(obj, name, obj_len, &h);
+	if (e < 0)
+		return e == -EPROTONOSUPPORT ? e : -EBADMSG;
+	if (h.plain_len != len || memcmp(h.sha256, id->b, sizeof(id->b)) != 0)
+		return -PGBAKFS_WAL_ECONFLICT;
+	/* the same content by its header: make sure the archived copy is readable */
+	e = object_decode(obj, obj_len, name, &h, &plain);
+	return e < 0 ? e : 1;
+}
+
+int wal_push(Repo *r, const char *name, const void *buf, size_t len, WalPushResult *ret_result)
+{
+	_cleanup_free_ uint8_t *obj = NULL;
+	_cleanup_close_ int lock_fd = -1;
+	char key[PATH_MAX];
+	size_t obj_len;
+	ChunkId id;
+	int e = object_key(name, NULL, key, sizeof(key));
+	bool repaired = false;
+
+	if (e < 0)
+		return e;
+	if (len > PGBAKFS_WAL_FILE_MAX)
+		return -EFBIG;
+	/* hash and compress before taking the lock: the lock covers only check + put */
+	chunk_hash(buf, len, &id);
+	e = object_encode(r, name, buf, len, &id, &obj, &obj_len);
+	if (e < 0)
+		return e;
+	e = wal_lock(r, name, &lock_fd);
+	if (e < 0)
+		return e;
+	e = existing_compare(r, key, name, len, &id);
+	if (e == 1) {
+		if (ret_result)
+			*ret_result = WAL_PUSH_EXISTED;
+		return 0;
+	}
+	/*
+	 * A damaged archived copy cannot be compared; the file PostgreSQL hands
+	 * us is the best copy there is, so it replaces the damaged one.
+	 */
+	if (e == -EBADMSG)
+		repaired = true;
+	else if (e < 0)
+		return e;
+	e = store_put(repo_backend(r), key, obj, obj_len);
+	if (e < 0)
+		return e;
+	if (ret_result)
+		*ret_result = repaired ? WAL_PUSH_REPAIRED : WAL_PUSH_STORED;
+	return 0;
+}
+
+int wal_fetch(Repo *r, const char *name, void **ret_buf, size_t *ret_len)
+{
+	_cleanup_free_ uint8_t *obj = NULL;
+	char key[PATH_MAX];
+	size_t obj_len;
+	WalHeader h;
+	void *plain;
+	int e = object_key(name, NULL, key, sizeof(key));
+
+	if (e < 0)
+		return e;
+	e = object_read(r, key, &obj, &obj_len);
+	if (e < 0)
+		return e;
+	e = object_decode(obj, obj_len, name, &h, &plain);
+	if (e < 0)
+		return e;
+	*ret_buf = plain;
+	*ret_len = h.plain_len;
+	return 0;
+}
+
+int wal_stat(Repo *r, const char *name, WalObjectInfo *ret)
+{
+	StoreBackend *b = repo_backend(r);
+	uint8_t hdr[WAL_HEADER_LEN];
+	char key[PATH_MAX];
+	uint64_t size;
+	WalHeader h;
+	int e = object_key(name, NULL, key, sizeof(key));
+
+	if (e < 0)
+		return e;
+	e = store_size(b, key, &size);
+	if (e < 0)
+		return e;
+	if (size < WAL_HEADER_LEN)
+		return -EBADMSG;
+	e = store_get_range(b, key, 0, sizeof(hdr), hdr);
+	if (e < 0)
+		return e == -ENODATA ? -EBADMSG : e;
+	e = header_read(hdr, name, size, &h);
+	if (e < 0)
+		return e;
+	*ret = (WalObjectInfo){.plain_size = h.plain_len, .stored_size = size,
+			       .encoding = (int)h.encoding};
+	memcpy(ret->sha256, h.sha256, sizeof(ret->sha256));
+	return 0;
+}
+
+/* ---- listing ---- */
+
+typedef struct WalEntry {
+	char name[PGBAKFS_WAL_NAME_MAX + 1];
+	WalName parsed;
+	uint64_t size;
+} WalEntry;
+
+typedef struct ListCtx {
+	WalEntry *v;
+	size_t n, cap;
+} ListCtx;
+
+static int list_collect(const char *key, uint64_t size, void *userdata)
+{
+	ListCtx *ctx = userdata;
+	const char *name;
+	char dir[9];
+	WalName n;
+
+	/* "wal/TTTTTTTT/NAME" with TTTTTTTT the name's own timeline */
+	if (strncmp(key, WAL_PREFIX, strlen(WAL_PREFIX)) != 0)
+		return 0;
+	key += strlen(WAL_PREFIX);
+	name = strchr(key, '/');
+	if (!name || name - key != 8 || wal_name_parse(name + 1, &n) < 0)
+		return 0;
+	snprintf(dir, sizeof(dir), "%08X", n.timeline);
+	if (memcmp(key, dir, 8) != 0)
+		return 0;
+	if (ctx->n == ctx->cap) {
+		size_t cap = ctx->cap ? 2 * ctx->cap : 256;
+		WalEntry *v = realloc(ctx->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		ctx->v = v;
+		ctx->cap = cap;
+	}
+	WalEntry *e = &ctx->v[ctx->n++];
+	snprintf(e->name, sizeof(e->name), "%s", name + 1);
+	e->parsed = n;
+	e->size = size;
+	return 0;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const WalEntry *x = a, *y = b;
+	if (x->parsed.timeline != y->parsed.timeline)
+		return x->parsed.timeline < y->parsed.timeline ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+int wal_list(Repo *r, WalListFn cb, void *userdata)
+{
+	ListCtx ctx = {0};
+	int e = store_list(repo_backend(r), WAL_PREFIX, list_collect, &ctx);
+
+	if (e == 0 && ctx.n)
+		qsort(ctx.v, ctx.n, sizeof(*ctx.v), entry_cmp);
+	for (size_t i = 0; e == 0 && i < ctx.n; i++) {
+		WalFileInfo f = {.name = ctx.v[i].name, .parsed = ctx.v[i].parsed,
+				 .stored_size = ctx.v[i].size};
+		e = cb(&f, userdata);
+	}
+	free(ctx.v);
+	return e;
+}
+
+int wal_delete(Repo *r, const char *name)
+{
+	_cleanup_close_ int lock_fd = -1;
+	char key[PATH_MAX];
+	int e = object_key(name, NULL, key, sizeof(key));
+
+	if (e < 0)
+		return e;
+	e = wal_lock(r, name, &lock_fd);
+	if (e < 0)
+		return e;
+	return store_delete(repo_backend(r), key);
+}
+
+/* ---- summary per timeline ---- */
+
+typedef struct SummaryCtx {
+	Repo *repo;
+	WalTimeline *v;
+	size_t n;
+	bool have_prev;  /* a segment of the current timeline was seen */
+	uint64_t prev;   /* its number */
+} SummaryCtx;
+
+static int range_append(WalTimeline *t, uint64_t from, uint64_t to)
+{
+	WalRange *v = realloc(t->gaps, (t->n_gaps + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	t->gaps = v;
+	t->gaps[t->n_gaps++] = (WalRange){from, to};
+	return 0;
+}
+
+static int summary_add(const WalFileInfo *f, void *userdata)
+{
+	SummaryCtx *ctx = userdata;
+	WalTimeline *t = ctx->n ? &ctx->v[ctx->n - 1] : NULL;
+	uint64_t segno;
+
+	if (!t || t->timeline != f->parsed.timeline) {
+		WalTimeline *v = realloc(ctx->v, (ctx->n + 1) * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		ctx->v = v;
+		t = &ctx->v[ctx->n++];
+		*t = (WalTimeline){.timeline = f->parsed.timeline,
+				   .seg_size = PGBAKFS_WAL_DEFAULT_SEG_SIZE};
+		ctx->have_prev = false;
+	}
+	t->n_files++;
+	t->stored_bytes += f->stored_size;
+	if (f->parsed.kind != WAL_KIND_SEGMENT)
+		return 0;
+	if (!ctx->have_prev) {
+		/* names sort by position, so the first segment fixes the size */
+		WalObjectInfo oi;
+		if (wal_stat(ctx->repo, f->name, &oi) == 0 && wal_seg_size_valid(oi.plain_size))
+			t->seg_size = (uint32_t)oi.plain_size;
+	}
+	if (f->parsed.seg >= 0x100000000ULL / t->seg_size)
+		return 0; /* not a segment of this size */
+	segno = wal_name_segno(&f->parsed, t->seg_size);
+	if (!ctx->have_prev) {
+		t->first = segno;
+	} else if (segno > ctx->prev + 1) {
+		int e = range_append(t, ctx->prev + 1, segno - 1);
+		if (e < 0)
+			return e;
+	}
+	t->last = segno;
+	t->n_segments++;
+	ctx->prev = segno;
+	ctx->have_prev = true;
+	return 0;
+}
+
+int wal_timelines(Repo *r, WalTimeline **ret, size_t *ret_n)
+{
+	SummaryCtx ctx = {.repo = r};
+	int e = wal_list(r, summary_add, &ctx);
+	if (e < 0) {
+		wal_timelines_free(ctx.v, ctx.n);
+		return e;
+	}
+	*ret = ctx.v;
+	*ret_n = ctx.n;
+	return 0;
+}
+
+WalTimeline *wal_timelines_free(WalTimeline *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i].gaps);
+	free(v);
+	return NULL;
+}
+
+int wal_timeline_run(const WalTimeline *t, uint64_t segno, uint64_t *ret_last)
+{
+	if (!t->n_segments || segno < t->first || segno > t->last)
+		return -ENOENT;
+	for (size_t i = 0; i < t->n_gaps; i++) {
+		if (segno >= t->gaps[i].from && segno <= t->gaps[i].to)
+			return -ENOENT;
+		if (t->gaps[i].from > segno) {
+			*ret_last = t->gaps[i].from - 1;
+			return 0;
+		}
+	}
+	*ret_last = t->last;
+	return 0;
+}

@@ -1,0 +1,162 @@
+/*
+ * The WAL archive: PostgreSQL's WAL files (segments, .partial segments,
+ * timeline .history files, backup .backup files) kept as one object each,
+ * "wal/<timeline, 8 hex>/<name>", compressed and checked by SHA-256.
+ * The store layer sees only names and bytes; it knows nothing of LSNs beyond
+ * the arithmetic of segment names.
+ *
+ * Errors: 0 or -errno. Every function is safe to call from several
+ * processes at once on the same repository: pushes and deletes of one name
+ * are serialized by a flock'ed file under the repository's locks/ directory.
+ * A Repo is not shared between threads (see store/repo.h).
+ */
+#pragma once
+
+#include "store/repo.h"
+
+/* WAL file names are at most 24 hex + ".XXXXXXXX.backup" = 40 characters. */
+#define PGBAKFS_WAL_NAME_MAX 40
+/* Largest WAL file accepted (PostgreSQL's largest wal_segment_size, 1 GiB). */
+#define PGBAKFS_WAL_FILE_MAX (1024ULL * 1024 * 1024)
+#define PGBAKFS_WAL_DEFAULT_SEG_SIZE (16U * 1024 * 1024)
+
+/*
+ * Distinct error of wal_push(): the name is archived with other content.
+ * ENOTUNIQ ("name not unique") is not returned by anything else in pgbakfs.
+ */
+#define PGBAKFS_WAL_ECONFLICT ENOTUNIQ
+
+typedef enum {
+	WAL_KIND_SEGMENT = 0, /* 000000010000000A000000FF */
+	WAL_KIND_PARTIAL,     /* 000000010000000A000000FF.partial */
+	WAL_KIND_HISTORY,     /* 00000002.history */
+	WAL_KIND_BACKUP,      /* 000000010000000A000000FF.00000028.backup */
+} WalKind;
+
+/* "segment", "partial", "history", "backup". */
+const char *wal_kind_name(WalKind k);
+
+/* What a WAL file's name says. */
+typedef struct WalName {
+	WalKind kind;
+	uint32_t timeline;
+	/*
+	 * The two halves of the segment part of the name ("log" and "seg" in
+	 * PostgreSQL's XLogFileName): 0 for history files. A segment's number is
+	 * log * (4 GiB / seg_size) + seg: see wal_name_segno().
+	 */
+	uint32_t log, seg;
+} WalName;
+
+/*
+ * Parse a bare file name (no directory). -EINVAL for anything that is not
+ * one of the four kinds (upper-case hex only, as PostgreSQL writes them).
+ */
+int wal_name_parse(const char *name, WalName *ret);
+/* The segment number of a segment/partial/backup name for seg_size. */
+uint64_t wal_name_segno(const WalName *n, uint32_t seg_size);
+/* "TTTTTTTTLLLLLLLLSSSSSSSS" of a segment number: out holds 25 bytes. */
+void wal_segno_to_name(uint32_t timeline, uint64_t segno, uint32_t seg_size, char out[25]);
+/* True for a power of two from 1 MiB to 1 GiB, as PostgreSQL allows. */
+bool wal_seg_size_valid(uint64_t seg_size);
+/* Parse "16/B374D848" into an LSN: -EINVAL on junk. */
+int wal_lsn_parse(const char *s, uint64_t *ret);
+
+typedef enum {
+	WAL_PUSH_STORED = 0,   /* the object was written */
+	WAL_PUSH_EXISTED = 1,  /* the same content was archived already: nothing written */
+	WAL_PUSH_REPAIRED = 2, /* the archived copy was damaged and has been replaced */
+} WalPushResult;
+
+/*
+ * Archive len bytes under name (a bare file name, see wal_name_parse).
+ * Idempotent: when the name is archived with the same plain SHA-256 (and the
+ * archived copy verifies), returns 0 and writes nothing. When it is archived
+ * with other content: -PGBAKFS_WAL_ECONFLICT (-ENOTUNIQ), and the archived
+ * copy is untouched. A damaged archived copy (one wal_fetch() rejects with
+ * -EBADMSG) is replaced: WAL_PUSH_REPAIRED. -EPROTONOSUPPORT when the archived
+ * copy has a newer format (left alone), -EINVAL for a bad name, -EFBIG over
+ * PGBAKFS_WAL_FILE_MAX, other -errno from the backend. ret_result may be NULL.
+ */
+int wal_push(Repo *r, const char *name, const void *buf, size_t len, WalPushResult *ret_result);
+
+/*
+ * Read an archived file back, verified: *ret_buf (malloc'd, the caller
+ * frees it; non-NULL even for an empty file) and *ret_len. -ENOENT when it is
+ * not archived, -EBADMSG when the object is damaged (bad header, wrong name,
+ * length or SHA-256 mismatch), -EPROTONOSUPPORT for an object of a newer
+ * format, -EINVAL for a bad name.
+ */
+int wal_fetch(Repo *r, const char *name, void **ret_buf, size_t *ret_len);
+
+/* Header of an archived object, read without its payload. */
+typedef struct WalObjectInfo {
+	uint64_t plain_size;  /* length of the WAL file */
+	uint64_t stored_size; /* size of the object */
+	int encoding;         /* ChunkEncoding (store/chunk.h) */
+	uint8_t sha256[32];   /* of the plain bytes */
+} WalObjectInfo;
+
+/* -ENOENT when not archived, -EBADMSG for a damaged header. */
+int wal_stat(Repo *r, const char *name, WalObjectInfo *ret);
+
+/* One archived file, as wal_list() reports it. */
+typedef struct WalFileInfo {
+	const char *name; /* bare file name, valid during the callback only */
+	WalName parsed;
+	uint64_t stored_size; /* bytes in the repository (object size) */
+} WalFileInfo;
+
+/* A non-zero return stops the listing and becomes wal_list()'s result. */
+typedef int (*WalListFn)(const WalFileInfo *f, void *userdata);
+
+/*
+ * Call cb for every archived WAL file, sorted by timeline, then by name
+ * (for one timeline that is position order: history file first, then
+ * segments by number, a segment's .backup and .partial files right after it).
+ * Objects under wal/ whose name is not a WAL file name, or that sit under
+ * another timeline's directory, are skipped. Listing does not read objects.
+ */
+int wal_list(Repo *r, WalListFn cb, void *userdata);
+
+/*
+ * Remove an archived file (for retention). A missing one is not an error.
+ * Serialized against wal_push() of the same name. -EINVAL for a bad name.
+ */
+int wal_delete(Repo *r, const char *name);
+
+/* A run of segment numbers, both ends included. */
+typedef struct WalRange {
+	uint64_t from, to;
+} WalRange;
+
+/* What the archive holds of one timeline (for stats, show and retention). */
+typedef struct WalTimeline {
+	uint32_t timeline;
+	/*
+	 * Segment size: the plain length of the timeline's first archived
+	 * segment (the archive does not need PostgreSQL to say it), or 16 MiB when
+	 * the timeline has no readable segment.
+	 */
+	uint32_t seg_size;
+	uint64_t n_files;      /* every kind */
+	uint64_t stored_bytes; /* every kind */
+	uint64_t n_segments;   /* full segments only: .partial files fill no gap */
+	uint64_t first, last;  /* segment numbers, when n_segments > 0 */
+	WalRange *gaps;        /* missing segments between first and last, ascending */
+	size_t n_gaps;
+} WalTimeline;
+
+/*
+ * Summarize the archive per timeline, ascending: *ret (free it with
+ * wal_timelines_free) and *ret_n (0 and NULL for an empty archive). Reads one
+ * object header per timeline, nothing else.
+ */
+int wal_timelines(Repo *r, WalTimeline **ret, size_t *ret_n);
+WalTimeline *wal_timelines_free(WalTimeline *v, size_t n);
+/*
+ * The last segment of the unbroken run of archived segments that starts at
+ * segno: recovery from segno can replay up to the end of *ret_last.
+ * -ENOENT when segno itself is not archived.
+ */
+int wal_timeline_run(const WalTimeline *t, uint64_t segno, uint64_t *ret_last);

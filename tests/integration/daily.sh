@@ -1,0 +1,127 @@
+# The operator's daily loop with a real PostgreSQL 15: WAL archived with
+# wal-push; point-in-time recovery by restore --target-time and through a
+# writable mount with a target; verify passes on a good snapshot and fails
+# (exit 1, recorded) on a damaged one; dump of one table equals pg_dump of it at
+# backup time; restore --delta onto a diverged copy ends identical to a fresh
+# restore and writes far fewer bytes; restore refuses a running server.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/pg.sh"
+. "$(dirname "$0")/mnt.sh"
+[ "$(id -u)" = 0 ] || { echo "daily needs root (mounts for the postgres user)"; exit 1; }
+PORT=54391
+R=$T/repo M=$T/mnt
+CONN="host=127.0.0.1 port=$PORT user=postgres"
+pgbakfs init --repo "$R" >/dev/null
+chown -R postgres "$R" # the server's archive_command writes WAL into it
+pg_init "$T/data" $PORT
+cat >>"$T/data/postgresql.conf" <<CONF
+archive_mode = on
+archive_command = '$PGBAKFS wal-push %p --repo $R'
+CONF
+pg_start "$T/data"
+pg_sql $PORT "create table orders as select g as id, md5(g::text) as item from generate_series(1, 20000) g"
+pg_sql $PORT "create table events(id serial, at timestamptz default clock_timestamp(), batch int)"
+pg_sql $PORT "create index on orders(item)"
+as_pg "$PGBIN/pg_dump" -h 127.0.0.1 -p $PORT -U postgres -t public.orders postgres | grep -v '^\\\(un\)\?restrict' >"$T/orders.source.sql"
+ok "backup" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" --no-progress >/dev/null
+chown -R postgres "$R"
+S=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+
+# rows at known times, WAL archived
+pg_sql $PORT "insert into events(batch) select 1 from generate_series(1, 100)"
+sleep 1.2
+MID=$(pg_sql $PORT "select clock_timestamp()")
+sleep 1.2
+pg_sql $PORT "insert into events(batch) select 2 from generate_series(1, 100)"
+pg_sql $PORT "select pg_switch_wal()" >/dev/null
+LAST=$(pg_sql $PORT "select pg_walfile_name(pg_current_wal_lsn() - 1)")
+ok "WAL archived through wal-push" wait_for 60 bash -c "[ \"\$(runuser -u postgres -- '$PGBIN/psql' -h 127.0.0.1 -p $PORT -U postgres -XAtq -c 'select last_archived_wal >= '\\''$LAST'\\'' and failed_count = 0 from pg_stat_archiver' postgres)\" = t ]"
+
+
+# point in time: restore --target-time between the batches
+ok "restore to a point in time" pgbakfs restore "$S" "$T/pitr" --repo "$R" --target-time "$MID" --target-action promote --no-progress >/dev/null
+ok "recovery.signal written" test -f "$T/pitr/recovery.signal"
+ok "restore_command is wal-fetch" grep -q "wal-fetch %f %p" "$T/pitr/postgresql.auto.conf"
+chown -R postgres "$T/pitr"
+sed -i "s/^port = $PORT/port = $((PORT + 1))/; s/^archive_mode = on/archive_mode = off/" "$T/pitr/postgresql.conf"
+chown -R postgres "$R" # restore_command (wal-fetch) runs as the server's user
+pg_start "$T/pitr"
+ok "PITR: only the first batch" wait_for 60 test "$(pg_sql $((PORT + 1)) "select count(*) filter (where batch = 1) || ',' || count(*) filter (where batch = 2) from events" 2>/dev/null)" = "100,0" || tail -20 "$T/pglog/pitr.log" >&2
+pg_stop "$T/pitr" || tail -20 "$T/pglog/pitr.log" >&2
+
+# the same point in time through a writable mount, without restoring anything
+chown -R postgres "$R"
+mount_fg "$M" "$T/mount.log" --repo "$R" --writable --scratch "$T/scratch" --owner postgres --allow-other --target-time "$MID" --target-action promote
+ok "clone starts at the target" as_pg "$PGBIN/pg_ctl" -D "$M/$S" -l "$T/pglog/clone.log" -o "-p $((PORT + 2)) -c archive_mode=off" -w -t 120 start >/dev/null
+at_exit "as_pg '$PGBIN/pg_ctl' -D '$M/$S' -m immediate stop >/dev/null 2>&1"
+ok "mount PITR: only the first batch" wait_for 60 test "$(pg_sql $((PORT + 2)) "select count(*) filter (where batch = 1) || ',' || count(*) filter (where batch = 2) from events" 2>/dev/null)" = "100,0"
+as_pg "$PGBIN/pg_ctl" -D "$M/$S" -m fast -w stop >/dev/null
+ok "unmount" unmount_fg "$M"
+
+# verify: passes, recorded
+ok "verify passes" pgbakfs verify "$S" --repo "$R" >"$T/verify.out"
+ok "verify says ok" grep -q "verified snapshot \"$S\": startup: ok; amcheck: ok" "$T/verify.out"
+ok "verify recorded in list --json" python3 -c "
+import json, subprocess, sys
+s = [x for x in json.loads(subprocess.check_output(['$PGBAKFS', 'list', '--repo', '$R', '--json'])) if x['id'] == '$S'][0]
+assert s['verified'] and s['verified']['ok'] is True, s['verified']"
+ok "verify leaves no mount and no server" bash -c "! grep -q '[p]gbakfs-scratch' /proc/mounts && ! pgrep -f '[p]gbakfs-scratch' >/dev/null"
+
+# dump of one table equals pg_dump of it at backup time
+ok "dump one table" bash -c "'$PGBAKFS' dump '$S' --repo '$R' -- -t public.orders postgres >'$T/orders.dump.sql'"
+ok "dump equals the source's pg_dump at backup time" diff <(grep -v '^\\\(un\)\?restrict' "$T/orders.dump.sql") "$T/orders.source.sql"
+
+# restore --delta onto a diverged copy: identical to a fresh restore, far fewer bytes written
+pgbakfs restore "$S" "$T/fresh" --repo "$R" --no-progress >/dev/null
+pgbakfs restore "$S" "$T/diverged" --repo "$R" --no-progress >/dev/null
+chown -R postgres "$T/diverged"
+sed -i "s/^port = $PORT/port = $((PORT + 3))/; s/^archive_mode = on/archive_mode = off/" "$T/diverged/postgresql.conf"
+pg_start "$T/diverged"
+pg_sql $((PORT + 3)) "insert into events(batch) select 9 from generate_series(1, 1000); create table stray as select 1 as x; update orders set item = 'x' where id < 50"
+expect_error 1 "PostgreSQL is running" pgbakfs restore "$S" "$T/diverged" --delta --repo "$R" --no-progress
+pg_stop "$T/diverged"
+ok "restore --delta" python3 - "$PGBAKFS" "$S" "$T/diverged" "$R" "$T/delta.bytes" <<'PY'
+import os, sys
+exe, snap, target, repo, out = sys.argv[1:]
+pid = os.fork()
+if pid == 0:
+    os.execv(exe, [exe, "restore", snap, target, "--delta", "--repo", repo, "--no-progress"])
+_, status, ru = os.wait4(pid, 0)
+open(out, "w").write(str(ru.ru_oublock * 512))
+sys.exit(os.waitstatus_to_exitcode(status))
+PY
+ok "delta result identical to a fresh restore" same_tree "$T/fresh" "$T/diverged"
+TOTAL=$(du -sb "$T/fresh" | cut -f1)
+ok "delta wrote far fewer bytes ($(cat "$T/delta.bytes") of $TOTAL)" test "$(cat "$T/delta.bytes")" -lt $((TOTAL / 4))
+ok "restore into a non-empty directory without --delta still refused" bash -c "! '$PGBAKFS' restore '$S' '$T/diverged' --repo '$R' 2>/dev/null"
+
+# verify fails on a damaged snapshot: exit 1, named, recorded
+R2=$T/repo2
+pgbakfs init --repo "$R2" --pack-size 1M >/dev/null
+pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R2" --no-progress >/dev/null
+S2=$(pgbakfs list --repo "$R2" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+python3 - "$R2" <<'PY'
+import glob, os, sys
+# damage the middle of every pack: some relation, catalog or WAL chunk is hit
+for p in glob.glob(os.path.join(sys.argv[1], "packs", "*", "*.pack")):
+    size = os.path.getsize(p)
+    with open(p, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0xff]))
+PY
+rc=0; pgbakfs verify "$S2" --repo "$R2" >/dev/null 2>"$T/verify2.err" || rc=$?
+ok "verify of a damaged snapshot exits 1" test "$rc" = 1
+ok "one error line naming the failing check" bash -c "[ \$(grep -c '^pgbakfs: error:' '$T/verify2.err') = 1 ] && grep -Eq 'failed: (startup|amcheck)' '$T/verify2.err'"
+ok "failure recorded" python3 -c "
+import json, subprocess
+s = json.loads(subprocess.check_output(['$PGBAKFS', 'show', '$S2', '--repo', '$R2', '--json']))
+assert s['verified'] and s['verified']['ok'] is False, s['verified']"
+
+# bad input
+expect_error 2 "invalid --target-lsn" pgbakfs restore "$S" "$T/x" --repo "$R" --target-lsn nonsense
+expect_error 2 "only one recovery target" pgbakfs restore "$S" "$T/x" --repo "$R" --target-xid 5 --target-name a
+expect_error 2 "needs a recovery target" pgbakfs restore "$S" "$T/x" --repo "$R" --target-action promote
+expect_error 2 "needs --writable" pgbakfs mount "$M" --repo "$R" --target-name a
+finish

@@ -1,0 +1,369 @@
+/* The WAL archive commands: wal-push, wal-fetch, restore-point; WAL reports for stats/show. */
+#include "common/json.h"
+#include "common/util.h"
+#include "ingest/pgconn.h"
+#include "store/wal.h"
+#include "tools/cli.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { OPT_REPO = 0x100 };
+
+static const char *const wal_name_hint =
+	"expected a WAL segment (24 hex digits), a timeline history file (8 hex digits + "
+	"\".history\"), a backup history file or a \".partial\" segment";
+
+/* --repo and --help, then exactly n_args positionals into args. */
+static int parse_args(const char *cmd, const char *help, int argc, char **argv, int n_args,
+		      const char **ret_repo, const char **args)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO}, {"help", no_argument, NULL, 'h'}, {0}};
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == OPT_REPO) {
+			*ret_repo = optarg;
+		} else if (c == 'h') {
+			fputs(help, stdout);
+			return -1;
+		} else {
+			return cli_usage(cmd, "invalid option");
+		}
+	}
+	if (argc - optind < n_args)
+		return cli_usage(cmd, "missing argument");
+	if (argc - optind > n_args)
+		return cli_usage(cmd, "unexpected argument \"%s\"", argv[optind + n_args]);
+	for (int i = 0; i < n_args; i++)
+		args[i] = argv[optind + i];
+	return EXIT_OK;
+}
+
+static int read_wal_file(const char *path, void **ret, size_t *ret_len)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_free_ void *buf = NULL;
+	struct stat st;
+	ssize_t n;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if ((uint64_t)st.st_size > PGBAKFS_WAL_FILE_MAX)
+		return -EFBIG;
+	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!buf)
+		return -ENOMEM;
+	n = pread_full(fd, buf, (size_t)st.st_size, 0);
+	if (n < 0)
+		return (int)n;
+	if (n != st.st_size)
+		return -EIO; /* shrank while we read: PostgreSQL will retry */
+	*ret = TAKE_PTR(buf);
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+int cmd_wal_push(int argc, char **argv)
+{
+	const char *repo_opt = NULL, *path;
+	_cleanup_free_ void *buf = NULL;
+	const char *name;
+	WalPushResult res = WAL_PUSH_STORED;
+	WalName wn;
+	Repo *repo = NULL;
+	size_t len = 0;
+	int r, rc = parse_args("wal-push",
+			       "Usage: pgbakfs wal-push PATH [--repo PATH]\n\n"
+			       "Archive one WAL file: archive_command = 'pgbakfs wal-push %p'.\n"
+			       "Pushing a file that is archived with the same content succeeds;\n"
+			       "with other content it fails and the archived copy is kept.\n",
+			       argc, argv, 1, &repo_opt, &path);
+	if (rc != EXIT_OK)
+		return rc < 0 ? EXIT_OK : rc;
+	/* check the name before anything else: it becomes the object's name */
+	name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	if (wal_name_parse(name, &wn) < 0) {
+		cli_error("\"%s\" is not the name of a WAL file", name);
+		cli_hint("%s", wal_name_hint);
+		return EXIT_FAIL;
+	}
+	r = read_wal_file(path, &buf, &len);
+	if (r == -EFBIG || r == -EINVAL) {
+		cli_error("\"%s\" is not a WAL file (%s)", path,
+			  r == -EFBIG ? "larger than 1 GiB" : "not a regular file");
+		return EXIT_FAIL;
+	}
+	if (r < 0) {
+		cli_error("could not read file \"%s\": %s", path, strerror(-r));
+		return EXIT_FAIL;
+	}
+	/* store it: one object, compressed once */
+	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != EXIT_OK)
+		return rc;
+	r = wal_push(repo, name, buf, len, &res);
+	if (r == -PGBAKFS_WAL_ECONFLICT) {
+		cli_error("WAL file \"%s\" is already archived with different content", name);
+		cli_hint("the archived copy was kept; is another cluster archiving into \"%s\"?",
+			 repo_path(repo));
+		rc = EXIT_FAIL;
+	} else if (r < 0) {
+		cli_error("could not archive WAL file \"%s\": %s", name, strerror(-r));
+		rc = EXIT_FAIL;
+	} else if (res == WAL_PUSH_REPAIRED) {
+		fprintf(stderr, "pgbakfs: note: the archived copy of WAL file \"%s\" was damaged and "
+				"has been replaced\n", name);
+	}
+	repo_free(repo);
+	return rc;
+}
+
+int cmd_wal_fetch(int argc, char **argv)
+{
+	const char *repo_opt = NULL, *args[2];
+	_cleanup_free_ void *buf = NULL;
+	WalName wn;
+	Repo *repo = NULL;
+	size_t len = 0;
+	int r, rc = parse_args("wal-fetch",
+			       "Usage: pgbakfs wal-fetch NAME DEST [--repo PATH]\n\n"
+			       "Write the archived WAL file NAME to DEST, verified:\n"
+			       "restore_command = 'pgbakfs wal-fetch %f %p'.\n"
+			       "A file that is not archived exits 1 without a message, as\n"
+			       "PostgreSQL expects.\n",
+			       argc, argv, 2, &repo_opt, args);
+	if (rc != EXIT_OK)
+		return rc < 0 ? EXIT_OK : rc;
+	if (wal_name_parse(args[0], &wn) < 0) {
+		cli_error("\"%s\" is not the name of a WAL file", args[0]);
+		cli_hint("%s", wal_name_hint);
+		return EXIT_FAIL;
+	}
+	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != EXIT_OK)
+		return rc;
+	r = wal_fetch(repo, args[0], &buf, &len);
+	if (r == -ENOENT) {
+		rc = EXIT_FAIL; /* PostgreSQL asks for files that may not exist: stay quiet */
+	} else if (r == -EBADMSG) {
+		cli_error("archived WAL file \"%s\" is damaged (fails its checksum)", args[0]);
+		cli_hint("push the file again from a server that still has it");
+		rc = EXIT_FAIL;
+	} else if (r == -EPROTONOSUPPORT) {
+		cli_error("archived WAL file \"%s\" has a newer format than this pgbakfs supports",
+			  args[0]);
+		cli_hint("upgrade pgbakfs to fetch it");
+		rc = EXIT_FAIL;
+	} else if (r < 0) {
+		cli_error("could not fetch WAL file \"%s\": %s", args[0], strerror(-r));
+		rc = EXIT_FAIL;
+	} else {
+		/* temporary file, fsync, rename: PostgreSQL never sees half a segment */
+		r = file_write_atomic(args[1], buf, len, 0600);
+		if (r < 0) {
+			cli_error("could not write file \"%s\": %s", args[1], strerror(-r));
+			rc = EXIT_FAIL;
+		}
+	}
+	repo_free(repo);
+	return rc;
+}
+
+int cmd_restore_point(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"dbname", required_argument, NULL, 'd'},
+		{"repo", required_argument, NULL, OPT_REPO}, /* accepted: every command takes it */
+		{"help", no_argument, NULL, 'h'},
+		{0}};
+	const char *conninfo = NULL, *name;
+	PgConn *conn = NULL;
+	PgError err = {{0}};
+	char lsn[64];
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "hd:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': conninfo = optarg; break;
+		case OPT_REPO: break;
+		case 'h':
+			printf("Usage: pgbakfs restore-point NAME -d CONNINFO\n\n"
+			       "Create a named restore point on the server (pg_create_restore_point)\n"
+			       "and print its LSN. Restore to it with --target-name NAME.\n");
+			return EXIT_OK;
+		default: return cli_usage("restore-point", "invalid option");
+		}
+	}
+	if (optind + 1 != argc)
+		return cli_usage("restore-point", optind >= argc ? "missing restore point NAME"
+								  : "too many arguments");
+	if (!conninfo)
+		return cli_usage("restore-point", "missing -d CONNINFO");
+	name = argv[optind];
+	if (!*name)
+		return cli_usage("restore-point", "empty restore point name");
+	r = pgconn_connect(conninfo, false, &conn, &err);
+	if (r < 0) {
+		cli_error("could not connect to the server: %s", err.msg);
+		return EXIT_FAIL;
+	}
+	r = pgconn_create_restore_point(conn, name, lsn, sizeof(lsn), &err);
+	pgconn_free(conn);
+	if (r < 0) {
+		cli_error("could not create restore point \"%s\": %s", name, err.msg);
+		return EXIT_FAIL;
+	}
+	printf("%s\n", lsn);
+	return EXIT_OK;
+}
+
+/* ---- reports for stats and show ---- */
+
+static void segment_name(const WalTimeline *t, uint64_t segno, char out[25])
+{
+	wal_segno_to_name(t->timeline, segno, t->seg_size, out);
+}
+
+static int load_timelines(Repo *repo, WalTimeline **ret, size_t *ret_n)
+{
+	int r = wal_timelines(repo, ret, ret_n);
+	if (r < 0)
+		cli_error("could not list the WAL archive of \"%s\": %s", repo_path(repo),
+			  strerror(-r));
+	return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
+
+int cli_wal_stats(Repo *repo, struct JsonWriter *w)
+{
+	WalTimeline *v = NULL;
+	size_t n = 0;
+	char a[25] = "", b[25] = "", sz[32];
+	int rc = load_timelines(repo, &v, &n);
+
+	if (w) {
+		json_key(w, "wal");
+		if (rc != EXIT_OK) {
+			json_null(w);
+			return rc;
+		}
+		json_begin_array(w);
+	} else if (rc != EXIT_OK) {
+		return rc;
+	} else if (n == 0) {
+		printf("WAL archive:    empty\n");
+	}
+	for (size_t i = 0; i < n; i++) {
+		const WalTimeline *t = &v[i];
+		if (t->n_segments) {
+			segment_name(t, t->first, a);
+			segment_name(t, t->last, b);
+		}
+		if (w) {
+			json_begin_object(w);
+			json_key(w, "timeline"); json_uint(w, t->timeline);
+			json_key(w, "first"); json_string(w, t->n_segments ? a : NULL);
+			json_key(w, "last"); json_string(w, t->n_segments ? b : NULL);
+			json_key(w, "files"); json_uint(w, t->n_files);
+			json_key(w, "segments"); json_uint(w, t->n_segments);
+			json_key(w, "stored_bytes"); json_uint(w, t->stored_bytes);
+			json_key(w, "segment_size"); json_uint(w, t->seg_size);
+			json_key(w, "gaps");
+			json_begin_array(w);
+			for (size_t j = 0; j < t->n_gaps; j++) {
+				segment_name(t, t->gaps[j].from, a);
+				segment_name(t, t->gaps[j].to, b);
+				json_begin_object(w);
+				json_key(w, "from"); json_string(w, a);
+				json_key(w, "to"); json_string(w, b);
+				json_end_object(w);
+			}
+			json_end_array(w);
+			json_end_object(w);
+			continue;
+		}
+		printf("%s timeline %u: ", i == 0 ? "WAL archive:   " : "               ",
+		       t->timeline);
+		if (t->n_segments)
+			printf("%s .. %s, ", a, b);
+		printf("%llu file(s), %s stored", (unsigned long long)t->n_files,
+		       format_bytes(t->stored_bytes, sz, sizeof(sz)));
+		printf(t->n_gaps ? ", %zu gap(s)\n" : ", no gaps\n", t->n_gaps);
+		for (size_t j = 0; j < t->n_gaps; j++) {
+			segment_name(t, t->gaps[j].from, a);
+			segment_name(t, t->gaps[j].to, b);
+			printf("                 missing: %s .. %s\n", a, b);
+		}
+	}
+	if (w)
+		json_end_array(w);
+	wal_timelines_free(v, n);
+	return EXIT_OK;
+}
+
+int cli_wal_show(Repo *repo, const SnapshotInfo *s, struct JsonWriter *w)
+{
+	WalTimeline *v = NULL, none = {0};
+	const WalTimeline *t = &none;
+	size_t n = 0;
+	uint64_t lsn, from, to = 0, seg_size;
+	char a[25], b[25], end[32];
+	bool archived;
+	int rc;
+
+	if (s->timeline <= 0 || s->timeline > UINT32_MAX || wal_lsn_parse(s->start_lsn, &lsn) < 0) {
+		/* not from PostgreSQL (--from-dir): no WAL to speak of */
+		if (w) {
+			json_key(w, "wal");
+			json_null(w);
+		}
+		return EXIT_OK;
+	}
+	rc = load_timelines(repo, &v, &n);
+	if (rc != EXIT_OK) {
+		if (w) {
+			json_key(w, "wal");
+			json_null(w);
+		}
+		return rc;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (v[i].timeline == (uint32_t)s->timeline)
+			t = &v[i];
+	none = (WalTimeline){.timeline = (uint32_t)s->timeline,
+			     .seg_size = PGBAKFS_WAL_DEFAULT_SEG_SIZE};
+	/* the snapshot's own segment size (from its pg_wal) when known, else the archive's */
+	if (catalog_snapshot_wal_seg_size(repo_catalog(repo), s->rowid, &seg_size) < 0 ||
+	    !wal_seg_size_valid(seg_size))
+		seg_size = t->seg_size;
+	from = lsn / seg_size;
+	/* segments of another size are another cluster's: they do not count */
+	archived = seg_size == t->seg_size && wal_timeline_run(t, from, &to) == 0;
+	wal_segno_to_name(t->timeline, from, (uint32_t)seg_size, a);
+	segment_name(t, to, b);
+	/* recovery can replay to the end of the last segment of the run */
+	snprintf(end, sizeof(end), "%X/%X", (uint32_t)(((to + 1) * t->seg_size) >> 32),
+		 (uint32_t)((to + 1) * t->seg_size));
+	bool continuous = archived && to == t->last;
+	if (w) {
+		json_key(w, "wal");
+		json_begin_object(w);
+		json_key(w, "timeline"); json_uint(w, t->timeline);
+		json_key(w, "from"); json_string(w, a);
+		json_key(w, "to"); json_string(w, archived ? b : NULL);
+		json_key(w, "end_lsn"); json_string(w, archived ? end : NULL);
+		json_key(w, "continuous"); json_bool(w, continuous);
+		json_end_object(w);
+	} else if (!archived) {
+		printf("WAL archived:  no (segment %s is not in the archive)\n", a);
+	} else {
+		printf("WAL archived:  %s .. %s (timeline %u, %s), recovery up to %s\n", a, b,
+		       t->timeline, continuous ? "continuous" : "a gap follows", end);
+	}
+	wal_timelines_free(v, n);
+	return EXIT_OK;
+}

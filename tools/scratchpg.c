@@ -1,0 +1,299 @@
+#include "tools/scratchpg.h"
+
+#include "common/util.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#define SCRATCH_PORT 5432 /* the socket lives in a private directory: no clash */
+
+static void set_error(ScratchPg *pg, const char *fmt, ...) _printf_(2, 3);
+static void set_error(ScratchPg *pg, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(pg->error, sizeof(pg->error), fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * fork + exec argv, as uid/gid when they differ from ours, with stdout and
+ * stderr sent to out_fd/err_fd (-1: /dev/null). wait: return the exit status;
+ * otherwise the pid.
+ */
+static int spawn(char *const argv[], uid_t uid, gid_t gid, int out_fd, int err_fd, bool wait,
+		 pid_t *ret_pid)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		dup2(null, STDIN_FILENO);
+		dup2(out_fd >= 0 ? out_fd : null, STDOUT_FILENO);
+		dup2(err_fd >= 0 ? err_fd : null, STDERR_FILENO);
+		if (uid != geteuid() && (setgid(gid) < 0 || setgroups(0, NULL) < 0 || setuid(uid) < 0))
+			_exit(126);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	if (ret_pid)
+		*ret_pid = pid;
+	if (!wait)
+		return 0;
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The last line of a file that says FATAL/PANIC/ERROR, or its last line. */
+static void last_error_line(const char *path, char *buf, size_t len)
+{
+	_cleanup_free_ char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+	FILE *f = fopen(path, "re");
+	buf[0] = 0;
+	if (!f)
+		return;
+	while (getline(&line, &cap, f) > 0) {
+		bool err = strstr(line, "FATAL") || strstr(line, "PANIC") || strstr(line, "ERROR") ||
+			   strstr(line, "error");
+		if (err || !found) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(buf, len, "%s", line);
+			found = found || err;
+		}
+	}
+	fclose(f);
+}
+
+static int pick_user(ScratchPg *pg)
+{
+	struct passwd *pw = geteuid() == 0 ? getpwnam("postgres") : getpwuid(geteuid());
+	if (!pw) {
+		set_error(pg, geteuid() == 0 ? "PostgreSQL refuses to run as root and there is no "
+					       "\"postgres\" user to run it as"
+					     : "cannot find the current user");
+		return -ENOENT;
+	}
+	snprintf(pg->user, sizeof(pg->user), "%s", pw->pw_name);
+	pg->uid = pw->pw_uid;
+	pg->gid = pw->pw_gid;
+	return 0;
+}
+
+static int pick_bin(ScratchPg *pg, const SnapshotInfo *s, const char *pg_bin)
+{
+	char postgres[PATH_MAX + 16];
+	if (pg_bin)
+		snprintf(pg->pgbin, sizeof(pg->pgbin), "%s", pg_bin);
+	else
+		snprintf(pg->pgbin, sizeof(pg->pgbin), "/usr/lib/postgresql/%lld/bin",
+			 (long long)(s->pg_version >= 100000 ? s->pg_version / 10000 : 15));
+	snprintf(postgres, sizeof(postgres), "%s/postgres", pg->pgbin);
+	if (access(postgres, X_OK) < 0) {
+		set_error(pg, "no PostgreSQL server in \"%s\" for snapshot \"%s\" (use --pg-bin DIR)",
+			  pg->pgbin, s->name);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+/* The private directory: root-owned, traversable by the server's user. */
+static int make_dirs(ScratchPg *pg)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(pg->root, sizeof(pg->root), "%s/pgbakfs-scratch.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(pg->root))
+		return -errno;
+	snprintf(pg->mnt, sizeof(pg->mnt), "%s/mnt", pg->root);
+	snprintf(pg->sock, sizeof(pg->sock), "%s/sock", pg->root);
+	snprintf(pg->log, sizeof(pg->log), "%s/sock/postgresql.log", pg->root);
+	if (chmod(pg->root, 0711) < 0 || mkdir(pg->mnt, 0755) < 0 || mkdir(pg->sock, 0700) < 0)
+		return -errno;
+	if (chown(pg->sock, pg->uid, pg->gid) < 0)
+		return -errno;
+	return 0;
+}
+
+static bool is_mounted(const char *path, const char *parent)
+{
+	struct stat a, b;
+	return stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+/* pgbakfs mount --foreground --writable, as our child; wait until it serves. */
+static int start_mount(ScratchPg *pg, const char *repo, const RecoveryTarget *t)
+{
+	char exe[PATH_MAX], scratch[PATH_MAX + 16], err_path[PATH_MAX + 16];
+	char *argv[24];
+	int n = 0, r;
+	ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (len < 0)
+		return -errno;
+	exe[len] = 0;
+	snprintf(scratch, sizeof(scratch), "%s/scratch", pg->root);
+	snprintf(err_path, sizeof(err_path), "%s/mount.log", pg->root);
+	argv[n++] = exe;
+	argv[n++] = (char *)"mount";
+	argv[n++] = pg->mnt;
+	argv[n++] = (char *)"--foreground";
+	argv[n++] = (char *)"--writable";
+	argv[n++] = (char *)"--scratch";
+	argv[n++] = scratch;
+	argv[n++] = (char *)"--repo";
+	argv[n++] = (char *)repo;
+	if (geteuid() == 0) {
+		argv[n++] = (char *)"--owner";
+		argv[n++] = pg->user;
+		argv[n++] = (char *)"--allow-other";
+	}
+	char target_opt[32], action[64];
+	if (t && t->kind) {
+		snprintf(target_opt, sizeof(target_opt), "--target-%s", t->kind);
+		argv[n++] = target_opt;
+		argv[n++] = (char *)t->value;
+		if (t->action) {
+			snprintf(action, sizeof(action), "--target-action=%s", t->action);
+			argv[n++] = action;
+		}
+	}
+	argv[n] = NULL;
+	_cleanup_close_ int err_fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	r = spawn(argv, geteuid(), getegid(), -1, err_fd, false, &pg->mount_pid);
+	if (r < 0)
+		return r;
+	for (int i = 0; i < 600; i++) { /* 60 s */
+		int status;
+		if (is_mounted(pg->mnt, pg->root))
+			return 0;
+		if (waitpid(pg->mount_pid, &status, WNOHANG) == pg->mount_pid) {
+			pg->mount_pid = 0;
+			char line[400];
+			last_error_line(err_path, line, sizeof(line));
+			set_error(pg, "could not mount a clone: %s", line);
+			return -EIO;
+		}
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	set_error(pg, "the mount did not come up within 60 s");
+	return -ETIMEDOUT;
+}
+
+static int write_hba(ScratchPg *pg, char *path, size_t len)
+{
+	snprintf(path, len, "%s/sock/hba.conf", pg->root);
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	static const char hba[] = "local all all trust\n";
+	if (fd < 0 || write(fd, hba, sizeof(hba) - 1) != sizeof(hba) - 1 ||
+	    fchown(fd, pg->uid, pg->gid) < 0)
+		return -errno;
+	return 0;
+}
+
+static int start_server(ScratchPg *pg)
+{
+	char pg_ctl[PATH_MAX + 16], hba[PATH_MAX + 32], opts[2 * PATH_MAX + 256];
+	int r = write_hba(pg, hba, sizeof(hba));
+	if (r < 0)
+		return r;
+	/* a clone must never archive into, or stream to, anything real */
+	snprintf(opts, sizeof(opts),
+		 "-p %d -c listen_addresses='' -c unix_socket_directories='%s' -c hba_file='%s'"
+		 " -c archive_mode=off -c fsync=off -c synchronous_commit=off"
+		 " -c max_wal_senders=0",
+		 pg->port, pg->sock, hba);
+	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg->pgbin);
+	char *argv[] = {pg_ctl, (char *)"-D", pg->datadir, (char *)"-l", pg->log, (char *)"-o", opts,
+			(char *)"-w", (char *)"-t", (char *)"3600", (char *)"start", NULL};
+	r = spawn(argv, pg->uid, pg->gid, -1, -1, true, NULL);
+	if (r != 0) {
+		char line[400];
+		last_error_line(pg->log, line, sizeof(line));
+		set_error(pg, "PostgreSQL did not start on the clone: %s",
+			  *line ? line : "see its log");
+		return -EIO;
+	}
+	pg->started = true;
+	return 0;
+}
+
+int scratchpg_start(ScratchPg *pg, const char *repo, const SnapshotInfo *s, const char *pg_bin,
+		    const RecoveryTarget *t)
+{
+	int r;
+	*pg = (ScratchPg){.port = SCRATCH_PORT};
+	r = pick_user(pg);
+	if (r == 0)
+		r = pick_bin(pg, s, pg_bin);
+	if (r < 0)
+		return r;
+	r = make_dirs(pg);
+	if (r < 0) {
+		set_error(pg, "cannot create a private directory: %s", strerror(-r));
+		return r;
+	}
+	r = start_mount(pg, repo, t);
+	if (r < 0)
+		return r;
+	snprintf(pg->datadir, sizeof(pg->datadir), "%s/%s", pg->mnt, s->name);
+	return start_server(pg);
+}
+
+int scratchpg_client(ScratchPg *pg, const char *program, char *const args[], int out_fd,
+		     int err_fd)
+{
+	char path[PATH_MAX + 32], port[16];
+	char *argv[64];
+	int n = 0;
+	snprintf(path, sizeof(path), "%s/%s", pg->pgbin, program);
+	snprintf(port, sizeof(port), "%d", pg->port);
+	argv[n++] = path;
+	argv[n++] = (char *)"-h";
+	argv[n++] = pg->sock;
+	argv[n++] = (char *)"-p";
+	argv[n++] = port;
+	argv[n++] = (char *)"-U";
+	argv[n++] = getenv("PGUSER") ? getenv("PGUSER") : (char *)"postgres";
+	for (size_t i = 0; args && args[i] && n < 63; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	if (access(path, X_OK) < 0)
+		return -errno;
+	return spawn(argv, pg->uid, pg->gid, out_fd, err_fd, true, NULL);
+}
+
+void scratchpg_stop(ScratchPg *pg, bool keep)
+{
+	if (pg->started) {
+		char pg_ctl[PATH_MAX + 16];
+		snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg->pgbin);
+		char *argv[] = {pg_ctl, (char *)"-D", pg->datadir, (char *)"-m", (char *)"immediate",
+				(char *)"-w", (char *)"stop", NULL};
+		spawn(argv, pg->uid, pg->gid, -1, -1, true, NULL);
+		pg->started = false;
+	}
+	if (pg->mount_pid > 0) {
+		/* our own child: unmount and wait for it to close the clone */
+		char *argv[] = {(char *)"/bin/fusermount3", (char *)"-u", pg->mnt, NULL};
+		if (spawn(argv, geteuid(), getegid(), -1, -1, true, NULL) != 0)
+			umount2(pg->mnt, MNT_DETACH);
+		int status;
+		waitpid(pg->mount_pid, &status, 0);
+		pg->mount_pid = 0;
+	}
+	if (pg->root[0] && !keep)
+		rm_rf(pg->root);
+}
