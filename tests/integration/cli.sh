@@ -1,7 +1,8 @@
 # Every command answers --help; wrong usage exits 2 with one error line.
 . "$(dirname "$0")/lib.sh"
 
-for cmd in init backup list show restore delete gc check stats; do
+for cmd in init backup list show restore delete gc check stats mount verify dump expire pin \
+	wal-push wal-fetch restore-point; do
 	ok "$cmd --help" pgbakfs $cmd --help >/dev/null
 	expect_error 2 "invalid option" pgbakfs $cmd --no-such-option
 done
@@ -15,6 +16,9 @@ expect_error 2 "missing snapshot ID" pgbakfs show --repo "$T/r"
 expect_error 2 "invalid number of jobs" pgbakfs restore -j 0 latest "$T/x"
 expect_error 2 "invalid chunk size" pgbakfs init --repo "$T/r" --chunk-size 12K
 expect_error 2 "invalid chunk size" pgbakfs init --repo "$T/r" --chunk-size 4K
+expect_error 2 "expected MOUNTPOINT" pgbakfs mount
+expect_error 2 "expected one snapshot ID" pgbakfs verify
+expect_error 2 "expected one snapshot ID" pgbakfs dump -- -t x
 
 # PGBAKFS_REPO works like --repo
 ok "init via PGBAKFS_REPO" env PGBAKFS_REPO="$T/r" "$PGBAKFS" init >/dev/null
