@@ -1,6 +1,7 @@
 #include "fs/chunkcache.h"
 
 #include "common/log.h"
+#include "common/util.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -35,10 +36,27 @@ typedef struct Shard {
 typedef struct PrefetchItem {
 	ChunkId id;
 	uint32_t plen;
+	int64_t queued; /* mono_ns: a reader that got there first makes old items moot */
 } PrefetchItem;
+
+/* Prefetching what a reader has already read (and the cache let go) is waste. */
+#define PREFETCH_STALE_NS (100 * 1000 * 1000)
+
+/*
+ * Chunk buffers are all chunk_size and recycled through a free list: 64 KiB
+ * mallocs freed by other threads scattered over glibc's per-thread arenas and
+ * let the daemon's RSS grow well past the cache's capacity.
+ */
+typedef struct BufPool {
+	pthread_mutex_t lock;
+	void **free;
+	size_t n_free, cap_free;
+	size_t size;
+} BufPool;
 
 struct ChunkCache {
 	Repo *repo;
+	BufPool bufs;
 	Shard shards[N_SHARDS];
 
 	pthread_mutex_t pool_lock;
@@ -106,9 +124,39 @@ static void lru_push(Shard *s, CachedChunk *e)
 		s->lru_tail = e;
 }
 
-static void entry_free(CachedChunk *e)
+static void *buf_get(BufPool *p)
 {
-	free(e->data);
+	void *b = NULL;
+	pthread_mutex_lock(&p->lock);
+	if (p->n_free)
+		b = p->free[--p->n_free];
+	pthread_mutex_unlock(&p->lock);
+	return b ? b : malloc(p->size);
+}
+
+static void buf_put(BufPool *p, void *b)
+{
+	if (!b)
+		return;
+	pthread_mutex_lock(&p->lock);
+	if (p->n_free == p->cap_free) {
+		size_t cap = p->cap_free ? p->cap_free * 2 : 64;
+		void **v = realloc(p->free, cap * sizeof(*v));
+		if (!v) {
+			pthread_mutex_unlock(&p->lock);
+			free(b);
+			return;
+		}
+		p->free = v;
+		p->cap_free = cap;
+	}
+	p->free[p->n_free++] = b;
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void entry_free(ChunkCache *c, CachedChunk *e)
+{
+	buf_put(&c->bufs, e->data);
 	free(e);
 }
 
@@ -120,7 +168,7 @@ static void shard_evict(ChunkCache *c, Shard *s)
 		lru_remove(s, e);
 		shard_unhash(s, e);
 		s->bytes -= e->plen;
-		entry_free(e);
+		entry_free(c, e);
 		atomic_fetch_add(&c->evicted, 1);
 	}
 }
@@ -164,14 +212,14 @@ static int load_chunk(ChunkCache *c, const ChunkId *id, uint32_t plen, uint8_t *
 
 	if (!reader)
 		return r;
-	buf = malloc(plen ? plen : 1);
+	buf = plen <= c->bufs.size ? buf_get(&c->bufs) : NULL;
 	if (!buf)
 		r = -ENOMEM;
 	else
-		r = chunk_reader_read(reader, id, plen, buf);
+		r = chunk_reader_read_fast(reader, id, plen, buf);
 	pool_return(c, reader);
 	if (r < 0) {
-		free(buf);
+		buf_put(&c->bufs, buf);
 		return r;
 	}
 	*ret = buf;
@@ -186,7 +234,7 @@ static int wait_loaded(Shard *s, CachedChunk *e)
 	return e->state == ENTRY_READY ? 0 : e->error;
 }
 
-static void unpin_locked(Shard *s, CachedChunk *e)
+static void unpin_locked(ChunkCache *c, Shard *s, CachedChunk *e)
 {
 	PGBAKFS_CHECK(e->refs > 0);
 	if (--e->refs > 0)
@@ -194,7 +242,7 @@ static void unpin_locked(Shard *s, CachedChunk *e)
 	if (e->state == ENTRY_READY)
 		lru_push(s, e);
 	else if (!e->hashed)
-		entry_free(e); /* a failed load nobody waits for any more */
+		entry_free(c, e); /* a failed load nobody waits for any more */
 }
 
 int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk **ret)
@@ -216,7 +264,7 @@ int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk
 			lru_remove(s, e);
 		r = wait_loaded(s, e);
 		if (r < 0)
-			unpin_locked(s, e);
+			unpin_locked(c, s, e);
 		pthread_mutex_unlock(&s->lock);
 		atomic_fetch_add(&c->hits, 1);
 		if (r == 0)
@@ -251,7 +299,7 @@ int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk
 		e->state = ENTRY_FAILED; /* perhaps transient: the next reader tries again */
 		e->error = r;
 		shard_unhash(s, e);
-		unpin_locked(s, e);
+		unpin_locked(c, s, e);
 	}
 	pthread_cond_broadcast(&s->loaded);
 	pthread_mutex_unlock(&s->lock);
@@ -266,7 +314,7 @@ void chunk_cache_put(ChunkCache *c, CachedChunk *e)
 {
 	Shard *s = shard_of(c, &e->id);
 	pthread_mutex_lock(&s->lock);
-	unpin_locked(s, e);
+	unpin_locked(c, s, e);
 	shard_evict(c, s);
 	pthread_mutex_unlock(&s->lock);
 }
@@ -277,7 +325,7 @@ void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen)
 		return;
 	pthread_mutex_lock(&c->q_lock);
 	if (c->q_len < PREFETCH_QUEUE) {
-		c->queue[(c->q_head + c->q_len) % PREFETCH_QUEUE] = (PrefetchItem){*id, plen};
+		c->queue[(c->q_head + c->q_len) % PREFETCH_QUEUE] = (PrefetchItem){*id, plen, mono_ns()};
 		c->q_len++;
 		pthread_cond_signal(&c->q_cond);
 	}
@@ -310,7 +358,7 @@ static void *prefetch_main(void *userdata)
 		c->q_head = (c->q_head + 1) % PREFETCH_QUEUE;
 		c->q_len--;
 		pthread_mutex_unlock(&c->q_lock);
-		if (cached_or_loading(c, &it.id))
+		if (mono_ns() - it.queued > PREFETCH_STALE_NS || cached_or_loading(c, &it.id))
 			continue;
 		/* errors are the reader's to report, when it asks for the chunk itself */
 		if (chunk_cache_get(c, &it.id, it.plen, &e) == 0) {
@@ -347,6 +395,8 @@ int chunk_cache_new(Repo *repo, uint64_t capacity, unsigned prefetch_threads, Ch
 	if (!c)
 		return -ENOMEM;
 	c->repo = repo;
+	c->bufs.size = repo_config(repo)->chunk_size;
+	pthread_mutex_init(&c->bufs.lock, NULL);
 	pthread_mutex_init(&c->pool_lock, NULL);
 	pthread_mutex_init(&c->q_lock, NULL);
 	pthread_cond_init(&c->q_cond, NULL);
@@ -387,7 +437,7 @@ ChunkCache *chunk_cache_free(ChunkCache *c)
 			while (e) {
 				CachedChunk *next = e->hnext;
 				PGBAKFS_CHECK(e->refs == 0);
-				entry_free(e);
+				entry_free(c, e);
 				e = next;
 			}
 		}
@@ -395,6 +445,10 @@ ChunkCache *chunk_cache_free(ChunkCache *c)
 		pthread_mutex_destroy(&s->lock);
 		pthread_cond_destroy(&s->loaded);
 	}
+	for (size_t i = 0; i < c->bufs.n_free; i++)
+		free(c->bufs.free[i]);
+	free(c->bufs.free);
+	pthread_mutex_destroy(&c->bufs.lock);
 	for (size_t i = 0; i < c->n_pool; i++)
 		chunk_reader_free(c->pool[i]);
 	free(c->pool);

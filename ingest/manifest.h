@@ -7,11 +7,12 @@
  */
 #pragma once
 
+#include "common/crc32c.h"
+
 #include "common/common.h"
 
 typedef struct Manifest Manifest;
 
-uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len);
 #define CRC32C_INIT 0xFFFFFFFFu
 #define CRC32C_FINISH(c) ((c) ^ 0xFFFFFFFFu)
 

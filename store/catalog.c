@@ -23,7 +23,7 @@ static const char schema_sql[] =
 	"  n_chunks INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS chunks(id BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
 	"  offset INTEGER NOT NULL, elen INTEGER NOT NULL, plen INTEGER NOT NULL,"
-	"  enc INTEGER NOT NULL, condemned INTEGER) WITHOUT ROWID;"
+	"  enc INTEGER NOT NULL, condemned INTEGER, crc INTEGER) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS chunks_pack ON chunks(pack);"
 	"CREATE TABLE IF NOT EXISTS contents(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
 	"  n INTEGER NOT NULL, list BLOB NOT NULL);"
@@ -70,12 +70,12 @@ enum {
 
 static const char *const statement_sql[N_STATEMENTS] = {
 	[ST_CHUNK_EXISTS] = "SELECT 1 FROM chunks WHERE id = ?1 AND condemned IS NULL",
-	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc FROM chunks c"
+	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc FROM chunks c"
 			    " JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
-	[ST_CHUNK_UPSERT] = "INSERT INTO chunks(id, pack, offset, elen, plen, enc)"
-			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO UPDATE SET"
+	[ST_CHUNK_UPSERT] = "INSERT INTO chunks(id, pack, offset, elen, plen, enc, crc)"
+			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET"
 			    " pack = excluded.pack, offset = excluded.offset, elen = excluded.elen,"
-			    " plen = excluded.plen, enc = excluded.enc, condemned = NULL"
+			    " plen = excluded.plen, enc = excluded.enc, crc = excluded.crc, condemned = NULL"
 			    " WHERE chunks.condemned IS NOT NULL",
 	[ST_PACK_RECORD] = "UPDATE packs SET state = 'ok', size = ?2, n_chunks = ?3 WHERE id = ?1",
 	[ST_CONTENT_INSERT] = "INSERT OR IGNORE INTO contents(hash, n, list) VALUES(?1, ?2, ?3)",
@@ -190,6 +190,20 @@ static char *column_strdup(sqlite3_stmt *s, int i)
 	return t ? strdup((const char *)t) : NULL;
 }
 
+/* Catalogs made before chunks carried a CRC-32C get the column (NULL: unknown). */
+static int migrate_chunk_crc(Catalog *c)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'crc'", &s);
+	if (r < 0)
+		return r;
+	if (sqlite3_step(s) != SQLITE_ROW)
+		return catalog_fail(c, sqlite3_errcode(c->db), "table info");
+	if (sqlite3_column_int(s, 0) > 0)
+		return 0;
+	return exec_sql(c, "ALTER TABLE chunks ADD COLUMN crc INTEGER");
+}
+
 int catalog_open(const char *path, bool create, Catalog **ret)
 {
 	Catalog *c = calloc(1, sizeof(*c));
@@ -225,6 +239,8 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 					"INSERT OR IGNORE INTO meta VALUES('epoch', 0);");
 		r = r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
 	}
+	if (r == 0)
+		r = migrate_chunk_crc(c);
 	if (r == 0) {
 		_cleanup_stmt_ sqlite3_stmt *s = NULL;
 		r = prepare(c, "SELECT value FROM meta WHERE key = 'schema_version'", &s);
@@ -292,6 +308,8 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
 		ret->elen = (uint32_t)sqlite3_column_int64(s, 3);
 		ret->plen = (uint32_t)sqlite3_column_int64(s, 4);
 		ret->enc = (uint8_t)sqlite3_column_int(s, 5);
+		ret->has_crc = sqlite3_column_type(s, 6) != SQLITE_NULL;
+		ret->crc = (uint32_t)sqlite3_column_int64(s, 6);
 		r = 0;
 	} else {
 		r = rc == SQLITE_DONE ? -ENOENT : catalog_fail(c, rc, "chunk locate");
@@ -333,6 +351,10 @@ int catalog_pack_record(Catalog *c, int64_t pack_id, uint64_t size, const PackEn
 		sqlite3_bind_int64(s, 4, e[i].elen);
 		sqlite3_bind_int64(s, 5, e[i].plen);
 		sqlite3_bind_int(s, 6, e[i].enc);
+		if (e[i].has_crc)
+			sqlite3_bind_int64(s, 7, e[i].crc);
+		else
+			sqlite3_bind_null(s, 7);
 		r = step_done(c, s);
 	}
 	if (r == 0 && (s = stmt_get(c, ST_PACK_RECORD, &r))) {

@@ -21,6 +21,8 @@ typedef struct ChunkLoc {
 	uint64_t offset;
 	uint32_t elen, plen;
 	uint8_t enc;
+	bool has_crc;
+	uint32_t crc; /* CRC-32C of the plain bytes, recorded at backup (not in packs) */
 } ChunkLoc;
 
 /* Snapshot status values stored in the catalog. */

@@ -1,4 +1,6 @@
 #include "store/chunk.h"
+
+#include "common/crc32c.h"
 #include "common/util.h"
 
 #include <openssl/evp.h>
@@ -129,11 +131,9 @@ int chunk_encode(ChunkCodec *c, const void *in, size_t len, void *out, size_t *r
 	return 0;
 }
 
-int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
-		 size_t plain_len, const ChunkId *id)
+static int decode_only(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
+		       size_t plain_len)
 {
-	ChunkId got;
-
 	switch (enc) {
 	case CHUNK_ENC_RAW:
 		if (in_len != plain_len)
@@ -149,6 +149,25 @@ int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len
 	default:
 		return -EBADMSG;
 	}
+	return 0;
+}
+
+int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
+		 size_t plain_len, const ChunkId *id)
+{
+	ChunkId got;
+	int r = decode_only(c, enc, in, in_len, out, plain_len);
+	if (r < 0)
+		return r;
 	chunk_hash(out, plain_len, &got);
 	return chunk_id_cmp(&got, id) == 0 ? 0 : -EBADMSG;
+}
+
+int chunk_decode_crc(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
+		     size_t plain_len, uint32_t crc)
+{
+	int r = decode_only(c, enc, in, in_len, out, plain_len);
+	if (r < 0)
+		return r;
+	return crc32c(out, plain_len) == crc ? 0 : -EBADMSG;
 }

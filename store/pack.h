@@ -21,6 +21,9 @@ typedef struct PackEntry {
 	uint32_t elen; /* encoded length in the pack */
 	uint32_t plen; /* plain length */
 	uint8_t enc;   /* ChunkEncoding */
+	/* in memory and in the catalog only, not in the pack: CRC-32C of the plain bytes */
+	bool has_crc;
+	uint32_t crc;
 } PackEntry;
 
 typedef struct PackWriter PackWriter;
@@ -30,6 +33,9 @@ PackWriter *pack_writer_free(PackWriter *w);
 /* Append one encoded chunk. */
 int pack_writer_add(PackWriter *w, const ChunkId *id, ChunkEncoding enc, const void *data,
 		    size_t elen, size_t plen);
+/* The same, with the CRC-32C of the plain bytes for the catalog. */
+int pack_writer_add_crc(PackWriter *w, const ChunkId *id, ChunkEncoding enc, const void *data,
+			size_t elen, size_t plen, uint32_t crc);
 /* Bytes so far (header + chunks) and number of chunks. */
 size_t pack_writer_size(const PackWriter *w);
 size_t pack_writer_count(const PackWriter *w);

@@ -17,3 +17,10 @@ ChunkReader *chunk_reader_free(ChunkReader *r);
  * other -errno from the backend.
  */
 int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf);
+/*
+ * The same, checking the CRC-32C recorded at backup when the catalog has one
+ * (SHA-256 otherwise): the mount's read path, where SHA-256 on a CPU without
+ * SHA extensions would cost more than everything else together. Restore and
+ * check keep the SHA-256.
+ */
+int chunk_reader_read_fast(ChunkReader *r, const ChunkId *id, size_t plen, void *buf);

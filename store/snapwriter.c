@@ -20,6 +20,8 @@
  * committed.
  */
 #include "store/snapwriter.h"
+
+#include "common/crc32c.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -42,6 +44,7 @@ typedef struct Msg {
 	size_t len, elen;
 	ChunkEncoding enc;
 	ChunkId id;
+	uint32_t crc; /* of the plain bytes, for the mount's fast check */
 	ChunkState state;
 	/* MSG_ENTRY */
 	FileRow row;
@@ -288,6 +291,7 @@ static int worker_process(Catalog *cat, ChunkCodec *codec, Msg *m)
 		return 0;
 	}
 	m->state = CHUNK_NEW;
+	m->crc = crc32c(m->buf, m->len);
 	return chunk_encode(codec, m->buf, m->len, m->ebuf, &m->elen, &m->enc);
 }
 
@@ -490,7 +494,8 @@ static int writer_handle_chunk(SnapWriter *w, WriterState *ws, Msg *m)
 		if (r < 0)
 			return r;
 		if (r == 0) {
-			r = pack_writer_add(w->open_pack, &m->id, m->enc, m->ebuf, m->elen, m->len);
+			r = pack_writer_add_crc(w->open_pack, &m->id, m->enc, m->ebuf, m->elen, m->len,
+						m->crc);
 			if (r < 0)
 				return r;
 			w->new_chunks++;

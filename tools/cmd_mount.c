@@ -23,7 +23,7 @@ enum {
 	OPT_CACHE_SIZE
 };
 
-#define DEFAULT_CACHE_SIZE (256ull * 1024 * 1024)
+#define DEFAULT_CACHE_SIZE (192ull * 1024 * 1024)
 
 static const char mount_help[] =
 	"Usage: pgbakfs mount MOUNTPOINT [--repo PATH] [--foreground]\n"
@@ -36,7 +36,7 @@ static const char mount_help[] =
 	"--foreground; unmount with \"fusermount3 -u MOUNTPOINT\".\n\n"
 	"  --owner USER      show files as owned by USER (a mount by root, e.g. for postgres)\n"
 	"  --allow-other     let other users than the owner in (with their permissions)\n"
-	"  --cache-size SIZE decompressed chunks kept in memory (default 256MiB)\n"
+	"  --cache-size SIZE decompressed chunks kept in memory (default 192MiB)\n"
 	"With --writable, a recovery target makes each fresh clone recover to it:\n"
 	RECOVERY_USAGE;
 

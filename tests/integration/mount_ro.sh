@@ -126,6 +126,12 @@ ok "damage logged once, with file and offset" test "$(grep -c "snapshot \"$S3\":
 ok "undamaged file of the same snapshot reads" cmp "$M/$S3/text2" "$T/src2/text2"
 ok "other snapshot still reads" cmp "$M/$S1/base/1/random" "$T/src/base/1/random"
 ok "daemon still alive" kill -0 "$MOUNT_PID"
+ok "unmount" unmount_fg "$M"
+# without the CRC-32C the backup recorded, the mount checks the SHA-256 id instead
+sqlite3 "$R/catalog.db" "update chunks set crc = null"
+mount_fg "$M" "$T/mount2b.log" --repo "$R"
+ok "no CRC: damage still gives EIO" bash -c "cat '$M/$S3/only_in_2' 2>&1 >/dev/null | grep -q 'Input/output error'"
+ok "no CRC: undamaged files read right" cmp "$M/$S1/base/1/random" "$T/src/base/1/random"
 
 # SIGKILL: fusermount3 -u cleans up and a remount works
 kill -9 "$MOUNT_PID"

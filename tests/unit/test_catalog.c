@@ -4,6 +4,7 @@
 #include "store/catalog.h"
 
 #include <limits.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 /* 2023-11-14T22:13:20Z */
@@ -459,7 +460,8 @@ static void test_packs(void)
 	ChunkId a = id_of("a"), b = id_of("b"), x = id_of("x");
 	PackEntry e[2] = {
 		{.id = b, .offset = 5000, .elen = 300, .plen = 16384, .enc = CHUNK_ENC_RAW},
-		{.id = a, .offset = 8, .elen = 4992, .plen = 16384, .enc = CHUNK_ENC_ZSTD},
+		{.id = a, .offset = 8, .elen = 4992, .plen = 16384, .enc = CHUNK_ENC_ZSTD,
+		 .has_crc = true, .crc = 0xdeadbeef},
 	};
 	int64_t pid = 0, pid2 = 0;
 	ChunkLoc loc;
@@ -491,6 +493,11 @@ static void test_packs(void)
 		CHECK_EQ_INT(loc.elen, 300);
 		CHECK_EQ_INT(loc.plen, 16384);
 		CHECK_EQ_INT(loc.enc, CHUNK_ENC_RAW);
+		CHECK(!loc.has_crc);
+	}
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0)) {
+		CHECK(loc.has_crc);
+		CHECK_EQ_INT(loc.crc, 0xdeadbeef);
 	}
 	CHECK_EQ_INT(catalog_chunk_locate(c, &x, &loc), -ENOENT);
 	l.n = 0;
@@ -864,9 +871,39 @@ out:
 	TEST_RM_RF(tmp);
 }
 
+/* A catalog from before chunks had a CRC column gets it on open, NULL for old rows. */
+static void test_crc_migration(void)
+{
+	char tmp[64], path[128];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId a = id_of("a");
+	PackEntry e = {.id = a, .offset = 8, .elen = 10, .plen = 10, .enc = CHUNK_ENC_RAW,
+		       .has_crc = true, .crc = 7};
+	int64_t pid = 0;
+	ChunkLoc loc;
+	sqlite3 *db = NULL;
+
+	if (!c)
+		return;
+	CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/aa/a.pack", "s", &pid), 0);
+	CHECK_EQ_INT(catalog_pack_record(c, pid, 100, &e, 1), 0);
+	catalog_free(c);
+	snprintf(path, sizeof(path), "%s/catalog.db", tmp);
+	if (CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK))
+		CHECK_EQ_INT(sqlite3_exec(db, "ALTER TABLE chunks DROP COLUMN crc", NULL, NULL, NULL),
+			     SQLITE_OK);
+	sqlite3_close(db);
+	if (CHECK_EQ_INT(catalog_open(path, false, &c), 0) &&
+	    CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK(!loc.has_crc);
+	catalog_free(c);
+	rm_rf(tmp);
+}
+
 int main(void)
 {
 	test_open();
+	test_crc_migration();
 	test_contents();
 	test_snapshots();
 	test_files();

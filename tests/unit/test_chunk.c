@@ -1,6 +1,8 @@
 /* Unit tests for store/chunk.h: ids, hashing, zero detection, the codec. */
 #include "tests/unit/test.h"
 
+#include "common/crc32c.h"
+
 #include "store/chunk.h"
 
 static void check_hash_hex(const void *buf, size_t len, const char *want)
@@ -182,6 +184,28 @@ static void test_codec(void)
 		CHECK_EQ_INT(e, CHUNK_ENC_ZSTD);
 		CHECK_EQ_INT(chunk_decode(c, CHUNK_ENC_RAW, enc, elen, out, len, &id), -EBADMSG);
 		CHECK_EQ_INT(chunk_decode(c, CHUNK_ENC_ZSTD, text, len, out, len, &id), -EBADMSG);
+		free(enc);
+		free(out);
+	}
+
+	/* the CRC-32C check: right CRC decodes, a wrong one (or damage) is -EBADMSG */
+	{
+		size_t elen;
+		ChunkEncoding e;
+		uint8_t *enc = xmalloc(chunk_encode_bound(len)), *out = xmalloc(len);
+		uint32_t crc = crc32c(text, len);
+		CHECK_EQ_INT(chunk_encode(c, text, len, enc, &elen, &e), 0);
+		CHECK_EQ_INT(chunk_decode_crc(c, e, enc, elen, out, len, crc), 0);
+		CHECK(memcmp(out, text, len) == 0);
+		CHECK_EQ_INT(chunk_decode_crc(c, e, enc, elen, out, len, crc ^ 1), -EBADMSG);
+		/* RAW: a flipped byte is caught by the CRC alone */
+		memcpy(enc, rnd, len);
+		enc[777] ^= 0x10;
+		CHECK_EQ_INT(chunk_decode_crc(c, CHUNK_ENC_RAW, enc, len, out, len, crc32c(rnd, len)),
+			     -EBADMSG);
+		/* known value (RFC 3720 B.4: 32 bytes of zeros) */
+		uint8_t z[32] = {0};
+		CHECK_EQ_INT(crc32c(z, sizeof(z)), 0x8A9136AA);
 		free(enc);
 		free(out);
 	}
