@@ -1326,6 +1326,15 @@ static int writable_target(Mount *m, fuse_ino_t ino, Target *t)
 	return r;
 }
 
+/* Start a modifying request on ino's clone: false (the error replied) without one. */
+static bool clone_op_begin(fuse_req_t req, fuse_ino_t ino, Target *t)
+{
+	int r = writable_target(mount_of(req), ino, t);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	return r == 0;
+}
+
 static void reply_clone_entry(fuse_req_t req, Mount *m, Target *t, int r, const CloneAttr *a)
 {
 	if (r == 0) {
@@ -1347,11 +1356,9 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	CloneAttr a;
 	Target t;
-	int r = writable_target(m, parent, &t);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
+	if (!clone_op_begin(req, parent, &t))
 		return;
-	}
+	int r;
 	r = clone_mknod(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
 }
@@ -1362,11 +1369,9 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	CloneAttr a;
 	Target t;
-	int r = writable_target(m, parent, &t);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
+	if (!clone_op_begin(req, parent, &t))
 		return;
-	}
+	int r;
 	r = clone_mkdir(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
 }
@@ -1377,11 +1382,9 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	CloneAttr a;
 	Target t;
-	int r = writable_target(m, parent, &t);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
+	if (!clone_op_begin(req, parent, &t))
 		return;
-	}
+	int r;
 	r = clone_symlink(t.ms->clone, t.local, name, link, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
 }
@@ -1391,11 +1394,9 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	Mount *m = mount_of(req);
 	CloneAttr a;
 	Target t;
-	int r = writable_target(m, newparent, &t);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
+	if (!clone_op_begin(req, newparent, &t))
 		return;
-	}
+	int r;
 	if (ino >> SNAP_SHIFT != (uint64_t)t.ms->rowid)
 		r = -EXDEV;
 	else
@@ -1451,11 +1452,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	struct timespec now;
 	struct stat st;
 	Target t;
-	int r = writable_target(m, ino, &t);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
+	if (!clone_op_begin(req, ino, &t))
 		return;
-	}
+	int r;
 	clock_gettime(CLOCK_REALTIME, &now);
 	int64_t now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 	mask |= to_set & FUSE_SET_ATTR_MODE ? CLONE_SET_MODE : 0;
@@ -1494,11 +1493,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	Handle *h = NULL;
 	CloneAttr a;
 	Target t;
-	int r = writable_target(m, parent, &t);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
+	if (!clone_op_begin(req, parent, &t))
 		return;
-	}
+	int r;
 	r = clone_mknod(t.ms->clone, t.local, name, (mode & ~S_IFMT) | S_IFREG, ctx->uid,
 			ctx->gid, &a);
 	if (r == -EEXIST && !(fi->flags & O_EXCL))
