@@ -158,7 +158,7 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 			return 0;
 		memset(buf, 0, len);
 	} else {
-		r = chunk_reader_read(reader, id, len, buf);
+		r = chunk_reader_read_fast(reader, id, len, buf);
 		if (r < 0)
 			return r;
 	}

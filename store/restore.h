@@ -1,9 +1,11 @@
 /*
  * Restore a snapshot into a local directory, in parallel: byte-identical
  * files, holes left sparse, modes, mtimes, symlinks, and ownership when run
- * as root. Every chunk is checked against its id before it is written; a
- * damaged chunk fails the restore (the partial target is left for the
- * caller to remove). Durable (syncfs) before success.
+ * as root. Every chunk is checked before it is written, against the CRC-32C
+ * of its plain bytes recorded at backup (its SHA-256 id when the catalog has
+ * no CRC; "check --read-data" audits every SHA-256); a damaged chunk fails
+ * the restore (the partial target is left for the caller to remove).
+ * Durable (syncfs) before success.
  */
 #pragma once
 
