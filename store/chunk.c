@@ -163,11 +163,17 @@ int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len
 	return chunk_id_cmp(&got, id) == 0 ? 0 : -EBADMSG;
 }
 
+uint32_t chunk_crc(const ChunkId *id, const void *buf, size_t len)
+{
+	uint32_t crc = crc32c_update(~0u, id->b, sizeof(id->b));
+	return ~crc32c_update(crc, buf, len);
+}
+
 int chunk_decode_crc(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
-		     size_t plain_len, uint32_t crc)
+		     size_t plain_len, const ChunkId *id, uint32_t crc)
 {
 	int r = decode_only(c, enc, in, in_len, out, plain_len);
 	if (r < 0)
 		return r;
-	return crc32c(out, plain_len) == crc ? 0 : -EBADMSG;
+	return chunk_crc(id, out, plain_len) == crc ? 0 : -EBADMSG;
 }

@@ -60,9 +60,18 @@ int chunk_encode(ChunkCodec *c, const void *in, size_t len, void *out, size_t *r
 int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
 		 size_t plain_len, const ChunkId *id);
 /*
- * Decode like chunk_decode, but check the plain bytes against their CRC-32C
- * (recorded at backup) instead of the SHA-256 id: many times cheaper, and as
- * sure to catch damage; for the mount's read path. -EBADMSG on a mismatch.
+ * The fast check value of a chunk: CRC-32C over its id, then its plain bytes.
+ * The id binds it to the chunk, so the bytes of another chunk never pass;
+ * that matters because a plain CRC-32C is the same for every data block that
+ * ends in its own CRC-32C and zeros (pg_control is one: CRC's residue).
+ */
+uint32_t chunk_crc(const ChunkId *id, const void *buf, size_t len);
+/*
+ * Decode like chunk_decode, but check the plain bytes against their
+ * chunk_crc (recorded at backup) instead of the SHA-256 id: many times
+ * cheaper, and as sure to catch damage; for the mount's and restore's read
+ * path. -EBADMSG on a mismatch. Not for telling two valid contents apart
+ * (a delta): CRC-32C is linear, so it cannot.
  */
 int chunk_decode_crc(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
-		     size_t plain_len, uint32_t crc);
+		     size_t plain_len, const ChunkId *id, uint32_t crc);

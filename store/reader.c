@@ -64,7 +64,7 @@ static int read_chunk(ChunkReader *r, const ChunkId *id, size_t plen, void *buf,
 		return e;
 	if (fast && loc.has_crc)
 		return chunk_decode_crc(r->codec, (ChunkEncoding)loc.enc, r->ebuf, loc.elen, buf,
-					plen, loc.crc);
+					plen, id, loc.crc);
 	return chunk_decode(r->codec, (ChunkEncoding)loc.enc, r->ebuf, loc.elen, buf, plen, id);
 }
 

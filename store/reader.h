@@ -24,3 +24,4 @@ int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf)
  * check keep the SHA-256.
  */
 int chunk_reader_read_fast(ChunkReader *r, const ChunkId *id, size_t plen, void *buf);
+

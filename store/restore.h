@@ -35,6 +35,7 @@ typedef struct RestoreResult {
 	uint64_t n_files, bytes;
 	uint64_t bytes_written; /* delta: of bytes, those that differed and were rewritten */
 	uint64_t n_removed;     /* delta: entries of target the snapshot does not have */
+	uint64_t n_unchanged;   /* delta: files skipped by size and mtime */
 	/* on failure: the file and offset that could not be restored, if any */
 	char failed_path[PATH_MAX];
 	uint64_t failed_offset;
@@ -42,8 +43,9 @@ typedef struct RestoreResult {
 
 /*
  * target must be missing or an empty directory (-ENOTEMPTY otherwise), unless
- * o->delta: then each chunk already in place (same bytes, by SHA-256) is left
- * alone, others are rewritten, and entries of target (and of tablespace
+ * o->delta: then a file with the snapshot's size and exact mtime is taken as
+ * unchanged (not read), in other files each chunk already in place (same
+ * bytes, by CRC-32C or SHA-256) is left alone, others are rewritten, and entries of target (and of tablespace
  * locations) that the snapshot lacks are removed; TARGET.extra is updated but
  * not swept. A
  * directory the source reached through a symlink (a tablespace) is written at

@@ -291,7 +291,7 @@ static int worker_process(Catalog *cat, ChunkCodec *codec, Msg *m)
 		return 0;
 	}
 	m->state = CHUNK_NEW;
-	m->crc = crc32c(m->buf, m->len);
+	m->crc = chunk_crc(&m->id, m->buf, m->len);
 	return chunk_encode(codec, m->buf, m->len, m->ebuf, &m->elen, &m->enc);
 }
 

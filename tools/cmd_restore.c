@@ -182,9 +182,10 @@ int cmd_restore(int argc, char **argv)
 		       format_bytes(res.bytes, b, sizeof(b)), secs,
 		       secs > 0 ? (double)res.bytes / secs / 1e6 : 0.0);
 		if (o.delta)
-			printf("delta: %s rewritten, %llu entries removed\n",
+			printf("delta: %s rewritten, %llu file(s) unchanged by size and mtime, "
+			       "%llu entries removed\n",
 			       format_bytes(res.bytes_written, w, sizeof(w)),
-			       (unsigned long long)res.n_removed);
+			       (unsigned long long)res.n_unchanged, (unsigned long long)res.n_removed);
 		rc = write_recovery(&rt, repo, target);
 	}
 out:
