@@ -101,7 +101,9 @@ static int run_checks(ScratchPg *pg, char *details, size_t len)
 	_cleanup_close_ int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	snprintf(prog, sizeof(prog), "%s/pg_amcheck", pg->pgbin);
 	bool amcheck = access(prog, X_OK) == 0;
-	char *amcheck_args[] = {(char *)"--all", (char *)"--install-missing", NULL};
+	char jobs[32];
+	snprintf(jobs, sizeof(jobs), "--jobs=%d", cpu_count());
+	char *amcheck_args[] = {(char *)"--all", (char *)"--install-missing", jobs, NULL};
 	char *dump_args[] = {(char *)"--file=/dev/null", NULL};
 	const char *name = amcheck ? "amcheck" : "read every relation";
 	int r = amcheck ? scratchpg_client(pg, "pg_amcheck", amcheck_args, fd, fd)
