@@ -1358,8 +1358,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	Target t;
 	if (!clone_op_begin(req, parent, &t))
 		return;
-	int r;
-	r = clone_mknod(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
+	int r = clone_mknod(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
 }
 
@@ -1371,8 +1370,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	Target t;
 	if (!clone_op_begin(req, parent, &t))
 		return;
-	int r;
-	r = clone_mkdir(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
+	int r = clone_mkdir(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
 }
 
@@ -1384,8 +1382,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	Target t;
 	if (!clone_op_begin(req, parent, &t))
 		return;
-	int r;
-	r = clone_symlink(t.ms->clone, t.local, name, link, ctx->uid, ctx->gid, &a);
+	int r = clone_symlink(t.ms->clone, t.local, name, link, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
 }
 
@@ -1454,7 +1451,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	Target t;
 	if (!clone_op_begin(req, ino, &t))
 		return;
-	int r;
 	clock_gettime(CLOCK_REALTIME, &now);
 	int64_t now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 	mask |= to_set & FUSE_SET_ATTR_MODE ? CLONE_SET_MODE : 0;
@@ -1474,7 +1470,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 				     : (int64_t)attr->st_mtim.tv_sec * 1000000000 + attr->st_mtim.tv_nsec;
 	}
 	CloneAttr out;
-	r = clone_setattr(t.ms->clone, t.local, mask, &a, &out);
+	int r = clone_setattr(t.ms->clone, t.local, mask, &a, &out);
 	if (r == 0)
 		attr_clone(m, t.ms, &out, &st);
 	target_put(&t);
@@ -1495,8 +1491,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	Target t;
 	if (!clone_op_begin(req, parent, &t))
 		return;
-	int r;
-	r = clone_mknod(t.ms->clone, t.local, name, (mode & ~S_IFMT) | S_IFREG, ctx->uid,
+	int r = clone_mknod(t.ms->clone, t.local, name, (mode & ~S_IFMT) | S_IFREG, ctx->uid,
 			ctx->gid, &a);
 	if (r == -EEXIST && !(fi->flags & O_EXCL))
 		r = clone_lookup(t.ms->clone, t.local, name, &a);

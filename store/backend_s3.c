@@ -563,24 +563,13 @@ static char *xml_text(const char *p, const char *end, const char *tag, const cha
 	return s;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* In-place URL decoding ("%2F" and '+' for a space, as S3's encoding-type=url does). */
 static int url_decode(char *s)
 {
 	char *o = s;
 	for (; *s; s++) {
 		if (*s == '%') {
-			int hi = hexval(s[1]), lo = hi < 0 ? -1 : hexval(s[2]);
+			int hi = hex_digit_value(s[1]), lo = hi < 0 ? -1 : hex_digit_value(s[2]);
 			if (hi < 0 || lo < 0)
 				return -EBADMSG;
 			*o++ = (char)(hi * 16 + lo);

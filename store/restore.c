@@ -280,12 +280,12 @@ static bool symlink_is(const char *path, const char *target)
 	return strcmp(buf, target) == 0;
 }
 
-/* A linked directory: its contents go to the link's target, the path becomes a symlink. */
-static int restore_linked_dir(Restorer *rs, const char *path, const char *target)
+/* A symlink to target at path; delta keeps one that is already right, replaces anything else. */
+static int place_symlink(Restorer *rs, const char *path, const char *target)
 {
 	bool exists = false;
-	int r = mkdir_p(target, 0700);
-	if (r == 0 && rs->o->delta) {
+	int r = 0;
+	if (rs->o->delta) {
 		r = delta_prepare(path, S_IFLNK, &exists);
 		if (r == 0 && exists && !symlink_is(path, target))
 			r = rm_rf(path), exists = false;
@@ -295,6 +295,13 @@ static int restore_linked_dir(Restorer *rs, const char *path, const char *target
 	if (!exists && symlink(target, path) < 0)
 		return -errno;
 	return 0;
+}
+
+/* A linked directory: its contents go to the link's target, the path becomes a symlink. */
+static int restore_linked_dir(Restorer *rs, const char *path, const char *target)
+{
+	int r = mkdir_p(target, 0700);
+	return r < 0 ? r : place_symlink(rs, path, target);
 }
 
 /* Delta: remember a path of the snapshot (absolute, as written). */
@@ -358,19 +365,12 @@ static int restore_symlink(Restorer *rs, const FileRow *f, const char *path)
 {
 	struct timespec ts[2] = {{.tv_sec = f->mtime_ns / 1000000000,
 				  .tv_nsec = f->mtime_ns % 1000000000}};
-	const char *target = f->target ? f->target : "";
-	bool exists = false;
 	int r = seen_add(rs, path);
 	ts[1] = ts[0];
-	if (r == 0 && rs->o->delta) {
-		r = delta_prepare(path, S_IFLNK, &exists);
-		if (r == 0 && exists && !symlink_is(path, target))
-			r = rm_rf(path), exists = false;
-	}
+	if (r == 0)
+		r = place_symlink(rs, path, f->target ? f->target : "");
 	if (r < 0)
 		return r;
-	if (!exists && symlink(target, path) < 0)
-		return -errno;
 	if (rs->as_root && lchown(path, f->uid, f->gid) < 0)
 		return -errno;
 	if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) < 0)
