@@ -1527,3 +1527,5 @@ int catalog_link_foreach(Catalog *c, int64_t snap, CatalogLinkFn cb, void *userd
 	}
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "link list");
 }
+
+sqlite3 *catalog_sqlite(Catalog *c) { return c->db; }

@@ -163,6 +163,12 @@ int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userd
 int catalog_stats(Catalog *c, CatalogStats *ret);
 /* Changes whenever another connection commits (PRAGMA data_version): cheap polling. */
 int catalog_data_version(Catalog *c, uint64_t *ret);
+/*
+ * The connection itself, for store modules that move whole catalogs or
+ * snapshots (publication, manifests, repair). Not for ad-hoc queries.
+ */
+struct sqlite3;
+struct sqlite3 *catalog_sqlite(Catalog *c);
 
 /* Damaged blocks found while a snapshot was taken (kept with the snapshot). */
 int catalog_bad_block_add(Catalog *c, int64_t snap, const char *path, uint64_t block);
