@@ -1573,7 +1573,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		r = t.kind == KIND_SNAP && t.ms->clone ? clone_statfs(t.ms->clone, &sv) : -1;
 		target_put(&t);
 	}
-	if (r < 0 && statvfs(repo_path(m->repo), &sv) < 0) {
+	if (r < 0 && statvfs(repo_workdir(m->repo), &sv) < 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}

@@ -39,3 +39,26 @@ StoreBackend *store_backend_free(StoreBackend *b)
 		b->ops->free(b);
 	return NULL;
 }
+
+int store_get_all(StoreBackend *b, const char *name, size_t max, void **ret, size_t *ret_len)
+{
+	uint64_t size;
+	void *buf;
+	int r = store_size(b, name, &size);
+
+	if (r < 0)
+		return r;
+	if (size > max)
+		return -EFBIG;
+	buf = malloc(size ? size : 1);
+	if (!buf)
+		return -ENOMEM;
+	r = size ? store_get_range(b, name, 0, size, buf) : 0;
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*ret = buf;
+	*ret_len = size;
+	return 0;
+}

@@ -49,6 +49,8 @@ int store_get_range(StoreBackend *b, const char *name, uint64_t offset, size_t l
 int store_size(StoreBackend *b, const char *name, uint64_t *ret_size);
 int store_list(StoreBackend *b, const char *prefix, StoreListFn cb, void *userdata);
 int store_delete(StoreBackend *b, const char *name);
+/* A whole object, at most max bytes (-EFBIG above): malloc'd into *ret. */
+int store_get_all(StoreBackend *b, const char *name, size_t max, void **ret, size_t *ret_len);
 StoreBackend *store_backend_free(StoreBackend *b);
 
 /* Local directory driver: objects are files under root (0600, dirs 0700). */
@@ -90,3 +92,21 @@ int store_s3_new(const StoreS3Config *cfg, StoreBackend **ret);
 int store_fault_new(StoreBackend *inner, const char *script, StoreBackend **ret);
 /* Number of calls seen per operation ("put", "get", "size", "list", "delete"). */
 unsigned store_fault_count(StoreBackend *b, const char *op);
+
+/*
+ * Caching driver: wraps inner (taking ownership) and keeps ranged reads of
+ * objects under "packs/" (immutable: never rewritten under the same name) in
+ * files under dir (created 0700 if missing), at most max_bytes in all,
+ * headers included, least recently used evicted first. Other names, empty
+ * ranges, ranges over max_bytes/8, and every other operation pass through. A
+ * cache file that fails its own check (magic, length, CRC-32C) is dropped
+ * and re-read. Errors from inner are returned unchanged; a cache file that
+ * cannot be written costs only a later re-read, never a failed read.
+ * Entries of an existing dir are indexed again, oldest mtime least recent;
+ * one process at a time may use a dir. Thread-safe. On failure (dir cannot
+ * be made or read: -errno) the caller keeps inner.
+ */
+int store_cache_new(StoreBackend *inner, const char *dir, uint64_t max_bytes, StoreBackend **ret);
+/* Hits, misses and evictions so far (for tests and stats); NULL skips one. */
+void store_cache_counts(StoreBackend *b, uint64_t *ret_hits, uint64_t *ret_misses,
+			uint64_t *ret_evictions);

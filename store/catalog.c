@@ -70,7 +70,7 @@ enum {
 
 static const char *const statement_sql[N_STATEMENTS] = {
 	[ST_CHUNK_EXISTS] = "SELECT 1 FROM chunks WHERE id = ?1 AND condemned IS NULL",
-	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc FROM chunks c"
+	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc, p.size FROM chunks c"
 			    " JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
 	[ST_CHUNK_UPSERT] = "INSERT INTO chunks(id, pack, offset, elen, plen, enc, crc)"
 			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET"
@@ -310,6 +310,7 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
 		ret->enc = (uint8_t)sqlite3_column_int(s, 5);
 		ret->has_crc = sqlite3_column_type(s, 6) != SQLITE_NULL;
 		ret->crc = (uint32_t)sqlite3_column_int64(s, 6);
+		ret->pack_size = (uint64_t)sqlite3_column_int64(s, 7);
 		r = 0;
 	} else {
 		r = rc == SQLITE_DONE ? -ENOENT : catalog_fail(c, rc, "chunk locate");

@@ -23,6 +23,7 @@ typedef struct ChunkLoc {
 	uint8_t enc;
 	bool has_crc;
 	uint32_t crc; /* CRC-32C of the plain bytes, recorded at backup (not in packs) */
+	uint64_t pack_size;
 } ChunkLoc;
 
 /* Snapshot status values stored in the catalog. */

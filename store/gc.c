@@ -113,7 +113,7 @@ static int gc_local_tmp(Repo *repo, GcResult *res)
 
 	if (!(repo_backend(repo)->ops->features & STORE_FEATURE_LOCAL_PATH))
 		return 0;
-	snprintf(dir, sizeof(dir), "%s/packs", repo_path(repo));
+	snprintf(dir, sizeof(dir), "%s/packs", repo_workdir(repo));
 	top = opendir(dir);
 	if (!top)
 		return errno == ENOENT ? 0 : -errno;
@@ -135,7 +135,7 @@ static int gc_local_tmp(Repo *repo, GcResult *res)
 	}
 	closedir(top);
 	/* staging directories of interrupted backups (WAL segments): tmp/NAME */
-	snprintf(dir, sizeof(dir), "%s/tmp", repo_path(repo));
+	snprintf(dir, sizeof(dir), "%s/tmp", repo_workdir(repo));
 	if (r == 0 && (top = opendir(dir))) {
 		while (r == 0 && (de = readdir(top))) {
 			char full[PATH_MAX * 2];

@@ -8,6 +8,11 @@ struct ChunkReader {
 	ChunkCodec *codec;
 	uint8_t *ebuf;
 	size_t ebuf_cap;
+	/* read-ahead window: bytes [win_off, win_off + win_len) of pack win_name */
+	uint8_t *win;
+	size_t win_cap, win_len;
+	uint64_t win_off;
+	char win_name[64];
 };
 
 int chunk_reader_new(Repo *repo, ChunkReader **ret)
@@ -39,8 +44,46 @@ ChunkReader *chunk_reader_free(ChunkReader *r)
 	catalog_free(r->cat);
 	chunk_codec_free(r->codec);
 	free(r->ebuf);
+	free(r->win);
 	free(r);
 	return NULL;
+}
+
+int chunk_reader_set_readahead(ChunkReader *r, size_t bytes)
+{
+	free(r->win);
+	r->win = NULL;
+	r->win_cap = r->win_len = 0;
+	if (bytes <= r->ebuf_cap)
+		return 0;
+	if (!(r->win = malloc(bytes)))
+		return -ENOMEM;
+	r->win_cap = bytes;
+	return 0;
+}
+
+/* The encoded bytes of loc: from the window, after refilling it from loc on. */
+static int fetch_windowed(ChunkReader *r, const ChunkLoc *loc, const uint8_t **ret)
+{
+	int e;
+	if (strcmp(r->win_name, loc->pack_name) != 0 || loc->offset < r->win_off ||
+	    loc->offset + loc->elen > r->win_off + r->win_len) {
+		uint64_t end = loc->offset + r->win_cap;
+		if (loc->pack_size && end > loc->pack_size)
+			end = loc->pack_size;
+		if (end < loc->offset + loc->elen)
+			end = loc->offset + loc->elen;
+		r->win_len = 0;
+		e = store_get_range(repo_backend(r->repo), loc->pack_name, loc->offset,
+				    end - loc->offset, r->win);
+		if (e < 0)
+			return e;
+		snprintf(r->win_name, sizeof(r->win_name), "%s", loc->pack_name);
+		r->win_off = loc->offset;
+		r->win_len = end - loc->offset;
+	}
+	*ret = r->win + (loc->offset - r->win_off);
+	return 0;
 }
 
 static int read_chunk(ChunkReader *r, const ChunkId *id, size_t plen, void *buf, bool fast)
@@ -57,15 +100,19 @@ static int read_chunk(ChunkReader *r, const ChunkId *id, size_t plen, void *buf,
 		return e;
 	if (loc.plen != plen || loc.elen > r->ebuf_cap)
 		return -EBADMSG;
-	e = store_get_range(repo_backend(r->repo), loc.pack_name, loc.offset, loc.elen, r->ebuf);
+	const uint8_t *enc = r->ebuf;
+	if (r->win)
+		e = fetch_windowed(r, &loc, &enc);
+	else
+		e = store_get_range(repo_backend(r->repo), loc.pack_name, loc.offset, loc.elen, r->ebuf);
 	if (e == -ENODATA)
 		return -EBADMSG; /* a truncated pack is damage, not absence */
 	if (e < 0)
 		return e;
 	if (fast && loc.has_crc)
-		return chunk_decode_crc(r->codec, (ChunkEncoding)loc.enc, r->ebuf, loc.elen, buf,
+		return chunk_decode_crc(r->codec, (ChunkEncoding)loc.enc, enc, loc.elen, buf,
 					plen, id, loc.crc);
-	return chunk_decode(r->codec, (ChunkEncoding)loc.enc, r->ebuf, loc.elen, buf, plen, id);
+	return chunk_decode(r->codec, (ChunkEncoding)loc.enc, enc, loc.elen, buf, plen, id);
 }
 
 int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf)

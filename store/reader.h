@@ -12,6 +12,13 @@ typedef struct ChunkReader ChunkReader;
 int chunk_reader_new(Repo *repo, ChunkReader **ret);
 ChunkReader *chunk_reader_free(ChunkReader *r);
 /*
+ * Fetch up to bytes of a pack at once, from the chunk asked for on, and
+ * serve the chunks that follow from that window: for sequential readers
+ * (restore) of object storage, where each request costs a round trip.
+ * 0 turns it off (the default: one range per chunk).
+ */
+int chunk_reader_set_readahead(ChunkReader *r, size_t bytes);
+/*
  * Fill buf with the plen plain bytes of chunk id (zeros for a hole).
  * -ENOENT: the catalog does not know the chunk; -EBADMSG: damaged data;
  * other -errno from the backend.

@@ -2,11 +2,21 @@
  * A repository: its config object, its backend, its catalog, and the
  * sessions (running backups) that gc must respect.
  *
- * Layout of a local repository (directories 0700, files 0600):
- *   config            format version, chunk size, pack size, compression, id
- *   catalog.db        the SQLite catalog (plus -wal/-shm while open)
+ * Objects (every backend):
+ *   config              format version, chunk size, pack size, compression, id
  *   packs/ab/NAME.pack  pack objects
- *   locks/            one flock'ed file per live session, and gc's lock
+ *   wal/TLI/NAME        archived WAL (store/wal.h)
+ *
+ * A local repository is also its own work directory (directories 0700,
+ * files 0600): catalog.db (the SQLite catalog, plus -wal/-shm while open),
+ * locks/ (one flock'ed file per live session, gc's lock) and tmp/.
+ *
+ * A repository in object storage keeps the same work directory in a local
+ * cache, <cache_dir>/<repository id>/, plus catalog.gen (the generation the
+ * local catalog.db copies, and "dirty" while a writer changes it). The
+ * bucket holds the catalog as numbered generations and a writer lock
+ * (store/remote.h): readers pick up the newest generation when they open;
+ * writers take the lock, change the local copy, and publish generation N+1.
  */
 #pragma once
 
@@ -35,19 +45,63 @@ typedef struct RepoInitOptions {
 typedef struct Repo Repo;
 typedef struct RepoSession RepoSession;
 
+/* Where a repository is: a local directory, or a bucket and prefix. */
+typedef struct RepoLocation {
+	const char *url;            /* how the user named it (messages) */
+	const char *path;           /* a local repository: its directory */
+	const StoreS3Config *s3;    /* else in S3-compatible storage */
+	const char *cache_dir;      /* S3: root of the local caches (work directories) */
+	unsigned lock_wait_s;       /* S3: how long a writer waits for the writer lock */
+} RepoLocation;
+
 /*
- * Create a repository at path: -EEXIST if one is already there, -ENOTEMPTY
- * if the directory holds other files, -EINVAL for a bad chunk size.
+ * Create a repository: -EEXIST if one is already there, -ENOTEMPTY if the
+ * directory (or bucket prefix) holds other files, -EINVAL for a bad chunk size.
  */
-int repo_init(const char *path, const RepoInitOptions *o);
+int repo_init_at(const RepoLocation *l, const RepoInitOptions *o);
 /*
- * Open: -ENOTDIR/-ENOENT when path is not a repository (no config object),
+ * Open: -ENOTDIR/-ENOENT when there is no repository (no config object),
  * -EPROTONOSUPPORT when its format is newer than this binary understands,
- * -EBADMSG for a damaged config.
+ * -EBADMSG for a damaged config or catalog.
  */
+int repo_open_at(const RepoLocation *l, Repo **ret);
+/* The same for a local directory. */
+int repo_init(const char *path, const RepoInitOptions *o);
 int repo_open(const char *path, Repo **ret);
 Repo *repo_free(Repo *r);
 
+/* True for a repository in object storage (catalog published by generations). */
+bool repo_is_remote(const Repo *r);
+/* The local work directory: catalog.db, locks/, tmp/. */
+const char *repo_workdir(const Repo *r);
+/*
+ * Before a command changes the catalog. Local: nothing to do. Remote: take
+ * the writer lock (waiting up to lock_wait_s; -EBUSY and *ret_holder, "host
+ * pid N", malloc'd, when another writer kept it), then bring the local
+ * catalog up to the newest generation.
+ */
+int repo_write_begin(Repo *r, char **ret_holder);
+/*
+ * After it: remote, publish the catalog as the next generation when publish
+ * (-ENOLCK when the lease was lost, -ESTALE when another writer published
+ * meanwhile: nothing is overwritten) and release the lock. Without a
+ * successful publication the local copy is discarded at the next open.
+ */
+int repo_write_end(Repo *r, bool publish);
+/* Readers that live long (a mount): pick up a newer generation, if any. */
+int repo_refresh(Repo *r);
+/* Generation of the local catalog copy (remote; 0 for local repositories). */
+uint64_t repo_generation(const Repo *r);
+
+/*
+ * Small repository objects other than packs and WAL (catalog generations,
+ * snapshot manifests): zstd-compressed, with a header, sealed when the
+ * repository is encrypted. get: -EBADMSG when damaged.
+ */
+int repo_meta_put(Repo *r, const char *name, const void *buf, size_t len);
+int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len);
+
+/* The repository's name for messages: the path or the s3:// URL. */
 const char *repo_path(const Repo *r);
 const RepoConfig *repo_config(const Repo *r);
 StoreBackend *repo_backend(Repo *r);

@@ -173,12 +173,17 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 	return r;
 }
 
+#define RESTORE_REMOTE_READAHEAD (8 * 1024 * 1024)
+
 static void *restore_worker(void *arg)
 {
 	Restorer *rs = arg;
 	ChunkReader *reader = NULL;
 	uint8_t *buf = malloc(rs->chunk_size);
 	int r = buf ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
+	/* object storage: one request per 8 MiB of pack, not per chunk */
+	if (r == 0 && repo_is_remote(rs->repo))
+		r = chunk_reader_set_readahead(reader, RESTORE_REMOTE_READAHEAD);
 	if (r < 0)
 		restorer_fail(rs, r, NULL, 0);
 

@@ -202,11 +202,11 @@ static int wal_lock(Repo *r, const char *name, int *ret_fd)
 
 	for (const char *p = name; *p; p++)
 		h = (h ^ (uint8_t)*p) * 16777619u;
-	if ((size_t)snprintf(path, sizeof(path), "%s/locks", repo_path(r)) >= sizeof(path))
+	if ((size_t)snprintf(path, sizeof(path), "%s/locks", repo_workdir(r)) >= sizeof(path))
 		return -ENAMETOOLONG;
 	if (mkdir(path, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	snprintf(path, sizeof(path), "%s/locks/wal-%02u.lock", repo_path(r), h % WAL_LOCK_STRIPES);
+	snprintf(path, sizeof(path), "%s/locks/wal-%02u.lock", repo_workdir(r), h % WAL_LOCK_STRIPES);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;

@@ -49,28 +49,28 @@ const char *cli_repo_location(const char *opt)
 
 int cli_open_repo(const char *opt, Repo **ret)
 {
-	const char *loc = cli_repo_location(opt);
+	CliLocation cl;
+	const char *loc;
 	Repo *repo;
-	int r;
+	int r = cli_location_resolve(opt, &cl);
 
-	if (!loc)
-		return EXIT_USAGE;
-	if (strncmp(loc, "s3://", 5) == 0) {
-		cli_error("repository \"%s\": S3 repositories are not supported by this build", loc);
-		return EXIT_FAIL;
+	if (r != EXIT_OK) {
+		cli_location_clear(&cl);
+		return r;
 	}
-	r = repo_open(loc, &repo);
+	loc = cl.loc.url;
+	r = repo_open_at(&cl.loc, &repo);
 	switch (r) {
 	case 0:
 		*ret = repo;
-		return EXIT_OK;
+		break;
 	case -ENOENT:
 		cli_error("repository \"%s\" does not exist", loc);
 		cli_hint("create it with \"pgbakfs init --repo %s\"", loc);
 		break;
 	case -ENOTDIR:
 		cli_error("\"%s\" is not a pgbakfs repository (no config file)", loc);
-		cli_hint("create one with \"pgbakfs init --repo DIR\" in an empty directory");
+		cli_hint("create one with \"pgbakfs init --repo %s\"", cl.loc.s3 ? loc : "DIR");
 		break;
 	case -EPROTONOSUPPORT:
 		cli_error("repository \"%s\" uses a newer format than this pgbakfs supports (%d)", loc,
@@ -79,11 +79,57 @@ int cli_open_repo(const char *opt, Repo **ret)
 		break;
 	case -EBADMSG:
 		cli_error("repository \"%s\" is damaged: its config or catalog cannot be read", loc);
+		cli_hint("\"pgbakfs repair --rebuild-catalog\" rebuilds the catalog from the packs");
 		break;
 	default:
 		cli_error("could not open repository \"%s\": %s", loc, strerror(-r));
 	}
-	return EXIT_FAIL;
+	cli_location_clear(&cl);
+	return r == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
+int cli_write_begin(Repo *repo)
+{
+	char *holder = NULL;
+	int r = repo_write_begin(repo, &holder);
+	if (r == -EBUSY) {
+		cli_error("repository \"%s\" is busy: another writer (%s) holds its lock", repo_path(repo),
+			  holder ? holder : "?");
+		cli_hint("wait for it, or raise PGBAKFS_LOCK_WAIT");
+	} else if (r < 0)
+		cli_error("could not lock repository \"%s\" for writing: %s", repo_path(repo),
+			  strerror(-r));
+	free(holder);
+	return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
+
+int cli_write_end(Repo *repo, bool publish)
+{
+	int r = repo_write_end(repo, publish);
+	if (r == -ENOLCK)
+		cli_error("repository \"%s\": the writer lock was lost before the catalog was published; "
+			  "this change is discarded", repo_path(repo));
+	else if (r == -ESTALE)
+		cli_error("repository \"%s\": another writer published the catalog meanwhile; "
+			  "this change is discarded", repo_path(repo));
+	else if (r < 0)
+		cli_error("could not publish the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
+	return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
+
+int cli_open_repo_writer(const char *opt, Repo **ret)
+{
+	int rc = cli_open_repo(opt, ret);
+	if (rc == EXIT_OK && (rc = cli_write_begin(*ret)) != EXIT_OK)
+		*ret = repo_free(*ret);
+	return rc;
+}
+
+int cli_close_repo(Repo *repo, int rc)
+{
+	int w = repo ? cli_write_end(repo, true) : EXIT_OK;
+	repo_free(repo);
+	return rc != EXIT_OK ? rc : w;
 }
 
 int cli_find_snapshot(Repo *repo, const char *id, const char *instance, SnapshotInfo *ret)

@@ -17,8 +17,41 @@ int cli_usage(const char *cmd, const char *fmt, ...) _printf_(2, 3);
 
 /* The repository from --repo or PGBAKFS_REPO; NULL (after a message) if none. */
 const char *cli_repo_location(const char *opt);
+/*
+ * A resolved --repo (tools/repoloc.c): for s3://bucket/prefix, the endpoint,
+ * region, addressing style and credentials from the environment or the
+ * config file (--config, PGBAKFS_CONFIG, else ~/.config/pgbakfs/pgbakfs.conf,
+ * which must be 0600), and the cache directory. Prints one error; exit code.
+ */
+typedef struct CliLocation {
+	RepoLocation loc;
+	StoreS3Config s3;
+	char *bucket, *prefix, *endpoint, *region, *access_key, *secret_key, *session_token,
+		*ca_file, *cache_dir;
+} CliLocation;
+int cli_location_resolve(const char *opt, CliLocation *ret);
+/* Wipes the credentials. */
+void cli_location_clear(CliLocation *cl);
+/*
+ * Options every command takes, removed from argv before the command parses
+ * it (up to a "--"): --cache-dir, --passphrase-file, --ca-file, --config.
+ */
+int cli_take_common_options(int *argc, char **argv);
+const char *cli_passphrase_file(void);
+
 /* Open it, printing one clear error on failure. Returns an exit code. */
 int cli_open_repo(const char *opt, Repo **ret);
+/*
+ * For commands that change the catalog: take the writer lock of a remote
+ * repository (local: nothing). cli_write_end publishes the change when
+ * publish; both print one error and return an exit code.
+ */
+int cli_write_begin(Repo *repo);
+int cli_write_end(Repo *repo, bool publish);
+/* cli_open_repo, then cli_write_begin. */
+int cli_open_repo_writer(const char *opt, Repo **ret);
+/* End a write (publishing), free the repository; returns rc, or the failure to publish. */
+int cli_close_repo(Repo *repo, int rc);
 /* Find a snapshot by id or "latest", printing an error on failure. Exit code. */
 int cli_find_snapshot(Repo *repo, const char *id, const char *instance, SnapshotInfo *ret);
 

@@ -95,7 +95,7 @@ static void report_bad_pages(const SnapWriterResult *snap)
 
 static int backup_live(const BackupOptions *o, Repo *repo)
 {
-	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_path(repo));
+	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_workdir(repo));
 	LiveBackupOptions lo = {.conninfo = o->conninfo, .instance = o->instance, .label = o->label,
 				.note = o->note, .jobs = o->jobs, .progress = o->progress,
 				.staging_dir = staging};
@@ -123,7 +123,7 @@ static int backup_live(const BackupOptions *o, Repo *repo)
 
 static int backup_local(const BackupOptions *o, Repo *repo)
 {
-	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_path(repo));
+	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_workdir(repo));
 	LocalBackupOptions lo = {.conninfo = o->conninfo, .pgdata = o->pgdata, .instance = o->instance,
 				 .label = o->label, .note = o->note, .type = o->type, .jobs = o->jobs,
 				 .progress = o->progress, .staging_dir = staging,
@@ -256,19 +256,16 @@ int cmd_backup(int argc, char **argv)
 	if (o.instance && (!*o.instance || strpbrk(o.instance, "/ \t\n")))
 		return cli_usage("backup", "invalid instance name \"%s\"", o.instance);
 	if (o.conninfo) {
-		rc = cli_open_repo(o.repo, &repo);
+		rc = cli_open_repo_writer(o.repo, &repo);
 		if (rc != EXIT_OK)
 			return rc;
 		o.repo = repo_path(repo);
-		if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK) {
-			repo_free(repo);
-			return rc;
-		}
+		if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK)
+			return cli_close_repo(repo, rc);
 		rc = o.pgdata ? backup_local(&o, repo) : backup_live(&o, repo);
 		if (rc == EXIT_OK && o.expire)
 			rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
-		repo_free(repo);
-		return rc;
+		return cli_close_repo(repo, rc);
 	}
 	if (stat(o.from_dir, &st) < 0) {
 		cli_error("could not open directory \"%s\": %m", o.from_dir);
@@ -278,17 +275,14 @@ int cmd_backup(int argc, char **argv)
 		cli_error("\"%s\" is not a directory", o.from_dir);
 		return EXIT_FAIL;
 	}
-	rc = cli_open_repo(o.repo, &repo);
+	rc = cli_open_repo_writer(o.repo, &repo);
 	if (rc != EXIT_OK)
 		return rc;
 	o.repo = repo_path(repo);
-	if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK) {
-		repo_free(repo);
-		return rc;
-	}
+	if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK)
+		return cli_close_repo(repo, rc);
 	rc = backup_from_dir(&o, repo);
 	if (rc == EXIT_OK && o.expire)
 		rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
-	repo_free(repo);
-	return rc;
+	return cli_close_repo(repo, rc);
 }

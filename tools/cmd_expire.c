@@ -434,20 +434,19 @@ int cmd_expire(int argc, char **argv)
 	}
 	if (optind != argc)
 		return cli_usage("expire", "unexpected argument \"%s\"", argv[optind]);
-	rc = cli_open_repo(repo_opt, &repo);
+	rc = cli_open_repo_writer(repo_opt, &repo);
 	if (rc != EXIT_OK)
 		return rc;
 	if (!p.keep_last && !p.keep_within) {
 		r = catalog_retention_get(repo_catalog(repo), &p.keep_last, &p.keep_within);
 		if (r == -ENOENT) {
-			repo_free(repo);
+			cli_close_repo(repo, EXIT_OK);
 			return cli_usage("expire", "no retention policy: give --keep-last N and/or "
 					 "--keep-within DURATION (they are saved for later runs)");
 		}
 		if (r < 0) {
 			cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
-			repo_free(repo);
-			return EXIT_FAIL;
+			return cli_close_repo(repo, EXIT_FAIL);
 		}
 		saved = true;
 	} else if (!dry_run) {
@@ -455,14 +454,12 @@ int cmd_expire(int argc, char **argv)
 		if (r < 0) {
 			cli_error("could not save the retention policy in \"%s\": %s", repo_path(repo),
 				  strerror(-r));
-			repo_free(repo);
-			return EXIT_FAIL;
+			return cli_close_repo(repo, EXIT_FAIL);
 		}
 	}
 	print_policy(&p, saved);
 	rc = expire_run(repo, &p, instance, dry_run);
-	repo_free(repo);
-	return rc;
+	return cli_close_repo(repo, rc);
 }
 
 int expire_check_saved_policy(Repo *repo)
@@ -548,7 +545,7 @@ int cmd_pin(int argc, char **argv)
 		return cli_usage("pin", "use either --ttl or --unpin, not both");
 	if (!ttl_arg && !unpin && !note)
 		return cli_usage("pin", "missing --ttl DURATION, --unpin or --note TEXT");
-	rc = cli_open_repo(repo_opt, &repo);
+	rc = cli_open_repo_writer(repo_opt, &repo);
 	if (rc == EXIT_OK)
 		rc = cli_find_snapshot(repo, argv[optind], instance, &s);
 	if (rc != EXIT_OK)
@@ -580,6 +577,5 @@ int cmd_pin(int argc, char **argv)
 		printf("%s of snapshot \"%s\" %s\n", "note", s.name, *note ? "set" : "cleared");
 out:
 	snapshot_info_clear(&s);
-	repo_free(repo);
-	return rc;
+	return cli_close_repo(repo, rc);
 }

@@ -55,20 +55,22 @@ int cmd_init(int argc, char **argv)
 	}
 	if (optind != argc)
 		return cli_usage("init", "unexpected argument \"%s\"", argv[optind]);
-	if (!(loc = cli_repo_location(repo_opt)))
-		return EXIT_USAGE;
-	if (strncmp(loc, "s3://", 5) == 0) {
-		cli_error("repository \"%s\": S3 repositories are not supported by this build", loc);
-		return EXIT_FAIL;
+	CliLocation cl;
+	r = cli_location_resolve(repo_opt, &cl);
+	if (r != EXIT_OK) {
+		cli_location_clear(&cl);
+		return r;
 	}
-	r = repo_init(loc, &o);
+	loc = cl.loc.url;
+	r = repo_init_at(&cl.loc, &o);
+	cli_location_clear(&cl);
 	if (r == -EEXIST) {
 		cli_error("repository \"%s\" already exists", loc);
 		return EXIT_FAIL;
 	}
 	if (r == -ENOTEMPTY) {
-		cli_error("directory \"%s\" is not empty", loc);
-		cli_hint("create the repository in a new or empty directory");
+		cli_error("\"%s\" is not empty", loc);
+		cli_hint("create the repository in a new or empty directory or bucket prefix");
 		return EXIT_FAIL;
 	}
 	if (r < 0) {
@@ -117,7 +119,7 @@ int cmd_delete(int argc, char **argv)
 			      argc, argv, &repo_opt, &id);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
-	rc = cli_open_repo(repo_opt, &repo);
+	rc = cli_open_repo_writer(repo_opt, &repo);
 	if (rc == EXIT_OK)
 		rc = cli_find_snapshot(repo, id, NULL, &s);
 	if (rc == EXIT_OK) {
@@ -133,8 +135,7 @@ int cmd_delete(int argc, char **argv)
 		}
 	}
 	snapshot_info_clear(&s);
-	repo_free(repo);
-	return rc;
+	return cli_close_repo(repo, rc);
 }
 
 int cmd_gc(int argc, char **argv)
@@ -149,7 +150,7 @@ int cmd_gc(int argc, char **argv)
 				 argc, argv, &repo_opt, NULL);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
-	rc = cli_open_repo(repo_opt, &repo);
+	rc = cli_open_repo_writer(repo_opt, &repo);
 	if (rc != EXIT_OK)
 		return rc;
 	r = repo_gc(repo, &g);
@@ -176,8 +177,7 @@ int cmd_gc(int argc, char **argv)
 			printf("gc: %llu unused chunk(s) kept for a running backup; the next gc "
 			       "removes them\n", (unsigned long long)g.chunks_waiting);
 	}
-	repo_free(repo);
-	return rc;
+	return cli_close_repo(repo, rc);
 }
 
 static void print_problem(CheckSeverity sev, const char *msg, void *userdata _unused_)

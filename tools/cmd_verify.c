@@ -144,7 +144,13 @@ int cmd_verify(int argc, char **argv)
 	else
 		r = run_checks(&pg, details, sizeof(details));
 	scratchpg_stop(&pg, a.keep);
-	int w = catalog_snapshot_set_verified(repo_catalog(repo), s.rowid, now_ns(), r == 0, details);
+	/* the outcome is a catalog change: for S3, under the writer lock, published */
+	int w = repo_write_begin(repo, NULL);
+	if (w == 0)
+		w = catalog_snapshot_set_verified(repo_catalog(repo), s.rowid, now_ns(), r == 0, details);
+	int p = repo_write_end(repo, w == 0);
+	if (w == 0)
+		w = p;
 	if (r < 0) {
 		cli_error("verify of snapshot \"%s\" failed: %s", s.name, details);
 		rc = EXIT_FAIL;

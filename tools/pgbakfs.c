@@ -35,7 +35,12 @@ static void usage(FILE *f)
 		   "Usage: pgbakfs COMMAND [OPTIONS]\n\nCommands:\n");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
-	fprintf(f, "\nEvery command takes --repo PATH (or PGBAKFS_REPO) and --help.\n");
+	fprintf(f, "\nEvery command takes --repo PATH|s3://BUCKET/PREFIX (or PGBAKFS_REPO), --help,\n"
+		   "--cache-dir DIR (local state of S3 repositories; default ~/.cache/pgbakfs),\n"
+		   "--config FILE (S3 settings, 0600; default ~/.config/pgbakfs/pgbakfs.conf),\n"
+		   "--ca-file FILE (CA bundle for S3 over TLS), --passphrase-file FILE.\n"
+		   "S3 settings come from PGBAKFS_S3_ENDPOINT, AWS_REGION, PGBAKFS_S3_URI_STYLE,\n"
+		   "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (see docs/design.md).\n");
 }
 
 int main(int argc, char **argv)
@@ -55,6 +60,9 @@ int main(int argc, char **argv)
 		printf("pgbakfs 0.1.0\n");
 		return EXIT_OK;
 	}
+	int rc = cli_take_common_options(&argc, argv);
+	if (rc != EXIT_OK)
+		return rc;
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		if (!strcmp(argv[1], commands[i].name))
 			return commands[i].fn(argc - 1, argv + 1);

@@ -1,0 +1,350 @@
+#include "store/remote.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOCK_MAX_BYTES 4096
+
+struct RemoteLock {
+	StoreBackend *backend;
+	char name[64];  /* locks/<owner> */
+	char owner[33];
+	unsigned lease_s;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	bool stop;
+	bool lost;
+	int64_t last_renewed; /* mono_ns */
+};
+
+typedef struct LockInfo {
+	char owner[33];
+	char holder[128];
+	int64_t expires; /* unix seconds */
+} LockInfo;
+
+static int lock_put(RemoteLock *l)
+{
+	char host[64] = "?", text[256];
+	int n;
+
+	gethostname(host, sizeof(host) - 1);
+	n = snprintf(text, sizeof(text),
+		     "# pgbakfs writer lock\nowner = %s\nhost = %s\npid = %ld\nexpires = %lld\n",
+		     l->owner, host, (long)getpid(), (long long)time(NULL) + l->lease_s);
+	if (n < 0 || (size_t)n >= sizeof(text))
+		return -ENAMETOOLONG;
+	return store_put(l->backend, l->name, text, (size_t)n);
+}
+
+static int lock_parse(const char *text, size_t len, LockInfo *ret)
+{
+	char buf[LOCK_MAX_BYTES + 1], *save = NULL, host[64] = "?";
+	long pid = 0;
+	LockInfo li = {.expires = -1};
+
+	if (len > LOCK_MAX_BYTES)
+		return -EBADMSG;
+	memcpy(buf, text, len);
+	buf[len] = 0;
+	for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		long long v;
+		if (sscanf(line, "owner = %32s", li.owner) == 1 || sscanf(line, "host = %63s", host) == 1 ||
+		    sscanf(line, "pid = %ld", &pid) == 1)
+			continue;
+		if (sscanf(line, "expires = %lld", &v) == 1)
+			li.expires = v;
+	}
+	if (!li.owner[0] || li.expires < 0)
+		return -EBADMSG;
+	snprintf(li.holder, sizeof(li.holder), "%s pid %ld", host, pid);
+	*ret = li;
+	return 0;
+}
+
+typedef struct Names {
+	char **v;
+	size_t n;
+} Names;
+
+static int names_add(const char *name, uint64_t size _unused_, void *userdata)
+{
+	Names *ns = userdata;
+	char **v = realloc(ns->v, (ns->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	ns->v = v;
+	if (!(ns->v[ns->n] = strdup(name)))
+		return -ENOMEM;
+	ns->n++;
+	return 0;
+}
+
+static void names_clear(Names *ns)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+	*ns = (Names){0};
+}
+
+/*
+ * Look at every lock but ours: 1 with *holder set if one is live; expired or
+ * unreadable ones (a holder that died mid-put) are deleted. 0 when none is live.
+ */
+static int others_live(RemoteLock *l, char *holder, size_t holder_len)
+{
+	Names ns = {0};
+	int live = 0, r = store_list(l->backend, REMOTE_LOCK_PREFIX, names_add, &ns);
+
+	for (size_t i = 0; r == 0 && i < ns.n && !live; i++) {
+		void *buf = NULL;
+		size_t len = 0;
+		LockInfo li;
+
+		if (strcmp(ns.v[i], l->name) == 0)
+			continue;
+		r = store_get_all(l->backend, ns.v[i], LOCK_MAX_BYTES, &buf, &len);
+		if (r == -ENOENT) { /* released meanwhile */
+			r = 0;
+			continue;
+		}
+		if (r < 0 && r != -EFBIG)
+			break;
+		if (r == 0 && lock_parse(buf, len, &li) == 0 && li.expires > time(NULL)) {
+			snprintf(holder, holder_len, "%s", li.holder);
+			live = 1;
+		} else {
+			log_info("removing the expired writer lock %s", ns.v[i]);
+			r = store_delete(l->backend, ns.v[i]);
+		}
+		free(buf);
+	}
+	names_clear(&ns);
+	return r < 0 ? r : live;
+}
+
+static void *renew_thread(void *arg)
+{
+	RemoteLock *l = arg;
+	int64_t period_ns = (int64_t)l->lease_s * 1000000000 / 4;
+
+	pthread_mutex_lock(&l->mu);
+	while (!l->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		int64_t deadline = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + period_ns;
+		ts.tv_sec = deadline / 1000000000;
+		ts.tv_nsec = deadline % 1000000000;
+		while (!l->stop && pthread_cond_timedwait(&l->cond, &l->mu, &ts) != ETIMEDOUT)
+			;
+		if (l->stop)
+			break;
+		pthread_mutex_unlock(&l->mu);
+		void *buf = NULL;
+		size_t len;
+		/* still ours? another writer deletes a lock only after it expired */
+		int r = store_get_all(l->backend, l->name, LOCK_MAX_BYTES, &buf, &len);
+		free(buf);
+		if (r == 0)
+			r = lock_put(l);
+		pthread_mutex_lock(&l->mu);
+		if (r == 0)
+			l->last_renewed = mono_ns();
+		else if (r == -ENOENT)
+			l->lost = true;
+		else
+			log_warning("could not renew the writer lock: %s", strerror(-r));
+	}
+	pthread_mutex_unlock(&l->mu);
+	return NULL;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static unsigned jitter_ms(unsigned max)
+{
+	uint32_t v = 0;
+	random_bytes(&v, sizeof(v));
+	return 50 + v % max;
+}
+
+static RemoteLock *lock_free(RemoteLock *l)
+{
+	if (!l)
+		return NULL;
+	pthread_mutex_destroy(&l->mu);
+	pthread_cond_destroy(&l->cond);
+	free(l);
+	return NULL;
+}
+
+/* One attempt: 1 acquired, 0 someone else holds it (holder filled), <0 error. */
+static int try_acquire(RemoteLock *l, char *holder, size_t holder_len)
+{
+	int r = others_live(l, holder, holder_len);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	r = lock_put(l);
+	if (r < 0)
+		return r;
+	r = others_live(l, holder, holder_len);
+	if (r == 0)
+		return 1;
+	int d = store_delete(l->backend, l->name); /* both saw each other: both back off */
+	return r < 0 ? r : d < 0 ? d : 0;
+}
+
+int remote_lock_acquire(StoreBackend *b, const RemoteLockOptions *o, RemoteLock **ret,
+			char **ret_holder)
+{
+	RemoteLock *l = calloc(1, sizeof(*l));
+	char holder[128] = "";
+	uint8_t rnd[16];
+	int64_t deadline;
+	unsigned backoff = 200;
+	int r;
+
+	if (!l)
+		return -ENOMEM;
+	l->backend = b;
+	l->lease_s = o && o->lease_s ? o->lease_s : 120;
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_cond_init(&l->cond, NULL);
+	r = random_bytes(rnd, sizeof(rnd));
+	if (r < 0) {
+		lock_free(l);
+		return r;
+	}
+	hex_encode(rnd, sizeof(rnd), l->owner);
+	snprintf(l->name, sizeof(l->name), REMOTE_LOCK_PREFIX "%s", l->owner);
+	deadline = mono_ns() + (int64_t)(o ? o->wait_s : 0) * 1000000000;
+	for (;;) {
+		r = try_acquire(l, holder, sizeof(holder));
+		if (r != 0)
+			break;
+		if (mono_ns() >= deadline) {
+			r = -EBUSY;
+			break;
+		}
+		log_debug("the writer lock is held by %s; waiting", holder);
+		sleep_ms(jitter_ms(backoff));
+		backoff = backoff < 2000 ? backoff * 2 : 2000;
+	}
+	if (r < 0) {
+		if (r == -EBUSY && ret_holder)
+			*ret_holder = strdup(holder);
+		lock_free(l);
+		return r;
+	}
+	l->last_renewed = mono_ns();
+	r = -pthread_create(&l->thread, NULL, renew_thread, l);
+	if (r < 0) {
+		store_delete(b, l->name);
+		lock_free(l);
+		return r;
+	}
+	*ret = l;
+	return 0;
+}
+
+int remote_lock_check(RemoteLock *l)
+{
+	void *buf = NULL;
+	size_t len;
+	LockInfo li;
+	bool lost;
+	int r;
+
+	pthread_mutex_lock(&l->mu);
+	lost = l->lost || mono_ns() - l->last_renewed > (int64_t)l->lease_s * 1000000000 * 3 / 4;
+	pthread_mutex_unlock(&l->mu);
+	if (lost)
+		return -ENOLCK;
+	r = store_get_all(l->backend, l->name, LOCK_MAX_BYTES, &buf, &len);
+	if (r == 0)
+		r = lock_parse(buf, len, &li);
+	free(buf);
+	if (r == -ENOENT || (r == 0 && strcmp(li.owner, l->owner) != 0))
+		return -ENOLCK;
+	return r;
+}
+
+RemoteLock *remote_lock_release(RemoteLock *l)
+{
+	if (!l)
+		return NULL;
+	pthread_mutex_lock(&l->mu);
+	l->stop = true;
+	pthread_cond_signal(&l->cond);
+	pthread_mutex_unlock(&l->mu);
+	pthread_join(l->thread, NULL);
+	int r = store_delete(l->backend, l->name);
+	if (r < 0)
+		log_warning("could not remove the writer lock %s: %s (it expires by itself)", l->name,
+			    strerror(-r));
+	return lock_free(l);
+}
+
+void remote_catalog_name(uint64_t gen, char *buf, size_t len)
+{
+	snprintf(buf, len, REMOTE_CATALOG_PREFIX "%020llu", (unsigned long long)gen);
+}
+
+static int parse_gen(const char *name, uint64_t *ret)
+{
+	const char *p = name + strlen(REMOTE_CATALOG_PREFIX);
+	char *end;
+	if (strlen(p) != 20)
+		return -EINVAL;
+	*ret = strtoull(p, &end, 10);
+	return *end ? -EINVAL : 0;
+}
+
+int remote_catalog_latest(StoreBackend *b, uint64_t *ret_gen)
+{
+	Names ns = {0};
+	uint64_t best = 0;
+	bool found = false;
+	int r = store_list(b, REMOTE_CATALOG_PREFIX, names_add, &ns);
+
+	for (size_t i = 0; r == 0 && i < ns.n; i++) {
+		uint64_t g;
+		if (parse_gen(ns.v[i], &g) == 0 && (!found || g > best)) {
+			best = g;
+			found = true;
+		}
+	}
+	names_clear(&ns);
+	if (r < 0)
+		return r;
+	if (!found)
+		return -ENOENT;
+	*ret_gen = best;
+	return 0;
+}
+
+int remote_catalog_prune(StoreBackend *b, uint64_t keep_from)
+{
+	Names ns = {0};
+	int r = store_list(b, REMOTE_CATALOG_PREFIX, names_add, &ns);
+
+	for (size_t i = 0; r == 0 && i < ns.n; i++) {
+		uint64_t g;
+		if (parse_gen(ns.v[i], &g) == 0 && g < keep_from)
+			r = store_delete(b, ns.v[i]);
+	}
+	names_clear(&ns);
+	return r;
+}

@@ -1,0 +1,49 @@
+/*
+ * What a repository in object storage needs beyond objects: one writer at a
+ * time, and numbered catalog generations (store/remote.c).
+ *
+ * The writer lock is an object "locks/<owner>" holding an expiry time (a
+ * lease), renewed by a thread while the lock is held. Object stores without
+ * conditional writes can still give mutual exclusion with strongly
+ * consistent put and list (S3 since 2020, MinIO, Ceph): a candidate puts its
+ * lock object, then lists; it holds the lock only if it sees no other live
+ * lock, else it deletes its own and retries after a random delay. Of two
+ * candidates, the second to list always sees the first, so at most one holds.
+ * An expired lock (its holder died) is deleted by the next candidate.
+ *
+ * Catalog generations are immutable objects "catalog/<20-digit number>"; the
+ * highest is the catalog. A writer publishes N+1 only while holding the lock
+ * and only if N is still the highest, so a lost lease fails the publication
+ * instead of overwriting another writer's work.
+ */
+#pragma once
+
+#include "store/backend.h"
+
+#define REMOTE_CATALOG_PREFIX "catalog/"
+#define REMOTE_LOCK_PREFIX "locks/"
+
+typedef struct RemoteLock RemoteLock;
+
+typedef struct RemoteLockOptions {
+	unsigned lease_s; /* 0: 120; renewed every lease/4 */
+	unsigned wait_s;  /* how long to wait for another holder; 0: do not wait */
+} RemoteLockOptions;
+
+/*
+ * Take the writer lock. -EBUSY when another live holder kept it for wait_s;
+ * then *ret_holder (if given) says who ("host pid N"), malloc'd.
+ */
+int remote_lock_acquire(StoreBackend *b, const RemoteLockOptions *o, RemoteLock **ret,
+			char **ret_holder);
+/* 0 while the lease is ours; -ENOLCK once it was lost (renewals failed or it was taken). */
+int remote_lock_check(RemoteLock *l);
+/* Stop renewing and delete the lock object. Accepts NULL. */
+RemoteLock *remote_lock_release(RemoteLock *l);
+
+/* Highest catalog generation: -ENOENT when there is none. */
+int remote_catalog_latest(StoreBackend *b, uint64_t *ret_gen);
+/* "catalog/00000000000000000042" */
+void remote_catalog_name(uint64_t gen, char *buf, size_t len);
+/* Delete generations below keep_from (old ones, once a newer one is published). */
+int remote_catalog_prune(StoreBackend *b, uint64_t keep_from);

@@ -1,0 +1,282 @@
+/*
+ * From --repo (or PGBAKFS_REPO) to a RepoLocation: a local path, or
+ * s3://bucket/prefix with its endpoint, region, addressing style and
+ * credentials from the environment or a 0600 config file; plus the options
+ * every command takes (--cache-dir, --passphrase-file, --ca-file).
+ */
+#include "tools/cli.h"
+#include "common/util.h"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static struct {
+	const char *cache_dir;
+	const char *passphrase_file;
+	const char *ca_file;
+	const char *config_file;
+} common_opts;
+
+static const char *const common_names[] = {"--cache-dir", "--passphrase-file", "--ca-file",
+					   "--config"};
+
+static const char **common_slot(size_t i)
+{
+	const char **slots[] = {&common_opts.cache_dir, &common_opts.passphrase_file,
+				&common_opts.ca_file, &common_opts.config_file};
+	return slots[i];
+}
+
+int cli_take_common_options(int *argc, char **argv)
+{
+	int out = 1;
+	for (int i = 1; i < *argc; i++) {
+		bool taken = false;
+		if (strcmp(argv[i], "--") == 0) { /* the rest belongs to another program */
+			while (i < *argc)
+				argv[out++] = argv[i++];
+			break;
+		}
+		for (size_t k = 0; k < ELEMENTSOF(common_names) && !taken; k++) {
+			size_t n = strlen(common_names[k]);
+			if (strncmp(argv[i], common_names[k], n) != 0)
+				continue;
+			if (argv[i][n] == '=') {
+				*common_slot(k) = argv[i] + n + 1;
+				taken = true;
+			} else if (argv[i][n] == 0) {
+				if (i + 1 >= *argc) {
+					cli_error("option %s needs a value", common_names[k]);
+					return EXIT_USAGE;
+				}
+				*common_slot(k) = argv[++i];
+				taken = true;
+			}
+		}
+		if (!taken)
+			argv[out++] = argv[i];
+	}
+	argv[out] = NULL;
+	*argc = out;
+	return EXIT_OK;
+}
+
+const char *cli_passphrase_file(void) { return common_opts.passphrase_file; }
+
+static char *home_path(const char *xdg_var, const char *fallback)
+{
+	const char *x = getenv(xdg_var), *home = getenv("HOME");
+	if (x && *x == '/')
+		return xasprintf("%s/pgbakfs", x);
+	if (!home || !*home) {
+		struct passwd *pw = getpwuid(getuid());
+		home = pw ? pw->pw_dir : "/";
+	}
+	return xasprintf("%s/%s/pgbakfs", home, fallback);
+}
+
+/* Settings from the config file: "key = value" lines. */
+typedef struct Settings {
+	char *endpoint, *region, *uri_style, *ca_file, *access_key, *secret_key, *session_token;
+} Settings;
+
+static void settings_clear(Settings *s)
+{
+	char **v[] = {&s->endpoint, &s->region, &s->uri_style, &s->ca_file,
+		      &s->access_key, &s->secret_key, &s->session_token};
+	for (size_t i = 0; i < ELEMENTSOF(v); i++) {
+		if (*v[i])
+			explicit_bzero(*v[i], strlen(*v[i]));
+		free(*v[i]);
+		*v[i] = NULL;
+	}
+}
+
+static int settings_set(Settings *s, const char *key, const char *value)
+{
+	static const char *const keys[] = {"s3_endpoint", "s3_region", "s3_uri_style", "s3_ca_file",
+					   "aws_access_key_id", "aws_secret_access_key",
+					   "aws_session_token"};
+	char **v[] = {&s->endpoint, &s->region, &s->uri_style, &s->ca_file,
+		      &s->access_key, &s->secret_key, &s->session_token};
+	for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+		if (strcmp(key, keys[i]) == 0) {
+			free(*v[i]);
+			*v[i] = xstrdup(value);
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* Read path if it exists (must_exist: it must). It holds secrets: 0600 or stricter. */
+static int settings_load(const char *path, bool must_exist, Settings *s)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_free_ char *text = NULL;
+	struct stat st;
+	char *save = NULL;
+	int lineno = 0;
+
+	if (fd < 0) {
+		if (errno == ENOENT && !must_exist)
+			return EXIT_OK;
+		cli_error("could not open the config file \"%s\": %s", path, strerror(errno));
+		return EXIT_FAIL;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+		cli_error("config file \"%s\" must be a regular file readable only by its owner", path);
+		cli_hint("chmod 600 %s", path);
+		return EXIT_FAIL;
+	}
+	int r = file_read_all(path, 64 * 1024, &text, NULL);
+	if (r < 0) {
+		cli_error("could not read the config file \"%s\": %s", path, strerror(-r));
+		return EXIT_FAIL;
+	}
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char key[64], value[1024];
+		lineno++;
+		line += strspn(line, " \t");
+		if (!*line || *line == '#')
+			continue;
+		if (sscanf(line, "%63[a-z0-9_] = %1023s", key, value) != 2 ||
+		    settings_set(s, key, value) < 0) {
+			cli_error("config file \"%s\": cannot understand line %d", path, lineno);
+			return EXIT_FAIL;
+		}
+	}
+	return EXIT_OK;
+}
+
+static const char *pick(const char *env, const char *file_value)
+{
+	const char *v = getenv(env);
+	return v && *v ? v : file_value;
+}
+
+static int parse_s3_url(const char *url, CliLocation *cl)
+{
+	const char *p = url + 5, *slash = strchr(p, '/');
+	size_t blen = slash ? (size_t)(slash - p) : strlen(p);
+
+	if (blen < 3 || blen > 63 || strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789.-") < blen) {
+		cli_error("invalid S3 repository \"%s\": expected s3://bucket/prefix with a valid bucket name",
+			  url);
+		return EXIT_USAGE;
+	}
+	cl->bucket = xasprintf("%.*s", (int)blen, p);
+	cl->prefix = xstrdup(slash ? slash + 1 : "");
+	size_t n = strlen(cl->prefix);
+	while (n && cl->prefix[n - 1] == '/')
+		cl->prefix[--n] = 0;
+	return EXIT_OK;
+}
+
+static int resolve_s3(const char *url, CliLocation *cl)
+{
+	Settings s = {0};
+	_cleanup_free_ char *default_conf = NULL;
+	const char *conf = common_opts.config_file ? common_opts.config_file : getenv("PGBAKFS_CONFIG");
+	const char *style, *endpoint, *region;
+	int rc = parse_s3_url(url, cl);
+
+	if (rc != EXIT_OK)
+		return rc;
+	if (conf && *conf)
+		rc = settings_load(conf, true, &s);
+	else {
+		char *dir = home_path("XDG_CONFIG_HOME", ".config");
+		default_conf = xasprintf("%s/pgbakfs.conf", dir);
+		free(dir);
+		rc = settings_load(default_conf, false, &s);
+	}
+	if (rc != EXIT_OK)
+		goto out;
+	endpoint = pick("PGBAKFS_S3_ENDPOINT", s.endpoint);
+	region = pick("AWS_REGION", pick("AWS_DEFAULT_REGION", s.region));
+	style = pick("PGBAKFS_S3_URI_STYLE", s.uri_style);
+	cl->region = xstrdup(region ? region : "us-east-1");
+	cl->endpoint = endpoint ? xstrdup(endpoint) : xasprintf("https://s3.%s.amazonaws.com", cl->region);
+	if (strncmp(cl->endpoint, "http://", 7) != 0 && strncmp(cl->endpoint, "https://", 8) != 0) {
+		cli_error("invalid S3 endpoint \"%s\": expected http://HOST[:PORT] or https://...",
+			  cl->endpoint);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if (style && strcmp(style, "path") != 0 && strcmp(style, "host") != 0) {
+		cli_error("invalid PGBAKFS_S3_URI_STYLE \"%s\": \"path\" or \"host\"", style);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	/* AWS itself: virtual-host style; a custom endpoint: path style unless told */
+	cl->s3.virtual_host = style ? strcmp(style, "host") == 0 : !endpoint;
+	const char *ak = pick("AWS_ACCESS_KEY_ID", s.access_key);
+	const char *sk = pick("AWS_SECRET_ACCESS_KEY", s.secret_key);
+	const char *tok = pick("AWS_SESSION_TOKEN", s.session_token);
+	if (!ak || !sk) {
+		cli_error("no S3 credentials for repository \"%s\"", url);
+		cli_hint("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or put them in a 0600 config file");
+		rc = EXIT_FAIL;
+		goto out;
+	}
+	cl->access_key = xstrdup(ak);
+	cl->secret_key = xstrdup(sk);
+	cl->session_token = tok ? xstrdup(tok) : NULL;
+	const char *ca = common_opts.ca_file ? common_opts.ca_file : pick("PGBAKFS_S3_CA_FILE", s.ca_file);
+	cl->ca_file = ca ? xstrdup(ca) : NULL;
+	cl->s3 = (StoreS3Config){
+		.endpoint = cl->endpoint, .region = cl->region, .bucket = cl->bucket,
+		.prefix = cl->prefix, .access_key = cl->access_key, .secret_key = cl->secret_key,
+		.session_token = cl->session_token, .ca_file = cl->ca_file,
+		.virtual_host = cl->s3.virtual_host,
+	};
+	cl->cache_dir = common_opts.cache_dir ? xstrdup(common_opts.cache_dir)
+					      : home_path("XDG_CACHE_HOME", ".cache");
+	cl->loc.s3 = &cl->s3;
+	cl->loc.cache_dir = cl->cache_dir;
+	const char *wait = getenv("PGBAKFS_LOCK_WAIT");
+	int64_t wait_s;
+	if (wait && *wait && parse_duration(wait, &wait_s) < 0) {
+		cli_error("invalid PGBAKFS_LOCK_WAIT \"%s\": a duration such as 600s or 10min", wait);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	cl->loc.lock_wait_s = wait && *wait ? (unsigned)wait_s : 600;
+out:
+	settings_clear(&s);
+	return rc;
+}
+
+int cli_location_resolve(const char *opt, CliLocation *cl)
+{
+	const char *url = cli_repo_location(opt);
+	*cl = (CliLocation){0};
+	if (!url)
+		return EXIT_USAGE;
+	cl->loc.url = url;
+	if (strncmp(url, "s3://", 5) == 0)
+		return resolve_s3(url, cl);
+	if (strstr(url, "://")) {
+		cli_error("repository \"%s\": only local paths and s3:// URLs are supported", url);
+		return EXIT_USAGE;
+	}
+	cl->loc.path = url;
+	return EXIT_OK;
+}
+
+void cli_location_clear(CliLocation *cl)
+{
+	char **v[] = {&cl->bucket, &cl->prefix, &cl->endpoint, &cl->region, &cl->access_key,
+		      &cl->secret_key, &cl->session_token, &cl->ca_file, &cl->cache_dir};
+	for (size_t i = 0; i < ELEMENTSOF(v); i++) {
+		if (*v[i])
+			explicit_bzero(*v[i], strlen(*v[i]));
+		free(*v[i]);
+	}
+	*cl = (CliLocation){0};
+}
