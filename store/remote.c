@@ -43,6 +43,33 @@ static int lock_put(RemoteLock *l)
 	return store_put(l->backend, l->name, text, (size_t)n);
 }
 
+static int lock_parse(const char *text, size_t len, LockInfo *ret);
+
+/*
+ * Read and parse a lock object. Some S3-compatible servers (s3rver, a plain
+ * filesystem underneath) let a reader see an object while it is rewritten:
+ * a torn read is retried before it counts as damage.
+ */
+static int lock_read(StoreBackend *b, const char *name, LockInfo *ret)
+{
+	int r = 0;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		void *buf = NULL;
+		size_t len = 0;
+		if (attempt) {
+			struct timespec ts = {0, 200 * 1000000};
+			nanosleep(&ts, NULL);
+		}
+		r = store_get_all(b, name, LOCK_MAX_BYTES, &buf, &len);
+		if (r == 0)
+			r = lock_parse(buf, len, ret);
+		free(buf);
+		if (r == 0 || r == -ENOENT)
+			return r;
+	}
+	return r == -EFBIG || r == -ENODATA ? -EBADMSG : r;
+}
+
 static int lock_parse(const char *text, size_t len, LockInfo *ret)
 {
 	char buf[LOCK_MAX_BYTES + 1], *save = NULL, host[64] = "?";
@@ -104,27 +131,25 @@ static int others_live(RemoteLock *l, char *holder, size_t holder_len)
 	int live = 0, r = store_list(l->backend, REMOTE_LOCK_PREFIX, names_add, &ns);
 
 	for (size_t i = 0; r == 0 && i < ns.n && !live; i++) {
-		void *buf = NULL;
-		size_t len = 0;
 		LockInfo li;
 
 		if (strcmp(ns.v[i], l->name) == 0)
 			continue;
-		r = store_get_all(l->backend, ns.v[i], LOCK_MAX_BYTES, &buf, &len);
+		r = lock_read(l->backend, ns.v[i], &li);
 		if (r == -ENOENT) { /* released meanwhile */
 			r = 0;
 			continue;
 		}
-		if (r < 0 && r != -EFBIG)
+		if (r < 0 && r != -EBADMSG)
 			break;
-		if (r == 0 && lock_parse(buf, len, &li) == 0 && li.expires > time(NULL)) {
+		if (r == 0 && li.expires > time(NULL)) {
 			snprintf(holder, holder_len, "%s", li.holder);
 			live = 1;
 		} else {
-			log_info("removing the expired writer lock %s", ns.v[i]);
+			log_info("removing the %s writer lock %s", r == 0 ? "expired" : "damaged",
+				 ns.v[i]);
 			r = store_delete(l->backend, ns.v[i]);
 		}
-		free(buf);
 	}
 	names_clear(&ns);
 	return r < 0 ? r : live;
@@ -220,8 +245,12 @@ int remote_lock_acquire(StoreBackend *b, const RemoteLockOptions *o, RemoteLock 
 		return -ENOMEM;
 	l->backend = b;
 	l->lease_s = o && o->lease_s ? o->lease_s : 120;
+	pthread_condattr_t ca;
 	pthread_mutex_init(&l->mu, NULL);
-	pthread_cond_init(&l->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the renewal thread's deadlines */
+	pthread_cond_init(&l->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	r = random_bytes(rnd, sizeof(rnd));
 	if (r < 0) {
 		lock_free(l);
@@ -261,8 +290,6 @@ int remote_lock_acquire(StoreBackend *b, const RemoteLockOptions *o, RemoteLock 
 
 int remote_lock_check(RemoteLock *l)
 {
-	void *buf = NULL;
-	size_t len;
 	LockInfo li;
 	bool lost;
 	int r;
@@ -272,10 +299,7 @@ int remote_lock_check(RemoteLock *l)
 	pthread_mutex_unlock(&l->mu);
 	if (lost)
 		return -ENOLCK;
-	r = store_get_all(l->backend, l->name, LOCK_MAX_BYTES, &buf, &len);
-	if (r == 0)
-		r = lock_parse(buf, len, &li);
-	free(buf);
+	r = lock_read(l->backend, l->name, &li);
 	if (r == -ENOENT || (r == 0 && strcmp(li.owner, l->owner) != 0))
 		return -ENOLCK;
 	return r;

@@ -33,9 +33,13 @@ typedef struct RFile {
 	_Atomic uint64_t remaining;
 } RFile;
 
+/* object storage: one request per 8 MiB of pack, not per chunk */
+#define RESTORE_REMOTE_READAHEAD (8 * 1024 * 1024)
+
 typedef struct RTask {
 	RFile *file;
-	uint64_t idx;
+	uint64_t idx;   /* first chunk */
+	uint32_t count; /* consecutive chunks, all to be written */
 } RTask;
 
 typedef struct RDir {
@@ -50,6 +54,7 @@ typedef struct Restorer {
 	RestoreResult *res;
 	const char *target;
 	uint64_t chunk_size;
+	uint32_t batch; /* chunks per task: consecutive ones go to one reader */
 	bool as_root;
 
 	pthread_mutex_t lock; /* guards the task ring, done, and res->failed_* */
@@ -173,15 +178,12 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 	return r;
 }
 
-#define RESTORE_REMOTE_READAHEAD (8 * 1024 * 1024)
-
 static void *restore_worker(void *arg)
 {
 	Restorer *rs = arg;
 	ChunkReader *reader = NULL;
 	uint8_t *buf = malloc(rs->chunk_size);
 	int r = buf ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
-	/* object storage: one request per 8 MiB of pack, not per chunk */
 	if (r == 0 && repo_is_remote(rs->repo))
 		r = chunk_reader_set_readahead(reader, RESTORE_REMOTE_READAHEAD);
 	if (r < 0)
@@ -202,10 +204,10 @@ static void *restore_worker(void *arg)
 		pthread_cond_signal(&rs->cond_nonfull);
 		pthread_mutex_unlock(&rs->lock);
 
-		if (!atomic_load(&rs->error)) {
-			uint64_t off = t.idx * rs->chunk_size;
+		for (uint64_t idx = t.idx; idx < t.idx + t.count && !atomic_load(&rs->error); idx++) {
+			uint64_t off = idx * rs->chunk_size;
 			size_t len = (size_t)MIN(rs->chunk_size, t.file->size - off);
-			r = restore_chunk(rs, reader, t.file, t.idx, off, len, buf);
+			r = restore_chunk(rs, reader, t.file, idx, off, len, buf);
 			if (r < 0)
 				restorer_fail(rs, r, t.file->path, off);
 			else
@@ -218,7 +220,7 @@ static void *restore_worker(void *arg)
 	return NULL;
 }
 
-static int queue_task(Restorer *rs, RFile *f, uint64_t idx)
+static int queue_task(Restorer *rs, RFile *f, uint64_t idx, uint32_t count)
 {
 	pthread_mutex_lock(&rs->lock);
 	while (rs->n == rs->ring_cap && !atomic_load(&rs->error))
@@ -227,7 +229,7 @@ static int queue_task(Restorer *rs, RFile *f, uint64_t idx)
 		pthread_mutex_unlock(&rs->lock);
 		return atomic_load(&rs->error);
 	}
-	rs->ring[(rs->head + rs->n) % rs->ring_cap] = (RTask){.file = f, .idx = idx};
+	rs->ring[(rs->head + rs->n) % rs->ring_cap] = (RTask){.file = f, .idx = idx, .count = count};
 	rs->n++;
 	pthread_cond_signal(&rs->cond_nonempty);
 	pthread_mutex_unlock(&rs->lock);
@@ -404,11 +406,39 @@ static bool delta_unchanged(Restorer *rs, const FileRow *f, const char *path)
 	return true;
 }
 
+/* A fresh file is all hole already; a delta target may hold bytes where holes go. */
+static bool skip_chunk(const Restorer *rs, const RFile *rf, size_t i)
+{
+	return !rs->o->delta && chunk_id_is_hole(&rf->ids[i]);
+}
+
+/* Chunks from i that one task takes: up to rs->batch, none skipped. */
+static uint32_t run_length(const Restorer *rs, const RFile *rf, size_t i, size_t n)
+{
+	uint32_t k = 1;
+	while (i + k < n && k < rs->batch && !skip_chunk(rs, rf, i + k))
+		k++;
+	return k;
+}
+
+static uint64_t count_tasks(const Restorer *rs, const RFile *rf, size_t from, size_t n)
+{
+	uint64_t tasks = 0;
+	for (size_t i = from; i < n;) {
+		if (skip_chunk(rs, rf, i)) {
+			i++;
+			continue;
+		}
+		i += run_length(rs, rf, i, n);
+		tasks++;
+	}
+	return tasks;
+}
+
 static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 {
 	RFile *rf = calloc(1, sizeof(*rf));
 	size_t n_ids = 0;
-	uint64_t n_stored = 0;
 	int r = 0;
 
 	if (!rf) {
@@ -452,24 +482,22 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	}
 	rs->res->n_files++;
 	rs->res->bytes += f->size;
-	/* a fresh file is all hole already; a delta target may hold bytes where holes go */
-	for (size_t i = 0; i < n_ids; i++)
-		n_stored += rs->o->delta || !chunk_id_is_hole(&rf->ids[i]);
 	/* +1 held by us while queueing, so the file cannot finish under our feet */
-	atomic_init(&rf->remaining, n_stored + 1);
-	for (size_t i = 0; i < n_ids; i++) {
-		if (!rs->o->delta && chunk_id_is_hole(&rf->ids[i])) {
+	atomic_init(&rf->remaining, count_tasks(rs, rf, 0, n_ids) + 1);
+	for (size_t i = 0; i < n_ids;) {
+		if (skip_chunk(rs, rf, i)) {
 			progress_add(rs->o->progress, MIN(rs->chunk_size, f->size - i * rs->chunk_size));
+			i++;
 			continue;
 		}
-		r = queue_task(rs, rf, i);
+		uint32_t k = run_length(rs, rf, i, n_ids);
+		r = queue_task(rs, rf, i, k);
 		if (r < 0) {
 			/* tasks not queued will never run: drop their references */
-			for (size_t j = i; j < n_ids; j++)
-				if (rs->o->delta || !chunk_id_is_hole(&rf->ids[j]))
-					atomic_fetch_sub(&rf->remaining, 1);
+			atomic_fetch_sub(&rf->remaining, count_tasks(rs, rf, i, n_ids));
 			break;
 		}
+		i += k;
 	}
 	task_done(rs, rf);
 	return r < 0 ? r : 0;
@@ -682,8 +710,11 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		     const RestoreOptions *o, RestoreResult *ret)
 {
 	Restorer rs = {.repo = repo, .o = o, .res = ret, .target = target, .as_root = geteuid() == 0,
-		       .chunk_size = repo_config(repo)->chunk_size, .ring_cap = 4096};
+		       .chunk_size = repo_config(repo)->chunk_size, .ring_cap = 4096, .batch = 1};
 	int r;
+
+	if (repo_is_remote(repo)) /* each reader's window holds its own run of chunks */
+		rs.batch = (uint32_t)MAX(1, RESTORE_REMOTE_READAHEAD / rs.chunk_size);
 
 	*ret = (RestoreResult){0};
 	r = dir_is_empty(target); /* 1 for a missing directory too */

@@ -15,7 +15,7 @@ cleanup() {
 	rm -rf "$T"
 	exit $rc
 }
-trap cleanup EXIT
+[ -n "${KEEP_T:-}" ] || trap cleanup EXIT
 trap 'echo "FAIL: $TEST_NAME aborted at line $LINENO: $BASH_COMMAND" >&2' ERR
 at_exit() { CLEANUPS+=("$1"); }
 
