@@ -476,11 +476,16 @@ static void retire_gone(Mount *m)
 
 static void raise_readahead(const char *mountpoint);
 
+/* polling rounds between looks at the bucket's catalog generation */
+#define REMOTE_REFRESH_ROUNDS 15
+
 static void *poller_main(void *userdata)
 {
 	Mount *m = userdata;
 	long wait_ms = 100; /* the first round comes soon: after the kernel's INIT */
 	bool raised = false;
+	unsigned round = 0;
+	int refresh_error = 0;
 	pthread_mutex_lock(&m->stop_lock);
 	while (!m->stopping) {
 		struct timespec ts;
@@ -497,6 +502,13 @@ static void *poller_main(void *userdata)
 			/* the INIT reply sets the readahead: raise it after that */
 			raise_readahead(m->o->mountpoint);
 			raised = true;
+		}
+		/* object storage: other machines publish catalog generations */
+		if (repo_is_remote(m->repo) && ++round % REMOTE_REFRESH_ROUNDS == 0) {
+			int e = repo_refresh(m->repo);
+			if (e < 0 && e != refresh_error)
+				log_warning("could not refresh the catalog from the bucket: %s", strerror(-e));
+			refresh_error = e;
 		}
 		refresh(m);
 		retire_gone(m);

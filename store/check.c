@@ -198,7 +198,7 @@ static void *read_data_worker(void *arg)
 	uint8_t *plain = malloc(repo_config(ck->repo)->chunk_size);
 	int r = plain ? repo_catalog_open(ck->repo, &cat) : -ENOMEM;
 	if (r == 0)
-		r = chunk_codec_new(1, &codec);
+		r = repo_codec_new(ck->repo, &codec);
 	while (r == 0) {
 		size_t i;
 		pthread_mutex_lock(&ck->lock);

@@ -1,4 +1,7 @@
 #include "store/chunk.h"
+#include "store/crypt.h"
+
+#include <openssl/crypto.h>
 
 #include "common/crc32c.h"
 #include "common/util.h"
@@ -53,6 +56,12 @@ struct ChunkCodec {
 	ZSTD_CCtx *cctx;
 	ZSTD_DCtx *dctx;
 	int level;
+	/* encrypted repositories: ids are HMACs, encoded chunks are sealed */
+	bool sealed;
+	uint8_t data_key[CRYPT_KEY_LEN];
+	uint8_t id_key[CRYPT_KEY_LEN];
+	uint8_t *tmp; /* the encoding before sealing, or the opened bytes */
+	size_t tmp_cap;
 };
 
 int chunk_codec_new(int level, ChunkCodec **ret)
@@ -77,13 +86,43 @@ ChunkCodec *chunk_codec_free(ChunkCodec *c)
 		return NULL;
 	ZSTD_freeCCtx(c->cctx);
 	ZSTD_freeDCtx(c->dctx);
+	OPENSSL_cleanse(c->data_key, sizeof(c->data_key));
+	OPENSSL_cleanse(c->id_key, sizeof(c->id_key));
+	free(c->tmp);
 	free(c);
 	return NULL;
 }
 
+void chunk_codec_set_keys(ChunkCodec *c, const uint8_t data_key[32], const uint8_t id_key[32])
+{
+	memcpy(c->data_key, data_key, sizeof(c->data_key));
+	memcpy(c->id_key, id_key, sizeof(c->id_key));
+	c->sealed = true;
+}
+
+void chunk_codec_hash(ChunkCodec *c, const void *buf, size_t len, ChunkId *ret)
+{
+	if (c->sealed)
+		crypt_hmac(c->id_key, buf, len, ret->b);
+	else
+		chunk_hash(buf, len, ret);
+}
+
+static int tmp_reserve(ChunkCodec *c, size_t n)
+{
+	if (c->tmp_cap >= n)
+		return 0;
+	uint8_t *t = realloc(c->tmp, n);
+	if (!t)
+		return -ENOMEM;
+	c->tmp = t;
+	c->tmp_cap = n;
+	return 0;
+}
+
 size_t chunk_encode_bound(size_t len)
 {
-	return MAX(ZSTD_compressBound(len), len);
+	return MAX(ZSTD_compressBound(len), len) + CRYPT_OVERHEAD;
 }
 
 /*
@@ -106,8 +145,8 @@ static bool sample_incompressible(ChunkCodec *c, const void *in, size_t len, voi
 	return !ZSTD_isError(n) && n > CHUNK_SAMPLE_LEN - CHUNK_SAMPLE_LEN / 32;
 }
 
-int chunk_encode(ChunkCodec *c, const void *in, size_t len, void *out, size_t *ret_len,
-		 ChunkEncoding *ret_enc)
+static int encode_plain(ChunkCodec *c, const void *in, size_t len, void *out, size_t *ret_len,
+			ChunkEncoding *ret_enc)
 {
 	size_t n;
 	if (sample_incompressible(c, in, len, out)) {
@@ -131,9 +170,32 @@ int chunk_encode(ChunkCodec *c, const void *in, size_t len, void *out, size_t *r
 	return 0;
 }
 
-static int decode_only(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
-		       size_t plain_len)
+int chunk_encode(ChunkCodec *c, const ChunkId *id, const void *in, size_t len, void *out,
+		 size_t *ret_len, ChunkEncoding *ret_enc)
 {
+	size_t n;
+	int r;
+	if (!c->sealed)
+		return encode_plain(c, in, len, out, ret_len, ret_enc);
+	r = tmp_reserve(c, chunk_encode_bound(len));
+	if (r == 0)
+		r = encode_plain(c, in, len, c->tmp, &n, ret_enc);
+	if (r == 0) /* the id as associated data: a sealed chunk opens only as itself */
+		r = crypt_seal(c->data_key, id->b, sizeof(id->b), c->tmp, n, out, ret_len);
+	return r;
+}
+
+static int decode_only(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
+		       size_t plain_len, const ChunkId *id)
+{
+	if (c->sealed) {
+		int r = in_len < CRYPT_OVERHEAD ? -EBADMSG : tmp_reserve(c, in_len);
+		if (r == 0)
+			r = crypt_open(c->data_key, id->b, sizeof(id->b), in, in_len, c->tmp, &in_len);
+		if (r < 0)
+			return r;
+		in = c->tmp;
+	}
 	switch (enc) {
 	case CHUNK_ENC_RAW:
 		if (in_len != plain_len)
@@ -156,10 +218,10 @@ int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len
 		 size_t plain_len, const ChunkId *id)
 {
 	ChunkId got;
-	int r = decode_only(c, enc, in, in_len, out, plain_len);
+	int r = decode_only(c, enc, in, in_len, out, plain_len, id);
 	if (r < 0)
 		return r;
-	chunk_hash(out, plain_len, &got);
+	chunk_codec_hash(c, out, plain_len, &got);
 	return chunk_id_cmp(&got, id) == 0 ? 0 : -EBADMSG;
 }
 
@@ -172,7 +234,7 @@ uint32_t chunk_crc(const ChunkId *id, const void *buf, size_t len)
 int chunk_decode_crc(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
 		     size_t plain_len, const ChunkId *id, uint32_t crc)
 {
-	int r = decode_only(c, enc, in, in_len, out, plain_len);
+	int r = decode_only(c, enc, in, in_len, out, plain_len, id);
 	if (r < 0)
 		return r;
 	return chunk_crc(id, out, plain_len) == crc ? 0 : -EBADMSG;

@@ -44,14 +44,22 @@ typedef struct ChunkCodec ChunkCodec;
 
 int chunk_codec_new(int level, ChunkCodec **ret);
 ChunkCodec *chunk_codec_free(ChunkCodec *c);
+/*
+ * Encrypted repositories: from here on the codec's ids are HMAC-SHA-256
+ * under id_key, and encoded chunks are sealed with AES-256-GCM under
+ * data_key with the chunk id as associated data (store/crypt.h).
+ */
+void chunk_codec_set_keys(ChunkCodec *c, const uint8_t data_key[32], const uint8_t id_key[32]);
+/* The id of plain bytes: SHA-256, or the keyed HMAC of an encrypted repository. */
+void chunk_codec_hash(ChunkCodec *c, const void *buf, size_t len, ChunkId *ret);
 /* Worst-case encoded size for plain length len. */
 size_t chunk_encode_bound(size_t len);
 /*
- * Encode plain bytes into out (capacity >= chunk_encode_bound(len)). Chooses
- * RAW when zstd does not shrink the data.
+ * Encode plain bytes (whose id is id) into out (capacity >=
+ * chunk_encode_bound(len)). Chooses RAW when zstd does not shrink the data.
  */
-int chunk_encode(ChunkCodec *c, const void *in, size_t len, void *out, size_t *ret_len,
-		 ChunkEncoding *ret_enc);
+int chunk_encode(ChunkCodec *c, const ChunkId *id, const void *in, size_t len, void *out,
+		 size_t *ret_len, ChunkEncoding *ret_enc);
 /*
  * Decode enc bytes into out, which must hold exactly plain_len bytes, and
  * check them against id. -EBADMSG when the bytes are damaged or do not hash

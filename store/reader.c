@@ -1,5 +1,6 @@
 #include "store/reader.h"
 
+#include <stdio.h>
 #include <string.h>
 
 struct ChunkReader {
@@ -28,7 +29,7 @@ int chunk_reader_new(Repo *repo, ChunkReader **ret)
 	if (e == 0)
 		e = repo_catalog_open(repo, &r->cat);
 	if (e == 0)
-		e = chunk_codec_new(repo_config(repo)->compress_level, &r->codec);
+		e = repo_codec_new(repo, &r->codec);
 	if (e < 0) {
 		chunk_reader_free(r);
 		return e;

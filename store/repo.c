@@ -1,5 +1,8 @@
 #include "store/repo.h"
 #include "store/remote.h"
+#include "store/crypt.h"
+#include "store/manifest.h"
+#include "store/repair.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -10,13 +13,15 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <openssl/crypto.h>
 #include <zstd.h>
 
 #define CONFIG_MAX_BYTES (64 * 1024)
 #define META_MAGIC "PGBKOBJ1"
 #define META_HEADER_LEN 24
 #define META_MAX_BYTES (4ULL << 30)
-enum { META_ZSTD = 1 };
+enum { META_ZSTD = 1, META_SEALED = 2 };
+#define KEYS_MAX_BYTES 4096
 /* generations kept in the bucket besides the newest: a reader that listed an
  * older one a moment ago can still fetch it */
 #define CATALOG_GENERATIONS_KEPT 3
@@ -29,11 +34,15 @@ struct Repo {
 	Catalog *catalog;
 	RepoConfig config;
 	/* remote repositories only */
-	bool remote;
+	bool remote;         /* catalog published by generations: S3, or encrypted */
+	bool encrypted;
+	CryptKeys keys;
 	unsigned lock_wait_s;
 	uint64_t gen;        /* generation the local catalog copies */
 	RemoteLock *lock;    /* held between write_begin and write_end */
+	bool writing;        /* between write_begin and write_end (every kind) */
 	int cache_lock_fd;   /* flock on <workdir>/catalog.lock while writing */
+	int disk_cache_fd;   /* flock on <workdir>/chunks.lock while using the disk cache */
 };
 
 struct RepoSession {
@@ -51,9 +60,11 @@ static int config_format(const RepoConfig *c, char *buf, size_t len)
 			 "pack_size = %llu\n"
 			 "compression = zstd\n"
 			 "compression_level = %d\n"
-			 "id = %s\n",
+			 "id = %s\n"
+			 "encryption = %s\n",
 			 c->format, (unsigned long long)c->chunk_size,
-			 (unsigned long long)c->pack_size, c->compress_level, c->id);
+			 (unsigned long long)c->pack_size, c->compress_level, c->id,
+			 c->encrypted ? "aes-256-gcm" : "none");
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : n;
 }
 
@@ -77,6 +88,12 @@ static int config_parse(char *text, RepoConfig *ret)
 			c.compress_level = atoi(value);
 		else if (strcmp(key, "id") == 0 && strlen(value) < sizeof(c.id))
 			memcpy(c.id, value, strlen(value) + 1);
+		else if (strcmp(key, "encryption") == 0) {
+			if (strcmp(value, "aes-256-gcm") == 0)
+				c.encrypted = true;
+			else if (strcmp(value, "none") != 0)
+				return -EPROTONOSUPPORT;
+		}
 	}
 	if (c.format == 0)
 		return -EBADMSG;
@@ -136,6 +153,7 @@ static Repo *repo_alloc(const char *url)
 	if (!r)
 		return NULL;
 	r->cache_lock_fd = -1;
+	r->disk_cache_fd = -1;
 	if (!(r->url = strdup(url)))
 		return repo_free(r);
 	return r;
@@ -169,10 +187,7 @@ static int backend_wrap_faults(StoreBackend **b)
 
 static int backend_for(const RepoLocation *l, StoreBackend **ret)
 {
-	int e = l->s3 ? store_s3_new(l->s3, ret) : store_local_new(l->path, ret);
-	if (e == 0 && (e = backend_wrap_faults(ret)) < 0)
-		*ret = store_backend_free(*ret);
-	return e;
+	return l->s3 ? store_s3_new(l->s3, ret) : store_local_new(l->path, ret);
 }
 
 static int workdir_prepare(const char *dir)
@@ -199,10 +214,10 @@ static int catalog_create(const char *path)
 	return r;
 }
 
-static int init_local(const char *path, RepoConfig *c)
+/* A new or empty directory for a local repository, 0700. */
+static int local_dir_claim(const char *path)
 {
 	char sub[PATH_MAX];
-	StoreBackend *b = NULL;
 	int r = dir_is_empty(path);
 
 	if (r < 0)
@@ -214,8 +229,15 @@ static int init_local(const char *path, RepoConfig *c)
 	r = mkdir_p(path, 0700);
 	if (r == 0 && chmod(path, 0700) < 0)
 		r = -errno;
-	if (r == 0)
-		r = workdir_prepare(path);
+	return r;
+}
+
+static int init_local(const char *path, RepoConfig *c)
+{
+	char sub[PATH_MAX];
+	StoreBackend *b = NULL;
+	int r = workdir_prepare(path);
+
 	if (r == 0) {
 		snprintf(sub, sizeof(sub), "%s/packs", path);
 		if (mkdir(sub, 0700) < 0 && errno != EEXIST)
@@ -234,6 +256,42 @@ static int init_local(const char *path, RepoConfig *c)
 	return r;
 }
 
+/* The master key from the key file and a passphrase, and the keys derived from it. */
+static int keys_load(Repo *r, const char *text, size_t len, const RepoLocation *l)
+{
+	uint8_t master[CRYPT_KEY_LEN];
+	int e;
+	if (!l->passphrase)
+		return -ENOKEY;
+	e = crypt_keyfile_unwrap(text, len, l->passphrase, l->passphrase_len, master);
+	if (e == 0) {
+		crypt_keys_derive(master, &r->keys);
+		r->encrypted = true;
+	}
+	OPENSSL_cleanse(master, sizeof(master));
+	return e;
+}
+
+static int keys_create(Repo *r, const RepoLocation *l)
+{
+	uint8_t master[CRYPT_KEY_LEN];
+	char *text = NULL;
+	size_t len = 0;
+	int e;
+	if (!l->passphrase)
+		return -ENOKEY;
+	e = crypt_keyfile_create(l->passphrase, l->passphrase_len, NULL, master, &text, &len);
+	if (e == 0)
+		e = store_put(r->backend, "keys", text, len);
+	if (e == 0) {
+		crypt_keys_derive(master, &r->keys);
+		r->encrypted = true;
+	}
+	OPENSSL_cleanse(master, sizeof(master));
+	free(text);
+	return e;
+}
+
 static int any_object(const char *name _unused_, uint64_t size _unused_, void *userdata)
 {
 	*(bool *)userdata = true;
@@ -242,7 +300,8 @@ static int any_object(const char *name _unused_, uint64_t size _unused_, void *u
 
 static int catalog_publish(Repo *r, uint64_t gen);
 
-static int init_remote(const RepoLocation *l, RepoConfig *c)
+/* A repository whose catalog is published by generations: S3, or encrypted. */
+static int init_published(const RepoLocation *l, RepoConfig *c)
 {
 	Repo *r = repo_alloc(l->url);
 	_cleanup_free_ char *dir = NULL;
@@ -270,6 +329,8 @@ static int init_remote(const RepoLocation *l, RepoConfig *c)
 	}
 	r->remote = true;
 	r->config = *c;
+	if (e == 0 && c->encrypted)
+		e = keys_create(r, l);
 	if (e == 0)
 		e = repo_set_workdir(r, dir);
 	if (e == 0)
@@ -298,7 +359,17 @@ int repo_init_at(const RepoLocation *l, const RepoInitOptions *o)
 	if (r < 0)
 		return r;
 	hex_encode(rnd, sizeof(rnd), c.id);
-	return l->s3 ? init_remote(l, &c) : init_local(l->path, &c);
+	if (o && o->encrypt) {
+		if (!l->passphrase)
+			return -ENOKEY;
+		c.encrypted = true;
+	}
+	if (!l->s3) {
+		r = local_dir_claim(l->path);
+		if (r < 0)
+			return r;
+	}
+	return l->s3 || c.encrypted ? init_published(l, &c) : init_local(l->path, &c);
 }
 
 int repo_init(const char *path, const RepoInitOptions *o)
@@ -323,10 +394,24 @@ int repo_meta_put(Repo *r, const char *name, const void *buf, size_t len)
 		return -EIO;
 	}
 	memcpy(obj, META_MAGIC, 8);
-	put_le32(obj + 8, META_ZSTD);
+	put_le32(obj + 8, META_ZSTD | (r->encrypted ? META_SEALED : 0));
 	put_le32(obj + 12, 0);
 	put_le64(obj + 16, len);
-	e = store_put(r->backend, name, obj, META_HEADER_LEN + n);
+	e = 0;
+	if (r->encrypted) { /* the name as associated data: an object opens only under its own name */
+		uint8_t *sealed = malloc(META_HEADER_LEN + n + CRYPT_OVERHEAD);
+		e = sealed ? crypt_seal(r->keys.meta, name, strlen(name), obj + META_HEADER_LEN, n,
+					sealed + META_HEADER_LEN, &n)
+			   : -ENOMEM;
+		if (e == 0) {
+			memcpy(sealed, obj, META_HEADER_LEN);
+			free(obj);
+			obj = sealed;
+		} else
+			free(sealed);
+	}
+	if (e == 0)
+		e = store_put(r->backend, name, obj, META_HEADER_LEN + n);
 	free(obj);
 	return e;
 }
@@ -342,8 +427,25 @@ int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len)
 	if (e < 0)
 		return e == -EFBIG ? -EBADMSG : e;
 	e = -EBADMSG;
-	if (len < META_HEADER_LEN || memcmp(obj, META_MAGIC, 8) != 0 || get_le32(obj + 8) != META_ZSTD)
+	if (len < META_HEADER_LEN || memcmp(obj, META_MAGIC, 8) != 0 ||
+	    get_le32(obj + 8) != (META_ZSTD | (r->encrypted ? META_SEALED : 0)))
 		goto out;
+	if (r->encrypted) {
+		uint8_t *opened = len - META_HEADER_LEN >= CRYPT_OVERHEAD ? malloc(len) : NULL;
+		size_t olen;
+		e = !opened ? -EBADMSG
+			    : crypt_open(r->keys.meta, name, strlen(name), obj + META_HEADER_LEN,
+					 len - META_HEADER_LEN, opened + META_HEADER_LEN, &olen);
+		if (e < 0) {
+			free(opened);
+			goto out;
+		}
+		memcpy(opened, obj, META_HEADER_LEN);
+		free(obj);
+		obj = opened;
+		len = META_HEADER_LEN + olen;
+		e = -EBADMSG;
+	}
 	plen = get_le64(obj + 16);
 	if (plen > META_MAX_BYTES || !(plain = malloc(plen ? plen : 1))) {
 		e = plen > META_MAX_BYTES ? -EBADMSG : -ENOMEM;
@@ -550,15 +652,144 @@ static int catalog_publish(Repo *r, uint64_t gen)
 	return e;
 }
 
+
+/* ---- snapshot manifests: every committed snapshot as an object too ---- */
+
+#define MANIFEST_PREFIX "snapshots/"
+
+/* A digest of a snapshot's row: its manifest is rewritten when it changes (pin, note, verify). */
+static void row_digest(sqlite3_stmt *s, ChunkId *ret)
+{
+	size_t cap = 1024, len = 0;
+	char *buf = xmalloc(cap);
+	for (int i = 0; i < sqlite3_column_count(s); i++) {
+		const void *v = sqlite3_column_blob(s, i);
+		size_t n = (size_t)sqlite3_column_bytes(s, i);
+		if (len + n + 2 > cap) {
+			cap = 2 * (len + n + 2);
+			buf = realloc(buf, cap);
+			PGBAKFS_CHECK(buf);
+		}
+		buf[len++] = (char)sqlite3_column_type(s, i);
+		if (n)
+			memcpy(buf + len, v, n);
+		len += n;
+		buf[len++] = 0x1f;
+	}
+	chunk_hash(buf, len, ret);
+	free(buf);
+}
+
+static int manifest_put(Repo *r, int64_t rowid, const char *name)
+{
+	_cleanup_free_ char *obj = xasprintf(MANIFEST_PREFIX "%s", name);
+	void *img = NULL;
+	size_t len;
+	int e = manifest_export(r->catalog, rowid, &img, &len);
+	if (e == 0)
+		e = repo_meta_put(r, obj, img, len);
+	free(img);
+	return e;
+}
+
+/* Remember what was written for name (digest), or forget it (NULL). */
+static int manifest_state_set(sqlite3 *db, const char *name, const ChunkId *digest)
+{
+	char hex[2 * PGBAKFS_CHUNK_ID_LEN + 1], *sql;
+	int e;
+	if (digest) {
+		hex_encode(digest->b, sizeof(digest->b), hex);
+		sql = sqlite3_mprintf("INSERT OR REPLACE INTO manifest_state VALUES(%Q, x'%s')", name, hex);
+	} else
+		sql = sqlite3_mprintf("DELETE FROM manifest_state WHERE name = %Q", name);
+	e = sql && sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+	sqlite3_free(sql);
+	return e;
+}
+
+typedef struct ManifestWork {
+	int64_t rowid;
+	char *name;
+	ChunkId digest;
+	bool gone; /* deleted: remove its manifest */
+} ManifestWork;
+
+/*
+ * Bring the manifest objects in line with the catalog: write those of new or
+ * changed snapshots, remove those of deleted ones. The catalog remembers what
+ * it wrote (manifest_state), so an unchanged repository costs one query.
+ */
+static int manifests_sync(Repo *r)
+{
+	sqlite3 *db = catalog_sqlite(r->catalog);
+	sqlite3_stmt *s = NULL;
+	ManifestWork *w = NULL;
+	size_t n = 0;
+	int rc, e = 0;
+
+	static const char *const queries[] = {
+		/* committed snapshots (deleted ones: 2nd column 1), what was last written for them */
+		"SELECT s.id, s.name, s.status = 'deleted', m.digest, s.* FROM snapshots s"
+		" LEFT JOIN manifest_state m ON m.name = s.name WHERE s.status <> 'running'",
+		/* manifests of snapshots purged since */
+		"SELECT NULL, m.name, 1, m.digest FROM manifest_state m"
+		" WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.name = m.name)",
+	};
+	rc = sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS manifest_state(name TEXT PRIMARY KEY,"
+			      " digest BLOB NOT NULL) WITHOUT ROWID", NULL, NULL, NULL);
+	for (size_t q = 0; q < ELEMENTSOF(queries) && rc == SQLITE_OK; q++) {
+		rc = sqlite3_prepare_v2(db, queries[q], -1, &s, NULL);
+		while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+			bool gone = sqlite3_column_int(s, 2) != 0;
+			bool known = sqlite3_column_type(s, 3) != SQLITE_NULL;
+			ManifestWork m = {.rowid = sqlite3_column_int64(s, 0), .gone = gone};
+			rc = SQLITE_OK;
+			if (gone && !known)
+				continue;
+			if (!gone) {
+				row_digest(s, &m.digest);
+				if (known && sqlite3_column_bytes(s, 3) == sizeof(m.digest.b) &&
+				    memcmp(sqlite3_column_blob(s, 3), m.digest.b, sizeof(m.digest.b)) == 0)
+					continue;
+			}
+			m.name = xstrdup((const char *)sqlite3_column_text(s, 1));
+			w = realloc(w, (n + 1) * sizeof(*w));
+			PGBAKFS_CHECK(w);
+			w[n++] = m;
+		}
+		sqlite3_finalize(s);
+		s = NULL;
+		if (rc == SQLITE_DONE)
+			rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_OK)
+		e = -EIO;
+	for (size_t i = 0; i < n && e == 0; i++) {
+		_cleanup_free_ char *obj = xasprintf(MANIFEST_PREFIX "%s", w[i].name);
+		e = w[i].gone ? store_delete(r->backend, obj) : manifest_put(r, w[i].rowid, w[i].name);
+		if (e == 0)
+			e = manifest_state_set(db, w[i].name, w[i].gone ? NULL : &w[i].digest);
+		if (e < 0)
+			log_warning("could not store the manifest of snapshot %s (tried again at the "
+				    "next change): %s", w[i].name, strerror(-e));
+	}
+	for (size_t i = 0; i < n; i++)
+		free(w[i].name);
+	free(w);
+	return e;
+}
+
 int repo_write_begin(Repo *r, char **ret_holder)
 {
 	RemoteLockOptions o = {.wait_s = r->lock_wait_s};
 	int e;
 
-	if (!r->remote)
-		return 0;
-	if (r->lock)
+	if (r->writing)
 		return -EALREADY;
+	if (!r->remote) {
+		r->writing = true;
+		return 0;
+	}
 	e = remote_lock_acquire(r->backend, &o, &r->lock, ret_holder);
 	if (e < 0)
 		return e;
@@ -574,6 +805,7 @@ int repo_write_begin(Repo *r, char **ret_holder)
 		r->cache_lock_fd = -1;
 		r->lock = remote_lock_release(r->lock);
 	}
+	r->writing = e == 0;
 	return e;
 }
 
@@ -598,7 +830,13 @@ static int publish_next(Repo *r)
 int repo_write_end(Repo *r, bool publish)
 {
 	int e = 0;
-	if (!r->remote || !r->lock)
+	if (!r->writing)
+		return 0;
+	r->writing = false;
+	/* the catalog is what counts: a manifest that failed is written at the next change */
+	if (publish)
+		manifests_sync(r);
+	if (!r->remote)
 		return 0;
 	if (publish) {
 		e = publish_next(r);
@@ -612,33 +850,156 @@ int repo_write_end(Repo *r, bool publish)
 }
 
 uint64_t repo_generation(const Repo *r) { return r->gen; }
-bool repo_is_remote(const Repo *r) { return r->remote; }
-const char *repo_workdir(const Repo *r) { return r->workdir; }
+bool repo_is_encrypted(const Repo *r) { return r->encrypted; }
 
-/* ---- open ---- */
-
-static int open_remote(Repo *r, const RepoLocation *l)
+bool repo_is_local_backend(const Repo *r)
 {
-	_cleanup_free_ char *dir = NULL;
-	int e;
+	return (r->backend->ops->features & STORE_FEATURE_LOCAL_PATH) != 0;
+}
 
-	r->remote = true;
-	r->lock_wait_s = l->lock_wait_s;
-	if (asprintf(&dir, "%s/%s", l->cache_dir, r->config.id) < 0) {
-		dir = NULL;
-		return -ENOMEM;
+int repo_disk_cache(Repo *r, uint64_t max_bytes)
+{
+	_cleanup_free_ char *lock = xasprintf("%s/chunks.lock", r->workdir);
+	_cleanup_free_ char *dir = xasprintf("%s/chunks", r->workdir);
+	StoreBackend *cached;
+	int fd, e;
+
+	if (r->disk_cache_fd >= 0)
+		return -EALREADY;
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return e;
 	}
-	e = repo_set_workdir(r, dir);
-	if (e == 0)
-		e = workdir_prepare(dir);
-	if (e == 0)
-		e = repo_refresh(r);
-	if (e == 0 && access(r->catalog_path, F_OK) < 0) /* a writer here never published */
-		e = -EBADMSG;
+	e = store_cache_new(r->backend, dir, max_bytes, &cached);
+	if (e < 0) {
+		close(fd);
+		return e;
+	}
+	r->backend = cached;
+	r->disk_cache_fd = fd;
+	return 0;
+}
+
+void repo_chunk_hash(Repo *r, const void *buf, size_t len, ChunkId *ret)
+{
+	if (r->encrypted)
+		crypt_hmac(r->keys.id, buf, len, ret->b);
+	else
+		chunk_hash(buf, len, ret);
+}
+
+int repo_codec_new(Repo *r, ChunkCodec **ret)
+{
+	int e = chunk_codec_new(r->config.compress_level, ret);
+	if (e == 0 && r->encrypted)
+		chunk_codec_set_keys(*ret, r->keys.data, r->keys.id);
 	return e;
 }
 
-int repo_open_at(const RepoLocation *l, Repo **ret)
+int repo_key_change(Repo *r, const char *old_pass, size_t old_len, const char *new_pass,
+		    size_t new_len)
+{
+	char *text = NULL, *next = NULL;
+	size_t len, next_len = 0;
+	int e;
+	if (!r->encrypted)
+		return -EINVAL;
+	e = store_get_all(r->backend, "keys", KEYS_MAX_BYTES, (void **)&text, &len);
+	if (e == 0)
+		e = crypt_keyfile_rewrap(text, len, old_pass, old_len, new_pass, new_len, NULL, &next,
+					 &next_len);
+	if (e == 0)
+		e = store_put(r->backend, "keys", next, next_len);
+	free(text);
+	free(next);
+	return e;
+}
+bool repo_is_remote(const Repo *r) { return r->remote; }
+const char *repo_workdir(const Repo *r) { return r->workdir; }
+
+/* ---- repair --rebuild-catalog ---- */
+
+static int manifest_fetch(const char *name, void **ret_buf, size_t *ret_len, void *ud)
+{
+	return repo_meta_get(ud, name, ret_buf, ret_len);
+}
+
+/* Open what a repository has without its catalog: backend, config, keys, work directory. */
+static int open_bare(const RepoLocation *l, Repo **ret);
+
+/*
+ * Build the new catalog beside the old one, then put it in place: a local
+ * repository's catalog.db is swapped (the old one kept as catalog.db.old);
+ * a published one becomes the next generation, under the writer lock.
+ */
+int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
+{
+	Repo *r = NULL;
+	Catalog *fresh = NULL;
+	_cleanup_free_ char *tmp = NULL;
+	char *holder = NULL;
+	uint64_t latest = 0;
+	int e = open_bare(l, &r);
+
+	if (e < 0)
+		return e;
+	tmp = xasprintf("%s/tmp/catalog-rebuild.db", r->workdir);
+	unlink(tmp);
+	e = catalog_create(tmp);
+	if (e == 0)
+		e = catalog_open(tmp, false, &fresh);
+	if (e == 0)
+		e = repair_rebuild_catalog(r->backend, fresh, MANIFEST_PREFIX, manifest_fetch, r, ret);
+	catalog_free(fresh);
+	if (e == 0 && r->remote) {
+		RemoteLockOptions o = {.wait_s = r->lock_wait_s};
+		e = remote_lock_acquire(r->backend, &o, &r->lock, &holder);
+		if (e == 0) {
+			e = remote_catalog_latest(r->backend, &latest);
+			if (e == -ENOENT)
+				e = 0;
+		}
+		if (e == 0)
+			e = cache_lock(r, true, &r->cache_lock_fd);
+		if (e == 0) {
+			mode_t old = umask(0077);
+			e = catalog_install(r, tmp);
+			umask(old);
+		}
+		if (e == 0)
+			e = catalog_open(r->catalog_path, false, &r->catalog);
+		if (e == 0)
+			e = catalog_publish(r, latest + 1);
+		if (e == 0)
+			e = gen_file_write(r, latest + 1, false);
+	} else if (e == 0) {
+		_cleanup_free_ char *old = xasprintf("%s.old", r->catalog_path);
+		for (const char *sfx = "-wal\0-shm\0"; *sfx; sfx += strlen(sfx) + 1) {
+			_cleanup_free_ char *p = xasprintf("%s%s", r->catalog_path, sfx);
+			unlink(p);
+		}
+		if (rename(r->catalog_path, old) < 0 && errno != ENOENT)
+			e = -errno;
+		if (e == 0 && rename(tmp, r->catalog_path) < 0)
+			e = -errno;
+		if (e == 0)
+			e = fsync_dir(r->workdir);
+	}
+	if (e < 0 && holder)
+		log_error("the writer lock is held by %s", holder);
+	free(holder);
+	unlink(tmp);
+	repo_free(r);
+	return e;
+}
+
+/* ---- open ---- */
+
+static int open_bare(const RepoLocation *l, Repo **ret)
 {
 	Repo *r = repo_alloc(l->url);
 	struct stat st;
@@ -654,14 +1015,32 @@ int repo_open_at(const RepoLocation *l, Repo **ret)
 	e = backend_for(l, &r->backend);
 	if (e == 0)
 		e = config_get(r->backend, &r->config);
+	if (e == 0 && r->config.encrypted) {
+		char *text = NULL;
+		size_t len;
+		e = store_get_all(r->backend, "keys", KEYS_MAX_BYTES, (void **)&text, &len);
+		if (e == -ENOENT || e == -EFBIG)
+			e = -EBADMSG;
+		if (e == 0)
+			e = keys_load(r, text, len, l);
+		free(text);
+	}
+	if (e == 0) /* after config and keys: the faults are for what the commands do */
+		e = backend_wrap_faults(&r->backend);
 	if (e < 0)
 		goto fail;
-	e = l->s3 ? open_remote(r, l) : repo_set_workdir(r, l->path);
-	if (e < 0)
-		goto fail;
-	e = catalog_open(r->catalog_path, false, &r->catalog);
-	if (e == -ENOENT)
-		e = -EBADMSG; /* config without catalog: damaged */
+	if (l->s3 || r->config.encrypted) {
+		_cleanup_free_ char *dir = xasprintf("%s/%s", l->cache_dir, r->config.id);
+		r->remote = true;
+		r->lock_wait_s = l->lock_wait_s;
+		e = repo_set_workdir(r, dir);
+		if (e == 0)
+			e = workdir_prepare(dir);
+	} else {
+		e = repo_set_workdir(r, l->path);
+		if (e == 0)
+			e = workdir_prepare(l->path);
+	}
 	if (e < 0)
 		goto fail;
 	*ret = r;
@@ -669,6 +1048,30 @@ int repo_open_at(const RepoLocation *l, Repo **ret)
 fail:
 	repo_free(r);
 	return e;
+}
+
+int repo_open_at(const RepoLocation *l, Repo **ret)
+{
+	Repo *r = NULL;
+	int e = open_bare(l, &r);
+
+	if (e < 0)
+		return e;
+	if (r->remote) {
+		e = repo_refresh(r);
+		if (e == 0 && access(r->catalog_path, F_OK) < 0) /* a writer here never published */
+			e = -EBADMSG;
+	}
+	if (e == 0)
+		e = catalog_open(r->catalog_path, false, &r->catalog);
+	if (e == -ENOENT)
+		e = -EBADMSG; /* config without catalog: damaged */
+	if (e < 0) {
+		repo_free(r);
+		return e;
+	}
+	*ret = r;
+	return 0;
 }
 
 int repo_open(const char *path, Repo **ret)
@@ -687,6 +1090,9 @@ Repo *repo_free(Repo *r)
 		close(r->cache_lock_fd);
 	catalog_free(r->catalog);
 	store_backend_free(r->backend);
+	if (r->disk_cache_fd >= 0)
+		close(r->disk_cache_fd);
+	crypt_keys_clear(&r->keys);
 	free(r->url);
 	free(r->workdir);
 	free(r->catalog_path);

@@ -34,12 +34,14 @@ typedef struct RepoConfig {
 	uint64_t pack_size;
 	int compress_level;
 	char id[33];
+	bool encrypted;      /* "encryption = aes-256-gcm": key file in the object "keys" */
 } RepoConfig;
 
 typedef struct RepoInitOptions {
 	uint64_t chunk_size; /* 0: default */
 	uint64_t pack_size;  /* 0: default */
 	int compress_level;  /* 0: default */
+	bool encrypt;        /* with the location's passphrase */
 } RepoInitOptions;
 
 typedef struct Repo Repo;
@@ -52,6 +54,8 @@ typedef struct RepoLocation {
 	const StoreS3Config *s3;    /* else in S3-compatible storage */
 	const char *cache_dir;      /* S3: root of the local caches (work directories) */
 	unsigned lock_wait_s;       /* S3: how long a writer waits for the writer lock */
+	const char *passphrase;     /* encrypted repositories (NULL: none given) */
+	size_t passphrase_len;
 } RepoLocation;
 
 /*
@@ -62,7 +66,8 @@ int repo_init_at(const RepoLocation *l, const RepoInitOptions *o);
 /*
  * Open: -ENOTDIR/-ENOENT when there is no repository (no config object),
  * -EPROTONOSUPPORT when its format is newer than this binary understands,
- * -EBADMSG for a damaged config or catalog.
+ * -EBADMSG for a damaged config or catalog. Encrypted: -ENOKEY without a
+ * passphrase, -EKEYREJECTED for a wrong one (nothing is written then).
  */
 int repo_open_at(const RepoLocation *l, Repo **ret);
 /* The same for a local directory. */
@@ -70,8 +75,32 @@ int repo_init(const char *path, const RepoInitOptions *o);
 int repo_open(const char *path, Repo **ret);
 Repo *repo_free(Repo *r);
 
-/* True for a repository in object storage (catalog published by generations). */
+/*
+ * True when the catalog is published by generations and worked on in a
+ * local cache: object storage, and encrypted repositories (whose catalog
+ * is stored sealed; the cache keeps the working copy, 0700, on this machine).
+ */
 bool repo_is_remote(const Repo *r);
+bool repo_is_encrypted(const Repo *r);
+/* True when the objects are files on this machine (the directory driver). */
+bool repo_is_local_backend(const Repo *r);
+/*
+ * Keep ranged reads of packs on local disk, at most max_bytes, in
+ * <workdir>/chunks (store_cache_new): for long-lived readers of object
+ * storage (a mount). -EBUSY when another process uses that cache.
+ */
+int repo_disk_cache(Repo *r, uint64_t max_bytes);
+/* A codec for this repository's chunks: its compression level, and its keys if encrypted. */
+struct ChunkCodec;
+int repo_codec_new(Repo *r, struct ChunkCodec **ret);
+/* The id of plain bytes in this repository (SHA-256, or the keyed HMAC when encrypted). */
+void repo_chunk_hash(Repo *r, const void *buf, size_t len, ChunkId *ret);
+/*
+ * Rewrap the master key under a new passphrase (the object "keys"); data,
+ * catalog and WAL stay as they are. -EKEYREJECTED when old is wrong.
+ */
+int repo_key_change(Repo *r, const char *old_pass, size_t old_len, const char *new_pass,
+		    size_t new_len);
 /* The local work directory: catalog.db, locks/, tmp/. */
 const char *repo_workdir(const Repo *r);
 /*
@@ -90,6 +119,14 @@ int repo_write_begin(Repo *r, char **ret_holder);
 int repo_write_end(Repo *r, bool publish);
 /* Readers that live long (a mount): pick up a newer generation, if any. */
 int repo_refresh(Repo *r);
+/*
+ * repair --rebuild-catalog: a new catalog from the packs and snapshot
+ * manifests alone (store/repair.h), put in place of the old one (kept as
+ * catalog.db.old) or published as the next generation. Retention policy and
+ * WAL segment size settings are not in any object: set them again.
+ */
+struct RepairStats;
+int repo_rebuild_catalog(const RepoLocation *l, struct RepairStats *ret);
 /* Generation of the local catalog copy (remote; 0 for local repositories). */
 uint64_t repo_generation(const Repo *r);
 

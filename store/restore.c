@@ -139,7 +139,8 @@ static void task_done(Restorer *rs, RFile *f)
  * CRC cannot tell two valid contents apart (every pg_control has the same
  * CRC-32C), only damage from the original.
  */
-static bool chunk_in_place(int fd, const ChunkId *id, uint64_t off, size_t len, uint8_t *buf)
+static bool chunk_in_place(Repo *repo, int fd, const ChunkId *id, uint64_t off, size_t len,
+			   uint8_t *buf)
 {
 	ChunkId have;
 	if (pread_full(fd, buf, len, (off_t)off) != (ssize_t)len)
@@ -150,7 +151,7 @@ static bool chunk_in_place(int fd, const ChunkId *id, uint64_t off, size_t len, 
 				return false;
 		return true;
 	}
-	chunk_hash(buf, len, &have);
+	repo_chunk_hash(repo, buf, len, &have);
 	return chunk_id_cmp(&have, id) == 0;
 }
 
@@ -159,7 +160,7 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 {
 	const ChunkId *id = &f->ids[idx];
 	int r;
-	if (rs->o->delta && chunk_in_place(f->fd, id, off, len, buf))
+	if (rs->o->delta && chunk_in_place(rs->repo, f->fd, id, off, len, buf))
 		return 0;
 	if (chunk_id_is_hole(id)) {
 		/* only delta queues holes: give the range back as a hole */

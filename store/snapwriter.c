@@ -282,7 +282,7 @@ static int worker_process(Catalog *cat, ChunkCodec *codec, Msg *m)
 		m->state = CHUNK_HOLE;
 		return 0;
 	}
-	chunk_hash(m->buf, m->len, &m->id);
+	chunk_codec_hash(codec, m->buf, m->len, &m->id);
 	r = catalog_chunk_exists(cat, &m->id);
 	if (r < 0)
 		return r;
@@ -292,7 +292,7 @@ static int worker_process(Catalog *cat, ChunkCodec *codec, Msg *m)
 	}
 	m->state = CHUNK_NEW;
 	m->crc = chunk_crc(&m->id, m->buf, m->len);
-	return chunk_encode(codec, m->buf, m->len, m->ebuf, &m->elen, &m->enc);
+	return chunk_encode(codec, &m->id, m->buf, m->len, m->ebuf, &m->elen, &m->enc);
 }
 
 static void *worker_main(void *arg)
@@ -303,7 +303,7 @@ static void *worker_main(void *arg)
 	Msg *m;
 	int r = repo_catalog_open(w->repo, &cat);
 	if (r == 0)
-		r = chunk_codec_new(repo_config(w->repo)->compress_level, &codec);
+		r = repo_codec_new(w->repo, &codec);
 	set_error(w, r);
 	while ((m = queue_pop(&w->jobs))) {
 		if (!get_error(w)) {

@@ -235,11 +235,11 @@ static int object_encode(Repo *r, const char *name, const void *buf, size_t len,
 
 	if (!obj)
 		return -ENOMEM;
-	e = chunk_codec_new(repo_config(r)->compress_level, &codec);
+	e = repo_codec_new(r, &codec);
 	if (e < 0)
 		return e;
 	if (len > 0)
-		e = chunk_encode(codec, buf, len, obj + WAL_HEADER_LEN, &n, &enc);
+		e = chunk_encode(codec, id, buf, len, obj + WAL_HEADER_LEN, &n, &enc);
 	else
 		enc = CHUNK_ENC_RAW;
 	chunk_codec_free(codec);
@@ -280,8 +280,8 @@ static int object_read(Repo *r, const char *key, uint8_t **ret, size_t *ret_len)
 }
 
 /* Check and decode an object into a malloc'd plain buffer. */
-static int object_decode(const uint8_t *obj, size_t obj_len, const char *name, WalHeader *ret_h,
-			 void **ret_buf)
+static int object_decode(Repo *r, const uint8_t *obj, size_t obj_len, const char *name,
+			 WalHeader *ret_h, void **ret_buf)
 {
 	_cleanup_free_ uint8_t *plain = NULL;
 	ChunkCodec *codec = NULL;
@@ -297,10 +297,10 @@ static int object_decode(const uint8_t *obj, size_t obj_len, const char *name, W
 	memcpy(id.b, h.sha256, sizeof(id.b));
 	if (h.plain_len == 0) {
 		ChunkId empty;
-		chunk_hash("", 0, &empty);
+		repo_chunk_hash(r, "", 0, &empty);
 		e = h.payload_len == 0 && chunk_id_cmp(&empty, &id) == 0 ? 0 : -EBADMSG;
 	} else {
-		e = chunk_codec_new(1, &codec);
+		e = repo_codec_new(r, &codec);
 		if (e == 0)
 			e = chunk_decode(codec, (ChunkEncoding)h.encoding, obj + WAL_HEADER_LEN,
 					 h.payload_len, plain, h.plain_len, &id);
@@ -337,7 +337,7 @@ static int existing_compare(Repo *r, const char *key, const char *name, size_t l
 	if (h.plain_len != len || memcmp(h.sha256, id->b, sizeof(id->b)) != 0)
 		return -PGBAKFS_WAL_ECONFLICT;
 	/* the same content by its header: make sure the archived copy is readable */
-	e = object_decode(obj, obj_len, name, &h, &plain);
+	e = object_decode(r, obj, obj_len, name, &h, &plain);
 	return e < 0 ? e : 1;
 }
 
@@ -356,7 +356,7 @@ int wal_push(Repo *r, const char *name, const void *buf, size_t len, WalPushResu
 	if (len > PGBAKFS_WAL_FILE_MAX)
 		return -EFBIG;
 	/* hash and compress before taking the lock: the lock covers only check + put */
-	chunk_hash(buf, len, &id);
+	repo_chunk_hash(r, buf, len, &id);
 	e = object_encode(r, name, buf, len, &id, &obj, &obj_len);
 	if (e < 0)
 		return e;
@@ -399,7 +399,7 @@ int wal_fetch(Repo *r, const char *name, void **ret_buf, size_t *ret_len)
 	e = object_read(r, key, &obj, &obj_len);
 	if (e < 0)
 		return e;
-	e = object_decode(obj, obj_len, name, &h, &plain);
+	e = object_decode(r, obj, obj_len, name, &h, &plain);
 	if (e < 0)
 		return e;
 	*ret_buf = plain;

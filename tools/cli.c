@@ -77,6 +77,13 @@ int cli_open_repo(const char *opt, Repo **ret)
 			  PGBAKFS_REPO_FORMAT);
 		cli_hint("upgrade pgbakfs to use this repository");
 		break;
+	case -ENOKEY:
+		cli_error("repository \"%s\" is encrypted and no passphrase was given", loc);
+		cli_hint("set PGBAKFS_PASSPHRASE or pass --passphrase-file FILE (mode 0600)");
+		break;
+	case -EKEYREJECTED:
+		cli_error("wrong passphrase for repository \"%s\"", loc);
+		break;
 	case -EBADMSG:
 		cli_error("repository \"%s\" is damaged: its config or catalog cannot be read", loc);
 		cli_hint("\"pgbakfs repair --rebuild-catalog\" rebuilds the catalog from the packs");

@@ -28,6 +28,8 @@ typedef struct CliLocation {
 	StoreS3Config s3;
 	char *bucket, *prefix, *endpoint, *region, *access_key, *secret_key, *session_token,
 		*ca_file, *cache_dir;
+	char *passphrase; /* PGBAKFS_PASSPHRASE or --passphrase-file, if given */
+	size_t passphrase_len;
 } CliLocation;
 int cli_location_resolve(const char *opt, CliLocation *ret);
 /* Wipes the credentials. */
@@ -74,6 +76,8 @@ int cmd_check(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_expire(int argc, char **argv);
 int cmd_pin(int argc, char **argv);
+int cmd_key(int argc, char **argv);
+int cmd_repair(int argc, char **argv);
 /* backup --expire: before the backup, a saved policy must exist (else usage error) */
 int expire_check_saved_policy(Repo *repo);
 /* after it: apply the saved policy to instance's snapshots (and the WAL archive) */

@@ -20,15 +20,17 @@ enum {
 	OPT_SCRATCH,
 	OPT_ALLOW_OTHER,
 	OPT_OWNER,
-	OPT_CACHE_SIZE
+	OPT_CACHE_SIZE,
+	OPT_DISK_CACHE
 };
 
 #define DEFAULT_CACHE_SIZE (192ull * 1024 * 1024)
+#define DEFAULT_DISK_CACHE (2ull * 1024 * 1024 * 1024)
 
 static const char mount_help[] =
 	"Usage: pgbakfs mount MOUNTPOINT [--repo PATH] [--foreground]\n"
 	"                     [--writable [--scratch DIR]] [--allow-other] [--owner USER]\n"
-	"                     [--cache-size SIZE]\n\n"
+	"                     [--cache-size SIZE] [--disk-cache SIZE]\n\n"
 	"Show every snapshot as a data directory: MOUNTPOINT/<id>/, with MOUNTPOINT/latest\n"
 	"pointing at the newest. Read-only unless --writable, which makes each snapshot a\n"
 	"copy-on-write clone kept in --scratch DIR (default: a private directory removed at\n"
@@ -37,6 +39,8 @@ static const char mount_help[] =
 	"  --owner USER      show files as owned by USER (a mount by root, e.g. for postgres)\n"
 	"  --allow-other     let other users than the owner in (with their permissions)\n"
 	"  --cache-size SIZE decompressed chunks kept in memory (default 192MiB)\n"
+	"  --disk-cache SIZE S3 repositories: chunk ranges kept on local disk, under the\n"
+	"                    cache directory (default 2GiB; 0: none)\n"
 	"With --writable, a recovery target makes each fresh clone recover to it:\n"
 	RECOVERY_USAGE;
 
@@ -48,6 +52,7 @@ typedef struct MountArgs {
 	bool foreground, scratch_is_temp;
 	RecoveryTarget target;
 	char *recovery_conf;
+	uint64_t disk_cache;
 	MountOptions o;
 } MountArgs;
 
@@ -77,6 +82,7 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 		{"allow-other", no_argument, NULL, OPT_ALLOW_OTHER},
 		{"owner", required_argument, NULL, OPT_OWNER},
 		{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
+		{"disk-cache", required_argument, NULL, OPT_DISK_CACHE},
 		RECOVERY_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{0}};
@@ -86,6 +92,7 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 	a->o.uid = getuid();
 	a->o.gid = getgid();
 	a->o.cache_size = DEFAULT_CACHE_SIZE;
+	a->disk_cache = DEFAULT_DISK_CACHE;
 	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
 		if (recovery_option("mount", c, optarg, &a->target, &rc)) {
 			if (rc != EXIT_OK)
@@ -103,6 +110,12 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 		case OPT_CACHE_SIZE:
 			if (parse_size(optarg, &a->o.cache_size) < 0 || a->o.cache_size < 1024 * 1024)
 				return cli_usage("mount", "invalid --cache-size \"%s\" (at least 1MiB)",
+						 optarg);
+			break;
+		case OPT_DISK_CACHE:
+			if (parse_size(optarg, &a->disk_cache) < 0 ||
+			    (a->disk_cache && a->disk_cache < 16 * 1024 * 1024))
+				return cli_usage("mount", "invalid --disk-cache \"%s\" (0, or at least 16MiB)",
 						 optarg);
 			break;
 		case 'h': printf("%s", mount_help); return -1;
@@ -210,6 +223,13 @@ static int run(MountArgs *a, int ready_fd)
 	int rc = cli_open_repo(a->repo_opt, &repo);
 	if (rc != EXIT_OK)
 		return rc;
+	if (a->disk_cache && repo_is_remote(repo) && !repo_is_local_backend(repo)) {
+		int r = repo_disk_cache(repo, a->disk_cache);
+		if (r == -EBUSY)
+			log_info("another mount uses the disk cache of this repository: none for this one");
+		else if (r < 0)
+			log_warning("no disk cache: %s", strerror(-r));
+	}
 	a->o.mountpoint = a->mountpoint;
 	a->o.ready = on_ready;
 	a->o.userdata = &ctx;

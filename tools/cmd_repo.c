@@ -3,13 +3,15 @@
 #include "common/progress.h"
 #include "common/util.h"
 #include "store/check.h"
+#include "store/crypt.h"
+#include "store/repair.h"
 #include "store/gc.h"
 #include "tools/cli.h"
 
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_REPO = 0x100, OPT_CHUNK_SIZE, OPT_PACK_SIZE, OPT_LEVEL, OPT_READ_DATA, OPT_JSON,
+enum { OPT_REPO = 0x100, OPT_CHUNK_SIZE, OPT_PACK_SIZE, OPT_LEVEL, OPT_ENCRYPT, OPT_READ_DATA, OPT_JSON,
        OPT_PROGRESS, OPT_NO_PROGRESS, OPT_INSTANCE };
 
 int cmd_init(int argc, char **argv)
@@ -19,6 +21,7 @@ int cmd_init(int argc, char **argv)
 		{"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
 		{"pack-size", required_argument, NULL, OPT_PACK_SIZE},
 		{"compress-level", required_argument, NULL, OPT_LEVEL},
+		{"encrypt", no_argument, NULL, OPT_ENCRYPT},
 		{"help", no_argument, NULL, 'h'},
 		{0}};
 	const char *repo_opt = NULL, *loc;
@@ -44,11 +47,17 @@ int cmd_init(int argc, char **argv)
 			if (o.compress_level < 1 || o.compress_level > 19)
 				return cli_usage("init", "invalid compression level \"%s\": 1 to 19", optarg);
 			break;
+		case OPT_ENCRYPT: o.encrypt = true; break;
 		case 'h':
-			printf("Usage: pgbakfs init --repo PATH [--chunk-size 64K] [--pack-size 32M]\n"
-			       "                    [--compress-level 3]\n\n"
-			       "Create an empty repository in PATH (missing or empty directory).\n"
-			       "The chunk size (power of two, 8K..8M) is fixed for the repository's life.\n");
+			printf("Usage: pgbakfs init --repo PATH|s3://BUCKET/PREFIX [--chunk-size 64K]\n"
+			       "                    [--pack-size 32M] [--compress-level 3] [--encrypt]\n\n"
+			       "Create an empty repository in PATH (missing or empty directory) or under an\n"
+			       "empty bucket prefix. The chunk size (power of two, 8K..8M) is fixed for the\n"
+			       "repository's life.\n\n"
+			       "--encrypt: chunks, catalog, manifests and WAL are sealed with AES-256-GCM under\n"
+			       "a random master key, wrapped by a key derived (scrypt) from the passphrase in\n"
+			       "PGBAKFS_PASSPHRASE or --passphrase-file FILE (mode 0600). Chunk ids are keyed\n"
+			       "HMAC-SHA-256. Lose the passphrase and the data is gone.\n");
 			return EXIT_OK;
 		default: return cli_usage("init", "invalid option");
 		}
@@ -68,6 +77,11 @@ int cmd_init(int argc, char **argv)
 		cli_error("repository \"%s\" already exists", loc);
 		return EXIT_FAIL;
 	}
+	if (r == -ENOKEY) {
+		cli_error("--encrypt needs a passphrase");
+		cli_hint("set PGBAKFS_PASSPHRASE or pass --passphrase-file FILE (mode 0600)");
+		return EXIT_USAGE;
+	}
 	if (r == -ENOTEMPTY) {
 		cli_error("\"%s\" is not empty", loc);
 		cli_hint("create the repository in a new or empty directory or bucket prefix");
@@ -77,7 +91,7 @@ int cmd_init(int argc, char **argv)
 		cli_error("could not create repository \"%s\": %s", loc, strerror(-r));
 		return EXIT_FAIL;
 	}
-	printf("created repository \"%s\" (chunk size %llu KiB)\n", loc,
+	printf("created %srepository \"%s\" (chunk size %llu KiB)\n", o.encrypt ? "encrypted " : "", loc,
 	       (unsigned long long)((o.chunk_size ? o.chunk_size : PGBAKFS_DEFAULT_CHUNK_SIZE) / 1024));
 	return EXIT_OK;
 }
@@ -324,4 +338,148 @@ int cmd_stats(int argc, char **argv)
 	}
 	repo_free(repo);
 	return rc;
+}
+
+/* ---- key change ---- */
+
+int cmd_key(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"new-passphrase-file", required_argument, NULL, 'n'},
+		{"help", no_argument, NULL, 'h'},
+		{0}};
+	const char *repo_opt = NULL, *new_file = NULL;
+	char *old = NULL, *next = NULL;
+	size_t old_len = 0, next_len = 0;
+	Repo *repo = NULL;
+	int c, r, rc;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REPO: repo_opt = optarg; break;
+		case 'n': new_file = optarg; break;
+		case 'h':
+			printf("Usage: pgbakfs key change [--repo R] [--new-passphrase-file FILE]\n\n"
+			       "Wrap the master key of an encrypted repository under a new passphrase.\n"
+			       "No data is rewritten. The current passphrase comes from PGBAKFS_PASSPHRASE\n"
+			       "or --passphrase-file; the new one from --new-passphrase-file (mode 0600)\n"
+			       "or PGBAKFS_NEW_PASSPHRASE.\n");
+			return EXIT_OK;
+		default: return cli_usage("key", "invalid option");
+		}
+	}
+	if (optind >= argc || strcmp(argv[optind], "change") != 0)
+		return cli_usage("key", "expected \"key change\"");
+	if (optind + 1 != argc)
+		return cli_usage("key", "unexpected argument \"%s\"", argv[optind + 1]);
+	/* the new passphrase: PGBAKFS_NEW_PASSPHRASE stands in for PGBAKFS_PASSPHRASE */
+	const char *env_new = getenv("PGBAKFS_NEW_PASSPHRASE");
+	if (new_file) {
+		r = crypt_passphrase_load(new_file, &next, &next_len);
+	} else if (env_new && *env_new) {
+		next = xstrdup(env_new);
+		next_len = strlen(next);
+		r = 0;
+	} else
+		r = -ENOKEY;
+	if (r == -ENOKEY)
+		return cli_usage("key", "no new passphrase: pass --new-passphrase-file FILE or set "
+				 "PGBAKFS_NEW_PASSPHRASE");
+	if (r == -EPERM) {
+		cli_error("passphrase file \"%s\" must be a regular file readable only by its owner", new_file);
+		return EXIT_FAIL;
+	}
+	if (r < 0) {
+		cli_error("could not read the new passphrase: %s", strerror(-r));
+		return EXIT_FAIL;
+	}
+	rc = cli_open_repo_writer(repo_opt, &repo);
+	if (rc == EXIT_OK && !repo_is_encrypted(repo)) {
+		cli_error("repository \"%s\" is not encrypted", repo_path(repo));
+		rc = EXIT_FAIL;
+	}
+	if (rc == EXIT_OK) {
+		r = crypt_passphrase_load(cli_passphrase_file(), &old, &old_len);
+		if (r == 0)
+			r = repo_key_change(repo, old, old_len, next, next_len);
+		if (r < 0) {
+			cli_error("could not change the key of \"%s\": %s", repo_path(repo),
+				  r == -EKEYREJECTED ? "wrong passphrase" : strerror(-r));
+			rc = EXIT_FAIL;
+		} else
+			printf("the master key of \"%s\" is now wrapped by the new passphrase\n",
+			       repo_path(repo));
+	}
+	if (old)
+		crypt_passphrase_free(old, old_len);
+	crypt_passphrase_free(next, next_len);
+	if (repo) /* the catalog did not change: nothing to publish */
+		repo_write_end(repo, false);
+	return cli_close_repo(repo, rc);
+}
+
+/* ---- repair --rebuild-catalog ---- */
+
+int cmd_repair(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"rebuild-catalog", no_argument, NULL, 'r'},
+		{"help", no_argument, NULL, 'h'},
+		{0}};
+	const char *repo_opt = NULL;
+	bool rebuild = false;
+	RepairStats st = {0};
+	CliLocation cl;
+	int c, r, rc;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REPO: repo_opt = optarg; break;
+		case 'r': rebuild = true; break;
+		case 'h':
+			printf("Usage: pgbakfs repair --rebuild-catalog [--repo R]\n\n"
+			       "Rebuild the catalog from the repository's objects alone: every pack\n"
+			       "lists its chunks, every snapshot is also stored as a manifest. The old\n"
+			       "catalog of a directory repository is kept as catalog.db.old; an S3 or\n"
+			       "encrypted repository gets the rebuilt catalog as its next generation.\n"
+			       "The retention policy is not in any object: save it again with expire.\n");
+			return EXIT_OK;
+		default: return cli_usage("repair", "invalid option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage("repair", "unexpected argument \"%s\"", argv[optind]);
+	if (!rebuild)
+		return cli_usage("repair", "nothing to do: give --rebuild-catalog");
+	rc = cli_location_resolve(repo_opt, &cl);
+	if (rc != EXIT_OK) {
+		cli_location_clear(&cl);
+		return rc;
+	}
+	r = repo_rebuild_catalog(&cl.loc, &st);
+	if (r == -ENOTDIR || r == -ENOENT)
+		cli_error("\"%s\" is not a pgbakfs repository (no config object)", cl.loc.url);
+	else if (r == -EKEYREJECTED)
+		cli_error("wrong passphrase for repository \"%s\"", cl.loc.url);
+	else if (r == -ENOKEY)
+		cli_error("repository \"%s\" is encrypted and no passphrase was given", cl.loc.url);
+	else if (r == -EBUSY)
+		cli_error("repository \"%s\" is busy: another writer holds its lock", cl.loc.url);
+	else if (r < 0)
+		cli_error("could not rebuild the catalog of \"%s\": %s", cl.loc.url, strerror(-r));
+	else {
+		printf("repair: rebuilt the catalog of \"%s\": %llu pack(s), %llu chunk(s), "
+		       "%llu snapshot(s)\n", cl.loc.url, (unsigned long long)st.packs,
+		       (unsigned long long)st.chunks, (unsigned long long)st.snapshots);
+		if (st.bad_packs || st.bad_manifests) {
+			cli_error("%llu damaged pack(s) and %llu damaged manifest(s) were skipped; "
+				  "\"pgbakfs check\" shows what they held",
+				  (unsigned long long)st.bad_packs, (unsigned long long)st.bad_manifests);
+			r = -EBADMSG;
+		}
+	}
+	cli_location_clear(&cl);
+	return r < 0 ? EXIT_FAIL : EXIT_OK;
 }

@@ -27,6 +27,8 @@ static const struct {
 	{"wal-push", cmd_wal_push, "archive a WAL file (archive_command)"},
 	{"wal-fetch", cmd_wal_fetch, "fetch an archived WAL file (restore_command)"},
 	{"restore-point", cmd_restore_point, "create a named restore point on a server"},
+	{"repair", cmd_repair, "rebuild the catalog from packs and snapshot manifests"},
+	{"key", cmd_key, "key change: new passphrase for an encrypted repository"},
 };
 
 static void usage(FILE *f)

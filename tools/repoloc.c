@@ -6,6 +6,7 @@
  */
 #include "tools/cli.h"
 #include "common/util.h"
+#include "store/crypt.h"
 
 #include <fcntl.h>
 #include <pwd.h>
@@ -235,30 +236,60 @@ static int resolve_s3(const char *url, CliLocation *cl)
 		.session_token = cl->session_token, .ca_file = cl->ca_file,
 		.virtual_host = cl->s3.virtual_host,
 	};
-	cl->cache_dir = common_opts.cache_dir ? xstrdup(common_opts.cache_dir)
-					      : home_path("XDG_CACHE_HOME", ".cache");
 	cl->loc.s3 = &cl->s3;
-	cl->loc.cache_dir = cl->cache_dir;
-	const char *wait = getenv("PGBAKFS_LOCK_WAIT");
-	int64_t wait_s;
-	if (wait && *wait && parse_duration(wait, &wait_s) < 0) {
-		cli_error("invalid PGBAKFS_LOCK_WAIT \"%s\": a duration such as 600s or 10min", wait);
-		rc = EXIT_USAGE;
-		goto out;
-	}
-	cl->loc.lock_wait_s = wait && *wait ? (unsigned)wait_s : 600;
 out:
 	settings_clear(&s);
 	return rc;
 }
 
+/* The passphrase, when one is given: --passphrase-file (0600) or PGBAKFS_PASSPHRASE. */
+static int resolve_passphrase(CliLocation *cl)
+{
+	const char *file = common_opts.passphrase_file;
+	int r = crypt_passphrase_load(file, &cl->passphrase, &cl->passphrase_len);
+	switch (r) {
+	case 0:
+		cl->loc.passphrase = cl->passphrase;
+		cl->loc.passphrase_len = cl->passphrase_len;
+		return EXIT_OK;
+	case -ENOKEY:
+		return EXIT_OK;
+	case -EPERM:
+		cli_error("passphrase file \"%s\" must be a regular file readable only by its owner", file);
+		cli_hint("chmod 600 %s", file);
+		return EXIT_FAIL;
+	case -EINVAL:
+		cli_error("the passphrase%s%s%s is empty", file ? " in \"" : "", file ? file : "",
+			  file ? "\"" : "");
+		return EXIT_USAGE;
+	default:
+		cli_error("could not read the passphrase file \"%s\": %s", file ? file : "?", strerror(-r));
+		return EXIT_FAIL;
+	}
+}
+
 int cli_location_resolve(const char *opt, CliLocation *cl)
 {
-	const char *url = cli_repo_location(opt);
+	const char *url = cli_repo_location(opt), *wait = getenv("PGBAKFS_LOCK_WAIT");
+	int64_t wait_s = 600;
+	int rc;
+
 	*cl = (CliLocation){0};
 	if (!url)
 		return EXIT_USAGE;
 	cl->loc.url = url;
+	if (wait && *wait && parse_duration(wait, &wait_s) < 0) {
+		cli_error("invalid PGBAKFS_LOCK_WAIT \"%s\": a duration such as 600s or 10m", wait);
+		return EXIT_USAGE;
+	}
+	cl->loc.lock_wait_s = (unsigned)wait_s;
+	/* S3 and encrypted repositories keep their working catalog here */
+	cl->cache_dir = common_opts.cache_dir ? xstrdup(common_opts.cache_dir)
+					      : home_path("XDG_CACHE_HOME", ".cache");
+	cl->loc.cache_dir = cl->cache_dir;
+	rc = resolve_passphrase(cl);
+	if (rc != EXIT_OK)
+		return rc;
 	if (strncmp(url, "s3://", 5) == 0)
 		return resolve_s3(url, cl);
 	if (strstr(url, "://")) {
@@ -278,5 +309,7 @@ void cli_location_clear(CliLocation *cl)
 			explicit_bzero(*v[i], strlen(*v[i]));
 		free(*v[i]);
 	}
+	if (cl->passphrase)
+		crypt_passphrase_free(cl->passphrase, cl->passphrase_len);
 	*cl = (CliLocation){0};
 }

@@ -97,11 +97,18 @@ ok "dump equals pg_dump at backup time" diff -q "$T/orders.source.sql" "$T/order
 
 # ---- mount: chunk reads by range ----
 M=$T/mnt
-mount_fg "$M" "$O/mount.log" --cache-dir "$T/cacheM"
+mount_fg "$M" "$O/mount.log" --cache-dir "$T/cacheM" --disk-cache 16M
 ok "mount shows both snapshots" test -d "$M/$S1" -a -d "$M/$S2"
 ok "cp -a out of the mount equals the source" bash -c "cp -a '$M/$S1' '$T/cp1' && true"
 ok "copied tree identical" same_tree_noowner "$T/src" "$T/cp1"
+disk_cache_bytes() { find "$T/cacheM" -path '*/chunks/*' -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
+ok "chunk ranges kept in the disk cache" test "$(disk_cache_bytes)" -gt 0
+ok "the disk cache stays within --disk-cache" test "$(disk_cache_bytes)" -le $((16 * 1024 * 1024))
 ok "PG_VERSION readable" grep -qx 15 "$M/$S2/PG_VERSION"
+# another machine publishes a snapshot: the mount picks up the new generation
+ok "backup from another machine while mounted" run bk3 backup --from-dir "$T/src" --label other --cache-dir "$T/cacheB"
+S3ID=$(last_id --cache-dir "$T/cacheB")
+ok "the mount shows it within 30 s" wait_for 30 test -d "$M/$S3ID"
 ok "unmount" unmount_fg "$M"
 
 # ---- concurrent writers: two machines back up at once, both land ----
@@ -163,6 +170,18 @@ ok "check --read-data after expire and gc" run chk3 check --read-data
 ok "newest snapshot still restores" run rs4 restore "$SF" "$T/r4" --cache-dir "$T/cacheD"
 ok "identical" same_tree "$T/srcF" "$T/r4"
 ok "old catalog generations pruned" test "$(s3_keys team/repo/catalog/ | wc -l)" -le 4
+
+# ---- the catalog lost: rebuilt from packs and snapshot manifests ----
+"$PGBAKFS" list --json --cache-dir "$T/cacheB" | python3 -c 'import json,sys; [print(s["id"], s["label"], s["stored_bytes"], s["verified"] is not None) for s in json.load(sys.stdin)]' >"$T/list.before"
+ok "manifests in the bucket, one per snapshot" test "$(s3_keys team/repo/snapshots/ | wc -l)" = "$(wc -l <"$T/list.before")"
+for k in $(s3_keys team/repo/catalog/); do s3_rm "$k"; done
+expect_error 1 "damaged" pgbakfs list --cache-dir "$T/cacheE"
+ok "repair --rebuild-catalog" run repair repair --rebuild-catalog --cache-dir "$T/cacheE"
+"$PGBAKFS" list --json --cache-dir "$T/cacheG" | python3 -c 'import json,sys; [print(s["id"], s["label"], s["stored_bytes"], s["verified"] is not None) for s in json.load(sys.stdin)]' >"$T/list.after"
+ok "the rebuilt catalog lists the same snapshots (another empty cache)" diff "$T/list.before" "$T/list.after"
+ok "restore after the rebuild" run rs5 restore "$SF" "$T/r5" --cache-dir "$T/cacheG"
+ok "identical after the rebuild" same_tree "$T/srcF" "$T/r5"
+ok "check --read-data after the rebuild" run chk4 check --read-data
 
 # ---- no secret in any output ----
 ok "no output holds the secret key or token" no_secret "$O"/* "$T"/pglog/* "$T"/s3*.out "$T"/pitr/postgresql.auto.conf

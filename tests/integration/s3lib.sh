@@ -49,3 +49,6 @@ s3_rm() { curl -fsS -X DELETE "$S3_DIRECT/$S3_BUCKET/$1" >/dev/null; }
 
 # no_secret FILE...: none of the files holds the secret key or the session token
 no_secret() { ! grep -l -e "$S3_SECRET" -e "$S3_TOKEN" "$@" 2>/dev/null; }
+# passphrases of the encryption tests (also never printed)
+TEST_PASSPHRASE=pgbakfs-pass-Hy5u2Nc8Xe
+TEST_PASSPHRASE2=pgbakfs-pass-Wm3k7Jd4Ta

@@ -113,7 +113,7 @@ static void roundtrip(ChunkCodec *c, const uint8_t *plain, size_t len, ChunkEnco
 
 	CHECK(bound >= len);
 	chunk_hash(plain, len, &id);
-	CHECK_EQ_INT(chunk_encode(c, plain, len, enc, &elen, &e), 0);
+	CHECK_EQ_INT(chunk_encode(c, &id, plain, len, enc, &elen, &e), 0);
 	CHECK_EQ_INT(e, want_enc);
 	CHECK(elen <= bound);
 	if (want_enc == CHUNK_ENC_RAW) {
@@ -180,7 +180,7 @@ static void test_codec(void)
 		ChunkId id;
 		uint8_t *enc = xmalloc(chunk_encode_bound(len)), *out = xmalloc(len);
 		chunk_hash(text, len, &id);
-		CHECK_EQ_INT(chunk_encode(c, text, len, enc, &elen, &e), 0);
+		CHECK_EQ_INT(chunk_encode(c, &id, text, len, enc, &elen, &e), 0);
 		CHECK_EQ_INT(e, CHUNK_ENC_ZSTD);
 		CHECK_EQ_INT(chunk_decode(c, CHUNK_ENC_RAW, enc, elen, out, len, &id), -EBADMSG);
 		CHECK_EQ_INT(chunk_decode(c, CHUNK_ENC_ZSTD, text, len, out, len, &id), -EBADMSG);
@@ -197,7 +197,7 @@ static void test_codec(void)
 		chunk_hash(text, len, &id);
 		chunk_hash(rnd, len, &other);
 		uint32_t crc = chunk_crc(&id, text, len);
-		CHECK_EQ_INT(chunk_encode(c, text, len, enc, &elen, &e), 0);
+		CHECK_EQ_INT(chunk_encode(c, &id, text, len, enc, &elen, &e), 0);
 		CHECK_EQ_INT(chunk_decode_crc(c, e, enc, elen, out, len, &id, crc), 0);
 		CHECK(memcmp(out, text, len) == 0);
 		CHECK_EQ_INT(chunk_decode_crc(c, e, enc, elen, out, len, &id, crc ^ 1), -EBADMSG);

@@ -27,7 +27,7 @@ static void make_samples(ChunkCodec *c, Sample *s, size_t n)
 		}
 		chunk_hash(s[i].plain, CHUNK_LEN, &s[i].id);
 		PGBAKFS_CHECK(chunk_encode_bound(CHUNK_LEN) <= sizeof(s[i].enc));
-		PGBAKFS_CHECK(chunk_encode(c, s[i].plain, CHUNK_LEN, s[i].enc, &s[i].elen, &s[i].e) == 0);
+		PGBAKFS_CHECK(chunk_encode(c, &s[i].id, s[i].plain, CHUNK_LEN, s[i].enc, &s[i].elen, &s[i].e) == 0);
 	}
 }
 

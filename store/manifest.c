@@ -1,0 +1,723 @@
+/*
+ * Snapshot manifests as SQLite images. A second, private in-memory
+ * connection holds the image; the catalog's own connection (catalog_sqlite)
+ * is only read (export) or written inside one transaction (import), mostly
+ * through catalog.h. The snapshots row is copied column by column by name,
+ * so a column added to the catalog later travels without a format change.
+ */
+#include "store/manifest.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <sqlite3.h>
+#include <string.h>
+
+/* one CRC record: a flag byte (1: known) and the CRC-32C little-endian */
+#define CRC_RECORD_LEN 5
+/* no SQLite database is smaller than one page of the smallest size */
+#define IMAGE_MIN_LEN 512
+
+static const char image_schema[] =
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+	"CREATE TABLE files(ino INTEGER PRIMARY KEY, parent INTEGER NOT NULL, name TEXT NOT NULL,"
+	"  mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
+	"  mtime INTEGER NOT NULL, size INTEGER NOT NULL, content INTEGER, target TEXT);"
+	"CREATE TABLE contents(id INTEGER PRIMARY KEY, n INTEGER NOT NULL, list BLOB NOT NULL,"
+	"  crcs BLOB);"
+	"CREATE TABLE links(path TEXT PRIMARY KEY, target TEXT NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE bad_blocks(path TEXT NOT NULL, block INTEGER NOT NULL);";
+
+static void stmt_finalizep(sqlite3_stmt **s)
+{
+	if (*s)
+		sqlite3_finalize(*s);
+}
+#define _cleanup_stmt_ _cleanup_(stmt_finalizep)
+
+static void db_closep(sqlite3 **db)
+{
+	if (*db)
+		sqlite3_close(*db);
+}
+#define _cleanup_db_ _cleanup_(db_closep)
+
+static void str_freep(sqlite3_str **s)
+{
+	if (*s)
+		sqlite3_free(sqlite3_str_finish(*s));
+}
+#define _cleanup_str_ _cleanup_(str_freep)
+
+/* An error of the catalog connection (as catalog.c maps them). */
+static int catalog_errno(sqlite3 *db, int rc, const char *what)
+{
+	log_debug("manifest: catalog: %s: %s", what, sqlite3_errmsg(db));
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_CONSTRAINT:
+		return -EBADMSG; /* a manifest's values the catalog's schema refuses */
+	default:
+		return -EIO;
+	}
+}
+
+/*
+ * An error of the image connection: out of memory, or (import) an image that
+ * is not a well-formed manifest; export builds its own, so there it is -EIO.
+ */
+static int image_errno(sqlite3 *db, int rc, int other, const char *what)
+{
+	log_debug("manifest: image: %s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+	return (rc & 0xff) == SQLITE_NOMEM ? -ENOMEM : other;
+}
+
+static int image_exec(sqlite3 *img, const char *sql, int other)
+{
+	int rc = sqlite3_exec(img, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : image_errno(img, rc, other, sql);
+}
+
+static int image_prepare(sqlite3 *img, const char *sql, int other, sqlite3_stmt **ret)
+{
+	int rc = sqlite3_prepare_v2(img, sql, -1, ret, NULL);
+	return rc == SQLITE_OK ? 0 : image_errno(img, rc, other, sql);
+}
+
+static int image_step_done(sqlite3 *img, sqlite3_stmt *s, int other)
+{
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : image_errno(img, rc, other, sqlite3_sql(s));
+}
+
+static int catalog_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret)
+{
+	int rc = sqlite3_prepare_v2(db, sql, -1, ret, NULL);
+	return rc == SQLITE_OK ? 0 : catalog_errno(db, rc, sql);
+}
+
+static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
+{
+	if (v)
+		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, i);
+}
+
+/* ---- export ---- */
+
+typedef struct Exporter {
+	Catalog *c;
+	sqlite3 *cat; /* the catalog's connection */
+	sqlite3 *img; /* the manifest being built */
+	sqlite3_stmt *ins;
+	int64_t *contents; /* content ids the files use, with repeats */
+	size_t n_contents, cap_contents;
+} Exporter;
+
+/*
+ * The snapshot's row, every column under its own name: the image's table is
+ * untyped, so each value keeps the type it had in the catalog.
+ */
+static int export_snapshot(Exporter *e, int64_t rowid)
+{
+	_cleanup_stmt_ sqlite3_stmt *row = NULL, *ins = NULL;
+	_cleanup_str_ sqlite3_str *create = sqlite3_str_new(NULL);
+	_cleanup_str_ sqlite3_str *insert = sqlite3_str_new(NULL);
+	int n, rc, r = catalog_prepare(e->cat, "SELECT * FROM snapshots WHERE id = ?1", &row);
+
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(row, 1, rowid);
+	rc = sqlite3_step(row);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return catalog_errno(e->cat, rc, "snapshot row");
+	n = sqlite3_column_count(row);
+	sqlite3_str_appendall(create, "CREATE TABLE snapshots(");
+	sqlite3_str_appendall(insert, "INSERT INTO snapshots VALUES(");
+	for (int i = 0; i < n; i++) {
+		const char *name = sqlite3_column_name(row, i);
+		if (!name)
+			return -ENOMEM;
+		/* the rows of a running snapshot are still being written */
+		if (strcmp(name, "status") == 0 && sqlite3_column_type(row, i) == SQLITE_TEXT &&
+		    strcmp((const char *)sqlite3_column_text(row, i), SNAP_STATUS_RUNNING) == 0)
+			return -EINVAL;
+		sqlite3_str_appendf(create, "%s\"%w\"", i ? ", " : "", name);
+		sqlite3_str_appendf(insert, "%s?%d", i ? ", " : "", i + 1);
+	}
+	sqlite3_str_appendall(create, ")");
+	sqlite3_str_appendall(insert, ")");
+	if (sqlite3_str_errcode(create) || sqlite3_str_errcode(insert))
+		return -ENOMEM;
+	r = image_exec(e->img, sqlite3_str_value(create), -EIO);
+	if (r == 0)
+		r = image_prepare(e->img, sqlite3_str_value(insert), -EIO, &ins);
+	if (r < 0)
+		return r;
+	for (int i = 0; i < n; i++) {
+		/* a session is a live process of this host: never part of a manifest */
+		if (strcmp(sqlite3_column_name(row, i), "session") == 0)
+			sqlite3_bind_null(ins, i + 1);
+		else
+			sqlite3_bind_value(ins, i + 1, sqlite3_column_value(row, i));
+	}
+	return image_step_done(e->img, ins, -EIO);
+}
+
+static int export_file(const FileRow *f, void *userdata)
+{
+	Exporter *e = userdata;
+	sqlite3_stmt *s = e->ins;
+
+	if (f->content) {
+		if (e->n_contents == e->cap_contents) {
+			size_t cap = e->cap_contents ? 2 * e->cap_contents : 256;
+			int64_t *v = realloc(e->contents, cap * sizeof(*v));
+			if (!v)
+				return -ENOMEM;
+			e->contents = v;
+			e->cap_contents = cap;
+		}
+		e->contents[e->n_contents++] = f->content;
+	}
+	sqlite3_bind_int64(s, 1, (int64_t)f->ino);
+	sqlite3_bind_int64(s, 2, (int64_t)f->parent);
+	sqlite3_bind_text(s, 3, f->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, f->mode);
+	sqlite3_bind_int64(s, 5, f->uid);
+	sqlite3_bind_int64(s, 6, f->gid);
+	sqlite3_bind_int64(s, 7, f->mtime_ns);
+	sqlite3_bind_int64(s, 8, (int64_t)f->size);
+	if (f->content)
+		sqlite3_bind_int64(s, 9, f->content);
+	else
+		sqlite3_bind_null(s, 9);
+	bind_text_or_null(s, 10, f->target);
+	return image_step_done(e->img, s, -EIO);
+}
+
+static int cmp_int64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The CRC records of a chunk list; *ret NULL when no chunk has a known CRC. */
+static int export_crcs(Catalog *c, const ChunkId *ids, size_t n, uint8_t **ret)
+{
+	_cleanup_free_ uint8_t *v = calloc(n ? n : 1, CRC_RECORD_LEN);
+	bool any = false;
+
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		ChunkLoc loc;
+		int r;
+		if (chunk_id_is_hole(&ids[i]))
+			continue;
+		r = catalog_chunk_locate(c, &ids[i], &loc);
+		if (r == -ENOENT || (r == 0 && !loc.has_crc))
+			continue;
+		if (r < 0)
+			return r;
+		v[i * CRC_RECORD_LEN] = 1;
+		put_le32(v + i * CRC_RECORD_LEN + 1, loc.crc);
+		any = true;
+	}
+	*ret = any ? TAKE_PTR(v) : NULL;
+	return 0;
+}
+
+static int export_contents(Exporter *e)
+{
+	_cleanup_stmt_ sqlite3_stmt *ins = NULL;
+	int r = image_prepare(e->img, "INSERT INTO contents(id, n, list, crcs) VALUES(?1, ?2, ?3, ?4)",
+			      -EIO, &ins);
+	if (r < 0)
+		return r;
+	if (e->n_contents)
+		qsort(e->contents, e->n_contents, sizeof(*e->contents), cmp_int64);
+	for (size_t i = 0; i < e->n_contents; i++) {
+		_cleanup_free_ ChunkId *ids = NULL;
+		_cleanup_free_ uint8_t *crcs = NULL;
+		size_t n = 0;
+		if (i > 0 && e->contents[i] == e->contents[i - 1])
+			continue;
+		r = catalog_content_get(e->c, e->contents[i], &ids, &n);
+		if (r == -ENOENT)
+			return -EBADMSG; /* a file refers to a list the catalog lacks */
+		if (r == 0)
+			r = export_crcs(e->c, ids, n, &crcs);
+		if (r < 0)
+			return r;
+		sqlite3_bind_int64(ins, 1, e->contents[i]);
+		sqlite3_bind_int64(ins, 2, (int64_t)n);
+		sqlite3_bind_blob64(ins, 3, ids, n * sizeof(*ids), SQLITE_STATIC);
+		if (crcs)
+			sqlite3_bind_blob64(ins, 4, crcs, n * CRC_RECORD_LEN, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(ins, 4);
+		r = image_step_done(e->img, ins, -EIO);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int export_link(const char *path, const char *target, void *userdata)
+{
+	Exporter *e = userdata;
+	sqlite3_bind_text(e->ins, 1, path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(e->ins, 2, target, -1, SQLITE_STATIC);
+	return image_step_done(e->img, e->ins, -EIO);
+}
+
+static int export_bad_block(const char *path, uint64_t block, void *userdata)
+{
+	Exporter *e = userdata;
+	sqlite3_bind_text(e->ins, 1, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(e->ins, 2, (int64_t)block);
+	return image_step_done(e->img, e->ins, -EIO);
+}
+
+/* e->ins becomes sql, for the rows of one catalog_*_foreach. */
+static int export_prepare(Exporter *e, const char *sql)
+{
+	sqlite3_finalize(e->ins);
+	e->ins = NULL;
+	return image_prepare(e->img, sql, -EIO, &e->ins);
+}
+
+static int export_rows(Exporter *e, int64_t rowid)
+{
+	int r = image_exec(e->img, image_schema, -EIO);
+	if (r == 0)
+		r = export_prepare(e, "INSERT INTO meta VALUES('manifest_format', ?1)");
+	if (r == 0) {
+		sqlite3_bind_int(e->ins, 1, PGBAKFS_MANIFEST_FORMAT);
+		r = image_step_done(e->img, e->ins, -EIO);
+	}
+	if (r == 0)
+		r = export_snapshot(e, rowid);
+	if (r == 0)
+		r = export_prepare(e, "INSERT INTO files VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+	if (r == 0)
+		r = catalog_file_foreach(e->c, rowid, export_file, e);
+	if (r == 0)
+		r = export_contents(e);
+	if (r == 0)
+		r = export_prepare(e, "INSERT INTO links VALUES(?1, ?2)");
+	if (r == 0)
+		r = catalog_link_foreach(e->c, rowid, export_link, e);
+	if (r == 0)
+		r = export_prepare(e, "INSERT INTO bad_blocks VALUES(?1, ?2)");
+	if (r == 0)
+		r = catalog_bad_block_foreach(e->c, rowid, export_bad_block, e);
+	return r;
+}
+
+/* The image's bytes, copied into malloc'd memory (callers free() them). */
+static int image_serialize(sqlite3 *img, void **ret_buf, size_t *ret_len)
+{
+	sqlite3_int64 size = 0;
+	unsigned char *data = sqlite3_serialize(img, "main", &size, 0);
+	void *copy;
+
+	if (!data)
+		return -ENOMEM;
+	copy = malloc(size > 0 ? (size_t)size : 1);
+	if (!copy) {
+		sqlite3_free(data);
+		return -ENOMEM;
+	}
+	memcpy(copy, data, (size_t)size);
+	sqlite3_free(data);
+	*ret_buf = copy;
+	*ret_len = (size_t)size;
+	return 0;
+}
+
+int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_len)
+{
+	_cleanup_db_ sqlite3 *img = NULL;
+	Exporter e = {.c = c, .cat = catalog_sqlite(c)};
+	bool own_tx = sqlite3_get_autocommit(e.cat);
+	int rc, r;
+
+	rc = sqlite3_open_v2(":memory:", &img, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+			     SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return image_errno(img, rc, -EIO, "open");
+	e.img = img;
+	/* built in memory and thrown away on error: nothing to journal */
+	r = image_exec(img, "PRAGMA journal_mode=OFF; BEGIN", -EIO);
+	/* every row from one read transaction: a consistent snapshot of the catalog */
+	if (r == 0 && own_tx) {
+		rc = sqlite3_exec(e.cat, "BEGIN", NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			r = catalog_errno(e.cat, rc, "BEGIN");
+	}
+	if (r == 0) {
+		r = export_rows(&e, snap_rowid);
+		if (own_tx)
+			catalog_rollback(c); /* only read */
+	}
+	sqlite3_finalize(e.ins);
+	free(e.contents);
+	if (r == 0)
+		r = image_exec(img, "COMMIT", -EIO);
+	if (r == 0)
+		r = image_serialize(img, ret_buf, ret_len);
+	return r;
+}
+
+/* ---- import ---- */
+
+/*
+ * Open a copy of the image on a private connection. The bytes come from
+ * storage: SQLite runs nothing the image's schema asks for (triggers, views,
+ * functions), and a damaged image is refused before any row is read.
+ */
+static int image_open(const void *buf, size_t len, sqlite3 **ret)
+{
+	_cleanup_db_ sqlite3 *img = NULL;
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	unsigned char *copy;
+	int rc, r;
+
+	if (len < IMAGE_MIN_LEN)
+		return -EBADMSG;
+	rc = sqlite3_open_v2(":memory:", &img, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+			     SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK)
+		return image_errno(img, rc, -ENOMEM, "open");
+	sqlite3_db_config(img, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+	sqlite3_db_config(img, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+	sqlite3_db_config(img, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL);
+	sqlite3_db_config(img, SQLITE_DBCONFIG_ENABLE_VIEW, 0, NULL);
+	copy = sqlite3_malloc64(len);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, buf, len);
+	/* SQLite frees the copy, on failure too */
+	rc = sqlite3_deserialize(img, "main", copy, (sqlite3_int64)len, (sqlite3_int64)len,
+				 SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_READONLY);
+	if (rc != SQLITE_OK)
+		return image_errno(img, rc, -EBADMSG, "deserialize");
+	/* the content map below lives in memory beside the read-only image */
+	r = image_exec(img, "PRAGMA temp_store=MEMORY", -EBADMSG);
+	if (r == 0)
+		r = image_prepare(img, "PRAGMA quick_check(1)", -EBADMSG, &s);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return image_errno(img, rc, -EBADMSG, "quick_check");
+	if (!sqlite3_column_text(s, 0) || strcmp((const char *)sqlite3_column_text(s, 0), "ok") != 0)
+		return -EBADMSG;
+	sqlite3_finalize(TAKE_PTR(s));
+
+	r = image_prepare(img, "SELECT value FROM meta WHERE key = 'manifest_format'", -EBADMSG, &s);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? -EBADMSG : image_errno(img, rc, -EBADMSG, "format");
+	if (sqlite3_column_type(s, 0) != SQLITE_INTEGER || sqlite3_column_int64(s, 0) < 1)
+		return -EBADMSG;
+	if (sqlite3_column_int64(s, 0) > PGBAKFS_MANIFEST_FORMAT)
+		return -EPROTONOSUPPORT;
+	*ret = TAKE_PTR(img);
+	return 0;
+}
+
+/* 1 when the catalog's snapshots table has a column of that name, 0 if not. */
+static int catalog_has_column(sqlite3 *cat, sqlite3_stmt *q, const char *name)
+{
+	int rc;
+	sqlite3_reset(q);
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : catalog_errno(cat, rc, "column lookup");
+}
+
+static int snapshot_name_taken(sqlite3 *cat, const char *name)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = catalog_prepare(cat, "SELECT 1 FROM snapshots WHERE name = ?1", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		return -EEXIST;
+	return rc == SQLITE_DONE ? 0 : catalog_errno(cat, rc, "snapshot lookup");
+}
+
+/* The manifest's row: which columns, and its name and status are sound. */
+static int import_snapshot_check(sqlite3 *img, sqlite3_stmt *row, const char **ret_name)
+{
+	const char *name = NULL, *status = NULL;
+	int rc = sqlite3_step(row);
+
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? -EBADMSG : image_errno(img, rc, -EBADMSG, "snapshot row");
+	for (int i = 0; i < sqlite3_column_count(row); i++) {
+		const char *col = sqlite3_column_name(row, i);
+		if (!col)
+			return -ENOMEM;
+		if (sqlite3_column_type(row, i) != SQLITE_TEXT)
+			continue;
+		if (strcmp(col, "name") == 0)
+			name = (const char *)sqlite3_column_text(row, i);
+		else if (strcmp(col, "status") == 0)
+			status = (const char *)sqlite3_column_text(row, i);
+	}
+	if (!name || !*name || !status || strcmp(status, SNAP_STATUS_RUNNING) == 0)
+		return -EBADMSG;
+	*ret_name = name;
+	return 0;
+}
+
+static int import_snapshot(sqlite3 *cat, sqlite3 *img, int64_t *ret_rowid)
+{
+	_cleanup_stmt_ sqlite3_stmt *count = NULL, *row = NULL, *has = NULL, *ins = NULL;
+	_cleanup_str_ sqlite3_str *cols = sqlite3_str_new(NULL);
+	_cleanup_str_ sqlite3_str *vals = sqlite3_str_new(NULL);
+	int use[256]; /* manifest column of each bound parameter */
+	const char *name;
+	int n_use = 0, rc, r;
+
+	r = image_prepare(img, "SELECT count(*) FROM snapshots", -EBADMSG, &count);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(count);
+	if (rc != SQLITE_ROW)
+		return image_errno(img, rc, -EBADMSG, "snapshot count");
+	if (sqlite3_column_int64(count, 0) != 1)
+		return -EBADMSG;
+	r = image_prepare(img, "SELECT * FROM snapshots", -EBADMSG, &row);
+	if (r == 0)
+		r = import_snapshot_check(img, row, &name);
+	if (r == 0)
+		r = snapshot_name_taken(cat, name);
+	if (r == 0)
+		r = catalog_prepare(cat, "SELECT 1 FROM pragma_table_info('snapshots') WHERE name = ?1",
+				    &has);
+	if (r < 0)
+		return r;
+	for (int i = 0; i < sqlite3_column_count(row); i++) {
+		const char *col = sqlite3_column_name(row, i);
+		/* a new row id; sessions are of this host, and there are none yet */
+		if (strcmp(col, "id") == 0 || strcmp(col, "session") == 0)
+			continue;
+		r = catalog_has_column(cat, has, col);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			continue; /* written by a newer build: not kept here */
+		if (n_use == (int)ELEMENTSOF(use))
+			return -EBADMSG;
+		/* col is exactly a column name of the catalog's own schema */
+		sqlite3_str_appendf(cols, "%s\"%w\"", n_use ? ", " : "", col);
+		sqlite3_str_appendf(vals, "%s?%d", n_use ? ", " : "", n_use + 1);
+		use[n_use++] = i;
+	}
+	if (sqlite3_str_errcode(cols) || sqlite3_str_errcode(vals))
+		return -ENOMEM;
+	{
+		_cleanup_free_ char *sql = NULL;
+		if (asprintf(&sql, "INSERT INTO snapshots(%s) VALUES(%s)", sqlite3_str_value(cols),
+			     sqlite3_str_value(vals)) < 0)
+			return -ENOMEM;
+		r = catalog_prepare(cat, sql, &ins);
+	}
+	if (r < 0)
+		return r;
+	for (int i = 0; i < n_use; i++)
+		sqlite3_bind_value(ins, i + 1, sqlite3_column_value(row, use[i]));
+	rc = sqlite3_step(ins);
+	if (rc != SQLITE_DONE)
+		return catalog_errno(cat, rc, "snapshot insert");
+	*ret_rowid = sqlite3_last_insert_rowid(cat);
+	return 0;
+}
+
+/* Set the chunks' known CRCs where the catalog has the chunk but not its CRC. */
+static int import_crcs(sqlite3 *cat, sqlite3_stmt *upd, const ChunkId *ids, size_t n,
+		       const uint8_t *crcs)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *rec = crcs + i * CRC_RECORD_LEN;
+		int rc;
+		if (rec[0] > 1)
+			return -EBADMSG;
+		if (rec[0] == 0 || chunk_id_is_hole(&ids[i]))
+			continue;
+		sqlite3_bind_blob(upd, 1, ids[i].b, sizeof(ids[i].b), SQLITE_STATIC);
+		sqlite3_bind_int64(upd, 2, get_le32(rec + 1));
+		rc = sqlite3_step(upd);
+		sqlite3_reset(upd);
+		if (rc != SQLITE_DONE)
+			return catalog_errno(cat, rc, "chunk crc");
+	}
+	return 0;
+}
+
+/*
+ * Each chunk list goes in (or is found by its hash); temp.content_map takes
+ * the manifest's content id to the catalog's for the files.
+ */
+static int import_contents(Catalog *c, sqlite3 *img)
+{
+	static const ChunkId empty_list; /* a zero-length list is a blob, not NULL */
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *map = NULL, *upd = NULL;
+	sqlite3 *cat = catalog_sqlite(c);
+	int rc, r;
+
+	r = image_exec(img, "CREATE TEMP TABLE content_map(old INTEGER PRIMARY KEY,"
+			    " new INTEGER NOT NULL)", -EBADMSG);
+	if (r == 0)
+		r = image_prepare(img, "SELECT id, n, list, crcs FROM contents", -EBADMSG, &sel);
+	if (r == 0)
+		r = image_prepare(img, "INSERT INTO temp.content_map VALUES(?1, ?2)", -EBADMSG, &map);
+	if (r == 0)
+		r = catalog_prepare(cat, "UPDATE chunks SET crc = ?2 WHERE id = ?1 AND crc IS NULL",
+				    &upd);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		int64_t n = sqlite3_column_int64(sel, 1), id;
+		size_t bytes = (size_t)sqlite3_column_bytes(sel, 2);
+		const ChunkId *list = sqlite3_column_blob(sel, 2);
+		const uint8_t *crcs = sqlite3_column_blob(sel, 3);
+
+		if (sqlite3_column_type(sel, 0) != SQLITE_INTEGER || n < 0 ||
+		    bytes % sizeof(ChunkId) || (uint64_t)n != bytes / sizeof(ChunkId) ||
+		    (sqlite3_column_type(sel, 3) != SQLITE_NULL &&
+		     (size_t)sqlite3_column_bytes(sel, 3) != (size_t)n * CRC_RECORD_LEN))
+			return -EBADMSG;
+		r = catalog_content_put(c, n ? list : &empty_list, (size_t)n, &id);
+		if (r == 0 && crcs)
+			r = import_crcs(cat, upd, list, (size_t)n, crcs);
+		if (r < 0)
+			return r;
+		sqlite3_bind_int64(map, 1, sqlite3_column_int64(sel, 0));
+		sqlite3_bind_int64(map, 2, id);
+		r = image_step_done(img, map, -EBADMSG);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : image_errno(img, rc, -EBADMSG, "contents");
+}
+
+static int import_files(Catalog *c, sqlite3 *img, int64_t snap)
+{
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL;
+	int rc, r = image_prepare(img, "SELECT f.ino, f.parent, f.name, f.mode, f.uid, f.gid,"
+				       " f.mtime, f.size, f.content, f.target, m.new FROM files f"
+				       " LEFT JOIN temp.content_map m ON m.old = f.content ORDER BY f.ino",
+				  -EBADMSG, &sel);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		FileRow f = {
+			.ino = (uint64_t)sqlite3_column_int64(sel, 0),
+			.parent = (uint64_t)sqlite3_column_int64(sel, 1),
+			.name = (const char *)sqlite3_column_text(sel, 2),
+			.mode = (uint32_t)sqlite3_column_int64(sel, 3),
+			.uid = (uint32_t)sqlite3_column_int64(sel, 4),
+			.gid = (uint32_t)sqlite3_column_int64(sel, 5),
+			.mtime_ns = sqlite3_column_int64(sel, 6),
+			.size = (uint64_t)sqlite3_column_int64(sel, 7),
+			.content = sqlite3_column_int64(sel, 10),
+			.target = (const char *)sqlite3_column_text(sel, 9),
+		};
+		/* a file must not refer to a list the manifest does not carry */
+		if (!f.name || (sqlite3_column_type(sel, 8) != SQLITE_NULL &&
+				sqlite3_column_type(sel, 10) == SQLITE_NULL))
+			return -EBADMSG;
+		r = catalog_file_add(c, snap, &f);
+		if (r < 0)
+			return r == -EEXIST ? -EBADMSG : r; /* the same ino twice */
+	}
+	return rc == SQLITE_DONE ? 0 : image_errno(img, rc, -EBADMSG, "files");
+}
+
+static int import_links_bad_blocks(Catalog *c, sqlite3 *img, int64_t snap)
+{
+	_cleanup_stmt_ sqlite3_stmt *links = NULL, *bad = NULL;
+	int rc, r = image_prepare(img, "SELECT path, target FROM links", -EBADMSG, &links);
+	if (r == 0)
+		r = image_prepare(img, "SELECT path, block FROM bad_blocks", -EBADMSG, &bad);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(links)) == SQLITE_ROW) {
+		const char *path = (const char *)sqlite3_column_text(links, 0);
+		const char *target = (const char *)sqlite3_column_text(links, 1);
+		if (!path || !target)
+			return -EBADMSG;
+		r = catalog_link_add(c, snap, path, target);
+		if (r < 0)
+			return r;
+	}
+	if (rc != SQLITE_DONE)
+		return image_errno(img, rc, -EBADMSG, "links");
+	while ((rc = sqlite3_step(bad)) == SQLITE_ROW) {
+		const char *path = (const char *)sqlite3_column_text(bad, 0);
+		if (!path)
+			return -EBADMSG;
+		r = catalog_bad_block_add(c, snap, path, (uint64_t)sqlite3_column_int64(bad, 1));
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : image_errno(img, rc, -EBADMSG, "bad blocks");
+}
+
+int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid)
+{
+	_cleanup_db_ sqlite3 *img = NULL;
+	int64_t rowid = 0;
+	int r;
+
+	/* all or nothing: a caller's transaction would make it part of something else */
+	if (!sqlite3_get_autocommit(catalog_sqlite(c)))
+		return -EINVAL;
+	r = image_open(buf, len, &img);
+	if (r < 0)
+		return r;
+	r = catalog_begin(c);
+	if (r < 0)
+		return r;
+	r = import_snapshot(catalog_sqlite(c), img, &rowid);
+	if (r == 0)
+		r = import_contents(c, img);
+	if (r == 0)
+		r = import_files(c, img, rowid);
+	if (r == 0)
+		r = import_links_bad_blocks(c, img, rowid);
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0) {
+		catalog_rollback(c);
+		return r;
+	}
+	if (ret_rowid)
+		*ret_rowid = rowid;
+	return 0;
+}

@@ -1,0 +1,282 @@
+/*
+ * Catalog rebuild: packs first (their chunk rows), then manifests (snapshots,
+ * files, chunk lists, and the chunks' CRCs, which only manifests carry).
+ */
+#include "store/repair.h"
+#include "store/manifest.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+/*
+ * A pack's trailer is 52 bytes per chunk: 26 KiB for a 32 MiB pack of 64 KiB
+ * chunks. Reading this much of the tail at once gets footer and entries in
+ * one request for common packs (a round trip each in object storage).
+ */
+#define TAIL_READ (64 * 1024)
+
+typedef struct Object {
+	char *name;
+	uint64_t size;
+} Object;
+
+typedef struct ObjectList {
+	Object *v;
+	size_t n, cap;
+} ObjectList;
+
+static void object_list_clear(ObjectList *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].name);
+	free(l->v);
+	*l = (ObjectList){0};
+}
+
+static int object_list_add(const char *name, uint64_t size, void *userdata)
+{
+	ObjectList *l = userdata;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		Object *v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n].name = strdup(name);
+	if (!l->v[l->n].name)
+		return -ENOMEM;
+	l->v[l->n++].size = size;
+	return 0;
+}
+
+static int cmp_object(const void *a, const void *b)
+{
+	return strcmp(((const Object *)a)->name, ((const Object *)b)->name);
+}
+
+/* Objects under prefix, sorted by name: the order decides which copy of a chunk wins. */
+static int list_sorted(StoreBackend *b, const char *prefix, ObjectList *ret)
+{
+	int r = store_list(b, prefix, object_list_add, ret);
+	if (r < 0) {
+		object_list_clear(ret);
+		return r;
+	}
+	if (ret->n)
+		qsort(ret->v, ret->n, sizeof(*ret->v), cmp_object);
+	return 0;
+}
+
+static int refuse_pack(int64_t id _unused_, const char *name _unused_, const char *state _unused_,
+		       uint64_t size _unused_, void *userdata _unused_)
+{
+	return -ENOTEMPTY;
+}
+
+static int refuse_snapshot(const SnapshotInfo *s _unused_, void *userdata _unused_)
+{
+	return -ENOTEMPTY;
+}
+
+/* -ENOTEMPTY unless c has no packs, chunks, contents, files or snapshots. */
+static int catalog_check_empty(Catalog *c)
+{
+	CatalogStats st;
+	int r = catalog_stats(c, &st);
+	if (r == 0 && st.n_chunks + st.n_contents + st.n_files > 0)
+		r = -ENOTEMPTY;
+	if (r == 0)
+		r = catalog_pack_foreach(c, refuse_pack, NULL);
+	if (r == 0)
+		r = catalog_snapshot_foreach_any(c, refuse_snapshot, NULL);
+	return r;
+}
+
+static int exec_pragma(sqlite3 *db, const char *sql)
+{
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		return 0;
+	log_debug("repair: %s: %s", sql, sqlite3_errmsg(db));
+	return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED ? -EBUSY : -EIO;
+}
+
+/*
+ * A rebuild commits once per pack and per manifest. Unsynced commits
+ * (synchronous=NORMAL keeps a WAL database consistent, only not durable) and
+ * one checkpoint at the end save two fsyncs per pack.
+ */
+static int catalog_make_durable(Catalog *c)
+{
+	sqlite3 *db = catalog_sqlite(c);
+	sqlite3_stmt *s = NULL;
+	int rc, r = exec_pragma(db, "PRAGMA synchronous=FULL");
+	if (r < 0)
+		return r;
+	rc = sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(FULL)", -1, &s, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	/* first column: 1 when a reader kept the checkpoint from completing */
+	r = rc != SQLITE_ROW ? -EIO : sqlite3_column_int(s, 0) ? -EBUSY : 0;
+	sqlite3_finalize(s);
+	return r;
+}
+
+/*
+ * The entries of a pack object of at least a header and a footer: -EBADMSG
+ * when its trailer is damaged or the object is shorter than it was listed,
+ * other -errno from the backend.
+ */
+static int pack_read_entries(StoreBackend *b, const Object *o, PackEntry **ret, uint32_t *ret_n)
+{
+	size_t tail_len = (size_t)MIN(o->size, (uint64_t)TAIL_READ);
+	_cleanup_free_ uint8_t *tail = NULL, *entries = NULL;
+	const uint8_t *footer, *at;
+	uint64_t tail_off = o->size - tail_len, off;
+	uint32_t n;
+	int r;
+
+	tail = malloc(tail_len);
+	if (!tail)
+		return -ENOMEM;
+	r = store_get_range(b, o->name, tail_off, tail_len, tail);
+	if (r < 0)
+		return r == -ENODATA ? -EBADMSG : r;
+	footer = tail + tail_len - PACK_FOOTER_LEN;
+	r = pack_parse_footer(footer, o->size, &off, &n);
+	if (r < 0)
+		return r;
+	if (off >= tail_off) {
+		at = tail + (off - tail_off);
+	} else {
+		/* a trailer longer than the tail read: fetch it on its own */
+		entries = malloc((size_t)n * PACK_ENTRY_LEN);
+		if (!entries)
+			return -ENOMEM;
+		r = store_get_range(b, o->name, off, (size_t)n * PACK_ENTRY_LEN, entries);
+		if (r < 0)
+			return r == -ENODATA ? -EBADMSG : r;
+		at = entries;
+	}
+	r = pack_parse_entries(at, n, footer, off, ret);
+	if (r < 0)
+		return r;
+	*ret_n = n;
+	return 0;
+}
+
+static int skip_pack(RepairStats *st, const char *name, const char *why)
+{
+	log_warning("skipping pack \"%s\": %s", name, why);
+	st->bad_packs++;
+	return 0;
+}
+
+static int repair_pack(StoreBackend *b, Catalog *c, const Object *o, RepairStats *st)
+{
+	_cleanup_free_ PackEntry *entries = NULL;
+	int64_t id;
+	uint32_t n = 0;
+	int r;
+
+	/* the catalog hands pack names around in ChunkLoc.pack_name */
+	if (strlen(o->name) >= sizeof(((ChunkLoc *)NULL)->pack_name))
+		return skip_pack(st, o->name, "its name is too long for the catalog");
+	if (o->size < PACK_HEADER_LEN + PACK_FOOTER_LEN)
+		return skip_pack(st, o->name, "it is too short to be a pack");
+	r = pack_read_entries(b, o, &entries, &n);
+	if (r == -EBADMSG)
+		return skip_pack(st, o->name, "its trailer is damaged");
+	if (r < 0)
+		return r;
+	/* a chunk row that exists already stays: the first pack keeps the chunk */
+	r = catalog_pack_add_pending(c, o->name, NULL, &id);
+	if (r == 0)
+		r = catalog_pack_record(c, id, o->size, entries, n);
+	if (r < 0)
+		return r;
+	st->packs++;
+	return 0;
+}
+
+static int repair_manifest(Catalog *c, const char *name, RepairManifestFn get_manifest,
+			   void *ud, RepairStats *st)
+{
+	_cleanup_free_ void *buf = NULL;
+	size_t len = 0;
+	int r = get_manifest(name, &buf, &len, ud);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		log_warning("skipping manifest \"%s\": could not read it: %s", name, strerror(-r));
+		st->bad_manifests++;
+		return 0;
+	}
+	r = manifest_import(c, buf, len, NULL);
+	if (r == -EEXIST)
+		return 0; /* another copy of a snapshot imported already */
+	if (r == -EBADMSG || r == -EPROTONOSUPPORT) {
+		log_warning("skipping manifest \"%s\": %s", name,
+			    r == -EBADMSG ? "it is damaged or not a manifest"
+					  : "it was written by a newer version of pgbakfs");
+		st->bad_manifests++;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	st->snapshots++;
+	return 0;
+}
+
+static int rebuild(StoreBackend *b, Catalog *c, const char *manifest_prefix,
+		   RepairManifestFn get_manifest, void *ud, RepairStats *st)
+{
+	ObjectList packs = {0}, manifests = {0};
+	CatalogStats cs;
+	int r = list_sorted(b, "packs/", &packs);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; r == 0 && i < packs.n; i++)
+		r = repair_pack(b, c, &packs.v[i], st);
+	object_list_clear(&packs);
+	if (r == 0)
+		r = list_sorted(b, manifest_prefix, &manifests);
+	for (size_t i = 0; r == 0 && i < manifests.n; i++)
+		r = repair_manifest(c, manifests.v[i].name, get_manifest, ud, st);
+	object_list_clear(&manifests);
+	if (r == 0)
+		r = catalog_stats(c, &cs);
+	if (r == 0)
+		st->chunks = cs.n_chunks;
+	return r;
+}
+
+int repair_rebuild_catalog(StoreBackend *b, Catalog *c, const char *manifest_prefix,
+			   RepairManifestFn get_manifest, void *ud, RepairStats *ret)
+{
+	RepairStats st = {0};
+	int r = catalog_check_empty(c);
+
+	if (r < 0)
+		return r;
+	r = exec_pragma(catalog_sqlite(c), "PRAGMA synchronous=NORMAL");
+	if (r == 0)
+		r = rebuild(b, c, manifest_prefix, get_manifest, ud, &st);
+	/* back to the catalog's setting whatever happened; durable only on success */
+	if (r == 0)
+		r = catalog_make_durable(c);
+	else
+		exec_pragma(catalog_sqlite(c), "PRAGMA synchronous=FULL");
+	if (r < 0)
+		return r;
+	if (ret)
+		*ret = st;
+	return 0;
+}
