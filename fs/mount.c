@@ -220,11 +220,30 @@ static void snap_free(Mount *m, MountSnap *ms)
 	free(ms);
 }
 
+/*
+ * A file's chunk list, by the content id its snapshot's tree recorded. Such
+ * an id stays valid while the snapshot is in the catalog under the same
+ * rowid: a repository in object storage can lose a snapshot to another
+ * machine's delete + gc (holds are per machine), or be renumbered by a
+ * rebuilt catalog, and a content id can then be reused. Checked before every
+ * load: -ESTALE rather than another file's bytes.
+ */
 static int content_loader(void *userdata, int64_t content, ChunkId **ret, size_t *ret_n)
 {
-	Mount *m = userdata;
+	MountSnap *ms = userdata;
+	Mount *m = ms->m;
+	SnapshotInfo s = {0};
+	int r = 0;
+
 	pthread_mutex_lock(&m->meta_lock);
-	int r = catalog_content_get(m->meta, content, ret, ret_n);
+	if (repo_is_remote(m->repo)) {
+		r = catalog_snapshot_get(m->meta, ms->name, NULL, &s);
+		if (r == -ENOENT || (r == 0 && s.rowid != ms->rowid))
+			r = -ESTALE;
+		snapshot_info_clear(&s);
+	}
+	if (r == 0)
+		r = catalog_content_get(m->meta, content, ret, ret_n);
 	pthread_mutex_unlock(&m->meta_lock);
 	return r;
 }
@@ -1178,7 +1197,7 @@ static int lower_read(void *userdata, uint32_t lower_ino, uint64_t off, size_t l
 	if (!n || !S_ISREG(n->mode) || off + len > n->size)
 		return -EIO;
 	/* the clone reads its lower files often: keep their chunk lists */
-	r = snaptree_chunks(ms->tree, content_loader, ms->m, n, &c);
+	r = snaptree_chunks(ms->tree, content_loader, ms, n, &c);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&ms->pin_lock);
@@ -1212,7 +1231,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		else if (!S_ISREG(h->node->mode))
 			r = -EISDIR;
 		else
-			r = snaptree_chunks(t.ms->tree, content_loader, m, h->node, &h->chunks);
+			r = snaptree_chunks(t.ms->tree, content_loader, t.ms, h->node, &h->chunks);
 		h->have_chunks = r == 0;
 		atomic_init(&h->next_off, UINT64_MAX); /* a first read continues nothing */
 		/* immutable: what the kernel cached from an earlier open is still right */

@@ -111,9 +111,9 @@ static int gc_local_tmp(Repo *repo, GcResult *res)
 	struct dirent *de, *se;
 	int r = 0;
 
-	if (!(repo_backend(repo)->ops->features & STORE_FEATURE_LOCAL_PATH))
+	if (!repo_objects_dir(repo))
 		return 0;
-	snprintf(dir, sizeof(dir), "%s/packs", repo_workdir(repo));
+	snprintf(dir, sizeof(dir), "%s/packs", repo_objects_dir(repo));
 	top = opendir(dir);
 	if (!top)
 		return errno == ENOENT ? 0 : -errno;
@@ -173,6 +173,12 @@ int repo_gc(Repo *repo, GcResult *ret)
 	res.contents_deleted = cres.contents_deleted;
 	res.chunks_deleted = cres.chunks_deleted;
 	res.chunks_waiting = cres.chunks_waiting;
+	/* a published catalog must stop naming the packs before they go: publish it
+	 * now (the writer keeps its lock), and only while the lock is still ours */
+	if (repo_is_remote(repo))
+		r = repo_write_publish(repo);
+	if (r == 0)
+		r = repo_write_check(repo);
 	/* the catalog no longer points into these packs: deleting them is safe */
 	for (size_t i = 0; r == 0 && i < cres.n_dead_packs; i++) {
 		uint64_t size = 0;
@@ -185,6 +191,8 @@ int repo_gc(Repo *repo, GcResult *ret)
 		}
 	}
 	catalog_gc_result_clear(&cres);
+	if (r == 0)
+		r = repo_write_check(repo);
 	if (r == 0)
 		r = gc_orphans(repo, &res);
 	if (r == 0)

@@ -14,6 +14,8 @@ struct ChunkReader {
 	size_t win_cap, win_len;
 	uint64_t win_off;
 	char win_name[64];
+	size_t win_want; /* next fetch size: shrinks when windows go unused, grows when used */
+	size_t win_used; /* bytes of the current window served */
 };
 
 int chunk_reader_new(Repo *repo, ChunkReader **ret)
@@ -59,8 +61,23 @@ int chunk_reader_set_readahead(ChunkReader *r, size_t bytes)
 		return 0;
 	if (!(r->win = malloc(bytes)))
 		return -ENOMEM;
-	r->win_cap = bytes;
+	r->win_cap = r->win_want = bytes;
 	return 0;
+}
+
+/*
+ * Adapt the next fetch to how much of the last window was used: a snapshot
+ * whose chunks alternate between packs (an incremental one) must not cost a
+ * whole window per chunk.
+ */
+static void window_adapt(ChunkReader *r)
+{
+	if (!r->win_len)
+		return;
+	if (r->win_used * 4 < r->win_len)
+		r->win_want = MAX(r->win_want / 4, r->ebuf_cap);
+	else if (r->win_used * 2 >= r->win_len)
+		r->win_want = MIN(r->win_want * 2, r->win_cap);
 }
 
 /* The encoded bytes of loc: from the window, after refilling it from loc on. */
@@ -69,7 +86,8 @@ static int fetch_windowed(ChunkReader *r, const ChunkLoc *loc, const uint8_t **r
 	int e;
 	if (strcmp(r->win_name, loc->pack_name) != 0 || loc->offset < r->win_off ||
 	    loc->offset + loc->elen > r->win_off + r->win_len) {
-		uint64_t end = loc->offset + r->win_cap;
+		window_adapt(r);
+		uint64_t end = loc->offset + r->win_want;
 		if (loc->pack_size && end > loc->pack_size)
 			end = loc->pack_size;
 		if (end < loc->offset + loc->elen)
@@ -82,7 +100,9 @@ static int fetch_windowed(ChunkReader *r, const ChunkLoc *loc, const uint8_t **r
 		snprintf(r->win_name, sizeof(r->win_name), "%s", loc->pack_name);
 		r->win_off = loc->offset;
 		r->win_len = end - loc->offset;
+		r->win_used = 0;
 	}
+	r->win_used += loc->elen;
 	*ret = r->win + (loc->offset - r->win_off);
 	return 0;
 }

@@ -20,7 +20,10 @@ struct RemoteLock {
 	pthread_cond_t cond;
 	bool stop;
 	bool lost;
-	int64_t last_renewed; /* mono_ns */
+	/* mono_ns when the last successful write of the lock object began: the
+	 * object says "expires" lease_s after about that time, so the lease is
+	 * ours until last_renewed + lease_s at the earliest */
+	int64_t last_renewed;
 };
 
 typedef struct LockInfo {
@@ -171,6 +174,12 @@ static void *renew_thread(void *arg)
 			;
 		if (l->stop)
 			break;
+		int64_t start = mono_ns(), lease_ns = (int64_t)l->lease_s * 1000000000;
+		if (start - l->last_renewed > lease_ns * 3 / 4) {
+			/* too late to renew safely: another writer may take it over any moment */
+			l->lost = true;
+			break;
+		}
 		pthread_mutex_unlock(&l->mu);
 		void *buf = NULL;
 		size_t len;
@@ -179,13 +188,20 @@ static void *renew_thread(void *arg)
 		free(buf);
 		if (r == 0)
 			r = lock_put(l);
+		/* a rewrite that took longer than the margin may have resurrected a lock that had
+		 * expired (and been taken) meanwhile: give it up */
+		bool late = r == 0 && mono_ns() - start > lease_ns / 4;
+		if (late)
+			store_delete(l->backend, l->name);
 		pthread_mutex_lock(&l->mu);
-		if (r == 0)
-			l->last_renewed = mono_ns();
-		else if (r == -ENOENT)
+		if (r == 0 && !late)
+			l->last_renewed = start;
+		else if (r == -ENOENT || late)
 			l->lost = true;
 		else
 			log_warning("could not renew the writer lock: %s", strerror(-r));
+		if (l->lost)
+			break;
 	}
 	pthread_mutex_unlock(&l->mu);
 	return NULL;
@@ -260,7 +276,9 @@ int remote_lock_acquire(StoreBackend *b, const RemoteLockOptions *o, RemoteLock 
 	snprintf(l->name, sizeof(l->name), REMOTE_LOCK_PREFIX "%s", l->owner);
 	deadline = mono_ns() + (int64_t)(o ? o->wait_s : 0) * 1000000000;
 	for (;;) {
+		int64_t attempt = mono_ns();
 		r = try_acquire(l, holder, sizeof(holder));
+		l->last_renewed = attempt;
 		if (r != 0)
 			break;
 		if (mono_ns() >= deadline) {
@@ -277,7 +295,6 @@ int remote_lock_acquire(StoreBackend *b, const RemoteLockOptions *o, RemoteLock 
 		lock_free(l);
 		return r;
 	}
-	l->last_renewed = mono_ns();
 	r = -pthread_create(&l->thread, NULL, renew_thread, l);
 	if (r < 0) {
 		store_delete(b, l->name);
@@ -302,6 +319,14 @@ int remote_lock_check(RemoteLock *l)
 	r = lock_read(l->backend, l->name, &li);
 	if (r == -ENOENT || (r == 0 && strcmp(li.owner, l->owner) != 0))
 		return -ENOLCK;
+	if (r == 0) { /* and nobody else believes they hold it */
+		char holder[128];
+		r = others_live(l, holder, sizeof(holder));
+		if (r > 0) {
+			log_error("the writer lock was taken over by %s", holder);
+			return -ENOLCK;
+		}
+	}
 	return r;
 }
 
@@ -330,7 +355,7 @@ static int parse_gen(const char *name, uint64_t *ret)
 {
 	const char *p = name + strlen(REMOTE_CATALOG_PREFIX);
 	char *end;
-	if (strlen(p) != 20)
+	if (strlen(p) != 20 || strspn(p, "0123456789") != 20)
 		return -EINVAL;
 	*ret = strtoull(p, &end, 10);
 	return *end ? -EINVAL : 0;

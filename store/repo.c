@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <openssl/crypto.h>
 #include <zstd.h>
 
@@ -28,6 +29,7 @@ enum { META_ZSTD = 1, META_SEALED = 2 };
 
 struct Repo {
 	char *url;
+	char *objdir;  /* the directory of a local repository's objects; NULL for S3 */
 	char *workdir;
 	char *catalog_path;
 	StoreBackend *backend;
@@ -101,7 +103,9 @@ static int config_parse(char *text, RepoConfig *ret)
 		*ret = c;
 		return -EPROTONOSUPPORT;
 	}
-	if (!chunk_size_valid(c.chunk_size) || c.pack_size < c.chunk_size || !c.id[0])
+	/* the id names the cache directory: exactly 32 hex digits, nothing else */
+	if (!chunk_size_valid(c.chunk_size) || c.pack_size < c.chunk_size || strlen(c.id) != 32 ||
+	    strspn(c.id, "0123456789abcdef") != 32)
 		return -EBADMSG;
 	*ret = c;
 	return 0;
@@ -169,6 +173,24 @@ static int repo_set_workdir(Repo *r, const char *dir)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+/*
+ * The cache directory of a repository: its id and where it is (two copies of
+ * one repository, same id, must not share a catalog copy).
+ */
+static char *workdir_for(const RepoLocation *l, const char *id)
+{
+	char where[PATH_MAX * 2], real[PATH_MAX], hex[65];
+	ChunkId h;
+	if (l->s3)
+		snprintf(where, sizeof(where), "%s|%s|%s", l->s3->endpoint ? l->s3->endpoint : "",
+			 l->s3->bucket, l->s3->prefix ? l->s3->prefix : "");
+	else
+		snprintf(where, sizeof(where), "%s", realpath(l->path, real) ? real : l->path);
+	chunk_hash(where, strlen(where), &h);
+	hex_encode(h.b, 4, hex);
+	return xasprintf("%s/%s-%s", l->cache_dir, id, hex);
 }
 
 /* test hook: wrap the backend in the fault driver (see store/backend.h) */
@@ -323,10 +345,8 @@ static int init_published(const RepoLocation *l, RepoConfig *c)
 	}
 	if (e == 0 && found)
 		e = -ENOTEMPTY;
-	if (e == 0 && asprintf(&dir, "%s/%s", l->cache_dir, c->id) < 0) {
-		dir = NULL;
-		e = -ENOMEM;
-	}
+	if (e == 0)
+		dir = workdir_for(l, c->id);
 	r->remote = true;
 	r->config = *c;
 	if (e == 0 && c->encrypted)
@@ -571,6 +591,13 @@ static int catalog_sync(Repo *r)
 		r->gen = have;
 		return 0;
 	}
+	if (e == 0 && latest < have) {
+		/* newer generations vanished: never work on an older catalog than one seen */
+		log_error("the newest catalog generation in the repository (%llu) is older than this "
+			  "machine's copy (%llu); if the catalog was rebuilt on purpose, remove %s",
+			  (unsigned long long)latest, (unsigned long long)have, r->workdir);
+		return -ESTALE;
+	}
 	log_debug("fetching catalog generation %llu", (unsigned long long)latest);
 	return catalog_fetch(r, latest);
 }
@@ -657,12 +684,15 @@ static int catalog_publish(Repo *r, uint64_t gen)
 
 #define MANIFEST_PREFIX "snapshots/"
 
-/* A digest of a snapshot's row: its manifest is rewritten when it changes (pin, note, verify). */
-static void row_digest(sqlite3_stmt *s, ChunkId *ret)
+/*
+ * A digest of a snapshot's row (the columns from first on): its manifest is
+ * rewritten when it changes (pin, note, verify).
+ */
+static void row_digest(sqlite3_stmt *s, int first, ChunkId *ret)
 {
 	size_t cap = 1024, len = 0;
 	char *buf = xmalloc(cap);
-	for (int i = 0; i < sqlite3_column_count(s); i++) {
+	for (int i = first; i < sqlite3_column_count(s); i++) {
 		const void *v = sqlite3_column_blob(s, i);
 		size_t n = (size_t)sqlite3_column_bytes(s, i);
 		if (len + n + 2 > cap) {
@@ -747,7 +777,7 @@ static int manifests_sync(Repo *r)
 			if (gone && !known)
 				continue;
 			if (!gone) {
-				row_digest(s, &m.digest);
+				row_digest(s, 4, &m.digest); /* s.*: after id, name, deleted, digest */
 				if (known && sqlite3_column_bytes(s, 3) == sizeof(m.digest.b) &&
 				    memcmp(sqlite3_column_blob(s, 3), m.digest.b, sizeof(m.digest.b)) == 0)
 					continue;
@@ -809,7 +839,8 @@ int repo_write_begin(Repo *r, char **ret_holder)
 	return e;
 }
 
-static int publish_next(Repo *r)
+/* Still the writer, and nobody published since we synced? */
+static int publish_allowed(Repo *r)
 {
 	uint64_t latest;
 	int e = remote_lock_check(r->lock);
@@ -817,6 +848,12 @@ static int publish_next(Repo *r)
 		e = remote_catalog_latest(r->backend, &latest);
 	if (e == 0 && latest != r->gen)
 		e = -ESTALE;
+	return e;
+}
+
+static int publish_next(Repo *r)
+{
+	int e = publish_allowed(r); /* again: manifests took time */
 	if (e == 0)
 		e = catalog_publish(r, r->gen + 1);
 	if (e == 0 && r->gen > CATALOG_GENERATIONS_KEPT) {
@@ -833,12 +870,15 @@ int repo_write_end(Repo *r, bool publish)
 	if (!r->writing)
 		return 0;
 	r->writing = false;
+	/* a writer that lost the lock changes no object, manifests included */
+	if (publish && r->remote)
+		e = publish_allowed(r);
 	/* the catalog is what counts: a manifest that failed is written at the next change */
-	if (publish)
+	if (publish && e == 0)
 		manifests_sync(r);
 	if (!r->remote)
 		return 0;
-	if (publish) {
+	if (publish && e == 0) {
 		e = publish_next(r);
 		if (e == 0)
 			e = gen_file_write(r, r->gen, false);
@@ -847,6 +887,24 @@ int repo_write_end(Repo *r, bool publish)
 	close(r->cache_lock_fd);
 	r->cache_lock_fd = -1;
 	return e;
+}
+
+int repo_write_publish(Repo *r)
+{
+	int e;
+	if (!r->remote || !r->lock)
+		return 0;
+	e = publish_allowed(r);
+	if (e == 0)
+		manifests_sync(r);
+	if (e == 0)
+		e = publish_next(r); /* leaves catalog.gen dirty: the writer goes on */
+	return e;
+}
+
+int repo_write_check(Repo *r)
+{
+	return r->remote && r->lock ? remote_lock_check(r->lock) : 0;
 }
 
 uint64_t repo_generation(const Repo *r) { return r->gen; }
@@ -920,6 +978,7 @@ int repo_key_change(Repo *r, const char *old_pass, size_t old_len, const char *n
 }
 bool repo_is_remote(const Repo *r) { return r->remote; }
 const char *repo_workdir(const Repo *r) { return r->workdir; }
+const char *repo_objects_dir(const Repo *r) { return r->objdir; }
 
 /* ---- repair --rebuild-catalog ---- */
 
@@ -943,28 +1002,35 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 	_cleanup_free_ char *tmp = NULL;
 	char *holder = NULL;
 	uint64_t latest = 0;
+	int maint_fd = -1;
 	int e = open_bare(l, &r);
 
 	if (e < 0)
 		return e;
 	tmp = xasprintf("%s/tmp/catalog-rebuild.db", r->workdir);
 	unlink(tmp);
-	e = catalog_create(tmp);
+	if (r->remote) { /* first the lock: no writer may publish while the objects are read */
+		RemoteLockOptions o = {.wait_s = r->lock_wait_s};
+		e = remote_lock_acquire(r->backend, &o, &r->lock, &holder);
+		if (e == 0)
+			e = cache_lock(r, true, &r->cache_lock_fd);
+	} else {
+		e = repo_lock_maintenance(r, &maint_fd); /* no gc or expire meanwhile */
+	}
+	if (e == 0)
+		e = catalog_create(tmp);
 	if (e == 0)
 		e = catalog_open(tmp, false, &fresh);
 	if (e == 0)
 		e = repair_rebuild_catalog(r->backend, fresh, MANIFEST_PREFIX, manifest_fetch, r, ret);
 	catalog_free(fresh);
 	if (e == 0 && r->remote) {
-		RemoteLockOptions o = {.wait_s = r->lock_wait_s};
-		e = remote_lock_acquire(r->backend, &o, &r->lock, &holder);
-		if (e == 0) {
-			e = remote_catalog_latest(r->backend, &latest);
-			if (e == -ENOENT)
-				e = 0;
-		}
+		e = remote_catalog_latest(r->backend, &latest);
+		if (e == -ENOENT)
+			e = 0;
+		/* until published, this machine's copy is not any generation */
 		if (e == 0)
-			e = cache_lock(r, true, &r->cache_lock_fd);
+			e = gen_file_write(r, latest, true);
 		if (e == 0) {
 			mode_t old = umask(0077);
 			e = catalog_install(r, tmp);
@@ -972,18 +1038,25 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 		}
 		if (e == 0)
 			e = catalog_open(r->catalog_path, false, &r->catalog);
+		/* above any generation another machine may have cached before the catalog was
+		 * lost (they refuse to go back in time): a number from the clock, in ms */
+		uint64_t next = MAX(latest + 1, (uint64_t)time(NULL) * 1000);
 		if (e == 0)
-			e = catalog_publish(r, latest + 1);
+			e = remote_lock_check(r->lock);
 		if (e == 0)
-			e = gen_file_write(r, latest + 1, false);
+			e = catalog_publish(r, next);
+		if (e == 0)
+			e = gen_file_write(r, next, false);
 	} else if (e == 0) {
-		_cleanup_free_ char *old = xasprintf("%s.old", r->catalog_path);
-		for (const char *sfx = "-wal\0-shm\0"; *sfx; sfx += strlen(sfx) + 1) {
-			_cleanup_free_ char *p = xasprintf("%s%s", r->catalog_path, sfx);
-			unlink(p);
+		/* the old catalog and its WAL stay together as catalog.db.old(-wal) */
+		for (const char *sfx = "-wal\0-shm\0\0"; e == 0; sfx += strlen(sfx) + 1) {
+			_cleanup_free_ char *from = xasprintf("%s%s", r->catalog_path, sfx);
+			_cleanup_free_ char *to = xasprintf("%s.old%s", r->catalog_path, sfx);
+			if (rename(from, to) < 0 && errno != ENOENT)
+				e = -errno;
+			if (!*sfx)
+				break;
 		}
-		if (rename(r->catalog_path, old) < 0 && errno != ENOENT)
-			e = -errno;
 		if (e == 0 && rename(tmp, r->catalog_path) < 0)
 			e = -errno;
 		if (e == 0)
@@ -993,6 +1066,8 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 		log_error("the writer lock is held by %s", holder);
 	free(holder);
 	unlink(tmp);
+	if (maint_fd >= 0)
+		close(maint_fd);
 	repo_free(r);
 	return e;
 }
@@ -1011,6 +1086,7 @@ static int open_bare(const RepoLocation *l, Repo **ret)
 		e = stat(l->path, &st) < 0 ? -errno : !S_ISDIR(st.st_mode) ? -ENOTDIR : 0;
 		if (e < 0)
 			goto fail;
+		r->objdir = xstrdup(l->path);
 	}
 	e = backend_for(l, &r->backend);
 	if (e == 0)
@@ -1025,12 +1101,22 @@ static int open_bare(const RepoLocation *l, Repo **ret)
 			e = keys_load(r, text, len, l);
 		free(text);
 	}
+	if (e == 0 && !r->config.encrypted) {
+		/* a key file and a config that says "none": an encrypted repository whose
+		 * config was edited to make new backups plain; refuse */
+		uint64_t size;
+		e = store_size(r->backend, "keys", &size);
+		if (e == 0)
+			e = -EUCLEAN;
+		else if (e == -ENOENT)
+			e = 0;
+	}
 	if (e == 0) /* after config and keys: the faults are for what the commands do */
 		e = backend_wrap_faults(&r->backend);
 	if (e < 0)
 		goto fail;
 	if (l->s3 || r->config.encrypted) {
-		_cleanup_free_ char *dir = xasprintf("%s/%s", l->cache_dir, r->config.id);
+		_cleanup_free_ char *dir = workdir_for(l, r->config.id);
 		r->remote = true;
 		r->lock_wait_s = l->lock_wait_s;
 		e = repo_set_workdir(r, dir);
@@ -1094,6 +1180,7 @@ Repo *repo_free(Repo *r)
 		close(r->disk_cache_fd);
 	crypt_keys_clear(&r->keys);
 	free(r->url);
+	free(r->objdir);
 	free(r->workdir);
 	free(r->catalog_path);
 	free(r);

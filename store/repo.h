@@ -67,7 +67,9 @@ int repo_init_at(const RepoLocation *l, const RepoInitOptions *o);
  * Open: -ENOTDIR/-ENOENT when there is no repository (no config object),
  * -EPROTONOSUPPORT when its format is newer than this binary understands,
  * -EBADMSG for a damaged config or catalog. Encrypted: -ENOKEY without a
- * passphrase, -EKEYREJECTED for a wrong one (nothing is written then).
+ * passphrase, -EKEYREJECTED for a wrong one (nothing is written then);
+ * -EUCLEAN when the config says "not encrypted" but a key file exists (an
+ * edited config must not turn new backups plain).
  */
 int repo_open_at(const RepoLocation *l, Repo **ret);
 /* The same for a local directory. */
@@ -104,6 +106,12 @@ int repo_key_change(Repo *r, const char *old_pass, size_t old_len, const char *n
 /* The local work directory: catalog.db, locks/, tmp/. */
 const char *repo_workdir(const Repo *r);
 /*
+ * The directory holding a local repository's objects (the repository path,
+ * shared by every user of the repository: locks that must hold across users,
+ * like wal-push's, live there); NULL for object storage.
+ */
+const char *repo_objects_dir(const Repo *r);
+/*
  * Before a command changes the catalog. Local: nothing to do. Remote: take
  * the writer lock (waiting up to lock_wait_s; -EBUSY and *ret_holder, "host
  * pid N", malloc'd, when another writer kept it), then bring the local
@@ -117,6 +125,10 @@ int repo_write_begin(Repo *r, char **ret_holder);
  * successful publication the local copy is discarded at the next open.
  */
 int repo_write_end(Repo *r, bool publish);
+/* Remote: publish the changes so far and keep writing (gc, before it deletes packs). */
+int repo_write_publish(Repo *r);
+/* Before a writer deletes objects (gc): -ENOLCK when the writer lock is no longer its own. */
+int repo_write_check(Repo *r);
 /* Readers that live long (a mount): pick up a newer generation, if any. */
 int repo_refresh(Repo *r);
 /*

@@ -185,7 +185,7 @@ static void *restore_worker(void *arg)
 	ChunkReader *reader = NULL;
 	uint8_t *buf = malloc(rs->chunk_size);
 	int r = buf ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
-	if (r == 0 && repo_is_remote(rs->repo))
+	if (r == 0 && !repo_is_local_backend(rs->repo))
 		r = chunk_reader_set_readahead(reader, RESTORE_REMOTE_READAHEAD);
 	if (r < 0)
 		restorer_fail(rs, r, NULL, 0);
@@ -714,7 +714,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		       .chunk_size = repo_config(repo)->chunk_size, .ring_cap = 4096, .batch = 1};
 	int r;
 
-	if (repo_is_remote(repo)) /* each reader's window holds its own run of chunks */
+	if (!repo_is_local_backend(repo)) /* each reader's window holds its own run of chunks */
 		rs.batch = (uint32_t)MAX(1, RESTORE_REMOTE_READAHEAD / rs.chunk_size);
 
 	*ret = (RestoreResult){0};

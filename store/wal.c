@@ -200,13 +200,16 @@ static int wal_lock(Repo *r, const char *name, int *ret_fd)
 	uint32_t h = 2166136261u; /* FNV-1a */
 	int fd;
 
+	/* a local repository's own directory: the archiver (postgres) and root share it;
+	 * object storage: this machine's cache (pushes from two machines are not serialized) */
+	const char *dir = repo_objects_dir(r) ? repo_objects_dir(r) : repo_workdir(r);
 	for (const char *p = name; *p; p++)
 		h = (h ^ (uint8_t)*p) * 16777619u;
-	if ((size_t)snprintf(path, sizeof(path), "%s/locks", repo_workdir(r)) >= sizeof(path))
+	if ((size_t)snprintf(path, sizeof(path), "%s/locks", dir) >= sizeof(path))
 		return -ENAMETOOLONG;
 	if (mkdir(path, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	snprintf(path, sizeof(path), "%s/locks/wal-%02u.lock", repo_workdir(r), h % WAL_LOCK_STRIPES);
+	snprintf(path, sizeof(path), "%s/locks/wal-%02u.lock", dir, h % WAL_LOCK_STRIPES);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;

@@ -107,6 +107,16 @@ ok "same list, pin included" diff "$T/plist.before" "$T/plist.after"
 ok "restore after the rebuild" run prs restore latest "$T/r7" --repo "$RP"
 ok "identical" same_tree "$T/src" "$T/r7"
 
+# ---- a config edited to switch encryption off, or to name another cache ----
+cp -a "$R" "$T/downgraded"
+sed -i 's/^encryption = aes-256-gcm$/encryption = none/' "$T/downgraded/config"
+expect_error 1 "has a key file but its config says it is not encrypted" pgbakfs backup --repo "$T/downgraded" --from-dir "$T/src" --cache-dir "$T/cacheD"
+ok "nothing was written in the clear" bash -c "! grep -rqa -e '$MARK' '$T/downgraded'"
+cp -a "$R" "$T/badid"
+sed -i 's|^id = .*|id = ../../escape|' "$T/badid/config"
+expect_error 1 "damaged" pgbakfs list --repo "$T/badid" --cache-dir "$T/cacheI/a/b"
+ok "no directory made outside the cache" test ! -e "$T/cacheI/escape" -a ! -e "$T/escape"
+
 # ---- tampering: a flipped byte inside a sealed chunk ----
 cp -a "$R" "$T/tampered"
 pack=$(find "$T/tampered/packs" -name '*.pack' | head -1)
