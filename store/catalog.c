@@ -92,7 +92,7 @@ struct Catalog {
 	sqlite3_stmt *stmt[N_STATEMENTS];
 };
 
-static int sqlite_to_errno(int rc)
+int catalog_sqlite_errno(int rc)
 {
 	switch (rc & 0xff) {
 	case SQLITE_OK:
@@ -124,7 +124,7 @@ static int sqlite_to_errno(int rc)
 
 static int catalog_fail(Catalog *c, int rc, const char *what)
 {
-	int r = sqlite_to_errno(rc);
+	int r = catalog_sqlite_errno(rc);
 	/* the error code travels up; the SQLite text helps only a developer */
 	log_debug("catalog: %s: %s", what, sqlite3_errmsg(c->db));
 	return r ? r : -EIO;
@@ -214,7 +214,7 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		return -ENOMEM;
 	rc = sqlite3_open_v2(path, &c->db, flags, NULL);
 	if (rc != SQLITE_OK) {
-		r = sqlite_to_errno(rc);
+		r = catalog_sqlite_errno(rc);
 		catalog_free(c);
 		return r ? r : -EIO;
 	}

@@ -170,6 +170,8 @@ int catalog_data_version(Catalog *c, uint64_t *ret);
  */
 struct sqlite3;
 struct sqlite3 *catalog_sqlite(Catalog *c);
+/* A SQLite result code as -errno, the catalog's way (-EBUSY, -ENOSPC, -EBADMSG, ...). */
+int catalog_sqlite_errno(int rc);
 
 /* Damaged blocks found while a snapshot was taken (kept with the snapshot). */
 int catalog_bad_block_add(Catalog *c, int64_t snap, const char *path, uint64_t block);

@@ -217,8 +217,14 @@ static int decode_only(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t 
 int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
 		 size_t plain_len, const ChunkId *id)
 {
+	return chunk_decode_aad(c, enc, in, in_len, out, plain_len, id, id);
+}
+
+int chunk_decode_aad(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
+		     size_t plain_len, const ChunkId *id, const ChunkId *aad)
+{
 	ChunkId got;
-	int r = decode_only(c, enc, in, in_len, out, plain_len, id);
+	int r = decode_only(c, enc, in, in_len, out, plain_len, aad);
 	if (r < 0)
 		return r;
 	chunk_codec_hash(c, out, plain_len, &got);

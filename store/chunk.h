@@ -68,6 +68,12 @@ int chunk_encode(ChunkCodec *c, const ChunkId *id, const void *in, size_t len, v
 int chunk_decode(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
 		 size_t plain_len, const ChunkId *id);
 /*
+ * The same for bytes sealed with another associated data than their id
+ * (chunk_encode's id argument): WAL objects bind their file name that way.
+ */
+int chunk_decode_aad(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
+		     size_t plain_len, const ChunkId *id, const ChunkId *aad);
+/*
  * The fast check value of a chunk: CRC-32C over its id, then its plain bytes.
  * The id binds it to the chunk, so the bytes of another chunk never pass;
  * that matters because a plain CRC-32C is the same for every data block that

@@ -27,7 +27,7 @@
 typedef struct CryptKeys {
 	uint8_t data[CRYPT_KEY_LEN]; /* "pgbakfs data v1": chunk sealing */
 	uint8_t id[CRYPT_KEY_LEN];   /* "pgbakfs id v1": HMAC chunk ids */
-	uint8_t meta[CRYPT_KEY_LEN]; /* "pgbakfs meta v1": catalog, manifests, WAL */
+	uint8_t meta[CRYPT_KEY_LEN]; /* "pgbakfs meta v1": catalog, manifests (WAL: data) */
 } CryptKeys;
 
 /*

@@ -52,23 +52,11 @@ static void str_freep(sqlite3_str **s)
 static int catalog_errno(sqlite3 *db, int rc, const char *what)
 {
 	log_debug("manifest: catalog: %s: %s", what, sqlite3_errmsg(db));
-	switch (rc & 0xff) {
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_READONLY:
-	case SQLITE_PERM:
-	case SQLITE_AUTH:
-		return -EACCES;
-	case SQLITE_CONSTRAINT:
-		return -EBADMSG; /* a manifest's values the catalog's schema refuses */
-	default:
-		return -EIO;
-	}
+	/* a manifest's values the catalog's schema refuses: a damaged manifest */
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return -EBADMSG;
+	int e = catalog_sqlite_errno(rc);
+	return e ? e : -EIO;
 }
 
 /*

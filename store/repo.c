@@ -602,9 +602,9 @@ static int catalog_sync(Repo *r)
 	return catalog_fetch(r, latest);
 }
 
-static int cache_lock(Repo *r, bool wait, int *ret_fd)
+/* An exclusive flock on path (created 0600); -EBUSY when held and !wait. */
+static int lock_file(const char *path, bool wait, int *ret_fd)
 {
-	_cleanup_free_ char *path = xasprintf("%s/catalog.lock", r->workdir);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
@@ -617,6 +617,12 @@ static int cache_lock(Repo *r, bool wait, int *ret_fd)
 	}
 	*ret_fd = fd;
 	return 0;
+}
+
+static int cache_lock(Repo *r, bool wait, int *ret_fd)
+{
+	_cleanup_free_ char *path = xasprintf("%s/catalog.lock", r->workdir);
+	return lock_file(path, wait, ret_fd);
 }
 
 /*
@@ -924,14 +930,9 @@ int repo_disk_cache(Repo *r, uint64_t max_bytes)
 
 	if (r->disk_cache_fd >= 0)
 		return -EALREADY;
-	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		close(fd);
+	e = lock_file(lock, false, &fd);
+	if (e < 0)
 		return e;
-	}
 	e = store_cache_new(r->backend, dir, max_bytes, &cached);
 	if (e < 0) {
 		close(fd);
@@ -1320,18 +1321,9 @@ int repo_reap_dead_sessions(Repo *r, uint64_t *ret_sessions, uint64_t *ret_snaps
 int repo_lock_maintenance(Repo *r, int *ret_fd)
 {
 	char path[PATH_MAX];
-	int fd, e = lock_dir_ensure(r);
+	int e = lock_dir_ensure(r);
 	if (e < 0)
 		return e;
 	snprintf(path, sizeof(path), "%s/locks/maintenance", r->workdir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		close(fd);
-		return e;
-	}
-	*ret_fd = fd;
-	return 0;
+	return lock_file(path, false, ret_fd);
 }

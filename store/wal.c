@@ -226,6 +226,24 @@ static int wal_lock(Repo *r, const char *name, int *ret_fd)
 
 /* ---- objects ---- */
 
+/*
+ * What an encrypted WAL object is sealed under besides its key: its name,
+ * content id and length, so an object copied to another name (a .history
+ * file passed off as another) fails to open. Unencrypted objects carry no
+ * seal: their header's id and name are checked instead.
+ */
+static void wal_aad(Repo *r, const char *name, const ChunkId *id, uint64_t plain_len, ChunkId *ret)
+{
+	uint8_t buf[16 + WAL_NAME_FIELD + 1 + sizeof(id->b) + 8];
+	size_t n = strlen(name) < WAL_NAME_FIELD ? strlen(name) : WAL_NAME_FIELD;
+	memcpy(buf, "pgbakfs wal v1\0\0", 16);
+	memcpy(buf + 16, name, n);
+	buf[16 + n] = 0;
+	memcpy(buf + 17 + n, id->b, sizeof(id->b));
+	put_le64(buf + 17 + n + sizeof(id->b), plain_len);
+	repo_chunk_hash(r, buf, 17 + n + sizeof(id->b) + 8, ret);
+}
+
 /* Header plus encoded payload of plain bytes, in one malloc'd buffer. */
 static int object_encode(Repo *r, const char *name, const void *buf, size_t len,
 			 const ChunkId *id, uint8_t **ret, size_t *ret_len)
@@ -241,8 +259,10 @@ static int object_encode(Repo *r, const char *name, const void *buf, size_t len,
 	e = repo_codec_new(r, &codec);
 	if (e < 0)
 		return e;
+	ChunkId aad;
+	wal_aad(r, name, id, len, &aad);
 	if (len > 0)
-		e = chunk_encode(codec, id, buf, len, obj + WAL_HEADER_LEN, &n, &enc);
+		e = chunk_encode(codec, &aad, buf, len, obj + WAL_HEADER_LEN, &n, &enc);
 	else
 		enc = CHUNK_ENC_RAW;
 	chunk_codec_free(codec);
@@ -303,10 +323,12 @@ static int object_decode(Repo *r, const uint8_t *obj, size_t obj_len, const char
 		repo_chunk_hash(r, "", 0, &empty);
 		e = h.payload_len == 0 && chunk_id_cmp(&empty, &id) == 0 ? 0 : -EBADMSG;
 	} else {
+		ChunkId aad;
+		wal_aad(r, name, &id, h.plain_len, &aad);
 		e = repo_codec_new(r, &codec);
 		if (e == 0)
-			e = chunk_decode(codec, (ChunkEncoding)h.encoding, obj + WAL_HEADER_LEN,
-					 h.payload_len, plain, h.plain_len, &id);
+			e = chunk_decode_aad(codec, (ChunkEncoding)h.encoding, obj + WAL_HEADER_LEN,
+					     h.payload_len, plain, h.plain_len, &id, &aad);
 		chunk_codec_free(codec);
 	}
 	if (e < 0)

@@ -107,6 +107,20 @@ ok "same list, pin included" diff "$T/plist.before" "$T/plist.after"
 ok "restore after the rebuild" run prs restore latest "$T/r7" --repo "$RP"
 ok "identical" same_tree "$T/src" "$T/r7"
 
+# ---- a sealed WAL object copied to another name, header edited to match ----
+printf 'other WAL %s\n' "$MARK" >"$T/000000010000000000000002" && truncate -s 1M "$T/000000010000000000000002"
+ok "wal-push a second segment" run wp2 wal-push "$T/000000010000000000000002" --repo "$R"
+python3 - "$R/wal/00000001" <<'PY'
+import sys, os
+d = sys.argv[1]
+a = open(os.path.join(d, "000000010000000000000001"), "rb").read()
+name_b = b"000000010000000000000002"
+forged = a[:64] + name_b + a[64 + len(name_b):]   # the header's name field is at offset 64
+open(os.path.join(d, "000000010000000000000002"), "wb").write(forged)
+PY
+expect_error 1 "000000010000000000000002" pgbakfs wal-fetch 000000010000000000000002 "$T/forged" --repo "$R"
+ok "the forged WAL was not written" test ! -e "$T/forged"
+
 # ---- a config edited to switch encryption off, or to name another cache ----
 cp -a "$R" "$T/downgraded"
 sed -i 's/^encryption = aes-256-gcm$/encryption = none/' "$T/downgraded/config"
