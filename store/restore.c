@@ -628,6 +628,10 @@ static int restore_dirs_meta(Restorer *rs)
 static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *target)
 {
 	int n_workers = rs->o->jobs > 0 ? rs->o->jobs : cpu_count();
+	/* object storage: a reader waits for its window about as long as it decodes it;
+	 * two readers per job keep the job's CPU busy */
+	if (!repo_is_local_backend(rs->repo))
+		n_workers *= 2;
 	pthread_t *threads = calloc((size_t)n_workers, sizeof(pthread_t));
 	int n_started = 0, r;
 
