@@ -3,19 +3,29 @@
 #include <stdio.h>
 #include <string.h>
 
+#define READER_WINDOWS 2
+#define READER_WINDOW_MIN (1024 * 1024)
+
+typedef struct Window {
+	uint8_t *buf;
+	size_t len, used; /* bytes held, bytes of them served */
+	uint64_t off;
+	char name[64];
+	unsigned last; /* win_clock of the last hit */
+} Window;
+
 struct ChunkReader {
 	Repo *repo;
 	Catalog *cat;
 	ChunkCodec *codec;
 	uint8_t *ebuf;
 	size_t ebuf_cap;
-	/* read-ahead window: bytes [win_off, win_off + win_len) of pack win_name */
-	uint8_t *win;
-	size_t win_cap, win_len;
-	uint64_t win_off;
-	char win_name[64];
+	/* read-ahead windows: bytes [off, off + len) of pack name; two, because an
+	 * incremental snapshot's chunks alternate between an old and a new pack */
+	Window win[READER_WINDOWS];
+	size_t win_cap;  /* 0: no read-ahead */
 	size_t win_want; /* next fetch size: shrinks when windows go unused, grows when used */
-	size_t win_used; /* bytes of the current window served */
+	unsigned win_clock;
 };
 
 int chunk_reader_new(Repo *repo, ChunkReader **ret)
@@ -47,63 +57,79 @@ ChunkReader *chunk_reader_free(ChunkReader *r)
 	catalog_free(r->cat);
 	chunk_codec_free(r->codec);
 	free(r->ebuf);
-	free(r->win);
+	for (int i = 0; i < READER_WINDOWS; i++)
+		free(r->win[i].buf);
 	free(r);
 	return NULL;
 }
 
 int chunk_reader_set_readahead(ChunkReader *r, size_t bytes)
 {
-	free(r->win);
-	r->win = NULL;
-	r->win_cap = r->win_len = 0;
+	for (int i = 0; i < READER_WINDOWS; i++) {
+		free(r->win[i].buf);
+		r->win[i] = (Window){0};
+	}
+	r->win_cap = 0;
 	if (bytes <= r->ebuf_cap)
 		return 0;
-	if (!(r->win = malloc(bytes)))
-		return -ENOMEM;
+	for (int i = 0; i < READER_WINDOWS; i++)
+		if (!(r->win[i].buf = malloc(bytes)))
+			return -ENOMEM;
 	r->win_cap = r->win_want = bytes;
 	return 0;
 }
 
 /*
- * Adapt the next fetch to how much of the last window was used: a snapshot
- * whose chunks alternate between packs (an incremental one) must not cost a
- * whole window per chunk.
+ * Adapt the next fetch to how much of the window it replaces was used: a
+ * snapshot whose chunks are scattered must not cost a whole window per
+ * chunk; a sequential one gets the whole size back quickly.
  */
-static void window_adapt(ChunkReader *r)
+static void window_adapt(ChunkReader *r, const Window *w)
 {
-	if (!r->win_len)
+	if (!w->len)
 		return;
-	if (r->win_used * 4 < r->win_len)
-		r->win_want = MAX(r->win_want / 4, r->ebuf_cap);
-	else if (r->win_used * 2 >= r->win_len)
+	if (w->used * 8 < w->len)
+		r->win_want = MAX(r->win_want / 2, MIN((size_t)READER_WINDOW_MIN, r->win_cap));
+	else if (w->used * 2 >= w->len)
 		r->win_want = MIN(r->win_want * 2, r->win_cap);
 }
 
-/* The encoded bytes of loc: from the window, after refilling it from loc on. */
+/* The encoded bytes of loc: from a window, after refilling the least recent one from loc on. */
 static int fetch_windowed(ChunkReader *r, const ChunkLoc *loc, const uint8_t **ret)
 {
+	Window *w = NULL;
 	int e;
-	if (strcmp(r->win_name, loc->pack_name) != 0 || loc->offset < r->win_off ||
-	    loc->offset + loc->elen > r->win_off + r->win_len) {
-		window_adapt(r);
+
+	for (int i = 0; i < READER_WINDOWS && !w; i++) {
+		Window *c = &r->win[i];
+		if (c->len && strcmp(c->name, loc->pack_name) == 0 && loc->offset >= c->off &&
+		    loc->offset + loc->elen <= c->off + c->len)
+			w = c;
+	}
+	if (!w) {
+		w = &r->win[0];
+		for (int i = 1; i < READER_WINDOWS; i++)
+			if (r->win[i].last < w->last)
+				w = &r->win[i];
+		window_adapt(r, w);
 		uint64_t end = loc->offset + r->win_want;
 		if (loc->pack_size && end > loc->pack_size)
 			end = loc->pack_size;
 		if (end < loc->offset + loc->elen)
 			end = loc->offset + loc->elen;
-		r->win_len = 0;
+		w->len = 0;
 		e = store_get_range(repo_backend(r->repo), loc->pack_name, loc->offset,
-				    end - loc->offset, r->win);
+				    end - loc->offset, w->buf);
 		if (e < 0)
 			return e;
-		snprintf(r->win_name, sizeof(r->win_name), "%s", loc->pack_name);
-		r->win_off = loc->offset;
-		r->win_len = end - loc->offset;
-		r->win_used = 0;
+		snprintf(w->name, sizeof(w->name), "%s", loc->pack_name);
+		w->off = loc->offset;
+		w->len = end - loc->offset;
+		w->used = 0;
 	}
-	r->win_used += loc->elen;
-	*ret = r->win + (loc->offset - r->win_off);
+	w->used += loc->elen;
+	w->last = ++r->win_clock;
+	*ret = w->buf + (loc->offset - w->off);
 	return 0;
 }
 
@@ -122,7 +148,7 @@ static int read_chunk(ChunkReader *r, const ChunkId *id, size_t plen, void *buf,
 	if (loc.plen != plen || loc.elen > r->ebuf_cap)
 		return -EBADMSG;
 	const uint8_t *enc = r->ebuf;
-	if (r->win)
+	if (r->win_cap)
 		e = fetch_windowed(r, &loc, &enc);
 	else
 		e = store_get_range(repo_backend(r->repo), loc.pack_name, loc.offset, loc.elen, r->ebuf);

@@ -40,6 +40,12 @@ void cli_location_clear(CliLocation *cl);
  */
 int cli_take_common_options(int *argc, char **argv);
 const char *cli_passphrase_file(void);
+/*
+ * The common options given on this command line, as absolute paths (for a
+ * command pgbakfs writes for later, like restore_command): their count;
+ * free the values.
+ */
+size_t cli_common_options(const char *ret_names[4], char *ret_values[4]);
 
 /* Open it, printing one clear error on failure. Returns an exit code. */
 int cli_open_repo(const char *opt, Repo **ret);

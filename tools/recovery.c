@@ -103,6 +103,16 @@ int recovery_conf(const RecoveryTarget *t, const char *repo, char **ret)
 	shell_quote(f, exe);
 	fputs(" wal-fetch %f %p --repo ", f);
 	shell_quote(f, repo);
+	/* the cache, config, CA bundle and passphrase file this restore used: the
+	 * server's restore_command needs the same (credentials come from its environment) */
+	const char *names[4];
+	char *values[4];
+	size_t n_opts = cli_common_options(names, values);
+	for (size_t i = 0; i < n_opts; i++) {
+		fprintf(f, " %s ", names[i]);
+		shell_quote(f, values[i]);
+		free(values[i]);
+	}
 	if (fclose(f) != 0) {
 		free(cmd);
 		return -ENOMEM;

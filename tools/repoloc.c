@@ -9,6 +9,7 @@
 #include "store/crypt.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,6 +68,20 @@ int cli_take_common_options(int *argc, char **argv)
 }
 
 const char *cli_passphrase_file(void) { return common_opts.passphrase_file; }
+
+size_t cli_common_options(const char *ret_names[4], char *ret_values[4])
+{
+	size_t n = 0;
+	for (size_t k = 0; k < ELEMENTSOF(common_names); k++) {
+		const char *v = *common_slot(k);
+		char real[PATH_MAX];
+		if (!v)
+			continue;
+		ret_names[n] = common_names[k];
+		ret_values[n++] = xstrdup(realpath(v, real) ? real : v);
+	}
+	return n;
+}
 
 static char *home_path(const char *xdg_var, const char *fallback)
 {

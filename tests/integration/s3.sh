@@ -77,12 +77,13 @@ ok "fetched segment is 16 MiB" test "$(stat -c %s "$T/seg")" = 16777216
 rc=0; "$PGBAKFS" wal-fetch 0000000100000000000000FF "$T/none" >"$O/wf2.out" 2>"$O/wf2.err" || rc=$?
 ok "wal-fetch of a missing segment: exit 1, quiet" test "$rc" = 1 -a ! -s "$O/wf2.err" -a ! -e "$T/none"
 
-ok "PITR restore from the bucket" run rs3 restore "$S2" "$T/pitr" --target-name after1 --target-action promote --no-progress
-chown -R postgres "$T/pitr"
+# restore_command runs as postgres with the server's environment: a cache it owns,
+# given to restore, which passes it on
+ok "PITR restore from the bucket" run rs3 restore "$S2" "$T/pitr" --target-name after1 --target-action promote --no-progress --cache-dir "$T/pgcache"
+chown -R postgres "$T/pitr" "$T/pgcache"
 sed -i "s/^port = $PORT/port = $((PORT + 1))/; s/^archive_mode = on/archive_mode = off/" "$T/pitr/postgresql.conf"
 ok "restore_command names the bucket" grep -q "wal-fetch.*$R" "$T/pitr/postgresql.auto.conf"
-# restore_command runs as postgres with the server's environment: give it a cache it owns
-sed -i "s|wal-fetch|--cache-dir $T/pgcache wal-fetch|" "$T/pitr/postgresql.auto.conf"
+ok "restore_command carries the cache directory" grep -qF -- "--cache-dir ''$T/pgcache''" "$T/pitr/postgresql.auto.conf"
 pg_start "$T/pitr"
 batches() { test "$(pg_sql $((PORT + 1)) "select count(*) filter (where batch = 1) || ',' || count(*) filter (where batch = 2) from events" 2>/dev/null)" = "$1"; }
 ok "PITR through WAL from the bucket: batch 1 only" wait_for 60 batches "100,0"
