@@ -33,8 +33,13 @@ typedef struct RFile {
 	_Atomic uint64_t remaining;
 } RFile;
 
-/* object storage: one request per 8 MiB of pack, not per chunk */
-#define RESTORE_REMOTE_READAHEAD (8 * 1024 * 1024)
+/*
+ * object storage: one request per pack-sized window, not per chunk. Each
+ * request costs the server as much as megabytes of data (s3rver: a 32 MiB
+ * window restored at 1.4x the speed of 8 MiB ones).
+ */
+#define RESTORE_REMOTE_READAHEAD(rs) \
+	((size_t)MIN(MAX(repo_config((rs)->repo)->pack_size, 8u << 20), 64u << 20))
 
 typedef struct RTask {
 	RFile *file;
@@ -186,7 +191,7 @@ static void *restore_worker(void *arg)
 	uint8_t *buf = malloc(rs->chunk_size);
 	int r = buf ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
 	if (r == 0 && !repo_is_local_backend(rs->repo))
-		r = chunk_reader_set_readahead(reader, RESTORE_REMOTE_READAHEAD);
+		r = chunk_reader_set_readahead(reader, RESTORE_REMOTE_READAHEAD(rs));
 	if (r < 0)
 		restorer_fail(rs, r, NULL, 0);
 
@@ -628,10 +633,6 @@ static int restore_dirs_meta(Restorer *rs)
 static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *target)
 {
 	int n_workers = rs->o->jobs > 0 ? rs->o->jobs : cpu_count();
-	/* object storage: a reader waits for its window about as long as it decodes it;
-	 * two readers per job keep the job's CPU busy */
-	if (!repo_is_local_backend(rs->repo))
-		n_workers *= 2;
 	pthread_t *threads = calloc((size_t)n_workers, sizeof(pthread_t));
 	int n_started = 0, r;
 
@@ -719,7 +720,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	int r;
 
 	if (!repo_is_local_backend(repo)) /* each reader's window holds its own run of chunks */
-		rs.batch = (uint32_t)MAX(1, RESTORE_REMOTE_READAHEAD / rs.chunk_size);
+		rs.batch = (uint32_t)MAX(1, RESTORE_REMOTE_READAHEAD(&rs) / rs.chunk_size);
 
 	*ret = (RestoreResult){0};
 	r = dir_is_empty(target); /* 1 for a missing directory too */
