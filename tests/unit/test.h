@@ -103,6 +103,21 @@ static inline _printf_(3, 4) char *test_fmt(char *buf, size_t len, const char *f
 	return buf;
 }
 
+/* True when the file dir/rel holds exactly the len bytes at want. */
+static inline bool test_file_equals(const char *dir, const char *rel, const uint8_t *want, size_t len)
+{
+	char path[4096];
+	char *text = NULL;
+	size_t n = 0;
+	bool ok;
+	test_fmt(path, sizeof(path), "%s/%s", dir, rel);
+	if (file_read_all(path, 64 << 20, &text, &n) < 0)
+		return false;
+	ok = n == len && memcmp(text, want, len) == 0;
+	free(text);
+	return ok;
+}
+
 /*
  * Number of entries under dir (recursively) whose name starts with prefix
  * ("" counts everything but "." and ".."); -1 if dir cannot be read.

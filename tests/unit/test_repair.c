@@ -558,20 +558,6 @@ static int count_object(const char *name _unused_, uint64_t size _unused_, void 
 	return 0;
 }
 
-static bool file_equals(const char *dir, const char *rel, const uint8_t *want, size_t len)
-{
-	char path[PATH_MAX];
-	char *text = NULL;
-	size_t n = 0;
-	bool ok;
-	test_fmt(path, sizeof(path), "%s/%s", dir, rel);
-	if (file_read_all(path, 64 << 20, &text, &n) < 0)
-		return false;
-	ok = n == len && memcmp(text, want, len) == 0;
-	free(text);
-	return ok;
-}
-
 static void check_report(CheckSeverity sev, const char *msg, void *userdata _unused_)
 {
 	if (sev == CHECK_ERROR)
@@ -890,17 +876,17 @@ static void test_rebuild(void)
 		test_fmt(target, sizeof(target), "%s/restore-a", tmp);
 		if (CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), pairs[0].name, NULL, &s), 0) &&
 		    CHECK_EQ_INT(restore_snapshot(r, &s, target, &ro, &rr), 0)) {
-			CHECK(file_equals(target, "data.bin", d->shared, sizeof(d->shared)));
+			CHECK(test_file_equals(target, "data.bin", d->shared, sizeof(d->shared)));
 			memcpy(expect + CS, d->tail, sizeof(d->tail));
-			CHECK(file_equals(tblspc, "holes.bin", expect, 2 * CS + sizeof(d->tail)));
+			CHECK(test_file_equals(tblspc, "holes.bin", expect, 2 * CS + sizeof(d->tail)));
 		}
 		snapshot_info_clear(&s);
 		free(expect);
 		test_fmt(target, sizeof(target), "%s/restore-c", tmp);
 		if (CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), pairs[2].name, NULL, &s), 0) &&
 		    CHECK_EQ_INT(restore_snapshot(r, &s, target, &(RestoreOptions){.jobs = 2}, &rr), 0)) {
-			CHECK(file_equals(target, "big.bin", d->big, sizeof(d->big)));
-			CHECK(file_equals(target, "copy.bin", d->shared, sizeof(d->shared)));
+			CHECK(test_file_equals(target, "big.bin", d->big, sizeof(d->big)));
+			CHECK(test_file_equals(target, "copy.bin", d->shared, sizeof(d->shared)));
 		}
 		snapshot_info_clear(&s);
 		CHECK_EQ_INT(repo_check(r, &co, check_report, NULL, &cr), 0);

@@ -214,20 +214,6 @@ static int write_tree(SnapWriter *w, const Tree *t)
 	return snapwriter_add_symlink(w, &link, "data.bin");
 }
 
-static bool file_equals(const char *dir, const char *rel, const uint8_t *want, size_t len)
-{
-	char path[PATH_MAX];
-	char *text = NULL;
-	size_t n = 0;
-	bool ok;
-	test_fmt(path, sizeof(path), "%s/%s", dir, rel);
-	if (file_read_all(path, 64 << 20, &text, &n) < 0)
-		return false;
-	ok = n == len && memcmp(text, want, len) == 0;
-	free(text);
-	return ok;
-}
-
 /* Compare a restored tree with t. */
 static void verify_tree(const char *dir, const Tree *t)
 {
@@ -236,12 +222,12 @@ static void verify_tree(const char *dir, const Tree *t)
 	struct stat st;
 	ssize_t n;
 
-	CHECK(file_equals(dir, "data.bin", t->data, sizeof(t->data)));
+	CHECK(test_file_equals(dir, "data.bin", t->data, sizeof(t->data)));
 	memcpy(expect + 2 * CS, t->tail, sizeof(t->tail));
-	CHECK(file_equals(dir, "sub/holes.bin", expect, 4 * CS));
+	CHECK(test_file_equals(dir, "sub/holes.bin", expect, 4 * CS));
 	memset(expect, 0, 4 * CS);
-	CHECK(file_equals(dir, "sub/zeros.bin", expect, CS + 100));
-	CHECK(file_equals(dir, "empty", expect, 0));
+	CHECK(test_file_equals(dir, "sub/zeros.bin", expect, CS + 100));
+	CHECK(test_file_equals(dir, "empty", expect, 0));
 	free(expect);
 
 	test_fmt(path, sizeof(path), "%s/link", dir);
@@ -576,7 +562,7 @@ static void test_dedup_within_snapshot(void)
 		test_fmt(target, sizeof(target), "%s/restore", tmp);
 		if (CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), res.name, NULL, &s), 0)) {
 			CHECK_EQ_INT(restore_snapshot(r, &s, target, &ro, &rr), 0);
-			CHECK(file_equals(target, "twice.bin", data, 2 * CS));
+			CHECK(test_file_equals(target, "twice.bin", data, 2 * CS));
 		}
 		snapshot_info_clear(&s);
 	}
