@@ -8,26 +8,31 @@ S3_BUCKET=pgbakfs-test
 S3_SECRET=pgbakfs-secret-Zq7x9Lw2Vb
 S3_TOKEN=pgbakfs-token-Kp4m8Rt1Qd
 
-# node_helper NAME OUTFILE ARGS...: start tests/s3/NAME in the background, wait for "ready PORT"
+# node_helper NAME OUTFILE ARGS...: start tests/s3/NAME in the background, wait for
+# "ready PORT" in OUTFILE. Not in a command substitution: the teardown that kills it
+# must be registered in the test's own shell.
 node_helper() {
 	local js=$1 out=$2; shift 2
 	node --openssl-legacy-provider "$S3_DIR/$js" "$@" >"$out" 2>&1 &
 	at_exit "kill $! 2>/dev/null"
 	for _ in $(seq 1 100); do
-		grep -q '^ready ' "$out" 2>/dev/null && { awk '/^ready /{print $2}' "$out"; return 0; }
+		grep -q '^ready ' "$out" 2>/dev/null && return 0
 		sleep 0.1
 	done
 	echo "FAIL: $js did not start: $(cat "$out")" >&2
 	return 1
 }
+ready_port() { awk '/^ready /{print $2}' "$1"; }
 
 s3_start() {
 	command -v node >/dev/null || { echo "FAIL: node is not installed (tools/deps installs it)" >&2; exit 1; }
 	[ -d "$S3_DIR/node_modules/s3rver" ] || { echo "FAIL: s3rver is not installed: npm ci --prefix tests/s3" >&2; exit 1; }
 	mkdir -p "$T/s3data"
 	local sport pport
-	sport=$(node_helper server.js "$T/s3server.out" 0 "$T/s3data" "$S3_BUCKET")
-	pport=$(node_helper proxy.js "$T/s3proxy.out" "$sport")
+	node_helper server.js "$T/s3server.out" 0 "$T/s3data" "$S3_BUCKET"
+	sport=$(ready_port "$T/s3server.out")
+	node_helper proxy.js "$T/s3proxy.out" "$sport"
+	pport=$(ready_port "$T/s3proxy.out")
 	S3_DIRECT=http://127.0.0.1:$sport
 	S3_PROXY=http://127.0.0.1:$pport
 	export PGBAKFS_S3_ENDPOINT=$S3_DIRECT AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=$S3_SECRET
