@@ -146,8 +146,14 @@ int cmd_verify(int argc, char **argv)
 	scratchpg_stop(&pg, a.keep);
 	/* the outcome is a catalog change: for S3, under the writer lock, published */
 	int w = repo_write_begin(repo, NULL);
+	SnapshotInfo now_s = {0};
+	/* by name again: the catalog may have been brought to a newer generation */
 	if (w == 0)
-		w = catalog_snapshot_set_verified(repo_catalog(repo), s.rowid, now_ns(), r == 0, details);
+		w = catalog_snapshot_get(repo_catalog(repo), s.name, NULL, &now_s);
+	if (w == 0)
+		w = catalog_snapshot_set_verified(repo_catalog(repo), now_s.rowid, now_ns(), r == 0,
+						  details);
+	snapshot_info_clear(&now_s);
 	int p = repo_write_end(repo, w == 0);
 	if (w == 0)
 		w = p;

@@ -133,7 +133,8 @@ static int settings_set(Settings *s, const char *key, const char *value)
 static int settings_load(const char *path, bool must_exist, Settings *s)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	_cleanup_free_ char *text = NULL;
+	char *text = NULL;
+	size_t text_len = 0;
 	struct stat st;
 	char *save = NULL;
 	int lineno = 0;
@@ -149,12 +150,13 @@ static int settings_load(const char *path, bool must_exist, Settings *s)
 		cli_hint("chmod 600 %s", path);
 		return EXIT_FAIL;
 	}
-	int r = file_read_all(path, 64 * 1024, &text, NULL);
+	int r = file_read_all(path, 64 * 1024, &text, &text_len), rc = EXIT_OK;
 	if (r < 0) {
 		cli_error("could not read the config file \"%s\": %s", path, strerror(-r));
 		return EXIT_FAIL;
 	}
-	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+	for (char *line = strtok_r(text, "\n", &save); line && rc == EXIT_OK;
+	     line = strtok_r(NULL, "\n", &save)) {
 		char key[64], value[1024];
 		lineno++;
 		line += strspn(line, " \t");
@@ -163,10 +165,13 @@ static int settings_load(const char *path, bool must_exist, Settings *s)
 		if (sscanf(line, "%63[a-z0-9_] = %1023s", key, value) != 2 ||
 		    settings_set(s, key, value) < 0) {
 			cli_error("config file \"%s\": cannot understand line %d", path, lineno);
-			return EXIT_FAIL;
+			rc = EXIT_FAIL;
 		}
+		explicit_bzero(value, sizeof(value)); /* a secret key, maybe */
 	}
-	return EXIT_OK;
+	explicit_bzero(text, text_len);
+	free(text);
+	return rc;
 }
 
 static const char *pick(const char *env, const char *file_value)
