@@ -47,6 +47,15 @@ const char *cli_repo_location(const char *opt)
 	return r;
 }
 
+const char *cli_store_strerror(int r, bool s3)
+{
+	if (s3 && r == -EPERM) /* how the S3 driver reports a failed TLS verification */
+		return "the server's TLS certificate could not be verified (a private CA: --ca-file FILE)";
+	if (s3 && r == -EACCES)
+		return "access denied by the S3 service (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)";
+	return strerror(-r);
+}
+
 int cli_open_repo(const char *opt, Repo **ret)
 {
 	CliLocation cl;
@@ -93,7 +102,7 @@ int cli_open_repo(const char *opt, Repo **ret)
 		cli_hint("\"pgbakfs repair --rebuild-catalog\" rebuilds the catalog from the packs");
 		break;
 	default:
-		cli_error("could not open repository \"%s\": %s", loc, strerror(-r));
+		cli_error("could not open repository \"%s\": %s", loc, cli_store_strerror(r, cl.loc.s3));
 	}
 	cli_location_clear(&cl);
 	return r == 0 ? EXIT_OK : EXIT_FAIL;

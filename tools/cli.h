@@ -47,6 +47,9 @@ const char *cli_passphrase_file(void);
  */
 size_t cli_common_options(const char *ret_names[4], char *ret_values[4]);
 
+/* strerror, with what a failure of the S3 driver means for the user (TLS, access). */
+const char *cli_store_strerror(int r, bool s3);
+
 /* Open it, printing one clear error on failure. Returns an exit code. */
 int cli_open_repo(const char *opt, Repo **ret);
 /*

@@ -71,6 +71,7 @@ int cmd_init(int argc, char **argv)
 		return r;
 	}
 	loc = cl.loc.url;
+	bool s3 = cl.loc.s3 != NULL;
 	r = repo_init_at(&cl.loc, &o);
 	cli_location_clear(&cl);
 	if (r == -EEXIST) {
@@ -88,7 +89,7 @@ int cmd_init(int argc, char **argv)
 		return EXIT_FAIL;
 	}
 	if (r < 0) {
-		cli_error("could not create repository \"%s\": %s", loc, strerror(-r));
+		cli_error("could not create repository \"%s\": %s", loc, cli_store_strerror(r, s3));
 		return EXIT_FAIL;
 	}
 	printf("created %srepository \"%s\" (chunk size %llu KiB)\n", o.encrypt ? "encrypted " : "", loc,

@@ -58,14 +58,17 @@ ok "mount PITR: only the first batch" wait_for 60 test "$(pg_sql $((PORT + 2)) "
 as_pg "$PGBIN/pg_ctl" -D "$M/$S" -m fast -w stop >/dev/null
 ok "unmount" unmount_fg "$M"
 
-# verify: passes, recorded
-ok "verify passes" pgbakfs verify "$S" --repo "$R" >"$T/verify.out"
+# verify: passes, recorded (its clone under $T/vtmp: other tests run verify at the same time)
+mkdir -p "$T/vtmp" && chmod 755 "$T/vtmp"
+ok "verify passes" env TMPDIR="$T/vtmp" "$PGBAKFS" verify "$S" --repo "$R" >"$T/verify.out"
 ok "verify says ok" grep -q "verified snapshot \"$S\": startup: ok; amcheck: ok" "$T/verify.out"
 ok "verify recorded in list --json" python3 -c "
 import json, subprocess, sys
 s = [x for x in json.loads(subprocess.check_output(['$PGBAKFS', 'list', '--repo', '$R', '--json'])) if x['id'] == '$S'][0]
 assert s['verified'] and s['verified']['ok'] is True, s['verified']"
-ok "verify leaves no mount and no server" bash -c "! grep -q '[p]gbakfs-scratch' /proc/mounts && ! pgrep -f '[p]gbakfs-scratch' >/dev/null"
+ok "verify leaves no mount and no server" bash -c "! grep -q '$T/vtm[p]' /proc/mounts && ! pgrep -f '$T/vtm[p]' >/dev/null"
+# (and that is where its clone lives: the check above looks in the right place)
+ok "verify's clone lives under TMPDIR" bash -c "TMPDIR='$T/vtmp' '$PGBAKFS' verify '$S' --repo '$R' --keep-scratch 2>&1 >/dev/null | grep -q 'kept in \"$T/vtmp/'"
 
 # dump of one table equals pg_dump of it at backup time
 ok "dump one table" bash -c "'$PGBAKFS' dump '$S' --repo '$R' -- -t public.orders postgres >'$T/orders.dump.sql'"

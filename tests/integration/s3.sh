@@ -195,6 +195,17 @@ ok "restore after the rebuild" run rs5 restore "$SF" "$T/r5" --cache-dir "$T/cac
 ok "identical after the rebuild" same_tree "$T/srcF" "$T/r5"
 ok "check --read-data after the rebuild" run chk4 check --read-data
 
+# ---- TLS: verification is on; a private CA is given with --ca-file ----
+(cd "$T" && openssl req -x509 -newkey rsa:2048 -nodes -keyout tls.key -out tls.pem -days 2 \
+	-subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null)
+S3RVER_TLS_KEY=$T/tls.key S3RVER_TLS_CERT=$T/tls.pem node_helper server.js "$T/s3tls.out" 0 "$T/s3tls" tls-bucket
+TLS=https://127.0.0.1:$(ready_port "$T/s3tls.out")
+expect_error 1 "TLS certificate could not be verified" env PGBAKFS_S3_ENDPOINT="$TLS" "$PGBAKFS" init --repo s3://tls-bucket/r --cache-dir "$T/cacheT"
+ok "init over TLS with --ca-file" bash -c "PGBAKFS_S3_ENDPOINT='$TLS' '$PGBAKFS' init --repo s3://tls-bucket/r --cache-dir '$T/cacheT' --ca-file '$T/tls.pem' >'$O/tlsinit.out' 2>'$O/tlsinit.err'"
+ok "backup over TLS" bash -c "PGBAKFS_S3_ENDPOINT='$TLS' '$PGBAKFS' backup --from-dir '$T/srcF' --repo s3://tls-bucket/r --cache-dir '$T/cacheT' --ca-file '$T/tls.pem' >'$O/tlsbk.out' 2>'$O/tlsbk.err'"
+ok "restore over TLS" bash -c "PGBAKFS_S3_ENDPOINT='$TLS' '$PGBAKFS' restore latest '$T/rtls' --repo s3://tls-bucket/r --cache-dir '$T/cacheT' --ca-file '$T/tls.pem' >'$O/tlsrs.out' 2>'$O/tlsrs.err'"
+ok "identical over TLS" same_tree "$T/srcF" "$T/rtls"
+
 # ---- no secret in any output ----
 ok "no output holds the secret key or token" no_secret "$O"/* "$T"/pglog/* "$T"/s3*.out "$T"/pitr/postgresql.auto.conf
 finish

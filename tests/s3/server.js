@@ -4,7 +4,9 @@
 // its legacy provider: without the flag, listings of more than 1000 keys fail.)
 // Prints "ready PORT" once it accepts requests. Credentials: S3RVER / S3RVER.
 // Virtual-host requests are accepted as BUCKET.s3.localhost:PORT.
+// With S3RVER_TLS_KEY and S3RVER_TLS_CERT (PEM files) it speaks HTTPS.
 'use strict';
+const fs = require('fs');
 const S3rver = require('s3rver');
 
 const [port, directory, bucket] = process.argv.slice(2);
@@ -19,6 +21,10 @@ const server = new S3rver({
   silent: true,
   serviceEndpoint: 'localhost',
   configureBuckets: [{ name: bucket }],
+  ...(process.env.S3RVER_TLS_KEY && {
+    key: fs.readFileSync(process.env.S3RVER_TLS_KEY),
+    cert: fs.readFileSync(process.env.S3RVER_TLS_CERT),
+  }),
 });
 server.run().then(
   (addr) => console.log(`ready ${addr.port}`),
