@@ -593,9 +593,9 @@ static int catalog_sync(Repo *r)
 	}
 	if (e == 0 && latest < have) {
 		/* newer generations vanished: never work on an older catalog than one seen */
-		log_error("the newest catalog generation in the repository (%llu) is older than this "
-			  "machine's copy (%llu); if the catalog was rebuilt on purpose, remove %s",
-			  (unsigned long long)latest, (unsigned long long)have, r->workdir);
+		log_warning("the newest catalog generation in the repository (%llu) is older than "
+			    "this machine's copy (%llu); if that is on purpose, remove %s",
+			    (unsigned long long)latest, (unsigned long long)have, r->workdir);
 		return -ESTALE;
 	}
 	log_debug("fetching catalog generation %llu", (unsigned long long)latest);

@@ -93,6 +93,10 @@ int cli_open_repo(const char *opt, Repo **ret)
 	case -EKEYREJECTED:
 		cli_error("wrong passphrase for repository \"%s\"", loc);
 		break;
+	case -ESTALE:
+		cli_error("repository \"%s\": its newest catalog is older than one this machine has seen "
+			  "(newer generations vanished); refusing to work on an older catalog", loc);
+		break;
 	case -EUCLEAN:
 		cli_error("repository \"%s\" has a key file but its config says it is not encrypted: "
 			  "refusing to write it in the clear (was the config edited?)", loc);

@@ -195,6 +195,12 @@ ok "restore after the rebuild" run rs5 restore "$SF" "$T/r5" --cache-dir "$T/cac
 ok "identical after the rebuild" same_tree "$T/srcF" "$T/r5"
 ok "check --read-data after the rebuild" run chk4 check --read-data
 
+# ---- newer generations vanishing: a machine that saw them refuses the older one ----
+ok "a machine that publishes a newer generation" run pinx pin "$SF" --note "seen"
+newest=$(s3_keys team/repo/catalog/ | sort | tail -1)
+s3_rm "$newest"
+expect_error 1 "older than one this machine has seen" pgbakfs list
+
 # ---- TLS: verification is on; a private CA is given with --ca-file ----
 (cd "$T" && openssl req -x509 -newkey rsa:2048 -nodes -keyout tls.key -out tls.pem -days 2 \
 	-subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null)
