@@ -852,12 +852,9 @@ static int snapshot_delete_tx(Catalog *c, int64_t rowid, uint64_t *ret_held)
 	return r;
 }
 
-int catalog_snapshot_delete(Catalog *c, int64_t rowid)
+/* Commit what snapshot_delete_tx did (or roll back after r < 0): 1 when a hold deferred it. */
+static int snapshot_delete_end(Catalog *c, int r, uint64_t held)
 {
-	uint64_t held = 0;
-	int r = catalog_begin(c);
-	if (r == 0)
-		r = snapshot_delete_tx(c, rowid, &held);
 	if (r == 0)
 		r = catalog_commit(c);
 	if (r < 0) {
@@ -865,6 +862,15 @@ int catalog_snapshot_delete(Catalog *c, int64_t rowid)
 		return r;
 	}
 	return held ? 1 : 0;
+}
+
+int catalog_snapshot_delete(Catalog *c, int64_t rowid)
+{
+	uint64_t held = 0;
+	int r = catalog_begin(c);
+	if (r == 0)
+		r = snapshot_delete_tx(c, rowid, &held);
+	return snapshot_delete_end(c, r, held);
 }
 
 int catalog_snapshot_expire(Catalog *c, int64_t rowid, int64_t now_ns)
@@ -888,13 +894,7 @@ int catalog_snapshot_expire(Catalog *c, int64_t rowid, int64_t now_ns)
 	}
 	if (r == 0)
 		r = snapshot_delete_tx(c, rowid, &held);
-	if (r == 0)
-		r = catalog_commit(c);
-	if (r < 0) {
-		catalog_rollback(c);
-		return r;
-	}
-	return held ? 1 : 0;
+	return snapshot_delete_end(c, r, held);
 }
 
 int catalog_snapshot_set_pin(Catalog *c, int64_t rowid, int64_t until_ns)
