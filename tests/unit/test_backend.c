@@ -2,40 +2,10 @@
 #include "tests/unit/test.h"
 
 #include "store/backend.h"
+#include "tests/unit/backend_conformance.h"
 
 #include <limits.h>
 #include <sys/stat.h>
-
-typedef struct Listing {
-	char names[16][128];
-	uint64_t sizes[16];
-	size_t n;
-} Listing;
-
-static int collect(const char *name, uint64_t size, void *userdata)
-{
-	Listing *l = userdata;
-	if (l->n == ELEMENTSOF(l->names))
-		return -E2BIG;
-	snprintf(l->names[l->n], sizeof(l->names[0]), "%s", name);
-	l->sizes[l->n++] = size;
-	return 0;
-}
-
-static int stop_early(const char *name _unused_, uint64_t size _unused_, void *userdata)
-{
-	(*(int *)userdata)++;
-	return -ECANCELED;
-}
-
-/* Size of name in the listing, or -1 when it is not listed. */
-static long long listed(const Listing *l, const char *name)
-{
-	for (size_t i = 0; i < l->n; i++)
-		if (strcmp(l->names[i], name) == 0)
-			return (long long)l->sizes[i];
-	return -1;
-}
 
 static mode_t mode_of(const char *root, const char *rel)
 {
@@ -51,8 +21,7 @@ static void test_local(void)
 {
 	char tmp[64], root[PATH_MAX];
 	StoreBackend *b = NULL;
-	uint8_t data[10000], got[10000];
-	uint64_t size = 0;
+	uint8_t data[CONFORMANCE_DATA_LEN];
 	Listing l = {0};
 
 	test_tmpdir(tmp, sizeof(tmp));
@@ -65,37 +34,7 @@ static void test_local(void)
 	CHECK((b->ops->features & STORE_FEATURE_LOCAL_PATH) != 0);
 	CHECK_EQ_STR(b->ops->name, "local");
 
-	CHECK_EQ_INT(store_put(b, "config", "hello", 5), 0);
-	CHECK_EQ_INT(store_put(b, "packs/ab/abcdef.pack", data, sizeof(data)), 0);
-	CHECK_EQ_INT(store_put(b, "packs/cd/cdef01.pack", data, 100), 0);
-	CHECK_EQ_INT(store_put(b, "packs/cd/empty.pack", data, 0), 0);
-
-	/* whole object and ranges */
-	memset(got, 0, sizeof(got));
-	CHECK_EQ_INT(store_get_range(b, "packs/ab/abcdef.pack", 0, sizeof(data), got), 0);
-	CHECK(memcmp(got, data, sizeof(data)) == 0);
-	memset(got, 0, sizeof(got));
-	CHECK_EQ_INT(store_get_range(b, "packs/ab/abcdef.pack", 1234, 4321, got), 0);
-	CHECK(memcmp(got, data + 1234, 4321) == 0);
-	CHECK_EQ_INT(store_get_range(b, "config", 0, 5, got), 0);
-	CHECK(memcmp(got, "hello", 5) == 0);
-	CHECK_EQ_INT(store_get_range(b, "packs/cd/empty.pack", 0, 0, got), 0);
-
-	/* a range past the end: -ENODATA, never a short read */
-	CHECK_EQ_INT(store_get_range(b, "packs/ab/abcdef.pack", sizeof(data) - 10, 11, got), -ENODATA);
-	CHECK_EQ_INT(store_get_range(b, "packs/ab/abcdef.pack", sizeof(data) + 5, 1, got), -ENODATA);
-	CHECK_EQ_INT(store_get_range(b, "config", 0, 6, got), -ENODATA);
-	/* missing objects */
-	CHECK_EQ_INT(store_get_range(b, "packs/ab/missing.pack", 0, 1, got), -ENOENT);
-	CHECK_EQ_INT(store_get_range(b, "nodir/missing", 0, 1, got), -ENOENT);
-	CHECK_EQ_INT(store_size(b, "packs/ab/missing.pack", &size), -ENOENT);
-	/* a directory is not an object */
-	CHECK_EQ_INT(store_size(b, "packs/ab", &size), -ENOENT);
-
-	CHECK_EQ_INT(store_size(b, "packs/ab/abcdef.pack", &size), 0);
-	CHECK_EQ_INT(size, sizeof(data));
-	CHECK_EQ_INT(store_size(b, "packs/cd/empty.pack", &size), 0);
-	CHECK_EQ_INT(size, 0);
+	conformance_put_get(b, data);
 
 	/* modes: objects 0600, directories 0700 */
 	CHECK_EQ_INT(mode_of(root, ""), 0700);
@@ -107,27 +46,7 @@ static void test_local(void)
 	CHECK_EQ_INT(test_count_names(root, ".tmp"), 0);
 	CHECK_EQ_INT(test_count_names(root, "."), 0);
 
-	/* list: objects under a prefix, with sizes, names relative to the root */
-	CHECK_EQ_INT(store_list(b, "packs/", collect, &l), 0);
-	CHECK_EQ_INT(l.n, 3);
-	CHECK_EQ_INT(listed(&l, "packs/ab/abcdef.pack"), sizeof(data));
-	CHECK_EQ_INT(listed(&l, "packs/cd/cdef01.pack"), 100);
-	CHECK_EQ_INT(listed(&l, "packs/cd/empty.pack"), 0);
-	CHECK_EQ_INT(listed(&l, "config"), -1);
-	l.n = 0;
-	CHECK_EQ_INT(store_list(b, "packs", collect, &l), 0);
-	CHECK_EQ_INT(l.n, 3);
-	l.n = 0;
-	CHECK_EQ_INT(store_list(b, "packs/cd", collect, &l), 0);
-	CHECK_EQ_INT(l.n, 2);
-	CHECK_EQ_INT(listed(&l, "packs/cd/cdef01.pack"), 100);
-	l.n = 0;
-	CHECK_EQ_INT(store_list(b, "", collect, &l), 0);
-	CHECK_EQ_INT(l.n, 4);
-	CHECK_EQ_INT(listed(&l, "config"), 5);
-	l.n = 0;
-	CHECK_EQ_INT(store_list(b, "nothing/", collect, &l), 0);
-	CHECK_EQ_INT(l.n, 0);
+	conformance_list(b);
 	{
 		/* an in-flight temporary file is not an object */
 		char tmpf[PATH_MAX + 64];
@@ -141,39 +60,9 @@ static void test_local(void)
 		CHECK_EQ_INT(l.n, 3);
 		unlink(tmpf);
 	}
-	{
-		/* a callback's error stops the listing and is returned */
-		int calls = 0;
-		CHECK_EQ_INT(store_list(b, "packs/", stop_early, &calls), -ECANCELED);
-		CHECK_EQ_INT(calls, 1);
-	}
 
-	/* overwrite replaces the whole object */
-	CHECK_EQ_INT(store_put(b, "config", "bye", 3), 0);
-	CHECK_EQ_INT(store_size(b, "config", &size), 0);
-	CHECK_EQ_INT(size, 3);
-	CHECK_EQ_INT(store_get_range(b, "config", 0, 3, got), 0);
-	CHECK(memcmp(got, "bye", 3) == 0);
+	conformance_overwrite_delete(b);
 	CHECK_EQ_INT(test_count_names(root, ".tmp"), 0);
-
-	/* delete; deleting a missing object is fine */
-	CHECK_EQ_INT(store_delete(b, "packs/cd/cdef01.pack"), 0);
-	CHECK_EQ_INT(store_size(b, "packs/cd/cdef01.pack", &size), -ENOENT);
-	CHECK_EQ_INT(store_get_range(b, "packs/cd/cdef01.pack", 0, 1, got), -ENOENT);
-	CHECK_EQ_INT(store_delete(b, "packs/cd/cdef01.pack"), 0);
-	CHECK_EQ_INT(store_delete(b, "never/was"), 0);
-	l.n = 0;
-	CHECK_EQ_INT(store_list(b, "packs/", collect, &l), 0);
-	CHECK_EQ_INT(l.n, 2);
-
-	/* names that would escape the root are refused */
-	CHECK_EQ_INT(store_put(b, "", "x", 1), -EINVAL);
-	CHECK_EQ_INT(store_put(b, "/etc/passwd", "x", 1), -EINVAL);
-	CHECK_EQ_INT(store_put(b, "../escape", "x", 1), -EINVAL);
-	CHECK_EQ_INT(store_put(b, "packs/../../escape", "x", 1), -EINVAL);
-	CHECK_EQ_INT(store_get_range(b, "../escape", 0, 1, got), -EINVAL);
-	CHECK_EQ_INT(store_delete(b, "../escape"), -EINVAL);
-	CHECK_EQ_INT(store_size(b, "/etc/passwd", &size), -EINVAL);
 	CHECK_EQ_INT(test_count_names(tmp, "escape"), 0);
 out:
 	CHECK(store_backend_free(b) == NULL);
