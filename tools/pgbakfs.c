@@ -38,8 +38,9 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\nEvery command takes --repo PATH|s3://BUCKET/PREFIX (or PGBAKFS_REPO), --help,\n"
-		   "--cache-dir DIR (local state of S3 repositories; default ~/.cache/pgbakfs),\n"
-		   "--config FILE (S3 settings, 0600; default ~/.config/pgbakfs/pgbakfs.conf),\n"
+		   "--cache-dir DIR (local state of S3 and encrypted repositories; default\n"
+		   "~/.cache/pgbakfs), --config FILE (S3 settings, 0600; default\n"
+		   "~/.config/pgbakfs/pgbakfs.conf),\n"
 		   "--ca-file FILE (CA bundle for S3 over TLS), --passphrase-file FILE.\n"
 		   "S3 settings come from PGBAKFS_S3_ENDPOINT, AWS_REGION, PGBAKFS_S3_URI_STYLE,\n"
 		   "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (see docs/design.md).\n");
