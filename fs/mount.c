@@ -21,6 +21,7 @@
 #include "fs/chunkcache.h"
 #include "fs/clone.h"
 #include "fs/snaptree.h"
+#include "store/treedigest.h"
 
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -321,6 +322,28 @@ static int snap_open_clone(MountSnap *ms)
 	return r;
 }
 
+/*
+ * A snapshot whose files no longer match its tree digest (a damaged catalog)
+ * is not served: EIO, logged once. A snapshot deleted while held is served
+ * as it was loaded.
+ */
+static int snap_verify_tree(Mount *m, MountSnap *ms)
+{
+	SnapshotInfo s = {0};
+	int r = catalog_snapshot_get(m->meta, ms->name, NULL, &s);
+	if (r == 0)
+		r = tree_digest_verify(m->meta, &s);
+	else if (r == -ENOENT)
+		r = 0;
+	if (r == -EBADMSG) {
+		log_error("snapshot \"%s\": its files in the catalog do not match its tree digest "
+			  "(the catalog is damaged); it is not served", ms->name);
+		r = -EIO;
+	}
+	snapshot_info_clear(&s);
+	return r;
+}
+
 /* Hold the snapshot in the catalog and load its tree (and clone), once. */
 static int snap_load(MountSnap *ms)
 {
@@ -335,8 +358,10 @@ static int snap_load(MountSnap *ms)
 		r = catalog_snapshot_hold(m->meta, repo_session_id(m->session), ms->rowid);
 		if (r == 0) {
 			ms->held = true;
-			r = snaptree_load(m->meta, ms->rowid, &ms->tree);
+			r = snap_verify_tree(m, ms);
 		}
+		if (r == 0)
+			r = snaptree_load(m->meta, ms->rowid, &ms->tree);
 		pthread_mutex_unlock(&m->meta_lock);
 		if (r == 0 && m->o->writable)
 			r = snap_open_clone(ms);

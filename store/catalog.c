@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#include <limits.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -36,7 +37,7 @@ static const char schema_sql[] =
 	"  pg_version INTEGER, logical_bytes INTEGER NOT NULL DEFAULT 0,"
 	"  stored_bytes INTEGER NOT NULL DEFAULT 0, n_files INTEGER NOT NULL DEFAULT 0,"
 	"  verified_time INTEGER, verified_ok INTEGER, verified_details TEXT,"
-	"  pinned_until INTEGER);"
+	"  pinned_until INTEGER, tree_digest BLOB);"
 	"CREATE TABLE IF NOT EXISTS files(snap INTEGER NOT NULL, ino INTEGER NOT NULL,"
 	"  parent INTEGER NOT NULL, name TEXT NOT NULL, mode INTEGER NOT NULL,"
 	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mtime INTEGER NOT NULL,"
@@ -190,18 +191,25 @@ static char *column_strdup(sqlite3_stmt *s, int i)
 	return t ? strdup((const char *)t) : NULL;
 }
 
-/* Catalogs made before chunks carried a CRC-32C get the column (NULL: unknown). */
-static int migrate_chunk_crc(Catalog *c)
+/*
+ * A column added after the table was first released: catalogs made before
+ * get it (NULL in old rows: unknown). Chunks' CRC-32C, snapshots' tree digest.
+ */
+static int migrate_add_column(Catalog *c, const char *table, const char *column, const char *type)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int r = prepare(c, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'crc'", &s);
+	char sql[256];
+	int r = prepare(c, "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", &s);
 	if (r < 0)
 		return r;
+	sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, column, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) != SQLITE_ROW)
 		return catalog_fail(c, sqlite3_errcode(c->db), "table info");
 	if (sqlite3_column_int(s, 0) > 0)
 		return 0;
-	return exec_sql(c, "ALTER TABLE chunks ADD COLUMN crc INTEGER");
+	snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s %s", table, column, type);
+	return exec_sql(c, sql);
 }
 
 int catalog_open(const char *path, bool create, Catalog **ret)
@@ -240,7 +248,9 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
 	}
 	if (r == 0)
-		r = migrate_chunk_crc(c);
+		r = migrate_add_column(c, "chunks", "crc", "INTEGER");
+	if (r == 0)
+		r = migrate_add_column(c, "snapshots", "tree_digest", "BLOB");
 	if (r == 0) {
 		_cleanup_stmt_ sqlite3_stmt *s = NULL;
 		r = prepare(c, "SELECT value FROM meta WHERE key = 'schema_version'", &s);
@@ -726,8 +736,8 @@ int catalog_snapshot_finish(Catalog *c, const SnapshotInfo *s)
 {
 	_cleanup_stmt_ sqlite3_stmt *st = NULL;
 	int r = prepare(c, "UPDATE snapshots SET status = ?2, stop_time = ?3, logical_bytes = ?4,"
-			   " stored_bytes = ?5, n_files = ?6, stop_lsn = ?7, session = NULL"
-			   " WHERE id = ?1 AND status = 'running'", &st);
+			   " stored_bytes = ?5, n_files = ?6, stop_lsn = ?7, tree_digest = ?8,"
+			   " session = NULL WHERE id = ?1 AND status = 'running'", &st);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(st, 1, s->rowid);
@@ -737,6 +747,10 @@ int catalog_snapshot_finish(Catalog *c, const SnapshotInfo *s)
 	sqlite3_bind_int64(st, 5, (int64_t)s->stored_bytes);
 	sqlite3_bind_int64(st, 6, (int64_t)s->n_files);
 	bind_text_or_null(st, 7, s->stop_lsn);
+	if (s->has_tree_digest)
+		sqlite3_bind_blob(st, 8, s->tree_digest.b, sizeof(s->tree_digest.b), SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 8);
 	r = step_done(c, st);
 	if (r == 0 && sqlite3_changes(c->db) != 1)
 		r = -ENOENT; /* reaped by gc as dead: never resurrect */
@@ -746,7 +760,8 @@ int catalog_snapshot_finish(Catalog *c, const SnapshotInfo *s)
 #define SNAPSHOT_COLUMNS                                                                   \
 	"id, name, instance, type, parent, status, label, note, source, session, start_time," \
 	" stop_time, start_lsn, stop_lsn, timeline, system_id, pg_version, logical_bytes,"   \
-	" stored_bytes, n_files, verified_time, verified_ok, verified_details, pinned_until"
+	" stored_bytes, n_files, verified_time, verified_ok, verified_details, pinned_until,"  \
+	" tree_digest"
 
 static int snapshot_from_row(sqlite3_stmt *s, SnapshotInfo *ret)
 {
@@ -776,6 +791,14 @@ static int snapshot_from_row(sqlite3_stmt *s, SnapshotInfo *ret)
 	v.verified_ok = sqlite3_column_int(s, 21) != 0;
 	v.verified_details = column_strdup(s, 22);
 	v.pinned_until = sqlite3_column_int64(s, 23);
+	/* a digest of another length is kept as "present" and fails its check */
+	if (sqlite3_column_type(s, 24) != SQLITE_NULL) {
+		size_t n = (size_t)sqlite3_column_bytes(s, 24);
+		v.has_tree_digest = true;
+		memset(v.tree_digest.b, 0xff, sizeof(v.tree_digest.b));
+		if (n == sizeof(v.tree_digest.b))
+			memcpy(v.tree_digest.b, sqlite3_column_blob(s, 24), n);
+	}
 	if (!v.instance || !v.type || !v.status) {
 		snapshot_info_clear(&v);
 		return -ENOMEM;
@@ -928,6 +951,19 @@ int catalog_snapshot_set_note(Catalog *c, int64_t rowid, const char *note)
 	return r;
 }
 
+int catalog_snapshot_mark_failed(Catalog *c, const char *name)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "UPDATE snapshots SET status = 'failed' WHERE name = ?1 AND " VISIBLE, &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	r = step_done(c, s);
+	if (r == 0 && sqlite3_changes(c->db) == 0)
+		r = -ENOENT;
+	return r;
+}
+
 int catalog_snapshot_foreach_any(Catalog *c, CatalogSnapshotFn cb, void *ud)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
@@ -1061,10 +1097,60 @@ int catalog_snapshot_release(Catalog *c, const char *session, int64_t rowid)
 	return step_done(c, s);
 }
 
+/* ---- the shape of a file tree: what catalog_file_add and catalog_file_foreach allow ---- */
+
+bool catalog_name_valid(const char *name, size_t len)
+{
+	if (len == 0 || len > NAME_MAX || strnlen(name, len) != len || memchr(name, '/', len))
+		return false;
+	return !(len == 1 && name[0] == '.') && !(len == 2 && name[0] == '.' && name[1] == '.');
+}
+
+/* "a/b/c" with every part a valid name (a leading '/' is the caller's). */
+static bool parts_valid(const char *path, size_t len)
+{
+	size_t start = 0;
+	for (size_t i = 0; i <= len; i++) {
+		if (i < len && path[i] != '/')
+			continue;
+		if (!catalog_name_valid(path + start, i - start))
+			return false;
+		start = i + 1;
+	}
+	return true;
+}
+
+bool catalog_abs_path_valid(const char *path, size_t len)
+{
+	return len > 1 && len < PATH_MAX && path[0] == '/' && strnlen(path, len) == len &&
+	       parts_valid(path + 1, len - 1);
+}
+
+bool catalog_rel_path_valid(const char *path, size_t len)
+{
+	return len > 0 && len < PATH_MAX && strnlen(path, len) == len && parts_valid(path, len);
+}
+
+/* What one row shows of the tree's shape (the rest needs the rows before it). */
+static bool file_row_valid(const FileRow *f, size_t name_len)
+{
+	if (!f->name || (S_ISLNK(f->mode) && !f->target))
+		return false;
+	if (f->ino == 1) /* the root */
+		return f->parent == 1 && name_len == 0 && S_ISDIR(f->mode);
+	if (f->parent == f->ino) /* an extra root, named by its absolute path */
+		return S_ISDIR(f->mode) && catalog_abs_path_valid(f->name, name_len);
+	return f->ino > 1 && f->parent < f->ino && catalog_name_valid(f->name, name_len);
+}
+
 int catalog_file_add(Catalog *c, int64_t snap, const FileRow *f)
 {
 	int r;
-	sqlite3_stmt *s = stmt_get(c, ST_FILE_ADD, &r);
+	sqlite3_stmt *s;
+
+	if (!file_row_valid(f, f->name ? strlen(f->name) : 0))
+		return -EBADMSG;
+	s = stmt_get(c, ST_FILE_ADD, &r);
 	if (!s)
 		return r;
 	sqlite3_bind_int64(s, 1, snap);
@@ -1098,9 +1184,55 @@ static void file_from_row(sqlite3_stmt *s, FileRow *f)
 	f->target = (const char *)sqlite3_column_text(s, 9);
 }
 
+/* The directories seen so far, in ino order: a child's parent must be one of them. */
+typedef struct DirSet {
+	uint64_t *v;
+	size_t n, cap;
+} DirSet;
+
+static int dir_set_add(DirSet *d, uint64_t ino)
+{
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? 2 * d->cap : 256;
+		uint64_t *v = realloc(d->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		d->v = v;
+		d->cap = cap;
+	}
+	d->v[d->n++] = ino;
+	return 0;
+}
+
+static bool dir_set_has(const DirSet *d, uint64_t ino)
+{
+	size_t lo = 0, hi = d->n;
+	while (lo < hi) { /* ascending: rows come in ino order */
+		size_t mid = lo + (hi - lo) / 2;
+		if (d->v[mid] == ino)
+			return true;
+		if (d->v[mid] < ino)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+/* A row in its place: valid alone, the root first, under a directory listed before it. */
+static int file_row_check(DirSet *dirs, const FileRow *f, size_t name_len)
+{
+	bool root = f->ino == 1, extra = !root && f->parent == f->ino;
+	if (!file_row_valid(f, name_len) || (dirs->n == 0) != root ||
+	    (!root && !extra && !dir_set_has(dirs, f->parent)))
+		return -EBADMSG;
+	return S_ISDIR(f->mode) ? dir_set_add(dirs, f->ino) : 0;
+}
+
 int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userdata)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	DirSet dirs = {0};
 	int rc, r = prepare(c, statement_sql[ST_FILE_LIST], &s);
 	if (r < 0)
 		return r;
@@ -1108,10 +1240,15 @@ int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userd
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		FileRow f;
 		file_from_row(s, &f);
-		r = cb(&f, userdata);
+		r = file_row_check(&dirs, &f, (size_t)sqlite3_column_bytes(s, 2));
+		if (r == 0)
+			r = cb(&f, userdata);
 		if (r < 0)
-			return r;
+			break;
 	}
+	free(dirs.v);
+	if (r < 0)
+		return r;
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "file list");
 }
 
@@ -1501,10 +1638,18 @@ int catalog_instance_system_id(Catalog *c, const char *instance, char **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
+static bool link_valid(const char *path, size_t path_len, const char *target)
+{
+	return path && target && *target && catalog_rel_path_valid(path, path_len);
+}
+
 int catalog_link_add(Catalog *c, int64_t snap, const char *path, const char *target)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int r = prepare(c, "INSERT OR REPLACE INTO links(snap, path, target) VALUES(?1, ?2, ?3)", &s);
+	int r;
+	if (!link_valid(path, path ? strlen(path) : 0, target))
+		return -EBADMSG;
+	r = prepare(c, "INSERT OR REPLACE INTO links(snap, path, target) VALUES(?1, ?2, ?3)", &s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, snap);
@@ -1521,8 +1666,11 @@ int catalog_link_foreach(Catalog *c, int64_t snap, CatalogLinkFn cb, void *userd
 		return r;
 	sqlite3_bind_int64(s, 1, snap);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		r = cb((const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
-		       userdata);
+		const char *path = (const char *)sqlite3_column_text(s, 0);
+		const char *target = (const char *)sqlite3_column_text(s, 1);
+		if (!link_valid(path, (size_t)sqlite3_column_bytes(s, 0), target))
+			return -EBADMSG;
+		r = cb(path, target, userdata);
 		if (r < 0)
 			return r;
 	}

@@ -45,6 +45,9 @@ typedef struct SnapshotInfo {
 	bool verified_ok;
 	char *verified_details;
 	int64_t pinned_until;
+	/* digest of the file tree (store/treedigest.h); absent in snapshots of older versions */
+	bool has_tree_digest;
+	ChunkId tree_digest;
 } SnapshotInfo;
 
 void snapshot_info_clear(SnapshotInfo *s);
@@ -104,7 +107,10 @@ int catalog_session_reap(Catalog *c, const char *id, uint64_t *ret_n_snapshots);
  * ("20261122T015400Z", then "-1", "-2" ...) and sets s->rowid and s->name.
  */
 int catalog_snapshot_begin(Catalog *c, SnapshotInfo *s);
-/* Set status, stop time, sizes and LSNs of a running snapshot: it becomes visible. */
+/*
+ * Set status, stop time, sizes, LSNs and the tree digest (when
+ * has_tree_digest) of a running snapshot: it becomes visible.
+ */
 int catalog_snapshot_finish(Catalog *c, const SnapshotInfo *s);
 /* name, or "latest" (newest visible snapshot, of instance when not NULL). */
 int catalog_snapshot_get(Catalog *c, const char *name, const char *instance, SnapshotInfo *ret);
@@ -134,6 +140,8 @@ int catalog_snapshot_set_note(Catalog *c, int64_t rowid, const char *note);
  * was pinned after the caller decided).
  */
 int catalog_snapshot_expire(Catalog *c, int64_t rowid, int64_t now_ns);
+/* Status "failed" for a visible snapshot that cannot be restored whole (repair). */
+int catalog_snapshot_mark_failed(Catalog *c, const char *name);
 /* Every snapshot row, running and deleted (still held) ones too, oldest first. */
 int catalog_snapshot_foreach_any(Catalog *c, CatalogSnapshotFn cb, void *ud);
 /*
@@ -156,10 +164,29 @@ int catalog_retention_set(Catalog *c, uint64_t keep_last, int64_t keep_within);
 int catalog_snapshot_hold(Catalog *c, const char *session, int64_t rowid);
 int catalog_snapshot_release(Catalog *c, const char *session, int64_t rowid);
 
+/*
+ * Add a file row. -EBADMSG for a row that breaks the tree's shape (see
+ * catalog_file_foreach) as far as one row shows it: a name that is not one
+ * path component, a root or extra root that is not a directory.
+ */
 int catalog_file_add(Catalog *c, int64_t snap, const FileRow *f);
 typedef int (*CatalogFileFn)(const FileRow *f, void *userdata);
-/* Files of a snapshot in ino order (parents before children). */
+/*
+ * Files of a snapshot in ino order (parents before children). Every row is
+ * checked before cb sees it, so no consumer can be led outside its tree by
+ * a damaged or crafted catalog: -EBADMSG unless the root is ino 1 (its own
+ * parent, named "", a directory), an extra root is a directory that is its
+ * own parent and is named by a normalized absolute path, and every other row
+ * is one path component (not empty, ".", "..", no '/' or NUL, at most
+ * NAME_MAX bytes) under a directory listed before it; a symlink has a target.
+ */
 int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userdata);
+/* True when name is one valid path component (the rule above). */
+bool catalog_name_valid(const char *name, size_t len);
+/* True when path is absolute, normalized ("/a/b": no empty, ".", ".." parts) and < PATH_MAX. */
+bool catalog_abs_path_valid(const char *path, size_t len);
+/* True when path is relative and normalized ("a/b"), with valid components. */
+bool catalog_rel_path_valid(const char *path, size_t len);
 
 int catalog_stats(Catalog *c, CatalogStats *ret);
 /* Changes whenever another connection commits (PRAGMA data_version): cheap polling. */
@@ -181,6 +208,7 @@ int catalog_bad_block_foreach(Catalog *c, int64_t snap, CatalogBadBlockFn cb, vo
  * Links: a directory of the snapshot that the source reached through a symlink
  * (a tablespace under pg_tblspc); restore writes it at target and links it.
  */
+/* add, foreach: -EBADMSG when path is not a relative normalized path or target is empty. */
 int catalog_link_add(Catalog *c, int64_t snap, const char *path, const char *target);
 typedef int (*CatalogLinkFn)(const char *path, const char *target, void *userdata);
 int catalog_link_foreach(Catalog *c, int64_t snap, CatalogLinkFn cb, void *userdata);

@@ -5,6 +5,7 @@
  * damage traced to the snapshots and files that use it.
  */
 #include "store/check.h"
+#include "store/treedigest.h"
 #include "common/util.h"
 
 #include <pthread.h>
@@ -260,6 +261,40 @@ static void report_damaged_snapshots(Checker *ck)
 		say(ck, CHECK_ERROR, "damaged snapshots: %s", line);
 }
 
+typedef struct TreeCheck {
+	Checker *ck;
+	uint64_t n_without;
+} TreeCheck;
+
+/* Each snapshot's files must still give the digest recorded when it was committed. */
+static int check_tree(const SnapshotInfo *s, void *ud)
+{
+	TreeCheck *tc = ud;
+	int r;
+	if (!s->has_tree_digest)
+		tc->n_without++;
+	r = tree_digest_verify(repo_catalog(tc->ck->repo), s);
+	if (r == -EBADMSG) {
+		say(tc->ck, CHECK_ERROR, "snapshot \"%s\": %s (the catalog is damaged; \"pgbakfs "
+		    "repair --rebuild-catalog\" rebuilds it from the snapshot manifests)", s->name,
+		    s->has_tree_digest ? "its files in the catalog do not match its tree digest"
+				       : "its files in the catalog do not form a valid tree");
+		r = 0;
+	}
+	return r;
+}
+
+static int check_trees(Checker *ck)
+{
+	TreeCheck tc = {.ck = ck};
+	int r = catalog_snapshot_foreach(repo_catalog(ck->repo), NULL, check_tree, &tc);
+	if (r == 0 && tc.n_without)
+		say(ck, CHECK_NOTE, "%llu snapshot(s) taken by an earlier version of pgbakfs have no "
+		    "tree digest: their file lists cannot be checked",
+		    (unsigned long long)tc.n_without);
+	return r;
+}
+
 /* Backup sessions; a mount's session leaves nothing to clean up. */
 static int count_backups(const char *id _unused_, const char *kind, int64_t pid _unused_,
 			 int64_t started _unused_, void *ud)
@@ -284,6 +319,8 @@ static int check_run(Checker *ck)
 		r = catalog_pack_foreach(cat, collect_pack, ck);
 	if (r == 0)
 		r = check_pack_objects(ck);
+	if (r == 0)
+		r = check_trees(ck);
 	if (r == 0)
 		r = catalog_check_references(cat, report_missing, ck);
 	if (r == 0 && ck->o->read_data)

@@ -6,6 +6,7 @@
  * so a column added to the catalog later travels without a format change.
  */
 #include "store/manifest.h"
+#include "store/treedigest.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -103,6 +104,37 @@ static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
 }
 
 /* ---- export ---- */
+
+/*
+ * The rows must give the digest the snapshot recorded: a damaged catalog is
+ * not exported over a good manifest, and a manifest whose tree was damaged
+ * (a renamed file, another chunk list) is refused rather than restored
+ * wrongly. Snapshots of older versions carry none.
+ */
+static int verify_tree(Catalog *c, int64_t rowid)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	sqlite3 *cat = catalog_sqlite(c);
+	ChunkId got;
+	int rc, r = catalog_prepare(cat, "SELECT tree_digest FROM snapshots WHERE id = ?1", &s);
+
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, rowid);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return 0; /* no such snapshot: the caller's lookup says so */
+	if (rc != SQLITE_ROW)
+		return catalog_errno(cat, rc, "tree digest");
+	if (sqlite3_column_type(s, 0) == SQLITE_NULL)
+		return 0;
+	r = tree_digest_compute(c, rowid, &got);
+	if (r == 0 && ((size_t)sqlite3_column_bytes(s, 0) != sizeof(got.b) ||
+		       memcmp(sqlite3_column_blob(s, 0), got.b, sizeof(got.b)) != 0))
+		r = -EBADMSG;
+	return r;
+}
+
 
 typedef struct Exporter {
 	Catalog *c;
@@ -359,7 +391,9 @@ int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_
 			r = catalog_errno(e.cat, rc, "BEGIN");
 	}
 	if (r == 0) {
-		r = export_rows(&e, snap_rowid);
+		r = verify_tree(c, snap_rowid);
+		if (r == 0)
+			r = export_rows(&e, snap_rowid);
 		if (own_tx)
 			catalog_rollback(c); /* only read */
 	}
@@ -476,7 +510,9 @@ static int import_snapshot_check(sqlite3 *img, sqlite3_stmt *row, const char **r
 		else if (strcmp(col, "status") == 0)
 			status = (const char *)sqlite3_column_text(row, i);
 	}
-	if (!name || !*name || !status || strcmp(status, SNAP_STATUS_RUNNING) == 0)
+	/* the name is a directory of the mount and part of object names */
+	if (!name || !catalog_name_valid(name, strlen(name)) || !status ||
+	    strcmp(status, SNAP_STATUS_RUNNING) == 0)
 		return -EBADMSG;
 	*ret_name = name;
 	return 0;
@@ -699,6 +735,8 @@ int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid)
 		r = import_files(c, img, rowid);
 	if (r == 0)
 		r = import_links_bad_blocks(c, img, rowid);
+	if (r == 0)
+		r = verify_tree(c, rowid);
 	if (r == 0)
 		r = catalog_commit(c);
 	if (r < 0) {

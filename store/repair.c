@@ -223,7 +223,8 @@ static int repair_manifest(Catalog *c, const char *name, RepairManifestFn get_ma
 		return 0; /* another copy of a snapshot imported already */
 	if (r == -EBADMSG || r == -EPROTONOSUPPORT) {
 		log_warning("skipping manifest \"%s\": %s", name,
-			    r == -EBADMSG ? "it is damaged or not a manifest"
+			    r == -EBADMSG ? "it is damaged or not a manifest (or its files do not "
+					    "match its tree digest)"
 					  : "it was written by a newer version of pgbakfs");
 		st->bad_manifests++;
 		return 0;
@@ -232,6 +233,54 @@ static int repair_manifest(Catalog *c, const char *name, RepairManifestFn get_ma
 		return r;
 	st->snapshots++;
 	return 0;
+}
+
+typedef struct Incomplete {
+	char (*names)[64];
+	uint64_t *missing;
+	size_t n;
+} Incomplete;
+
+static int note_missing(const char *snapshot, const ChunkId *id _unused_, void *userdata)
+{
+	Incomplete *inc = userdata;
+	for (size_t i = inc->n; i-- > 0;) { /* few: the last is the likely one */
+		if (strcmp(inc->names[i], snapshot) == 0) {
+			inc->missing[i]++;
+			return 0;
+		}
+	}
+	void *v = realloc(inc->names, (inc->n + 1) * sizeof(*inc->names));
+	if (!v)
+		return -ENOMEM;
+	inc->names = v;
+	v = realloc(inc->missing, (inc->n + 1) * sizeof(*inc->missing));
+	if (!v)
+		return -ENOMEM;
+	inc->missing = v;
+	snprintf(inc->names[inc->n], sizeof(*inc->names), "%s", snapshot);
+	inc->missing[inc->n++] = 1;
+	return 0;
+}
+
+/* Snapshots naming chunks no pack holds: "failed", so nobody takes them for whole. */
+static int mark_incomplete(Catalog *c, RepairStats *st)
+{
+	Incomplete inc = {0};
+	int r = catalog_check_references(c, note_missing, &inc);
+
+	for (size_t i = 0; r == 0 && i < inc.n; i++) {
+		r = catalog_snapshot_mark_failed(c, inc.names[i]);
+		if (r == 0) {
+			log_warning("snapshot \"%s\" names %llu chunk(s) that no pack holds: kept as "
+				    "failed (delete it unless its other files are needed)", inc.names[i],
+				    (unsigned long long)inc.missing[i]);
+			st->incomplete++;
+		}
+	}
+	free(inc.names);
+	free(inc.missing);
+	return r;
 }
 
 static int rebuild(StoreBackend *b, Catalog *c, const char *manifest_prefix,
@@ -251,6 +300,8 @@ static int rebuild(StoreBackend *b, Catalog *c, const char *manifest_prefix,
 	for (size_t i = 0; r == 0 && i < manifests.n; i++)
 		r = repair_manifest(c, manifests.v[i].name, get_manifest, ud, st);
 	object_list_clear(&manifests);
+	if (r == 0)
+		r = mark_incomplete(c, st);
 	if (r == 0)
 		r = catalog_stats(c, &cs);
 	if (r == 0)

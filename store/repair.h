@@ -13,7 +13,8 @@ typedef struct RepairStats {
 	uint64_t chunks;        /* chunk rows in the rebuilt catalog */
 	uint64_t snapshots;     /* manifests imported */
 	uint64_t bad_packs;     /* pack objects skipped: damaged trailer, unusable name */
-	uint64_t bad_manifests; /* manifests skipped: unreadable or not importable */
+	uint64_t bad_manifests; /* manifests skipped: unreadable, not importable, tree digest wrong */
+	uint64_t incomplete;    /* snapshots imported as "failed": chunks no pack holds */
 } RepairStats;
 
 /*
@@ -38,7 +39,14 @@ typedef int (*RepairManifestFn)(const char *name, void **ret_buf, size_t *ret_le
  * restores the chunks' CRCs. A manifest that cannot be read (any error but
  * -ENOMEM) or is not a manifest (-EBADMSG, -EPROTONOSUPPORT) counts in
  * bad_manifests, is named in a log_warning and skipped; one whose snapshot
- * is already there (-EEXIST: a copy) is skipped silently.
+ * is already there (-EEXIST: a copy) is skipped silently. A manifest whose
+ * rows do not give its recorded tree digest is damaged (-EBADMSG above).
+ *
+ * Last, every imported snapshot's chunks must be in some pack: one that
+ * names chunks no pack holds (a damaged pack, or the leftover manifest of a
+ * snapshot deleted and collected while the manifest's removal was cut short)
+ * is kept with status "failed", counted in incomplete and named in a
+ * log_warning: its other chunks stay referenced, so gc keeps them.
  *
  * Commits along the way are not synced one by one; the catalog is
  * checkpointed before a 0 return. Returns 0 with bad objects counted, or

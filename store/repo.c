@@ -45,6 +45,7 @@ struct Repo {
 	bool writing;        /* between write_begin and write_end (every kind) */
 	int cache_lock_fd;   /* flock on <workdir>/catalog.lock while writing */
 	int disk_cache_fd;   /* flock on <workdir>/chunks.lock while using the disk cache */
+	int use_lock_fd;     /* local: shared flock on locks/in-use while open (repair: exclusive) */
 };
 
 struct RepoSession {
@@ -158,6 +159,7 @@ static Repo *repo_alloc(const char *url)
 		return NULL;
 	r->cache_lock_fd = -1;
 	r->disk_cache_fd = -1;
+	r->use_lock_fd = -1;
 	if (!(r->url = strdup(url)))
 		return repo_free(r);
 	return r;
@@ -990,6 +992,75 @@ static int manifest_fetch(const char *name, void **ret_buf, size_t *ret_len, voi
 
 /* Open what a repository has without its catalog: backend, config, keys, work directory. */
 static int open_bare(const RepoLocation *l, Repo **ret);
+static int use_lock(Repo *r, int op, int *ret_fd);
+
+/* Unlink path+suffix; a missing one is fine. */
+static int unlink_sfx(const char *path, const char *sfx)
+{
+	_cleanup_free_ char *p = NULL;
+	if (asprintf(&p, "%s%s", path, sfx) < 0)
+		return -ENOMEM;
+	return unlink(p) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+/* Hard-link path+sfx as to+sfx; a missing source is fine. */
+static int link_sfx(const char *path, const char *to, const char *sfx)
+{
+	_cleanup_free_ char *a = NULL, *b = NULL;
+	if (asprintf(&a, "%s%s", path, sfx) < 0 || asprintf(&b, "%s%s", to, sfx) < 0)
+		return -ENOMEM;
+	return link(a, b) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+/* Fold a catalog's WAL into its file, if it opens at all (a damaged one may not). */
+static void catalog_fold_wal(const char *path)
+{
+	sqlite3 *db = NULL;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK)
+		sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+	sqlite3_close(db); /* the last connection: an empty WAL goes away */
+}
+
+/*
+ * Put the rebuilt catalog fresh in place of a local repository's, keeping
+ * the old one as catalog.db.old(-wal). Nobody has either open (the in-use
+ * lock is ours). At every step the repository has a catalog: the old one is
+ * linked, not moved, to its .old name, its WAL folded in or linked beside it
+ * and then removed (a WAL must never meet another database file), and the
+ * new one replaces it in one rename.
+ */
+static int catalog_replace_local(Repo *r, const char *fresh)
+{
+	_cleanup_free_ char *old = NULL, *fresh_wal = NULL;
+	int e = 0;
+
+	if (asprintf(&old, "%s.old", r->catalog_path) < 0 ||
+	    asprintf(&fresh_wal, "%s-wal", fresh) < 0)
+		return -ENOMEM;
+	if (access(fresh_wal, F_OK) == 0)
+		return -EIO; /* the rebuilt catalog was not checkpointed and closed */
+	catalog_fold_wal(r->catalog_path);
+	e = unlink_sfx(old, "");
+	if (e == 0)
+		e = unlink_sfx(old, "-wal");
+	if (e == 0)
+		e = unlink_sfx(old, "-shm");
+	if (e == 0)
+		e = link_sfx(r->catalog_path, old, "");
+	if (e == 0)
+		e = link_sfx(r->catalog_path, old, "-wal");
+	if (e == 0)
+		e = fsync_dir(r->workdir);
+	if (e == 0)
+		e = unlink_sfx(r->catalog_path, "-wal");
+	if (e == 0)
+		e = unlink_sfx(r->catalog_path, "-shm");
+	if (e == 0 && rename(fresh, r->catalog_path) < 0)
+		e = -errno;
+	if (e == 0)
+		e = fsync_dir(r->workdir);
+	return e;
+}
 
 /*
  * Build the new catalog beside the old one, then put it in place: a local
@@ -1017,6 +1088,8 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 			e = cache_lock(r, true, &r->cache_lock_fd);
 	} else {
 		e = repo_lock_maintenance(r, &maint_fd); /* no gc or expire meanwhile */
+		if (e == 0) /* and nobody else with the catalog open: it is about to be replaced */
+			e = use_lock(r, LOCK_EX, &r->use_lock_fd);
 	}
 	if (e == 0)
 		e = catalog_create(tmp);
@@ -1049,19 +1122,7 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 		if (e == 0)
 			e = gen_file_write(r, next, false);
 	} else if (e == 0) {
-		/* the old catalog and its WAL stay together as catalog.db.old(-wal) */
-		for (const char *sfx = "-wal\0-shm\0\0"; e == 0; sfx += strlen(sfx) + 1) {
-			_cleanup_free_ char *from = xasprintf("%s%s", r->catalog_path, sfx);
-			_cleanup_free_ char *to = xasprintf("%s.old%s", r->catalog_path, sfx);
-			if (rename(from, to) < 0 && errno != ENOENT)
-				e = -errno;
-			if (!*sfx)
-				break;
-		}
-		if (e == 0 && rename(tmp, r->catalog_path) < 0)
-			e = -errno;
-		if (e == 0)
-			e = fsync_dir(r->workdir);
+		e = catalog_replace_local(r, tmp);
 	}
 	if (e < 0 && holder)
 		log_error("the writer lock is held by %s", holder);
@@ -1148,6 +1209,11 @@ int repo_open_at(const RepoLocation *l, Repo **ret)
 		e = repo_refresh(r);
 		if (e == 0 && access(r->catalog_path, F_OK) < 0) /* a writer here never published */
 			e = -EBADMSG;
+	} else {
+		e = use_lock(r, LOCK_SH, &r->use_lock_fd);
+		/* a user who may not create the lock file cannot write the catalog either */
+		if (e == -EACCES || e == -EROFS)
+			e = 0;
 	}
 	if (e == 0)
 		e = catalog_open(r->catalog_path, false, &r->catalog);
@@ -1175,7 +1241,10 @@ Repo *repo_free(Repo *r)
 		r->lock = remote_lock_release(r->lock);
 	if (r->cache_lock_fd >= 0)
 		close(r->cache_lock_fd);
-	catalog_free(r->catalog);
+	catalog_free(r->catalog); /* before the lock that kept repair from replacing it */
+	r->catalog = NULL;
+	if (r->use_lock_fd >= 0)
+		close(r->use_lock_fd);
 	store_backend_free(r->backend);
 	if (r->disk_cache_fd >= 0)
 		close(r->disk_cache_fd);
@@ -1209,6 +1278,35 @@ static int lock_dir_ensure(Repo *r)
 	snprintf(dir, sizeof(dir), "%s/locks", r->workdir);
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
+	return 0;
+}
+
+/*
+ * Every process that opens a local repository holds locks/in-use shared for
+ * as long as it has the catalog open; repair --rebuild-catalog takes it
+ * exclusive before it replaces the catalog file, so no backup, mount or
+ * wal-push keeps writing into a catalog that is no longer the repository's
+ * (its commits would succeed into the replaced file and be lost). Neither
+ * side waits: -EBUSY.
+ */
+static int use_lock(Repo *r, int op, int *ret_fd)
+{
+	char path[PATH_MAX];
+	int fd, e = lock_dir_ensure(r);
+	if (e < 0)
+		return e;
+	snprintf(path, sizeof(path), "%s/locks/in-use", r->workdir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, op | LOCK_NB) < 0) {
+		if (errno == EINTR)
+			continue;
+		e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return e;
+	}
+	*ret_fd = fd;
 	return 0;
 }
 

@@ -11,6 +11,7 @@
  * all zero), then sweep out what the snapshot does not have.
  */
 #include "store/restore.h"
+#include "store/treedigest.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "store/reader.h"
@@ -723,6 +724,10 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		rs.batch = (uint32_t)MAX(1, RESTORE_REMOTE_READAHEAD(&rs) / rs.chunk_size);
 
 	*ret = (RestoreResult){0};
+	/* a damaged catalog must not name, place or fill a file wrongly */
+	r = tree_digest_verify(repo_catalog(repo), snap);
+	if (r < 0)
+		return r == -EBADMSG ? -EUCLEAN : r;
 	r = dir_is_empty(target); /* 1 for a missing directory too */
 	if (r < 0)
 		return r;

@@ -54,6 +54,10 @@ typedef struct RestoreResult {
  * checked before anything is written. Extra roots (directories kept beside
  * the main tree) are restored under "TARGET.extra/<their original path>",
  * which must be missing or empty too.
+ *
+ * Before anything is written, the snapshot's files must match its tree
+ * digest (store/treedigest.h): -EUCLEAN when they do not, or when the
+ * catalog's rows are not a valid tree.
  */
 int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		     const RestoreOptions *o, RestoreResult *ret);

@@ -20,6 +20,7 @@
  * committed.
  */
 #include "store/snapwriter.h"
+#include "store/treedigest.h"
 
 #include "common/crc32c.h"
 #include "common/log.h"
@@ -964,6 +965,11 @@ int snapwriter_commit(SnapWriter *w, SnapWriterResult *ret)
 	w->info.status = strdup(w->n_bad_blocks ? SNAP_STATUS_WARNING : SNAP_STATUS_OK);
 	if (!w->info.status)
 		return -ENOMEM;
+	/* every file row is in: what the snapshot is from now on, for check, restore and repair */
+	r = tree_digest_compute(repo_catalog(w->repo), w->info.rowid, &w->info.tree_digest);
+	if (r < 0)
+		return r;
+	w->info.has_tree_digest = true;
 	r = catalog_snapshot_finish(repo_catalog(w->repo), &w->info);
 	if (r < 0)
 		return r;

@@ -467,17 +467,20 @@ int cmd_repair(int argc, char **argv)
 	else if (r == -ENOKEY)
 		cli_error("repository \"%s\" is encrypted and no passphrase was given", cl.loc.url);
 	else if (r == -EBUSY)
-		cli_error("repository \"%s\" is busy: another writer holds its lock", cl.loc.url);
+		cli_error("repository \"%s\" is in use: stop its backups, mounts, wal-push and other "
+			  "pgbakfs commands, then repair again", cl.loc.url);
 	else if (r < 0)
 		cli_error("could not rebuild the catalog of \"%s\": %s", cl.loc.url, strerror(-r));
 	else {
 		printf("repair: rebuilt the catalog of \"%s\": %llu pack(s), %llu chunk(s), "
 		       "%llu snapshot(s)\n", cl.loc.url, (unsigned long long)st.packs,
 		       (unsigned long long)st.chunks, (unsigned long long)st.snapshots);
-		if (st.bad_packs || st.bad_manifests) {
-			cli_error("%llu damaged pack(s) and %llu damaged manifest(s) were skipped; "
-				  "\"pgbakfs check\" shows what they held",
-				  (unsigned long long)st.bad_packs, (unsigned long long)st.bad_manifests);
+		if (st.bad_packs || st.bad_manifests || st.incomplete) {
+			cli_error("%llu damaged pack(s) and %llu damaged manifest(s) were skipped, "
+				  "%llu snapshot(s) lack chunks and are marked failed; the warnings "
+				  "above name them",
+				  (unsigned long long)st.bad_packs, (unsigned long long)st.bad_manifests,
+				  (unsigned long long)st.incomplete);
 			r = -EBADMSG;
 		}
 	}

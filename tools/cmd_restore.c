@@ -153,7 +153,13 @@ int cmd_restore(int argc, char **argv)
 	o.maps = maps;
 	r = restore_snapshot(repo, &s, target, &o, &res);
 	progress = progress_free(progress);
-	if (r == -EBADMSG || r == -ENOENT) {
+	if (r == -EUCLEAN) {
+		cli_error("snapshot \"%s\" is damaged in the catalog: its file list fails its "
+			  "integrity check (tree digest, names); nothing was restored", s.name);
+		cli_hint("\"pgbakfs repair --rebuild-catalog\" rebuilds the catalog from the snapshot "
+			 "manifests");
+		rc = EXIT_FAIL;
+	} else if (r == -EBADMSG || r == -ENOENT) {
 		cli_error("snapshot \"%s\" is damaged: file \"%s\" at offset %llu cannot be read "
 			  "correctly; restore stopped", s.name, res.failed_path,
 			  (unsigned long long)res.failed_offset);
