@@ -445,7 +445,11 @@ int cmd_repair(int argc, char **argv)
 			       "lists its chunks, every snapshot is also stored as a manifest. The old\n"
 			       "catalog of a directory repository is kept as catalog.db.old; an S3 or\n"
 			       "encrypted repository gets the rebuilt catalog as its next generation.\n"
-			       "The retention policy is not in any object: save it again with expire.\n");
+			       "The retention policy is not in any object: save it again with expire.\n\n"
+			       "Nothing else may have a directory repository open meanwhile (backups,\n"
+			       "mounts, wal-push): repair refuses while anything does. A manifest whose\n"
+			       "files do not match its tree digest is skipped; a snapshot whose chunks\n"
+			       "no pack holds is kept as \"failed\". Both make repair exit 1.\n");
 			return EXIT_OK;
 		default: return cli_usage("repair", "invalid option");
 		}
