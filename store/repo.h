@@ -69,7 +69,9 @@ int repo_init_at(const RepoLocation *l, const RepoInitOptions *o);
  * -EBADMSG for a damaged config or catalog. Encrypted: -ENOKEY without a
  * passphrase, -EKEYREJECTED for a wrong one (nothing is written then);
  * -EUCLEAN when the config says "not encrypted" but a key file exists (an
- * edited config must not turn new backups plain).
+ * edited config must not turn new backups plain). A local repository is held
+ * open (a shared flock on locks/in-use) until repo_free: -EBUSY while
+ * repo_rebuild_catalog holds it.
  */
 int repo_open_at(const RepoLocation *l, Repo **ret);
 /* The same for a local directory. */
@@ -134,8 +136,9 @@ int repo_refresh(Repo *r);
 /*
  * repair --rebuild-catalog: a new catalog from the packs and snapshot
  * manifests alone (store/repair.h), put in place of the old one (kept as
- * catalog.db.old) or published as the next generation. Retention policy and
- * WAL segment size settings are not in any object: set them again.
+ * catalog.db.old; -EBUSY while any other process has the repository open)
+ * or published as the next generation. Retention policy and WAL segment size
+ * settings are not in any object: set them again.
  */
 struct RepairStats;
 int repo_rebuild_catalog(const RepoLocation *l, struct RepairStats *ret);

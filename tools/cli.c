@@ -101,6 +101,10 @@ int cli_open_repo(const char *opt, Repo **ret)
 		cli_error("repository \"%s\" has a key file but its config says it is not encrypted: "
 			  "refusing to write it in the clear (was the config edited?)", loc);
 		break;
+	case -EBUSY:
+		cli_error("repository \"%s\" is being repaired (repair --rebuild-catalog is running); "
+			  "try again when it ends", loc);
+		break;
 	case -EBADMSG:
 		cli_error("repository \"%s\" is damaged: its config or catalog cannot be read", loc);
 		cli_hint("\"pgbakfs repair --rebuild-catalog\" rebuilds the catalog from the packs");

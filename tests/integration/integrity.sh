@@ -38,6 +38,13 @@ pgbakfs delete "$BIG" --repo "$R" >/dev/null
 pgbakfs gc --repo "$R" >/dev/null
 rm -rf "$T/big"
 
+# while repair runs, nothing else opens the repository (flock stands in for it)
+flock -x "$R/locks/in-use" sleep 3 &
+FPID=$!
+wait_for 10 bash -c "! flock -n -s '$R/locks/in-use' true"
+expect_error 1 "is being repaired" pgbakfs list --repo "$R"
+wait $FPID
+
 # a mount holds the repository open too
 mount_fg "$T/mnt" "$T/mount.log" --repo "$R"
 expect_error 1 "is in use" pgbakfs repair --rebuild-catalog --repo "$R"
