@@ -604,13 +604,13 @@ static int catalog_sync(Repo *r)
 	return catalog_fetch(r, latest);
 }
 
-/* An exclusive flock on path (created 0600); -EBUSY when held and !wait. */
-static int lock_file(const char *path, bool wait, int *ret_fd)
+/* flock(op) on path (created 0600); -EBUSY when held elsewhere and op has LOCK_NB. */
+static int lock_file_op(const char *path, int op, int *ret_fd)
 {
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
+	while (flock(fd, op) < 0) {
 		if (errno == EINTR)
 			continue;
 		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
@@ -619,6 +619,12 @@ static int lock_file(const char *path, bool wait, int *ret_fd)
 	}
 	*ret_fd = fd;
 	return 0;
+}
+
+/* An exclusive flock on path (created 0600); -EBUSY when held and !wait. */
+static int lock_file(const char *path, bool wait, int *ret_fd)
+{
+	return lock_file_op(path, LOCK_EX | (wait ? 0 : LOCK_NB), ret_fd);
 }
 
 static int cache_lock(Repo *r, bool wait, int *ret_fd)
@@ -1292,22 +1298,11 @@ static int lock_dir_ensure(Repo *r)
 static int use_lock(Repo *r, int op, int *ret_fd)
 {
 	char path[PATH_MAX];
-	int fd, e = lock_dir_ensure(r);
+	int e = lock_dir_ensure(r);
 	if (e < 0)
 		return e;
 	snprintf(path, sizeof(path), "%s/locks/in-use", r->workdir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	while (flock(fd, op | LOCK_NB) < 0) {
-		if (errno == EINTR)
-			continue;
-		e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		close(fd);
-		return e;
-	}
-	*ret_fd = fd;
-	return 0;
+	return lock_file_op(path, op | LOCK_NB, ret_fd);
 }
 
 int repo_session_begin(Repo *r, const char *kind, RepoSession **ret)
