@@ -87,7 +87,9 @@ int store_s3_new(const StoreS3Config *cfg, StoreBackend **ret);
  * operations by a script: e.g. "put:3=ENOSPC" fails the third put with
  * ENOSPC; "get:*=EIO" fails every get; "put:2=crash" writes half of the
  * second object under its final name and returns -EIO (a torn, non-atomic
- * write, to prove readers detect it); several rules separated by ','.
+ * write, to prove readers detect it); "get:1=flip" makes the first get
+ * succeed with one byte of the body changed (damage on the way); several
+ * rules separated by ','.
  */
 int store_fault_new(StoreBackend *inner, const char *script, StoreBackend **ret);
 /* Number of calls seen per operation ("put", "get", "size", "list", "delete"). */

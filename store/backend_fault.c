@@ -15,14 +15,17 @@ static const char *const op_names[N_OPS] = {"put", "get", "size", "list", "delet
 typedef struct FaultRule {
 	int op;
 	unsigned nth; /* 0 = every call */
-	int err;      /* positive errno, or -1 for a torn write ("crash") */
+	int err;      /* positive errno, -1 for a torn write ("crash"), FAULT_FLIP */
 } FaultRule;
+
+#define FAULT_FLIP (-2) /* get: succeed, with one byte of the body changed */
 
 typedef struct FaultBackend {
 	StoreBackend base;
 	StoreBackend *inner;
 	pthread_mutex_t lock; /* guards counts */
 	unsigned counts[N_OPS];
+	bool flip_pending[N_OPS]; /* the call just counted is to return damaged bytes */
 	size_t n_rules;
 	FaultRule rules[16];
 } FaultBackend;
@@ -33,9 +36,15 @@ static int fault_hit(FaultBackend *fb, int op)
 	pthread_mutex_lock(&fb->lock);
 	n = ++fb->counts[op];
 	pthread_mutex_unlock(&fb->lock);
-	for (size_t i = 0; i < fb->n_rules; i++)
-		if (fb->rules[i].op == op && (fb->rules[i].nth == 0 || fb->rules[i].nth == n))
+	for (size_t i = 0; i < fb->n_rules; i++) {
+		if (fb->rules[i].op != op || (fb->rules[i].nth != 0 && fb->rules[i].nth != n))
+			continue;
+		if (fb->rules[i].err != FAULT_FLIP)
 			return fb->rules[i].err;
+		pthread_mutex_lock(&fb->lock);
+		fb->flip_pending[op] = true;
+		pthread_mutex_unlock(&fb->lock);
+	}
 	return 0;
 }
 
@@ -53,13 +62,27 @@ static int fault_put(StoreBackend *b, const char *name, const void *buf, size_t 
 	return store_put(fb->inner, name, buf, len);
 }
 
+/* The rule for this call was "flip": the call succeeds with one byte changed. */
+static bool fault_flips(FaultBackend *fb, int op)
+{
+	bool flip = false;
+	pthread_mutex_lock(&fb->lock);
+	flip = fb->flip_pending[op];
+	fb->flip_pending[op] = false;
+	pthread_mutex_unlock(&fb->lock);
+	return flip;
+}
+
 static int fault_get_range(StoreBackend *b, const char *name, uint64_t off, size_t len, void *buf)
 {
 	FaultBackend *fb = (FaultBackend *)b;
 	int e = fault_hit(fb, OP_GET);
 	if (e > 0)
 		return -e;
-	return store_get_range(fb->inner, name, off, len, buf);
+	e = store_get_range(fb->inner, name, off, len, buf);
+	if (e == 0 && len && fault_flips(fb, OP_GET))
+		((uint8_t *)buf)[len / 2] ^= 0x40; /* a body damaged on the way */
+	return e;
 }
 
 static int fault_size(StoreBackend *b, const char *name, uint64_t *ret)
@@ -113,7 +136,8 @@ static int parse_errno(const char *s)
 		const char *name;
 		int err;
 	} table[] = {{"EIO", EIO}, {"ENOSPC", ENOSPC}, {"ENOENT", ENOENT}, {"EACCES", EACCES},
-		     {"ETIMEDOUT", ETIMEDOUT}, {"ECONNRESET", ECONNRESET}, {"crash", -1}};
+		     {"ETIMEDOUT", ETIMEDOUT}, {"ECONNRESET", ECONNRESET}, {"crash", -1},
+		     {"flip", FAULT_FLIP}};
 	for (size_t i = 0; i < ELEMENTSOF(table); i++)
 		if (strcmp(s, table[i].name) == 0)
 			return table[i].err;

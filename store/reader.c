@@ -133,6 +133,23 @@ static int fetch_windowed(ChunkReader *r, const ChunkLoc *loc, const uint8_t **r
 	return 0;
 }
 
+static int decode(ChunkReader *r, const ChunkLoc *loc, const uint8_t *enc, const ChunkId *id,
+		  size_t plen, void *buf, bool fast)
+{
+	if (fast && loc->has_crc)
+		return chunk_decode_crc(r->codec, (ChunkEncoding)loc->enc, enc, loc->elen, buf, plen,
+					id, loc->crc);
+	return chunk_decode(r->codec, (ChunkEncoding)loc->enc, enc, loc->elen, buf, plen, id);
+}
+
+/* Forget what the windows hold of a pack: bytes that failed once are not served again. */
+static void windows_drop(ChunkReader *r, const char *pack)
+{
+	for (int i = 0; i < READER_WINDOWS; i++)
+		if (strcmp(r->win[i].name, pack) == 0)
+			r->win[i].len = 0;
+}
+
 static int read_chunk(ChunkReader *r, const ChunkId *id, size_t plen, void *buf, bool fast)
 {
 	ChunkLoc loc;
@@ -156,10 +173,21 @@ static int read_chunk(ChunkReader *r, const ChunkId *id, size_t plen, void *buf,
 		return -EBADMSG; /* a truncated pack is damage, not absence */
 	if (e < 0)
 		return e;
-	if (fast && loc.has_crc)
-		return chunk_decode_crc(r->codec, (ChunkEncoding)loc.enc, enc, loc.elen, buf,
-					plen, id, loc.crc);
-	return chunk_decode(r->codec, (ChunkEncoding)loc.enc, enc, loc.elen, buf, plen, id);
+	e = decode(r, &loc, enc, id, plen, buf, fast);
+	if (e != -EBADMSG)
+		return e;
+	/*
+	 * Bytes that fail verification may have been damaged on the way (a body
+	 * from object storage): fetch the chunk once more, alone, before calling
+	 * it damage.
+	 */
+	windows_drop(r, loc.pack_name);
+	e = store_get_range(repo_backend(r->repo), loc.pack_name, loc.offset, loc.elen, r->ebuf);
+	if (e == -ENODATA)
+		return -EBADMSG;
+	if (e < 0)
+		return e;
+	return decode(r, &loc, r->ebuf, id, plen, buf, fast);
 }
 
 int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf)

@@ -20,8 +20,10 @@ ChunkReader *chunk_reader_free(ChunkReader *r);
 int chunk_reader_set_readahead(ChunkReader *r, size_t bytes);
 /*
  * Fill buf with the plen plain bytes of chunk id (zeros for a hole).
- * -ENOENT: the catalog does not know the chunk; -EBADMSG: damaged data;
- * other -errno from the backend.
+ * -ENOENT: the catalog does not know the chunk; -EBADMSG: damaged data (the
+ * chunk failed verification twice: bytes that fail are fetched once more,
+ * alone, since a body may be damaged on the way); other -errno from the
+ * backend.
  */
 int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf);
 /*

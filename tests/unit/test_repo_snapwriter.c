@@ -620,6 +620,41 @@ out:
 	snapshot_info_clear(&s);
 }
 
+/* A body damaged on the way is fetched once more; damaged twice, it is damage. */
+static void test_reader_refetch(const char *path, const char *snap_name, const Tree *t)
+{
+	static const char *const scripts[] = {"get:1=flip", "get:*=flip"};
+	for (size_t k = 0; k < ELEMENTSOF(scripts); k++) {
+		Repo *r = NULL;
+		SnapshotInfo s = {0};
+		ChunkReader *cr = NULL;
+		ChunkId *ids = NULL;
+		size_t n = 0;
+		int64_t content = 0;
+		uint8_t buf[CS];
+
+		setenv("PGBAKFS_TEST_FAULTS", scripts[k], 1);
+		if (CHECK_EQ_INT(repo_open(path, &r), 0) &&
+		    CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), snap_name, NULL, &s), 0) &&
+		    CHECK_EQ_INT(catalog_file_foreach(repo_catalog(r), s.rowid, find_data_bin, &content), 0) &&
+		    CHECK_EQ_INT(catalog_content_get(repo_catalog(r), content, &ids, &n), 0) &&
+		    CHECK_EQ_INT(chunk_reader_new(r, &cr), 0)) {
+			if (k == 0) {
+				CHECK_EQ_INT(chunk_reader_read(cr, &ids[0], CS, buf), 0);
+				CHECK(memcmp(buf, t->data, CS) == 0);
+			} else {
+				CHECK_EQ_INT(chunk_reader_read(cr, &ids[0], CS, buf), -EBADMSG);
+			}
+			CHECK_EQ_INT(store_fault_count(repo_backend(r), "get"), 2);
+		}
+		chunk_reader_free(cr);
+		free(ids);
+		snapshot_info_clear(&s);
+		repo_free(r);
+	}
+	unsetenv("PGBAKFS_TEST_FAULTS");
+}
+
 static void test_snapshot_roundtrip_faults_gc(void)
 {
 	char tmp[64], path[PATH_MAX], target[PATH_MAX];
@@ -697,6 +732,7 @@ static void test_snapshot_roundtrip_faults_gc(void)
 	CHECK_EQ_INT(restore_snapshot(r, &s, target, &ro, &rr), -ENOTEMPTY);
 	snapshot_info_clear(&s);
 	test_reader(r, res1.name, t);
+	test_reader_refetch(path, res1.name, t);
 
 	/* ---- the same tree again: nothing new is stored ---- */
 	if (!CHECK_EQ_INT(snapwriter_new(r, &o, &w), 0))
