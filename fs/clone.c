@@ -428,11 +428,19 @@ static int dirent_lookup(Clone *c, uint32_t parent, const char *name, uint32_t *
 	return r;
 }
 
+/* A name longer than NAME_MAX can be neither found nor made: -ENAMETOOLONG. */
+static int name_check_length(const char *name)
+{
+	return strnlen(name, CLONE_NAME_MAX + 1) > CLONE_NAME_MAX ? -ENAMETOOLONG : 0;
+}
+
 /* The inode behind parent/name, parent being a directory. */
 static int entry_get(Clone *c, uint32_t parent, const char *name, InodeRow *ret)
 {
 	uint32_t ino = 0;
-	int r = dir_get(c, parent, ret);
+	int r = name_check_length(name);
+	if (r == 0)
+		r = dir_get(c, parent, ret);
 	if (r == 0)
 		r = dirent_lookup(c, parent, name, &ino);
 	if (r == 0)
@@ -480,10 +488,11 @@ static int dirent_move(Clone *c, uint32_t parent, const char *name, uint32_t new
 
 static int name_check(const char *name)
 {
-	size_t len = strlen(name);
-	if (len == 0 || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-		return -EINVAL;
-	return len > CLONE_NAME_MAX ? -ENAMETOOLONG : 0;
+	int r = name_check_length(name);
+	if (r == 0 && (!*name || strchr(name, '/') || strcmp(name, ".") == 0 ||
+		       strcmp(name, "..") == 0))
+		r = -EINVAL;
+	return r;
 }
 
 /* ---- nodes: the shared state of an open inode ---------------------------- */

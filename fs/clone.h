@@ -27,9 +27,11 @@
  * Inode numbers are 32-bit and local to the clone; the seed's inode numbers
  * are kept (root is 1) and new inodes continue after the largest of them.
  * Every function is thread-safe and returns 0 (or a count) or -errno:
- * -ENOENT, -EEXIST, -ENOTDIR, -EISDIR, -ENOTEMPTY, -EINVAL, -ENOSPC (scratch
- * disk full: the clone stays consistent), -EIO, -ENOMEM, -ESTALE (the clone's
- * snapshot differs from the one given to clone_open).
+ * -ENOENT, -EEXIST, -ENOTDIR, -EISDIR, -ENOTEMPTY, -EINVAL, -ENAMETOOLONG (a
+ * name longer than 255 bytes, given to any call that takes a name, whether it
+ * exists or not), -ENOSPC (scratch disk full: the clone stays consistent),
+ * -EIO, -ENOMEM, -ESTALE (the clone's snapshot differs from the one given to
+ * clone_open).
  */
 #pragma once
 

@@ -41,6 +41,7 @@
 #define IMMUTABLE_TIMEOUT 86400.0 /* a snapshot never changes */
 #define LIVE_TIMEOUT 1.0          /* the root's entries and writable clones */
 #define MAX_IO (1024 * 1024)
+#define MOUNT_NAME_MAX 255 /* NAME_MAX, reported by statfs */
 #define POLL_INTERVAL_MS 1000
 
 typedef struct Mount Mount;
@@ -691,6 +692,21 @@ static bool ro(const Mount *m) { return !m->o->writable; }
 
 static double entry_timeout(const Mount *m) { return ro(m) ? IMMUTABLE_TIMEOUT : LIVE_TIMEOUT; }
 
+/*
+ * A name longer than NAME_MAX names nothing, anywhere in the mount: every
+ * request taking one answers ENAMETOOLONG before anything else (as a local
+ * filesystem does, whether the name exists or not). Replies when it does;
+ * false then.
+ */
+static bool names_fit(fuse_req_t req, const char *name, const char *name2)
+{
+	if (strnlen(name, MOUNT_NAME_MAX + 1) <= MOUNT_NAME_MAX &&
+	    (!name2 || strnlen(name2, MOUNT_NAME_MAX + 1) <= MOUNT_NAME_MAX))
+		return true;
+	fuse_reply_err(req, ENAMETOOLONG);
+	return false;
+}
+
 /* ---- lookup and getattr ---- */
 
 static int lookup_root(Mount *m, const char *name, struct fuse_entry_param *e)
@@ -751,6 +767,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	Target t;
 	int r;
 
+	if (!names_fit(req, name, NULL))
+		return;
 	if (parent == FUSE_ROOT_ID) {
 		r = lookup_root(m, name, &e);
 		if (r < 0)
@@ -1387,7 +1405,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, parent, &t))
+	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
 		return;
 	int r = clone_mknod(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
@@ -1399,7 +1417,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, parent, &t))
+	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
 		return;
 	int r = clone_mkdir(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
@@ -1411,7 +1429,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, parent, &t))
+	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
 		return;
 	int r = clone_symlink(t.ms->clone, t.local, name, link, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
@@ -1422,7 +1440,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	Mount *m = mount_of(req);
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, newparent, &t))
+	if (!names_fit(req, newname, NULL) || !clone_op_begin(req, newparent, &t))
 		return;
 	int r;
 	if (ino >> SNAP_SHIFT != (uint64_t)t.ms->rowid)
@@ -1435,6 +1453,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	Target t;
+	if (!names_fit(req, name, NULL))
+		return;
 	int r = writable_target(mount_of(req), parent, &t);
 	if (r == 0) {
 		r = clone_unlink(t.ms->clone, t.local, name);
@@ -1446,6 +1466,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	Target t;
+	if (!names_fit(req, name, NULL))
+		return;
 	int r = writable_target(mount_of(req), parent, &t);
 	if (r == 0) {
 		r = clone_rmdir(t.ms->clone, t.local, name);
@@ -1458,6 +1480,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		      const char *newname, unsigned int flags)
 {
 	Target t;
+	if (!names_fit(req, name, newname))
+		return;
 	int r = writable_target(mount_of(req), parent, &t);
 	if (r == 0) {
 		if (newparent >> SNAP_SHIFT != (uint64_t)t.ms->rowid)
@@ -1520,7 +1544,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	Handle *h = NULL;
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, parent, &t))
+	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
 		return;
 	int r = clone_mknod(t.ms->clone, t.local, name, (mode & ~S_IFMT) | S_IFREG, ctx->uid,
 			ctx->gid, &a);
@@ -1613,7 +1637,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		sv.f_bfree = sv.f_bavail = 0;
 		sv.f_ffree = sv.f_favail = 0;
 	}
-	sv.f_namemax = 255;
+	sv.f_namemax = MOUNT_NAME_MAX;
 	fuse_reply_statfs(req, &sv);
 }
 

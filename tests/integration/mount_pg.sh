@@ -106,5 +106,12 @@ ok "daemon alive after ENOSPC" kill -0 "$MOUNT_PID"
 ok "still serves reads" cmp "$M/$S/PG_VERSION" "$T/restored/PG_VERSION"
 ok "removing the file frees the space" rm "$M/$S/big"
 ok "writes work again" bash -c "echo ok >'$M/$S/after' && test \"\$(cat '$M/$S/after')\" = ok"
+# names longer than NAME_MAX: ENAMETOOLONG for every call that takes one
+LONG=$(printf 'a%.0s' {1..300})
+for op in "stat $M/$S/$LONG" "touch $M/$S/$LONG" "mkdir $M/$S/$LONG" "ln -s x $M/$S/$LONG" \
+	"ln $M/$S/after $M/$S/$LONG" "mv $M/$S/after $M/$S/$LONG" "rm $M/$S/$LONG" "rmdir $M/$S/$LONG" \
+	"stat $M/$S/global/$LONG"; do
+	ok "ENAMETOOLONG: ${op//$LONG/<300 bytes>}" bash -c "$op 2>&1 | grep -q 'File name too long'"
+done
 ok "unmount" unmount_fg "$M"
 finish

@@ -834,6 +834,38 @@ static void test_lower_errors(const char *tmp)
 	clone_close(c);
 }
 
+/* Every call taking a name answers ENAMETOOLONG past NAME_MAX (255 bytes), existing or not. */
+static void test_long_names(const char *tmp)
+{
+	char dir[PATH_MAX], name[300], max[256];
+	Clone *c = open_clone(test_fmt(dir, sizeof(dir), "%s/names", tmp));
+	CloneAttr a;
+
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	memset(max, 'm', sizeof(max) - 1);
+	max[sizeof(max) - 1] = '\0';
+	CHECK_EQ_INT(clone_lookup(c, 1, name, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_lookup(c, INO_SUB, name, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_mknod(c, 1, name, S_IFREG | 0644, 0, 0, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_mkdir(c, 1, name, 0755, 0, 0, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_symlink(c, 1, name, "big", 0, 0, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_link(c, INO_BIG, 1, name, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_rename(c, 1, name, 1, "x", 0), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_rename(c, 1, "big", 1, name, 0), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_unlink(c, 1, name), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_rmdir(c, 1, name), -ENAMETOOLONG);
+	/* 255 bytes is still a name */
+	CHECK_EQ_INT(clone_lookup(c, 1, max, &a), -ENOENT);
+	CHECK_EQ_INT(clone_unlink(c, 1, max), -ENOENT);
+	CHECK_EQ_INT(clone_rmdir(c, 1, max), -ENOENT);
+	CHECK_EQ_INT(clone_mkdir(c, 1, max, 0755, 0, 0, &a), 0);
+	CHECK_EQ_INT(lookup_ino(c, 1, max), a.ino);
+	CHECK_EQ_INT(clone_rmdir(c, 1, max), 0);
+	CHECK_EQ_INT(lookup_ino(c, 1, "big"), INO_BIG);
+	clone_close(c);
+}
+
 typedef struct Writer {
 	Clone *c;
 	uint64_t at; /* offset inside each chunk */
@@ -971,6 +1003,7 @@ int main(void)
 	test_lower_errors(tmp);
 	test_concurrent_copy_up(tmp);
 	test_enospc(tmp);
+	test_long_names(tmp);
 	CHECK_EQ_INT(lower.n_bad, 0);
 	TEST_RM_RF(tmp);
 	return test_finish();
