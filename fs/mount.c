@@ -1607,7 +1607,8 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync _unused_,
 	Target t;
 	int r = ro(m) ? -ENOENT : resolve(m, ino, &t);
 	if (r == 0) {
-		r = t.kind == KIND_SNAP && t.ms->clone ? clone_sync(t.ms->clone) : 0;
+		/* the directory's own entries only: other files' flushes are theirs to report */
+		r = t.kind == KIND_SNAP && t.ms->clone ? clone_fsyncdir(t.ms->clone, t.local) : 0;
 		target_put(&t);
 	}
 	fuse_reply_err(req, r < 0 && r != -ENOENT ? -r : 0);

@@ -1,7 +1,8 @@
 # The read-only mount: layout, cp -a identical to restore, EROFS, holes,
-# xattrs, live view (snapshots appear and go), a deleted snapshot stays
-# readable while a file of it is open (gc keeps its data), damaged chunks give
-# EIO to their readers only, SIGKILL + fusermount3 -u, daemon mode.
+# xattrs, ENAMETOOLONG, live view (snapshots appear and go), a deleted
+# snapshot stays readable while a file of it is open (gc keeps its data),
+# damaged chunks give EIO to their readers only, SIGKILL + fusermount3 -u,
+# daemon mode.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mnt.sh"
 R=$T/repo M=$T/mnt
