@@ -9,12 +9,28 @@
  * Locks, always taken in this order:
  *   CloneNode.sync  serializes flushes of one inode, so that an older map can
  *                   never overwrite a newer one on disk
+ *   Clone.space     (rwlock) read-held by every data write and copy-up,
+ *                   write-held by a flush that spends its room on a full disk
  *   Clone.lock      the database and its statements, the node table, next_ino,
  *                   CloneNode.n_ref, .orphan and .files
  *   CloneNode.lock  everything else in a CloneNode (fd, map, size, times)
+ *   Clone.reserve   the flush reserve file and its size
  * No lock is held while calling lower_read: a copy-up reads the lower chunk
  * first, then checks again under CloneNode.lock that nobody copied it up in the
- * meantime. Data reads and writes take only their inode's CloneNode.lock.
+ * meantime. Data reads take only their inode's CloneNode.lock; data writes
+ * take Clone.space (read) first.
+ *
+ * Room for flushes. A flush writes the map and the inode row besides the
+ * data, and a full disk must not fail it once write(2) said yes (PostgreSQL
+ * panics when fsync fails). So the write that dirties a node pays up front:
+ * the map file is created at its full length then, and the node takes a
+ * charge of FLUSH_CHARGE bytes, enough for the row update in clone.db's WAL,
+ * by growing the flush reserve file. A write that cannot do either fails with
+ * ENOSPC before changing anything. A flush that meets ENOSPC gives its
+ * node's charge back to the disk and tries once more, under Clone.space
+ * (write) and with Clone.lock held from the release to the row update, so
+ * that no data write and no namespace change takes the room first. A node
+ * gives its charge back once flushed clean, or when it goes.
  *
  * Crash safety rests on these orderings:
  *  - map entries reach the disk only after an fdatasync of the upper file that
@@ -25,7 +41,10 @@
  *    node_load cuts an upper file longer than its row's size, so bytes beyond a
  *    truncation never come back;
  *  - an inode's upper files are unlinked before its row is deleted; rows left
- *    with nlink 0 by a crash are removed by clone_open.
+ *    with nlink 0 by a crash are removed by clone_open;
+ *  - a map file is created (all zeros, every chunk lower) by the first write
+ *    that will set an entry, and its name made durable by the first flush
+ *    that writes an entry into it.
  */
 #include "fs/clone.h"
 #include "common/log.h"
@@ -47,6 +66,13 @@
 #define CLONE_NODE_BUCKETS 256
 #define CLONE_READDIR_BATCH 64
 #define CLONE_MAX_DEPTH 100000 /* guards the ancestor walk against a damaged tree */
+#define FLUSH_RESERVE_NAME "reserve.flush"
+/*
+ * Room for one flush's row update: the WAL frames of the pages an UPDATE of
+ * one row touches, a leaf split and its parents included (about 10 pages of
+ * 4 KiB, each with its 24-byte frame header), rounded up.
+ */
+#define FLUSH_CHARGE (64 * 1024)
 
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
@@ -148,6 +174,8 @@ typedef struct CloneNode {
 	uint8_t *map;
 	size_t n_map; /* chunks below the lower_limit the node was loaded with */
 	bool map_dirty;
+	bool map_ready; /* upper/INO.map allocated at its full length */
+	bool charged;   /* holds FLUSH_CHARGE of the flush reserve */
 	uint32_t lower_ino;
 	uint64_t size, lower_limit;
 	int64_t mtime_ns, ctime_ns;
@@ -161,7 +189,11 @@ struct CloneFile {
 };
 
 struct Clone {
+	pthread_rwlock_t space;
 	pthread_mutex_t lock;
+	pthread_mutex_t reserve;
+	int flush_fd;        /* the flush reserve file, -1 until opened; Clone.reserve */
+	uint64_t flush_size; /* its allocated length: FLUSH_CHARGE per charged node; Clone.reserve */
 	sqlite3 *db;
 	sqlite3_stmt *stmt[N_STATEMENTS];
 	int dir_fd, upper_fd;
@@ -428,11 +460,19 @@ static int dirent_lookup(Clone *c, uint32_t parent, const char *name, uint32_t *
 	return r;
 }
 
+/* A name longer than NAME_MAX can be neither found nor made: -ENAMETOOLONG. */
+static int name_check_length(const char *name)
+{
+	return strnlen(name, CLONE_NAME_MAX + 1) > CLONE_NAME_MAX ? -ENAMETOOLONG : 0;
+}
+
 /* The inode behind parent/name, parent being a directory. */
 static int entry_get(Clone *c, uint32_t parent, const char *name, InodeRow *ret)
 {
 	uint32_t ino = 0;
-	int r = dir_get(c, parent, ret);
+	int r = name_check_length(name);
+	if (r == 0)
+		r = dir_get(c, parent, ret);
 	if (r == 0)
 		r = dirent_lookup(c, parent, name, &ino);
 	if (r == 0)
@@ -480,10 +520,43 @@ static int dirent_move(Clone *c, uint32_t parent, const char *name, uint32_t new
 
 static int name_check(const char *name)
 {
-	size_t len = strlen(name);
-	if (len == 0 || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-		return -EINVAL;
-	return len > CLONE_NAME_MAX ? -ENAMETOOLONG : 0;
+	int r = name_check_length(name);
+	if (r == 0 && (!*name || strchr(name, '/') || strcmp(name, ".") == 0 ||
+		       strcmp(name, "..") == 0))
+		r = -EINVAL;
+	return r;
+}
+
+/* ---- the flush reserve (Clone.reserve) ------------------------------------ */
+
+/* Set aside FLUSH_CHARGE more bytes of the scratch disk; -ENOSPC when it is full. */
+static int flush_reserve_grow(Clone *c)
+{
+	int r = 0;
+	pthread_mutex_lock(&c->reserve);
+	if (c->flush_fd < 0) {
+		c->flush_fd = openat(c->dir_fd, FLUSH_RESERVE_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (c->flush_fd < 0)
+			r = -errno;
+	}
+	if (r == 0)
+		r = -posix_fallocate(c->flush_fd, (off_t)c->flush_size, FLUSH_CHARGE);
+	if (r == 0)
+		c->flush_size += FLUSH_CHARGE;
+	else if (c->flush_fd >= 0 && ftruncate(c->flush_fd, (off_t)c->flush_size) < 0)
+		log_debug("clone: could not trim the flush reserve: %m");
+	pthread_mutex_unlock(&c->reserve);
+	return r;
+}
+
+/* Give FLUSH_CHARGE bytes back to the disk. */
+static void flush_reserve_shrink(Clone *c)
+{
+	pthread_mutex_lock(&c->reserve);
+	c->flush_size -= MIN(c->flush_size, (uint64_t)FLUSH_CHARGE);
+	if (ftruncate(c->flush_fd, (off_t)c->flush_size) < 0)
+		log_debug("clone: could not shrink the flush reserve: %m");
+	pthread_mutex_unlock(&c->reserve);
 }
 
 /* ---- nodes: the shared state of an open inode ---------------------------- */
@@ -505,6 +578,8 @@ static void node_free(CloneNode *n)
 {
 	if (!n)
 		return;
+	if (n->charged)
+		flush_reserve_shrink(n->clone);
 	if (n->fd >= 0)
 		close(n->fd);
 	free(n->map);
@@ -723,7 +798,49 @@ static int node_upper_create(Clone *c, CloneNode *n)
 	return 0;
 }
 
-/* Copy chunk k up from the snapshot unless it is there already. No lock held. */
+/* Create upper/INO.map at its full length, so that writing it never needs room. CloneNode.lock held. */
+static int node_map_allocate(Clone *c, CloneNode *n)
+{
+	char name[32];
+	int r;
+	upper_name(name, sizeof(name), n->ino, ".map");
+	_cleanup_close_ int fd = openat(c->upper_fd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	r = -posix_fallocate(fd, 0, (off_t)n->n_map);
+	if (r == 0)
+		n->map_ready = true;
+	return r;
+}
+
+/*
+ * Before a write changes the node: make sure its flush will find room for
+ * what it writes besides the data (the map, when set_map, and the row).
+ * CloneNode.lock held, and Clone.space (read).
+ */
+static int node_charge(Clone *c, CloneNode *n, bool set_map)
+{
+	int r = 0;
+	if (set_map && !n->map_ready)
+		r = node_map_allocate(c, n);
+	if (r == 0 && !n->charged) {
+		r = flush_reserve_grow(c);
+		n->charged = r == 0;
+	}
+	return r;
+}
+
+/* Give the node's charge back; false if it held none. CloneNode.lock held. */
+static bool node_uncharge(Clone *c, CloneNode *n)
+{
+	if (!n->charged)
+		return false;
+	n->charged = false;
+	flush_reserve_shrink(c);
+	return true;
+}
+
+/* Copy chunk k up from the snapshot unless it is there already. Clone.space (read) held. */
 static int node_copy_up(Clone *c, CloneNode *n, uint64_t k)
 {
 	uint64_t start = k * c->chunk_size;
@@ -752,7 +869,9 @@ static int node_copy_up(Clone *c, CloneNode *n, uint64_t k)
 	/* a concurrent writer may have copied it up meanwhile and written over it: keep that */
 	if (node_chunk_is_lower(c, n, k)) {
 		len = (size_t)MIN(len, n->lower_limit - start);
-		r = node_upper_create(c, n);
+		r = node_charge(c, n, true);
+		if (r == 0)
+			r = node_upper_create(c, n);
 		if (r == 0)
 			r = pwrite_full(n->fd, buf, len, (off_t)start);
 		if (r == 0) {
@@ -767,13 +886,15 @@ static int node_copy_up(Clone *c, CloneNode *n, uint64_t k)
 
 /*
  * Write within one chunk, which is copied up already unless the write covers
- * all its lower bytes. CloneNode.lock held.
+ * all its lower bytes. CloneNode.lock held, and Clone.space (read).
  */
 static int node_write_upper(Clone *c, CloneNode *n, uint64_t pos, size_t len, const void *src)
 {
 	uint64_t k = pos / c->chunk_size;
-	int r = node_upper_create(c, n);
+	int r = node_charge(c, n, node_chunk_is_lower(c, n, k));
 
+	if (r == 0)
+		r = node_upper_create(c, n);
 	if (r == 0)
 		r = pwrite_full(n->fd, src, len, (off_t)pos);
 	if (r < 0) {
@@ -792,7 +913,7 @@ static int node_write_upper(Clone *c, CloneNode *n, uint64_t pos, size_t len, co
 	return 0;
 }
 
-/* Write len bytes at pos, all within one chunk. No lock held. */
+/* Write len bytes at pos, all within one chunk. Clone.space (read) held. */
 static int node_write_piece(Clone *c, CloneNode *n, uint64_t pos, size_t len, const void *src)
 {
 	uint64_t k = pos / c->chunk_size, start = k * c->chunk_size;
@@ -865,12 +986,16 @@ static int node_write_map(Clone *c, CloneNode *n, const uint8_t *map)
  * The row takes the node's current size and times, not those of when the
  * flush began: a utimens or truncate committed meanwhile must not be undone,
  * and a size ahead of the synced bytes only exposes zeros after a crash.
+ * With spend, the node's charge goes back to the disk first, under Clone.lock
+ * so that no namespace change commits into that room before this update.
  */
-static int node_write_row(Clone *c, CloneNode *n, uint64_t gen)
+static int node_write_row(Clone *c, CloneNode *n, uint64_t gen, bool spend)
 {
 	int r;
 	pthread_mutex_lock(&c->lock);
 	pthread_mutex_lock(&n->lock);
+	if (spend)
+		node_uncharge(c, n);
 	r = inode_set_data(c, n->ino, n->size, n->lower_limit, n->mtime_ns, n->ctime_ns);
 	if (r == 0)
 		n->clean_gen = gen;
@@ -879,15 +1004,14 @@ static int node_write_row(Clone *c, CloneNode *n, uint64_t gen)
 	return r;
 }
 
-/* Make the node's data, map, size and times durable: upper bytes, then map, then row. */
-static int node_persist(Clone *c, CloneNode *n)
+/* One flush: upper bytes, then map, then row (spend: see node_write_row). CloneNode.sync held. */
+static int node_flush(Clone *c, CloneNode *n, bool spend)
 {
 	_cleanup_free_ uint8_t *map = NULL;
 	bool dirty;
 	uint64_t gen;
 	int fd, r = 0;
 
-	pthread_mutex_lock(&n->sync);
 	pthread_mutex_lock(&n->lock);
 	gen = n->gen;
 	fd = n->fd;
@@ -910,13 +1034,38 @@ static int node_persist(Clone *c, CloneNode *n)
 		if (r == 0 && map)
 			r = node_write_map(c, n, map);
 		if (r == 0)
-			r = node_write_row(c, n, gen);
+			r = node_write_row(c, n, gen, spend);
 	}
 	if (r < 0 && map) {
 		pthread_mutex_lock(&n->lock);
 		n->map_dirty = true;
 		pthread_mutex_unlock(&n->lock);
 	}
+	return r;
+}
+
+/* Make the node's data, map, size and times durable. */
+static int node_persist(Clone *c, CloneNode *n)
+{
+	int r;
+
+	pthread_mutex_lock(&n->sync);
+	r = node_flush(c, n, false);
+	if (r == -ENOSPC) {
+		/*
+		 * A full disk: flush again on the room this node's writes set
+		 * aside, with every writer held back so that none takes it first
+		 * and the flush leaves the node clean.
+		 */
+		pthread_rwlock_wrlock(&c->space);
+		r = node_flush(c, n, true);
+		pthread_rwlock_unlock(&c->space);
+	}
+	pthread_mutex_lock(&n->lock);
+	/* clean: nothing left for the charge to pay for */
+	if (r == 0 && n->gen == n->clean_gen && !n->map_dirty)
+		node_uncharge(c, n);
+	pthread_mutex_unlock(&n->lock);
 	pthread_mutex_unlock(&n->sync);
 	return r;
 }
@@ -971,8 +1120,11 @@ static int node_truncate(Clone *c, CloneNode *n, uint64_t size)
 	pthread_mutex_lock(&n->lock);
 	cut = size < n->lower_limit && size % c->chunk_size != 0;
 	pthread_mutex_unlock(&n->lock);
-	if (cut)
+	if (cut) {
+		pthread_rwlock_rdlock(&c->space);
 		r = node_copy_up(c, n, size / c->chunk_size);
+		pthread_rwlock_unlock(&c->space);
+	}
 	if (r < 0)
 		return r;
 
@@ -1197,8 +1349,15 @@ int clone_open(const CloneOptions *o, Clone **ret)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+	/* a flush on a full disk must not wait behind an endless stream of writes */
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&c->space, &attr);
+	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&c->lock, NULL);
-	c->dir_fd = c->upper_fd = -1;
+	pthread_mutex_init(&c->reserve, NULL);
+	c->dir_fd = c->upper_fd = c->flush_fd = -1;
 	c->chunk_size = o->chunk_size;
 	c->lower_read = o->lower_read;
 	c->userdata = o->userdata;
@@ -1217,6 +1376,9 @@ int clone_open(const CloneOptions *o, Clone **ret)
 	if (r < 0)
 		return r;
 	reserve_make(c);
+	/* nothing is charged yet; created now while there is room, or by the first charge */
+	c->flush_fd = openat(c->dir_fd, FLUSH_RESERVE_NAME, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+			     0600);
 	*ret = TAKE_PTR(c);
 	return 0;
 }
@@ -1251,11 +1413,17 @@ Clone *clone_close(Clone *c)
 	for (size_t i = 0; i < N_STATEMENTS; i++)
 		sqlite3_finalize(c->stmt[i]);
 	sqlite3_close(c->db);
+	if (c->flush_fd >= 0) {
+		close(c->flush_fd);
+		unlinkat(c->dir_fd, FLUSH_RESERVE_NAME, 0);
+	}
 	if (c->upper_fd >= 0)
 		close(c->upper_fd);
 	if (c->dir_fd >= 0)
 		close(c->dir_fd);
+	pthread_mutex_destroy(&c->reserve);
 	pthread_mutex_destroy(&c->lock);
+	pthread_rwlock_destroy(&c->space);
 	free(c);
 	return NULL;
 }
@@ -1859,21 +2027,24 @@ ssize_t clone_write(CloneFile *f, uint64_t off, size_t len, const void *buf)
 	CloneNode *n = f->node;
 	Clone *c = n->clone;
 	size_t done = 0;
+	int r = 0;
 
 	if ((f->flags & O_ACCMODE) == O_RDONLY)
 		return -EBADF;
 	len = MIN(len, (size_t)SSIZE_MAX);
 	if (off > (uint64_t)INT64_MAX - len)
 		return -EFBIG;
+	pthread_rwlock_rdlock(&c->space);
 	while (done < len) {
 		uint64_t pos = off + done;
 		size_t piece = (size_t)MIN(len - done, c->chunk_size - pos % c->chunk_size);
-		int r = node_write_piece(c, n, pos, piece, (const uint8_t *)buf + done);
+		r = node_write_piece(c, n, pos, piece, (const uint8_t *)buf + done);
 		if (r < 0)
-			return done > 0 ? (ssize_t)done : r;
+			break;
 		done += piece;
 	}
-	return (ssize_t)done;
+	pthread_rwlock_unlock(&c->space);
+	return done > 0 ? (ssize_t)done : r < 0 ? r : 0;
 }
 
 /* datasync changes nothing: size and times are flushed either way, and cost one row update. */
@@ -1895,6 +2066,22 @@ int64_t clone_lseek(CloneFile *f, int64_t off, int whence)
 	if (off < 0 || (uint64_t)off >= size)
 		return -ENXIO;
 	return whence == SEEK_DATA ? off : (int64_t)size;
+}
+
+/*
+ * Namespace changes are committed (synchronous=FULL) before they return, and
+ * the upper directory's entries are made durable with them, so a directory
+ * has nothing left to flush: answer for the directory alone, never for the
+ * pending data of the files in it.
+ */
+int clone_fsyncdir(Clone *c, uint32_t dir)
+{
+	InodeRow row;
+	int r;
+	pthread_mutex_lock(&c->lock);
+	r = dir_get(c, dir, &row);
+	pthread_mutex_unlock(&c->lock);
+	return r;
 }
 
 /* Flush every node (namespace changes are durable already), then the scratch filesystem. */

@@ -9,6 +9,8 @@
  *   upper/INO.map   one byte per chunk of the lower file: 1 when the chunk
  *                   lives in upper/INO (copied up), 0 when it is still read
  *                   from the snapshot
+ *   reserve         1 MiB given back when an unlink or rmdir meets ENOSPC
+ *   reserve.flush   room set aside for the flushes of written files
  *
  * A lower-backed regular file reads chunk k from upper when map[k] is set or
  * when k * chunk_size >= lower_limit (the lower bytes end there: the original
@@ -24,12 +26,21 @@
  * bytes are on disk. Reopening the same directory after clone_close() gives
  * back the same state; an empty directory gives a fresh clone.
  *
+ * A full scratch disk fails the write, not the flush: clone_write sets aside
+ * the room its flush will need besides the data (the map file, the inode
+ * row), or fails with -ENOSPC having changed nothing. Once a write has
+ * succeeded, clone_fsync(), clone_release() and clone_close() do not fail for
+ * lack of space, unless something outside the clone fills the disk between
+ * the flush's own steps.
+ *
  * Inode numbers are 32-bit and local to the clone; the seed's inode numbers
  * are kept (root is 1) and new inodes continue after the largest of them.
  * Every function is thread-safe and returns 0 (or a count) or -errno:
- * -ENOENT, -EEXIST, -ENOTDIR, -EISDIR, -ENOTEMPTY, -EINVAL, -ENOSPC (scratch
- * disk full: the clone stays consistent), -EIO, -ENOMEM, -ESTALE (the clone's
- * snapshot differs from the one given to clone_open).
+ * -ENOENT, -EEXIST, -ENOTDIR, -EISDIR, -ENOTEMPTY, -EINVAL, -ENAMETOOLONG (a
+ * name longer than 255 bytes, given to any call that takes a name, whether it
+ * exists or not), -ENOSPC (scratch disk full: the clone stays consistent),
+ * -EIO, -ENOMEM, -ESTALE (the clone's snapshot differs from the one given to
+ * clone_open).
  */
 #pragma once
 
@@ -126,11 +137,19 @@ int clone_open_file(Clone *c, uint32_t ino, int flags, CloneFile **ret);
 /* Flush and drop the handle; the last close of an unlinked file removes it. */
 int clone_release(CloneFile *f);
 ssize_t clone_read(CloneFile *f, uint64_t off, size_t len, void *buf);
+/* -ENOSPC (nothing written) when the disk holds neither the bytes nor the room to flush them. */
 ssize_t clone_write(CloneFile *f, uint64_t off, size_t len, const void *buf);
+/* Flush the file's data, map, size and times (see the durability contract above). */
 int clone_fsync(CloneFile *f, bool datasync);
 /* SEEK_DATA / SEEK_HOLE (a clone may report the whole file as data). */
 int64_t clone_lseek(CloneFile *f, int64_t off, int whence);
-/* Make every namespace change durable (fsyncdir, syncfs). */
+/*
+ * fsync of directory dir: its entries are durable already, so this only
+ * checks that dir is a directory; other files' pending data is not its
+ * business (-ENOTDIR, -ENOENT).
+ */
+int clone_fsyncdir(Clone *c, uint32_t dir);
+/* Flush every open file, then sync the scratch filesystem (syncfs): the first error of any. */
 int clone_sync(Clone *c);
 /* Space of the scratch filesystem. */
 int clone_statfs(Clone *c, struct statvfs *ret);

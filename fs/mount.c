@@ -42,6 +42,7 @@
 #define IMMUTABLE_TIMEOUT 86400.0 /* a snapshot never changes */
 #define LIVE_TIMEOUT 1.0          /* the root's entries and writable clones */
 #define MAX_IO (1024 * 1024)
+#define MOUNT_NAME_MAX 255 /* NAME_MAX, reported by statfs */
 #define POLL_INTERVAL_MS 1000
 
 typedef struct Mount Mount;
@@ -716,6 +717,21 @@ static bool ro(const Mount *m) { return !m->o->writable; }
 
 static double entry_timeout(const Mount *m) { return ro(m) ? IMMUTABLE_TIMEOUT : LIVE_TIMEOUT; }
 
+/*
+ * A name longer than NAME_MAX names nothing, anywhere in the mount: every
+ * request taking one answers ENAMETOOLONG before anything else (as a local
+ * filesystem does, whether the name exists or not). Replies when it does;
+ * false then.
+ */
+static bool names_fit(fuse_req_t req, const char *name, const char *name2)
+{
+	if (strnlen(name, MOUNT_NAME_MAX + 1) <= MOUNT_NAME_MAX &&
+	    (!name2 || strnlen(name2, MOUNT_NAME_MAX + 1) <= MOUNT_NAME_MAX))
+		return true;
+	fuse_reply_err(req, ENAMETOOLONG);
+	return false;
+}
+
 /* ---- lookup and getattr ---- */
 
 static int lookup_root(Mount *m, const char *name, struct fuse_entry_param *e)
@@ -776,6 +792,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	Target t;
 	int r;
 
+	if (!names_fit(req, name, NULL))
+		return;
 	if (parent == FUSE_ROOT_ID) {
 		r = lookup_root(m, name, &e);
 		if (r < 0)
@@ -1412,7 +1430,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, parent, &t))
+	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
 		return;
 	int r = clone_mknod(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
@@ -1424,7 +1442,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, parent, &t))
+	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
 		return;
 	int r = clone_mkdir(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
@@ -1436,7 +1454,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, parent, &t))
+	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
 		return;
 	int r = clone_symlink(t.ms->clone, t.local, name, link, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
@@ -1447,7 +1465,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	Mount *m = mount_of(req);
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, newparent, &t))
+	if (!names_fit(req, newname, NULL) || !clone_op_begin(req, newparent, &t))
 		return;
 	int r;
 	if (ino >> SNAP_SHIFT != (uint64_t)t.ms->rowid)
@@ -1460,6 +1478,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	Target t;
+	if (!names_fit(req, name, NULL))
+		return;
 	int r = writable_target(mount_of(req), parent, &t);
 	if (r == 0) {
 		r = clone_unlink(t.ms->clone, t.local, name);
@@ -1471,6 +1491,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	Target t;
+	if (!names_fit(req, name, NULL))
+		return;
 	int r = writable_target(mount_of(req), parent, &t);
 	if (r == 0) {
 		r = clone_rmdir(t.ms->clone, t.local, name);
@@ -1483,6 +1505,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		      const char *newname, unsigned int flags)
 {
 	Target t;
+	if (!names_fit(req, name, newname))
+		return;
 	int r = writable_target(mount_of(req), parent, &t);
 	if (r == 0) {
 		if (newparent >> SNAP_SHIFT != (uint64_t)t.ms->rowid)
@@ -1545,7 +1569,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	Handle *h = NULL;
 	CloneAttr a;
 	Target t;
-	if (!clone_op_begin(req, parent, &t))
+	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
 		return;
 	int r = clone_mknod(t.ms->clone, t.local, name, (mode & ~S_IFMT) | S_IFREG, ctx->uid,
 			ctx->gid, &a);
@@ -1608,7 +1632,8 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync _unused_,
 	Target t;
 	int r = ro(m) ? -ENOENT : resolve(m, ino, &t);
 	if (r == 0) {
-		r = t.kind == KIND_SNAP && t.ms->clone ? clone_sync(t.ms->clone) : 0;
+		/* the directory's own entries only: other files' flushes are theirs to report */
+		r = t.kind == KIND_SNAP && t.ms->clone ? clone_fsyncdir(t.ms->clone, t.local) : 0;
 		target_put(&t);
 	}
 	fuse_reply_err(req, r < 0 && r != -ENOENT ? -r : 0);
@@ -1638,7 +1663,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		sv.f_bfree = sv.f_bavail = 0;
 		sv.f_ffree = sv.f_favail = 0;
 	}
-	sv.f_namemax = 255;
+	sv.f_namemax = MOUNT_NAME_MAX;
 	fuse_reply_statfs(req, &sv);
 }
 

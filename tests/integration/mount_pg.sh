@@ -2,7 +2,8 @@
 # live-cluster snapshot; cp -a out of it starts; a writable mount starts,
 # recovers, takes writes that survive a restart and a remount with the same
 # scratch directory, while another scratch directory is a fresh clone; the
-# snapshot itself never changes; a full scratch disk gives ENOSPC, not a crash.
+# snapshot itself never changes; a full scratch disk gives ENOSPC, not a crash,
+# and every write it accepted fsyncs; names past NAME_MAX give ENAMETOOLONG.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
 . "$(dirname "$0")/mnt.sh"
@@ -106,5 +107,45 @@ ok "daemon alive after ENOSPC" kill -0 "$MOUNT_PID"
 ok "still serves reads" cmp "$M/$S/PG_VERSION" "$T/restored/PG_VERSION"
 ok "removing the file frees the space" rm "$M/$S/big"
 ok "writes work again" bash -c "echo ok >'$M/$S/after' && test \"\$(cat '$M/$S/after')\" = ok"
+# names longer than NAME_MAX: ENAMETOOLONG for every call that takes one
+LONG=$(printf 'a%.0s' {1..300})
+for op in "stat $M/$S/$LONG" "touch $M/$S/$LONG" "mkdir $M/$S/$LONG" "ln -s x $M/$S/$LONG" \
+	"ln $M/$S/after $M/$S/$LONG" "mv $M/$S/after $M/$S/$LONG" "rm $M/$S/$LONG" "rmdir $M/$S/$LONG" \
+	"stat $M/$S/global/$LONG"; do
+	ok "ENAMETOOLONG: ${op//$LONG/<300 bytes>}" bash -c "$op 2>&1 | grep -q 'File name too long'"
+done
+# a full disk again: each write it accepted must fsync, and so must the directory
+ok "writes accepted on a full scratch disk fsync and read back" python3 - "$M/$S" "$WORDS" <<'PY'
+import errno, os, sys
+d, words = sys.argv[1:]
+# a copy-up of a snapshot file made while there is room, flushed only after the disk is full
+w = os.open(os.path.join(d, words), os.O_RDWR)
+assert os.pwrite(w, b"copied-up", 100) == 9
+f = os.open(os.path.join(d, "fill"), os.O_RDWR | os.O_CREAT, 0o600)
+written = bytearray()
+# smaller and smaller writes, until not even a page is left
+for size in (65536, 4096, 100):
+    while True:
+        block = os.urandom(size)
+        try:
+            n = os.write(f, block)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+            break
+        written += block[:n]
+assert len(written) > 0
+# the directory first: its fsync answers for its entries, not for the files' pending data
+dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+os.fsync(dfd)
+os.close(dfd)
+os.fsync(f)
+os.fsync(w)
+assert os.pread(f, len(written) + 10, 0) == bytes(written)
+assert os.pread(w, 9, 100) == b"copied-up"
+os.close(f)
+os.close(w)
+print(f"{len(written)} bytes written and synced", file=sys.stderr)
+PY
+ok "removing it frees the space" rm "$M/$S/fill"
 ok "unmount" unmount_fg "$M"
 finish

@@ -1,7 +1,8 @@
 # The read-only mount: layout, cp -a identical to restore, EROFS, holes,
-# xattrs, live view (snapshots appear and go), a deleted snapshot stays
-# readable while a file of it is open (gc keeps its data), damaged chunks give
-# EIO to their readers only, SIGKILL + fusermount3 -u, daemon mode.
+# xattrs, ENAMETOOLONG, live view (snapshots appear and go), a deleted
+# snapshot stays readable while a file of it is open (gc keeps its data),
+# damaged chunks give EIO to their readers only, SIGKILL + fusermount3 -u,
+# daemon mode.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mnt.sh"
 R=$T/repo M=$T/mnt
@@ -68,6 +69,13 @@ except OSError as e:
     sys.exit(0 if e.errno == errno.ENODATA else 1)"
 ok "listxattr is empty" python3 -c "import os; assert os.listxattr('$M/$S1/base/1/text') == []"
 ok "statfs" stat -f "$M/$S1" >/dev/null
+# a name longer than NAME_MAX (255 bytes): ENAMETOOLONG, not ENOENT, wherever it is looked up
+LONG=$(printf 'a%.0s' {1..300}) MAX=$(printf 'm%.0s' {1..255})
+ok "ENAMETOOLONG in a snapshot directory" bash -c "stat '$M/$S1/$LONG' 2>&1 | grep -q 'File name too long'"
+ok "ENAMETOOLONG in a subdirectory" bash -c "stat '$M/$S1/base/1/$LONG' 2>&1 | grep -q 'File name too long'"
+ok "ENAMETOOLONG in the root" bash -c "stat '$M/$LONG' 2>&1 | grep -q 'File name too long'"
+ok "ENAMETOOLONG for mkdir" bash -c "mkdir '$M/$S1/$LONG' 2>&1 | grep -q 'File name too long'"
+ok "a 255-byte name is looked up: ENOENT" bash -c "stat '$M/$S1/$MAX' 2>&1 | grep -q 'No such file'"
 
 # live view: a new snapshot appears, latest follows, a deleted one goes
 pgbakfs backup --repo "$R" --from-dir "$T/src2" --no-progress >/dev/null

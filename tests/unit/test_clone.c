@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <sys/mount.h>
 
@@ -834,6 +835,38 @@ static void test_lower_errors(const char *tmp)
 	clone_close(c);
 }
 
+/* Every call taking a name answers ENAMETOOLONG past NAME_MAX (255 bytes), existing or not. */
+static void test_long_names(const char *tmp)
+{
+	char dir[PATH_MAX], name[300], max[256];
+	Clone *c = open_clone(test_fmt(dir, sizeof(dir), "%s/names", tmp));
+	CloneAttr a;
+
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	memset(max, 'm', sizeof(max) - 1);
+	max[sizeof(max) - 1] = '\0';
+	CHECK_EQ_INT(clone_lookup(c, 1, name, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_lookup(c, INO_SUB, name, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_mknod(c, 1, name, S_IFREG | 0644, 0, 0, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_mkdir(c, 1, name, 0755, 0, 0, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_symlink(c, 1, name, "big", 0, 0, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_link(c, INO_BIG, 1, name, &a), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_rename(c, 1, name, 1, "x", 0), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_rename(c, 1, "big", 1, name, 0), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_unlink(c, 1, name), -ENAMETOOLONG);
+	CHECK_EQ_INT(clone_rmdir(c, 1, name), -ENAMETOOLONG);
+	/* 255 bytes is still a name */
+	CHECK_EQ_INT(clone_lookup(c, 1, max, &a), -ENOENT);
+	CHECK_EQ_INT(clone_unlink(c, 1, max), -ENOENT);
+	CHECK_EQ_INT(clone_rmdir(c, 1, max), -ENOENT);
+	CHECK_EQ_INT(clone_mkdir(c, 1, max, 0755, 0, 0, &a), 0);
+	CHECK_EQ_INT(lookup_ino(c, 1, max), a.ino);
+	CHECK_EQ_INT(clone_rmdir(c, 1, max), 0);
+	CHECK_EQ_INT(lookup_ino(c, 1, "big"), INO_BIG);
+	clone_close(c);
+}
+
 typedef struct Writer {
 	Clone *c;
 	uint64_t at; /* offset inside each chunk */
@@ -917,8 +950,8 @@ static void test_enospc(const char *tmp)
 	CHECK_EQ_INT(n, -ENOSPC);
 	CHECK_EQ_INT(size_of(c, a.ino), off);
 	CHECK(off > 0 && clone_read(f, off - 10, 100, got) == 10 && memcmp(got, buf, 10) == 0);
-	n = clone_fsync(f, false);
-	CHECK(n == 0 || n == -ENOSPC);
+	/* the write was accepted: its flush had its room set aside */
+	CHECK_EQ_INT(clone_fsync(f, false), 0);
 
 	/* a copy-up that cannot be written leaves the chunk lower */
 	g = open_file(c, INO_BIG, O_RDWR);
@@ -947,6 +980,196 @@ static void test_enospc(const char *tmp)
 	CHECK_EQ_INT(umount(mnt), 0);
 }
 
+/* Write 64 KiB blocks of ino's own pattern at off until a write fails; returns the failure. */
+static ssize_t fill_until_full(CloneFile *f, uint32_t tag, uint64_t *off)
+{
+	static uint8_t buf[64 * 1024];
+	ssize_t n;
+	for (;;) {
+		fill_pattern(tag, *off, buf, sizeof(buf));
+		n = clone_write(f, *off, sizeof(buf), buf);
+		if (n <= 0)
+			return n;
+		*off += (uint64_t)n;
+	}
+}
+
+/*
+ * A write that succeeded on a full scratch disk must also fsync: what the
+ * flush writes besides the data (the copy-up map, the inode row) was set
+ * aside when the write was accepted. A directory's fsync does not answer
+ * for other files.
+ */
+static void test_enospc_fsync(const char *tmp)
+{
+	char mnt[PATH_MAX], dir[PATH_MAX];
+	uint8_t *want = NULL;
+	uint64_t off = 0, off2 = 5;
+	uint8_t bwant[CS * 3];
+	CloneFile *f, *g, *h;
+	CloneAttr a, b;
+	ssize_t n;
+	Clone *c;
+
+	test_fmt(mnt, sizeof(mnt), "%s/full", tmp);
+	if (geteuid() != 0 || mkdir(mnt, 0700) < 0 ||
+	    mount("tmpfs", mnt, "tmpfs", 0, "size=4m") < 0) {
+		printf("skipping the ENOSPC fsync test: mounting a tmpfs needs root\n");
+		return;
+	}
+	c = open_clone(test_fmt(dir, sizeof(dir), "%s/clone", mnt));
+	fill_pattern(INO_BIG, 0, bwant, sizeof(bwant));
+	/* a copy-up whose map is not on disk yet, and a new file, both unflushed */
+	g = open_file(c, INO_BIG, O_RDWR);
+	write_at(g, 100, "x", 1);
+	bwant[100] = 'x';
+	CHECK_EQ_INT(clone_mknod(c, 1, "a", S_IFREG | 0644, 0, 0, &a), 0);
+	CHECK_EQ_INT(clone_mknod(c, 1, "b", S_IFREG | 0644, 0, 0, &b), 0);
+	h = open_file(c, b.ino, O_RDWR);
+	write_at(h, 0, "early", 5);
+	f = open_file(c, a.ino, O_RDWR);
+	n = fill_until_full(f, 1, &off);
+	CHECK_EQ_INT(n, -ENOSPC);
+	CHECK(off > 0);
+	/* once full, a copy-up or an extension either fails now or is flushed later */
+	n = clone_write(g, 2 * CS + 7, 1, "y");
+	CHECK(n == 1 || n == -ENOSPC);
+	if (n == 1)
+		bwant[2 * CS + 7] = 'y';
+	n = fill_until_full(h, 2, &off2);
+	CHECK_EQ_INT(n, -ENOSPC);
+
+	/* a directory answers for its entries, not for the pending data of its files */
+	CHECK_EQ_INT(clone_fsyncdir(c, 1), 0);
+	CHECK_EQ_INT(clone_fsyncdir(c, INO_BIG), -ENOTDIR);
+	CHECK_EQ_INT(clone_fsync(f, false), 0);
+	CHECK_EQ_INT(clone_fsync(g, true), 0);
+	CHECK_EQ_INT(clone_fsync(h, false), 0);
+	CHECK_EQ_INT(clone_fsync(f, false), 0);
+
+	want = xmalloc(off + off2 + 5);
+	fill_pattern(1, 0, want, off);
+	check_content(c, a.ino, want, off);
+	CHECK_EQ_INT(clone_release(f), 0);
+	CHECK_EQ_INT(clone_release(g), 0);
+	CHECK_EQ_INT(clone_release(h), 0);
+	clone_close(c);
+
+	/* what fsync returned for is on disk: reopen and read it back */
+	c = open_clone(dir);
+	check_content(c, a.ino, want, off);
+	check_bytes(c, INO_BIG, 0, bwant, sizeof(bwant));
+	memcpy(want, "early", 5);
+	fill_pattern(2, 5, want + 5, off2 - 5);
+	check_content(c, b.ino, want, off2);
+	/* deleting a file makes room again */
+	CHECK_EQ_INT(clone_unlink(c, 1, "a"), 0);
+	h = open_file(c, b.ino, O_RDWR);
+	write_at(h, 0, "later", 5);
+	CHECK_EQ_INT(clone_fsync(h, false), 0);
+	CHECK_EQ_INT(clone_release(h), 0);
+	clone_close(c);
+	free(want);
+	CHECK_EQ_INT(umount(mnt), 0);
+}
+
+typedef struct Hammer {
+	CloneFile *f;
+	uint64_t off; /* end of what was accepted */
+	_Atomic unsigned n_tries;
+	_Atomic bool stop;
+} Hammer;
+
+/* Keep writing pages to a full disk: any room a flush gives back, this would take. */
+static void *hammer_run(void *arg)
+{
+	Hammer *h = arg;
+	uint8_t buf[4096];
+	while (!atomic_load(&h->stop)) {
+		fill_pattern(3, h->off, buf, sizeof(buf));
+		ssize_t n = clone_write(h->f, h->off, sizeof(buf), buf);
+		if (n > 0)
+			h->off += (uint64_t)n;
+		atomic_fetch_add(&h->n_tries, 1);
+	}
+	return NULL;
+}
+
+#define RACE_FILES 8
+
+/*
+ * Flushes spending their room on a full disk while another thread writes
+ * pages as fast as it can: no flush may lose its room to those writes.
+ */
+static void test_enospc_fsync_race(const char *tmp)
+{
+	char mnt[PATH_MAX], dir[PATH_MAX], name[16];
+	CloneFile *f[RACE_FILES], *fill;
+	uint32_t ino[RACE_FILES];
+	Hammer h = {0};
+	uint64_t off = 0;
+	uint8_t *want;
+	CloneAttr a, b;
+	pthread_t t;
+	Clone *c;
+
+	test_fmt(mnt, sizeof(mnt), "%s/race", tmp);
+	if (geteuid() != 0 || mkdir(mnt, 0700) < 0 ||
+	    mount("tmpfs", mnt, "tmpfs", 0, "size=4m") < 0) {
+		printf("skipping the ENOSPC race test: mounting a tmpfs needs root\n");
+		return;
+	}
+	c = open_clone(test_fmt(dir, sizeof(dir), "%s/clone", mnt));
+	/* files written while there is room, flushed once there is none */
+	for (int i = 0; i < RACE_FILES; i++) {
+		CHECK_EQ_INT(clone_mknod(c, 1, test_fmt(name, sizeof(name), "f%d", i), S_IFREG | 0644,
+					 0, 0, &a),
+			     0);
+		ino[i] = a.ino;
+		f[i] = open_file(c, a.ino, O_RDWR);
+		write_at(f[i], 0, name, strlen(name));
+	}
+	CHECK_EQ_INT(clone_mknod(c, 1, "hammer", S_IFREG | 0644, 0, 0, &b), 0);
+	h.f = open_file(c, b.ino, O_RDWR);
+	write_at(h.f, 0, "h", 1);
+	h.off = 1;
+	CHECK_EQ_INT(clone_mknod(c, 1, "fill", S_IFREG | 0644, 0, 0, &a), 0);
+	fill = open_file(c, a.ino, O_RDWR);
+	CHECK_EQ_INT(fill_until_full(fill, 1, &off), -ENOSPC);
+	CHECK(pthread_create(&t, NULL, hammer_run, &h) == 0);
+	while (atomic_load(&h.n_tries) < 100)
+		sched_yield();
+	/* each flush finds the disk full again: the writer took what the last one left */
+	CHECK_EQ_INT(clone_fsync(fill, false), 0);
+	for (int i = 0; i < RACE_FILES; i++) {
+		usleep(2000);
+		CHECK_EQ_INT(clone_fsync(f[i], false), 0);
+	}
+	atomic_store(&h.stop, true);
+	pthread_join(t, NULL);
+	CHECK_EQ_INT(clone_fsync(h.f, false), 0);
+	for (int i = 0; i < RACE_FILES; i++)
+		CHECK_EQ_INT(clone_release(f[i]), 0);
+	CHECK_EQ_INT(clone_release(fill), 0);
+	CHECK_EQ_INT(clone_release(h.f), 0);
+	clone_close(c);
+
+	c = open_clone(dir);
+	for (int i = 0; i < RACE_FILES; i++) {
+		test_fmt(name, sizeof(name), "f%d", i);
+		check_content(c, ino[i], (const uint8_t *)name, strlen(name));
+	}
+	want = xmalloc(MAX(off, h.off) + 1);
+	fill_pattern(1, 0, want, off);
+	check_content(c, a.ino, want, off);
+	want[0] = 'h';
+	fill_pattern(3, 1, want + 1, h.off - 1);
+	check_content(c, b.ino, want, h.off);
+	clone_close(c);
+	free(want);
+	CHECK_EQ_INT(umount(mnt), 0);
+}
+
 int main(void)
 {
 	char tmp[PATH_MAX], dir[PATH_MAX];
@@ -971,6 +1194,9 @@ int main(void)
 	test_lower_errors(tmp);
 	test_concurrent_copy_up(tmp);
 	test_enospc(tmp);
+	test_long_names(tmp);
+	test_enospc_fsync(tmp);
+	test_enospc_fsync_race(tmp);
 	CHECK_EQ_INT(lower.n_bad, 0);
 	TEST_RM_RF(tmp);
 	return test_finish();
