@@ -2084,37 +2084,6 @@ int clone_fsyncdir(Clone *c, uint32_t dir)
 	return r;
 }
 
-/* Flush every node (namespace changes are durable already), then the scratch filesystem. */
-int clone_sync(Clone *c)
-{
-	_cleanup_free_ CloneNode **all = NULL;
-	size_t n_all = 0, n = 0;
-	int r = 0;
-
-	pthread_mutex_lock(&c->lock);
-	for (size_t b = 0; b < CLONE_NODE_BUCKETS; b++)
-		for (CloneNode *p = c->nodes[b]; p; p = p->next)
-			n_all++;
-	all = n_all ? calloc(n_all, sizeof(*all)) : NULL;
-	for (size_t b = 0; all && b < CLONE_NODE_BUCKETS; b++)
-		for (CloneNode *p = c->nodes[b]; p; p = p->next) {
-			p->n_ref++;
-			all[n++] = p;
-		}
-	pthread_mutex_unlock(&c->lock);
-	if (n_all && !all)
-		return -ENOMEM;
-
-	for (size_t i = 0; i < n; i++) {
-		int q = node_persist(c, all[i]);
-		int u = node_unref(c, all[i]);
-		r = r < 0 ? r : q < 0 ? q : u;
-	}
-	if (syncfs(c->dir_fd) < 0 && r == 0)
-		r = -errno;
-	return r;
-}
-
 int clone_statfs(Clone *c, struct statvfs *ret)
 {
 	return fstatvfs(c->dir_fd, ret) < 0 ? -errno : 0;

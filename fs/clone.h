@@ -149,7 +149,5 @@ int64_t clone_lseek(CloneFile *f, int64_t off, int whence);
  * business (-ENOTDIR, -ENOENT).
  */
 int clone_fsyncdir(Clone *c, uint32_t dir);
-/* Flush every open file, then sync the scratch filesystem (syncfs): the first error of any. */
-int clone_sync(Clone *c);
 /* Space of the scratch filesystem. */
 int clone_statfs(Clone *c, struct statvfs *ret);
