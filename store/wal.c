@@ -413,8 +413,8 @@ static int header_read(const uint8_t in[WAL_HEADER_LEN], const char *name, uint6
  * locks/wal-NN.lock, chosen by a hash of the name: a file per name would
  * leave one lock file behind per WAL file forever (unlinking a lock file
  * that others may have open is a race), and 64 stripes keep distinct names
- * mostly independent. flock() works on a local repository only; an S3
- * backend needs a conditional put (If-None-Match) instead.
+ * mostly independent. flock() serializes one machine only; between machines
+ * a store with a conditional put (S3's If-None-Match) decides: see put_new().
  */
 static int wal_lock(Repo *r, const char *name, int *ret_fd)
 {
@@ -566,19 +566,6 @@ static int object_decode(Repo *r, const uint8_t *obj, size_t obj_len, const char
  * -EBADMSG a damaged object, or another -errno.
  */
 static int existing_compare_once(Repo *r, const char *key, const char *name, size_t len,
-				 const ChunkId *id);
-
-static int existing_compare(Repo *r, const char *key, const char *name, size_t len,
-			    const ChunkId *id)
-{
-	int e = existing_compare_once(r, key, name, len, id);
-	/* as in wal_fetch: object storage is read once more before a copy is called damaged */
-	if (e == -EBADMSG && !repo_is_local_backend(r))
-		e = existing_compare_once(r, key, name, len, id);
-	return e;
-}
-
-static int existing_compare_once(Repo *r, const char *key, const char *name, size_t len,
 				 const ChunkId *id)
 {
 	_cleanup_free_ uint8_t *obj = NULL;
@@ -599,6 +586,16 @@ static int existing_compare_once(Repo *r, const char *key, const char *name, siz
 	/* the same content by its header: make sure the archived copy is readable */
 	e = object_decode(r, obj, obj_len, name, &h, &plain);
 	return e < 0 ? e : 1;
+}
+
+static int existing_compare(Repo *r, const char *key, const char *name, size_t len,
+			    const ChunkId *id)
+{
+	int e = existing_compare_once(r, key, name, len, id);
+	/* as in wal_fetch: object storage is read once more before a copy is called damaged */
+	if (e == -EBADMSG && !repo_is_local_backend(r))
+		e = existing_compare_once(r, key, name, len, id);
+	return e;
 }
 
 /*

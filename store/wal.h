@@ -7,7 +7,9 @@
  *
  * Errors: 0 or -errno. Every function is safe to call from several
  * processes at once on the same repository: pushes and deletes of one name
- * are serialized by a flock'ed file under the repository's locks/ directory.
+ * are serialized by a flock'ed file under the repository's locks/ directory
+ * (for object storage, the cache's), and pushes from several machines by the
+ * store's conditional put when it has one (STORE_FEATURE_CONDITIONAL_PUT).
  * A Repo is not shared between threads (see store/repo.h).
  */
 #pragma once
