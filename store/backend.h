@@ -22,13 +22,16 @@ typedef struct StoreBackend StoreBackend;
 typedef int (*StoreListFn)(const char *name, uint64_t size, void *userdata);
 
 typedef enum {
-	STORE_FEATURE_LOCAL_PATH = 1 << 0, /* objects are files under local_path() */
+	STORE_FEATURE_LOCAL_PATH = 1 << 0,     /* objects are files under local_path() */
+	STORE_FEATURE_CONDITIONAL_PUT = 1 << 1, /* put_if_absent() is atomic in the store */
 } StoreFeature;
 
 typedef struct StoreBackendOps {
 	const char *name;
 	unsigned features;
 	int (*put)(StoreBackend *b, const char *name, const void *buf, size_t len);
+	/* Optional, with STORE_FEATURE_CONDITIONAL_PUT: see store_put_if_absent(). */
+	int (*put_if_absent)(StoreBackend *b, const char *name, const void *buf, size_t len);
 	int (*get_range)(StoreBackend *b, const char *name, uint64_t offset, size_t len, void *buf);
 	int (*size)(StoreBackend *b, const char *name, uint64_t *ret_size); /* exists + size */
 	int (*list)(StoreBackend *b, const char *prefix, StoreListFn cb, void *userdata);
@@ -49,6 +52,21 @@ int store_get_range(StoreBackend *b, const char *name, uint64_t offset, size_t l
 int store_size(StoreBackend *b, const char *name, uint64_t *ret_size);
 int store_list(StoreBackend *b, const char *prefix, StoreListFn cb, void *userdata);
 int store_delete(StoreBackend *b, const char *name);
+/*
+ * put(), unless name exists: then -EEXIST and nothing is written. The store
+ * decides atomically (S3: "If-None-Match: *", answered 412), so of two
+ * concurrent calls for one name, from any machines, exactly one writes.
+ * -EOPNOTSUPP from a driver without STORE_FEATURE_CONDITIONAL_PUT (wrapping
+ * drivers do not pass it on). A service that ignores If-None-Match (s3rver,
+ * older Ceph) makes this a plain put: see docs/design.md, "WAL archive".
+ */
+static inline int store_put_if_absent(StoreBackend *b, const char *name, const void *buf,
+				      size_t len)
+{
+	if (!(b->ops->features & STORE_FEATURE_CONDITIONAL_PUT) || !b->ops->put_if_absent)
+		return -EOPNOTSUPP;
+	return b->ops->put_if_absent(b, name, buf, len);
+}
 /* A whole object, at most max bytes (-EFBIG above): malloc'd into *ret. */
 int store_get_all(StoreBackend *b, const char *name, size_t max, void **ret, size_t *ret_len);
 StoreBackend *store_backend_free(StoreBackend *b);

@@ -77,6 +77,11 @@ typedef struct S3Request {
 	 * part checksum needs the upload created with that algorithm).
 	 */
 	bool crc32c_body;
+	/*
+	 * "If-None-Match: *": written only if the key does not exist (412
+	 * otherwise); 409 (a concurrent conditional write in progress) is retried.
+	 */
+	bool if_none_match;
 } S3Request;
 
 typedef struct S3Response {
@@ -308,6 +313,8 @@ static int s3_setup(S3Backend *sb, Xfer *x, const char *payload_hash, long left_
 			goto out;
 	if (header_add(headers, "Authorization", authz) < 0 || header_add(headers, "Expect", "") < 0)
 		goto out;
+	if (req->if_none_match && header_add(headers, "If-None-Match", "*") < 0)
+		goto out;
 	r = 0;
 
 	curl_easy_reset(h);
@@ -484,7 +491,8 @@ static int s3_perform(S3Backend *sb, const S3Request *req, S3Response *resp)
 		free(url);
 		pool_put(sb, x.h);
 
-		if (c == CURLE_OK && !status_transient(resp->status))
+		if (c == CURLE_OK && !status_transient(resp->status) &&
+		    !(req->if_none_match && resp->status == 409))
 			return 0;
 		if (c == CURLE_WRITE_ERROR && resp->overflow) {
 			log_warning("s3 %s \"%s\": unexpected response size", req->op,
@@ -519,6 +527,8 @@ static int status_errno(const S3Request *req, long status)
 	switch (status) {
 	case 404:
 		return -ENOENT;
+	case 412:
+		return -EEXIST; /* If-None-Match: the object exists (an expected answer: not logged) */
 	case 416:
 		return -ENODATA;
 	case 401:
@@ -604,10 +614,11 @@ static int url_decode(char *s)
 	return 0;
 }
 
-static int s3_put_single(S3Backend *sb, const char *key, const void *buf, size_t len)
+static int s3_put_single(S3Backend *sb, const char *key, const void *buf, size_t len,
+			 bool if_absent)
 {
 	S3Request req = {.op = "put", .method = "PUT", .key = key, .body = buf, .body_len = len,
-			 .has_body = true, .crc32c_body = true};
+			 .has_body = true, .crc32c_body = true, .if_none_match = if_absent};
 	S3Response resp = {0};
 	int r = s3_perform(sb, &req, &resp);
 	if (r == 0 && resp.status != 200)
@@ -627,7 +638,7 @@ static void s3_abort_upload(S3Backend *sb, const char *key, const char *upload_i
 }
 
 static int s3_complete_upload(S3Backend *sb, const char *key, const char *upload_id,
-			      char (*etags)[128], size_t n_parts, size_t len)
+			      char (*etags)[128], size_t n_parts, size_t len, bool if_absent)
 {
 	const SigV4Pair q[] = {{"uploadId", upload_id}};
 	char *xml = NULL;
@@ -648,7 +659,7 @@ static int s3_complete_upload(S3Backend *sb, const char *key, const char *upload
 	}
 	S3Request req = {.op = "complete upload", .method = "POST", .key = key, .query = q,
 			 .n_query = 1, .body = (const uint8_t *)xml, .body_len = xml_len,
-			 .has_body = true};
+			 .has_body = true, .if_none_match = if_absent};
 	r = s3_perform(sb, &req, &resp);
 	if (r == 0 && resp.status == 200 && resp.body && strstr(resp.body, "<Error>"))
 		r = -EIO; /* S3 may fail a completion after its 200 header */
@@ -668,7 +679,8 @@ static int s3_complete_upload(S3Backend *sb, const char *key, const char *upload
 	return r;
 }
 
-static int s3_put_multipart(S3Backend *sb, const char *key, const uint8_t *buf, size_t len)
+static int s3_put_multipart(S3Backend *sb, const char *key, const uint8_t *buf, size_t len,
+			    bool if_absent)
 {
 	size_t part = sb->part_size, n_parts;
 	char *upload_id = NULL;
@@ -722,7 +734,7 @@ static int s3_put_multipart(S3Backend *sb, const char *key, const uint8_t *buf, 
 		free(resp.body);
 	}
 	if (r == 0)
-		r = s3_complete_upload(sb, key, upload_id, etags, n_parts, len);
+		r = s3_complete_upload(sb, key, upload_id, etags, n_parts, len, if_absent);
 	if (r < 0)
 		s3_abort_upload(sb, key, upload_id);
 out:
@@ -731,19 +743,35 @@ out:
 	return r;
 }
 
-static int s3_put(StoreBackend *b, const char *name, const void *buf, size_t len)
+static int s3_put_any(StoreBackend *b, const char *name, const void *buf, size_t len,
+		      bool if_absent)
 {
 	S3Backend *sb = (S3Backend *)b;
 	char *key = NULL;
 	int r = s3_key(sb, name, &key);
 	if (r < 0)
 		return r;
+	/* a multipart upload is conditional at its completion */
 	if (len > sb->threshold)
-		r = s3_put_multipart(sb, key, buf, len);
+		r = s3_put_multipart(sb, key, buf, len, if_absent);
 	else
-		r = s3_put_single(sb, key, buf, len);
+		r = s3_put_single(sb, key, buf, len, if_absent);
 	free(key);
 	return r;
+}
+
+static int s3_put(StoreBackend *b, const char *name, const void *buf, size_t len)
+{
+	return s3_put_any(b, name, buf, len, false);
+}
+
+/*
+ * If-None-Match: * on PUT (AWS since 2024-08, MinIO, Ceph RGW 18+). A retry
+ * of a put whose first try went through also gets 412: the caller compares.
+ */
+static int s3_put_if_absent(StoreBackend *b, const char *name, const void *buf, size_t len)
+{
+	return s3_put_any(b, name, buf, len, true);
 }
 
 static int s3_head(S3Backend *sb, const char *key, uint64_t *ret_size)
@@ -932,8 +960,9 @@ static void s3_free(StoreBackend *b)
 
 static const StoreBackendOps s3_ops = {
 	.name = "s3",
-	.features = 0,
+	.features = STORE_FEATURE_CONDITIONAL_PUT,
 	.put = s3_put,
+	.put_if_absent = s3_put_if_absent,
 	.get_range = s3_get_range,
 	.size = s3_size,
 	.list = s3_list,

@@ -17,12 +17,16 @@
  * bit anywhere is -EBADMSG and never a wrong WAL file.
  */
 #include "store/wal.h"
+#include "common/log.h"
 #include "common/util.h"
+#include "store/catalog.h"
 #include "store/chunk.h"
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -129,6 +133,224 @@ int wal_lsn_parse(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* ---- what a WAL file must look like before it is archived ---- */
+
+/* xlp_magic of each PostgreSQL major version (src/include/access/xlog_internal.h) */
+static const struct {
+	uint16_t magic;
+	unsigned version;
+} wal_magics[] = {{0xD106, 13}, {0xD10D, 14}, {0xD110, 15}, {0xD113, 16}, {0xD116, 17},
+		  {0xD118, 18}};
+
+#define XLP_LONG_HEADER 0x0002
+#define XLP_ALL_FLAGS 0x0007
+#define XLOG_LONG_PHD_LEN 40 /* SizeOfXLogLongPHD on every 64-bit-aligned platform */
+
+static unsigned magic_version(uint16_t magic)
+{
+	for (size_t i = 0; i < ELEMENTSOF(wal_magics); i++)
+		if (wal_magics[i].magic == magic)
+			return wal_magics[i].version;
+	return 0;
+}
+
+/* PostgreSQL writes its page headers in the server's byte order. */
+static uint64_t get_uint(const uint8_t *p, size_t n, bool big_endian)
+{
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++)
+		v |= (uint64_t)p[big_endian ? n - 1 - i : i] << (8 * i);
+	return v;
+}
+
+_printf_(3, 4) static int refuse(char *why, size_t why_len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, why_len, fmt, ap);
+	va_end(ap);
+	return -EBADMSG;
+}
+
+#define LSN_ARGS(lsn) (unsigned)((lsn) >> 32), (unsigned)(lsn)
+
+static int segment_check(const WalName *n, const uint8_t *p, size_t len, WalSegmentHeader *ret,
+			 char *why, size_t why_len)
+{
+	WalSegmentHeader h = {0};
+	uint16_t info;
+	uint64_t start;
+
+	if (len == 0)
+		return refuse(why, why_len, "the file is empty");
+	if (!wal_seg_size_valid(len))
+		return refuse(why, why_len, "its size, %zu bytes, is not a WAL segment size (a power "
+			      "of two from 1 MiB to 1 GiB)", len);
+	h.magic = (uint16_t)get_uint(p, 2, false);
+	h.pg_version = magic_version(h.magic);
+	if (!h.pg_version && magic_version((uint16_t)get_uint(p, 2, true))) {
+		h.big_endian = true;
+		h.magic = (uint16_t)get_uint(p, 2, true);
+		h.pg_version = magic_version(h.magic);
+	}
+	if (!h.pg_version)
+		return refuse(why, why_len, "its first page has no WAL page magic of PostgreSQL 13 to "
+			      "18 (xlp_magic 0x%04X)", h.magic);
+	info = (uint16_t)get_uint(p + 2, 2, h.big_endian);
+	h.timeline = (uint32_t)get_uint(p + 4, 4, h.big_endian);
+	h.pageaddr = get_uint(p + 8, 8, h.big_endian);
+	h.system_id = get_uint(p + 24, 8, h.big_endian);
+	h.seg_size = (uint32_t)get_uint(p + 32, 4, h.big_endian);
+	h.block_size = (uint32_t)get_uint(p + 36, 4, h.big_endian);
+	if (!(info & XLP_LONG_HEADER) || (info & ~XLP_ALL_FLAGS))
+		return refuse(why, why_len, "its first page has no long page header (xlp_info 0x%04X)",
+			      info);
+	if (h.seg_size != len)
+		return refuse(why, why_len, "xlp_seg_size is %u, the file has %zu bytes", h.seg_size,
+			      len);
+	if (h.block_size < 1024 || h.block_size > 65536 || (h.block_size & (h.block_size - 1)))
+		return refuse(why, why_len, "xlp_xlog_blcksz %u is not a WAL block size",
+			      h.block_size);
+	/* the first segment of a new timeline starts with the parent's pages */
+	if (h.timeline == 0 || h.timeline > n->timeline)
+		return refuse(why, why_len, "xlp_tli is %u, the name says timeline %u", h.timeline,
+			      n->timeline);
+	if (n->seg >= 0x100000000ULL / len)
+		return refuse(why, why_len, "the name's segment %08X does not exist with %zu-byte "
+			      "segments", n->seg, len);
+	start = wal_name_segno(n, (uint32_t)len) * len;
+	if (h.pageaddr != start)
+		return refuse(why, why_len, "xlp_pageaddr is %X/%X, the name says the segment starts "
+			      "at %X/%X", LSN_ARGS(h.pageaddr), LSN_ARGS(start));
+	if (ret)
+		*ret = h;
+	return 0;
+}
+
+/* A backup history file's first line names the segment the backup started in. */
+static int backup_check(const char *name, const uint8_t *p, size_t len, char *why, size_t why_len)
+{
+	static const char prefix[] = "START WAL LOCATION: ";
+	const uint8_t *eol = memchr(p, '\n', len);
+	char line[128], seg[25];
+	unsigned hi, lo;
+	int end = -1;
+
+	if (!eol || (size_t)(eol - p) >= sizeof(line) || memcmp(p, prefix, MIN(len, strlen(prefix))) ||
+	    len < strlen(prefix))
+		return refuse(why, why_len, "it does not start with \"%s\" (not a backup history "
+			      "file)", prefix);
+	memcpy(line, p, (size_t)(eol - p));
+	line[eol - p] = '\0';
+	if (sscanf(line, "START WAL LOCATION: %X/%X (file %24[0-9A-F])%n", &hi, &lo, seg, &end) != 3 ||
+	    end < 0 || line[end] != '\0')
+		return refuse(why, why_len, "its first line is not \"START WAL LOCATION: X/X (file "
+			      "SEGMENT)\"");
+	if (strncmp(seg, name, 24) != 0)
+		return refuse(why, why_len, "it is the backup history of segment %s", seg);
+	return 0;
+}
+
+/* Lines "<parent timeline> <switch point X/X> [reason]", as readTimeLineHistory reads them. */
+static int history_check(const WalName *n, const uint8_t *p, size_t len, char *why, size_t why_len)
+{
+	uint32_t prev = 0;
+	unsigned line_no = 0;
+
+	if (len == 0)
+		return refuse(why, why_len, "the file is empty");
+	if (memchr(p, '\0', len))
+		return refuse(why, why_len, "it holds NUL bytes (not a timeline history file)");
+	for (size_t off = 0; off < len;) {
+		const uint8_t *eol = memchr(p + off, '\n', len - off);
+		size_t n_line = eol ? (size_t)(eol - (p + off)) : len - off;
+		char line[256];
+		unsigned tli, hi, lo;
+		const char *s = line;
+
+		line_no++;
+		snprintf(line, sizeof(line), "%.*s", (int)MIN(n_line, sizeof(line) - 1),
+			 (const char *)p + off);
+		off += n_line + 1;
+		while (*s == ' ' || *s == '\t' || *s == '\r')
+			s++;
+		if (*s == '\0' || *s == '#')
+			continue;
+		if (sscanf(s, "%u %X/%X", &tli, &hi, &lo) != 3)
+			return refuse(why, why_len, "line %u is not \"<timeline> <X/X> ...\" (not a "
+				      "timeline history file)", line_no);
+		if (tli <= prev || tli >= n->timeline)
+			return refuse(why, why_len, "line %u names timeline %u: the parents of timeline "
+				      "%u must be below it, ascending", line_no, tli, n->timeline);
+		prev = tli;
+	}
+	return 0;
+}
+
+int wal_file_check(const char *name, const void *buf, size_t len, WalSegmentHeader *ret_hdr,
+		   char *why, size_t why_len)
+{
+	WalName n;
+	int e = wal_name_parse(name, &n);
+
+	if (e < 0)
+		return e;
+	if (ret_hdr)
+		*ret_hdr = (WalSegmentHeader){0};
+	switch (n.kind) {
+	case WAL_KIND_SEGMENT:
+	case WAL_KIND_PARTIAL:
+		if (len > 0 && len < XLOG_LONG_PHD_LEN)
+			return refuse(why, why_len, "its size, %zu bytes, is not a WAL segment size", len);
+		return segment_check(&n, buf, len, ret_hdr, why, why_len);
+	case WAL_KIND_BACKUP:
+		return backup_check(name, buf, len, why, why_len);
+	case WAL_KIND_HISTORY:
+		return history_check(&n, buf, len, why, why_len);
+	}
+	return -EINVAL;
+}
+
+typedef struct SysidCtx {
+	uint64_t want;
+	unsigned n_ids;
+	bool found;
+	char first[32];
+} SysidCtx;
+
+static int sysid_visit(const SnapshotInfo *s, void *userdata)
+{
+	SysidCtx *ctx = userdata;
+	char *end;
+	unsigned long long v;
+
+	if (!s->system_id || !*s->system_id)
+		return 0;
+	errno = 0;
+	v = strtoull(s->system_id, &end, 10);
+	if (errno || *end)
+		return 0; /* not PostgreSQL's: says nothing */
+	if (ctx->n_ids++ == 0)
+		snprintf(ctx->first, sizeof(ctx->first), "%s", s->system_id);
+	if (v == ctx->want)
+		ctx->found = true;
+	return 0;
+}
+
+int wal_system_id_check(Repo *r, uint64_t system_id, char *why, size_t why_len)
+{
+	SysidCtx ctx = {.want = system_id};
+	int e = catalog_snapshot_foreach_any(repo_catalog(r), sysid_visit, &ctx);
+
+	if (e < 0)
+		return e;
+	if (ctx.n_ids == 0 || ctx.found)
+		return 0;
+	return refuse(why, why_len, "its system identifier %llu is not that of any cluster backed "
+		      "up into this repository (snapshots have %s)", (unsigned long long)system_id,
+		      ctx.first);
+}
+
 static int object_key(const char *name, WalName *ret_parsed, char *buf, size_t len)
 {
 	WalName n;
@@ -191,8 +413,8 @@ static int header_read(const uint8_t in[WAL_HEADER_LEN], const char *name, uint6
  * locks/wal-NN.lock, chosen by a hash of the name: a file per name would
  * leave one lock file behind per WAL file forever (unlinking a lock file
  * that others may have open is a race), and 64 stripes keep distinct names
- * mostly independent. flock() works on a local repository only; an S3
- * backend needs a conditional put (If-None-Match) instead.
+ * mostly independent. flock() serializes one machine only; between machines
+ * a store with a conditional put (S3's If-None-Match) decides: see put_new().
  */
 static int wal_lock(Repo *r, const char *name, int *ret_fd)
 {
@@ -343,8 +565,8 @@ static int object_decode(Repo *r, const uint8_t *obj, size_t obj_len, const char
  * hash id: 0 nothing, 1 the same content (verified), -ENOTUNIQ other content,
  * -EBADMSG a damaged object, or another -errno.
  */
-static int existing_compare(Repo *r, const char *key, const char *name, size_t len,
-			    const ChunkId *id)
+static int existing_compare_once(Repo *r, const char *key, const char *name, size_t len,
+				 const ChunkId *id)
 {
 	_cleanup_free_ uint8_t *obj = NULL;
 	_cleanup_free_ void *plain = NULL;
@@ -364,6 +586,39 @@ static int existing_compare(Repo *r, const char *key, const char *name, size_t l
 	/* the same content by its header: make sure the archived copy is readable */
 	e = object_decode(r, obj, obj_len, name, &h, &plain);
 	return e < 0 ? e : 1;
+}
+
+static int existing_compare(Repo *r, const char *key, const char *name, size_t len,
+			    const ChunkId *id)
+{
+	int e = existing_compare_once(r, key, name, len, id);
+	/* as in wal_fetch: object storage is read once more before a copy is called damaged */
+	if (e == -EBADMSG && !repo_is_local_backend(r))
+		e = existing_compare_once(r, key, name, len, id);
+	return e;
+}
+
+/*
+ * Write the object where nothing is archived yet. With a store that has a
+ * conditional put (S3), the store decides between two machines pushing at
+ * once: the loser sees what the winner wrote and compares, like a push that
+ * found the object in the first place. (1 = the same content was there.)
+ */
+static int put_new(Repo *r, const char *key, const char *name, const uint8_t *obj, size_t obj_len,
+		   size_t len, const ChunkId *id)
+{
+	StoreBackend *b = repo_backend(r);
+	int e;
+
+	if (!(b->ops->features & STORE_FEATURE_CONDITIONAL_PUT))
+		return store_put(b, key, obj, obj_len);
+	e = store_put_if_absent(b, key, obj, obj_len);
+	if (e != -EEXIST)
+		return e;
+	e = existing_compare(r, key, name, len, id);
+	if (e == 0)
+		return -EAGAIN; /* there and gone again (deleted meanwhile): PostgreSQL retries */
+	return e;
 }
 
 int wal_push(Repo *r, const char *name, const void *buf, size_t len, WalPushResult *ret_result)
@@ -389,42 +644,57 @@ int wal_push(Repo *r, const char *name, const void *buf, size_t len, WalPushResu
 	if (e < 0)
 		return e;
 	e = existing_compare(r, key, name, len, &id);
-	if (e == 1) {
-		if (ret_result)
-			*ret_result = WAL_PUSH_EXISTED;
-		return 0;
-	}
-	/*
-	 * A damaged archived copy cannot be compared; the file PostgreSQL hands
-	 * us is the best copy there is, so it replaces the damaged one.
-	 */
-	if (e == -EBADMSG)
+	if (e == 0) {
+		e = put_new(r, key, name, obj, obj_len, len, &id);
+	} else if (e == -EBADMSG) {
+		/*
+		 * A damaged archived copy cannot be compared; the file PostgreSQL
+		 * hands us is the best copy there is, so it replaces the damaged one
+		 * (unconditionally: on S3 a concurrent push of other content may
+		 * race this repair, see docs/design.md).
+		 */
+		e = store_put(repo_backend(r), key, obj, obj_len);
 		repaired = true;
-	else if (e < 0)
-		return e;
-	e = store_put(repo_backend(r), key, obj, obj_len);
+	}
 	if (e < 0)
 		return e;
 	if (ret_result)
-		*ret_result = repaired ? WAL_PUSH_REPAIRED : WAL_PUSH_STORED;
+		*ret_result = e == 1 ? WAL_PUSH_EXISTED : repaired ? WAL_PUSH_REPAIRED : WAL_PUSH_STORED;
 	return 0;
+}
+
+/* One GET of the object, checked and decoded. */
+static int fetch_once(Repo *r, const char *key, const char *name, WalHeader *ret_h, void **ret_buf)
+{
+	_cleanup_free_ uint8_t *obj = NULL;
+	size_t obj_len;
+	int e = object_read(r, key, &obj, &obj_len);
+
+	if (e < 0)
+		return e;
+	return object_decode(r, obj, obj_len, name, ret_h, ret_buf);
 }
 
 int wal_fetch(Repo *r, const char *name, void **ret_buf, size_t *ret_len)
 {
-	_cleanup_free_ uint8_t *obj = NULL;
 	char key[PATH_MAX];
-	size_t obj_len;
 	WalHeader h;
 	void *plain;
 	int e = object_key(name, NULL, key, sizeof(key));
 
 	if (e < 0)
 		return e;
-	e = object_read(r, key, &obj, &obj_len);
-	if (e < 0)
-		return e;
-	e = object_decode(r, obj, obj_len, name, &h, &plain);
+	e = fetch_once(r, key, name, &h, &plain);
+	/*
+	 * Bytes that fail the checks may have been damaged on the way (a proxy,
+	 * a bad NIC, a cut body the server's length did not catch) rather than at
+	 * rest: read object storage once more before calling the archived copy
+	 * damaged. (A local file read again gives the same bytes.)
+	 */
+	if (e == -EBADMSG && !repo_is_local_backend(r)) {
+		log_warning("archived WAL file \"%s\" failed its checks; reading it again", name);
+		e = fetch_once(r, key, name, &h, &plain);
+	}
 	if (e < 0)
 		return e;
 	*ret_buf = plain;

@@ -7,7 +7,9 @@
  *
  * Errors: 0 or -errno. Every function is safe to call from several
  * processes at once on the same repository: pushes and deletes of one name
- * are serialized by a flock'ed file under the repository's locks/ directory.
+ * are serialized by a flock'ed file under the repository's locks/ directory
+ * (for object storage, the cache's), and pushes from several machines by the
+ * store's conditional put when it has one (STORE_FEATURE_CONDITIONAL_PUT).
  * A Repo is not shared between threads (see store/repo.h).
  */
 #pragma once
@@ -61,6 +63,45 @@ void wal_segno_to_name(uint32_t timeline, uint64_t segno, uint32_t seg_size, cha
 bool wal_seg_size_valid(uint64_t seg_size);
 /* Parse "16/B374D848" into an LSN: -EINVAL on junk. */
 int wal_lsn_parse(const char *s, uint64_t *ret);
+
+/* What the long page header at the start of a WAL segment says. */
+typedef struct WalSegmentHeader {
+	uint16_t magic;        /* xlp_magic */
+	unsigned pg_version;   /* the PostgreSQL major version of that magic */
+	bool big_endian;       /* written by a big-endian server */
+	uint32_t timeline;     /* xlp_tli: of the first record on the page */
+	uint64_t pageaddr;     /* xlp_pageaddr */
+	uint64_t system_id;    /* xlp_sysid */
+	uint32_t seg_size;     /* xlp_seg_size */
+	uint32_t block_size;   /* xlp_xlog_blcksz */
+} WalSegmentHeader;
+
+/*
+ * Is buf (len bytes) plausibly the WAL file its name says, before it is
+ * archived? Segments and .partial segments (a .partial is a whole segment,
+ * its tail unused): the size is a valid wal_segment_size and the first page
+ * carries a long page header with a known magic (PostgreSQL 13 to 18), the
+ * long-header flag, a timeline from 1 to the name's (the first page of a
+ * timeline's first segment can still hold the parent's records),
+ * xlp_pageaddr the segment's start for that size, xlp_seg_size the file's
+ * size; *ret_hdr (may be NULL) gets the header. Backup history files: text
+ * whose first line is "START WAL LOCATION: X/X (file <the name's segment>)".
+ * Timeline history files: text lines "<parent timeline> <X/X> ..." with
+ * parents below the file's timeline ('#' comments and blank lines allowed).
+ * 0 when it is, -EBADMSG when not (why gets a lower-case reason naming the
+ * field, e.g. "xlp_pageaddr is 0/3000000, expected 0/4000000"), -EINVAL for
+ * a bad name.
+ */
+int wal_file_check(const char *name, const void *buf, size_t len, WalSegmentHeader *ret_hdr,
+		   char *why, size_t why_len);
+
+/*
+ * The segment's system identifier against what the repository records for
+ * its snapshots: 0 when a snapshot has system_id (or none has one at all),
+ * -EBADMSG when snapshots have system identifiers and none is system_id (why
+ * says which ones), other -errno from the catalog.
+ */
+int wal_system_id_check(Repo *r, uint64_t system_id, char *why, size_t why_len);
 
 typedef enum {
 	WAL_PUSH_STORED = 0,   /* the object was written */

@@ -74,6 +74,8 @@ int cmd_wal_push(int argc, char **argv)
 	_cleanup_free_ void *buf = NULL;
 	const char *name;
 	WalPushResult res = WAL_PUSH_STORED;
+	WalSegmentHeader hdr;
+	char why[256];
 	WalName wn;
 	Repo *repo = NULL;
 	size_t len = 0;
@@ -81,7 +83,11 @@ int cmd_wal_push(int argc, char **argv)
 			       "Usage: pgbakfs wal-push PATH [--repo PATH]\n\n"
 			       "Archive one WAL file: archive_command = 'pgbakfs wal-push %p'.\n"
 			       "Pushing a file that is archived with the same content succeeds;\n"
-			       "with other content it fails and the archived copy is kept.\n",
+			       "with other content it fails and the archived copy is kept.\n"
+			       "A segment must look like one: a WAL segment size, a first page\n"
+			       "header of PostgreSQL 13 to 18 matching its name and size, and\n"
+			       "the system identifier of a cluster backed up into the repository\n"
+			       "(when it has any); history and backup files must parse.\n",
 			       argc, argv, 1, &repo_opt, &path);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
@@ -102,10 +108,27 @@ int cmd_wal_push(int argc, char **argv)
 		cli_error("could not read file \"%s\": %s", path, strerror(-r));
 		return EXIT_FAIL;
 	}
-	/* store it: one object, compressed once */
+	/* is it the file its name says? A wrong file archived is worse than none */
+	r = wal_file_check(name, buf, len, &hdr, why, sizeof(why));
+	if (r < 0) {
+		cli_error("\"%s\" is not a valid WAL file: %s", path, why);
+		return EXIT_FAIL;
+	}
 	rc = cli_open_repo(repo_opt, &repo);
 	if (rc != EXIT_OK)
 		return rc;
+	/* a segment of another cluster than the one backed up here */
+	r = hdr.pg_version ? wal_system_id_check(repo, hdr.system_id, why, sizeof(why)) : 0;
+	if (r == -EBADMSG) {
+		cli_error("\"%s\" is not a WAL file of this repository's cluster: %s", path, why);
+		repo_free(repo);
+		return EXIT_FAIL;
+	} else if (r < 0) {
+		cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
+		repo_free(repo);
+		return EXIT_FAIL;
+	}
+	/* store it: one object, compressed once */
 	r = wal_push(repo, name, buf, len, &res);
 	if (r == -PGBAKFS_WAL_ECONFLICT) {
 		cli_error("WAL file \"%s\" is already archived with different content", name);
@@ -123,6 +146,34 @@ int cmd_wal_push(int argc, char **argv)
 	return rc;
 }
 
+/*
+ * wal-fetch's exit status for every failure but "not archived". PostgreSQL
+ * runs restore_command through system() and reads any exit status up to 125
+ * as "this file is not in the archive": it then ends recovery at the end of
+ * what it has and promotes, losing every later commit. Above 125 (126, 127:
+ * the shell's "not executable", "not found") or death by a signal makes the
+ * startup process stop with FATAL instead (RestoreArchivedFile in PostgreSQL
+ * 13-15's xlogarchive.c, shell_restore.c from 16: wait_result_is_any_signal(rc,
+ * true), i.e. WEXITSTATUS > 125). 126 is the smaller of the two; PostgreSQL's
+ * log line calls it "command not executable", so ours comes first and says
+ * what really failed.
+ */
+#define EXIT_STOP_RECOVERY 126
+
+/* One error line for a failed fetch of name (the server log gets it). */
+static void fetch_error(const char *name, int r, bool s3)
+{
+	if (r == -EBADMSG)
+		cli_error("archived WAL file \"%s\" is damaged (fails its checksum); recovery stops "
+			  "here: push it again from a server that still has it", name);
+	else if (r == -EPROTONOSUPPORT)
+		cli_error("archived WAL file \"%s\" has a newer format than this pgbakfs supports; "
+			  "recovery stops here: upgrade pgbakfs", name);
+	else
+		cli_error("could not fetch WAL file \"%s\": %s; recovery stops here", name,
+			  cli_store_strerror(r, s3));
+}
+
 int cmd_wal_fetch(int argc, char **argv)
 {
 	const char *repo_opt = NULL, *args[2];
@@ -133,41 +184,38 @@ int cmd_wal_fetch(int argc, char **argv)
 	int r, rc = parse_args("wal-fetch",
 			       "Usage: pgbakfs wal-fetch NAME DEST [--repo PATH]\n\n"
 			       "Write the archived WAL file NAME to DEST, verified:\n"
-			       "restore_command = 'pgbakfs wal-fetch %f %p'.\n"
-			       "A file that is not archived exits 1 without a message, as\n"
-			       "PostgreSQL expects.\n",
+			       "restore_command = 'pgbakfs wal-fetch %f %p'.\n\n"
+			       "Exit status: 0 fetched; 1 not archived (no message), which\n"
+			       "PostgreSQL reads as the end of the archive; 126 for every other\n"
+			       "failure (a damaged copy, an unreadable object or repository, an\n"
+			       "unreachable bucket after retries, DEST not writable), which makes\n"
+			       "PostgreSQL stop recovery instead of ending it early; 2 wrong usage.\n",
 			       argc, argv, 2, &repo_opt, args);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
 	if (wal_name_parse(args[0], &wn) < 0) {
+		/* PostgreSQL only asks for WAL file names: this is a misconfiguration */
 		cli_error("\"%s\" is not the name of a WAL file", args[0]);
 		cli_hint("%s", wal_name_hint);
-		return EXIT_FAIL;
+		return EXIT_STOP_RECOVERY;
 	}
+	/* a repository that cannot be opened says nothing about the file: stop */
 	rc = cli_open_repo(repo_opt, &repo);
 	if (rc != EXIT_OK)
-		return rc;
+		return EXIT_STOP_RECOVERY;
 	r = wal_fetch(repo, args[0], &buf, &len);
 	if (r == -ENOENT) {
 		rc = EXIT_FAIL; /* PostgreSQL asks for files that may not exist: stay quiet */
-	} else if (r == -EBADMSG) {
-		cli_error("archived WAL file \"%s\" is damaged (fails its checksum)", args[0]);
-		cli_hint("push the file again from a server that still has it");
-		rc = EXIT_FAIL;
-	} else if (r == -EPROTONOSUPPORT) {
-		cli_error("archived WAL file \"%s\" has a newer format than this pgbakfs supports",
-			  args[0]);
-		cli_hint("upgrade pgbakfs to fetch it");
-		rc = EXIT_FAIL;
 	} else if (r < 0) {
-		cli_error("could not fetch WAL file \"%s\": %s", args[0], strerror(-r));
-		rc = EXIT_FAIL;
+		fetch_error(args[0], r, !repo_is_local_backend(repo));
+		rc = EXIT_STOP_RECOVERY;
 	} else {
 		/* temporary file, fsync, rename: PostgreSQL never sees half a segment */
 		r = file_write_atomic(args[1], buf, len, 0600);
 		if (r < 0) {
-			cli_error("could not write file \"%s\": %s", args[1], strerror(-r));
-			rc = EXIT_FAIL;
+			cli_error("could not write file \"%s\": %s; recovery stops here", args[1],
+				  strerror(-r));
+			rc = EXIT_STOP_RECOVERY;
 		}
 	}
 	repo_free(repo);

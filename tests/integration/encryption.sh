@@ -39,8 +39,7 @@ for i in $(seq 1 200); do echo "row $i $MARK"; done >"$T/src/secret-named-dir-$M
 export PGBAKFS_PASSPHRASE=$TEST_PASSPHRASE
 ok "backup" run bk backup --repo "$R" --from-dir "$T/src"
 S=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
-printf 'WAL bytes %s\n' "$MARK" >"$T/000000010000000000000001"
-truncate -s 1M "$T/000000010000000000000001"
+python3 "$PGBAKFS_SRC/tests/integration/mkwal.py" "$T/000000010000000000000001" --size 0x100000 --text "WAL bytes $MARK"
 ok "wal-push" run wp wal-push "$T/000000010000000000000001" --repo "$R"
 ok "no file content, file name or WAL in the clear in the repository" bash -c "! grep -rqa -e '$MARK' -e 'row 1 ' '$R'"
 ok "the catalog is not a plain SQLite file in the repository" bash -c "! grep -rqa 'SQLite format 3' '$R'"
@@ -108,7 +107,7 @@ ok "restore after the rebuild" run prs restore latest "$T/r7" --repo "$RP"
 ok "identical" same_tree "$T/src" "$T/r7"
 
 # ---- a sealed WAL object copied to another name, header edited to match ----
-printf 'other WAL %s\n' "$MARK" >"$T/000000010000000000000002" && truncate -s 1M "$T/000000010000000000000002"
+python3 "$PGBAKFS_SRC/tests/integration/mkwal.py" "$T/000000010000000000000002" --size 0x100000 --text "other WAL $MARK"
 ok "wal-push a second segment" run wp2 wal-push "$T/000000010000000000000002" --repo "$R"
 python3 - "$R/wal/00000001" <<'PY'
 import sys, os

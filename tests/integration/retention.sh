@@ -206,8 +206,16 @@ WAL_NAMES="000000010000000000000001 000000010000000000000002 0000000100000000000
 000000010000000000000002.00000028.backup 000000010000000000000004.partial
 00000002.history 000000020000000000000005 000000020000000000000006 000000020000000000000007
 000000030000000000000001"
+wal_file() { # wal_file PATH: a well-formed WAL file (wal-push checks) of that name, contents of its own
+	local n=${1##*/}
+	case $n in
+	*.history) printf '1\t0/5000090\tat %s\n' "$RANDOM" >"$1" ;;
+	*.backup) printf 'START WAL LOCATION: 0/28 (file %s)\nLABEL: %s\n' "${n:0:24}" "$RANDOM" >"$1" ;;
+	*) python3 "$PGBAKFS_SRC/tests/integration/mkwal.py" "$1" --text "$RANDOM$RANDOM" ;;
+	esac
+}
 for n in $WAL_NAMES; do
-	head -c 1000 /dev/urandom >"$T/wal/$n"
+	wal_file "$T/wal/$n"
 	pgbakfs wal-push "$T/wal/$n" --repo "$R"
 done
 archived() { # archived NAME: 0 when wal-fetch finds it
@@ -226,7 +234,7 @@ sql "$R" "UPDATE snapshots SET timeline = 1, start_lsn = '0/3000028' WHERE label
           UPDATE snapshots SET timeline = 2, start_lsn = '0/6000028' WHERE label = 'c'"
 
 # keep-last 2: a goes; timeline 1 is cut below b's segment 5 (16 MiB segments:
-# the small pushed files say nothing about the size); timeline 2 is kept whole
+# the pushed segments are 16 MiB); timeline 2 is kept whole
 # while timeline 1 has a snapshot; timeline 3 has none
 TL1_GONE="000000010000000000000001 000000010000000000000002 000000010000000000000003
 000000010000000000000004 000000010000000000000002.00000028.backup 000000010000000000000004.partial"
@@ -259,7 +267,7 @@ expect_wal "timeline 2 cut below c" \
 R=$T/w64
 pgbakfs init --repo "$R" >/dev/null
 for n in 000000010000000000000000 000000010000000000000001 000000010000000000000002 000000010000000000000007; do
-	head -c 1000 /dev/urandom >"$T/wal/$n"
+	wal_file "$T/wal/$n" # 16 MiB segments: the archive's own size is not the snapshot's
 	pgbakfs wal-push "$T/wal/$n" --repo "$R"
 done
 rm -rf "$T/src"; mkdir -p "$T/src/pg_wal"

@@ -10,6 +10,7 @@ R=$T/repo
 CONN="host=127.0.0.1 port=$PORT user=postgres"
 # everything runs as postgres, as the archiver does: one owner for the repository
 pgb() { as_pg "$PGBAKFS" "$@"; }
+mkwal() { python3 "$PGBAKFS_SRC/tests/integration/mkwal.py" "$@"; } # a well-formed synthetic segment
 mkdir -p "$T/work" "$R" "$T/timing" && chown postgres "$T/work" "$R" "$T/timing"
 
 pgb init --repo "$R" >/dev/null
@@ -43,6 +44,7 @@ ok "backup before the load" pgb backup -d "$CONN" --repo "$R" --no-progress >/de
 as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -c 2 -T 5 postgres >/dev/null 2>&1
 last=$(switch_wal)
 wait_archived "$last"
+SYSID=$(pg_sql $PORT "select system_identifier from pg_control_system()")
 all_archived=$(cd "$T/data/pg_wal/archive_status" && ls | sed -n 's/\.done$//p' | sort)
 archived=$(echo "$all_archived" | grep -xE '[0-9A-F]{24}')
 n_archived=$(echo "$archived" | wc -l)
@@ -97,9 +99,10 @@ ok "missing segment: exit 1, quiet" test $rc -eq 1 -a ! -s "$T/out" -a ! -s "$T/
 
 # ---- the other kinds of names round-trip ----
 printf '1\t0/5000090\tno recovery target specified\n' >"$T/work/00000002.history"
-printf 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n' \
+printf 'START WAL LOCATION: 0/F0000028 (file 0000000100000000000000F0)\n' \
 	>"$T/work/0000000100000000000000F0.00000028.backup"
-head -c 3000000 "$T/work/$seg" >"$T/work/000000010000000000000077.partial"
+# a .partial is a whole segment whose tail is unused
+mkwal "$T/work/000000010000000000000077.partial" --sysid "$SYSID" --text "partial"
 chown postgres "$T/work"/*
 for f in 00000002.history 0000000100000000000000F0.00000028.backup 000000010000000000000077.partial; do
 	ok "wal-push $f" pgb wal-push "$T/work/$f" --repo "$R"
@@ -111,8 +114,9 @@ done
 # ---- bad names and usage ----
 cp "$T/work/00000002.history" "$T/work/notwal" && chown postgres "$T/work/notwal"
 expect_error 1 '"notwal" is not the name of a WAL file' pgb wal-push "$T/work/notwal" --repo "$R"
-expect_error 1 '"RECOVERYXLOG" is not the name of a WAL file' pgb wal-fetch RECOVERYXLOG "$T/work/x" --repo "$R"
-expect_error 1 'is not the name of a WAL file' pgb wal-fetch 000000010000000000000002.partialx "$T/work/x" --repo "$R"
+# wal-fetch %p %f (swapped): 126, so that PostgreSQL stops instead of ending recovery
+expect_error 126 '"RECOVERYXLOG" is not the name of a WAL file' pgb wal-fetch RECOVERYXLOG "$T/work/x" --repo "$R"
+expect_error 126 'is not the name of a WAL file' pgb wal-fetch 000000010000000000000002.partialx "$T/work/x" --repo "$R"
 expect_error 1 'could not read file' pgb wal-push "$T/work/000000010000000000000066" --repo "$R"
 for cmd in wal-push wal-fetch restore-point; do
 	ok "$cmd --help" pgbakfs $cmd --help >/dev/null
@@ -123,13 +127,46 @@ expect_error 2 'unexpected argument' pgb wal-push a b --repo "$R"
 expect_error 2 'no repository given' env -u PGBAKFS_REPO "$PGBAKFS" wal-push "$T/work/$seg"
 ok "PGBAKFS_REPO is honoured" as_pg env PGBAKFS_REPO="$R" "$PGBAKFS" wal-push "$T/work/00000002.history"
 
+# ---- wal-push refuses what is not the WAL file its name says ----
+mkdir -p "$T/work/bad" && chown postgres "$T/work/bad"
+bad_push() { # bad_push NAME PATTERN [archived]: refused with one error line naming the file
+	expect_error 1 "\"$T/work/bad/$1\" is not a .*WAL file.*$2" pgb wal-push "$T/work/bad/$1" --repo "$R"
+	[ $# -gt 2 ] && return
+	rc=0; pgb wal-fetch "$1" "$T/work/x" --repo "$R" 2>/dev/null || rc=$?
+	ok "refused $1 is not archived" test $rc -eq 1
+}
+: >"$T/work/bad/000000010000000000000080"
+cp /etc/passwd "$T/work/bad/000000010000000000000081"
+head -c $((16 * 1024 * 1024)) /dev/urandom >"$T/work/bad/000000010000000000000082"
+other=$(echo "$archived" | grep -vx "$seg" | tail -1)
+cp "$T/data/pg_wal/$seg" "$T/work/bad/$other" # a real segment under another segment's name
+cp "$T/data/pg_wal/$seg" "$T/work/bad/$(echo "$seg" | sed 's/^00000001/00000003/')"
+mkwal "$T/work/bad/000000010000000000000083" --sysid 12345 # another cluster's
+head -c 3000000 "$T/work/$seg" >"$T/work/bad/000000010000000000000084.partial"
+cp /etc/passwd "$T/work/bad/00000009.history"
+cp /etc/passwd "$T/work/bad/000000010000000000000085.00000028.backup"
+chown -R postgres "$T/work/bad"
+bad_push 000000010000000000000080 "the file is empty"
+bad_push 000000010000000000000081 "is not a WAL segment size"
+bad_push 000000010000000000000082 "no WAL page magic"
+bad_push "$other" "xlp_pageaddr is" archived
+ok "the real segment renamed kept the archived one" pgb wal-fetch "$other" "$T/work/x" --repo "$R"
+ok "... identical to the server's" cmp -s "$T/work/x" "$T/data/pg_wal/$other"
+rm -f "$T/work/x"
+# the same segment number on a later timeline: the page says timeline 1, which may be a parent's
+ok "a segment under a later timeline's name passes the header check" \
+	pgb wal-push "$T/work/bad/$(echo "$seg" | sed 's/^00000001/00000003/')" --repo "$R"
+bad_push 000000010000000000000083 "system identifier 12345 is not that of any cluster"
+bad_push 000000010000000000000084.partial "is not a WAL segment size"
+bad_push 00000009.history "line 1 is not"
+bad_push 000000010000000000000085.00000028.backup "does not start with"
+
 # ---- concurrency: 8 distinct files and 4 pushes of the same file at once ----
 mkdir -p "$T/work/conc"
-segs=($archived)
-for i in $(seq 1 8); do # real segments, each under a name of its own
-	cp "$T/data/pg_wal/${segs[$(( (i - 1) % ${#segs[@]} ))]}" "$T/work/conc/0000000500000000000000$(printf %02X $i)"
+for i in $(seq 1 8); do # well-formed segments, each with content of its own
+	mkwal "$T/work/conc/0000000500000000000000$(printf %02X $i)" --sysid "$SYSID" --text "segment $i"
 done
-cp "$T/work/$seg" "$T/work/conc/000000050000000000000010"
+mkwal "$T/work/conc/000000050000000000000010" --sysid "$SYSID" --seed 16
 chown -R postgres "$T/work/conc"
 pids=()
 for f in "$T/work/conc"/*; do
@@ -154,7 +191,7 @@ ok "no temporary files left in the archive" test -z "$(find "$R/wal" -name '.tmp
 obj="$R/wal/00000005/000000050000000000000003"
 size=$(stat -c %s "$obj")
 printf '\x01' | dd of="$obj" bs=1 seek=$((size / 2)) conv=notrunc status=none
-expect_error 1 'archived WAL file "000000050000000000000003" is damaged' \
+expect_error 126 'archived WAL file "000000050000000000000003" is damaged' \
 	pgb wal-fetch 000000050000000000000003 "$T/work/dest" --repo "$R"
 ok "damaged: DEST not written" test ! -e "$T/work/dest"
 ok "damaged: no temporary file beside DEST" test -z "$(find "$T/work" -maxdepth 1 -name '.tmp-*')"

@@ -5,11 +5,28 @@
 // queued. Control requests (never forwarded):
 //   GET /__fault?plan=a,b,c   the next requests get these faults, in order
 //   GET /__fault?always=X     every request gets fault X until the next plan
+//   ...&only=TEXT             with plan or always: only requests whose
+//                             "METHOD /path?query" contains TEXT get faults
+//                             (and use up the plan); the others pass
 //   GET /__count              number of requests seen (control excluded)
 // Faults: pass, drop (close the connection without an answer), 500, 503,
-// 429, stall (answer nothing, keep the connection open), cut (forward the
+// 429, 403, stall (answer nothing, keep the connection open), cut (forward the
 // answer's headers and half its body, then close), slow (forward, but hold
-// the answer's body back for 3 s before sending it).
+// the answer's body back for 3 s before sending it), flip (forward, with one
+// byte in the middle of a 200/206 body inverted: damage on the way), lose
+// (forward, let the server act, then close the connection without an answer).
+//
+// Conditional writes: s3rver ignores "If-None-Match: *" on PUT, so the proxy
+// does what AWS S3 does with it. A PUT of a whole object (no partNumber) or a
+// CompleteMultipartUpload (POST ?uploadId) carrying it is answered 412
+// PreconditionFailed when the key exists, else forwarded. Node runs one thing
+// at a time, but the check (a HEAD upstream) and the write are two requests:
+// conditional writes of one key are queued behind each other, each holding
+// the key until its upstream answer has ended, so "check then write" is
+// atomic against every other conditional write of that key. s3rver also
+// writes an object in place, so a GET or HEAD running alongside a write would
+// see half of it; S3 never shows a partial object: reads of a key wait for the
+// conditional writes queued on it.
 'use strict';
 const http = require('http');
 
@@ -17,18 +34,46 @@ const upstreamPort = Number(process.argv[2]);
 const agent = new http.Agent({ keepAlive: true });
 let plan = [];
 let always = null;
+let only = null;
 let count = 0;
 const stalled = new Set();
+const keyQueues = new Map(); // path -> promise of the end of the last conditional write queued
 
-function fault() {
+function fault(req) {
+  if (only && !`${req.method} ${req.url}`.includes(only)) return 'pass';
   if (always) return always;
   return plan.length ? plan.shift() : 'pass';
 }
 
-function forward(req, res, mode) {
+function forward(req, res, mode, done = () => {}) {
+  let finished = false;
+  const finish = () => {
+    if (!finished) {
+      finished = true;
+      done();
+    }
+  };
+  res.on('close', finish);
   const up = http.request(
     { host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: req.headers, agent },
     (ures) => {
+      ures.on('end', finish);
+      if (mode === 'lose') {
+        ures.resume();
+        ures.on('end', () => res.socket && res.socket.destroy());
+        return;
+      }
+      if (mode === 'flip' && (ures.statusCode === 200 || ures.statusCode === 206)) {
+        const chunks = [];
+        ures.on('data', (c) => chunks.push(c));
+        ures.on('end', () => {
+          const body = Buffer.concat(chunks);
+          if (body.length) body[Math.floor(body.length / 2)] ^= 0xff;
+          res.writeHead(ures.statusCode, ures.headers);
+          res.end(body);
+        });
+        return;
+      }
       res.writeHead(ures.statusCode, ures.headers);
       if (mode === 'cut') {
         const len = Number(ures.headers['content-length'] || 0);
@@ -46,8 +91,54 @@ function forward(req, res, mode) {
       }
     },
   );
-  up.on('error', () => res.socket && res.socket.destroy());
+  up.on('error', () => {
+    finish();
+    if (res.socket) res.socket.destroy();
+  });
   req.pipe(up);
+}
+
+function isConditionalWrite(req) {
+  if (req.headers['if-none-match'] !== '*') return false;
+  const q = new URL(req.url, 'http://127.0.0.1').searchParams;
+  return (req.method === 'PUT' && !q.has('partNumber') && !q.has('uploadId')) ||
+    (req.method === 'POST' && q.has('uploadId'));
+}
+
+// Does the object exist upstream? (200 to a HEAD of its path)
+function exists(path) {
+  return new Promise((resolve) => {
+    const h = http.request({ host: '127.0.0.1', port: upstreamPort, method: 'HEAD', path, agent }, (r) => {
+      r.resume();
+      r.on('end', () => resolve(r.statusCode === 200));
+    });
+    h.on('error', () => resolve(false));
+    h.end();
+  });
+}
+
+function conditionalWrite(req, res, mode) {
+  const path = new URL(req.url, 'http://127.0.0.1').pathname;
+  const before = keyQueues.get(path) || Promise.resolve();
+  let release;
+  const mine = new Promise((r) => { release = r; });
+  const tail = before.then(() => mine);
+  keyQueues.set(path, tail);
+  tail.then(() => { if (keyQueues.get(path) === tail) keyQueues.delete(path); });
+  before.then(async () => {
+    if (await exists(path)) {
+      const body = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code>' +
+        '<Message>At least one of the pre-conditions you specified did not hold</Message>' +
+        '<Condition>If-None-Match</Condition></Error>';
+      req.resume();
+      res.writeHead(412, { 'Content-Type': 'application/xml', 'Content-Length': body.length });
+      res.end(body);
+      release();
+      return;
+    }
+    delete req.headers['if-none-match'];
+    forward(req, res, mode, release);
+  });
 }
 
 const server = http.createServer((req, res) => {
@@ -55,6 +146,7 @@ const server = http.createServer((req, res) => {
   if (url.pathname === '/__fault') {
     plan = url.searchParams.get('plan') ? url.searchParams.get('plan').split(',') : [];
     always = url.searchParams.get('always');
+    only = url.searchParams.get('only');
     for (const s of stalled) s.destroy();
     stalled.clear();
     res.end('ok\n');
@@ -65,14 +157,15 @@ const server = http.createServer((req, res) => {
     return;
   }
   count++;
-  const mode = fault();
+  const mode = fault(req);
   switch (mode) {
     case 'drop':
       req.socket.destroy();
       return;
     case '500':
     case '503':
-    case '429': {
+    case '429':
+    case '403': {
       const body = `<?xml version="1.0" encoding="UTF-8"?><Error><Code>Injected${mode}</Code></Error>`;
       req.resume();
       res.writeHead(Number(mode), { 'Content-Type': 'application/xml', 'Content-Length': body.length });
@@ -84,8 +177,13 @@ const server = http.createServer((req, res) => {
       stalled.add(req.socket);
       req.socket.on('close', () => stalled.delete(req.socket));
       return;
-    default:
-      forward(req, res, mode);
+    default: {
+      const path = new URL(req.url, 'http://127.0.0.1').pathname;
+      if (isConditionalWrite(req)) conditionalWrite(req, res, mode);
+      else if ((req.method === 'GET' || req.method === 'HEAD') && keyQueues.has(path))
+        keyQueues.get(path).then(() => forward(req, res, mode));
+      else forward(req, res, mode);
+    }
   }
 });
 server.listen(0, '127.0.0.1', () => console.log(`ready ${server.address().port}`));

@@ -417,6 +417,86 @@ static void test_faults(int pport)
 	free(bigback);
 }
 
+typedef struct RaceArgs {
+	StoreBackend *b;
+	const char *name;
+	uint8_t *buf;
+	size_t len;
+	int r;
+} RaceArgs;
+
+static void *put_if_absent_thread(void *p)
+{
+	RaceArgs *a = p;
+	a->r = store_put_if_absent(a->b, a->name, a->buf, a->len);
+	return NULL;
+}
+
+/*
+ * Conditional put through the proxy (which gives s3rver AWS's If-None-Match
+ * semantics): a new name is written, an existing one is -EEXIST and kept;
+ * two threads racing for one name: exactly one writes; multipart too.
+ */
+static void test_conditional(int sport, int pport)
+{
+	StoreS3Config cfg;
+	StoreBackend *b = NULL, *direct = NULL;
+	static uint8_t a[70000], z[70000], got[70000];
+	uint8_t *big = NULL, *bigback = NULL;
+	const size_t big_len = 9 << 20; /* over the 8 MiB multipart threshold of config() */
+	char name[64];
+
+	test_random(a, sizeof(a));
+	test_random(z, sizeof(z));
+	config(&cfg, pport, "cond");
+	if (!CHECK_EQ_INT(store_s3_new(&cfg, &b), 0))
+		return;
+	CHECK(b->ops->features & STORE_FEATURE_CONDITIONAL_PUT);
+	CHECK_EQ_INT(store_put_if_absent(b, "one", a, sizeof(a)), 0);
+	CHECK_EQ_INT(store_put_if_absent(b, "one", z, sizeof(z)), -EEXIST);
+	CHECK(store_get_range(b, "one", 0, sizeof(got), got) == 0 && !memcmp(got, a, sizeof(a)));
+	/* the answer to a retried put whose first try went through is 412 too */
+	plan(pport, "only=PUT%20/" BUCKET "/cond/two&plan=lose");
+	CHECK_EQ_INT(store_put_if_absent(b, "two", a, sizeof(a)), -EEXIST);
+	plan(pport, "plan=");
+	CHECK(store_get_range(b, "two", 0, sizeof(got), got) == 0 && !memcmp(got, a, sizeof(a)));
+	/* races: one winner each, and the object is the winner's */
+	for (int i = 0; i < 8; i++) {
+		RaceArgs r1 = {b, name, a, sizeof(a), 1}, r2 = {b, name, z, sizeof(z), 1};
+		pthread_t t1, t2;
+		test_fmt(name, sizeof(name), "race/%d", i);
+		pthread_create(&t1, NULL, put_if_absent_thread, &r1);
+		pthread_create(&t2, NULL, put_if_absent_thread, &r2);
+		pthread_join(t1, NULL);
+		pthread_join(t2, NULL);
+		if (CHECK((r1.r == 0 && r2.r == -EEXIST) || (r1.r == -EEXIST && r2.r == 0)))
+			CHECK(store_get_range(b, name, 0, sizeof(got), got) == 0 &&
+			      !memcmp(got, r1.r == 0 ? a : z, sizeof(got)));
+	}
+	/* multipart: conditional at the completion, the loser's upload aborted */
+	big = malloc(big_len);
+	bigback = malloc(big_len);
+	if (CHECK(big && bigback)) {
+		test_random(big, big_len);
+		CHECK_EQ_INT(store_put_if_absent(b, "big", big, big_len), 0);
+		big[5] ^= 1;
+		CHECK_EQ_INT(store_put_if_absent(b, "big", big, big_len), -EEXIST);
+		big[5] ^= 1;
+		CHECK(store_get_range(b, "big", 0, big_len, bigback) == 0 &&
+		      !memcmp(big, bigback, big_len));
+	}
+	free(big);
+	free(bigback);
+	/* s3rver itself ignores If-None-Match: a plain put, hence the proxy's emulation */
+	config(&cfg, sport, "cond");
+	if (CHECK_EQ_INT(store_s3_new(&cfg, &direct), 0)) {
+		CHECK_EQ_INT(store_put_if_absent(direct, "one", z, sizeof(z)), 0);
+		CHECK(store_get_range(b, "one", 0, sizeof(got), got) == 0 && !memcmp(got, z, sizeof(z)));
+	}
+	store_backend_free(direct);
+	store_backend_free(b);
+}
+
 int main(void)
 {
 	char tmp[64], dir[PATH_MAX], port[16], mods[PATH_MAX + 64], logf[PATH_MAX];
@@ -455,8 +535,10 @@ int main(void)
 	if (CHECK(helper_start(&server, "server.js", "0", dir, BUCKET))) {
 		test_conformance(server.port);
 		snprintf(port, sizeof(port), "%d", server.port);
-		if (CHECK(helper_start(&proxy, "proxy.js", port, NULL, NULL)))
+		if (CHECK(helper_start(&proxy, "proxy.js", port, NULL, NULL))) {
 			test_faults(proxy.port);
+			test_conditional(server.port, proxy.port);
+		}
 	}
 	helper_stop(&proxy);
 	helper_stop(&server);

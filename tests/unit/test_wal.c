@@ -6,6 +6,7 @@
  */
 #include "tests/unit/test.h"
 
+#include "store/catalog.h"
 #include "store/wal.h"
 
 #include <fcntl.h>
@@ -317,6 +318,153 @@ static void test_list_timelines(Repo *r)
 	wal_timelines_free(v, n);
 }
 
+/* A first page as PostgreSQL writes it: long header, little-endian or big-endian. */
+static void put_header(uint8_t *p, bool be, uint16_t magic, uint16_t info, uint32_t tli,
+		       uint64_t pageaddr, uint64_t sysid, uint32_t seg_size, uint32_t blcksz)
+{
+	const struct {
+		size_t off, n;
+		uint64_t v;
+	} f[] = {{0, 2, magic}, {2, 2, info},   {4, 4, tli},       {8, 8, pageaddr},
+		 {16, 4, 0},    {24, 8, sysid}, {32, 4, seg_size}, {36, 4, blcksz}};
+	memset(p, 0, 40);
+	for (size_t i = 0; i < ELEMENTSOF(f); i++)
+		for (size_t b = 0; b < f[i].n; b++)
+			p[f[i].off + (be ? f[i].n - 1 - b : b)] = (uint8_t)(f[i].v >> (8 * b));
+}
+
+/* wal_file_check's verdict on buf under name: 0, or -EBADMSG with why containing want. */
+static bool verdict(const char *name, const void *buf, size_t len, const char *want)
+{
+	char why[256] = "";
+	int e = wal_file_check(name, buf, len, NULL, why, sizeof(why));
+	if (!want)
+		return e == 0 || (fprintf(stderr, "%s refused: %s\n", name, why), false);
+	if (e != -EBADMSG || !strstr(why, want)) {
+		fprintf(stderr, "%s: got %d \"%s\", want \"%s\"\n", name, e, why, want);
+		return false;
+	}
+	return true;
+}
+
+static void test_file_check(void)
+{
+	const char *seg3 = "000000020000000100000003"; /* timeline 2, log 1, seg 3 */
+	uint64_t start16 = (0x100ULL + 3) * 16 * MIB, start1 = (0x1000ULL + 3) * MIB;
+	_cleanup_free_ uint8_t *b = calloc(1, 16 * MIB);
+	WalSegmentHeader h;
+	char why[256];
+
+	if (!CHECK(b))
+		return;
+	/* a good 16 MiB segment of each known version; the header is reported */
+	static const uint16_t magics[] = {0xD106, 0xD10D, 0xD110, 0xD113, 0xD116, 0xD118};
+	for (size_t i = 0; i < ELEMENTSOF(magics); i++) {
+		put_header(b, false, magics[i], 0x0002, 2, start16, 7123, 16 * MIB, 8192);
+		CHECK(verdict(seg3, b, 16 * MIB, NULL));
+	}
+	put_header(b, false, 0xD110, 0x0003, 2, start16, 7123, 16 * MIB, 8192);
+	if (CHECK_EQ_INT(wal_file_check(seg3, b, 16 * MIB, &h, why, sizeof(why)), 0))
+		CHECK(h.magic == 0xD110 && h.pg_version == 15 && !h.big_endian && h.timeline == 2 &&
+		      h.pageaddr == start16 && h.system_id == 7123 && h.seg_size == 16 * MIB &&
+		      h.block_size == 8192);
+	/* big-endian server; 1 MiB segments; the parent's timeline on the first page; .partial */
+	put_header(b, true, 0xD113, 0x0002, 2, start16, 7123, 16 * MIB, 8192);
+	CHECK(wal_file_check(seg3, b, 16 * MIB, &h, why, sizeof(why)) == 0 && h.big_endian &&
+	      h.pg_version == 16 && h.system_id == 7123);
+	put_header(b, false, 0xD110, 0x0002, 2, start1, 7123, MIB, 8192);
+	CHECK(verdict(seg3, b, MIB, NULL));
+	put_header(b, false, 0xD110, 0x0002, 1, start16, 7123, 16 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, NULL));
+	CHECK(verdict("000000020000000100000003.partial", b, 16 * MIB, NULL));
+
+	/* sizes: empty, short, not a power of two, too small, a .partial cut short */
+	CHECK(verdict(seg3, b, 0, "the file is empty"));
+	CHECK(verdict(seg3, b, 20, "is not a WAL segment size"));
+	CHECK(verdict(seg3, b, 16 * MIB - 8192, "is not a WAL segment size"));
+	CHECK(verdict(seg3, b, 512 * 1024, "is not a WAL segment size"));
+	CHECK(verdict("000000020000000100000003.partial", b, 3000000, "is not a WAL segment size"));
+	/* magic: unknown, PostgreSQL 12's, random bytes */
+	put_header(b, false, 0xD120, 0x0002, 2, start16, 7123, 16 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, "xlp_magic 0xD120"));
+	put_header(b, false, 0xD101, 0x0002, 2, start16, 7123, 16 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, "no WAL page magic"));
+	test_random(b, 64);
+	b[0] = 0x00;
+	CHECK(verdict(seg3, b, 16 * MIB, "no WAL page magic"));
+	/* a short header, unknown flags */
+	put_header(b, false, 0xD110, 0x0000, 2, start16, 7123, 16 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, "no long page header"));
+	put_header(b, false, 0xD110, 0x0012, 2, start16, 7123, 16 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, "no long page header"));
+	/* xlp_seg_size against the file, block size */
+	put_header(b, false, 0xD110, 0x0002, 2, start16, 7123, 64 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, "xlp_seg_size is 67108864"));
+	put_header(b, false, 0xD110, 0x0002, 2, start16, 7123, 16 * MIB, 3000);
+	CHECK(verdict(seg3, b, 16 * MIB, "xlp_xlog_blcksz 3000"));
+	/* timeline: a later one, zero */
+	put_header(b, false, 0xD110, 0x0002, 3, start16, 7123, 16 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, "xlp_tli is 3, the name says timeline 2"));
+	put_header(b, false, 0xD110, 0x0002, 0, start16, 7123, 16 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, "xlp_tli is 0"));
+	/* another segment's contents (the neighbour, another log, another size) */
+	put_header(b, false, 0xD110, 0x0002, 2, start16 + 16 * MIB, 7123, 16 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, "xlp_pageaddr is 1/4000000, the name says the segment "
+					 "starts at 1/3000000"));
+	put_header(b, false, 0xD110, 0x0002, 2, 3 * 16 * MIB, 7123, 16 * MIB, 8192);
+	CHECK(verdict(seg3, b, 16 * MIB, "xlp_pageaddr is 0/3000000"));
+	put_header(b, false, 0xD110, 0x0002, 2, start16, 7123, MIB, 8192);
+	CHECK(verdict(seg3, b, MIB, "xlp_pageaddr"));
+	/* a segment number that does not exist with this size (0x100 segments of 16 MiB per log) */
+	put_header(b, false, 0xD110, 0x0002, 2, 0, 7123, 16 * MIB, 8192);
+	CHECK(verdict("000000020000000000000100", b, 16 * MIB, "does not exist with"));
+
+	/* backup history files */
+	const char *bk = "000000010000000A000000FF.00000028.backup";
+	const char *bk_ok = "START WAL LOCATION: A/FF000028 (file 000000010000000A000000FF)\n"
+			    "STOP WAL LOCATION: A/FF000100 (file 000000010000000A000000FF)\n";
+	CHECK(verdict(bk, bk_ok, strlen(bk_ok), NULL));
+	const char *bk18 = "START WAL LOCATION: A/FF000028 (file 000000010000000A000000FF)\n";
+	CHECK(verdict(bk, bk18, strlen(bk18), NULL));
+	const char *bk_other = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n";
+	CHECK(verdict(bk, bk_other, strlen(bk_other), "backup history of segment 000000010000000000000002"));
+	CHECK(verdict(bk, "root:x:0:0:root:/root:/bin/bash\n", 32, "does not start with"));
+	CHECK(verdict(bk, "", 0, "does not start with"));
+	CHECK(verdict(bk, "START WAL LOCATION: junk\n", 25, "its first line is not"));
+	/* timeline history files */
+	const char *hist = "1\t0/5000090\tno recovery target specified\n\n"
+			   "# comment\n3\tA/FF000000\tat restore point \"x\"\n";
+	CHECK(verdict("00000004.history", hist, strlen(hist), NULL));
+	CHECK(verdict("00000003.history", hist, strlen(hist), "names timeline 3"));
+	const char *unordered = "2\t0/5000090\tx\n1\t0/6000000\ty\n";
+	CHECK(verdict("00000004.history", unordered, strlen(unordered), "ascending"));
+	CHECK(verdict("00000002.history", "", 0, "the file is empty"));
+	CHECK(verdict("00000002.history", "root:x:0:0:root:/root:/bin/bash\n", 32, "line 1 is not"));
+	CHECK(verdict("00000002.history", "1\t0/5\0x\n", 8, "NUL bytes"));
+	CHECK_EQ_INT(wal_file_check("RECOVERYXLOG", b, 16 * MIB, NULL, why, sizeof(why)), -EINVAL);
+}
+
+/* The segment's system identifier against the snapshots' (none recorded: anything goes). */
+static void test_system_id(Repo *r)
+{
+	char why[256] = "";
+	SnapshotInfo s = {.instance = (char *)"main", .type = (char *)"full",
+			  .status = (char *)SNAP_STATUS_RUNNING, .source = (char *)"test",
+			  .start_time = 1000};
+	Catalog *c = repo_catalog(r);
+
+	CHECK_EQ_INT(wal_system_id_check(r, 42, why, sizeof(why)), 0);
+	s.system_id = (char *)"7300000000000000001";
+	if (!CHECK_EQ_INT(catalog_snapshot_begin(c, &s), 0))
+		return;
+	s.status = (char *)SNAP_STATUS_OK;
+	s.stop_time = 2000;
+	CHECK_EQ_INT(catalog_snapshot_finish(c, &s), 0);
+	CHECK_EQ_INT(wal_system_id_check(r, 7300000000000000001ULL, why, sizeof(why)), 0);
+	CHECK_EQ_INT(wal_system_id_check(r, 42, why, sizeof(why)), -EBADMSG);
+	CHECK(strstr(why, "system identifier 42") && strstr(why, "7300000000000000001"));
+}
+
 static void test_empty_and_faults(void)
 {
 	char dir[PATH_MAX];
@@ -355,12 +503,14 @@ int main(void)
 	Repo *r = NULL;
 
 	test_names();
+	test_file_check();
 	test_tmpdir(tmp, sizeof(tmp));
 	test_fmt(repo_dir, sizeof(repo_dir), "%s/repo", tmp);
 	if (CHECK_EQ_INT(repo_init(repo_dir, NULL), 0) && CHECK_EQ_INT(repo_open(repo_dir, &r), 0)) {
 		test_push_fetch(r);
 		test_damage(r);
 		test_list_timelines(r);
+		test_system_id(r);
 	}
 	repo_free(r);
 	test_empty_and_faults();
