@@ -189,10 +189,12 @@ int cmd_wal_fetch(int argc, char **argv)
 			       "PostgreSQL reads as the end of the archive; 126 for every other\n"
 			       "failure (a damaged copy, an unreadable object or repository, an\n"
 			       "unreachable bucket after retries, DEST not writable), which makes\n"
-			       "PostgreSQL stop recovery instead of ending it early; 2 wrong usage.\n",
+			       "PostgreSQL stop recovery instead of ending it early. Wrong usage\n"
+			       "exits 126 too, not 2: a restore_command missing %%p must not end\n"
+			       "recovery as if the archive were exhausted.\n",
 			       argc, argv, 2, &repo_opt, args);
-	if (rc != EXIT_OK)
-		return rc < 0 ? EXIT_OK : rc;
+	if (rc != EXIT_OK) /* --help: -1 */
+		return rc < 0 ? EXIT_OK : EXIT_STOP_RECOVERY;
 	if (wal_name_parse(args[0], &wn) < 0) {
 		/* PostgreSQL only asks for WAL file names: this is a misconfiguration */
 		cli_error("\"%s\" is not the name of a WAL file", args[0]);

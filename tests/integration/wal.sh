@@ -120,9 +120,11 @@ expect_error 126 'is not the name of a WAL file' pgb wal-fetch 00000001000000000
 expect_error 1 'could not read file' pgb wal-push "$T/work/000000010000000000000066" --repo "$R"
 for cmd in wal-push wal-fetch restore-point; do
 	ok "$cmd --help" pgbakfs $cmd --help >/dev/null
-	expect_error 2 "invalid option" pgbakfs $cmd --no-such-option
+	want=2; [ "$cmd" = wal-fetch ] && want=126
+	expect_error $want "invalid option" pgbakfs $cmd --no-such-option
 done
-expect_error 2 'missing argument' pgb wal-fetch "$seg" --repo "$R"
+# restore_command = 'pgbakfs wal-fetch %f' (no %p): stop recovery, do not end it
+expect_error 126 'missing argument' pgb wal-fetch "$seg" --repo "$R"
 expect_error 2 'unexpected argument' pgb wal-push a b --repo "$R"
 expect_error 2 'no repository given' env -u PGBAKFS_REPO "$PGBAKFS" wal-push "$T/work/$seg"
 ok "PGBAKFS_REPO is honoured" as_pg env PGBAKFS_REPO="$R" "$PGBAKFS" wal-push "$T/work/00000002.history"
