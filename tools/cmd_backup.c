@@ -93,6 +93,24 @@ static void report_bad_pages(const SnapWriterResult *snap)
 	fprintf(stderr, "hint: \"pgbakfs show %s\" lists them\n", snap->name);
 }
 
+/*
+ * Older versions kept -d's password in the snapshot's source: every backup, a
+ * writer, removes what it finds (manifests follow when the writer ends).
+ */
+static void scrub_secrets(Repo *repo)
+{
+	uint64_t n = 0;
+	int r = live_scrub_sources(repo, &n);
+	if (r < 0)
+		fprintf(stderr, "pgbakfs: warning: could not remove passwords recorded by an older "
+				"version from the catalog: %s\n", strerror(-r));
+	else if (n)
+		fprintf(stderr, "pgbakfs: note: removed the password an older version recorded with "
+				"the source of %llu snapshot(s)\n"
+				"hint: it was stored in the repository; consider changing it\n",
+			(unsigned long long)n);
+}
+
 static int backup_live(const BackupOptions *o, Repo *repo)
 {
 	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_workdir(repo));
@@ -262,6 +280,7 @@ int cmd_backup(int argc, char **argv)
 		o.repo = repo_path(repo);
 		if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK)
 			return cli_close_repo(repo, rc);
+		scrub_secrets(repo);
 		rc = o.pgdata ? backup_local(&o, repo) : backup_live(&o, repo);
 		if (rc == EXIT_OK && o.expire)
 			rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
@@ -281,6 +300,7 @@ int cmd_backup(int argc, char **argv)
 	o.repo = repo_path(repo);
 	if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK)
 		return cli_close_repo(repo, rc);
+	scrub_secrets(repo);
 	rc = backup_from_dir(&o, repo);
 	if (rc == EXIT_OK && o.expire)
 		rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
