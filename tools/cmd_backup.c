@@ -1,4 +1,5 @@
 /* pgbakfs backup --from-dir DIR: snapshot a directory tree. */
+#include "common/json.h"
 #include "common/progress.h"
 #include "common/util.h"
 #include "ingest/fromdir.h"
@@ -271,6 +272,13 @@ int cmd_backup(int argc, char **argv)
 		return cli_usage("backup", "--pgdata needs -d CONNINFO for pg_backup_start/stop");
 	if (o.n_extra_dirs && !o.pgdata)
 		return cli_usage("backup", "--extra-dir needs --pgdata (directories on the database host)");
+	/* names end up in JSON and on terminals: text only */
+	if (o.instance && !json_text_is_clean(o.instance))
+		return cli_usage("backup", "the instance name must be UTF-8 text without control characters");
+	if (o.label && !json_text_is_clean(o.label))
+		return cli_usage("backup", "the label must be UTF-8 text without control characters");
+	if (o.note && !json_text_is_clean(o.note))
+		return cli_usage("backup", "the note must be UTF-8 text without control characters");
 	if (o.instance && (!*o.instance || strpbrk(o.instance, "/ \t\n")))
 		return cli_usage("backup", "invalid instance name \"%s\"", o.instance);
 	if (o.conninfo) {

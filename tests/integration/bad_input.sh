@@ -63,4 +63,30 @@ ok "backup into big repo" pgbakfs backup --repo "$R" --from-dir "$T/fsrc" --no-p
 rm -rf "$T/small/repo"
 expect_error 1 'No space left' pgbakfs restore latest "$T/small/target" --repo "$R" --no-progress
 check_ok "full restore target"
+
+# ---- names and labels that are not text: refused at backup; JSON output stays valid ----
+n_before=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+expect_error 2 'the instance name must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --instance $'\xff'
+expect_error 2 'the instance name must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --instance $'a\xc3'
+expect_error 2 'the instance name must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --instance $'a\x1bb'
+expect_error 2 'the label must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --label $'bad\xc0\xafslash'
+expect_error 2 'the label must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --label $'two\nlines'
+expect_error 2 'the note must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --note $'\xed\xa0\x80'
+expect_error 2 'the label must be UTF-8 text' pgbakfs backup --repo "$R" -d "host=127.0.0.1 port=1" --label $'\x7f'
+ok "no snapshot from refused names" test "$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = "$n_before"
+ok "UTF-8 names are accepted" pgbakfs backup --repo "$R" --from-dir "$T/src" --instance $'\xc3\xa9t\xc3\xa9' --label $'caf\xc3\xa9 \xe2\x82\xac' --no-progress >/dev/null
+# a catalog that holds such bytes anyway (an older version let them in)
+sqlite3 "$R/catalog.db" "update snapshots set instance = cast(x'ff6d61696e' as text), label = cast(x'61c3' as text), note = cast(x'c0af0a' as text), source = cast(x'6469723aeda080' as text) where id = (select max(id) from snapshots)"
+pgbakfs list --repo "$R" --json >"$T/list.json"
+ok "list --json is valid JSON (UTF-8) with bytes that are not" python3 -c '
+import json, sys
+l = json.loads(open(sys.argv[1], "rb").read().decode("utf-8", "strict"))
+s = l[-1]
+assert s["instance"] == "\ufffdmain" and s["label"] == "a\ufffd" and s["note"] == "\ufffd\ufffd\n", s
+assert s["source"] == "dir:\ufffd\ufffd\ufffd", s' "$T/list.json"
+id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[-1]["id"])' "$T/list.json")
+pgbakfs show "$id" --repo "$R" --json >"$T/show.json"
+ok "show --json is valid JSON too" python3 -c '
+import json, sys; json.loads(open(sys.argv[1], "rb").read().decode("utf-8", "strict"))' "$T/show.json"
+ok "jq reads list --json" jq -e 'length > 0' "$T/list.json" >/dev/null
 finish
