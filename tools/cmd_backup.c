@@ -58,6 +58,9 @@ static int report_ingest_error(const BackupOptions *o, int r, const FromDirError
 {
 	if (r == -ENOSPC)
 		cli_error("repository \"%s\" is out of space: %s", o->repo, strerror(-r));
+	else if (r == -ENAMETOOLONG && err->rel_len)
+		cli_error("path \"%s\" is too long to restore: %zu bytes inside the snapshot, at most "
+			  "%d are kept", err->path, err->rel_len, FROMDIR_PATH_MAX - 1);
 	else if (err->path[0])
 		cli_error("could not read \"%s\": %s", err->path, strerror(-r));
 	else if (r == -EBUSY)
@@ -178,7 +181,7 @@ static int backup_from_dir(const BackupOptions *o, Repo *repo)
 	SnapWriter *w = NULL;
 	Progress *progress = NULL;
 	SnapWriterResult res;
-	FromDirError err = {{0}};
+	FromDirError err = {.rel_len = 0};
 	uint64_t total = 0;
 	int64_t t0 = mono_ns();
 	char a[32], b[32];
@@ -207,6 +210,10 @@ static int backup_from_dir(const BackupOptions *o, Repo *repo)
 	       res.name, (unsigned long long)res.n_files, format_bytes(res.logical_bytes, a, sizeof(a)),
 	       format_bytes(res.stored_bytes, b, sizeof(b)), secs,
 	       secs > 0 ? (double)res.logical_bytes / secs / 1e6 : 0.0);
+	if (!strcmp(res.status, SNAP_STATUS_WARNING))
+		fprintf(stderr, "pgbakfs: warning: files changed or vanished while they were read; "
+				"the snapshot's status is \"warning\"\n"
+				"hint: back up a stopped data directory, or use -d for a running cluster\n");
 	return EXIT_OK;
 }
 

@@ -64,6 +64,40 @@ rm -rf "$T/small/repo"
 expect_error 1 'No space left' pgbakfs restore latest "$T/small/target" --repo "$R" --no-progress
 check_ok "full restore target"
 
+# ---- paths no restore could write: refused at backup, naming them ----
+# deep ROOT RELLEN: 18 directories of 200 bytes, then a file whose path inside
+# ROOT is RELLEN bytes (built with dir fds: the whole path may pass PATH_MAX)
+deep() {
+	python3 - "$1" "$2" <<'PY'
+import os, sys
+root, rel = sys.argv[1], int(sys.argv[2])
+os.makedirs(root, exist_ok=True)
+fd = os.open(root, os.O_RDONLY)
+for _ in range(18):
+    os.mkdir("d" * 200, dir_fd=fd)
+    sub = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+    os.close(fd)
+    fd = sub
+name = "f" * (rel - 18 * 201)
+os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+print(name)
+PY
+}
+n_snap() { pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+n0=$(n_snap)
+long_name=$(deep "$T/deep-long" 3840)
+expect_error 1 "path \"$T/deep-long/d.*/$long_name\" is too long to restore: 3840 bytes inside the snapshot, at most 3839 are kept" \
+	pgbakfs backup --repo "$R" --from-dir "$T/deep-long" --no-progress
+ok "no snapshot from a tree with a path too long" test "$(n_snap)" = "$n0"
+deep "$T/deep-ok" 3839 >/dev/null
+ok "a path of 3839 bytes is kept" pgbakfs backup --repo "$R" --from-dir "$T/deep-ok" --no-progress >/dev/null
+ok "and restores" pgbakfs restore latest "$T/deep-out" --repo "$R" --no-progress >/dev/null
+ok "restored the same" same_tree "$T/deep-ok" "$T/deep-out"
+rm -rf "$T/deep-out"
+# --from-dir itself longer than PATH_MAX
+expect_error 1 'could not open directory ".*": File name too long' pgbakfs backup --repo "$R" --from-dir "$T/$(printf 'x%.0s' $(seq 1 4100))"
+check_ok "paths too long"
+
 # ---- names and labels that are not text: refused at backup; JSON output stays valid ----
 n_before=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 expect_error 2 'the instance name must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --instance $'\xff'
