@@ -25,5 +25,14 @@ void json_uint(JsonWriter *w, uint64_t v);
 void json_double(JsonWriter *w, double v);
 void json_bool(JsonWriter *w, bool v);
 void json_null(JsonWriter *w);
-/* Escape s as a JSON string literal (with quotes) to f. */
+/*
+ * Escape s as a JSON string literal (with quotes) to f: always valid JSON,
+ * whatever s holds; a byte that is not part of well-formed UTF-8 becomes
+ * \ufffd (the replacement character), one per byte.
+ */
 void json_write_escaped(FILE *f, const char *s);
+/*
+ * True when s is well-formed UTF-8 without control characters (C0, DEL, C1):
+ * text a user gives a name or label, safe in JSON and on a terminal.
+ */
+bool json_text_is_clean(const char *s);

@@ -15,13 +15,36 @@ typedef struct Walker {
 	SnapWriter *w;
 	FromDirError *err;
 	uint8_t *buf;
+	size_t root_len; /* of the tree's path: what precedes a path inside the snapshot */
 } Walker;
 
 static int walker_fail(Walker *wk, const char *path, int r)
 {
-	if (wk->err && !wk->err->path[0])
-		snprintf(wk->err->path, sizeof(wk->err->path), "%s", path);
+	size_t n = strlen(path), room = sizeof(wk->err->path) - 1;
+	if (!wk->err || wk->err->path[0])
+		return r;
+	if (n <= room) {
+		memcpy(wk->err->path, path, n + 1);
+	} else { /* keep both ends: where it starts and which file it is */
+		size_t head = (room - 3) / 2, tail = room - 3 - head;
+		snprintf(wk->err->path, sizeof(wk->err->path), "%.*s...%s", (int)head, path,
+			 path + n - tail);
+	}
 	return r;
+}
+
+/* One warning per file, as GNU tar gives them; the snapshot's status becomes "warning". */
+static int walker_warn(Walker *wk, const char *path, const char *what)
+{
+	log_warning("\"%s\": %s", path, what);
+	return snapwriter_add_warning(wk->w);
+}
+
+static bool same_stat(const struct stat *a, const struct stat *b)
+{
+	return a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+	       a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+	       a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
 static SnapEntry entry_from_stat(uint64_t parent, const char *name, const struct stat *st)
@@ -88,14 +111,14 @@ static int ingest_file_data(Walker *wk, SnapFile *f, int fd, off_t size)
 static int ingest_file(Walker *wk, int dirfd, const char *name, const char *path, uint64_t parent)
 {
 	SnapFile *f;
-	struct stat st;
-	int r;
+	struct stat st, after;
+	int r, r2;
 	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
 	if (fd < 0 && errno == EPERM)
 		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT)
-			return 0; /* vanished since readdir */
+			return walker_warn(wk, path, "file removed before we read it");
 		return walker_fail(wk, path, -errno);
 	}
 	if (fstat(fd, &st) < 0)
@@ -105,10 +128,17 @@ static int ingest_file(Walker *wk, int dirfd, const char *name, const char *path
 	if (r < 0)
 		return r;
 	r = ingest_file_data(wk, f, fd, st.st_size);
-	int r2 = snapwriter_file_end(wk->w, f);
+	r2 = snapwriter_file_end(wk->w, f);
 	if (r < 0)
 		return walker_fail(wk, path, r);
-	return r2;
+	if (r2 < 0)
+		return r2;
+	/* written to meanwhile: what we kept may mix old and new data */
+	if (fstat(fd, &after) < 0)
+		return walker_fail(wk, path, -errno);
+	if (!same_stat(&st, &after))
+		return walker_warn(wk, path, "file changed as we read it");
+	return 0;
 }
 
 static int cmp_names(const void *a, const void *b)
@@ -182,8 +212,15 @@ static int walk_entry(Walker *wk, int dirfd, const char *path, const char *name,
 		child = NULL;
 		return -ENOMEM;
 	}
+	/* restore writes it at TARGET/rel: refuse what no restore could write */
+	if (strlen(child) - wk->root_len - 1 >= FROMDIR_PATH_MAX) {
+		if (wk->err)
+			wk->err->rel_len = strlen(child) - wk->root_len - 1;
+		return walker_fail(wk, child, -ENAMETOOLONG);
+	}
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? 0 : walker_fail(wk, child, -errno);
+		return errno == ENOENT ? walker_warn(wk, child, "file removed before we read it")
+				       : walker_fail(wk, child, -errno);
 	SnapEntry e = entry_from_stat(parent, name, &st);
 	if (S_ISREG(st.st_mode))
 		return ingest_file(wk, dirfd, name, child, parent);
@@ -191,7 +228,8 @@ static int walk_entry(Walker *wk, int dirfd, const char *path, const char *name,
 		char target[PATH_MAX];
 		ssize_t n = readlinkat(dirfd, name, target, sizeof(target) - 1);
 		if (n < 0)
-			return errno == ENOENT ? 0 : walker_fail(wk, child, -errno);
+			return errno == ENOENT ? walker_warn(wk, child, "file removed before we read it")
+					       : walker_fail(wk, child, -errno);
 		target[n] = '\0';
 		return snapwriter_add_symlink(wk->w, &e, target);
 	}
@@ -199,7 +237,8 @@ static int walk_entry(Walker *wk, int dirfd, const char *path, const char *name,
 		uint64_t ino;
 		_cleanup_close_ int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (sub < 0)
-			return errno == ENOENT ? 0 : walker_fail(wk, child, -errno);
+			return errno == ENOENT ? walker_warn(wk, child, "directory removed before we read it")
+					       : walker_fail(wk, child, -errno);
 		r = snapwriter_add_dir(wk->w, &e, &ino);
 		if (r < 0)
 			return r;
@@ -224,14 +263,14 @@ static int walk_dir(Walker *wk, int fd, const char *path, uint64_t ino)
 
 int fromdir_ingest(SnapWriter *w, const char *dir, FromDirError *err)
 {
-	Walker wk = {.w = w, .err = err};
+	Walker wk = {.w = w, .err = err, .root_len = strlen(dir)};
 	struct stat st;
 	uint64_t root;
 	int r;
 	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (err)
-		err->path[0] = '\0';
+		*err = (FromDirError){.rel_len = 0};
 	if (fd < 0 || fstat(fd, &st) < 0)
 		return walker_fail(&wk, dir, -errno);
 	wk.buf = malloc(READ_BUF_SIZE);

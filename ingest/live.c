@@ -112,12 +112,24 @@ static int start_base_backup(Live *lv)
 	return r;
 }
 
+/* "pg:" and the conninfo without its secrets */
+static int live_source(const char *conninfo, char **ret)
+{
+	_cleanup_free_ char *safe = NULL;
+	int r = pgconn_conninfo_redact(conninfo, &safe, NULL);
+	if (r == -EINVAL) /* libpq accepted it to connect: cannot happen; keep nothing then */
+		r = 0;
+	if (r < 0)
+		return r;
+	return asprintf(ret, "pg:%s", safe ? safe : "") < 0 ? -ENOMEM : 0;
+}
+
 static int open_snapshot(Live *lv)
 {
-	char source[600], tli[16];
-	int r;
-	snprintf(source, sizeof(source), "pg:%s", lv->o->conninfo);
-	snprintf(tli, sizeof(tli), "%u", lv->res->timeline);
+	_cleanup_free_ char *source = NULL;
+	int r = live_source(lv->o->conninfo, &source);
+	if (r < 0)
+		return r;
 	SnapWriterOptions wo = {.instance = lv->o->instance, .type = "full", .label = lv->o->label,
 				.note = lv->o->note, .source = source, .jobs = lv->o->jobs,
 				.progress = lv->progress, .start_lsn = lv->res->start_lsn,
@@ -438,5 +450,69 @@ int live_backup(Repo *repo, const LiveBackupOptions *o, LiveBackupResult *ret, P
 	lv.progress = progress_free(lv.progress);
 	pgrows_clear(&lv.tablespaces);
 	rm_rf(lv.staging);
+	return r;
+}
+
+/* ---- sources that older versions recorded with a secret (see live.h) ---- */
+
+typedef struct Scrub {
+	CatalogSourceEdit *v;
+	size_t n;
+} Scrub;
+
+/*
+ * What a source becomes: NULL when it has nothing to remove. A source libpq
+ * cannot parse (cut short, or a newer libpq's option) loses its conninfo when
+ * it looks like it holds a password.
+ */
+static int scrubbed_source(const char *source, char **ret)
+{
+	_cleanup_free_ char *safe = NULL;
+	bool secret = false;
+	const char *ci;
+	int r;
+
+	*ret = NULL;
+	if (!source || strncmp(source, "pg:", 3) != 0)
+		return 0;
+	ci = source + 3;
+	r = pgconn_conninfo_redact(ci, &safe, &secret);
+	if (r == -EINVAL) {
+		secret = strcasestr(ci, "password") || (strstr(ci, "://") && strchr(ci, '@'));
+		r = 0;
+	}
+	if (r < 0 || !secret)
+		return r;
+	return asprintf(ret, "pg:%s", safe ? safe : "") < 0 ? -ENOMEM : 0;
+}
+
+static int scrub_collect(const SnapshotInfo *s, void *ud)
+{
+	Scrub *sc = ud;
+	char *src = NULL;
+	int r = scrubbed_source(s->source, &src);
+	if (r < 0 || !src)
+		return r;
+	CatalogSourceEdit *v = realloc(sc->v, (sc->n + 1) * sizeof(*v));
+	if (!v) {
+		free(src);
+		return -ENOMEM;
+	}
+	sc->v = v;
+	sc->v[sc->n++] = (CatalogSourceEdit){.rowid = s->rowid, .source = src};
+	return 0;
+}
+
+int live_scrub_sources(Repo *repo, uint64_t *ret_n)
+{
+	Scrub sc = {0};
+	int r = catalog_snapshot_foreach_any(repo_catalog(repo), scrub_collect, &sc);
+	if (r == 0)
+		r = catalog_snapshot_set_sources(repo_catalog(repo), sc.v, sc.n);
+	if (r == 0 && ret_n)
+		*ret_n = sc.n;
+	for (size_t i = 0; i < sc.n; i++)
+		free((char *)sc.v[i].source);
+	free(sc.v);
 	return r;
 }

@@ -35,3 +35,15 @@ typedef struct LiveBackupResult {
  * -EEXIST when the instance holds another cluster's snapshots (err->msg says which).
  */
 int live_backup(Repo *repo, const LiveBackupOptions *o, LiveBackupResult *ret, PgError *err);
+
+/*
+ * Snapshots record where they came from ("pg:" and the conninfo) without
+ * secrets: no password, sslpassword or other option libpq marks as a password
+ * or debug option (pgconn_conninfo_redact). Older versions kept the conninfo
+ * as given. This removes the secrets from every snapshot row of the catalog
+ * that holds one (and the old text from the catalog file, see
+ * catalog_snapshot_set_sources); the manifests follow when the writer ends
+ * (repo_write_end). For a writer, outside a transaction; *ret_n (optional):
+ * how many snapshots changed.
+ */
+int live_scrub_sources(Repo *repo, uint64_t *ret_n);

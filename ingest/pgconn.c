@@ -262,3 +262,98 @@ int pgconn_create_restore_point(PgConn *c, const char *name, char *ret_lsn, size
 	PQclear(res);
 	return r;
 }
+
+/* ---- conninfo without secrets (what the catalog keeps as a snapshot's source) ---- */
+
+static bool conninfo_is_secret(const PQconninfoOption *o)
+{
+	/* "*": a password; "D": a debug option; named too, whatever libpq says of them */
+	return (o->dispchar && (strchr(o->dispchar, '*') || strchr(o->dispchar, 'D'))) ||
+	       !strcmp(o->keyword, "password") || !strcmp(o->keyword, "sslpassword");
+}
+
+/* A dbname that is itself a connection string, as libpq's expand_dbname sees it. */
+static bool conninfo_is_nested(const char *v)
+{
+	return strchr(v, '=') || !strncmp(v, "postgresql://", 13) || !strncmp(v, "postgres://", 11);
+}
+
+/* value as libpq's key=value parser reads it back: quoted when it must be */
+static void conninfo_put_value(FILE *f, const char *v)
+{
+	if (*v && !strpbrk(v, " \t\n\r\f\v'\\")) {
+		fputs(v, f);
+		return;
+	}
+	fputc('\'', f);
+	for (; *v; v++) {
+		if (*v == '\'' || *v == '\\')
+			fputc('\\', f);
+		fputc(*v, f);
+	}
+	fputc('\'', f);
+}
+
+static int conninfo_redact_depth(const char *conninfo, int depth, char **ret, bool *ret_had_secret)
+{
+	PQconninfoOption *opts;
+	char *errmsg = NULL, *buf = NULL;
+	size_t len = 0;
+	bool had_secret = false, first = true;
+	FILE *f;
+	int r = 0;
+
+	opts = PQconninfoParse(conninfo, &errmsg);
+	if (!opts) {
+		r = errmsg ? -EINVAL : -ENOMEM;
+		PQfreemem(errmsg); /* never shown: it may quote the conninfo */
+		return r;
+	}
+	f = open_memstream(&buf, &len);
+	if (!f) {
+		PQconninfoFree(opts);
+		return -ENOMEM;
+	}
+	for (const PQconninfoOption *o = opts; o->keyword && r == 0; o++) {
+		_cleanup_free_ char *nested = NULL;
+		const char *v = o->val;
+		if (!v)
+			continue;
+		if (conninfo_is_secret(o)) {
+			had_secret = true;
+			continue;
+		}
+		if (!strcmp(o->keyword, "dbname") && depth == 0 && conninfo_is_nested(v)) {
+			bool inner = false;
+			r = conninfo_redact_depth(v, depth + 1, &nested, &inner);
+			if (r == -EINVAL) { /* libpq would refuse it too: keep nothing of it */
+				had_secret = true;
+				r = 0;
+				continue;
+			}
+			had_secret |= inner;
+			v = nested;
+		}
+		if (r == 0) {
+			fprintf(f, "%s%s=", first ? "" : " ", o->keyword);
+			conninfo_put_value(f, v);
+			first = false;
+		}
+	}
+	PQconninfoFree(opts);
+	if (fclose(f) != 0 && r == 0)
+		r = -ENOMEM;
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*ret = buf;
+	if (ret_had_secret)
+		*ret_had_secret = had_secret;
+	return 0;
+}
+
+int pgconn_conninfo_redact(const char *conninfo, char **ret, bool *ret_had_secret)
+{
+	return conninfo_redact_depth(conninfo, 0, ret, ret_had_secret);
+}

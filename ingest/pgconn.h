@@ -61,3 +61,14 @@ int pgconn_create_restore_point(PgConn *c, const char *name, char *ret_lsn, size
 
 /* Quote a string literal for SQL / replication commands into buf. */
 int pgconn_quote_literal(const char *s, char *buf, size_t len);
+
+/*
+ * conninfo (key=value string or postgres:// URI) without its secrets, as
+ * key=value pairs (values quoted as libpq reads them) into *ret (malloc'd):
+ * every option libpq marks as a password ("password", "sslpassword") or a
+ * debug option ("replication") is dropped, also inside a dbname that is
+ * itself a connection string. *ret_had_secret (optional) tells whether a
+ * dropped option had a value. -EINVAL when libpq cannot parse conninfo,
+ * -ENOMEM. Thread-safe.
+ */
+int pgconn_conninfo_redact(const char *conninfo, char **ret, bool *ret_had_secret);

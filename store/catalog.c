@@ -1678,3 +1678,45 @@ int catalog_link_foreach(Catalog *c, int64_t snap, CatalogLinkFn cb, void *userd
 }
 
 sqlite3 *catalog_sqlite(Catalog *c) { return c->db; }
+
+/* secure_delete zeroes what the updates free; VACUUM drops what earlier updates freed */
+int catalog_snapshot_set_sources(Catalog *c, const CatalogSourceEdit *edits, size_t n)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	uint64_t secure = 0;
+	int r;
+
+	if (n == 0)
+		return 0;
+	if (!sqlite3_get_autocommit(c->db))
+		return -EINVAL;
+	r = query_u64(c, "PRAGMA secure_delete", &secure);
+	if (r == 0)
+		r = exec_sql(c, "PRAGMA secure_delete = ON");
+	if (r == 0)
+		r = prepare(c, "UPDATE snapshots SET source = ?2 WHERE id = ?1", &s);
+	if (r == 0)
+		r = catalog_begin(c);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		sqlite3_bind_int64(s, 1, edits[i].rowid);
+		bind_text_or_null(s, 2, edits[i].source);
+		r = step_done(c, s);
+		if (r == 0 && sqlite3_changes(c->db) == 0)
+			r = -ENOENT;
+	}
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0)
+		catalog_rollback(c);
+	sqlite3_finalize(s);
+	s = NULL;
+	if (r == 0)
+		r = exec_sql(c, "VACUUM");
+	if (r == 0 && sqlite3_exec(c->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) !=
+			      SQLITE_OK)
+		log_debug("catalog: could not truncate the WAL after rewriting sources: %s",
+			  sqlite3_errmsg(c->db));
+	sqlite3_exec(c->db, secure == 1 ? "PRAGMA secure_delete = ON" : secure == 2
+			    ? "PRAGMA secure_delete = FAST" : "PRAGMA secure_delete = OFF", NULL, NULL, NULL);
+	return r;
+}

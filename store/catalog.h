@@ -242,3 +242,18 @@ typedef int (*CatalogMissingFn)(const char *snapshot, const ChunkId *id, void *u
 int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata);
 /* PRAGMA quick_check; 0 when it says ok. */
 int catalog_integrity_check(Catalog *c, char **ret_message);
+
+/*
+ * Replace the source of snapshots (rows of any status), e.g. to remove a
+ * secret an older version recorded: n edits in one transaction with
+ * secure_delete on, then the file is rebuilt (VACUUM) and the WAL truncated,
+ * so the old text is gone from catalog.db and catalog.db-wal too, not only
+ * from the rows (the WAL stays when another connection reads meanwhile; it
+ * goes when the last connection closes). Outside a transaction (-EINVAL).
+ * -ENOENT when a rowid is unknown: nothing is changed then.
+ */
+typedef struct CatalogSourceEdit {
+	int64_t rowid;
+	const char *source; /* NULL: no source */
+} CatalogSourceEdit;
+int catalog_snapshot_set_sources(Catalog *c, const CatalogSourceEdit *edits, size_t n);

@@ -126,6 +126,7 @@ struct SnapWriter {
 
 	/* producer counters: atomics, as files may be produced by several threads */
 	_Atomic uint64_t n_bad_blocks;
+	_Atomic uint64_t n_warnings; /* snapwriter_add_warning */
 	_Atomic uint64_t next_ino;
 	_Atomic uint64_t n_files, logical_bytes, reused_bytes;
 	/* writer counters */
@@ -642,6 +643,7 @@ int snapwriter_new(Repo *repo, const SnapWriterOptions *o, SnapWriter **ret)
 	atomic_init(&w->logical_bytes, 0);
 	atomic_init(&w->reused_bytes, 0);
 	atomic_init(&w->n_bad_blocks, 0);
+	atomic_init(&w->n_warnings, 0);
 	atomic_init(&w->error, 0);
 	queue_init(&w->jobs);
 	queue_init(&w->wq);
@@ -962,7 +964,7 @@ int snapwriter_commit(SnapWriter *w, SnapWriterResult *ret)
 	w->info.stored_bytes = w->stored_bytes;
 	w->info.n_files = atomic_load(&w->n_files);
 	free(w->info.status);
-	w->info.status = strdup(w->n_bad_blocks ? SNAP_STATUS_WARNING : SNAP_STATUS_OK);
+	w->info.status = strdup(w->n_bad_blocks || w->n_warnings ? SNAP_STATUS_WARNING : SNAP_STATUS_OK);
 	if (!w->info.status)
 		return -ENOMEM;
 	/* every file row is in: what the snapshot is from now on, for check, restore and repair */
@@ -1023,4 +1025,10 @@ int snapwriter_set_stop_lsn(SnapWriter *w, const char *lsn)
 const char *snapwriter_name(const SnapWriter *w)
 {
 	return w->info.name;
+}
+
+int snapwriter_add_warning(SnapWriter *w)
+{
+	atomic_fetch_add(&w->n_warnings, 1);
+	return 0;
 }

@@ -74,6 +74,11 @@ int snapwriter_file_end(SnapWriter *w, SnapFile *f);
  * with the snapshot, whose status becomes "warning".
  */
 int snapwriter_add_bad_block(SnapWriter *w, const char *path, uint64_t block);
+/*
+ * Something the producer warned about (a file that changed while it was
+ * read): the snapshot's status becomes "warning". Thread-safe.
+ */
+int snapwriter_add_warning(SnapWriter *w);
 /* The directory at path was reached through a symlink to target in the source. */
 int snapwriter_add_link(SnapWriter *w, const char *path, const char *target);
 /* Set before commit: where the source's consistent state ends. */

@@ -1,4 +1,5 @@
 /* pgbakfs backup --from-dir DIR: snapshot a directory tree. */
+#include "common/json.h"
 #include "common/progress.h"
 #include "common/util.h"
 #include "ingest/fromdir.h"
@@ -44,11 +45,18 @@ static void backup_help(void)
 	       "then reads only files whose size or mtime changed since the newest snapshot of the\n"
 	       "instance. With --from-dir, of a directory tree (a stopped data directory or a\n"
 	       "pg_basebackup -Fp copy). Only chunks the repository does not hold are stored.\n\n"
-	       "  -d CONNINFO   libpq connection string or URI of the cluster\n"
+	       "  -d CONNINFO   libpq connection string or URI of the cluster; the snapshot keeps\n"
+	       "                it without password, sslpassword and other secrets (a backup\n"
+	       "                also removes those that older versions kept)\n"
 	       "  --extra-dir DIR  (with --pgdata, repeatable) also keep DIR, e.g.\n"
 	       "                /etc/postgresql/15/main; restore puts it in TARGET.extra/DIR\n"
 	       "  -j N          reader and hashing/compression threads (default: number of CPUs)\n"
-	       "  --instance    name of the cluster in the repository (default \"main\")\n"
+	       "  --instance    name of the cluster in the repository (default \"main\");\n"
+	       "                it, --label and --note must be UTF-8 text without control characters\n"
+	       "  --from-dir DIR  a file that changes or vanishes while it is read gets a warning\n"
+	       "                (as GNU tar gives) and the snapshot's status is \"warning\" (exit 0);\n"
+	       "                a path inside DIR of 3840 bytes or more is refused (restore could\n"
+	       "                not write it)\n"
 	       "  --expire      after a successful backup, apply the retention policy saved by\n"
 	       "                \"pgbakfs expire\" to the instance; refused up front when none is saved\n");
 }
@@ -57,6 +65,9 @@ static int report_ingest_error(const BackupOptions *o, int r, const FromDirError
 {
 	if (r == -ENOSPC)
 		cli_error("repository \"%s\" is out of space: %s", o->repo, strerror(-r));
+	else if (r == -ENAMETOOLONG && err->rel_len)
+		cli_error("path \"%s\" is too long to restore: %zu bytes inside the snapshot, at most "
+			  "%d are kept", err->path, err->rel_len, FROMDIR_PATH_MAX - 1);
 	else if (err->path[0])
 		cli_error("could not read \"%s\": %s", err->path, strerror(-r));
 	else if (r == -EBUSY)
@@ -91,6 +102,24 @@ static void report_bad_pages(const SnapWriterResult *snap)
 			"the snapshot's status is \"warning\"\n",
 		(unsigned long long)snap->bad_blocks);
 	fprintf(stderr, "hint: \"pgbakfs show %s\" lists them\n", snap->name);
+}
+
+/*
+ * Older versions kept -d's password in the snapshot's source: every backup, a
+ * writer, removes what it finds (manifests follow when the writer ends).
+ */
+static void scrub_secrets(Repo *repo)
+{
+	uint64_t n = 0;
+	int r = live_scrub_sources(repo, &n);
+	if (r < 0)
+		fprintf(stderr, "pgbakfs: warning: could not remove passwords recorded by an older "
+				"version from the catalog: %s\n", strerror(-r));
+	else if (n)
+		fprintf(stderr, "pgbakfs: note: removed the password an older version recorded with "
+				"the source of %llu snapshot(s)\n"
+				"hint: it was stored in the repository; consider changing it\n",
+			(unsigned long long)n);
 }
 
 static int backup_live(const BackupOptions *o, Repo *repo)
@@ -159,7 +188,7 @@ static int backup_from_dir(const BackupOptions *o, Repo *repo)
 	SnapWriter *w = NULL;
 	Progress *progress = NULL;
 	SnapWriterResult res;
-	FromDirError err = {{0}};
+	FromDirError err = {.rel_len = 0};
 	uint64_t total = 0;
 	int64_t t0 = mono_ns();
 	char a[32], b[32];
@@ -188,6 +217,10 @@ static int backup_from_dir(const BackupOptions *o, Repo *repo)
 	       res.name, (unsigned long long)res.n_files, format_bytes(res.logical_bytes, a, sizeof(a)),
 	       format_bytes(res.stored_bytes, b, sizeof(b)), secs,
 	       secs > 0 ? (double)res.logical_bytes / secs / 1e6 : 0.0);
+	if (!strcmp(res.status, SNAP_STATUS_WARNING))
+		fprintf(stderr, "pgbakfs: warning: files changed or vanished while they were read; "
+				"the snapshot's status is \"warning\"\n"
+				"hint: back up a stopped data directory, or use -d for a running cluster\n");
 	return EXIT_OK;
 }
 
@@ -253,6 +286,13 @@ int cmd_backup(int argc, char **argv)
 		return cli_usage("backup", "--pgdata needs -d CONNINFO for pg_backup_start/stop");
 	if (o.n_extra_dirs && !o.pgdata)
 		return cli_usage("backup", "--extra-dir needs --pgdata (directories on the database host)");
+	/* names end up in JSON and on terminals: text only */
+	if (o.instance && !json_text_is_clean(o.instance))
+		return cli_usage("backup", "the instance name must be UTF-8 text without control characters");
+	if (o.label && !json_text_is_clean(o.label))
+		return cli_usage("backup", "the label must be UTF-8 text without control characters");
+	if (o.note && !json_text_is_clean(o.note))
+		return cli_usage("backup", "the note must be UTF-8 text without control characters");
 	if (o.instance && (!*o.instance || strpbrk(o.instance, "/ \t\n")))
 		return cli_usage("backup", "invalid instance name \"%s\"", o.instance);
 	if (o.conninfo) {
@@ -262,6 +302,7 @@ int cmd_backup(int argc, char **argv)
 		o.repo = repo_path(repo);
 		if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK)
 			return cli_close_repo(repo, rc);
+		scrub_secrets(repo);
 		rc = o.pgdata ? backup_local(&o, repo) : backup_live(&o, repo);
 		if (rc == EXIT_OK && o.expire)
 			rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
@@ -281,6 +322,7 @@ int cmd_backup(int argc, char **argv)
 	o.repo = repo_path(repo);
 	if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK)
 		return cli_close_repo(repo, rc);
+	scrub_secrets(repo);
 	rc = backup_from_dir(&o, repo);
 	if (rc == EXIT_OK && o.expire)
 		rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");

@@ -63,4 +63,64 @@ ok "backup into big repo" pgbakfs backup --repo "$R" --from-dir "$T/fsrc" --no-p
 rm -rf "$T/small/repo"
 expect_error 1 'No space left' pgbakfs restore latest "$T/small/target" --repo "$R" --no-progress
 check_ok "full restore target"
+
+# ---- paths no restore could write: refused at backup, naming them ----
+# deep ROOT RELLEN: 18 directories of 200 bytes, then a file whose path inside
+# ROOT is RELLEN bytes (built with dir fds: the whole path may pass PATH_MAX)
+deep() {
+	python3 - "$1" "$2" <<'PY'
+import os, sys
+root, rel = sys.argv[1], int(sys.argv[2])
+os.makedirs(root, exist_ok=True)
+fd = os.open(root, os.O_RDONLY)
+for _ in range(18):
+    os.mkdir("d" * 200, dir_fd=fd)
+    sub = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+    os.close(fd)
+    fd = sub
+name = "f" * (rel - 18 * 201)
+os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+print(name)
+PY
+}
+n_snap() { pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+n0=$(n_snap)
+long_name=$(deep "$T/deep-long" 3840)
+expect_error 1 "path \"$T/deep-long/d.*/$long_name\" is too long to restore: 3840 bytes inside the snapshot, at most 3839 are kept" \
+	pgbakfs backup --repo "$R" --from-dir "$T/deep-long" --no-progress
+ok "no snapshot from a tree with a path too long" test "$(n_snap)" = "$n0"
+deep "$T/deep-ok" 3839 >/dev/null
+ok "a path of 3839 bytes is kept" pgbakfs backup --repo "$R" --from-dir "$T/deep-ok" --no-progress >/dev/null
+ok "and restores" pgbakfs restore latest "$T/deep-out" --repo "$R" --no-progress >/dev/null
+ok "restored the same" same_tree "$T/deep-ok" "$T/deep-out"
+rm -rf "$T/deep-out"
+# --from-dir itself longer than PATH_MAX
+expect_error 1 'could not open directory ".*": File name too long' pgbakfs backup --repo "$R" --from-dir "$T/$(printf 'x%.0s' $(seq 1 4100))"
+check_ok "paths too long"
+
+# ---- names and labels that are not text: refused at backup; JSON output stays valid ----
+n_before=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+expect_error 2 'the instance name must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --instance $'\xff'
+expect_error 2 'the instance name must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --instance $'a\xc3'
+expect_error 2 'the instance name must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --instance $'a\x1bb'
+expect_error 2 'the label must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --label $'bad\xc0\xafslash'
+expect_error 2 'the label must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --label $'two\nlines'
+expect_error 2 'the note must be UTF-8 text' pgbakfs backup --repo "$R" --from-dir "$T/src" --note $'\xed\xa0\x80'
+expect_error 2 'the label must be UTF-8 text' pgbakfs backup --repo "$R" -d "host=127.0.0.1 port=1" --label $'\x7f'
+ok "no snapshot from refused names" test "$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = "$n_before"
+ok "UTF-8 names are accepted" pgbakfs backup --repo "$R" --from-dir "$T/src" --instance $'\xc3\xa9t\xc3\xa9' --label $'caf\xc3\xa9 \xe2\x82\xac' --no-progress >/dev/null
+# a catalog that holds such bytes anyway (an older version let them in)
+sqlite3 "$R/catalog.db" "update snapshots set instance = cast(x'ff6d61696e' as text), label = cast(x'61c3' as text), note = cast(x'c0af0a' as text), source = cast(x'6469723aeda080' as text) where id = (select max(id) from snapshots)"
+pgbakfs list --repo "$R" --json >"$T/list.json"
+ok "list --json is valid JSON (UTF-8) with bytes that are not" python3 -c '
+import json, sys
+l = json.loads(open(sys.argv[1], "rb").read().decode("utf-8", "strict"))
+s = l[-1]
+assert s["instance"] == "\ufffdmain" and s["label"] == "a\ufffd" and s["note"] == "\ufffd\ufffd\n", s
+assert s["source"] == "dir:\ufffd\ufffd\ufffd", s' "$T/list.json"
+id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[-1]["id"])' "$T/list.json")
+pgbakfs show "$id" --repo "$R" --json >"$T/show.json"
+ok "show --json is valid JSON too" python3 -c '
+import json, sys; json.loads(open(sys.argv[1], "rb").read().decode("utf-8", "strict"))' "$T/show.json"
+ok "jq reads list --json" jq -e 'length > 0' "$T/list.json" >/dev/null
 finish

@@ -151,9 +151,106 @@ out:
 	TEST_RM_RF(tmp);
 }
 
+/*
+ * Under root/name: 18 directories of 200 bytes, then a file whose name makes
+ * its path inside the snapshot rel_len bytes long (mkdirat: the whole path may
+ * pass PATH_MAX).
+ */
+static int make_deep(const char *root, size_t rel_len, char *ret_file, size_t len)
+{
+	char dname[201], fname[256];
+	size_t depth = 18, used = depth * 201, m = rel_len - used;
+	int fd = open(root, O_RDONLY | O_DIRECTORY), r = 0;
+
+	if (fd < 0 || m == 0 || m >= sizeof(fname))
+		return -EINVAL;
+	memset(dname, 'd', 200);
+	dname[200] = '\0';
+	for (size_t i = 0; i < depth && r == 0; i++) {
+		int sub;
+		if (mkdirat(fd, dname, 0700) < 0 ||
+		    (sub = openat(fd, dname, O_RDONLY | O_DIRECTORY)) < 0) {
+			r = -errno;
+			break;
+		}
+		close(fd);
+		fd = sub;
+	}
+	memset(fname, 'f', m);
+	fname[m] = '\0';
+	if (r == 0) {
+		int f = openat(fd, fname, O_WRONLY | O_CREAT, 0600);
+		if (f < 0 || write(f, "x", 1) != 1)
+			r = -EIO;
+		if (f >= 0)
+			close(f);
+	}
+	close(fd);
+	snprintf(ret_file, len, "%s", fname);
+	return r;
+}
+
+/* A path restore could not write is refused, naming it; one byte less is kept. */
+static void test_long_paths(void)
+{
+	char tmp[64], ok_src[PATH_MAX], long_src[PATH_MAX], repo_path[PATH_MAX], out[PATH_MAX];
+	char fname[256];
+	Repo *r = NULL;
+	SnapWriter *w = NULL;
+	SnapWriterOptions o = {.jobs = 1, .source = "dir"};
+	SnapWriterResult res = {0};
+	FromDirError err;
+	SnapshotInfo s = {0};
+	RestoreOptions ro = {.jobs = 1};
+	RestoreResult rr;
+
+	test_tmpdir(tmp, sizeof(tmp));
+	test_fmt(ok_src, sizeof(ok_src), "%s/ok", tmp);
+	test_fmt(long_src, sizeof(long_src), "%s/long", tmp);
+	test_fmt(repo_path, sizeof(repo_path), "%s/repo", tmp);
+	test_fmt(out, sizeof(out), "%s/out", tmp);
+	CHECK_EQ_INT(mkdir(ok_src, 0700), 0);
+	CHECK_EQ_INT(mkdir(long_src, 0700), 0);
+	if (!CHECK_EQ_INT(repo_init(repo_path, &small_repo), 0) ||
+	    !CHECK_EQ_INT(repo_open(repo_path, &r), 0))
+		goto out;
+
+	if (!CHECK_EQ_INT(make_deep(long_src, FROMDIR_PATH_MAX, fname, sizeof(fname)), 0) ||
+	    !CHECK_EQ_INT(snapwriter_new(r, &o, &w), 0))
+		goto out;
+	CHECK_EQ_INT(fromdir_ingest(w, long_src, &err), -ENAMETOOLONG);
+	CHECK_EQ_INT(err.rel_len, FROMDIR_PATH_MAX);
+	CHECK(strncmp(err.path, long_src, strlen(long_src)) == 0);
+	CHECK(strlen(err.path) > strlen(fname) &&
+	      strcmp(err.path + strlen(err.path) - strlen(fname), fname) == 0);
+	w = snapwriter_free(w); /* nothing committed */
+
+	if (!CHECK_EQ_INT(make_deep(ok_src, FROMDIR_PATH_MAX - 1, fname, sizeof(fname)), 0) ||
+	    !CHECK_EQ_INT(snapwriter_new(r, &o, &w), 0))
+		goto out;
+	CHECK_EQ_INT(fromdir_ingest(w, ok_src, &err), 0);
+	if (!CHECK_EQ_INT(snapwriter_commit(w, &res), 0))
+		goto out;
+	w = snapwriter_free(w);
+	CHECK_EQ_INT(res.n_files, 1 + 18 + 1);
+	if (CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), "latest", NULL, &s), 0)) {
+		CHECK_EQ_STR(s.name, res.name);
+		/* the target's path plus the longest path kept stays within PATH_MAX */
+		CHECK(strlen(out) + 1 + FROMDIR_PATH_MAX - 1 < PATH_MAX);
+		if (CHECK_EQ_INT(restore_snapshot(r, &s, out, &ro, &rr), 0))
+			CHECK_EQ_INT(rr.n_files, 1);
+	}
+out:
+	snapshot_info_clear(&s);
+	snapwriter_free(w);
+	repo_free(r);
+	TEST_RM_RF(tmp);
+}
+
 int main(void)
 {
 	log_set_level(LOG_ERROR); /* the fifo warning is expected */
 	test_roundtrip();
+	test_long_paths();
 	return test_finish();
 }

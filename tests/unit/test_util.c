@@ -286,6 +286,52 @@ static void json_top_array(JsonWriter *w)
 	json_end_array(w);
 }
 
+static char *escaped(const char *in)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	json_write_escaped(f, in);
+	fclose(f);
+	return out;
+}
+
+/* whatever bytes a catalog holds, the output is valid JSON (UTF-8) */
+static void test_json_utf8(void)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{"\xff", "\"\\ufffd\""},
+		{"a\xc3", "\"a\\ufffd\""},                 /* cut short at the end */
+		{"\xc3(", "\"\\ufffd(\""},                 /* bad continuation */
+		{"\xc0\xaf", "\"\\ufffd\\ufffd\""},       /* overlong "/" */
+		{"\xe0\x80\xaf", "\"\\ufffd\\ufffd\\ufffd\""},
+		{"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""}, /* a surrogate */
+		{"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* > U+10FFFF */
+		{"\xf8\x88\x80\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\""},
+		{"\x80x", "\"\\ufffdx\""},
+		/* well-formed: kept as they are */
+		{"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\""},
+		{"\xef\xbf\xbd\xf4\x8f\xbf\xbf", "\"\xef\xbf\xbd\xf4\x8f\xbf\xbf\""},
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		char *out = escaped(cases[i].in);
+		CHECK_EQ_STR(out, cases[i].want);
+		free(out);
+	}
+	CHECK(json_text_is_clean(""));
+	CHECK(json_text_is_clean("main-2 \xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+	CHECK(!json_text_is_clean("\xff"));
+	CHECK(!json_text_is_clean("a\xc3"));
+	CHECK(!json_text_is_clean("\xed\xa0\x80"));
+	CHECK(!json_text_is_clean("a\nb"));
+	CHECK(!json_text_is_clean("tab\there"));
+	CHECK(!json_text_is_clean("\x1b[31mred"));
+	CHECK(!json_text_is_clean("del\x7f"));
+	CHECK(!json_text_is_clean("c1\xc2\x85")); /* U+0085, a C1 control */
+}
+
 static void test_json(void)
 {
 	char *s = json_render(json_doc);
@@ -309,6 +355,7 @@ static void test_json(void)
 	fclose(f);
 	CHECK_EQ_STR(out, "\"\" \"plain text\"");
 	free(out);
+	test_json_utf8();
 }
 
 /* Run fn with stderr redirected to a file; returns what it printed (malloc'd). */
