@@ -798,15 +798,22 @@ static int node_upper_create(Clone *c, CloneNode *n)
 	return 0;
 }
 
+/* upper/INO.map for writing, created if missing: an fd, or -errno. */
+static int node_map_open(Clone *c, const CloneNode *n)
+{
+	char name[32];
+	upper_name(name, sizeof(name), n->ino, ".map");
+	int fd = openat(c->upper_fd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
 /* Create upper/INO.map at its full length, so that writing it never needs room. CloneNode.lock held. */
 static int node_map_allocate(Clone *c, CloneNode *n)
 {
-	char name[32];
 	int r;
-	upper_name(name, sizeof(name), n->ino, ".map");
-	_cleanup_close_ int fd = openat(c->upper_fd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	_cleanup_close_ int fd = node_map_open(c, n);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	r = -posix_fallocate(fd, 0, (off_t)n->n_map);
 	if (r == 0)
 		n->map_ready = true;
@@ -965,12 +972,10 @@ static int node_read_piece(Clone *c, CloneNode *n, uint64_t pos, size_t len, uin
 
 static int node_write_map(Clone *c, CloneNode *n, const uint8_t *map)
 {
-	char name[32];
 	int r;
-	upper_name(name, sizeof(name), n->ino, ".map");
-	_cleanup_close_ int fd = openat(c->upper_fd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	_cleanup_close_ int fd = node_map_open(c, n);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	r = pwrite_full(fd, map, n->n_map, 0);
 	if (r == 0 && fdatasync(fd) < 0)
 		r = -errno;
