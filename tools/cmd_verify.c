@@ -217,6 +217,8 @@ int cmd_dump(int argc, char **argv)
 		}
 	}
 	scratchpg_stop(&pg, a.keep);
+	if (a.keep && pg.root[0])
+		fprintf(stderr, "pgbakfs: the clone's directory is kept in \"%s\"\n", pg.root);
 out:
 	cli_location_clear(&cl);
 	snapshot_info_clear(&s);

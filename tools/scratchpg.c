@@ -122,6 +122,12 @@ static int pick_user(ScratchPg *pg)
 	return 0;
 }
 
+/* The snapshot's PostgreSQL major version (recorded as 15, or as 150004 by older versions); 0: unknown. */
+static int64_t pg_major(const SnapshotInfo *s)
+{
+	return s->pg_version >= 100000 ? s->pg_version / 10000 : s->pg_version;
+}
+
 static int pick_bin(ScratchPg *pg, const SnapshotInfo *s, const char *pg_bin)
 {
 	char postgres[PATH_MAX + 16];
@@ -129,7 +135,7 @@ static int pick_bin(ScratchPg *pg, const SnapshotInfo *s, const char *pg_bin)
 		snprintf(pg->pgbin, sizeof(pg->pgbin), "%s", pg_bin);
 	else
 		snprintf(pg->pgbin, sizeof(pg->pgbin), "/usr/lib/postgresql/%lld/bin",
-			 (long long)(s->pg_version >= 100000 ? s->pg_version / 10000 : 15));
+			 (long long)(pg_major(s) ? pg_major(s) : 15));
 	snprintf(postgres, sizeof(postgres), "%s/postgres", pg->pgbin);
 	if (access(postgres, X_OK) < 0) {
 		set_error(pg, "no PostgreSQL server in \"%s\" for snapshot \"%s\" (use --pg-bin DIR)",
@@ -301,7 +307,7 @@ static int write_hba(ScratchPg *pg, char *path, size_t len)
 	return 0;
 }
 
-static int start_server(ScratchPg *pg)
+static int start_server(ScratchPg *pg, int64_t major)
 {
 	char pg_ctl[PATH_MAX + 16], hba[PATH_MAX + 32], opts[2 * PATH_MAX + 256];
 	int r = write_hba(pg, hba, sizeof(hba));
@@ -315,8 +321,10 @@ static int start_server(ScratchPg *pg)
 	 */
 	snprintf(opts, sizeof(opts),
 		 "-p %d -c listen_addresses='' -c unix_socket_directories='%s' -c hba_file='%s'"
-		 " -c archive_mode=off -c fsync=off -c synchronous_commit=off",
-		 pg->port, pg->sock, hba);
+		 " -c archive_mode=off -c fsync=off -c synchronous_commit=off%s",
+		 pg->port, pg->sock, hba,
+		 /* the mount shows a tablespace as a directory in pg_tblspc (no symlink) */
+		 major >= 15 ? " -c allow_in_place_tablespaces=on" : "");
 	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg->pgbin);
 	char *argv[] = {pg_ctl, (char *)"-D", pg->datadir, (char *)"-l", pg->log, (char *)"-o", opts,
 			(char *)"-w", (char *)"-t", (char *)"3600", (char *)"start", NULL};
@@ -349,6 +357,40 @@ static int add_recovery(ScratchPg *pg, const char *repo, const CliLocation *cl,
 	return r;
 }
 
+/*
+ * With a recovery target, the server takes read-only connections before it
+ * gets there: wait until it has (promoted, or paused there). A server that
+ * stops instead (target not reached, --target-action shutdown) is an error.
+ */
+static int wait_recovery_done(ScratchPg *pg)
+{
+	char *args[] = {(char *)"-XAtq", (char *)"-d", (char *)"postgres", (char *)"-c",
+			(char *)"select not pg_is_in_recovery() or pg_is_wal_replay_paused()", NULL};
+	for (int i = 0; i < 36000; i++) { /* an hour, like pg_ctl -t 3600 */
+		int p[2];
+		char out[8] = "";
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return -errno;
+		int r = scratchpg_client(pg, "psql", args, p[1], -1);
+		close(p[1]);
+		ssize_t n = read(p[0], out, sizeof(out) - 1);
+		close(p[0]);
+		if (r == 0 && n > 0 && out[0] == 't')
+			return 0;
+		if (r != 0) {
+			char line[400];
+			last_error_line(pg->log, line, sizeof(line));
+			set_error(pg, "PostgreSQL stopped before it reached the recovery target: %s",
+				  *line ? line : "see its log");
+			return -EIO;
+		}
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	set_error(pg, "PostgreSQL did not reach the recovery target within an hour");
+	return -ETIMEDOUT;
+}
+
 int scratchpg_start(ScratchPg *pg, const char *repo, const CliLocation *cl, const SnapshotInfo *s,
 		    const char *pg_bin, const RecoveryTarget *t)
 {
@@ -370,7 +412,10 @@ int scratchpg_start(ScratchPg *pg, const char *repo, const CliLocation *cl, cons
 	snprintf(pg->datadir, sizeof(pg->datadir), "%s/%s", pg->mnt, s->name);
 	if (t && t->kind && (r = add_recovery(pg, repo, cl, t)) < 0)
 		return r;
-	return start_server(pg);
+	r = start_server(pg, pg_major(s));
+	if (r == 0 && t && t->kind)
+		r = wait_recovery_done(pg);
+	return r;
 }
 
 int scratchpg_client(ScratchPg *pg, const char *program, char *const args[], int out_fd,
