@@ -225,15 +225,18 @@ ok "the rest is the snapshot" diff <(tree_manifest "$T/full" | grep -v -e '^\./p
 R3=$T/repo3
 pgbakfs init --repo "$R3" >/dev/null
 mkdir -p "$T/big"
-for i in $(seq 1 24); do head -c 8M /dev/urandom >"$T/big/f$i"; done
+for i in $(seq 1 32); do head -c 8M /dev/urandom >"$T/big/f$i"; done
 ok "backup of a big tree" pgbakfs backup --repo "$R3" --from-dir "$T/big" --no-progress >/dev/null
 "$PGBAKFS" restore latest "$T/big.out" --repo "$R3" -j 1 --no-progress >"$T/hold.out" 2>"$T/hold.err" &
 RPID=$!
-wait_for 30 bash -c "[ -n \"\$(find '$T/big.out' -type f 2>/dev/null | head -1)\" ]"
+# freeze it as soon as it writes (files appear as their chunks are queued)
+deadline=$((SECONDS + 30))
+until [ -n "$(ls -A "$T/big.out" 2>/dev/null)" ] || [ $SECONDS -gt $deadline ]; do :; done
 kill -STOP $RPID
 ok "delete during the restore" pgbakfs delete latest --repo "$R3" >/dev/null
 ok "gc during the restore" pgbakfs gc --repo "$R3" >/dev/null
 ok "packs kept for the restore" test "$(n_pack_files "$R3")" -gt 0
+ok "the restore was frozen midway" test ! -s "$T/hold.out"
 kill -CONT $RPID
 rc=0; wait $RPID || rc=$?
 ok "the restore completes" test "$rc" = 0 || cat "$T/hold.err" >&2
