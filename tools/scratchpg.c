@@ -164,12 +164,10 @@ static int make_dirs(ScratchPg *pg)
 	return 0;
 }
 
-#define FETCH_PATH_MAX (PATH_MAX + 64)
-
-/* fetch/NAME, 0600, the server's user's, holding buf: its path in ret (FETCH_PATH_MAX). */
+/* fetch/NAME, 0600, the server's user's, holding buf: its path in ret (PATH_MAX + 64). */
 static int write_private(ScratchPg *pg, const char *name, const char *buf, size_t len, char *ret)
 {
-	snprintf(ret, FETCH_PATH_MAX, "%s/%s", pg->fetch, name);
+	snprintf(ret, PATH_MAX + 64, "%s/%s", pg->fetch, name);
 	_cleanup_close_ int fd =
 		open(ret, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0 || fchown(fd, pg->uid, pg->gid) < 0)
@@ -198,11 +196,11 @@ static char *s3_config_text(const CliLocation *cl)
  */
 static int prepare_fetch(ScratchPg *pg, const CliLocation *cl, RecoveryFetch *ret)
 {
-	static char cache[FETCH_PATH_MAX], pass[FETCH_PATH_MAX], conf[FETCH_PATH_MAX], ca[PATH_MAX];
+	char *pass = pg->fetch_pass, *conf = pg->fetch_conf, *ca = pg->ca_file;
 	int r = 0;
-	*ret = (RecoveryFetch){.cache_dir = cache};
-	snprintf(cache, sizeof(cache), "%s/cache", pg->fetch);
-	if (mkdir(cache, 0700) < 0 || chown(cache, pg->uid, pg->gid) < 0)
+	*ret = (RecoveryFetch){.cache_dir = pg->fetch_cache};
+	snprintf(pg->fetch_cache, sizeof(pg->fetch_cache), "%s/cache", pg->fetch);
+	if (mkdir(pg->fetch_cache, 0700) < 0 || chown(pg->fetch_cache, pg->uid, pg->gid) < 0)
 		return -errno;
 	if (cl->passphrase) {
 		/* a final newline: the file's reader drops exactly one */
@@ -222,7 +220,7 @@ static int prepare_fetch(ScratchPg *pg, const CliLocation *cl, RecoveryFetch *re
 		ret->config = conf;
 		if (cl->ca_file) {
 			if (!realpath(cl->ca_file, ca))
-				snprintf(ca, sizeof(ca), "%s", cl->ca_file);
+				snprintf(ca, sizeof(pg->ca_file), "%s", cl->ca_file);
 			ret->ca_file = ca;
 		}
 	}

@@ -31,6 +31,8 @@ typedef struct ScratchPg {
 	char pgbin[PATH_MAX];
 	char user[64];
 	char fetch[PATH_MAX + 8]; /* files for the server's wal-fetch */
+	char fetch_cache[PATH_MAX + 64], fetch_pass[PATH_MAX + 64], fetch_conf[PATH_MAX + 64];
+	char ca_file[PATH_MAX];
 	uid_t uid;
 	gid_t gid;
 	int port;

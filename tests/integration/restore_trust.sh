@@ -45,6 +45,13 @@ pg_sql $PORT "create table filler as select g, md5(g::text) || md5((g + 1)::text
 ok "backup" pgbakfs backup -d "$CONN" --pgdata "$T/data" "${ROOTOPTS[@]}" --no-progress >/dev/null
 chown -R postgres "$R"
 S=$(pgbakfs list "${ROOTOPTS[@]}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+# the same cluster in a bucket, S3 keys in our environment only (s3_start exports them)
+s3_start
+RS=s3://$S3_BUCKET/trust
+S3OPTS=(--repo "$RS" --cache-dir "$T/s3cache")
+pgbakfs init "${S3OPTS[@]}" >/dev/null
+ok "backup into a bucket" pgbakfs backup -d "$CONN" --pgdata "$T/data" "${S3OPTS[@]}" --no-progress >/dev/null
+SS=$(pgbakfs list "${S3OPTS[@]}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 pg_sql $PORT "insert into events(batch) select 1 from generate_series(1, 100)"
 sleep 1.2
 MID=$(pg_sql $PORT "select clock_timestamp()")
@@ -54,6 +61,12 @@ pg_sql $PORT "select pg_switch_wal()" >/dev/null
 LAST=$(pg_sql $PORT "select pg_walfile_name(pg_current_wal_lsn() - 1)")
 ok "WAL archived through wal-push" wait_for 60 bash -c "[ \"\$(runuser -u postgres -- '$PGBIN/psql' -h 127.0.0.1 -p $PORT -U postgres -XAtq -c 'select last_archived_wal >= '\\''$LAST'\\'' from pg_stat_archiver' postgres)\" = t ]"
 chown -R postgres "$R"
+# the archive copied into the bucket
+mkdir -p "$T/walcopy"
+for seg in $(ls "$R/wal/00000001" | grep -E '^[0-9A-F]{24}$'); do
+	pgbakfs wal-fetch "$seg" "$T/walcopy/$seg" "${ROOTOPTS[@]}"
+	pgbakfs wal-push "$T/walcopy/$seg" "${S3OPTS[@]}" >/dev/null
+done
 
 # PostgreSQL binaries whose client programs first record the environment of
 # the server they talk to (its postmaster's /proc/PID/environ, the PID from
@@ -122,6 +135,11 @@ chown -R postgres "$R"
 ok "dump at a point in time, passphrase in the environment only" bash -c "env PGBAKFS_PASSPHRASE='$TEST_PASSPHRASE' AWS_SECRET_ACCESS_KEY='$S3_SECRET' TMPDIR='$T/vtmp' '$PGBAKFS' dump '$S' --repo '$R' --cache-dir '$T/cache' --target-time '$MID' --target-action promote --pg-bin '$T/pgbin' -- -t public.events --data-only --inserts postgres >'$T/dump2.sql'" 
 ok "dump PITR: only the first batch" test "$(grep -c ', 1);$' "$T/dump2.sql"),$(grep -c ', 2);$' "$T/dump2.sql")" = "100,0"
 ok "dump PITR's server: no secret in its environment" no_secret_env pg_dump
+# the same from a bucket: restore_command reads the S3 keys from a 0600 config file
+rm -f "$T"/envs/*
+ok "dump at a point in time from a bucket" bash -c "TMPDIR='$T/vtmp' '$PGBAKFS' dump '$SS' ${S3OPTS[*]} --target-time '$MID' --target-action promote --pg-bin '$T/pgbin' -- -t public.events --data-only --inserts postgres >'$T/dump3.sql'"
+ok "dump PITR from a bucket: only the first batch" test "$(grep -c ', 1);$' "$T/dump3.sql"),$(grep -c ', 2);$' "$T/dump3.sql")" = "100,0"
+ok "its server: no S3 secret in its environment" no_secret_env pg_dump
 ok "verify leaves no mount, no server" bash -c "! grep -q '$T/vtm[p]' /proc/mounts && ! pgrep -f '$T/vtm[p]' >/dev/null"
 ok "and no private directory" test -z "$(ls -A "$T/vtmp")"
 
