@@ -8,7 +8,18 @@
  *
  * Delta restores read each chunk already in the target first and write only
  * those whose SHA-256 differs from the chunk id (holes: whose bytes are not
- * all zero), then sweep out what the snapshot does not have.
+ * all zero), then sweep out what the snapshot does not have. A pg_wal that
+ * the target has as a symlink to a directory stays one (pgBackRest does the
+ * same): the snapshot's pg_wal goes into the link's target.
+ *
+ * global/pg_control is written last, once everything else is durable: a
+ * restore that fails or is killed leaves none, and PostgreSQL refuses to start
+ * on such a directory instead of starting on half a cluster. (A delta restore
+ * removes the old one before it writes anything.)
+ *
+ * The snapshot is held for the whole restore, as a mount holds what it
+ * serves: a delete meanwhile only marks it deleted, and gc keeps its rows and
+ * chunks until the hold goes.
  */
 #include "store/restore.h"
 #include "store/treedigest.h"
@@ -76,6 +87,12 @@ typedef struct Restorer {
 	size_t n_seen, cap_seen;
 
 	/* main thread only */
+	char *control_path; /* TARGET/global/pg_control, restored last */
+	char *global_path;  /* TARGET/global */
+	FileRow control;    /* its row (name and target not kept); control_pending if seen */
+	bool control_pending;
+	char **kept_links; /* delta: symlinks to directories kept as they are (pg_wal) */
+	size_t n_kept_links;
 	char **link_paths, **link_targets; /* relative path -> where its contents go */
 	size_t n_links;
 	char **dir_paths; /* by ino */
@@ -335,6 +352,33 @@ static int seen_add(Restorer *rs, const char *path)
 	return rs->seen[rs->n_seen++] ? 0 : -ENOMEM;
 }
 
+static bool is_kept_link(const Restorer *rs, const char *path)
+{
+	for (size_t i = 0; i < rs->n_kept_links; i++)
+		if (!strcmp(rs->kept_links[i], path))
+			return true;
+	return false;
+}
+
+/* Delta: a symlink to a directory at path is kept (*ret_kept), its target taking the contents. */
+static int delta_keep_dir_link(Restorer *rs, const char *path, bool *ret_kept)
+{
+	struct stat lst, st;
+	*ret_kept = false;
+	if (lstat(path, &lst) < 0 || !S_ISLNK(lst.st_mode) || stat(path, &st) < 0 ||
+	    !S_ISDIR(st.st_mode))
+		return 0;
+	char **v = realloc(rs->kept_links, (rs->n_kept_links + 1) * sizeof(char *));
+	if (!v)
+		return -ENOMEM;
+	rs->kept_links = v;
+	if (!(v[rs->n_kept_links] = strdup(path)))
+		return -ENOMEM;
+	rs->n_kept_links++;
+	*ret_kept = true;
+	return 0;
+}
+
 static int restore_dir(Restorer *rs, const FileRow *f, char *path)
 {
 	RDir *v = realloc(rs->dirs, (rs->n_dirs + 1) * sizeof(*v));
@@ -356,7 +400,9 @@ static int restore_dir(Restorer *rs, const FileRow *f, char *path)
 			return -ENOMEM;
 	} else if (r == 0 && f->ino != 1) {
 		bool exists = false;
-		if (rs->o->delta)
+		if (rs->o->delta && f->parent == 1 && !strcmp(f->name, "pg_wal"))
+			r = delta_keep_dir_link(rs, path, &exists);
+		if (r == 0 && rs->o->delta && !exists)
 			r = delta_prepare(path, S_IFDIR, &exists);
 		if (r == 0 && !exists && mkdir(path, 0700) < 0)
 			r = -errno;
@@ -557,6 +603,14 @@ static int restore_entry(const FileRow *f, void *userdata)
 		if (r < 0)
 			restorer_fail(rs, r, path, 0);
 		free(path);
+	} else if (S_ISREG(f->mode) && !strcmp(path, rs->control_path)) {
+		/* written last, see above */
+		rs->control = (FileRow){.mode = f->mode, .uid = f->uid, .gid = f->gid,
+					.mtime_ns = f->mtime_ns, .size = f->size,
+					.content = f->content};
+		rs->control_pending = true;
+		r = seen_add(rs, path);
+		free(path);
 	} else if (S_ISREG(f->mode))
 		r = restore_regular(rs, f, path);
 	else {
@@ -597,7 +651,7 @@ static int sweep_dir(Restorer *rs, const char *dir)
 		if (!bsearch(&key, rs->seen, rs->n_seen, sizeof(char *), str_cmp)) {
 			r = rm_rf(path);
 			rs->res->n_removed++;
-		} else if (de->d_type == DT_DIR) {
+		} else if (de->d_type == DT_DIR || (de->d_type == DT_LNK && is_kept_link(rs, path))) {
 			r = sweep_dir(rs, path);
 		}
 	}
@@ -628,6 +682,89 @@ static int restore_dirs_meta(Restorer *rs)
 			return r;
 		}
 	}
+	return 0;
+}
+
+/* Set a restored directory's mode, owner and mtime again (a file was added to it since). */
+static int restore_dir_meta_again(Restorer *rs, const char *path)
+{
+	for (size_t i = 0; i < rs->n_dirs; i++) {
+		RDir *d = &rs->dirs[i];
+		if (strcmp(d->path, path) != 0)
+			continue;
+		_cleanup_close_ int fd = open(d->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int r = fd < 0 ? -errno : apply_meta_fd(rs, fd, d->mode, d->uid, d->gid, d->mtime_ns);
+		if (r == 0 && fsync(fd) < 0)
+			r = -errno;
+		return r;
+	}
+	return 0;
+}
+
+/* global/pg_control, after everything else is durable: its chunks, fsync, its directory. */
+static int restore_control(Restorer *rs)
+{
+	const FileRow *f = &rs->control;
+	RFile rf = {.fd = -1, .path = rs->control_path, .size = f->size};
+	ChunkReader *reader = NULL;
+	uint8_t *buf = NULL;
+	size_t n_ids = 0;
+	int r = 0;
+
+	if (!rs->control_pending)
+		return 0;
+	rf.fd = open(rs->control_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (rf.fd < 0)
+		r = -errno;
+	if (r == 0 && f->size > 0 && ftruncate(rf.fd, (off_t)f->size) < 0)
+		r = -errno;
+	if (r == 0 && f->content) {
+		r = catalog_content_get(repo_catalog(rs->repo), f->content, &rf.ids, &n_ids);
+		if (r == 0 && n_ids != (f->size + rs->chunk_size - 1) / rs->chunk_size)
+			r = -EBADMSG;
+	}
+	if (r == 0 && n_ids > 0) {
+		buf = malloc(rs->chunk_size);
+		r = buf ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
+	}
+	for (size_t i = 0; r == 0 && i < n_ids; i++) {
+		uint64_t off = i * rs->chunk_size;
+		size_t len = (size_t)MIN(rs->chunk_size, f->size - off);
+		if (!chunk_id_is_hole(&rf.ids[i]))
+			r = restore_chunk(rs, reader, &rf, i, off, len, buf);
+		if (r < 0)
+			rs->res->failed_offset = off;
+	}
+	if (r == 0)
+		r = apply_meta_fd(rs, rf.fd, f->mode, f->uid, f->gid, f->mtime_ns);
+	if (r == 0 && fsync(rf.fd) < 0)
+		r = -errno;
+	if (rf.fd >= 0 && close(rf.fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0)
+		r = restore_dir_meta_again(rs, rs->global_path);
+	if (r < 0) {
+		snprintf(rs->res->failed_path, sizeof(rs->res->failed_path), "%s", rs->control_path);
+		unlink(rs->control_path); /* none rather than a partial one */
+	} else {
+		rs->res->n_files++;
+		rs->res->bytes += f->size;
+		progress_add(rs->o->progress, f->size);
+	}
+	chunk_reader_free(reader);
+	free(buf);
+	free(rf.ids);
+	return r;
+}
+
+/* Delta: the old pg_control goes first, durably, so an interrupted delta leaves none either. */
+static int delta_remove_control(Restorer *rs)
+{
+	if (unlink(rs->control_path) < 0)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+	_cleanup_close_ int fd = open(rs->global_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		return -errno;
 	return 0;
 }
 
@@ -667,6 +804,8 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 		if (fd < 0 || syncfs(fd) < 0)
 			r = -errno;
 	}
+	if (r == 0)
+		r = restore_control(rs);
 	return r;
 }
 
@@ -713,11 +852,34 @@ static int check_link_targets(Restorer *rs)
 	return 0;
 }
 
+/*
+ * Hold the snapshot for a session of ours: -ENOENT when it was deleted since
+ * the caller found it. A repository we may only read (no lock directory of
+ * ours) is restored without a hold.
+ */
+static int hold_snapshot(Repo *repo, const SnapshotInfo *snap, RepoSession **ret)
+{
+	RepoSession *session = NULL;
+	int r = repo_session_begin(repo, "restore", &session);
+	if (r == -EACCES || r == -EPERM || r == -EROFS) {
+		log_warning("cannot hold snapshot \"%s\" during the restore (%s): a delete and gc "
+			    "meanwhile would make it fail", snap->name, strerror(-r));
+		return 0;
+	}
+	if (r == 0)
+		r = catalog_snapshot_hold(repo_catalog(repo), repo_session_id(session), snap->rowid);
+	if (r < 0)
+		session = repo_session_end(repo, session);
+	*ret = session;
+	return r;
+}
+
 int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		     const RestoreOptions *o, RestoreResult *ret)
 {
 	Restorer rs = {.repo = repo, .o = o, .res = ret, .target = target, .as_root = geteuid() == 0,
 		       .chunk_size = repo_config(repo)->chunk_size, .ring_cap = 4096, .batch = 1};
+	RepoSession *session = NULL;
 	int r;
 
 	if (!repo_is_local_backend(repo)) /* each reader's window holds its own run of chunks */
@@ -733,11 +895,23 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		return r;
 	if (r == 0 && !o->delta)
 		return -ENOTEMPTY;
-	r = catalog_link_foreach(repo_catalog(repo), snap->rowid, collect_link, &rs);
+	if (asprintf(&rs.global_path, "%s/global", target) < 0)
+		rs.global_path = NULL;
+	if (asprintf(&rs.control_path, "%s/global/pg_control", target) < 0)
+		rs.control_path = NULL;
+	if (!rs.global_path || !rs.control_path) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = hold_snapshot(repo, snap, &session);
+	if (r == 0)
+		r = catalog_link_foreach(repo_catalog(repo), snap->rowid, collect_link, &rs);
 	if (r == 0 && !o->delta)
 		r = check_link_targets(&rs);
 	if (r == 0)
 		r = mkdir_p(target, 0700);
+	if (r == 0 && o->delta)
+		r = delta_remove_control(&rs);
 	if (r == 0 && !(rs.ring = calloc(rs.ring_cap, sizeof(RTask))))
 		r = -ENOMEM;
 	if (r < 0)
@@ -749,6 +923,12 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 
 	r = restore_run(&rs, snap, target);
 out:
+	repo_session_end(repo, session); /* and its hold */
+	free(rs.control_path);
+	free(rs.global_path);
+	for (size_t i = 0; i < rs.n_kept_links; i++)
+		free(rs.kept_links[i]);
+	free(rs.kept_links);
 	for (size_t i = 0; i < rs.n_links; i++) {
 		free(rs.link_paths[i]);
 		free(rs.link_targets[i]);

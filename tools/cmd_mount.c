@@ -139,7 +139,7 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 	if (realpath(loc, a->repo))
 		a->repo_opt = a->repo;
 	if (a->target.kind) {
-		int r = recovery_conf(&a->target, a->repo_opt, &a->recovery_conf);
+		int r = recovery_conf(&a->target, a->repo_opt, NULL, &a->recovery_conf);
 		if (r < 0) {
 			cli_error("cannot prepare the recovery settings: %s", strerror(-r));
 			return EXIT_FAIL;

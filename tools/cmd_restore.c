@@ -40,7 +40,7 @@ static int write_recovery(const RecoveryTarget *t, Repo *repo, const char *targe
 		return EXIT_OK;
 	if (!realpath(repo_path(repo), abs_repo))
 		snprintf(abs_repo, sizeof(abs_repo), "%s", repo_path(repo));
-	r = recovery_conf(t, abs_repo, &conf);
+	r = recovery_conf(t, abs_repo, NULL, &conf);
 	if (r == 0)
 		r = recovery_write(target, conf);
 	if (r < 0) {
@@ -50,9 +50,77 @@ static int write_recovery(const RecoveryTarget *t, Repo *repo, const char *targe
 	}
 	printf("recovery to %s %s configured: recovery.signal and postgresql.auto.conf "
 	       "(restore_command = pgbakfs wal-fetch)\n", t->kind, t->value);
+	/* secrets never go into postgresql.auto.conf: say where the server's wal-fetch finds them */
+	if (repo_is_encrypted(repo) && !cli_passphrase_file())
+		fprintf(stderr, "pgbakfs: note: the server's restore_command needs the passphrase: "
+				"PGBAKFS_PASSPHRASE in the server's environment, or restore with "
+				"--passphrase-file FILE (readable by the server's user)\n");
+	const char *names[4];
+	char *values[4];
+	bool config = false;
+	for (size_t i = 0, n = cli_common_options(names, values); i < n; i++) {
+		config = config || !strcmp(names[i], "--config");
+		free(values[i]);
+	}
+	if (!strncmp(repo_path(repo), "s3://", 5) && !config)
+		fprintf(stderr, "pgbakfs: note: the server's restore_command reads the S3 settings "
+				"from its environment or its user's config file; --config FILE "
+				"names one it can read\n");
 	return EXIT_OK;
 }
 #define MAX_MAPS 64
+
+typedef struct MapCheck {
+	const char *from;
+	bool found;
+	char *list; /* the snapshot's linked directories, for the hint */
+} MapCheck;
+
+static int map_check_link(const char *path _unused_, const char *target, void *userdata)
+{
+	MapCheck *mc = userdata;
+	if (!strcmp(target, mc->from))
+		mc->found = true;
+	char *l = mc->list ? xasprintf("%s, %s", mc->list, target) : xstrdup(target);
+	free(mc->list);
+	mc->list = l;
+	return 0;
+}
+
+/* Every --tablespace-map OLD must be a tablespace (linked directory) of the snapshot. */
+static int check_maps(Repo *repo, const SnapshotInfo *s, const RestoreMapping *maps, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		MapCheck mc = {.from = maps[i].from};
+		int r = catalog_link_foreach(repo_catalog(repo), s->rowid, map_check_link, &mc);
+		if (r < 0) {
+			free(mc.list);
+			cli_error("could not read the catalog of \"%s\": %s", repo_path(repo),
+				  strerror(-r));
+			return EXIT_FAIL;
+		}
+		if (!mc.found) {
+			cli_error("--tablespace-map \"%s\": snapshot \"%s\" has no tablespace there",
+				  maps[i].from, s->name);
+			if (mc.list)
+				cli_hint("its tablespaces are at: %s", mc.list);
+			else
+				cli_hint("snapshot \"%s\" has no tablespaces", s->name);
+			free(mc.list);
+			return EXIT_USAGE;
+		}
+		free(mc.list);
+	}
+	return EXIT_OK;
+}
+
+/* A path without its trailing slashes ("/" stays). */
+static void strip_slashes(char *p)
+{
+	size_t n = strlen(p);
+	while (n > 1 && p[n - 1] == '/')
+		p[--n] = 0;
+}
 
 int cmd_restore(int argc, char **argv)
 {
@@ -102,6 +170,8 @@ int cmd_restore(int argc, char **argv)
 			    o.n_maps == MAX_MAPS)
 				return cli_usage("restore", "invalid --tablespace-map \"%s\" (OLD=NEW, absolute paths)", optarg);
 			*eq = '\0';
+			strip_slashes(optarg);
+			strip_slashes(eq + 1);
 			maps[o.n_maps++] = (RestoreMapping){.from = optarg, .to = eq + 1};
 			break;
 		case 'h':
@@ -112,10 +182,13 @@ int cmd_restore(int argc, char **argv)
 			       "Restore snapshot ID (or \"latest\") into TARGET, a missing or empty\n"
 			       "directory. Every chunk is verified before it is written. Tablespaces go\n"
 			       "back to their original directories, or to NEW for --tablespace-map\n"
-			       "OLD=NEW; those must be missing or empty.\n\n"
+			       "OLD=NEW (OLD: a tablespace location of the snapshot); those must be\n"
+			       "missing or empty. global/pg_control is written last: an interrupted\n"
+			       "restore leaves none, so PostgreSQL refuses to start on it.\n\n"
 			       "  --delta           TARGET may hold an older or diverged copy (a stopped\n"
 			       "                    primary): only chunks that differ are written, and what\n"
-			       "                    the snapshot does not have is removed\n"
+			       "                    the snapshot does not have is removed; a pg_wal symlink\n"
+			       "                    to a directory is kept (the WAL goes into its target)\n"
 			       RECOVERY_USAGE);
 			return EXIT_OK;
 		default: return cli_usage("restore", "invalid option");
@@ -146,6 +219,8 @@ int cmd_restore(int argc, char **argv)
 	rc = cli_open_repo(repo_opt, &repo);
 	if (rc == EXIT_OK)
 		rc = cli_find_snapshot(repo, id, instance, &s);
+	if (rc == EXIT_OK)
+		rc = check_maps(repo, &s, maps, o.n_maps);
 	if (rc != EXIT_OK)
 		goto out;
 	progress_new("restore", s.logical_bytes, show_progress, &progress);
@@ -158,6 +233,9 @@ int cmd_restore(int argc, char **argv)
 			  "integrity check (tree digest, names); nothing was restored", s.name);
 		cli_hint("\"pgbakfs repair --rebuild-catalog\" rebuilds the catalog from the snapshot "
 			 "manifests");
+		rc = EXIT_FAIL;
+	} else if (r == -ENOENT && !res.failed_path[0]) {
+		cli_error("snapshot \"%s\" was deleted before the restore could hold it", s.name);
 		rc = EXIT_FAIL;
 	} else if (r == -EBADMSG || r == -ENOENT) {
 		cli_error("snapshot \"%s\" is damaged: file \"%s\" at offset %llu cannot be read "

@@ -67,12 +67,17 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, Clone
 	return EXIT_OK;
 }
 
-/* Open the repository and find the snapshot: an exit code. */
-static int open_snapshot(ClonePgArgs *a, Repo **repo, SnapshotInfo *s)
+/*
+ * Open the repository and find the snapshot: an exit code. cl: the repository
+ * as resolved (passphrase, S3 settings) for the clone's server.
+ */
+static int open_snapshot(ClonePgArgs *a, CliLocation *cl, Repo **repo, SnapshotInfo *s)
 {
 	int rc = cli_open_repo(a->repo, repo);
 	if (rc == EXIT_OK)
 		rc = cli_find_snapshot(*repo, a->id, NULL, s);
+	if (rc == EXIT_OK)
+		rc = cli_location_resolve(a->repo, cl);
 	return rc;
 }
 
@@ -98,7 +103,7 @@ static int run_checks(ScratchPg *pg, char *details, size_t len)
 {
 	char out[PATH_MAX + 16], line[400], prog[PATH_MAX + 16];
 	snprintf(out, sizeof(out), "%s/checks.log", pg->root);
-	_cleanup_close_ int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	_cleanup_close_ int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	snprintf(prog, sizeof(prog), "%s/pg_amcheck", pg->pgbin);
 	bool amcheck = access(prog, X_OK) == 0;
 	char jobs[32];
@@ -120,6 +125,7 @@ static int run_checks(ScratchPg *pg, char *details, size_t len)
 int cmd_verify(int argc, char **argv)
 {
 	ClonePgArgs a = {0};
+	CliLocation cl = {0};
 	ScratchPg pg;
 	SnapshotInfo s = {0};
 	Repo *repo = NULL;
@@ -135,10 +141,10 @@ int cmd_verify(int argc, char **argv)
 			  argc, argv, &a);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
-	rc = open_snapshot(&a, &repo, &s);
+	rc = open_snapshot(&a, &cl, &repo, &s);
 	if (rc != EXIT_OK)
 		goto out;
-	r = scratchpg_start(&pg, a.repo, &s, a.pg_bin, &a.target);
+	r = scratchpg_start(&pg, a.repo, &cl, &s, a.pg_bin, &a.target);
 	if (r < 0)
 		snprintf(details, sizeof(details), "startup: %s", pg.error);
 	else
@@ -170,6 +176,7 @@ int cmd_verify(int argc, char **argv)
 		rc = EXIT_FAIL;
 	}
 out:
+	cli_location_clear(&cl);
 	snapshot_info_clear(&s);
 	repo_free(repo);
 	return rc;
@@ -178,6 +185,7 @@ out:
 int cmd_dump(int argc, char **argv)
 {
 	ClonePgArgs a = {0};
+	CliLocation cl = {0};
 	ScratchPg pg;
 	SnapshotInfo s = {0};
 	Repo *repo = NULL;
@@ -190,12 +198,12 @@ int cmd_dump(int argc, char **argv)
 			  argc, argv, &a);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
-	rc = open_snapshot(&a, &repo, &s);
+	rc = open_snapshot(&a, &cl, &repo, &s);
 	/* the repository is not needed while pg_dump runs */
 	repo = repo_free(repo);
 	if (rc != EXIT_OK)
 		goto out;
-	r = scratchpg_start(&pg, a.repo, &s, a.pg_bin, &a.target);
+	r = scratchpg_start(&pg, a.repo, &cl, &s, a.pg_bin, &a.target);
 	if (r < 0) {
 		cli_error("dump of snapshot \"%s\" failed: %s", s.name, pg.error);
 		rc = EXIT_FAIL;
@@ -209,7 +217,10 @@ int cmd_dump(int argc, char **argv)
 		}
 	}
 	scratchpg_stop(&pg, a.keep);
+	if (a.keep && pg.root[0])
+		fprintf(stderr, "pgbakfs: the clone's directory is kept in \"%s\"\n", pg.root);
 out:
+	cli_location_clear(&cl);
 	snapshot_info_clear(&s);
 	return rc;
 }

@@ -38,7 +38,21 @@ bool recovery_option(const char *cmd, int c, const char *arg, RecoveryTarget *t,
 /* After parsing: a usage error (printed, EXIT_USAGE) or EXIT_OK. */
 int recovery_check(const char *cmd, const RecoveryTarget *t);
 
-/* The postgresql.auto.conf lines for repository repo (absolute path); free() it. */
-int recovery_conf(const RecoveryTarget *t, const char *repo, char **ret);
+/*
+ * What restore_command's wal-fetch is given besides --repo: files, never the
+ * secrets themselves (absolute paths; NULL: not given).
+ */
+typedef struct RecoveryFetch {
+	const char *cache_dir, *config, *ca_file, *passphrase_file;
+} RecoveryFetch;
+/*
+ * The postgresql.auto.conf lines for repository repo (absolute path); free()
+ * it. restore_command is one command, "<pgbakfs> wal-fetch %f %p --repo ...",
+ * with no shell around it: PostgreSQL sees wal-fetch's exit status unchanged
+ * (1: no such file; above 125: a failure that must stop recovery). fetch NULL:
+ * the --cache-dir, --config, --ca-file and --passphrase-file of this command line.
+ */
+int recovery_conf(const RecoveryTarget *t, const char *repo, const RecoveryFetch *fetch,
+		  char **ret);
 /* Write recovery.signal and append conf to postgresql.auto.conf in datadir. */
 int recovery_write(const char *datadir, const char *conf);

@@ -24,13 +24,42 @@ static void set_error(ScratchPg *pg, const char *fmt, ...)
 	va_end(ap);
 }
 
+extern char **environ;
+
+/* Variables that may hold a secret: never in the server's environment. */
+static bool env_is_secret(const char *entry)
+{
+	static const char *const names[] = {"PGBAKFS_PASSPHRASE=", "PGBAKFS_NEW_PASSPHRASE=",
+					    "PGBAKFS_CONFIG="};
+	if (!strncmp(entry, "AWS_", 4))
+		return true;
+	for (size_t i = 0; i < ELEMENTSOF(names); i++)
+		if (!strncmp(entry, names[i], strlen(names[i])))
+			return true;
+	return false;
+}
+
+/* Our environment without the secrets (pointers into environ; free the array only). */
+static char **env_scrubbed(void)
+{
+	size_t n = 0, k = 0;
+	while (environ[n])
+		n++;
+	char **v = xmalloc((n + 1) * sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		if (!env_is_secret(environ[i]))
+			v[k++] = environ[i];
+	v[k] = NULL;
+	return v;
+}
+
 /*
  * fork + exec argv, as uid/gid when they differ from ours, with stdout and
- * stderr sent to out_fd/err_fd (-1: /dev/null). wait: return the exit status;
- * otherwise the pid.
+ * stderr sent to out_fd/err_fd (-1: /dev/null), in environment envp (NULL:
+ * ours). wait: return the exit status; otherwise the pid.
  */
-static int spawn(char *const argv[], uid_t uid, gid_t gid, int out_fd, int err_fd, bool wait,
-		 pid_t *ret_pid)
+static int spawn(char *const argv[], char *const envp[], uid_t uid, gid_t gid, int out_fd,
+		 int err_fd, bool wait, pid_t *ret_pid)
 {
 	pid_t pid = fork();
 	if (pid < 0)
@@ -42,7 +71,7 @@ static int spawn(char *const argv[], uid_t uid, gid_t gid, int out_fd, int err_f
 		dup2(err_fd >= 0 ? err_fd : null, STDERR_FILENO);
 		if (uid != geteuid() && (setgid(gid) < 0 || setgroups(0, NULL) < 0 || setuid(uid) < 0))
 			_exit(126);
-		execv(argv[0], argv);
+		execve(argv[0], argv, envp ? envp : environ);
 		_exit(127);
 	}
 	if (ret_pid)
@@ -93,6 +122,12 @@ static int pick_user(ScratchPg *pg)
 	return 0;
 }
 
+/* The snapshot's PostgreSQL major version (recorded as 15, or as 150004 by older versions); 0: unknown. */
+static int64_t pg_major(const SnapshotInfo *s)
+{
+	return s->pg_version >= 100000 ? s->pg_version / 10000 : s->pg_version;
+}
+
 static int pick_bin(ScratchPg *pg, const SnapshotInfo *s, const char *pg_bin)
 {
 	char postgres[PATH_MAX + 16];
@@ -100,7 +135,7 @@ static int pick_bin(ScratchPg *pg, const SnapshotInfo *s, const char *pg_bin)
 		snprintf(pg->pgbin, sizeof(pg->pgbin), "%s", pg_bin);
 	else
 		snprintf(pg->pgbin, sizeof(pg->pgbin), "/usr/lib/postgresql/%lld/bin",
-			 (long long)(s->pg_version >= 100000 ? s->pg_version / 10000 : 15));
+			 (long long)(pg_major(s) ? pg_major(s) : 15));
 	snprintf(postgres, sizeof(postgres), "%s/postgres", pg->pgbin);
 	if (access(postgres, X_OK) < 0) {
 		set_error(pg, "no PostgreSQL server in \"%s\" for snapshot \"%s\" (use --pg-bin DIR)",
@@ -110,7 +145,7 @@ static int pick_bin(ScratchPg *pg, const SnapshotInfo *s, const char *pg_bin)
 	return 0;
 }
 
-/* The private directory: root-owned, traversable by the server's user. */
+/* The private directory: root-owned, traversable by the server's user; fetch/ is that user's. */
 static int make_dirs(ScratchPg *pg)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -120,11 +155,76 @@ static int make_dirs(ScratchPg *pg)
 	snprintf(pg->mnt, sizeof(pg->mnt), "%s/mnt", pg->root);
 	snprintf(pg->sock, sizeof(pg->sock), "%s/sock", pg->root);
 	snprintf(pg->log, sizeof(pg->log), "%s/sock/postgresql.log", pg->root);
-	if (chmod(pg->root, 0711) < 0 || mkdir(pg->mnt, 0755) < 0 || mkdir(pg->sock, 0700) < 0)
+	snprintf(pg->fetch, sizeof(pg->fetch), "%s/fetch", pg->root);
+	if (chmod(pg->root, 0711) < 0 || mkdir(pg->mnt, 0755) < 0 || mkdir(pg->sock, 0700) < 0 ||
+	    mkdir(pg->fetch, 0700) < 0)
 		return -errno;
-	if (chown(pg->sock, pg->uid, pg->gid) < 0)
+	if (chown(pg->sock, pg->uid, pg->gid) < 0 || chown(pg->fetch, pg->uid, pg->gid) < 0)
 		return -errno;
 	return 0;
+}
+
+/* fetch/NAME, 0600, the server's user's, holding buf: its path in ret (PATH_MAX + 64). */
+static int write_private(ScratchPg *pg, const char *name, const char *buf, size_t len, char *ret)
+{
+	snprintf(ret, PATH_MAX + 64, "%s/%s", pg->fetch, name);
+	_cleanup_close_ int fd =
+		open(ret, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 || fchown(fd, pg->uid, pg->gid) < 0)
+		return -errno;
+	return pwrite_full(fd, buf, len, 0);
+}
+
+/* The S3 settings as a config file (tools/repoloc.c reads it). */
+static char *s3_config_text(const CliLocation *cl)
+{
+	const StoreS3Config *s3 = cl->loc.s3;
+	char *text = xasprintf("s3_endpoint = %s\ns3_region = %s\ns3_uri_style = %s\n"
+			       "aws_access_key_id = %s\naws_secret_access_key = %s\n%s%s%s",
+			       s3->endpoint, s3->region, s3->virtual_host ? "host" : "path",
+			       s3->access_key, s3->secret_key,
+			       s3->session_token ? "aws_session_token = " : "",
+			       s3->session_token ? s3->session_token : "",
+			       s3->session_token ? "\n" : "");
+	return text;
+}
+
+/*
+ * What the server's wal-fetch needs, as files of the server's user in fetch/:
+ * a cache directory, the passphrase, the S3 settings with their keys. The
+ * CA bundle is no secret: its path as given.
+ */
+static int prepare_fetch(ScratchPg *pg, const CliLocation *cl, RecoveryFetch *ret)
+{
+	char *pass = pg->fetch_pass, *conf = pg->fetch_conf, *ca = pg->ca_file;
+	int r = 0;
+	*ret = (RecoveryFetch){.cache_dir = pg->fetch_cache};
+	snprintf(pg->fetch_cache, sizeof(pg->fetch_cache), "%s/cache", pg->fetch);
+	if (mkdir(pg->fetch_cache, 0700) < 0 || chown(pg->fetch_cache, pg->uid, pg->gid) < 0)
+		return -errno;
+	if (cl->passphrase) {
+		/* a final newline: the file's reader drops exactly one */
+		char *text = xmalloc(cl->passphrase_len + 2);
+		memcpy(text, cl->passphrase, cl->passphrase_len);
+		text[cl->passphrase_len] = '\n';
+		r = write_private(pg, "passphrase", text, cl->passphrase_len + 1, pass);
+		explicit_bzero(text, cl->passphrase_len + 2);
+		free(text);
+		ret->passphrase_file = pass;
+	}
+	if (r == 0 && cl->loc.s3) {
+		char *text = s3_config_text(cl);
+		r = write_private(pg, "pgbakfs.conf", text, strlen(text), conf);
+		explicit_bzero(text, strlen(text));
+		free(text);
+		ret->config = conf;
+		if (cl->ca_file) {
+			if (!realpath(cl->ca_file, ca))
+				snprintf(ca, sizeof(pg->ca_file), "%s", cl->ca_file);
+			ret->ca_file = ca;
+		}
+	}
+	return r;
 }
 
 static bool is_mounted(const char *path, const char *parent)
@@ -133,11 +233,14 @@ static bool is_mounted(const char *path, const char *parent)
 	return stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
 
-/* pgbakfs mount --foreground --writable, as our child; wait until it serves. */
-static int start_mount(ScratchPg *pg, const char *repo, const RecoveryTarget *t)
+/*
+ * pgbakfs mount --foreground --writable, as our child, with this command's
+ * --passphrase-file, --config, --cache-dir, --ca-file; wait until it serves.
+ */
+static int start_mount(ScratchPg *pg, const char *repo)
 {
 	char exe[PATH_MAX], scratch[PATH_MAX + 16], err_path[PATH_MAX + 16];
-	char *argv[24];
+	char *argv[32];
 	int n = 0, r;
 	ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	if (len < 0)
@@ -159,19 +262,18 @@ static int start_mount(ScratchPg *pg, const char *repo, const RecoveryTarget *t)
 		argv[n++] = pg->user;
 		argv[n++] = (char *)"--allow-other";
 	}
-	char target_opt[32], action[64];
-	if (t && t->kind) {
-		snprintf(target_opt, sizeof(target_opt), "--target-%s", t->kind);
-		argv[n++] = target_opt;
-		argv[n++] = (char *)t->value;
-		if (t->action) {
-			snprintf(action, sizeof(action), "--target-action=%s", t->action);
-			argv[n++] = action;
-		}
+	const char *names[4];
+	char *values[4];
+	size_t n_opts = cli_common_options(names, values);
+	for (size_t i = 0; i < n_opts; i++) {
+		argv[n++] = (char *)names[i];
+		argv[n++] = values[i];
 	}
 	argv[n] = NULL;
 	_cleanup_close_ int err_fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	r = spawn(argv, geteuid(), getegid(), -1, err_fd, false, &pg->mount_pid);
+	r = spawn(argv, NULL, geteuid(), getegid(), -1, err_fd, false, &pg->mount_pid);
+	for (size_t i = 0; i < n_opts; i++)
+		free(values[i]);
 	if (r < 0)
 		return r;
 	for (int i = 0; i < 600; i++) { /* 60 s */
@@ -203,22 +305,29 @@ static int write_hba(ScratchPg *pg, char *path, size_t len)
 	return 0;
 }
 
-static int start_server(ScratchPg *pg)
+static int start_server(ScratchPg *pg, int64_t major)
 {
 	char pg_ctl[PATH_MAX + 16], hba[PATH_MAX + 32], opts[2 * PATH_MAX + 256];
 	int r = write_hba(pg, hba, sizeof(hba));
 	if (r < 0)
 		return r;
-	/* a clone must never archive into, or stream to, anything real */
+	/*
+	 * A clone must never archive into, or stream to, anything real: no
+	 * archiving, no TCP, and hba.conf has no replication line. (Not
+	 * max_wal_senders=0: archive recovery to a target with hot_standby
+	 * refuses a value below the primary's.)
+	 */
 	snprintf(opts, sizeof(opts),
 		 "-p %d -c listen_addresses='' -c unix_socket_directories='%s' -c hba_file='%s'"
-		 " -c archive_mode=off -c fsync=off -c synchronous_commit=off"
-		 " -c max_wal_senders=0",
-		 pg->port, pg->sock, hba);
+		 " -c archive_mode=off -c fsync=off -c synchronous_commit=off%s",
+		 pg->port, pg->sock, hba,
+		 /* the mount shows a tablespace as a directory in pg_tblspc (no symlink) */
+		 major >= 15 ? " -c allow_in_place_tablespaces=on" : "");
 	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg->pgbin);
 	char *argv[] = {pg_ctl, (char *)"-D", pg->datadir, (char *)"-l", pg->log, (char *)"-o", opts,
 			(char *)"-w", (char *)"-t", (char *)"3600", (char *)"start", NULL};
-	r = spawn(argv, pg->uid, pg->gid, -1, -1, true, NULL);
+	_cleanup_free_ char **env = env_scrubbed();
+	r = spawn(argv, env, pg->uid, pg->gid, -1, -1, true, NULL);
 	if (r != 0) {
 		char line[400];
 		last_error_line(pg->log, line, sizeof(line));
@@ -230,8 +339,58 @@ static int start_server(ScratchPg *pg)
 	return 0;
 }
 
-int scratchpg_start(ScratchPg *pg, const char *repo, const SnapshotInfo *s, const char *pg_bin,
-		    const RecoveryTarget *t)
+/* Recovery to a target: written into the fresh clone, through the mount. */
+static int add_recovery(ScratchPg *pg, const char *repo, const CliLocation *cl,
+			const RecoveryTarget *t)
+{
+	RecoveryFetch fetch;
+	_cleanup_free_ char *conf = NULL;
+	int r = prepare_fetch(pg, cl, &fetch);
+	if (r == 0)
+		r = recovery_conf(t, repo, &fetch, &conf);
+	if (r == 0)
+		r = recovery_write(pg->datadir, conf);
+	if (r < 0)
+		set_error(pg, "could not set up recovery to the target in the clone: %s", strerror(-r));
+	return r;
+}
+
+/*
+ * With a recovery target, the server takes read-only connections before it
+ * gets there: wait until it has (promoted, or paused there). A server that
+ * stops instead (target not reached, --target-action shutdown) is an error.
+ */
+static int wait_recovery_done(ScratchPg *pg)
+{
+	char *args[] = {(char *)"-XAtq", (char *)"-d", (char *)"postgres", (char *)"-c",
+			(char *)"select not pg_is_in_recovery() or pg_is_wal_replay_paused()", NULL};
+	for (int i = 0; i < 36000; i++) { /* an hour, like pg_ctl -t 3600 */
+		int p[2];
+		char out[8] = "";
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return -errno;
+		int r = scratchpg_client(pg, "psql", args, p[1], -1);
+		close(p[1]);
+		ssize_t n = read(p[0], out, sizeof(out) - 1);
+		close(p[0]);
+		if (r == 0 && n > 0 && out[0] == 't')
+			return 0;
+		if (r != 0) {
+			char line[400];
+			last_error_line(pg->log, line, sizeof(line));
+			set_error(pg, "PostgreSQL stopped before it reached the recovery target: %s",
+				  *line ? line : "see its log");
+			return -EIO;
+		}
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	set_error(pg, "PostgreSQL did not reach the recovery target within an hour");
+	return -ETIMEDOUT;
+}
+
+int scratchpg_start(ScratchPg *pg, const char *repo, const CliLocation *cl, const SnapshotInfo *s,
+		    const char *pg_bin, const RecoveryTarget *t)
 {
 	int r;
 	*pg = (ScratchPg){.port = SCRATCH_PORT};
@@ -245,11 +404,16 @@ int scratchpg_start(ScratchPg *pg, const char *repo, const SnapshotInfo *s, cons
 		set_error(pg, "cannot create a private directory: %s", strerror(-r));
 		return r;
 	}
-	r = start_mount(pg, repo, t);
+	r = start_mount(pg, repo);
 	if (r < 0)
 		return r;
 	snprintf(pg->datadir, sizeof(pg->datadir), "%s/%s", pg->mnt, s->name);
-	return start_server(pg);
+	if (t && t->kind && (r = add_recovery(pg, repo, cl, t)) < 0)
+		return r;
+	r = start_server(pg, pg_major(s));
+	if (r == 0 && t && t->kind)
+		r = wait_recovery_done(pg);
+	return r;
 }
 
 int scratchpg_client(ScratchPg *pg, const char *program, char *const args[], int out_fd,
@@ -272,7 +436,8 @@ int scratchpg_client(ScratchPg *pg, const char *program, char *const args[], int
 	argv[n] = NULL;
 	if (access(path, X_OK) < 0)
 		return -errno;
-	return spawn(argv, pg->uid, pg->gid, out_fd, err_fd, true, NULL);
+	_cleanup_free_ char **env = env_scrubbed();
+	return spawn(argv, env, pg->uid, pg->gid, out_fd, err_fd, true, NULL);
 }
 
 void scratchpg_stop(ScratchPg *pg, bool keep)
@@ -282,18 +447,23 @@ void scratchpg_stop(ScratchPg *pg, bool keep)
 		snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg->pgbin);
 		char *argv[] = {pg_ctl, (char *)"-D", pg->datadir, (char *)"-m", (char *)"immediate",
 				(char *)"-w", (char *)"stop", NULL};
-		spawn(argv, pg->uid, pg->gid, -1, -1, true, NULL);
+		_cleanup_free_ char **env = env_scrubbed();
+		spawn(argv, env, pg->uid, pg->gid, -1, -1, true, NULL);
 		pg->started = false;
 	}
 	if (pg->mount_pid > 0) {
 		/* our own child: unmount and wait for it to close the clone */
 		char *argv[] = {(char *)"/bin/fusermount3", (char *)"-u", pg->mnt, NULL};
-		if (spawn(argv, geteuid(), getegid(), -1, -1, true, NULL) != 0)
+		if (spawn(argv, NULL, geteuid(), getegid(), -1, -1, true, NULL) != 0)
 			umount2(pg->mnt, MNT_DETACH);
 		int status;
 		waitpid(pg->mount_pid, &status, 0);
 		pg->mount_pid = 0;
 	}
+	if (pg->fetch[0])
+		rm_rf(pg->fetch); /* secrets: never kept */
 	if (pg->root[0] && !keep)
 		rm_rf(pg->root);
+	else if (pg->root[0])
+		chmod(pg->root, 0700);
 }
