@@ -117,7 +117,8 @@ name_b = b"000000010000000000000002"
 forged = a[:64] + name_b + a[64 + len(name_b):]   # the header's name field is at offset 64
 open(os.path.join(d, "000000010000000000000002"), "wb").write(forged)
 PY
-expect_error 1 "000000010000000000000002" pgbakfs wal-fetch 000000010000000000000002 "$T/forged" --repo "$R"
+# damage, not absence: 126, so that PostgreSQL stops recovery instead of ending it
+expect_error 126 "000000010000000000000002" pgbakfs wal-fetch 000000010000000000000002 "$T/forged" --repo "$R"
 ok "the forged WAL was not written" test ! -e "$T/forged"
 
 # ---- a config edited to switch encryption off, or to name another cache ----
