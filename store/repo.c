@@ -1298,11 +1298,27 @@ static int lock_dir_ensure(Repo *r)
 static int use_lock(Repo *r, int op, int *ret_fd)
 {
 	char path[PATH_MAX];
+	struct stat st;
 	int e = lock_dir_ensure(r);
 	if (e < 0)
 		return e;
+	/*
+	 * The archiver (the repository's owner, postgres) must take it too: what
+	 * root creates here goes to the repository's owner, as SQLite does for
+	 * the catalog files it creates.
+	 */
+	bool give = geteuid() == 0 && stat(r->workdir, &st) == 0 && st.st_uid != 0;
+	snprintf(path, sizeof(path), "%s/locks", r->workdir);
+	if (give && chown(path, st.st_uid, st.st_gid) < 0)
+		return -errno;
 	snprintf(path, sizeof(path), "%s/locks/in-use", r->workdir);
-	return lock_file_op(path, op | LOCK_NB, ret_fd);
+	e = lock_file_op(path, op | LOCK_NB, ret_fd);
+	if (e == 0 && give && fchown(*ret_fd, st.st_uid, st.st_gid) < 0) {
+		e = -errno;
+		close(*ret_fd);
+		*ret_fd = -1;
+	}
+	return e;
 }
 
 int repo_session_begin(Repo *r, const char *kind, RepoSession **ret)

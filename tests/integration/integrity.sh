@@ -45,6 +45,19 @@ wait_for 10 bash -c "! flock -n -s '$R/locks/in-use' true"
 expect_error 1 "is being repaired" pgbakfs list --repo "$R"
 wait $FPID
 
+# the archiver (the repository's owner) is kept out too, though root made the lock file
+if id postgres >/dev/null 2>&1; then
+	chown -R postgres "$R"
+	pgbakfs list --repo "$R" >/dev/null # root opens it: the lock file goes to postgres
+	ok "the lock file belongs to the repository's owner" test "$(stat -c %U "$R/locks/in-use")" = postgres
+	flock -x "$R/locks/in-use" sleep 3 &
+	FPID=$!
+	wait_for 10 bash -c "! flock -n -s '$R/locks/in-use' true"
+	expect_error 1 "is being repaired" runuser -u postgres -- "$PGBAKFS" list --repo "$R"
+	wait $FPID
+	chown -R root "$R"
+fi
+
 # a mount holds the repository open too
 mount_fg "$T/mnt" "$T/mount.log" --repo "$R"
 expect_error 1 "is in use" pgbakfs repair --rebuild-catalog --repo "$R"
