@@ -12,7 +12,7 @@ PORT=54391
 R=$T/repo M=$T/mnt
 CONN="host=127.0.0.1 port=$PORT user=postgres"
 pgbakfs init --repo "$R" >/dev/null
-chown -R postgres "$R" # the server's archive_command writes WAL into it
+pg_own "$R" # the server's archive_command writes WAL into it
 pg_init "$T/data" $PORT
 cat >>"$T/data/postgresql.conf" <<CONF
 archive_mode = on
@@ -24,18 +24,12 @@ pg_sql $PORT "create table events(id serial, at timestamptz default clock_timest
 pg_sql $PORT "create index on orders(item)"
 as_pg "$PGBIN/pg_dump" -h 127.0.0.1 -p $PORT -U postgres -t public.orders postgres | grep -v '^\\\(un\)\?restrict' >"$T/orders.source.sql"
 ok "backup" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" --no-progress >/dev/null
-chown -R postgres "$R"
+pg_own "$R"
 S=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 
 # rows at known times, WAL archived
-pg_sql $PORT "insert into events(batch) select 1 from generate_series(1, 100)"
-sleep 1.2
-MID=$(pg_sql $PORT "select clock_timestamp()")
-sleep 1.2
-pg_sql $PORT "insert into events(batch) select 2 from generate_series(1, 100)"
-pg_sql $PORT "select pg_switch_wal()" >/dev/null
-LAST=$(pg_sql $PORT "select pg_walfile_name(pg_current_wal_lsn() - 1)")
-ok "WAL archived through wal-push" wait_for 60 bash -c "[ \"\$(runuser -u postgres -- '$PGBIN/psql' -h 127.0.0.1 -p $PORT -U postgres -XAtq -c 'select last_archived_wal >= '\\''$LAST'\\'' and failed_count = 0 from pg_stat_archiver' postgres)\" = t ]"
+pg_two_batches $PORT
+ok "WAL archived through wal-push" wait_for 60 pg_archived $PORT "$LAST" "failed_count = 0"
 
 
 # point in time: restore --target-time between the batches
@@ -44,13 +38,13 @@ ok "recovery.signal written" test -f "$T/pitr/recovery.signal"
 ok "restore_command is wal-fetch" grep -q "wal-fetch %f %p" "$T/pitr/postgresql.auto.conf"
 chown -R postgres "$T/pitr"
 sed -i "s/^port = $PORT/port = $((PORT + 1))/; s/^archive_mode = on/archive_mode = off/" "$T/pitr/postgresql.conf"
-chown -R postgres "$R" # restore_command (wal-fetch) runs as the server's user
+pg_own "$R" # restore_command (wal-fetch) runs as the server's user
 pg_start "$T/pitr"
 ok "PITR: only the first batch" wait_for 60 test "$(pg_sql $((PORT + 1)) "select count(*) filter (where batch = 1) || ',' || count(*) filter (where batch = 2) from events" 2>/dev/null)" = "100,0" || tail -20 "$T/pglog/pitr.log" >&2
 pg_stop "$T/pitr" || tail -20 "$T/pglog/pitr.log" >&2
 
 # the same point in time through a writable mount, without restoring anything
-chown -R postgres "$R"
+pg_own "$R"
 mount_fg "$M" "$T/mount.log" --repo "$R" --writable --scratch "$T/scratch" --owner postgres --allow-other --target-time "$MID" --target-action promote
 ok "clone starts at the target" as_pg "$PGBIN/pg_ctl" -D "$M/$S" -l "$T/pglog/clone.log" -o "-p $((PORT + 2)) -c archive_mode=off" -w -t 120 start >/dev/null
 at_exit "as_pg '$PGBIN/pg_ctl' -D '$M/$S' -m immediate stop >/dev/null 2>&1"

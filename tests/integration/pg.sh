@@ -36,3 +36,33 @@ pg_stop() { as_pg "$PGBIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null; }
 pg_sql() { # PORT SQL
 	as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$1" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 -c "$2"
 }
+
+# pg_two_batches PORT: 100 rows of batch 1 then, 2.4 s later, 100 of batch 2
+# into table events; sets MID (a time between the two) and LAST (the WAL file
+# holding batch 2, switched so that it gets archived).
+pg_two_batches() {
+	pg_sql "$1" "insert into events(batch) select 1 from generate_series(1, 100)"
+	sleep 1.2
+	MID=$(pg_sql "$1" "select clock_timestamp()")
+	sleep 1.2
+	pg_sql "$1" "insert into events(batch) select 2 from generate_series(1, 100)"
+	pg_sql "$1" "select pg_switch_wal()" >/dev/null
+	LAST=$(pg_sql "$1" "select pg_walfile_name(pg_current_wal_lsn() - 1)")
+}
+
+# pg_archived PORT WALFILE [COND]: the archiver has archived WALFILE (and COND,
+# SQL over pg_stat_archiver, holds); one try, for wait_for.
+pg_archived() {
+	[ "$(pg_sql "$1" "select last_archived_wal >= '$2' and (${3:-true}) from pg_stat_archiver")" = t ]
+}
+
+# pg_own PATH...: chown -R to postgres. The archiver may create and remove a
+# temporary file in a repository meanwhile (chown -R then fails on it): retry.
+pg_own() {
+	local i
+	for i in 1 2 3 4 5; do
+		chown -R postgres "$@" 2>/dev/null && return 0
+		sleep 0.2
+	done
+	chown -R postgres "$@"
+}

@@ -34,7 +34,7 @@ cat >>"$T/data/postgresql.conf" <<CONF
 archive_mode = on
 archive_command = '$PGBAKFS wal-push %p --repo $R $PGOPTS'
 CONF
-chown -R postgres "$R"
+pg_own "$R"
 pg_start "$T/data"
 mkdir -p "$T/ts" && chown postgres "$T/ts"
 pg_sql $PORT "create tablespace ts location '$T/ts'"
@@ -43,7 +43,7 @@ pg_sql $PORT "create table events(id serial, at timestamptz default clock_timest
 # enough data that a restore with -j 1 takes a moment (test 5)
 pg_sql $PORT "create table filler as select g, md5(g::text) || md5((g + 1)::text) as v from generate_series(1, 1200000) g"
 ok "backup" pgbakfs backup -d "$CONN" --pgdata "$T/data" "${ROOTOPTS[@]}" --no-progress >/dev/null
-chown -R postgres "$R"
+pg_own "$R"
 S=$(pgbakfs list "${ROOTOPTS[@]}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 # the same cluster in a bucket, S3 keys in our environment only (s3_start exports them)
 s3_start
@@ -52,15 +52,9 @@ S3OPTS=(--repo "$RS" --cache-dir "$T/s3cache")
 pgbakfs init "${S3OPTS[@]}" >/dev/null
 ok "backup into a bucket" pgbakfs backup -d "$CONN" --pgdata "$T/data" "${S3OPTS[@]}" --no-progress >/dev/null
 SS=$(pgbakfs list "${S3OPTS[@]}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
-pg_sql $PORT "insert into events(batch) select 1 from generate_series(1, 100)"
-sleep 1.2
-MID=$(pg_sql $PORT "select clock_timestamp()")
-sleep 1.2
-pg_sql $PORT "insert into events(batch) select 2 from generate_series(1, 100)"
-pg_sql $PORT "select pg_switch_wal()" >/dev/null
-LAST=$(pg_sql $PORT "select pg_walfile_name(pg_current_wal_lsn() - 1)")
-ok "WAL archived through wal-push" wait_for 60 bash -c "[ \"\$(runuser -u postgres -- '$PGBIN/psql' -h 127.0.0.1 -p $PORT -U postgres -XAtq -c 'select last_archived_wal >= '\\''$LAST'\\'' from pg_stat_archiver' postgres)\" = t ]"
-chown -R postgres "$R"
+pg_two_batches $PORT
+ok "WAL archived through wal-push" wait_for 60 pg_archived $PORT "$LAST"
+pg_own "$R"
 # the archive copied into the bucket
 mkdir -p "$T/walcopy"
 for seg in $(ls "$R/wal/00000001" | grep -E '^[0-9A-F]{24}$'); do
@@ -131,7 +125,7 @@ ok "dump's server: no secret in its environment" no_secret_env pg_dump
 # needs the passphrase given only in our environment, and a cache it may write
 # (it reads the repository as postgres: verify recorded its outcomes as root)
 rm -f "$T"/envs/*
-chown -R postgres "$R"
+pg_own "$R"
 ok "dump at a point in time, passphrase in the environment only" bash -c "env PGBAKFS_PASSPHRASE='$TEST_PASSPHRASE' AWS_SECRET_ACCESS_KEY='$S3_SECRET' TMPDIR='$T/vtmp' '$PGBAKFS' dump '$S' --repo '$R' --cache-dir '$T/cache' --target-time '$MID' --target-action promote --pg-bin '$T/pgbin' -- -t public.events --data-only --inserts postgres >'$T/dump2.sql'" 
 ok "dump PITR: only the first batch" test "$(grep -c ', 1);$' "$T/dump2.sql"),$(grep -c ', 2);$' "$T/dump2.sql")" = "100,0"
 ok "dump PITR's server: no secret in its environment" no_secret_env pg_dump
@@ -151,7 +145,7 @@ RC=$(sed -n "s/^restore_command = '\(.*\)'$/\1/p" "$T/pitr/postgresql.auto.conf"
 ok "restore_command carries --passphrase-file and --cache-dir" bash -c "grep -qF -- \"--passphrase-file '$T/pass.pg'\" <<<\"\$1\" && grep -qF -- \"--cache-dir '$T/pgcache'\" <<<\"\$1\"" _ "$RC"
 ok "restore_command is one wal-fetch, no shell around it" bash -c "grep -q ' wal-fetch %f %p ' <<<\"\$1\" && ! grep -q '[;&|]' <<<\"\$1\"" _ "$RC"
 ok "no passphrase in postgresql.auto.conf" bash -c "! grep -qF -- '$TEST_PASSPHRASE' '$T/pitr/postgresql.auto.conf'"
-chown -R postgres "$T/pitr" "$T/ts-pitr" "$R" "$T/pgcache"
+pg_own "$T/pitr" "$T/ts-pitr" "$R" "$T/pgcache"
 sed -i "s/^port = $PORT/port = $((PORT + 1))/; s/^archive_mode = on/archive_mode = off/" "$T/pitr/postgresql.conf"
 pg_start "$T/pitr"
 ok "PITR: only the first batch" wait_for 60 test "$(pg_sql $((PORT + 1)) "select count(*) filter (where batch = 1) || ',' || count(*) filter (where batch = 2) from events" 2>/dev/null)" = "100,0"
