@@ -59,16 +59,20 @@ const char *cli_store_strerror(int r, bool s3)
 int cli_open_repo(const char *opt, Repo **ret)
 {
 	CliLocation cl;
-	const char *loc;
-	Repo *repo;
 	int r = cli_location_resolve(opt, &cl);
 
-	if (r != EXIT_OK) {
-		cli_location_clear(&cl);
-		return r;
-	}
-	loc = cl.loc.url;
-	r = repo_open_at(&cl.loc, &repo);
+	if (r == EXIT_OK)
+		r = cli_open_location(&cl, ret);
+	cli_location_clear(&cl);
+	return r;
+}
+
+int cli_open_location(const CliLocation *cl, Repo **ret)
+{
+	const char *loc = cl->loc.url;
+	Repo *repo;
+	int r = repo_open_at(&cl->loc, &repo);
+
 	switch (r) {
 	case 0:
 		*ret = repo;
@@ -79,7 +83,7 @@ int cli_open_repo(const char *opt, Repo **ret)
 		break;
 	case -ENOTDIR:
 		cli_error("\"%s\" is not a pgbakfs repository (no config file)", loc);
-		cli_hint("create one with \"pgbakfs init --repo %s\"", cl.loc.s3 ? loc : "DIR");
+		cli_hint("create one with \"pgbakfs init --repo %s\"", cl->loc.s3 ? loc : "DIR");
 		break;
 	case -EPROTONOSUPPORT:
 		cli_error("repository \"%s\" uses a newer format than this pgbakfs supports (%d)", loc,
@@ -110,9 +114,8 @@ int cli_open_repo(const char *opt, Repo **ret)
 		cli_hint("\"pgbakfs repair --rebuild-catalog\" rebuilds the catalog from the packs");
 		break;
 	default:
-		cli_error("could not open repository \"%s\": %s", loc, cli_store_strerror(r, cl.loc.s3));
+		cli_error("could not open repository \"%s\": %s", loc, cli_store_strerror(r, cl->loc.s3));
 	}
-	cli_location_clear(&cl);
 	return r == 0 ? EXIT_OK : EXIT_FAIL;
 }
 

@@ -40,6 +40,7 @@ void cli_location_clear(CliLocation *cl);
  */
 int cli_take_common_options(int *argc, char **argv);
 const char *cli_passphrase_file(void);
+const char *cli_config_file(void);
 /*
  * The common options given on this command line, as absolute paths (for a
  * command pgbakfs writes for later, like restore_command): their count;
@@ -52,6 +53,8 @@ const char *cli_store_strerror(int r, bool s3);
 
 /* Open it, printing one clear error on failure. Returns an exit code. */
 int cli_open_repo(const char *opt, Repo **ret);
+/* The same for a location already resolved (cl stays the caller's). */
+int cli_open_location(const CliLocation *cl, Repo **ret);
 /*
  * For commands that change the catalog: take the writer lock of a remote
  * repository (local: nothing). cli_write_end publishes the change when

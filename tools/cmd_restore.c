@@ -55,14 +55,7 @@ static int write_recovery(const RecoveryTarget *t, Repo *repo, const char *targe
 		fprintf(stderr, "pgbakfs: note: the server's restore_command needs the passphrase: "
 				"PGBAKFS_PASSPHRASE in the server's environment, or restore with "
 				"--passphrase-file FILE (readable by the server's user)\n");
-	const char *names[4];
-	char *values[4];
-	bool config = false;
-	for (size_t i = 0, n = cli_common_options(names, values); i < n; i++) {
-		config = config || !strcmp(names[i], "--config");
-		free(values[i]);
-	}
-	if (!strncmp(repo_path(repo), "s3://", 5) && !config)
+	if (!repo_is_local_backend(repo) && !cli_config_file())
 		fprintf(stderr, "pgbakfs: note: the server's restore_command reads the S3 settings "
 				"from its environment or its user's config file; --config FILE "
 				"names one it can read\n");

@@ -73,11 +73,11 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, Clone
  */
 static int open_snapshot(ClonePgArgs *a, CliLocation *cl, Repo **repo, SnapshotInfo *s)
 {
-	int rc = cli_open_repo(a->repo, repo);
+	int rc = cli_location_resolve(a->repo, cl);
+	if (rc == EXIT_OK)
+		rc = cli_open_location(cl, repo);
 	if (rc == EXIT_OK)
 		rc = cli_find_snapshot(*repo, a->id, NULL, s);
-	if (rc == EXIT_OK)
-		rc = cli_location_resolve(a->repo, cl);
 	return rc;
 }
 

@@ -68,6 +68,7 @@ int cli_take_common_options(int *argc, char **argv)
 }
 
 const char *cli_passphrase_file(void) { return common_opts.passphrase_file; }
+const char *cli_config_file(void) { return common_opts.config_file; }
 
 size_t cli_common_options(const char *ret_names[4], char *ret_values[4])
 {
