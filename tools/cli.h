@@ -35,6 +35,11 @@ int cli_location_resolve(const char *opt, CliLocation *ret);
 /* Wipes the credentials. */
 void cli_location_clear(CliLocation *cl);
 /*
+ * S3 settings (credentials included) as a config file's text, which
+ * --config reads back: malloc'd; wipe and free it.
+ */
+char *cli_s3_config_text(const StoreS3Config *s3);
+/*
  * Options every command takes, removed from argv before the command parses
  * it (up to a "--"): --cache-dir, --passphrase-file, --ca-file, --config.
  */

@@ -130,6 +130,16 @@ static int settings_set(Settings *s, const char *key, const char *value)
 	return -EINVAL;
 }
 
+char *cli_s3_config_text(const StoreS3Config *s3)
+{
+	return xasprintf("s3_endpoint = %s\ns3_region = %s\ns3_uri_style = %s\n"
+			 "aws_access_key_id = %s\naws_secret_access_key = %s\n%s%s%s",
+			 s3->endpoint, s3->region, s3->virtual_host ? "host" : "path",
+			 s3->access_key, s3->secret_key,
+			 s3->session_token ? "aws_session_token = " : "",
+			 s3->session_token ? s3->session_token : "", s3->session_token ? "\n" : "");
+}
+
 /* Read path if it exists (must_exist: it must). It holds secrets: 0600 or stricter. */
 static int settings_load(const char *path, bool must_exist, Settings *s)
 {

@@ -175,20 +175,6 @@ static int write_private(ScratchPg *pg, const char *name, const char *buf, size_
 	return pwrite_full(fd, buf, len, 0);
 }
 
-/* The S3 settings as a config file (tools/repoloc.c reads it). */
-static char *s3_config_text(const CliLocation *cl)
-{
-	const StoreS3Config *s3 = cl->loc.s3;
-	char *text = xasprintf("s3_endpoint = %s\ns3_region = %s\ns3_uri_style = %s\n"
-			       "aws_access_key_id = %s\naws_secret_access_key = %s\n%s%s%s",
-			       s3->endpoint, s3->region, s3->virtual_host ? "host" : "path",
-			       s3->access_key, s3->secret_key,
-			       s3->session_token ? "aws_session_token = " : "",
-			       s3->session_token ? s3->session_token : "",
-			       s3->session_token ? "\n" : "");
-	return text;
-}
-
 /*
  * What the server's wal-fetch needs, as files of the server's user in fetch/:
  * a cache directory, the passphrase, the S3 settings with their keys. The
@@ -213,7 +199,7 @@ static int prepare_fetch(ScratchPg *pg, const CliLocation *cl, RecoveryFetch *re
 		ret->passphrase_file = pass;
 	}
 	if (r == 0 && cl->loc.s3) {
-		char *text = s3_config_text(cl);
+		char *text = cli_s3_config_text(cl->loc.s3);
 		r = write_private(pg, "pgbakfs.conf", text, strlen(text), conf);
 		explicit_bzero(text, strlen(text));
 		free(text);
