@@ -31,15 +31,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef enum { MSG_CHUNK, MSG_HOLES, MSG_FILE_END, MSG_ENTRY } MsgKind;
+typedef enum { MSG_CHUNK, MSG_HOLES, MSG_IDS, MSG_FILE_END, MSG_ENTRY } MsgKind;
 typedef enum { CHUNK_NEW, CHUNK_REUSED, CHUNK_HOLE } ChunkState;
 
 typedef struct Msg {
 	struct Msg *next;
 	MsgKind kind;
 	SnapFile *file;
-	uint64_t idx;   /* CHUNK: chunk index; HOLES: first index */
-	uint64_t count; /* HOLES: number of chunks; FILE_END: total chunks */
+	uint64_t idx;   /* CHUNK: chunk index; HOLES, IDS: first index */
+	uint64_t count; /* HOLES, IDS: number of chunks; FILE_END: total chunks */
+	ChunkId *ids;   /* IDS: the stored chunks' ids */
 	/* MSG_CHUNK (pooled) */
 	uint8_t *buf, *ebuf;
 	size_t len, elen;
@@ -245,6 +246,7 @@ static void msg_free(SnapWriter *w, Msg *m)
 	}
 	free(m->name);
 	free(m->target);
+	free(m->ids);
 	free(m);
 }
 
@@ -534,6 +536,20 @@ static int writer_handle(SnapWriter *w, WriterState *ws, Msg *m)
 			f->ids[m->idx + i] = chunk_id_hole;
 		f->n_resolved += m->count;
 		w->hole_chunks += m->count;
+		return writer_maybe_complete(w, ws, f);
+	case MSG_IDS:
+		r = file_ids_reserve(f, m->idx + m->count);
+		if (r < 0)
+			return r;
+		for (uint64_t i = 0; i < m->count; i++) {
+			bool hole = chunk_id_is_hole(&m->ids[i]);
+			f->ids[m->idx + i] = m->ids[i];
+			if (hole)
+				w->hole_chunks++;
+			else
+				w->reused_chunks++;
+		}
+		f->n_resolved += m->count;
 		return writer_maybe_complete(w, ws, f);
 	case MSG_FILE_END:
 		f->ended = true;
@@ -923,6 +939,35 @@ int snapwriter_file_write_zeros(SnapWriter *w, SnapFile *f, uint64_t len)
 			return r;
 		len -= n;
 	}
+	return 0;
+}
+
+int snapwriter_file_write_ids(SnapWriter *w, SnapFile *f, const ChunkId *ids, uint64_t n,
+			      uint64_t len)
+{
+	Msg *m;
+	int r = get_error(w);
+	if (r < 0)
+		return r;
+	/* whole chunks at a chunk boundary; only the last may be short */
+	if (f->cur || n == 0 || len > n * w->chunk_size || len <= (n - 1) * w->chunk_size)
+		return -EINVAL;
+	m = calloc(1, sizeof(*m));
+	if (!m || !(m->ids = malloc(n * sizeof(ChunkId)))) {
+		free(m);
+		return -ENOMEM;
+	}
+	memcpy(m->ids, ids, n * sizeof(ChunkId));
+	m->kind = MSG_IDS;
+	m->file = f;
+	m->idx = f->n_submitted;
+	m->count = n;
+	f->n_submitted += n;
+	f->size += len;
+	atomic_fetch_add(&w->logical_bytes, len);
+	atomic_fetch_add(&w->reused_bytes, len);
+	progress_add(w->progress, len);
+	queue_push(&w->wq, m);
 	return 0;
 }
 

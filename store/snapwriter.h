@@ -66,6 +66,16 @@ int snapwriter_file_begin(SnapWriter *w, const SnapEntry *e, SnapFile **ret);
 int snapwriter_file_write(SnapWriter *w, SnapFile *f, const void *buf, size_t len);
 /* len bytes of zeros without passing them: whole chunks become holes cheaply. */
 int snapwriter_file_write_zeros(SnapWriter *w, SnapFile *f, uint64_t len);
+/*
+ * n chunks already stored, by id (e.g. from the parent snapshot's chunk list:
+ * a block-level incremental takes the chunks it did not read from there),
+ * appended at a chunk boundary (nothing written since the last whole chunk).
+ * len is their plain length: all but the last are whole chunks. The ids are
+ * not looked up: the caller found them in the catalog during this session,
+ * which gc honours (see "sessions" in docs/design.md). chunk_id_hole is a hole.
+ */
+int snapwriter_file_write_ids(SnapWriter *w, SnapFile *f, const ChunkId *ids, uint64_t n,
+			      uint64_t len);
 /* f belongs to the writer afterwards, whatever the result. */
 int snapwriter_file_end(SnapWriter *w, SnapFile *f);
 

@@ -1,7 +1,21 @@
 # PostgreSQL helpers for integration tests: each test gets its own cluster,
 # run as the postgres OS user on 127.0.0.1 and a port of its own.
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+# PGBIN: the server's binaries (initdb, pg_ctl, postgres); PGCLI: the client
+# tools (psql, pgbench, pg_waldump...), Debian's 15 whatever the server's major
+PGCLI=${PGCLI:-/usr/lib/postgresql/15/bin}
+PGBIN=${PGBIN:-$PGCLI}
 [ -x "$PGBIN/postgres" ] || { echo "FAIL: PostgreSQL 15 not found in $PGBIN (apt-get install postgresql-15)" >&2; exit 1; }
+
+# pg_use_major N: run servers of PostgreSQL N (14, 16, 17, 18 from tests/pg's
+# npm packages, installed by tools/test; 15 is Debian's). Clients stay Debian's 15.
+pg_use_major() {
+	if [ "$1" = 15 ]; then
+		PGBIN=$PGCLI
+	else
+		PGBIN=$PGBAKFS_SRC/tests/pg/node_modules/pg$1/native/bin
+	fi
+	[ -x "$PGBIN/postgres" ] || { echo "FAIL: PostgreSQL $1 not found in $PGBIN (run tools/test, or npm ci --prefix tests/pg)" >&2; exit 1; }
+}
 id postgres >/dev/null 2>&1 || { echo "FAIL: no postgres OS user" >&2; exit 1; }
 
 as_pg() { runuser -u postgres -- "$@"; }
@@ -34,7 +48,7 @@ pg_start() { # DIR
 }
 pg_stop() { as_pg "$PGBIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null; }
 pg_sql() { # PORT SQL
-	as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$1" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 -c "$2"
+	as_pg "$PGCLI/psql" -h 127.0.0.1 -p "$1" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 -c "$2"
 }
 
 # pg_two_batches PORT: 100 rows of batch 1 then, 2.4 s later, 100 of batch 2
