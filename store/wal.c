@@ -37,6 +37,8 @@
 #define WAL_NAME_FIELD 48
 #define WAL_LOCK_STRIPES 64
 #define WAL_PREFIX "wal/"
+#define WALSUM_PREFIX "walsum/"
+#define WALSUM_SUFFIX ".sum"
 
 typedef struct WalHeader {
 	uint32_t version, encoding;
@@ -799,10 +801,24 @@ int wal_list(Repo *r, WalListFn cb, void *userdata)
 	return e;
 }
 
+static int summary_key(const char *segment, char *obj_name, char *buf, size_t len)
+{
+	WalName n;
+	int r = wal_name_parse(segment, &n);
+	if (r < 0)
+		return r;
+	if (n.kind != WAL_KIND_SEGMENT)
+		return -EINVAL;
+	snprintf(buf, len, WALSUM_PREFIX "%08X/%s", n.timeline, segment);
+	/* the object's own name (header, seal) differs from the segment's: never mistaken for it */
+	snprintf(obj_name, WAL_NAME_FIELD + 1, "%s" WALSUM_SUFFIX, segment);
+	return 0;
+}
+
 int wal_delete(Repo *r, const char *name)
 {
 	_cleanup_close_ int lock_fd = -1;
-	char key[PATH_MAX];
+	char key[PATH_MAX], skey[PATH_MAX], sname[WAL_NAME_FIELD + 1];
 	int e = object_key(name, NULL, key, sizeof(key));
 
 	if (e < 0)
@@ -810,7 +826,51 @@ int wal_delete(Repo *r, const char *name)
 	e = wal_lock(r, name, &lock_fd);
 	if (e < 0)
 		return e;
+	/* the summary first: one left without its segment would describe nothing */
+	if (summary_key(name, sname, skey, sizeof(skey)) == 0) {
+		e = store_delete(repo_backend(r), skey);
+		if (e < 0 && e != -ENOENT)
+			return e;
+	}
 	return store_delete(repo_backend(r), key);
+}
+
+/* ---- block-reference summaries ---- */
+
+int wal_summary_put(Repo *r, const char *segment, const void *buf, size_t len)
+{
+	_cleanup_free_ uint8_t *obj = NULL;
+	char key[PATH_MAX], name[WAL_NAME_FIELD + 1];
+	size_t obj_len;
+	ChunkId id;
+	int e = summary_key(segment, name, key, sizeof(key));
+
+	if (e < 0)
+		return e;
+	if (len > PGBAKFS_WAL_FILE_MAX)
+		return -EFBIG;
+	repo_chunk_hash(r, buf, len, &id);
+	e = object_encode(r, name, buf, len, &id, &obj, &obj_len);
+	if (e < 0)
+		return e;
+	return store_put(repo_backend(r), key, obj, obj_len);
+}
+
+int wal_summary_get(Repo *r, const char *segment, void **ret_buf, size_t *ret_len)
+{
+	char key[PATH_MAX], name[WAL_NAME_FIELD + 1];
+	WalHeader h;
+	void *plain;
+	int e = summary_key(segment, name, key, sizeof(key));
+
+	if (e < 0)
+		return e;
+	e = fetch_once(r, key, name, &h, &plain);
+	if (e < 0)
+		return e;
+	*ret_buf = plain;
+	*ret_len = h.plain_len;
+	return 0;
 }
 
 /* ---- summary per timeline ---- */

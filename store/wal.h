@@ -166,6 +166,18 @@ int wal_list(Repo *r, WalListFn cb, void *userdata);
  */
 int wal_delete(Repo *r, const char *name);
 
+/*
+ * Block-reference summaries: what the records of one archived segment touch
+ * (ingest/walsummary.h builds and reads them; here they are bytes). One
+ * object per segment, "walsum/<timeline>/<segment>", compressed, sealed and
+ * checked like a WAL object but under its own name, so neither can pass for
+ * the other. A summary is derived data: put overwrites, wal_delete() removes
+ * a segment's summary with it. -EINVAL unless segment names a full segment.
+ */
+int wal_summary_put(Repo *r, const char *segment, const void *buf, size_t len);
+/* -ENOENT when there is none, -EBADMSG when damaged, -EPROTONOSUPPORT when newer. */
+int wal_summary_get(Repo *r, const char *segment, void **ret_buf, size_t *ret_len);
+
 /* A run of segment numbers, both ends included. */
 typedef struct WalRange {
 	uint64_t from, to;

@@ -497,6 +497,53 @@ static void test_empty_and_faults(void)
 	TEST_RM_RF(parent);
 }
 
+/* Summaries: their own objects, never taken for the segment; deleted with it. */
+static void test_summaries(Repo *r)
+{
+	const char *seg = "000000010000000000000007", *sum = "summary bytes";
+	_cleanup_free_ uint8_t *a = malloc(MIB);
+	void *buf = NULL, *wbuf = NULL;
+	size_t len = 0;
+	char p[PATH_MAX];
+
+	fill_wal_like(a, MIB, 7);
+	CHECK_EQ_INT(wal_summary_get(r, seg, &buf, &len), -ENOENT);
+	CHECK_EQ_INT(wal_push(r, seg, a, MIB, NULL), 0);
+	CHECK_EQ_INT(wal_summary_put(r, seg, sum, strlen(sum)), 0);
+	CHECK_EQ_INT(wal_summary_get(r, seg, &buf, &len), 0);
+	CHECK(len == strlen(sum) && buf && !memcmp(buf, sum, len));
+	free(buf);
+	buf = NULL;
+	/* overwritten, as derived data is */
+	CHECK_EQ_INT(wal_summary_put(r, seg, "v2", 2), 0);
+	CHECK_EQ_INT(wal_summary_get(r, seg, &buf, &len), 0);
+	CHECK(len == 2 && !memcmp(buf, "v2", 2));
+	free(buf);
+	buf = NULL;
+	/* only full segments have summaries */
+	CHECK_EQ_INT(wal_summary_put(r, "00000002.history", "x", 1), -EINVAL);
+	CHECK_EQ_INT(wal_summary_put(r, "000000010000000000000007.partial", "x", 1), -EINVAL);
+	CHECK_EQ_INT(wal_summary_get(r, "../x", &buf, &len), -EINVAL);
+	/* a summary object copied over the segment's is refused as the segment, and back */
+	test_fmt(p, sizeof(p), "cp %s/walsum/00000001/%s %s/wal/00000001/%s", repo_dir, seg,
+		 repo_dir, seg);
+	CHECK_EQ_INT(system(p), 0);
+	CHECK_EQ_INT(wal_fetch(r, seg, &wbuf, &len), -EBADMSG);
+	CHECK(wbuf == NULL);
+	CHECK_EQ_INT(wal_push(r, seg, a, MIB, NULL), 0); /* repaired */
+	test_fmt(p, sizeof(p), "cp %s/wal/00000001/%s %s/walsum/00000001/%s", repo_dir, seg,
+		 repo_dir, seg);
+	CHECK_EQ_INT(system(p), 0);
+	CHECK_EQ_INT(wal_summary_get(r, seg, &buf, &len), -EBADMSG);
+	CHECK(buf == NULL);
+	/* retention's delete takes the summary along */
+	CHECK_EQ_INT(wal_summary_put(r, seg, sum, strlen(sum)), 0);
+	CHECK_EQ_INT(wal_delete(r, seg), 0);
+	CHECK_EQ_INT(wal_summary_get(r, seg, &buf, &len), -ENOENT);
+	test_fmt(p, sizeof(p), "%s/walsum/00000001/%s", repo_dir, seg);
+	CHECK(access(p, F_OK) < 0);
+}
+
 int main(void)
 {
 	char tmp[PATH_MAX];
@@ -511,6 +558,7 @@ int main(void)
 		test_damage(r);
 		test_list_timelines(r);
 		test_system_id(r);
+		test_summaries(r);
 	}
 	repo_free(r);
 	test_empty_and_faults();
