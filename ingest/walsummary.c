@@ -113,6 +113,13 @@ uint32_t walsum_vm_truncation_length(uint32_t nheapblocks)
  * path of summarizing) and sorted into the chunks in bulk: when a limit is
  * lowered (blocks referenced before it at/after the new limit go), and when
  * a summary or set is finished.
+ *
+ * A segment's table also keeps, per entry, the blocks its own limits removed
+ * ("dropped", all at/after its final limit). Summarizing sequentially,
+ * PostgreSQL would have kept them if the limit was already that low before
+ * the segment (lowering a limit to where it is removes nothing): bt_merge
+ * adds them back then, so that combining per-segment tables gives exactly
+ * the table of one sequential pass.
  */
 #define BT_SHIFT 16
 #define BT_WORDS 4096u /* 65536 bits as uint16 words; also the largest array */
@@ -132,6 +139,8 @@ typedef struct BtEntry {
 	BtChunk *chunks;
 	uint32_t *pend;
 	uint32_t n_pend, cap_pend;
+	uint32_t *drop; /* segment tables: blocks our own limits removed */
+	uint32_t n_drop, cap_drop;
 } BtEntry;
 
 typedef struct BlockTab {
@@ -140,6 +149,7 @@ typedef struct BlockTab {
 	uint32_t *slots; /* open addressing: entry index + 1, 0 = empty */
 	size_t n_slots;
 	size_t last; /* index + 1 of the last entry looked up */
+	bool keep_dropped;
 } BlockTab;
 
 static int key_cmp(const WalRelFork *a, const WalRelFork *b)
@@ -183,6 +193,7 @@ static void bt_free(BlockTab *bt)
 			free(bt->e[i].chunks[c].v);
 		free(bt->e[i].chunks);
 		free(bt->e[i].pend);
+		free(bt->e[i].drop);
 	}
 	free(bt->e);
 	free(bt->slots);
@@ -414,24 +425,75 @@ static int bt_flush(BlockTab *bt)
 	return 0;
 }
 
+static int vec_push(uint32_t **v, uint32_t *n, uint32_t *cap, uint32_t x)
+{
+	if (*n == *cap) {
+		uint32_t c = *cap ? *cap * 2 : 8;
+		uint32_t *p = realloc(*v, (size_t)c * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		*v = p;
+		*cap = c;
+	}
+	(*v)[(*n)++] = x;
+	return 0;
+}
+
+static int entry_mark(BtEntry *e, uint32_t blk)
+{
+	if (e->n_pend && e->pend[e->n_pend - 1] == blk)
+		return 0;
+	if (vec_push(&e->pend, &e->n_pend, &e->cap_pend, blk) < 0)
+		return -ENOMEM;
+	return e->n_pend >= BT_PEND_FLUSH ? entry_flush(e) : 0;
+}
+
 static int bt_mark(BlockTab *bt, const WalRelFork *key, uint32_t blk)
 {
 	bool created;
 	BtEntry *e = bt_get(bt, key, UINT32_MAX, &created);
-	if (!e)
-		return -ENOMEM;
-	if (e->n_pend && e->pend[e->n_pend - 1] == blk)
-		return 0;
-	if (e->n_pend == e->cap_pend) {
-		uint32_t cap = e->cap_pend ? e->cap_pend * 2 : 8;
-		uint32_t *p = realloc(e->pend, (size_t)cap * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		e->pend = p;
-		e->cap_pend = cap;
+	return e ? entry_mark(e, blk) : -ENOMEM;
+}
+
+/* Remember the blocks at/after limit before a cut removes them. */
+static int entry_keep_dropped(BtEntry *e, uint32_t limit)
+{
+	for (uint32_t c = limit >> BT_SHIFT; c < e->n_chunks; c++) {
+		const BtChunk *ch = &e->chunks[c];
+		uint32_t base = c << BT_SHIFT;
+		if (ch->cap != BT_BITMAP) {
+			for (uint32_t i = 0; i < ch->n; i++)
+				if (base + ch->v[i] >= limit &&
+				    vec_push(&e->drop, &e->n_drop, &e->cap_drop, base + ch->v[i]) < 0)
+					return -ENOMEM;
+			continue;
+		}
+		for (uint32_t w = 0; w < BT_WORDS; w++)
+			for (uint32_t bits = ch->v[w]; bits; bits &= bits - 1) {
+				uint32_t blk = base + w * 16 + (uint32_t)__builtin_ctz(bits);
+				if (blk >= limit && vec_push(&e->drop, &e->n_drop, &e->cap_drop, blk) < 0)
+					return -ENOMEM;
+			}
 	}
-	e->pend[e->n_pend++] = blk;
-	return e->n_pend >= BT_PEND_FLUSH ? entry_flush(e) : 0;
+	return 0;
+}
+
+/* Sort the dropped blocks and remove duplicates. */
+static int entry_finish_dropped(BtEntry *e)
+{
+	uint32_t u = 0;
+	if (e->n_drop < 2)
+		return 0;
+	uint32_t *tmp = malloc((size_t)e->n_drop * sizeof(*tmp));
+	if (!tmp)
+		return -ENOMEM;
+	sort_u32(e->drop, e->n_drop, tmp);
+	free(tmp);
+	for (uint32_t i = 0; i < e->n_drop; i++)
+		if (!u || e->drop[u - 1] != e->drop[i])
+			e->drop[u++] = e->drop[i];
+	e->n_drop = u;
+	return 0;
 }
 
 /* BlockRefTableSetLimitBlock: the limit only goes down; blocks at/after it go. */
@@ -444,6 +506,8 @@ static int bt_set_limit(BlockTab *bt, const WalRelFork *key, uint32_t limit)
 	if (created || limit >= e->limit)
 		return 0;
 	int r = entry_flush(e);
+	if (r == 0 && bt->keep_dropped)
+		r = entry_keep_dropped(e, limit);
 	if (r < 0)
 		return r;
 	e->limit = limit;
@@ -457,16 +521,25 @@ static int bt_set_limit(BlockTab *bt, const WalRelFork *key, uint32_t limit)
 	return 0;
 }
 
-/* dst gets src's limit, then src's blocks (src flushed). */
+/*
+ * dst gets src's limit, then src's blocks (src flushed), as if src's records
+ * came after dst's: where src's limit is not below dst's, src's limits would
+ * have removed nothing, so the blocks they removed in src come back.
+ */
 static int bt_merge(BlockTab *dst, const BlockTab *src)
 {
 	for (size_t i = 0; i < src->n; i++) {
 		const BtEntry *s = &src->e[i];
 		bool created;
+		const BtEntry *old = bt_find(dst, &s->key);
+		bool lowers = !old || s->limit < old->limit;
 		int r = bt_set_limit(dst, &s->key, s->limit);
 		BtEntry *d = bt_get(dst, &s->key, s->limit, &created);
 		if (r < 0 || !d || entry_grow_chunks(d, s->n_chunks) < 0)
 			return -ENOMEM;
+		for (uint32_t k = 0; !lowers && k < s->n_drop; k++)
+			if ((r = entry_mark(d, s->drop[k])) < 0)
+				return r;
 		for (uint32_t c = 0; c < s->n_chunks; c++) {
 			const BtChunk *sc = &s->chunks[c];
 			BtChunk *dc = &d->chunks[c];
@@ -1215,6 +1288,7 @@ static WalSegSummary *summary_new(uint64_t seg_start, uint32_t seg_size, uint32_
 	s->to = to;
 	s->end_lsn = seg_start;
 	s->why_lsn = s->first_rec = s->last_rec = s->filter_cut = NO_LSN;
+	s->bt.keep_dropped = true;
 	return s;
 }
 
@@ -1267,6 +1341,8 @@ done:
 	free(w.scratch);
 	if (r == 0)
 		r = bt_flush(&s->bt);
+	for (size_t i = 0; r == 0 && i < s->bt.n; i++)
+		r = entry_finish_dropped(&s->bt.e[i]);
 	if (r < 0) {
 		walsum_free(s);
 		return r;
@@ -1302,6 +1378,7 @@ void walsum_info(const WalSegSummary *s, WalSegInfo *ret)
  *   "PGBWSUM\0", u32 version, u32 CRC-32C of those 12 bytes,
  *   the fixed fields (see ser_fields), u32 n_entries,
  *   per entry u32 spc, db, rel, fork, limit, n_blocks, blocks[n_blocks] (ascending),
+ *   n_dropped, dropped[n_dropped] (ascending, all >= limit; see bt_merge),
  *   head bytes, tail bytes, u32 CRC-32C of everything before it.
  * The preamble's own CRC tells a corrupt version field (-EBADMSG) from a
  * newer one (-EPROTONOSUPPORT).
@@ -1407,6 +1484,9 @@ int walsum_serialize(const WalSegSummary *s, uint8_t **ret, size_t *ret_len)
 		put32(&w, (uint32_t)n);
 		for (size_t j = 0; j < n; j++)
 			put32(&w, blocks[j]);
+		put32(&w, v[i]->n_drop);
+		for (uint32_t j = 0; j < v[i]->n_drop; j++)
+			put32(&w, v[i]->drop[j]);
 		free(blocks);
 	}
 	free(v);
@@ -1490,6 +1570,16 @@ static int parse_entries(Ser *r, WalSegSummary *s, uint32_t n_entries)
 		int rr = entry_flush(e);
 		if (rr < 0)
 			return rr;
+		n = get32(r);
+		if (r->bad || (uint64_t)n * 4 > r->len - r->off)
+			return -EBADMSG;
+		for (uint32_t j = 0; j < n; j++) {
+			uint32_t b = get32(r);
+			if ((j && b <= e->drop[j - 1]) || b < limit)
+				return -EBADMSG;
+			if (vec_push(&e->drop, &e->n_drop, &e->cap_drop, b) < 0)
+				return -ENOMEM;
+		}
 	}
 	return 0;
 }
@@ -1511,6 +1601,7 @@ int walsum_parse(const uint8_t *buf, size_t len, WalSegSummary **ret)
 	r.off = 16;
 	if (!(s = calloc(1, sizeof(*s))))
 		return -ENOMEM;
+	s->bt.keep_dropped = true;
 #define R32(f) s->f = (__typeof__(s->f))get32(&r);
 #define R64(f) s->f = get64(&r);
 	SER_FIELDS(R32, R64)

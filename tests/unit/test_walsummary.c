@@ -788,6 +788,15 @@ static void test_spanning(int k)
 	CHECK(strstr(why, "ends after the range") != NULL);
 	walblocks_free(b);
 
+	/* a range ending inside a record that lies within one segment */
+	CHECK_EQ_INT(walsum_range(segs, 4, SEG, 1, S, after_r1 + 8, &b), 0);
+	CHECK_EQ_STR(dump_set(b, &o), "1663/5/700/main blocks 1; 1663/5/701/main blocks 11; "
+				      "1663/5/702/main blocks 12");
+	CHECK(walblocks_covers(b, S, after_r1, why, sizeof(why)));
+	CHECK(!walblocks_covers(b, S, after_r1 + 8, why, sizeof(why)));
+	CHECK(strstr(why, "ends after the range") != NULL);
+	walblocks_free(b);
+
 	/* a CRC error in the record crossing 0 -> 1 shows when combining */
 	w.buf[SEG + 40 + 50] ^= 1;
 	b = combine(&w, 0, 2, -1, 0, UINT64_MAX);
@@ -850,6 +859,77 @@ static void test_switch_across(int k)
 	CHECK_EQ_STR(dump_set(b, &o), "1663/5/900/main blocks 1,2");
 	CHECK(walblocks_covers(b, S, S + 2 * SEG, why, sizeof(why)));
 	walblocks_free(b);
+	free(w.buf);
+}
+
+/*
+ * Combining per-segment tables gives the table of one sequential pass, where
+ * a limit that is not lower than the one before removes nothing.
+ */
+static void test_merge_order(int k)
+{
+	WalW w;
+	Str o;
+	uint8_t m[20];
+	char why[128];
+	uint64_t S = 0x3000000;
+	ww_init(&w, magics[k], S, 2);
+	/* rel 1300: created (limit 0) in 0; blocks in 1; dropped (limit 0 again) in 1: blocks stay */
+	st32(m, SPC), st32(m + 4, DB), st32(m + 8, 1300), st32(m + 12, 0);
+	ww_main(&w, 2, 0x11, m, 16);
+	ww_heap(&w, 1300, 0, 0);
+	/* rel 1301: blocks 10, 20 in 0; in 1: 30, truncate to 15, 40: limit 15, blocks 10, 40 */
+	ww_heap(&w, 1301, 0, 10);
+	ww_heap(&w, 1301, 0, 20);
+	/* rel 1302: truncate to 5, block 8 in 0; in 1: 9, truncate to 7 (no effect), 12 */
+	st32(m, 5), st32(m + 4, SPC), st32(m + 8, DB), st32(m + 12, 1302), st32(m + 16, 1);
+	ww_main(&w, 2, 0x21, m, 20);
+	ww_heap(&w, 1302, 0, 8);
+	ww_pad_to(&w, S + SEG + 40);
+	ww_heap(&w, 1300, 0, 5);
+	ww_heap(&w, 1300, 0, 6);
+	uint8_t c[40] = {0};
+	st32(c + 8, 4), st32(c + 12, 1), st32(c + 16, SPC), st32(c + 20, DB), st32(c + 24, 1300);
+	ww_main(&w, 1, 0x80 | 0x01, c, 28);
+	ww_heap(&w, 1301, 0, 30);
+	st32(m, 15), st32(m + 12, 1301);
+	ww_main(&w, 2, 0x21, m, 20);
+	ww_heap(&w, 1301, 0, 40);
+	ww_heap(&w, 1302, 0, 9);
+	st32(m, 7), st32(m + 12, 1302);
+	ww_main(&w, 2, 0x21, m, 20);
+	ww_heap(&w, 1302, 0, 12);
+	/* segment 1 alone */
+	CHECK_EQ_STR(seg_dump(&w, 1, NULL, &o),
+		     "1663/5/1300/main limit 0; 1663/5/1300/vm limit 0; 1663/5/1300/init limit 0; "
+		     "1663/5/1301/main limit 15 blocks 40; 1663/5/1302/main limit 7 blocks 12");
+	/* both, whether from summaries or their serialized forms */
+	for (int pass = 0; pass < 2; pass++) {
+		WalBlockSet *b = NULL;
+		CHECK_EQ_INT(walblocks_new(&b), 0);
+		for (int i = 0; i < 2; i++) {
+			WalSegSummary *s = NULL, *p = NULL;
+			uint8_t *ser = NULL;
+			size_t n;
+			CHECK_EQ_INT(walsum_segment(w.buf + (size_t)i * SEG, SEG, S + (uint64_t)i * SEG, SEG, 0,
+						    0, UINT64_MAX, &s),
+				     0);
+			if (pass == 1) {
+				CHECK_EQ_INT(walsum_serialize(s, &ser, &n), 0);
+				CHECK_EQ_INT(walsum_parse(ser, n, &p), 0);
+				free(ser);
+			}
+			CHECK_EQ_INT(walblocks_add(b, pass ? p : s), 0);
+			walsum_free(s);
+			walsum_free(p);
+		}
+		CHECK_EQ_STR(dump_set(b, &o),
+			     "1663/5/1300/main limit 0 blocks 0,5,6; 1663/5/1300/vm limit 0; "
+			     "1663/5/1300/init limit 0; 1663/5/1301/main limit 15 blocks 10,40; "
+			     "1663/5/1302/main limit 5 blocks 8,9,12");
+		CHECK(walblocks_covers(b, S, w.pos, why, sizeof(why)));
+		walblocks_free(b);
+	}
 	free(w.buf);
 }
 
@@ -1047,6 +1127,7 @@ int main(int argc, char **argv)
 		test_overwrite(k);
 		test_switch_across(k);
 		test_serialize(k);
+		test_merge_order(k);
 	}
 	if (argc > 1 && strcmp(argv[1], "-v") == 0)
 		bench();
