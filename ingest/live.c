@@ -22,6 +22,7 @@ typedef struct Live {
 	PgSystem sys;
 	char staging[PATH_MAX];
 	uint32_t seg_size;
+	bool checksums; /* data_checksums: pages are verified as they pass */
 	uint64_t start_lsn, stop_lsn;
 	SnapWriter *w;
 	Tree *tree;
@@ -54,7 +55,7 @@ static int show(Live *lv, const char *name, char **ret)
 
 static int connect_and_identify(Live *lv)
 {
-	_cleanup_free_ char *seg = NULL;
+	_cleanup_free_ char *seg = NULL, *sums = NULL;
 	int r = pgconn_connect(lv->o->conninfo, true, &lv->conn, lv->err);
 	if (r < 0)
 		return r;
@@ -65,7 +66,11 @@ static int connect_and_identify(Live *lv)
 			 pgconn_server_version(lv->conn) / 10000);
 		return -EPROTONOSUPPORT;
 	}
-	r = show(lv, "wal_segment_size", &seg);
+	r = show(lv, "data_checksums", &sums);
+	if (r == 0)
+		lv->checksums = !strcmp(sums, "on");
+	if (r == 0)
+		r = show(lv, "wal_segment_size", &seg);
 	if (r == 0 && wal_parse_segment_size(seg, &lv->seg_size) < 0) {
 		snprintf(lv->err->msg, sizeof(lv->err->msg), "unexpected wal_segment_size \"%s\"", seg);
 		r = -EPROTO;
@@ -138,7 +143,7 @@ static int open_snapshot(Live *lv)
 	r = snapwriter_new(lv->repo, &wo, &lv->w);
 	if (r == 0)
 		r = tree_new(lv->w, &lv->tree);
-	if (r == 0)
+	if (r == 0 && lv->checksums) /* without data checksums a page has none to check */
 		tree_verify_pages(lv->tree, lv->start_lsn);
 	return r;
 }

@@ -1,5 +1,6 @@
 #include "ingest/local.h"
 #include "common/log.h"
+#include "ingest/changes.h"
 #include "common/progress.h"
 #include "common/util.h"
 #include "ingest/manifest.h"
@@ -38,6 +39,8 @@ typedef struct Task {
 	char *abs, *rel, *name;
 	uint64_t parent;
 	struct stat st;
+	const ParentFile *pfile; /* block-level: the parent's copy to take unchanged chunks from */
+	PgRelFile relfile;
 } Task;
 
 typedef struct Local {
@@ -51,6 +54,7 @@ typedef struct Local {
 	char staging[PATH_MAX];
 	char pgdata[PATH_MAX];
 	uint32_t seg_size;
+	bool checksums; /* data_checksums: pages are verified as they are read */
 	uint64_t start_lsn, stop_lsn;
 	SnapWriter *w;
 	Manifest *manifest;
@@ -63,6 +67,8 @@ typedef struct Local {
 	bool have_parent;
 	ParentFile *pfiles; /* sorted by path */
 	size_t n_pfiles;
+	uint64_t parent_start_lsn;
+	ChangesResult changes; /* .blocks: the changed blocks since the parent started, or NULL */
 
 	/* reader pool: lock guards the queue, done */
 	pthread_mutex_t lock;
@@ -72,7 +78,9 @@ typedef struct Local {
 	bool done;
 	_Atomic int error;
 	char error_path[PATH_MAX];
-	_Atomic uint64_t files_read, files_reused;
+	_Atomic uint64_t files_read, files_reused, files_blocks;
+	_Atomic uint64_t read_bytes;
+	_Atomic uint64_t verified_chunks, verified_hint_only, verified_during; /* --verify-blocks */
 } Local;
 
 static void set_error(Local *lc, int r, const char *path)
@@ -106,13 +114,16 @@ static int sql_one(Local *lc, const char *sql, char **ret)
 
 static int check_data_directory(Local *lc)
 {
-	_cleanup_free_ char *dd = NULL, *seg = NULL;
+	_cleanup_free_ char *dd = NULL, *seg = NULL, *sums = NULL;
 	char real_dd[PATH_MAX];
 	int r = sql_one(lc, "SHOW data_directory", &dd);
 	if (r == 0)
 		r = sql_one(lc, "SHOW wal_segment_size", &seg);
+	if (r == 0)
+		r = sql_one(lc, "SHOW data_checksums", &sums);
 	if (r < 0)
 		return r;
+	lc->checksums = !strcmp(sums, "on");
 	if (!realpath(dd, real_dd) || strcmp(real_dd, lc->pgdata) != 0) {
 		snprintf(lc->err->msg, sizeof(lc->err->msg),
 			 "\"%s\" is not the data directory of the server at -d (it uses \"%s\")",
@@ -203,6 +214,56 @@ static int load_parent(Local *lc)
 	return r;
 }
 
+/*
+ * incr: which blocks changed since the parent started? Without a full answer
+ * (see ingest/changes.h), files are compared by size and mtime, and the
+ * snapshot says why.
+ */
+static int plan_incremental(Local *lc)
+{
+	char why[512] = "";
+	_cleanup_free_ char *bs = NULL, *segsz = NULL;
+	int major = pgconn_server_version(lc->conn) / 10000;
+	uint64_t sysid = strtoull(lc->sys.system_id, NULL, 10);
+	int r;
+
+	if (!lc->have_parent) {
+		snprintf(lc->res->method, sizeof(lc->res->method), "full");
+		return 0;
+	}
+	snprintf(lc->res->method, sizeof(lc->res->method), "files");
+	r = sql_one(lc, "SHOW block_size", &bs);
+	if (r == 0)
+		r = sql_one(lc, "SHOW segment_size", &segsz);
+	if (r < 0)
+		return r;
+	if (!lc->parent.start_lsn || lsn_parse(lc->parent.start_lsn, &lc->parent_start_lsn) < 0 ||
+	    lc->parent.timeline <= 0)
+		snprintf(why, sizeof(why), "the parent %s has no start LSN", lc->parent.name);
+	else if (lc->parent.pg_version != major)
+		snprintf(why, sizeof(why), "the parent %s is of PostgreSQL %lld", lc->parent.name,
+			 (long long)lc->parent.pg_version);
+	else if (strcmp(bs, "8192") != 0 || strcmp(segsz, "1GB") != 0)
+		snprintf(why, sizeof(why), "block_size %s and segment_size %s are not the defaults", bs,
+			 segsz);
+	if (why[0]) {
+		snprintf(lc->res->note, sizeof(lc->res->note), "files by size and mtime: %s", why);
+		return 0;
+	}
+	ChangesRequest rq = {.repo = lc->repo, .conn = lc->conn, .pgdata = lc->pgdata,
+			     .system_id = sysid, .seg_size = lc->seg_size,
+			     .from = lc->parent_start_lsn, .to = lc->start_lsn,
+			     .from_tli = (uint32_t)lc->parent.timeline, .to_tli = lc->sys.timeline};
+	r = changes_collect(&rq, &lc->changes);
+	if (r < 0)
+		return r;
+	if (lc->changes.blocks)
+		snprintf(lc->res->method, sizeof(lc->res->method), "blocks");
+	snprintf(lc->res->note, sizeof(lc->res->note), "%s%.480s",
+		 lc->changes.blocks ? "" : "files by size and mtime: ", lc->changes.note);
+	return 0;
+}
+
 static int start_backup(Local *lc)
 {
 	char label[300], quoted[700], sql[800];
@@ -244,7 +305,7 @@ static int read_file(Local *lc, Task *t, uint8_t *buf)
 	PageCheck pc;
 	BadCtx bad = {.lc = lc, .rel = t->rel};
 	uint32_t segno = 0, crc = CRC32C_INIT;
-	bool verify = pg_path_is_relation(t->rel, &segno);
+	bool verify = lc->checksums && pg_path_is_relation(t->rel, &segno);
 	uint64_t total = 0;
 	struct stat st;
 	int r;
@@ -278,12 +339,195 @@ static int read_file(Local *lc, Task *t, uint8_t *buf)
 			break;
 		total += (uint64_t)n;
 	}
+	atomic_fetch_add(&lc->read_bytes, total);
 	int r2 = snapwriter_file_end(lc->w, f);
 	if (r == 0)
 		r = r2;
 	if (r == 0 && t->rel[0] != '/') /* extra roots are not part of the data directory */
 		r = manifest_add(lc->manifest, t->rel, total, e.mtime_ns, true, CRC32C_FINISH(crc));
 	atomic_fetch_add(&lc->files_read, 1);
+	return r;
+}
+
+/* ---- block-level incremental ---- */
+
+/*
+ * --verify-blocks: a chunk taken from the parent unread is read after all. A
+ * page in it that WAL changed within the range ([the parent's start, this
+ * backup's start)) is a block the summary missed: the backup fails. Pages that
+ * differ without such an LSN changed without WAL (hint bits with checksums
+ * off): counted, harmless, as in PostgreSQL's own incremental backups.
+ */
+static int verify_chunk(Local *lc, int fd, const Task *t, uint64_t off, size_t len,
+			const ChunkId *parent_id, uint8_t *buf)
+{
+	bool during = false;
+	ChunkId id;
+	ssize_t n = pread_full(fd, buf, len, (off_t)off);
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n != len)
+		return 0; /* shrank meanwhile: a truncation WAL replays */
+	for (size_t p = 0; p + PG_BLCKSZ <= len; p += PG_BLCKSZ) {
+		uint64_t lsn = pg_page_lsn(buf + p);
+		if (pg_page_is_new(buf + p) || lsn < lc->parent_start_lsn)
+			continue;
+		if (lsn >= lc->start_lsn) {
+			during = true; /* changed while we read: the backup's WAL replays it */
+			continue;
+		}
+		char at[32];
+		lsn_format(lsn, at);
+		pthread_mutex_lock(&lc->lock);
+		if (!lc->err->msg[0])
+			snprintf(lc->err->msg, sizeof(lc->err->msg),
+				 "--verify-blocks: block %llu of \"%.300s\" changed at %s but the WAL "
+				 "summary does not list it",
+				 (unsigned long long)(t->relfile.segno * (uint64_t)PG_RELSEG_BLOCKS +
+						      (off + p) / PG_BLCKSZ),
+				 t->rel, at);
+		pthread_mutex_unlock(&lc->lock);
+		return -EUCLEAN;
+	}
+	repo_chunk_hash(lc->repo, buf, len, &id);
+	atomic_fetch_add(&lc->verified_chunks, 1);
+	if (chunk_id_cmp(&id, parent_id) != 0)
+		atomic_fetch_add(during ? &lc->verified_during : &lc->verified_hint_only, 1);
+	return 0;
+}
+
+/* Read [off, off + len) into the file: whole chunks, checked page by page. */
+static int read_range(Local *lc, int fd, Task *t, SnapFile *f, uint64_t off, uint64_t len,
+		      uint8_t *buf)
+{
+	BadCtx bad = {.lc = lc, .rel = t->rel};
+	PageCheck pc;
+	page_check_init(&pc, t->relfile.segno, lc->start_lsn);
+	pc.offset = off;
+	while (len > 0) {
+		size_t want = (size_t)MIN(len, READ_BUF);
+		ssize_t n = pread_full(fd, buf, want, (off_t)off);
+		int r;
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return 0; /* shrank meanwhile: WAL replay knows */
+		r = lc->checksums ? page_check_feed(&pc, buf, (size_t)n, report_bad, &bad) : 0;
+		if (r == 0)
+			r = snapwriter_file_write(lc->w, f, buf, (size_t)n);
+		if (r < 0)
+			return r;
+		atomic_fetch_add(&lc->read_bytes, (uint64_t)n);
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+		if ((size_t)n < want)
+			return 0;
+	}
+	return 0;
+}
+
+/*
+ * Which chunks of the file to read: those holding a changed block, those the
+ * parent's copy does not have whole (past its length, or its short last
+ * chunk unless the length is the same). 1: read the whole file.
+ */
+static int plan_chunks(Local *lc, const Task *t, uint64_t size, size_t n_parent, uint8_t *read)
+{
+	uint64_t chunk = repo_config(lc->repo)->chunk_size, psize = t->pfile->size;
+	uint64_t chunk_blocks = chunk / PG_BLCKSZ;
+	uint64_t n_chunks = (size + chunk - 1) / chunk;
+	uint32_t nblocks = (uint32_t)(size / PG_BLCKSZ);
+	_cleanup_free_ uint8_t *changed = NULL;
+	int r;
+
+	/*
+	 * Read whole: the free space map (not WAL-logged) and the visibility map:
+	 * a heap record clears VM bits in redo without referencing the VM page,
+	 * so a VM page changes with nothing in the summary (and keeps its LSN).
+	 * Both are tiny: one VM page covers 255 MiB of heap.
+	 */
+	if (t->relfile.fork == PG_FORK_FSM || t->relfile.fork == PG_FORK_VM ||
+	    size % PG_BLCKSZ || nblocks > PG_RELSEG_BLOCKS ||
+	    chunk > READ_BUF || chunk % PG_BLCKSZ ||
+	    n_parent != (psize + chunk - 1) / chunk)
+		return 1;
+	changed = calloc((nblocks + 7) / 8 + 1, 1);
+	if (!changed)
+		return -ENOMEM;
+	WalRelFork rf = {.spc = t->relfile.spc, .db = t->relfile.db, .rel = t->relfile.rel,
+			 .fork = t->relfile.fork};
+	r = walblocks_file(lc->changes.blocks, &rf, t->relfile.segno, nblocks, changed);
+	if (r != 0)
+		return r;
+	for (uint64_t i = 0; i < n_chunks; i++) {
+		uint64_t end = MIN(size, (i + 1) * chunk), pend = MIN(psize, (i + 1) * chunk);
+		read[i] = i >= n_parent || end != pend;
+		for (uint64_t b = i * chunk_blocks; !read[i] && b < MIN(nblocks, (i + 1) * chunk_blocks);
+		     b++)
+			read[i] = (changed[b / 8] >> (b % 8)) & 1;
+	}
+	return 0;
+}
+
+static int read_file_blocks(Local *lc, Catalog *cat, Task *t, uint8_t *buf)
+{
+	uint64_t chunk = repo_config(lc->repo)->chunk_size;
+	_cleanup_free_ ChunkId *ids = NULL;
+	_cleanup_free_ uint8_t *read = NULL;
+	size_t n_ids = 0;
+	SnapFile *f;
+	struct stat st;
+	int r;
+	_cleanup_close_ int fd = open(t->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = open(t->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	uint64_t size = (uint64_t)st.st_size, n_chunks = (size + chunk - 1) / chunk;
+	r = catalog_content_get(cat, t->pfile->content, &ids, &n_ids);
+	if (r < 0)
+		return r;
+	read = malloc(n_chunks + 1);
+	if (!read)
+		return -ENOMEM;
+	r = plan_chunks(lc, t, size, n_ids, read);
+	if (r < 0)
+		return r;
+	if (r == 1) { /* the whole file: as a full backup reads it */
+		close(fd);
+		fd = -1;
+		return read_file(lc, t, buf);
+	}
+	SnapEntry e = {.parent = t->parent, .name = t->name, .mode = st.st_mode, .uid = st.st_uid,
+		       .gid = st.st_gid,
+		       .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec};
+	r = snapwriter_file_begin(lc->w, &e, &f);
+	if (r < 0)
+		return r;
+	for (uint64_t i = 0; r == 0 && i < n_chunks;) {
+		uint64_t j = i;
+		while (j < n_chunks && read[j] == read[i])
+			j++;
+		uint64_t off = i * chunk, len = MIN(size, j * chunk) - off;
+		if (read[i]) {
+			r = read_range(lc, fd, t, f, off, len, buf);
+		} else {
+			r = snapwriter_file_write_ids(lc->w, f, ids + i, j - i, len);
+			for (uint64_t k = i; r == 0 && lc->o->verify_blocks && k < j; k++)
+				r = verify_chunk(lc, fd, t, k * chunk,
+						 (size_t)(MIN(size, (k + 1) * chunk) - k * chunk),
+						 &ids[k], buf);
+		}
+		i = j;
+	}
+	int r2 = snapwriter_file_end(lc->w, f);
+	if (r == 0)
+		r = r2;
+	if (r == 0)
+		r = manifest_add(lc->manifest, t->rel, size, e.mtime_ns, false, 0);
+	atomic_fetch_add(&lc->files_blocks, 1);
 	return r;
 }
 
@@ -298,8 +542,14 @@ static void *reader_main(void *arg)
 {
 	Local *lc = arg;
 	uint8_t *buf = malloc(READ_BUF);
+	Catalog *cat = NULL; /* block-level reads look up the parent's chunk lists */
 	if (!buf)
 		set_error(lc, -ENOMEM, NULL);
+	if (lc->changes.blocks) {
+		int r = repo_catalog_open(lc->repo, &cat);
+		if (r < 0)
+			set_error(lc, r, NULL);
+	}
 	for (;;) {
 		Task t;
 		pthread_mutex_lock(&lc->lock);
@@ -315,12 +565,13 @@ static void *reader_main(void *arg)
 		pthread_cond_signal(&lc->nonfull);
 		pthread_mutex_unlock(&lc->lock);
 		if (buf && !atomic_load(&lc->error)) {
-			int r = read_file(lc, &t, buf);
+			int r = t.pfile && cat ? read_file_blocks(lc, cat, &t, buf) : read_file(lc, &t, buf);
 			if (r < 0)
 				set_error(lc, r, t.abs);
 		}
 		task_clear(&t);
 	}
+	catalog_free(cat);
 	free(buf);
 	return NULL;
 }
@@ -438,9 +689,14 @@ static int add_regular(Local *lc, const char *abs, const char *rel, const char *
 		       uint64_t parent, const struct stat *st)
 {
 	Task t;
+	PgRelFile rf;
+	const ParentFile *pblocks = NULL;
 	if (lc->have_parent) {
 		const ParentFile *p = parent_lookup(lc, rel);
 		SnapEntry e = entry_of(parent, name, st);
+		/* a relation file the parent has: read only its changed chunks */
+		if (p && lc->changes.blocks && pg_path_relfile(rel, &rf))
+			pblocks = p;
 		/*
 		 * unchanged: same size and the same mtime to the second (a parent taken
 		 * over BASE_BACKUP knows mtimes only to the second, as tar carries them),
@@ -448,7 +704,8 @@ static int add_regular(Local *lc, const char *abs, const char *rel, const char *
 		 */
 		if (p && p->size == (uint64_t)st->st_size &&
 		    p->mtime_ns / 1000000000 == e.mtime_ns / 1000000000 &&
-		    e.mtime_ns < lc->parent.start_time - 1000000000) {
+		    e.mtime_ns < lc->parent.start_time - 1000000000 &&
+		    !(pblocks && lc->o->verify_blocks)) {
 			int r = snapwriter_add_file_reuse(lc->w, &e, p->size, p->content);
 			if (r == 0 && rel[0] != '/')
 				r = manifest_add(lc->manifest, rel, p->size, e.mtime_ns, false, 0);
@@ -457,7 +714,9 @@ static int add_regular(Local *lc, const char *abs, const char *rel, const char *
 		}
 	}
 	t = (Task){.abs = strdup(abs), .rel = strdup(rel), .name = strdup(name), .parent = parent,
-		   .st = *st};
+		   .st = *st, .pfile = pblocks};
+	if (pblocks)
+		t.relfile = rf;
 	if (!t.abs || !t.rel || !t.name) {
 		task_clear(&t);
 		return -ENOMEM;
@@ -653,7 +912,7 @@ static int read_data_directory(Local *lc)
 		pthread_join(th[i], NULL);
 	free(th);
 	r = atomic_load(&lc->error);
-	if (r < 0 && lc->error_path[0])
+	if (r < 0 && lc->error_path[0] && !lc->err->msg[0])
 		snprintf(lc->err->msg, sizeof(lc->err->msg), "could not read \"%.400s\": %s",
 			 lc->error_path, strerror(-r));
 	return r;
@@ -782,6 +1041,8 @@ static int run(Local *lc)
 	if (r == 0)
 		r = walstream_start(lc->wal, lc->start_lsn, lc->sys.timeline, lc->seg_size, lc->err);
 	if (r == 0)
+		r = plan_incremental(lc);
+	if (r == 0)
 		r = open_snapshot(lc);
 	if (r == 0)
 		r = manifest_new(&lc->manifest);
@@ -801,6 +1062,9 @@ static int run(Local *lc)
 		r = write_manifest(lc);
 	if (r == 0)
 		r = snapwriter_set_stop_lsn(lc->w, lc->res->stop_lsn);
+	if (r == 0)
+		r = snapwriter_set_method(lc->w, lc->res->method, lc->res->note[0] ? lc->res->note : NULL,
+					  atomic_load(&lc->read_bytes));
 	if (r == 0)
 		r = snapwriter_commit(lc->w, &lc->res->snap);
 	return r;
@@ -832,12 +1096,23 @@ int local_backup(Repo *repo, const LocalBackupOptions *o, LocalBackupResult *ret
 	atomic_init(&lc.error, 0);
 	atomic_init(&lc.files_read, 0);
 	atomic_init(&lc.files_reused, 0);
+	atomic_init(&lc.files_blocks, 0);
+	atomic_init(&lc.read_bytes, 0);
+	atomic_init(&lc.verified_chunks, 0);
+	atomic_init(&lc.verified_hint_only, 0);
+	atomic_init(&lc.verified_during, 0);
 	progress_new("backup", total, o->progress, &lc.progress);
 
 	r = run(&lc);
 
 	ret->files_read = atomic_load(&lc.files_read);
 	ret->files_reused = atomic_load(&lc.files_reused);
+	ret->files_blocks = atomic_load(&lc.files_blocks);
+	ret->read_bytes = atomic_load(&lc.read_bytes);
+	ret->verified_chunks = atomic_load(&lc.verified_chunks);
+	ret->verified_hint_only = atomic_load(&lc.verified_hint_only);
+	ret->verified_during = atomic_load(&lc.verified_during);
+	changes_result_clear(&lc.changes);
 	lc.w = snapwriter_free(lc.w);
 	lc.manifest = manifest_free(lc.manifest);
 	lc.wal = walstream_free(lc.wal);

@@ -7,6 +7,9 @@
  * pg_verifybackup accepts. Incremental (type "incr"): files whose size and
  * mtime match the parent snapshot, and whose mtime is more than a second
  * before the parent started, reuse the parent's content without being read.
+ * Relation files are read block-level where the WAL since the parent's start
+ * is summarized (ingest/changes.h): only the 64 KiB chunks holding a changed
+ * block, the rest taken from the parent's chunk list.
  */
 #pragma once
 
@@ -26,6 +29,8 @@ typedef struct LocalBackupOptions {
 	/* directories outside the data directory to keep beside it (absolute paths) */
 	const char *const *extra_dirs;
 	size_t n_extra_dirs;
+	/* incr: also read what the WAL says is unchanged, and fail if WAL changed it */
+	bool verify_blocks;
 } LocalBackupOptions;
 
 typedef struct LocalBackupResult {
@@ -35,6 +40,16 @@ typedef struct LocalBackupResult {
 	char type[8];    /* what was taken: incr falls back to full without a parent */
 	char parent[64]; /* the parent of an incr */
 	uint64_t files_read, files_reused;
+	char method[8];  /* "full", "files" or "blocks" (SnapshotInfo.method) */
+	char note[512];  /* why, or where the changed blocks came from */
+	uint64_t files_blocks; /* relation files read block-level */
+	uint64_t read_bytes;   /* bytes read from the data directory */
+	/*
+	 * --verify-blocks: chunks taken unread that were read after all; of them,
+	 * those that differ without WAL (hint bits), and those changed after the
+	 * backup started (its WAL replays them)
+	 */
+	uint64_t verified_chunks, verified_hint_only, verified_during;
 } LocalBackupResult;
 
 int local_backup(Repo *repo, const LocalBackupOptions *o, LocalBackupResult *ret, PgError *err);

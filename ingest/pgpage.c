@@ -1,5 +1,6 @@
 #include "ingest/pgpage.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define N_SUMS 32
@@ -94,6 +95,62 @@ bool pg_path_is_relation(const char *path, uint32_t *ret_segno)
 		return all_digits(b + 1, (size_t)(c - b - 1)) && relation_file_name(c + 1, ret_segno);
 	}
 	return false;
+}
+
+static bool page_all_zero(const uint8_t *page);
+
+/* "REL[_fork][.SEG]" into rel, fork, segno */
+static bool relfile_name(const char *name, PgRelFile *f)
+{
+	const char *us = strchr(name, '_');
+	if (!relation_file_name(name, &f->segno))
+		return false;
+	f->rel = (uint32_t)strtoul(name, NULL, 10);
+	f->fork = PG_FORK_MAIN;
+	if (us)
+		f->fork = us[1] == 'f' ? PG_FORK_FSM : us[1] == 'v' ? PG_FORK_VM : PG_FORK_INIT;
+	return f->rel != 0;
+}
+
+bool pg_path_relfile(const char *path, PgRelFile *ret)
+{
+	PgRelFile f = {0};
+	const char *slash;
+	if (!pg_path_is_relation(path, &f.segno))
+		return false;
+	if (!strncmp(path, "global/", 7)) {
+		f.spc = PG_GLOBALTABLESPACE_OID;
+		slash = path + 6;
+	} else if (!strncmp(path, "base/", 5)) {
+		f.spc = PG_DEFAULTTABLESPACE_OID;
+		f.db = (uint32_t)strtoul(path + 5, NULL, 10);
+		slash = strchr(path + 5, '/');
+	} else {
+		/* pg_tblspc/TS/PG_xx_yyyy/DB/REL */
+		const char *b = strchr(strchr(path + 10, '/') + 1, '/');
+		f.spc = (uint32_t)strtoul(path + 10, NULL, 10);
+		f.db = (uint32_t)strtoul(b + 1, NULL, 10);
+		slash = strchr(b + 1, '/');
+	}
+	if (!relfile_name(slash + 1, &f))
+		return false;
+	*ret = f;
+	return true;
+}
+
+uint64_t pg_page_lsn(const uint8_t *page)
+{
+	uint32_t xlogid, xrecoff;
+	memcpy(&xlogid, page, 4);
+	memcpy(&xrecoff, page + 4, 4);
+	return (uint64_t)xlogid << 32 | xrecoff;
+}
+
+bool pg_page_is_new(const uint8_t *page)
+{
+	uint16_t upper;
+	memcpy(&upper, page + 14, 2);
+	return upper == 0 && page_all_zero(page);
 }
 
 static bool page_all_zero(const uint8_t *page)

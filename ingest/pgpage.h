@@ -20,6 +20,24 @@ uint16_t pg_page_checksum(const uint8_t *page, uint32_t blkno);
  */
 bool pg_path_is_relation(const char *path, uint32_t *ret_segno);
 
+#define PG_DEFAULTTABLESPACE_OID 1663
+#define PG_GLOBALTABLESPACE_OID 1664
+enum { PG_FORK_MAIN = 0, PG_FORK_FSM = 1, PG_FORK_VM = 2, PG_FORK_INIT = 3 };
+
+/* A relation segment file, as WAL names its blocks. */
+typedef struct PgRelFile {
+	uint32_t spc, db, rel; /* tablespace (1663 base/, 1664 global/), database (0: global), relfilenode */
+	uint8_t fork;          /* PG_FORK_* */
+	uint32_t segno;        /* the ".N" suffix: blocks from segno * PG_RELSEG_BLOCKS */
+} PgRelFile;
+
+/* Parse a relation file's path (as pg_path_is_relation accepts): false otherwise. */
+bool pg_path_relfile(const char *path, PgRelFile *ret);
+/* pd_lsn of a page. */
+uint64_t pg_page_lsn(const uint8_t *page);
+/* An all-zero page (not initialised yet). */
+bool pg_page_is_new(const uint8_t *page);
+
 typedef enum {
 	PAGE_OK,
 	PAGE_NEW,     /* all zeros: not initialised yet */

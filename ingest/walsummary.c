@@ -1989,3 +1989,19 @@ int walsum_range(const WalSegBuf *segs, size_t n_segs, uint32_t seg_size, uint32
 	*ret = b;
 	return 0;
 }
+
+int walblocks_add_refs(WalBlockSet *b, const WalBlockRef *v, size_t n)
+{
+	int r = 0;
+	if (!b || (n && !v))
+		return -EINVAL;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (v[i].rf.fork > MAX_FORK)
+			return -EINVAL;
+		if (v[i].rf.fork == FORK_FSM)
+			continue;
+		r = v[i].is_limit ? bt_set_limit(&b->bt, &v[i].rf, v[i].block)
+				  : bt_mark(&b->bt, &v[i].rf, v[i].block);
+	}
+	return r < 0 ? r : bt_flush(&b->bt);
+}

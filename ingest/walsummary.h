@@ -134,6 +134,20 @@ int walblocks_foreach(const WalBlockSet *b,
 				size_t n, void *ud),
 		      void *ud);
 
+/* A block reference or limit from elsewhere (the server's own summaries). */
+typedef struct WalBlockRef {
+	WalRelFork rf;
+	uint32_t block; /* the block, or the limit */
+	bool is_limit;  /* rel 0 with limit 0: the database (spc, db) recreated */
+} WalBlockRef;
+
+/*
+ * Add n entries in order (as pg_wal_summary_contents gives them, summary by
+ * summary): they change the blocks, not the coverage. FSM entries are
+ * ignored, as the summarizer ignores them. -EINVAL for a bad fork, -ENOMEM.
+ */
+int walblocks_add_refs(WalBlockSet *b, const WalBlockRef *v, size_t n);
+
 /* One segment file's bytes and the LSN of its first byte. */
 typedef struct WalSegBuf {
 	const void *buf;

@@ -37,7 +37,8 @@ static const char schema_sql[] =
 	"  pg_version INTEGER, logical_bytes INTEGER NOT NULL DEFAULT 0,"
 	"  stored_bytes INTEGER NOT NULL DEFAULT 0, n_files INTEGER NOT NULL DEFAULT 0,"
 	"  verified_time INTEGER, verified_ok INTEGER, verified_details TEXT,"
-	"  pinned_until INTEGER, tree_digest BLOB);"
+	"  pinned_until INTEGER, tree_digest BLOB, method TEXT, method_note TEXT,"
+	"  read_bytes INTEGER);"
 	"CREATE TABLE IF NOT EXISTS files(snap INTEGER NOT NULL, ino INTEGER NOT NULL,"
 	"  parent INTEGER NOT NULL, name TEXT NOT NULL, mode INTEGER NOT NULL,"
 	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mtime INTEGER NOT NULL,"
@@ -251,6 +252,12 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_column(c, "chunks", "crc", "INTEGER");
 	if (r == 0)
 		r = migrate_add_column(c, "snapshots", "tree_digest", "BLOB");
+	if (r == 0)
+		r = migrate_add_column(c, "snapshots", "method", "TEXT");
+	if (r == 0)
+		r = migrate_add_column(c, "snapshots", "method_note", "TEXT");
+	if (r == 0)
+		r = migrate_add_column(c, "snapshots", "read_bytes", "INTEGER");
 	if (r == 0) {
 		_cleanup_stmt_ sqlite3_stmt *s = NULL;
 		r = prepare(c, "SELECT value FROM meta WHERE key = 'schema_version'", &s);
@@ -675,6 +682,8 @@ void snapshot_info_clear(SnapshotInfo *s)
 	free(s->stop_lsn);
 	free(s->system_id);
 	free(s->verified_details);
+	free(s->method);
+	free(s->method_note);
 	*s = (SnapshotInfo){0};
 }
 
@@ -737,6 +746,7 @@ int catalog_snapshot_finish(Catalog *c, const SnapshotInfo *s)
 	_cleanup_stmt_ sqlite3_stmt *st = NULL;
 	int r = prepare(c, "UPDATE snapshots SET status = ?2, stop_time = ?3, logical_bytes = ?4,"
 			   " stored_bytes = ?5, n_files = ?6, stop_lsn = ?7, tree_digest = ?8,"
+			   " method = ?9, method_note = ?10, read_bytes = ?11,"
 			   " session = NULL WHERE id = ?1 AND status = 'running'", &st);
 	if (r < 0)
 		return r;
@@ -751,6 +761,12 @@ int catalog_snapshot_finish(Catalog *c, const SnapshotInfo *s)
 		sqlite3_bind_blob(st, 8, s->tree_digest.b, sizeof(s->tree_digest.b), SQLITE_STATIC);
 	else
 		sqlite3_bind_null(st, 8);
+	bind_text_or_null(st, 9, s->method);
+	bind_text_or_null(st, 10, s->method_note);
+	if (s->has_read_bytes)
+		sqlite3_bind_int64(st, 11, (int64_t)s->read_bytes);
+	else
+		sqlite3_bind_null(st, 11);
 	r = step_done(c, st);
 	if (r == 0 && sqlite3_changes(c->db) != 1)
 		r = -ENOENT; /* reaped by gc as dead: never resurrect */
@@ -761,7 +777,7 @@ int catalog_snapshot_finish(Catalog *c, const SnapshotInfo *s)
 	"id, name, instance, type, parent, status, label, note, source, session, start_time," \
 	" stop_time, start_lsn, stop_lsn, timeline, system_id, pg_version, logical_bytes,"   \
 	" stored_bytes, n_files, verified_time, verified_ok, verified_details, pinned_until,"  \
-	" tree_digest"
+	" tree_digest, method, method_note, read_bytes"
 
 static int snapshot_from_row(sqlite3_stmt *s, SnapshotInfo *ret)
 {
@@ -799,6 +815,10 @@ static int snapshot_from_row(sqlite3_stmt *s, SnapshotInfo *ret)
 		if (n == sizeof(v.tree_digest.b))
 			memcpy(v.tree_digest.b, sqlite3_column_blob(s, 24), n);
 	}
+	v.method = column_strdup(s, 25);
+	v.method_note = column_strdup(s, 26);
+	v.has_read_bytes = sqlite3_column_type(s, 27) != SQLITE_NULL;
+	v.read_bytes = (uint64_t)sqlite3_column_int64(s, 27);
 	if (!v.instance || !v.type || !v.status) {
 		snapshot_info_clear(&v);
 		return -ENOMEM;

@@ -48,6 +48,16 @@ typedef struct SnapshotInfo {
 	/* digest of the file tree (store/treedigest.h); absent in snapshots of older versions */
 	bool has_tree_digest;
 	ChunkId tree_digest;
+	/*
+	 * How the snapshot was taken (NULL in snapshots of older versions): "full"
+	 * (everything read), "files" (an incremental: files whose size and mtime
+	 * moved were read), "blocks" (an incremental: relation files read only
+	 * where the WAL says blocks changed); method_note says why, or what
+	 * fell back; read_bytes: the bytes read from the source.
+	 */
+	char *method, *method_note;
+	bool has_read_bytes;
+	uint64_t read_bytes;
 } SnapshotInfo;
 
 void snapshot_info_clear(SnapshotInfo *s);

@@ -1067,6 +1067,23 @@ int snapwriter_set_stop_lsn(SnapWriter *w, const char *lsn)
 	return 0;
 }
 
+int snapwriter_set_method(SnapWriter *w, const char *method, const char *note, uint64_t read_bytes)
+{
+	char *m = strdup(method), *n = note ? strdup(note) : NULL;
+	if (!m || (note && !n)) {
+		free(m);
+		free(n);
+		return -ENOMEM;
+	}
+	free(w->info.method);
+	free(w->info.method_note);
+	w->info.method = m;
+	w->info.method_note = n;
+	w->info.has_read_bytes = true;
+	w->info.read_bytes = read_bytes;
+	return 0;
+}
+
 const char *snapwriter_name(const SnapWriter *w)
 {
 	return w->info.name;

@@ -93,6 +93,8 @@ int snapwriter_add_warning(SnapWriter *w);
 int snapwriter_add_link(SnapWriter *w, const char *path, const char *target);
 /* Set before commit: where the source's consistent state ends. */
 int snapwriter_set_stop_lsn(SnapWriter *w, const char *lsn);
+/* Set before commit: how it was taken (SnapshotInfo.method), and the bytes read. */
+int snapwriter_set_method(SnapWriter *w, const char *method, const char *note, uint64_t read_bytes);
 /* The snapshot's name (valid from snapwriter_new on). */
 const char *snapwriter_name(const SnapWriter *w);
 

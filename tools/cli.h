@@ -101,6 +101,7 @@ int expire_check_saved_policy(Repo *repo);
 int expire_apply_saved_policy(Repo *repo, const char *instance);
 int cmd_wal_push(int argc, char **argv);
 int cmd_wal_fetch(int argc, char **argv);
+int cmd_wal_summary(int argc, char **argv);
 int cmd_restore_point(int argc, char **argv);
 
 /*

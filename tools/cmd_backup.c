@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 
 enum { OPT_REPO = 0x100, OPT_FROM_DIR, OPT_INSTANCE, OPT_LABEL, OPT_NOTE, OPT_PROGRESS,
-       OPT_NO_PROGRESS, OPT_TYPE, OPT_PGDATA, OPT_EXTRA_DIR, OPT_EXPIRE };
+       OPT_NO_PROGRESS, OPT_TYPE, OPT_PGDATA, OPT_EXTRA_DIR, OPT_EXPIRE, OPT_VERIFY_BLOCKS };
 #define MAX_EXTRA_DIRS 16
 
 typedef struct BackupOptions {
@@ -27,6 +27,7 @@ typedef struct BackupOptions {
 	int jobs;
 	bool progress;
 	bool expire;
+	bool verify_blocks;
 	const char *extra_dirs[MAX_EXTRA_DIRS];
 	size_t n_extra_dirs;
 } BackupOptions;
@@ -35,15 +36,19 @@ static void backup_help(void)
 {
 	printf("Usage: pgbakfs backup -d CONNINFO [--pgdata DIR [--type full|incr]] [--repo PATH]\n"
 	       "                      [--instance NAME] [--label TEXT] [--note TEXT] [-j N]\n"
-	       "                      [--progress|--no-progress] [--expire]\n"
+	       "                      [--progress|--no-progress] [--expire] [--verify-blocks]\n"
 	       "       pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME] [--label TEXT]\n"
 	       "                      [--expire]\n\n"
 	       "Take a snapshot. With -d alone, of a running cluster from any host: BASE_BACKUP\n"
 	       "over a replication connection plus the WAL to make it consistent (the role needs\n"
 	       "REPLICATION and two free WAL senders). With -d and --pgdata, on the database host:\n"
 	       "pg_backup_start/stop and the files read by pgbakfs itself, in parallel; --type incr\n"
-	       "then reads only files whose size or mtime changed since the newest snapshot of the\n"
-	       "instance. With --from-dir, of a directory tree (a stopped data directory or a\n"
+	       "then reads, of the relation files, only the 64 KiB chunks holding a block the WAL\n"
+	       "since the newest snapshot of the instance changed (from the summaries wal-push keeps\n"
+	       "beside archived WAL, segments still in pg_wal, or PostgreSQL 17's own with\n"
+	       "summarize_wal = on), and of other files those whose size or mtime changed; where\n"
+	       "the WAL is not fully summarized, every changed file is read and a note says why.\n"
+	       "With --from-dir, of a directory tree (a stopped data directory or a\n"
 	       "pg_basebackup -Fp copy). Only chunks the repository does not hold are stored.\n\n"
 	       "  -d CONNINFO   libpq connection string or URI of the cluster; the snapshot keeps\n"
 	       "                it without password, sslpassword and other secrets (a backup\n"
@@ -57,6 +62,9 @@ static void backup_help(void)
 	       "                (as GNU tar gives) and the snapshot's status is \"warning\" (exit 0);\n"
 	       "                a path inside DIR of 3840 bytes or more is refused (restore could\n"
 	       "                not write it)\n"
+	       "  --verify-blocks  (with --type incr) also read the chunks the WAL says did not\n"
+	       "                change, and fail if a page in one changed after the parent started\n"
+	       "                (pages that differ without WAL, e.g. hint bits, are counted)\n"
 	       "  --expire      after a successful backup, apply the retention policy saved by\n"
 	       "                \"pgbakfs expire\" to the instance; refused up front when none is saved\n");
 }
@@ -156,11 +164,12 @@ static int backup_local(const BackupOptions *o, Repo *repo)
 	LocalBackupOptions lo = {.conninfo = o->conninfo, .pgdata = o->pgdata, .instance = o->instance,
 				 .label = o->label, .note = o->note, .type = o->type, .jobs = o->jobs,
 				 .progress = o->progress, .staging_dir = staging,
-				 .extra_dirs = o->extra_dirs, .n_extra_dirs = o->n_extra_dirs};
+				 .extra_dirs = o->extra_dirs, .n_extra_dirs = o->n_extra_dirs,
+				 .verify_blocks = o->verify_blocks};
 	LocalBackupResult res;
 	PgError err = {{0}};
 	int64_t t0 = mono_ns();
-	char a[32], b[32];
+	char a[32], b[32], c[32];
 	int r = mkdir_p(staging, 0700);
 
 	if (r == 0)
@@ -169,15 +178,27 @@ static int backup_local(const BackupOptions *o, Repo *repo)
 		return report_pg_error(o, r, &err);
 	if (o->type && !strcmp(o->type, "incr") && !strcmp(res.type, "full"))
 		fprintf(stderr, "pgbakfs: note: instance has no snapshot yet; took a full backup\n");
+	else if (!strcmp(res.method, "files"))
+		fprintf(stderr, "pgbakfs: note: %s\n", res.note);
 	double secs = (double)(mono_ns() - t0) / 1e9;
-	printf("backup \"%s\" (%s%s%s): %llu files (%llu read, %llu unchanged), %s, %s new in the "
-	       "repository, %.1f s (%.1f MB/s), LSN %s..%s on timeline %u\n",
-	       res.snap.name, res.type, res.parent[0] ? " of " : "", res.parent,
-	       (unsigned long long)res.snap.n_files, (unsigned long long)res.files_read,
-	       (unsigned long long)res.files_reused, format_bytes(res.snap.logical_bytes, a, sizeof(a)),
+	printf("backup \"%s\" (%s%s%s, %s): %llu files (%llu read, %llu by changed blocks, %llu "
+	       "unchanged), %s, read %s, %s new in the repository, %.1f s (%.1f MB/s), LSN %s..%s "
+	       "on timeline %u\n",
+	       res.snap.name, res.type, res.parent[0] ? " of " : "", res.parent, res.method,
+	       (unsigned long long)res.snap.n_files,
+	       (unsigned long long)(res.files_read - MIN(res.files_read, res.files_blocks)),
+	       (unsigned long long)res.files_blocks, (unsigned long long)res.files_reused,
+	       format_bytes(res.snap.logical_bytes, a, sizeof(a)),
+	       format_bytes(res.read_bytes, c, sizeof(c)),
 	       format_bytes(res.snap.stored_bytes, b, sizeof(b)), secs,
 	       secs > 0 ? (double)res.snap.logical_bytes / secs / 1e6 : 0.0, res.start_lsn,
 	       res.stop_lsn, res.timeline);
+	if (o->verify_blocks)
+		printf("verify-blocks: %llu chunks taken unread from the parent were read: none changed "
+		       "by WAL, %llu differ without WAL (hint bits), %llu changed after the start "
+		       "(replayed)\n",
+		       (unsigned long long)res.verified_chunks,
+		       (unsigned long long)res.verified_hint_only, (unsigned long long)res.verified_during);
 	report_bad_pages(&res.snap);
 	return EXIT_OK;
 }
@@ -240,6 +261,7 @@ int cmd_backup(int argc, char **argv)
 		{"progress", no_argument, NULL, OPT_PROGRESS},
 		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
 		{"expire", no_argument, NULL, OPT_EXPIRE},
+		{"verify-blocks", no_argument, NULL, OPT_VERIFY_BLOCKS},
 		{"help", no_argument, NULL, 'h'},
 		{0}};
 	BackupOptions o = {.progress = cli_stderr_is_tty()};
@@ -269,6 +291,7 @@ int cmd_backup(int argc, char **argv)
 		case OPT_PROGRESS: o.progress = true; break;
 		case OPT_NO_PROGRESS: o.progress = false; break;
 		case OPT_EXPIRE: o.expire = true; break;
+		case OPT_VERIFY_BLOCKS: o.verify_blocks = true; break;
 		case 'h': backup_help(); return EXIT_OK;
 		default: return cli_usage("backup", "invalid option");
 		}
@@ -282,6 +305,8 @@ int cmd_backup(int argc, char **argv)
 		return cli_usage("backup", "invalid --type \"%s\" (full or incr)", o.type);
 	if (o.type && !strcmp(o.type, "incr") && !o.pgdata)
 		return cli_usage("backup", "--type incr needs --pgdata (it compares the files on this host)");
+	if (o.verify_blocks && !o.pgdata)
+		return cli_usage("backup", "--verify-blocks needs --pgdata (it re-reads the files on this host)");
 	if (o.pgdata && !o.conninfo)
 		return cli_usage("backup", "--pgdata needs -d CONNINFO for pg_backup_start/stop");
 	if (o.n_extra_dirs && !o.pgdata)

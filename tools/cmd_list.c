@@ -17,6 +17,11 @@ static void json_snapshot_open(JsonWriter *w, const SnapshotInfo *s)
 	json_key(w, "instance"); json_string(w, s->instance);
 	json_key(w, "type"); json_string(w, s->type);
 	json_key(w, "parent"); json_string(w, s->parent);
+	/* how it was taken: "full", "files" (size/mtime), "blocks" (WAL summaries); null before */
+	json_key(w, "method"); json_string(w, s->method);
+	json_key(w, "method_note"); json_string(w, s->method_note);
+	json_key(w, "read_bytes");
+	if (s->has_read_bytes) json_uint(w, s->read_bytes); else json_null(w);
 	json_key(w, "label"); json_string(w, s->label);
 	json_key(w, "note"); json_string(w, s->note);
 	json_key(w, "pinned_until");

@@ -1,7 +1,9 @@
 /* The WAL archive commands: wal-push, wal-fetch, restore-point; WAL reports for stats/show. */
 #include "common/json.h"
 #include "common/util.h"
+#include "ingest/changes.h"
 #include "ingest/pgconn.h"
+#include "ingest/walstream.h"
 #include "store/wal.h"
 #include "tools/cli.h"
 
@@ -66,6 +68,24 @@ static int read_wal_file(const char *path, void **ret, size_t *ret_len)
 	*ret = TAKE_PTR(buf);
 	*ret_len = (size_t)n;
 	return 0;
+}
+
+/*
+ * Beside an archived segment, the summary of the blocks its records touch,
+ * for block-level incrementals. The segment is archived already: a summary
+ * that cannot be made or stored costs a later backup some reading (it
+ * summarizes the segment itself), never the archive. A warning, exit 0.
+ */
+static void push_summary(Repo *repo, const char *name, const void *buf, size_t len)
+{
+	_cleanup_free_ uint8_t *sum = NULL;
+	size_t sum_len = 0;
+	int r = changes_summary_build(name, buf, len, &sum, &sum_len);
+	if (r == 0)
+		r = wal_summary_put(repo, name, sum, sum_len);
+	if (r < 0)
+		fprintf(stderr, "pgbakfs: warning: could not store the block summary of WAL file "
+				"\"%s\": %s\n", name, strerror(-r));
 }
 
 int cmd_wal_push(int argc, char **argv)
@@ -142,6 +162,8 @@ int cmd_wal_push(int argc, char **argv)
 		fprintf(stderr, "pgbakfs: note: the archived copy of WAL file \"%s\" was damaged and "
 				"has been replaced\n", name);
 	}
+	if (rc == EXIT_OK && wn.kind == WAL_KIND_SEGMENT)
+		push_summary(repo, name, buf, len);
 	repo_free(repo);
 	return rc;
 }
@@ -220,6 +242,89 @@ int cmd_wal_fetch(int argc, char **argv)
 			rc = EXIT_STOP_RECOVERY;
 		}
 	}
+	repo_free(repo);
+	return rc;
+}
+
+static const char *const fork_names[] = {"main", "fsm", "vm", "init"};
+
+/* pg_walsummary's lines: "TS 1663, DB 5, REL 16384, FORK main: limit 0", "...: block 7" */
+static int print_relfork(const WalRelFork *rf, uint32_t limit, const uint32_t *blocks, size_t n,
+			 void *ud)
+{
+	const char *fork = rf->fork < ELEMENTSOF(fork_names) ? fork_names[rf->fork] : "?";
+	(void)ud;
+	if (limit != UINT32_MAX)
+		printf("TS %u, DB %u, REL %u, FORK %s: limit %u\n", rf->spc, rf->db, rf->rel, fork,
+		       limit);
+	for (size_t i = 0; i < n; i++)
+		printf("TS %u, DB %u, REL %u, FORK %s: block %u\n", rf->spc, rf->db, rf->rel, fork,
+		       blocks[i]);
+	return 0;
+}
+
+int cmd_wal_summary(int argc, char **argv)
+{
+	enum { OPT_TIMELINE = 0x200, OPT_FROM, OPT_TO };
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"timeline", required_argument, NULL, OPT_TIMELINE},
+		{"from", required_argument, NULL, OPT_FROM},
+		{"to", required_argument, NULL, OPT_TO},
+		{"help", no_argument, NULL, 'h'},
+		{0}};
+	const char *repo_opt = NULL, *from_s = NULL, *to_s = NULL;
+	unsigned long tli = 1;
+	uint64_t from, to;
+	WalBlockSet *b = NULL;
+	Repo *repo = NULL;
+	char why[256] = "", *end;
+	int c, r, rc;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REPO: repo_opt = optarg; break;
+		case OPT_TIMELINE:
+			errno = 0;
+			tli = strtoul(optarg, &end, 10);
+			if (errno || *end || tli == 0 || tli > UINT32_MAX)
+				return cli_usage("wal-summary", "invalid --timeline \"%s\"", optarg);
+			break;
+		case OPT_FROM: from_s = optarg; break;
+		case OPT_TO: to_s = optarg; break;
+		case 'h':
+			printf("Usage: pgbakfs wal-summary --from LSN --to LSN [--timeline N] [--repo PATH]\n\n"
+			       "Print every block the archived WAL records in [--from, --to) of one\n"
+			       "timeline (default 1) reference, one line each in pg_walsummary's format:\n"
+			       "\"TS 1663, DB 5, REL 16384, FORK main: block 7\", and \"...: limit N\"\n"
+			       "where a relation fork was created, truncated or dropped (limit 0 of\n"
+			       "REL 0: the database was created or dropped). It is what block-level\n"
+			       "incrementals read, and what PostgreSQL 17's pg_wal_summary_contents()\n"
+			       "gives for the same range. Fails when a segment is not archived or its\n"
+			       "WAL cannot be summarized.\n");
+			return EXIT_OK;
+		default: return cli_usage("wal-summary", "invalid option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage("wal-summary", "unexpected argument \"%s\"", argv[optind]);
+	if (!from_s || !to_s)
+		return cli_usage("wal-summary", "missing --from LSN or --to LSN");
+	if (lsn_parse(from_s, &from) < 0 || lsn_parse(to_s, &to) < 0 || to < from)
+		return cli_usage("wal-summary", "invalid LSN range \"%s\" to \"%s\"", from_s, to_s);
+	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != EXIT_OK)
+		return rc;
+	r = changes_range(repo, (uint32_t)tli, from, to, &b, why, sizeof(why));
+	if (r < 0) {
+		cli_error("cannot summarize %s to %s on timeline %lu: %s", from_s, to_s, tli,
+			  why[0] ? why : strerror(-r));
+		rc = EXIT_FAIL;
+	} else {
+		r = walblocks_foreach(b, print_relfork, NULL);
+		rc = r < 0 ? EXIT_FAIL : EXIT_OK;
+	}
+	walblocks_free(b);
 	repo_free(repo);
 	return rc;
 }

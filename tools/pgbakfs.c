@@ -26,6 +26,7 @@ static const struct {
 	{"pin", cmd_pin, "keep a snapshot from expire for a while, or set its note"},
 	{"wal-push", cmd_wal_push, "archive a WAL file (archive_command)"},
 	{"wal-fetch", cmd_wal_fetch, "fetch an archived WAL file (restore_command)"},
+	{"wal-summary", cmd_wal_summary, "the blocks archived WAL changed (pg_walsummary's format)"},
 	{"restore-point", cmd_restore_point, "create a named restore point on a server"},
 	{"repair", cmd_repair, "rebuild the catalog from packs and snapshot manifests"},
 	{"key", cmd_key, "key change: new passphrase for an encrypted repository"},

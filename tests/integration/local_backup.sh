@@ -46,8 +46,8 @@ pg_sql $PORT "checkpoint"
 ok "incr" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type incr --repo "$R" -j 2 --no-progress >"$T/incr.out"
 ok "incr read only some files" python3 - "$T/incr.out" <<'PY'
 import re, sys
-m = re.search(r"\((\d+) read, (\d+) unchanged\)", open(sys.argv[1]).read())
-assert m and int(m.group(2)) > int(m.group(1)) > 0, m and m.groups()
+m = re.search(r"\((\d+) read, (\d+) by changed blocks, (\d+) unchanged\)", open(sys.argv[1]).read())
+assert m and int(m.group(3)) > int(m.group(1)) > 0, m and m.groups()
 PY
 INCR=$(pgbakfs show latest --repo "$R" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["type"]=="incr" and d["parent"]; print(d["id"])')
 ok "full right after" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" -j 2 --no-progress >/dev/null
@@ -69,8 +69,8 @@ ok "backup -d (any host)" pgbakfs backup -d "$CONN" --repo "$R" --no-progress >/
 ok "incr on top of it" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type incr --repo "$R" --no-progress >"$T/incr2.out"
 ok "most files unchanged" python3 - "$T/incr2.out" <<'PY'
 import re, sys
-m = re.search(r"\((\d+) read, (\d+) unchanged\)", open(sys.argv[1]).read())
-assert m and int(m.group(2)) > int(m.group(1)), m and m.groups()
+m = re.search(r"\((\d+) read, (\d+) by changed blocks, (\d+) unchanged\)", open(sys.argv[1]).read())
+assert m and int(m.group(3)) > int(m.group(1)) + int(m.group(2)), m and m.groups()
 PY
 
 # the same-second guard: a file whose mtime is not clearly before the parent

@@ -20,12 +20,15 @@ id postgres >/dev/null 2>&1 || { echo "FAIL: no postgres OS user" >&2; exit 1; }
 
 as_pg() { runuser -u postgres -- "$@"; }
 
-# pg_init DIR PORT: initdb with checksums and a socket dir inside the test dir
+# pg_init DIR PORT: initdb with checksums (PG_CHECKSUMS=off: without) and a
+# socket dir inside the test dir
 pg_init() {
-	local dir=$1 port=$2
+	local dir=$1 port=$2 sums=--data-checksums
+	[ "${PG_CHECKSUMS:-on}" = on ] || sums=--no-data-checksums
+	[ "$sums" = --data-checksums ] || "$PGBIN/initdb" --help | grep -q -- --no-data-checksums || sums=
 	mkdir -p "$dir" "$T/sock" "$T/pglog"
 	chown postgres "$dir" "$T/sock" "$T/pglog"
-	as_pg "$PGBIN/initdb" -D "$dir" --data-checksums -A trust -U postgres >/dev/null
+	as_pg "$PGBIN/initdb" -D "$dir" $sums -A trust -U postgres >/dev/null
 	cat >>"$dir/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
