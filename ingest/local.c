@@ -247,7 +247,7 @@ static int plan_incremental(Local *lc)
 		snprintf(why, sizeof(why), "block_size %s and segment_size %s are not the defaults", bs,
 			 segsz);
 	if (why[0]) {
-		snprintf(lc->res->note, sizeof(lc->res->note), "files by size and mtime: %s", why);
+		snprintf(lc->res->note, sizeof(lc->res->note), "files by size and mtime: %.400s", why);
 		return 0;
 	}
 	ChangesRequest rq = {.repo = lc->repo, .conn = lc->conn, .pgdata = lc->pgdata,
