@@ -926,7 +926,10 @@ bad:
 	return WHY_RECORD;
 }
 
-static bool rec_is_switch(const uint8_t *rec) { return rec[17] == RM_XLOG_ID && (rec[16] & 0xF0) == XLOG_SWITCH; }
+static bool rec_is_switch(const uint8_t *rec)
+{
+	return rec[17] == RM_XLOG_ID && (rec[16] & 0xF0) == XLOG_SWITCH;
+}
 
 /* ---------------------------------------------------------------------------
  * Segment summaries.
@@ -1668,7 +1671,7 @@ struct WalBlockSet {
 	bool pending;
 	uint64_t pend_start;
 	uint32_t pend_tot, pend_len;
-	uint8_t *pend_buf;
+	uint8_t *pend_buf; /* pend_tot bytes */
 };
 
 int walblocks_new(WalBlockSet **ret)
@@ -1721,8 +1724,7 @@ static int boundary_resolve(WalBlockSet *b, const WalSegSummary *s)
 		b->pending = false;
 		return 0;
 	}
-	if (s->flags & F_HEAD_OVERCAP || b->pend_tot > WALSUM_BOUNDARY_CAP ||
-	    b->pend_len + s->head_len > WALSUM_BOUNDARY_CAP) {
+	if (s->flags & F_HEAD_OVERCAP || b->pend_len + s->head_len > b->pend_tot) {
 		set_break(b, start, "the WAL record at %X/%X is longer than %u bytes", LSN_ARGS(start),
 			  WALSUM_BOUNDARY_CAP);
 		b->pending = false;
@@ -1774,8 +1776,7 @@ static int set_start(WalBlockSet *b, const WalSegSummary *s)
 	b->seg_size = s->seg_size;
 	b->sysid = s->sysid;
 	b->cov_start = b->cov_end = s->seg_start;
-	b->pend_buf = malloc(WALSUM_BOUNDARY_CAP);
-	return b->pend_buf ? 0 : -ENOMEM;
+	return 0;
 }
 
 /* Where the coverage of s's own records ends, and why if that is a break (else *why is ""). */
@@ -1873,6 +1874,15 @@ int walblocks_add(WalBlockSet *b, const WalSegSummary *s)
 	if (why[0])
 		set_break(b, end, "%s", why);
 	if ((s->flags & F_HAS_TAIL) && !(s->flags & F_TAIL_OVERCAP) && s->why_code == WHY_NONE) {
+		if (s->tail_tot > WALSUM_BOUNDARY_CAP || s->tail_len > s->tail_tot) {
+			set_break(b, s->tail_start, "the WAL record at %X/%X is longer than %u bytes",
+				  LSN_ARGS(s->tail_start), WALSUM_BOUNDARY_CAP);
+			return 0;
+		}
+		uint8_t *p = realloc(b->pend_buf, s->tail_tot);
+		if (!p)
+			return -ENOMEM;
+		b->pend_buf = p;
 		b->pending = true;
 		b->pend_start = s->tail_start;
 		b->pend_tot = s->tail_tot;
@@ -1898,7 +1908,8 @@ bool walblocks_covers(const WalBlockSet *b, uint64_t from, uint64_t to, char *wh
 		return false;
 	}
 	if (from < b->cov_start || from < b->filt_from) {
-		snprintf(why, why_len, "WAL before %X/%X is not summarized", LSN_ARGS(MAX(b->cov_start, b->filt_from)));
+		uint64_t first = MAX(b->cov_start, b->filt_from);
+		snprintf(why, why_len, "WAL before %X/%X is not summarized", LSN_ARGS(first));
 		return false;
 	}
 	if (to > b->filt_to) {

@@ -89,8 +89,11 @@ static uint32_t rec_build(const TRec *t)
 		uint32_t n = (t->b[i].image ? t->b[i].bimg_len : 0) + t->b[i].data_len;
 		memset(o + off, 0xA0 + i, n), off += n;
 	}
-	for (uint32_t i = 0; i < t->main_len; i++)
-		o[off++] = t->main ? t->main[i] : (uint8_t)(i * 7);
+	if (t->main)
+		memcpy(o + off, t->main, t->main_len);
+	else
+		memset(o + off, 0x5A, t->main_len);
+	off += t->main_len;
 	memset(o, 0, 24);
 	st32(o, off), st32(o + 4, 100);
 	o[16] = t->info, o[17] = t->rmid;
@@ -580,8 +583,11 @@ static void test_unsummarized(int k)
 		ww_init(&w, magics[k], 0x1000000, 1);
 		ww_heap(&w, 400, 0, 1);
 		at_lsn = i == 0 ? ww_heap(&w, 400, 0, 9) : ww_main(&w, 2, 0x30 | 0x01, m, 20);
-		if (i == 0)
-			w.buf[at_lsn - w.start + 16] |= 0x01, ww_crc(w.buf + (at_lsn - w.start), ld32(w.buf + (at_lsn - w.start)));
+		if (i == 0) { /* the heap record, flagged */
+			uint8_t *rec = w.buf + (at_lsn - w.start);
+			rec[16] |= 0x01;
+			ww_crc(rec, ld32(rec));
+		}
 		ww_heap(&w, 400, 0, 3);
 		CHECK_EQ_STR(seg_dump(&w, 0, &info, &o), "1663/5/400/main blocks 1");
 		CHECK_EQ_INT(info.unsummarized_lsn, at_lsn);
