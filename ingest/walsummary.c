@@ -926,7 +926,10 @@ bad:
 	return WHY_RECORD;
 }
 
-static bool rec_is_switch(const uint8_t *rec) { return rec[17] == RM_XLOG_ID && (rec[16] & 0xF0) == XLOG_SWITCH; }
+static bool rec_is_switch(const uint8_t *rec)
+{
+	return rec[17] == RM_XLOG_ID && (rec[16] & 0xF0) == XLOG_SWITCH;
+}
 
 /* ---------------------------------------------------------------------------
  * Segment summaries.
@@ -939,7 +942,8 @@ enum { HEAD_NONE = 0, HEAD_CONT, HEAD_OVERWRITE };
 #define F_HEAD_OVERCAP 0x10
 #define F_HAS_TAIL 0x20
 #define F_TAIL_OVERCAP 0x40
-#define F_ALL 0x7F
+#define F_HEAD_BAD 0x80 /* a bad page cut the head short: it cannot be used */
+#define F_ALL 0xFF
 
 struct WalSegSummary {
 	uint16_t magic;
@@ -1026,15 +1030,22 @@ static int page_check(Walk *w, uint32_t off, uint32_t *ret_hsize, uint16_t *ret_
 	return 0;
 }
 
-static int keep_bytes(uint8_t **dst, uint32_t *dst_len, const uint8_t *src, uint32_t n)
+/* A copy of n bytes (at least one byte allocated). */
+static int keep_bytes(uint8_t **dst, const uint8_t *src, uint32_t n)
 {
-	uint8_t *p = realloc(*dst, (size_t)*dst_len + n + 1);
-	if (!p)
+	if (!(*dst = malloc(n ? n : 1)))
 		return -ENOMEM;
-	*dst = p;
-	memcpy(*dst + *dst_len, src, n);
-	*dst_len += n;
+	memcpy(*dst, src, n);
 	return 0;
+}
+
+static int head_bad(WalSegSummary *s)
+{
+	free(s->head);
+	s->head = NULL;
+	s->head_len = 0;
+	s->flags = (s->flags & ~(uint32_t)F_HEAD_OVERCAP) | F_HEAD_BAD;
+	return 1;
 }
 
 /* The continuation at the segment's start; sets *pos to where records start. 1: stop walking. */
@@ -1054,10 +1065,14 @@ static int walk_head(Walk *w, uint32_t hsize, uint16_t info, uint32_t rem, uint3
 	}
 	if (rem == 0) {
 		seg_unsummarized(s, WHY_PAGE, PAGE_CONT, s->seg_start);
+		s->head_kind = HEAD_CONT;
+		s->flags |= F_HEAD_BAD;
 		return 1;
 	}
 	s->head_kind = HEAD_CONT;
 	s->head_rem = rem;
+	if (!(s->head = malloc(MIN(rem, WALSUM_BOUNDARY_CAP))))
+		return -ENOMEM;
 	for (;;) {
 		uint32_t n = MIN(rem - got, B - hsize);
 		if (!(s->flags & F_HEAD_OVERCAP)) {
@@ -1066,8 +1081,9 @@ static int walk_head(Walk *w, uint32_t hsize, uint16_t info, uint32_t rem, uint3
 				free(s->head);
 				s->head = NULL;
 				s->head_len = 0;
-			} else if (keep_bytes(&s->head, &s->head_len, w->buf + off + hsize, n) < 0) {
-				return -ENOMEM;
+			} else {
+				memcpy(s->head + s->head_len, w->buf + off + hsize, n);
+				s->head_len += n;
 			}
 		}
 		got += n;
@@ -1087,7 +1103,7 @@ static int walk_head(Walk *w, uint32_t hsize, uint16_t info, uint32_t rem, uint3
 		int r = page_check(w, off, &hsize, &info, &prem);
 		if (r) {
 			seg_unsummarized(s, WHY_PAGE, (uint32_t)r, s->seg_start + off);
-			return 1;
+			return head_bad(s);
 		}
 		if (info & XLP_FIRST_IS_OVERWRITE_CONTRECORD) {
 			/* the record was abandoned: what follows the header is a new record */
@@ -1102,7 +1118,7 @@ static int walk_head(Walk *w, uint32_t hsize, uint16_t info, uint32_t rem, uint3
 		}
 		if (!(info & XLP_FIRST_IS_CONTRECORD) || prem != rem - got) {
 			seg_unsummarized(s, WHY_PAGE, PAGE_CONT, s->seg_start + off);
-			return 1;
+			return head_bad(s);
 		}
 	}
 }
@@ -1142,8 +1158,10 @@ static int walk_gather(Walk *w, uint32_t pos, uint32_t tot, uint32_t *ret_next)
 			s->tail_tot = tot;
 			if (got > WALSUM_BOUNDARY_CAP)
 				s->flags |= F_TAIL_OVERCAP;
-			else if (keep_bytes(&s->tail, &s->tail_len, w->scratch, got) < 0)
+			else if (keep_bytes(&s->tail, w->scratch, got) < 0)
 				return -ENOMEM;
+			else
+				s->tail_len = got;
 			s->end_lsn = s->tail_start;
 			return 1;
 		}
@@ -1522,7 +1540,9 @@ static bool parsed_ok(const WalSegSummary *s)
 		return false;
 	if (s->head_kind != HEAD_CONT && (s->head_len || s->head_rem))
 		return false;
-	if (s->head_kind == HEAD_CONT && !(s->flags & F_HEAD_OVERCAP) &&
+	if ((s->flags & F_HEAD_BAD) && (s->head_kind != HEAD_CONT || s->head_len))
+		return false;
+	if (s->head_kind == HEAD_CONT && !(s->flags & (F_HEAD_OVERCAP | F_HEAD_BAD)) &&
 	    (s->head_len > s->head_rem || (!(s->flags & F_HEAD_CONTINUES) && s->head_len != s->head_rem)))
 		return false;
 	if (!(s->flags & F_HAS_TAIL) && s->tail_len)
@@ -1618,9 +1638,9 @@ int walsum_parse(const uint8_t *buf, size_t len, WalSegSummary **ret)
 		const uint8_t *t = s->tail_len ? get(&r, s->tail_len) : NULL;
 		if (r.bad || r.off != r.len)
 			rr = -EBADMSG;
-		if (rr == 0 && h && keep_bytes(&s->head, &(uint32_t){0}, h, s->head_len) < 0)
+		if (rr == 0 && h && keep_bytes(&s->head, h, s->head_len) < 0)
 			rr = -ENOMEM;
-		if (rr == 0 && t && keep_bytes(&s->tail, &(uint32_t){0}, t, s->tail_len) < 0)
+		if (rr == 0 && t && keep_bytes(&s->tail, t, s->tail_len) < 0)
 			rr = -ENOMEM;
 	}
 	if (rr < 0) {
@@ -1651,7 +1671,7 @@ struct WalBlockSet {
 	bool pending;
 	uint64_t pend_start;
 	uint32_t pend_tot, pend_len;
-	uint8_t *pend_buf;
+	uint8_t *pend_buf; /* pend_tot bytes */
 };
 
 int walblocks_new(WalBlockSet **ret)
@@ -1698,13 +1718,13 @@ static int boundary_resolve(WalBlockSet *b, const WalSegSummary *s)
 		b->pending = false;
 		return 0;
 	}
-	if (s->head_kind != HEAD_CONT || s->head_rem != b->pend_tot - b->pend_len) {
+	if (s->head_kind != HEAD_CONT || (s->flags & F_HEAD_BAD) || s->head_rem != b->pend_tot - b->pend_len) {
 		set_break(b, start, "the WAL record at %X/%X has no valid continuation in the next segment",
 			  LSN_ARGS(start));
 		b->pending = false;
 		return 0;
 	}
-	if (s->flags & F_HEAD_OVERCAP || b->pend_len + s->head_len > WALSUM_BOUNDARY_CAP) {
+	if (s->flags & F_HEAD_OVERCAP || b->pend_len + s->head_len > b->pend_tot) {
 		set_break(b, start, "the WAL record at %X/%X is longer than %u bytes", LSN_ARGS(start),
 			  WALSUM_BOUNDARY_CAP);
 		b->pending = false;
@@ -1715,6 +1735,11 @@ static int boundary_resolve(WalBlockSet *b, const WalSegSummary *s)
 	if (s->flags & F_HEAD_CONTINUES)
 		return 0;
 	b->pending = false;
+	if (b->pend_len != b->pend_tot) {
+		set_break(b, start, "the WAL record at %X/%X has no valid continuation in the next segment",
+			  LSN_ARGS(start));
+		return 0;
+	}
 	const uint8_t *rec = b->pend_buf;
 	if (b->prev_rec != NO_LSN && le64(rec + 8) != b->prev_rec) {
 		set_break(b, start, "invalid WAL record at %X/%X: its prev-link does not match the previous record",
@@ -1751,8 +1776,7 @@ static int set_start(WalBlockSet *b, const WalSegSummary *s)
 	b->seg_size = s->seg_size;
 	b->sysid = s->sysid;
 	b->cov_start = b->cov_end = s->seg_start;
-	b->pend_buf = malloc(WALSUM_BOUNDARY_CAP);
-	return b->pend_buf ? 0 : -ENOMEM;
+	return 0;
 }
 
 /* Where the coverage of s's own records ends, and why if that is a break (else *why is ""). */
@@ -1850,6 +1874,15 @@ int walblocks_add(WalBlockSet *b, const WalSegSummary *s)
 	if (why[0])
 		set_break(b, end, "%s", why);
 	if ((s->flags & F_HAS_TAIL) && !(s->flags & F_TAIL_OVERCAP) && s->why_code == WHY_NONE) {
+		if (s->tail_tot > WALSUM_BOUNDARY_CAP || s->tail_len > s->tail_tot) {
+			set_break(b, s->tail_start, "the WAL record at %X/%X is longer than %u bytes",
+				  LSN_ARGS(s->tail_start), WALSUM_BOUNDARY_CAP);
+			return 0;
+		}
+		uint8_t *p = realloc(b->pend_buf, s->tail_tot);
+		if (!p)
+			return -ENOMEM;
+		b->pend_buf = p;
 		b->pending = true;
 		b->pend_start = s->tail_start;
 		b->pend_tot = s->tail_tot;
@@ -1875,7 +1908,8 @@ bool walblocks_covers(const WalBlockSet *b, uint64_t from, uint64_t to, char *wh
 		return false;
 	}
 	if (from < b->cov_start || from < b->filt_from) {
-		snprintf(why, why_len, "WAL before %X/%X is not summarized", LSN_ARGS(MAX(b->cov_start, b->filt_from)));
+		uint64_t first = MAX(b->cov_start, b->filt_from);
+		snprintf(why, why_len, "WAL before %X/%X is not summarized", LSN_ARGS(first));
 		return false;
 	}
 	if (to > b->filt_to) {

@@ -70,7 +70,7 @@ typedef struct WalSegInfo {
 				  (the head's record aside): the end of the last whole one, or
 				  the segment's end after XLOG_SWITCH / at a record boundary */
 	uint64_t unsummarized_lsn; /* UINT64_MAX: nothing; else unsummarized from here on */
-	bool end_of_wal;       /* a zero xl_tot_len at end_lsn: WAL ends there */
+	bool end_of_wal;       /* a zero xl_tot_len (or a page never written) at end_lsn */
 	bool switched;         /* an XLOG_SWITCH ends the segment's WAL */
 	bool has_head;         /* starts with the continuation of an earlier record */
 	bool head_continues;   /* ...which runs past this segment too */

@@ -89,8 +89,11 @@ static uint32_t rec_build(const TRec *t)
 		uint32_t n = (t->b[i].image ? t->b[i].bimg_len : 0) + t->b[i].data_len;
 		memset(o + off, 0xA0 + i, n), off += n;
 	}
-	for (uint32_t i = 0; i < t->main_len; i++)
-		o[off++] = t->main ? t->main[i] : (uint8_t)(i * 7);
+	if (t->main)
+		memcpy(o + off, t->main, t->main_len);
+	else
+		memset(o + off, 0x5A, t->main_len);
+	off += t->main_len;
 	memset(o, 0, 24);
 	st32(o, off), st32(o + 4, 100);
 	o[16] = t->info, o[17] = t->rmid;
@@ -109,8 +112,8 @@ typedef struct WalW {
 
 static void ww_init(WalW *w, uint16_t magic, uint64_t start, int n_segs)
 {
-	*w = (WalW){.buf = calloc((size_t)n_segs, SEG), .start = start, .pos = start,
-		    .size = (size_t)n_segs * SEG, .magic = magic, .tli = 1, .sysid = 7000000000000000001ull};
+	*w = (WalW){.buf = calloc((size_t)n_segs, wseg), .start = start, .pos = start,
+		    .size = (size_t)n_segs * wseg, .magic = magic, .tli = 1, .sysid = 7000000000000000001ull};
 	if (!w->buf)
 		exit(2);
 }
@@ -580,8 +583,11 @@ static void test_unsummarized(int k)
 		ww_init(&w, magics[k], 0x1000000, 1);
 		ww_heap(&w, 400, 0, 1);
 		at_lsn = i == 0 ? ww_heap(&w, 400, 0, 9) : ww_main(&w, 2, 0x30 | 0x01, m, 20);
-		if (i == 0)
-			w.buf[at_lsn - w.start + 16] |= 0x01, ww_crc(w.buf + (at_lsn - w.start), ld32(w.buf + (at_lsn - w.start)));
+		if (i == 0) { /* the heap record, flagged */
+			uint8_t *rec = w.buf + (at_lsn - w.start);
+			rec[16] |= 0x01;
+			ww_crc(rec, ld32(rec));
+		}
 		ww_heap(&w, 400, 0, 3);
 		CHECK_EQ_STR(seg_dump(&w, 0, &info, &o), "1663/5/400/main blocks 1");
 		CHECK_EQ_INT(info.unsummarized_lsn, at_lsn);
@@ -797,6 +803,31 @@ static void test_spanning(int k)
 	CHECK(strstr(why, "ends after the range") != NULL);
 	walblocks_free(b);
 
+	/* a bad page in the middle of segment 2 (all r2's continuation): r2 cannot be resolved */
+	{
+		uint8_t save = w.buf[2 * SEG + 5 * BLK + 8];
+		w.buf[2 * SEG + 5 * BLK + 8] ^= 0x80; /* xlp_pageaddr */
+		CHECK_EQ_STR(seg_dump(&w, 2, &info, &o), "");
+		CHECK_EQ_INT(info.unsummarized_lsn, S + 2 * SEG + 5 * BLK);
+		WalSegSummary *x = NULL, *y = NULL;
+		uint8_t *ser = NULL;
+		size_t n = 0;
+		CHECK_EQ_INT(walsum_segment(w.buf + 2 * SEG, SEG, S + 2 * SEG, SEG, 0, 0, UINT64_MAX, &x), 0);
+		CHECK_EQ_INT(walsum_serialize(x, &ser, &n), 0);
+		CHECK_EQ_INT(walsum_parse(ser, n, &y), 0);
+		free(ser);
+		walsum_free(x);
+		walsum_free(y);
+		b = combine(&w, 0, 4, -1, 0, UINT64_MAX);
+		CHECK(walblocks_covers(b, S, r2, why, sizeof(why)));
+		CHECK(!walblocks_covers(b, S, r2 + 8, why, sizeof(why)));
+		CHECK(strstr(why, "no valid continuation") != NULL);
+		CHECK_EQ_STR(dump_set(b, &o), "1663/5/700/main blocks 1,2,3; 1663/5/701/main blocks 11; "
+					      "1663/5/702/main blocks 12");
+		walblocks_free(b);
+		w.buf[2 * SEG + 5 * BLK + 8] = save;
+	}
+
 	/* a CRC error in the record crossing 0 -> 1 shows when combining */
 	w.buf[SEG + 40 + 50] ^= 1;
 	b = combine(&w, 0, 2, -1, 0, UINT64_MAX);
@@ -860,6 +891,43 @@ static void test_switch_across(int k)
 	CHECK(walblocks_covers(b, S, S + 2 * SEG, why, sizeof(why)));
 	walblocks_free(b);
 	free(w.buf);
+}
+
+/* A record crossing segments with more than WALSUM_BOUNDARY_CAP bytes in one: unsummarized boundary. */
+static void test_cap(int k)
+{
+	WalW w;
+	Str o;
+	WalSegInfo info;
+	char why[256];
+	uint64_t S = 0x8000000;
+	wseg = 2 * SEG;
+	ww_init(&w, magics[k], S, 2); /* two 2 MiB segments */
+	ww_heap(&w, 1400, 0, 1);
+	ww_pad_to(&w, S + 200000);
+	TRec t = {.rmid = 10, .n = 1, .main_len = 2000000};
+	t.b[0] = (TBlk){.id = 0, .rel = 1401, .blk = 1};
+	uint64_t big = ww_rec(&w, &t);
+	ww_heap(&w, 1400, 0, 2);
+	uint64_t end = w.pos;
+	WalSegSummary *s0 = NULL, *s1 = NULL;
+	WalBlockSet *b = NULL;
+	CHECK_EQ_INT(walsum_segment(w.buf, 2 * SEG, S, 2 * SEG, 0, 0, UINT64_MAX, &s0), 0);
+	CHECK_EQ_INT(walsum_segment(w.buf + 2 * SEG, 2 * SEG, S + 2 * SEG, 2 * SEG, 0, 0, UINT64_MAX, &s1), 0);
+	walsum_info(s0, &info);
+	CHECK(info.has_tail && info.end_lsn == big && info.unsummarized_lsn == UINT64_MAX);
+	CHECK_EQ_INT(walblocks_new(&b), 0);
+	CHECK_EQ_INT(walblocks_add(b, s0), 0);
+	CHECK_EQ_INT(walblocks_add(b, s1), 0);
+	CHECK_EQ_STR(dump_set(b, &o), "1663/5/1400/main blocks 1,2");
+	CHECK(walblocks_covers(b, S, big, why, sizeof(why)));
+	CHECK(!walblocks_covers(b, S, end, why, sizeof(why)));
+	CHECK(strstr(why, "longer than 1048576 bytes") != NULL);
+	walblocks_free(b);
+	walsum_free(s0);
+	walsum_free(s1);
+	free(w.buf);
+	wseg = SEG;
 }
 
 /*
@@ -1128,6 +1196,7 @@ int main(int argc, char **argv)
 		test_switch_across(k);
 		test_serialize(k);
 		test_merge_order(k);
+		test_cap(k);
 	}
 	if (argc > 1 && strcmp(argv[1], "-v") == 0)
 		bench();
