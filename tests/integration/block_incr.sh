@@ -125,8 +125,7 @@ pg_sql $PORT "drop table t_hint" # the tampered file goes, unread
 
 # a damaged summary is summarized again from the segment
 pg_sql $PORT "insert into d_marker values (2)"
-SEG=$(pg_sql $PORT "select pg_walfile_name(pg_current_wal_lsn())")
-pg_sql $PORT "select pg_switch_wal()" >/dev/null
+SEG=$(pg_sql $PORT "select pg_walfile_name(pg_switch_wal())")
 ok "segment archived" wait_for 60 pg_archived $PORT "$SEG"
 SUM=$R/walsum/00000001/$SEG
 ok "its summary is kept beside it" test -s "$SUM"
@@ -142,8 +141,7 @@ for i in 1 2 3 4 5 6; do
 done
 pg_sql $PORT "checkpoint"
 pg_sql $PORT "checkpoint"
-pg_sql $PORT "select pg_switch_wal()" >/dev/null
-LAST=$(pg_sql $PORT "select pg_walfile_name(pg_current_wal_lsn() - 1)")
+LAST=$(pg_sql $PORT "select pg_walfile_name(pg_switch_wal())")
 ok "archive caught up" wait_for 60 pg_archived $PORT "$LAST"
 ok "the old segment left pg_wal" test ! -e "$T/data/pg_wal/$PARENT_SEG"
 rm -f "$R/wal/00000001/$PARENT_SEG" "$R/walsum/00000001/$PARENT_SEG"
@@ -151,7 +149,35 @@ ok "incr across the gap" incr "$R" "$T/data" "$CONN" "$T/i5.out"
 ok "it read by size and mtime" test "$(json latest "$R" 'd["method"]')" = files
 ok "and said why" grep -q "files by size and mtime: WAL segment $PARENT_SEG is neither archived nor in pg_wal" "$T/i5.out"
 ok "show says why too" bash -c "'$PGBAKFS' show latest --repo '$R' --json | grep -q 'neither archived nor in pg_wal'"
+
+# a timeline switch: a copy recovered to a point and promoted continues the instance on timeline 2
+pg_sql $PORT "insert into d_marker values (3)"
+TLSN=$(pg_sql $PORT "select pg_current_wal_lsn()")
+pg_sql $PORT "insert into d_marker values (4)"
+LAST=$(pg_sql $PORT "select pg_walfile_name(pg_switch_wal())")
+ok "archived past the target" wait_for 60 pg_archived $PORT "$LAST"
 pg_stop "$T/data"
+P2=$((PORT + 3))
+C2="host=127.0.0.1 port=$P2 user=postgres"
+ok "restore to a point, promoted" pgbakfs restore latest "$T/tl2" --tablespace-map "$T/ts=$T/ts2" --repo "$R" --target-lsn "$TLSN" --target-action promote --no-progress >/dev/null
+chown -R postgres "$T/tl2" "$T/ts2"
+sed -i "s/^port = $PORT/port = $P2/" "$T/tl2/postgresql.conf" # it archives into the same repository
+pg_start "$T/tl2"
+ok "promoted onto timeline 2" wait_for 60 test "$(pg_sql $P2 "select substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")" = 00000002
+ok "up to the target" test "$(pg_sql $P2 "select count(*) from d_marker where x in (3, 4)")" = 1
+pg_sql $P2 "update pgbench_accounts set abalance = abalance + 1 where aid % 1000 = 0"
+ok "incr across the timeline switch" incr "$R" "$T/tl2" "$C2" "$T/i6.out" --verify-blocks
+ok "by blocks along the history" test "$(json latest "$R" 'd["method"]')" = blocks || cat "$T/i6.out" >&2
+# the old timeline goes on too: a backup of it is on no history that leads to timeline 2
+pg_start "$T/data"
+pg_sql $PORT "insert into d_marker values (5)"
+ok "a backup of the old timeline" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" --no-progress >/dev/null
+pg_own "$R"
+pg_stop "$T/data"
+ok "incr of timeline 2 after it" incr "$R" "$T/tl2" "$C2" "$T/i7.out"
+ok "reads by size and mtime" test "$(json latest "$R" 'd["method"]')" = files
+ok "and says the parent is on another branch" grep -q "is not on the history of timeline 2" "$T/i7.out"
+pg_stop "$T/tl2"
 
 # PostgreSQL 17: the server's summaries, and ours equal to them
 pg_use_major 17
@@ -187,8 +213,7 @@ cat "$T/i17.out" >&2
 ok "17: from the server's summaries" test "$(json latest "$R17" 'd["method_note"]')" = "blocks from the server's WAL summaries"
 ok "17: hint-bit-only pages seen and tolerated" grep -q "none changed by WAL, [1-9][0-9]* differ without WAL" "$T/i17.out"
 sum17() { pg_sql $P17 "select format('TS %s, DB %s, REL %s, FORK %s: %s %s', reltablespace, reldatabase, relfilenode, (array['main','fsm','vm','init'])[relforknumber + 1], case when is_limit_block then 'limit' else 'block' end, relblocknumber) from pg_wal_summary_contents($1, '$2', '$3')" | sort; }
-pg_sql $P17 "select pg_switch_wal()" >/dev/null
-LAST=$(pg_sql $P17 "select pg_walfile_name(pg_current_wal_lsn() - 1)")
+LAST=$(pg_sql $P17 "select pg_walfile_name(pg_switch_wal())")
 ok "17: archive caught up" wait_for 60 pg_archived $P17 "$LAST"
 n=0
 while IFS='|' read -r tli s e; do
@@ -201,8 +226,19 @@ ok "17: summaries compared" test $n -ge 2
 pg_sql $P17 "alter system set summarize_wal = off"
 pg_sql $P17 "select pg_reload_conf()" >/dev/null
 pg_sql $P17 "update t set v = 'y' where id % 700 = 0"
-pg_sql $P17 "checkpoint"
+SEG17=$(pg_sql $P17 "select pg_walfile_name(pg_switch_wal())")
+ok "17: archived" wait_for 60 pg_archived $P17 "$SEG17"
+# the 15 cluster's summary passed off as this segment's: of another system, not used
+FOREIGN=$(ls "$R"/walsum/00000001/ | head -1)
+python3 - "$R/walsum/00000001/$FOREIGN" "$R17/walsum/00000001/$SEG17" "$SEG17" <<'PY'
+import sys
+src, dst, name = sys.argv[1:]
+obj = bytearray(open(src, "rb").read())
+obj[64:112] = (name + ".sum").encode().ljust(48, b"\0")  # the header's name field
+open(dst, "wb").write(obj)
+PY
 ok "17: incr without the server's summaries" incr "$R17" "$T/d17" "$C17" "$T/i17b.out" --verify-blocks
+ok "17: the other system's summary is not used" grep -q "the summary of WAL segment $SEG17 is of system [0-9]*, not [0-9]*: summarizing the segment again" "$T/i17b.out" || cat "$T/i17b.out" >&2
 ok "17: from pgbakfs's own" bash -c "test \"\$('$PGBAKFS' show latest --repo '$R17' --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"method\"], d[\"method_note\"].startswith(\"blocks from WAL summaries\"))')\" = 'blocks True'"
 Q="select md5(string_agg(id || v, ',' order by id)) from t"
 WANT=$(pg_sql $P17 "$Q")

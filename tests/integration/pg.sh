@@ -63,8 +63,8 @@ pg_two_batches() {
 	MID=$(pg_sql "$1" "select clock_timestamp()")
 	sleep 1.2
 	pg_sql "$1" "insert into events(batch) select 2 from generate_series(1, 100)"
-	pg_sql "$1" "select pg_switch_wal()" >/dev/null
-	LAST=$(pg_sql "$1" "select pg_walfile_name(pg_current_wal_lsn() - 1)")
+	# the segment the switch completed (current - 1 can already be in the next one)
+	LAST=$(pg_sql "$1" "select pg_walfile_name(pg_switch_wal())")
 }
 
 # pg_archived PORT WALFILE [COND]: the archiver has archived WALFILE (and COND,
