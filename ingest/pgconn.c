@@ -161,6 +161,9 @@ int pgconn_next_result(PgConn *c, PgRows *rows, PgError *err)
 	case PGRES_COPY_BOTH:
 		PQclear(res);
 		return PGCONN_COPY_BOTH;
+	case PGRES_COPY_IN:
+		PQclear(res);
+		return PGCONN_COPY_IN;
 	default:
 		set_err_text(err, PQresultErrorMessage(res));
 		PQclear(res);

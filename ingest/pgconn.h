@@ -24,6 +24,7 @@ typedef enum {
 	PGCONN_COPY_OUT,
 	PGCONN_COPY_BOTH,
 	PGCONN_DONE, /* no more results for the command */
+	PGCONN_COPY_IN, /* the server waits for copy data (UPLOAD_MANIFEST) */
 } PgResultKind;
 
 /* replication: a physical replication connection ("replication=true"). */
