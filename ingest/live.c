@@ -575,7 +575,11 @@ static int plan_incremental(Live *lv)
 /* The server can still refuse at BASE_BACKUP (WAL summaries missing): then full. */
 static int start_base_backup_or_full(Live *lv)
 {
-	int r = start_base_backup(lv);
+	int r;
+	pgconn_hold_notices(lv->conn, lv->incr != NULL); /* a refusal's warnings are noise */
+	r = start_base_backup(lv);
+	if (r != -EIO || !lv->incr)
+		pgconn_hold_notices(lv->conn, false);
 	if (r == -EIO && lv->incr) {
 		char why[sizeof(lv->err->msg)];
 		snprintf(why, sizeof(why), "%s", lv->err->msg);
