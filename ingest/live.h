@@ -3,9 +3,11 @@
  * connection, its archive stream parsed on the fly into the snapshot (never
  * staged), WAL from the start to the end LSN streamed beside it through a
  * temporary slot into the snapshot's pg_wal (staged per segment while the
- * backup runs), the server's backup_manifest kept. Page checksums are
- * verified as data passes. On any error the connections close, so the server
- * aborts the backup and drops the slot; nothing is left behind there.
+ * backup runs), the server's backup_manifest kept (for an incremental,
+ * rewritten to list the materialized files: ingest/incremental.h). Page
+ * checksums are verified as data passes. On any error the connections
+ * close, so the server aborts the backup and drops the slot; nothing is left
+ * behind there.
  */
 #pragma once
 
