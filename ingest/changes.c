@@ -463,11 +463,13 @@ int changes_collect(const ChangesRequest *rq, ChangesResult *res)
 	int r;
 
 	*res = (ChangesResult){0};
-	if (rq->to < rq->from || !wal_seg_size_valid(rq->seg_size)) {
-		note(res, "the parent starts after this backup");
-		return 0;
-	}
+	if (!wal_seg_size_valid(rq->seg_size))
+		return -EINVAL;
 	r = plan_build(rq, &p, res);
+	if (r == 0 && rq->to < rq->from) {
+		note(res, "the parent starts after this backup");
+		r = 1;
+	}
 	if (r == 0) {
 		r = collect_server(rq, &p, res);
 		if (r == 1) {

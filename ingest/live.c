@@ -1,6 +1,7 @@
 #include "ingest/live.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "ingest/incremental.h"
 #include "ingest/tar.h"
 #include "ingest/tree.h"
 #include "ingest/walstream.h"
@@ -31,6 +32,12 @@ typedef struct Live {
 	Progress *progress;
 	TreeMeta default_meta;
 	PgRows tablespaces; /* spcoid, spclocation, size: the data directory's row last */
+	/* incremental (17+): the parent, the materializer, the server's manifest as received */
+	SnapshotInfo parent;
+	Incr *incr;
+	FILE *manifest_buf;
+	char *manifest_text;
+	size_t manifest_len;
 } Live;
 
 static int fail(Live *lv, int r, const char *fmt, const char *arg)
@@ -97,7 +104,8 @@ static int start_base_backup(Live *lv)
 	/* WAL comes through the slot; checksums are verified here, page by page */
 	if (pgconn_server_version(lv->conn) >= 150000)
 		snprintf(sql, sizeof(sql), "BASE_BACKUP (LABEL %s, PROGRESS, CHECKPOINT 'fast', "
-			 "WAIT false, MANIFEST 'yes', VERIFY_CHECKSUMS false)", quoted);
+			 "WAIT false, MANIFEST 'yes', VERIFY_CHECKSUMS false%s)", quoted,
+			 lv->incr ? ", INCREMENTAL" : "");
 	else
 		snprintf(sql, sizeof(sql), "BASE_BACKUP LABEL %s PROGRESS FAST NOWAIT "
 			 "MANIFEST 'yes' NOVERIFY_CHECKSUMS", quoted);
@@ -135,7 +143,8 @@ static int open_snapshot(Live *lv)
 	int r = live_source(lv->o->conninfo, &source);
 	if (r < 0)
 		return r;
-	SnapWriterOptions wo = {.instance = lv->o->instance, .type = "full", .label = lv->o->label,
+	SnapWriterOptions wo = {.instance = lv->o->instance, .type = lv->res->type,
+				.parent = lv->incr ? lv->res->parent : NULL, .label = lv->o->label,
 				.note = lv->o->note, .source = source, .jobs = lv->o->jobs,
 				.progress = lv->progress, .start_lsn = lv->res->start_lsn,
 				.system_id = lv->sys.system_id, .timeline = lv->res->timeline,
@@ -145,6 +154,8 @@ static int open_snapshot(Live *lv)
 		r = tree_new(lv->w, &lv->tree);
 	if (r == 0 && lv->checksums) /* without data checksums a page has none to check */
 		tree_verify_pages(lv->tree, lv->start_lsn);
+	if (r == 0 && lv->incr)
+		incr_attach(lv->incr, lv->tree);
 	return r;
 }
 
@@ -218,6 +229,9 @@ static TreeMeta own_file_meta(Live *lv)
 	return m;
 }
 
+static int manifest_buffer_begin(Live *lv);
+static int manifest_buffer_end(Live *lv);
+
 static int start_manifest(Live *lv)
 {
 	int r = end_archive(lv);
@@ -225,6 +239,8 @@ static int start_manifest(Live *lv)
 	if (r == 0)
 		r = tree_ensure_root(lv->tree, &lv->default_meta);
 	m = own_file_meta(lv);
+	if (r == 0 && lv->incr)
+		return manifest_buffer_begin(lv);
 	if (r == 0)
 		r = tree_file_begin(lv->tree, "backup_manifest", &m, &lv->manifest);
 	return r;
@@ -232,6 +248,9 @@ static int start_manifest(Live *lv)
 
 static int feed(Live *lv, const char *data, size_t len)
 {
+	lv->res->received_bytes += len;
+	if (lv->manifest_buf)
+		return fwrite(data, 1, len, lv->manifest_buf) == len ? 0 : -ENOMEM;
 	if (lv->manifest)
 		return tree_file_write(lv->tree, lv->manifest, data, len);
 	if (lv->tar)
@@ -318,6 +337,8 @@ static int finish_base_backup(Live *lv)
 		r = tree_file_end(lv->tree, lv->manifest);
 		lv->manifest = NULL;
 	}
+	if (r == 0 && lv->manifest_buf)
+		r = manifest_buffer_end(lv);
 	if (r == 0)
 		r = pgconn_next_result(lv->conn, &rows, lv->err);
 	if (r == PGCONN_ROWS && rows.n_rows == 1 && rows.n_cols >= 1) {
@@ -403,11 +424,214 @@ static int add_wal(Live *lv)
 	return r;
 }
 
+/* ---- remote incremental (PostgreSQL 17+): UPLOAD_MANIFEST + BASE_BACKUP INCREMENTAL ---- */
+
+/* An incremental asked for stays full: why, in one line, for the caller to print. */
+static int stay_full(Live *lv, const char *fmt, const char *arg)
+{
+	snprintf(lv->res->note, sizeof(lv->res->note), fmt, arg ? arg : "");
+	lv->incr = incr_free(lv->incr);
+	snprintf(lv->res->type, sizeof(lv->res->type), "full");
+	lv->res->parent[0] = '\0';
+	return 0;
+}
+
+/* "1GB", "8kB" (SHOW's units) -> bytes; 0 when it is not one of those. */
+static uint64_t show_bytes(const char *v)
+{
+	char *end;
+	uint64_t n = strtoull(v ? v : "", &end, 10);
+	if (!strcmp(end, "kB"))
+		return n << 10;
+	if (!strcmp(end, "MB"))
+		return n << 20;
+	if (!strcmp(end, "GB"))
+		return n << 30;
+	if (!strcmp(end, "TB"))
+		return n << 40;
+	return *end ? 0 : n;
+}
+
+/* block_size and segment_size, as the INCREMENTAL format depends on them. */
+static int server_block_layout(Live *lv, uint32_t *ret_blcksz, uint32_t *ret_relseg)
+{
+	_cleanup_free_ char *bs = NULL, *seg = NULL;
+	int r = show(lv, "block_size", &bs);
+	if (r == 0)
+		r = show(lv, "segment_size", &seg);
+	if (r < 0)
+		return r;
+	uint64_t b = show_bytes(bs), s = show_bytes(seg);
+	if (!b || b > (1 << 20) || !s || s % b || s / b > UINT32_MAX) {
+		snprintf(lv->err->msg, sizeof(lv->err->msg), "unexpected block_size \"%s\" or "
+			 "segment_size \"%s\"", bs, seg);
+		return -EPROTO;
+	}
+	*ret_blcksz = (uint32_t)b;
+	*ret_relseg = (uint32_t)(s / b);
+	return 0;
+}
+
+/* The replication connection afresh (after the server refused an incremental). */
+static int reconnect(Live *lv)
+{
+	lv->conn = pgconn_free(lv->conn);
+	return pgconn_connect(lv->o->conninfo, true, &lv->conn, lv->err);
+}
+
+static int upload_piece(const void *buf, size_t len, void *userdata)
+{
+	Live *lv = userdata;
+	return pgconn_copy_write(lv->conn, buf, len, lv->err);
+}
+
+/*
+ * UPLOAD_MANIFEST with the parent's backup_manifest. 1: the server refused
+ * it (its message in err); 0: taken.
+ */
+static int upload_manifest(Live *lv)
+{
+	int r = pgconn_send(lv->conn, "UPLOAD_MANIFEST", lv->err), k;
+	if (r == 0)
+		r = pgconn_next_result(lv->conn, NULL, lv->err);
+	if (r == -EIO)
+		return 1;
+	if (r >= 0 && r != PGCONN_COPY_IN) {
+		snprintf(lv->err->msg, sizeof(lv->err->msg), "unexpected reply to UPLOAD_MANIFEST");
+		return -EPROTO;
+	}
+	r = incr_parent_manifest_send(lv->incr, upload_piece, lv);
+	if (r < 0) {
+		if (!lv->err->msg[0])
+			snprintf(lv->err->msg, sizeof(lv->err->msg), "could not read the backup_manifest "
+				 "of the parent snapshot \"%s\": %s", lv->parent.name, strerror(-r));
+		return r;
+	}
+	r = pgconn_copy_end(lv->conn, lv->err);
+	bool refused = false;
+	while (r == 0 && (k = pgconn_next_result(lv->conn, NULL, lv->err)) != PGCONN_DONE) {
+		if (k == -EIO)
+			refused = true;
+		else if (k < 0)
+			r = k;
+	}
+	return r < 0 ? r : refused;
+}
+
+/*
+ * incr asked for: decide whether the server can send changed blocks against
+ * the newest snapshot, and upload that snapshot's manifest. Anything that
+ * rules it out leaves a full backup and a note.
+ */
+static int plan_incremental(Live *lv)
+{
+	_cleanup_free_ char *summarize = NULL;
+	uint32_t blcksz = 0, relseg = 0;
+	int r;
+
+	snprintf(lv->res->type, sizeof(lv->res->type), "full");
+	if (!lv->o->type || strcmp(lv->o->type, "incr") != 0)
+		return 0;
+	if (lv->res->pg_version < 17) {
+		char v[16];
+		snprintf(v, sizeof(v), "%d", lv->res->pg_version);
+		return stay_full(lv, "PostgreSQL %s has no incremental BASE_BACKUP: taking a full "
+			      "backup (dedup stores only new chunks)", v);
+	}
+	r = show(lv, "summarize_wal", &summarize);
+	if (r < 0)
+		return r;
+	if (strcmp(summarize, "on") != 0)
+		return stay_full(lv, "summarize_wal is off on the server, so it cannot send only changed "
+			      "blocks: taking a full backup (dedup stores only new chunks)%s", NULL);
+	r = catalog_snapshot_get(repo_catalog(lv->repo), "latest",
+				 lv->o->instance ? lv->o->instance : "main", &lv->parent);
+	if (r == -ENOENT)
+		return stay_full(lv, "instance has no snapshot yet: taking a full backup%s", NULL);
+	if (r == 0)
+		r = server_block_layout(lv, &blcksz, &relseg);
+	if (r < 0)
+		return r;
+	IncrOptions io = {.parent_rowid = lv->parent.rowid, .parent_name = lv->parent.name,
+			  .blcksz = blcksz, .relseg_blocks = relseg};
+	r = incr_new(lv->repo, &io, &lv->incr);
+	if (r == -EINVAL)
+		return stay_full(lv, "the repository's chunk size is not a multiple of the server's "
+			      "block size: taking a full backup%s", NULL);
+	if (r < 0)
+		return r;
+	if (!incr_parent_has_manifest(lv->incr))
+		return stay_full(lv, "the newest snapshot, \"%s\", has no backup_manifest: taking a "
+			      "full backup", lv->parent.name);
+	snprintf(lv->res->type, sizeof(lv->res->type), "incr");
+	snprintf(lv->res->parent, sizeof(lv->res->parent), "%s", lv->parent.name);
+	r = upload_manifest(lv);
+	if (r == 1) {
+		char why[sizeof(lv->err->msg)];
+		snprintf(why, sizeof(why), "%s", lv->err->msg);
+		lv->err->msg[0] = '\0';
+		stay_full(lv, "the server refused the parent's backup_manifest (%s): taking a full "
+			  "backup", why);
+		return reconnect(lv);
+	}
+	return r;
+}
+
+/* The server can still refuse at BASE_BACKUP (WAL summaries missing): then full. */
+static int start_base_backup_or_full(Live *lv)
+{
+	int r;
+	pgconn_hold_notices(lv->conn, lv->incr != NULL); /* a refusal's warnings are noise */
+	r = start_base_backup(lv);
+	if (r != -EIO || !lv->incr)
+		pgconn_hold_notices(lv->conn, false);
+	if (r == -EIO && lv->incr) {
+		char why[sizeof(lv->err->msg)];
+		snprintf(why, sizeof(why), "%s", lv->err->msg);
+		lv->err->msg[0] = '\0';
+		stay_full(lv, "the server cannot take an incremental backup (%s): taking a full "
+			  "backup", why);
+		r = reconnect(lv);
+		if (r == 0)
+			r = start_base_backup(lv);
+	}
+	return r;
+}
+
+/* The server's manifest names INCREMENTAL files: kept aside, rewritten at the end. */
+static int manifest_buffer_begin(Live *lv)
+{
+	lv->manifest_buf = open_memstream(&lv->manifest_text, &lv->manifest_len);
+	return lv->manifest_buf ? 0 : -ENOMEM;
+}
+
+static int manifest_buffer_end(Live *lv)
+{
+	_cleanup_free_ char *text = NULL;
+	TreeFile *f = NULL;
+	TreeMeta m = own_file_meta(lv);
+	size_t len = 0;
+	int r = fclose(lv->manifest_buf) == 0 ? 0 : -ENOMEM;
+	lv->manifest_buf = NULL;
+	if (r == 0)
+		r = incr_rewrite_manifest(lv->incr, lv->manifest_text, lv->manifest_len, &text, &len);
+	if (r == 0)
+		r = tree_file_begin(lv->tree, "backup_manifest", &m, &f);
+	if (r == 0 && f) {
+		r = tree_file_write(lv->tree, f, text, len);
+		int r2 = tree_file_end(lv->tree, f);
+		r = r ? r : r2;
+	}
+	return r;
+}
+
 static int run(Live *lv)
 {
 	int r = connect_and_identify(lv);
 	if (r == 0)
-		r = start_base_backup(lv);
+		r = plan_incremental(lv);
+	if (r == 0)
+		r = start_base_backup_or_full(lv);
 	if (r == 0)
 		r = walstream_start(lv->wal, lv->start_lsn, lv->res->timeline, lv->seg_size, lv->err);
 	if (r == 0)
@@ -424,6 +648,13 @@ static int run(Live *lv)
 		r = add_wal(lv);
 	if (r == 0)
 		r = snapwriter_set_stop_lsn(lv->w, lv->res->stop_lsn);
+	/* how it was taken: the server's changed blocks, or everything it sent */
+	if (r == 0 && !strcmp(lv->res->type, "incr"))
+		r = snapwriter_set_method(lv->w, "blocks", "blocks from the server's incremental BASE_BACKUP",
+					  lv->res->received_bytes);
+	else if (r == 0)
+		r = snapwriter_set_method(lv->w, "full", lv->res->note[0] ? lv->res->note : NULL,
+					  lv->res->received_bytes);
 	if (r == 0)
 		r = snapwriter_commit(lv->w, &lv->res->snap);
 	return r;
@@ -448,6 +679,17 @@ int live_backup(Repo *repo, const LiveBackupOptions *o, LiveBackupResult *ret, P
 	lv.tar = tar_reader_free(lv.tar);
 	if (lv.manifest)
 		tree_file_end(lv.tree, lv.manifest);
+	if (r < 0 && lv.incr && incr_error(lv.incr)[0] && !err->msg[0])
+		snprintf(err->msg, sizeof(err->msg), "%s", incr_error(lv.incr));
+	if (lv.incr) {
+		ret->incremental_files = incr_n_files(lv.incr);
+		ret->parent_bytes = incr_reused_bytes(lv.incr);
+	}
+	lv.incr = incr_free(lv.incr);
+	if (lv.manifest_buf)
+		fclose(lv.manifest_buf);
+	free(lv.manifest_text);
+	snapshot_info_clear(&lv.parent);
 	lv.tree = tree_free(lv.tree);
 	lv.w = snapwriter_free(lv.w); /* an uncommitted snapshot is removed */
 	lv.wal = walstream_free(lv.wal);

@@ -3,9 +3,11 @@
  * connection, its archive stream parsed on the fly into the snapshot (never
  * staged), WAL from the start to the end LSN streamed beside it through a
  * temporary slot into the snapshot's pg_wal (staged per segment while the
- * backup runs), the server's backup_manifest kept. Page checksums are
- * verified as data passes. On any error the connections close, so the server
- * aborts the backup and drops the slot; nothing is left behind there.
+ * backup runs), the server's backup_manifest kept (for an incremental,
+ * rewritten to list the materialized files: ingest/incremental.h). Page
+ * checksums are verified as data passes. On any error the connections
+ * close, so the server aborts the backup and drops the slot; nothing is left
+ * behind there.
  */
 #pragma once
 
@@ -21,6 +23,14 @@ typedef struct LiveBackupOptions {
 	int jobs;
 	bool progress;
 	const char *staging_dir; /* parent of a private directory for WAL segments */
+	/*
+	 * "incr": on PostgreSQL 17+ with summarize_wal on, an incremental
+	 * BASE_BACKUP against the newest snapshot of the instance (its
+	 * backup_manifest uploaded), materialized into a complete snapshot
+	 * (ingest/incremental.h). Where that cannot work the backup is full and
+	 * the result says why. NULL or "full": full.
+	 */
+	const char *type;
 } LiveBackupOptions;
 
 typedef struct LiveBackupResult {
@@ -28,11 +38,19 @@ typedef struct LiveBackupResult {
 	char start_lsn[32], stop_lsn[32];
 	uint32_t timeline;
 	int pg_version;
+	char type[8];      /* what was taken: "full" or "incr" */
+	char parent[64];   /* the parent of an incr */
+	char note[600];    /* why an incr asked for is full (one line), or "" */
+	uint64_t received_bytes;    /* of BASE_BACKUP's archives and manifest */
+	uint64_t incremental_files; /* INCREMENTAL files materialized */
+	uint64_t parent_bytes;      /* bytes of those taken from the parent by id */
 } LiveBackupResult;
 
 /*
  * -ECONNREFUSED / -EIO / -EPROTO with err->msg from the server or libpq;
- * -EEXIST when the instance holds another cluster's snapshots (err->msg says which).
+ * -EEXIST when the instance holds another cluster's snapshots (err->msg says which);
+ * incr: -ENOENT when the server sent changed blocks of a file the parent
+ * snapshot lacks, -EBADMSG for a damaged incremental file (no snapshot then).
  */
 int live_backup(Repo *repo, const LiveBackupOptions *o, LiveBackupResult *ret, PgError *err);
 

@@ -8,6 +8,8 @@
 
 struct PgConn {
 	PGconn *conn;
+	bool hold;   /* notices are kept in held instead of printed */
+	char *held;
 };
 
 static void _printf_(2, 3) set_err(PgError *err, const char *fmt, ...)
@@ -47,6 +49,30 @@ static void set_err_conn(PgError *err, PgConn *c)
 	set_err_text(err, PQerrorMessage(c->conn));
 }
 
+/* As libpq's default (the message to stderr), unless held. */
+static void notice_processor(void *arg, const char *message)
+{
+	PgConn *c = arg;
+	char *v;
+	if (!c->hold) {
+		fputs(message, stderr);
+		return;
+	}
+	if (asprintf(&v, "%s%s", c->held ? c->held : "", message) >= 0) {
+		free(c->held);
+		c->held = v;
+	}
+}
+
+void pgconn_hold_notices(PgConn *c, bool hold)
+{
+	c->hold = hold;
+	if (!hold && c->held)
+		fputs(c->held, stderr);
+	free(c->held);
+	c->held = NULL;
+}
+
 int pgconn_connect(const char *conninfo, bool replication, PgConn **ret, PgError *err)
 {
 	/* conninfo is expanded in the dbname position; later keywords override it */
@@ -68,6 +94,7 @@ int pgconn_connect(const char *conninfo, bool replication, PgConn **ret, PgError
 		pgconn_free(c);
 		return -ECONNREFUSED;
 	}
+	PQsetNoticeProcessor(c->conn, notice_processor, c);
 	*ret = c;
 	return 0;
 }
@@ -77,6 +104,7 @@ PgConn *pgconn_free(PgConn *c)
 	if (!c)
 		return NULL;
 	PQfinish(c->conn);
+	free(c->held); /* held notices go with the connection */
 	free(c);
 	return NULL;
 }
@@ -161,6 +189,9 @@ int pgconn_next_result(PgConn *c, PgRows *rows, PgError *err)
 	case PGRES_COPY_BOTH:
 		PQclear(res);
 		return PGCONN_COPY_BOTH;
+	case PGRES_COPY_IN:
+		PQclear(res);
+		return PGCONN_COPY_IN;
 	default:
 		set_err_text(err, PQresultErrorMessage(res));
 		PQclear(res);

@@ -24,6 +24,7 @@ typedef enum {
 	PGCONN_COPY_OUT,
 	PGCONN_COPY_BOTH,
 	PGCONN_DONE, /* no more results for the command */
+	PGCONN_COPY_IN, /* the server waits for copy data (UPLOAD_MANIFEST) */
 } PgResultKind;
 
 /* replication: a physical replication connection ("replication=true"). */
@@ -48,6 +49,14 @@ int pgconn_copy_read(PgConn *c, bool wait, char **ret_buf, PgError *err);
 void pgconn_freemem(void *p);
 int pgconn_copy_write(PgConn *c, const void *buf, size_t len, PgError *err);
 int pgconn_copy_end(PgConn *c, PgError *err);
+/*
+ * The server's notices (WARNING, NOTICE) go to stderr as they come, as
+ * libpq's default does. hold: keep them instead, until hold is turned off
+ * (then they are printed) or the connection is freed (then they are
+ * dropped): for a command that may fail into a fallback whose notices
+ * would only confuse.
+ */
+void pgconn_hold_notices(PgConn *c, bool hold);
 /* Wait up to timeout_ms for the socket to become readable (after -EAGAIN). */
 int pgconn_wait_readable(PgConn *c, int timeout_ms, PgError *err);
 

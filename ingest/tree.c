@@ -20,6 +20,8 @@ struct Tree {
 	bool verify;
 	uint64_t start_lsn;
 	uint64_t n_bad;
+	TreeDivert divert;
+	bool has_divert;
 };
 
 struct TreeFile {
@@ -28,6 +30,7 @@ struct TreeFile {
 	char *path;
 	bool verify;
 	PageCheck pc;
+	void *divert_state; /* a diverted file: no sf, no path */
 };
 
 static uint64_t hash_str(const char *s)
@@ -222,6 +225,19 @@ int tree_add_symlink(Tree *t, const char *path, const TreeMeta *m, const char *t
 	return r < 0 ? r : map_put(t, path, 0);
 }
 
+static int divert_file(Tree *t, void *state, TreeFile **ret)
+{
+	TreeFile *f = calloc(1, sizeof(*f));
+	if (!f) {
+		t->divert.end(t->divert.userdata, state);
+		return -ENOMEM;
+	}
+	f->tree = t;
+	f->divert_state = state;
+	*ret = f;
+	return 0;
+}
+
 int tree_file_begin(Tree *t, const char *path, const TreeMeta *m, TreeFile **ret)
 {
 	uint64_t parent;
@@ -234,6 +250,14 @@ int tree_file_begin(Tree *t, const char *path, const TreeMeta *m, TreeFile **ret
 		return -EBADMSG;
 	if (map_find(t, path))
 		return 0;
+	if (t->has_divert) {
+		void *state = NULL;
+		r = t->divert.begin(t->divert.userdata, path, m, &state);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			return divert_file(t, state, ret);
+	}
 	r = parent_ino(t, path, m, &parent, &name);
 	if (r < 0)
 		return r;
@@ -271,6 +295,8 @@ static int report_bad(uint64_t block, void *userdata)
 
 int tree_file_write(Tree *t, TreeFile *f, const void *buf, size_t len)
 {
+	if (f->divert_state)
+		return t->divert.write(t->divert.userdata, f->divert_state, buf, len);
 	if (f->verify) {
 		int r = page_check_feed(&f->pc, buf, len, report_bad, f);
 		if (r < 0)
@@ -281,8 +307,28 @@ int tree_file_write(Tree *t, TreeFile *f, const void *buf, size_t len)
 
 int tree_file_end(Tree *t, TreeFile *f)
 {
-	int r = snapwriter_file_end(t->w, f->sf);
+	int r = f->divert_state ? t->divert.end(t->divert.userdata, f->divert_state)
+				: snapwriter_file_end(t->w, f->sf);
 	free(f->path);
 	free(f);
 	return r;
+}
+
+void tree_set_divert(Tree *t, const TreeDivert *d)
+{
+	t->divert = *d;
+	t->has_divert = true;
+}
+
+int tree_file_write_ids(Tree *t, TreeFile *f, const ChunkId *ids, uint64_t n, uint64_t len)
+{
+	if (f->divert_state)
+		return -EINVAL;
+	if (f->verify) {
+		/* the page checker skips them: they were checked when first stored */
+		if (f->pc.fill)
+			return -EINVAL;
+		f->pc.offset += len;
+	}
+	return snapwriter_file_write_ids(t->w, f->sf, ids, n, len);
 }

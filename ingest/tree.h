@@ -39,3 +39,26 @@ int tree_file_end(Tree *t, TreeFile *f);
 void tree_root_owner(const Tree *t, uint32_t *ret_uid, uint32_t *ret_gid);
 /* Make sure the root exists (an archive with no entries). */
 int tree_ensure_root(Tree *t, const TreeMeta *m);
+
+/*
+ * A diverter takes files over (remote incremental backups: INCREMENTAL.*
+ * files become the files they stand for). begin() sees every regular file
+ * first; when it returns 1 and sets *ret_state, the file's bytes go to
+ * write() and tree_file_end() calls end() (exactly once, also when the
+ * caller gives up on an error) instead of reaching the snapshot. The
+ * diverter may add files to the tree itself. 0: not taken; < 0: failure.
+ */
+typedef struct TreeDivert {
+	int (*begin)(void *userdata, const char *path, const TreeMeta *m, void **ret_state);
+	int (*write)(void *userdata, void *state, const void *buf, size_t len);
+	int (*end)(void *userdata, void *state);
+	void *userdata;
+} TreeDivert;
+
+void tree_set_divert(Tree *t, const TreeDivert *d);
+/*
+ * n chunks already stored, by id, appended to f (snapwriter_file_write_ids:
+ * at a chunk boundary; all but the last whole chunks). Their pages are not
+ * checked again.
+ */
+int tree_file_write_ids(Tree *t, TreeFile *f, const ChunkId *ids, uint64_t n, uint64_t len);

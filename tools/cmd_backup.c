@@ -34,22 +34,27 @@ typedef struct BackupOptions {
 
 static void backup_help(void)
 {
-	printf("Usage: pgbakfs backup -d CONNINFO [--pgdata DIR [--type full|incr]] [--repo PATH]\n"
+	printf("Usage: pgbakfs backup -d CONNINFO [--pgdata DIR] [--type full|incr] [--repo PATH]\n"
 	       "                      [--instance NAME] [--label TEXT] [--note TEXT] [-j N]\n"
 	       "                      [--progress|--no-progress] [--expire] [--verify-blocks]\n"
 	       "       pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME] [--label TEXT]\n"
 	       "                      [--expire]\n\n"
 	       "Take a snapshot. With -d alone, of a running cluster from any host: BASE_BACKUP\n"
 	       "over a replication connection plus the WAL to make it consistent (the role needs\n"
-	       "REPLICATION and two free WAL senders). With -d and --pgdata, on the database host:\n"
-	       "pg_backup_start/stop and the files read by pgbakfs itself, in parallel; --type incr\n"
-	       "then reads, of the relation files, only the 64 KiB chunks holding a block the WAL\n"
-	       "since the newest snapshot of the instance changed (from the summaries wal-push keeps\n"
-	       "beside archived WAL, segments still in pg_wal, or PostgreSQL 17's own with\n"
-	       "summarize_wal = on), and of other files those whose size or mtime changed; where\n"
-	       "the WAL is not fully summarized, every changed file is read and a note says why.\n"
-	       "With --from-dir, of a directory tree (a stopped data directory or a\n"
-	       "pg_basebackup -Fp copy). Only chunks the repository does not hold are stored.\n\n"
+	       "REPLICATION and two free WAL senders); --type incr, on PostgreSQL 17+ with\n"
+	       "summarize_wal = on, has the server send only the blocks changed since the\n"
+	       "newest snapshot of the instance (UPLOAD_MANIFEST, incremental BASE_BACKUP)\n"
+	       "and builds a complete snapshot from them and that snapshot's chunks;\n"
+	       "elsewhere it takes a full backup and says why. With -d and --pgdata, on the\n"
+	       "database host: pg_backup_start/stop and the files read by pgbakfs itself, in\n"
+	       "parallel; --type incr then reads, of the relation files, only the 64 KiB\n"
+	       "chunks holding a block the WAL since the newest snapshot of the instance\n"
+	       "changed (from the summaries wal-push keeps beside archived WAL, segments still\n"
+	       "in pg_wal, or PostgreSQL 17's own with summarize_wal = on), and of other files\n"
+	       "those whose size or mtime changed; where the WAL is not fully summarized,\n"
+	       "every changed file is read and a note says why. With --from-dir, of a\n"
+	       "directory tree (a stopped data directory or a pg_basebackup -Fp copy). Only\n"
+	       "chunks the repository does not hold are stored.\n\n"
 	       "  -d CONNINFO   libpq connection string or URI of the cluster; the snapshot keeps\n"
 	       "                it without password, sslpassword and other secrets (a backup\n"
 	       "                also removes those that older versions kept)\n"
@@ -135,22 +140,29 @@ static int backup_live(const BackupOptions *o, Repo *repo)
 	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_workdir(repo));
 	LiveBackupOptions lo = {.conninfo = o->conninfo, .instance = o->instance, .label = o->label,
 				.note = o->note, .jobs = o->jobs, .progress = o->progress,
-				.staging_dir = staging};
+				.staging_dir = staging, .type = o->type};
 	LiveBackupResult res;
 	PgError err = {{0}};
 	int64_t t0 = mono_ns();
-	char a[32], b[32];
+	char a[32], b[32], c[32], blocks[64] = "";
 	int r = mkdir_p(staging, 0700);
 
 	if (r == 0)
 		r = live_backup(repo, &lo, &res, &err);
 	if (r < 0)
 		return report_pg_error(o, r, &err);
+	if (res.note[0])
+		fprintf(stderr, "pgbakfs: note: %s\n", res.note);
+	if (!strcmp(res.type, "incr"))
+		snprintf(blocks, sizeof(blocks), " (%llu as changed blocks)",
+			 (unsigned long long)res.incremental_files);
 	double secs = (double)(mono_ns() - t0) / 1e9;
-	printf("backup \"%s\": %llu files, %s, %s new in the repository, %.1f s (%.1f MB/s), "
-	       "LSN %s..%s on timeline %u\n",
-	       res.snap.name, (unsigned long long)res.snap.n_files,
+	printf("backup \"%s\" (%s%s%s): %llu files%s, %s, %s received from the server, %s new in "
+	       "the repository, %.1f s (%.1f MB/s), LSN %s..%s on timeline %u\n",
+	       res.snap.name, res.type, res.parent[0] ? " of " : "", res.parent,
+	       (unsigned long long)res.snap.n_files, blocks,
 	       format_bytes(res.snap.logical_bytes, a, sizeof(a)),
+	       format_bytes(res.received_bytes, c, sizeof(c)),
 	       format_bytes(res.snap.stored_bytes, b, sizeof(b)), secs,
 	       secs > 0 ? (double)res.snap.logical_bytes / secs / 1e6 : 0.0, res.start_lsn,
 	       res.stop_lsn, res.timeline);
@@ -303,8 +315,8 @@ int cmd_backup(int argc, char **argv)
 						       : "missing -d CONNINFO or --from-dir DIR");
 	if (o.type && strcmp(o.type, "full") != 0 && strcmp(o.type, "incr") != 0)
 		return cli_usage("backup", "invalid --type \"%s\" (full or incr)", o.type);
-	if (o.type && !strcmp(o.type, "incr") && !o.pgdata)
-		return cli_usage("backup", "--type incr needs --pgdata (it compares the files on this host)");
+	if (o.type && !strcmp(o.type, "incr") && o.from_dir)
+		return cli_usage("backup", "--type incr needs -d CONNINFO (--from-dir takes full snapshots)");
 	if (o.verify_blocks && !o.pgdata)
 		return cli_usage("backup", "--verify-blocks needs --pgdata (it re-reads the files on this host)");
 	if (o.pgdata && !o.conninfo)

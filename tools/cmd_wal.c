@@ -12,22 +12,29 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { OPT_REPO = 0x100 };
+enum { OPT_REPO = 0x100, OPT_NO_SUMMARY };
 
 static const char *const wal_name_hint =
 	"expected a WAL segment (24 hex digits), a timeline history file (8 hex digits + "
 	"\".history\"), a backup history file or a \".partial\" segment";
 
-/* --repo and --help, then exactly n_args positionals into args. */
+/*
+ * --repo and --help (and --no-summary where ret_no_summary is not NULL), then
+ * exactly n_args positionals into args.
+ */
 static int parse_args(const char *cmd, const char *help, int argc, char **argv, int n_args,
-		      const char **ret_repo, const char **args)
+		      const char **ret_repo, bool *ret_no_summary, const char **args)
 {
 	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO}, {"help", no_argument, NULL, 'h'}, {0}};
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"no-summary", no_argument, NULL, OPT_NO_SUMMARY},
+		{"help", no_argument, NULL, 'h'}, {0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == OPT_REPO) {
 			*ret_repo = optarg;
+		} else if (c == OPT_NO_SUMMARY && ret_no_summary) {
+			*ret_no_summary = true;
 		} else if (c == 'h') {
 			fputs(help, stdout);
 			return -1;
@@ -99,16 +106,22 @@ int cmd_wal_push(int argc, char **argv)
 	WalName wn;
 	Repo *repo = NULL;
 	size_t len = 0;
+	bool no_summary = false;
 	int r, rc = parse_args("wal-push",
-			       "Usage: pgbakfs wal-push PATH [--repo PATH]\n\n"
+			       "Usage: pgbakfs wal-push PATH [--repo PATH] [--no-summary]\n\n"
 			       "Archive one WAL file: archive_command = 'pgbakfs wal-push %p'.\n"
 			       "Pushing a file that is archived with the same content succeeds;\n"
 			       "with other content it fails and the archived copy is kept.\n"
 			       "A segment must look like one: a WAL segment size, a first page\n"
 			       "header of PostgreSQL 13 to 18 matching its name and size, and\n"
 			       "the system identifier of a cluster backed up into the repository\n"
-			       "(when it has any); history and backup files must parse.\n",
-			       argc, argv, 1, &repo_opt, &path);
+			       "(when it has any); history and backup files must parse.\n"
+			       "Beside a segment goes the summary of the blocks its records change,\n"
+			       "for block-level incrementals (backup --pgdata --type incr); a summary\n"
+			       "that cannot be stored is a warning, not a failure.\n\n"
+			       "  --no-summary  archive the segment only (one object per segment, not two;\n"
+			       "                a block-level incremental then summarizes it itself)\n",
+			       argc, argv, 1, &repo_opt, &no_summary, &path);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
 	/* check the name before anything else: it becomes the object's name */
@@ -162,7 +175,7 @@ int cmd_wal_push(int argc, char **argv)
 		fprintf(stderr, "pgbakfs: note: the archived copy of WAL file \"%s\" was damaged and "
 				"has been replaced\n", name);
 	}
-	if (rc == EXIT_OK && wn.kind == WAL_KIND_SEGMENT)
+	if (rc == EXIT_OK && wn.kind == WAL_KIND_SEGMENT && !no_summary)
 		push_summary(repo, name, buf, len);
 	repo_free(repo);
 	return rc;
@@ -214,7 +227,7 @@ int cmd_wal_fetch(int argc, char **argv)
 			       "PostgreSQL stop recovery instead of ending it early. Wrong usage\n"
 			       "exits 126 too, not 2: a restore_command missing %%p must not end\n"
 			       "recovery as if the archive were exhausted.\n",
-			       argc, argv, 2, &repo_opt, args);
+			       argc, argv, 2, &repo_opt, NULL, args);
 	if (rc != EXIT_OK) /* --help: -1 */
 		return rc < 0 ? EXIT_OK : EXIT_STOP_RECOVERY;
 	if (wal_name_parse(args[0], &wn) < 0) {

@@ -22,7 +22,7 @@ echo junk >"$T/data/pg_stat_tmp/leftover" && chown -R postgres "$T/data"
 pgbakfs init --repo "$R" >/dev/null
 
 expect_error 1 "is not the data directory of the server" pgbakfs backup -d "$CONN" --pgdata "$T/ts" --repo "$R" --no-progress
-expect_error 2 "needs --pgdata" pgbakfs backup -d "$CONN" --type incr --repo "$R"
+expect_error 2 "needs -d CONNINFO" pgbakfs backup --from-dir "$T/data" --type incr --repo "$R"
 ok "incr without a parent falls back to full" bash -c "'$PGBAKFS' backup -d '$CONN' --pgdata '$T/data' --type incr --repo '$R' -j 2 --no-progress 2>&1 | grep -q 'took a full backup'"
 ok "full" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type full --repo "$R" -j 2 --no-progress >/dev/null
 ok "restore" pgbakfs restore latest "$T/r1" --tablespace-map "$T/ts=$T/ts1" --repo "$R" --no-progress >/dev/null

@@ -67,9 +67,21 @@ pg_two_batches() {
 	LAST=$(pg_sql "$1" "select pg_walfile_name(pg_switch_wal())")
 }
 
+# pg_switch PORT: complete the current WAL segment and print its name. A row
+# is written first: pg_switch_wal() does nothing when only unimportant records
+# (running-xacts, a checkpoint) follow the last switch, and its segment would
+# then never be archived.
+pg_switch() {
+	pg_sql "$1" "create table if not exists pgbakfs_test_ping(x int); insert into pgbakfs_test_ping values (1)"
+	pg_sql "$1" "select pg_walfile_name(pg_switch_wal())"
+}
+
 # pg_archived PORT WALFILE [COND]: the archiver has archived WALFILE (and COND,
 # SQL over pg_stat_archiver, holds); one try, for wait_for.
 pg_archived() {
+	# a reload wakes the archiver: left alone it can sleep up to a minute
+	# before it sees a segment just completed
+	pg_sql "$1" "select pg_reload_conf()" >/dev/null
 	[ "$(pg_sql "$1" "select last_archived_wal >= '$2' and (${3:-true}) from pg_stat_archiver")" = t ]
 }
 

@@ -42,6 +42,7 @@ switch_wal() { pg_sql $PORT "select pg_walfile_name(pg_switch_wal())"; }
 as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -i -s 2 -q postgres >/dev/null 2>&1
 ok "backup before the load" pgb backup -d "$CONN" --repo "$R" --no-progress >/dev/null
 as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -c 2 -T 5 postgres >/dev/null 2>&1
+LOAD_END=$(pg_sql $PORT "select pg_current_wal_insert_lsn()") # where the last record ends
 last=$(switch_wal)
 wait_archived "$last"
 SYSID=$(pg_sql $PORT "select system_identifier from pg_control_system()")
@@ -72,6 +73,20 @@ ok "wal-push of a real segment" pgb wal-push "$T/work/$seg" --repo "$T/timing"
 t1=$(date +%s%N)
 echo "wal-push of a 16 MiB segment: $(( (t1 - t0) / 1000000 )) ms (including process start and repository open)"
 ok "wal-push keeps up (< 5 s per segment)" test $(( (t1 - t0) / 1000000 )) -lt 5000
+ok "its block summary is kept beside it" test -s "$T/timing/walsum/00000001/$seg"
+# the WAL of the load, from the backup's start (where a record ends) on, in pg_walsummary's lines
+BK=$(echo "$all_archived" | grep '\.backup$' | head -1)
+pgb wal-fetch "$BK" "$T/work/bk" --repo "$R"
+FROM=$(sed -n 's/^START WAL LOCATION: \([0-9A-F/]*\) .*/\1/p' "$T/work/bk")
+ok "wal-summary of the load's WAL" bash -c "'$PGBAKFS' wal-summary --from $FROM --to $LOAD_END --repo '$R' >'$T/sum.txt'"
+ok "pgbench_accounts' blocks in pg_walsummary's lines" grep -q "^TS 1663, DB 5, REL $(pg_sql $PORT "select pg_relation_filenode('pgbench_accounts')"), FORK main: block [0-9]*$" "$T/sum.txt"
+expect_error 1 "cannot summarize" pgbakfs wal-summary --from 7/0 --to 7/100 --repo "$R"
+expect_error 2 "invalid LSN range" pgbakfs wal-summary --from 0/200 --to 0/100 --repo "$R"
+mkdir -p "$T/nosum" && chown postgres "$T/nosum"
+pgb init --repo "$T/nosum" >/dev/null
+ok "wal-push --no-summary" pgb wal-push "$T/work/$seg" --repo "$T/nosum" --no-summary
+ok "keeps the segment only" test -f "$T/nosum/wal/00000001/$seg" -a ! -e "$T/nosum/walsum/00000001/$seg"
+expect_error 126 "invalid option" pgb wal-fetch "$seg" "$T/work/x" --repo "$T/nosum" --no-summary
 
 # ---- idempotent, conflicting ----
 ok "pushing the same file again succeeds" pgb wal-push "$T/data/pg_wal/$seg" --repo "$R"
