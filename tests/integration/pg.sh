@@ -25,7 +25,7 @@ pg_init() {
 	local dir=$1 port=$2
 	mkdir -p "$dir" "$T/sock" "$T/pglog"
 	chown postgres "$dir" "$T/sock" "$T/pglog"
-	as_pg "$PGBIN/initdb" -D "$dir" --data-checksums -A trust -U postgres >/dev/null
+	as_pg "$PGBIN/initdb" -D "$dir" --data-checksums --no-sync -A trust -U postgres >/dev/null
 	cat >>"$dir/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
