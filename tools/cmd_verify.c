@@ -104,8 +104,7 @@ static int run_checks(ScratchPg *pg, char *details, size_t len)
 	char out[PATH_MAX + 16], line[400], prog[PATH_MAX + 16];
 	snprintf(out, sizeof(out), "%s/checks.log", pg->root);
 	_cleanup_close_ int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	snprintf(prog, sizeof(prog), "%s/pg_amcheck", pg->pgbin);
-	bool amcheck = access(prog, X_OK) == 0;
+	bool amcheck = scratchpg_client_path(pg, "pg_amcheck", prog, sizeof(prog)) == 0;
 	char jobs[32];
 	snprintf(jobs, sizeof(jobs), "--jobs=%d", cpu_count());
 	char *amcheck_args[] = {(char *)"--all", (char *)"--install-missing", jobs, NULL};
@@ -129,14 +128,16 @@ int cmd_verify(int argc, char **argv)
 	ScratchPg pg;
 	SnapshotInfo s = {0};
 	Repo *repo = NULL;
-	char details[640];
+	char details[640], amcheck[PATH_MAX + 64];
 	int r, rc = parse("verify",
 			  "Usage: pgbakfs verify ID [--repo PATH] [--pg-bin DIR] [--keep-scratch]\n\n"
 			  "Prove a snapshot: start PostgreSQL on a writable clone of it (the\n"
 			  "repository never changes), wait for consistency, check every table and\n"
 			  "btree index with amcheck (or read every relation), stop, throw the clone\n"
 			  "away, and record the outcome (list and show print it).\n\n"
-			  "  --pg-bin DIR      PostgreSQL binaries (default: the snapshot's version)\n"
+			  "  --pg-bin DIR      PostgreSQL binaries (default: /usr/lib/postgresql/<the\n"
+			  "                    snapshot's major>/bin); a client program not in DIR\n"
+			  "                    comes from the newest /usr/lib/postgresql/*/bin\n"
 			  "  --keep-scratch    keep the clone's directory (its path is printed)\n",
 			  argc, argv, &a);
 	if (rc != EXIT_OK)
@@ -144,7 +145,16 @@ int cmd_verify(int argc, char **argv)
 	rc = open_snapshot(&a, &cl, &repo, &s);
 	if (rc != EXIT_OK)
 		goto out;
-	r = scratchpg_start(&pg, a.repo, &cl, &s, a.pg_bin, &a.target);
+	/* missing programs say nothing about the snapshot: not recorded */
+	r = scratchpg_prepare(&pg, &s, a.pg_bin, &a.target);
+	if (r == 0 && scratchpg_client_path(&pg, "pg_amcheck", amcheck, sizeof(amcheck)) < 0)
+		r = scratchpg_require_client(&pg, "pg_dumpall");
+	if (r < 0) {
+		cli_error("cannot verify snapshot \"%s\": %s", s.name, pg.error);
+		rc = EXIT_FAIL;
+		goto out;
+	}
+	r = scratchpg_start(&pg, a.repo, &cl, &s, &a.target);
 	if (r < 0)
 		snprintf(details, sizeof(details), "startup: %s", pg.error);
 	else
@@ -203,7 +213,15 @@ int cmd_dump(int argc, char **argv)
 	repo = repo_free(repo);
 	if (rc != EXIT_OK)
 		goto out;
-	r = scratchpg_start(&pg, a.repo, &cl, &s, a.pg_bin, &a.target);
+	r = scratchpg_prepare(&pg, &s, a.pg_bin, &a.target);
+	if (r == 0)
+		r = scratchpg_require_client(&pg, "pg_dump");
+	if (r < 0) {
+		cli_error("cannot dump snapshot \"%s\": %s", s.name, pg.error);
+		rc = EXIT_FAIL;
+		goto out;
+	}
+	r = scratchpg_start(&pg, a.repo, &cl, &s, &a.target);
 	if (r < 0) {
 		cli_error("dump of snapshot \"%s\" failed: %s", s.name, pg.error);
 		rc = EXIT_FAIL;

@@ -2,11 +2,13 @@
 
 #include "common/util.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -128,21 +130,118 @@ static int64_t pg_major(const SnapshotInfo *s)
 	return s->pg_version >= 100000 ? s->pg_version / 10000 : s->pg_version;
 }
 
+/* Debian's layout: /usr/lib/postgresql/<major>/bin */
+#define PG_LIB_DIR "/usr/lib/postgresql"
+
+/* Append NAME to a ", "-separated list of what is missing. */
+static void add_missing(char *list, size_t len, const char *name)
+{
+	size_t n = strlen(list);
+	snprintf(list + n, len - n, "%s%s", n ? ", " : "", name);
+}
+
+static bool executable_in(const char *dir, const char *program)
+{
+	char path[PATH_MAX + 64];
+	snprintf(path, sizeof(path), "%s/%s", dir, program);
+	return access(path, X_OK) == 0;
+}
+
+/*
+ * The server's programs: in --pg-bin, or in the snapshot's major's directory
+ * (a data directory starts only under its own major).
+ */
 static int pick_bin(ScratchPg *pg, const SnapshotInfo *s, const char *pg_bin)
 {
-	char postgres[PATH_MAX + 16];
+	static const char *const server[] = {"postgres", "pg_ctl"};
+	char missing[64] = "";
+	pg->major = pg_major(s) ? pg_major(s) : 15;
 	if (pg_bin)
 		snprintf(pg->pgbin, sizeof(pg->pgbin), "%s", pg_bin);
 	else
-		snprintf(pg->pgbin, sizeof(pg->pgbin), "/usr/lib/postgresql/%lld/bin",
-			 (long long)(pg_major(s) ? pg_major(s) : 15));
-	snprintf(postgres, sizeof(postgres), "%s/postgres", pg->pgbin);
-	if (access(postgres, X_OK) < 0) {
-		set_error(pg, "no PostgreSQL server in \"%s\" for snapshot \"%s\" (use --pg-bin DIR)",
-			  pg->pgbin, s->name);
+		snprintf(pg->pgbin, sizeof(pg->pgbin), PG_LIB_DIR "/%lld/bin",
+			 (long long)pg->major);
+	for (size_t i = 0; i < ELEMENTSOF(server); i++)
+		if (!executable_in(pg->pgbin, server[i]))
+			add_missing(missing, sizeof(missing), server[i]);
+	if (*missing) {
+		set_error(pg, "it needs a PostgreSQL %lld server, and \"%s\" has no %s (install "
+			  "PostgreSQL %lld, or give the directory of its binaries with --pg-bin DIR)",
+			  (long long)pg->major, pg->pgbin, missing, (long long)pg->major);
 		return -ENOENT;
 	}
 	return 0;
+}
+
+/*
+ * pg_dump and pg_dumpall refuse a server of a newer major; psql and
+ * pg_amcheck talk to any.
+ */
+static bool client_needs_major(const char *program)
+{
+	return !strcmp(program, "pg_dump") || !strcmp(program, "pg_dumpall");
+}
+
+int scratchpg_client_path(const ScratchPg *pg, const char *program, char *ret, size_t len)
+{
+	int64_t best = 0;
+	if (executable_in(pg->pgbin, program)) {
+		snprintf(ret, len, "%s/%s", pg->pgbin, program);
+		return 0;
+	}
+	/* the server's directory may hold only the server (a package of it alone) */
+	DIR *d = opendir(PG_LIB_DIR);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char *end, dir[PATH_MAX];
+		long long v = strtoll(e->d_name, &end, 10);
+		snprintf(dir, sizeof(dir), PG_LIB_DIR "/%s/bin", e->d_name);
+		if (*end || v <= best || (client_needs_major(program) && v < pg->major) ||
+		    !executable_in(dir, program))
+			continue;
+		best = v;
+		snprintf(ret, len, "%s/%s", dir, program);
+	}
+	if (d)
+		closedir(d);
+	return best ? 0 : -ENOENT;
+}
+
+/* Say which client program is missing and where it was looked for; -ENOENT. */
+static int client_missing(ScratchPg *pg, const char *program)
+{
+	char which[64];
+	if (client_needs_major(program))
+		snprintf(which, sizeof(which), "%s of PostgreSQL %lld or later", program,
+			 (long long)pg->major);
+	else
+		snprintf(which, sizeof(which), "%s", program);
+	set_error(pg, "it needs %s, in neither \"%s\" nor " PG_LIB_DIR "/*/bin (install it, "
+		  "or give a directory holding it and the server with --pg-bin DIR)", which,
+		  pg->pgbin);
+	return -ENOENT;
+}
+
+int scratchpg_prepare(ScratchPg *pg, const SnapshotInfo *s, const char *pg_bin,
+		      const RecoveryTarget *t)
+{
+	char path[PATH_MAX + 64];
+	*pg = (ScratchPg){.port = SCRATCH_PORT};
+	int r = pick_user(pg);
+	if (r == 0)
+		r = pick_bin(pg, s, pg_bin);
+	/* with a target, psql asks the server whether recovery got there */
+	if (r == 0 && t && t->kind && scratchpg_client_path(pg, "psql", path, sizeof(path)) < 0)
+		r = client_missing(pg, "psql");
+	return r;
+}
+
+int scratchpg_require_client(ScratchPg *pg, const char *program)
+{
+	char path[PATH_MAX + 64];
+	if (scratchpg_client_path(pg, program, path, sizeof(path)) == 0)
+		return 0;
+	return client_missing(pg, program);
 }
 
 /* The private directory: root-owned, traversable by the server's user; fetch/ is that user's. */
@@ -291,7 +390,38 @@ static int write_hba(ScratchPg *pg, char *path, size_t len)
 	return 0;
 }
 
-static int start_server(ScratchPg *pg, int64_t major)
+/*
+ * The mount shows a tablespace as a directory in pg_tblspc (no symlink), which
+ * recovery refuses unless allow_in_place_tablespaces is on: a setting from 15,
+ * and from 13.8 and 14.5, which got it with the check (an older minor knows
+ * neither, and refuses an unknown setting). Below 15, ask the server its version.
+ */
+static bool server_allows_in_place(ScratchPg *pg)
+{
+	char postgres[PATH_MAX + 16], out[128] = "";
+	int major = 0, minor = 0, p[2];
+	if (pg->major >= 15)
+		return true;
+	snprintf(postgres, sizeof(postgres), "%s/postgres", pg->pgbin);
+	char *argv[] = {postgres, (char *)"-V", NULL};
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return false;
+	_cleanup_free_ char **env = env_scrubbed();
+	int r = spawn(argv, env, pg->uid, pg->gid, p[1], -1, true, NULL);
+	close(p[1]);
+	ssize_t n = r == 0 ? read(p[0], out, sizeof(out) - 1) : -1;
+	close(p[0]);
+	if (n <= 0)
+		return false;
+	out[n] = 0;
+	/* "postgres (PostgreSQL) 14.23" */
+	const char *v = strstr(out, ") ");
+	if (!v || sscanf(v + 2, "%d.%d", &major, &minor) != 2)
+		return false;
+	return major >= 15 || (major == 14 && minor >= 5) || (major == 13 && minor >= 8);
+}
+
+static int start_server(ScratchPg *pg)
 {
 	char pg_ctl[PATH_MAX + 16], hba[PATH_MAX + 32], opts[2 * PATH_MAX + 256];
 	int r = write_hba(pg, hba, sizeof(hba));
@@ -307,8 +437,7 @@ static int start_server(ScratchPg *pg, int64_t major)
 		 "-p %d -c listen_addresses='' -c unix_socket_directories='%s' -c hba_file='%s'"
 		 " -c archive_mode=off -c fsync=off -c synchronous_commit=off%s",
 		 pg->port, pg->sock, hba,
-		 /* the mount shows a tablespace as a directory in pg_tblspc (no symlink) */
-		 major >= 15 ? " -c allow_in_place_tablespaces=on" : "");
+		 server_allows_in_place(pg) ? " -c allow_in_place_tablespaces=on" : "");
 	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg->pgbin);
 	char *argv[] = {pg_ctl, (char *)"-D", pg->datadir, (char *)"-l", pg->log, (char *)"-o", opts,
 			(char *)"-w", (char *)"-t", (char *)"3600", (char *)"start", NULL};
@@ -376,16 +505,9 @@ static int wait_recovery_done(ScratchPg *pg)
 }
 
 int scratchpg_start(ScratchPg *pg, const char *repo, const CliLocation *cl, const SnapshotInfo *s,
-		    const char *pg_bin, const RecoveryTarget *t)
+		    const RecoveryTarget *t)
 {
-	int r;
-	*pg = (ScratchPg){.port = SCRATCH_PORT};
-	r = pick_user(pg);
-	if (r == 0)
-		r = pick_bin(pg, s, pg_bin);
-	if (r < 0)
-		return r;
-	r = make_dirs(pg);
+	int r = make_dirs(pg);
 	if (r < 0) {
 		set_error(pg, "cannot create a private directory: %s", strerror(-r));
 		return r;
@@ -396,7 +518,7 @@ int scratchpg_start(ScratchPg *pg, const char *repo, const CliLocation *cl, cons
 	snprintf(pg->datadir, sizeof(pg->datadir), "%s/%s", pg->mnt, s->name);
 	if (t && t->kind && (r = add_recovery(pg, repo, cl, t)) < 0)
 		return r;
-	r = start_server(pg, pg_major(s));
+	r = start_server(pg);
 	if (r == 0 && t && t->kind)
 		r = wait_recovery_done(pg);
 	return r;
@@ -405,10 +527,12 @@ int scratchpg_start(ScratchPg *pg, const char *repo, const CliLocation *cl, cons
 int scratchpg_client(ScratchPg *pg, const char *program, char *const args[], int out_fd,
 		     int err_fd)
 {
-	char path[PATH_MAX + 32], port[16];
+	char path[PATH_MAX + 64], port[16];
 	char *argv[64];
 	int n = 0;
-	snprintf(path, sizeof(path), "%s/%s", pg->pgbin, program);
+	int r = scratchpg_client_path(pg, program, path, sizeof(path));
+	if (r < 0)
+		return r;
 	snprintf(port, sizeof(port), "%d", pg->port);
 	argv[n++] = path;
 	argv[n++] = (char *)"-h";
@@ -420,8 +544,6 @@ int scratchpg_client(ScratchPg *pg, const char *program, char *const args[], int
 	for (size_t i = 0; args && args[i] && n < 63; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	if (access(path, X_OK) < 0)
-		return -errno;
 	_cleanup_free_ char **env = env_scrubbed();
 	return spawn(argv, env, pg->uid, pg->gid, out_fd, err_fd, true, NULL);
 }

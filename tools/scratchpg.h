@@ -29,6 +29,7 @@ typedef struct ScratchPg {
 	char mnt[PATH_MAX + 8], sock[PATH_MAX + 8], log[PATH_MAX + 32];
 	char datadir[PATH_MAX + 80];
 	char pgbin[PATH_MAX];
+	int64_t major; /* the snapshot's PostgreSQL major */
 	char user[64];
 	char fetch[PATH_MAX + 8]; /* files for the server's wal-fetch */
 	char fetch_cache[PATH_MAX + 64], fetch_pass[PATH_MAX + 64], fetch_conf[PATH_MAX + 64];
@@ -42,13 +43,34 @@ typedef struct ScratchPg {
 } ScratchPg;
 
 /*
- * pg_bin may be NULL: /usr/lib/postgresql/<the snapshot's major>/bin. loc:
- * the repository as this command resolved it (its passphrase and S3 settings
- * go to the server's restore_command through files, see above).
+ * Before anything runs: the user the server runs as and the server's
+ * programs, from pg_bin or (NULL) /usr/lib/postgresql/<the snapshot's
+ * major>/bin, and with a target (may be NULL) psql. -ENOENT with what is
+ * missing and how to point at it in pg->error: nothing of the snapshot was
+ * read, so this says nothing about it.
+ */
+int scratchpg_prepare(ScratchPg *pg, const SnapshotInfo *s, const char *pg_bin,
+		      const RecoveryTarget *t);
+/*
+ * A client program the command will run: in pgbin, else in the newest
+ * /usr/lib/postgresql/N/bin holding it (for pg_dump and pg_dumpall, which
+ * refuse a newer server, N at least the snapshot's major). 0, or -ENOENT with
+ * pg->error set (require) / its path in ret (path).
+ */
+int scratchpg_require_client(ScratchPg *pg, const char *program);
+int scratchpg_client_path(const ScratchPg *pg, const char *program, char *ret, size_t len);
+/*
+ * After scratchpg_prepare: mount a clone and start the server on it; with a
+ * target, wait until recovery got there. loc: the repository as this command
+ * resolved it (its passphrase and S3 settings go to the server's
+ * restore_command through files, see above). On error pg->error says why.
  */
 int scratchpg_start(ScratchPg *pg, const char *repo, const CliLocation *loc, const SnapshotInfo *s,
-		    const char *pg_bin, const RecoveryTarget *t);
-/* Run a client program of pgbin against the server; its exit status (or -errno). */
+		    const RecoveryTarget *t);
+/*
+ * Run a client program (found as scratchpg_client_path says) against the
+ * server; its exit status (or -errno).
+ */
 int scratchpg_client(ScratchPg *pg, const char *program, char *const args[], int out_fd,
 		     int err_fd);
 /*

@@ -28,7 +28,7 @@ pg_init() {
 	[ "$sums" = --data-checksums ] || "$PGBIN/initdb" --help | grep -q -- --no-data-checksums || sums=
 	mkdir -p "$dir" "$T/sock" "$T/pglog"
 	chown postgres "$dir" "$T/sock" "$T/pglog"
-	as_pg "$PGBIN/initdb" -D "$dir" $sums -A trust -U postgres >/dev/null
+	as_pg "$PGBIN/initdb" -D "$dir" $sums --no-sync -A trust -U postgres >/dev/null
 	cat >>"$dir/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
