@@ -453,7 +453,7 @@ static int dir_get(Clone *c, uint32_t ino, InodeRow *ret)
 
 static int dirent_lookup(Clone *c, uint32_t parent, const char *name, uint32_t *ret)
 {
-	int64_t v;
+	int64_t v = 0;
 	int r = stmt_query(c, ST_DIRENT_LOOKUP, parent, name, &v);
 	if (r == 0)
 		*ret = (uint32_t)v;

@@ -613,7 +613,7 @@ static int lock_file_op(const char *path, int op, int *ret_fd)
 	while (flock(fd, op) < 0) {
 		if (errno == EINTR)
 			continue;
-		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		int e = errno == EWOULDBLOCK ? -EBUSY : errno ? -errno : -EIO;
 		close(fd);
 		return e;
 	}
@@ -640,7 +640,7 @@ static int cache_lock(Repo *r, bool wait, int *ret_fd)
  */
 int repo_refresh(Repo *r)
 {
-	int fd, e;
+	int fd = -1, e;
 	if (!r->remote || r->lock)
 		return 0;
 	e = cache_lock(r, false, &fd);
@@ -934,7 +934,7 @@ int repo_disk_cache(Repo *r, uint64_t max_bytes)
 	_cleanup_free_ char *lock = xasprintf("%s/chunks.lock", r->workdir);
 	_cleanup_free_ char *dir = xasprintf("%s/chunks", r->workdir);
 	StoreBackend *cached;
-	int fd, e;
+	int fd = -1, e;
 
 	if (r->disk_cache_fd >= 0)
 		return -EALREADY;

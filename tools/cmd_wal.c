@@ -97,7 +97,7 @@ static void push_summary(Repo *repo, const char *name, const void *buf, size_t l
 
 int cmd_wal_push(int argc, char **argv)
 {
-	const char *repo_opt = NULL, *path;
+	const char *repo_opt = NULL, *path = NULL;
 	_cleanup_free_ void *buf = NULL;
 	const char *name;
 	WalPushResult res = WAL_PUSH_STORED;
@@ -211,7 +211,7 @@ static void fetch_error(const char *name, int r, bool s3)
 
 int cmd_wal_fetch(int argc, char **argv)
 {
-	const char *repo_opt = NULL, *args[2];
+	const char *repo_opt = NULL, *args[2] = {NULL, NULL};
 	_cleanup_free_ void *buf = NULL;
 	WalName wn;
 	Repo *repo = NULL;

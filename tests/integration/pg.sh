@@ -67,6 +67,12 @@ pg_two_batches() {
 	LAST=$(pg_sql "$1" "select pg_walfile_name(pg_switch_wal())")
 }
 
+# pg_batches_are PORT "N1,N2": table events holds N1 rows of batch 1 and N2 of
+# batch 2 (one try, for wait_for: the query runs at every try)
+pg_batches_are() {
+	[ "$(pg_sql "$1" "select count(*) filter (where batch = 1) || ',' || count(*) filter (where batch = 2) from events" 2>/dev/null)" = "$2" ]
+}
+
 # pg_switch PORT: complete the current WAL segment and print its name. A row
 # is written first: pg_switch_wal() does nothing when only unimportant records
 # (running-xacts, a checkpoint) follow the last switch, and its segment would
