@@ -18,6 +18,7 @@
 #include "ingest/incremental.h"
 #include "common/crc32c.h"
 #include "common/util.h"
+#include "ingest/manifest.h"
 #include "store/reader.h"
 
 #include <openssl/evp.h>
@@ -867,20 +868,6 @@ static Done *done_lookup(Incr *in, const char *sent_path)
 	return NULL;
 }
 
-static void put_json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p < 0x20)
-			fprintf(f, "\\u%04x", *p);
-		else
-			fputc(*p, f);
-	}
-	fputc('"', f);
-}
-
 /* One file entry line: replaced when it names a materialized file, else kept. */
 static int rewrite_entry(Incr *in, FILE *out, const char *line, const char *eol)
 {
@@ -903,7 +890,7 @@ static int rewrite_entry(Incr *in, FILE *out, const char *line, const char *eol)
 		return -EPROTO;
 	d->used = true;
 	fputs("{ \"Path\": ", out);
-	put_json_string(out, d->path);
+	manifest_put_json_string(out, d->path);
 	fprintf(out, ", \"Size\": %llu, %.*s, \"Checksum-Algorithm\": \"CRC32C\", "
 		     "\"Checksum\": \"%02x%02x%02x%02x\" ",
 		(unsigned long long)d->size, (int)(mt_end + 1 - mt), mt, d->crc & 0xff,

@@ -299,6 +299,15 @@ static int report_bad(uint64_t block, void *userdata)
 	return snapwriter_add_bad_block(b->lc->w, b->rel, block);
 }
 
+/* A source file, without touching its atime where we may: -ENOENT when it is gone. */
+static int open_source(const char *abs)
+{
+	int fd = open(abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = open(abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
 static int read_file(Local *lc, Task *t, uint8_t *buf)
 {
 	SnapFile *f;
@@ -309,11 +318,9 @@ static int read_file(Local *lc, Task *t, uint8_t *buf)
 	uint64_t total = 0;
 	struct stat st;
 	int r;
-	_cleanup_close_ int fd = open(t->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-	if (fd < 0 && errno == EPERM)
-		fd = open(t->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int fd = open_source(t->abs);
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno; /* dropped meanwhile: WAL replay knows */
+		return fd == -ENOENT ? 0 : fd; /* dropped meanwhile: WAL replay knows */
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	page_check_init(&pc, segno, lc->start_lsn);
@@ -478,11 +485,9 @@ static int read_file_blocks(Local *lc, Catalog *cat, Task *t, uint8_t *buf)
 	SnapFile *f;
 	struct stat st;
 	int r;
-	_cleanup_close_ int fd = open(t->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-	if (fd < 0 && errno == EPERM)
-		fd = open(t->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int fd = open_source(t->abs);
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+		return fd == -ENOENT ? 0 : fd;
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	uint64_t size = (uint64_t)st.st_size, n_chunks = (size + chunk - 1) / chunk;

@@ -83,7 +83,7 @@ typedef struct Text {
 	size_t len;
 } Text;
 
-static void put_json_string(FILE *f, const char *s)
+void manifest_put_json_string(FILE *f, const char *s)
 {
 	fputc('"', f);
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -119,7 +119,7 @@ int manifest_render(Manifest *m, uint32_t timeline, const char *start_lsn, const
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S GMT", &tm);
 		fputs(i ? ",\n" : "\n", t.f);
 		fputs("{ \"Path\": ", t.f);
-		put_json_string(t.f, e->path);
+		manifest_put_json_string(t.f, e->path);
 		fprintf(t.f, ", \"Size\": %llu, \"Last-Modified\": \"%s\"", (unsigned long long)e->size, when);
 		if (e->has_crc)
 			fprintf(t.f, ", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"%02x%02x%02x%02x\"",

@@ -7,6 +7,8 @@
  */
 #pragma once
 
+#include <stdio.h>
+
 #include "common/crc32c.h"
 
 #include "common/common.h"
@@ -23,3 +25,6 @@ int manifest_add(Manifest *m, const char *path, uint64_t size, int64_t mtime_ns,
 /* The whole manifest text (malloc'd): entries sorted by path, then the WAL range. */
 int manifest_render(Manifest *m, uint32_t timeline, const char *start_lsn, const char *end_lsn,
 		    char **ret, size_t *ret_len);
+
+/* s as a JSON string, the way backup_manifest writes paths. */
+void manifest_put_json_string(FILE *f, const char *s);

@@ -501,6 +501,16 @@ static int object_encode(Repo *r, const char *name, const void *buf, size_t len,
 	return 0;
 }
 
+/* object_encode() of len plain bytes under name, hashing them first: -EFBIG when too big. */
+static int object_encode_new(Repo *r, const char *name, const void *buf, size_t len, ChunkId *ret_id,
+			     uint8_t **ret, size_t *ret_len)
+{
+	if (len > PGBAKFS_WAL_FILE_MAX)
+		return -EFBIG;
+	repo_chunk_hash(r, buf, len, ret_id);
+	return object_encode(r, name, buf, len, ret_id, ret, ret_len);
+}
+
 /* Read a whole object: -ENOENT when missing, -EBADMSG when implausibly sized. */
 static int object_read(Repo *r, const char *key, uint8_t **ret, size_t *ret_len)
 {
@@ -635,11 +645,8 @@ int wal_push(Repo *r, const char *name, const void *buf, size_t len, WalPushResu
 
 	if (e < 0)
 		return e;
-	if (len > PGBAKFS_WAL_FILE_MAX)
-		return -EFBIG;
 	/* hash and compress before taking the lock: the lock covers only check + put */
-	repo_chunk_hash(r, buf, len, &id);
-	e = object_encode(r, name, buf, len, &id, &obj, &obj_len);
+	e = object_encode_new(r, name, buf, len, &id, &obj, &obj_len);
 	if (e < 0)
 		return e;
 	e = wal_lock(r, name, &lock_fd);
@@ -847,10 +854,7 @@ int wal_summary_put(Repo *r, const char *segment, const void *buf, size_t len)
 
 	if (e < 0)
 		return e;
-	if (len > PGBAKFS_WAL_FILE_MAX)
-		return -EFBIG;
-	repo_chunk_hash(r, buf, len, &id);
-	e = object_encode(r, name, buf, len, &id, &obj, &obj_len);
+	e = object_encode_new(r, name, buf, len, &id, &obj, &obj_len);
 	if (e < 0)
 		return e;
 	return store_put(repo_backend(r), key, obj, obj_len);
