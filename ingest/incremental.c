@@ -19,6 +19,7 @@
 #include "common/crc32c.h"
 #include "common/util.h"
 #include "ingest/manifest.h"
+#include "ingest/pgpage.h"
 #include "store/reader.h"
 
 #include <openssl/evp.h>
@@ -197,10 +198,12 @@ typedef struct Done {
 	uint64_t size;
 	uint32_t crc;
 	bool used;
+	bool dropped; /* a visibility-map fork left out: its manifest line goes too */
 } Done;
 
 typedef struct IncrFile {
 	bool is_label;
+	bool drop; /* a visibility-map fork sent as changed blocks: left out */
 	TreeMeta meta;
 	char *sent_path, *path;
 	/* backup_label: its bytes */
@@ -764,6 +767,20 @@ static int divert_begin(void *userdata, const char *path, const TreeMeta *m, voi
 		file_free(f);
 		return -ENOMEM;
 	}
+	/*
+	 * A visibility map sent as changed blocks cannot be rebuilt: heap records
+	 * clear VM bits in redo without referencing the VM page, so the server's
+	 * summary misses such pages and the parent's copy may still say
+	 * all-visible (an index-only scan would then skip a changed heap page). A
+	 * missing VM fork is valid, every bit clear; VACUUM sets them again.
+	 */
+	PgRelFile rf;
+	if (!label && pg_path_relfile(f->path, &rf) && rf.fork == PG_FORK_VM) {
+		f->drop = true;
+		in->open = f;
+		*ret_state = f;
+		return 1;
+	}
 	r = label ? 0 : incremental_begin(in, f);
 	if (r < 0) {
 		if (f->out)
@@ -783,6 +800,8 @@ static int divert_write(void *userdata, void *state, const void *buf, size_t len
 	int r;
 	if (f->error)
 		return f->error;
+	if (f->drop)
+		return 0;
 	r = f->is_label ? label_write(in, f, buf, len) : incremental_write(in, f, buf, len);
 	if (r < 0)
 		f->error = r;
@@ -794,8 +813,13 @@ static int divert_end(void *userdata, void *state)
 	Incr *in = userdata;
 	IncrFile *f = state;
 	int r = f->error;
-	if (r == 0)
+	if (r == 0 && f->drop) {
+		r = add_done(in, f->sent_path, f->path, 0, 0);
+		if (r == 0)
+			in->done[in->n_done - 1].dropped = true;
+	} else if (r == 0) {
 		r = f->is_label ? label_end(in, f) : incremental_end(in, f);
+	}
 	if (f->out)
 		tree_file_end(in->tree, f->out);
 	in->open = NULL;
@@ -889,6 +913,15 @@ static int rewrite_entry(Incr *in, FILE *out, const char *line, const char *eol)
 	if (!close || d->used)
 		return -EPROTO;
 	d->used = true;
+	if (d->dropped) {
+		/* entries are joined by ",\n": the last one left out takes the comma before it */
+		if (eol - line >= 2 && eol[-1] == '\n' && eol[-2] != ',') {
+			if (fflush(out) != 0 || fseeko(out, -2, SEEK_CUR) != 0)
+				return -EPROTO;
+			fputc('\n', out);
+		}
+		return 0;
+	}
 	fputs("{ \"Path\": ", out);
 	manifest_put_json_string(out, d->path);
 	fprintf(out, ", \"Size\": %llu, %.*s, \"Checksum-Algorithm\": \"CRC32C\", "

@@ -208,7 +208,7 @@ static const Case cases[] = {
 	{"16386", 4 * BS, 0, 4, {0}},        /* unchanged: all by id */
 	{"16387", 2 * BS, 1, 4, {3}},        /* parent shorter than the truncation length */
 	{"16388", 0, 2, 0, {0, 2}},          /* empty in the parent */
-	{"16389_vm.1", 6 * BS, 2, 6, {2, 3}}, /* both blocks of one chunk */
+	{"16389.1", 6 * BS, 2, 6, {2, 3}},    /* both blocks of one chunk */
 };
 
 static void test_materialize(void)
@@ -295,6 +295,13 @@ static void test_materialize(void)
 		CHECK_EQ_INT(feed_file(t, p, f, len, i % 2 ? 1000 : 8192), 0);
 		free(f);
 	}
+	/* a visibility map sent as changed blocks is left out, whatever it holds */
+	{
+		size_t len;
+		uint8_t *f = make_incr(1, 1, (const uint32_t[]){0}, data, &len);
+		CHECK_EQ_INT(feed_file(t, "base/1/INCREMENTAL.16390_vm", f, len, 8192), 0);
+		free(f);
+	}
 	static const char label[] = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n"
 				    "INCREMENTAL FROM LSN: 0/1000028\nINCREMENTAL FROM TLI: 1\n"
 				    "START TIMELINE: 1\n";
@@ -328,7 +335,8 @@ static void test_materialize(void)
 			"{ \"Path\": \"base/1/INCREMENTAL.16386\", \"Size\": 12, \"Last-Modified\": \"2025-01-02 03:04:06 GMT\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"00000000\" },\n"
 			"{ \"Path\": \"base/1/INCREMENTAL.16387\", \"Size\": 12, \"Last-Modified\": \"2025-01-02 03:04:06 GMT\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"00000000\" },\n"
 			"{ \"Path\": \"base/1/INCREMENTAL.16388\", \"Size\": 12, \"Last-Modified\": \"2025-01-02 03:04:06 GMT\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"00000000\" },\n"
-			"{ \"Path\": \"base/1/INCREMENTAL.16389_vm.1\", \"Size\": 12, \"Last-Modified\": \"2025-01-02 03:04:06 GMT\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"00000000\" }\n"
+			"{ \"Path\": \"base/1/INCREMENTAL.16389.1\", \"Size\": 12, \"Last-Modified\": \"2025-01-02 03:04:06 GMT\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"00000000\" },\n"
+			"{ \"Path\": \"base/1/INCREMENTAL.16390_vm\", \"Size\": 8204, \"Last-Modified\": \"2025-01-02 03:04:06 GMT\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"00000000\" }\n"
 			"],\n\"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/2000028\", \"End-LSN\": \"0/2000100\" }\n],\n"
 			"\"Manifest-Checksum\": \"0000\"}\n";
 		char *m = NULL, hex[65];
@@ -345,6 +353,10 @@ static void test_materialize(void)
 		if (CHECK_EQ_INT(incr_rewrite_manifest(in, sent, strlen(sent), &m, &mlen), 0)) {
 			CHECK(strstr(m, entry) != NULL);
 			CHECK(strstr(m, "INCREMENTAL") == NULL);
+			/* the left-out VM's line is gone, and the entry before it ends the list */
+			CHECK(strstr(m, "16390_vm") == NULL);
+			CHECK(strstr(m, "\"base/1/16389.1\"") != NULL);
+			CHECK(strstr(m, "\" }\n],\n\"WAL-Ranges\"") != NULL);
 			CHECK(strstr(m, "\"Checksum\": \"11223344\" },\n") != NULL);
 			CHECK(strstr(m, "\"Path\": \"backup_label\", \"Size\": 80,") != NULL);
 			char *sum = strstr(m, "\"Manifest-Checksum\": \"");
@@ -381,6 +393,8 @@ static void test_materialize(void)
 			fprintf(stderr, "case %s differs\n", c->name);
 		free(want);
 	}
+	test_fmt(p, sizeof(p), "%s/base/1/16390_vm", out);
+	CHECK(access(p, F_OK) < 0 && errno == ENOENT);
 	CHECK(test_file_equals(out, "backup_label",
 			       (const uint8_t *)"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n"
 						"START TIMELINE: 1\n", 80));
