@@ -35,7 +35,9 @@ static const struct {
 static void usage(FILE *f)
 {
 	fprintf(f, "pgbakfs: deduplicated PostgreSQL backups you can see and start\n\n"
-		   "Usage: pgbakfs COMMAND [OPTIONS]\n\nCommands:\n");
+		   "Usage: pgbakfs [OPTIONS] COMMAND [OPTIONS] [ARGS...]\n"
+		   "       pgbakfs help COMMAND      (= pgbakfs COMMAND --help)\n"
+		   "       pgbakfs -V | --version\n\nCommands:\n");
 	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
 		fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\nEvery command takes --repo PATH|s3://BUCKET/PREFIX (or PGBAKFS_REPO), --help,\n"
@@ -43,12 +45,131 @@ static void usage(FILE *f)
 		   "~/.cache/pgbakfs), --config FILE (S3 settings, 0600; default\n"
 		   "~/.config/pgbakfs/pgbakfs.conf),\n"
 		   "--ca-file FILE (CA bundle for S3 over TLS), --passphrase-file FILE.\n"
+		   "These, and -j N/--jobs N, --instance NAME, --json, may also come before the\n"
+		   "command name: \"pgbakfs --repo R list\" = \"pgbakfs list --repo R\"; other\n"
+		   "options go after it.\n"
 		   "S3 settings come from PGBAKFS_S3_ENDPOINT, AWS_REGION, PGBAKFS_S3_URI_STYLE,\n"
 		   "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (see docs/design.md).\n");
 }
 
+static CommandFn command_find(const char *name)
+{
+	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+		if (!strcmp(name, commands[i].name))
+			return commands[i].fn;
+	return NULL;
+}
+
+static int unknown_command(const char *name)
+{
+	fprintf(stderr, "pgbakfs: error: unknown command \"%s\"\n", name);
+	fprintf(stderr, "hint: see \"pgbakfs --help\"\n");
+	return EXIT_USAGE;
+}
+
+/*
+ * The options that may come before the command name. The commands' own
+ * option tables are local to them, and which tokens are values must be known
+ * before the command is, so these are the options every command takes, plus
+ * the ones several commands share (-j, --instance, --json); the command still
+ * rejects one it does not take.
+ */
+static const struct {
+	const char *name;
+	bool has_value;
+} leading_options[] = {
+	{"--repo", true},    {"--config", true},   {"--cache-dir", true},
+	{"--ca-file", true}, {"--passphrase-file", true},
+	{"--jobs", true},    {"-j", true},	   {"--instance", true},
+	{"--json", false},   {"--help", false},	   {"-h", false},
+};
+
+/*
+ * pgbakfs [OPTIONS] COMMAND [ARGS...] -> pgbakfs COMMAND [OPTIONS] [ARGS...]:
+ * the command name moves to argv[1], the leading options keep their order and
+ * values; a "--" that ends them is dropped, as getopt does. Sets *ret_n_lead to
+ * the number of tokens moved. Prints one error; returns an exit code.
+ */
+static int move_leading_options(int *argc, char **argv, int *ret_n_lead)
+{
+	int i = 1, dashdash = 0;
+
+	while (i < *argc && argv[i][0] == '-') {
+		const char *a = argv[i];
+		bool known = false, has_value = false, attached = false;
+
+		if (!strcmp(a, "--")) {
+			dashdash = 1;
+			break;
+		}
+		for (size_t k = 0; k < ELEMENTSOF(leading_options) && !known; k++) {
+			const char *n = leading_options[k].name;
+			size_t len = strlen(n);
+			if (strncmp(a, n, len) != 0)
+				continue;
+			has_value = leading_options[k].has_value;
+			if (a[len] == 0)
+				known = true;
+			else if (has_value && (a[len] == '=' || (n[1] != '-' && a[len] != 0)))
+				known = attached = true; /* --repo=R, -j2 */
+		}
+		if (!known) {
+			fprintf(stderr, "pgbakfs: error: unknown option \"%s\" before the command\n", a);
+			fprintf(stderr, "hint: give it after the command name; see \"pgbakfs --help\"\n");
+			return EXIT_USAGE;
+		}
+		if (has_value && !attached && ++i >= *argc) {
+			fprintf(stderr, "pgbakfs: error: option %s needs a value\n", a);
+			return EXIT_USAGE;
+		}
+		i++;
+	}
+	int cmd = i + dashdash;
+	if (cmd >= *argc) {
+		for (int k = 1; k < i; k++) /* options and --help alone: the general help */
+			if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
+				usage(stdout);
+				return -1;
+			}
+		fprintf(stderr, "pgbakfs: error: no command given\n");
+		fprintf(stderr, "hint: see \"pgbakfs --help\"\n");
+		return EXIT_USAGE;
+	}
+	/* rotate: argv[1..i) + "--"? + COMMAND -> COMMAND + argv[1..i) */
+	char *name = argv[cmd];
+	memmove(argv + 2, argv + 1, (size_t)(i - 1) * sizeof(*argv));
+	argv[1] = name;
+	if (dashdash) {
+		memmove(argv + i + 1, argv + cmd + 1, (size_t)(*argc - cmd) * sizeof(*argv));
+		(*argc)--;
+	}
+	*ret_n_lead = i - 1;
+	return EXIT_OK;
+}
+
+/* pgbakfs help [COMMAND]: COMMAND --help. */
+static int help(int argc, char **argv)
+{
+	if (argc == 0 || !strcmp(argv[0], "help")) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	if (argc > 1) {
+		fprintf(stderr, "pgbakfs: error: help takes one command, not %d arguments\n", argc);
+		fprintf(stderr, "hint: see \"pgbakfs --help\"\n");
+		return EXIT_USAGE;
+	}
+	CommandFn fn = command_find(argv[0]);
+	if (!fn)
+		return unknown_command(argv[0]);
+	char *args[] = {argv[0], (char *)"--help", NULL};
+	return fn(2, args);
+}
+
 int main(int argc, char **argv)
 {
+	int n_lead = 0, rc;
+
 	/* developers' switch: internal diagnostics (SQLite messages, ...) on stderr */
 	if (getenv("PGBAKFS_DEBUG"))
 		log_set_level(LOG_DEBUG);
@@ -56,21 +177,22 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(stdout);
 		return EXIT_OK;
 	}
-	if (!strcmp(argv[1], "--version")) {
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
 		printf("pgbakfs 0.1.0\n");
 		return EXIT_OK;
 	}
-	int rc = cli_take_common_options(&argc, argv);
+	rc = move_leading_options(&argc, argv, &n_lead);
+	if (rc != EXIT_OK)
+		return rc < 0 ? EXIT_OK : rc;
+	if (!strcmp(argv[1], "help"))
+		return help(argc - 2 - n_lead, argv + 2 + n_lead);
+	rc = cli_take_common_options(&argc, argv);
 	if (rc != EXIT_OK)
 		return rc;
-	for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].fn(argc - 1, argv + 1);
-	fprintf(stderr, "pgbakfs: error: unknown command \"%s\"\n", argv[1]);
-	fprintf(stderr, "hint: see \"pgbakfs --help\"\n");
-	return EXIT_USAGE;
+	CommandFn fn = command_find(argv[1]);
+	return fn ? fn(argc - 1, argv + 1) : unknown_command(argv[1]);
 }

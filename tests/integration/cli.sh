@@ -26,4 +26,43 @@ expect_error 2 "expected one snapshot ID" pgbakfs dump -- -t x
 ok "init via PGBAKFS_REPO" env PGBAKFS_REPO="$T/r" "$PGBAKFS" init >/dev/null
 ok "list via PGBAKFS_REPO" env PGBAKFS_REPO="$T/r" "$PGBAKFS" list >/dev/null
 expect_error 1 "already exists" pgbakfs init --repo "$T/r"
+
+# Options before the command name are the same as after it (restic, borg, pgBackRest habits)
+same_output() { # same_output DESCRIPTION "ARGS A" "ARGS B": both succeed, same stdout
+	local what=$1 a b
+	a=$(eval "\"\$PGBAKFS\" $2") || { fail "$what: pgbakfs $2 failed"; return; }
+	b=$(eval "\"\$PGBAKFS\" $3") || { fail "$what: pgbakfs $3 failed"; return; }
+	if [ "$a" = "$b" ] && [ -n "$a" ]; then pass; else fail "$what: outputs differ or are empty"; fi
+}
+mkdir -p "$T/tree/sub"
+echo hello >"$T/tree/sub/f"
+ok "backup --from-dir" pgbakfs backup --repo "$T/r" --from-dir "$T/tree" --instance one >/dev/null
+R=$(printf %q "$T/r")
+same_output "--repo before list" "--repo $R list" "list --repo $R"
+same_output "--repo= before list" "--repo=$R list" "list --repo $R"
+same_output "--repo and --instance before list --json" \
+	"--repo $R --instance one --json list" "list --json --instance=one --repo=$R"
+same_output "--repo before show" "--repo $R show latest" "show latest --repo $R"
+same_output "--repo before stats" "--repo $R stats --json" "stats --json --repo $R"
+same_output "-j before check" "-j 2 --repo $R check" "check -j2 --repo $R"
+same_output "-j2 before check" "-j2 --repo=$R check" "check --repo $R -j 2"
+same_output "--config before list" "--config /dev/null --repo $R list" "list --repo $R"
+same_output "-- ends the leading options" "--repo $R -- list" "list --repo $R"
+expect_error 1 'config file "/nonexistent/c"' pgbakfs --config /nonexistent/c --repo s3://bucket/prefix list
+expect_error 2 'unknown option "--frob" before the command' pgbakfs --frob --repo "$T/r" list
+expect_error 2 'unknown option "-x" before the command' pgbakfs -x list
+expect_error 2 "option --repo needs a value" pgbakfs --repo
+expect_error 2 "no command given" pgbakfs --repo "$T/r"
+expect_error 2 'unknown command "frob"' pgbakfs --repo "$T/r" frob
+expect_error 2 "invalid number of jobs" pgbakfs -j 0 restore latest "$T/x"
+
+# help COMMAND is COMMAND --help; -V is --version
+for cmd in backup list restore wal-fetch; do
+	same_output "help $cmd" "help $cmd" "$cmd --help"
+done
+same_output "help" "help" "--help"
+expect_error 2 'unknown command "nosuch"' pgbakfs help nosuch
+expect_error 2 "help takes one command" pgbakfs help list show
+same_output "-V" "-V" "--version"
+ok "-V exit 0" pgbakfs -V >/dev/null
 finish
