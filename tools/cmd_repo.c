@@ -2,6 +2,7 @@
 #include "common/json.h"
 #include "common/progress.h"
 #include "common/util.h"
+#include "ingest/archivecheck.h"
 #include "store/check.h"
 #include "store/crypt.h"
 #include "store/repair.h"
@@ -12,7 +13,7 @@
 #include <string.h>
 
 enum { OPT_REPO = 0x100, OPT_CHUNK_SIZE, OPT_PACK_SIZE, OPT_LEVEL, OPT_ENCRYPT, OPT_READ_DATA, OPT_JSON,
-       OPT_PROGRESS, OPT_NO_PROGRESS, OPT_INSTANCE };
+       OPT_PROGRESS, OPT_NO_PROGRESS, OPT_INSTANCE, OPT_ARCHIVE, OPT_ARCHIVE_TIMEOUT };
 
 int cmd_init(int argc, char **argv)
 {
@@ -203,6 +204,50 @@ static void print_problem(CheckSeverity sev, const char *msg, void *userdata _un
 		fprintf(stderr, "pgbakfs: note: %s\n", msg);
 }
 
+/* check --archive: one line, pass or fail; returns the exit code. */
+static int check_archive(const char *repo_opt, const char *conninfo, int timeout_s)
+{
+	ArchiveCheckResult res;
+	PgError err;
+	Repo *repo = NULL;
+	int r, rc = cli_open_repo(repo_opt, &repo);
+
+	if (rc != EXIT_OK)
+		return rc;
+	/* switch WAL on the server, wait for the segment in the repository */
+	r = archive_check(repo, conninfo, timeout_s, &res, &err);
+	rc = EXIT_FAIL;
+	if (r < 0)
+		cli_error("%s", err.msg);
+	else if (res.status == ARCHIVE_CHECK_MODE_OFF) {
+		cli_error("archive_mode is off on the server: no WAL is archived");
+		cli_hint("set archive_mode = on and archive_command = 'pgbakfs wal-push %%p --repo %s', "
+			 "then restart the server", repo_path(repo));
+	} else if (res.status == ARCHIVE_CHECK_NO_COMMAND) {
+		cli_error("archive_command is empty on the server: no WAL is archived");
+		cli_hint("set archive_command = 'pgbakfs wal-push %%p --repo %s', then reload the server",
+			 repo_path(repo));
+	} else if (res.status == ARCHIVE_CHECK_TIMEOUT && res.last_archived_wal[0] &&
+		   strcmp(res.last_archived_wal, res.segment) >= 0)
+		cli_error("WAL segment %s was not archived within %d s: the server archived it, but "
+			  "not into repository \"%s\"; check where archive_command pushes",
+			  res.segment, timeout_s, repo_path(repo));
+	else if (res.status == ARCHIVE_CHECK_TIMEOUT && res.last_failed_wal[0])
+		cli_error("WAL segment %s was not archived within %d s: archive_command last failed "
+			  "on %s at %s; see the server log", res.segment, timeout_s,
+			  res.last_failed_wal, res.last_failed_time);
+	else if (res.status == ARCHIVE_CHECK_TIMEOUT)
+		cli_error("WAL segment %s was not archived within %d s: archive_command has not "
+			  "failed yet, the archiver may be behind; see the server log", res.segment,
+			  timeout_s);
+	else {
+		printf("archive: WAL segment %s archived in %.1f s\n", res.segment, res.seconds);
+		rc = EXIT_OK;
+	}
+	repo_free(repo);
+	return rc;
+}
+
 int cmd_check(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -211,9 +256,15 @@ int cmd_check(int argc, char **argv)
 		{"jobs", required_argument, NULL, 'j'},
 		{"progress", no_argument, NULL, OPT_PROGRESS},
 		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+		{"archive", no_argument, NULL, OPT_ARCHIVE},
+		{"dbname", required_argument, NULL, 'd'},
+		{"archive-timeout", required_argument, NULL, OPT_ARCHIVE_TIMEOUT},
 		{"help", no_argument, NULL, 'h'},
 		{0}};
-	const char *repo_opt = NULL;
+	const char *repo_opt = NULL, *conninfo = NULL, *timeout_opt = NULL;
+	bool archive = false;
+	long timeout_s = 60;
+	char *end;
 	CheckOptions o = {0};
 	CheckResult res;
 	Repo *repo = NULL;
@@ -221,10 +272,20 @@ int cmd_check(int argc, char **argv)
 	bool show_progress = cli_stderr_is_tty();
 	int c, r, rc;
 
-	while ((c = getopt_long(argc, argv, "hj:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hj:d:", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_REPO: repo_opt = optarg; break;
 		case OPT_READ_DATA: o.read_data = true; break;
+		case OPT_ARCHIVE: archive = true; break;
+		case 'd': conninfo = optarg; break;
+		case OPT_ARCHIVE_TIMEOUT:
+			timeout_opt = optarg;
+			errno = 0;
+			timeout_s = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || timeout_s < 1 || timeout_s > 86400)
+				return cli_usage("check", "invalid archive timeout \"%s\": 1 to 86400 seconds",
+						 optarg);
+			break;
 		case 'j':
 			if ((rc = cli_parse_jobs("check", optarg, &o.jobs)) != EXIT_OK)
 				return rc;
@@ -232,16 +293,31 @@ int cmd_check(int argc, char **argv)
 		case OPT_PROGRESS: show_progress = true; break;
 		case OPT_NO_PROGRESS: show_progress = false; break;
 		case 'h':
-			printf("Usage: pgbakfs check [--repo PATH] [--read-data] [-j N] [--[no-]progress]\n\n"
+			printf("Usage: pgbakfs check [--repo PATH] [--read-data] [-j N] [--[no-]progress]\n"
+			       "       pgbakfs check --archive -d CONNINFO [--archive-timeout SECONDS] [--repo PATH]\n\n"
 			       "Check the catalog and that every pack is present; with --read-data,\n"
 			       "read and verify every chunk and name the snapshots any damage affects.\n"
-			       "Exit status 1 when a problem is found.\n");
+			       "Exit status 1 when a problem is found.\n\n"
+			       "--archive: check that the server's archive_command brings WAL into this\n"
+			       "repository. The server writes a restore point and switches WAL\n"
+			       "(superuser, or a role granted pg_create_restore_point, pg_switch_wal and\n"
+			       "pg_reload_conf), then the check waits up to --archive-timeout seconds\n"
+			       "(default 60) for that segment in the repository. On failure, one line\n"
+			       "names the segment and archive_command's last failure (pg_stat_archiver).\n");
 			return EXIT_OK;
 		default: return cli_usage("check", "invalid option");
 		}
 	}
 	if (optind != argc)
 		return cli_usage("check", "unexpected argument \"%s\"", argv[optind]);
+	if (!archive && (conninfo || timeout_opt))
+		return cli_usage("check", "%s needs --archive", conninfo ? "-d" : "--archive-timeout");
+	if (archive && !conninfo)
+		return cli_usage("check", "--archive needs -d CONNINFO");
+	if (archive && o.read_data)
+		return cli_usage("check", "--archive and --read-data are separate checks");
+	if (archive)
+		return check_archive(repo_opt, conninfo, (int)timeout_s);
 	rc = cli_open_repo(repo_opt, &repo);
 	if (rc != EXIT_OK)
 		return rc;

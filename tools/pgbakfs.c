@@ -20,7 +20,7 @@ static const struct {
 	{"dump", cmd_dump, "pg_dump out of a snapshot, without restoring it"},
 	{"delete", cmd_delete, "delete a snapshot (space is reclaimed by gc)"},
 	{"gc", cmd_gc, "remove data no snapshot uses"},
-	{"check", cmd_check, "check the repository (--read-data: every byte)"},
+	{"check", cmd_check, "check the repository (--read-data: every byte; --archive: WAL archiving)"},
 	{"stats", cmd_stats, "repository size and deduplication"},
 	{"expire", cmd_expire, "delete snapshots and WAL a retention policy no longer keeps"},
 	{"pin", cmd_pin, "keep a snapshot from expire for a while, or set its note"},
