@@ -42,6 +42,12 @@ switch_wal() { pg_sql $PORT "select pg_walfile_name(pg_switch_wal())"; }
 as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -i -s 2 -q postgres >/dev/null 2>&1
 ok "backup before the load" pgb backup -d "$CONN" --repo "$R" --no-progress >/dev/null
 as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -c 2 -T 5 postgres >/dev/null 2>&1
+# two more segments whatever pgbench managed on a loaded machine: the gap check
+# below deletes one between the backup's start and the last
+for _ in 1 2; do
+	pg_sql $PORT "insert into pgbench_history select 1, 1, 1, 1, now(), 'x' from generate_series(1, 1000)"
+	switch_wal >/dev/null
+done
 LOAD_END=$(pg_sql $PORT "select pg_current_wal_insert_lsn()") # where the last record ends
 last=$(switch_wal)
 wait_archived "$last"
