@@ -53,9 +53,9 @@ int changes_summary_build(const char *name, const void *buf, size_t len, uint8_t
 	return r;
 }
 
-/* A summary of the system and timeline it must be of. */
-static int summary_check(const WalSegSummary *s, uint64_t system_id, uint32_t tli, char *why,
-			 size_t why_len)
+/* A summary of the system, timeline and segment it must be of. */
+static int summary_check(const WalSegSummary *s, uint64_t system_id, uint32_t tli,
+			 uint64_t seg_start, char *why, size_t why_len)
 {
 	WalSegInfo info;
 	walsum_info(s, &info);
@@ -68,18 +68,24 @@ static int summary_check(const WalSegSummary *s, uint64_t system_id, uint32_t tl
 		snprintf(why, why_len, "of timeline %u", info.tli);
 		return -EBADMSG;
 	}
+	if (info.seg_start != seg_start) {
+		char at[32];
+		lsn_format(info.seg_start, at);
+		snprintf(why, why_len, "of the segment at %s", at);
+		return -EBADMSG;
+	}
 	return 0;
 }
 
 static int summary_unpack(const uint8_t *buf, size_t len, uint64_t system_id, uint32_t tli,
-			  WalSegSummary **ret, char *why, size_t why_len)
+			  uint64_t seg_start, WalSegSummary **ret, char *why, size_t why_len)
 {
 	int r = walsum_parse(buf, len, ret);
 	if (r < 0) {
 		snprintf(why, why_len, "%s", r == -EPROTONOSUPPORT ? "of a newer format" : "damaged");
 		return r;
 	}
-	r = summary_check(*ret, system_id, tli, why, why_len);
+	r = summary_check(*ret, system_id, tli, seg_start, why, why_len);
 	if (r < 0)
 		*ret = walsum_free(*ret);
 	return r;
@@ -218,7 +224,8 @@ static int summarize_buffer(const ChangesRequest *rq, const char *name, const vo
 		snprintf(why, why_len, "not a WAL segment of this name");
 	if (r < 0)
 		return r;
-	r = summary_check(*ret, rq->system_id, wn.timeline, why, why_len);
+	r = summary_check(*ret, rq->system_id, wn.timeline,
+			  wal_name_segno(&wn, rq->seg_size) * rq->seg_size, why, why_len);
 	if (r < 0)
 		*ret = walsum_free(*ret);
 	return r;
@@ -238,7 +245,8 @@ static int segment_summary(const ChangesRequest *rq, uint32_t tli, uint64_t segn
 	/* 1. the archived summary */
 	r = wal_summary_get(rq->repo, name, &buf, &len);
 	if (r == 0) {
-		r = summary_unpack(buf, len, rq->system_id, tli, ret, why, sizeof(why));
+		r = summary_unpack(buf, len, rq->system_id, tli, segno * rq->seg_size, ret, why,
+				   sizeof(why));
 		if (r == 0) {
 			res->from_archive++;
 			return 0;

@@ -78,7 +78,7 @@ pg_batches_are() {
 # (running-xacts, a checkpoint) follow the last switch, and its segment would
 # then never be archived.
 pg_switch() {
-	pg_sql "$1" "create table if not exists pgbakfs_test_ping(x int); insert into pgbakfs_test_ping values (1)"
+	pg_sql "$1" "set client_min_messages = warning; create table if not exists pgbakfs_test_ping(x int); insert into pgbakfs_test_ping values (1)"
 	pg_sql "$1" "select pg_walfile_name(pg_switch_wal())"
 }
 
