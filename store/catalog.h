@@ -49,7 +49,7 @@ typedef struct SnapshotInfo {
 	bool has_tree_digest;
 	ChunkId tree_digest;
 	/*
-	 * How the snapshot was taken (NULL in snapshots of older versions): "full"
+	 * How the snapshot was taken (NULL from --from-dir and older versions): "full"
 	 * (everything read), "files" (an incremental: files whose size and mtime
 	 * moved were read), "blocks" (an incremental: relation files read only
 	 * where the WAL says blocks changed); method_note says why, or what

@@ -17,7 +17,7 @@ static void json_snapshot_open(JsonWriter *w, const SnapshotInfo *s)
 	json_key(w, "instance"); json_string(w, s->instance);
 	json_key(w, "type"); json_string(w, s->type);
 	json_key(w, "parent"); json_string(w, s->parent);
-	/* how it was taken: "full", "files" (size/mtime), "blocks" (WAL summaries); null before */
+	/* how it was taken: "full", "files" (size/mtime), "blocks" (changed blocks); null: --from-dir, older */
 	json_key(w, "method"); json_string(w, s->method);
 	json_key(w, "method_note"); json_string(w, s->method_note);
 	json_key(w, "read_bytes");

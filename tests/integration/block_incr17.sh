@@ -85,14 +85,14 @@ PY
 }
 pass_off "$T/other/r/walsum/00000001/000000010000000000000001"
 ok "17: incr without the server's summaries" incr "$R17" "$T/d17" "$C17" "$T/i17b.out" --verify-blocks
-ok "17: the other system's summary is not used" grep -q "the summary of WAL segment $SEG17 is of system [0-9]*, not [0-9]*: summarizing the segment again" "$T/i17b.out" || cat "$T/i17b.out" >&2
+ok "17: the other system's summary is not used" grep_or_show "the summary of WAL segment $SEG17 is of system [0-9]*, not [0-9]*: summarizing the segment again" "$T/i17b.out"
 # this system's summary of another segment passed off: not used either
 pg_sql $P17 "update t set v = 'z' where id % 900 = 0"
 SEG17=$(pg_switch $P17)
 ok "17: archived again" wait_for 60 pg_archived $P17 "$SEG17"
 pass_off "$R17/walsum/00000001/000000010000000000000003"
 ok "17: incr after another segment's summary" incr "$R17" "$T/d17" "$C17" "$T/i17c.out" --verify-blocks
-ok "17: another segment's summary is not used" grep -q "the summary of WAL segment $SEG17 is of the segment at 0/3000000: summarizing the segment again" "$T/i17c.out" || cat "$T/i17c.out" >&2
+ok "17: another segment's summary is not used" grep_or_show "the summary of WAL segment $SEG17 is of the segment at 0/3000000: summarizing the segment again" "$T/i17c.out"
 ok "17: and it still went by blocks" test "$(json latest "$R17" 'd["method"]')" = blocks
 ok "17: from pgbakfs's own" bash -c "test \"\$('$PGBAKFS' show latest --repo '$R17' --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"method\"], d[\"method_note\"].startswith(\"blocks from WAL summaries\"))')\" = 'blocks True'"
 Q="select md5(string_agg(id || v, ',' order by id)) from t"

@@ -26,6 +26,15 @@ ok() { # ok DESCRIPTION COMMAND...: the command must succeed
 	if "$@"; then pass; else fail "$what"; fi
 }
 
+# grep_or_show PATTERN FILE: the file has a line matching PATTERN; if not, it
+# goes to stderr (for ok, whose failure shows only its description)
+grep_or_show() {
+	grep -q -- "$1" "$2" && return 0
+	echo "--- $2:" >&2
+	cat "$2" >&2
+	return 1
+}
+
 finish() {
 	echo "$N_PASS passed, $N_FAIL failed"
 	[ "$N_FAIL" -eq 0 ]

@@ -75,7 +75,7 @@ CONF
 	pg_sql $P "insert into marker values ('after full'); update pgbench_accounts set abalance = 1 where aid <= 5000; insert into in_ts select g from generate_series(1001, 1500) g"
 	# block-level on every major: its WAL summarized (page magic, record layout), re-read to be sure
 	ok "$v: local incr" pgbakfs backup -d "$CONN" --pgdata "$D" --type incr --repo "$R" --no-progress --verify-blocks >"$T/incr$v.out"
-	ok "$v: the incr went by changed blocks" grep -q "(incr of .*, blocks)" "$T/incr$v.out" || cat "$T/incr$v.out" >&2
+	ok "$v: the incr went by changed blocks" grep_or_show "(incr of .*, blocks)" "$T/incr$v.out"
 	ok "$v: and the WAL left nothing out" grep -q "none changed by WAL" "$T/incr$v.out"
 	S_INCR=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 	ok "$v: full, full, incr of the second, each of PostgreSQL $v" python3 -c "
