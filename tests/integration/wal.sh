@@ -42,14 +42,14 @@ switch_wal() { pg_sql $PORT "select pg_walfile_name(pg_switch_wal())"; }
 as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -i -s 2 -q postgres >/dev/null 2>&1
 ok "backup before the load" pgb backup -d "$CONN" --repo "$R" --no-progress >/dev/null
 as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p $PORT -U postgres -c 2 -T 5 postgres >/dev/null 2>&1
+LOAD_END=$(pg_sql $PORT "select pg_current_wal_insert_lsn()") # where the last record ends
 # two more segments whatever pgbench managed on a loaded machine: the gap check
-# below deletes one between the backup's start and the last
+# below deletes one between the backup's start and the last (each switch after
+# a write, or it does nothing)
 for _ in 1 2; do
 	pg_sql $PORT "insert into pgbench_history select 1, 1, 1, 1, now(), 'x' from generate_series(1, 1000)"
-	switch_wal >/dev/null
+	last=$(switch_wal)
 done
-LOAD_END=$(pg_sql $PORT "select pg_current_wal_insert_lsn()") # where the last record ends
-last=$(switch_wal)
 wait_archived "$last"
 SYSID=$(pg_sql $PORT "select system_identifier from pg_control_system()")
 all_archived=$(cd "$T/data/pg_wal/archive_status" && ls | sed -n 's/\.done$//p' | sort)
