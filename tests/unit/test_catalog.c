@@ -900,10 +900,62 @@ static void test_crc_migration(void)
 	rm_rf(tmp);
 }
 
+/*
+ * A catalog from before snapshots recorded how they were taken gets the
+ * columns on open: old snapshots read back without a method, new ones with.
+ */
+static void test_method_migration(void)
+{
+	char tmp[64], path[128];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	SnapshotInfo got = {0};
+	sqlite3 *db = NULL;
+
+	if (!c)
+		return;
+	CHECK(make_snapshot(c, T0, 0, NULL) > 0);
+	catalog_free(c);
+	snprintf(path, sizeof(path), "%s/catalog.db", tmp);
+	if (CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK))
+		CHECK_EQ_INT(sqlite3_exec(db, "ALTER TABLE snapshots DROP COLUMN method;"
+					      "ALTER TABLE snapshots DROP COLUMN method_note;"
+					      "ALTER TABLE snapshots DROP COLUMN read_bytes",
+					  NULL, NULL, NULL),
+			     SQLITE_OK);
+	sqlite3_close(db);
+	if (!CHECK_EQ_INT(catalog_open(path, false, &c), 0))
+		goto out;
+	if (CHECK_EQ_INT(catalog_snapshot_get(c, "latest", NULL, &got), 0))
+		CHECK(!got.method && !got.method_note && !got.has_read_bytes);
+	snapshot_info_clear(&got);
+	/* and the migrated catalog records them for a new snapshot */
+	SnapshotInfo s = {.instance = "main", .type = "incr", .start_time = T0 + 2000000000LL};
+	if (CHECK_EQ_INT(catalog_snapshot_begin(c, &s), 0)) {
+		s.status = SNAP_STATUS_OK;
+		s.stop_time = s.start_time + 1000;
+		s.method = "blocks";
+		s.method_note = "why";
+		s.has_read_bytes = true;
+		s.read_bytes = 42;
+		CHECK_EQ_INT(catalog_snapshot_finish(c, &s), 0);
+		s.method = s.method_note = NULL; /* not ours to free */
+		if (CHECK_EQ_INT(catalog_snapshot_get(c, s.name, NULL, &got), 0)) {
+			CHECK_EQ_STR(got.method, "blocks");
+			CHECK_EQ_STR(got.method_note, "why");
+			CHECK(got.has_read_bytes && got.read_bytes == 42);
+		}
+		snapshot_info_clear(&got);
+	}
+out:
+	catalog_free(c);
+	rm_rf(tmp);
+}
+
 int main(void)
 {
 	test_open();
 	test_crc_migration();
+	test_method_migration();
 	test_contents();
 	test_snapshots();
 	test_files();
