@@ -288,6 +288,13 @@ static int start_backup(Local *lc)
 
 /* ---- reading files ---- */
 
+static SnapEntry entry_of(uint64_t parent, const char *name, const struct stat *st)
+{
+	return (SnapEntry){.parent = parent, .name = name, .mode = st->st_mode, .uid = st->st_uid,
+			   .gid = st->st_gid,
+			   .mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec};
+}
+
 typedef struct BadCtx {
 	Local *lc;
 	const char *rel;
@@ -324,9 +331,7 @@ static int read_file(Local *lc, Task *t, uint8_t *buf)
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	page_check_init(&pc, segno, lc->start_lsn);
-	SnapEntry e = {.parent = t->parent, .name = t->name, .mode = st.st_mode, .uid = st.st_uid,
-		       .gid = st.st_gid,
-		       .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec};
+	SnapEntry e = entry_of(t->parent, t->name, &st);
 	r = snapwriter_file_begin(lc->w, &e, &f);
 	if (r < 0)
 		return r;
@@ -505,9 +510,7 @@ static int read_file_blocks(Local *lc, Catalog *cat, Task *t, uint8_t *buf)
 		fd = -1;
 		return read_file(lc, t, buf);
 	}
-	SnapEntry e = {.parent = t->parent, .name = t->name, .mode = st.st_mode, .uid = st.st_uid,
-		       .gid = st.st_gid,
-		       .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec};
+	SnapEntry e = entry_of(t->parent, t->name, &st);
 	r = snapwriter_file_begin(lc->w, &e, &f);
 	if (r < 0)
 		return r;
@@ -675,12 +678,6 @@ static int list_dir(const char *path, char ***ret, size_t *ret_n)
 	return 0;
 }
 
-static SnapEntry entry_of(uint64_t parent, const char *name, const struct stat *st)
-{
-	return (SnapEntry){.parent = parent, .name = name, .mode = st->st_mode, .uid = st->st_uid,
-			   .gid = st->st_gid,
-			   .mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec};
-}
 
 static const ParentFile *parent_lookup(Local *lc, const char *rel)
 {
