@@ -13,17 +13,6 @@ PORT=54440
 R=$T/repo
 CONN="host=127.0.0.1 port=$PORT user=postgres"
 
-json() { # json SNAPSHOT EXPR: a field of show --json
-	pgbakfs show "$1" --repo "$2" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($3)"
-}
-incr() { # incr REPO PGDATA CONN OUT [options]: a local incremental, its output in OUT
-	local repo=$1 data=$2 conn=$3 out=$4
-	shift 4
-	pgbakfs backup -d "$conn" --pgdata "$data" --type incr --repo "$repo" -j 2 --no-progress "$@" >"$out" 2>&1
-	local rc=$?
-	pg_own "$repo"
-	return $rc
-}
 dump_all() { # dump_all PORT: every database but the templates, as pg_dump 15 writes them
 	local db
 	for db in postgres d_wal d_copy; do
@@ -54,17 +43,17 @@ pg_sql $PORT "create database d_drop"
 pg_sql $PORT "checkpoint"
 ok "full" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" -j 2 --no-progress >/dev/null
 pg_own "$R"
-FULL=$(json latest "$R" 'd["id"]')
-ok "a full says so" test "$(json "$FULL" "$R" 'd["method"]')" = full
-FULL_READ=$(json "$FULL" "$R" 'd["read_bytes"]')
+FULL=$(snap_json latest "$R" 'd["id"]')
+ok "a full says so" test "$(snap_json "$FULL" "$R" 'd["method"]')" = full
+FULL_READ=$(snap_json "$FULL" "$R" 'd["read_bytes"]')
 
 # one tuple on every 100th page of pgbench_accounts: ~1% of its pages
 pg_sql $PORT "update pgbench_accounts set abalance = abalance + 1 where ctid = any(array(select format('(%s,1)', p)::tid from generate_series(0, pg_relation_size('pgbench_accounts') / 8192 - 1, 100) p))"
-ok "incr after a 1% change" incr "$R" "$T/data" "$CONN" "$T/i1.out"
-I1=$(json latest "$R" 'd["id"]')
-ok "it went by blocks" test "$(json "$I1" "$R" 'd["method"]')" = blocks
+ok "incr after a 1% change" pg_local_incr "$R" "$T/data" "$CONN" "$T/i1.out"
+I1=$(snap_json latest "$R" 'd["id"]')
+ok "it went by blocks" test "$(snap_json "$I1" "$R" 'd["method"]')" = blocks
 ok "the output says so" grep -q "(incr of $FULL, blocks)" "$T/i1.out"
-ok "it read at most a fifth of a full" python3 -c "import sys; r=$(json "$I1" "$R" 'd["read_bytes"]')/$FULL_READ; print('read ratio', round(r, 3), file=sys.stderr); assert r <= 0.2, r"
+ok "it read at most a fifth of a full" python3 -c "import sys; r=$(snap_json "$I1" "$R" 'd["read_bytes"]')/$FULL_READ; print('read ratio', round(r, 3), file=sys.stderr); assert r <= 0.2, r"
 
 # churn: every way a relation file changes that WAL records per block or not at all
 pg_sql $PORT "create database d_wal strategy wal_log"
@@ -88,10 +77,10 @@ pg_sql $PORT "select count(*) from t_hint" >/dev/null # hint bits: logged as ful
 pg_sql $PORT "insert into pgbench_history select 1, 1, 1, 1, now(), 'x' from generate_series(1, 20000)"
 as_pg "$PGCLI/pgbench" -h 127.0.0.1 -p $PORT -U postgres -t 200 postgres >/dev/null 2>&1
 pg_sql $PORT "checkpoint"
-ok "incr --verify-blocks under churn" incr "$R" "$T/data" "$CONN" "$T/i2.out" --verify-blocks
+ok "incr --verify-blocks under churn" pg_local_incr "$R" "$T/data" "$CONN" "$T/i2.out" --verify-blocks
 cat "$T/i2.out" >&2
-I2=$(json latest "$R" 'd["id"]')
-ok "by blocks again" test "$(json "$I2" "$R" 'd["method"]')" = blocks
+I2=$(snap_json latest "$R" 'd["id"]')
+ok "by blocks again" test "$(snap_json "$I2" "$R" 'd["method"]')" = blocks
 ok "verify-blocks reports what it re-read" grep -q "verify-blocks: [1-9][0-9]* chunks taken unread from the parent were read: none changed by WAL, 0 differ without WAL" "$T/i2.out"
 dump_all $PORT >"$T/source.sql"
 ok "restore the incremental" pgbakfs restore "$I2" "$T/ri" --tablespace-map "$T/ts=$T/tsi" --repo "$R" --no-progress >/dev/null
@@ -106,7 +95,7 @@ pg_stop "$T/ri"
 F=$T/data/$(pg_sql $PORT "select pg_relation_filepath('t_hint')")
 pg_stop "$T/data"
 ok "t_hint's file found" test -f "$F"
-START=$(json "$I2" "$R" 'd["start_lsn"]')
+START=$(snap_json "$I2" "$R" 'd["start_lsn"]')
 python3 - "$F" "$START" <<'PY'
 import struct, sys
 f, lsn = sys.argv[1], sys.argv[2]
@@ -120,7 +109,7 @@ pg_start "$T/data"
 pg_sql $PORT "insert into d_marker values (1)"
 expect_error 1 "block 3 of \".*/$(basename "$F")\" changed at .* but the WAL summary does not list it" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type incr --repo "$R" --no-progress --verify-blocks
 pg_own "$R"
-ok "no snapshot from it" test "$(json latest "$R" 'd["id"]')" = "$I2"
+ok "no snapshot from it" test "$(snap_json latest "$R" 'd["id"]')" = "$I2"
 pg_sql $PORT "drop table t_hint" # the tampered file goes, unread
 
 # a damaged summary is summarized again from the segment
@@ -130,9 +119,9 @@ ok "segment archived" wait_for 60 pg_archived $PORT "$SEG"
 SUM=$R/walsum/00000001/$SEG
 ok "its summary is kept beside it" test -s "$SUM"
 printf 'X' | dd of="$SUM" bs=1 seek=200 conv=notrunc 2>/dev/null
-ok "incr with a damaged summary" incr "$R" "$T/data" "$CONN" "$T/i4.out"
+ok "incr with a damaged summary" pg_local_incr "$R" "$T/data" "$CONN" "$T/i4.out"
 ok "it warned" grep -q "the summary of WAL segment $SEG is damaged: summarizing the segment again" "$T/i4.out"
-ok "and still went by blocks" test "$(json latest "$R" 'd["method"]')" = blocks
+ok "and still went by blocks" test "$(snap_json latest "$R" 'd["method"]')" = blocks
 
 # a gap: a segment neither archived nor in pg_wal any more
 PARENT_SEG=$(pg_sql $PORT "select pg_walfile_name(pg_current_wal_lsn())")
@@ -145,8 +134,8 @@ LAST=$(pg_switch $PORT)
 ok "archive caught up" wait_for 60 pg_archived $PORT "$LAST"
 ok "the old segment left pg_wal" test ! -e "$T/data/pg_wal/$PARENT_SEG"
 rm -f "$R/wal/00000001/$PARENT_SEG" "$R/walsum/00000001/$PARENT_SEG"
-ok "incr across the gap" incr "$R" "$T/data" "$CONN" "$T/i5.out"
-ok "it read by size and mtime" test "$(json latest "$R" 'd["method"]')" = files
+ok "incr across the gap" pg_local_incr "$R" "$T/data" "$CONN" "$T/i5.out"
+ok "it read by size and mtime" test "$(snap_json latest "$R" 'd["method"]')" = files
 ok "and said why" grep -q "files by size and mtime: WAL segment $PARENT_SEG is neither archived nor in pg_wal" "$T/i5.out"
 ok "show says why too" bash -c "'$PGBAKFS' show latest --repo '$R' --json | grep -q 'neither archived nor in pg_wal'"
 
@@ -167,7 +156,7 @@ on_tl2() { [ "$(pg_sql $P2 "select substr(pg_walfile_name(pg_current_wal_lsn()),
 ok "promoted onto timeline 2" wait_for 60 on_tl2
 ok "up to the target" test "$(pg_sql $P2 "select string_agg(x::text, ',' order by x) from d_marker where x > 5000")" = 5003
 pg_sql $P2 "update pgbench_accounts set abalance = abalance + 1 where aid % 1000 = 0"
-ok "incr across the timeline switch" incr "$R" "$T/tl2" "$C2" "$T/i6.out" --verify-blocks
+ok "incr across the timeline switch" pg_local_incr "$R" "$T/tl2" "$C2" "$T/i6.out" --verify-blocks
 ok "by blocks along the history" grep_or_show "(incr of .*, blocks)" "$T/i6.out"
 # the old timeline goes on too: a backup of it is on no history that leads to timeline 2
 pg_start "$T/data"
@@ -175,8 +164,8 @@ pg_sql $PORT "insert into d_marker values (5)"
 ok "a backup of the old timeline" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" --no-progress >/dev/null
 pg_own "$R"
 pg_stop "$T/data"
-ok "incr of timeline 2 after it" incr "$R" "$T/tl2" "$C2" "$T/i7.out"
-ok "reads by size and mtime" test "$(json latest "$R" 'd["method"]')" = files
+ok "incr of timeline 2 after it" pg_local_incr "$R" "$T/tl2" "$C2" "$T/i7.out"
+ok "reads by size and mtime" test "$(snap_json latest "$R" 'd["method"]')" = files
 ok "and says the parent is on another branch" grep -q "is not on the history of timeline 2" "$T/i7.out"
 pg_stop "$T/tl2"
 

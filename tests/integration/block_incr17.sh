@@ -9,17 +9,6 @@
 . "$(dirname "$0")/mnt.sh" # wait_for
 PORT=54440
 
-json() { # json SNAPSHOT EXPR: a field of show --json
-	pgbakfs show "$1" --repo "$2" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($3)"
-}
-incr() { # incr REPO PGDATA CONN OUT [options]: a local incremental, its output in OUT
-	local repo=$1 data=$2 conn=$3 out=$4
-	shift 4
-	pgbakfs backup -d "$conn" --pgdata "$data" --type incr --repo "$repo" -j 2 --no-progress "$@" >"$out" 2>&1
-	local rc=$?
-	pg_own "$repo"
-	return $rc
-}
 # PostgreSQL 17: the server's summaries, and ours equal to them
 pg_use_major 17
 R17=$T/repo17
@@ -40,18 +29,18 @@ pg_sql $P17 "create table h as select g as id from generate_series(1, 20000) g"
 pg_sql $P17 "checkpoint"
 ok "17: full" pgbakfs backup -d "$C17" --pgdata "$T/d17" --repo "$R17" --no-progress >/dev/null
 pg_own "$R17"
-ok "17: no page is called damaged without data checksums" test "$(json latest "$R17" 'd["status"]')" = ok
+ok "17: no page is called damaged without data checksums" test "$(snap_json latest "$R17" 'd["status"]')" = ok
 ok "17: remote backup" pgbakfs backup -d "$C17" --repo "$R17" --no-progress >/dev/null
-ok "17: nor over BASE_BACKUP" test "$(json latest "$R17" 'd["status"]')" = ok
+ok "17: nor over BASE_BACKUP" test "$(snap_json latest "$R17" 'd["status"]')" = ok
 pg_own "$R17"
 pg_sql $P17 "update t set v = 'x' where id % 500 = 0"
 pg_sql $P17 "create database d17"
 pg_sql $P17 "truncate h"
 pg_sql $P17 "select count(*) from t" >/dev/null # hint bits, not logged without checksums
 pg_sql $P17 "checkpoint"
-ok "17: incr --verify-blocks" incr "$R17" "$T/d17" "$C17" "$T/i17.out" --verify-blocks
+ok "17: incr --verify-blocks" pg_local_incr "$R17" "$T/d17" "$C17" "$T/i17.out" --verify-blocks
 cat "$T/i17.out" >&2
-ok "17: from the server's summaries" test "$(json latest "$R17" 'd["method_note"]')" = "blocks from the server's WAL summaries"
+ok "17: from the server's summaries" test "$(snap_json latest "$R17" 'd["method_note"]')" = "blocks from the server's WAL summaries"
 ok "17: hint-bit-only pages seen and tolerated" grep -q "none changed by WAL, [1-9][0-9]* differ without WAL" "$T/i17.out"
 sum17() { pg_sql $P17 "select format('TS %s, DB %s, REL %s, FORK %s: %s %s', reltablespace, reldatabase, relfilenode, (array['main','fsm','vm','init'])[relforknumber + 1], case when is_limit_block then 'limit' else 'block' end, relblocknumber) from pg_wal_summary_contents($1, '$2', '$3')" | sort; }
 LAST=$(pg_switch $P17)
@@ -84,16 +73,16 @@ open(dst, "wb").write(obj)
 PY
 }
 pass_off "$T/other/r/walsum/00000001/000000010000000000000001"
-ok "17: incr without the server's summaries" incr "$R17" "$T/d17" "$C17" "$T/i17b.out" --verify-blocks
+ok "17: incr without the server's summaries" pg_local_incr "$R17" "$T/d17" "$C17" "$T/i17b.out" --verify-blocks
 ok "17: the other system's summary is not used" grep_or_show "the summary of WAL segment $SEG17 is of system [0-9]*, not [0-9]*: summarizing the segment again" "$T/i17b.out"
 # this system's summary of another segment passed off: not used either
 pg_sql $P17 "update t set v = 'z' where id % 900 = 0"
 SEG17=$(pg_switch $P17)
 ok "17: archived again" wait_for 60 pg_archived $P17 "$SEG17"
 pass_off "$R17/walsum/00000001/000000010000000000000003"
-ok "17: incr after another segment's summary" incr "$R17" "$T/d17" "$C17" "$T/i17c.out" --verify-blocks
+ok "17: incr after another segment's summary" pg_local_incr "$R17" "$T/d17" "$C17" "$T/i17c.out" --verify-blocks
 ok "17: another segment's summary is not used" grep_or_show "the summary of WAL segment $SEG17 is of the segment at 0/3000000: summarizing the segment again" "$T/i17c.out"
-ok "17: and it still went by blocks" test "$(json latest "$R17" 'd["method"]')" = blocks
+ok "17: and it still went by blocks" test "$(snap_json latest "$R17" 'd["method"]')" = blocks
 ok "17: from pgbakfs's own" bash -c "test \"\$('$PGBAKFS' show latest --repo '$R17' --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d[\"method\"], d[\"method_note\"].startswith(\"blocks from WAL summaries\"))')\" = 'blocks True'"
 Q="select md5(string_agg(id || v, ',' order by id)) from t"
 WANT=$(pg_sql $P17 "$Q")

@@ -101,3 +101,16 @@ pg_own() {
 	done
 	chown -R postgres "$@"
 }
+
+# Block-level incremental tests (block_incr, block_incr17):
+snap_json() { # snap_json SNAPSHOT REPO EXPR: a field of show --json
+	pgbakfs show "$1" --repo "$2" --json | python3 -c "import json,sys; d=json.load(sys.stdin); print($3)"
+}
+pg_local_incr() { # pg_local_incr REPO PGDATA CONN OUT [options]: a local incremental, its output in OUT
+	local repo=$1 data=$2 conn=$3 out=$4
+	shift 4
+	pgbakfs backup -d "$conn" --pgdata "$data" --type incr --repo "$repo" -j 2 --no-progress "$@" >"$out" 2>&1
+	local rc=$?
+	pg_own "$repo"
+	return $rc
+}
