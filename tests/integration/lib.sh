@@ -62,13 +62,34 @@ expect_error() {
 }
 
 # A manifest of a tree: type, mode, size, mtime (ns), owner, sha256 / link target.
-tree_manifest() {
-	(cd "$1" && find . -mindepth 1 -printf '%p %y %m %s %T@ %U:%G %l\n' | LC_ALL=C sort |
-		while read -r p y m s t o l; do
-			if [ "$y" = f ]; then h=$(sha256sum "$p" | cut -c1-64); else h=-; fi
-			[ "$y" = d ] && s=-
-			echo "$p $y $m $s $t $o $h $l"
-		done)
+tree_manifest() { # one line per entry: path type mode size mtime uid:gid sha256 link (one process)
+	python3 - "$1" <<'PY'
+import hashlib, os, stat, sys
+top = sys.argv[1]
+types = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFBLK: "b",
+         stat.S_IFCHR: "c", stat.S_IFIFO: "p", stat.S_IFSOCK: "s"}
+lines = []
+for root, dirs, files in os.walk(top):
+    for name in dirs + files:
+        path = os.path.join(root, name)
+        st = os.lstat(path)
+        y = types.get(stat.S_IFMT(st.st_mode), "?")
+        size = "-" if y == "d" else str(st.st_size)
+        ns = st.st_mtime_ns
+        h, link = "-", b""
+        if y == "f":
+            d = hashlib.sha256()
+            with open(path, "rb") as f:
+                for b in iter(lambda: f.read(1 << 20), b""):
+                    d.update(b)
+            h = d.hexdigest()
+        elif y == "l":
+            link = os.fsencode(os.readlink(path))
+        rel = b"./" + os.fsencode(os.path.relpath(path, top))
+        lines.append(rel + (" %s %o %s %d.%09d0 %d:%d %s " % (y, st.st_mode & 0o7777, size,
+                     ns // 10**9, ns % 10**9, st.st_uid, st.st_gid, h)).encode() + link)
+sys.stdout.buffer.write(b"".join(l + b"\n" for l in sorted(lines)))
+PY
 }
 
 same_tree() { # same_tree A B
