@@ -15,7 +15,7 @@
 
 #define CATALOG_SCHEMA_VERSION 1
 #define CATALOG_BUSY_TIMEOUT_MS 120000
-#define CATALOG_N_TABLES 10 /* tables in schema_sql */
+#define CATALOG_N_TABLES 11 /* tables in schema_sql */
 
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
@@ -38,7 +38,7 @@ static const char schema_sql[] =
 	"  stored_bytes INTEGER NOT NULL DEFAULT 0, n_files INTEGER NOT NULL DEFAULT 0,"
 	"  verified_time INTEGER, verified_ok INTEGER, verified_details TEXT,"
 	"  pinned_until INTEGER, tree_digest BLOB, method TEXT, method_note TEXT,"
-	"  read_bytes INTEGER);"
+	"  read_bytes INTEGER, tree INTEGER);"
 	"CREATE TABLE IF NOT EXISTS files(snap INTEGER NOT NULL, ino INTEGER NOT NULL,"
 	"  parent INTEGER NOT NULL, name TEXT NOT NULL, mode INTEGER NOT NULL,"
 	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, mtime INTEGER NOT NULL,"
@@ -51,6 +51,9 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS bad_blocks_snap ON bad_blocks(snap);"
 	"CREATE TABLE IF NOT EXISTS links(snap INTEGER NOT NULL, path TEXT NOT NULL,"
 	"  target TEXT NOT NULL, PRIMARY KEY(snap, path)) WITHOUT ROWID;"
+	/* directories of committed snapshots, shared between them (store/catalog_tree.c) */
+	"CREATE TABLE IF NOT EXISTS dirs(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
+	"  n INTEGER NOT NULL, entries BLOB NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS holds(session TEXT NOT NULL, snap INTEGER NOT NULL,"
 	"  PRIMARY KEY(session, snap)) WITHOUT ROWID;";
 
@@ -92,6 +95,7 @@ static const char *const statement_sql[N_STATEMENTS] = {
 struct Catalog {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[N_STATEMENTS];
+	unsigned format; /* the repository's: what this connection may write */
 };
 
 int catalog_sqlite_errno(int rc)
@@ -258,6 +262,8 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_column(c, "snapshots", "method_note", "TEXT");
 	if (r == 0)
 		r = migrate_add_column(c, "snapshots", "read_bytes", "INTEGER");
+	if (r == 0)
+		r = migrate_add_column(c, "snapshots", "tree", "INTEGER");
 	if (r == 0) {
 		_cleanup_stmt_ sqlite3_stmt *s = NULL;
 		r = prepare(c, "SELECT value FROM meta WHERE key = 'schema_version'", &s);
@@ -1004,21 +1010,36 @@ int catalog_snapshot_foreach_any(Catalog *c, CatalogSnapshotFn cb, void *ud)
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "snapshot list");
 }
 
+typedef struct WalSeg {
+	uint64_t pg_wal, size;
+} WalSeg;
+
+static bool wal_name(const char *name)
+{
+	size_t n = strlen(name);
+	return n == 24 && strspn(name, "0123456789ABCDEF") == n;
+}
+
+static int wal_seg_row(const FileRow *f, void *userdata)
+{
+	WalSeg *w = userdata;
+	if (f->parent == 1 && f->ino != 1 && S_ISDIR(f->mode) && strcmp(f->name, "pg_wal") == 0)
+		w->pg_wal = f->ino;
+	else if (w->pg_wal && f->parent == w->pg_wal && S_ISREG(f->mode) && wal_name(f->name))
+		w->size = MAX(w->size, f->size);
+	return 0;
+}
+
 int catalog_snapshot_wal_seg_size(Catalog *c, int64_t rowid, uint64_t *ret)
 {
-	uint64_t size = 0;
 	/* regular files named like WAL segments in the data directory's pg_wal */
-	int r = query_u64_bound(c, "SELECT coalesce(max(f.size), 0) FROM files d JOIN files f"
-				   " ON f.snap = d.snap AND f.parent = d.ino"
-				   " WHERE d.snap = ?1 AND d.parent = 1 AND d.ino <> 1"
-				   " AND d.name = 'pg_wal' AND length(f.name) = 24"
-				   " AND f.name NOT GLOB '*[^0-9A-F]*' AND (f.mode & 61440) = 32768",
-				rowid, &size);
+	WalSeg w = {0};
+	int r = catalog_file_foreach(c, rowid, wal_seg_row, &w);
 	if (r < 0)
 		return r;
-	if (size < (1u << 20) || size > (1u << 30) || (size & (size - 1)))
+	if (w.size < (1u << 20) || w.size > (1u << 30) || (w.size & (w.size - 1)))
 		return -ENOENT;
-	*ret = size;
+	*ret = w.size;
 	return 0;
 }
 
@@ -1152,7 +1173,7 @@ bool catalog_rel_path_valid(const char *path, size_t len)
 }
 
 /* What one row shows of the tree's shape (the rest needs the rows before it). */
-static bool file_row_valid(const FileRow *f, size_t name_len)
+bool catalog_file_row_valid(const FileRow *f, size_t name_len)
 {
 	if (!f->name || (S_ISLNK(f->mode) && !f->target))
 		return false;
@@ -1168,7 +1189,7 @@ int catalog_file_add(Catalog *c, int64_t snap, const FileRow *f)
 	int r;
 	sqlite3_stmt *s;
 
-	if (!file_row_valid(f, f->name ? strlen(f->name) : 0))
+	if (!catalog_file_row_valid(f, f->name ? strlen(f->name) : 0))
 		return -EBADMSG;
 	s = stmt_get(c, ST_FILE_ADD, &r);
 	if (!s)
@@ -1243,17 +1264,35 @@ static bool dir_set_has(const DirSet *d, uint64_t ino)
 static int file_row_check(DirSet *dirs, const FileRow *f, size_t name_len)
 {
 	bool root = f->ino == 1, extra = !root && f->parent == f->ino;
-	if (!file_row_valid(f, name_len) || (dirs->n == 0) != root ||
+	if (!catalog_file_row_valid(f, name_len) || (dirs->n == 0) != root ||
 	    (!root && !extra && !dir_set_has(dirs, f->parent)))
 		return -EBADMSG;
 	return S_ISDIR(f->mode) ? dir_set_add(dirs, f->ino) : 0;
+}
+
+/* The snapshot's shared tree (0: none, its rows are in files). */
+static int snapshot_tree(Catalog *c, int64_t snap, int64_t *ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, "SELECT tree FROM snapshots WHERE id = ?1", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, snap);
+	rc = sqlite3_step(s);
+	*ret = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "snapshot tree");
 }
 
 int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userdata)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	DirSet dirs = {0};
-	int rc, r = prepare(c, statement_sql[ST_FILE_LIST], &s);
+	int64_t tree;
+	int rc, r = snapshot_tree(c, snap, &tree);
+	if (r == 0 && tree)
+		return catalog_tree_foreach(c, tree, cb, userdata);
+	if (r == 0)
+		r = prepare(c, statement_sql[ST_FILE_LIST], &s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, snap);
@@ -1292,7 +1331,9 @@ int catalog_stats(Catalog *c, CatalogStats *ret)
 	if (!r) r = query_u64(c, "SELECT coalesce(sum(plen), 0) FROM chunks", &v.chunk_plain_bytes);
 	if (!r) r = query_u64(c, "SELECT coalesce(sum(elen), 0) FROM chunks", &v.chunk_stored_bytes);
 	if (!r) r = query_u64(c, "SELECT count(*) FROM contents", &v.n_contents);
-	if (!r) r = query_u64(c, "SELECT count(*) FROM files", &v.n_files);
+	/* file rows of running and older snapshots, and entries of shared directories */
+	if (!r) r = query_u64(c, "SELECT (SELECT count(*) FROM files) +"
+			      " (SELECT coalesce(sum(n), 0) FROM dirs)", &v.n_files);
 	if (!r) r = query_u64(c, "SELECT coalesce(sum(logical_bytes), 0) FROM snapshots"
 				 " WHERE " VISIBLE, &v.logical_bytes);
 	exec_sql(c, "COMMIT");
@@ -1393,6 +1434,11 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 	r = query_u64(c, "SELECT count(*) FROM sessions WHERE kind <> 'mount'", &n_sessions);
 	if (r == 0)
 		r = gc_purge_deleted(c, &res->snapshots_purged);
+	/* directories no remaining snapshot reaches (a damaged one stops gc: -EBADMSG) */
+	if (r == 0)
+		r = catalog_tree_mark_live(c);
+	if (r == 0)
+		r = exec_sql(c, "DELETE FROM dirs WHERE id NOT IN (SELECT id FROM live_dirs)");
 	if (r < 0)
 		return r;
 	/*
@@ -1402,7 +1448,8 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 	 */
 	if (n_sessions == 0) {
 		r = exec_sql(c, "DELETE FROM contents WHERE NOT EXISTS"
-				" (SELECT 1 FROM files WHERE files.content = contents.id)");
+				" (SELECT 1 FROM files WHERE files.content = contents.id)"
+				" AND id NOT IN (SELECT id FROM live_contents)");
 		if (r < 0)
 			return r;
 		res->contents_deleted = (uint64_t)sqlite3_changes(c->db);
@@ -1509,90 +1556,223 @@ static int dir_paths_add(DirPaths *d, uint64_t ino, char *path)
 	return 0;
 }
 
+static int cmp_int64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* One visible snapshot at a time, its rows from catalog_file_foreach (files or a shared tree). */
+typedef int (*VisibleFn)(Catalog *c, int64_t rowid, const char *name, void *userdata);
+
+static int foreach_visible(Catalog *c, VisibleFn fn, void *userdata)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, "SELECT id, name FROM snapshots WHERE " VISIBLE " ORDER BY id", &s);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		r = fn(c, sqlite3_column_int64(s, 0), (const char *)sqlite3_column_text(s, 1), userdata);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "snapshots");
+}
+
+/* Contents already looked at, and what was found (0 or 1), in a temp table. */
+static int seen_prepare(Catalog *c, const char *table, sqlite3_stmt **get, sqlite3_stmt **put)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql), "CREATE TEMP TABLE IF NOT EXISTS %s(id INTEGER PRIMARY KEY,"
+		 " v INTEGER NOT NULL); DELETE FROM %s;", table, table);
+	int r = exec_sql(c, sql);
+	if (r == 0) {
+		snprintf(sql, sizeof(sql), "SELECT v FROM %s WHERE id = ?1", table);
+		r = prepare(c, sql, get);
+	}
+	if (r == 0) {
+		snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO %s VALUES(?1, ?2)", table);
+		r = prepare(c, sql, put);
+	}
+	return r;
+}
+
+/* -ENOENT: not seen yet. */
+static int seen_get(Catalog *c, sqlite3_stmt *get, int64_t id, int *ret)
+{
+	sqlite3_reset(get);
+	sqlite3_bind_int64(get, 1, id);
+	int rc = sqlite3_step(get);
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_int(get, 0);
+	sqlite3_reset(get);
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : catalog_fail(c, rc, "seen");
+}
+
+static int seen_put(Catalog *c, sqlite3_stmt *put, int64_t id, int v)
+{
+	sqlite3_reset(put);
+	sqlite3_bind_int64(put, 1, id);
+	sqlite3_bind_int(put, 2, v);
+	return step_done(c, put);
+}
+
+typedef struct Damage {
+	const ChunkId *sorted;
+	size_t n;
+	CatalogDamageFn cb;
+	void *ud;
+	sqlite3_stmt *get, *put;
+	Catalog *c;
+	const char *snap;
+	DirPaths dirs;
+} Damage;
+
 static int id_cmp(const void *a, const void *b) { return chunk_id_cmp(a, b); }
+
+/* Does content id use any chunk of the damaged set? (remembered per content) */
+static int damage_hit(Damage *d, int64_t content, bool *ret)
+{
+	_cleanup_free_ ChunkId *list = NULL;
+	size_t n;
+	int v, r = seen_get(d->c, d->get, content, &v);
+	if (r == 0) {
+		*ret = v;
+		return 0;
+	}
+	if (r != -ENOENT)
+		return r;
+	r = catalog_content_get(d->c, content, &list, &n);
+	if (r < 0)
+		return r;
+	*ret = false;
+	for (size_t i = 0; i < n && !*ret; i++)
+		*ret = bsearch(&list[i], d->sorted, d->n, sizeof(*d->sorted), id_cmp) != NULL;
+	return seen_put(d->c, d->put, content, *ret);
+}
+
+static int damage_row(const FileRow *f, void *userdata)
+{
+	Damage *d = userdata;
+	char *path;
+	bool hit = false;
+	int r = dir_paths_join(&d->dirs, f, &path);
+	if (r < 0)
+		return r;
+	if (S_ISDIR(f->mode)) {
+		r = dir_paths_add(&d->dirs, f->ino, path);
+		if (r < 0)
+			free(path);
+		return r;
+	}
+	if (f->content)
+		r = damage_hit(d, f->content, &hit);
+	if (r == 0 && hit)
+		r = d->cb(d->snap, path, d->ud);
+	free(path);
+	return r;
+}
+
+static int damage_snapshot(Catalog *c, int64_t rowid, const char *name, void *userdata)
+{
+	Damage *d = userdata;
+	d->snap = name;
+	int r = catalog_file_foreach(c, rowid, damage_row, d);
+	dir_paths_clear(&d->dirs);
+	return r;
+}
 
 int catalog_find_damage(Catalog *c, const ChunkId *ids, size_t n, CatalogDamageFn cb, void *ud)
 {
-	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	_cleanup_free_ ChunkId *sorted = malloc(n * sizeof(*sorted) + 1);
-	DirPaths dirs = {0};
-	int64_t cur_snap = -1;
-	int rc, r;
+	Damage d = {.sorted = sorted, .n = n, .cb = cb, .ud = ud, .c = c};
+	int r;
 
 	if (!sorted)
 		return -ENOMEM;
 	memcpy(sorted, ids, n * sizeof(*sorted));
 	qsort(sorted, n, sizeof(*sorted), id_cmp);
-	r = prepare(c, "SELECT f.ino, f.parent, f.name, f.mode, f.uid, f.gid, f.mtime, f.size,"
-		       " f.content, f.target, s.id, s.name, ct.n, ct.list FROM snapshots s"
-		       " JOIN files f ON f.snap = s.id LEFT JOIN contents ct ON ct.id = f.content"
-		       " WHERE s.status NOT IN ('running', 'deleted') ORDER BY s.id, f.ino", &s);
-	if (r < 0)
-		return r;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		FileRow f;
-		char *path;
-		file_from_row(s, &f);
-		if (sqlite3_column_int64(s, 10) != cur_snap) {
-			dir_paths_clear(&dirs);
-			cur_snap = sqlite3_column_int64(s, 10);
-		}
-		r = dir_paths_join(&dirs, &f, &path);
-		if (r < 0)
-			break;
-		if (S_ISDIR(f.mode)) {
-			r = dir_paths_add(&dirs, f.ino, path);
-			if (r < 0) {
-				free(path);
-				break;
-			}
-			continue;
-		}
-		size_t nc = (size_t)sqlite3_column_int64(s, 12);
-		const ChunkId *list = sqlite3_column_blob(s, 13);
-		bool hit = false;
-		for (size_t i = 0; list && i < nc && !hit; i++)
-			hit = bsearch(&list[i], sorted, n, sizeof(*sorted), id_cmp) != NULL;
-		if (hit)
-			r = cb((const char *)sqlite3_column_text(s, 11), path, ud);
-		free(path);
-		if (r < 0)
-			break;
+	r = seen_prepare(c, "damage_seen", &d.get, &d.put);
+	if (r == 0)
+		r = foreach_visible(c, damage_snapshot, &d);
+	sqlite3_finalize(d.get);
+	sqlite3_finalize(d.put);
+	return r;
+}
+
+typedef struct Refs {
+	CatalogMissingFn cb;
+	void *ud;
+	sqlite3_stmt *get, *put;
+	int64_t *contents;
+	size_t n, cap;
+} Refs;
+
+static int refs_row(const FileRow *f, void *userdata)
+{
+	Refs *rf = userdata;
+	if (!f->content)
+		return 0;
+	if (rf->n == rf->cap) {
+		size_t cap = rf->cap ? 2 * rf->cap : 1024;
+		int64_t *v = realloc(rf->contents, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		rf->contents = v;
+		rf->cap = cap;
 	}
-	dir_paths_clear(&dirs);
+	rf->contents[rf->n++] = f->content;
+	return 0;
+}
+
+/* Report the chunks of content that have no row; remember a content that has them all. */
+static int refs_content(Catalog *c, Refs *rf, const char *snap, int64_t content)
+{
+	_cleanup_free_ ChunkId *list = NULL;
+	size_t n;
+	bool all = true;
+	int v, r = seen_get(c, rf->get, content, &v);
+	if (r != -ENOENT)
+		return r; /* 0: every chunk of it was there */
+	r = catalog_content_get(c, content, &list, &n);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		ChunkLoc loc;
+		/* a chunk row pointing at a pack that is not "ok" is as good as missing */
+		if (chunk_id_is_hole(&list[i]))
+			continue;
+		r = catalog_chunk_locate(c, &list[i], &loc);
+		if (r == -ENOENT) {
+			all = false;
+			r = rf->cb(snap, &list[i], rf->ud);
+		}
+	}
+	return r == 0 && all ? seen_put(c, rf->put, content, 1) : r;
+}
+
+static int refs_snapshot(Catalog *c, int64_t rowid, const char *name, void *userdata)
+{
+	Refs *rf = userdata;
+	rf->n = 0;
+	int r = catalog_file_foreach(c, rowid, refs_row, rf);
 	if (r < 0)
 		return r;
-	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "damage scan");
+	qsort(rf->contents, rf->n, sizeof(*rf->contents), cmp_int64);
+	for (size_t i = 0; i < rf->n && r == 0; i++)
+		if (i == 0 || rf->contents[i] != rf->contents[i - 1])
+			r = refs_content(c, rf, name, rf->contents[i]);
+	return r;
 }
 
 int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata)
 {
-	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int rc, r;
-	/* a chunk row pointing at a pack that is not "ok" is as good as missing */
-	r = prepare(c, "SELECT DISTINCT s.name, ct.n, ct.list FROM snapshots s"
-		       " JOIN files f ON f.snap = s.id JOIN contents ct ON ct.id = f.content"
-		       " WHERE s.status NOT IN ('running', 'deleted')", &s);
-	if (r < 0)
-		return r;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		size_t n = (size_t)sqlite3_column_int64(s, 1);
-		const ChunkId *list = sqlite3_column_blob(s, 2);
-		const char *snap = (const char *)sqlite3_column_text(s, 0);
-		if ((size_t)sqlite3_column_bytes(s, 2) != n * sizeof(ChunkId))
-			return -EBADMSG;
-		for (size_t i = 0; i < n; i++) {
-			ChunkLoc loc;
-			if (chunk_id_is_hole(&list[i]))
-				continue;
-			r = catalog_chunk_locate(c, &list[i], &loc);
-			if (r == -ENOENT)
-				r = cb(snap, &list[i], userdata);
-			if (r < 0)
-				return r;
-		}
-	}
-	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "reference check");
+	Refs rf = {.cb = cb, .ud = userdata};
+	int r = seen_prepare(c, "refs_seen", &rf.get, &rf.put);
+	if (r == 0)
+		r = foreach_visible(c, refs_snapshot, &rf);
+	sqlite3_finalize(rf.get);
+	sqlite3_finalize(rf.put);
+	free(rf.contents);
+	return r;
 }
 
 int catalog_integrity_check(Catalog *c, char **ret_message)
@@ -1698,6 +1878,9 @@ int catalog_link_foreach(Catalog *c, int64_t snap, CatalogLinkFn cb, void *userd
 }
 
 sqlite3 *catalog_sqlite(Catalog *c) { return c->db; }
+
+void catalog_set_format(Catalog *c, unsigned format) { c->format = format; }
+unsigned catalog_format(const Catalog *c) { return c->format; }
 
 /* secure_delete zeroes what the updates free; VACUUM drops what earlier updates freed */
 int catalog_snapshot_set_sources(Catalog *c, const CatalogSourceEdit *edits, size_t n)

@@ -79,6 +79,13 @@ typedef struct CatalogStats {
 
 int catalog_open(const char *path, bool create, Catalog **ret);
 Catalog *catalog_free(Catalog *c);
+/*
+ * The repository format this connection writes (store/repo.c sets it on every
+ * connection it opens; 0 until then): from 2 on, committed snapshots keep
+ * their trees as shared directories (catalog_tree_share).
+ */
+void catalog_set_format(Catalog *c, unsigned format);
+unsigned catalog_format(const Catalog *c);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. */
 int catalog_begin(Catalog *c);
@@ -201,6 +208,22 @@ bool catalog_rel_path_valid(const char *path, size_t len);
 int catalog_stats(Catalog *c, CatalogStats *ret);
 /* Changes whenever another connection commits (PRAGMA data_version): cheap polling. */
 int catalog_data_version(Catalog *c, uint64_t *ret);
+/* What one file row shows of the tree's shape: root, extra root, or a name under a parent. */
+bool catalog_file_row_valid(const FileRow *f, size_t name_len);
+
+/*
+ * Shared snapshot trees (store/catalog_tree.c). catalog_tree_share turns a
+ * snapshot's file rows into directory rows shared with every snapshot that
+ * has the same directory, and points the snapshot at them (inos are then
+ * derived: preorder, names in order; compute the tree digest after it).
+ * catalog_tree_foreach gives a tree's rows as catalog_file_foreach does.
+ * catalog_tree_mark_live fills temp tables live_dirs and live_contents with
+ * what the remaining snapshots reach (gc). A directory that does not match
+ * its hash is -EBADMSG everywhere.
+ */
+int catalog_tree_share(Catalog *c, int64_t snap);
+int catalog_tree_foreach(Catalog *c, int64_t forest, CatalogFileFn cb, void *userdata);
+int catalog_tree_mark_live(Catalog *c);
 /*
  * The connection itself, for store modules that move whole catalogs or
  * snapshots (publication, manifests, repair). Not for ad-hoc queries.

@@ -188,8 +188,10 @@ static int export_snapshot(Exporter *e, int64_t rowid)
 	if (r < 0)
 		return r;
 	for (int i = 0; i < n; i++) {
-		/* a session is a live process of this host: never part of a manifest */
-		if (strcmp(sqlite3_column_name(row, i), "session") == 0)
+		/* a session is a live process of this host, a tree a row of this catalog:
+		 * never part of a manifest (its files are) */
+		if (strcmp(sqlite3_column_name(row, i), "session") == 0 ||
+		    strcmp(sqlite3_column_name(row, i), "tree") == 0)
 			sqlite3_bind_null(ins, i + 1);
 		else
 			sqlite3_bind_value(ins, i + 1, sqlite3_column_value(row, i));
@@ -547,8 +549,9 @@ static int import_snapshot(sqlite3 *cat, sqlite3 *img, int64_t *ret_rowid)
 		return r;
 	for (int i = 0; i < sqlite3_column_count(row); i++) {
 		const char *col = sqlite3_column_name(row, i);
-		/* a new row id; sessions are of this host, and there are none yet */
-		if (strcmp(col, "id") == 0 || strcmp(col, "session") == 0)
+		/* a new row id; sessions are of this host, and there are none yet; the files
+		 * come as rows */
+		if (strcmp(col, "id") == 0 || strcmp(col, "session") == 0 || strcmp(col, "tree") == 0)
 			continue;
 		r = catalog_has_column(cat, has, col);
 		if (r < 0)

@@ -1118,6 +1118,8 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 		}
 		if (e == 0)
 			e = catalog_open(r->catalog_path, false, &r->catalog);
+		if (e == 0)
+			catalog_set_format(r->catalog, r->config.format);
 		/* above any generation another machine may have cached before the catalog was
 		 * lost (they refuse to go back in time): a number from the clock, in ms */
 		uint64_t next = MAX(latest + 1, (uint64_t)time(NULL) * 1000);
@@ -1223,6 +1225,8 @@ int repo_open_at(const RepoLocation *l, Repo **ret)
 	}
 	if (e == 0)
 		e = catalog_open(r->catalog_path, false, &r->catalog);
+	if (e == 0)
+		catalog_set_format(r->catalog, r->config.format);
 	if (e == -ENOENT)
 		e = -EBADMSG; /* config without catalog: damaged */
 	if (e < 0) {
@@ -1270,7 +1274,10 @@ Catalog *repo_catalog(Repo *r) { return r->catalog; }
 
 int repo_catalog_open(Repo *r, Catalog **ret)
 {
-	return catalog_open(r->catalog_path, false, ret);
+	int e = catalog_open(r->catalog_path, false, ret);
+	if (e == 0)
+		catalog_set_format(*ret, r->config.format);
+	return e;
 }
 
 static void lock_path(const Repo *r, const char *name, char *buf, size_t len)

@@ -1012,7 +1012,13 @@ int snapwriter_commit(SnapWriter *w, SnapWriterResult *ret)
 	w->info.status = strdup(w->n_bad_blocks || w->n_warnings ? SNAP_STATUS_WARNING : SNAP_STATUS_OK);
 	if (!w->info.status)
 		return -ENOMEM;
-	/* every file row is in: what the snapshot is from now on, for check, restore and repair */
+	/* every file row is in: from format 2 on its directories are shared with other snapshots */
+	if (catalog_format(repo_catalog(w->repo)) >= 2) {
+		r = catalog_tree_share(repo_catalog(w->repo), w->info.rowid);
+		if (r < 0)
+			return r;
+	}
+	/* what the snapshot is from now on, for check, restore and repair */
 	r = tree_digest_compute(repo_catalog(w->repo), w->info.rowid, &w->info.tree_digest);
 	if (r < 0)
 		return r;

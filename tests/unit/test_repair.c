@@ -321,6 +321,33 @@ static uint64_t count_rows(Catalog *c, const char *table)
 	return n;
 }
 
+/* Distinct contents of a snapshot's files, however the catalog keeps its tree. */
+typedef struct ContentSet {
+	int64_t v[4096];
+	size_t n;
+} ContentSet;
+
+static int content_seen(const FileRow *f, void *userdata)
+{
+	ContentSet *cs = userdata;
+	if (!f->content)
+		return 0;
+	for (size_t i = 0; i < cs->n; i++)
+		if (cs->v[i] == f->content)
+			return 0;
+	if (cs->n == ELEMENTSOF(cs->v))
+		return -E2BIG;
+	cs->v[cs->n++] = f->content;
+	return 0;
+}
+
+static uint64_t count_snapshot_contents(Catalog *c, int64_t snap)
+{
+	static ContentSet cs;
+	cs.n = 0;
+	return catalog_file_foreach(c, snap, content_seen, &cs) == 0 ? cs.n : UINT64_MAX;
+}
+
 static bool values_equal(sqlite3_stmt *a, sqlite3_stmt *b, int i)
 {
 	int t = sqlite3_column_type(a, i);
@@ -372,6 +399,8 @@ static size_t compare_snapshot_rows(Catalog *a, Catalog *b, Pair *pairs, size_t 
 				pairs[n].b = sqlite3_column_int64(sb, i);
 			} else if (strcmp(col, "session") == 0) {
 				CHECK_EQ_INT(sqlite3_column_type(sb, i), SQLITE_NULL);
+			} else if (strcmp(col, "tree") == 0) {
+				/* a row of one catalog: the files travel as rows */
 			} else if (!values_equal(sa, sb, i)) {
 				CHECK(!"snapshot column differs");
 				fprintf(stderr, "  column %s of %s\n", col, sqlite3_column_text(sa, 1));
@@ -694,10 +723,7 @@ static void test_manifest_errors(Repo *r, const char *tmp, int64_t a_rowid)
 		CHECK_EQ_INT(manifest_import(c, edited, elen, &second), 0);
 		CHECK(second != rowid);
 		/* the lists are shared with the first import */
-		CHECK_EQ_INT(count_rows(c, "contents"),
-			     count_rows(orig, test_fmt(path, sizeof(path), "contents WHERE id IN (SELECT"
-						       " content FROM files WHERE snap = %lld)",
-						       (long long)a_rowid)));
+		CHECK_EQ_INT(count_rows(c, "contents"), count_snapshot_contents(orig, a_rowid));
 		if (CHECK_EQ_INT(catalog_snapshot_get(c, "renamed", NULL, &s), 0)) {
 			CHECK_EQ_STR(s.status, SNAP_STATUS_WARNING);
 			CHECK(s.session == NULL);

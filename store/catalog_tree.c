@@ -1,0 +1,592 @@
+/*
+ * Snapshot trees shared between snapshots (repository format 2).
+ *
+ * While a backup runs its file rows are in `files`, keyed by (snap, ino).
+ * When it commits, catalog_tree_share() turns them into directory objects:
+ * one `dirs` row per directory, holding its entries sorted by name
+ * (attributes, content row, symlink target, and the `dirs` row of each
+ * subdirectory), keyed by the SHA-256 of those bytes. A directory that did
+ * not change since the parent snapshot is the same row, so a snapshot adds
+ * only the directories on the paths to what changed, instead of one row per
+ * file (1,300 files: ~100 KiB of `files` rows per snapshot). The snapshot
+ * points at its "forest": a directory whose entries are the root (named "")
+ * and the extra roots (named by their absolute paths).
+ *
+ * Inode numbers are derived when the tree is read: preorder, entries in name
+ * order, the root 1. The tree digest is computed after the conversion, over
+ * these rows, so it is what every reader sees. Every directory read is
+ * checked against its hash; a mismatch is damage (-EBADMSG), never a tree.
+ */
+#include "store/catalog.h"
+#include "store/chunk.h"
+#include "common/common.h"
+#include "common/log.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define DIR_FORMAT 1
+#define MAX_DEPTH 4096 /* deeper than any path PATH_MAX allows: a loop, i.e. damage */
+
+/* ---- a growable byte buffer with LEB128 varints ---- */
+
+typedef struct Buf {
+	unsigned char *p;
+	size_t len, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t more)
+{
+	if (b->len + more <= b->cap)
+		return 0;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + more)
+		cap *= 2;
+	unsigned char *p = realloc(b->p, cap);
+	if (!p)
+		return -ENOMEM;
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+static int put_uv(Buf *b, uint64_t v)
+{
+	int r = buf_reserve(b, 10);
+	if (r < 0)
+		return r;
+	do {
+		unsigned char byte = v & 0x7f;
+		v >>= 7;
+		b->p[b->len++] = byte | (v ? 0x80 : 0);
+	} while (v);
+	return 0;
+}
+
+static int put_bytes(Buf *b, const void *v, size_t n)
+{
+	int r = put_uv(b, n);
+	if (r == 0)
+		r = buf_reserve(b, n);
+	if (r == 0 && n) {
+		memcpy(b->p + b->len, v, n);
+		b->len += n;
+	}
+	return r;
+}
+
+typedef struct Cursor {
+	const unsigned char *p, *end;
+} Cursor;
+
+static int get_uv(Cursor *c, uint64_t *ret)
+{
+	uint64_t v = 0;
+	for (unsigned shift = 0; shift < 64; shift += 7) {
+		if (c->p == c->end)
+			return -EBADMSG;
+		unsigned char byte = *c->p++;
+		v |= (uint64_t)(byte & 0x7f) << shift;
+		if (!(byte & 0x80)) {
+			*ret = v;
+			return 0;
+		}
+	}
+	return -EBADMSG;
+}
+
+static int get_bytes(Cursor *c, const unsigned char **ret, size_t *ret_n)
+{
+	uint64_t n;
+	int r = get_uv(c, &n);
+	if (r < 0)
+		return r;
+	if (n > (uint64_t)(c->end - c->p))
+		return -EBADMSG;
+	*ret = c->p;
+	*ret_n = (size_t)n;
+	c->p += n;
+	return 0;
+}
+
+static uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+static int64_t unzigzag(uint64_t v) { return (int64_t)(v >> 1) ^ -(int64_t)(v & 1); }
+
+/* ---- one entry of a directory ---- */
+
+typedef struct Entry {
+	char *name, *target; /* target: symlinks only */
+	uint32_t mode, uid, gid;
+	int64_t mtime_ns, content, sub; /* sub: the dirs row of a directory's entries */
+	uint64_t size;
+} Entry;
+
+static int entry_put(Buf *b, const Entry *e)
+{
+	int r = put_bytes(b, e->name, strlen(e->name));
+	if (r == 0) r = put_uv(b, e->mode);
+	if (r == 0) r = put_uv(b, e->uid);
+	if (r == 0) r = put_uv(b, e->gid);
+	if (r == 0) r = put_uv(b, zigzag(e->mtime_ns));
+	if (r == 0) r = put_uv(b, e->size);
+	if (r == 0) r = put_uv(b, (uint64_t)e->content);
+	if (r == 0) r = put_uv(b, e->target ? strlen(e->target) + 1 : 0);
+	if (r == 0 && e->target) {
+		r = buf_reserve(b, strlen(e->target));
+		if (r == 0) {
+			memcpy(b->p + b->len, e->target, strlen(e->target));
+			b->len += strlen(e->target);
+		}
+	}
+	if (r == 0) r = put_uv(b, (uint64_t)e->sub);
+	return r;
+}
+
+/* An entry decoded in place: name and target are copied into *names (NUL-terminated). */
+typedef struct RawEntry {
+	const unsigned char *name, *target;
+	size_t name_len, target_len;
+	bool has_target;
+	uint64_t mode, uid, gid, mtime, size, content, sub;
+} RawEntry;
+
+static int entry_get(Cursor *c, RawEntry *e)
+{
+	uint64_t tl;
+	int r = get_bytes(c, &e->name, &e->name_len);
+	if (r == 0) r = get_uv(c, &e->mode);
+	if (r == 0) r = get_uv(c, &e->uid);
+	if (r == 0) r = get_uv(c, &e->gid);
+	if (r == 0) r = get_uv(c, &e->mtime);
+	if (r == 0) r = get_uv(c, &e->size);
+	if (r == 0) r = get_uv(c, &e->content);
+	if (r == 0) r = get_uv(c, &tl);
+	if (r < 0)
+		return r;
+	e->has_target = tl > 0;
+	e->target_len = tl ? (size_t)(tl - 1) : 0;
+	if (tl && tl - 1 > (uint64_t)(c->end - c->p))
+		return -EBADMSG;
+	e->target = c->p;
+	c->p += e->target_len;
+	r = get_uv(c, &e->sub);
+	if (r == 0 && (e->mode > UINT32_MAX || e->uid > UINT32_MAX || e->gid > UINT32_MAX ||
+		       e->content > INT64_MAX || e->sub > INT64_MAX || e->size > INT64_MAX))
+		r = -EBADMSG;
+	return r;
+}
+
+/* ---- SQL ---- */
+
+static int sql_fail(sqlite3 *db, int rc, const char *what)
+{
+	log_debug("catalog: %s: %s", what, sqlite3_errmsg(db));
+	int e = catalog_sqlite_errno(rc);
+	return e ? e : -EIO;
+}
+
+static int sql_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret)
+{
+	int rc = sqlite3_prepare_v2(db, sql, -1, ret, NULL);
+	return rc == SQLITE_OK ? 0 : sql_fail(db, rc, sql);
+}
+
+static int sql_exec(sqlite3 *db, const char *sql)
+{
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : sql_fail(db, rc, sql);
+}
+
+/* Store one directory's entry bytes once; *ret_id: its row. */
+static int dir_put(sqlite3 *db, sqlite3_stmt *ins, sqlite3_stmt *sel, const Buf *b, uint64_t n,
+		   int64_t *ret_id)
+{
+	ChunkId h;
+	int rc;
+	chunk_hash(b->p, b->len, &h);
+	sqlite3_reset(ins);
+	sqlite3_bind_blob(ins, 1, h.b, sizeof(h.b), SQLITE_STATIC);
+	sqlite3_bind_int64(ins, 2, (int64_t)n);
+	sqlite3_bind_blob64(ins, 3, b->len ? (const void *)b->p : "", b->len, SQLITE_STATIC);
+	rc = sqlite3_step(ins);
+	sqlite3_reset(ins);
+	if (rc != SQLITE_DONE)
+		return sql_fail(db, rc, "directory insert");
+	sqlite3_reset(sel);
+	sqlite3_bind_blob(sel, 1, h.b, sizeof(h.b), SQLITE_STATIC);
+	rc = sqlite3_step(sel);
+	if (rc == SQLITE_ROW)
+		*ret_id = sqlite3_column_int64(sel, 0);
+	sqlite3_reset(sel);
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -EIO : sql_fail(db, rc, "directory id");
+}
+
+/*
+ * A directory's entry bytes, checked against its hash: *ret (malloc'd,
+ * after the format byte) and *ret_n entries.
+ */
+static int dir_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **ret,
+		   size_t *ret_len, uint64_t *ret_n)
+{
+	int rc, r;
+	sqlite3_reset(sel);
+	sqlite3_bind_int64(sel, 1, id);
+	rc = sqlite3_step(sel);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(sel);
+		return rc == SQLITE_DONE ? -EBADMSG : sql_fail(db, rc, "directory");
+	}
+	const void *hash = sqlite3_column_blob(sel, 0);
+	size_t len = (size_t)sqlite3_column_bytes(sel, 2);
+	const unsigned char *v = sqlite3_column_blob(sel, 2);
+	ChunkId h;
+	chunk_hash(v, len, &h);
+	if (sqlite3_column_bytes(sel, 0) != (int)sizeof(h.b) || memcmp(hash, h.b, sizeof(h.b)) != 0 ||
+	    len < 1 || v[0] != DIR_FORMAT) {
+		log_debug("catalog: directory row %lld does not match its hash", (long long)id);
+		r = -EBADMSG;
+	} else if (!(*ret = malloc(len))) {
+		r = -ENOMEM;
+	} else {
+		memcpy(*ret, v + 1, len - 1);
+		*ret_len = len - 1;
+		*ret_n = (uint64_t)sqlite3_column_int64(sel, 1);
+		r = 0;
+	}
+	sqlite3_reset(sel);
+	return r;
+}
+
+/* ---- files rows -> directories (at commit) ---- */
+
+typedef struct Node {
+	uint64_t ino, parent;
+	Entry e;
+	struct Node **kids;
+	size_t n_kids, cap_kids;
+} Node;
+
+typedef struct Share {
+	sqlite3 *db;
+	Node *v;
+	size_t n, cap;
+	sqlite3_stmt *ins, *sel;
+} Share;
+
+static void share_clear(Share *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->v[i].e.name);
+		free(s->v[i].e.target);
+		free(s->v[i].kids);
+	}
+	free(s->v);
+	sqlite3_finalize(s->ins);
+	sqlite3_finalize(s->sel);
+}
+
+static int share_add_row(const FileRow *f, void *userdata)
+{
+	Share *s = userdata;
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 1024;
+		Node *v = realloc(s->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = cap;
+	}
+	Node *nd = &s->v[s->n];
+	*nd = (Node){.ino = f->ino, .parent = f->parent,
+		     .e = {.mode = f->mode, .uid = f->uid, .gid = f->gid, .mtime_ns = f->mtime_ns,
+			   .size = f->size, .content = f->content}};
+	nd->e.name = strdup(f->name);
+	nd->e.target = f->target ? strdup(f->target) : NULL;
+	s->n++;
+	return nd->e.name && (!f->target || nd->e.target) ? 0 : -ENOMEM;
+}
+
+/* Rows come in ino order, so the index of an ino is found by bisection. */
+static Node *share_find(Share *s, uint64_t ino)
+{
+	size_t lo = 0, hi = s->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->v[mid].ino == ino)
+			return &s->v[mid];
+		if (s->v[mid].ino < ino)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static int kid_add(Node *p, Node *kid)
+{
+	if (p->n_kids == p->cap_kids) {
+		size_t cap = p->cap_kids ? 2 * p->cap_kids : 8;
+		Node **k = realloc(p->kids, cap * sizeof(*k));
+		if (!k)
+			return -ENOMEM;
+		p->kids = k;
+		p->cap_kids = cap;
+	}
+	p->kids[p->n_kids++] = kid;
+	return 0;
+}
+
+static int cmp_kids(const void *a, const void *b)
+{
+	return strcmp((*(Node *const *)a)->e.name, (*(Node *const *)b)->e.name);
+}
+
+/* Encode and store the directory whose children are kids; *ret_id its row. */
+static int share_dir(Share *s, Node **kids, size_t n, int64_t *ret_id)
+{
+	Buf b = {0};
+	int r = buf_reserve(&b, 1);
+	if (r < 0)
+		return r;
+	b.p[b.len++] = DIR_FORMAT;
+	if (n)
+		qsort(kids, n, sizeof(*kids), cmp_kids);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (i > 0 && strcmp(kids[i]->e.name, kids[i - 1]->e.name) == 0)
+			r = -EBADMSG; /* two entries of one name: not a tree */
+		else
+			r = entry_put(&b, &kids[i]->e);
+	}
+	if (r == 0)
+		r = dir_put(s->db, s->ins, s->sel, &b, n, ret_id);
+	free(b.p);
+	return r;
+}
+
+static int share_build(Share *s, int64_t *ret_forest)
+{
+	_cleanup_free_ Node **roots = NULL;
+	size_t n_roots = 0;
+	int r = 0;
+
+	roots = malloc((s->n ? s->n : 1) * sizeof(*roots));
+	if (!roots)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n && r == 0; i++) {
+		Node *nd = &s->v[i];
+		if (nd->ino == 1 || nd->parent == nd->ino) {
+			roots[n_roots++] = nd;
+			continue;
+		}
+		Node *p = share_find(s, nd->parent);
+		r = p && S_ISDIR(p->e.mode) ? kid_add(p, nd) : -EBADMSG;
+	}
+	/* children have higher inos than their parents: backwards, every subdirectory is done first */
+	for (size_t i = s->n; i-- > 0 && r == 0;)
+		if (S_ISDIR(s->v[i].e.mode))
+			r = share_dir(s, s->v[i].kids, s->v[i].n_kids, &s->v[i].e.sub);
+	if (r == 0 && (n_roots == 0 || s->v[0].ino != 1))
+		r = -EBADMSG;
+	if (r == 0)
+		r = share_dir(s, roots, n_roots, ret_forest);
+	return r;
+}
+
+int catalog_tree_share(Catalog *c, int64_t snap)
+{
+	Share s = {.db = catalog_sqlite(c)};
+	sqlite3_stmt *up = NULL;
+	int64_t forest = 0;
+	int r = sql_exec(s.db, "SAVEPOINT tree_share");
+	if (r < 0)
+		return r;
+	r = catalog_file_foreach(c, snap, share_add_row, &s);
+	if (r == 0)
+		r = sql_prepare(s.db, "INSERT OR IGNORE INTO dirs(hash, n, entries) VALUES(?1, ?2, ?3)",
+				&s.ins);
+	if (r == 0)
+		r = sql_prepare(s.db, "SELECT id FROM dirs WHERE hash = ?1", &s.sel);
+	if (r == 0)
+		r = share_build(&s, &forest);
+	if (r == 0)
+		r = sql_prepare(s.db, "UPDATE snapshots SET tree = ?2 WHERE id = ?1", &up);
+	if (r == 0) {
+		sqlite3_bind_int64(up, 1, snap);
+		sqlite3_bind_int64(up, 2, forest);
+		int rc = sqlite3_step(up);
+		r = rc == SQLITE_DONE ? 0 : sql_fail(s.db, rc, "snapshot tree");
+	}
+	sqlite3_finalize(up);
+	if (r == 0) {
+		sqlite3_stmt *del = NULL;
+		r = sql_prepare(s.db, "DELETE FROM files WHERE snap = ?1", &del);
+		if (r == 0) {
+			sqlite3_bind_int64(del, 1, snap);
+			int rc = sqlite3_step(del);
+			r = rc == SQLITE_DONE ? 0 : sql_fail(s.db, rc, "file rows");
+		}
+		sqlite3_finalize(del);
+	}
+	share_clear(&s);
+	if (r == 0)
+		return sql_exec(s.db, "RELEASE tree_share");
+	sql_exec(s.db, "ROLLBACK TO tree_share");
+	sql_exec(s.db, "RELEASE tree_share");
+	return r;
+}
+
+/* ---- directories -> file rows (every reader) ---- */
+
+typedef struct Walk {
+	sqlite3 *db;
+	sqlite3_stmt *sel;
+	uint64_t next_ino;
+	CatalogFileFn cb;
+	void *ud;
+} Walk;
+
+static int walk_dir(Walk *w, int64_t id, uint64_t parent, unsigned depth);
+
+/* One entry as a file row, then (a directory) its entries. */
+static int walk_entry(Walk *w, const RawEntry *re, uint64_t parent, bool root, unsigned depth)
+{
+	_cleanup_free_ char *name = strndup((const char *)re->name, re->name_len);
+	_cleanup_free_ char *target = re->has_target ? strndup((const char *)re->target, re->target_len)
+						     : NULL;
+	uint64_t ino = w->next_ino++;
+	FileRow f = {.ino = ino, .parent = root ? ino : parent, .name = name,
+		     .mode = (uint32_t)re->mode, .uid = (uint32_t)re->uid, .gid = (uint32_t)re->gid,
+		     .mtime_ns = unzigzag(re->mtime), .size = re->size,
+		     .content = (int64_t)re->content, .target = target};
+	int r;
+
+	if (!name || (re->has_target && !target))
+		return -ENOMEM;
+	/* names with a NUL inside, a directory without entries or a file with some: damage */
+	if (strlen(name) != re->name_len || (target && strlen(target) != re->target_len) ||
+	    S_ISDIR(f.mode) != (re->sub != 0) ||
+	    !catalog_file_row_valid(&f, re->name_len))
+		return -EBADMSG;
+	r = w->cb(&f, w->ud);
+	if (r == 0 && S_ISDIR(f.mode))
+		r = walk_dir(w, (int64_t)re->sub, ino, depth + 1);
+	return r;
+}
+
+static int walk_entries(Walk *w, const unsigned char *p, size_t len, uint64_t n, uint64_t parent,
+			bool forest, unsigned depth)
+{
+	Cursor cur = {p, p + len};
+	for (uint64_t i = 0; i < n; i++) {
+		RawEntry re;
+		int r = entry_get(&cur, &re);
+		if (r == 0 && forest && (i == 0) != (re.name_len == 0))
+			r = -EBADMSG; /* the root first, and only there */
+		if (r == 0)
+			r = walk_entry(w, &re, parent, forest, depth);
+		if (r < 0)
+			return r;
+	}
+	return cur.p == cur.end ? 0 : -EBADMSG;
+}
+
+static int walk_dir(Walk *w, int64_t id, uint64_t parent, unsigned depth)
+{
+	_cleanup_free_ unsigned char *v = NULL;
+	size_t len;
+	uint64_t n;
+	int r;
+	if (depth > MAX_DEPTH)
+		return -EBADMSG;
+	r = dir_get(w->db, w->sel, id, &v, &len, &n);
+	if (r == 0)
+		r = walk_entries(w, v, len, n, parent, false, depth);
+	return r;
+}
+
+int catalog_tree_foreach(Catalog *c, int64_t forest, CatalogFileFn cb, void *userdata)
+{
+	Walk w = {.db = catalog_sqlite(c), .next_ino = 1, .cb = cb, .ud = userdata};
+	_cleanup_free_ unsigned char *v = NULL;
+	size_t len;
+	uint64_t n;
+	int r = sql_prepare(w.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &w.sel);
+	if (r == 0)
+		r = dir_get(w.db, w.sel, forest, &v, &len, &n);
+	if (r == 0 && n == 0)
+		r = -EBADMSG; /* no root */
+	if (r == 0)
+		r = walk_entries(&w, v, len, n, 1, true, 0);
+	sqlite3_finalize(w.sel);
+	return r;
+}
+
+/* ---- gc: the directories and contents every remaining snapshot reaches ---- */
+
+typedef struct Mark {
+	sqlite3 *db;
+	sqlite3_stmt *sel, *dir_ins, *content_ins;
+} Mark;
+
+static int mark_insert(Mark *m, sqlite3_stmt *s, int64_t id, bool *ret_new)
+{
+	sqlite3_reset(s);
+	sqlite3_bind_int64(s, 1, id);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE)
+		return sql_fail(m->db, rc, "live set");
+	if (ret_new)
+		*ret_new = sqlite3_changes(m->db) > 0;
+	return 0;
+}
+
+static int mark_dir(Mark *m, int64_t id, unsigned depth)
+{
+	_cleanup_free_ unsigned char *v = NULL;
+	size_t len;
+	uint64_t n;
+	bool fresh = false;
+	int r = depth > MAX_DEPTH ? -EBADMSG : mark_insert(m, m->dir_ins, id, &fresh);
+	if (r < 0 || !fresh)
+		return r; /* shared with a snapshot marked before */
+	r = dir_get(m->db, m->sel, id, &v, &len, &n);
+	Cursor cur = {v, v + (r == 0 ? len : 0)};
+	for (uint64_t i = 0; r == 0 && i < n; i++) {
+		RawEntry re;
+		r = entry_get(&cur, &re);
+		if (r == 0 && re.content)
+			r = mark_insert(m, m->content_ins, (int64_t)re.content, NULL);
+		if (r == 0 && re.sub)
+			r = mark_dir(m, (int64_t)re.sub, depth + 1);
+	}
+	return r;
+}
+
+int catalog_tree_mark_live(Catalog *c)
+{
+	Mark m = {.db = catalog_sqlite(c)};
+	sqlite3_stmt *snaps = NULL;
+	int rc, r = sql_exec(m.db, "CREATE TEMP TABLE IF NOT EXISTS live_dirs(id INTEGER PRIMARY KEY);"
+				   "CREATE TEMP TABLE IF NOT EXISTS live_contents(id INTEGER PRIMARY KEY);"
+				   "DELETE FROM live_dirs; DELETE FROM live_contents;");
+	if (r == 0)
+		r = sql_prepare(m.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &m.sel);
+	if (r == 0)
+		r = sql_prepare(m.db, "INSERT OR IGNORE INTO live_dirs VALUES(?1)", &m.dir_ins);
+	if (r == 0)
+		r = sql_prepare(m.db, "INSERT OR IGNORE INTO live_contents VALUES(?1)", &m.content_ins);
+	if (r == 0)
+		r = sql_prepare(m.db, "SELECT tree FROM snapshots WHERE tree IS NOT NULL", &snaps);
+	while (r == 0 && (rc = sqlite3_step(snaps)) == SQLITE_ROW)
+		r = mark_dir(&m, sqlite3_column_int64(snaps, 0), 0);
+	if (r == 0 && rc != SQLITE_DONE)
+		r = sql_fail(m.db, rc, "snapshot trees");
+	sqlite3_finalize(snaps);
+	sqlite3_finalize(m.sel);
+	sqlite3_finalize(m.dir_ins);
+	sqlite3_finalize(m.content_ins);
+	return r;
+}

@@ -1,0 +1,345 @@
+/* Unit tests for store/catalog_tree.c: snapshot trees shared between snapshots (format 2). */
+#include "tests/unit/test.h"
+
+#include "store/catalog.h"
+
+#include <limits.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#define T0 (1700000000LL * 1000000000)
+#define N_BASE 40
+
+static Catalog *open_fresh(char *tmp, size_t len)
+{
+	char path[PATH_MAX];
+	Catalog *c = NULL;
+	test_tmpdir(tmp, len);
+	snprintf(path, sizeof(path), "%s/catalog.db", tmp);
+	if (!CHECK_EQ_INT(catalog_open(path, true, &c), 0))
+		return NULL;
+	catalog_set_format(c, 2);
+	return c;
+}
+
+static uint64_t count_sql(Catalog *c, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+	uint64_t n = UINT64_MAX;
+	if (sqlite3_prepare_v2(catalog_sqlite(c), sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		n = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+static int64_t content_of(Catalog *c, const char *text)
+{
+	ChunkId id;
+	int64_t content = 0;
+	chunk_hash(text, strlen(text), &id);
+	CHECK_EQ_INT(catalog_content_put(c, &id, 1, &content), 0);
+	return content;
+}
+
+/*
+ * A data directory in a writer's order (not name order, inos with gaps):
+ * base/ with N_BASE files, pg_wal/ with one 16 MiB segment, global/pg_control,
+ * an empty directory, a symlink, and an extra root. changed: the content of
+ * base/f7; mtime: the mtime of global/pg_control.
+ */
+static int64_t make_tree(Catalog *c, int64_t start, const char *changed, int64_t mtime)
+{
+	SnapshotInfo s = {.instance = "main", .type = "full", .start_time = start};
+	char names[N_BASE][16];
+	uint64_t ino = 1;
+	int r = catalog_snapshot_begin(c, &s);
+	FileRow root = {.ino = ino, .parent = 1, .name = "", .mode = S_IFDIR | 0700};
+	r = r ?: catalog_file_add(c, s.rowid, &root);
+	FileRow wal = {.ino = ino += 3, .parent = 1, .name = "pg_wal", .mode = S_IFDIR | 0700};
+	FileRow base = {.ino = ++ino, .parent = 1, .name = "base", .mode = S_IFDIR | 0700};
+	FileRow global = {.ino = ++ino, .parent = 1, .name = "global", .mode = S_IFDIR | 0700,
+			  .uid = 70, .gid = 70, .mtime_ns = T0};
+	FileRow empty = {.ino = ++ino, .parent = 1, .name = "pg_notify", .mode = S_IFDIR | 0700};
+	FileRow link = {.ino = ++ino, .parent = 1, .name = "pg_tblspc_link", .mode = S_IFLNK | 0777,
+			.size = 4, .target = "/tmp"};
+	r = r ?: catalog_file_add(c, s.rowid, &wal);
+	r = r ?: catalog_file_add(c, s.rowid, &base);
+	r = r ?: catalog_file_add(c, s.rowid, &global);
+	r = r ?: catalog_file_add(c, s.rowid, &empty);
+	r = r ?: catalog_file_add(c, s.rowid, &link);
+	FileRow seg = {.ino = ++ino, .parent = wal.ino, .name = "000000010000000000000003",
+		       .mode = S_IFREG | 0600, .size = 16 << 20, .content = content_of(c, "seg")};
+	r = r ?: catalog_file_add(c, s.rowid, &seg);
+	for (int i = N_BASE - 1; i >= 0; i--) { /* reverse name order */
+		snprintf(names[i], sizeof(names[i]), "f%d", i);
+		FileRow f = {.ino = ++ino, .parent = base.ino, .name = names[i],
+			     .mode = S_IFREG | 0600, .size = 8192, .mtime_ns = -5 + i,
+			     .content = content_of(c, i == 7 ? changed : names[i])};
+		r = r ?: catalog_file_add(c, s.rowid, &f);
+	}
+	FileRow ctl = {.ino = ++ino, .parent = global.ino, .name = "pg_control",
+		       .mode = S_IFREG | 0600, .size = 8192, .mtime_ns = mtime,
+		       .content = content_of(c, "control")};
+	FileRow extra = {.ino = ++ino, .parent = ino, .name = "/etc/pg", .mode = S_IFDIR | 0755};
+	r = r ?: catalog_file_add(c, s.rowid, &ctl);
+	r = r ?: catalog_file_add(c, s.rowid, &extra);
+	FileRow conf = {.ino = ++ino, .parent = extra.ino, .name = "pg.conf", .mode = S_IFREG | 0644,
+			.size = 3, .content = content_of(c, "conf")};
+	r = r ?: catalog_file_add(c, s.rowid, &conf);
+	r = r ?: catalog_tree_share(c, s.rowid);
+	s.status = SNAP_STATUS_OK;
+	s.stop_time = start + 1000;
+	r = r ?: catalog_snapshot_finish(c, &s);
+	return CHECK_EQ_INT(r, 0) ? s.rowid : -1;
+}
+
+/* The rows of a snapshot as "path mode size content target" lines, with checks on the shape. */
+typedef struct Listing {
+	char lines[64][160];
+	char paths[64][128];
+	uint64_t inos[64];
+	size_t n;
+	bool shape_ok;
+} Listing;
+
+static int list_row(const FileRow *f, void *userdata)
+{
+	Listing *l = userdata;
+	char path[128] = "";
+	if (l->n == ELEMENTSOF(l->lines))
+		return -E2BIG;
+	/* preorder, inos dense from 1, parents already listed */
+	if (f->ino != l->n + 1)
+		l->shape_ok = false;
+	if (f->parent != f->ino) {
+		size_t p = (size_t)f->parent - 1;
+		if (p >= l->n)
+			l->shape_ok = false;
+		else
+			test_fmt(path, sizeof(path), "%s/%s", l->paths[p], f->name);
+	} else {
+		test_fmt(path, sizeof(path), "%s", f->name);
+	}
+	snprintf(l->paths[l->n], sizeof(l->paths[0]), "%s", path);
+	snprintf(l->lines[l->n], sizeof(l->lines[0]), "%s %o %u:%u %lld %llu %lld %s", path,
+		 (unsigned)f->mode, (unsigned)f->uid, (unsigned)f->gid, (long long)f->mtime_ns,
+		 (unsigned long long)f->size, (long long)f->content, f->target ? f->target : "-");
+	l->inos[l->n++] = f->ino;
+	return 0;
+}
+
+static int list(Catalog *c, int64_t snap, Listing *l)
+{
+	*l = (Listing){.shape_ok = true};
+	return catalog_file_foreach(c, snap, list_row, l);
+}
+
+static bool has_line(const Listing *l, const char *prefix)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strncmp(l->lines[i], prefix, strlen(prefix)) == 0)
+			return true;
+	return false;
+}
+
+static void test_share_and_read(void)
+{
+	char tmp[PATH_MAX];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	Listing a, b;
+	uint64_t seg = 0;
+	if (!c)
+		return;
+	int64_t s1 = make_tree(c, T0, "f7", T0);
+	CHECK(s1 > 0);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM files"), 0);
+	/* forest, root, base, pg_wal, global, pg_notify, the extra root */
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 7);
+	CHECK_EQ_INT(list(c, s1, &a), 0);
+	CHECK(a.shape_ok);
+	CHECK_EQ_INT(a.n, 1 + 5 + 1 + N_BASE + 1 + 1 + 1);
+	CHECK(has_line(&a, " 40700 0:0 0 0 0 -")); /* the root, named "" */
+	CHECK_EQ_STR(a.paths[1], "/base"); /* name order: base < global < pg_notify < ... */
+	CHECK_EQ_STR(a.paths[2], "/base/f0");
+	CHECK(has_line(&a, "/base/f1 100600 0:0 -4 8192"));
+	CHECK(has_line(&a, "/global 40700 70:70 1700000000000000000 0"));
+	CHECK(has_line(&a, "/pg_tblspc_link 120777 0:0 0 4 0 /tmp"));
+	CHECK(has_line(&a, "/pg_notify 40700"));
+	CHECK(has_line(&a, "/etc/pg 40755"));
+	CHECK(has_line(&a, "/etc/pg/pg.conf 100644"));
+	CHECK_EQ_STR(a.paths[a.n - 2], "/etc/pg"); /* extra roots after the data directory */
+	CHECK_EQ_INT(catalog_snapshot_wal_seg_size(c, s1, &seg), 0);
+	CHECK_EQ_INT(seg, 16 << 20);
+
+	/* one changed file: its directory, the root and the forest are new; the rest is shared */
+	int64_t s2 = make_tree(c, T0 + 2000, "f7 changed", T0);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 7 + 3);
+	CHECK_EQ_INT(list(c, s2, &b), 0);
+	CHECK(b.shape_ok);
+	CHECK_EQ_INT(b.n, a.n);
+	for (size_t i = 0; i < a.n; i++)
+		if (strncmp(a.lines[i], "/base/f7 ", 9) != 0)
+			CHECK_EQ_STR(a.lines[i], b.lines[i]);
+	/* the same tree again shares everything */
+	int64_t s3 = make_tree(c, T0 + 4000, "f7 changed", T0);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 10);
+	/* an mtime deep down: that directory and the ones above it */
+	int64_t s4 = make_tree(c, T0 + 6000, "f7 changed", T0 + 1);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 13);
+
+	/* gc: what only s1 reached goes, the others stay whole */
+	CatalogGcResult g = {0};
+	CHECK_EQ_INT(catalog_snapshot_delete(c, s1), 0);
+	CHECK_EQ_INT(catalog_gc(c, &g), 0);
+	catalog_gc_result_clear(&g);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 13 - 3); /* s1's base, root, forest */
+	CHECK_EQ_INT(list(c, s2, &a), 0);
+	CHECK_EQ_INT(a.n, b.n);
+	for (size_t i = 0; i < a.n; i++)
+		CHECK_EQ_STR(a.lines[i], b.lines[i]);
+	CHECK(count_sql(c, "SELECT count(*) FROM contents") > 0);
+	CHECK_EQ_INT(catalog_snapshot_delete(c, s2), 0);
+	CHECK_EQ_INT(catalog_snapshot_delete(c, s3), 0);
+	CHECK_EQ_INT(catalog_snapshot_delete(c, s4), 0);
+	CHECK_EQ_INT(catalog_gc(c, &g), 0);
+	catalog_gc_result_clear(&g);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 0);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM contents"), 0);
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+static int count_row(const FileRow *f, void *userdata)
+{
+	(void)f;
+	(*(int *)userdata)++;
+	return 0;
+}
+
+/*
+ * Tree root/d/x, shared: rows d (entries: x), root (entries: d -> d's row),
+ * forest. Rewrite the root's row so that d's subdirectory is the root's row
+ * itself, with a matching hash: only the walk's depth limit stops it.
+ */
+static int make_loop(Catalog *c)
+{
+	sqlite3_stmt *s = NULL, *u = NULL;
+	unsigned char blob[256];
+	int rc = sqlite3_prepare_v2(catalog_sqlite(c), "SELECT id, entries FROM dirs WHERE id ="
+				    " (SELECT max(id) - 1 FROM dirs)", -1, &s, NULL);
+	if (rc != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return -1;
+	}
+	int64_t id = sqlite3_column_int64(s, 0);
+	size_t len = (size_t)sqlite3_column_bytes(s, 1);
+	memcpy(blob, sqlite3_column_blob(s, 1), MIN(len, sizeof(blob)));
+	sqlite3_finalize(s);
+	if (len > sizeof(blob) || id > 127 || blob[len - 1] != id - 1)
+		return -1;
+	blob[len - 1] = (unsigned char)id;
+	ChunkId h;
+	chunk_hash(blob, len, &h);
+	rc = sqlite3_prepare_v2(catalog_sqlite(c), "UPDATE dirs SET hash = ?2, entries = ?3 WHERE id = ?1",
+				-1, &u, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_int64(u, 1, id);
+		sqlite3_bind_blob(u, 2, h.b, sizeof(h.b), SQLITE_STATIC);
+		sqlite3_bind_blob(u, 3, blob, (int)len, SQLITE_STATIC);
+		rc = sqlite3_step(u) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+	}
+	sqlite3_finalize(u);
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* Flip one bit of byte off of the entries of the dirs row id_sql names (its hash stays). */
+static int flip_byte(Catalog *c, const char *id_sql, size_t off)
+{
+	char sql[256];
+	sqlite3_stmt *s = NULL;
+	int rc;
+	int64_t id = (int64_t)count_sql(c, id_sql);
+	test_fmt(sql + 128, 128, "SELECT entries FROM dirs WHERE id = %lld", (long long)id);
+	unsigned char blob[4096];
+	size_t len = 0;
+	rc = sqlite3_prepare_v2(catalog_sqlite(c), sql + 128, -1, &s, NULL);
+	if (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW) {
+		len = MIN((size_t)sqlite3_column_bytes(s, 0), sizeof(blob));
+		memcpy(blob, sqlite3_column_blob(s, 0), len);
+	}
+	sqlite3_finalize(s);
+	if (len <= off)
+		return -1;
+	blob[off] ^= 1;
+	test_fmt(sql, 128, "UPDATE dirs SET entries = ?1 WHERE id = %lld", (long long)id);
+	rc = sqlite3_prepare_v2(catalog_sqlite(c), sql, -1, &s, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_blob(s, 1, blob, (int)len, SQLITE_STATIC);
+		rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_OK ? 0 : -1;
+}
+
+static void test_damage(void)
+{
+	char tmp[PATH_MAX];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	int n = 0;
+	if (!c)
+		return;
+	int64_t s1 = make_tree(c, T0, "f7", T0);
+	int64_t s2 = make_tree(c, T0 + 2000, "f7 changed", T0);
+	uint64_t dirs = count_sql(c, "SELECT count(*) FROM dirs");
+	/* one flipped bit in the directory only s1 has: s1 is damage, s2 reads, gc refuses */
+	CHECK_EQ_INT(flip_byte(c, "SELECT min(id) FROM dirs WHERE n = 40", 6), 0);
+	CHECK_EQ_INT(catalog_file_foreach(c, s1, count_row, &n), -EBADMSG);
+	n = 0;
+	CHECK_EQ_INT(catalog_file_foreach(c, s2, count_row, &n), 0);
+	CHECK(n > N_BASE);
+	CatalogGcResult g = {0};
+	CHECK_EQ_INT(catalog_snapshot_delete(c, s2), 0);
+	CHECK_EQ_INT(catalog_gc(c, &g), -EBADMSG);
+	catalog_gc_result_clear(&g);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), dirs);
+
+	/* a directory naming itself as a subdirectory: a loop is damage, not a hang */
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+	c = open_fresh(tmp, sizeof(tmp));
+	if (!c)
+		return;
+	SnapshotInfo s = {.instance = "main", .type = "full", .start_time = T0 + 9000};
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &s), 0);
+	FileRow root = {.ino = 1, .parent = 1, .name = "", .mode = S_IFDIR | 0700};
+	FileRow d = {.ino = 2, .parent = 1, .name = "d", .mode = S_IFDIR | 0700};
+	FileRow dup1 = {.ino = 3, .parent = 2, .name = "x", .mode = S_IFREG | 0600};
+	FileRow dup2 = {.ino = 4, .parent = 2, .name = "x", .mode = S_IFREG | 0600};
+	CHECK_EQ_INT(catalog_file_add(c, s.rowid, &root), 0);
+	CHECK_EQ_INT(catalog_file_add(c, s.rowid, &d), 0);
+	CHECK_EQ_INT(catalog_file_add(c, s.rowid, &dup1), 0);
+	CHECK_EQ_INT(catalog_file_add(c, s.rowid, &dup2), 0);
+	/* two entries of one name are no tree: refused, the rows stay as they were */
+	CHECK_EQ_INT(catalog_tree_share(c, s.rowid), -EBADMSG);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM files"), 4);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 0);
+	CHECK_EQ_INT(sqlite3_exec(catalog_sqlite(c), "DELETE FROM files WHERE ino = 4", NULL, NULL,
+				  NULL), SQLITE_OK);
+	CHECK_EQ_INT(catalog_tree_share(c, s.rowid), 0);
+	/* point d's entry at the root's own directory row: d contains d contains d ... */
+	CHECK_EQ_INT(make_loop(c), 0);
+	n = 0;
+	CHECK_EQ_INT(catalog_file_foreach(c, s.rowid, count_row, &n), -EBADMSG);
+	CHECK(n > 100);
+	CHECK_EQ_INT(catalog_tree_mark_live(c), 0); /* gc's walk visits each directory once */
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+int main(void)
+{
+	test_share_and_read();
+	test_damage();
+	return test_finish();
+}
