@@ -410,10 +410,12 @@ static void test_init_open(void)
 	/* a format from the future */
 	test_fmt(cfg, sizeof(cfg), "%s/config", path);
 	if (CHECK_EQ_INT(file_read_all(cfg, 4096, &text, NULL), 0)) {
-		char *p = strstr(text, "format = 1\n");
+		char now[32];
+		test_fmt(now, sizeof(now), "format = %d\n", PGBAKFS_REPO_FORMAT);
+		char *p = strstr(text, now);
 		if (CHECK(p != NULL)) {
 			_cleanup_free_ char *future = xasprintf("%.*sformat = 99\n%s", (int)(p - text), text,
-								p + strlen("format = 1\n"));
+								p + strlen(now));
 			CHECK_EQ_INT(file_write_atomic(cfg, future, strlen(future), 0600), 0);
 			CHECK_EQ_INT(repo_open(path, &r), -EPROTONOSUPPORT);
 			CHECK(r == NULL);
@@ -770,7 +772,8 @@ static void test_snapshot_roundtrip_faults_gc(void)
 		CHECK_EQ_INT((test_count_names(locks, "") - test_count_names(locks, "in-use")), 0);
 		CatalogStats st;
 		CHECK_EQ_INT(catalog_stats(repo_catalog(r), &st), 0);
-		CHECK_EQ_INT(st.n_files, 2 * 7);
+		/* the two snapshots are the same tree: they share its 7 entries */
+		CHECK_EQ_INT(st.n_files, 7);
 		CHECK_EQ_INT(st.n_chunks, 5);
 		if (CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), "latest", NULL, &s), 0))
 			CHECK_EQ_STR(s.name, res2.name);
@@ -789,7 +792,8 @@ static void test_snapshot_roundtrip_faults_gc(void)
 		CHECK_EQ_INT(count_sessions(r), 0);
 		CatalogStats st;
 		CHECK_EQ_INT(catalog_stats(repo_catalog(r), &st), 0);
-		CHECK_EQ_INT(st.n_files, 2 * 7);
+		/* the two snapshots are the same tree: they share its 7 entries */
+		CHECK_EQ_INT(st.n_files, 7);
 		CHECK_EQ_INT(st.n_chunks, 5); /* the torn pack's chunks were never recorded */
 		CHECK_EQ_INT(count_packs(r), 2); /* the torn object is there */
 		cres = run_check(r, true, &log, 0);
