@@ -224,6 +224,8 @@ bool catalog_file_row_valid(const FileRow *f, size_t name_len);
 int catalog_tree_share(Catalog *c, int64_t snap);
 int catalog_tree_foreach(Catalog *c, int64_t forest, CatalogFileFn cb, void *userdata);
 int catalog_tree_mark_live(Catalog *c);
+/* The root's row of a tree (name and target NULL) and how many directories are right under it. */
+int catalog_tree_root(Catalog *c, int64_t forest, FileRow *ret, uint32_t *ret_n_subdirs);
 /*
  * The connection itself, for store modules that move whole catalogs or
  * snapshots (publication, manifests, repair). Not for ad-hoc queries.

@@ -590,3 +590,43 @@ int catalog_tree_mark_live(Catalog *c)
 	sqlite3_finalize(m.content_ins);
 	return r;
 }
+
+/* ---- the root alone (the mount's snapshot directories) ---- */
+
+int catalog_tree_root(Catalog *c, int64_t forest, FileRow *ret, uint32_t *ret_n_subdirs)
+{
+	sqlite3 *db = catalog_sqlite(c);
+	sqlite3_stmt *sel = NULL;
+	_cleanup_free_ unsigned char *v = NULL, *rv = NULL;
+	size_t len, rlen;
+	uint64_t n, rn;
+	RawEntry root;
+	int r = sql_prepare(db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &sel);
+	if (r == 0)
+		r = dir_get(db, sel, forest, &v, &len, &n);
+	if (r == 0) {
+		Cursor cur = {v, v + len};
+		r = n == 0 ? -EBADMSG : entry_get(&cur, &root);
+	}
+	if (r == 0 && (root.name_len != 0 || !S_ISDIR(root.mode) || !root.sub))
+		r = -EBADMSG;
+	if (r == 0)
+		r = dir_get(db, sel, (int64_t)root.sub, &rv, &rlen, &rn);
+	sqlite3_finalize(sel);
+	if (r < 0)
+		return r;
+	/* st_nlink: the directories directly under the root */
+	uint32_t subdirs = 0;
+	Cursor cur = {rv, rv + rlen};
+	for (uint64_t i = 0; i < rn; i++) {
+		RawEntry e;
+		r = entry_get(&cur, &e);
+		if (r < 0)
+			return r;
+		subdirs += S_ISDIR(e.mode) ? 1 : 0;
+	}
+	*ret = (FileRow){.ino = 1, .parent = 1, .mode = (uint32_t)root.mode, .uid = (uint32_t)root.uid,
+			 .gid = (uint32_t)root.gid, .mtime_ns = unzigzag(root.mtime), .size = root.size};
+	*ret_n_subdirs = subdirs;
+	return 0;
+}

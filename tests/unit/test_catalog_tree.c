@@ -169,6 +169,12 @@ static void test_share_and_read(void)
 	CHECK(has_line(&a, "/etc/pg 40755"));
 	CHECK(has_line(&a, "/etc/pg/pg.conf 100644"));
 	CHECK_EQ_STR(a.paths[a.n - 2], "/etc/pg"); /* extra roots after the data directory */
+	FileRow root;
+	uint32_t subdirs = 0;
+	CHECK_EQ_INT(catalog_tree_root(c, (int64_t)count_sql(c, "SELECT tree FROM snapshots"), &root,
+				       &subdirs), 0);
+	CHECK_EQ_INT(root.mode, S_IFDIR | 0700);
+	CHECK_EQ_INT(subdirs, 4); /* base, global, pg_notify, pg_wal */
 	CHECK_EQ_INT(catalog_snapshot_wal_seg_size(c, s1, &seg), 0);
 	CHECK_EQ_INT(seg, 16 << 20);
 
