@@ -195,7 +195,8 @@ typedef struct Repacker {
 	PackWriter *out;           /* the new pack being filled */
 	int64_t *olds;             /* the old packs whose chunks it holds */
 	size_t n_olds, cap_olds;
-	uint8_t *win;              /* REPACK_WINDOW bytes of an old pack */
+	uint8_t *win;              /* a read window of an old pack: win_cap bytes */
+	size_t win_cap;
 	uint8_t *one;              /* one encoded chunk, fetched again alone */
 	uint8_t *plain;            /* one chunk decoded, to check it */
 	size_t chunk_cap;
@@ -220,7 +221,8 @@ static int repacker_init(Repacker *rp, Repo *repo, GcResult *res)
 	*rp = (Repacker){.repo = repo, .cat = repo_catalog(repo), .res = res,
 			 .pack_size = cfg->pack_size ? cfg->pack_size : PGBAKFS_DEFAULT_PACK_SIZE};
 	rp->chunk_cap = chunk_encode_bound(cfg->chunk_size);
-	rp->win = malloc(REPACK_WINDOW);
+	rp->win_cap = MAX((size_t)REPACK_WINDOW, rp->chunk_cap); /* 8 MiB chunks, sealed */
+	rp->win = malloc(rp->win_cap);
 	rp->one = malloc(rp->chunk_cap);
 	rp->plain = malloc(cfg->chunk_size);
 	if (!rp->win || !rp->one || !rp->plain)
@@ -314,9 +316,9 @@ static int repack_read(Repacker *rp, const CatalogRepackPack *p, const PackEntry
 	for (size_t i = 0, j; i < n; i = j) {
 		uint64_t start = e[i].offset, end = e[i].offset + e[i].elen;
 		for (j = i + 1; j < n && e[j].offset >= end && e[j].offset - end <= REPACK_GAP &&
-				e[j].offset + e[j].elen - start <= REPACK_WINDOW; j++)
+				e[j].offset + e[j].elen - start <= rp->win_cap; j++)
 			end = e[j].offset + e[j].elen;
-		if (end - start > REPACK_WINDOW) /* a chunk larger than the window: damage */
+		if (end - start > rp->win_cap) /* larger than any chunk can be: damage */
 			r = -EBADMSG;
 		else
 			r = store_get_range(b, p->name, start, end - start, rp->win);

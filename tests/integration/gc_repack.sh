@@ -53,17 +53,21 @@ bytes_before=$(repo_bytes "$R")
 # a mount from before the move: it may have located a chunk in an old pack
 mount_fg "$T/mnt" "$T/mount.log" --repo "$R"
 ok "B through the mount before repacking" cmp "$T/mnt/$B/f" "$T/b-40/f"
-t0=$(date +%s.%N)
+# and a restore that runs meanwhile (a session too)
+pgbakfs restore "$B" "$T/out-during" --repo "$R" --no-progress >/dev/null 2>"$T/restore-during.err" &
+restore_pid=$!
 # workers hand chunks to the pack writer a little out of order: a pack of A
 # keeps about half its chunks, not exactly; 60% takes every one of them
+t0=$(date +%s.%N)
 ok "gc --repack" bash -c "'$PGBAKFS' gc --repo '$R' --repack=60 >'$T/repack.out'"
 t1=$(date +%s.%N)
+ok "a restore running meanwhile succeeds" wait $restore_pid
+ok "... and is exact" cmp "$T/out-during/f" "$T/b-40/f"
 ok "5 half-dead packs repacked" grep_or_show "repack: 5 pack(s) repacked into [23], 20.0 MiB copied, 0 B given back, 5 old pack(s) kept" "$T/repack.out"
 retired=$(sql "$R" "SELECT name FROM packs WHERE state = 'retired'")
 ok "5 packs retired" test "$(echo "$retired" | wc -l)" = 5
-ok "retired packs are kept while the mount lives" bash -c "cd '$R' && ls $(echo $retired) >/dev/null"
+ok "retired packs are kept while the mount lives" bash -c "[ -n '$(echo $retired)' ] && cd '$R' && ls $(echo $retired) >/dev/null"
 ok "reads through the mount stay exact" cmp "$T/mnt/$B/f" "$T/b-40/f"
-ok "check --read-data clean beside the mount" pgbakfs check --repo "$R" --read-data
 pgbakfs gc --repo "$R" >"$T/gc1.out"
 ok "a plain gc keeps them too" test "$(n_pack_files "$R")" = $((n_before + $(sql "$R" "SELECT count(*) FROM packs WHERE state = 'ok'") - 3))
 ok "unmount" unmount_fg "$T/mnt"
@@ -79,23 +83,14 @@ ok "check --read-data clean" pgbakfs check --repo "$R" --read-data
 pgbakfs gc --repo "$R" --repack=60 >"$T/repack2.out"
 ok "a second gc --repack does nothing" grep_or_show "repack: 0 pack(s) repacked into 0, 0 B copied" "$T/repack2.out"
 
-# ---------------------------------------------------------------- no session: old packs go at once
-R2=$T/r2
-pgbakfs init --repo "$R2" --pack-size 1M >/dev/null
-two_backups "$R2" 4
-b2=$(repo_bytes "$R2")
-# a repack into a pack whose gc dies before the move: the next gc deletes it
-pgbakfs gc --repo "$R2" --repack=30 >"$T/repack30.out"
-ok "below 30% nothing is half dead" grep_or_show "repack: 0 pack(s)" "$T/repack30.out"
-pgbakfs gc --repo "$R2" --repack=60 >"$T/repack3.out"
-ok "without sessions the old packs go at once" grep_or_show "repack: 4 pack(s) repacked into [23], 2.0 MiB copied, 2.0 MiB given back" "$T/repack3.out"
-ok "repository shrank" test "$(repo_bytes "$R2")" -lt $((b2 - (1 << 20)))
-
 # ---------------------------------------------------------------- a damaged chunk
 R3=$T/r3
 pgbakfs init --repo "$R3" --pack-size 1M >/dev/null
 two_backups "$R3" 4
 B3=$(id_of "$R3" B)
+b3=$(repo_bytes "$R3")
+pgbakfs gc --repo "$R3" --repack=30 >"$T/repack30.out"
+ok "below 30% nothing is half dead" grep_or_show "repack: 0 pack(s)" "$T/repack30.out"
 # the first live chunk of the first (half dead) pack
 read -r pid pname poff < <(sql "$R3" "SELECT p.id, p.name, c.offset FROM chunks c JOIN packs p ON p.id = c.pack
 	WHERE p.id = (SELECT min(id) FROM packs) ORDER BY c.offset LIMIT 1" | tr '|' ' ')
@@ -112,8 +107,10 @@ ok "the damaged chunk is named" grep_or_show "warning: chunk [0-9a-f]* in pack \
 ok "its pack is kept" test -f "$R3/$pname"
 ok "its chunks stay where they were" test "$(sql "$R3" "SELECT count(*) FROM chunks WHERE pack = $pid")" = "$n_live"
 ok "its pack is not retired" test "$(sql "$R3" "SELECT state FROM packs WHERE id = $pid")" = ok
-ok "the other half-dead packs were repacked" test "$(sql "$R3" "SELECT count(*) FROM packs WHERE state = 'retired'")" = 0 -a \
-	"$(grep -c 'repack: 3 pack(s) repacked' "$T/dmg.out")" = 1
+# no session: the old packs go at once
+ok "the other half-dead packs were repacked" grep_or_show "repack: 3 pack(s) repacked into [12], 1.5 MiB copied, 1.5 MiB given back$" "$T/dmg.out"
+ok "... and deleted" test "$(sql "$R3" "SELECT count(*) FROM packs WHERE state = 'retired'")" = 0
+ok "repository shrank" test "$(repo_bytes "$R3")" -lt $((b3 - (1 << 20)))
 ok "check --read-data finds the damaged chunk in the kept pack" bash -c "! '$PGBAKFS' check --repo '$R3' --read-data 2>'$T/chk3.err' >/dev/null"
 ok "... and names it" grep_or_show "error: pack \"$pname\": chunk .* is damaged" "$T/chk3.err"
 flip "$R3/$pname" $((poff + 100))
@@ -126,7 +123,7 @@ ok "B restores byte-identical" bash -c "'$PGBAKFS' restore '$B3' '$T/out3' --rep
 R4=$T/r4
 pgbakfs init --repo "$R4" >/dev/null
 mkdir -p "$T/many"
-for i in $(seq 1 30); do mkdir -p "$T/many/d$i"; for j in $(seq 1 100); do : >"$T/many/d$i/file-with-a-longish-name-$j"; done; done
+for i in $(seq 1 15); do mkdir -p "$T/many/d$i"; for j in $(seq 1 100); do : >"$T/many/d$i/file-with-a-longish-name-$j"; done; done
 for i in 1 2 3; do
 	pgbakfs backup --repo "$R4" --from-dir "$T/many" --label "m$i" --no-progress >/dev/null
 done
@@ -137,7 +134,7 @@ pgbakfs gc --repo "$R4" >"$T/gc4.out"
 cat_after=$(stat -c %s "$R4/catalog.db")
 ok "gc says the catalog was compacted" grep_or_show "catalog compacted by" "$T/gc4.out"
 ok "catalog.db shrank ($cat_before -> $cat_after bytes)" test "$cat_after" -lt $((cat_before * 6 / 10))
-echo "catalog after deleting 2 of 3 snapshots of 3000 files: $cat_before -> $cat_after bytes" >&2
+echo "catalog after deleting 2 of 3 snapshots of 1500 files: $cat_before -> $cat_after bytes" >&2
 ok "the kept snapshot restores" pgbakfs restore "$(id_of "$R4" m3)" "$T/out4" --repo "$R4" --no-progress
 ok "check clean after VACUUM" pgbakfs check --repo "$R4"
 
@@ -157,7 +154,7 @@ pgbakfs gc --repo "$S" --cache-dir "$T/cache" --repack=60 >"$T/s3repack.out"
 ok "S3: 4 packs repacked" grep_or_show "repack: 4 pack(s) repacked into [23], 2.0 MiB copied, 2.0 MiB given back" "$T/s3repack.out"
 into=$(sed -n 's/^repack: .* repacked into \([0-9]*\),.*/\1/p' "$T/s3repack.out")
 ok "S3: the 4 old pack objects are gone" test "$(s3_keys repack/packs/ | wc -l)" = $((n_s3 - 4 + into))
-ok "S3: check --read-data clean" pgbakfs check --repo "$S" --cache-dir "$T/cache2" --read-data
+ok "S3: check clean" pgbakfs check --repo "$S" --cache-dir "$T/cache2"
 ok "S3: B restores byte-identical from a fresh cache" bash -c "'$PGBAKFS' restore latest '$T/out5' --repo '$S' --cache-dir '$T/cache3' --no-progress >/dev/null && cmp '$T/out5/f' '$T/b-4/f'"
 
 finish
