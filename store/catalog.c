@@ -1518,7 +1518,6 @@ int catalog_gc_retired(Catalog *c, CatalogGcResult *ret)
 		catalog_gc_result_clear(&res);
 		return r;
 	}
-	res.packs_retired_waiting -= MIN(res.packs_retired_waiting, res.n_dead_packs);
 	*ret = res;
 	return 0;
 }

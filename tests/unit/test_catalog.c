@@ -873,6 +873,39 @@ static void test_repack(void)
 	CHECK_EQ_INT(catalog_repack_candidates(c, 50, &cand, &n), 0);
 	CHECK_EQ_INT(n, 0);
 
+	/* two moves, a session registered between them: only the second old pack waits */
+	{
+		ChunkId e = id_of("E"), f = id_of("F"), g = id_of("G");
+		ChunkId ef[2] = {e, f}, eg[2] = {e, g};
+		int64_t p2, p3, np2, np3, ceg;
+		PackEntry pe, pg;
+		p2 = make_pack(c, "packs/33/p2.pack", NULL, ef, 2);
+		p3 = make_pack(c, "packs/44/p3.pack", NULL, &g, 1);
+		CHECK_EQ_INT(catalog_content_put(c, eg, 2, &ceg), 0);
+		CHECK(make_snapshot(c, T0 + 1000000000, ceg, NULL) > 0);
+		CHECK_EQ_INT(catalog_gc(c, &r), 0); /* F goes */
+		catalog_gc_result_clear(&r);
+		pe = (PackEntry){.id = e, .offset = PACK_HEADER_LEN, .elen = 100, .plen = 16384,
+				 .enc = CHUNK_ENC_ZSTD};
+		pg = pe;
+		pg.id = g;
+		CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/55/np2.pack", NULL, &np2), 0);
+		CHECK_EQ_INT(catalog_pack_move(c, np2, 216, &pe, 1, &p2, 1), 0);
+		CHECK_EQ_INT(catalog_session_add(c, "mount-3", "mount", NULL), 0);
+		CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/66/np3.pack", NULL, &np3), 0);
+		CHECK_EQ_INT(catalog_pack_move(c, np3, 216, &pg, 1, &p3, 1), 0);
+		CHECK_EQ_INT(catalog_gc_retired(c, &r), 0);
+		CHECK_EQ_INT(r.n_dead_packs, 1);
+		CHECK(has_dead(&r, "packs/33/p2.pack"));
+		CHECK_EQ_INT(r.packs_retired_waiting, 1);
+		catalog_gc_result_clear(&r);
+		CHECK_EQ_INT(catalog_session_remove(c, "mount-3"), 0);
+		CHECK_EQ_INT(catalog_gc(c, &r), 0); /* a plain gc deletes it once nobody waits */
+		CHECK_EQ_INT(r.n_dead_packs, 1);
+		CHECK(has_dead(&r, "packs/44/p3.pack"));
+		catalog_gc_result_clear(&r);
+	}
+
 	/* VACUUM: only when much of the file is free, then the pages are given back */
 	{
 		uint64_t freed = 1;
