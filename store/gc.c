@@ -464,10 +464,12 @@ int repo_gc_opts(Repo *repo, const GcOptions *o, GcResult *ret)
 		r = gc_local_tmp(repo, &res);
 	if (r == 0 && o->repack_pct)
 		r = gc_repack(repo, o->repack_pct, &res);
-	if (r == 0)
-		r = catalog_vacuum_sparse(repo_catalog(repo), &res.catalog_bytes_freed);
 	if (r < 0)
 		return r;
+	/* gc did its work; a catalog left uncompacted is the next gc's to compact */
+	r = catalog_vacuum_sparse(repo_catalog(repo), &res.catalog_bytes_freed);
+	if (r < 0)
+		log_warning("could not compact the catalog: %s; the next gc tries again", strerror(-r));
 	*ret = res;
 	return 0;
 }
