@@ -16,6 +16,7 @@
 #define CATALOG_SCHEMA_VERSION 1
 #define CATALOG_BUSY_TIMEOUT_MS 120000
 #define CATALOG_N_TABLES 11 /* tables in schema_sql */
+#define CATALOG_VACUUM_FREE_BYTES (64ull << 20)
 
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
@@ -264,6 +265,8 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_column(c, "snapshots", "read_bytes", "INTEGER");
 	if (r == 0)
 		r = migrate_add_column(c, "snapshots", "tree", "INTEGER");
+	if (r == 0) /* gc --repack: the epoch at which a pack's chunks moved out */
+		r = migrate_add_column(c, "packs", "retired", "INTEGER");
 	if (r == 0) {
 		_cleanup_stmt_ sqlite3_stmt *s = NULL;
 		r = prepare(c, "SELECT value FROM meta WHERE key = 'schema_version'", &s);
@@ -1380,15 +1383,35 @@ static int gc_build_live_set(Catalog *c)
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "gc live set");
 }
 
-static int gc_collect_dead_packs(Catalog *c, CatalogGcResult *res)
+/*
+ * Every session, mounts and restores too, may have located a chunk in a pack
+ * before gc --repack moved it out and read it afterwards: a retired pack goes
+ * once every live session registered after the move (epoch >= retired).
+ */
+#define RETIRED_DEAD "(state = 'retired' AND retired <= ?1 AND NOT EXISTS" \
+	" (SELECT 1 FROM chunks WHERE pack = packs.id))"
+
+static int gc_retired_limit(Catalog *c, int64_t *ret)
+{
+	uint64_t n, min_epoch;
+	int r = query_u64(c, "SELECT count(*) FROM sessions", &n);
+	if (r == 0)
+		r = query_u64(c, "SELECT coalesce(min(epoch), 0) FROM sessions", &min_epoch);
+	if (r == 0)
+		*ret = n ? (int64_t)min_epoch : INT64_MAX;
+	return r;
+}
+
+static int gc_collect_packs(Catalog *c, const char *sql, CatalogGcResult *res)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int rc, r = prepare(c, "SELECT id, name FROM packs WHERE"
-			       " (state = 'ok' AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack = packs.id))"
-			       " OR (state = 'pending' AND NOT EXISTS"
-			       "     (SELECT 1 FROM sessions WHERE id = packs.session))", &s);
+	int64_t limit = INT64_MAX;
+	int rc, r = gc_retired_limit(c, &limit);
+	if (r == 0)
+		r = prepare(c, sql, &s);
 	if (r < 0)
 		return r;
+	sqlite3_bind_int64(s, 1, limit);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		char **v = realloc(res->dead_packs, (res->n_dead_packs + 2) * sizeof(char *));
 		if (!v)
@@ -1403,6 +1426,15 @@ static int gc_collect_dead_packs(Catalog *c, CatalogGcResult *res)
 			return r;
 	}
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "gc packs");
+}
+
+static int gc_collect_dead_packs(Catalog *c, CatalogGcResult *res)
+{
+	return gc_collect_packs(c, "SELECT id, name FROM packs WHERE"
+			       " (state = 'ok' AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack = packs.id))"
+			       " OR (state = 'pending' AND NOT EXISTS"
+			       "     (SELECT 1 FROM sessions WHERE id = packs.session))"
+			       " OR " RETIRED_DEAD, res);
 }
 
 /* Deleted snapshots that no session holds any more lose their rows. */
@@ -1514,6 +1546,224 @@ int catalog_gc(Catalog *c, CatalogGcResult *ret)
 	}
 	*ret = res;
 	return 0;
+}
+
+int catalog_gc_retired(Catalog *c, CatalogGcResult *ret)
+{
+	CatalogGcResult res = {0};
+	int r = catalog_begin(c);
+	if (r < 0)
+		return r;
+	r = gc_collect_packs(c, "SELECT id, name FROM packs WHERE " RETIRED_DEAD, &res);
+	if (r == 0)
+		r = query_u64(c, "SELECT count(*) FROM packs WHERE state = 'retired'",
+			      &res.packs_retired_waiting);
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0) {
+		catalog_rollback(c);
+		catalog_gc_result_clear(&res);
+		return r;
+	}
+	*ret = res;
+	return 0;
+}
+
+/*
+ * A full VACUUM, not auto_vacuum=INCREMENTAL: that mode must be chosen before
+ * the tables exist (an existing catalog needs a VACUUM to switch anyway), it
+ * keeps a pointer map up to date on every commit of every backup, and
+ * incremental_vacuum only moves pages to fill holes: it never defragments.
+ * A VACUUM when a quarter of the file (or 64 MiB) is free rewrites the
+ * catalog once per that much freed: its cost follows what gc deleted. In WAL
+ * mode it is one write transaction: readers (mounts, restores) keep reading
+ * their snapshot of the file, a backup's writer waits for it (busy timeout).
+ * The file shrinks when a checkpoint copies the whole WAL back: at once when
+ * no reader is in the way, else at a later checkpoint.
+ */
+int catalog_vacuum_sparse(Catalog *c, uint64_t *ret_freed)
+{
+	uint64_t page_size = 0, pages = 0, free_pages = 0, after = 0;
+	int r;
+
+	if (!sqlite3_get_autocommit(c->db))
+		return -EINVAL;
+	r = query_u64(c, "PRAGMA page_size", &page_size);
+	if (r == 0)
+		r = query_u64(c, "PRAGMA page_count", &pages);
+	if (r == 0)
+		r = query_u64(c, "PRAGMA freelist_count", &free_pages);
+	if (r < 0)
+		return r;
+	*ret_freed = 0;
+	if (free_pages * 4 <= pages && free_pages * page_size <= CATALOG_VACUUM_FREE_BYTES)
+		return 0;
+	r = exec_sql(c, "VACUUM");
+	if (r == 0)
+		r = query_u64(c, "PRAGMA page_count", &after);
+	if (r < 0)
+		return r;
+	if (sqlite3_exec(c->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) != SQLITE_OK)
+		log_debug("catalog: could not truncate the WAL after VACUUM: %s", sqlite3_errmsg(c->db));
+	*ret_freed = pages > after ? (pages - after) * page_size : 0;
+	return 0;
+}
+
+int catalog_repack_candidates(Catalog *c, unsigned pct, CatalogRepackPack **ret, size_t *ret_n)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	_cleanup_free_ CatalogRepackPack *v = NULL;
+	size_t n = 0, cap = 0;
+	/* condemned chunks wait for a backup that may still reference them: such a pack waits too */
+	int rc, r = prepare(c, "SELECT p.id, p.name, p.size, sum(c.elen), count(*) FROM packs p"
+			       " JOIN chunks c ON c.pack = p.id WHERE p.state = 'ok'"
+			       " GROUP BY p.id HAVING count(c.condemned) = 0"
+			       " AND sum(c.elen) * 100 < ?1 * p.size ORDER BY p.id", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, pct);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (n == cap) {
+			size_t ncap = cap ? 2 * cap : 64;
+			CatalogRepackPack *nv = realloc(v, ncap * sizeof(*nv));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+			cap = ncap;
+		}
+		v[n].id = sqlite3_column_int64(s, 0);
+		snprintf(v[n].name, sizeof(v[n].name), "%s", (const char *)sqlite3_column_text(s, 1));
+		v[n].size = (uint64_t)sqlite3_column_int64(s, 2);
+		v[n].live_bytes = (uint64_t)sqlite3_column_int64(s, 3);
+		v[n].n_chunks = (uint64_t)sqlite3_column_int64(s, 4);
+		n++;
+	}
+	if (rc != SQLITE_DONE)
+		return catalog_fail(c, rc, "repack candidates");
+	*ret = TAKE_PTR(v);
+	*ret_n = n;
+	return 0;
+}
+
+int catalog_pack_live_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	_cleanup_free_ PackEntry *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r = prepare(c, "SELECT id, offset, elen, plen, enc, crc FROM chunks WHERE pack = ?1"
+			       " AND condemned IS NULL ORDER BY offset", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, pack_id);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (n == cap) {
+			size_t ncap = cap ? 2 * cap : 256;
+			PackEntry *nv = realloc(v, ncap * sizeof(*nv));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+			cap = ncap;
+		}
+		if (sqlite3_column_bytes(s, 0) != PGBAKFS_CHUNK_ID_LEN)
+			return -EBADMSG;
+		memcpy(v[n].id.b, sqlite3_column_blob(s, 0), PGBAKFS_CHUNK_ID_LEN);
+		v[n].offset = (uint64_t)sqlite3_column_int64(s, 1);
+		v[n].elen = (uint32_t)sqlite3_column_int64(s, 2);
+		v[n].plen = (uint32_t)sqlite3_column_int64(s, 3);
+		v[n].enc = (uint8_t)sqlite3_column_int(s, 4);
+		v[n].has_crc = sqlite3_column_type(s, 5) != SQLITE_NULL;
+		v[n].crc = (uint32_t)sqlite3_column_int64(s, 5);
+		n++;
+	}
+	if (rc != SQLITE_DONE)
+		return catalog_fail(c, rc, "pack live chunks");
+	*ret = TAKE_PTR(v);
+	*ret_n = n;
+	return 0;
+}
+
+static int pack_move_tx(Catalog *c, int64_t pack_id, uint64_t size, const PackEntry *e, size_t n,
+			const int64_t *old, size_t n_old)
+{
+	_cleanup_stmt_ sqlite3_stmt *mv = NULL, *left = NULL, *ret = NULL;
+	int64_t epoch;
+	int r = prepare(c, "UPDATE chunks SET pack = ?2, offset = ?3 WHERE id = ?1 AND"
+			   " condemned IS NULL AND elen = ?4 AND plen = ?5 AND enc = ?6 AND pack IN"
+			   " (SELECT value FROM json_each(?7))", &mv);
+	_cleanup_free_ char *olds = NULL;
+	size_t len = 3;
+
+	/* the old packs as a JSON array: a statement prepared once for any number */
+	for (size_t i = 0; i < n_old; i++)
+		len += 21;
+	olds = malloc(len);
+	if (!olds)
+		return -ENOMEM;
+	len = (size_t)sprintf(olds, "[");
+	for (size_t i = 0; i < n_old; i++)
+		len += (size_t)sprintf(olds + len, "%s%lld", i ? "," : "", (long long)old[i]);
+	sprintf(olds + len, "]");
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		sqlite3_reset(mv);
+		sqlite3_bind_blob(mv, 1, e[i].id.b, sizeof(e[i].id.b), SQLITE_STATIC);
+		sqlite3_bind_int64(mv, 2, pack_id);
+		sqlite3_bind_int64(mv, 3, (int64_t)e[i].offset);
+		sqlite3_bind_int64(mv, 4, e[i].elen);
+		sqlite3_bind_int64(mv, 5, e[i].plen);
+		sqlite3_bind_int(mv, 6, e[i].enc);
+		sqlite3_bind_text(mv, 7, olds, -1, SQLITE_STATIC);
+		r = step_done(c, mv);
+		if (r == 0 && sqlite3_changes(c->db) != 1)
+			r = -ESTALE; /* the chunk is no longer where it was read */
+	}
+	if (r == 0) {
+		sqlite3_stmt *s = stmt_get(c, ST_PACK_RECORD, &r);
+		if (s) {
+			sqlite3_bind_int64(s, 1, pack_id);
+			sqlite3_bind_int64(s, 2, (int64_t)size);
+			sqlite3_bind_int64(s, 3, (int64_t)n);
+			r = step_done(c, s);
+		}
+	}
+	/* sessions registered from here on locate the chunks in the new pack */
+	if (r == 0)
+		r = meta_get_int(c, "epoch", &epoch);
+	if (r == 0)
+		r = meta_set_int(c, "epoch", ++epoch);
+	if (r == 0)
+		r = prepare(c, "SELECT count(*) FROM chunks WHERE pack = ?1", &left);
+	if (r == 0)
+		r = prepare(c, "UPDATE packs SET state = 'retired', retired = ?2 WHERE id = ?1"
+			       " AND state = 'ok'", &ret);
+	for (size_t i = 0; r == 0 && i < n_old; i++) {
+		sqlite3_reset(left);
+		sqlite3_bind_int64(left, 1, old[i]);
+		if (sqlite3_step(left) != SQLITE_ROW)
+			return catalog_fail(c, sqlite3_errcode(c->db), "pack move");
+		if (sqlite3_column_int64(left, 0) != 0)
+			return -ESTALE; /* a chunk would be left behind in a pack about to go */
+		sqlite3_reset(ret);
+		sqlite3_bind_int64(ret, 1, old[i]);
+		sqlite3_bind_int64(ret, 2, epoch);
+		r = step_done(c, ret);
+		if (r == 0 && sqlite3_changes(c->db) != 1)
+			r = -ESTALE;
+	}
+	return r;
+}
+
+int catalog_pack_move(Catalog *c, int64_t pack_id, uint64_t size, const PackEntry *e, size_t n,
+		      const int64_t *old, size_t n_old)
+{
+	int r = catalog_begin(c);
+	if (r < 0)
+		return r;
+	r = pack_move_tx(c, pack_id, size, e, n, old, n_old);
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0)
+		catalog_rollback(c);
+	return r;
 }
 
 /* Paths of a snapshot's directories, indexed by ino, built while iterating in ino order. */

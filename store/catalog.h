@@ -256,6 +256,7 @@ typedef struct CatalogGcResult {
 	uint64_t chunks_waiting; /* condemned, kept for a backup that started earlier */
 	char **dead_packs;       /* pack object names to delete, NULL-terminated */
 	size_t n_dead_packs;
+	uint64_t packs_retired_waiting; /* catalog_gc_retired: retired packs kept for sessions */
 } CatalogGcResult;
 
 void catalog_gc_result_clear(CatalogGcResult *r);
@@ -268,6 +269,46 @@ void catalog_gc_result_clear(CatalogGcResult *r);
  * pending packs of sessions that are gone, are returned for deletion.
  */
 int catalog_gc(Catalog *c, CatalogGcResult *ret);
+/*
+ * Packs gc --repack emptied ("retired", with the epoch of their move) go once
+ * every live session of any kind, mounts and restores too, registered after
+ * the move: one of them may have located a chunk there just before it moved.
+ * catalog_gc returns them with the dead packs; this returns only them, and
+ * counts those that must wait.
+ */
+int catalog_gc_retired(Catalog *c, CatalogGcResult *ret);
+/*
+ * VACUUM when at least a quarter of the file (or 64 MiB) is free pages, then
+ * try to truncate the WAL; *ret_freed: bytes the file gives back (0 when
+ * nothing was done). Outside a transaction (-EINVAL). Waits for a running
+ * writer like any write (-EBUSY past the busy timeout).
+ */
+int catalog_vacuum_sparse(Catalog *c, uint64_t *ret_freed);
+
+/* gc --repack */
+typedef struct CatalogRepackPack {
+	int64_t id;
+	char name[64];
+	uint64_t size, live_bytes, n_chunks;
+} CatalogRepackPack;
+/*
+ * Recorded packs whose chunks' encoded bytes are below pct% of the pack's
+ * size, and none of whose chunks is condemned (one may still be waiting for a
+ * backup: such a pack waits too); malloc'd array, by pack id.
+ */
+int catalog_repack_candidates(Catalog *c, unsigned pct, CatalogRepackPack **ret, size_t *ret_n);
+/* The not condemned chunks of a pack, with their CRC, sorted by offset. */
+int catalog_pack_live_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n);
+/*
+ * After the pending pack pack_id (size bytes) holding copies of the chunks e
+ * is durable, in one transaction: move each chunk's row from one of the old
+ * packs to it (same encoded bytes: same lengths and encoding), record it "ok",
+ * bump the gc epoch, and make each old pack "retired" at that epoch.
+ * -ESTALE, nothing changed, when a chunk is no longer in an old pack as read,
+ * or an old pack would keep a chunk.
+ */
+int catalog_pack_move(Catalog *c, int64_t pack_id, uint64_t size, const PackEntry *e, size_t n,
+		      const int64_t *old, size_t n_old);
 
 /* Names of visible snapshots whose files use any chunk in ids (check). */
 typedef int (*CatalogDamageFn)(const char *snapshot, const char *path, void *userdata);

@@ -78,6 +78,8 @@ static int add_bad(Checker *ck, const ChunkId *id)
 static int collect_pack(int64_t id, const char *name, const char *state, uint64_t size, void *ud)
 {
 	Checker *ck = ud;
+	if (strcmp(state, "retired") == 0)
+		return 0; /* emptied by gc --repack, deleted once no session may read it */
 	if (strcmp(state, "ok") != 0) {
 		ck->n_pending++;
 		return 0;

@@ -1,5 +1,7 @@
 #include "store/gc.h"
 #include "common/log.h"
+#include "store/chunk.h"
+#include "store/pack.h"
 #include "common/util.h"
 
 #include <dirent.h>
@@ -156,13 +158,287 @@ static int gc_local_tmp(Repo *repo, GcResult *res)
 	return r;
 }
 
+/* Delete pack objects the catalog (published, when remote) no longer names. */
+static int delete_packs(Repo *repo, char **names, size_t n, uint64_t *ret_n, uint64_t *ret_bytes)
+{
+	int r = 0;
+	/* a published catalog must stop naming the packs before they go: publish it
+	 * now (the writer keeps its lock), and only while the lock is still ours */
+	if (n && repo_is_remote(repo))
+		r = repo_write_publish(repo);
+	if (r == 0)
+		r = repo_write_check(repo);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		uint64_t size = 0;
+		if (store_size(repo_backend(repo), names[i], &size) < 0)
+			size = 0;
+		r = store_delete(repo_backend(repo), names[i]);
+		if (r == 0) {
+			(*ret_n)++;
+			*ret_bytes += size;
+		}
+	}
+	return r;
+}
+
+/* ---- repack ---- */
+
+#define REPACK_WINDOW (8u << 20) /* one ranged read of an old pack */
+#define REPACK_GAP (1u << 20)    /* dead bytes a read may span rather than start another */
+
+typedef struct Repacker {
+	Repo *repo;
+	Catalog *cat;
+	ChunkCodec *codec;
+	GcResult *res;
+	uint64_t pack_size;
+	PackWriter *out;           /* the new pack being filled */
+	int64_t *olds;             /* the old packs whose chunks it holds */
+	size_t n_olds, cap_olds;
+	uint8_t *win;              /* a read window of an old pack: win_cap bytes */
+	size_t win_cap;
+	uint8_t *one;              /* one encoded chunk, fetched again alone */
+	uint8_t *plain;            /* one chunk decoded, to check it */
+	size_t chunk_cap;
+	uint8_t *stage;            /* the checked live chunks of one old pack, back to back */
+	size_t stage_len, stage_cap;
+} Repacker;
+
+static void repacker_free(Repacker *rp)
+{
+	chunk_codec_free(rp->codec);
+	pack_writer_free(rp->out);
+	free(rp->olds);
+	free(rp->win);
+	free(rp->one);
+	free(rp->plain);
+	free(rp->stage);
+}
+
+static int repacker_init(Repacker *rp, Repo *repo, GcResult *res)
+{
+	const RepoConfig *cfg = repo_config(repo);
+	*rp = (Repacker){.repo = repo, .cat = repo_catalog(repo), .res = res,
+			 .pack_size = cfg->pack_size ? cfg->pack_size : PGBAKFS_DEFAULT_PACK_SIZE};
+	rp->chunk_cap = chunk_encode_bound(cfg->chunk_size);
+	rp->win_cap = MAX((size_t)REPACK_WINDOW, rp->chunk_cap); /* 8 MiB chunks, sealed */
+	rp->win = malloc(rp->win_cap);
+	rp->one = malloc(rp->chunk_cap);
+	rp->plain = malloc(cfg->chunk_size);
+	if (!rp->win || !rp->one || !rp->plain)
+		return -ENOMEM;
+	int r = repo_codec_new(repo, &rp->codec);
+	if (r == 0)
+		r = pack_writer_new(rp->pack_size, &rp->out);
+	return r;
+}
+
+/* Write the new pack, then move the chunks into it and retire the old packs. */
+static int repack_flush(Repacker *rp)
+{
+	char name[64];
+	const void *buf;
+	size_t len;
+	int64_t id;
+	int r;
+
+	if (pack_writer_count(rp->out) == 0)
+		return 0;
+	/* as a backup writes a pack: pending row (gc removes it if we die), put, record */
+	r = pack_name_new(name, sizeof(name));
+	if (r == 0)
+		r = catalog_pack_add_pending(rp->cat, name, NULL, &id);
+	if (r == 0)
+		r = pack_writer_finish(rp->out, &buf, &len);
+	if (r == 0)
+		r = store_put(repo_backend(rp->repo), name, buf, len);
+	if (r == 0)
+		r = catalog_pack_move(rp->cat, id, len, pack_writer_entries(rp->out),
+				      pack_writer_count(rp->out), rp->olds, rp->n_olds);
+	if (r < 0)
+		return r;
+	rp->res->packs_written++;
+	rp->res->bytes_copied += len;
+	rp->res->packs_repacked += rp->n_olds;
+	rp->n_olds = 0;
+	pack_writer_reset(rp->out);
+	return 0;
+}
+
+static int stage_add(Repacker *rp, const void *buf, size_t len)
+{
+	if (rp->stage_len + len > rp->stage_cap) {
+		size_t cap = MAX(rp->stage_cap * 2, rp->stage_len + len);
+		void *v = realloc(rp->stage, cap);
+		if (!v)
+			return -ENOMEM;
+		rp->stage = v;
+		rp->stage_cap = cap;
+	}
+	memcpy(rp->stage + rp->stage_len, buf, len);
+	rp->stage_len += len;
+	return 0;
+}
+
+/* 0 when the encoded bytes are the chunk's, as restore checks them; -EBADMSG when not. */
+static int chunk_verify(Repacker *rp, const PackEntry *e, const void *enc)
+{
+	if (e->elen > rp->chunk_cap || e->plen > repo_config(rp->repo)->chunk_size)
+		return -EBADMSG;
+	if (e->has_crc)
+		return chunk_decode_crc(rp->codec, (ChunkEncoding)e->enc, enc, e->elen, rp->plain,
+					e->plen, &e->id, e->crc);
+	return chunk_decode(rp->codec, (ChunkEncoding)e->enc, enc, e->elen, rp->plain, e->plen,
+			    &e->id);
+}
+
+static void report_damage(Repacker *rp, const CatalogRepackPack *p, const PackEntry *e, int r)
+{
+	char hex[2 * PGBAKFS_CHUNK_ID_LEN + 1];
+	chunk_id_to_hex(&e->id, hex);
+	log_warning("chunk %s in pack \"%s\" is damaged (%s): the pack is not repacked; run "
+		    "\"pgbakfs check --read-data\"", hex, p->name, strerror(-r));
+	rp->res->chunks_damaged++;
+}
+
+/*
+ * Read the live chunks of one old pack into the stage, each checked; a
+ * chunk that fails is fetched once more alone (a body may be damaged on the
+ * way). Returns 1 when one is damaged: the pack is then kept as it is.
+ */
+static int repack_read(Repacker *rp, const CatalogRepackPack *p, const PackEntry *e, size_t n)
+{
+	StoreBackend *b = repo_backend(rp->repo);
+	bool damaged = false;
+	int r;
+
+	rp->stage_len = 0;
+	for (size_t i = 0, j; i < n; i = j) {
+		uint64_t start = e[i].offset, end = e[i].offset + e[i].elen;
+		for (j = i + 1; j < n && e[j].offset >= end && e[j].offset - end <= REPACK_GAP &&
+				e[j].offset + e[j].elen - start <= rp->win_cap; j++)
+			end = e[j].offset + e[j].elen;
+		if (end - start > rp->win_cap) /* larger than any chunk can be: damage */
+			r = -EBADMSG;
+		else
+			r = store_get_range(b, p->name, start, end - start, rp->win);
+		if (r == -ENODATA || r == -ENOENT || r == -EBADMSG) {
+			/* a truncated or missing pack: nothing of it can be copied */
+			for (size_t k = i; k < j; k++)
+				report_damage(rp, p, &e[k], r == -ENODATA ? -EBADMSG : r);
+			damaged = true;
+			continue;
+		}
+		if (r < 0)
+			return r;
+		for (size_t k = i; k < j; k++) {
+			const uint8_t *enc = rp->win + (e[k].offset - start);
+			r = chunk_verify(rp, &e[k], enc);
+			if (r == -EBADMSG) {
+				enc = rp->one;
+				r = store_get_range(b, p->name, e[k].offset, e[k].elen, rp->one);
+				if (r == 0 || r == -ENODATA)
+					r = r == 0 ? chunk_verify(rp, &e[k], enc) : -EBADMSG;
+			}
+			if (r == -EBADMSG) {
+				report_damage(rp, p, &e[k], r);
+				damaged = true;
+				continue;
+			}
+			if (r == 0 && !damaged)
+				r = stage_add(rp, enc, e[k].elen);
+			if (r < 0)
+				return r;
+		}
+	}
+	return damaged ? 1 : 0;
+}
+
+static int repack_one(Repacker *rp, const CatalogRepackPack *p)
+{
+	_cleanup_free_ PackEntry *e = NULL;
+	size_t n = 0, off = 0;
+	int r = catalog_pack_live_chunks(rp->cat, p->id, &e, &n);
+	if (r < 0 || n == 0)
+		return r;
+	r = repack_read(rp, p, e, n);
+	if (r == 1) {
+		rp->res->packs_damaged++;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	/*
+	 * An old pack's chunks go into one new pack, so each move retires whole
+	 * packs. A backup's packs end at the first chunk past the pack size; here
+	 * a pack may take a quarter more rather than close half empty.
+	 */
+	if (pack_writer_size(rp->out) + rp->stage_len > rp->pack_size + rp->pack_size / 4)
+		r = repack_flush(rp);
+	for (size_t i = 0; r == 0 && i < n; off += e[i].elen, i++) {
+		if (e[i].has_crc)
+			r = pack_writer_add_crc(rp->out, &e[i].id, (ChunkEncoding)e[i].enc,
+						rp->stage + off, e[i].elen, e[i].plen, e[i].crc);
+		else
+			r = pack_writer_add(rp->out, &e[i].id, (ChunkEncoding)e[i].enc,
+					    rp->stage + off, e[i].elen, e[i].plen);
+	}
+	if (r == 0 && rp->n_olds == rp->cap_olds) {
+		size_t cap = rp->cap_olds ? rp->cap_olds * 2 : 16;
+		int64_t *v = realloc(rp->olds, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		rp->olds = v;
+		rp->cap_olds = cap;
+	}
+	if (r == 0)
+		rp->olds[rp->n_olds++] = p->id;
+	if (r == 0 && pack_writer_size(rp->out) >= rp->pack_size)
+		r = repack_flush(rp);
+	return r;
+}
+
+static int gc_repack(Repo *repo, unsigned pct, GcResult *res)
+{
+	_cleanup_free_ CatalogRepackPack *cand = NULL;
+	CatalogGcResult cres = {0};
+	Repacker rp;
+	size_t n = 0;
+	int r = repacker_init(&rp, repo, res);
+
+	if (r == 0)
+		r = catalog_repack_candidates(repo_catalog(repo), pct, &cand, &n);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = repack_one(&rp, &cand[i]);
+	if (r == 0)
+		r = repack_flush(&rp);
+	repacker_free(&rp);
+	/* old packs no session can be reading any more go now; the others, at a later gc */
+	if (r == 0)
+		r = catalog_gc_retired(repo_catalog(repo), &cres);
+	if (r == 0) {
+		res->packs_retired_waiting = cres.packs_retired_waiting;
+		r = delete_packs(repo, cres.dead_packs, cres.n_dead_packs, &res->repacked_packs_deleted,
+				 &res->repacked_bytes_deleted);
+	}
+	catalog_gc_result_clear(&cres);
+	return r;
+}
+
 int repo_gc(Repo *repo, GcResult *ret)
+{
+	return repo_gc_opts(repo, &(GcOptions){0}, ret);
+}
+
+int repo_gc_opts(Repo *repo, const GcOptions *o, GcResult *ret)
 {
 	GcResult res = {0};
 	CatalogGcResult cres = {0};
 	_cleanup_close_ int lock_fd = -1;
-	int r = repo_lock_maintenance(repo, &lock_fd);
+	int r = o->repack_pct < 100 ? 0 : -EINVAL;
 
+	if (r == 0)
+		r = repo_lock_maintenance(repo, &lock_fd);
 	if (r == 0)
 		r = repo_reap_dead_sessions(repo, &res.sessions_reaped, &res.snapshots_reaped);
 	if (r == 0)
@@ -173,23 +449,12 @@ int repo_gc(Repo *repo, GcResult *ret)
 	res.contents_deleted = cres.contents_deleted;
 	res.chunks_deleted = cres.chunks_deleted;
 	res.chunks_waiting = cres.chunks_waiting;
-	/* a published catalog must stop naming the packs before they go: publish it
-	 * now (the writer keeps its lock), and only while the lock is still ours */
+	/* the catalog no longer points into these packs: deleting them is safe */
 	if (repo_is_remote(repo))
 		r = repo_write_publish(repo);
 	if (r == 0)
-		r = repo_write_check(repo);
-	/* the catalog no longer points into these packs: deleting them is safe */
-	for (size_t i = 0; r == 0 && i < cres.n_dead_packs; i++) {
-		uint64_t size = 0;
-		if (store_size(repo_backend(repo), cres.dead_packs[i], &size) < 0)
-			size = 0;
-		r = store_delete(repo_backend(repo), cres.dead_packs[i]);
-		if (r == 0) {
-			res.packs_deleted++;
-			res.bytes_reclaimed += size;
-		}
-	}
+		r = delete_packs(repo, cres.dead_packs, cres.n_dead_packs, &res.packs_deleted,
+				 &res.bytes_reclaimed);
 	catalog_gc_result_clear(&cres);
 	if (r == 0)
 		r = repo_write_check(repo);
@@ -197,8 +462,14 @@ int repo_gc(Repo *repo, GcResult *ret)
 		r = gc_orphans(repo, &res);
 	if (r == 0)
 		r = gc_local_tmp(repo, &res);
+	if (r == 0 && o->repack_pct)
+		r = gc_repack(repo, o->repack_pct, &res);
 	if (r < 0)
 		return r;
+	/* gc did its work; a catalog left uncompacted is the next gc's to compact */
+	r = catalog_vacuum_sparse(repo_catalog(repo), &res.catalog_bytes_freed);
+	if (r < 0)
+		log_warning("could not compact the catalog: %s; the next gc tries again", strerror(-r));
 	*ret = res;
 	return 0;
 }

@@ -13,7 +13,7 @@
 #include <string.h>
 
 enum { OPT_REPO = 0x100, OPT_CHUNK_SIZE, OPT_PACK_SIZE, OPT_LEVEL, OPT_ENCRYPT, OPT_READ_DATA, OPT_JSON,
-       OPT_PROGRESS, OPT_NO_PROGRESS, OPT_INSTANCE, OPT_ARCHIVE, OPT_ARCHIVE_TIMEOUT };
+       OPT_PROGRESS, OPT_NO_PROGRESS, OPT_INSTANCE, OPT_ARCHIVE, OPT_ARCHIVE_TIMEOUT, OPT_REPACK };
 
 int cmd_init(int argc, char **argv)
 {
@@ -156,20 +156,55 @@ int cmd_delete(int argc, char **argv)
 
 int cmd_gc(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO},
+		{"repack", optional_argument, NULL, OPT_REPACK},
+		{"help", no_argument, NULL, 'h'},
+		{0}};
 	const char *repo_opt = NULL;
+	GcOptions o = {0};
 	Repo *repo = NULL;
 	GcResult g;
-	char b[32];
-	int r, rc = parse_simple("gc", "Usage: pgbakfs gc [--repo PATH]\n\n"
-				 "Remove chunks and packs that no snapshot uses, and the leftovers of\n"
-				 "interrupted backups. Safe while backups run.\n",
-				 argc, argv, &repo_opt, NULL);
-	if (rc != EXIT_OK)
-		return rc < 0 ? EXIT_OK : rc;
+	char b[32], b2[32];
+	char *end;
+	long pct;
+	int c, r, rc;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REPO: repo_opt = optarg; break;
+		case OPT_REPACK:
+			o.repack_pct = GC_REPACK_DEFAULT_PCT;
+			if (!optarg)
+				break;
+			errno = 0;
+			pct = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || pct < 1 || pct > 99)
+				return cli_usage("gc", "invalid --repack \"%s\": a percentage from 1 to 99",
+						 optarg);
+			o.repack_pct = (unsigned)pct;
+			break;
+		case 'h':
+			printf("Usage: pgbakfs gc [--repack[=PCT]] [--repo PATH]\n\n"
+			       "Remove chunks and packs that no snapshot uses, and the leftovers of\n"
+			       "interrupted backups, then compact the catalog when much of it is free.\n"
+			       "Safe while backups, restores and mounts run.\n\n"
+			       "--repack[=PCT]: also rewrite every pack whose live chunks fill less than\n"
+			       "PCT%% of it (default %d): its live chunks are checked and copied into new\n"
+			       "packs, and the old pack is deleted once no restore, mount or backup that\n"
+			       "started before the copy runs (else by a later gc). A pack holding a\n"
+			       "damaged chunk is reported and kept as it is.\n",
+			       GC_REPACK_DEFAULT_PCT);
+			return EXIT_OK;
+		default: return cli_usage("gc", "invalid option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage("gc", "unexpected argument \"%s\"", argv[optind]);
 	rc = cli_open_repo_writer(repo_opt, &repo);
 	if (rc != EXIT_OK)
 		return rc;
-	r = repo_gc(repo, &g);
+	r = repo_gc_opts(repo, &o, &g);
 	if (r == -EBUSY) {
 		cli_error("another gc is running on repository \"%s\"", repo_path(repo));
 		rc = EXIT_FAIL;
@@ -188,10 +223,31 @@ int cmd_gc(int argc, char **argv)
 		if (g.snapshots_purged)
 			printf(", %llu deleted snapshot(s) released by mounts purged",
 			       (unsigned long long)g.snapshots_purged);
+		if (g.catalog_bytes_freed)
+			printf(", catalog compacted by %s",
+			       format_bytes(g.catalog_bytes_freed, b, sizeof(b)));
 		printf("\n");
 		if (g.chunks_waiting)
 			printf("gc: %llu unused chunk(s) kept for a running backup; the next gc "
 			       "removes them\n", (unsigned long long)g.chunks_waiting);
+		if (o.repack_pct) {
+			uint64_t back = g.repacked_bytes_deleted > g.bytes_copied
+						? g.repacked_bytes_deleted - g.bytes_copied : 0;
+			printf("repack: %llu pack(s) repacked into %llu, %s copied, %s given back",
+			       (unsigned long long)g.packs_repacked, (unsigned long long)g.packs_written,
+			       format_bytes(g.bytes_copied, b, sizeof(b)),
+			       format_bytes(back, b2, sizeof(b2)));
+			if (g.packs_retired_waiting)
+				printf(", %llu old pack(s) kept until the sessions that may read them end "
+				       "(the next gc deletes them)", (unsigned long long)g.packs_retired_waiting);
+			printf("\n");
+		}
+		if (g.packs_damaged) {
+			cli_error("%llu pack(s) with %llu damaged chunk(s) were not repacked; run "
+				  "\"pgbakfs check --read-data\"", (unsigned long long)g.packs_damaged,
+				  (unsigned long long)g.chunks_damaged);
+			rc = EXIT_FAIL;
+		}
 	}
 	return cli_close_repo(repo, rc);
 }

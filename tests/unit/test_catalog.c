@@ -780,6 +780,157 @@ out:
 	TEST_RM_RF(tmp);
 }
 
+/*
+ * gc --repack's catalog side: candidates, the move (all or nothing), retired
+ * packs kept while any session (a mount too) older than the move lives, and
+ * VACUUM giving pages back.
+ */
+static void test_repack(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId a = id_of("A"), b = id_of("B"), cc = id_of("C"), d = id_of("D");
+	ChunkId abcd[4] = {a, b, cc, d}, list[2] = {a, cc};
+	CatalogRepackPack *cand = NULL;
+	PackEntry *live = NULL;
+	CatalogGcResult r = {0};
+	size_t n = 0;
+	int64_t p1, content, np;
+
+	if (!c)
+		goto out;
+	p1 = make_pack(c, "packs/11/p1.pack", NULL, abcd, 4);
+	CHECK_EQ_INT(catalog_content_put(c, list, 2, &content), 0);
+	CHECK(make_snapshot(c, T0, content, NULL) > 0);
+	/* all four live: 400 of 8 + 400 + 4 * 52 + 56 bytes, no candidate at 50% */
+	CHECK_EQ_INT(catalog_repack_candidates(c, 50, &cand, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	free(cand);
+	cand = NULL;
+	/* B and D go: 200 live bytes of 672 */
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.chunks_deleted, 2);
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_repack_candidates(c, 25, &cand, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	free(cand);
+	cand = NULL;
+	CHECK_EQ_INT(catalog_repack_candidates(c, 50, &cand, &n), 0);
+	if (!CHECK_EQ_INT(n, 1))
+		goto out;
+	CHECK_EQ_INT(cand[0].id, p1);
+	CHECK_EQ_STR(cand[0].name, "packs/11/p1.pack");
+	CHECK_EQ_INT(cand[0].live_bytes, 200);
+	CHECK_EQ_INT(cand[0].n_chunks, 2);
+	CHECK_EQ_INT(catalog_pack_live_chunks(c, p1, &live, &n), 0);
+	if (!CHECK_EQ_INT(n, 2))
+		goto out;
+	CHECK(chunk_id_cmp(&live[0].id, &a) == 0 && chunk_id_cmp(&live[1].id, &cc) == 0);
+
+	/* a mount (any session) from before the move keeps the old pack */
+	CHECK_EQ_INT(catalog_session_add(c, "mount-1", "mount", NULL), 0);
+	CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/22/new.pack", NULL, &np), 0);
+	live[0].offset = PACK_HEADER_LEN;
+	live[1].offset = PACK_HEADER_LEN + 100;
+	/* a copy whose lengths differ from the row is not taken: nothing changes */
+	live[1].elen = 99;
+	CHECK_EQ_INT(catalog_pack_move(c, np, 500, live, 2, &p1, 1), -ESTALE);
+	live[1].elen = 100;
+	/* nor one that would leave a live chunk behind in the old pack */
+	CHECK_EQ_INT(catalog_pack_move(c, np, 500, live, 1, &p1, 1), -ESTALE);
+	{
+		ChunkLoc loc;
+		CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0);
+		CHECK_EQ_INT(loc.pack, p1);
+	}
+	CHECK_EQ_INT(catalog_pack_move(c, np, 368, live, 2, &p1, 1), 0);
+	{
+		ChunkLoc loc;
+		CHECK_EQ_INT(catalog_chunk_locate(c, &cc, &loc), 0);
+		CHECK_EQ_INT(loc.pack, np);
+		CHECK_EQ_INT(loc.offset, PACK_HEADER_LEN + 100);
+		CHECK_EQ_INT(loc.pack_size, 368);
+	}
+	/* a session registered after the move does not keep it */
+	CHECK_EQ_INT(catalog_session_add(c, "mount-2", "mount", NULL), 0);
+	CHECK_EQ_INT(catalog_gc_retired(c, &r), 0);
+	CHECK_EQ_INT(r.n_dead_packs, 0);
+	CHECK_EQ_INT(r.packs_retired_waiting, 1);
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_gc(c, &r), 0); /* plain gc keeps it too */
+	CHECK(!has_dead(&r, "packs/11/p1.pack"));
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_session_remove(c, "mount-1"), 0);
+	CHECK_EQ_INT(catalog_gc_retired(c, &r), 0);
+	CHECK_EQ_INT(r.n_dead_packs, 1);
+	CHECK(has_dead(&r, "packs/11/p1.pack"));
+	CHECK_EQ_INT(r.packs_retired_waiting, 0);
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_session_remove(c, "mount-2"), 0);
+	/* the new pack is full of live chunks: nothing more to do */
+	free(cand);
+	cand = NULL;
+	CHECK_EQ_INT(catalog_repack_candidates(c, 50, &cand, &n), 0);
+	CHECK_EQ_INT(n, 0);
+
+	/* two moves, a session registered between them: only the second old pack waits */
+	{
+		ChunkId e = id_of("E"), f = id_of("F"), g = id_of("G");
+		ChunkId ef[2] = {e, f}, eg[2] = {e, g};
+		int64_t p2, p3, np2, np3, ceg;
+		PackEntry pe, pg;
+		p2 = make_pack(c, "packs/33/p2.pack", NULL, ef, 2);
+		p3 = make_pack(c, "packs/44/p3.pack", NULL, &g, 1);
+		CHECK_EQ_INT(catalog_content_put(c, eg, 2, &ceg), 0);
+		CHECK(make_snapshot(c, T0 + 1000000000, ceg, NULL) > 0);
+		CHECK_EQ_INT(catalog_gc(c, &r), 0); /* F goes */
+		catalog_gc_result_clear(&r);
+		pe = (PackEntry){.id = e, .offset = PACK_HEADER_LEN, .elen = 100, .plen = 16384,
+				 .enc = CHUNK_ENC_ZSTD};
+		pg = pe;
+		pg.id = g;
+		CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/55/np2.pack", NULL, &np2), 0);
+		CHECK_EQ_INT(catalog_pack_move(c, np2, 216, &pe, 1, &p2, 1), 0);
+		CHECK_EQ_INT(catalog_session_add(c, "mount-3", "mount", NULL), 0);
+		CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/66/np3.pack", NULL, &np3), 0);
+		CHECK_EQ_INT(catalog_pack_move(c, np3, 216, &pg, 1, &p3, 1), 0);
+		CHECK_EQ_INT(catalog_gc_retired(c, &r), 0);
+		CHECK_EQ_INT(r.n_dead_packs, 1);
+		CHECK(has_dead(&r, "packs/33/p2.pack"));
+		CHECK_EQ_INT(r.packs_retired_waiting, 1);
+		catalog_gc_result_clear(&r);
+		CHECK_EQ_INT(catalog_session_remove(c, "mount-3"), 0);
+		CHECK_EQ_INT(catalog_gc(c, &r), 0); /* a plain gc deletes it once nobody waits */
+		CHECK_EQ_INT(r.n_dead_packs, 1);
+		CHECK(has_dead(&r, "packs/44/p3.pack"));
+		catalog_gc_result_clear(&r);
+	}
+
+	/* VACUUM: only when much of the file is free, then the pages are given back */
+	{
+		uint64_t freed = 1;
+		sqlite3 *db = catalog_sqlite(c);
+		CHECK_EQ_INT(catalog_vacuum_sparse(c, &freed), 0);
+		CHECK_EQ_INT(freed, 0);
+		CHECK_EQ_INT(sqlite3_exec(db, "CREATE TABLE filler(x); WITH RECURSIVE n(i) AS"
+					  " (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)"
+					  " INSERT INTO filler SELECT randomblob(1000) FROM n;"
+					  " DROP TABLE filler;", NULL, NULL, NULL), SQLITE_OK);
+		CHECK_EQ_INT(catalog_vacuum_sparse(c, &freed), 0);
+		CHECK(freed >= 2000 * 1000);
+		CHECK_EQ_INT(catalog_vacuum_sparse(c, &freed), 0);
+		CHECK_EQ_INT(freed, 0);
+		CHECK_EQ_INT(catalog_begin(c), 0);
+		CHECK_EQ_INT(catalog_vacuum_sparse(c, &freed), -EINVAL);
+		catalog_rollback(c);
+	}
+out:
+	free(cand);
+	free(live);
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
 typedef struct Hits {
 	char snaps[8][64];
 	char paths[8][64];
@@ -962,6 +1113,7 @@ int main(void)
 	test_packs();
 	test_sessions();
 	test_gc();
+	test_repack();
 	test_damage_and_references();
 	return test_finish();
 }
