@@ -7,8 +7,8 @@
  * maps inodes: every request decodes its inode.
  *
  * Locks: m->lock (rwlock) guards the snapshot table and is held only to find
- * a snapshot and take a reference; the read path takes no other lock than
- * the chunk cache's shard locks. A snapshot's load_lock guards its tree (load,
+ * a snapshot and take a reference; a read through an open file takes no
+ * other lock than the chunk cache's shard locks. A snapshot's load_lock guards its tree (load,
  * users, release) and clone; m->trees_lock the count and bytes of loaded
  * trees; m->meta_lock the mount's own catalog connection (snapshot list,
  * holds, file lists, root attributes). Order: m->lock (only to collect
