@@ -17,8 +17,9 @@ done
 echo 15 >"$T/src/PG_VERSION"
 head -c 300000 /dev/urandom >"$T/src/big"
 
-trees() { python3 -c 'import os, sys; print(os.getxattr(sys.argv[1], "user.pgbakfs.trees").decode())' "$M"; }
-tree_stat() { trees | awk -v k="$1" '$1 == k { print $2 }'; }
+# look_trees: read the attribute ("loaded N", "loads N", ...) into TREES; tree_stat KEY: a value
+look_trees() { TREES=$(python3 -c 'import os, sys; print(os.getxattr(sys.argv[1], "user.pgbakfs.trees").decode())' "$M"); }
+tree_stat() { awk -v k="$1" '$1 == k { print $2 }' <<<"$TREES"; }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$MOUNT_PID/status"; }
 backup_n() { for _ in $(seq "$1"); do pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null; done; }
 backups() { # N, in two streams: a backup mostly waits for fsync
@@ -40,11 +41,11 @@ mount_fg "$M" "$T/mount5.log" --repo "$R"
 ls -l "$M" >/dev/null
 S1=$(ls "$M" | grep -v '^latest' | head -1)
 stat "$M/$S1" "$M/latest/" >/dev/null
-ok "5 snapshots: ls -l of the root and stat of snapshot directories load no tree" \
-	test "$(tree_stat loads)" = 0
 ok "a snapshot directory shows its root row: links, mode, mtime" \
 	test "$(stat -c '%h %a %Y' "$M/$S1")" = "$(stat -c '%h %a %Y' "$T/src")"
-ok "still no tree loaded" test "$(tree_stat loads)" = 0
+look_trees
+ok "5 snapshots: ls -l of the root and stat of snapshot directories load no tree" \
+	test "$(tree_stat loads)" = 0
 RSS5=$(rss_kb)
 ok "unmount" unmount_fg "$M"
 
@@ -53,6 +54,7 @@ echo "$N backups: $((SECONDS - START)) s"
 PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount.log" --repo "$R" --max-trees 2
 ls -l "$M" >/dev/null
 ls -l "$M" >/dev/null
+look_trees
 ok "$N snapshots: ls -l of the root loads no tree" test "$(tree_stat loads)" = 0
 RSS50=$(rss_kb)
 echo "daemon RSS after ls -l of the root: 5 snapshots ${RSS5} KiB, $N snapshots ${RSS50} KiB"
@@ -64,6 +66,7 @@ fi
 for s in $(ls "$M" | grep -v "^latest"); do cat "$M/$s/PG_VERSION"; done >"$T/walk.out"
 ok "every snapshot's file reads right" test "$(sort -u "$T/walk.out")" = 15
 ok "one line per snapshot" test "$(wc -l <"$T/walk.out")" = "$N"
+look_trees
 ok "each tree loaded once" test "$(tree_stat loads)" = "$N"
 ok "at most --max-trees stay loaded ($(tree_stat loaded))" test "$(tree_stat loaded)" -le 2
 ok "the others were released" test "$(tree_stat releases)" -ge $((N - 2))
@@ -72,6 +75,7 @@ ok "the debug log says so" grep_or_show "snapshot \"$S1\": tree released (over t
 # the kernel still knows the inode of S1/PG_VERSION: opening it reloads the tree
 LOADS=$(tree_stat loads)
 ok "a cached inode of a released tree opens and reads" test "$(cat "$M/$S1/PG_VERSION")" = 15
+look_trees
 ok "its tree was loaded again" test "$(tree_stat loads)" = $((LOADS + 1))
 ok "a file looked up after the release reads the same bytes" cmp "$M/$S1/big" "$T/src/big"
 INO=$(sqlite3 "$R/catalog.db" "select (s.id << 32) | f.ino from files f join snapshots s on s.id = f.snap
@@ -107,6 +111,17 @@ sqlite3 "$R/catalog.db" "update files set name = 'PG_VERSIOM' where name = 'PG_V
 ok "a damaged tree gives EIO on reload" bash -c "ls '$M/$S3/base' 2>&1 | grep -q 'Input/output error'"
 ok "and is logged" grep_or_show "snapshot \"$S3\": its files in the catalog do not match its tree digest" "$T/mount.log"
 ok "other snapshots still read" cmp "$M/latest/big" "$T/src/big"
+ok "unmount" unmount_fg "$M"
+
+# writable: listing the root opens no clone; a file opens one clone, on its tree
+mount_fg "$M" "$T/mountw.log" --repo "$R" --writable --scratch "$T/scratch"
+ls -l "$M" >/dev/null
+look_trees
+ok "writable: ls -l of the root loads no tree" test "$(tree_stat loads)" = 0
+ok "writable: and opens no clone" test -z "$(ls "$T/scratch")"
+ok "writable: a clone reads through its tree" cmp "$M/$S1/big" "$T/src/big"
+look_trees
+ok "writable: one clone, one tree" test "$(ls "$T/scratch")/$(tree_stat loaded)" = "$S1/1"
 ok "unmount" unmount_fg "$M"
 
 expect_error 2 "max-trees" pgbakfs mount "$M" --repo "$R" --max-trees -1
