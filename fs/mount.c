@@ -7,10 +7,17 @@
  * maps inodes: every request decodes its inode.
  *
  * Locks: m->lock (rwlock) guards the snapshot table and is held only to find
- * a snapshot and take a reference; the read path takes no other lock than
- * the chunk cache's shard locks. m->meta_lock guards the mount's own catalog
- * connection (snapshot list, holds, file lists). Order: snapshot load_lock,
- * then a tree's lock, then meta_lock.
+ * a snapshot and take a reference; a read through an open file takes no
+ * other lock than the chunk cache's shard locks. A snapshot's load_lock guards its tree (load,
+ * users, release) and clone; m->trees_lock the count and bytes of loaded
+ * trees; m->meta_lock the mount's own catalog connection (snapshot list,
+ * holds, file lists, root attributes). Order: m->lock (only to collect
+ * references, released before anything else), then a snapshot's load_lock,
+ * then a tree's lock, then m->trees_lock or m->meta_lock.
+ *
+ * Trees are loaded on demand and let go (see "trees" below): a SnapTree or
+ * SnapNode pointer is only used under a tree reference (Target.tree,
+ * Handle.tree), never through MountSnap.tree without load_lock.
  */
 #define FUSE_USE_VERSION 312
 
@@ -44,6 +51,11 @@
 #define MAX_IO (1024 * 1024)
 #define MOUNT_NAME_MAX 255 /* NAME_MAX, reported by statfs */
 #define POLL_INTERVAL_MS 1000
+/* loaded trees nothing uses: at most this many bytes, and none idle for longer */
+#define MAX_TREE_BYTES (256ull * 1024 * 1024)
+#define TREE_IDLE_NS (60ll * 1000000000)
+/* the mount root's extended attribute telling what trees are loaded */
+#define TREES_XATTR "user.pgbakfs.trees"
 
 typedef struct Mount Mount;
 
@@ -58,13 +70,19 @@ typedef struct MountSnap {
 	_Atomic unsigned refs;
 
 	pthread_mutex_t load_lock;
-	_Atomic bool loaded;
-	int load_error;
-	bool held;
-	SnapTree *tree;
-	Clone *clone;
+	int load_error; /* a load that failed is not tried again (logged once) */
+	bool held;      /* in the catalog, since the first load */
+	SnapTree *tree; /* NULL until something inside is used, and after a release */
+	unsigned tree_users; /* tree references: requests, open files, a clone */
+	_Atomic int64_t tree_used_ns; /* CLOCK_MONOTONIC: when the last user let go */
+	_Atomic bool has_tree;        /* tree != NULL, for the trimmer's scan */
+	Clone *clone; /* writable: opened once, keeps a tree reference for good */
 	uint8_t *pinned; /* writable: chunk lists kept for the clone's lower reads */
 	pthread_mutex_t pin_lock;
+
+	/* the snapshot directory's own attributes, from its catalog row (meta_lock) */
+	bool have_root;
+	SnapNode root;
 } MountSnap;
 
 struct Mount {
@@ -78,6 +96,15 @@ struct Mount {
 
 	pthread_mutex_t meta_lock;
 	Catalog *meta;
+
+	/* loaded trees, bounded when unused (trees_lock) */
+	pthread_mutex_t trees_lock;
+	size_t n_trees;
+	uint64_t tree_bytes;
+	uint64_t n_tree_loads, n_tree_releases;
+	unsigned max_trees;
+	uint64_t max_tree_bytes;
+	int64_t tree_idle_ns;
 	uint64_t data_version;
 	bool have_version;
 
@@ -104,6 +131,7 @@ struct Mount {
 
 typedef struct Handle {
 	MountSnap *snap;
+	SnapTree *tree; /* read-only: a tree reference while the handle is open */
 	const SnapNode *node;
 	SnapChunks chunks;
 	bool have_chunks;
@@ -214,7 +242,13 @@ static void snap_free(Mount *m, MountSnap *ms)
 		if (r < 0)
 			log_warning("could not release snapshot \"%s\": %s", ms->name, strerror(-r));
 	}
-	snaptree_free(ms->tree);
+	if (ms->tree) {
+		pthread_mutex_lock(&m->trees_lock);
+		m->n_trees--;
+		m->tree_bytes -= snaptree_bytes(ms->tree);
+		pthread_mutex_unlock(&m->trees_lock);
+		snaptree_free(ms->tree);
+	}
 	free(ms->pinned);
 	free(ms->instance);
 	pthread_mutex_destroy(&ms->load_lock);
@@ -332,7 +366,9 @@ static int snap_verify_tree(Mount *m, MountSnap *ms)
 {
 	SnapshotInfo s = {0};
 	int r = catalog_snapshot_get(m->meta, ms->name, NULL, &s);
-	if (r == 0)
+	if (r == 0 && s.rowid != ms->rowid)
+		r = -ESTALE; /* renumbered (a bucket's catalog, rebuilt): not the files we serve */
+	else if (r == 0)
 		r = tree_digest_verify(m->meta, &s);
 	else if (r == -ENOENT)
 		r = 0;
@@ -345,34 +381,186 @@ static int snap_verify_tree(Mount *m, MountSnap *ms)
 	return r;
 }
 
-/* Hold the snapshot in the catalog and load its tree (and clone), once. */
-static int snap_load(MountSnap *ms)
+/* ---- trees: loaded when something inside a snapshot is used, let go when not ---- */
+
+static bool trees_over_bound(Mount *m)
+{
+	pthread_mutex_lock(&m->trees_lock);
+	bool over = m->n_trees > m->max_trees || m->tree_bytes > m->max_tree_bytes;
+	pthread_mutex_unlock(&m->trees_lock);
+	return over;
+}
+
+/*
+ * Load the tree (under load_lock): the first time, hold the snapshot in the
+ * catalog (gc keeps it while we serve it); every time, check the files
+ * against the tree digest, so a damaged catalog is refused on each load.
+ */
+static int snap_load_tree_locked(MountSnap *ms)
 {
 	Mount *m = ms->m;
+	int r = 0;
+
+	pthread_mutex_lock(&m->meta_lock);
+	if (!ms->held) {
+		r = catalog_snapshot_hold(m->meta, repo_session_id(m->session), ms->rowid);
+		ms->held = r == 0;
+	}
+	if (r == 0)
+		r = snap_verify_tree(m, ms);
+	if (r == 0)
+		r = snaptree_load(m->meta, ms->rowid, &ms->tree);
+	pthread_mutex_unlock(&m->meta_lock);
+	if (r < 0)
+		return r;
+	size_t bytes = snaptree_bytes(ms->tree);
+	pthread_mutex_lock(&m->trees_lock);
+	m->n_trees++;
+	m->tree_bytes += bytes;
+	m->n_tree_loads++;
+	pthread_mutex_unlock(&m->trees_lock);
+	atomic_store(&ms->has_tree, true);
+	log_debug("snapshot \"%s\": tree loaded (%zu bytes)", ms->name, bytes);
+	return 0;
+}
+
+static void trees_trim(Mount *m, bool idle);
+
+/*
+ * A reference to the snapshot's tree (loading it when it is not in memory)
+ * and, writable, its clone; the caller holds a snapshot reference. Put it
+ * back with snap_tree_put.
+ */
+static int snap_tree_get(MountSnap *ms, SnapTree **ret)
+{
+	Mount *m = ms->m;
+	bool loaded = false;
 	int r;
 
-	if (atomic_load(&ms->loaded))
-		return ms->load_error;
 	pthread_mutex_lock(&ms->load_lock);
-	if (!atomic_load(&ms->loaded)) {
-		pthread_mutex_lock(&m->meta_lock);
-		r = catalog_snapshot_hold(m->meta, repo_session_id(m->session), ms->rowid);
-		if (r == 0) {
-			ms->held = true;
-			r = snap_verify_tree(m, ms);
-		}
+	r = ms->load_error;
+	if (r == 0 && !ms->tree) {
+		r = snap_load_tree_locked(ms);
+		loaded = r == 0;
+	}
+	if (r == 0 && m->o->writable && !ms->clone) {
+		r = snap_open_clone(ms);
 		if (r == 0)
-			r = snaptree_load(m->meta, ms->rowid, &ms->tree);
-		pthread_mutex_unlock(&m->meta_lock);
-		if (r == 0 && m->o->writable)
-			r = snap_open_clone(ms);
-		if (r < 0 && r != -ENOENT)
+			ms->tree_users++; /* the clone's lower reads use the tree from now on */
+	}
+	if (r < 0 && ms->load_error == 0 && r != -ENOMEM) {
+		if (r != -ENOENT)
 			log_error("cannot load snapshot \"%s\": %s", ms->name, strerror(-r));
 		ms->load_error = r;
-		atomic_store(&ms->loaded, true);
+	}
+	if (r == 0) {
+		ms->tree_users++;
+		*ret = ms->tree;
 	}
 	pthread_mutex_unlock(&ms->load_lock);
-	return ms->load_error;
+	if (loaded && trees_over_bound(m))
+		trees_trim(m, false);
+	return r;
+}
+
+static void snap_tree_put(MountSnap *ms)
+{
+	Mount *m = ms->m;
+	pthread_mutex_lock(&ms->load_lock);
+	PGBAKFS_CHECK(ms->tree_users > 0);
+	bool unused = --ms->tree_users == 0;
+	if (unused)
+		atomic_store(&ms->tree_used_ns, mono_ns());
+	pthread_mutex_unlock(&ms->load_lock);
+	if (unused && trees_over_bound(m))
+		trees_trim(m, false);
+}
+
+static int cmp_used(const void *a, const void *b)
+{
+	int64_t x = atomic_load(&(*(MountSnap *const *)a)->tree_used_ns);
+	int64_t y = atomic_load(&(*(MountSnap *const *)b)->tree_used_ns);
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Let go of unused trees, least recently used first, while more are loaded
+ * than the bounds allow (count, bytes), and (idle: the poller's round) those
+ * unused for the idle time. A tree in use (a request in it, an open file, a
+ * clone) stays; inode numbers stay valid and the next use loads it again.
+ */
+static void trees_trim(Mount *m, bool idle)
+{
+	MountSnap **v = NULL;
+	size_t n = 0;
+
+	pthread_rwlock_rdlock(&m->lock);
+	v = calloc(m->n_snaps + 1, sizeof(*v));
+	for (size_t i = 0; v && i < m->n_snaps; i++)
+		if (atomic_load(&m->snaps[i]->has_tree)) {
+			v[n] = m->snaps[i];
+			atomic_fetch_add(&v[n++]->refs, 1);
+		}
+	pthread_rwlock_unlock(&m->lock);
+	if (!v)
+		return;
+	qsort(v, n, sizeof(*v), cmp_used);
+	int64_t now = mono_ns();
+	for (size_t i = 0; i < n; i++) {
+		MountSnap *ms = v[i];
+		SnapTree *gone = NULL;
+		bool over = trees_over_bound(m);
+		pthread_mutex_lock(&ms->load_lock);
+		if (ms->tree && ms->tree_users == 0 &&
+		    (over || (idle && now - atomic_load(&ms->tree_used_ns) >= m->tree_idle_ns))) {
+			gone = ms->tree;
+			ms->tree = NULL;
+			atomic_store(&ms->has_tree, false);
+			pthread_mutex_lock(&m->trees_lock);
+			m->n_trees--;
+			m->tree_bytes -= snaptree_bytes(gone);
+			m->n_tree_releases++;
+			pthread_mutex_unlock(&m->trees_lock);
+		}
+		pthread_mutex_unlock(&ms->load_lock);
+		if (gone) {
+			log_debug("snapshot \"%s\": tree released (%s)", ms->name,
+				  over ? "over the bound" : "idle");
+			snaptree_free(gone);
+		}
+		snap_put(ms);
+	}
+	free(v);
+}
+
+/*
+ * The snapshot directory's own attributes, without loading its tree: its
+ * root row and the count of directories under it (one indexed query, then
+ * kept: a snapshot never changes).
+ */
+static int snap_root(MountSnap *ms, SnapNode *ret)
+{
+	Mount *m = ms->m;
+	int r = 0;
+
+	pthread_mutex_lock(&m->meta_lock);
+	if (!ms->have_root) {
+		FileRow f;
+		uint32_t n_subdirs = 0;
+		r = catalog_dir_get(m->meta, ms->rowid, 1, &f, &n_subdirs);
+		if (r == -ENOTDIR)
+			r = -EIO; /* the load would refuse it: EBADMSG */
+		if (r == 0) {
+			ms->root = (SnapNode){.ino = 1, .parent = 1, .name = "", .mode = f.mode,
+					      .mtime_ns = f.mtime_ns, .size = f.size,
+					      .nlink = 2 + n_subdirs};
+			ms->have_root = true;
+		}
+	}
+	if (r == 0)
+		*ret = ms->root;
+	pthread_mutex_unlock(&m->meta_lock);
+	return r;
 }
 
 /* ---- refreshing the snapshot list (live view) ---- */
@@ -557,6 +745,7 @@ static void *poller_main(void *userdata)
 		}
 		refresh(m);
 		retire_gone(m);
+		trees_trim(m, true);
 		pthread_mutex_lock(&m->stop_lock);
 	}
 	pthread_mutex_unlock(&m->stop_lock);
@@ -631,12 +820,17 @@ typedef enum { KIND_ROOT, KIND_LATEST, KIND_INSTANCE, KIND_SNAP } InoKind;
 
 typedef struct Target {
 	InoKind kind;
-	MountSnap *ms; /* KIND_SNAP: referenced and loaded */
+	MountSnap *ms;  /* KIND_SNAP: referenced */
+	SnapTree *tree; /* KIND_SNAP, unless resolved with want_tree false: a tree reference */
 	uint32_t local;
 	size_t instance;
 } Target;
 
-static int resolve(Mount *m, fuse_ino_t ino, Target *t)
+/*
+ * Decode ino. A snapshot's inode takes a reference to the snapshot and, with
+ * want_tree, to its tree (and clone), loading it if needed.
+ */
+static int resolve_as(Mount *m, fuse_ino_t ino, Target *t, bool want_tree)
 {
 	*t = (Target){0};
 	if (ino == FUSE_ROOT_ID) {
@@ -659,7 +853,7 @@ static int resolve(Mount *m, fuse_ino_t ino, Target *t)
 	t->ms = snap_get(m, (int64_t)(ino >> SNAP_SHIFT));
 	if (!t->ms)
 		return -ESTALE;
-	int r = snap_load(t->ms);
+	int r = want_tree ? snap_tree_get(t->ms, &t->tree) : 0;
 	if (r < 0) {
 		snap_put(t->ms);
 		t->ms = NULL;
@@ -667,6 +861,8 @@ static int resolve(Mount *m, fuse_ino_t ino, Target *t)
 	}
 	return 0;
 }
+
+static int resolve(Mount *m, fuse_ino_t ino, Target *t) { return resolve_as(m, ino, t, true); }
 
 /* The newest listed snapshot, of instance when not NULL (catalog "latest" order). */
 static const MountSnap *newest_locked(Mount *m, const char *instance)
@@ -711,7 +907,14 @@ static int link_target(Mount *m, const Target *t, char *buf, size_t len)
 	return r;
 }
 
-static void target_put(Target *t) { snap_put(t->ms); }
+static void target_put(Target *t)
+{
+	if (t->tree)
+		snap_tree_put(t->ms);
+	snap_put(t->ms);
+	t->tree = NULL;
+	t->ms = NULL;
+}
 
 static bool ro(const Mount *m) { return !m->o->writable; }
 
@@ -771,18 +974,28 @@ static int lookup_root(Mount *m, const char *name, struct fuse_entry_param *e)
 	pthread_rwlock_unlock(&m->lock);
 	if (!ms)
 		return -ENOENT;
-	int r = snap_load(ms);
-	if (r == 0 && ms->clone) {
-		CloneAttr a;
-		r = clone_getattr(ms->clone, 1, &a);
+	/*
+	 * The snapshot's root row, not its tree: listing the root loads nothing.
+	 * A clone already open answers for itself (its root may have changed).
+	 */
+	CloneAttr a;
+	SnapNode root;
+	int r = -ENOENT;
+	pthread_mutex_lock(&ms->load_lock);
+	Clone *clone = ms->clone; /* once set, kept while the snapshot is referenced */
+	pthread_mutex_unlock(&ms->load_lock);
+	if (clone) {
+		r = clone_getattr(clone, 1, &a);
 		if (r == 0)
 			attr_clone(m, ms, &a, &e->attr);
-	} else if (r == 0) {
-		attr_node(m, ms, snaptree_node(ms->tree, 1), &e->attr);
+	} else {
+		r = snap_root(ms, &root);
+		if (r == 0)
+			attr_node(m, ms, &root, &e->attr);
 	}
 	e->ino = make_ino(ms, 1);
 	snap_put(ms);
-	return r == -ENOENT ? -ENOENT : r;
+	return r;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -813,8 +1026,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			e.ino = make_ino(t.ms, a.ino);
 		}
 	} else if (r == 0) {
-		const SnapNode *dir = snaptree_node(t.ms->tree, t.local);
-		const SnapNode *n = dir && S_ISDIR(dir->mode) ? snaptree_lookup(t.ms->tree, dir, name)
+		const SnapNode *dir = snaptree_node(t.tree, t.local);
+		const SnapNode *n = dir && S_ISDIR(dir->mode) ? snaptree_lookup(t.tree, dir, name)
 							      : NULL;
 		if (!dir)
 			r = -ESTALE;
@@ -859,7 +1072,15 @@ static int getattr_target(Mount *m, const Target *t, fuse_ino_t ino, struct stat
 			attr_clone(m, t->ms, &a, st);
 		return r;
 	}
-	const SnapNode *n = snaptree_node(t->ms->tree, t->local);
+	if (!t->tree) {
+		/* a read-only snapshot's directory: from its root row, the tree stays out */
+		SnapNode root;
+		int r = snap_root(t->ms, &root);
+		if (r == 0)
+			attr_node(m, t->ms, &root, st);
+		return r;
+	}
+	const SnapNode *n = snaptree_node(t->tree, t->local);
 	if (!n)
 		return -ESTALE;
 	attr_node(m, t->ms, n, st);
@@ -871,7 +1092,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	Mount *m = mount_of(req);
 	struct stat st;
 	Target t;
-	int r = resolve(m, ino, &t);
+	/* stat of MOUNT/<id> (read-only) loads nothing; anything inside needs the tree */
+	bool snap_dir = ro(m) && ino >> SNAP_SHIFT != 0 && (ino & UINT32_MAX) == 1;
+	int r = resolve_as(m, ino, &t, !snap_dir);
 	if (r == 0)
 		r = getattr_target(m, &t, ino, &st);
 	bool live = t.kind != KIND_SNAP || !ro(m) || t.local == 1;
@@ -903,7 +1126,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 			fuse_reply_readlink(req, s);
 		free(s);
 	} else if (t.kind == KIND_SNAP) {
-		const SnapNode *n = snaptree_node(t.ms->tree, t.local);
+		const SnapNode *n = snaptree_node(t.tree, t.local);
 		r = n && n->target ? 0 : -EINVAL;
 		if (r == 0)
 			fuse_reply_readlink(req, n->target);
@@ -1019,7 +1242,7 @@ static int readdir_root(Mount *m, DirBuf *d, off_t off)
 
 static int readdir_tree(Mount *m, const Target *t, DirBuf *d, off_t off)
 {
-	const SnapNode *dir = snaptree_node(t->ms->tree, t->local);
+	const SnapNode *dir = snaptree_node(t->tree, t->local);
 	if (!dir)
 		return -ESTALE;
 	if (!S_ISDIR(dir->mode))
@@ -1031,7 +1254,7 @@ static int readdir_tree(Mount *m, const Target *t, DirBuf *d, off_t off)
 		if (i < 2) {
 			attr_node(m, t->ms, dir, &e.attr);
 		} else {
-			const SnapNode *n = snaptree_node(t->ms->tree, dir->children[i - 2]);
+			const SnapNode *n = snaptree_node(t->tree, dir->children[i - 2]);
 			name = n->name;
 			attr_node(m, t->ms, n, &e.attr);
 			e.ino = make_ino(t->ms, n->ino);
@@ -1146,7 +1369,8 @@ static void node_path(const SnapTree *t, const SnapNode *n, char *buf, size_t le
 }
 
 /* Report a damaged chunk once per file and chunk. */
-static void report_damage(Mount *m, const MountSnap *ms, const SnapNode *n, uint64_t chunk, int r)
+static void report_damage(Mount *m, const MountSnap *ms, const SnapTree *tree, const SnapNode *n,
+			  uint64_t chunk, int r)
 {
 	uint64_t ino = make_ino(ms, n->ino);
 	bool seen = false;
@@ -1166,15 +1390,15 @@ static void report_damage(Mount *m, const MountSnap *ms, const SnapNode *n, uint
 	pthread_mutex_unlock(&m->bad_lock);
 	if (seen)
 		return;
-	node_path(ms->tree, n, path, sizeof(path));
+	node_path(tree, n, path, sizeof(path));
 	log_error("snapshot \"%s\": file \"%s\": cannot read %" PRIu64 " bytes at offset %" PRIu64
 		  ": %s", ms->name, path, m->chunk_size, chunk * m->chunk_size,
 		  r == -EBADMSG ? "damaged data in the repository" : strerror(-r));
 }
 
 /* Copy [off, off + len) of a snapshot file (within its size) into buf. */
-static int read_chunks(Mount *m, const MountSnap *ms, const SnapNode *n, const SnapChunks *c,
-		       uint64_t off, size_t len, uint8_t *buf)
+static int read_chunks(Mount *m, const MountSnap *ms, const SnapTree *tree, const SnapNode *n,
+		       const SnapChunks *c, uint64_t off, size_t len, uint8_t *buf)
 {
 	uint64_t cs = m->chunk_size;
 	while (len > 0) {
@@ -1189,7 +1413,7 @@ static int read_chunks(Mount *m, const MountSnap *ms, const SnapNode *n, const S
 			CachedChunk *e;
 			int r = chunk_cache_get(m->cache, &c->ids[k], plen, &e);
 			if (r < 0) {
-				report_damage(m, ms, n, k, r);
+				report_damage(m, ms, tree, n, k, r);
 				return -EIO;
 			}
 			memcpy(buf, cached_chunk_data(e) + in, take);
@@ -1233,14 +1457,16 @@ static void prefetch_after(Mount *m, Handle *h, uint64_t off, size_t len)
 static int lower_read(void *userdata, uint32_t lower_ino, uint64_t off, size_t len, void *buf)
 {
 	MountSnap *ms = userdata;
-	const SnapNode *n = snaptree_node(ms->tree, lower_ino);
+	/* the clone holds a reference to the tree: it stays while the clone is open */
+	SnapTree *tree = ms->tree;
+	const SnapNode *n = snaptree_node(tree, lower_ino);
 	SnapChunks c;
 	int r;
 
 	if (!n || !S_ISREG(n->mode) || off + len > n->size)
 		return -EIO;
 	/* the clone reads its lower files often: keep their chunk lists */
-	r = snaptree_chunks(ms->tree, content_loader, ms, n, &c);
+	r = snaptree_chunks(tree, content_loader, ms, n, &c);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&ms->pin_lock);
@@ -1248,8 +1474,8 @@ static int lower_read(void *userdata, uint32_t lower_ino, uint64_t off, size_t l
 	ms->pinned[lower_ino] = 1;
 	pthread_mutex_unlock(&ms->pin_lock);
 	if (pinned)
-		snaptree_chunks_put(ms->tree, n);
-	return read_chunks(ms->m, ms, n, &c, off, len, buf);
+		snaptree_chunks_put(tree, n);
+	return read_chunks(ms->m, ms, tree, n, &c, off, len, buf);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1266,7 +1492,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (r == 0 && t.ms->clone) {
 		r = clone_open_file(t.ms->clone, t.local, fi->flags, &h->cf);
 	} else if (r == 0) {
-		h->node = snaptree_node(t.ms->tree, t.local);
+		h->node = snaptree_node(t.tree, t.local);
 		if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 			r = -EROFS;
 		else if (!h->node)
@@ -1274,7 +1500,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		else if (!S_ISREG(h->node->mode))
 			r = -EISDIR;
 		else
-			r = snaptree_chunks(t.ms->tree, content_loader, t.ms, h->node, &h->chunks);
+			r = snaptree_chunks(t.tree, content_loader, t.ms, h->node, &h->chunks);
 		h->have_chunks = r == 0;
 		atomic_init(&h->next_off, UINT64_MAX); /* a first read continues nothing */
 		/* immutable: what the kernel cached from an earlier open is still right */
@@ -1286,7 +1512,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -r);
 		return;
 	}
-	h->snap = t.ms; /* the handle keeps the reference: a deleted snapshot stays readable */
+	/* the handle keeps the references: a deleted snapshot stays readable, its tree loaded */
+	h->snap = t.ms;
+	h->tree = t.tree;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	handle_track(m, h);
 	if (fuse_reply_open(req, fi) == -ENOENT) {
@@ -1295,7 +1523,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (h->cf)
 			clone_release(h->cf);
 		if (h->have_chunks)
-			snaptree_chunks_put(t.ms->tree, h->node);
+			snaptree_chunks_put(t.tree, h->node);
 		free(h);
 		target_put(&t);
 	}
@@ -1323,7 +1551,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino _unused_, size_t size, off_t 
 		uint64_t fsize = h->node->size;
 		n = (uint64_t)off >= fsize ? 0 : (ssize_t)MIN((uint64_t)size, fsize - (uint64_t)off);
 		if (n > 0)
-			r = read_chunks(m, h->snap, h->node, &h->chunks, (uint64_t)off, (size_t)n, buf);
+			r = read_chunks(m, h->snap, h->tree, h->node, &h->chunks, (uint64_t)off,
+					(size_t)n, buf);
 		if (r == 0 && n > 0)
 			prefetch_after(m, h, (uint64_t)off, (size_t)n);
 	}
@@ -1342,7 +1571,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino _unused_, struct fuse_file
 	if (h->cf)
 		r = clone_release(h->cf);
 	if (h->have_chunks)
-		snaptree_chunks_put(h->snap->tree, h->node);
+		snaptree_chunks_put(h->tree, h->node);
+	if (h->tree)
+		snap_tree_put(h->snap);
 	snap_put(h->snap);
 	free(h);
 	fuse_reply_err(req, r < 0 ? -r : 0);
@@ -1590,6 +1821,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	h->snap = t.ms;
+	h->tree = t.tree;
 	attr_clone(m, t.ms, &a, &e.attr);
 	e.ino = make_ino(t.ms, a.ino);
 	fi->fh = (uint64_t)(uintptr_t)h;
@@ -1667,18 +1899,47 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino _unused_, const char *name _unused_,
-			size_t size _unused_)
+/*
+ * The mount root's user.pgbakfs.trees: the snapshot trees in memory, for an
+ * operator (getfattr -n user.pgbakfs.trees MOUNTPOINT) and the tests.
+ */
+static void trees_xattr(Mount *m, char *buf, size_t len)
 {
-	fuse_reply_err(req, ENODATA);
+	pthread_mutex_lock(&m->trees_lock);
+	snprintf(buf, len,
+		 "loaded %zu\nbytes %" PRIu64 "\nloads %" PRIu64 "\nreleases %" PRIu64
+		 "\nmax_trees %u\nmax_bytes %" PRIu64 "\nidle_seconds %" PRId64 "\n",
+		 m->n_trees, m->tree_bytes, m->n_tree_loads, m->n_tree_releases, m->max_trees,
+		 m->max_tree_bytes, m->tree_idle_ns / 1000000000);
+	pthread_mutex_unlock(&m->trees_lock);
 }
 
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino _unused_, size_t size)
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	char buf[256];
+	if (ino != FUSE_ROOT_ID || strcmp(name, TREES_XATTR) != 0) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	trees_xattr(mount_of(req), buf, sizeof(buf));
 	if (size == 0)
-		fuse_reply_xattr(req, 0);
+		fuse_reply_xattr(req, strlen(buf));
+	else if (size < strlen(buf))
+		fuse_reply_err(req, ERANGE);
 	else
-		fuse_reply_buf(req, NULL, 0);
+		fuse_reply_buf(req, buf, strlen(buf));
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	static const char names[] = TREES_XATTR; /* with its NUL */
+	size_t n = ino == FUSE_ROOT_ID ? sizeof(names) : 0;
+	if (size == 0)
+		fuse_reply_xattr(req, n);
+	else if (size < n)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, names, n);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino _unused_, const char *name _unused_,
@@ -1818,6 +2079,7 @@ static void mount_clear(Mount *m)
 	repo_session_end(m->repo, m->session);
 	pthread_rwlock_destroy(&m->lock);
 	pthread_mutex_destroy(&m->meta_lock);
+	pthread_mutex_destroy(&m->trees_lock);
 	pthread_mutex_destroy(&m->bad_lock);
 	pthread_mutex_destroy(&m->handles_lock);
 	pthread_mutex_destroy(&m->stop_lock);
@@ -1826,10 +2088,13 @@ static void mount_clear(Mount *m)
 
 static int mount_prepare(Mount *m, Repo *repo, const MountOptions *o)
 {
-	*m = (Mount){.repo = repo, .o = o, .chunk_size = repo_config(repo)->chunk_size};
+	*m = (Mount){.repo = repo, .o = o, .chunk_size = repo_config(repo)->chunk_size,
+		     .max_trees = o->max_trees, .max_tree_bytes = MAX_TREE_BYTES,
+		     .tree_idle_ns = TREE_IDLE_NS};
 	clock_gettime(CLOCK_REALTIME, &m->started);
 	pthread_rwlock_init(&m->lock, NULL);
 	pthread_mutex_init(&m->meta_lock, NULL);
+	pthread_mutex_init(&m->trees_lock, NULL);
 	pthread_mutex_init(&m->bad_lock, NULL);
 	pthread_mutex_init(&m->handles_lock, NULL);
 	pthread_mutex_init(&m->stop_lock, NULL);

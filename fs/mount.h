@@ -5,6 +5,11 @@
  * writable set, each snapshot directory is a copy-on-write clone kept in
  * scratch/<id>/ (see fs/clone.h) and the repository still never changes.
  *
+ * A snapshot's file tree is loaded from the catalog when something inside it
+ * is used (listing the mount point or a stat of MOUNTPOINT/<id> loads none)
+ * and let go when unused (see max_trees); the root's extended attribute
+ * user.pgbakfs.trees says how many are loaded.
+ *
  * Snapshots committed or deleted after mounting appear and disappear without
  * a remount. A snapshot the mount has opened is held in the catalog (a
  * "mount" session), so gc keeps its data while the mount serves it, even
@@ -24,6 +29,11 @@ typedef struct MountOptions {
 	uid_t uid; /* owner shown for every file */
 	gid_t gid;
 	uint64_t cache_size; /* bytes of decompressed chunks */
+	/*
+	 * snapshot file trees kept in memory while nothing uses them (also
+	 * bounded by 256 MiB, and let go after 60 s unused); 0: none
+	 */
+	unsigned max_trees;
 	/*
 	 * writable: appended to postgresql.auto.conf of each fresh clone, which
 	 * also gets recovery.signal (recovery to a target); NULL: none

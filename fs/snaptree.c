@@ -4,6 +4,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* what malloc adds to each allocation, roughly (glibc: 8 to 16 bytes) */
+#define MALLOC_OVERHEAD 16
+
 typedef struct ChunkList {
 	ChunkId *ids;
 	size_t n;
@@ -15,6 +18,7 @@ struct SnapTree {
 	SnapNode *nodes; /* by ino; ino 0 and gaps have ino == 0 */
 	uint32_t n_nodes;
 	ChunkList *lists; /* by ino */
+	size_t bytes;     /* heap held by the tree, chunk lists aside */
 	pthread_mutex_t lock;
 };
 
@@ -42,9 +46,9 @@ static int grow_nodes(LoadCtx *ctx, uint64_t ino)
 
 static int add_child(SnapNode *dir, uint32_t ino)
 {
-	/* capacity doubles at powers of two */
+	/* capacity 4, then doubling at powers of two */
 	uint32_t n = dir->n_children;
-	if ((n & (n - 1)) == 0) {
+	if ((n & (n - 1)) == 0 && (n == 0 || n >= 4)) {
 		uint32_t *v = realloc(dir->children, (size_t)(n ? n * 2 : 4) * sizeof(*v));
 		if (!v)
 			return -ENOMEM;
@@ -77,10 +81,12 @@ static int load_one(const FileRow *f, void *userdata)
 	n->name = strdup(f->name ? f->name : "");
 	if (!n->name)
 		return -ENOMEM;
+	t->bytes += strlen(n->name) + 1 + MALLOC_OVERHEAD;
 	if (f->target) {
 		n->target = strdup(f->target);
 		if (!n->target)
 			return -ENOMEM;
+		t->bytes += strlen(n->target) + 1 + MALLOC_OVERHEAD;
 	}
 	if (f->ino == 1)
 		return 0;
@@ -125,10 +131,15 @@ int snaptree_load(Catalog *c, int64_t rowid, SnapTree **ret)
 		return r;
 	}
 	sort_nodes = t->nodes;
-	for (uint32_t i = 1; i < t->n_nodes; i++)
-		if (t->nodes[i].n_children > 1)
-			qsort(t->nodes[i].children, t->nodes[i].n_children, sizeof(uint32_t),
-			      child_cmp);
+	t->bytes += sizeof(*t) + (size_t)t->n_nodes * (sizeof(SnapNode) + sizeof(ChunkList));
+	for (uint32_t i = 1; i < t->n_nodes; i++) {
+		uint32_t n = t->nodes[i].n_children;
+		if (n > 1)
+			qsort(t->nodes[i].children, n, sizeof(uint32_t), child_cmp);
+		if (n > 0)
+			t->bytes += (n <= 4 ? 4 : (size_t)1 << (32 - __builtin_clz(n - 1))) *
+					    sizeof(uint32_t) + MALLOC_OVERHEAD;
+	}
 	*ret = t;
 	return 0;
 }
@@ -159,6 +170,8 @@ const SnapNode *snaptree_node(const SnapTree *t, uint64_t ino)
 }
 
 uint32_t snaptree_max_ino(const SnapTree *t) { return t->n_nodes ? t->n_nodes - 1 : 0; }
+
+size_t snaptree_bytes(const SnapTree *t) { return t->bytes; }
 
 const SnapNode *snaptree_lookup(const SnapTree *t, const SnapNode *dir, const char *name)
 {

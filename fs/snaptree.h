@@ -1,7 +1,7 @@
 /*
  * One snapshot's file tree in memory, for the mount: nodes indexed by their
  * catalog ino (dense, root 1), each directory's children sorted by name so a
- * lookup is a binary search. Loaded once from the catalog; immutable after,
+ * lookup is a binary search. Loaded from the catalog; immutable after,
  * except each regular file's chunk list, which is loaded on first open and
  * shared by every handle (snaptree_chunks / snaptree_chunks_put).
  *
@@ -40,6 +40,8 @@ SnapTree *snaptree_free(SnapTree *t);
 /* NULL when ino is not a node of the tree. */
 const SnapNode *snaptree_node(const SnapTree *t, uint64_t ino);
 uint32_t snaptree_max_ino(const SnapTree *t);
+/* The memory the tree holds (nodes, names, listings; not its chunk lists), roughly. */
+size_t snaptree_bytes(const SnapTree *t);
 /* The child called name of directory dir, or NULL. */
 const SnapNode *snaptree_lookup(const SnapTree *t, const SnapNode *dir, const char *name);
 

@@ -1314,6 +1314,38 @@ int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userd
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "file list");
 }
 
+int catalog_dir_get(Catalog *c, int64_t snap, uint64_t ino, FileRow *ret,
+		    uint32_t *ret_n_subdirs)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	/* both through the primary key and files_dir (snap, parent, name) */
+	int rc, r = prepare(c, "SELECT parent, mode, uid, gid, mtime, size,"
+			       " (SELECT count(*) FROM files d WHERE d.snap = ?1 AND d.parent = ?2"
+			       "  AND d.ino != ?2 AND (d.mode & 61440) = 16384)"
+			       " FROM files WHERE snap = ?1 AND ino = ?2", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, snap);
+	sqlite3_bind_int64(s, 2, (int64_t)ino);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return catalog_fail(c, rc, "directory lookup");
+	FileRow f = {.ino = ino,
+		     .parent = (uint64_t)sqlite3_column_int64(s, 0),
+		     .mode = (uint32_t)sqlite3_column_int64(s, 1),
+		     .uid = (uint32_t)sqlite3_column_int64(s, 2),
+		     .gid = (uint32_t)sqlite3_column_int64(s, 3),
+		     .mtime_ns = sqlite3_column_int64(s, 4),
+		     .size = (uint64_t)sqlite3_column_int64(s, 5)};
+	if (!S_ISDIR(f.mode))
+		return -ENOTDIR;
+	*ret = f;
+	*ret_n_subdirs = (uint32_t)sqlite3_column_int64(s, 6);
+	return 0;
+}
+
 int catalog_data_version(Catalog *c, uint64_t *ret)
 {
 	return query_u64(c, "PRAGMA data_version", ret);

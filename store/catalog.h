@@ -198,6 +198,14 @@ typedef int (*CatalogFileFn)(const FileRow *f, void *userdata);
  * NAME_MAX bytes) under a directory listed before it; a symlink has a target.
  */
 int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userdata);
+/*
+ * One directory of a snapshot without reading its files: its row (name and
+ * target NULL, parent as stored) and how many directories lie directly under
+ * it (for st_nlink). One indexed lookup; -ENOENT when snap has no row ino,
+ * -ENOTDIR when that row is not a directory.
+ */
+int catalog_dir_get(Catalog *c, int64_t snap, uint64_t ino, FileRow *ret,
+		    uint32_t *ret_n_subdirs);
 /* True when name is one valid path component (the rule above). */
 bool catalog_name_valid(const char *name, size_t len);
 /* True when path is absolute, normalized ("/a/b": no empty, ".", ".." parts) and < PATH_MAX. */

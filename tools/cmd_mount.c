@@ -21,16 +21,19 @@ enum {
 	OPT_ALLOW_OTHER,
 	OPT_OWNER,
 	OPT_CACHE_SIZE,
-	OPT_DISK_CACHE
+	OPT_DISK_CACHE,
+	OPT_MAX_TREES
 };
 
 #define DEFAULT_CACHE_SIZE (192ull * 1024 * 1024)
 #define DEFAULT_DISK_CACHE (2ull * 1024 * 1024 * 1024)
+#define DEFAULT_MAX_TREES 8
+#define MAX_MAX_TREES 100000
 
 static const char mount_help[] =
 	"Usage: pgbakfs mount MOUNTPOINT [--repo PATH] [--foreground]\n"
 	"                     [--writable [--scratch DIR]] [--allow-other] [--owner USER]\n"
-	"                     [--cache-size SIZE] [--disk-cache SIZE]\n\n"
+	"                     [--cache-size SIZE] [--disk-cache SIZE] [--max-trees N]\n\n"
 	"Show every snapshot as a data directory: MOUNTPOINT/<id>/, with MOUNTPOINT/latest\n"
 	"pointing at the newest. Read-only unless --writable, which makes each snapshot a\n"
 	"copy-on-write clone kept in --scratch DIR (default: a private directory removed at\n"
@@ -41,6 +44,9 @@ static const char mount_help[] =
 	"  --cache-size SIZE decompressed chunks kept in memory (default 192MiB)\n"
 	"  --disk-cache SIZE S3 repositories: chunk ranges kept on local disk, under the\n"
 	"                    cache directory (default 2GiB; 0: none)\n"
+	"  --max-trees N     snapshot file trees kept in memory while unused (default 8;\n"
+	"                    at most 256MiB of them, none unused for over 60s); a tree is\n"
+	"                    loaded again when a file of its snapshot is used\n"
 	"With --writable, a recovery target makes each fresh clone recover to it:\n"
 	RECOVERY_USAGE;
 
@@ -83,6 +89,7 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 		{"owner", required_argument, NULL, OPT_OWNER},
 		{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
 		{"disk-cache", required_argument, NULL, OPT_DISK_CACHE},
+		{"max-trees", required_argument, NULL, OPT_MAX_TREES},
 		RECOVERY_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{0}};
@@ -93,6 +100,7 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 	a->o.gid = getgid();
 	a->o.cache_size = DEFAULT_CACHE_SIZE;
 	a->disk_cache = DEFAULT_DISK_CACHE;
+	a->o.max_trees = DEFAULT_MAX_TREES;
 	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
 		if (recovery_option("mount", c, optarg, &a->target, &rc)) {
 			if (rc != EXIT_OK)
@@ -118,6 +126,16 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 				return cli_usage("mount", "invalid --disk-cache \"%s\" (0, or at least 16MiB)",
 						 optarg);
 			break;
+		case OPT_MAX_TREES: {
+			char *end;
+			errno = 0;
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || optarg[0] == '-' || v > MAX_MAX_TREES)
+				return cli_usage("mount", "invalid --max-trees \"%s\" (0 to %d)", optarg,
+						 MAX_MAX_TREES);
+			a->o.max_trees = (unsigned)v;
+			break;
+		}
 		case 'h': printf("%s", mount_help); return -1;
 		default: return cli_usage("mount", "invalid option");
 		}
