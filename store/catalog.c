@@ -1318,6 +1318,12 @@ int catalog_dir_get(Catalog *c, int64_t snap, uint64_t ino, FileRow *ret,
 		    uint32_t *ret_n_subdirs)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int64_t tree;
+	int e = snapshot_tree(c, snap, &tree);
+	if (e < 0)
+		return e;
+	if (tree) /* a shared tree: its root without the walk; other rows need the tree */
+		return ino == 1 ? catalog_tree_root(c, tree, ret, ret_n_subdirs) : -ENOENT;
 	/* both through the primary key and files_dir (snap, parent, name) */
 	int rc, r = prepare(c, "SELECT parent, mode, uid, gid, mtime, size,"
 			       " (SELECT count(*) FROM files d WHERE d.snap = ?1 AND d.parent = ?2"

@@ -202,7 +202,8 @@ int catalog_file_foreach(Catalog *c, int64_t snap, CatalogFileFn cb, void *userd
  * One directory of a snapshot without reading its files: its row (name and
  * target NULL, parent as stored) and how many directories lie directly under
  * it (for st_nlink). One indexed lookup; -ENOENT when snap has no row ino,
- * -ENOTDIR when that row is not a directory.
+ * -ENOTDIR when that row is not a directory. A snapshot with a shared tree
+ * answers for its root (ino 1) only.
  */
 int catalog_dir_get(Catalog *c, int64_t snap, uint64_t ino, FileRow *ret,
 		    uint32_t *ret_n_subdirs);

@@ -399,7 +399,10 @@ int catalog_tree_share(Catalog *c, int64_t snap)
 	Share s = {.db = catalog_sqlite(c)};
 	sqlite3_stmt *up = NULL;
 	int64_t forest = 0;
-	int r = sql_exec(s.db, "SAVEPOINT tree_share");
+	/* the write lock first: a read that turns into a write fails at once (WAL) when another
+	 * connection committed meanwhile, whatever the busy timeout */
+	bool own = sqlite3_get_autocommit(s.db) != 0;
+	int r = sql_exec(s.db, own ? "BEGIN IMMEDIATE" : "SAVEPOINT tree_share");
 	if (r < 0)
 		return r;
 	r = catalog_file_foreach(c, snap, share_add_row, &s);
@@ -431,9 +434,15 @@ int catalog_tree_share(Catalog *c, int64_t snap)
 	}
 	share_clear(&s);
 	if (r == 0)
-		return sql_exec(s.db, "RELEASE tree_share");
-	sql_exec(s.db, "ROLLBACK TO tree_share");
-	sql_exec(s.db, "RELEASE tree_share");
+		r = sql_exec(s.db, own ? "COMMIT" : "RELEASE tree_share");
+	if (r == 0)
+		return 0;
+	if (own) {
+		sql_exec(s.db, "ROLLBACK");
+	} else {
+		sql_exec(s.db, "ROLLBACK TO tree_share");
+		sql_exec(s.db, "RELEASE tree_share");
+	}
 	return r;
 }
 

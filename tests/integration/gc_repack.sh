@@ -132,8 +132,10 @@ ok "B restores byte-identical" bash -c "'$PGBAKFS' restore '$B3' '$T/out3' --rep
 R4=$T/r4
 pgbakfs init --repo "$R4" >/dev/null
 mkdir -p "$T/many"
-for i in $(seq 1 15); do mkdir -p "$T/many/d$i"; for j in $(seq 1 100); do : >"$T/many/d$i/file-with-a-longish-name-$j"; done; done
+for i in $(seq 1 15); do mkdir -p "$T/many/d$i"; for j in $(seq 1 100); do : >"$T/many/d$i/file-$i-with-a-longish-name-$j"; done; done
 for i in 1 2 3; do
+	# new mtimes: three trees that share no directory (format 2 shares unchanged ones)
+	find "$T/many" -type f -exec touch -d "@$((1700000000 + i))" {} +
 	pgbakfs backup --repo "$R4" --from-dir "$T/many" --label "m$i" --no-progress >/dev/null
 done
 pgbakfs gc --repo "$R4" >/dev/null
