@@ -636,7 +636,7 @@ static void test_manifest_errors(Repo *r, const char *tmp, int64_t a_rowid)
 		CHECK_EQ_INT(manifest_import(c, edited, elen, NULL), -EBADMSG);
 	free(TAKE_PTR(edited));
 	/* a newer format */
-	if (CHECK_EQ_INT(manifest_edit(buf, len, "UPDATE meta SET value = 2", &edited, &elen), 0))
+	if (CHECK_EQ_INT(manifest_edit(buf, len, "UPDATE meta SET value = 99", &edited, &elen), 0))
 		CHECK_EQ_INT(manifest_import(c, edited, elen, NULL), -EPROTONOSUPPORT);
 	free(TAKE_PTR(edited));
 	/* a running snapshot, two snapshots, none */
@@ -801,7 +801,7 @@ static void test_rebuild(void)
 	CHECK_EQ_INT(st.bad_packs, 0);
 	CHECK_EQ_INT(st.snapshots, 4);
 	CHECK_EQ_INT(st.bad_manifests, 2);
-	CHECK_EQ_INT(ms->n_calls, 7);
+	CHECK_EQ_INT(ms->n_calls, 2 * 7); /* each manifest twice: its id blocks first */
 	CHECK_EQ_INT(st.chunks, count_rows(repo_catalog(r), "chunks") + MANY_CHUNKS);
 	CHECK_EQ_INT(count_rows(c, "packs WHERE state = 'ok' AND session IS NULL"), n_pack_objects);
 	/* the chunk stored twice stays in the pack that sorts first */
