@@ -954,40 +954,71 @@ int catalog_idblocks_inline_count(Catalog *c, uint64_t *ret_n)
  * inside the same transaction, so the move and the rewrite mark commit
  * together.
  */
-int catalog_idblocks_assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
+static int cmp_i64(const void *a, const void *b)
 {
-	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *del = NULL, *upd = NULL;
-	uint64_t n_orphans = 0;
-	int64_t marked = -1;
-	int rc = SQLITE_DONE, r = catalog_begin(c);
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
 
+/* Rowids of the blocks without a committed carrier, sorted. */
+static int orphan_blocks(Catalog *c, int64_t **ret, size_t *ret_n)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	_cleanup_free_ int64_t *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r = prepare(c, "SELECT id FROM idblocks WHERE carrier IS NULL OR carrier NOT IN"
+			       " (SELECT id FROM snapshots WHERE " VISIBLE ") ORDER BY id", &s);
 	if (r < 0)
 		return r;
-	r = exec_sql(c, "CREATE TEMP TABLE IF NOT EXISTS orphan_blocks(id INTEGER PRIMARY KEY);"
-			"DELETE FROM orphan_blocks;"
-			"INSERT INTO orphan_blocks SELECT id FROM idblocks WHERE carrier IS NULL"
-			" OR carrier NOT IN (SELECT id FROM snapshots WHERE " VISIBLE ")");
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (n == cap) {
+			int64_t *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+		}
+		v[n++] = sqlite3_column_int64(s, 0);
+	}
+	if (rc != SQLITE_DONE)
+		return catalog_fail(c, rc, "orphan blocks");
+	*ret = TAKE_PTR(v);
+	*ret_n = n;
+	return 0;
+}
+
+static int assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *upd = NULL;
+	_cleanup_free_ int64_t *orphans = NULL;
+	_cleanup_free_ bool *placed = NULL;
+	size_t n = 0, left;
+	int64_t marked = -1;
+	int rc = SQLITE_DONE, r = orphan_blocks(c, &orphans, &n);
+
+	if (r < 0 || n == 0)
+		return r;
+	placed = calloc(n, sizeof(*placed));
+	if (!placed)
+		return -ENOMEM;
+	left = n;
+	r = prepare(c, "SELECT s.id, s.name, ct.list FROM snapshots s JOIN files f ON f.snap = s.id"
+		       " JOIN contents ct ON ct.id = f.content WHERE s." VISIBLE
+		       " AND ct.blocks = 1 ORDER BY s.id", &sel);
 	if (r == 0)
-		n_orphans = (uint64_t)sqlite3_changes(c->db);
-	if (r == 0 && n_orphans > 0)
-		r = prepare(c, "SELECT s.id, s.name, ct.list FROM snapshots s JOIN files f ON f.snap = s.id"
-			       " JOIN contents ct ON ct.id = f.content WHERE s." VISIBLE
-			       " AND ct.blocks = 1 ORDER BY s.id", &sel);
-	if (r == 0 && n_orphans > 0)
-		r = prepare(c, "DELETE FROM orphan_blocks WHERE id = ?1", &del);
-	if (r == 0 && n_orphans > 0)
 		r = prepare(c, "UPDATE idblocks SET carrier = ?2 WHERE id = ?1", &upd);
-	while (r == 0 && n_orphans > 0 && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
+	if (r < 0)
+		return r;
+	while (left > 0 && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
 		int64_t snap = sqlite3_column_int64(sel, 0);
 		const uint8_t *list = sqlite3_column_blob(sel, 2);
 		size_t nb = (size_t)sqlite3_column_bytes(sel, 2) / 8;
-		for (size_t i = 0; i < nb && r == 0; i++) {
+		for (size_t i = 0; i < nb && left > 0; i++) {
 			int64_t id = (int64_t)get_le64(list + i * 8);
-			sqlite3_bind_int64(del, 1, id);
-			r = step_done(c, del);
-			if (r < 0 || sqlite3_changes(c->db) == 0)
+			int64_t *hit = bsearch(&id, orphans, n, sizeof(*orphans), cmp_i64);
+			if (!hit || placed[hit - orphans])
 				continue;
-			n_orphans--;
+			placed[hit - orphans] = true;
+			left--;
 			sqlite3_bind_int64(upd, 1, id);
 			sqlite3_bind_int64(upd, 2, snap);
 			r = step_done(c, upd);
@@ -995,12 +1026,19 @@ int catalog_idblocks_assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
 				marked = snap;
 				r = cb(snap, (const char *)sqlite3_column_text(sel, 1), ud);
 			}
+			if (r < 0)
+				return r;
 		}
-		if (r == 0 && n_orphans == 0)
-			rc = SQLITE_DONE;
 	}
-	if (r == 0 && sel && rc != SQLITE_DONE && rc != SQLITE_ROW)
-		r = catalog_fail(c, rc, "carriers");
+	return left == 0 || rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "carriers");
+}
+
+int catalog_idblocks_assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
+{
+	int r = catalog_begin(c);
+	if (r < 0)
+		return r;
+	r = assign_carriers(c, cb, ud);
 	if (r == 0)
 		r = catalog_commit(c);
 	if (r < 0)

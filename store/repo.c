@@ -959,7 +959,7 @@ int repo_write_check(Repo *r)
  * format 1 wrote), and format-1 manifests stay importable. So an upgrade cut
  * short anywhere leaves a repository the new binary opens, and running
  * upgrade again finishes it (it converts what is left; with nothing left it
- * is "already format 2").
+ * is "already format 2", and only writes the manifests still pending).
  */
 int repo_upgrade(Repo *r, RepoUpgradeResult *ret)
 {
@@ -974,11 +974,8 @@ int repo_upgrade(Repo *r, RepoUpgradeResult *ret)
 		e = repo_lock_maintenance(r, &maint_fd); /* no gc meanwhile */
 	if (e == 0 && r->config.format >= PGBAKFS_REPO_FORMAT)
 		e = catalog_idblocks_inline_count(r->catalog, &left);
-	if (e == 0 && r->config.format >= PGBAKFS_REPO_FORMAT && left == 0) {
-		res.already = true;
-		*ret = res;
-		return 0;
-	}
+	/* with nothing to convert, only manifests an interrupted run left are written */
+	res.already = e == 0 && r->config.format >= PGBAKFS_REPO_FORMAT && left == 0;
 	if (e == 0 && r->config.format < PGBAKFS_REPO_FORMAT) {
 		RepoConfig c = r->config;
 		c.format = PGBAKFS_REPO_FORMAT;
@@ -986,12 +983,12 @@ int repo_upgrade(Repo *r, RepoUpgradeResult *ret)
 		if (e == 0)
 			r->config.format = PGBAKFS_REPO_FORMAT;
 	}
-	if (e == 0) {
+	if (e == 0 && !res.already) {
 		catalog_set_idblocks(r->catalog, true);
 		e = catalog_idblocks_convert(r->catalog, &res.lists_converted);
 	}
 	/* every manifest is written again, in format 2 */
-	if (e == 0 && sqlite3_exec(catalog_sqlite(r->catalog),
+	if (e == 0 && !res.already && sqlite3_exec(catalog_sqlite(r->catalog),
 				   "CREATE TABLE IF NOT EXISTS manifest_state(name TEXT PRIMARY KEY,"
 				   " digest BLOB NOT NULL) WITHOUT ROWID; DELETE FROM manifest_state",
 				   NULL, NULL, NULL) != SQLITE_OK)

@@ -83,6 +83,27 @@ if [ -x "$OLD" ]; then
 		bash -c "'$OLD' restore '$V2' '$T/old-out' --repo '$F' >/dev/null && cmp -s '$T/old-out/big' '$T/src/big'"
 	ok "and its check passes" "$OLD" check --repo "$F"
 fi
+# an upgrade cut short: its config write fails (nothing changes), or its first
+# manifest write fails (format 2, lists converted, manifests pending): the
+# repository opens and restores, and upgrade again finishes it
+cp -a "$F" "$T/f1cut"
+PGBAKFS_TEST_FAULTS="put:1=EIO" "$PGBAKFS" upgrade --repo "$T/f1cut" >/dev/null 2>"$T/cut1.err" &&
+	fail "a failed config write went unnoticed" || pass
+ok "a failed config write leaves format 1" grep -qx 'format = 1' "$T/f1cut/config"
+PGBAKFS_TEST_FAULTS="put:2=EIO" "$PGBAKFS" upgrade --repo "$T/f1cut" >/dev/null 2>"$T/cut2.err" &&
+	fail "a failed manifest write went unnoticed" || pass
+ok "the cut-short upgrade says to run it again" grep_or_show 'run "pgbakfs upgrade" again' "$T/cut2.err"
+ok "it left format 2" grep -qx 'format = 2' "$T/f1cut/config"
+ok "the cut-short repository restores" restores "$T/f1cut" "$V1" "$T/v1"
+cp -a "$T/f1cut" "$T/f1cut-repair"
+pgbakfs repair --rebuild-catalog --repo "$T/f1cut-repair" >/dev/null 2>"$T/cut-repair.err"
+ok "it rebuilds from its manifests (old and new) without warnings" test ! -s "$T/cut-repair.err"
+ok "and restores after the rebuild" restores "$T/f1cut-repair" "$V2" "$T/src"
+pgbakfs upgrade --repo "$T/f1cut" >"$T/cut3.out"
+ok "upgrade again finishes it" grep_or_show 'already format 2' "$T/cut3.out"
+ok "every manifest is written again then" test \
+	"$(sqlite3 "$T/f1cut/catalog.db" 'SELECT count(*) FROM manifest_state')" = 2
+
 pgbakfs upgrade --repo "$F" >"$T/upgrade.out"
 ok "upgrade says what it did" grep_or_show 'upgraded from format 1 to format 2: 2 chunk list(s)' "$T/upgrade.out"
 ok "upgrade writes format 2" grep -qx 'format = 2' "$F/config"
