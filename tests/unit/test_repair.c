@@ -1072,6 +1072,15 @@ static void test_idblock_manifests(void)
 	n_missing = 0;
 	CHECK_EQ_INT(catalog_check_references(b, count_missing, &n_missing), 0);
 	CHECK_EQ_INT(n_missing, 63);
+	/* another snapshot with the same incomplete list: imported too, not taken for damage */
+	{
+		_cleanup_free_ void *m3 = NULL;
+		size_t l3 = 0;
+		if (CHECK_EQ_INT(manifest_edit(m2, l2, "UPDATE snapshots SET name = name || '-copy';"
+						       " DELETE FROM idblocks", &m3, &l3), 0))
+			CHECK_EQ_INT(manifest_import(b, m3, l3, NULL), 0);
+		CHECK_EQ_INT(count_rows(b, "snapshots"), 2);
+	}
 	/* the first one later: its blocks fill the placeholders */
 	CHECK_EQ_INT(manifest_import(b, m1, l1, NULL), 0);
 	CHECK(same_list(a, c2, b, file_content(b, "two")));
