@@ -14,9 +14,9 @@ mkdir -p "$T/src"
 head -c $((MIB << 20)) /dev/urandom >"$T/src/big"
 echo small >"$T/src/small"
 
-# one 8 KiB page of the big file rewritten in place, at page $1
+# one 8 KiB page of the big file rewritten in place, at page $1 (of ${2:-src})
 touch_page() {
-	head -c 8192 /dev/urandom | dd of="$T/src/big" bs=8192 seek="$1" conv=notrunc status=none
+	head -c 8192 /dev/urandom | dd of="$T/${2:-src}/big" bs=8192 seek="$1" conv=notrunc status=none
 }
 snap_ids() { pgbakfs list --repo "$1" --json | jq -r '.[].id'; }
 cat_bytes() { stat -c %s "$1/catalog.db"; }
@@ -60,27 +60,30 @@ ok "the child restores after the rebuild" restores "$R" "$LAST" "$T/src"
 ok "check --read-data passes after the rebuild" pgbakfs check --read-data --repo "$R"
 
 # ---- 3. format 1: kept, then upgraded ----
+# a smaller file (320 chunks: two blocks) keeps the many restores below cheap
 F=$T/f1
+mkdir -p "$T/f1src"
+head -c $((20 << 20)) /dev/urandom >"$T/f1src/big"
 if [ -x "$OLD" ]; then
 	"$OLD" init --repo "$F" >/dev/null
-	"$OLD" backup --repo "$F" --from-dir "$T/src" --no-progress >/dev/null
+	"$OLD" backup --repo "$F" --from-dir "$T/f1src" --no-progress >/dev/null
 else
 	echo "note: no previous release at $OLD (PGBAKFS_FORMAT1): a format-1 repository is simulated"
 	pgbakfs init --repo "$F" >/dev/null
 	sed -i 's/^format = 2$/format = 1/' "$F/config"
-	pgbakfs backup --repo "$F" --from-dir "$T/src" --no-progress >/dev/null
+	pgbakfs backup --repo "$F" --from-dir "$T/f1src" --no-progress >/dev/null
 fi
-mkdir -p "$T/v1" && cp "$T/src/big" "$T/v1/big"
-touch_page 5
-pgbakfs backup --repo "$F" --from-dir "$T/src" --no-progress >/dev/null
+mkdir -p "$T/v1" && cp "$T/f1src/big" "$T/v1/big"
+touch_page 5 f1src
+pgbakfs backup --repo "$F" --from-dir "$T/f1src" --no-progress >/dev/null
 ok "a format-1 repository stays format 1" grep -qx 'format = 1' "$F/config"
 ok "no list in it is stored as blocks" test "$(sqlite3 "$F/catalog.db" 'SELECT count(*) FROM idblocks')" = 0
 V1=$(snap_ids "$F" | head -1)
 V2=$(snap_ids "$F" | tail -1)
-ok "the new binary's format-1 snapshot restores" restores "$F" "$V2" "$T/src"
+ok "the new binary's format-1 snapshot restores" restores "$F" "$V2" "$T/f1src"
 if [ -x "$OLD" ]; then
 	ok "the previous release still reads the new binary's snapshot" \
-		bash -c "'$OLD' restore '$V2' '$T/old-out' --repo '$F' >/dev/null && cmp -s '$T/old-out/big' '$T/src/big'"
+		bash -c "'$OLD' restore '$V2' '$T/old-out' --repo '$F' >/dev/null && cmp -s '$T/old-out/big' '$T/f1src/big'"
 	ok "and its check passes" "$OLD" check --repo "$F"
 fi
 # an upgrade cut short: its config write fails (nothing changes), or its first
@@ -98,7 +101,7 @@ ok "the cut-short repository restores" restores "$T/f1cut" "$V1" "$T/v1"
 cp -a "$T/f1cut" "$T/f1cut-repair"
 pgbakfs repair --rebuild-catalog --repo "$T/f1cut-repair" >/dev/null 2>"$T/cut-repair.err"
 ok "it rebuilds from its manifests (old and new) without warnings" test ! -s "$T/cut-repair.err"
-ok "and restores after the rebuild" restores "$T/f1cut-repair" "$V2" "$T/src"
+ok "and restores after the rebuild" restores "$T/f1cut-repair" "$V2" "$T/f1src"
 pgbakfs upgrade --repo "$T/f1cut" >"$T/cut3.out"
 ok "upgrade again finishes it" grep_or_show 'already format 2' "$T/cut3.out"
 ok "every manifest is written again then" test \
@@ -114,12 +117,12 @@ if [ -x "$OLD" ]; then
 	expect_error 1 "newer format" "$OLD" list --repo "$F"
 fi
 ok "snapshot 1 restores after upgrade" restores "$F" "$V1" "$T/v1"
-ok "snapshot 2 restores after upgrade" restores "$F" "$V2" "$T/src"
+ok "snapshot 2 restores after upgrade" restores "$F" "$V2" "$T/f1src"
 ok "lists are blocks now" test "$(sqlite3 "$F/catalog.db" 'SELECT count(*) FROM contents WHERE blocks = 0 AND n > 256')" = 0
 pgbakfs repair --rebuild-catalog --repo "$F" >/dev/null 2>"$T/repair2.err"
 ok "repair rebuilds the upgraded repository without warnings" test ! -s "$T/repair2.err"
 ok "snapshot 1 restores after its rebuild" restores "$F" "$V1" "$T/v1"
-ok "snapshot 2 restores after its rebuild" restores "$F" "$V2" "$T/src"
+ok "snapshot 2 restores after its rebuild" restores "$F" "$V2" "$T/f1src"
 ok "check passes after the rebuild" pgbakfs check --repo "$F"
 expect_error 2 "unexpected argument" pgbakfs upgrade extra --repo "$F"
 finish
