@@ -125,4 +125,22 @@ ok "snapshot 1 restores after its rebuild" restores "$F" "$V1" "$T/v1"
 ok "snapshot 2 restores after its rebuild" restores "$F" "$V2" "$T/f1src"
 ok "check passes after the rebuild" pgbakfs check --repo "$F"
 expect_error 2 "unexpected argument" pgbakfs upgrade extra --repo "$F"
+
+# ---- 4. a published catalog (encrypted): upgrade under the writer lock ----
+E=$T/enc
+export XDG_CACHE_HOME=$T/cache PGBAKFS_PASSPHRASE="idblocks test passphrase"
+pgbakfs init --repo "$E" --encrypt >/dev/null
+sed -i 's/^format = 2$/format = 1/' "$E/config" # as an earlier release made it
+pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
+EV=$(snap_ids "$E")
+pgbakfs upgrade --repo "$E" >"$T/upgrade-enc.out"
+ok "the encrypted repository upgrades" grep_or_show 'upgraded from format 1 to format 2: 1 chunk list(s)' "$T/upgrade-enc.out"
+touch_page 7 f1src
+pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
+EV2=$(snap_ids "$E" | tail -1)
+ok "its new snapshot restores" restores "$E" "$EV2" "$T/f1src"
+pgbakfs repair --rebuild-catalog --repo "$E" >/dev/null 2>"$T/repair-enc.err"
+ok "it rebuilds without warnings" test ! -s "$T/repair-enc.err"
+ok "its new snapshot restores after the rebuild" restores "$E" "$EV2" "$T/f1src"
+ok "its first snapshot is still there" test "$(snap_ids "$E" | head -1)" = "$EV"
 finish
