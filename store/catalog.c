@@ -2184,8 +2184,9 @@ int catalog_find_damage(Catalog *c, const ChunkId *ids, size_t n, CatalogDamageF
 
 /*
  * A block-form content that does not read whole: each block that is missing
- * or damaged is reported under its hash (as a chunk the catalog lacks: the
- * chunks it names are unknown). An inline list that is damaged: -EBADMSG.
+ * (no row, or the placeholder repair leaves for a block no manifest carried)
+ * is reported under its hash, as a chunk the catalog lacks: the chunks it
+ * names are unknown. An inline list that is damaged: -EBADMSG.
  */
 static int report_unreadable_blocks(Catalog *c, int64_t content, const char *snap,
 				    CatalogMissingFn cb, void *userdata)
@@ -2194,7 +2195,7 @@ static int report_unreadable_blocks(Catalog *c, int64_t content, const char *sna
 	_cleanup_free_ ChunkId *v = malloc(PGBAKFS_IDBLOCK_IDS * sizeof(ChunkId));
 	int rc, r = v ? prepare(c, "SELECT n, list, blocks FROM contents WHERE id = ?1", &s) : -ENOMEM;
 	if (r == 0)
-		r = prepare(c, "SELECT hash FROM idblocks WHERE id = ?1", &b);
+		r = prepare(c, "SELECT hash, ids FROM idblocks WHERE id = ?1", &b);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, content);
@@ -2209,12 +2210,17 @@ static int report_unreadable_blocks(Catalog *c, int64_t content, const char *sna
 	for (size_t i = 0; i < bytes / 8; i++) {
 		int64_t id = (int64_t)get_le64(list + i * 8);
 		ChunkId hash = {0};
+		bool found;
 		if (idblock_read(c, id, v, block_len(n, i), NULL) == 0)
 			continue;
 		sqlite3_reset(b);
 		sqlite3_bind_int64(b, 1, id);
-		if (sqlite3_step(b) == SQLITE_ROW && sqlite3_column_bytes(b, 0) == PGBAKFS_CHUNK_ID_LEN)
+		found = sqlite3_step(b) == SQLITE_ROW;
+		if (found && sqlite3_column_bytes(b, 0) == PGBAKFS_CHUNK_ID_LEN)
 			memcpy(hash.b, sqlite3_column_blob(b, 0), sizeof(hash.b));
+		/* a damaged block is catalog damage (catalog_idblocks_verify), not a missing one */
+		if (found && sqlite3_column_bytes(b, 1) > 0)
+			continue;
 		r = cb(snap, &hash, userdata);
 		if (r < 0)
 			return r;

@@ -312,7 +312,11 @@ int catalog_gc(Catalog *c, CatalogGcResult *ret);
 /* Names of visible snapshots whose files use any chunk in ids (check). */
 typedef int (*CatalogDamageFn)(const char *snapshot, const char *path, void *userdata);
 int catalog_find_damage(Catalog *c, const ChunkId *ids, size_t n, CatalogDamageFn cb, void *ud);
-/* Every chunk referenced by a visible snapshot must have a row (check). */
+/*
+ * Every chunk referenced by a visible snapshot must have a row (check); an id
+ * block a list names that is missing (see catalog_content_put_blocks) is
+ * reported under its hash too.
+ */
 typedef int (*CatalogMissingFn)(const char *snapshot, const ChunkId *id, void *userdata);
 int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata);
 /* PRAGMA quick_check; 0 when it says ok. */

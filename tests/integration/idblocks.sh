@@ -2,11 +2,14 @@
 # - a one-page change in a 64 MiB file adds < 64 KiB of metadata (catalog
 #   growth + manifest bytes) per snapshot, and restores byte-identical;
 # - the parent deleted and collected, its blocks move to the child's
-#   manifest: repair --rebuild-catalog still restores the child;
+#   manifest: repair --rebuild-catalog still restores the child; a damaged
+#   id block is named by check, refused by restore, rebuilt by repair;
 # - a format-1 repository (made by the previous release when
 #   PGBAKFS_FORMAT1 names its binary, else an init'ed one set to format 1)
 #   keeps backing up and restoring in format 1; upgrade converts it, the
-#   previous release refuses it, and it restores and rebuilds after.
+#   previous release refuses it, and it restores and rebuilds after; an
+#   upgrade cut short leaves a repository that opens, and upgrade again
+#   finishes it; an encrypted repository upgrades under the writer lock.
 . "$(dirname "$0")/lib.sh"
 OLD=${PGBAKFS_FORMAT1:-/tmp/pgbakfs-main/pgbakfs}
 MIB=64
@@ -58,6 +61,16 @@ only_rebuilt() { ! grep -v '^repair: rebuilt' "$1"; }
 ok "repair rebuilds with no warning" only_rebuilt "$T/repair.out"
 ok "the child restores after the rebuild" restores "$R" "$LAST" "$T/src"
 ok "check --read-data passes after the rebuild" pgbakfs check --read-data --repo "$R"
+
+# a damaged id block: check names it, restore refuses, repair rebuilds it from its manifest
+sqlite3 "$R/catalog.db" "UPDATE idblocks SET ids = zeroblob(length(ids)) WHERE id =
+	(SELECT min(id) FROM idblocks WHERE carrier = (SELECT id FROM snapshots WHERE name = '$LAST'))"
+pgbakfs check --repo "$R" >/dev/null 2>"$T/check-bad.err" && fail "check missed a damaged id block" || pass
+ok "check names the damaged id block" grep_or_show 'catalog is damaged: id block [0-9a-f]* does not match its hash' "$T/check-bad.err"
+rm -rf "$T/out"
+expect_error 1 "is damaged in the catalog" pgbakfs restore "$LAST" "$T/out" --repo "$R"
+pgbakfs repair --rebuild-catalog --repo "$R" >/dev/null
+ok "the rebuilt id block restores" restores "$R" "$LAST" "$T/src"
 
 # ---- 3. format 1: kept, then upgraded ----
 # a smaller file (320 chunks: two blocks) keeps the many restores below cheap
