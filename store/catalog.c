@@ -693,13 +693,10 @@ static int content_decode(Catalog *c, size_t n, const void *list, size_t bytes, 
 	}
 	if (ret_hashes && !(hashes = malloc(nb * sizeof(ChunkId))))
 		return -ENOMEM;
-	/* the list blob is copied: reading blocks steps other statements, not this one */
-	_cleanup_free_ uint8_t *rowids = malloc(bytes);
-	if (!rowids)
-		return -ENOMEM;
-	memcpy(rowids, list, bytes);
+	/* list may be a column of a live row: reading blocks steps other statements only */
 	for (size_t i = 0; i < nb; i++) {
-		int r = idblock_read(c, (int64_t)get_le64(rowids + i * 8), v + i * PGBAKFS_IDBLOCK_IDS,
+		int r = idblock_read(c, (int64_t)get_le64((const uint8_t *)list + i * 8),
+				     v + i * PGBAKFS_IDBLOCK_IDS,
 				     block_len(n, i), hashes ? &hashes[i] : NULL);
 		if (r < 0)
 			return r;
@@ -715,7 +712,6 @@ static int content_get_form(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n
 {
 	int r, rc;
 	sqlite3_stmt *s = stmt_get(c, ST_CONTENT_GET, &r);
-	_cleanup_free_ void *list = NULL;
 	size_t n, bytes;
 	bool blocks;
 
@@ -737,15 +733,11 @@ static int content_get_form(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n
 		else
 			r = -EBADMSG;
 	}
-	list = malloc(bytes ? bytes : 1);
-	if (!list)
-		r = -ENOMEM;
-	else if (bytes)
-		memcpy(list, sqlite3_column_blob(s, 1), bytes);
+	/* straight from the row: reading blocks steps other statements, never this one */
+	if (r == 0)
+		r = content_decode(c, n, sqlite3_column_blob(s, 1), bytes, blocks, ret,
+				   blocks ? ret_hashes : NULL);
 	sqlite3_reset(s);
-	if (r < 0)
-		return r;
-	r = content_decode(c, n, list, bytes, blocks, ret, blocks ? ret_hashes : NULL);
 	if (r == 0) {
 		*ret_n = n;
 		if (ret_n_blocks)
