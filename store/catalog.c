@@ -18,6 +18,12 @@
 #define CATALOG_N_TABLES 11 /* tables in schema_sql */
 #define CATALOG_VACUUM_FREE_BYTES (64ull << 20)
 
+/* id blocks (see catalog_content_put); carrier: the snapshot whose manifest holds the block */
+#define IDBLOCKS_SQL                                                                         \
+	"CREATE TABLE IF NOT EXISTS idblocks(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE," \
+	"  n INTEGER NOT NULL, ids BLOB NOT NULL, carrier INTEGER);"                             \
+	"CREATE INDEX IF NOT EXISTS idblocks_carrier ON idblocks(carrier);"
+
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
@@ -28,7 +34,8 @@ static const char schema_sql[] =
 	"  enc INTEGER NOT NULL, condemned INTEGER, crc INTEGER) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS chunks_pack ON chunks(pack);"
 	"CREATE TABLE IF NOT EXISTS contents(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
-	"  n INTEGER NOT NULL, list BLOB NOT NULL);"
+	"  n INTEGER NOT NULL, list BLOB NOT NULL, blocks INTEGER NOT NULL DEFAULT 0);"
+	IDBLOCKS_SQL
 	"CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
 	"  pid INTEGER NOT NULL, started INTEGER NOT NULL, epoch INTEGER NOT NULL) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS snapshots(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
@@ -69,6 +76,9 @@ enum {
 	ST_CONTENT_INSERT,
 	ST_CONTENT_ID,
 	ST_CONTENT_GET,
+	ST_IDBLOCK_UPSERT,
+	ST_IDBLOCK_ID,
+	ST_IDBLOCK_GET,
 	ST_FILE_ADD,
 	ST_FILE_LIST,
 	N_STATEMENTS
@@ -86,7 +96,13 @@ static const char *const statement_sql[N_STATEMENTS] = {
 	[ST_PACK_RECORD] = "UPDATE packs SET state = 'ok', size = ?2, n_chunks = ?3 WHERE id = ?1",
 	[ST_CONTENT_INSERT] = "INSERT OR IGNORE INTO contents(hash, n, list) VALUES(?1, ?2, ?3)",
 	[ST_CONTENT_ID] = "SELECT id FROM contents WHERE hash = ?1",
-	[ST_CONTENT_GET] = "SELECT n, list FROM contents WHERE id = ?1",
+	[ST_CONTENT_GET] = "SELECT n, list, blocks, hash FROM contents WHERE id = ?1",
+	/* a row whose ids do not match (damaged, or a placeholder repair left) is healed */
+	[ST_IDBLOCK_UPSERT] = "INSERT INTO idblocks(hash, n, ids) VALUES(?1, ?2, ?3)"
+			      " ON CONFLICT(hash) DO UPDATE SET n = excluded.n, ids = excluded.ids"
+			      " WHERE idblocks.n <> excluded.n OR idblocks.ids <> excluded.ids",
+	[ST_IDBLOCK_ID] = "SELECT id FROM idblocks WHERE hash = ?1",
+	[ST_IDBLOCK_GET] = "SELECT n, ids, hash FROM idblocks WHERE id = ?1",
 	[ST_FILE_ADD] = "INSERT INTO files(snap, ino, parent, name, mode, uid, gid, mtime, size,"
 			" content, target) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[ST_FILE_LIST] = "SELECT ino, parent, name, mode, uid, gid, mtime, size, content, target"
@@ -97,6 +113,7 @@ struct Catalog {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[N_STATEMENTS];
 	unsigned format; /* the repository's: what this connection may write */
+	bool idblocks; /* new lists of more than PGBAKFS_IDBLOCK_IDS ids go in id blocks */
 };
 
 int catalog_sqlite_errno(int rc)
@@ -218,6 +235,19 @@ static int migrate_add_column(Catalog *c, const char *table, const char *column,
 	return exec_sql(c, sql);
 }
 
+/* A table added later (a catalog that already has manifest_state is not "short" of tables). */
+static int migrate_add_table(Catalog *c, const char *table, const char *sql)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, table, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_ROW)
+		return catalog_fail(c, sqlite3_errcode(c->db), "table lookup");
+	return sqlite3_column_int(s, 0) > 0 ? 0 : exec_sql(c, sql);
+}
+
 int catalog_open(const char *path, bool create, Catalog **ret)
 {
 	Catalog *c = calloc(1, sizeof(*c));
@@ -253,6 +283,10 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 					"INSERT OR IGNORE INTO meta VALUES('epoch', 0);");
 		r = r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
 	}
+	if (r == 0)
+		r = migrate_add_table(c, "idblocks", IDBLOCKS_SQL);
+	if (r == 0)
+		r = migrate_add_column(c, "contents", "blocks", "INTEGER NOT NULL DEFAULT 0");
 	if (r == 0)
 		r = migrate_add_column(c, "chunks", "crc", "INTEGER");
 	if (r == 0)
@@ -449,13 +483,141 @@ int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *re
 	return 0;
 }
 
+/*
+ * Chunk-id lists. A list of more than PGBAKFS_IDBLOCK_IDS ids is stored, in a
+ * catalog with id blocks switched on, as the rowids of its blocks: ids
+ * [0, 256), [256, 512), ... each content-addressed by the SHA-256 of its id
+ * bytes. Cutting at fixed positions (not by content) is what makes sharing
+ * work for both changes that matter: a chunk rewritten in place changes only
+ * its own block, and a file that grew keeps every full block before its old
+ * tail. contents.hash stays the hash of the whole list, so equal lists still
+ * dedup as one row and nothing that compares content hashes changes.
+ */
+
+void catalog_set_idblocks(Catalog *c, bool on) { c->idblocks = on; }
+bool catalog_idblocks(const Catalog *c) { return c->idblocks; }
+
+/* Ids in block i of a list of n (n > 0). */
+static size_t block_len(size_t n, size_t i)
+{
+	size_t start = i * PGBAKFS_IDBLOCK_IDS;
+	return MIN((size_t)PGBAKFS_IDBLOCK_IDS, n - start);
+}
+
+static size_t blocks_for(size_t n) { return (n + PGBAKFS_IDBLOCK_IDS - 1) / PGBAKFS_IDBLOCK_IDS; }
+
+/* A transaction of its own, or a savepoint inside the caller's. */
+static int sub_begin(Catalog *c, bool *ret_own)
+{
+	*ret_own = sqlite3_get_autocommit(c->db) != 0;
+	return exec_sql(c, *ret_own ? "BEGIN IMMEDIATE" : "SAVEPOINT catalog_sub");
+}
+
+static int sub_end(Catalog *c, bool own, int r)
+{
+	if (r == 0)
+		return exec_sql(c, own ? "COMMIT" : "RELEASE catalog_sub");
+	if (own)
+		catalog_rollback(c);
+	else
+		sqlite3_exec(c->db, "ROLLBACK TO catalog_sub; RELEASE catalog_sub", NULL, NULL, NULL);
+	return r;
+}
+
+static int lookup_id(Catalog *c, int which, const ChunkId *hash, int64_t *ret_id)
+{
+	int r, rc;
+	sqlite3_stmt *s = stmt_get(c, which, &r);
+	if (!s)
+		return r;
+	sqlite3_bind_blob(s, 1, hash->b, sizeof(hash->b), SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*ret_id = sqlite3_column_int64(s, 0);
+		r = 0;
+	} else {
+		r = rc == SQLITE_DONE ? -ENOENT : catalog_fail(c, rc, "id lookup");
+	}
+	sqlite3_reset(s);
+	return r;
+}
+
+int catalog_idblock_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id)
+{
+	ChunkId hash;
+	int r;
+	sqlite3_stmt *s;
+
+	if (n == 0 || n > PGBAKFS_IDBLOCK_IDS)
+		return -EINVAL;
+	chunk_hash(ids, n * sizeof(*ids), &hash);
+	s = stmt_get(c, ST_IDBLOCK_UPSERT, &r);
+	if (!s)
+		return r;
+	sqlite3_bind_blob(s, 1, hash.b, sizeof(hash.b), SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (int64_t)n);
+	sqlite3_bind_blob64(s, 3, ids, n * sizeof(*ids), SQLITE_STATIC);
+	r = step_done(c, s);
+	if (r == 0)
+		r = lookup_id(c, ST_IDBLOCK_ID, &hash, ret_id);
+	return r == -ENOENT ? -EIO : r;
+}
+
+static int content_insert(Catalog *c, const ChunkId *hash, size_t n, const void *list,
+			  size_t bytes, bool blocks, int64_t *ret_id)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "INSERT INTO contents(hash, n, list, blocks) VALUES(?1, ?2, ?3, ?4)", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_blob(s, 1, hash->b, sizeof(hash->b), SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, (int64_t)n);
+	sqlite3_bind_blob64(s, 3, list, bytes, SQLITE_STATIC);
+	sqlite3_bind_int(s, 4, blocks);
+	r = step_done(c, s);
+	if (r == 0)
+		*ret_id = sqlite3_last_insert_rowid(c->db);
+	return r;
+}
+
+static int content_put_blocks(Catalog *c, const ChunkId *hash, const ChunkId *ids, size_t n,
+			      int64_t *ret_id)
+{
+	size_t nb = blocks_for(n);
+	_cleanup_free_ uint8_t *list = malloc(nb * 8);
+	int r;
+
+	if (!list)
+		return -ENOMEM;
+	r = lookup_id(c, ST_CONTENT_ID, hash, ret_id);
+	if (r != -ENOENT)
+		return r;
+	for (size_t i = 0; i < nb; i++) {
+		int64_t id;
+		r = catalog_idblock_put(c, ids + i * PGBAKFS_IDBLOCK_IDS, block_len(n, i), &id);
+		if (r < 0)
+			return r;
+		put_le64(list + i * 8, (uint64_t)id);
+	}
+	return content_insert(c, hash, n, list, nb * 8, true, ret_id);
+}
+
 int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id)
 {
 	ChunkId hash;
+	bool own;
 	int r, rc;
 	sqlite3_stmt *s;
 
 	chunk_hash(ids, n * sizeof(*ids), &hash);
+	if (c->idblocks && n > PGBAKFS_IDBLOCK_IDS) {
+		/* the blocks and the list that names them in one transaction: gc never sees
+		 * a block unreferenced in between */
+		r = sub_begin(c, &own);
+		if (r == 0)
+			r = sub_end(c, own, content_put_blocks(c, &hash, ids, n, ret_id));
+		return r;
+	}
 	s = stmt_get(c, ST_CONTENT_INSERT, &r);
 	if (!s)
 		return r;
@@ -484,33 +646,519 @@ int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_i
 	return r;
 }
 
-int catalog_content_get(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n)
+/*
+ * The ids of block rowid id into dst, which holds exactly n: -EBADMSG when
+ * the row is missing, holds another number of ids, or its ids do not hash to
+ * its hash (damage, or a block no manifest carried at repair). A damaged
+ * block is never returned as data.
+ */
+static int idblock_read(Catalog *c, int64_t id, ChunkId *dst, size_t n, ChunkId *ret_hash)
 {
 	int r, rc;
-	sqlite3_stmt *s = stmt_get(c, ST_CONTENT_GET, &r);
+	sqlite3_stmt *s = stmt_get(c, ST_IDBLOCK_GET, &r);
 	if (!s)
 		return r;
 	sqlite3_bind_int64(s, 1, id);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
-		size_t n = (size_t)sqlite3_column_int64(s, 0);
-		size_t bytes = (size_t)sqlite3_column_bytes(s, 1);
-		ChunkId *v;
-		if (bytes != n * sizeof(ChunkId)) {
+		ChunkId got;
+		r = 0;
+		if ((size_t)sqlite3_column_int64(s, 0) != n ||
+		    (size_t)sqlite3_column_bytes(s, 1) != n * sizeof(ChunkId) ||
+		    sqlite3_column_bytes(s, 2) != PGBAKFS_CHUNK_ID_LEN) {
 			r = -EBADMSG;
-		} else if (!(v = malloc(bytes ? bytes : 1))) {
-			r = -ENOMEM;
 		} else {
-			if (bytes)
-				memcpy(v, sqlite3_column_blob(s, 1), bytes);
-			*ret = v;
-			*ret_n = n;
-			r = 0;
+			memcpy(dst, sqlite3_column_blob(s, 1), n * sizeof(ChunkId));
+			chunk_hash(dst, n * sizeof(ChunkId), &got);
+			if (memcmp(got.b, sqlite3_column_blob(s, 2), sizeof(got.b)) != 0)
+				r = -EBADMSG;
+			else if (ret_hash)
+				*ret_hash = got;
 		}
 	} else {
-		r = rc == SQLITE_DONE ? -ENOENT : catalog_fail(c, rc, "content get");
+		r = rc == SQLITE_DONE ? -EBADMSG : catalog_fail(c, rc, "id block get");
 	}
 	sqlite3_reset(s);
+	return r;
+}
+
+/* Whole list of a row (n ids; list/bytes its list column, blocks its form) into *ret. */
+static int content_decode(Catalog *c, size_t n, const void *list, size_t bytes, bool blocks,
+			  ChunkId **ret, ChunkId **ret_hashes)
+{
+	_cleanup_free_ ChunkId *v = NULL, *hashes = NULL;
+	size_t nb = blocks ? blocks_for(n) : 0;
+
+	if (blocks ? (n == 0 || bytes != nb * 8) : bytes != n * sizeof(ChunkId))
+		return -EBADMSG;
+	v = malloc(n ? n * sizeof(ChunkId) : 1);
+	if (!v)
+		return -ENOMEM;
+	if (!blocks) {
+		if (bytes)
+			memcpy(v, list, bytes);
+		*ret = TAKE_PTR(v);
+		return 0;
+	}
+	if (ret_hashes && !(hashes = malloc(nb * sizeof(ChunkId))))
+		return -ENOMEM;
+	/* list may be a column of a live row: reading blocks steps other statements only */
+	for (size_t i = 0; i < nb; i++) {
+		int r = idblock_read(c, (int64_t)get_le64((const uint8_t *)list + i * 8),
+				     v + i * PGBAKFS_IDBLOCK_IDS,
+				     block_len(n, i), hashes ? &hashes[i] : NULL);
+		if (r < 0)
+			return r;
+	}
+	*ret = TAKE_PTR(v);
+	if (ret_hashes)
+		*ret_hashes = TAKE_PTR(hashes);
+	return 0;
+}
+
+static int content_get_form(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n,
+			    ChunkId **ret_hashes, size_t *ret_n_blocks, ChunkId *ret_hash)
+{
+	int r, rc;
+	sqlite3_stmt *s = stmt_get(c, ST_CONTENT_GET, &r);
+	size_t n, bytes;
+	bool blocks;
+
+	if (!s)
+		return r;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		r = rc == SQLITE_DONE ? -ENOENT : catalog_fail(c, rc, "content get");
+		sqlite3_reset(s);
+		return r;
+	}
+	n = (size_t)sqlite3_column_int64(s, 0);
+	bytes = (size_t)sqlite3_column_bytes(s, 1);
+	blocks = sqlite3_column_int(s, 2) != 0;
+	if (ret_hash) {
+		if (sqlite3_column_bytes(s, 3) == PGBAKFS_CHUNK_ID_LEN)
+			memcpy(ret_hash->b, sqlite3_column_blob(s, 3), PGBAKFS_CHUNK_ID_LEN);
+		else
+			r = -EBADMSG;
+	}
+	/* straight from the row: reading blocks steps other statements, never this one */
+	if (r == 0)
+		r = content_decode(c, n, sqlite3_column_blob(s, 1), bytes, blocks, ret,
+				   blocks ? ret_hashes : NULL);
+	sqlite3_reset(s);
+	if (r == 0) {
+		*ret_n = n;
+		if (ret_n_blocks)
+			*ret_n_blocks = blocks ? blocks_for(n) : 0;
+	}
+	return r;
+}
+
+int catalog_content_get(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n)
+{
+	return content_get_form(c, id, ret, ret_n, NULL, NULL, NULL);
+}
+
+int catalog_content_get_blocks(Catalog *c, int64_t id, ChunkId *ret_hash, ChunkId **ret,
+			       size_t *ret_n, ChunkId **ret_blocks, size_t *ret_n_blocks)
+{
+	*ret_blocks = NULL;
+	return content_get_form(c, id, ret, ret_n, ret_blocks, ret_n_blocks, ret_hash);
+}
+
+int catalog_content_put_blocks(Catalog *c, const ChunkId *hash, size_t n, const ChunkId *blocks,
+			       size_t n_blocks, int64_t *ret_id, size_t *ret_missing)
+{
+	_cleanup_free_ uint8_t *list = NULL;
+	size_t missing = 0;
+	bool own;
+	int r;
+
+	if (n <= PGBAKFS_IDBLOCK_IDS || n_blocks != blocks_for(n))
+		return -EBADMSG;
+	list = malloc(n_blocks * 8);
+	if (!list)
+		return -ENOMEM;
+	r = sub_begin(c, &own);
+	if (r < 0)
+		return r;
+	r = lookup_id(c, ST_CONTENT_ID, hash, ret_id);
+	if (r == -ENOENT) {
+		r = 0;
+		for (size_t i = 0; i < n_blocks && r == 0; i++) {
+			int64_t id;
+			r = lookup_id(c, ST_IDBLOCK_ID, &blocks[i], &id);
+			if (r == -ENOENT) {
+				/* a placeholder that names the block: its content reads as damaged */
+				_cleanup_stmt_ sqlite3_stmt *s = NULL;
+				r = prepare(c, "INSERT INTO idblocks(hash, n, ids) VALUES(?1, ?2, x'')", &s);
+				if (r == 0) {
+					sqlite3_bind_blob(s, 1, blocks[i].b, sizeof(blocks[i].b),
+							  SQLITE_STATIC);
+					sqlite3_bind_int64(s, 2, (int64_t)block_len(n, i));
+					r = step_done(c, s);
+				}
+				id = sqlite3_last_insert_rowid(c->db);
+				missing++;
+			}
+			put_le64(list + i * 8, (uint64_t)id);
+		}
+		if (r == 0)
+			r = content_insert(c, hash, n, list, n_blocks * 8, true, ret_id);
+	}
+	r = sub_end(c, own, r);
+	if (r == 0 && ret_missing)
+		*ret_missing = missing;
+	return r;
+}
+
+int catalog_idblock_set_carrier(Catalog *c, const ChunkId *hash, int64_t snap)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "UPDATE idblocks SET carrier = ?2 WHERE hash = ?1 AND carrier IS NULL", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_blob(s, 1, hash->b, sizeof(hash->b), SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, snap);
+	return step_done(c, s);
+}
+
+int catalog_idblock_foreach_carried(Catalog *c, int64_t snap, CatalogIdBlockFn cb, void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	_cleanup_free_ ChunkId *v = malloc(PGBAKFS_IDBLOCK_IDS * sizeof(ChunkId));
+	int rc, r = v ? prepare(c, "SELECT id, n FROM idblocks WHERE carrier = ?1 ORDER BY id", &s)
+		      : -ENOMEM;
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, snap);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		ChunkId hash;
+		size_t n = (size_t)sqlite3_column_int64(s, 1);
+		if (n == 0 || n > PGBAKFS_IDBLOCK_IDS)
+			return -EBADMSG;
+		r = idblock_read(c, sqlite3_column_int64(s, 0), v, n, &hash);
+		if (r == 0)
+			r = cb(&hash, v, n, ud);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "carried id blocks");
+}
+
+int catalog_idblocks_verify(Catalog *c, CatalogBadIdBlockFn cb, void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, "SELECT hash, n, ids FROM idblocks", &s);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		ChunkId hash = {0}, got;
+		size_t n = (size_t)sqlite3_column_int64(s, 1);
+		size_t bytes = (size_t)sqlite3_column_bytes(s, 2);
+		bool ok = sqlite3_column_bytes(s, 0) == PGBAKFS_CHUNK_ID_LEN && n > 0 &&
+			  n <= PGBAKFS_IDBLOCK_IDS && bytes == n * sizeof(ChunkId);
+		if (sqlite3_column_bytes(s, 0) == PGBAKFS_CHUNK_ID_LEN)
+			memcpy(hash.b, sqlite3_column_blob(s, 0), sizeof(hash.b));
+		if (ok) {
+			chunk_hash(sqlite3_column_blob(s, 2), bytes, &got);
+			ok = memcmp(got.b, hash.b, sizeof(got.b)) == 0;
+		}
+		if (!ok && (r = cb(&hash, bytes == 0, ud)) < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "id block check");
+}
+
+int catalog_idblocks_convert(Catalog *c, uint64_t *ret_n)
+{
+	_cleanup_free_ int64_t *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r;
+
+	if (!c->idblocks)
+		return -EINVAL;
+	r = catalog_begin(c);
+	if (r < 0)
+		return r;
+	{
+		_cleanup_stmt_ sqlite3_stmt *s = NULL;
+		r = prepare(c, "SELECT id FROM contents WHERE blocks = 0 AND n > ?1", &s);
+		if (r == 0)
+			sqlite3_bind_int(s, 1, PGBAKFS_IDBLOCK_IDS);
+		while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+			if (n == cap) {
+				int64_t *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+				if (!nv) {
+					r = -ENOMEM;
+					break;
+				}
+				v = nv;
+			}
+			v[n++] = sqlite3_column_int64(s, 0);
+		}
+		if (r == 0 && rc != SQLITE_DONE)
+			r = catalog_fail(c, rc, "contents to convert");
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		_cleanup_free_ ChunkId *ids = NULL;
+		_cleanup_free_ uint8_t *list = NULL;
+		_cleanup_stmt_ sqlite3_stmt *u = NULL;
+		size_t k = 0, nb;
+		r = catalog_content_get(c, v[i], &ids, &k);
+		nb = blocks_for(k);
+		if (r == 0 && !(list = malloc(nb * 8)))
+			r = -ENOMEM;
+		for (size_t b = 0; b < nb && r == 0; b++) {
+			int64_t id;
+			r = catalog_idblock_put(c, ids + b * PGBAKFS_IDBLOCK_IDS, block_len(k, b), &id);
+			put_le64(list + b * 8, (uint64_t)id);
+		}
+		if (r == 0)
+			r = prepare(c, "UPDATE contents SET list = ?2, blocks = 1 WHERE id = ?1", &u);
+		if (r == 0) {
+			sqlite3_bind_int64(u, 1, v[i]);
+			sqlite3_bind_blob64(u, 2, list, nb * 8, SQLITE_STATIC);
+			r = step_done(c, u);
+		}
+	}
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0) {
+		catalog_rollback(c);
+		return r;
+	}
+	*ret_n = n;
+	return 0;
+}
+
+int catalog_idblocks_inline_count(Catalog *c, uint64_t *ret_n)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "SELECT count(*) FROM contents WHERE blocks = 0 AND n > ?1", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int(s, 1, PGBAKFS_IDBLOCK_IDS);
+	if (sqlite3_step(s) != SQLITE_ROW)
+		return catalog_fail(c, sqlite3_errcode(c->db), "inline count");
+	*ret_n = (uint64_t)sqlite3_column_int64(s, 0);
+	return 0;
+}
+
+/*
+ * Carriers. Every block is in the manifest of exactly one committed
+ * snapshot, its carrier, so a manifest never repeats what its parent's
+ * already holds. A block whose carrier is unset (new) or no longer
+ * committed (deleted, purged) moves to the lowest-rowid committed snapshot
+ * that uses it; cb learns each snapshot whose manifest must be rewritten,
+ * inside the same transaction, so the move and the rewrite mark commit
+ * together.
+ */
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Rowids of the blocks without a committed carrier, sorted. */
+static int orphan_blocks(Catalog *c, int64_t **ret, size_t *ret_n)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	_cleanup_free_ int64_t *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r = prepare(c, "SELECT id FROM idblocks WHERE carrier IS NULL OR carrier NOT IN"
+			       " (SELECT id FROM snapshots WHERE " VISIBLE ") ORDER BY id", &s);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (n == cap) {
+			int64_t *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+		}
+		v[n++] = sqlite3_column_int64(s, 0);
+	}
+	if (rc != SQLITE_DONE)
+		return catalog_fail(c, rc, "orphan blocks");
+	*ret = TAKE_PTR(v);
+	*ret_n = n;
+	return 0;
+}
+
+/* The distinct contents of one snapshot's files (rows or a shared tree). */
+typedef struct ContentIds {
+	int64_t *v;
+	size_t n, cap;
+} ContentIds;
+
+static int content_ids_row(const FileRow *f, void *userdata)
+{
+	ContentIds *k = userdata;
+	if (!f->content)
+		return 0;
+	if (k->n == k->cap) {
+		size_t cap = k->cap ? 2 * k->cap : 1024;
+		int64_t *v = realloc(k->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		k->v = v;
+		k->cap = cap;
+	}
+	k->v[k->n++] = f->content;
+	return 0;
+}
+
+static int content_ids_of(Catalog *c, int64_t snap, ContentIds *k)
+{
+	size_t n = 0;
+	k->n = 0;
+	int r = catalog_file_foreach(c, snap, content_ids_row, k);
+	if (r < 0 || k->n == 0)
+		return r;
+	qsort(k->v, k->n, sizeof(*k->v), cmp_i64);
+	for (size_t i = 0; i < k->n; i++)
+		if (i == 0 || k->v[i] != k->v[n - 1])
+			k->v[n++] = k->v[i];
+	k->n = n;
+	return 0;
+}
+
+/* A set of row ids (open addressing, 0 never stored: contents ids start at 1). */
+typedef struct IdSet {
+	int64_t *v;
+	size_t n, cap; /* cap: a power of two */
+} IdSet;
+
+static int id_set_add(IdSet *s, int64_t id, bool *ret_fresh)
+{
+	if (2 * (s->n + 1) > s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 4096;
+		int64_t *v = calloc(cap, sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		for (size_t i = 0; i < s->cap; i++) {
+			if (!s->v[i])
+				continue;
+			size_t j = ((uint64_t)s->v[i] * 0x9E3779B97F4A7C15ull) & (cap - 1);
+			while (v[j])
+				j = (j + 1) & (cap - 1);
+			v[j] = s->v[i];
+		}
+		free(s->v);
+		s->v = v;
+		s->cap = cap;
+	}
+	size_t j = ((uint64_t)id * 0x9E3779B97F4A7C15ull) & (s->cap - 1);
+	while (s->v[j] && s->v[j] != id)
+		j = (j + 1) & (s->cap - 1);
+	*ret_fresh = !s->v[j];
+	if (!s->v[j]) {
+		s->v[j] = id;
+		s->n++;
+	}
+	return 0;
+}
+
+typedef struct Carry {
+	int64_t *orphans;
+	bool *placed;
+	size_t n, left;
+	sqlite3_stmt *list, *upd;
+	CatalogCarrierFn cb;
+	void *ud;
+} Carry;
+
+/* The orphans among the blocks of content go to snap; cb once per snapshot that got some. */
+static int carry_content(Catalog *c, Carry *k, int64_t snap, const char *name, int64_t content,
+			 bool *marked)
+{
+	int rc, r = 0;
+	sqlite3_reset(k->list);
+	sqlite3_bind_int64(k->list, 1, content);
+	rc = sqlite3_step(k->list);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(k->list);
+		return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "carriers");
+	}
+	const uint8_t *list = sqlite3_column_blob(k->list, 0);
+	size_t nb = (size_t)sqlite3_column_bytes(k->list, 0) / 8;
+	for (size_t i = 0; i < nb && k->left > 0 && r == 0; i++) {
+		int64_t id = (int64_t)get_le64(list + i * 8);
+		int64_t *hit = bsearch(&id, k->orphans, k->n, sizeof(*k->orphans), cmp_i64);
+		if (!hit || k->placed[hit - k->orphans])
+			continue;
+		k->placed[hit - k->orphans] = true;
+		k->left--;
+		sqlite3_bind_int64(k->upd, 1, id);
+		sqlite3_bind_int64(k->upd, 2, snap);
+		r = step_done(c, k->upd);
+		if (r == 0 && !*marked) {
+			*marked = true;
+			r = k->cb(snap, name, k->ud);
+		}
+	}
+	sqlite3_reset(k->list);
+	return r;
+}
+
+static int assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
+{
+	_cleanup_stmt_ sqlite3_stmt *snaps = NULL;
+	_cleanup_free_ int64_t *orphans = NULL;
+	_cleanup_free_ bool *placed = NULL;
+	ContentIds ids = {0};
+	IdSet seen = {0};
+	Carry k = {.cb = cb, .ud = ud};
+	int rc = SQLITE_DONE, r = orphan_blocks(c, &orphans, &k.n);
+
+	if (r < 0 || k.n == 0)
+		return r;
+	placed = calloc(k.n, sizeof(*placed));
+	if (!placed)
+		return -ENOMEM;
+	k.orphans = orphans;
+	k.placed = placed;
+	k.left = k.n;
+	/* oldest first: a block goes to the first snapshot that used it (a child's manifest
+	 * does not repeat its parent's); a content met in an earlier snapshot is not read again */
+	r = prepare(c, "SELECT id, name FROM snapshots WHERE " VISIBLE " ORDER BY id", &snaps);
+	if (r == 0)
+		r = prepare(c, "SELECT list FROM contents WHERE id = ?1 AND blocks = 1", &k.list);
+	if (r == 0)
+		r = prepare(c, "UPDATE idblocks SET carrier = ?2 WHERE id = ?1", &k.upd);
+	while (r == 0 && k.left > 0 && (rc = sqlite3_step(snaps)) == SQLITE_ROW) {
+		int64_t snap = sqlite3_column_int64(snaps, 0);
+		const char *name = (const char *)sqlite3_column_text(snaps, 1);
+		bool marked = false;
+		r = content_ids_of(c, snap, &ids);
+		for (size_t i = 0; r == 0 && i < ids.n && k.left > 0; i++) {
+			bool fresh = false;
+			r = id_set_add(&seen, ids.v[i], &fresh);
+			if (r == 0 && fresh)
+				r = carry_content(c, &k, snap, name, ids.v[i], &marked);
+		}
+	}
+	sqlite3_finalize(k.list);
+	sqlite3_finalize(k.upd);
+	free(ids.v);
+	free(seen.v);
+	if (r < 0)
+		return r;
+	return k.left == 0 || rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "carriers");
+}
+
+int catalog_idblocks_assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
+{
+	int r = catalog_begin(c);
+	if (r < 0)
+		return r;
+	r = assign_carriers(c, cb, ud);
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0)
+		catalog_rollback(c);
 	return r;
 }
 
@@ -1375,6 +2023,7 @@ int catalog_stats(Catalog *c, CatalogStats *ret)
 	/* file rows of running and older snapshots, and entries of shared directories */
 	if (!r) r = query_u64(c, "SELECT (SELECT count(*) FROM files) +"
 			      " (SELECT coalesce(sum(n), 0) FROM dirs)", &v.n_files);
+	if (!r) r = query_u64(c, "SELECT count(*) FROM idblocks", &v.n_idblocks);
 	if (!r) r = query_u64(c, "SELECT coalesce(sum(logical_bytes), 0) FROM snapshots"
 				 " WHERE " VISIBLE, &v.logical_bytes);
 	exec_sql(c, "COMMIT");
@@ -1392,33 +2041,93 @@ void catalog_gc_result_clear(CatalogGcResult *r)
 	*r = (CatalogGcResult){0};
 }
 
-/* Fill temp table live(id) with every chunk id of every remaining content. */
+static int live_add(Catalog *c, sqlite3_stmt *ins, const ChunkId *ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int r;
+		if (chunk_id_is_hole(&ids[i]))
+			continue;
+		sqlite3_bind_blob(ins, 1, ids[i].b, sizeof(ids[i].b), SQLITE_STATIC);
+		r = step_done(c, ins);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * Fill temp table live(id) with every chunk id of every remaining content:
+ * the inline lists, and every id block (after the unreferenced ones went,
+ * each remaining block belongs to some content).
+ */
 static int gc_build_live_set(Catalog *c)
 {
-	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *ins = NULL;
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *blk = NULL, *ins = NULL;
 	int rc, r = exec_sql(c, "CREATE TEMP TABLE IF NOT EXISTS live(id BLOB PRIMARY KEY)"
 				" WITHOUT ROWID; DELETE FROM live;");
 	if (r == 0)
-		r = prepare(c, "SELECT n, list FROM contents", &sel);
+		r = prepare(c, "SELECT n, list FROM contents WHERE blocks = 0", &sel);
+	if (r == 0)
+		r = prepare(c, "SELECT n, ids FROM idblocks", &blk);
 	if (r == 0)
 		r = prepare(c, "INSERT OR IGNORE INTO live VALUES(?1)", &ins);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
 		size_t n = (size_t)sqlite3_column_int64(sel, 0);
-		const ChunkId *ids = sqlite3_column_blob(sel, 1);
 		if ((size_t)sqlite3_column_bytes(sel, 1) != n * sizeof(ChunkId))
 			return -EBADMSG;
-		for (size_t i = 0; i < n; i++) {
-			if (chunk_id_is_hole(&ids[i]))
-				continue;
-			sqlite3_bind_blob(ins, 1, ids[i].b, sizeof(ids[i].b), SQLITE_STATIC);
+		r = live_add(c, ins, sqlite3_column_blob(sel, 1), n);
+		if (r < 0)
+			return r;
+	}
+	if (rc != SQLITE_DONE)
+		return catalog_fail(c, rc, "gc live set");
+	while ((rc = sqlite3_step(blk)) == SQLITE_ROW) {
+		size_t n = (size_t)sqlite3_column_int64(blk, 0);
+		size_t bytes = (size_t)sqlite3_column_bytes(blk, 1);
+		/* a placeholder repair left names no ids: its chunks are not known to be live */
+		if (bytes == 0)
+			continue;
+		if (bytes != n * sizeof(ChunkId))
+			return -EBADMSG;
+		r = live_add(c, ins, sqlite3_column_blob(blk, 1), n);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "gc live set");
+}
+
+/* Id blocks that no content names any more go (contents and blocks change together). */
+static int gc_idblocks(Catalog *c, uint64_t *ret_n)
+{
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *ins = NULL;
+	int rc, r = exec_sql(c, "CREATE TEMP TABLE IF NOT EXISTS live_blocks(id INTEGER PRIMARY KEY);"
+				"DELETE FROM live_blocks;");
+	if (r == 0)
+		r = prepare(c, "SELECT list FROM contents WHERE blocks = 1", &sel);
+	if (r == 0)
+		r = prepare(c, "INSERT OR IGNORE INTO live_blocks VALUES(?1)", &ins);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		const uint8_t *list = sqlite3_column_blob(sel, 0);
+		size_t bytes = (size_t)sqlite3_column_bytes(sel, 0);
+		if (bytes % 8)
+			return -EBADMSG;
+		for (size_t i = 0; i < bytes / 8; i++) {
+			sqlite3_bind_int64(ins, 1, (int64_t)get_le64(list + i * 8));
 			r = step_done(c, ins);
 			if (r < 0)
 				return r;
 		}
 	}
-	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "gc live set");
+	if (rc != SQLITE_DONE)
+		return catalog_fail(c, rc, "gc id blocks");
+	r = exec_sql(c, "DELETE FROM idblocks WHERE id NOT IN (SELECT id FROM live_blocks)");
+	if (r == 0)
+		*ret_n = (uint64_t)sqlite3_changes(c->db);
+	return r;
 }
 
 /*
@@ -1524,7 +2233,9 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 			return r;
 		res->contents_deleted = (uint64_t)sqlite3_changes(c->db);
 	}
-	r = gc_build_live_set(c);
+	r = gc_idblocks(c, &res->idblocks_deleted);
+	if (r == 0)
+		r = gc_build_live_set(c);
 	if (r == 0)
 		r = meta_get_int(c, "epoch", &epoch);
 	if (r == 0)
@@ -1931,6 +2642,10 @@ static int damage_hit(Damage *d, int64_t content, bool *ret)
 	if (r != -ENOENT)
 		return r;
 	r = catalog_content_get(d->c, content, &list, &n);
+	if (r == -EBADMSG) { /* a list that cannot be read whole is a damaged file too */
+		*ret = true;
+		return seen_put(d->c, d->put, content, 1);
+	}
 	if (r < 0)
 		return r;
 	*ret = false;
@@ -2013,6 +2728,9 @@ static int refs_row(const FileRow *f, void *userdata)
 	return 0;
 }
 
+static int report_unreadable_blocks(Catalog *c, int64_t content, const char *snap,
+				    CatalogMissingFn cb, void *userdata);
+
 /* Report the chunks of content that have no row; remember a content that has them all. */
 static int refs_content(Catalog *c, Refs *rf, const char *snap, int64_t content)
 {
@@ -2023,6 +2741,8 @@ static int refs_content(Catalog *c, Refs *rf, const char *snap, int64_t content)
 	if (r != -ENOENT)
 		return r; /* 0: every chunk of it was there */
 	r = catalog_content_get(c, content, &list, &n);
+	if (r == -EBADMSG) /* a block that is missing or damaged: its chunks are unknown, so missing */
+		return report_unreadable_blocks(c, content, snap, rf->cb, rf->ud);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		ChunkLoc loc;
 		/* a chunk row pointing at a pack that is not "ok" is as good as missing */
@@ -2049,6 +2769,52 @@ static int refs_snapshot(Catalog *c, int64_t rowid, const char *name, void *user
 		if (i == 0 || rf->contents[i] != rf->contents[i - 1])
 			r = refs_content(c, rf, name, rf->contents[i]);
 	return r;
+}
+
+/*
+ * A block-form content that does not read whole: each block that is missing
+ * (no row, or the placeholder repair leaves for a block no manifest carried)
+ * is reported under its hash, as a chunk the catalog lacks: the chunks it
+ * names are unknown. An inline list that is damaged: -EBADMSG.
+ */
+static int report_unreadable_blocks(Catalog *c, int64_t content, const char *snap,
+				    CatalogMissingFn cb, void *userdata)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL, *b = NULL;
+	_cleanup_free_ ChunkId *v = malloc(PGBAKFS_IDBLOCK_IDS * sizeof(ChunkId));
+	int rc, r = v ? prepare(c, "SELECT n, list, blocks FROM contents WHERE id = ?1", &s) : -ENOMEM;
+	if (r == 0)
+		r = prepare(c, "SELECT hash, ids FROM idblocks WHERE id = ?1", &b);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, content);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? -EBADMSG : catalog_fail(c, rc, "content get");
+	size_t n = (size_t)sqlite3_column_int64(s, 0);
+	const uint8_t *list = sqlite3_column_blob(s, 1);
+	size_t bytes = (size_t)sqlite3_column_bytes(s, 1);
+	if (sqlite3_column_int(s, 2) == 0 || n == 0 || bytes != blocks_for(n) * 8)
+		return -EBADMSG;
+	for (size_t i = 0; i < bytes / 8; i++) {
+		int64_t id = (int64_t)get_le64(list + i * 8);
+		ChunkId hash = {0};
+		bool found;
+		if (idblock_read(c, id, v, block_len(n, i), NULL) == 0)
+			continue;
+		sqlite3_reset(b);
+		sqlite3_bind_int64(b, 1, id);
+		found = sqlite3_step(b) == SQLITE_ROW;
+		if (found && sqlite3_column_bytes(b, 0) == PGBAKFS_CHUNK_ID_LEN)
+			memcpy(hash.b, sqlite3_column_blob(b, 0), sizeof(hash.b));
+		/* a damaged block is catalog damage (catalog_idblocks_verify), not a missing one */
+		if (found && sqlite3_column_bytes(b, 1) > 0)
+			continue;
+		r = cb(snap, &hash, userdata);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata)

@@ -73,7 +73,7 @@ typedef struct FileRow {
 } FileRow;
 
 typedef struct CatalogStats {
-	uint64_t n_snapshots, n_packs, n_chunks, n_contents, n_files;
+	uint64_t n_snapshots, n_packs, n_chunks, n_contents, n_files, n_idblocks;
 	uint64_t pack_bytes, chunk_plain_bytes, chunk_stored_bytes, logical_bytes;
 } CatalogStats;
 
@@ -106,9 +106,74 @@ int catalog_pack_foreach(Catalog *c, CatalogPackFn cb, void *userdata);
 /* The chunks the catalog places in a pack, sorted by offset. */
 int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n);
 
-/* Store a chunk list once; returns the id of the existing or new row. */
+/*
+ * Chunk-id lists ("contents"). A list is stored once, found by the SHA-256 of
+ * its id bytes. In a catalog with id blocks on (catalog_set_idblocks), a list
+ * of more than PGBAKFS_IDBLOCK_IDS ids is stored as id blocks: ids [0, 256),
+ * [256, 512), ... each stored once by the SHA-256 of its bytes, so lists that
+ * differ in a few ids share the rest. Callers always see whole lists.
+ *
+ * put: returns the id of the existing or new row; in the caller's transaction
+ * when one is open, else in one of its own. get: *ret malloc'd (free() it);
+ * -ENOENT for an unknown id, -EBADMSG when the row or one of its blocks is
+ * damaged (a block's ids must hash to its hash: a damaged block is never
+ * returned as data).
+ */
+#define PGBAKFS_IDBLOCK_IDS 256
 int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id);
 int catalog_content_get(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n);
+/*
+ * Whether new lists may be stored as id blocks (off by default: a format-1
+ * repository must never get them, its older readers would misread them).
+ * Lists of both forms are read either way. Set by the repository (store/repo.c)
+ * on every connection it opens.
+ */
+void catalog_set_idblocks(Catalog *c, bool on);
+bool catalog_idblocks(const Catalog *c);
+/*
+ * The stored form of a content (manifests): the whole list (*ret, *ret_n) and
+ * the hash of the whole list; for a list stored as blocks also the hashes of
+ * its blocks (*ret_blocks, *ret_n_blocks, malloc'd), else NULL and 0.
+ */
+int catalog_content_get_blocks(Catalog *c, int64_t id, ChunkId *ret_hash, ChunkId **ret,
+			       size_t *ret_n, ChunkId **ret_blocks, size_t *ret_n_blocks);
+/*
+ * A list of n ids (> PGBAKFS_IDBLOCK_IDS) by the hash of the whole list and
+ * of its blocks (manifest import). A block the catalog lacks is recorded as
+ * a placeholder (no ids; counted in *ret_missing, may be NULL): the content
+ * then reads as damaged (-EBADMSG) and check reports it, until a block with
+ * that hash is put. -EBADMSG when n_blocks does not fit n.
+ */
+int catalog_content_put_blocks(Catalog *c, const ChunkId *hash, size_t n, const ChunkId *blocks,
+			       size_t n_blocks, int64_t *ret_id, size_t *ret_missing);
+/*
+ * One id block of 1..PGBAKFS_IDBLOCK_IDS ids, stored once by its hash (an
+ * existing row of that hash whose ids are wrong is overwritten: healed).
+ */
+int catalog_idblock_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id);
+/* Make snap the carrier of the block with this hash, unless it has one. */
+int catalog_idblock_set_carrier(Catalog *c, const ChunkId *hash, int64_t snap);
+/* The blocks snap carries (its manifest holds them), each verified: -EBADMSG if damaged. */
+typedef int (*CatalogIdBlockFn)(const ChunkId *hash, const ChunkId *ids, size_t n, void *ud);
+int catalog_idblock_foreach_carried(Catalog *c, int64_t snap, CatalogIdBlockFn cb, void *ud);
+/* Every block whose ids do not hash to its hash (missing: a placeholder left by repair). */
+typedef int (*CatalogBadIdBlockFn)(const ChunkId *hash, bool missing, void *ud);
+int catalog_idblocks_verify(Catalog *c, CatalogBadIdBlockFn cb, void *ud);
+/*
+ * Give every block without a committed carrier one (the lowest-rowid committed
+ * snapshot that uses it), in one transaction; cb (name: the snapshot's) is
+ * called inside it once per snapshot that became a carrier, to mark its
+ * manifest for rewrite.
+ */
+typedef int (*CatalogCarrierFn)(int64_t snap, const char *name, void *ud);
+int catalog_idblocks_assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud);
+/*
+ * upgrade: every inline list of more than PGBAKFS_IDBLOCK_IDS ids becomes
+ * blocks, in one transaction (-EINVAL unless id blocks are on). count: how
+ * many such lists there are.
+ */
+int catalog_idblocks_convert(Catalog *c, uint64_t *ret_n);
+int catalog_idblocks_inline_count(Catalog *c, uint64_t *ret_n);
 
 int catalog_session_add(Catalog *c, const char *id, const char *kind, int64_t *ret_epoch);
 /* Unregister a session and drop its holds. */
@@ -261,7 +326,7 @@ int catalog_instance_system_id(Catalog *c, const char *instance, char **ret);
 
 typedef struct CatalogGcResult {
 	uint64_t snapshots_purged; /* deleted snapshots whose last hold went */
-	uint64_t contents_deleted, chunks_condemned, chunks_deleted, chunk_bytes_deleted;
+	uint64_t contents_deleted, idblocks_deleted, chunks_condemned, chunks_deleted, chunk_bytes_deleted;
 	uint64_t chunks_waiting; /* condemned, kept for a backup that started earlier */
 	char **dead_packs;       /* pack object names to delete, NULL-terminated */
 	size_t n_dead_packs;
@@ -322,7 +387,11 @@ int catalog_pack_move(Catalog *c, int64_t pack_id, uint64_t size, const PackEntr
 /* Names of visible snapshots whose files use any chunk in ids (check). */
 typedef int (*CatalogDamageFn)(const char *snapshot, const char *path, void *userdata);
 int catalog_find_damage(Catalog *c, const ChunkId *ids, size_t n, CatalogDamageFn cb, void *ud);
-/* Every chunk referenced by a visible snapshot must have a row (check). */
+/*
+ * Every chunk referenced by a visible snapshot must have a row (check); an id
+ * block a list names that is missing (see catalog_content_put_blocks) is
+ * reported under its hash too.
+ */
 typedef int (*CatalogMissingFn)(const char *snapshot, const ChunkId *id, void *userdata);
 int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata);
 /* PRAGMA quick_check; 0 when it says ok. */

@@ -139,6 +139,16 @@ static int report_missing(const char *snapshot, const ChunkId *id, void *ud)
 	return 0;
 }
 
+static int report_bad_idblock(const ChunkId *hash, bool missing, void *ud)
+{
+	char hex[65];
+	chunk_id_to_hex(hash, hex);
+	say(ud, CHECK_ERROR, "catalog is damaged: id block %s %s (\"pgbakfs repair "
+	    "--rebuild-catalog\" rebuilds it from the snapshot manifests)", hex,
+	    missing ? "is in no manifest" : "does not match its hash");
+	return 0;
+}
+
 static void verify_pack_trailer(Checker *ck, const PackRef *p, const uint8_t *buf)
 {
 	uint64_t off;
@@ -323,6 +333,8 @@ static int check_run(Checker *ck)
 		r = check_pack_objects(ck);
 	if (r == 0)
 		r = check_trees(ck);
+	if (r == 0)
+		r = catalog_idblocks_verify(cat, report_bad_idblock, ck);
 	if (r == 0)
 		r = catalog_check_references(cat, report_missing, ck);
 	if (r == 0 && ck->o->read_data)

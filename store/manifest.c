@@ -28,6 +28,13 @@ static const char image_schema[] =
 	"CREATE TABLE links(path TEXT PRIMARY KEY, target TEXT NOT NULL) WITHOUT ROWID;"
 	"CREATE TABLE bad_blocks(path TEXT NOT NULL, block INTEGER NOT NULL);";
 
+/* format 2: lists as id blocks, and the blocks this snapshot carries */
+static const char image_schema_2[] =
+	"ALTER TABLE contents ADD COLUMN blocks INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE contents ADD COLUMN hash BLOB;"
+	"CREATE TABLE idblocks(hash BLOB PRIMARY KEY, n INTEGER NOT NULL, ids BLOB NOT NULL,"
+	"  crcs BLOB) WITHOUT ROWID;";
+
 static void stmt_finalizep(sqlite3_stmt **s)
 {
 	if (*s)
@@ -138,6 +145,7 @@ static int verify_tree(Catalog *c, int64_t rowid)
 
 typedef struct Exporter {
 	Catalog *c;
+	int format;   /* 2 when the catalog stores lists as id blocks */
 	sqlite3 *cat; /* the catalog's connection */
 	sqlite3 *img; /* the manifest being built */
 	sqlite3_stmt *ins;
@@ -263,40 +271,75 @@ static int export_crcs(Catalog *c, const ChunkId *ids, size_t n, uint8_t **ret)
 	return 0;
 }
 
+/* A list stored as id blocks goes in as the hashes of its blocks (format 2). */
+static int export_content(Exporter *e, sqlite3_stmt *ins, int64_t id)
+{
+	_cleanup_free_ ChunkId *ids = NULL, *blocks = NULL;
+	_cleanup_free_ uint8_t *crcs = NULL;
+	ChunkId hash;
+	size_t n = 0, nb = 0;
+	int r = e->format >= 2 ? catalog_content_get_blocks(e->c, id, &hash, &ids, &n, &blocks, &nb)
+			       : catalog_content_get(e->c, id, &ids, &n);
+	if (r == -ENOENT)
+		return -EBADMSG; /* a file refers to a list the catalog lacks */
+	if (r == 0 && nb == 0)
+		r = export_crcs(e->c, ids, n, &crcs);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(ins, 1, id);
+	sqlite3_bind_int64(ins, 2, (int64_t)n);
+	if (nb)
+		sqlite3_bind_blob64(ins, 3, blocks, nb * sizeof(*blocks), SQLITE_STATIC);
+	else
+		sqlite3_bind_blob64(ins, 3, ids, n * sizeof(*ids), SQLITE_STATIC);
+	if (crcs)
+		sqlite3_bind_blob64(ins, 4, crcs, n * CRC_RECORD_LEN, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(ins, 4);
+	if (e->format >= 2) {
+		sqlite3_bind_int(ins, 5, nb > 0);
+		sqlite3_bind_blob(ins, 6, hash.b, sizeof(hash.b), SQLITE_STATIC);
+	}
+	return image_step_done(e->img, ins, -EIO);
+}
+
 static int export_contents(Exporter *e)
 {
 	_cleanup_stmt_ sqlite3_stmt *ins = NULL;
-	int r = image_prepare(e->img, "INSERT INTO contents(id, n, list, crcs) VALUES(?1, ?2, ?3, ?4)",
+	int r = image_prepare(e->img, e->format >= 2
+				? "INSERT INTO contents(id, n, list, crcs, blocks, hash)"
+				  " VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+				: "INSERT INTO contents(id, n, list, crcs) VALUES(?1, ?2, ?3, ?4)",
 			      -EIO, &ins);
 	if (r < 0)
 		return r;
 	if (e->n_contents)
 		qsort(e->contents, e->n_contents, sizeof(*e->contents), cmp_int64);
 	for (size_t i = 0; i < e->n_contents; i++) {
-		_cleanup_free_ ChunkId *ids = NULL;
-		_cleanup_free_ uint8_t *crcs = NULL;
-		size_t n = 0;
 		if (i > 0 && e->contents[i] == e->contents[i - 1])
 			continue;
-		r = catalog_content_get(e->c, e->contents[i], &ids, &n);
-		if (r == -ENOENT)
-			return -EBADMSG; /* a file refers to a list the catalog lacks */
-		if (r == 0)
-			r = export_crcs(e->c, ids, n, &crcs);
-		if (r < 0)
-			return r;
-		sqlite3_bind_int64(ins, 1, e->contents[i]);
-		sqlite3_bind_int64(ins, 2, (int64_t)n);
-		sqlite3_bind_blob64(ins, 3, ids, n * sizeof(*ids), SQLITE_STATIC);
-		if (crcs)
-			sqlite3_bind_blob64(ins, 4, crcs, n * CRC_RECORD_LEN, SQLITE_STATIC);
-		else
-			sqlite3_bind_null(ins, 4);
-		r = image_step_done(e->img, ins, -EIO);
+		r = export_content(e, ins, e->contents[i]);
 		if (r < 0)
 			return r;
 	}
 	return 0;
+}
+
+static int export_idblock(const ChunkId *hash, const ChunkId *ids, size_t n, void *userdata)
+{
+	Exporter *e = userdata;
+	_cleanup_free_ uint8_t *crcs = NULL;
+	int r = export_crcs(e->c, ids, n, &crcs);
+	if (r < 0)
+		return r;
+	sqlite3_bind_blob(e->ins, 1, hash->b, sizeof(hash->b), SQLITE_STATIC);
+	sqlite3_bind_int64(e->ins, 2, (int64_t)n);
+	sqlite3_bind_blob64(e->ins, 3, ids, n * sizeof(*ids), SQLITE_STATIC);
+	if (crcs)
+		sqlite3_bind_blob64(e->ins, 4, crcs, n * CRC_RECORD_LEN, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(e->ins, 4);
+	return image_step_done(e->img, e->ins, -EIO);
 }
 
 static int export_link(const char *path, const char *target, void *userdata)
@@ -326,10 +369,12 @@ static int export_prepare(Exporter *e, const char *sql)
 static int export_rows(Exporter *e, int64_t rowid)
 {
 	int r = image_exec(e->img, image_schema, -EIO);
+	if (r == 0 && e->format >= 2)
+		r = image_exec(e->img, image_schema_2, -EIO);
 	if (r == 0)
 		r = export_prepare(e, "INSERT INTO meta VALUES('manifest_format', ?1)");
 	if (r == 0) {
-		sqlite3_bind_int(e->ins, 1, PGBAKFS_MANIFEST_FORMAT);
+		sqlite3_bind_int(e->ins, 1, e->format);
 		r = image_step_done(e->img, e->ins, -EIO);
 	}
 	if (r == 0)
@@ -348,6 +393,10 @@ static int export_rows(Exporter *e, int64_t rowid)
 		r = export_prepare(e, "INSERT INTO bad_blocks VALUES(?1, ?2)");
 	if (r == 0)
 		r = catalog_bad_block_foreach(e->c, rowid, export_bad_block, e);
+	if (r == 0 && e->format >= 2)
+		r = export_prepare(e, "INSERT INTO idblocks VALUES(?1, ?2, ?3, ?4)");
+	if (r == 0 && e->format >= 2)
+		r = catalog_idblock_foreach_carried(e->c, rowid, export_idblock, e);
 	return r;
 }
 
@@ -375,7 +424,8 @@ static int image_serialize(sqlite3 *img, void **ret_buf, size_t *ret_len)
 int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_len)
 {
 	_cleanup_db_ sqlite3 *img = NULL;
-	Exporter e = {.c = c, .cat = catalog_sqlite(c)};
+	/* format 1 in a format-1 repository: its older readers must read every manifest */
+	Exporter e = {.c = c, .cat = catalog_sqlite(c), .format = catalog_idblocks(c) ? 2 : 1};
 	bool own_tx = sqlite3_get_autocommit(e.cat);
 	int rc, r;
 
@@ -415,7 +465,7 @@ int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_
  * storage: SQLite runs nothing the image's schema asks for (triggers, views,
  * functions), and a damaged image is refused before any row is read.
  */
-static int image_open(const void *buf, size_t len, sqlite3 **ret)
+static int image_open(const void *buf, size_t len, sqlite3 **ret, int *ret_format)
 {
 	_cleanup_db_ sqlite3 *img = NULL;
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
@@ -464,6 +514,7 @@ static int image_open(const void *buf, size_t len, sqlite3 **ret)
 		return -EBADMSG;
 	if (sqlite3_column_int64(s, 0) > PGBAKFS_MANIFEST_FORMAT)
 		return -EPROTONOSUPPORT;
+	*ret_format = (int)sqlite3_column_int64(s, 0);
 	*ret = TAKE_PTR(img);
 	return 0;
 }
@@ -607,10 +658,86 @@ static int import_crcs(sqlite3 *cat, sqlite3_stmt *upd, const ChunkId *ids, size
 }
 
 /*
- * Each chunk list goes in (or is found by its hash); temp.content_map takes
- * the manifest's content id to the catalog's for the files.
+ * The id blocks the manifest carries: each must hash to its name. With snap,
+ * the blocks get it as carrier (unless they have one: another manifest
+ * carried them first).
  */
-static int import_contents(Catalog *c, sqlite3 *img)
+static int import_idblocks(Catalog *c, sqlite3 *img, int64_t snap)
+{
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *upd = NULL;
+	sqlite3 *cat = catalog_sqlite(c);
+	int rc, r = image_prepare(img, "SELECT hash, n, ids, crcs FROM idblocks", -EBADMSG, &sel);
+	if (r == 0)
+		r = catalog_prepare(cat, "UPDATE chunks SET crc = ?2 WHERE id = ?1 AND crc IS NULL",
+				    &upd);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		int64_t n = sqlite3_column_int64(sel, 1), id;
+		const ChunkId *ids = sqlite3_column_blob(sel, 2);
+		const uint8_t *crcs = sqlite3_column_blob(sel, 3);
+		ChunkId hash, got;
+
+		if (sqlite3_column_bytes(sel, 0) != PGBAKFS_CHUNK_ID_LEN || n < 1 ||
+		    n > PGBAKFS_IDBLOCK_IDS ||
+		    (size_t)sqlite3_column_bytes(sel, 2) != (size_t)n * sizeof(ChunkId) ||
+		    (sqlite3_column_type(sel, 3) != SQLITE_NULL &&
+		     (size_t)sqlite3_column_bytes(sel, 3) != (size_t)n * CRC_RECORD_LEN))
+			return -EBADMSG;
+		memcpy(hash.b, sqlite3_column_blob(sel, 0), sizeof(hash.b));
+		chunk_hash(ids, (size_t)n * sizeof(ChunkId), &got);
+		if (memcmp(got.b, hash.b, sizeof(got.b)) != 0)
+			return -EBADMSG;
+		r = catalog_idblock_put(c, ids, (size_t)n, &id);
+		if (r == 0 && crcs)
+			r = import_crcs(cat, upd, ids, (size_t)n, crcs);
+		if (r == 0 && snap)
+			r = catalog_idblock_set_carrier(c, &hash, snap);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : image_errno(img, rc, -EBADMSG, "id blocks");
+}
+
+/* A list stored as id blocks: by the hashes of its blocks (format 2). */
+static int import_content_blocks(Catalog *c, sqlite3_stmt *sel, int64_t n, int64_t *ret_id,
+				 size_t *ret_missing)
+{
+	size_t bytes = (size_t)sqlite3_column_bytes(sel, 2);
+	ChunkId hash;
+	int r;
+
+	if (sqlite3_column_bytes(sel, 5) != PGBAKFS_CHUNK_ID_LEN || bytes % sizeof(ChunkId) ||
+	    sqlite3_column_type(sel, 3) != SQLITE_NULL)
+		return -EBADMSG;
+	memcpy(hash.b, sqlite3_column_blob(sel, 5), sizeof(hash.b));
+	r = catalog_content_put_blocks(c, &hash, (size_t)n, sqlite3_column_blob(sel, 2),
+				       bytes / sizeof(ChunkId), ret_id, ret_missing);
+	if (r == 0) {
+		/* whole, the list must be the one its hash names; not whole (a block no
+		 * manifest imported so far carries, maybe in a list the catalog had): missing */
+		_cleanup_free_ ChunkId *ids = NULL;
+		size_t got_n = 0;
+		ChunkId got;
+		r = catalog_content_get(c, *ret_id, &ids, &got_n);
+		if (r == -EBADMSG) {
+			*ret_missing += !*ret_missing;
+			r = 0;
+		} else if (r == 0) {
+			chunk_hash(ids, got_n * sizeof(ChunkId), &got);
+			if (memcmp(got.b, hash.b, sizeof(got.b)) != 0)
+				r = -EBADMSG;
+		}
+	}
+	return r;
+}
+
+/*
+ * Each chunk list goes in (or is found by its hash); temp.content_map takes
+ * the manifest's content id to the catalog's for the files. *ret_missing:
+ * blocks of its lists that neither it nor the catalog holds.
+ */
+static int import_contents(Catalog *c, sqlite3 *img, int format, size_t *ret_missing)
 {
 	static const ChunkId empty_list; /* a zero-length list is a blob, not NULL */
 	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *map = NULL, *upd = NULL;
@@ -620,7 +747,9 @@ static int import_contents(Catalog *c, sqlite3 *img)
 	r = image_exec(img, "CREATE TEMP TABLE content_map(old INTEGER PRIMARY KEY,"
 			    " new INTEGER NOT NULL)", -EBADMSG);
 	if (r == 0)
-		r = image_prepare(img, "SELECT id, n, list, crcs FROM contents", -EBADMSG, &sel);
+		r = image_prepare(img, format >= 2 ? "SELECT id, n, list, crcs, blocks, hash FROM contents"
+						   : "SELECT id, n, list, crcs, 0, NULL FROM contents",
+				  -EBADMSG, &sel);
 	if (r == 0)
 		r = image_prepare(img, "INSERT INTO temp.content_map VALUES(?1, ?2)", -EBADMSG, &map);
 	if (r == 0)
@@ -633,15 +762,23 @@ static int import_contents(Catalog *c, sqlite3 *img)
 		size_t bytes = (size_t)sqlite3_column_bytes(sel, 2);
 		const ChunkId *list = sqlite3_column_blob(sel, 2);
 		const uint8_t *crcs = sqlite3_column_blob(sel, 3);
+		size_t missing = 0;
 
-		if (sqlite3_column_type(sel, 0) != SQLITE_INTEGER || n < 0 ||
-		    bytes % sizeof(ChunkId) || (uint64_t)n != bytes / sizeof(ChunkId) ||
-		    (sqlite3_column_type(sel, 3) != SQLITE_NULL &&
-		     (size_t)sqlite3_column_bytes(sel, 3) != (size_t)n * CRC_RECORD_LEN))
+		if (sqlite3_column_type(sel, 0) != SQLITE_INTEGER || n < 0)
 			return -EBADMSG;
-		r = catalog_content_put(c, n ? list : &empty_list, (size_t)n, &id);
-		if (r == 0 && crcs)
-			r = import_crcs(cat, upd, list, (size_t)n, crcs);
+		if (sqlite3_column_int64(sel, 4) == 1) {
+			r = import_content_blocks(c, sel, n, &id, &missing);
+			*ret_missing += missing;
+		} else if (sqlite3_column_int64(sel, 4) != 0 || bytes % sizeof(ChunkId) ||
+			   (uint64_t)n != bytes / sizeof(ChunkId) ||
+			   (sqlite3_column_type(sel, 3) != SQLITE_NULL &&
+			    (size_t)sqlite3_column_bytes(sel, 3) != (size_t)n * CRC_RECORD_LEN)) {
+			r = -EBADMSG;
+		} else {
+			r = catalog_content_put(c, n ? list : &empty_list, (size_t)n, &id);
+			if (r == 0 && crcs)
+				r = import_crcs(cat, upd, list, (size_t)n, crcs);
+		}
 		if (r < 0)
 			return r;
 		sqlite3_bind_int64(map, 1, sqlite3_column_int64(sel, 0));
@@ -720,25 +857,30 @@ int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid)
 {
 	_cleanup_db_ sqlite3 *img = NULL;
 	int64_t rowid = 0;
-	int r;
+	size_t missing = 0;
+	int format, r;
 
 	/* all or nothing: a caller's transaction would make it part of something else */
 	if (!sqlite3_get_autocommit(catalog_sqlite(c)))
 		return -EINVAL;
-	r = image_open(buf, len, &img);
+	r = image_open(buf, len, &img, &format);
 	if (r < 0)
 		return r;
 	r = catalog_begin(c);
 	if (r < 0)
 		return r;
 	r = import_snapshot(catalog_sqlite(c), img, &rowid);
+	if (r == 0 && format >= 2)
+		r = import_idblocks(c, img, rowid);
 	if (r == 0)
-		r = import_contents(c, img);
+		r = import_contents(c, img, format, &missing);
 	if (r == 0)
 		r = import_files(c, img, rowid);
 	if (r == 0)
 		r = import_links_bad_blocks(c, img, rowid);
-	if (r == 0)
+	/* with a block no manifest carried, the lists are not whole: the caller marks the
+	 * snapshot failed (catalog_check_references names the block) */
+	if (r == 0 && missing == 0)
 		r = verify_tree(c, rowid);
 	if (r == 0)
 		r = catalog_commit(c);
@@ -749,4 +891,25 @@ int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid)
 	if (ret_rowid)
 		*ret_rowid = rowid;
 	return 0;
+}
+
+int manifest_import_idblocks(Catalog *c, const void *buf, size_t len)
+{
+	_cleanup_db_ sqlite3 *img = NULL;
+	int format, r;
+
+	if (!sqlite3_get_autocommit(catalog_sqlite(c)))
+		return -EINVAL;
+	r = image_open(buf, len, &img, &format);
+	if (r < 0 || format < 2)
+		return r;
+	r = catalog_begin(c);
+	if (r < 0)
+		return r;
+	r = import_idblocks(c, img, 0);
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0)
+		catalog_rollback(c);
+	return r;
 }

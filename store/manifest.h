@@ -7,7 +7,7 @@
  *
  * The image is a SQLite database (sqlite3_serialize of an in-memory one):
  *
- *   meta(key, value)          manifest_format = 1
+ *   meta(key, value)          manifest_format = 1, or 2 (below)
  *   snapshots                 the snapshot's row: every column of the catalog's
  *                             snapshots table, by name (session always NULL)
  *   files(ino, parent, name, mode, uid, gid, mtime, size, content, target)
@@ -17,20 +17,31 @@
  *                             or NULL when no chunk of the list has one
  *   links(path, target), bad_blocks(path, block)
  *
+ * Format 2 (a repository of format 2, whose catalog stores long lists as id
+ * blocks, catalog.h): contents also has blocks (1: list holds the hashes of
+ * the list's id blocks, 32 bytes each, and crcs is NULL; 0: the ids, as in
+ * format 1) and hash (of the whole list); and
+ *   idblocks(hash, n, ids, crcs)  the blocks this snapshot carries (each block
+ *                             is carried by exactly one committed snapshot,
+ *                             catalog_idblocks_assign_carriers), crcs as above
+ * A block a list names may be carried by another snapshot's manifest: a
+ * rebuild imports the blocks of every manifest first (manifest_import_idblocks).
+ *
  * Both functions use the catalog connection from the calling thread only.
  */
 #pragma once
 
 #include "store/catalog.h"
 
-#define PGBAKFS_MANIFEST_FORMAT 1
+#define PGBAKFS_MANIFEST_FORMAT 2
 
 /*
  * Serialize the snapshot with catalog rowid snap_rowid. *ret_buf is malloc'd
  * (free() it). Reads in one read transaction (or in the caller's, if one is
  * open). -ENOENT: no such snapshot; -EINVAL: it is still running (a
  * "deleted" one is exported as it is); -EBADMSG: the catalog is inconsistent
- * (a file refers to a chunk list it does not have).
+ * (a file refers to a chunk list it does not have, a block it carries is
+ * damaged). Format 2 when the catalog has id blocks on, else format 1.
  */
 int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_len);
 
@@ -49,3 +60,11 @@ int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_
  * catalog errors. *ret_rowid (may be NULL) is the new snapshot's rowid.
  */
 int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid);
+/*
+ * A format-2 manifest's id blocks alone (no carrier set), in a transaction of
+ * their own; nothing for format 1. Errors as manifest_import. In
+ * manifest_import, a list naming a block the catalog still lacks is
+ * recorded with a placeholder (catalog_content_put_blocks), the tree digest
+ * is not checked, and catalog_check_references reports the block missing.
+ */
+int manifest_import_idblocks(Catalog *c, const void *buf, size_t len);

@@ -88,7 +88,7 @@ static int catalog_check_empty(Catalog *c)
 {
 	CatalogStats st;
 	int r = catalog_stats(c, &st);
-	if (r == 0 && st.n_chunks + st.n_contents + st.n_files > 0)
+	if (r == 0 && st.n_chunks + st.n_contents + st.n_files + st.n_idblocks > 0)
 		r = -ENOTEMPTY;
 	if (r == 0)
 		r = catalog_pack_foreach(c, refuse_pack, NULL);
@@ -235,6 +235,23 @@ static int repair_manifest(Catalog *c, const char *name, RepairManifestFn get_ma
 	return 0;
 }
 
+/*
+ * First pass: the id blocks of every manifest, before any snapshot, since a
+ * list may name a block another manifest carries. A manifest that fails here
+ * is counted and named by the second pass, which reads it again.
+ */
+static int repair_manifest_idblocks(Catalog *c, const char *name, RepairManifestFn get_manifest,
+				    void *ud)
+{
+	_cleanup_free_ void *buf = NULL;
+	size_t len = 0;
+	int r = get_manifest(name, &buf, &len, ud);
+
+	if (r == 0)
+		r = manifest_import_idblocks(c, buf, len);
+	return r == -ENOMEM ? r : 0;
+}
+
 typedef struct Incomplete {
 	char (*names)[64];
 	uint64_t *missing;
@@ -272,8 +289,9 @@ static int mark_incomplete(Catalog *c, RepairStats *st)
 	for (size_t i = 0; r == 0 && i < inc.n; i++) {
 		r = catalog_snapshot_mark_failed(c, inc.names[i]);
 		if (r == 0) {
-			log_warning("snapshot \"%s\" names %llu chunk(s) that no pack holds: kept as "
-				    "failed (delete it unless its other files are needed)", inc.names[i],
+			log_warning("snapshot \"%s\" names %llu chunk(s) that no pack holds (or id "
+				    "block(s) that no manifest holds): kept as failed (delete it unless "
+				    "its other files are needed)", inc.names[i],
 				    (unsigned long long)inc.missing[i]);
 			st->incomplete++;
 		}
@@ -297,6 +315,8 @@ static int rebuild(StoreBackend *b, Catalog *c, const char *manifest_prefix,
 	object_list_clear(&packs);
 	if (r == 0)
 		r = list_sorted(b, manifest_prefix, &manifests);
+	for (size_t i = 0; r == 0 && i < manifests.n; i++)
+		r = repair_manifest_idblocks(c, manifests.v[i].name, get_manifest, ud);
 	for (size_t i = 0; r == 0 && i < manifests.n; i++)
 		r = repair_manifest(c, manifests.v[i].name, get_manifest, ud, st);
 	object_list_clear(&manifests);

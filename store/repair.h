@@ -35,15 +35,18 @@ typedef int (*RepairManifestFn)(const char *name, void **ret_buf, size_t *ret_le
  * bad_packs, is named in a log_warning and skipped.
  *
  * Then every object under manifest_prefix (e.g. "snapshots/"), in name order,
- * is fetched through get_manifest and imported (manifest_import), which also
- * restores the chunks' CRCs. A manifest that cannot be read (any error but
+ * is fetched through get_manifest twice: first for the id blocks it carries
+ * (manifest_import_idblocks: a list may name a block another manifest
+ * carries), then imported (manifest_import), which also restores the chunks'
+ * CRCs and makes each block's first importer its carrier. A manifest that cannot be read (any error but
  * -ENOMEM) or is not a manifest (-EBADMSG, -EPROTONOSUPPORT) counts in
  * bad_manifests, is named in a log_warning and skipped; one whose snapshot
  * is already there (-EEXIST: a copy) is skipped silently. A manifest whose
  * rows do not give its recorded tree digest is damaged (-EBADMSG above).
  *
- * Last, every imported snapshot's chunks must be in some pack: one that
- * names chunks no pack holds (a damaged pack, or the leftover manifest of a
+ * Last, every imported snapshot's chunks must be in some pack and its id
+ * blocks in some manifest: one that names chunks no pack holds, or blocks no
+ * manifest carries, (a damaged pack, or the leftover manifest of a
  * snapshot deleted and collected while the manifest's removal was cut short)
  * is kept with status "failed", counted in incomplete and named in a
  * log_warning: its other chunks stay referenced, so gc keeps them.

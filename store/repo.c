@@ -152,6 +152,21 @@ static int config_get(StoreBackend *b, RepoConfig *ret)
 	return r;
 }
 
+/*
+ * Every connection to a repository's catalog: long lists become id blocks
+ * only in format 2 (an older binary reading a format-1 repository would
+ * misread them; it refuses format 2 outright).
+ */
+static int repo_catalog_connect(Repo *r, const char *path, Catalog **ret)
+{
+	int e = catalog_open(path, false, ret);
+	if (e == 0) {
+		catalog_set_format(*ret, r->config.format);
+		catalog_set_idblocks(*ret, r->config.format >= 2);
+	}
+	return e;
+}
+
 static Repo *repo_alloc(const char *url)
 {
 	Repo *r = calloc(1, sizeof(*r));
@@ -360,7 +375,7 @@ static int init_published(const RepoLocation *l, RepoConfig *c)
 	if (e == 0)
 		e = catalog_create(r->catalog_path);
 	if (e == 0)
-		e = catalog_open(r->catalog_path, false, &r->catalog);
+		e = repo_catalog_connect(r, r->catalog_path, &r->catalog);
 	if (e == 0)
 		e = catalog_publish(r, 1);
 	if (e == 0)
@@ -751,6 +766,12 @@ static int manifest_state_set(sqlite3 *db, const char *name, const ChunkId *dige
 	return e;
 }
 
+/* A snapshot that became a block's carrier: its manifest is written again. */
+static int manifest_mark_rewrite(int64_t snap _unused_, const char *name, void *ud)
+{
+	return manifest_state_set(ud, name, NULL);
+}
+
 typedef struct ManifestWork {
 	int64_t rowid;
 	char *name;
@@ -781,6 +802,11 @@ static int manifests_sync(Repo *r)
 	};
 	rc = sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS manifest_state(name TEXT PRIMARY KEY,"
 			      " digest BLOB NOT NULL) WITHOUT ROWID", NULL, NULL, NULL);
+	/* blocks whose carrier is new or gone move first (catalog_idblocks_assign_carriers),
+	 * so the new carrier's manifest is written below before the old one is removed */
+	if (rc == SQLITE_OK && catalog_idblocks_assign_carriers(r->catalog, manifest_mark_rewrite,
+								db) < 0)
+		rc = SQLITE_ERROR;
 	for (size_t q = 0; q < ELEMENTSOF(queries) && rc == SQLITE_OK; q++) {
 		rc = sqlite3_prepare_v2(db, queries[q], -1, &s, NULL);
 		while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -808,7 +834,11 @@ static int manifests_sync(Repo *r)
 	}
 	if (rc != SQLITE_OK)
 		e = -EIO;
-	for (size_t i = 0; i < n && e == 0; i++) {
+	/* writes before removals: a block moving carrier is in some manifest at every moment */
+	for (size_t k = 0; k < 2 * n && e == 0; k++) {
+		size_t i = k % n;
+		if (w[i].gone != (k >= n))
+			continue;
 		_cleanup_free_ char *obj = xasprintf(MANIFEST_PREFIX "%s", w[i].name);
 		e = w[i].gone ? store_delete(r->backend, obj) : manifest_put(r, w[i].rowid, w[i].name);
 		if (e == 0)
@@ -919,6 +949,59 @@ int repo_write_publish(Repo *r)
 int repo_write_check(Repo *r)
 {
 	return r->remote && r->lock ? remote_lock_check(r->lock) : 0;
+}
+
+/* ---- upgrade ---- */
+
+/*
+ * Order: config first. From the moment a block-form list may exist, the
+ * config says format 2, so a binary that knows only format 1 refuses the
+ * repository instead of misreading it. Every state after that is a valid
+ * format-2 repository: inline lists are allowed in format 2 (they are what
+ * format 1 wrote), and format-1 manifests stay importable. So an upgrade cut
+ * short anywhere leaves a repository the new binary opens, and running
+ * upgrade again finishes it (it converts what is left; with nothing left it
+ * is "already format 2", and only writes the manifests still pending).
+ */
+int repo_upgrade(Repo *r, RepoUpgradeResult *ret)
+{
+	RepoUpgradeResult res = {.from_format = r->config.format};
+	_cleanup_close_ int maint_fd = -1;
+	uint64_t left = 0;
+	int e = 0;
+
+	if (!r->writing)
+		return -EINVAL;
+	if (!r->remote)
+		e = repo_lock_maintenance(r, &maint_fd); /* no gc meanwhile */
+	if (e == 0 && r->config.format >= PGBAKFS_REPO_FORMAT)
+		e = catalog_idblocks_inline_count(r->catalog, &left);
+	/* with nothing to convert, only manifests an interrupted run left are written */
+	res.already = e == 0 && r->config.format >= PGBAKFS_REPO_FORMAT && left == 0;
+	if (e == 0 && r->config.format < PGBAKFS_REPO_FORMAT) {
+		RepoConfig c = r->config;
+		c.format = PGBAKFS_REPO_FORMAT;
+		e = config_put(r->backend, &c);
+		if (e == 0)
+			r->config.format = PGBAKFS_REPO_FORMAT;
+	}
+	if (e == 0 && !res.already) {
+		catalog_set_idblocks(r->catalog, true);
+		e = catalog_idblocks_convert(r->catalog, &res.lists_converted);
+	}
+	/* every manifest is written again, in format 2 */
+	if (e == 0 && !res.already && sqlite3_exec(catalog_sqlite(r->catalog),
+				   "CREATE TABLE IF NOT EXISTS manifest_state(name TEXT PRIMARY KEY,"
+				   " digest BLOB NOT NULL) WITHOUT ROWID; DELETE FROM manifest_state",
+				   NULL, NULL, NULL) != SQLITE_OK)
+		e = -EIO;
+	if (e == 0 && r->remote)
+		e = publish_allowed(r); /* a writer that lost the lock changes no object */
+	if (e == 0)
+		e = manifests_sync(r);
+	if (e == 0)
+		*ret = res;
+	return e;
 }
 
 uint64_t repo_generation(const Repo *r) { return r->gen; }
@@ -1100,7 +1183,7 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 	if (e == 0)
 		e = catalog_create(tmp);
 	if (e == 0)
-		e = catalog_open(tmp, false, &fresh);
+		e = repo_catalog_connect(r, tmp, &fresh);
 	if (e == 0)
 		e = repair_rebuild_catalog(r->backend, fresh, MANIFEST_PREFIX, manifest_fetch, r, ret);
 	catalog_free(fresh);
@@ -1117,9 +1200,7 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 			umask(old);
 		}
 		if (e == 0)
-			e = catalog_open(r->catalog_path, false, &r->catalog);
-		if (e == 0)
-			catalog_set_format(r->catalog, r->config.format);
+			e = repo_catalog_connect(r, r->catalog_path, &r->catalog);
 		/* above any generation another machine may have cached before the catalog was
 		 * lost (they refuse to go back in time): a number from the clock, in ms */
 		uint64_t next = MAX(latest + 1, (uint64_t)time(NULL) * 1000);
@@ -1224,9 +1305,7 @@ int repo_open_at(const RepoLocation *l, Repo **ret)
 			e = 0;
 	}
 	if (e == 0)
-		e = catalog_open(r->catalog_path, false, &r->catalog);
-	if (e == 0)
-		catalog_set_format(r->catalog, r->config.format);
+		e = repo_catalog_connect(r, r->catalog_path, &r->catalog);
 	if (e == -ENOENT)
 		e = -EBADMSG; /* config without catalog: damaged */
 	if (e < 0) {
@@ -1274,10 +1353,7 @@ Catalog *repo_catalog(Repo *r) { return r->catalog; }
 
 int repo_catalog_open(Repo *r, Catalog **ret)
 {
-	int e = catalog_open(r->catalog_path, false, ret);
-	if (e == 0)
-		catalog_set_format(*ret, r->config.format);
-	return e;
+	return repo_catalog_connect(r, r->catalog_path, ret);
 }
 
 static void lock_path(const Repo *r, const char *name, char *buf, size_t len)

@@ -142,6 +142,23 @@ int repo_refresh(Repo *r);
  */
 struct RepairStats;
 int repo_rebuild_catalog(const RepoLocation *l, struct RepairStats *ret);
+/*
+ * Repository format 2 (pgbakfs upgrade): chunk-id lists of more than 256 ids
+ * as shared id blocks (catalog.h), manifests of format 2 (manifest.h).
+ */
+typedef struct RepoUpgradeResult {
+	uint32_t from_format;
+	uint64_t lists_converted;
+	bool already; /* format 2 already, nothing left to convert: nothing done */
+} RepoUpgradeResult;
+/*
+ * Write config with the current format, convert every long inline list to id
+ * blocks (one transaction), and write every manifest again. Between
+ * repo_write_begin and repo_write_end (-EINVAL otherwise); a directory
+ * repository is also locked against gc (-EBUSY while gc runs). Safe to
+ * interrupt and to run again (see repo.c).
+ */
+int repo_upgrade(Repo *r, RepoUpgradeResult *ret);
 /* Generation of the local catalog copy (remote; 0 for local repositories). */
 uint64_t repo_generation(const Repo *r);
 

@@ -95,6 +95,7 @@ int cmd_expire(int argc, char **argv);
 int cmd_pin(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_repair(int argc, char **argv);
+int cmd_upgrade(int argc, char **argv);
 /* backup --expire: before the backup, a saved policy must exist (else usage error) */
 int expire_check_saved_policy(Repo *repo);
 /* after it: apply the saved policy to instance's snapshots (and the WAL archive) */

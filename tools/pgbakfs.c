@@ -29,6 +29,7 @@ static const struct {
 	{"wal-summary", cmd_wal_summary, "the blocks archived WAL changed (pg_walsummary's format)"},
 	{"restore-point", cmd_restore_point, "create a named restore point on a server"},
 	{"repair", cmd_repair, "rebuild the catalog from packs and snapshot manifests"},
+	{"upgrade", cmd_upgrade, "bring a repository to this version's format"},
 	{"key", cmd_key, "key change: new passphrase for an encrypted repository"},
 };
 

@@ -1022,6 +1022,244 @@ out:
 	TEST_RM_RF(tmp);
 }
 
+/* ids distinct per (seed, i) */
+static ChunkId *make_ids(size_t n, unsigned seed)
+{
+	ChunkId *v = xmalloc(n ? n * sizeof(*v) : 1);
+	for (size_t i = 0; i < n; i++) {
+		char buf[48];
+		snprintf(buf, sizeof(buf), "%u/%zu", seed, i);
+		v[i] = id_of(buf);
+	}
+	return v;
+}
+
+static int64_t query_int(Catalog *c, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = -1;
+	if (sqlite3_prepare_v2(catalog_sqlite(c), sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+static bool roundtrip(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id)
+{
+	_cleanup_free_ ChunkId *got = NULL;
+	size_t got_n = 99;
+	int64_t id = 0;
+	bool ok = CHECK_EQ_INT(catalog_content_put(c, ids, n, &id), 0) &&
+		  CHECK_EQ_INT(catalog_content_get(c, id, &got, &got_n), 0) &&
+		  CHECK_EQ_INT(got_n, n) && CHECK(n == 0 || memcmp(got, ids, n * sizeof(*ids)) == 0);
+	if (ret_id)
+		*ret_id = id;
+	return ok;
+}
+
+/* Flip one byte of the ids of the first id block. */
+static bool flip_block_byte(Catalog *c, size_t at)
+{
+	sqlite3 *db = catalog_sqlite(c);
+	sqlite3_stmt *s = NULL, *u = NULL;
+	bool ok = false;
+	if (sqlite3_prepare_v2(db, "SELECT id, ids FROM idblocks ORDER BY id LIMIT 1", -1, &s,
+			       NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW && (size_t)sqlite3_column_bytes(s, 1) > at &&
+	    sqlite3_prepare_v2(db, "UPDATE idblocks SET ids = ?2 WHERE id = ?1", -1, &u, NULL) ==
+		    SQLITE_OK) {
+		size_t len = (size_t)sqlite3_column_bytes(s, 1);
+		_cleanup_free_ uint8_t *b = xmalloc(len);
+		memcpy(b, sqlite3_column_blob(s, 1), len);
+		b[at] ^= 1;
+		sqlite3_bind_int64(u, 1, sqlite3_column_int64(s, 0));
+		sqlite3_bind_blob(u, 2, b, (int)len, SQLITE_TRANSIENT);
+		ok = sqlite3_step(u) == SQLITE_DONE;
+	}
+	sqlite3_finalize(s);
+	sqlite3_finalize(u);
+	return ok;
+}
+
+typedef struct BadBlocks {
+	size_t n, missing;
+} BadBlocks;
+
+static int count_bad_block(const ChunkId *hash _unused_, bool missing, void *ud)
+{
+	BadBlocks *b = ud;
+	b->n++;
+	b->missing += missing;
+	return 0;
+}
+
+/* Lists as id blocks: round trips, sharing, gc of blocks, damage. */
+static void test_idblocks(void)
+{
+	static const size_t sizes[] = {0, 1, 256, 257, 16384};
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	_cleanup_free_ ChunkId *big = make_ids(16384, 1), *inl = make_ids(300, 2);
+	int64_t ids[ELEMENTSOF(sizes)], id_big = 0, id_changed = 0, id_inline = 0, id_grown = 0;
+
+	if (!c)
+		goto out;
+	CHECK(!catalog_idblocks(c)); /* off unless the repository says format 2 */
+	/* with blocks off, a long list stays inline */
+	CHECK(roundtrip(c, inl, 300, &id_inline));
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks"), 0);
+	catalog_set_idblocks(c, true);
+	for (size_t i = 0; i < ELEMENTSOF(sizes); i++) {
+		_cleanup_free_ ChunkId *v = make_ids(sizes[i], 10 + (unsigned)i);
+		CHECK(roundtrip(c, v, sizes[i], &ids[i]));
+	}
+	/* 0, 1, 256: inline; 257: two blocks (256 + 1); 16384: 64 */
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM contents WHERE blocks = 1"), 2);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks"), 2 + 64);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks WHERE n = 1"), 1);
+	/* a list inline from before is still read; the same list again is the same row */
+	{
+		int64_t again = 0;
+		CHECK(roundtrip(c, inl, 300, &again));
+		CHECK_EQ_INT(again, id_inline);
+	}
+
+	/* one id changed in a 16384-id list: exactly one new block */
+	CHECK(roundtrip(c, big, 16384, &id_big));
+	int64_t before = query_int(c, "SELECT count(*) FROM idblocks");
+	big[5000] = id_of("changed");
+	CHECK(roundtrip(c, big, 16384, &id_changed));
+	CHECK(id_changed != id_big);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks"), before + 1);
+	/* grown by one id: every full block shared, one new tail block of 1 */
+	{
+		_cleanup_free_ ChunkId *grown = xmalloc(16385 * sizeof(ChunkId));
+		memcpy(grown, big, 16384 * sizeof(ChunkId));
+		grown[16384] = id_of("tail");
+		CHECK(roundtrip(c, grown, 16385, &id_grown));
+		CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks"), before + 2);
+	}
+
+	/* gc: blocks of lists no file uses go, shared ones stay */
+	{
+		CatalogGcResult res = {0};
+		int64_t snap = make_snapshot(c, T0, id_changed, NULL);
+		CHECK(snap > 0);
+		CHECK_EQ_INT(catalog_gc(c, &res), 0);
+		/* only the changed list is left: its 64 blocks */
+		CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM contents"), 1);
+		CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks"), 64);
+		CHECK_EQ_INT(res.idblocks_deleted, 2 + 64 + 1 + 1);
+		catalog_gc_result_clear(&res);
+		/* its chunks stay referenced: none condemned that it names */
+		CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks"), 0);
+		_cleanup_free_ ChunkId *got = NULL;
+		size_t n = 0;
+		CHECK_EQ_INT(catalog_content_get(c, id_changed, &got, &n), 0);
+		CHECK_EQ_INT(n, 16384);
+	}
+
+	/* a damaged block: found by verify, never returned as data */
+	{
+		BadBlocks bb = {0};
+		_cleanup_free_ ChunkId *got = NULL;
+		size_t n = 0;
+		CHECK_EQ_INT(catalog_idblocks_verify(c, count_bad_block, &bb), 0);
+		CHECK_EQ_INT(bb.n, 0);
+		CHECK(flip_block_byte(c, 100));
+		CHECK_EQ_INT(catalog_idblocks_verify(c, count_bad_block, &bb), 0);
+		CHECK_EQ_INT(bb.n, 1);
+		CHECK_EQ_INT(bb.missing, 0);
+		CHECK_EQ_INT(catalog_content_get(c, id_changed, &got, &n), -EBADMSG);
+		CHECK(got == NULL);
+		/* another list that has the block heals it */
+		big[16000] = id_of("elsewhere");
+		CHECK(roundtrip(c, big, 16384, NULL));
+		free(TAKE_PTR(got));
+		CHECK_EQ_INT(catalog_content_get(c, id_changed, &got, &n), 0);
+		bb.n = 0;
+		CHECK_EQ_INT(catalog_idblocks_verify(c, count_bad_block, &bb), 0);
+		CHECK_EQ_INT(bb.n, 0);
+	}
+
+	/* upgrade: a long inline list becomes blocks, the same ids */
+	{
+		uint64_t left = 0, conv = 0;
+		int64_t id2 = 0;
+		catalog_set_idblocks(c, false);
+		CHECK(roundtrip(c, inl, 300, &id2));
+		catalog_set_idblocks(c, true);
+		CHECK_EQ_INT(catalog_idblocks_inline_count(c, &left), 0);
+		CHECK_EQ_INT(left, 1);
+		CHECK_EQ_INT(catalog_idblocks_convert(c, &conv), 0);
+		CHECK_EQ_INT(conv, 1);
+		CHECK_EQ_INT(catalog_idblocks_inline_count(c, &left), 0);
+		CHECK_EQ_INT(left, 0);
+		CHECK(roundtrip(c, inl, 300, NULL));
+		CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM contents WHERE blocks = 0"), 0);
+	}
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+typedef struct Marked {
+	int64_t v[8];
+	size_t n;
+} Marked;
+
+static int mark_snap(int64_t snap, const char *name _unused_, void *ud)
+{
+	Marked *m = ud;
+	if (m->n < ELEMENTSOF(m->v))
+		m->v[m->n] = snap;
+	m->n++;
+	return 0;
+}
+
+/* Each block gets the lowest committed snapshot using it as carrier; a deleted one passes it on. */
+static void test_idblock_carriers(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	_cleanup_free_ ChunkId *v = make_ids(512, 3);
+	int64_t l1 = 0, l2 = 0, s1, s2;
+	Marked m = {0};
+
+	if (!c)
+		goto out;
+	catalog_set_idblocks(c, true);
+	CHECK(roundtrip(c, v, 512, &l1));
+	v[300] = id_of("x");
+	CHECK(roundtrip(c, v, 512, &l2));
+	s1 = make_snapshot(c, T0, l1, NULL);
+	s2 = make_snapshot(c, T0 + 1000000000, l2, NULL);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, mark_snap, &m), 0);
+	CHECK_EQ_INT(m.n, 2);
+	CHECK_EQ_INT(query_int(c, test_fmt((char[128]){0}, 128,
+					   "SELECT count(*) FROM idblocks WHERE carrier = %lld",
+					   (long long)s1)), 2);
+	CHECK_EQ_INT(query_int(c, test_fmt((char[128]){0}, 128,
+					   "SELECT count(*) FROM idblocks WHERE carrier = %lld",
+					   (long long)s2)), 1);
+	/* nothing to move: nobody marked */
+	m.n = 0;
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, mark_snap, &m), 0);
+	CHECK_EQ_INT(m.n, 0);
+	/* s1 deleted: the block both share moves to s2, the one only s1 used stays put */
+	CHECK_EQ_INT(catalog_snapshot_delete(c, s1), 0);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, mark_snap, &m), 0);
+	CHECK_EQ_INT(m.n, 1);
+	CHECK_EQ_INT(m.v[0], s2);
+	CHECK_EQ_INT(query_int(c, test_fmt((char[128]){0}, 128,
+					   "SELECT count(*) FROM idblocks WHERE carrier = %lld",
+					   (long long)s2)), 2);
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
 /* A catalog from before chunks had a CRC column gets it on open, NULL for old rows. */
 static void test_crc_migration(void)
 {
@@ -1115,5 +1353,7 @@ int main(void)
 	test_gc();
 	test_repack();
 	test_damage_and_references();
+	test_idblocks();
+	test_idblock_carriers();
 	return test_finish();
 }

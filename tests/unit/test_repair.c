@@ -12,6 +12,7 @@
 #include "store/repo.h"
 #include "store/restore.h"
 #include "store/snapwriter.h"
+#include "store/treedigest.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -665,7 +666,7 @@ static void test_manifest_errors(Repo *r, const char *tmp, int64_t a_rowid)
 		CHECK_EQ_INT(manifest_import(c, edited, elen, NULL), -EBADMSG);
 	free(TAKE_PTR(edited));
 	/* a newer format */
-	if (CHECK_EQ_INT(manifest_edit(buf, len, "UPDATE meta SET value = 2", &edited, &elen), 0))
+	if (CHECK_EQ_INT(manifest_edit(buf, len, "UPDATE meta SET value = 99", &edited, &elen), 0))
 		CHECK_EQ_INT(manifest_import(c, edited, elen, NULL), -EPROTONOSUPPORT);
 	free(TAKE_PTR(edited));
 	/* a running snapshot, two snapshots, none */
@@ -827,7 +828,7 @@ static void test_rebuild(void)
 	CHECK_EQ_INT(st.bad_packs, 0);
 	CHECK_EQ_INT(st.snapshots, 4);
 	CHECK_EQ_INT(st.bad_manifests, 2);
-	CHECK_EQ_INT(ms->n_calls, 7);
+	CHECK_EQ_INT(ms->n_calls, 2 * 7); /* each manifest twice: its id blocks first */
 	CHECK_EQ_INT(st.chunks, count_rows(repo_catalog(r), "chunks") + MANY_CHUNKS);
 	CHECK_EQ_INT(count_rows(c, "packs WHERE state = 'ok' AND session IS NULL"), n_pack_objects);
 	/* the chunk stored twice stays in the pack that sorts first */
@@ -973,8 +974,162 @@ out:
 	TEST_RM_RF(tmp);
 }
 
+/* ---- id blocks in manifests (format 2) ---- */
+
+static ChunkId *block_ids(size_t n, unsigned seed)
+{
+	ChunkId *v = xmalloc(n * sizeof(*v));
+	for (size_t i = 0; i < n; i++) {
+		char buf[48];
+		snprintf(buf, sizeof(buf), "%u/%zu", seed, i);
+		chunk_hash(buf, strlen(buf), &v[i]);
+	}
+	return v;
+}
+
+/* A committed snapshot named name with one file of content. */
+static int64_t block_snapshot(Catalog *c, const char *name, int64_t start, int64_t content)
+{
+	SnapshotInfo s = {.instance = "main", .type = "full", .start_time = start};
+	FileRow root = {.ino = 1, .parent = 1, .name = "", .mode = S_IFDIR | 0755};
+	FileRow f = {.ino = 2, .parent = 1, .name = name, .mode = S_IFREG | 0644,
+		     .size = 1 << 30, .content = content};
+	ChunkId digest;
+	if (catalog_snapshot_begin(c, &s) < 0 || catalog_file_add(c, s.rowid, &root) < 0 ||
+	    catalog_file_add(c, s.rowid, &f) < 0 || tree_digest_compute(c, s.rowid, &digest) < 0)
+		return -1;
+	s.status = SNAP_STATUS_OK;
+	s.stop_time = start + 1000;
+	s.has_tree_digest = true;
+	s.tree_digest = digest;
+	return catalog_snapshot_finish(c, &s) < 0 ? -1 : s.rowid;
+}
+
+static int ignore_mark(int64_t snap _unused_, const char *name _unused_, void *ud _unused_)
+{
+	return 0;
+}
+
+static bool same_list(Catalog *a, int64_t ca, Catalog *b, int64_t cb)
+{
+	_cleanup_free_ ChunkId *x = NULL, *y = NULL;
+	size_t nx = 0, ny = 0;
+	return catalog_content_get(a, ca, &x, &nx) == 0 && catalog_content_get(b, cb, &y, &ny) == 0 &&
+	       nx == ny && memcmp(x, y, nx * sizeof(*x)) == 0;
+}
+
+static int64_t file_content(Catalog *c, const char *name)
+{
+	char sql[128];
+	sqlite3_stmt *s = NULL;
+	int64_t v = -1;
+	test_fmt(sql, sizeof(sql), "SELECT content FROM files WHERE name = '%s'", name);
+	if (sqlite3_prepare_v2(catalog_sqlite(c), sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+/*
+ * Two snapshots of a 16384-id list, the second with one id changed: the
+ * second manifest carries one block and names the rest by hash; a rebuild
+ * needs both manifests' blocks first; without the first manifest the second
+ * snapshot's list is incomplete and reported.
+ */
+static void test_idblock_manifests(void)
+{
+	char tmp[64], path[PATH_MAX];
+	Catalog *a = NULL, *b = NULL;
+	_cleanup_free_ ChunkId *v = block_ids(16384, 7);
+	_cleanup_free_ void *m1 = NULL, *m2 = NULL, *edited = NULL;
+	size_t l1 = 0, l2 = 0, elen = 0;
+	int64_t c1 = 0, c2 = 0, s1, s2;
+	uint64_t n_missing = 0;
+
+	test_tmpdir(tmp, sizeof(tmp));
+	if (!CHECK_EQ_INT(catalog_open(test_fmt(path, sizeof(path), "%s/a.db", tmp), true, &a), 0))
+		goto out;
+	catalog_set_idblocks(a, true);
+	CHECK_EQ_INT(catalog_content_put(a, v, 16384, &c1), 0);
+	v[9000] = chunk_id_hole;
+	CHECK_EQ_INT(catalog_content_put(a, v, 16384, &c2), 0);
+	s1 = block_snapshot(a, "one", T0, c1);
+	s2 = block_snapshot(a, "two", T0 + 1000000000, c2);
+	CHECK(s1 > 0 && s2 > 0);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(a, ignore_mark, NULL), 0);
+	CHECK_EQ_INT(count_rows(a, "idblocks WHERE carrier IS NULL"), 0);
+	CHECK_EQ_INT(manifest_export(a, s1, &m1, &l1), 0);
+	CHECK_EQ_INT(manifest_export(a, s2, &m2, &l2), 0);
+	/* the second carries one block of 256 ids (8 KiB), not the whole 512 KiB list */
+	CHECK(l2 < 64 * 1024); /* mostly SQLite pages, before compression */
+	CHECK(l1 > 512 * 1024);
+
+	/* rebuilt in name order, blocks first: both whole, carriers kept */
+	if (!CHECK_EQ_INT(catalog_open(test_fmt(path, sizeof(path), "%s/b.db", tmp), true, &b), 0))
+		goto out;
+	catalog_set_idblocks(b, true);
+	CHECK_EQ_INT(manifest_import_idblocks(b, m2, l2), 0);
+	CHECK_EQ_INT(manifest_import_idblocks(b, m1, l1), 0);
+	CHECK_EQ_INT(count_rows(b, "idblocks"), 65);
+	CHECK_EQ_INT(manifest_import(b, m2, l2, NULL), 0);
+	CHECK_EQ_INT(manifest_import(b, m1, l1, NULL), 0);
+	CHECK(same_list(a, c1, b, file_content(b, "one")));
+	CHECK(same_list(a, c2, b, file_content(b, "two")));
+	/* no packs here: every chunk is reported missing, once per snapshot (the hole is none) */
+	CHECK_EQ_INT(catalog_check_references(b, count_missing, &n_missing), 0);
+	CHECK_EQ_INT(n_missing, 16384 + 16383);
+	CHECK_EQ_INT(count_rows(b, "idblocks WHERE carrier IS NULL"), 0);
+	CHECK_EQ_INT(count_rows(b, "idblocks WHERE carrier = (SELECT snap FROM files WHERE name = 'two')"),
+		     1);
+	b = catalog_free(b);
+
+	/* the second alone: imported, its list incomplete, the missing blocks reported */
+	if (!CHECK_EQ_INT(catalog_open(test_fmt(path, sizeof(path), "%s/c.db", tmp), true, &b), 0))
+		goto out;
+	catalog_set_idblocks(b, true);
+	CHECK_EQ_INT(manifest_import_idblocks(b, m2, l2), 0);
+	CHECK_EQ_INT(manifest_import(b, m2, l2, NULL), 0);
+	{
+		_cleanup_free_ ChunkId *got = NULL;
+		size_t n = 0;
+		CHECK_EQ_INT(catalog_content_get(b, file_content(b, "two"), &got, &n), -EBADMSG);
+	}
+	n_missing = 0;
+	CHECK_EQ_INT(catalog_check_references(b, count_missing, &n_missing), 0);
+	CHECK_EQ_INT(n_missing, 63);
+	/* another snapshot with the same incomplete list: imported too, not taken for damage */
+	{
+		_cleanup_free_ void *m3 = NULL;
+		size_t l3 = 0;
+		if (CHECK_EQ_INT(manifest_edit(m2, l2, "UPDATE snapshots SET name = name || '-copy';"
+						       " DELETE FROM idblocks", &m3, &l3), 0))
+			CHECK_EQ_INT(manifest_import(b, m3, l3, NULL), 0);
+		CHECK_EQ_INT(count_rows(b, "snapshots"), 2);
+	}
+	/* the first one later: its blocks fill the placeholders */
+	CHECK_EQ_INT(manifest_import(b, m1, l1, NULL), 0);
+	CHECK(same_list(a, c2, b, file_content(b, "two")));
+	b = catalog_free(b);
+
+	/* a carried block whose ids do not give its hash: a damaged manifest */
+	if (CHECK_EQ_INT(manifest_edit(m2, l2, "UPDATE idblocks SET ids = substr(ids, 33) ||"
+					       " substr(ids, 1, 32)", &edited, &elen), 0)) {
+		CHECK_EQ_INT(catalog_open(test_fmt(path, sizeof(path), "%s/d.db", tmp), true, &b), 0);
+		CHECK_EQ_INT(manifest_import_idblocks(b, edited, elen), -EBADMSG);
+		CHECK_EQ_INT(manifest_import(b, m1, l1, NULL), 0);
+		CHECK_EQ_INT(manifest_import(b, edited, elen, NULL), -EBADMSG);
+		CHECK_EQ_INT(count_rows(b, "snapshots"), 1);
+	}
+out:
+	catalog_free(a);
+	catalog_free(b);
+	TEST_RM_RF(tmp);
+}
+
 int main(void)
 {
 	test_rebuild();
+	test_idblock_manifests();
 	return test_finish();
 }

@@ -410,12 +410,11 @@ static void test_init_open(void)
 	/* a format from the future */
 	test_fmt(cfg, sizeof(cfg), "%s/config", path);
 	if (CHECK_EQ_INT(file_read_all(cfg, 4096, &text, NULL), 0)) {
-		char now[32];
-		test_fmt(now, sizeof(now), "format = %d\n", PGBAKFS_REPO_FORMAT);
-		char *p = strstr(text, now);
+		_cleanup_free_ char *cur = xasprintf("format = %d\n", PGBAKFS_REPO_FORMAT);
+		char *p = strstr(text, cur);
 		if (CHECK(p != NULL)) {
 			_cleanup_free_ char *future = xasprintf("%.*sformat = 99\n%s", (int)(p - text), text,
-								p + strlen(now));
+								p + strlen(cur));
 			CHECK_EQ_INT(file_write_atomic(cfg, future, strlen(future), 0600), 0);
 			CHECK_EQ_INT(repo_open(path, &r), -EPROTONOSUPPORT);
 			CHECK(r == NULL);

@@ -1,0 +1,159 @@
+# Chunk-id lists as shared id blocks (repository format 2):
+# - a one-page change in a 64 MiB file adds < 64 KiB of metadata (catalog
+#   growth + manifest bytes) per snapshot, and restores byte-identical;
+# - the parent deleted and collected, its blocks move to the child's
+#   manifest: repair --rebuild-catalog still restores the child; a damaged
+#   id block is named by check, refused by restore, rebuilt by repair;
+# - a format-1 repository (made by the previous release when
+#   PGBAKFS_FORMAT1 names its binary, else an init'ed one set to format 1)
+#   keeps backing up and restoring in format 1; upgrade converts it, the
+#   previous release refuses it, and it restores and rebuilds after; an
+#   upgrade cut short leaves a repository that opens, and upgrade again
+#   finishes it; an encrypted repository upgrades under the writer lock.
+. "$(dirname "$0")/lib.sh"
+OLD=${PGBAKFS_FORMAT1:-/tmp/pgbakfs-main/pgbakfs}
+MIB=64
+mkdir -p "$T/src"
+head -c $((MIB << 20)) /dev/urandom >"$T/src/big"
+echo small >"$T/src/small"
+
+# one 8 KiB page of the big file rewritten in place, at page $1 (of ${2:-src})
+touch_page() {
+	head -c 8192 /dev/urandom | dd of="$T/${2:-src}/big" bs=8192 seek="$1" conv=notrunc status=none
+}
+snap_ids() { pgbakfs list --repo "$1" --json | jq -r '.[].id'; }
+cat_bytes() { stat -c %s "$1/catalog.db"; }
+restores() { # restores REPO SNAP EXPECTED_DIR
+	rm -rf "$T/out"
+	pgbakfs restore "$2" "$T/out" --repo "$1" >/dev/null && cmp -s "$T/out/big" "$3/big"
+}
+
+# ---- 1. metadata per one-page change ----
+R=$T/repo
+pgbakfs init --repo "$R" >/dev/null
+ok "init writes format 2" grep -qx 'format = 2' "$R/config"
+pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null
+cp "$T/src/big" "$T/big.1"
+for i in 1 2 3; do
+	touch_page $((i * 1000))
+	# the catalog checkpointed: its file holds everything committed
+	before=$(cat_bytes "$R")
+	pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null
+	after=$(cat_bytes "$R")
+	name=$(snap_ids "$R" | tail -1)
+	man=$(stat -c %s "$R/snapshots/$name")
+	echo "one-page change in a $MIB MiB file: catalog +$((after - before)) B, manifest $man B"
+	ok "snapshot $i: catalog growth + manifest < 64 KiB" test $((after - before + man)) -lt 65536
+done
+FIRST=$(snap_ids "$R" | head -1)
+LAST=$(snap_ids "$R" | tail -1)
+ok "the last snapshot restores byte-identical" restores "$R" "$LAST" "$T/src"
+mkdir -p "$T/first" && mv "$T/big.1" "$T/first/big"
+ok "the first snapshot restores byte-identical" restores "$R" "$FIRST" "$T/first"
+ok "check passes" pgbakfs check --repo "$R"
+
+# ---- 2. the parent goes: its blocks move to the child's manifest ----
+pgbakfs delete "$FIRST" --repo "$R" >/dev/null
+pgbakfs gc --repo "$R" >/dev/null
+ok "the first manifest is gone" test ! -e "$R/snapshots/$FIRST"
+pgbakfs repair --rebuild-catalog --repo "$R" >"$T/repair.out" 2>&1
+only_rebuilt() { ! grep -v '^repair: rebuilt' "$1"; }
+ok "repair rebuilds with no warning" only_rebuilt "$T/repair.out"
+ok "the child restores after the rebuild" restores "$R" "$LAST" "$T/src"
+ok "check --read-data passes after the rebuild" pgbakfs check --read-data --repo "$R"
+
+# a damaged id block: check names it, restore refuses, repair rebuilds it from its manifest
+sqlite3 "$R/catalog.db" "UPDATE idblocks SET ids = zeroblob(length(ids)) WHERE id =
+	(SELECT min(id) FROM idblocks WHERE carrier = (SELECT id FROM snapshots WHERE name = '$LAST'))"
+pgbakfs check --repo "$R" >/dev/null 2>"$T/check-bad.err" && fail "check missed a damaged id block" || pass
+ok "check names the damaged id block" grep_or_show 'catalog is damaged: id block [0-9a-f]* does not match its hash' "$T/check-bad.err"
+rm -rf "$T/out"
+expect_error 1 "is damaged in the catalog" pgbakfs restore "$LAST" "$T/out" --repo "$R"
+pgbakfs repair --rebuild-catalog --repo "$R" >/dev/null
+ok "the rebuilt id block restores" restores "$R" "$LAST" "$T/src"
+
+# ---- 3. format 1: kept, then upgraded ----
+# a smaller file (320 chunks: two blocks) keeps the many restores below cheap
+F=$T/f1
+mkdir -p "$T/f1src"
+head -c $((20 << 20)) /dev/urandom >"$T/f1src/big"
+if [ -x "$OLD" ]; then
+	"$OLD" init --repo "$F" >/dev/null
+	"$OLD" backup --repo "$F" --from-dir "$T/f1src" --no-progress >/dev/null
+else
+	echo "note: no previous release at $OLD (PGBAKFS_FORMAT1): a format-1 repository is simulated"
+	pgbakfs init --repo "$F" >/dev/null
+	sed -i 's/^format = 2$/format = 1/' "$F/config"
+	pgbakfs backup --repo "$F" --from-dir "$T/f1src" --no-progress >/dev/null
+fi
+mkdir -p "$T/v1" && cp "$T/f1src/big" "$T/v1/big"
+touch_page 5 f1src
+pgbakfs backup --repo "$F" --from-dir "$T/f1src" --no-progress >/dev/null
+ok "a format-1 repository stays format 1" grep -qx 'format = 1' "$F/config"
+ok "no list in it is stored as blocks" test "$(sqlite3 "$F/catalog.db" 'SELECT count(*) FROM idblocks')" = 0
+V1=$(snap_ids "$F" | head -1)
+V2=$(snap_ids "$F" | tail -1)
+ok "the new binary's format-1 snapshot restores" restores "$F" "$V2" "$T/f1src"
+if [ -x "$OLD" ]; then
+	ok "the previous release still reads the new binary's snapshot" \
+		bash -c "'$OLD' restore '$V2' '$T/old-out' --repo '$F' >/dev/null && cmp -s '$T/old-out/big' '$T/f1src/big'"
+	ok "and its check passes" "$OLD" check --repo "$F"
+fi
+# an upgrade cut short: its config write fails (nothing changes), or its first
+# manifest write fails (format 2, lists converted, manifests pending): the
+# repository opens and restores, and upgrade again finishes it
+cp -a "$F" "$T/f1cut"
+PGBAKFS_TEST_FAULTS="put:1=EIO" "$PGBAKFS" upgrade --repo "$T/f1cut" >/dev/null 2>"$T/cut1.err" &&
+	fail "a failed config write went unnoticed" || pass
+ok "a failed config write leaves format 1" grep -qx 'format = 1' "$T/f1cut/config"
+PGBAKFS_TEST_FAULTS="put:2=EIO" "$PGBAKFS" upgrade --repo "$T/f1cut" >/dev/null 2>"$T/cut2.err" &&
+	fail "a failed manifest write went unnoticed" || pass
+ok "the cut-short upgrade says to run it again" grep_or_show 'run "pgbakfs upgrade" again' "$T/cut2.err"
+ok "it left format 2" grep -qx 'format = 2' "$T/f1cut/config"
+ok "the cut-short repository restores" restores "$T/f1cut" "$V1" "$T/v1"
+cp -a "$T/f1cut" "$T/f1cut-repair"
+pgbakfs repair --rebuild-catalog --repo "$T/f1cut-repair" >/dev/null 2>"$T/cut-repair.err"
+ok "it rebuilds from its manifests (old and new) without warnings" test ! -s "$T/cut-repair.err"
+ok "and restores after the rebuild" restores "$T/f1cut-repair" "$V2" "$T/f1src"
+pgbakfs upgrade --repo "$T/f1cut" >"$T/cut3.out"
+ok "upgrade again finishes it" grep_or_show 'already format 2' "$T/cut3.out"
+ok "every manifest is written again then" test \
+	"$(sqlite3 "$T/f1cut/catalog.db" 'SELECT count(*) FROM manifest_state')" = 2
+
+pgbakfs upgrade --repo "$F" >"$T/upgrade.out"
+ok "upgrade says what it did" grep_or_show 'upgraded from format 1 to format 2: 2 chunk list(s)' "$T/upgrade.out"
+ok "upgrade writes format 2" grep -qx 'format = 2' "$F/config"
+ok "upgrade output is one line" test "$(wc -l <"$T/upgrade.out")" = 1
+pgbakfs upgrade --repo "$F" >"$T/upgrade2.out"
+ok "a second upgrade is a no-op" grep_or_show 'is already format 2' "$T/upgrade2.out"
+if [ -x "$OLD" ]; then
+	expect_error 1 "newer format" "$OLD" list --repo "$F"
+fi
+ok "snapshot 1 restores after upgrade" restores "$F" "$V1" "$T/v1"
+ok "snapshot 2 restores after upgrade" restores "$F" "$V2" "$T/f1src"
+ok "lists are blocks now" test "$(sqlite3 "$F/catalog.db" 'SELECT count(*) FROM contents WHERE blocks = 0 AND n > 256')" = 0
+pgbakfs repair --rebuild-catalog --repo "$F" >/dev/null 2>"$T/repair2.err"
+ok "repair rebuilds the upgraded repository without warnings" test ! -s "$T/repair2.err"
+ok "snapshot 1 restores after its rebuild" restores "$F" "$V1" "$T/v1"
+ok "snapshot 2 restores after its rebuild" restores "$F" "$V2" "$T/f1src"
+ok "check passes after the rebuild" pgbakfs check --repo "$F"
+expect_error 2 "unexpected argument" pgbakfs upgrade extra --repo "$F"
+
+# ---- 4. a published catalog (encrypted): upgrade under the writer lock ----
+E=$T/enc
+export XDG_CACHE_HOME=$T/cache PGBAKFS_PASSPHRASE="idblocks test passphrase"
+pgbakfs init --repo "$E" --encrypt >/dev/null
+sed -i 's/^format = 2$/format = 1/' "$E/config" # as an earlier release made it
+pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
+EV=$(snap_ids "$E")
+pgbakfs upgrade --repo "$E" >"$T/upgrade-enc.out"
+ok "the encrypted repository upgrades" grep_or_show 'upgraded from format 1 to format 2: 1 chunk list(s)' "$T/upgrade-enc.out"
+touch_page 7 f1src
+pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
+EV2=$(snap_ids "$E" | tail -1)
+ok "its new snapshot restores" restores "$E" "$EV2" "$T/f1src"
+pgbakfs repair --rebuild-catalog --repo "$E" >/dev/null 2>"$T/repair-enc.err"
+ok "it rebuilds without warnings" test ! -s "$T/repair-enc.err"
+ok "its new snapshot restores after the rebuild" restores "$E" "$EV2" "$T/f1src"
+ok "its first snapshot is still there" test "$(snap_ids "$E" | head -1)" = "$EV"
+finish
