@@ -9,6 +9,11 @@
 //                             "METHOD /path?query" contains TEXT get faults
 //                             (and use up the plan); the others pass
 //   GET /__count              number of requests seen (control excluded)
+//   GET /__bytes              JSON {prefix: bytes}: body bytes of the PUTs
+//                             forwarded upstream, per key prefix (the path
+//                             up to its last "/", e.g. "/bucket/repo/catalog");
+//                             ...?reset=1 zeroes the counters after answering
+//   GET /__puts               JSON {prefix: count}: those PUTs, counted
 // Faults: pass, drop (close the connection without an answer), 500, 503,
 // 429, 403, stall (answer nothing, keep the connection open), cut (forward the
 // answer's headers and half its body, then close), slow (forward, but hold
@@ -38,6 +43,16 @@ let only = null;
 let count = 0;
 const stalled = new Set();
 const keyQueues = new Map(); // path -> promise of the end of the last conditional write queued
+let putBytes = {}; // key prefix -> body bytes of PUTs forwarded upstream (GET /__bytes)
+let putCount = {}; // key prefix -> PUTs forwarded upstream (GET /__puts)
+
+function countPut(req) {
+  const path = new URL(req.url, 'http://127.0.0.1').pathname;
+  const prefix = path.slice(0, Math.max(path.lastIndexOf('/'), 0)) || '/';
+  putCount[prefix] = (putCount[prefix] || 0) + 1;
+  putBytes[prefix] = putBytes[prefix] || 0;
+  req.on('data', (c) => { putBytes[prefix] += c.length; });
+}
 
 function fault(req) {
   if (only && !`${req.method} ${req.url}`.includes(only)) return 'pass';
@@ -54,6 +69,7 @@ function forward(req, res, mode, done = () => {}) {
     }
   };
   res.on('close', finish);
+  if (req.method === 'PUT') countPut(req);
   const up = http.request(
     { host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: req.headers, agent },
     (ures) => {
@@ -154,6 +170,15 @@ const server = http.createServer((req, res) => {
   }
   if (url.pathname === '/__count') {
     res.end(`${count}\n`);
+    return;
+  }
+  if (url.pathname === '/__bytes' || url.pathname === '/__puts') {
+    res.setHeader('Content-Type', 'application/json');
+    res.end(`${JSON.stringify(url.pathname === '/__bytes' ? putBytes : putCount)}\n`);
+    if (url.searchParams.get('reset')) {
+      putBytes = {};
+      putCount = {};
+    }
     return;
   }
   count++;
