@@ -47,8 +47,7 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS files_dir ON files(snap, parent, name);"
 	"CREATE INDEX IF NOT EXISTS files_content ON files(content);"
 	"CREATE TABLE IF NOT EXISTS bad_blocks(snap INTEGER NOT NULL, path TEXT NOT NULL,"
-	"  block INTEGER NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS bad_blocks_snap ON bad_blocks(snap);"
+	"  block INTEGER NOT NULL, PRIMARY KEY(snap, path, block)) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS links(snap INTEGER NOT NULL, path TEXT NOT NULL,"
 	"  target TEXT NOT NULL, PRIMARY KEY(snap, path)) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS holds(session TEXT NOT NULL, snap INTEGER NOT NULL,"
@@ -213,6 +212,39 @@ static int migrate_add_column(Catalog *c, const char *table, const char *column,
 	return exec_sql(c, sql);
 }
 
+/*
+ * bad_blocks was first made without a primary key; a table without one
+ * cannot travel in a catalog delta (store/delta.c). Rebuild it with one,
+ * duplicates dropped (the key also serves the lookups by snapshot).
+ */
+static int migrate_bad_blocks_key(Catalog *c)
+{
+	static const char check[] = "SELECT count(*) FROM pragma_table_info('bad_blocks') WHERE pk > 0";
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, check, &s);
+	if (r < 0 || sqlite3_step(s) != SQLITE_ROW)
+		return r < 0 ? r : catalog_fail(c, sqlite3_errcode(c->db), "table info");
+	if (sqlite3_column_int(s, 0) > 0)
+		return 0;
+	sqlite3_reset(s);
+	r = exec_sql(c, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	/* again inside the transaction: another process may have done it meanwhile */
+	if (sqlite3_step(s) != SQLITE_ROW)
+		r = catalog_fail(c, sqlite3_errcode(c->db), "table info");
+	else if (sqlite3_column_int(s, 0) == 0)
+		r = exec_sql(c, "CREATE TABLE bad_blocks_keyed(snap INTEGER NOT NULL,"
+				" path TEXT NOT NULL, block INTEGER NOT NULL,"
+				" PRIMARY KEY(snap, path, block)) WITHOUT ROWID;"
+				"INSERT OR IGNORE INTO bad_blocks_keyed SELECT snap, path, block"
+				" FROM bad_blocks;"
+				"DROP TABLE bad_blocks;"
+				"ALTER TABLE bad_blocks_keyed RENAME TO bad_blocks;");
+	sqlite3_reset(s);
+	return r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
+}
+
 int catalog_open(const char *path, bool create, Catalog **ret)
 {
 	Catalog *c = calloc(1, sizeof(*c));
@@ -258,6 +290,8 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_column(c, "snapshots", "method_note", "TEXT");
 	if (r == 0)
 		r = migrate_add_column(c, "snapshots", "read_bytes", "INTEGER");
+	if (r == 0)
+		r = migrate_bad_blocks_key(c);
 	if (r == 0) {
 		_cleanup_stmt_ sqlite3_stmt *s = NULL;
 		r = prepare(c, "SELECT value FROM meta WHERE key = 'schema_version'", &s);
@@ -1614,7 +1648,8 @@ int catalog_integrity_check(Catalog *c, char **ret_message)
 int catalog_bad_block_add(Catalog *c, int64_t snap, const char *path, uint64_t block)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int r = prepare(c, "INSERT INTO bad_blocks(snap, path, block) VALUES(?1, ?2, ?3)", &s);
+	int r = prepare(c, "INSERT OR IGNORE INTO bad_blocks(snap, path, block) VALUES(?1, ?2, ?3)",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, snap);

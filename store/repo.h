@@ -23,7 +23,7 @@
 #include "store/backend.h"
 #include "store/catalog.h"
 
-#define PGBAKFS_REPO_FORMAT 1
+#define PGBAKFS_REPO_FORMAT 2
 #define PGBAKFS_DEFAULT_CHUNK_SIZE (64 * 1024)
 #define PGBAKFS_DEFAULT_PACK_SIZE (32 * 1024 * 1024)
 #define PGBAKFS_DEFAULT_COMPRESS_LEVEL 3
@@ -133,6 +133,12 @@ int repo_write_publish(Repo *r);
 int repo_write_check(Repo *r);
 /* Readers that live long (a mount): pick up a newer generation, if any. */
 int repo_refresh(Repo *r);
+/*
+ * Remote: make this writer's next publication a whole catalog, not a delta,
+ * so that rows it rewrote to remove secrets leave the bucket with the
+ * objects before it (within three writes). No-op elsewhere.
+ */
+void repo_publish_whole(Repo *r);
 /*
  * repair --rebuild-catalog: a new catalog from the packs and snapshot
  * manifests alone (store/repair.h), put in place of the old one (kept as
