@@ -1,5 +1,8 @@
 /*
- * Catalog deltas. The writer's process may change the catalog through many
+ * Catalog deltas, as SQLite patchsets (primary keys and new values: a
+ * changeset would also carry every old value, twice the bytes of an update,
+ * whole rows for a delete, and a scrubbed password in the delta that
+ * removes it). The writer's process may change the catalog through many
  * connections (the backup's snapwriter opens several), so a session recorded
  * on one connection would miss changes: instead the change is computed at
  * publication by comparing the catalog with a copy of the generation it
@@ -138,12 +141,13 @@ int delta_diff(const char *cur_path, const char *base_path, void **ret, size_t *
 		e = sqlite3session_create(db, "main", &ss) == SQLITE_OK ? 0 : -ENOMEM;
 	if (e == 0)
 		e = diff_tables(db, ss);
-	if (e == 0 && sqlite3session_changeset(ss, &n, &cs) != SQLITE_OK)
+	if (e == 0 && sqlite3session_patchset(ss, &n, &cs) != SQLITE_OK)
 		e = sql_fail(db, "changeset");
 	if (e == 0) {
 		void *copy = malloc(n ? (size_t)n : 1);
 		if (copy) {
-			memcpy(copy, cs, (size_t)n);
+			if (n)
+				memcpy(copy, cs, (size_t)n);
 			*ret = copy;
 			*ret_len = (size_t)n;
 		} else
@@ -220,7 +224,7 @@ static int check_tables(sqlite3 *db, const void *cs, size_t len)
 		if (e == 0 && col != ncol)
 			e = -EBADMSG;
 		if (e < 0)
-			log_error("a catalog delta changes table \"%s\", which this catalog has with "
+			log_warning("a catalog delta changes table \"%s\", which this catalog has with "
 				  "other columns or not at all", table);
 	}
 	if (e == 0 && rc != SQLITE_DONE)
@@ -246,7 +250,7 @@ int delta_apply(sqlite3 *db, const void *const *cs, const size_t *lens, size_t n
 		int rc = sqlite3changeset_apply(db, (int)lens[i], (void *)cs[i], NULL, on_conflict,
 						&ctx);
 		if (ctx.conflicts) {
-			log_error("a catalog delta does not apply to this catalog (conflict %d in "
+			log_warning("a catalog delta does not apply to this catalog (conflict %d in "
 				  "table \"%s\")", ctx.first_type, ctx.table);
 			e = -EBADMSG;
 		} else if (rc == SQLITE_CORRUPT || rc == SQLITE_MISUSE || rc == SQLITE_ABORT) {

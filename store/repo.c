@@ -681,7 +681,7 @@ static int chain_fetch(Repo *r, const RemoteCatalogList *cl, uint64_t from, uint
 		if (e == 0)
 			e = delta_unframe(c.obj[c.n - 1], len, g - 1, g, &c.cs[c.n - 1], &c.len[c.n - 1]);
 		if (e == -EBADMSG)
-			log_error("the catalog delta \"%s\" is damaged (truncated, altered or "
+			log_warning("the catalog delta \"%s\" is damaged (truncated, altered or "
 				  "misnamed): not applied", name);
 	}
 	if (e < 0) {
@@ -741,7 +741,7 @@ static int catalog_fetch(Repo *r, uint64_t gen)
 	remote_catalog_name(gen, name, sizeof(name));
 	e = repo_meta_get(r, name, &img, &len);
 	if (e == -EBADMSG)
-		log_error("the catalog generation \"%s\" is damaged", name);
+		log_warning("the catalog generation \"%s\" is damaged", name);
 	if (e == 0)
 		e = file_write_atomic(tmp, img, len, 0600);
 	free(img);
@@ -804,14 +804,14 @@ static int catalog_fetch_latest(Repo *r, const RemoteCatalogList *cl, uint64_t h
 	int e;
 
 	if (!b) {
-		log_error("the repository has catalog deltas up to %llu but no whole catalog "
+		log_warning("the repository has catalog deltas up to %llu but no whole catalog "
 			  "before them", (unsigned long long)latest);
 		return -EBADMSG;
 	}
 	/* every delta first: nothing is changed unless the whole way is there */
 	e = chain_fetch(r, cl, b->gen, latest, &c);
 	if (e == -ENOENT)
-		log_error("the catalog delta %llu is missing from the repository",
+		log_warning("the catalog delta %llu is missing from the repository",
 			  (unsigned long long)latest);
 	if (e < 0)
 		return e == -ENOENT ? -EBADMSG : e;
