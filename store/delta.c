@@ -171,6 +171,20 @@ typedef struct ApplyCtx {
 	char table[64];
 } ApplyCtx;
 
+static const char *conflict_name(int type)
+{
+	switch (type) {
+	case SQLITE_CHANGESET_DATA:
+		return "a row it changes is not as it expects";
+	case SQLITE_CHANGESET_NOTFOUND:
+		return "a row it changes or deletes is missing";
+	case SQLITE_CHANGESET_CONFLICT:
+		return "a row it inserts exists already";
+	default:
+		return "a constraint fails";
+	}
+}
+
 static int on_conflict(void *ud, int type, sqlite3_changeset_iter *it)
 {
 	ApplyCtx *c = ud;
@@ -250,8 +264,8 @@ int delta_apply(sqlite3 *db, const void *const *cs, const size_t *lens, size_t n
 		int rc = sqlite3changeset_apply(db, (int)lens[i], (void *)cs[i], NULL, on_conflict,
 						&ctx);
 		if (ctx.conflicts) {
-			log_warning("a catalog delta does not apply to this catalog (conflict %d in "
-				  "table \"%s\")", ctx.first_type, ctx.table);
+			log_warning("a catalog delta does not apply to this catalog: %s in table \"%s\"",
+				    conflict_name(ctx.first_type), ctx.table);
 			e = -EBADMSG;
 		} else if (rc == SQLITE_CORRUPT || rc == SQLITE_MISUSE || rc == SQLITE_ABORT) {
 			e = -EBADMSG;

@@ -565,15 +565,21 @@ static int catalog_install(Repo *r, const char *src)
  * missing catalog.base.gen means no valid copy; it is removed before the
  * copy is changed and written after, so a crash between leaves none.
  */
-static char *base_path(const Repo *r) { return xasprintf("%s/catalog.base.db", r->workdir); }
+static void work_path(const Repo *r, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%s", r->workdir, name);
+}
 
 static int base_gen_read(Repo *r, uint64_t *ret)
 {
-	_cleanup_free_ char *path = xasprintf("%s/catalog.base.gen", r->workdir);
-	_cleanup_free_ char *db = base_path(r);
+	char path[PATH_MAX], db[PATH_MAX];
 	_cleanup_free_ char *text = NULL;
 	unsigned long long g;
-	int e = file_read_all(path, 256, &text, NULL);
+	int e;
+
+	work_path(r, "catalog.base.gen", path, sizeof(path));
+	work_path(r, "catalog.base.db", db, sizeof(db));
+	e = file_read_all(path, 256, &text, NULL);
 	if (e < 0)
 		return e;
 	if (sscanf(text, "%llu", &g) != 1 || access(db, F_OK) < 0)
@@ -584,27 +590,31 @@ static int base_gen_read(Repo *r, uint64_t *ret)
 
 static int base_gen_write(Repo *r, uint64_t gen)
 {
-	_cleanup_free_ char *path = xasprintf("%s/catalog.base.gen", r->workdir);
-	char text[32];
+	char path[PATH_MAX], text[32];
+	work_path(r, "catalog.base.gen", path, sizeof(path));
 	int n = snprintf(text, sizeof(text), "%llu\n", (unsigned long long)gen);
 	return file_write_atomic(path, text, (size_t)n, 0600);
 }
 
 static void base_gen_clear(Repo *r)
 {
-	_cleanup_free_ char *path = xasprintf("%s/catalog.base.gen", r->workdir);
+	char path[PATH_MAX];
+	work_path(r, "catalog.base.gen", path, sizeof(path));
 	unlink(path);
 }
 
 /* Make the database file img (a generation's image) the base copy of generation gen. */
 static int base_copy_replace(Repo *r, const char *img, uint64_t gen)
 {
-	_cleanup_free_ char *db = base_path(r);
+	static const char *const names[] = {"catalog.base.db-wal", "catalog.base.db-shm"};
+	char db[PATH_MAX], f[PATH_MAX];
 	int e = 0;
+
+	work_path(r, "catalog.base.db", db, sizeof(db));
 	base_gen_clear(r);
 	/* a WAL left by a crash would be replayed over the new file */
-	for (const char *sfx = "-wal"; sfx; sfx = strcmp(sfx, "-wal") == 0 ? "-shm" : NULL) {
-		_cleanup_free_ char *f = xasprintf("%s%s", db, sfx);
+	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+		work_path(r, names[i], f, sizeof(f));
 		if (unlink(f) < 0 && errno != ENOENT)
 			e = -errno;
 	}
@@ -714,7 +724,8 @@ static int chain_apply(const char *path, const DeltaChain *c)
 /* The base copy at c->from follows the catalog to c->to, or is dropped. */
 static void base_copy_forward(Repo *r, const DeltaChain *c)
 {
-	_cleanup_free_ char *db = base_path(r);
+	char db[PATH_MAX];
+	work_path(r, "catalog.base.db", db, sizeof(db));
 	uint64_t g;
 	if (base_gen_read(r, &g) < 0 || g != c->from)
 		return;
@@ -980,7 +991,8 @@ static int catalog_publish(Repo *r, uint64_t gen)
  */
 static int base_copy_ready(Repo *r, const RemoteCatalogList *cl, uint64_t gen)
 {
-	_cleanup_free_ char *tmp = xasprintf("%s/tmp/catalog-base.db", r->workdir);
+	char tmp[PATH_MAX];
+	work_path(r, "tmp/catalog-base.db", tmp, sizeof(tmp));
 	const RemoteGen *b = remote_catalog_list_base(cl, gen);
 	DeltaChain c = {0};
 	char name[64];
@@ -1020,7 +1032,8 @@ static int base_copy_ready(Repo *r, const RemoteCatalogList *cl, uint64_t gen)
  */
 static int catalog_publish_delta(Repo *r, uint64_t gen)
 {
-	_cleanup_free_ char *base = base_path(r);
+	char base[PATH_MAX];
+	work_path(r, "catalog.base.db", base, sizeof(base));
 	RemoteCatalogList cl = {0};
 	const char *env = getenv("PGBAKFS_CATALOG_DELTAS_MAX");
 	unsigned long max = env && *env ? strtoul(env, NULL, 10) : CATALOG_DELTAS_MAX;
