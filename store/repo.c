@@ -648,6 +648,8 @@ static void chain_clear(DeltaChain *c)
 static uint64_t chain_size(const RemoteCatalogList *cl, uint64_t from, uint64_t to)
 {
 	uint64_t sum = 0;
+	if (to - from > cl->n) /* fewer objects than generations (a jump: repair) */
+		return UINT64_MAX;
 	for (uint64_t g = from + 1; g <= to; g++) {
 		const RemoteGen *d = remote_catalog_list_find(cl, g, true);
 		if (!d)
@@ -666,11 +668,13 @@ static int chain_fetch(Repo *r, const RemoteCatalogList *cl, uint64_t from, uint
 		       DeltaChain *ret)
 {
 	DeltaChain c = {.from = from, .to = to};
-	size_t n = to - from;
+	size_t n = (size_t)(to - from);
 	int e = 0;
 
-	if (to < from || n > 1000000)
+	if (to < from)
 		return -EINVAL;
+	if (to - from > cl->n) /* fewer objects than generations: some are missing */
+		return -ENOENT;
 	if (n && (!(c.obj = calloc(n, sizeof(*c.obj))) || !(c.cs = calloc(n, sizeof(*c.cs))) ||
 		  !(c.len = calloc(n, sizeof(*c.len))))) {
 		chain_clear(&c);
@@ -1044,7 +1048,7 @@ static int catalog_publish_delta(Repo *r, uint64_t gen)
 	int e = remote_catalog_list(r->backend, &cl);
 	const RemoteGen *b = e == 0 ? remote_catalog_list_base(&cl, gen - 1) : NULL;
 
-	if (e == 0 && !b)
+	if (e == 0 && (!b || gen - b->gen > cl.n + 1))
 		e = -ENOENT;
 	if (e == 0)
 		e = base_copy_ready(r, &cl, gen - 1);
@@ -1060,6 +1064,7 @@ static int catalog_publish_delta(Repo *r, uint64_t gen)
 		sum += d ? d->size : 0;
 		n++;
 	}
+	uint64_t base_size = b ? b->size : 0; /* b points into cl */
 	remote_catalog_list_clear(&cl);
 	if (e < 0) {
 		log_debug("publishing catalog generation %llu whole: %s", (unsigned long long)gen,
@@ -1067,10 +1072,10 @@ static int catalog_publish_delta(Repo *r, uint64_t gen)
 		free(cs);
 		return e == -ENOMEM ? e : 0;
 	}
-	bool compact = n + 1 > max || (sum + cs_len > b->size / CATALOG_DELTAS_FRACTION &&
+	bool compact = n + 1 > max || (sum + cs_len > base_size / CATALOG_DELTAS_FRACTION &&
 				       sum + cs_len > CATALOG_DELTAS_FLOOR);
 	/* a delta that weighs as much as a whole catalog is pointless */
-	if (compact && cs_len >= b->size) {
+	if (compact && cs_len >= base_size) {
 		free(cs);
 		return 0;
 	}

@@ -132,7 +132,28 @@ snap_objects after
 ok "no catalog object from the failed pin" test -z "$(put_since before after | grep -v manifests)"
 ok "the writer's machine opens at the published state" test "$(pa list --json | grep -o '"pinned_until":null' | wc -l)" = "$(pb list --json | grep -o '"pinned_until":null' | wc -l)"
 
-# kill -9 of a writer during its publication
+# kill -9 of a writer while its delta is on the way (the proxy holds the put)
+curl -fsS "$S3_PROXY/__fault?plan=stall&only=PUT%20/$S3_BUCKET/d/catalog/" >/dev/null
+snap_objects before
+PGBAKFS_S3_ENDPOINT=$S3_PROXY "$PGBAKFS" pin latest --ttl 6h --cache-dir "$A" >/dev/null 2>&1 &
+pid=$!
+# stalled once the proxy sees no more requests while the pin still runs
+last=-1
+for _ in $(seq 1 40); do
+	now=$(proxy_count)
+	[ "$now" = "$last" ] && break
+	last=$now
+	sleep 0.5
+done
+kill -9 $pid 2>/dev/null && pass || fail "the pin ended before it was killed"
+wait $pid 2>/dev/null || true
+for l in $(s3_keys d/locks/); do s3_rm "$l"; done
+snap_objects after
+ok "the killed publication left no catalog object" test -z "$(put_since before after | grep -v manifests)"
+ok "the writer's machine opens at the state before it" same_catalog "$(pa list >/dev/null; catalog_in "$A")" "$(pb list >/dev/null; catalog_in "$B")"
+ok "and the next write publishes" pa pin latest --ttl 7h
+
+# kill -9 of a writer at random points of a backup
 for i in 1 2 3; do
 	seq $i 30000 >"$T/src/text"
 	"$PGBAKFS" backup --from-dir "$T/src" --no-progress --cache-dir "$A" >/dev/null 2>&1 &
