@@ -231,9 +231,11 @@ static int migrate_bad_blocks_key(Catalog *c)
 	if (r < 0)
 		return r;
 	/* again inside the transaction: another process may have done it meanwhile */
-	if (sqlite3_step(s) != SQLITE_ROW)
+	int keyed = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+	sqlite3_reset(s); /* before the table it reads is dropped */
+	if (keyed < 0)
 		r = catalog_fail(c, sqlite3_errcode(c->db), "table info");
-	else if (sqlite3_column_int(s, 0) == 0)
+	else if (keyed == 0)
 		r = exec_sql(c, "CREATE TABLE bad_blocks_keyed(snap INTEGER NOT NULL,"
 				" path TEXT NOT NULL, block INTEGER NOT NULL,"
 				" PRIMARY KEY(snap, path, block)) WITHOUT ROWID;"
@@ -241,7 +243,6 @@ static int migrate_bad_blocks_key(Catalog *c)
 				" FROM bad_blocks;"
 				"DROP TABLE bad_blocks;"
 				"ALTER TABLE bad_blocks_keyed RENAME TO bad_blocks;");
-	sqlite3_reset(s);
 	return r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
 }
 

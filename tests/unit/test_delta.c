@@ -174,6 +174,27 @@ int main(void)
 	sqlite3_close(a);
 	sqlite3_close(b);
 
+	/* a catalog from before bad_blocks had a key gets one on open, duplicates dropped */
+	char old[PATH_MAX];
+	test_fmt(old, sizeof(old), "%s/old.db", tmp);
+	if (CHECK_EQ_INT(catalog_open(old, true, &c), 0)) {
+		CHECK_EQ_INT(exec(catalog_sqlite(c),
+				  "DROP TABLE bad_blocks; CREATE TABLE bad_blocks(snap INTEGER NOT NULL,"
+				  " path TEXT NOT NULL, block INTEGER NOT NULL);"
+				  "CREATE INDEX bad_blocks_snap ON bad_blocks(snap);"
+				  "INSERT INTO bad_blocks VALUES(1, 'a', 3), (1, 'a', 3), (2, 'b', 4)"),
+			     SQLITE_OK);
+		catalog_free(c);
+	}
+	if (CHECK_EQ_INT(catalog_open(old, false, &c), 0)) {
+		CHECK_EQ_INT(count(catalog_sqlite(c), "SELECT count(*) FROM bad_blocks"), 2);
+		CHECK_EQ_INT(count(catalog_sqlite(c), "SELECT count(*) FROM"
+						      " pragma_table_info('bad_blocks') WHERE pk > 0"),
+			     3);
+		CHECK_EQ_INT(catalog_bad_block_add(c, 2, "b", 4), 0); /* again: no error */
+		catalog_free(c);
+	}
+
 	/* the frame: only whole, unaltered, and between the generations it names */
 	CHECK_EQ_INT(delta_frame(41, 42, cs, len, &framed, &flen), 0);
 	CHECK_EQ_INT(delta_unframe(framed, flen, 41, 42, &got, &got_len), 0);
