@@ -756,6 +756,8 @@ int live_scrub_sources(Repo *repo, uint64_t *ret_n)
 	int r = catalog_snapshot_foreach_any(repo_catalog(repo), scrub_collect, &sc);
 	if (r == 0)
 		r = catalog_snapshot_set_sources(repo_catalog(repo), sc.v, sc.n);
+	if (r == 0 && sc.n)
+		repo_publish_whole(repo); /* the old text must not stay in a chain of deltas */
 	if (r == 0 && ret_n)
 		*ret_n = sc.n;
 	for (size_t i = 0; i < sc.n; i++)

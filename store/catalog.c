@@ -15,8 +15,13 @@
 
 #define CATALOG_SCHEMA_VERSION 1
 #define CATALOG_BUSY_TIMEOUT_MS 120000
-#define CATALOG_N_TABLES 11 /* tables in schema_sql */
+#define CATALOG_N_TABLES 12 /* tables in schema_sql */
 #define CATALOG_VACUUM_FREE_BYTES (64ull << 20)
+
+/* directories of committed snapshots, shared between them (store/catalog_tree.c) */
+#define DIRS_SQL                                                                         \
+	"CREATE TABLE IF NOT EXISTS dirs(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE," \
+	"  n INTEGER NOT NULL, entries BLOB NOT NULL);"
 
 /* id blocks (see catalog_content_put); carrier: the snapshot whose manifest holds the block */
 #define IDBLOCKS_SQL                                                                         \
@@ -55,13 +60,10 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS files_dir ON files(snap, parent, name);"
 	"CREATE INDEX IF NOT EXISTS files_content ON files(content);"
 	"CREATE TABLE IF NOT EXISTS bad_blocks(snap INTEGER NOT NULL, path TEXT NOT NULL,"
-	"  block INTEGER NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS bad_blocks_snap ON bad_blocks(snap);"
+	"  block INTEGER NOT NULL, PRIMARY KEY(snap, path, block)) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS links(snap INTEGER NOT NULL, path TEXT NOT NULL,"
 	"  target TEXT NOT NULL, PRIMARY KEY(snap, path)) WITHOUT ROWID;"
-	/* directories of committed snapshots, shared between them (store/catalog_tree.c) */
-	"CREATE TABLE IF NOT EXISTS dirs(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
-	"  n INTEGER NOT NULL, entries BLOB NOT NULL);"
+	DIRS_SQL
 	"CREATE TABLE IF NOT EXISTS holds(session TEXT NOT NULL, snap INTEGER NOT NULL,"
 	"  PRIMARY KEY(session, snap)) WITHOUT ROWID;";
 
@@ -248,6 +250,40 @@ static int migrate_add_table(Catalog *c, const char *table, const char *sql)
 	return sqlite3_column_int(s, 0) > 0 ? 0 : exec_sql(c, sql);
 }
 
+/*
+ * bad_blocks was first made without a primary key; a table without one
+ * cannot travel in a catalog delta (store/delta.c). Rebuild it with one,
+ * duplicates dropped (the key also serves the lookups by snapshot).
+ */
+static int migrate_bad_blocks_key(Catalog *c)
+{
+	static const char check[] = "SELECT count(*) FROM pragma_table_info('bad_blocks') WHERE pk > 0";
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, check, &s);
+	if (r < 0 || sqlite3_step(s) != SQLITE_ROW)
+		return r < 0 ? r : catalog_fail(c, sqlite3_errcode(c->db), "table info");
+	if (sqlite3_column_int(s, 0) > 0)
+		return 0;
+	sqlite3_reset(s);
+	r = exec_sql(c, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	/* again inside the transaction: another process may have done it meanwhile */
+	int keyed = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+	sqlite3_reset(s); /* before the table it reads is dropped */
+	if (keyed < 0)
+		r = catalog_fail(c, sqlite3_errcode(c->db), "table info");
+	else if (keyed == 0)
+		r = exec_sql(c, "CREATE TABLE bad_blocks_keyed(snap INTEGER NOT NULL,"
+				" path TEXT NOT NULL, block INTEGER NOT NULL,"
+				" PRIMARY KEY(snap, path, block)) WITHOUT ROWID;"
+				"INSERT OR IGNORE INTO bad_blocks_keyed SELECT snap, path, block"
+				" FROM bad_blocks;"
+				"DROP TABLE bad_blocks;"
+				"ALTER TABLE bad_blocks_keyed RENAME TO bad_blocks;");
+	return r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
+}
+
 int catalog_open(const char *path, bool create, Catalog **ret)
 {
 	Catalog *c = calloc(1, sizeof(*c));
@@ -286,6 +322,8 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 	if (r == 0)
 		r = migrate_add_table(c, "idblocks", IDBLOCKS_SQL);
 	if (r == 0)
+		r = migrate_add_table(c, "dirs", DIRS_SQL);
+	if (r == 0)
 		r = migrate_add_column(c, "contents", "blocks", "INTEGER NOT NULL DEFAULT 0");
 	if (r == 0)
 		r = migrate_add_column(c, "chunks", "crc", "INTEGER");
@@ -301,6 +339,8 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_column(c, "snapshots", "tree", "INTEGER");
 	if (r == 0) /* gc --repack: the epoch at which a pack's chunks moved out */
 		r = migrate_add_column(c, "packs", "retired", "INTEGER");
+	if (r == 0)
+		r = migrate_bad_blocks_key(c);
 	if (r == 0) {
 		_cleanup_stmt_ sqlite3_stmt *s = NULL;
 		r = prepare(c, "SELECT value FROM meta WHERE key = 'schema_version'", &s);
@@ -2848,7 +2888,8 @@ int catalog_integrity_check(Catalog *c, char **ret_message)
 int catalog_bad_block_add(Catalog *c, int64_t snap, const char *path, uint64_t block)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int r = prepare(c, "INSERT INTO bad_blocks(snap, path, block) VALUES(?1, ?2, ?3)", &s);
+	int r = prepare(c, "INSERT OR IGNORE INTO bad_blocks(snap, path, block) VALUES(?1, ?2, ?3)",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, snap);

@@ -351,37 +351,103 @@ void remote_catalog_name(uint64_t gen, char *buf, size_t len)
 	snprintf(buf, len, REMOTE_CATALOG_PREFIX "%020llu", (unsigned long long)gen);
 }
 
-static int parse_gen(const char *name, uint64_t *ret)
+void remote_catalog_delta_name(uint64_t gen, char *buf, size_t len)
+{
+	snprintf(buf, len, REMOTE_CATALOG_PREFIX "%020llu" REMOTE_DELTA_SUFFIX,
+		 (unsigned long long)gen);
+}
+
+/* "catalog/<20 digits>" or "catalog/<20 digits>.delta"; -EINVAL for any other name */
+static int parse_gen(const char *name, uint64_t *ret, bool *ret_delta)
 {
 	const char *p = name + strlen(REMOTE_CATALOG_PREFIX);
+	size_t len = strlen(p);
+	bool delta = len == 20 + strlen(REMOTE_DELTA_SUFFIX) &&
+		     strcmp(p + 20, REMOTE_DELTA_SUFFIX) == 0;
 	char *end;
-	if (strlen(p) != 20 || strspn(p, "0123456789") != 20)
+	if ((len != 20 && !delta) || strspn(p, "0123456789") != 20)
 		return -EINVAL;
 	*ret = strtoull(p, &end, 10);
-	return *end ? -EINVAL : 0;
+	if (end != p + 20)
+		return -EINVAL;
+	*ret_delta = delta;
+	return 0;
+}
+
+static int gens_add(const char *name, uint64_t size, void *userdata)
+{
+	RemoteCatalogList *l = userdata;
+	RemoteGen g = {.size = size};
+	if (parse_gen(name, &g.gen, &g.delta) < 0)
+		return 0;
+	RemoteGen *v = realloc(l->v, (l->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	l->v = v;
+	l->v[l->n++] = g;
+	return 0;
+}
+
+static int gen_cmp(const void *a, const void *b)
+{
+	const RemoteGen *x = a, *y = b;
+	if (x->gen != y->gen)
+		return x->gen < y->gen ? -1 : 1;
+	return (int)x->delta - (int)y->delta;
+}
+
+int remote_catalog_list(StoreBackend *b, RemoteCatalogList *ret)
+{
+	RemoteCatalogList l = {0};
+	int r = store_list(b, REMOTE_CATALOG_PREFIX, gens_add, &l);
+	if (r < 0) {
+		remote_catalog_list_clear(&l);
+		return r;
+	}
+	if (l.n)
+		qsort(l.v, l.n, sizeof(*l.v), gen_cmp);
+	*ret = l;
+	return 0;
+}
+
+void remote_catalog_list_clear(RemoteCatalogList *l)
+{
+	free(l->v);
+	*l = (RemoteCatalogList){0};
+}
+
+int remote_catalog_list_latest(const RemoteCatalogList *l, uint64_t *ret_gen)
+{
+	if (!l->n)
+		return -ENOENT;
+	*ret_gen = l->v[l->n - 1].gen;
+	return 0;
+}
+
+const RemoteGen *remote_catalog_list_find(const RemoteCatalogList *l, uint64_t gen, bool delta)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].gen == gen && l->v[i].delta == delta)
+			return &l->v[i];
+	return NULL;
+}
+
+const RemoteGen *remote_catalog_list_base(const RemoteCatalogList *l, uint64_t gen)
+{
+	for (size_t i = l->n; i-- > 0;)
+		if (!l->v[i].delta && l->v[i].gen <= gen)
+			return &l->v[i];
+	return NULL;
 }
 
 int remote_catalog_latest(StoreBackend *b, uint64_t *ret_gen)
 {
-	Names ns = {0};
-	uint64_t best = 0;
-	bool found = false;
-	int r = store_list(b, REMOTE_CATALOG_PREFIX, names_add, &ns);
-
-	for (size_t i = 0; r == 0 && i < ns.n; i++) {
-		uint64_t g;
-		if (parse_gen(ns.v[i], &g) == 0 && (!found || g > best)) {
-			best = g;
-			found = true;
-		}
-	}
-	names_clear(&ns);
-	if (r < 0)
-		return r;
-	if (!found)
-		return -ENOENT;
-	*ret_gen = best;
-	return 0;
+	RemoteCatalogList l;
+	int r = remote_catalog_list(b, &l);
+	if (r == 0)
+		r = remote_catalog_list_latest(&l, ret_gen);
+	remote_catalog_list_clear(&l);
+	return r;
 }
 
 int remote_catalog_prune(StoreBackend *b, uint64_t keep_from)
@@ -391,7 +457,8 @@ int remote_catalog_prune(StoreBackend *b, uint64_t keep_from)
 
 	for (size_t i = 0; r == 0 && i < ns.n; i++) {
 		uint64_t g;
-		if (parse_gen(ns.v[i], &g) == 0 && g < keep_from)
+		bool delta;
+		if (parse_gen(ns.v[i], &g, &delta) == 0 && g < keep_from)
 			r = store_delete(b, ns.v[i]);
 	}
 	names_clear(&ns);

@@ -11,10 +11,12 @@
  * candidates, the second to list always sees the first, so at most one holds.
  * An expired lock (its holder died) is deleted by the next candidate.
  *
- * Catalog generations are immutable objects "catalog/<20-digit number>"; the
- * highest is the catalog. A writer publishes N+1 only while holding the lock
- * and only if N is still the highest, so a lost lease fails the publication
- * instead of overwriting another writer's work.
+ * Catalog generations are immutable objects: "catalog/<20-digit number>" a
+ * whole catalog (a base), "catalog/<20-digit number>.delta" the change from
+ * the generation before it. The highest number of either kind is the
+ * catalog. A writer publishes N+1 only while holding the lock and only if N
+ * is still the highest, so a lost lease fails the publication instead of
+ * overwriting another writer's work.
  */
 #pragma once
 
@@ -41,9 +43,36 @@ int remote_lock_check(RemoteLock *l);
 /* Stop renewing and delete the lock object. Accepts NULL. */
 RemoteLock *remote_lock_release(RemoteLock *l);
 
-/* Highest catalog generation: -ENOENT when there is none. */
+#define REMOTE_DELTA_SUFFIX ".delta"
+
+/* One catalog object of a listing. */
+typedef struct RemoteGen {
+	uint64_t gen;
+	uint64_t size; /* bytes of the object */
+	bool delta;
+} RemoteGen;
+
+/* What catalog/ holds, sorted by generation (a base before a delta of the same number). */
+typedef struct RemoteCatalogList {
+	RemoteGen *v;
+	size_t n;
+} RemoteCatalogList;
+
+/* List catalog/ (other names are ignored). Free with remote_catalog_list_clear. */
+int remote_catalog_list(StoreBackend *b, RemoteCatalogList *ret);
+void remote_catalog_list_clear(RemoteCatalogList *l);
+/* Highest generation, base or delta: -ENOENT when the list is empty. */
+int remote_catalog_list_latest(const RemoteCatalogList *l, uint64_t *ret_gen);
+/* The entry for gen of the given kind, or NULL. */
+const RemoteGen *remote_catalog_list_find(const RemoteCatalogList *l, uint64_t gen, bool delta);
+/* The newest base at or below gen, or NULL. */
+const RemoteGen *remote_catalog_list_base(const RemoteCatalogList *l, uint64_t gen);
+
+/* Highest catalog generation (base or delta): -ENOENT when there is none. */
 int remote_catalog_latest(StoreBackend *b, uint64_t *ret_gen);
 /* "catalog/00000000000000000042" */
 void remote_catalog_name(uint64_t gen, char *buf, size_t len);
-/* Delete generations below keep_from (old ones, once a newer one is published). */
+/* "catalog/00000000000000000042.delta" */
+void remote_catalog_delta_name(uint64_t gen, char *buf, size_t len);
+/* Delete generations (bases and deltas) below keep_from. */
 int remote_catalog_prune(StoreBackend *b, uint64_t keep_from);

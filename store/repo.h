@@ -134,6 +134,12 @@ int repo_write_check(Repo *r);
 /* Readers that live long (a mount): pick up a newer generation, if any. */
 int repo_refresh(Repo *r);
 /*
+ * Remote: make this writer's next publication a whole catalog, not a delta,
+ * so that rows it rewrote to remove secrets leave the bucket with the
+ * objects before it (within three writes). No-op elsewhere.
+ */
+void repo_publish_whole(Repo *r);
+/*
  * repair --rebuild-catalog: a new catalog from the packs and snapshot
  * manifests alone (store/repair.h), put in place of the old one (kept as
  * catalog.db.old; -EBUSY while any other process has the repository open)

@@ -343,8 +343,27 @@ static void test_damage(void)
 	TEST_RM_RF(tmp);
 }
 
+/* A catalog of an earlier build, with a table the schema does not list, gets dirs on open. */
+static void test_migration(void)
+{
+	char tmp[PATH_MAX], path[PATH_MAX];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	if (!c)
+		return;
+	CHECK_EQ_INT(sqlite3_exec(catalog_sqlite(c), "DROP TABLE dirs; CREATE TABLE manifest_state(x)",
+				  NULL, NULL, NULL), SQLITE_OK);
+	catalog_free(c);
+	test_fmt(path, sizeof(path), "%s/catalog.db", tmp);
+	if (CHECK_EQ_INT(catalog_open(path, false, &c), 0)) {
+		CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 0);
+		catalog_free(c);
+	}
+	TEST_RM_RF(tmp);
+}
+
 int main(void)
 {
+	test_migration();
 	test_share_and_read();
 	test_damage();
 	return test_finish();
