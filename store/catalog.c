@@ -488,13 +488,14 @@ int catalog_pack_foreach(Catalog *c, CatalogPackFn cb, void *userdata)
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "pack list");
 }
 
-int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n)
+/* The chunk rows sql (id, offset, elen, plen, enc, crc; pack ?1) selects, in its order. */
+static int pack_entries(Catalog *c, const char *sql, int64_t pack_id, PackEntry **ret,
+			size_t *ret_n)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	_cleanup_free_ PackEntry *v = NULL;
 	size_t n = 0, cap = 0;
-	int rc, r = prepare(c, "SELECT id, offset, elen, plen, enc FROM chunks WHERE pack = ?1"
-			       " ORDER BY offset", &s);
+	int rc, r = prepare(c, sql, &s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, pack_id);
@@ -509,11 +510,14 @@ int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *re
 		}
 		if (sqlite3_column_bytes(s, 0) != PGBAKFS_CHUNK_ID_LEN)
 			return -EBADMSG;
+		v[n] = (PackEntry){0};
 		memcpy(v[n].id.b, sqlite3_column_blob(s, 0), PGBAKFS_CHUNK_ID_LEN);
 		v[n].offset = (uint64_t)sqlite3_column_int64(s, 1);
 		v[n].elen = (uint32_t)sqlite3_column_int64(s, 2);
 		v[n].plen = (uint32_t)sqlite3_column_int64(s, 3);
 		v[n].enc = (uint8_t)sqlite3_column_int(s, 4);
+		v[n].has_crc = sqlite3_column_type(s, 5) != SQLITE_NULL;
+		v[n].crc = (uint32_t)sqlite3_column_int64(s, 5);
 		n++;
 	}
 	if (rc != SQLITE_DONE)
@@ -521,6 +525,12 @@ int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *re
 	*ret = TAKE_PTR(v);
 	*ret_n = n;
 	return 0;
+}
+
+int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n)
+{
+	return pack_entries(c, "SELECT id, offset, elen, plen, enc, crc FROM chunks WHERE pack = ?1"
+			       " ORDER BY offset", pack_id, ret, ret_n);
 }
 
 /*
@@ -2436,39 +2446,8 @@ int catalog_repack_candidates(Catalog *c, unsigned pct, CatalogRepackPack **ret,
 
 int catalog_pack_live_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n)
 {
-	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	_cleanup_free_ PackEntry *v = NULL;
-	size_t n = 0, cap = 0;
-	int rc, r = prepare(c, "SELECT id, offset, elen, plen, enc, crc FROM chunks WHERE pack = ?1"
-			       " AND condemned IS NULL ORDER BY offset", &s);
-	if (r < 0)
-		return r;
-	sqlite3_bind_int64(s, 1, pack_id);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (n == cap) {
-			size_t ncap = cap ? 2 * cap : 256;
-			PackEntry *nv = realloc(v, ncap * sizeof(*nv));
-			if (!nv)
-				return -ENOMEM;
-			v = nv;
-			cap = ncap;
-		}
-		if (sqlite3_column_bytes(s, 0) != PGBAKFS_CHUNK_ID_LEN)
-			return -EBADMSG;
-		memcpy(v[n].id.b, sqlite3_column_blob(s, 0), PGBAKFS_CHUNK_ID_LEN);
-		v[n].offset = (uint64_t)sqlite3_column_int64(s, 1);
-		v[n].elen = (uint32_t)sqlite3_column_int64(s, 2);
-		v[n].plen = (uint32_t)sqlite3_column_int64(s, 3);
-		v[n].enc = (uint8_t)sqlite3_column_int(s, 4);
-		v[n].has_crc = sqlite3_column_type(s, 5) != SQLITE_NULL;
-		v[n].crc = (uint32_t)sqlite3_column_int64(s, 5);
-		n++;
-	}
-	if (rc != SQLITE_DONE)
-		return catalog_fail(c, rc, "pack live chunks");
-	*ret = TAKE_PTR(v);
-	*ret_n = n;
-	return 0;
+	return pack_entries(c, "SELECT id, offset, elen, plen, enc, crc FROM chunks WHERE pack = ?1"
+			       " AND condemned IS NULL ORDER BY offset", pack_id, ret, ret_n);
 }
 
 static int pack_move_tx(Catalog *c, int64_t pack_id, uint64_t size, const PackEntry *e, size_t n,
@@ -2593,12 +2572,6 @@ static int dir_paths_add(DirPaths *d, uint64_t ino, char *path)
 	free(d->v[ino]);
 	d->v[ino] = path;
 	return 0;
-}
-
-static int cmp_int64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return (x > y) - (x < y);
 }
 
 /* One visible snapshot at a time, its rows from catalog_file_foreach (files or a shared tree). */
@@ -2747,26 +2720,8 @@ typedef struct Refs {
 	CatalogMissingFn cb;
 	void *ud;
 	sqlite3_stmt *get, *put;
-	int64_t *contents;
-	size_t n, cap;
+	ContentIds contents;
 } Refs;
-
-static int refs_row(const FileRow *f, void *userdata)
-{
-	Refs *rf = userdata;
-	if (!f->content)
-		return 0;
-	if (rf->n == rf->cap) {
-		size_t cap = rf->cap ? 2 * rf->cap : 1024;
-		int64_t *v = realloc(rf->contents, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		rf->contents = v;
-		rf->cap = cap;
-	}
-	rf->contents[rf->n++] = f->content;
-	return 0;
-}
 
 static int report_unreadable_blocks(Catalog *c, int64_t content, const char *snap,
 				    CatalogMissingFn cb, void *userdata);
@@ -2800,23 +2755,12 @@ static int refs_content(Catalog *c, Refs *rf, const char *snap, int64_t content)
 static int refs_snapshot(Catalog *c, int64_t rowid, const char *name, void *userdata)
 {
 	Refs *rf = userdata;
-	rf->n = 0;
-	int r = catalog_file_foreach(c, rowid, refs_row, rf);
-	if (r < 0)
-		return r;
-	qsort(rf->contents, rf->n, sizeof(*rf->contents), cmp_int64);
-	for (size_t i = 0; i < rf->n && r == 0; i++)
-		if (i == 0 || rf->contents[i] != rf->contents[i - 1])
-			r = refs_content(c, rf, name, rf->contents[i]);
+	int r = content_ids_of(c, rowid, &rf->contents);
+	for (size_t i = 0; i < rf->contents.n && r == 0; i++)
+		r = refs_content(c, rf, name, rf->contents.v[i]);
 	return r;
 }
 
-/*
- * A block-form content that does not read whole: each block that is missing
- * (no row, or the placeholder repair leaves for a block no manifest carried)
- * is reported under its hash, as a chunk the catalog lacks: the chunks it
- * names are unknown. An inline list that is damaged: -EBADMSG.
- */
 static int report_unreadable_blocks(Catalog *c, int64_t content, const char *snap,
 				    CatalogMissingFn cb, void *userdata)
 {
@@ -2865,7 +2809,7 @@ int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata)
 		r = foreach_visible(c, refs_snapshot, &rf);
 	sqlite3_finalize(rf.get);
 	sqlite3_finalize(rf.put);
-	free(rf.contents);
+	free(rf.contents.v);
 	return r;
 }
 
