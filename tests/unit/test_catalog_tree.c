@@ -361,8 +361,49 @@ static void test_migration(void)
 	TEST_RM_RF(tmp);
 }
 
+static int no_missing(const char *snapshot, const ChunkId *id, void *userdata)
+{
+	(void)snapshot, (void)id;
+	(*(int *)userdata)++;
+	return 0;
+}
+
+static int no_damage(const char *snapshot, const char *path, void *userdata)
+{
+	(void)snapshot, (void)path;
+	(*(int *)userdata)++;
+	return 0;
+}
+
+/* check's scans over a snapshot whose files have no content at all (empty files only) */
+static void test_scans_without_contents(void)
+{
+	char tmp[PATH_MAX];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	int n = 0;
+	ChunkId any = {{1}};
+	if (!c)
+		return;
+	SnapshotInfo s = {.instance = "main", .type = "full", .start_time = T0};
+	FileRow root = {.ino = 1, .parent = 1, .name = "", .mode = S_IFDIR | 0700};
+	FileRow empty = {.ino = 2, .parent = 1, .name = "empty", .mode = S_IFREG | 0600};
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &s), 0);
+	CHECK_EQ_INT(catalog_file_add(c, s.rowid, &root), 0);
+	CHECK_EQ_INT(catalog_file_add(c, s.rowid, &empty), 0);
+	CHECK_EQ_INT(catalog_tree_share(c, s.rowid), 0);
+	s.status = SNAP_STATUS_OK;
+	s.stop_time = T0 + 1;
+	CHECK_EQ_INT(catalog_snapshot_finish(c, &s), 0);
+	CHECK_EQ_INT(catalog_check_references(c, no_missing, &n), 0);
+	CHECK_EQ_INT(catalog_find_damage(c, &any, 1, no_damage, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
 int main(void)
 {
+	test_scans_without_contents();
 	test_migration();
 	test_share_and_read();
 	test_damage();
