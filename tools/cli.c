@@ -1,4 +1,5 @@
 #include "tools/cli.h"
+#include "tools/config.h"
 #include "common/util.h"
 
 #include <stdarg.h>
@@ -39,9 +40,12 @@ int cli_usage(const char *cmd, const char *fmt, ...)
 const char *cli_repo_location(const char *opt)
 {
 	const char *r = opt ? opt : getenv("PGBAKFS_REPO");
+	const Config *conf;
+	if ((!r || !*r) && cli_config(&conf) == EXIT_OK)
+		r = config_get(conf, "repo");
 	if (!r || !*r) {
 		cli_error("no repository given");
-		cli_hint("pass --repo PATH or set PGBAKFS_REPO");
+		cli_hint("pass --repo PATH, set PGBAKFS_REPO, or write \"repo = PATH\" in the config file");
 		return NULL;
 	}
 	return r;

@@ -6,6 +6,7 @@
 #include "ingest/live.h"
 #include "ingest/local.h"
 #include "tools/cli.h"
+#include "tools/config.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -38,7 +39,8 @@ static void backup_help(void)
 	       "                      [--instance NAME] [--label TEXT] [--note TEXT] [-j N]\n"
 	       "                      [--progress|--no-progress] [--expire] [--verify-blocks]\n"
 	       "       pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME] [--label TEXT]\n"
-	       "                      [--expire]\n\n"
+	       "                      [--expire]\n"
+	       "       pgbakfs backup [--instance NAME] [--type full|incr] [OPTIONS]\n\n"
 	       "Take a snapshot. With -d alone, of a running cluster from any host: BASE_BACKUP\n"
 	       "over a replication connection plus the WAL to make it consistent (the role needs\n"
 	       "REPLICATION and two free WAL senders); --type incr, on PostgreSQL 17+ with\n"
@@ -54,13 +56,16 @@ static void backup_help(void)
 	       "those whose size or mtime changed; where the WAL is not fully summarized,\n"
 	       "every changed file is read and a note says why. With --from-dir, of a\n"
 	       "directory tree (a stopped data directory or a pg_basebackup -Fp copy). Only\n"
-	       "chunks the repository does not hold are stored.\n\n"
+	       "chunks the repository does not hold are stored. With neither -d nor --from-dir,\n"
+	       "the cluster of the config file's instance (--instance NAME, or the only one\n"
+	       "configured): its conninfo, pgdata and extra-dir (see \"pgbakfs --help\").\n\n"
 	       "  -d CONNINFO   libpq connection string or URI of the cluster; the snapshot keeps\n"
 	       "                it without password, sslpassword and other secrets (a backup\n"
 	       "                also removes those that older versions kept)\n"
 	       "  --extra-dir DIR  (with --pgdata, repeatable) also keep DIR, e.g.\n"
 	       "                /etc/postgresql/15/main; restore puts it in TARGET.extra/DIR\n"
-	       "  -j N          reader and hashing/compression threads (default: number of CPUs)\n"
+	       "  -j N          reader and hashing/compression threads (default: the config\n"
+	       "                file's jobs, else the number of CPUs)\n"
 	       "  --instance    name of the cluster in the repository (default \"main\");\n"
 	       "                it, --label and --note must be UTF-8 text without control characters\n"
 	       "  --from-dir DIR  a file that changes or vanishes while it is read gets a warning\n"
@@ -257,6 +262,29 @@ static int backup_from_dir(const BackupOptions *o, Repo *repo)
 	return EXIT_OK;
 }
 
+/*
+ * Neither -d nor --from-dir: the cluster comes from the config file, the
+ * instance named by --instance or the only one configured.
+ */
+static int backup_source_from_config(BackupOptions *o)
+{
+	const ConfigInstance *in;
+	int rc = cli_config_instance("backup", o->instance, &in);
+	if (rc != EXIT_OK || !in)
+		return rc;
+	if (!in->conninfo)
+		return cli_usage("backup", "instance \"%s\" has no conninfo in the config file", in->name);
+	o->instance = in->name;
+	o->conninfo = in->conninfo;
+	if (!o->pgdata)
+		o->pgdata = in->pgdata;
+	if (!o->n_extra_dirs) {
+		memcpy(o->extra_dirs, in->extra_dirs, in->n_extra_dirs * sizeof(*in->extra_dirs));
+		o->n_extra_dirs = in->n_extra_dirs;
+	}
+	return EXIT_OK;
+}
+
 int cmd_backup(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -310,6 +338,10 @@ int cmd_backup(int argc, char **argv)
 	}
 	if (optind != argc)
 		return cli_usage("backup", "unexpected argument \"%s\"", argv[optind]);
+	if (!o.from_dir && !o.conninfo && (rc = backup_source_from_config(&o)) != EXIT_OK)
+		return rc;
+	if (!o.jobs)
+		o.jobs = cli_config_jobs();
 	if (!o.from_dir == !o.conninfo)
 		return cli_usage("backup", o.from_dir ? "use either -d or --from-dir, not both"
 						       : "missing -d CONNINFO or --from-dir DIR");

@@ -8,6 +8,7 @@
 #include "store/repair.h"
 #include "store/gc.h"
 #include "tools/cli.h"
+#include "tools/config.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -315,9 +316,10 @@ int cmd_check(int argc, char **argv)
 		{"archive", no_argument, NULL, OPT_ARCHIVE},
 		{"dbname", required_argument, NULL, 'd'},
 		{"archive-timeout", required_argument, NULL, OPT_ARCHIVE_TIMEOUT},
+		{"instance", required_argument, NULL, OPT_INSTANCE},
 		{"help", no_argument, NULL, 'h'},
 		{0}};
-	const char *repo_opt = NULL, *conninfo = NULL, *timeout_opt = NULL;
+	const char *repo_opt = NULL, *conninfo = NULL, *timeout_opt = NULL, *instance = NULL;
 	bool archive = false;
 	long timeout_s = 60;
 	char *end;
@@ -334,6 +336,7 @@ int cmd_check(int argc, char **argv)
 		case OPT_READ_DATA: o.read_data = true; break;
 		case OPT_ARCHIVE: archive = true; break;
 		case 'd': conninfo = optarg; break;
+		case OPT_INSTANCE: instance = optarg; break;
 		case OPT_ARCHIVE_TIMEOUT:
 			timeout_opt = optarg;
 			errno = 0;
@@ -350,7 +353,8 @@ int cmd_check(int argc, char **argv)
 		case OPT_NO_PROGRESS: show_progress = false; break;
 		case 'h':
 			printf("Usage: pgbakfs check [--repo PATH] [--read-data] [-j N] [--[no-]progress]\n"
-			       "       pgbakfs check --archive -d CONNINFO [--archive-timeout SECONDS] [--repo PATH]\n\n"
+			       "       pgbakfs check --archive -d CONNINFO [--archive-timeout SECONDS] [--repo PATH]\n"
+			       "       pgbakfs check --archive [--instance NAME] [--archive-timeout SECONDS]\n\n"
 			       "Check the catalog and that every pack is present; with --read-data,\n"
 			       "read and verify every chunk and name the snapshots any damage affects.\n"
 			       "Exit status 1 when a problem is found.\n\n"
@@ -359,7 +363,9 @@ int cmd_check(int argc, char **argv)
 			       "(superuser, or a role granted pg_create_restore_point, pg_switch_wal and\n"
 			       "pg_reload_conf), then the check waits up to --archive-timeout seconds\n"
 			       "(default 60) for that segment in the repository. On failure, one line\n"
-			       "names the segment and archive_command's last failure (pg_stat_archiver).\n");
+			       "names the segment and archive_command's last failure (pg_stat_archiver).\n"
+			       "Without -d, the conninfo of the instance in the config file (--instance\n"
+			       "NAME, or the only one configured).\n");
 			return EXIT_OK;
 		default: return cli_usage("check", "invalid option");
 		}
@@ -368,8 +374,19 @@ int cmd_check(int argc, char **argv)
 		return cli_usage("check", "unexpected argument \"%s\"", argv[optind]);
 	if (!archive && (conninfo || timeout_opt))
 		return cli_usage("check", "%s needs --archive", conninfo ? "-d" : "--archive-timeout");
+	if (archive && !conninfo) { /* the instance's, from the config file */
+		const ConfigInstance *in;
+		rc = cli_config_instance("check", instance, &in);
+		if (rc != EXIT_OK)
+			return rc;
+		conninfo = in ? in->conninfo : NULL;
+	}
 	if (archive && !conninfo)
-		return cli_usage("check", "--archive needs -d CONNINFO");
+		return cli_usage("check", "--archive needs -d CONNINFO (or an instance with a conninfo in the config file)");
+	if (instance && !archive)
+		return cli_usage("check", "--instance needs --archive");
+	if (!o.jobs)
+		o.jobs = cli_config_jobs();
 	if (archive && o.read_data)
 		return cli_usage("check", "--archive and --read-data are separate checks");
 	if (archive)

@@ -3,6 +3,7 @@
 #include "common/util.h"
 #include "store/restore.h"
 #include "tools/cli.h"
+#include "tools/config.h"
 #include "tools/recovery.h"
 
 #include <limits.h>
@@ -191,6 +192,8 @@ int cmd_restore(int argc, char **argv)
 		return cli_usage("restore", "expected ID and TARGET");
 	id = argv[optind];
 	target = argv[optind + 1];
+	if (!o.jobs)
+		o.jobs = cli_config_jobs();
 	if ((rc = recovery_check("restore", &rt)) != EXIT_OK)
 		return rc;
 	long pid = running_postmaster(target);

@@ -1,6 +1,7 @@
 /* pgbakfs: main only dispatches to the command functions. */
 #include "common/log.h"
 #include "tools/cli.h"
+#include "tools/config.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -43,14 +44,24 @@ static void usage(FILE *f)
 		fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\nEvery command takes --repo PATH|s3://BUCKET/PREFIX (or PGBAKFS_REPO), --help,\n"
 		   "--cache-dir DIR (local state of S3 and encrypted repositories; default\n"
-		   "~/.cache/pgbakfs), --config FILE (S3 settings, 0600; default\n"
-		   "~/.config/pgbakfs/pgbakfs.conf),\n"
+		   "~/.cache/pgbakfs), --config FILE (default: PGBAKFS_CONFIG, else\n"
+		   "/etc/pgbakfs/pgbakfs.conf for root, ~/.config/pgbakfs/pgbakfs.conf otherwise),\n"
 		   "--ca-file FILE (CA bundle for S3 over TLS), --passphrase-file FILE.\n"
 		   "These, and -j N/--jobs N, --instance NAME, --json, may also come before the\n"
 		   "command name: \"pgbakfs --repo R list\" = \"pgbakfs list --repo R\"; other\n"
 		   "options go after it.\n"
 		   "S3 settings come from PGBAKFS_S3_ENDPOINT, AWS_REGION, PGBAKFS_S3_URI_STYLE,\n"
-		   "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (see docs/design.md).\n");
+		   "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (see docs/design.md).\n"
+		   "\nThe config file (ini syntax) holds what every command would otherwise be told:\n"
+		   "  repo = /var/lib/pgbakfs          top level: repo, jobs, cache-dir, ca-file,\n"
+		   "  jobs = 4                         passphrase-file, s3-endpoint, s3-region,\n"
+		   "  [main]                           s3-uri-style, aws-access-key-id,\n"
+		   "  conninfo = host=/run/postgresql  aws-secret-access-key, aws-session-token\n"
+		   "  pgdata = /var/lib/postgresql/15/main   one section per instance: conninfo,\n"
+		   "  extra-dir = /etc/postgresql/15/main    pgdata, extra-dir (repeatable)\n"
+		   "\"pgbakfs backup\" without -d or --from-dir backs up the instance named by\n"
+		   "--instance, or the only one configured. The command line wins over the\n"
+		   "environment, which wins over the file. A file holding a secret must be 0600.\n");
 }
 
 static CommandFn command_find(const char *name)
@@ -148,6 +159,15 @@ static int move_leading_options(int *argc, char **argv, int *ret_n_lead)
 	return EXIT_OK;
 }
 
+/* COMMAND ... --help (before any "--"): help does not need the config file. */
+static bool asks_help(int argc, char **argv)
+{
+	for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return true;
+	return false;
+}
+
 /* pgbakfs help [COMMAND]: COMMAND --help. */
 static int help(int argc, char **argv)
 {
@@ -195,5 +215,13 @@ int main(int argc, char **argv)
 	if (rc != EXIT_OK)
 		return rc;
 	CommandFn fn = command_find(argv[1]);
-	return fn ? fn(argc - 1, argv + 1) : unknown_command(argv[1]);
+	if (!fn)
+		return unknown_command(argv[1]);
+	if (!asks_help(argc, argv)) { /* a broken config file is an error before anything runs */
+		const Config *conf;
+		rc = cli_config(&conf);
+		if (rc != EXIT_OK)
+			return rc;
+	}
+	return fn(argc - 1, argv + 1);
 }

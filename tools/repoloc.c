@@ -5,6 +5,7 @@
  * every command takes (--cache-dir, --passphrase-file, --ca-file).
  */
 #include "tools/cli.h"
+#include "tools/config.h"
 #include "common/util.h"
 #include "store/crypt.h"
 
@@ -96,40 +97,6 @@ static char *home_path(const char *xdg_var, const char *fallback)
 	return xasprintf("%s/%s/pgbakfs", home, fallback);
 }
 
-/* Settings from the config file: "key = value" lines. */
-typedef struct Settings {
-	char *endpoint, *region, *uri_style, *ca_file, *access_key, *secret_key, *session_token;
-} Settings;
-
-static void settings_clear(Settings *s)
-{
-	char **v[] = {&s->endpoint, &s->region, &s->uri_style, &s->ca_file,
-		      &s->access_key, &s->secret_key, &s->session_token};
-	for (size_t i = 0; i < ELEMENTSOF(v); i++) {
-		if (*v[i])
-			explicit_bzero(*v[i], strlen(*v[i]));
-		free(*v[i]);
-		*v[i] = NULL;
-	}
-}
-
-static int settings_set(Settings *s, const char *key, const char *value)
-{
-	static const char *const keys[] = {"s3_endpoint", "s3_region", "s3_uri_style", "s3_ca_file",
-					   "aws_access_key_id", "aws_secret_access_key",
-					   "aws_session_token"};
-	char **v[] = {&s->endpoint, &s->region, &s->uri_style, &s->ca_file,
-		      &s->access_key, &s->secret_key, &s->session_token};
-	for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-		if (strcmp(key, keys[i]) == 0) {
-			free(*v[i]);
-			*v[i] = xstrdup(value);
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
 char *cli_s3_config_text(const StoreS3Config *s3)
 {
 	return xasprintf("s3_endpoint = %s\ns3_region = %s\ns3_uri_style = %s\n"
@@ -138,51 +105,6 @@ char *cli_s3_config_text(const StoreS3Config *s3)
 			 s3->access_key, s3->secret_key,
 			 s3->session_token ? "aws_session_token = " : "",
 			 s3->session_token ? s3->session_token : "", s3->session_token ? "\n" : "");
-}
-
-/* Read path if it exists (must_exist: it must). It holds secrets: 0600 or stricter. */
-static int settings_load(const char *path, bool must_exist, Settings *s)
-{
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	char *text = NULL;
-	size_t text_len = 0;
-	struct stat st;
-	char *save = NULL;
-	int lineno = 0;
-
-	if (fd < 0) {
-		if (errno == ENOENT && !must_exist)
-			return EXIT_OK;
-		cli_error("could not open the config file \"%s\": %s", path, strerror(errno));
-		return EXIT_FAIL;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
-		cli_error("config file \"%s\" must be a regular file readable only by its owner", path);
-		cli_hint("chmod 600 %s", path);
-		return EXIT_FAIL;
-	}
-	int r = file_read_all(path, 64 * 1024, &text, &text_len), rc = EXIT_OK;
-	if (r < 0) {
-		cli_error("could not read the config file \"%s\": %s", path, strerror(-r));
-		return EXIT_FAIL;
-	}
-	for (char *line = strtok_r(text, "\n", &save); line && rc == EXIT_OK;
-	     line = strtok_r(NULL, "\n", &save)) {
-		char key[64], value[1024];
-		lineno++;
-		line += strspn(line, " \t");
-		if (!*line || *line == '#')
-			continue;
-		if (sscanf(line, "%63[a-z0-9_] = %1023s", key, value) != 2 ||
-		    settings_set(s, key, value) < 0) {
-			cli_error("config file \"%s\": cannot understand line %d", path, lineno);
-			rc = EXIT_FAIL;
-		}
-		explicit_bzero(value, sizeof(value)); /* a secret key, maybe */
-	}
-	explicit_bzero(text, text_len);
-	free(text);
-	return rc;
 }
 
 static const char *pick(const char *env, const char *file_value)
@@ -211,55 +133,44 @@ static int parse_s3_url(const char *url, CliLocation *cl)
 
 static int resolve_s3(const char *url, CliLocation *cl)
 {
-	Settings s = {0};
-	_cleanup_free_ char *default_conf = NULL;
-	const char *conf = common_opts.config_file ? common_opts.config_file : getenv("PGBAKFS_CONFIG");
+	const Config *conf;
 	const char *style, *endpoint, *region;
 	int rc = parse_s3_url(url, cl);
 
+	if (rc == EXIT_OK)
+		rc = cli_config(&conf);
 	if (rc != EXIT_OK)
 		return rc;
-	if (conf && *conf)
-		rc = settings_load(conf, true, &s);
-	else {
-		char *dir = home_path("XDG_CONFIG_HOME", ".config");
-		default_conf = xasprintf("%s/pgbakfs.conf", dir);
-		free(dir);
-		rc = settings_load(default_conf, false, &s);
-	}
-	if (rc != EXIT_OK)
-		goto out;
-	endpoint = pick("PGBAKFS_S3_ENDPOINT", s.endpoint);
-	region = pick("AWS_REGION", pick("AWS_DEFAULT_REGION", s.region));
-	style = pick("PGBAKFS_S3_URI_STYLE", s.uri_style);
+	endpoint = pick("PGBAKFS_S3_ENDPOINT", config_get(conf, "s3-endpoint"));
+	region = pick("AWS_REGION", pick("AWS_DEFAULT_REGION", config_get(conf, "s3-region")));
+	style = pick("PGBAKFS_S3_URI_STYLE", config_get(conf, "s3-uri-style"));
 	cl->region = xstrdup(region ? region : "us-east-1");
 	cl->endpoint = endpoint ? xstrdup(endpoint) : xasprintf("https://s3.%s.amazonaws.com", cl->region);
 	if (strncmp(cl->endpoint, "http://", 7) != 0 && strncmp(cl->endpoint, "https://", 8) != 0) {
 		cli_error("invalid S3 endpoint \"%s\": expected http://HOST[:PORT] or https://...",
 			  cl->endpoint);
-		rc = EXIT_USAGE;
-		goto out;
+		return EXIT_USAGE;
 	}
 	if (style && strcmp(style, "path") != 0 && strcmp(style, "host") != 0) {
-		cli_error("invalid PGBAKFS_S3_URI_STYLE \"%s\": \"path\" or \"host\"", style);
-		rc = EXIT_USAGE;
-		goto out;
+		cli_error("invalid S3 URI style \"%s\" (PGBAKFS_S3_URI_STYLE or s3-uri-style): "
+			  "\"path\" or \"host\"", style);
+		return EXIT_USAGE;
 	}
 	/* AWS itself: virtual-host style; a custom endpoint: path style unless told */
 	cl->s3.virtual_host = style ? strcmp(style, "host") == 0 : !endpoint;
-	const char *ak = pick("AWS_ACCESS_KEY_ID", s.access_key);
-	const char *sk = pick("AWS_SECRET_ACCESS_KEY", s.secret_key);
-	const char *tok = pick("AWS_SESSION_TOKEN", s.session_token);
+	const char *ak = pick("AWS_ACCESS_KEY_ID", config_get(conf, "aws-access-key-id"));
+	const char *sk = pick("AWS_SECRET_ACCESS_KEY", config_get(conf, "aws-secret-access-key"));
+	const char *tok = pick("AWS_SESSION_TOKEN", config_get(conf, "aws-session-token"));
 	if (!ak || !sk) {
 		cli_error("no S3 credentials for repository \"%s\"", url);
 		cli_hint("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or put them in a 0600 config file");
-		rc = EXIT_FAIL;
-		goto out;
+		return EXIT_FAIL;
 	}
 	cl->access_key = xstrdup(ak);
 	cl->secret_key = xstrdup(sk);
 	cl->session_token = tok ? xstrdup(tok) : NULL;
-	const char *ca = common_opts.ca_file ? common_opts.ca_file : pick("PGBAKFS_S3_CA_FILE", s.ca_file);
+	const char *ca = common_opts.ca_file ? common_opts.ca_file
+			 : pick("PGBAKFS_S3_CA_FILE", config_get(conf, "ca-file"));
 	cl->ca_file = ca ? xstrdup(ca) : NULL;
 	cl->s3 = (StoreS3Config){
 		.endpoint = cl->endpoint, .region = cl->region, .bucket = cl->bucket,
@@ -268,16 +179,29 @@ static int resolve_s3(const char *url, CliLocation *cl)
 		.virtual_host = cl->s3.virtual_host,
 	};
 	cl->loc.s3 = &cl->s3;
-out:
-	settings_clear(&s);
-	return rc;
+	return EXIT_OK;
 }
 
-/* The passphrase, when one is given: --passphrase-file (0600) or PGBAKFS_PASSPHRASE. */
+/* A common option's value: the command line's, else the config file's setting. */
+static const char *common_or_config(const char *given, const char *key)
+{
+	const Config *conf;
+	if (given || cli_config(&conf) != EXIT_OK)
+		return given;
+	return config_get(conf, key);
+}
+
+/*
+ * The passphrase, when one is given: --passphrase-file (0600), else
+ * PGBAKFS_PASSPHRASE, else the config file's passphrase-file.
+ */
 static int resolve_passphrase(CliLocation *cl)
 {
 	const char *file = common_opts.passphrase_file;
-	int r = crypt_passphrase_load(file, &cl->passphrase, &cl->passphrase_len);
+	int r;
+	if (!file && !getenv("PGBAKFS_PASSPHRASE"))
+		file = common_or_config(NULL, "passphrase-file");
+	r = crypt_passphrase_load(file, &cl->passphrase, &cl->passphrase_len);
 	switch (r) {
 	case 0:
 		cl->loc.passphrase = cl->passphrase;
@@ -315,8 +239,8 @@ int cli_location_resolve(const char *opt, CliLocation *cl)
 	}
 	cl->loc.lock_wait_s = (unsigned)wait_s;
 	/* S3 and encrypted repositories keep their working catalog here */
-	cl->cache_dir = common_opts.cache_dir ? xstrdup(common_opts.cache_dir)
-					      : home_path("XDG_CACHE_HOME", ".cache");
+	const char *cache_dir = common_or_config(common_opts.cache_dir, "cache-dir");
+	cl->cache_dir = cache_dir ? xstrdup(cache_dir) : home_path("XDG_CACHE_HOME", ".cache");
 	cl->loc.cache_dir = cl->cache_dir;
 	rc = resolve_passphrase(cl);
 	if (rc != EXIT_OK)

@@ -56,6 +56,11 @@ ok "first check passed" test -n "$first"
 # second switch complete a new segment, not name the one already archived
 second=$(check_passes "check on an idle server")
 ok "idle check passed on a new segment ($first, then $second)" test -n "$second" -a "$second" \> "$first"
+# the repository and the conninfo from the config file's only instance
+printf 'repo = %s\n[db]\nconninfo = %s\n' "$R" "$CONN" >"$T/pgbakfs.conf"
+ok "check --archive with the config file's instance" pgbakfs --config "$T/pgbakfs.conf" check --archive >"$T/cfg.out"
+ok "it named a segment" grep -q "^archive: WAL segment $SEG archived" "$T/cfg.out"
+expect_error 2 'no instance "other" in the config file' pgbakfs --config "$T/pgbakfs.conf" check --archive --instance other
 
 # ---- archive_command fails: the repository is root-owned 0700 ----
 chown -R root "$R" && chmod 0700 "$R"

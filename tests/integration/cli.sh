@@ -49,6 +49,41 @@ same_output "-j2 before check" "-j2 --repo=$R check" "check --repo $R -j 2"
 same_output "--config before list" "--config /dev/null --repo $R list" "list --repo $R"
 same_output "-- ends the leading options" "--repo $R -- list" "list --repo $R"
 expect_error 1 'config file "/nonexistent/c"' pgbakfs --config /nonexistent/c --repo s3://bucket/prefix list
+expect_error 1 'config file "/nonexistent/c"' pgbakfs --config /nonexistent/c --repo "$T/r" list
+
+# the config file: read for every repository kind; command line > environment > file
+C=$T/pgbakfs.conf
+printf '# comment\nrepo = %s\njobs = 2\n[one]\nconninfo = host=127.0.0.1 port=1 connect_timeout=3\n' "$T/r" >"$C"
+chmod 644 "$C" # no secret in it: others may read it
+same_output "repo from the config file" "--config $(printf %q "$C") list --json" "list --json --repo $R"
+ok "PGBAKFS_REPO wins over the file" sh -c 'PGBAKFS_REPO=/nonexistent/r "$PGBAKFS" --config "$1" list 2>&1 | grep -q "/nonexistent/r"' _ "$C"
+PGBAKFS_CONFIG=$C same_output "PGBAKFS_CONFIG" "list --json" "list --json --repo $R"
+expect_error 2 'no instance "two" in the config file ".*" (it has: one)' pgbakfs --config "$C" backup --instance two
+printf '[two]\nconninfo = host=127.0.0.1 port=1\n' >>"$C"
+expect_error 2 'several instances are configured (one, two): pass --instance NAME' pgbakfs --config "$C" backup
+expect_error 1 'could not connect to the server' pgbakfs --config "$C" backup --instance one --no-progress
+ok "a failed backup from the config file left no snapshot" test "$(pgbakfs --config "$C" list --json)" = "$(pgbakfs list --json --repo "$T/r")"
+printf '[one]\n' >>"$C"
+expect_error 2 'line 8: instance configured twice: "one"' pgbakfs --config "$C" list
+printf 'repo = /a\nrepo = /b\n' >"$C"
+expect_error 2 'line 2: setting given twice: "repo"' pgbakfs --config "$C" list
+printf 'repo = /a\nfrobnicate = 1\n' >"$C"
+expect_error 2 'line 2: unknown setting "frobnicate"' pgbakfs --config "$C" list
+printf 'pgdata = /a\n' >"$C"
+expect_error 2 'line 1: an instance setting outside an instance section: "pgdata"' pgbakfs --config "$C" list
+printf '[x]\njobs = 2\n' >"$C"
+expect_error 2 'line 2: a top-level setting inside an instance section: "jobs"' pgbakfs --config "$C" list
+printf 'jobs = many\n' >"$C"
+expect_error 2 'line 1: invalid number of jobs' pgbakfs --config "$C" list
+printf '[bad name]\n' >"$C"
+expect_error 2 'line 1: invalid instance name "bad name"' pgbakfs --config "$C" list
+printf 'repo = %s\naws_secret_access_key = s3cr3t\n' "$T/r" >"$C"
+expect_error 2 'holds a secret (aws-secret-access-key) and is readable by others' pgbakfs --config "$C" list
+printf 'repo = %s\n[p]\nconninfo = host=x password=s3cr3t\n' "$T/r" >"$C"
+expect_error 2 'holds a secret (conninfo with a password)' pgbakfs --config "$C" list
+chmod 600 "$C"
+ok "the same file at 0600" pgbakfs --config "$C" list >/dev/null
+ok "help needs no config file" sh -c '"$PGBAKFS" --config /nonexistent/c list --help >/dev/null'
 expect_error 2 'unknown option "--frob" before the command' pgbakfs --frob --repo "$T/r" list
 expect_error 2 'unknown option "-x" before the command' pgbakfs -x list
 expect_error 2 "option --repo needs a value" pgbakfs --repo

@@ -95,6 +95,19 @@ ok "extra dir restored beside the data directory" same_tree "$T/etc/pg" "$T/rx.e
 ok "data directory holds no extra files" test ! -e "$T/rx/conf.d"
 ok "pg_verifybackup still passes" as_pg "$PGBIN/pg_verifybackup" -q "$T/rx"
 ok "incr keeps the extra dir" pgbakfs backup -d "$CONN" --pgdata "$T/data" --type incr --extra-dir "$T/etc/pg" --repo "$R" --no-progress >/dev/null
+# the same backup described once in a config file: repository, conninfo, pgdata, extra-dir
+cat >"$T/pgbakfs.conf" <<CONF
+# one instance: "pgbakfs backup" needs no -d
+repo = $R
+jobs = 2
+[db1]
+conninfo = $CONN
+pgdata = $T/data
+extra-dir = $T/etc/pg
+CONF
+ok "backup from the config file" pgbakfs backup --config "$T/pgbakfs.conf" --type incr --no-progress >/dev/null
+ok "listed under the instance's name" test "$(pgbakfs list --config "$T/pgbakfs.conf" --instance db1 --json)" != "[]"
+ok "it kept the extra dir" sh -c '"$PGBAKFS" restore latest "$1/rc" --instance db1 --tablespace-map "$1/ts=$1/tsc" --config "$1/pgbakfs.conf" --no-progress >/dev/null && test -f "$1/rc.extra$1/etc/pg/conf.d/x.conf"' _ "$T"
 mkdir -p "$T/ry.extra" && touch "$T/ry.extra/x"
 expect_error 1 "directory \"$T/ry.extra\" is not empty" pgbakfs restore latest "$T/ry" --tablespace-map "$T/ts=$T/tsy" --repo "$R" --no-progress
 # a bad page checksum is found by the local reader too

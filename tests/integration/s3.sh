@@ -49,12 +49,12 @@ ok "show" run show1 show "$S1" --json
 printf 's3_endpoint = %s\naws_access_key_id = S3RVER\naws_secret_access_key = %s\n' "$S3_DIRECT" "$S3_SECRET" >"$T/pgbakfs.conf"
 chmod 644 "$T/pgbakfs.conf"
 noenv() { env -u PGBAKFS_S3_ENDPOINT -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN "$PGBAKFS" "$@"; }
-expect_error 1 "readable only by its owner" noenv list --config "$T/pgbakfs.conf"
+expect_error 2 "holds a secret (aws-secret-access-key) and is readable by others" noenv list --config "$T/pgbakfs.conf"
 chmod 600 "$T/pgbakfs.conf"
 ok "S3 settings from a 0600 config file" bash -c "env -u PGBAKFS_S3_ENDPOINT -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN '$PGBAKFS' list --config '$T/pgbakfs.conf' >'$O/conf.out' 2>'$O/conf.err'"
 ok "and it lists the snapshot" grep -q "$S1" "$O/conf.out"
 printf 'no such setting = 1\n' >>"$T/pgbakfs.conf"
-expect_error 1 "cannot understand line 4" noenv list --config "$T/pgbakfs.conf"
+expect_error 2 'line 4: expected "key = value" or "\[instance\]"' noenv list --config "$T/pgbakfs.conf"
 
 # another machine: an empty cache opens the repository from the bucket alone
 ok "empty cache lists the snapshot" test "$(n_snapshots --cache-dir "$T/cacheB")" = 1
