@@ -23,6 +23,12 @@
 	"CREATE TABLE IF NOT EXISTS dirs(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE," \
 	"  n INTEGER NOT NULL, entries BLOB NOT NULL);"
 
+/* backup attempts, kept whether or not they made a snapshot (catalog_attempt_add) */
+#define ATTEMPTS_SQL                                                                        \
+	"CREATE TABLE IF NOT EXISTS attempts(id INTEGER PRIMARY KEY, instance TEXT NOT NULL," \
+	"  started INTEGER NOT NULL, finished INTEGER NOT NULL, snapshot TEXT, error TEXT);"   \
+	"CREATE INDEX IF NOT EXISTS attempts_instance ON attempts(instance, id);"
+
 /* id blocks (see catalog_content_put); carrier: the snapshot whose manifest holds the block */
 #define IDBLOCKS_SQL                                                                         \
 	"CREATE TABLE IF NOT EXISTS idblocks(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE," \
@@ -323,6 +329,8 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_table(c, "idblocks", IDBLOCKS_SQL);
 	if (r == 0)
 		r = migrate_add_table(c, "dirs", DIRS_SQL);
+	if (r == 0)
+		r = migrate_add_table(c, "attempts", ATTEMPTS_SQL);
 	if (r == 0)
 		r = migrate_add_column(c, "contents", "blocks", "INTEGER NOT NULL DEFAULT 0");
 	if (r == 0)
@@ -2961,4 +2969,133 @@ int catalog_snapshot_set_sources(Catalog *c, const CatalogSourceEdit *edits, siz
 	sqlite3_exec(c->db, secure == 1 ? "PRAGMA secure_delete = ON" : secure == 2
 			    ? "PRAGMA secure_delete = FAST" : "PRAGMA secure_delete = OFF", NULL, NULL, NULL);
 	return r;
+}
+
+/* ---- backup attempts ---- */
+
+int catalog_attempt_add(Catalog *c, const char *instance, int64_t started, int64_t finished,
+			const char *snapshot, const char *error)
+{
+	_cleanup_stmt_ sqlite3_stmt *ins = NULL, *prune = NULL;
+	int r = prepare(c, "INSERT INTO attempts(instance, started, finished, snapshot, error)"
+			   " VALUES(?1, ?2, ?3, ?4, ?5)", &ins);
+	if (r == 0)
+		r = prepare(c, "DELETE FROM attempts WHERE instance = ?1 AND id <= (SELECT id FROM"
+			       " attempts WHERE instance = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+			    &prune);
+	if (r == 0)
+		r = catalog_begin(c);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(ins, 1, instance, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(ins, 2, started);
+	sqlite3_bind_int64(ins, 3, finished);
+	bind_text_or_null(ins, 4, snapshot);
+	bind_text_or_null(ins, 5, error);
+	r = step_done(c, ins);
+	if (r == 0) {
+		sqlite3_bind_text(prune, 1, instance, -1, SQLITE_STATIC);
+		sqlite3_bind_int(prune, 2, CATALOG_ATTEMPTS_KEPT);
+		r = step_done(c, prune);
+	}
+	if (r == 0)
+		r = catalog_commit(c);
+	if (r < 0)
+		catalog_rollback(c);
+	return r;
+}
+
+void backup_attempt_clear(BackupAttempt *a)
+{
+	free(a->instance);
+	free(a->snapshot);
+	free(a->error);
+	*a = (BackupAttempt){0};
+}
+
+static int query_u64_text(Catalog *c, const char *sql, const char *v, uint64_t *ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, sql, &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, v, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return catalog_fail(c, rc, sql);
+	*ret = (uint64_t)sqlite3_column_int64(s, 0);
+	return 0;
+}
+
+int catalog_attempt_last(Catalog *c, const char *instance, bool failed, BackupAttempt *ret,
+			 uint64_t *ret_n_failed)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = prepare(c, failed ? "SELECT instance, started, finished, snapshot, error FROM attempts"
+					" WHERE instance = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1"
+				      : "SELECT instance, started, finished, snapshot, error FROM attempts"
+					" WHERE instance = ?1 ORDER BY id DESC LIMIT 1", &s);
+	*ret = (BackupAttempt){0};
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, instance, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		r = -ENOENT;
+	else if (rc != SQLITE_ROW)
+		return catalog_fail(c, rc, "attempts");
+	else {
+		ret->instance = column_strdup(s, 0);
+		ret->started = sqlite3_column_int64(s, 1);
+		ret->finished = sqlite3_column_int64(s, 2);
+		ret->snapshot = column_strdup(s, 3);
+		ret->error = column_strdup(s, 4);
+		if (!ret->instance || (sqlite3_column_type(s, 3) != SQLITE_NULL && !ret->snapshot) ||
+		    (sqlite3_column_type(s, 4) != SQLITE_NULL && !ret->error)) {
+			backup_attempt_clear(ret);
+			return -ENOMEM;
+		}
+	}
+	if (ret_n_failed && (r == 0 || r == -ENOENT)) {
+		int e = query_u64_text(c, "SELECT count(*) FROM attempts WHERE instance = ?1 AND"
+				       " error IS NOT NULL AND id > coalesce((SELECT max(id) FROM attempts"
+				       " WHERE instance = ?1 AND error IS NULL), 0)", instance,
+				       ret_n_failed);
+		if (e < 0) {
+			backup_attempt_clear(ret);
+			return e;
+		}
+	}
+	return r;
+}
+
+int catalog_instances(Catalog *c, char ***ret, size_t *ret_n)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	char **v = NULL;
+	size_t n = 0;
+	int rc, r = prepare(c, "SELECT instance FROM snapshots WHERE " VISIBLE
+			       " UNION SELECT instance FROM attempts ORDER BY 1", &s);
+	while (r == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		char **nv = realloc(v, (n + 1) * sizeof(*v));
+		if (!nv || !(nv[n] = column_strdup(s, 0))) {
+			if (nv)
+				v = nv;
+			r = -ENOMEM;
+			break;
+		}
+		v = nv;
+		n++;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = catalog_fail(c, rc, "instances");
+	if (r < 0) {
+		for (size_t i = 0; i < n; i++)
+			free(v[i]);
+		free(v);
+		return r;
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
 }

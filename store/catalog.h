@@ -309,6 +309,32 @@ struct sqlite3 *catalog_sqlite(Catalog *c);
 /* A SQLite result code as -errno, the catalog's way (-EBUSY, -ENOSPC, -EBADMSG, ...). */
 int catalog_sqlite_errno(int rc);
 
+/*
+ * Backup attempts (table attempts), recorded whether or not they made a
+ * snapshot, so a failed backup leaves a trace for status and metrics; the
+ * newest CATALOG_ATTEMPTS_KEPT of each instance are kept. Not in manifests:
+ * a rebuilt catalog starts without them.
+ */
+#define CATALOG_ATTEMPTS_KEPT 100
+typedef struct BackupAttempt {
+	char *instance;
+	int64_t started, finished; /* ns since the epoch */
+	char *snapshot;            /* the snapshot it made; NULL when it failed */
+	char *error;               /* the error line when it failed, else NULL */
+} BackupAttempt;
+int catalog_attempt_add(Catalog *c, const char *instance, int64_t started, int64_t finished,
+			const char *snapshot, const char *error);
+/*
+ * The newest attempt of instance (failed: the newest that failed): -ENOENT
+ * when there is none. *ret_n_failed (may be NULL): attempts that failed since
+ * the last one that succeeded (set on -ENOENT too). Clear *ret with backup_attempt_clear.
+ */
+int catalog_attempt_last(Catalog *c, const char *instance, bool failed, BackupAttempt *ret,
+			 uint64_t *ret_n_failed);
+void backup_attempt_clear(BackupAttempt *a);
+/* Every instance with a visible snapshot or an attempt, sorted; free each and the array. */
+int catalog_instances(Catalog *c, char ***ret, size_t *ret_n);
+
 /* Damaged blocks found while a snapshot was taken (kept with the snapshot). */
 int catalog_bad_block_add(Catalog *c, int64_t snap, const char *path, uint64_t block);
 typedef int (*CatalogBadBlockFn)(const char *path, uint64_t block, void *userdata);

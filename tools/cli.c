@@ -6,14 +6,17 @@
 #include <stdio.h>
 #include <string.h>
 
+static char last_error[8192];
+
+const char *cli_last_error(void) { return last_error; }
+
 void cli_error(const char *fmt, ...)
 {
 	va_list ap;
-	fputs("pgbakfs: error: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	fprintf(stderr, "pgbakfs: error: %s\n", last_error);
 }
 
 void cli_hint(const char *fmt, ...)
@@ -29,11 +32,10 @@ void cli_hint(const char *fmt, ...)
 int cli_usage(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
-	fputs("pgbakfs: error: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nhint: see \"pgbakfs %s --help\"\n", cmd);
+	fprintf(stderr, "pgbakfs: error: %s\nhint: see \"pgbakfs %s --help\"\n", last_error, cmd);
 	return EXIT_USAGE;
 }
 

@@ -10,6 +10,8 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 /* One line on stderr: "pgbakfs: error: ...". */
 void cli_error(const char *fmt, ...) _printf_(1, 2);
+/* The text of the last error line printed (without "pgbakfs: error: "), or "". */
+const char *cli_last_error(void);
 /* "hint: ..." line that says what to do. */
 void cli_hint(const char *fmt, ...) _printf_(1, 2);
 /* Usage error: message plus a pointer to --help; returns EXIT_USAGE. */
@@ -100,6 +102,8 @@ int cmd_upgrade(int argc, char **argv);
 int expire_check_saved_policy(Repo *repo);
 /* after it: apply the saved policy to instance's snapshots (and the WAL archive) */
 int expire_apply_saved_policy(Repo *repo, const char *instance);
+int cmd_status(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
 int cmd_wal_push(int argc, char **argv);
 int cmd_wal_fetch(int argc, char **argv);
 int cmd_wal_summary(int argc, char **argv);
@@ -113,3 +117,14 @@ int cmd_restore_point(int argc, char **argv);
 struct JsonWriter;
 int cli_wal_stats(Repo *repo, struct JsonWriter *w);
 int cli_wal_show(Repo *repo, const SnapshotInfo *s, struct JsonWriter *w);
+/* What the WAL archive holds from a snapshot on (tools/cmd_wal.c). */
+typedef struct CliWalCoverage {
+	bool known;      /* the snapshot is PostgreSQL's (not --from-dir) */
+	bool archived;   /* its first segment is in the archive */
+	bool continuous; /* and every segment after it, up to the archive's last */
+	uint32_t timeline;
+	char from[25], to[25]; /* the unbroken run from the snapshot's first segment */
+	char last[25];         /* the archive's last segment of that timeline ("" if none) */
+	char end_lsn[32];      /* recovery can replay up to here */
+} CliWalCoverage;
+int cli_wal_coverage(Repo *repo, const SnapshotInfo *s, CliWalCoverage *ret);

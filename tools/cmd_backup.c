@@ -140,7 +140,7 @@ static void scrub_secrets(Repo *repo)
 			(unsigned long long)n);
 }
 
-static int backup_live(const BackupOptions *o, Repo *repo)
+static int backup_live(const BackupOptions *o, Repo *repo, char made[static 64])
 {
 	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_workdir(repo));
 	LiveBackupOptions lo = {.conninfo = o->conninfo, .instance = o->instance, .label = o->label,
@@ -172,10 +172,11 @@ static int backup_live(const BackupOptions *o, Repo *repo)
 	       secs > 0 ? (double)res.snap.logical_bytes / secs / 1e6 : 0.0, res.start_lsn,
 	       res.stop_lsn, res.timeline);
 	report_bad_pages(&res.snap);
+	snprintf(made, 64, "%s", res.snap.name);
 	return EXIT_OK;
 }
 
-static int backup_local(const BackupOptions *o, Repo *repo)
+static int backup_local(const BackupOptions *o, Repo *repo, char made[static 64])
 {
 	_cleanup_free_ char *staging = xasprintf("%s/tmp", repo_workdir(repo));
 	LocalBackupOptions lo = {.conninfo = o->conninfo, .pgdata = o->pgdata, .instance = o->instance,
@@ -217,10 +218,11 @@ static int backup_local(const BackupOptions *o, Repo *repo)
 		       (unsigned long long)res.verified_chunks,
 		       (unsigned long long)res.verified_hint_only, (unsigned long long)res.verified_during);
 	report_bad_pages(&res.snap);
+	snprintf(made, 64, "%s", res.snap.name);
 	return EXIT_OK;
 }
 
-static int backup_from_dir(const BackupOptions *o, Repo *repo)
+static int backup_from_dir(const BackupOptions *o, Repo *repo, char made[static 64])
 {
 	_cleanup_free_ char *source = NULL;
 	SnapWriter *w = NULL;
@@ -259,7 +261,29 @@ static int backup_from_dir(const BackupOptions *o, Repo *repo)
 		fprintf(stderr, "pgbakfs: warning: files changed or vanished while they were read; "
 				"the snapshot's status is \"warning\"\n"
 				"hint: back up a stopped data directory, or use -d for a running cluster\n");
+	snprintf(made, 64, "%s", res.name);
 	return EXIT_OK;
+}
+
+/*
+ * Run the backup and record the attempt, whether it made a snapshot or not,
+ * so that status and metrics see failures too (a failure to record is a
+ * warning: the backup's own result stands).
+ */
+static int backup_run(const BackupOptions *o, Repo *repo)
+{
+	char made[64] = "";
+	int64_t started = now_ns();
+	int rc = o->from_dir ? backup_from_dir(o, repo, made)
+		 : o->pgdata ? backup_local(o, repo, made)
+			     : backup_live(o, repo, made);
+	const char *error = rc == EXIT_OK ? NULL : *cli_last_error() ? cli_last_error() : "failed";
+	int r = catalog_attempt_add(repo_catalog(repo), o->instance ? o->instance : "main", started,
+				    now_ns(), made[0] ? made : NULL, error);
+	if (r < 0)
+		fprintf(stderr, "pgbakfs: warning: could not record the backup attempt: %s\n",
+			strerror(-r));
+	return rc;
 }
 
 /*
@@ -364,27 +388,15 @@ int cmd_backup(int argc, char **argv)
 		return cli_usage("backup", "the note must be UTF-8 text without control characters");
 	if (o.instance && (!*o.instance || strpbrk(o.instance, "/ \t\n")))
 		return cli_usage("backup", "invalid instance name \"%s\"", o.instance);
-	if (o.conninfo) {
-		rc = cli_open_repo_writer(o.repo, &repo);
-		if (rc != EXIT_OK)
-			return rc;
-		o.repo = repo_path(repo);
-		if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK)
-			return cli_close_repo(repo, rc);
-		scrub_secrets(repo);
-		rc = o.pgdata ? backup_local(&o, repo) : backup_live(&o, repo);
-		if (rc == EXIT_OK && o.expire)
-			rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
-		return cli_close_repo(repo, rc);
-	}
-	if (stat(o.from_dir, &st) < 0) {
+	if (o.from_dir && stat(o.from_dir, &st) < 0) {
 		cli_error("could not open directory \"%s\": %m", o.from_dir);
 		return EXIT_FAIL;
 	}
-	if (!S_ISDIR(st.st_mode)) {
+	if (o.from_dir && !S_ISDIR(st.st_mode)) {
 		cli_error("\"%s\" is not a directory", o.from_dir);
 		return EXIT_FAIL;
 	}
+	/* open the repository as its writer, run the backup, apply retention, publish */
 	rc = cli_open_repo_writer(o.repo, &repo);
 	if (rc != EXIT_OK)
 		return rc;
@@ -392,7 +404,7 @@ int cmd_backup(int argc, char **argv)
 	if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK)
 		return cli_close_repo(repo, rc);
 	scrub_secrets(repo);
-	rc = backup_from_dir(&o, repo);
+	rc = backup_run(&o, repo);
 	if (rc == EXIT_OK && o.expire)
 		rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
 	return cli_close_repo(repo, rc);

@@ -473,32 +473,20 @@ int cli_wal_stats(Repo *repo, struct JsonWriter *w)
 	return EXIT_OK;
 }
 
-int cli_wal_show(Repo *repo, const SnapshotInfo *s, struct JsonWriter *w)
+int cli_wal_coverage(Repo *repo, const SnapshotInfo *s, CliWalCoverage *ret)
 {
 	WalTimeline *v = NULL, none = {0};
 	const WalTimeline *t = &none;
 	size_t n = 0;
 	uint64_t lsn, from, to = 0, seg_size;
-	char a[25], b[25], end[32];
-	bool archived;
 	int rc;
 
-	if (s->timeline <= 0 || s->timeline > UINT32_MAX || wal_lsn_parse(s->start_lsn, &lsn) < 0) {
-		/* not from PostgreSQL (--from-dir): no WAL to speak of */
-		if (w) {
-			json_key(w, "wal");
-			json_null(w);
-		}
-		return EXIT_OK;
-	}
+	*ret = (CliWalCoverage){0};
+	if (s->timeline <= 0 || s->timeline > UINT32_MAX || wal_lsn_parse(s->start_lsn, &lsn) < 0)
+		return EXIT_OK; /* not from PostgreSQL (--from-dir): no WAL to speak of */
 	rc = load_timelines(repo, &v, &n);
-	if (rc != EXIT_OK) {
-		if (w) {
-			json_key(w, "wal");
-			json_null(w);
-		}
+	if (rc != EXIT_OK)
 		return rc;
-	}
 	for (size_t i = 0; i < n; i++)
 		if (v[i].timeline == (uint32_t)s->timeline)
 			t = &v[i];
@@ -509,29 +497,47 @@ int cli_wal_show(Repo *repo, const SnapshotInfo *s, struct JsonWriter *w)
 	    !wal_seg_size_valid(seg_size))
 		seg_size = t->seg_size;
 	from = lsn / seg_size;
+	ret->known = true;
+	ret->timeline = t->timeline;
 	/* segments of another size are another cluster's: they do not count */
-	archived = seg_size == t->seg_size && wal_timeline_run(t, from, &to) == 0;
-	wal_segno_to_name(t->timeline, from, (uint32_t)seg_size, a);
-	segment_name(t, to, b);
+	ret->archived = seg_size == t->seg_size && wal_timeline_run(t, from, &to) == 0;
+	wal_segno_to_name(t->timeline, from, (uint32_t)seg_size, ret->from);
+	segment_name(t, to, ret->to);
+	if (t->n_segments)
+		segment_name(t, t->last, ret->last);
 	/* recovery can replay to the end of the last segment of the run */
-	snprintf(end, sizeof(end), "%X/%X", (uint32_t)(((to + 1) * t->seg_size) >> 32),
-		 (uint32_t)((to + 1) * t->seg_size));
-	bool continuous = archived && to == t->last;
+	snprintf(ret->end_lsn, sizeof(ret->end_lsn), "%X/%X",
+		 (uint32_t)(((to + 1) * t->seg_size) >> 32), (uint32_t)((to + 1) * t->seg_size));
+	ret->continuous = ret->archived && to == t->last;
+	wal_timelines_free(v, n);
+	return EXIT_OK;
+}
+
+int cli_wal_show(Repo *repo, const SnapshotInfo *s, struct JsonWriter *w)
+{
+	CliWalCoverage c;
+	int rc = cli_wal_coverage(repo, s, &c);
+
 	if (w) {
 		json_key(w, "wal");
+		if (rc != EXIT_OK || !c.known) {
+			json_null(w);
+			return rc;
+		}
 		json_begin_object(w);
-		json_key(w, "timeline"); json_uint(w, t->timeline);
-		json_key(w, "from"); json_string(w, a);
-		json_key(w, "to"); json_string(w, archived ? b : NULL);
-		json_key(w, "end_lsn"); json_string(w, archived ? end : NULL);
-		json_key(w, "continuous"); json_bool(w, continuous);
+		json_key(w, "timeline"); json_uint(w, c.timeline);
+		json_key(w, "from"); json_string(w, c.from);
+		json_key(w, "to"); json_string(w, c.archived ? c.to : NULL);
+		json_key(w, "end_lsn"); json_string(w, c.archived ? c.end_lsn : NULL);
+		json_key(w, "continuous"); json_bool(w, c.continuous);
 		json_end_object(w);
-	} else if (!archived) {
-		printf("WAL archived:  no (segment %s is not in the archive)\n", a);
+	} else if (rc != EXIT_OK || !c.known) {
+		return rc;
+	} else if (!c.archived) {
+		printf("WAL archived:  no (segment %s is not in the archive)\n", c.from);
 	} else {
-		printf("WAL archived:  %s .. %s (timeline %u, %s), recovery up to %s\n", a, b,
-		       t->timeline, continuous ? "continuous" : "a gap follows", end);
+		printf("WAL archived:  %s .. %s (timeline %u, %s), recovery up to %s\n", c.from, c.to,
+		       c.timeline, c.continuous ? "continuous" : "a gap follows", c.end_lsn);
 	}
-	wal_timelines_free(v, n);
 	return EXIT_OK;
 }

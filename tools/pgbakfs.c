@@ -23,6 +23,8 @@ static const struct {
 	{"gc", cmd_gc, "remove data no snapshot uses"},
 	{"check", cmd_check, "check the repository (--read-data: every byte; --archive: WAL archiving)"},
 	{"stats", cmd_stats, "repository size and deduplication"},
+	{"status", cmd_status, "per instance: last backup and its age, failures, verify, WAL (--max-age)"},
+	{"metrics", cmd_metrics, "the same as Prometheus metrics (--textfile DIR for node_exporter)"},
 	{"expire", cmd_expire, "delete snapshots and WAL a retention policy no longer keeps"},
 	{"pin", cmd_pin, "keep a snapshot from expire for a while, or set its note"},
 	{"wal-push", cmd_wal_push, "archive a WAL file (archive_command)"},

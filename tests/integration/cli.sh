@@ -84,6 +84,44 @@ expect_error 2 'holds a secret (conninfo with a password)' pgbakfs --config "$C"
 chmod 600 "$C"
 ok "the same file at 0600" pgbakfs --config "$C" list >/dev/null
 ok "help needs no config file" sh -c '"$PGBAKFS" --config /nonexistent/c list --help >/dev/null'
+
+# status and metrics: every backup attempt is recorded, failed ones too
+RS=$T/rs
+pgbakfs init --repo "$RS" >/dev/null
+expect_error 1 'instance "main" has no successful backup' pgbakfs status --repo "$RS" --instance main --max-age 1d
+mkdir -p "$T/src" && echo data >"$T/src/f"
+ok "backup for status" pgbakfs backup --from-dir "$T/src" --repo "$RS" --no-progress >/dev/null
+expect_error 1 "could not connect to the server" pgbakfs backup -d "host=127.0.0.1 port=1 connect_timeout=3" --repo "$RS" --no-progress
+ok "status: last backup, the failure and its error line" python3 -c "
+import json, subprocess
+st = json.loads(subprocess.check_output(['$PGBAKFS', 'status', '--repo', '$RS', '--json']))
+(i,) = st['instances']
+assert i['instance'] == 'main' and i['snapshots'] == 1 and 0 <= i['last_backup']['age_seconds'] < 600, i
+assert i['last_failure']['error'].startswith('could not connect to the server') and i['failures_since_success'] == 1, i
+assert i['last_verify'] is None and i['wal'] is None and st['repository']['snapshots'] == 1, st"
+ok "status --max-age passes when recent" sh -c '"$PGBAKFS" status --repo "$1" --max-age 1h >/dev/null' _ "$RS"
+sleep 1.1
+expect_error 1 'instance "main": the last successful backup is [0-9]s old (--max-age 1s)' pgbakfs status --repo "$RS" --max-age 1s --json
+expect_error 2 'invalid --max-age "soon"' pgbakfs status --repo "$RS" --max-age soon
+ok "metrics in the text exposition format" sh -c '"$PGBAKFS" metrics --repo "$1" >"$2"' _ "$RS" "$T/m.prom"
+ok "metrics: failures and the last success" python3 - "$T/m.prom" <<'PY'
+import re, sys, time
+text = open(sys.argv[1]).read()
+families = re.findall(r"^# TYPE (pgbakfs_\w+) gauge$", text, re.M)
+assert len(families) == len(set(families)) and len(families) >= 10, families
+samples = dict(re.findall(r'^(pgbakfs_\w+(?:\{instance="main"\})?) (\S+)$', text, re.M))
+assert samples['pgbakfs_backup_failures_since_success{instance="main"}'] == '1', samples
+assert abs(float(samples['pgbakfs_backup_last_success_timestamp_seconds{instance="main"}']) - time.time()) < 600
+assert samples['pgbakfs_snapshots{instance="main"}'] == '1' and float(samples['pgbakfs_repository_stored_bytes']) > 0
+for line in text.splitlines():  # every line is a comment or a sample
+    assert line.startswith('# ') or re.match(r'^pgbakfs_\w+(\{instance="[^"]*"\})? -?[0-9.]+$', line), line
+PY
+ok "backup after the failure" pgbakfs backup --from-dir "$T/src" --repo "$RS" --no-progress >/dev/null
+mkdir -p "$T/textfile"
+ok "metrics --textfile" pgbakfs metrics --repo "$RS" --textfile "$T/textfile"
+ok "written whole, failures back to 0" grep -qx 'pgbakfs_backup_failures_since_success{instance="main"} 0' "$T/textfile/pgbakfs.prom"
+ok "no temporary file left" test "$(ls -A "$T/textfile")" = pgbakfs.prom
+expect_error 1 'could not write "/nonexistent/d/pgbakfs.prom"' pgbakfs metrics --repo "$RS" --textfile /nonexistent/d
 expect_error 2 'unknown option "--frob" before the command' pgbakfs --frob --repo "$T/r" list
 expect_error 2 'unknown option "-x" before the command' pgbakfs -x list
 expect_error 2 "option --repo needs a value" pgbakfs --repo

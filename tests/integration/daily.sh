@@ -60,6 +60,14 @@ ok "verify recorded in list --json" python3 -c "
 import json, subprocess, sys
 s = [x for x in json.loads(subprocess.check_output(['$PGBAKFS', 'list', '--repo', '$R', '--json'])) if x['id'] == '$S'][0]
 assert s['verified'] and s['verified']['ok'] is True, s['verified']"
+ok "status: last backup, verify ok, WAL continuous from it" python3 -c "
+import json, subprocess
+st = json.loads(subprocess.check_output(['$PGBAKFS', 'status', '--repo', '$R', '--json']))
+i = [x for x in st['instances'] if x['instance'] == 'main'][0]
+assert i['last_backup']['name'] == '$S' and i['last_verify']['ok'] is True, i
+assert i['wal']['continuous'] is True and i['wal']['last_segment'], i['wal']
+assert i['last_failure'] is None and i['failures_since_success'] == 0, i"
+ok "metrics: verify and WAL" sh -c '"$PGBAKFS" metrics --repo "$1" >"$2" && grep -qx "pgbakfs_verify_last_success{instance=\"main\"} 1" "$2" && grep -qx "pgbakfs_wal_continuous{instance=\"main\"} 1" "$2"' _ "$R" "$T/metrics"
 ok "verify leaves no mount and no server" bash -c "! grep -q '$T/vtm[p]' /proc/mounts && ! pgrep -f '$T/vtm[p]' >/dev/null"
 # (and that is where its clone lives: the check above looks in the right place)
 ok "verify's clone lives under TMPDIR" bash -c "TMPDIR='$T/vtmp' '$PGBAKFS' verify '$S' --repo '$R' --keep-scratch 2>&1 >/dev/null | grep -q 'kept in \"$T/vtmp/'"
@@ -115,6 +123,8 @@ ok "failure recorded" python3 -c "
 import json, subprocess
 s = json.loads(subprocess.check_output(['$PGBAKFS', 'show', '$S2', '--repo', '$R2', '--json']))
 assert s['verified'] and s['verified']['ok'] is False, s['verified']"
+
+ok "metrics: the failed verify" sh -c '"$PGBAKFS" metrics --repo "$1" | grep -qx "pgbakfs_verify_last_success{instance=\"main\"} 0"' _ "$R2"
 
 # bad input
 expect_error 2 "invalid --target-lsn" pgbakfs restore "$S" "$T/x" --repo "$R" --target-lsn nonsense
