@@ -400,6 +400,7 @@ int remote_catalog_list(StoreBackend *b, RemoteCatalogList *ret)
 {
 	RemoteCatalogList l = {0};
 	int r = store_list(b, REMOTE_CATALOG_PREFIX, gens_add, &l);
+	*ret = (RemoteCatalogList){0};
 	if (r < 0) {
 		remote_catalog_list_clear(&l);
 		return r;
@@ -442,7 +443,7 @@ const RemoteGen *remote_catalog_list_base(const RemoteCatalogList *l, uint64_t g
 
 int remote_catalog_latest(StoreBackend *b, uint64_t *ret_gen)
 {
-	RemoteCatalogList l;
+	RemoteCatalogList l = {0};
 	int r = remote_catalog_list(b, &l);
 	if (r == 0)
 		r = remote_catalog_list_latest(&l, ret_gen);

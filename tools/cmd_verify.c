@@ -6,16 +6,17 @@
  */
 #include "common/util.h"
 #include "tools/cli.h"
+#include "tools/config.h"
 #include "tools/scratchpg.h"
 
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_REPO = 0x100, OPT_PG_BIN, OPT_KEEP_SCRATCH };
+enum { OPT_REPO = 0x100, OPT_PG_BIN, OPT_KEEP_SCRATCH, OPT_INSTANCE };
 
 typedef struct ClonePgArgs {
-	const char *repo_opt, *pg_bin, *id;
+	const char *repo_opt, *pg_bin, *id, *instance;
 	bool keep;
 	RecoveryTarget target;
 	char repo[PATH_MAX];
@@ -28,6 +29,7 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, Clone
 		{"repo", required_argument, NULL, OPT_REPO},
 		{"pg-bin", required_argument, NULL, OPT_PG_BIN},
 		{"keep-scratch", no_argument, NULL, OPT_KEEP_SCRATCH},
+		{"instance", required_argument, NULL, OPT_INSTANCE},
 		RECOVERY_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{0}};
@@ -50,6 +52,7 @@ static int parse(const char *cmd, const char *help, int argc, char **argv, Clone
 		case OPT_REPO: a->repo_opt = optarg; break;
 		case OPT_PG_BIN: a->pg_bin = optarg; break;
 		case OPT_KEEP_SCRATCH: a->keep = true; break;
+		case OPT_INSTANCE: a->instance = optarg; break;
 		case 'h': printf("%s" RECOVERY_USAGE, help); return -1;
 		default: return cli_usage(cmd, "invalid option");
 		}
@@ -77,7 +80,7 @@ static int open_snapshot(ClonePgArgs *a, CliLocation *cl, Repo **repo, SnapshotI
 	if (rc == EXIT_OK)
 		rc = cli_open_location(cl, repo);
 	if (rc == EXIT_OK)
-		rc = cli_find_snapshot(*repo, a->id, NULL, s);
+		rc = cli_find_snapshot(*repo, a->id, a->instance, s);
 	return rc;
 }
 
@@ -130,7 +133,8 @@ int cmd_verify(int argc, char **argv)
 	Repo *repo = NULL;
 	char details[640], amcheck[PATH_MAX + 64];
 	int r, rc = parse("verify",
-			  "Usage: pgbakfs verify ID [--repo PATH] [--pg-bin DIR] [--keep-scratch]\n\n"
+			  "Usage: pgbakfs verify ID [--repo PATH] [--instance NAME] [--pg-bin DIR]\n"
+			  "                         [--keep-scratch]\n\n"
 			  "Prove a snapshot: start PostgreSQL on a writable clone of it (the\n"
 			  "repository never changes), wait for consistency, check every table and\n"
 			  "btree index with amcheck (or read every relation), stop, throw the clone\n"
@@ -138,7 +142,8 @@ int cmd_verify(int argc, char **argv)
 			  "  --pg-bin DIR      PostgreSQL binaries (default: /usr/lib/postgresql/<the\n"
 			  "                    snapshot's major>/bin); a client program not in DIR\n"
 			  "                    comes from the newest /usr/lib/postgresql/*/bin\n"
-			  "  --keep-scratch    keep the clone's directory (its path is printed)\n",
+			  "  --keep-scratch    keep the clone's directory (its path is printed)\n"
+			  "  --instance NAME   with ID \"latest\": the newest snapshot of instance NAME\n",
 			  argc, argv, &a);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
@@ -200,7 +205,7 @@ int cmd_dump(int argc, char **argv)
 	SnapshotInfo s = {0};
 	Repo *repo = NULL;
 	int r, rc = parse("dump",
-			  "Usage: pgbakfs dump ID [--repo PATH] [--pg-bin DIR] [--target-...]\n"
+			  "Usage: pgbakfs dump ID [--repo PATH] [--instance NAME] [--pg-bin DIR] [--target-...]\n"
 			  "                    -- PG_DUMP_ARGS...\n\n"
 			  "Run pg_dump against a throwaway PostgreSQL started on a writable clone of\n"
 			  "snapshot ID, output on stdout: e.g. one table out of a large backup,\n"
