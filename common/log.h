@@ -15,6 +15,16 @@ LogLevel log_get_level(void);
 void log_set_prefix(const char *prefix);
 /* From now on, send messages to syslog (a daemon without a terminal). */
 void log_to_syslog(const char *ident);
+/*
+ * Also append every message at or above the level to path, one line each:
+ * "2026-12-05T16:05:00.123Z [pid] warning: ...". 0 or -errno.
+ */
+int log_to_file(const char *path);
+bool log_has_file(void);
+/* A line for the log file only (nothing on stderr): no-op without one or below the level. */
+void log_file_line(LogLevel level, const char *line);
+/* "error", "warning", "info", "debug" -> level; -EINVAL otherwise. */
+int log_level_parse(const char *s, LogLevel *ret);
 void log_msg(LogLevel level, const char *fmt, ...) _printf_(2, 3);
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)

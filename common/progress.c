@@ -5,6 +5,10 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+/* a terminal gets a line redrawn 4 times a second; a file or pipe a new line every 10 s */
+#define PROGRESS_PLAIN_INTERVAL_NS (10 * 1000000000LL)
 
 struct Progress {
 	const char *what;
@@ -12,6 +16,8 @@ struct Progress {
 	_Atomic uint64_t total;
 	int64_t start;
 	bool enabled;
+	bool plain; /* stderr is not a terminal: whole lines, no escape codes */
+	int64_t last_line;
 	bool thread_started;
 	pthread_t thread;
 	pthread_mutex_t lock; /* guards stop */
@@ -33,12 +39,19 @@ static void progress_draw(Progress *p)
 		snprintf(eta, sizeof(eta), ", ETA %llu:%02llu", (unsigned long long)(left / 60),
 			 (unsigned long long)(left % 60));
 	}
+	const char *start = p->plain ? "" : "\r", *end = p->plain ? "\n" : "\033[K";
+	if (p->plain) {
+		int64_t now = mono_ns();
+		if (now - p->last_line < PROGRESS_PLAIN_INTERVAL_NS)
+			return;
+		p->last_line = now;
+	}
 	if (total > 0)
-		fprintf(stderr, "\r%s: %s of %s (%d%%), %s/s%s\033[K", p->what, d,
+		fprintf(stderr, "%s%s: %s of %s (%d%%), %s/s%s%s", start, p->what, d,
 			format_bytes(total, t, sizeof(t)),
-			(int)(total ? MIN(100, done * 100 / total) : 0), rate, eta);
+			(int)(total ? MIN(100, done * 100 / total) : 0), rate, eta, end);
 	else
-		fprintf(stderr, "\r%s: %s, %s/s\033[K", p->what, d, rate);
+		fprintf(stderr, "%s%s: %s, %s/s%s", start, p->what, d, rate, end);
 	fflush(stderr);
 }
 
@@ -71,7 +84,9 @@ int progress_new(const char *what, uint64_t total_bytes, bool enabled, Progress 
 	atomic_init(&p->done, 0);
 	atomic_init(&p->total, total_bytes);
 	p->start = mono_ns();
+	p->last_line = p->start;
 	p->enabled = enabled;
+	p->plain = isatty(STDERR_FILENO) != 1;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	if (enabled && pthread_create(&p->thread, NULL, progress_thread, p) == 0)
@@ -102,8 +117,10 @@ Progress *progress_free(Progress *p)
 		pthread_cond_signal(&p->cond);
 		pthread_mutex_unlock(&p->lock);
 		pthread_join(p->thread, NULL);
-		fputs("\r\033[K", stderr);
-		fflush(stderr);
+		if (!p->plain) {
+			fputs("\r\033[K", stderr);
+			fflush(stderr);
+		}
 	}
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);

@@ -1,4 +1,5 @@
 #include "tools/cli.h"
+#include "common/log.h"
 #include "tools/config.h"
 #include "common/util.h"
 
@@ -7,6 +8,7 @@
 #include <string.h>
 
 static char last_error[8192];
+static bool last_shown = true; /* whether the message a hint follows was shown */
 
 const char *cli_last_error(void) { return last_error; }
 
@@ -17,11 +19,42 @@ void cli_error(const char *fmt, ...)
 	vsnprintf(last_error, sizeof(last_error), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "pgbakfs: error: %s\n", last_error);
+	log_file_line(LOG_ERROR, last_error);
+	last_shown = true;
+}
+
+/* A warning or note: on stderr and in the log file, unless --log-level is above it. */
+static void cli_message(LogLevel level, const char *fmt, va_list ap)
+{
+	char line[8192];
+	vsnprintf(line, sizeof(line), fmt, ap);
+	last_shown = level >= log_get_level();
+	if (last_shown)
+		fprintf(stderr, "pgbakfs: %s: %s\n", level == LOG_WARNING ? "warning" : "note", line);
+	log_file_line(level, line);
+}
+
+void cli_warning(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cli_message(LOG_WARNING, fmt, ap);
+	va_end(ap);
+}
+
+void cli_note(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cli_message(LOG_INFO, fmt, ap);
+	va_end(ap);
 }
 
 void cli_hint(const char *fmt, ...)
 {
 	va_list ap;
+	if (!last_shown)
+		return;
 	fputs("hint: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
@@ -36,6 +69,8 @@ int cli_usage(const char *cmd, const char *fmt, ...)
 	vsnprintf(last_error, sizeof(last_error), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "pgbakfs: error: %s\nhint: see \"pgbakfs %s --help\"\n", last_error, cmd);
+	log_file_line(LOG_ERROR, last_error);
+	last_shown = true;
 	return EXIT_USAGE;
 }
 

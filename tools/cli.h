@@ -12,7 +12,13 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 void cli_error(const char *fmt, ...) _printf_(1, 2);
 /* The text of the last error line printed (without "pgbakfs: error: "), or "". */
 const char *cli_last_error(void);
-/* "hint: ..." line that says what to do. */
+/*
+ * "pgbakfs: warning: ..." / "pgbakfs: note: ..." on stderr and in the log
+ * file (--log-file), unless --log-level is above them.
+ */
+void cli_warning(const char *fmt, ...) _printf_(1, 2);
+void cli_note(const char *fmt, ...) _printf_(1, 2);
+/* "hint: ..." line that says what to do (after a message --log-level hid: none). */
 void cli_hint(const char *fmt, ...) _printf_(1, 2);
 /* Usage error: message plus a pointer to --help; returns EXIT_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) _printf_(2, 3);
@@ -43,11 +49,15 @@ void cli_location_clear(CliLocation *cl);
 char *cli_s3_config_text(const StoreS3Config *s3);
 /*
  * Options every command takes, removed from argv before the command parses
- * it (up to a "--"): --cache-dir, --passphrase-file, --ca-file, --config.
+ * it (up to a "--"): --cache-dir, --passphrase-file, --ca-file, --config,
+ * --log-level, --log-file.
  */
 int cli_take_common_options(int *argc, char **argv);
 const char *cli_passphrase_file(void);
 const char *cli_config_file(void);
+/* --log-level and --log-file as given (applied by cli_logs_setup, tools/config.c) */
+const char *cli_log_level_option(void);
+const char *cli_log_file_option(void);
 /*
  * The common options given on this command line, as absolute paths (for a
  * command pgbakfs writes for later, like restore_command): their count;

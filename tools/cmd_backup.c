@@ -116,10 +116,9 @@ static void report_bad_pages(const SnapWriterResult *snap)
 {
 	if (!snap->bad_blocks)
 		return;
-	fprintf(stderr, "pgbakfs: warning: %llu page(s) failed checksum verification; "
-			"the snapshot's status is \"warning\"\n",
-		(unsigned long long)snap->bad_blocks);
-	fprintf(stderr, "hint: \"pgbakfs show %s\" lists them\n", snap->name);
+	cli_warning("%llu page(s) failed checksum verification; the snapshot's status is \"warning\"",
+		    (unsigned long long)snap->bad_blocks);
+	cli_hint("\"pgbakfs show %s\" lists them", snap->name);
 }
 
 /*
@@ -131,13 +130,13 @@ static void scrub_secrets(Repo *repo)
 	uint64_t n = 0;
 	int r = live_scrub_sources(repo, &n);
 	if (r < 0)
-		fprintf(stderr, "pgbakfs: warning: could not remove passwords recorded by an older "
-				"version from the catalog: %s\n", strerror(-r));
-	else if (n)
-		fprintf(stderr, "pgbakfs: note: removed the password an older version recorded with "
-				"the source of %llu snapshot(s)\n"
-				"hint: it was stored in the repository; consider changing it\n",
-			(unsigned long long)n);
+		cli_warning("could not remove passwords recorded by an older version from the catalog: %s",
+			    strerror(-r));
+	else if (n) {
+		cli_note("removed the password an older version recorded with the source of %llu "
+			 "snapshot(s)", (unsigned long long)n);
+		cli_hint("it was stored in the repository; consider changing it");
+	}
 }
 
 static int backup_live(const BackupOptions *o, Repo *repo, char made[static 64])
@@ -157,7 +156,7 @@ static int backup_live(const BackupOptions *o, Repo *repo, char made[static 64])
 	if (r < 0)
 		return report_pg_error(o, r, &err);
 	if (res.note[0])
-		fprintf(stderr, "pgbakfs: note: %s\n", res.note);
+		cli_note("%s", res.note);
 	if (!strcmp(res.type, "incr"))
 		snprintf(blocks, sizeof(blocks), " (%llu as changed blocks)",
 			 (unsigned long long)res.incremental_files);
@@ -195,9 +194,9 @@ static int backup_local(const BackupOptions *o, Repo *repo, char made[static 64]
 	if (r < 0)
 		return report_pg_error(o, r, &err);
 	if (o->type && !strcmp(o->type, "incr") && !strcmp(res.type, "full"))
-		fprintf(stderr, "pgbakfs: note: instance has no snapshot yet; took a full backup\n");
+		cli_note("instance has no snapshot yet; took a full backup");
 	else if (!strcmp(res.method, "files"))
-		fprintf(stderr, "pgbakfs: note: %s\n", res.note);
+		cli_note("%s", res.note);
 	double secs = (double)(mono_ns() - t0) / 1e9;
 	printf("backup \"%s\" (%s%s%s, %s): %llu files (%llu read, %llu by changed blocks, %llu "
 	       "unchanged), %s, read %s, %s new in the repository, %.1f s (%.1f MB/s), LSN %s..%s "
@@ -257,10 +256,11 @@ static int backup_from_dir(const BackupOptions *o, Repo *repo, char made[static 
 	       res.name, (unsigned long long)res.n_files, format_bytes(res.logical_bytes, a, sizeof(a)),
 	       format_bytes(res.stored_bytes, b, sizeof(b)), secs,
 	       secs > 0 ? (double)res.logical_bytes / secs / 1e6 : 0.0);
-	if (!strcmp(res.status, SNAP_STATUS_WARNING))
-		fprintf(stderr, "pgbakfs: warning: files changed or vanished while they were read; "
-				"the snapshot's status is \"warning\"\n"
-				"hint: back up a stopped data directory, or use -d for a running cluster\n");
+	if (!strcmp(res.status, SNAP_STATUS_WARNING)) {
+		cli_warning("files changed or vanished while they were read; the snapshot's status is "
+			    "\"warning\"");
+		cli_hint("back up a stopped data directory, or use -d for a running cluster");
+	}
 	snprintf(made, 64, "%s", res.name);
 	return EXIT_OK;
 }
@@ -281,8 +281,7 @@ static int backup_run(const BackupOptions *o, Repo *repo)
 	int r = catalog_attempt_add(repo_catalog(repo), o->instance ? o->instance : "main", started,
 				    now_ns(), made[0] ? made : NULL, error);
 	if (r < 0)
-		fprintf(stderr, "pgbakfs: warning: could not record the backup attempt: %s\n",
-			strerror(-r));
+		cli_warning("could not record the backup attempt: %s", strerror(-r));
 	return rc;
 }
 

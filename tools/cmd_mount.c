@@ -211,16 +211,21 @@ static int make_temp_scratch(MountArgs *a)
 
 typedef struct ReadyCtx {
 	int fd; /* the parent's pipe; -1 in the foreground */
+	const char *mountpoint;
 } ReadyCtx;
 
 /* Mounted: detach from the terminal and tell the waiting parent. */
 static void on_ready(void *userdata)
 {
 	ReadyCtx *ctx = userdata;
+	char line[PATH_MAX + 32];
+	snprintf(line, sizeof(line), "mounted on \"%s\"", ctx->mountpoint);
+	log_file_line(LOG_INFO, line);
 	if (ctx->fd < 0)
 		return;
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	log_to_syslog("pgbakfs");
+	if (!log_has_file()) /* --log-file (or log-file) keeps the daemon's messages there */
+		log_to_syslog("pgbakfs");
 	if (null >= 0) {
 		dup2(null, STDIN_FILENO);
 		dup2(null, STDOUT_FILENO);
@@ -236,7 +241,7 @@ static void on_ready(void *userdata)
 
 static int run(MountArgs *a, int ready_fd)
 {
-	ReadyCtx ctx = {ready_fd};
+	ReadyCtx ctx = {ready_fd, a->mountpoint};
 	Repo *repo = NULL;
 	int rc = cli_open_repo(a->repo_opt, &repo);
 	if (rc != EXIT_OK)
@@ -255,6 +260,10 @@ static int run(MountArgs *a, int ready_fd)
 	if (r < 0) {
 		cli_error("cannot mount the repository on \"%s\": %s", a->mountpoint, strerror(-r));
 		rc = EXIT_FAIL;
+	} else {
+		char line[PATH_MAX + 32];
+		snprintf(line, sizeof(line), "unmounted \"%s\"", a->mountpoint);
+		log_file_line(LOG_INFO, line);
 	}
 	repo_free(repo);
 	if (a->scratch_is_temp)

@@ -256,9 +256,9 @@ int cmd_gc(int argc, char **argv)
 static void print_problem(CheckSeverity sev, const char *msg, void *userdata _unused_)
 {
 	if (sev == CHECK_ERROR)
-		fprintf(stderr, "pgbakfs: error: %s\n", msg);
+		cli_error("%s", msg);
 	else
-		fprintf(stderr, "pgbakfs: note: %s\n", msg);
+		cli_note("%s", msg);
 }
 
 /* check --archive: one line, pass or fail; returns the exit code. */

@@ -53,13 +53,12 @@ static int write_recovery(const RecoveryTarget *t, Repo *repo, const char *targe
 	       "(restore_command = pgbakfs wal-fetch)\n", t->kind, t->value);
 	/* secrets never go into postgresql.auto.conf: say where the server's wal-fetch finds them */
 	if (repo_is_encrypted(repo) && !cli_passphrase_file())
-		fprintf(stderr, "pgbakfs: note: the server's restore_command needs the passphrase: "
-				"PGBAKFS_PASSPHRASE in the server's environment, or restore with "
-				"--passphrase-file FILE (readable by the server's user)\n");
+		cli_note("the server's restore_command needs the passphrase: PGBAKFS_PASSPHRASE in "
+			 "the server's environment, or restore with --passphrase-file FILE (readable "
+			 "by the server's user)");
 	if (!repo_is_local_backend(repo) && !cli_config_file())
-		fprintf(stderr, "pgbakfs: note: the server's restore_command reads the S3 settings "
-				"from its environment or its user's config file; --config FILE "
-				"names one it can read\n");
+		cli_note("the server's restore_command reads the S3 settings from its environment or "
+			 "its user's config file; --config FILE names one it can read");
 	return EXIT_OK;
 }
 #define MAX_MAPS 64

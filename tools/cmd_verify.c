@@ -6,7 +6,6 @@
  */
 #include "common/util.h"
 #include "tools/cli.h"
-#include "tools/config.h"
 #include "tools/scratchpg.h"
 
 #include <fcntl.h>

@@ -91,8 +91,8 @@ static void push_summary(Repo *repo, const char *name, const void *buf, size_t l
 	if (r == 0)
 		r = wal_summary_put(repo, name, sum, sum_len);
 	if (r < 0)
-		fprintf(stderr, "pgbakfs: warning: could not store the block summary of WAL file "
-				"\"%s\": %s\n", name, strerror(-r));
+		cli_warning("could not store the block summary of WAL file \"%s\": %s", name,
+			    strerror(-r));
 }
 
 int cmd_wal_push(int argc, char **argv)
@@ -172,8 +172,7 @@ int cmd_wal_push(int argc, char **argv)
 		cli_error("could not archive WAL file \"%s\": %s", name, strerror(-r));
 		rc = EXIT_FAIL;
 	} else if (res == WAL_PUSH_REPAIRED) {
-		fprintf(stderr, "pgbakfs: note: the archived copy of WAL file \"%s\" was damaged and "
-				"has been replaced\n", name);
+		cli_note("the archived copy of WAL file \"%s\" was damaged and has been replaced", name);
 	}
 	if (rc == EXIT_OK && wn.kind == WAL_KIND_SEGMENT && !no_summary)
 		push_summary(repo, name, buf, len);

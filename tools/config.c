@@ -1,5 +1,6 @@
 /* The config file: see tools/config.h. */
 #include "tools/config.h"
+#include "common/log.h"
 #include "common/util.h"
 #include "tools/cli.h"
 
@@ -25,6 +26,7 @@ static const struct {
 	{"ca-file", false},	    {"passphrase-file", false}, {"s3-endpoint", false},
 	{"s3-region", false},	    {"s3-uri-style", false},
 	{"aws-access-key-id", false}, {"aws-secret-access-key", true}, {"aws-session-token", true},
+	{"log-level", false},	    {"log-file", false},
 };
 
 struct Config {
@@ -160,6 +162,8 @@ static int set_top_key(Parser *p, const char *key, const char *value)
 			p->c->secret = top_keys[i].key;
 		if (!strcmp(key, "jobs") && !jobs_ok(value))
 			return bad_line(p, "invalid number of jobs (1-256):", value);
+		if (!strcmp(key, "log-level") && log_level_parse(value, &(LogLevel){0}) < 0)
+			return bad_line(p, "invalid log-level (error, warning, info or debug):", value);
 		return set_once(p, &p->c->values[i], key, value);
 	}
 	if (!strcmp(key, "conninfo") || !strcmp(key, "pgdata") || !strcmp(key, "extra-dir"))
@@ -325,6 +329,36 @@ int cli_config_instance(const char *cmd, const char *name, const ConfigInstance 
 		return cli_usage(cmd, "several instances are configured (%s): pass --instance NAME",
 				 names);
 	}
+	return EXIT_OK;
+}
+
+int cli_logs_setup(const char *cmd)
+{
+	const Config *c;
+	const char *level = cli_log_level_option(), *file = cli_log_file_option();
+	LogLevel l = LOG_INFO;
+	int r, rc = cli_config(&c);
+
+	if (rc != EXIT_OK)
+		return rc;
+	if (!level && !getenv("PGBAKFS_DEBUG"))
+		level = config_get(c, "log-level");
+	if (level && log_level_parse(level, &l) < 0) {
+		cli_error("invalid --log-level \"%s\": error, warning, info or debug", level);
+		return EXIT_USAGE;
+	}
+	if (!level && getenv("PGBAKFS_DEBUG"))
+		l = LOG_DEBUG;
+	log_set_level(l);
+	if (!file)
+		file = config_get(c, "log-file");
+	if (file && (r = log_to_file(file)) < 0) {
+		cli_error("could not open the log file \"%s\": %s", file, strerror(-r));
+		return EXIT_FAIL;
+	}
+	char line[128];
+	snprintf(line, sizeof(line), "%s: started", cmd);
+	log_file_line(LOG_INFO, line);
 	return EXIT_OK;
 }
 

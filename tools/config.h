@@ -56,5 +56,13 @@ const ConfigInstance *config_instance(const Config *c, const char *name);
  */
 int cli_config_instance(const char *cmd, const char *name, const ConfigInstance **ret);
 
+/*
+ * Logging for this command: the level from --log-level, else debug when
+ * PGBAKFS_DEBUG is set, else the file's log-level, else info; the file from
+ * --log-file, else the file's log-file. Writes "COMMAND: started" to the log
+ * file. Prints one error; exit code.
+ */
+int cli_logs_setup(const char *cmd);
+
 /* The number of jobs the file sets (top-level "jobs"), 0 when unset. */
 int cli_config_jobs(void);

@@ -48,7 +48,10 @@ static void usage(FILE *f)
 		   "--cache-dir DIR (local state of S3 and encrypted repositories; default\n"
 		   "~/.cache/pgbakfs), --config FILE (default: PGBAKFS_CONFIG, else\n"
 		   "/etc/pgbakfs/pgbakfs.conf for root, ~/.config/pgbakfs/pgbakfs.conf otherwise),\n"
-		   "--ca-file FILE (CA bundle for S3 over TLS), --passphrase-file FILE.\n"
+		   "--ca-file FILE (CA bundle for S3 over TLS), --passphrase-file FILE,\n"
+		   "--log-level error|warning|info|debug (default info: notes, warnings, errors),\n"
+		   "--log-file FILE (also append them there, timestamped; a mount daemon logs\n"
+		   "there instead of syslog).\n"
 		   "These, and -j N/--jobs N, --instance NAME, --json, may also come before the\n"
 		   "command name: \"pgbakfs --repo R list\" = \"pgbakfs list --repo R\"; other\n"
 		   "options go after it.\n"
@@ -56,7 +59,8 @@ static void usage(FILE *f)
 		   "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (see docs/design.md).\n"
 		   "\nThe config file (ini syntax) holds what every command would otherwise be told:\n"
 		   "  repo = /var/lib/pgbakfs          top level: repo, jobs, cache-dir, ca-file,\n"
-		   "  jobs = 4                         passphrase-file, s3-endpoint, s3-region,\n"
+		   "  jobs = 4                         passphrase-file, log-level, log-file,\n"
+		   "                                   s3-endpoint, s3-region,\n"
 		   "  [main]                           s3-uri-style, aws-access-key-id,\n"
 		   "  conninfo = host=/run/postgresql  aws-secret-access-key, aws-session-token\n"
 		   "  pgdata = /var/lib/postgresql/15/main   one section per instance: conninfo,\n"
@@ -96,6 +100,7 @@ static const struct {
 	{"--ca-file", true}, {"--passphrase-file", true},
 	{"--jobs", true},    {"-j", true},	   {"--instance", true},
 	{"--json", false},   {"--help", false},	   {"-h", false},
+	{"--log-level", true}, {"--log-file", true},
 };
 
 /*
@@ -194,7 +199,7 @@ int main(int argc, char **argv)
 	int n_lead = 0, rc;
 
 	/* developers' switch: internal diagnostics (SQLite messages, ...) on stderr */
-	if (getenv("PGBAKFS_DEBUG"))
+	if (getenv("PGBAKFS_DEBUG")) /* cli_logs_setup sets the level again, options first */
 		log_set_level(LOG_DEBUG);
 	if (argc < 2) {
 		usage(stderr);
@@ -219,11 +224,15 @@ int main(int argc, char **argv)
 	CommandFn fn = command_find(argv[1]);
 	if (!fn)
 		return unknown_command(argv[1]);
-	if (!asks_help(argc, argv)) { /* a broken config file is an error before anything runs */
-		const Config *conf;
-		rc = cli_config(&conf);
-		if (rc != EXIT_OK)
-			return rc;
-	}
-	return fn(argc - 1, argv + 1);
+	if (asks_help(argc, argv))
+		return fn(argc - 1, argv + 1);
+	/* a broken config file is an error before anything runs */
+	rc = cli_logs_setup(argv[1]);
+	if (rc != EXIT_OK)
+		return rc;
+	rc = fn(argc - 1, argv + 1);
+	char line[128];
+	snprintf(line, sizeof(line), "%s: exit %d", argv[1], rc);
+	log_file_line(LOG_INFO, line);
+	return rc;
 }

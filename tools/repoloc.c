@@ -22,15 +22,20 @@ static struct {
 	const char *passphrase_file;
 	const char *ca_file;
 	const char *config_file;
+	const char *log_level;
+	const char *log_file;
 } common_opts;
 
 static const char *const common_names[] = {"--cache-dir", "--passphrase-file", "--ca-file",
-					   "--config"};
+					   "--config", "--log-level", "--log-file"};
+/* the ones a command pgbakfs writes for later (restore_command) passes on */
+#define N_PASSED_ON 4
 
 static const char **common_slot(size_t i)
 {
 	const char **slots[] = {&common_opts.cache_dir, &common_opts.passphrase_file,
-				&common_opts.ca_file, &common_opts.config_file};
+				&common_opts.ca_file, &common_opts.config_file,
+				&common_opts.log_level, &common_opts.log_file};
 	return slots[i];
 }
 
@@ -70,11 +75,13 @@ int cli_take_common_options(int *argc, char **argv)
 
 const char *cli_passphrase_file(void) { return common_opts.passphrase_file; }
 const char *cli_config_file(void) { return common_opts.config_file; }
+const char *cli_log_level_option(void) { return common_opts.log_level; }
+const char *cli_log_file_option(void) { return common_opts.log_file; }
 
 size_t cli_common_options(const char *ret_names[4], char *ret_values[4])
 {
 	size_t n = 0;
-	for (size_t k = 0; k < ELEMENTSOF(common_names); k++) {
+	for (size_t k = 0; k < N_PASSED_ON; k++) {
 		const char *v = *common_slot(k);
 		char real[PATH_MAX];
 		if (!v)

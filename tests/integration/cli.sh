@@ -85,6 +85,27 @@ chmod 600 "$C"
 ok "the same file at 0600" pgbakfs --config "$C" list >/dev/null
 ok "help needs no config file" sh -c '"$PGBAKFS" --config /nonexistent/c list --help >/dev/null'
 
+# logs: --log-file gets timestamped lines of what the command says; --log-level filters
+expect_error 1 'does not exist' pgbakfs --log-file "$T/cmd.log" list --repo "$T/nonexistent"
+ok "log file: started, the error line, exit" python3 - "$T/cmd.log" "$T/nonexistent" <<'PY'
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+pat = r"^20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[\d+\] "
+assert len(lines) == 3 and all(re.match(pat, l) for l in lines), lines
+assert lines[0].endswith("info: list: started") and lines[2].endswith("info: list: exit 1"), lines
+assert " error: " in lines[1] and sys.argv[2] in lines[1], lines
+PY
+expect_error 2 'invalid --log-level "loud"' pgbakfs --log-level loud list --repo "$T/r"
+printf 'log-level = loud\n' >"$T/loglevel.conf"
+expect_error 2 'line 1: invalid log-level' pgbakfs --config "$T/loglevel.conf" list --repo "$T/r"
+expect_error 1 'could not open the log file "/nonexistent/l"' pgbakfs list --repo "$T/r" --log-file /nonexistent/l
+printf 'repo = %s\nlog-file = %s\n' "$T/r" "$T/conf.log" >"$T/logfile.conf"
+ok "log-file from the config file" pgbakfs --config "$T/logfile.conf" list
+ok "it was written" grep -q "info: list: exit 0" "$T/conf.log"
+# progress into a file: whole lines, no carriage returns or escape codes
+mkdir -p "$T/psrc" && head -c 3000000 /dev/urandom >"$T/psrc/f"
+ok "backup --progress into a file" sh -c '"$PGBAKFS" backup --from-dir "$1/psrc" --repo "$1/r" --progress >/dev/null 2>"$1/progress.err"' _ "$T"
+ok "no terminal codes in it" python3 -c "import sys; d = open(sys.argv[1], 'rb').read(); assert b'\r' not in d and b'\x1b' not in d, d" "$T/progress.err"
 # status and metrics: every backup attempt is recorded, failed ones too
 RS=$T/rs
 pgbakfs init --repo "$RS" >/dev/null

@@ -159,12 +159,16 @@ exec 8<&-
 ok "gc reaps nothing left by the mounts" bash -c "'$PGBAKFS' gc --repo '$R' >/dev/null"
 
 # daemon mode: returns once mounted; fusermount3 -u ends the daemon
-ok "daemon mount" pgbakfs mount "$M" --repo "$R"
+ok "daemon mount" pgbakfs mount "$M" --repo "$R" --log-file "$T/daemon.log" --log-level debug
 at_exit "unmount_quiet '$M'"
 ok "daemon serves" cmp "$M/$S1/base/1/text" "$T/src/base/1/text"
 DPID=$(pgrep -f "pgbakfs mount $M" | head -1)
 ok "fusermount3 -u" fusermount3 -u "$M"
 ok "daemon exits after unmount" wait_for 10 bash -c "! kill -0 $DPID"
+# --log-file: the daemon's messages go there (not to syslog), timestamped
+ok "the daemon logged its mount" grep -Eq "^20[0-9-]{8}T[0-9:.]{12}Z \[[0-9]+\] info: mounted on \"$M\"$" "$T/daemon.log"
+ok "the daemon logged at debug level after detaching" grep -q "\] debug: chunk cache: " "$T/daemon.log"
+ok "and its unmount" grep -q "info: unmounted \"$M\"" "$T/daemon.log"
 
 # a small random read decompresses only its chunk; a streaming read prefetches
 PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount5.log" --repo "$R"
