@@ -108,10 +108,13 @@ int cmd_pin(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_repair(int argc, char **argv);
 int cmd_upgrade(int argc, char **argv);
-/* backup --expire: before the backup, a saved policy must exist (else usage error) */
-int expire_check_saved_policy(Repo *repo);
-/* after it: apply the saved policy to instance's snapshots (and the WAL archive) */
-int expire_apply_saved_policy(Repo *repo, const char *instance);
+/*
+ * backup --expire: before the backup, the instance must have a policy (the
+ * config file's, or one saved in the repository; else a usage error); after
+ * it, apply that policy to the instance's snapshots (and the WAL archive).
+ */
+int expire_check_policy(Repo *repo, const char *instance);
+int expire_apply_policy(Repo *repo, const char *instance);
 int cmd_status(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_wal_push(int argc, char **argv);

@@ -1,5 +1,6 @@
 /* pgbakfs backup --from-dir DIR: snapshot a directory tree. */
 #include "common/json.h"
+#include "common/log.h"
 #include "common/progress.h"
 #include "common/util.h"
 #include "ingest/fromdir.h"
@@ -10,7 +11,10 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 enum { OPT_REPO = 0x100, OPT_FROM_DIR, OPT_INSTANCE, OPT_LABEL, OPT_NOTE, OPT_PROGRESS,
        OPT_NO_PROGRESS, OPT_TYPE, OPT_PGDATA, OPT_EXTRA_DIR, OPT_EXPIRE, OPT_VERIFY_BLOCKS };
@@ -266,6 +270,48 @@ static int backup_from_dir(const BackupOptions *o, Repo *repo, char made[static 
 }
 
 /*
+ * One backup of an instance at a time: an flock on locks/backup-INSTANCE in
+ * the repository's working directory (the repository itself, or the cache
+ * directory of an S3 or encrypted one, whose writer lock already keeps other
+ * machines out), holding who runs it. The second backup refuses with one line
+ * naming the first; other instances are not held up. *ret_fd: keep it open
+ * until the backup ends.
+ */
+static int backup_guard(const BackupOptions *o, Repo *repo, int *ret_fd)
+{
+	const char *instance = o->instance ? o->instance : "main";
+	_cleanup_free_ char *dir = xasprintf("%s/locks", repo_workdir(repo));
+	_cleanup_free_ char *path = xasprintf("%s/backup-%s", dir, instance);
+	char who[256] = "", t[32];
+	struct stat st;
+	int fd, n;
+
+	if (mkdir_p(dir, 0755) < 0 || stat(repo_workdir(repo), &st) < 0 ||
+	    (fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {
+		cli_error("could not open the backup lock \"%s\": %m", path);
+		return EXIT_FAIL;
+	}
+	/* root backing up another user's repository: the owner's backups must open it too */
+	if (geteuid() == 0 && fchown(fd, st.st_uid, st.st_gid) < 0)
+		log_debug("could not give \"%s\" to the repository's owner: %m", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		n = (int)pread(fd, who, sizeof(who) - 1, 0);
+		who[n > 0 ? n : 0] = 0;
+		who[strcspn(who, "\n")] = 0;
+		close(fd);
+		cli_error("a backup of instance \"%s\" is already running (%s)", instance,
+			  who[0] ? who : "its process holds the lock");
+		return EXIT_FAIL;
+	}
+	n = snprintf(who, sizeof(who), "pid %ld, started %s\n", (long)getpid(),
+		     format_time_iso(now_ns(), t, sizeof(t)));
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, who, (size_t)n, 0) != n)
+		log_debug("could not write who holds \"%s\": %m", path);
+	*ret_fd = fd;
+	return EXIT_OK;
+}
+
+/*
  * Run the backup and record the attempt, whether it made a snapshot or not,
  * so that status and metrics see failures too (a failure to record is a
  * warning: the backup's own result stands).
@@ -274,9 +320,12 @@ static int backup_run(const BackupOptions *o, Repo *repo)
 {
 	char made[64] = "";
 	int64_t started = now_ns();
-	int rc = o->from_dir ? backup_from_dir(o, repo, made)
-		 : o->pgdata ? backup_local(o, repo, made)
-			     : backup_live(o, repo, made);
+	_cleanup_close_ int guard = -1;
+	int rc = backup_guard(o, repo, &guard); /* refused: a failed attempt too */
+	if (rc == EXIT_OK)
+		rc = o->from_dir ? backup_from_dir(o, repo, made)
+		     : o->pgdata ? backup_local(o, repo, made)
+				 : backup_live(o, repo, made);
 	const char *error = rc == EXIT_OK ? NULL : *cli_last_error() ? cli_last_error() : "failed";
 	int r = catalog_attempt_add(repo_catalog(repo), o->instance ? o->instance : "main", started,
 				    now_ns(), made[0] ? made : NULL, error);
@@ -400,11 +449,11 @@ int cmd_backup(int argc, char **argv)
 	if (rc != EXIT_OK)
 		return rc;
 	o.repo = repo_path(repo);
-	if (o.expire && (rc = expire_check_saved_policy(repo)) != EXIT_OK)
+	if (o.expire && (rc = expire_check_policy(repo, o.instance ? o.instance : "main")) != EXIT_OK)
 		return cli_close_repo(repo, rc);
 	scrub_secrets(repo);
 	rc = backup_run(&o, repo);
 	if (rc == EXIT_OK && o.expire)
-		rc = expire_apply_saved_policy(repo, o.instance ? o.instance : "main");
+		rc = expire_apply_policy(repo, o.instance ? o.instance : "main");
 	return cli_close_repo(repo, rc);
 }

@@ -3,6 +3,7 @@
 #include "store/retention.h"
 #include "store/wal.h"
 #include "tools/cli.h"
+#include "tools/config.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -80,10 +81,17 @@ static const char *format_duration(int64_t secs, char *buf, size_t len)
 	return buf;
 }
 
-static void print_policy(const RetentionPolicy *p, bool saved)
+/* where a policy came from, for print_policy */
+typedef enum { POLICY_GIVEN, POLICY_SAVED, POLICY_CONFIG } PolicySource;
+
+static void print_policy(const RetentionPolicy *p, PolicySource from, const char *instance)
 {
 	char d[32];
-	printf("expire: policy%s:", saved ? " (saved in the repository)" : "");
+	printf("expire: policy%s%s%s%s:", instance ? " of instance \"" : "", instance ? instance : "",
+	       instance ? "\"" : "",
+	       from == POLICY_SAVED    ? " (saved in the repository)"
+	       : from == POLICY_CONFIG ? " (config file)"
+				       : "");
 	if (p->keep_last)
 		printf(" keep-last %llu", (unsigned long long)p->keep_last);
 	if (p->keep_within)
@@ -378,6 +386,119 @@ static bool instance_name_valid(const char *s)
 	return *s && !strpbrk(s, "/ \t\n");
 }
 
+/*
+ * The policy of one instance when none is given on the command line: its
+ * config file section's keep-last/keep-within, else the file's top-level
+ * ones, else the one saved in the repository. -ENOENT: none.
+ */
+static int policy_for(Repo *repo, const char *instance, RetentionPolicy *ret, PolicySource *ret_from)
+{
+	const Config *conf;
+	const ConfigInstance *in;
+	const char *last = NULL, *within = NULL;
+
+	*ret = (RetentionPolicy){0};
+	if (cli_config(&conf) == EXIT_OK) {
+		in = config_instance(conf, instance);
+		if (in && (in->keep_last || in->keep_within)) {
+			last = in->keep_last;
+			within = in->keep_within;
+		} else {
+			last = config_get(conf, "keep-last");
+			within = config_get(conf, "keep-within");
+		}
+	}
+	if (last || within) { /* both checked when the file was read */
+		if ((last && parse_keep_last(last, &ret->keep_last) < 0) ||
+		    (within && parse_positive_duration(within, &ret->keep_within) < 0))
+			return -EINVAL;
+		*ret_from = POLICY_CONFIG;
+		return 0;
+	}
+	*ret_from = POLICY_SAVED;
+	return catalog_retention_get(repo_catalog(repo), &ret->keep_last, &ret->keep_within);
+}
+
+/* Whether the config file sets a retention policy anywhere. */
+static bool config_has_retention(void)
+{
+	const Config *conf;
+	if (cli_config(&conf) != EXIT_OK)
+		return false;
+	if (config_get(conf, "keep-last") || config_get(conf, "keep-within"))
+		return true;
+	for (size_t i = 0; i < config_n_instances(conf); i++)
+		if (config_instance_at(conf, i)->keep_last || config_instance_at(conf, i)->keep_within)
+			return true;
+	return false;
+}
+
+/* expire with each instance's own policy (policy_for): of instance, or of every one. */
+static int expire_each(Repo *repo, const char *instance, bool dry_run)
+{
+	char **names = NULL;
+	size_t n = 0;
+	int r, rc = EXIT_OK;
+
+	if (instance) {
+		names = xcalloc(1, sizeof(*names));
+		names[n++] = xstrdup(instance);
+	} else if ((r = catalog_instances(repo_catalog(repo), &names, &n)) < 0) {
+		cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
+		return EXIT_FAIL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		RetentionPolicy p;
+		PolicySource from;
+		r = rc == EXIT_OK ? policy_for(repo, names[i], &p, &from) : 0;
+		if (rc != EXIT_OK) {
+		} else if (r == -ENOENT) {
+			cli_note("instance \"%s\" has no retention policy: nothing of it expires", names[i]);
+		} else if (r < 0) {
+			cli_error("could not read the retention policy of \"%s\": %s", repo_path(repo),
+				  strerror(-r));
+			rc = EXIT_FAIL;
+		} else {
+			print_policy(&p, from, names[i]);
+			rc = expire_run(repo, &p, names[i], dry_run);
+		}
+		free(names[i]);
+	}
+	free(names);
+	return rc;
+}
+
+int expire_check_policy(Repo *repo, const char *instance)
+{
+	RetentionPolicy p;
+	PolicySource from;
+	int r = policy_for(repo, instance, &p, &from);
+	if (r == -ENOENT)
+		return cli_usage("backup", "--expire needs a retention policy and instance \"%s\" has "
+				 "none: keep-last/keep-within in the config file, or run \"pgbakfs "
+				 "expire --keep-last N\" once to save one in \"%s\"", instance,
+				 repo_path(repo));
+	if (r < 0) {
+		cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+int expire_apply_policy(Repo *repo, const char *instance)
+{
+	RetentionPolicy p;
+	PolicySource from;
+	int r = policy_for(repo, instance, &p, &from);
+	if (r < 0) {
+		cli_error("the backup succeeded, but the retention policy of \"%s\" could not be "
+			  "read: %s", repo_path(repo), strerror(-r));
+		return EXIT_FAIL;
+	}
+	print_policy(&p, from, NULL);
+	return expire_run(repo, &p, instance, false);
+}
+
 int cmd_expire(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -425,7 +546,9 @@ int cmd_expire(int argc, char **argv)
 			       "no ok one, its newest warning one) is never deleted. Failed snapshots\n"
 			       "do not count among the N newest.\n\n"
 			       "The options given are saved as the repository's policy; without\n"
-			       "options the saved policy applies (\"backup --expire\" uses it too).\n"
+			       "options each instance gets keep-last/keep-within from its config file\n"
+			       "section, else from the file's top level, else the saved policy\n"
+			       "(\"backup --expire\" does the same for its instance).\n"
 			       "--dry-run only lists what would be deleted and saves nothing.\n"
 			       "Run \"pgbakfs gc\" afterwards to reclaim the space.\n");
 			return EXIT_OK;
@@ -437,6 +560,11 @@ int cmd_expire(int argc, char **argv)
 	rc = cli_open_repo_writer(repo_opt, &repo);
 	if (rc != EXIT_OK)
 		return rc;
+	if (!p.keep_last && !p.keep_within && config_has_retention()) {
+		/* each instance with its own policy from the config file (or the saved one) */
+		rc = expire_each(repo, instance, dry_run);
+		return cli_close_repo(repo, rc);
+	}
 	if (!p.keep_last && !p.keep_within) {
 		r = catalog_retention_get(repo_catalog(repo), &p.keep_last, &p.keep_within);
 		if (r == -ENOENT) {
@@ -457,37 +585,9 @@ int cmd_expire(int argc, char **argv)
 			return cli_close_repo(repo, EXIT_FAIL);
 		}
 	}
-	print_policy(&p, saved);
+	print_policy(&p, saved ? POLICY_SAVED : POLICY_GIVEN, NULL);
 	rc = expire_run(repo, &p, instance, dry_run);
 	return cli_close_repo(repo, rc);
-}
-
-int expire_check_saved_policy(Repo *repo)
-{
-	RetentionPolicy p;
-	int r = catalog_retention_get(repo_catalog(repo), &p.keep_last, &p.keep_within);
-	if (r == -ENOENT)
-		return cli_usage("backup", "--expire needs a saved retention policy and repository "
-				 "\"%s\" has none; run \"pgbakfs expire --keep-last N\" once to save one",
-				 repo_path(repo));
-	if (r < 0) {
-		cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
-		return EXIT_FAIL;
-	}
-	return EXIT_OK;
-}
-
-int expire_apply_saved_policy(Repo *repo, const char *instance)
-{
-	RetentionPolicy p;
-	int r = catalog_retention_get(repo_catalog(repo), &p.keep_last, &p.keep_within);
-	if (r < 0) {
-		cli_error("the backup succeeded, but the retention policy of \"%s\" could not be "
-			  "read: %s", repo_path(repo), strerror(-r));
-		return EXIT_FAIL;
-	}
-	print_policy(&p, true);
-	return expire_run(repo, &p, instance, false);
 }
 
 /* ---- pin ---- */

@@ -26,7 +26,8 @@ static const struct {
 	{"ca-file", false},	    {"passphrase-file", false}, {"s3-endpoint", false},
 	{"s3-region", false},	    {"s3-uri-style", false},
 	{"aws-access-key-id", false}, {"aws-secret-access-key", true}, {"aws-session-token", true},
-	{"log-level", false},	    {"log-file", false},
+	{"log-level", false},	    {"log-file", false},	{"keep-last", false},
+	{"keep-within", false},
 };
 
 struct Config {
@@ -124,9 +125,33 @@ static int set_once(const Parser *p, const char **slot, const char *key, const c
 	return EXIT_OK;
 }
 
+/* keep-last: 1 to 1,000,000; keep-within: a positive duration */
+static int retention_value_check(const Parser *p, const char *key, const char *value)
+{
+	int64_t d;
+	char *end;
+	unsigned long long n;
+	if (!strcmp(key, "keep-last")) {
+		n = strtoull(value, &end, 10);
+		if (*value < '0' || *value > '9' || *end || n < 1 || n > 1000000)
+			return bad_line(p, "invalid keep-last (1 to 1000000):", value);
+	} else if (!strcmp(key, "keep-within")) {
+		if (parse_duration(value, &d) < 0 || d <= 0 || d > INT64_MAX / 1000000000)
+			return bad_line(p, "invalid keep-within (a duration such as 7d or 2w):", value);
+	}
+	return EXIT_OK;
+}
+
 static int set_instance_key(Parser *p, const char *key, const char *value)
 {
 	ConfigInstance *in = p->section;
+	int rc = retention_value_check(p, key, value);
+	if (rc != EXIT_OK)
+		return rc;
+	if (!strcmp(key, "keep-last"))
+		return set_once(p, &in->keep_last, key, value);
+	if (!strcmp(key, "keep-within"))
+		return set_once(p, &in->keep_within, key, value);
 	if (!strcmp(key, "conninfo")) {
 		if (strstr(value, "password") && !p->c->secret)
 			p->c->secret = "conninfo with a password";
@@ -162,6 +187,8 @@ static int set_top_key(Parser *p, const char *key, const char *value)
 			p->c->secret = top_keys[i].key;
 		if (!strcmp(key, "jobs") && !jobs_ok(value))
 			return bad_line(p, "invalid number of jobs (1-256):", value);
+		if (retention_value_check(p, key, value) != EXIT_OK)
+			return EXIT_USAGE;
 		if (!strcmp(key, "log-level") && log_level_parse(value, &(LogLevel){0}) < 0)
 			return bad_line(p, "invalid log-level (error, warning, info or debug):", value);
 		return set_once(p, &p->c->values[i], key, value);

@@ -8,6 +8,7 @@
  *   conninfo = host=/run/postgresql port=5432 user=postgres
  *   pgdata = /var/lib/postgresql/15/main
  *   extra-dir = /etc/postgresql/15/main
+ *   keep-last = 7                    # retention: here or at the top level
  *
  * Found at --config FILE, else PGBAKFS_CONFIG (both must exist), else
  * /etc/pgbakfs/pgbakfs.conf for root and ~/.config/pgbakfs/pgbakfs.conf
@@ -29,6 +30,7 @@ typedef struct ConfigInstance {
 	const char *conninfo, *pgdata;
 	const char *extra_dirs[CONFIG_MAX_EXTRA_DIRS];
 	size_t n_extra_dirs;
+	const char *keep_last, *keep_within; /* retention of this instance (checked when read) */
 } ConfigInstance;
 
 typedef struct Config Config;

@@ -85,6 +85,45 @@ chmod 600 "$C"
 ok "the same file at 0600" pgbakfs --config "$C" list >/dev/null
 ok "help needs no config file" sh -c '"$PGBAKFS" --config /nonexistent/c list --help >/dev/null'
 
+# retention in the config file: an instance's section, else the top level, else the saved policy
+RR=$T/rr
+pgbakfs init --repo "$RR" >/dev/null
+mkdir -p "$T/src" && echo data >"$T/src/f"
+# one backup of an instance at a time (flock(1) stands in for a running one); others go on
+printf 'pid 4242, started 2026-01-01T00:00:00Z\n' >"$RR/locks/backup-a"
+flock -o "$RR/locks/backup-a" sleep 60 & # -o: flock itself holds it, not sleep
+LOCKER=$!
+at_exit "kill $LOCKER 2>/dev/null"
+for i in $(seq 50); do ! flock -n "$RR/locks/backup-a" true && break; sleep 0.1; done
+ok "the stand-in holds the lock" sh -c '! flock -n "$1" true' _ "$RR/locks/backup-a"
+expect_error 1 'a backup of instance "a" is already running (pid 4242, started 2026-01-01T00:00:00Z)' \
+	pgbakfs backup --from-dir "$T/src" --instance a --repo "$RR" --no-progress
+ok "the refusal is a failed attempt" sh -c '"$PGBAKFS" status --repo "$1" --instance a | grep -q "last failure: .*already running"' _ "$RR"
+ok "another instance backs up meanwhile" pgbakfs backup --from-dir "$T/src" --instance c --repo "$RR" --no-progress
+kill $LOCKER; wait $LOCKER 2>/dev/null || true
+ok "the lock is free again" flock -n "$RR/locks/backup-a" true
+for i in 1 2 3; do
+	ok "backup a$i" pgbakfs backup --from-dir "$T/src" --instance a --repo "$RR" --no-progress >/dev/null
+	ok "backup b$i" pgbakfs backup --from-dir "$T/src" --instance b --repo "$RR" --no-progress >/dev/null
+	[ $i = 3 ] || ok "backup c$i" pgbakfs backup --from-dir "$T/src" --instance c --repo "$RR" --no-progress >/dev/null
+done
+n_of() { pgbakfs list --repo "$RR" --instance "$1" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+printf 'repo = %s\n[b]\nkeep-last = 1\n[c]\nconninfo = x\n' "$RR" >"$T/ret.conf"
+ok "expire with the file's policies" sh -c '"$PGBAKFS" --config "$1" expire >"$2" 2>"$3"' _ "$T/ret.conf" "$T/ret.out" "$T/ret.err"
+ok "instance b: its section's keep-last 1" test "$(n_of b)" = 1
+ok "instances without a policy keep everything" test "$(n_of a)$(n_of c)" = 33
+ok "and say so" grep -q 'note: instance "a" has no retention policy' "$T/ret.err"
+ok "the policy's source is named" grep -q 'policy of instance "b" (config file): keep-last 1' "$T/ret.out"
+printf 'repo = %s\nkeep-last = 2\n[b]\nkeep-last = 1\n' "$RR" >"$T/ret.conf"
+ok "top-level keep-last for the others" sh -c '"$PGBAKFS" --config "$1" expire >/dev/null' _ "$T/ret.conf"
+ok "a and c keep 2, b 1" test "$(n_of a)$(n_of b)$(n_of c)" = 212
+ok "backup --expire takes the file's policy" pgbakfs --config "$T/ret.conf" backup --from-dir "$T/src" --instance b --expire --no-progress
+ok "b still keeps 1" test "$(n_of b)" = 1
+printf 'repo = %s\n[b]\nkeep-within = soon\n' "$RR" >"$T/ret.conf"
+expect_error 2 'line 3: invalid keep-within' pgbakfs --config "$T/ret.conf" expire
+printf 'keep-last = 0\n' >"$T/ret.conf"
+expect_error 2 'line 1: invalid keep-last' pgbakfs --config "$T/ret.conf" list
+
 # logs: --log-file gets timestamped lines of what the command says; --log-level filters
 expect_error 1 'does not exist' pgbakfs --log-file "$T/cmd.log" list --repo "$T/nonexistent"
 ok "log file: started, the error line, exit" python3 - "$T/cmd.log" "$T/nonexistent" <<'PY'
