@@ -61,7 +61,7 @@ int repo_set_workdir(Repo *r, const char *dir)
  */
 char *workdir_for(const RepoLocation *l, const char *id)
 {
-	char where[PATH_MAX * 2], real[PATH_MAX], hex[65];
+	char where[PATH_MAX * 2], real[PATH_MAX], hex[65], *dir = NULL;
 	ChunkId h;
 	if (l->s3)
 		snprintf(where, sizeof(where), "%s|%s|%s", l->s3->endpoint ? l->s3->endpoint : "",
@@ -70,7 +70,7 @@ char *workdir_for(const RepoLocation *l, const char *id)
 		snprintf(where, sizeof(where), "%s", realpath(l->path, real) ? real : l->path);
 	chunk_hash(where, strlen(where), &h);
 	hex_encode(h.b, 4, hex);
-	return xasprintf("%s/%s-%s", l->cache_dir, id, hex);
+	return asprintf(&dir, "%s/%s-%s", l->cache_dir, id, hex) < 0 ? NULL : dir;
 }
 
 /* test hook: wrap the backend in the fault driver (see store/backend.h) */
@@ -132,13 +132,15 @@ bool repo_is_local_backend(const Repo *r)
 
 int repo_disk_cache(Repo *r, uint64_t max_bytes)
 {
-	_cleanup_free_ char *lock = xasprintf("%s/chunks.lock", r->workdir);
-	_cleanup_free_ char *dir = xasprintf("%s/chunks", r->workdir);
+	_cleanup_free_ char *lock = NULL, *dir = NULL;
 	StoreBackend *cached;
 	int fd = -1, e;
 
 	if (r->disk_cache_fd >= 0)
 		return -EALREADY;
+	if (asprintf(&lock, "%s/chunks.lock", r->workdir) < 0 ||
+	    asprintf(&dir, "%s/chunks", r->workdir) < 0)
+		return -ENOMEM;
 	e = lock_file(lock, false, &fd);
 	if (e < 0)
 		return e;
@@ -186,7 +188,10 @@ int open_bare(const RepoLocation *l, Repo **ret)
 		e = stat(l->path, &st) < 0 ? -errno : !S_ISDIR(st.st_mode) ? -ENOTDIR : 0;
 		if (e < 0)
 			goto fail;
-		r->objdir = xstrdup(l->path);
+		if (!(r->objdir = strdup(l->path))) {
+			e = -ENOMEM;
+			goto fail;
+		}
 	}
 	e = backend_for(l, &r->backend);
 	if (e == 0)
@@ -219,7 +224,7 @@ int open_bare(const RepoLocation *l, Repo **ret)
 		_cleanup_free_ char *dir = workdir_for(l, r->config.id);
 		r->remote = true;
 		r->lock_wait_s = l->lock_wait_s;
-		e = repo_set_workdir(r, dir);
+		e = dir ? repo_set_workdir(r, dir) : -ENOMEM;
 		if (e == 0)
 			e = workdir_prepare(dir);
 	} else {

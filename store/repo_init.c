@@ -112,8 +112,8 @@ static int init_published(const RepoLocation *l, RepoConfig *c)
 	}
 	if (e == 0 && found)
 		e = -ENOTEMPTY;
-	if (e == 0)
-		dir = workdir_for(l, c->id);
+	if (e == 0 && !(dir = workdir_for(l, c->id)))
+		e = -ENOMEM;
 	r->remote = true;
 	r->config = *c;
 	if (e == 0 && c->encrypted)

@@ -16,17 +16,23 @@
  * A digest of a snapshot's row (the columns from first on): its manifest is
  * rewritten when it changes (pin, note, verify).
  */
-static void row_digest(sqlite3_stmt *s, int first, ChunkId *ret)
+static int row_digest(sqlite3_stmt *s, int first, ChunkId *ret)
 {
 	size_t cap = 1024, len = 0;
-	char *buf = xmalloc(cap);
+	char *buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
 	for (int i = first; i < sqlite3_column_count(s); i++) {
 		const void *v = sqlite3_column_blob(s, i);
 		size_t n = (size_t)sqlite3_column_bytes(s, i);
 		if (len + n + 2 > cap) {
 			cap = 2 * (len + n + 2);
-			buf = realloc(buf, cap);
-			PGBAKFS_CHECK(buf);
+			char *grown = realloc(buf, cap);
+			if (!grown) {
+				free(buf);
+				return -ENOMEM;
+			}
+			buf = grown;
 		}
 		buf[len++] = (char)sqlite3_column_type(s, i);
 		if (n)
@@ -36,14 +42,17 @@ static void row_digest(sqlite3_stmt *s, int first, ChunkId *ret)
 	}
 	chunk_hash(buf, len, ret);
 	free(buf);
+	return 0;
 }
 
 static int manifest_put(Repo *r, int64_t rowid, const char *name)
 {
-	_cleanup_free_ char *obj = xasprintf(MANIFEST_PREFIX "%s", name);
+	_cleanup_free_ char *obj = NULL;
 	void *img = NULL;
 	size_t len;
-	int e = manifest_export(r->catalog, rowid, &img, &len);
+	int e = asprintf(&obj, MANIFEST_PREFIX "%s", name) < 0 ? -ENOMEM : 0;
+	if (e == 0)
+		e = manifest_export(r->catalog, rowid, &img, &len);
 	if (e == 0)
 		e = repo_meta_put(r, obj, img, len);
 	free(img);
@@ -116,14 +125,22 @@ int manifests_sync(Repo *r)
 			if (gone && !known)
 				continue;
 			if (!gone) {
-				row_digest(s, 4, &m.digest); /* s.*: after id, name, deleted, digest */
+				/* s.*: after id, name, deleted, digest */
+				if (row_digest(s, 4, &m.digest) < 0) {
+					rc = SQLITE_NOMEM;
+					break;
+				}
 				if (known && sqlite3_column_bytes(s, 3) == sizeof(m.digest.b) &&
 				    memcmp(sqlite3_column_blob(s, 3), m.digest.b, sizeof(m.digest.b)) == 0)
 					continue;
 			}
-			m.name = xstrdup((const char *)sqlite3_column_text(s, 1));
-			w = realloc(w, (n + 1) * sizeof(*w));
-			PGBAKFS_CHECK(w);
+			ManifestWork *v = realloc(w, (n + 1) * sizeof(*w));
+			if (v)
+				w = v;
+			if (!v || !(m.name = strdup((const char *)sqlite3_column_text(s, 1)))) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
 			w[n++] = m;
 		}
 		sqlite3_finalize(s);
@@ -132,14 +149,18 @@ int manifests_sync(Repo *r)
 			rc = SQLITE_OK;
 	}
 	if (rc != SQLITE_OK)
-		e = -EIO;
+		e = rc == SQLITE_NOMEM ? -ENOMEM : -EIO;
 	/* writes before removals: a block moving carrier is in some manifest at every moment */
 	for (size_t k = 0; k < 2 * n && e == 0; k++) {
 		size_t i = k % n;
 		if (w[i].gone != (k >= n))
 			continue;
-		_cleanup_free_ char *obj = xasprintf(MANIFEST_PREFIX "%s", w[i].name);
-		e = w[i].gone ? store_delete(r->backend, obj) : manifest_put(r, w[i].rowid, w[i].name);
+		_cleanup_free_ char *obj = NULL;
+		if (asprintf(&obj, MANIFEST_PREFIX "%s", w[i].name) < 0)
+			e = -ENOMEM;
+		else
+			e = w[i].gone ? store_delete(r->backend, obj)
+				      : manifest_put(r, w[i].rowid, w[i].name);
 		if (e == 0)
 			e = manifest_state_set(db, w[i].name, w[i].gone ? NULL : &w[i].digest);
 		if (e < 0)

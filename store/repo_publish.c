@@ -32,11 +32,12 @@
 
 static int gen_file_read(Repo *r, uint64_t *ret_gen, bool *ret_dirty)
 {
-	_cleanup_free_ char *path = xasprintf("%s/catalog.gen", r->workdir);
-	_cleanup_free_ char *text = NULL;
+	_cleanup_free_ char *path = NULL, *text = NULL;
 	unsigned long long g;
 	char word[16] = "";
-	int e = file_read_all(path, 256, &text, NULL);
+	int e = asprintf(&path, "%s/catalog.gen", r->workdir) < 0 ? -ENOMEM : 0;
+	if (e == 0)
+		e = file_read_all(path, 256, &text, NULL);
 	if (e < 0)
 		return e;
 	if (sscanf(text, "%llu %15s", &g, word) < 1)
@@ -48,10 +49,12 @@ static int gen_file_read(Repo *r, uint64_t *ret_gen, bool *ret_dirty)
 
 int gen_file_write(Repo *r, uint64_t gen, bool dirty)
 {
-	_cleanup_free_ char *path = xasprintf("%s/catalog.gen", r->workdir);
+	_cleanup_free_ char *path = NULL;
 	char text[64];
 	int n = snprintf(text, sizeof(text), "%llu%s\n", (unsigned long long)gen,
 			 dirty ? " dirty" : "");
+	if (asprintf(&path, "%s/catalog.gen", r->workdir) < 0)
+		return -ENOMEM;
 	return file_write_atomic(path, text, (size_t)n, 0600);
 }
 
@@ -282,9 +285,11 @@ static int catalog_fetch(Repo *r, uint64_t gen)
 	char name[64];
 	void *img = NULL;
 	size_t len;
-	_cleanup_free_ char *tmp = xasprintf("%s/tmp/catalog-fetch.db", r->workdir);
+	_cleanup_free_ char *tmp = NULL;
 	int e;
 
+	if (asprintf(&tmp, "%s/tmp/catalog-fetch.db", r->workdir) < 0)
+		return -ENOMEM;
 	remote_catalog_name(gen, name, sizeof(name));
 	e = repo_meta_get(r, name, &img, &len);
 	if (e == -EBADMSG)
@@ -398,6 +403,8 @@ int catalog_sync(Repo *r)
 	if (e < 0)
 		goto out;
 	e = gen_file_read(r, &have, &dirty);
+	if (e == -ENOMEM)
+		goto out;
 	if (e < 0 && e != -ENOENT)
 		log_warning("ignoring a damaged %s/catalog.gen: %s", r->workdir, strerror(-e));
 	bool known = e == 0, present = access(r->catalog_path, F_OK) == 0;
@@ -449,13 +456,15 @@ int repo_refresh(Repo *r)
 
 int catalog_publish(Repo *r, uint64_t gen)
 {
-	_cleanup_free_ char *tmp = xasprintf("%s/tmp/catalog-publish.db", r->workdir);
+	_cleanup_free_ char *tmp = NULL;
 	_cleanup_free_ char *sql = NULL;
 	char name[64], *img = NULL, *err = NULL;
 	size_t len;
 	uint64_t size;
 	int e;
 
+	if (asprintf(&tmp, "%s/tmp/catalog-publish.db", r->workdir) < 0)
+		return -ENOMEM;
 	unlink(tmp);
 	sql = sqlite3_mprintf("VACUUM INTO %Q", tmp);
 	if (!sql)

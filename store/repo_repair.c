@@ -105,7 +105,10 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 
 	if (e < 0)
 		return e;
-	tmp = xasprintf("%s/tmp/catalog-rebuild.db", r->workdir);
+	if (asprintf(&tmp, "%s/tmp/catalog-rebuild.db", r->workdir) < 0) {
+		repo_free(r);
+		return -ENOMEM;
+	}
 	unlink(tmp);
 	if (r->remote) { /* first the lock: no writer may publish while the objects are read */
 		RemoteLockOptions o = {.wait_s = r->lock_wait_s};

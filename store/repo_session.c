@@ -46,7 +46,9 @@ int lock_file(const char *path, bool wait, int *ret_fd)
 
 int cache_lock(Repo *r, bool wait, int *ret_fd)
 {
-	_cleanup_free_ char *path = xasprintf("%s/catalog.lock", r->workdir);
+	_cleanup_free_ char *path = NULL;
+	if (asprintf(&path, "%s/catalog.lock", r->workdir) < 0)
+		return -ENOMEM;
 	return lock_file(path, wait, ret_fd);
 }
 
