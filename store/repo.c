@@ -74,9 +74,8 @@ char *workdir_for(const RepoLocation *l, const char *id)
 }
 
 /* test hook: wrap the backend in the fault driver (see store/backend.h) */
-static int backend_wrap_faults(StoreBackend **b)
+static int backend_wrap_faults(const char *faults, StoreBackend **b)
 {
-	const char *faults = getenv("PGBAKFS_TEST_FAULTS");
 	StoreBackend *fb;
 	if (!faults || !*faults)
 		return 0;
@@ -217,7 +216,7 @@ int open_bare(const RepoLocation *l, Repo **ret)
 			e = 0;
 	}
 	if (e == 0) /* after config and keys: the faults are for what the commands do */
-		e = backend_wrap_faults(&r->backend);
+		e = backend_wrap_faults(l->faults, &r->backend);
 	if (e < 0)
 		goto fail;
 	if (l->s3 || r->config.encrypted) {

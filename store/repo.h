@@ -56,6 +56,12 @@ typedef struct RepoLocation {
 	unsigned lock_wait_s;       /* S3: how long a writer waits for the writer lock */
 	const char *passphrase;     /* encrypted repositories (NULL: none given) */
 	size_t passphrase_len;
+	/*
+	 * Tests: a fault script (store/backend.h, store_fault_new) for a fault
+	 * driver wrapped around the backend once config and keys are read;
+	 * NULL or "": none. tools/ passes PGBAKFS_TEST_FAULTS.
+	 */
+	const char *faults;
 } RepoLocation;
 
 /*

@@ -39,6 +39,8 @@ no_exiting_alloc() {
 for layer in store ingest fs; do
 	ok "layer $layer calls no exiting allocator" no_exiting_alloc "$layer"/*.[ch]
 done
+# test switches are read by tools/ and passed down (RepoLocation.faults)
+ok "store reads no PGBAKFS_TEST_ variable" bash -c '! grep -n "PGBAKFS_TEST_" store/*.c >&2'
 # and struct Repo stays inside store/repo*.c
 ok "only store/repo*.c include store/repo_int.h" \
 	bash -c '! grep -ln "store/repo_int.h" common/*.[ch] store/*.[ch] ingest/*.[ch] fs/*.[ch] tools/*.[ch] | grep -v "^store/repo[_a-z]*\.[ch]$" >&2'
