@@ -168,7 +168,7 @@ typedef struct RepoUpgradeResult {
  * blocks (one transaction), and write every manifest again. Between
  * repo_write_begin and repo_write_end (-EINVAL otherwise); a directory
  * repository is also locked against gc (-EBUSY while gc runs). Safe to
- * interrupt and to run again (see repo.c).
+ * interrupt and to run again (see repo_write.c).
  */
 int repo_upgrade(Repo *r, RepoUpgradeResult *ret);
 /* Generation of the local catalog copy (remote; 0 for local repositories). */

@@ -2,7 +2,7 @@
  * The inside of a Repo, shared by the files that do its jobs (store/repo.h is
  * the interface; nothing outside store/repo*.c includes this):
  *
- *   repo.c            open (open_bare, repo_open_at), free, accessors
+ *   repo.c            open (open_bare, repo_open_at), free, accessors, disk cache
  *   repo_config.c     the config object
  *   repo_init.c       repo_init: a new repository
  *   repo_meta.c       small objects: header, zstd, sealing
