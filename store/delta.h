@@ -4,7 +4,7 @@
  * and its SHA-256, so a published catalog grows by what a write changed
  * instead of being uploaded whole. See docs/design.md, "Published catalogs".
  *
- * No function here takes a lock or touches a backend; callers (store/repo.c)
+ * No function here takes a lock or touches a backend; callers (store/repo_publish.c)
  * hold the cache lock of the files they name. Not thread-safe on one handle.
  */
 #pragma once

@@ -56,6 +56,12 @@ typedef struct RepoLocation {
 	unsigned lock_wait_s;       /* S3: how long a writer waits for the writer lock */
 	const char *passphrase;     /* encrypted repositories (NULL: none given) */
 	size_t passphrase_len;
+	/*
+	 * Tests: a fault script (store/backend.h, store_fault_new) for a fault
+	 * driver wrapped around the backend once config and keys are read;
+	 * NULL or "": none. tools/ passes PGBAKFS_TEST_FAULTS.
+	 */
+	const char *faults;
 } RepoLocation;
 
 /*
@@ -162,7 +168,7 @@ typedef struct RepoUpgradeResult {
  * blocks (one transaction), and write every manifest again. Between
  * repo_write_begin and repo_write_end (-EINVAL otherwise); a directory
  * repository is also locked against gc (-EBUSY while gc runs). Safe to
- * interrupt and to run again (see repo.c).
+ * interrupt and to run again (see repo_write.c).
  */
 int repo_upgrade(Repo *r, RepoUpgradeResult *ret);
 /* Generation of the local catalog copy (remote; 0 for local repositories). */

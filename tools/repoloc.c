@@ -245,6 +245,8 @@ int cli_location_resolve(const char *opt, CliLocation *cl)
 		return EXIT_USAGE;
 	}
 	cl->loc.lock_wait_s = (unsigned)wait_s;
+	/* the tests' fault driver (store/backend.h): the library reads no environment for it */
+	cl->loc.faults = getenv("PGBAKFS_TEST_FAULTS");
 	/* S3 and encrypted repositories keep their working catalog here */
 	const char *cache_dir = common_or_config(common_opts.cache_dir, "cache-dir");
 	cl->cache_dir = cache_dir ? xstrdup(cache_dir) : home_path("XDG_CACHE_HOME", ".cache");

@@ -17,6 +17,13 @@
 #include <limits.h>
 #include <sys/stat.h>
 
+/* repo_open with a fault driver around the backend, as PGBAKFS_TEST_FAULTS does for the CLI */
+static int repo_open_faults(const char *path, const char *faults, Repo **ret)
+{
+	RepoLocation l = {.url = path, .path = path, .faults = faults};
+	return repo_open_at(&l, ret);
+}
+
 #define CS 16384
 #define T0 (1700000000LL * 1000000000)
 
@@ -444,11 +451,9 @@ static void test_init_open(void)
 	free(text);
 
 	/* a bad fault script: repo_open fails cleanly */
-	setenv("PGBAKFS_TEST_FAULTS", "put:1=NOSUCHERROR", 1);
 	test_fmt(other, sizeof(other), "%s/empty-dir", tmp);
-	CHECK_EQ_INT(repo_open(other, &r), -EINVAL);
+	CHECK_EQ_INT(repo_open_faults(other, "put:1=NOSUCHERROR", &r), -EINVAL);
 	CHECK(r == NULL);
-	unsetenv("PGBAKFS_TEST_FAULTS");
 out:
 	repo_free(r);
 	TEST_RM_RF(tmp);
@@ -634,8 +639,7 @@ static void test_reader_refetch(const char *path, const char *snap_name, const T
 		int64_t content = 0;
 		uint8_t buf[CS];
 
-		setenv("PGBAKFS_TEST_FAULTS", scripts[k], 1);
-		if (CHECK_EQ_INT(repo_open(path, &r), 0) &&
+		if (CHECK_EQ_INT(repo_open_faults(path, scripts[k], &r), 0) &&
 		    CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), snap_name, NULL, &s), 0) &&
 		    CHECK_EQ_INT(catalog_file_foreach(repo_catalog(r), s.rowid, find_data_bin, &content), 0) &&
 		    CHECK_EQ_INT(catalog_content_get(repo_catalog(r), content, &ids, &n), 0) &&
@@ -653,7 +657,6 @@ static void test_reader_refetch(const char *path, const char *snap_name, const T
 		snapshot_info_clear(&s);
 		repo_free(r);
 	}
-	unsetenv("PGBAKFS_TEST_FAULTS");
 }
 
 static void test_snapshot_roundtrip_faults_gc(void)
@@ -760,8 +763,7 @@ static void test_snapshot_roundtrip_faults_gc(void)
 
 	/* ---- the backend runs out of space during a backup ---- */
 	n_snaps = 2;
-	setenv("PGBAKFS_TEST_FAULTS", "put:1=ENOSPC", 1);
-	if (CHECK_EQ_INT(repo_open(path, &r), 0)) {
+	if (CHECK_EQ_INT(repo_open_faults(path, "put:1=ENOSPC", &r), 0)) {
 		CHECK_EQ_STR(repo_backend(r)->ops->name, "fault");
 		CHECK_EQ_INT(random_snapshot(r, 3, &res3), -ENOSPC);
 		CHECK_EQ_INT(store_fault_count(repo_backend(r), "put"), 1);
@@ -784,8 +786,7 @@ static void test_snapshot_roundtrip_faults_gc(void)
 	r = repo_free(r);
 
 	/* ---- a torn pack write ---- */
-	setenv("PGBAKFS_TEST_FAULTS", "put:1=crash", 1);
-	if (CHECK_EQ_INT(repo_open(path, &r), 0)) {
+	if (CHECK_EQ_INT(repo_open_faults(path, "put:1=crash", &r), 0)) {
 		CHECK_EQ_INT(random_snapshot(r, 3, &res3), -EIO);
 		CHECK_EQ_INT(count_snapshots(r), n_snaps);
 		CHECK_EQ_INT(count_sessions(r), 0);
@@ -800,7 +801,6 @@ static void test_snapshot_roundtrip_faults_gc(void)
 		CHECK(check_log_has(&log, "not yet recorded"));
 	}
 	r = repo_free(r);
-	unsetenv("PGBAKFS_TEST_FAULTS");
 
 	/* ---- gc removes what the failed backups left ---- */
 	if (!CHECK_EQ_INT(repo_open(path, &r), 0))
@@ -898,7 +898,6 @@ static void test_snapshot_roundtrip_faults_gc(void)
 		CHECK_EQ_INT(st.n_chunks + st.n_contents + st.n_files + st.n_packs, 0);
 	}
 out:
-	unsetenv("PGBAKFS_TEST_FAULTS");
 	snapshot_info_clear(&s);
 	snapwriter_free(w);
 	repo_free(r);

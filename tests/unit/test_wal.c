@@ -17,6 +17,13 @@
 
 static char repo_dir[PATH_MAX];
 
+/* repo_open with a fault driver around the backend, as PGBAKFS_TEST_FAULTS does for the CLI */
+static int repo_open_faults(const char *path, const char *faults, Repo **ret)
+{
+	RepoLocation l = {.url = path, .path = path, .faults = faults};
+	return repo_open_at(&l, ret);
+}
+
 static void fill_wal_like(uint8_t *buf, size_t len, uint32_t seed)
 {
 	/* compressible: records of a counter and some text, like WAL */
@@ -478,8 +485,7 @@ static void test_empty_and_faults(void)
 	test_tmpdir(dir, sizeof(dir));
 	test_fmt(dir + strlen(dir), sizeof(dir) - strlen(dir), "/repo");
 	CHECK_EQ_INT(repo_init(dir, NULL), 0);
-	setenv("PGBAKFS_TEST_FAULTS", "put:1=ENOSPC,get:*=EIO", 1);
-	if (CHECK_EQ_INT(repo_open(dir, &r), 0)) {
+	if (CHECK_EQ_INT(repo_open_faults(dir, "put:1=ENOSPC,get:*=EIO", &r), 0)) {
 		CHECK_EQ_INT(wal_timelines(r, &v, &n), 0);
 		CHECK(v == NULL && n == 0);
 		memset(seg, 1, sizeof(seg));
@@ -490,7 +496,6 @@ static void test_empty_and_faults(void)
 		/* a failing read of the existing copy is not taken for damage */
 		CHECK_EQ_INT(wal_push(r, "00000003.history", seg, sizeof(seg), NULL), -EIO);
 	}
-	unsetenv("PGBAKFS_TEST_FAULTS");
 	repo_free(r);
 	char parent[PATH_MAX];
 	path_dirname(dir, parent, sizeof(parent));

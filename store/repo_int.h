@@ -1,0 +1,93 @@
+/*
+ * The inside of a Repo, shared by the files that do its jobs (store/repo.h is
+ * the interface; nothing outside store/repo*.c includes this):
+ *
+ *   repo.c            open (open_bare, repo_open_at), free, accessors, disk cache
+ *   repo_config.c     the config object
+ *   repo_init.c       repo_init: a new repository
+ *   repo_meta.c       small objects: header, zstd, sealing
+ *   repo_publish.c    published catalogs: local copy, generations, deltas, prune
+ *   repo_manifests.c  snapshot manifests in line with the catalog
+ *   repo_write.c      writer lifecycle, upgrade, key change
+ *   repo_repair.c     repair --rebuild-catalog
+ *   repo_session.c    locks, sessions, reaping dead ones
+ *
+ * Every function here returns 0 or -errno unless stated, and needs the
+ * caller to be the thread that owns the Repo.
+ */
+#pragma once
+
+#include "store/repo.h"
+#include "store/crypt.h"
+#include "store/remote.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define KEYS_MAX_BYTES 4096
+/* snapshot manifests are the objects snapshots/NAME */
+#define MANIFEST_PREFIX "snapshots/"
+
+struct Repo {
+	char *url;
+	char *objdir;  /* the directory of a local repository's objects; NULL for S3 */
+	char *workdir;
+	char *catalog_path;
+	StoreBackend *backend;
+	Catalog *catalog;
+	RepoConfig config;
+	/* remote repositories only */
+	bool remote;         /* catalog published by generations: S3, or encrypted */
+	bool encrypted;
+	CryptKeys keys;
+	unsigned lock_wait_s;
+	uint64_t gen;        /* generation the local catalog copies */
+	RemoteLock *lock;    /* held between write_begin and write_end */
+	bool writing;        /* between write_begin and write_end (every kind) */
+	int cache_lock_fd;   /* flock on <workdir>/catalog.lock while writing */
+	int disk_cache_fd;   /* flock on <workdir>/chunks.lock while using the disk cache */
+	int use_lock_fd;     /* local: shared flock on locks/in-use while open (repair: exclusive) */
+	bool publish_whole;  /* the next publication is a whole catalog (secrets were removed) */
+};
+
+/* repo.c */
+Repo *repo_alloc(const char *url); /* NULL when out of memory */
+int repo_set_workdir(Repo *r, const char *dir);
+/* a connection to a catalog file of this repository, in its format */
+int repo_catalog_connect(Repo *r, const char *path, Catalog **ret);
+/* a published repository's work directory under l->cache_dir; NULL when out of memory */
+char *workdir_for(const RepoLocation *l, const char *id);
+int backend_for(const RepoLocation *l, StoreBackend **ret);
+int workdir_prepare(const char *dir);
+/* backend, config, keys and work directory; no catalog, no lock */
+int open_bare(const RepoLocation *l, Repo **ret);
+
+/* repo_config.c */
+RepoConfig config_new(const RepoInitOptions *o);
+int config_put(StoreBackend *b, const RepoConfig *c);
+/* -ENOTDIR without a config object, -EPROTONOSUPPORT for a newer format */
+int config_get(StoreBackend *b, RepoConfig *ret);
+
+/* repo_init.c */
+int catalog_create(const char *path);
+
+/* repo_publish.c */
+int gen_file_write(Repo *r, uint64_t gen, bool dirty);
+/* copy the database file src into r's catalog, in place */
+int catalog_install(Repo *r, const char *src);
+int catalog_sync(Repo *r);
+/* the local catalog whole as generation gen; -ESTALE when it exists */
+int catalog_publish(Repo *r, uint64_t gen);
+int catalog_publish_next(Repo *r);
+int catalog_prune(Repo *r);
+
+/* repo_manifests.c */
+int manifests_sync(Repo *r);
+
+/* repo_write.c */
+int publish_allowed(Repo *r);
+
+/* repo_session.c */
+int lock_file(const char *path, bool wait, int *ret_fd);
+int cache_lock(Repo *r, bool wait, int *ret_fd);
+int use_lock(Repo *r, int op, int *ret_fd);
