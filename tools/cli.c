@@ -79,7 +79,7 @@ const char *cli_repo_location(const char *opt)
 	const char *r = opt ? opt : getenv("PGBAKFS_REPO");
 	const Config *conf;
 	if ((!r || !*r) && cli_config(&conf) == EXIT_OK)
-		r = config_get(conf, "repo");
+		r = config_setting(conf, "repo");
 	if (!r || !*r) {
 		cli_error("no repository given");
 		cli_hint("pass --repo PATH, set PGBAKFS_REPO, or write \"repo = PATH\" in the config file");

@@ -404,8 +404,8 @@ static int policy_for(Repo *repo, const char *instance, RetentionPolicy *ret, Po
 			last = in->keep_last;
 			within = in->keep_within;
 		} else {
-			last = config_get(conf, "keep-last");
-			within = config_get(conf, "keep-within");
+			last = config_setting(conf, "keep-last");
+			within = config_setting(conf, "keep-within");
 		}
 	}
 	if (last || within) { /* both checked when the file was read */
@@ -425,7 +425,7 @@ static bool config_has_retention(void)
 	const Config *conf;
 	if (cli_config(&conf) != EXIT_OK)
 		return false;
-	if (config_get(conf, "keep-last") || config_get(conf, "keep-within"))
+	if (config_setting(conf, "keep-last") || config_setting(conf, "keep-within"))
 		return true;
 	for (size_t i = 0; i < config_n_instances(conf); i++)
 		if (config_instance_at(conf, i)->keep_last || config_instance_at(conf, i)->keep_within)

@@ -46,7 +46,7 @@ const char *config_path(const Config *c) { return c->path; }
 size_t config_n_instances(const Config *c) { return c->n_instances; }
 const ConfigInstance *config_instance_at(const Config *c, size_t i) { return &c->instances[i]; }
 
-const char *config_get(const Config *c, const char *key)
+const char *config_setting(const Config *c, const char *key)
 {
 	for (size_t i = 0; i < ELEMENTSOF(top_keys); i++)
 		if (!strcmp(top_keys[i].key, key))
@@ -369,7 +369,7 @@ int cli_logs_setup(const char *cmd)
 	if (rc != EXIT_OK)
 		return rc;
 	if (!level && !getenv("PGBAKFS_DEBUG"))
-		level = config_get(c, "log-level");
+		level = config_setting(c, "log-level");
 	if (level && log_level_parse(level, &l) < 0) {
 		cli_error("invalid --log-level \"%s\": error, warning, info or debug", level);
 		return EXIT_USAGE;
@@ -378,7 +378,7 @@ int cli_logs_setup(const char *cmd)
 		l = LOG_DEBUG;
 	log_set_level(l);
 	if (!file)
-		file = config_get(c, "log-file");
+		file = config_setting(c, "log-file");
 	if (file && (r = log_to_file(file)) < 0) {
 		cli_error("could not open the log file \"%s\": %s", file, strerror(-r));
 		return EXIT_FAIL;
@@ -393,7 +393,7 @@ int cli_config_jobs(void)
 {
 	const Config *c;
 	const char *v;
-	if (cli_config(&c) != EXIT_OK || !(v = config_get(c, "jobs")))
+	if (cli_config(&c) != EXIT_OK || !(v = config_setting(c, "jobs")))
 		return 0;
 	return (int)strtol(v, NULL, 10); /* checked when read */
 }

@@ -45,7 +45,7 @@ int cli_config(const Config **ret);
 const char *config_path(const Config *c);
 
 /* A top-level setting, by its '-' name (e.g. "repo", "s3-endpoint"); NULL if unset. */
-const char *config_get(const Config *c, const char *key);
+const char *config_setting(const Config *c, const char *key);
 size_t config_n_instances(const Config *c);
 const ConfigInstance *config_instance_at(const Config *c, size_t i);
 const ConfigInstance *config_instance(const Config *c, const char *name);

@@ -148,9 +148,9 @@ static int resolve_s3(const char *url, CliLocation *cl)
 		rc = cli_config(&conf);
 	if (rc != EXIT_OK)
 		return rc;
-	endpoint = pick("PGBAKFS_S3_ENDPOINT", config_get(conf, "s3-endpoint"));
-	region = pick("AWS_REGION", pick("AWS_DEFAULT_REGION", config_get(conf, "s3-region")));
-	style = pick("PGBAKFS_S3_URI_STYLE", config_get(conf, "s3-uri-style"));
+	endpoint = pick("PGBAKFS_S3_ENDPOINT", config_setting(conf, "s3-endpoint"));
+	region = pick("AWS_REGION", pick("AWS_DEFAULT_REGION", config_setting(conf, "s3-region")));
+	style = pick("PGBAKFS_S3_URI_STYLE", config_setting(conf, "s3-uri-style"));
 	cl->region = xstrdup(region ? region : "us-east-1");
 	cl->endpoint = endpoint ? xstrdup(endpoint) : xasprintf("https://s3.%s.amazonaws.com", cl->region);
 	if (strncmp(cl->endpoint, "http://", 7) != 0 && strncmp(cl->endpoint, "https://", 8) != 0) {
@@ -165,9 +165,9 @@ static int resolve_s3(const char *url, CliLocation *cl)
 	}
 	/* AWS itself: virtual-host style; a custom endpoint: path style unless told */
 	cl->s3.virtual_host = style ? strcmp(style, "host") == 0 : !endpoint;
-	const char *ak = pick("AWS_ACCESS_KEY_ID", config_get(conf, "aws-access-key-id"));
-	const char *sk = pick("AWS_SECRET_ACCESS_KEY", config_get(conf, "aws-secret-access-key"));
-	const char *tok = pick("AWS_SESSION_TOKEN", config_get(conf, "aws-session-token"));
+	const char *ak = pick("AWS_ACCESS_KEY_ID", config_setting(conf, "aws-access-key-id"));
+	const char *sk = pick("AWS_SECRET_ACCESS_KEY", config_setting(conf, "aws-secret-access-key"));
+	const char *tok = pick("AWS_SESSION_TOKEN", config_setting(conf, "aws-session-token"));
 	if (!ak || !sk) {
 		cli_error("no S3 credentials for repository \"%s\"", url);
 		cli_hint("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or put them in a 0600 config file");
@@ -177,7 +177,7 @@ static int resolve_s3(const char *url, CliLocation *cl)
 	cl->secret_key = xstrdup(sk);
 	cl->session_token = tok ? xstrdup(tok) : NULL;
 	const char *ca = common_opts.ca_file ? common_opts.ca_file
-			 : pick("PGBAKFS_S3_CA_FILE", config_get(conf, "ca-file"));
+			 : pick("PGBAKFS_S3_CA_FILE", config_setting(conf, "ca-file"));
 	cl->ca_file = ca ? xstrdup(ca) : NULL;
 	cl->s3 = (StoreS3Config){
 		.endpoint = cl->endpoint, .region = cl->region, .bucket = cl->bucket,
@@ -195,7 +195,7 @@ static const char *common_or_config(const char *given, const char *key)
 	const Config *conf;
 	if (given || cli_config(&conf) != EXIT_OK)
 		return given;
-	return config_get(conf, key);
+	return config_setting(conf, key);
 }
 
 /*
