@@ -94,12 +94,13 @@ enum {
 
 static const char *const statement_sql[N_STATEMENTS] = {
 	[ST_CHUNK_EXISTS] = "SELECT 1 FROM chunks WHERE id = ?1 AND condemned IS NULL",
-	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc, p.size FROM chunks c"
+	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc, p.size, c.fh FROM chunks c"
 			    " JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
-	[ST_CHUNK_UPSERT] = "INSERT INTO chunks(id, pack, offset, elen, plen, enc, crc)"
-			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET"
+	[ST_CHUNK_UPSERT] = "INSERT INTO chunks(id, pack, offset, elen, plen, enc, crc, fh)"
+			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET"
 			    " pack = excluded.pack, offset = excluded.offset, elen = excluded.elen,"
-			    " plen = excluded.plen, enc = excluded.enc, crc = excluded.crc, condemned = NULL"
+			    " plen = excluded.plen, enc = excluded.enc, crc = excluded.crc, fh = excluded.fh,"
+			    " condemned = NULL"
 			    " WHERE chunks.condemned IS NOT NULL",
 	[ST_PACK_RECORD] = "UPDATE packs SET state = 'ok', size = ?2, n_chunks = ?3 WHERE id = ?1",
 	[ST_CONTENT_INSERT] = "INSERT OR IGNORE INTO contents(hash, n, list) VALUES(?1, ?2, ?3)",
@@ -335,6 +336,8 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_column(c, "contents", "blocks", "INTEGER NOT NULL DEFAULT 0");
 	if (r == 0)
 		r = migrate_add_column(c, "chunks", "crc", "INTEGER");
+	if (r == 0) /* restore --delta's check (chunk_fh), 16 bytes; NULL: SHA-256 */
+		r = migrate_add_column(c, "chunks", "fh", "BLOB");
 	if (r == 0)
 		r = migrate_add_column(c, "snapshots", "tree_digest", "BLOB");
 	if (r == 0)
@@ -419,6 +422,9 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
 		ret->has_crc = sqlite3_column_type(s, 6) != SQLITE_NULL;
 		ret->crc = (uint32_t)sqlite3_column_int64(s, 6);
 		ret->pack_size = (uint64_t)sqlite3_column_int64(s, 7);
+		ret->has_fh = sqlite3_column_bytes(s, 8) == FASTHASH_LEN;
+		if (ret->has_fh)
+			memcpy(ret->fh, sqlite3_column_blob(s, 8), FASTHASH_LEN);
 		r = 0;
 	} else {
 		r = rc == SQLITE_DONE ? -ENOENT : catalog_fail(c, rc, "chunk locate");
@@ -464,6 +470,10 @@ int catalog_pack_record(Catalog *c, int64_t pack_id, uint64_t size, const PackEn
 			sqlite3_bind_int64(s, 7, e[i].crc);
 		else
 			sqlite3_bind_null(s, 7);
+		if (e[i].has_fh)
+			sqlite3_bind_blob(s, 8, e[i].fh, FASTHASH_LEN, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(s, 8);
 		r = step_done(c, s);
 	}
 	if (r == 0 && (s = stmt_get(c, ST_PACK_RECORD, &r))) {

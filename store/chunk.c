@@ -237,6 +237,11 @@ uint32_t chunk_crc(const ChunkId *id, const void *buf, size_t len)
 	return ~crc32c_update(crc, buf, len);
 }
 
+void chunk_fh(const ChunkId *id, const void *buf, size_t len, uint8_t ret[FASTHASH_LEN])
+{
+	fasthash128(id->b, buf, len, ret);
+}
+
 int chunk_decode_crc(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
 		     size_t plain_len, const ChunkId *id, uint32_t crc)
 {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "common/common.h"
+#include "common/fasthash.h"
 
 #define PGBAKFS_CHUNK_ID_LEN 32
 #define PGBAKFS_CHUNK_SIZE_MIN (8 * 1024)
@@ -89,3 +90,10 @@ uint32_t chunk_crc(const ChunkId *id, const void *buf, size_t len);
  */
 int chunk_decode_crc(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,
 		     size_t plain_len, const ChunkId *id, uint32_t crc);
+/*
+ * The delta check value of a chunk (chunks.fh, recorded at backup beside the
+ * crc): fasthash128 of its plain bytes keyed by the first 16 bytes of its id.
+ * Unlike the CRC it tells two valid contents apart (not linear), and unlike
+ * the SHA-256 id it runs at several GB/s without SHA extensions.
+ */
+void chunk_fh(const ChunkId *id, const void *buf, size_t len, uint8_t ret[FASTHASH_LEN]);

@@ -378,7 +378,8 @@ static int repack_one(Repacker *rp, const CatalogRepackPack *p)
 	for (size_t i = 0; r == 0 && i < n; off += e[i].elen, i++) {
 		if (e[i].has_crc)
 			r = pack_writer_add_crc(rp->out, &e[i].id, (ChunkEncoding)e[i].enc,
-						rp->stage + off, e[i].elen, e[i].plen, e[i].crc);
+						rp->stage + off, e[i].elen, e[i].plen, e[i].crc,
+						NULL /* moved rows keep their fh */);
 		else
 			r = pack_writer_add(rp->out, &e[i].id, (ChunkEncoding)e[i].enc,
 					    rp->stage + off, e[i].elen, e[i].plen);

@@ -114,14 +114,14 @@ bool pack_writer_contains(const PackWriter *w, const ChunkId *id)
 int pack_writer_add(PackWriter *w, const ChunkId *id, ChunkEncoding enc, const void *data,
 		    size_t elen, size_t plen)
 {
-	int r = pack_writer_add_crc(w, id, enc, data, elen, plen, 0);
+	int r = pack_writer_add_crc(w, id, enc, data, elen, plen, 0, NULL);
 	if (r == 0)
 		w->entries[w->n_entries - 1].has_crc = false;
 	return r;
 }
 
 int pack_writer_add_crc(PackWriter *w, const ChunkId *id, ChunkEncoding enc, const void *data,
-			size_t elen, size_t plen, uint32_t crc)
+			size_t elen, size_t plen, uint32_t crc, const uint8_t *fh)
 {
 	int r;
 	void *buf = w->buf;
@@ -136,7 +136,9 @@ int pack_writer_add_crc(PackWriter *w, const ChunkId *id, ChunkEncoding enc, con
 		return r;
 	w->entries[w->n_entries] = (PackEntry){
 		.id = *id, .offset = w->len, .elen = (uint32_t)elen, .plen = (uint32_t)plen, .enc = (uint8_t)enc,
-		.has_crc = true, .crc = crc};
+		.has_crc = true, .crc = crc, .has_fh = fh != NULL};
+	if (fh)
+		memcpy(w->entries[w->n_entries].fh, fh, FASTHASH_LEN);
 	memcpy(w->buf + w->len, data, elen);
 	w->len += elen;
 	r = set_insert(w, w->n_entries);

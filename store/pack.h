@@ -24,6 +24,9 @@ typedef struct PackEntry {
 	/* in memory and in the catalog only, not in the pack: CRC-32C of the plain bytes */
 	bool has_crc;
 	uint32_t crc;
+	/* the same: chunk_fh of the plain bytes, restore --delta's check */
+	bool has_fh;
+	uint8_t fh[FASTHASH_LEN];
 } PackEntry;
 
 typedef struct PackWriter PackWriter;
@@ -33,9 +36,9 @@ PackWriter *pack_writer_free(PackWriter *w);
 /* Append one encoded chunk. */
 int pack_writer_add(PackWriter *w, const ChunkId *id, ChunkEncoding enc, const void *data,
 		    size_t elen, size_t plen);
-/* The same, with the CRC-32C of the plain bytes for the catalog. */
+/* The same, with the CRC-32C of the plain bytes for the catalog, and their chunk_fh (or NULL). */
 int pack_writer_add_crc(PackWriter *w, const ChunkId *id, ChunkEncoding enc, const void *data,
-			size_t elen, size_t plen, uint32_t crc);
+			size_t elen, size_t plen, uint32_t crc, const uint8_t *fh);
 /* Bytes so far (header + chunks) and number of chunks. */
 size_t pack_writer_size(const PackWriter *w);
 size_t pack_writer_count(const PackWriter *w);

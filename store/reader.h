@@ -33,4 +33,11 @@ int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf)
  * check keep the SHA-256.
  */
 int chunk_reader_read_fast(ChunkReader *r, const ChunkId *id, size_t plen, void *buf);
+/*
+ * The chunk_fh recorded at backup for chunk id (restore --delta's check of
+ * the bytes in place). -ENODATA: the catalog has none (a chunk stored before
+ * it was recorded, or a rebuilt catalog): compare the SHA-256 instead;
+ * -ENOENT: the catalog does not know the chunk.
+ */
+int chunk_reader_fh(ChunkReader *r, const ChunkId *id, uint8_t ret[FASTHASH_LEN]);
 

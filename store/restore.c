@@ -7,8 +7,10 @@
  * disturb their mtimes.
  *
  * Delta restores read each chunk already in the target first and write only
- * those whose SHA-256 differs from the chunk id (holes: whose bytes are not
- * all zero), then sweep out what the snapshot does not have. A pg_wal that
+ * those whose bytes differ: by the chunk_fh recorded at backup (SHA-256 of
+ * the bytes against the chunk id for a chunk without one; holes: whose bytes
+ * are not all zero), and of a differing chunk only the 4 KiB pages that
+ * differ; then they sweep out what the snapshot does not have. A pg_wal that
  * the target has as a symlink to a directory stays one (pgBackRest does the
  * same): the snapshot's pg_wal goes into the link's target.
  *
@@ -43,6 +45,8 @@ typedef struct RFile {
 	uint64_t size;
 	ChunkId *ids;
 	_Atomic uint64_t remaining;
+	bool existed;             /* delta: the target had this file */
+	_Atomic uint64_t written; /* delta: bytes written into it */
 } RFile;
 
 /*
@@ -81,6 +85,7 @@ typedef struct Restorer {
 	bool done;
 	_Atomic int error;
 	_Atomic uint64_t bytes_written;
+	_Atomic uint64_t bytes_sha256, n_unchanged; /* delta */
 
 	/* delta: every path the snapshot has, to sweep the rest */
 	char **seen;
@@ -141,6 +146,8 @@ static void rfile_free(RFile *f)
 static int rfile_finish(Restorer *rs, RFile *f)
 {
 	int r = apply_meta_fd(rs, f->fd, f->mode, f->uid, f->gid, f->mtime_ns);
+	if (rs->o->delta && f->existed && atomic_load(&f->written) == 0)
+		atomic_fetch_add(&rs->n_unchanged, 1);
 	if (r == 0 && close(f->fd) < 0)
 		r = -errno;
 	f->fd = -1;
@@ -156,49 +163,103 @@ static void task_done(Restorer *rs, RFile *f)
 		rfile_finish(rs, f);
 }
 
-/* Delta: are the len bytes at off already those of chunk id? */
 /*
- * Delta: are the len bytes at off already those of chunk id? By SHA-256: a
- * CRC cannot tell two valid contents apart (every pg_control has the same
- * CRC-32C), only damage from the original.
+ * Delta: are the len bytes at off (read into have) already those of chunk
+ * id? 1 yes, 0 no (*ret_have: have holds them), <0 error. By the chunk_fh
+ * recorded at backup, or the SHA-256 for a chunk without one. Never by the
+ * CRC: it cannot tell two valid contents apart (every pg_control has the
+ * same CRC-32C), only damage from the original.
  */
-static bool chunk_in_place(Repo *repo, int fd, const ChunkId *id, uint64_t off, size_t len,
-			   uint8_t *buf)
+static int chunk_in_place(Restorer *rs, ChunkReader *reader, int fd, const ChunkId *id,
+			  uint64_t off, size_t len, uint8_t *have, bool *ret_have)
 {
-	ChunkId have;
-	if (pread_full(fd, buf, len, (off_t)off) != (ssize_t)len)
-		return false;
-	if (chunk_id_is_hole(id)) {
-		for (size_t i = 0; i < len; i++)
-			if (buf[i])
-				return false;
-		return true;
+	uint8_t want[FASTHASH_LEN], got[FASTHASH_LEN];
+	ChunkId sum;
+	int r;
+
+	*ret_have = false;
+	if (pread_full(fd, have, len, (off_t)off) != (ssize_t)len)
+		return 0;
+	*ret_have = true;
+	if (chunk_id_is_hole(id))
+		return buf_is_zero(have, len);
+	r = chunk_reader_fh(reader, id, want);
+	if (r == 0) {
+		chunk_fh(id, have, len, got);
+		return memcmp(got, want, FASTHASH_LEN) == 0;
 	}
-	repo_chunk_hash(repo, buf, len, &have);
-	return chunk_id_cmp(&have, id) == 0;
+	if (r != -ENODATA)
+		return r;
+	atomic_fetch_add(&rs->bytes_sha256, len);
+	repo_chunk_hash(rs->repo, have, len, &sum);
+	return chunk_id_cmp(&sum, id) == 0;
 }
 
+/*
+ * Delta: write the pages (4 KiB, the page cache's unit) of buf that differ
+ * from have, the bytes in place: a chunk with one changed 8 KiB page dirties
+ * two pages, not the whole chunk, and writeback (syncfs) is most of a delta.
+ */
+static int write_changed(int fd, const uint8_t *buf, const uint8_t *have, size_t len,
+			 uint64_t off, uint64_t *ret_written)
+{
+	const size_t page = 4096;
+	*ret_written = 0;
+	for (size_t i = 0; i < len;) {
+		size_t n = MIN(page, len - i), j;
+		if (memcmp(buf + i, have + i, n) == 0) {
+			i += n;
+			continue;
+		}
+		for (j = i + n; j < len; j += n) {
+			n = MIN(page, len - j);
+			if (memcmp(buf + j, have + j, n) == 0)
+				break;
+		}
+		int r = pwrite_full(fd, buf + i, j - i, (off_t)(off + i));
+		if (r < 0)
+			return r;
+		*ret_written += j - i;
+		i = j;
+	}
+	return 0;
+}
+
+/* One chunk into f; have: a delta's buffer for the bytes in place (NULL: the file is fresh). */
 static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t idx, uint64_t off,
-			 size_t len, uint8_t *buf)
+			 size_t len, uint8_t *buf, uint8_t *have)
 {
 	const ChunkId *id = &f->ids[idx];
+	bool have_valid = false;
+	uint64_t written = len;
 	int r;
-	if (rs->o->delta && chunk_in_place(rs->repo, f->fd, id, off, len, buf))
-		return 0;
+	if (have) {
+		r = chunk_in_place(rs, reader, f->fd, id, off, len, have, &have_valid);
+		if (r != 0)
+			return r < 0 ? r : 0;
+	}
 	if (chunk_id_is_hole(id)) {
 		/* only delta queues holes: give the range back as a hole */
 		if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-			      (off_t)len) == 0)
+			      (off_t)len) == 0) {
+			atomic_fetch_add(&f->written, len);
+			atomic_fetch_add(&rs->bytes_written, len);
 			return 0;
+		}
 		memset(buf, 0, len);
 	} else {
 		r = chunk_reader_read_fast(reader, id, len, buf);
 		if (r < 0)
 			return r;
 	}
-	r = pwrite_full(f->fd, buf, len, (off_t)off);
-	if (r == 0)
-		atomic_fetch_add(&rs->bytes_written, len);
+	if (have_valid)
+		r = write_changed(f->fd, buf, have, len, off, &written);
+	else
+		r = pwrite_full(f->fd, buf, len, (off_t)off);
+	if (r == 0) {
+		atomic_fetch_add(&f->written, written);
+		atomic_fetch_add(&rs->bytes_written, written);
+	}
 	return r;
 }
 
@@ -207,7 +268,8 @@ static void *restore_worker(void *arg)
 	Restorer *rs = arg;
 	ChunkReader *reader = NULL;
 	uint8_t *buf = malloc(rs->chunk_size);
-	int r = buf ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
+	uint8_t *have = rs->o->delta ? malloc(rs->chunk_size) : NULL; /* the bytes in place */
+	int r = buf && (have || !rs->o->delta) ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
 	if (r == 0 && !repo_is_local_backend(rs->repo))
 		r = chunk_reader_set_readahead(reader, RESTORE_REMOTE_READAHEAD(rs));
 	if (r < 0)
@@ -231,7 +293,7 @@ static void *restore_worker(void *arg)
 		for (uint64_t idx = t.idx; idx < t.idx + t.count && !atomic_load(&rs->error); idx++) {
 			uint64_t off = idx * rs->chunk_size;
 			size_t len = (size_t)MIN(rs->chunk_size, t.file->size - off);
-			r = restore_chunk(rs, reader, t.file, idx, off, len, buf);
+			r = restore_chunk(rs, reader, t.file, idx, off, len, buf, have);
 			if (r < 0)
 				restorer_fail(rs, r, t.file->path, off);
 			else
@@ -241,6 +303,7 @@ static void *restore_worker(void *arg)
 	}
 	chunk_reader_free(reader);
 	free(buf);
+	free(have);
 	return NULL;
 }
 
@@ -438,27 +501,6 @@ static int restore_symlink(Restorer *rs, const FileRow *f, const char *path)
 	return 0;
 }
 
-/*
- * Delta's quick check, rsync's: a file with the snapshot's size and exact
- * mtime (ns) was restored from it and not written since (a write sets the
- * mtime to now), so its bytes are not read at all; mode and owner are set.
- */
-static bool delta_unchanged(Restorer *rs, const FileRow *f, const char *path)
-{
-	struct stat st;
-	if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->size ||
-	    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != f->mtime_ns)
-		return false;
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 || apply_meta_fd(rs, fd, f->mode, f->uid, f->gid, f->mtime_ns) < 0)
-		return false;
-	rs->res->n_files++;
-	rs->res->bytes += f->size;
-	rs->res->n_unchanged++;
-	progress_add(rs->o->progress, f->size);
-	return true;
-}
-
 /* A fresh file is all hole already; a delta target may hold bytes where holes go. */
 static bool skip_chunk(const Restorer *rs, const RFile *rf, size_t i)
 {
@@ -501,17 +543,18 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	*rf = (RFile){.fd = -1, .path = path, .mode = f->mode, .uid = f->uid, .gid = f->gid,
 		      .mtime_ns = f->mtime_ns, .size = f->size};
 	if (rs->o->delta) {
-		bool exists;
+		/*
+		 * No file is skipped for its size and mtime (rsync's quick check,
+		 * what this did before): bytes changed with size and mtime put back
+		 * (touch -d, cp -p, a copy from another restore, a file system
+		 * that lost writes) would stay, silently. Every chunk is compared:
+		 * read and checked against its fh, at memory speed.
+		 */
 		r = seen_add(rs, path);
 		if (r == 0)
-			r = delta_prepare(path, S_IFREG, &exists);
+			r = delta_prepare(path, S_IFREG, &rf->existed);
 		if (r < 0)
 			goto fail;
-		if (exists && delta_unchanged(rs, f, path)) {
-			rfile_free(rf);
-			return 0;
-		}
-		/* read and written: the bytes in place are compared first */
 		rf->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	} else {
 		rf->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -520,7 +563,16 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 		r = -errno;
 		goto fail;
 	}
-	if ((f->size > 0 || rs->o->delta) && ftruncate(rf->fd, (off_t)f->size) < 0) {
+	if (rs->o->delta) {
+		struct stat st;
+		if (fstat(rf->fd, &st) < 0 ||
+		    ((uint64_t)st.st_size != f->size && ftruncate(rf->fd, (off_t)f->size) < 0)) {
+			r = -errno;
+			goto fail;
+		}
+		if ((uint64_t)st.st_size != f->size)
+			atomic_init(&rf->written, 1); /* not unchanged, whatever its chunks */
+	} else if (f->size > 0 && ftruncate(rf->fd, (off_t)f->size) < 0) {
 		r = -errno;
 		goto fail;
 	}
@@ -731,7 +783,7 @@ static int restore_control(Restorer *rs)
 		uint64_t off = i * rs->chunk_size;
 		size_t len = (size_t)MIN(rs->chunk_size, f->size - off);
 		if (!chunk_id_is_hole(&rf.ids[i]))
-			r = restore_chunk(rs, reader, &rf, i, off, len, buf);
+			r = restore_chunk(rs, reader, &rf, i, off, len, buf, NULL);
 		if (r < 0)
 			rs->res->failed_offset = off;
 	}
@@ -799,6 +851,8 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 	if (r == 0)
 		r = restore_dirs_meta(rs);
 	rs->res->bytes_written = atomic_load(&rs->bytes_written);
+	rs->res->bytes_sha256 = atomic_load(&rs->bytes_sha256);
+	rs->res->n_unchanged = atomic_load(&rs->n_unchanged);
 	if (r == 0) {
 		_cleanup_close_ int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0 || syncfs(fd) < 0)
@@ -884,6 +938,8 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 
 	if (!repo_is_local_backend(repo)) /* each reader's window holds its own run of chunks */
 		rs.batch = (uint32_t)MAX(1, RESTORE_REMOTE_READAHEAD(&rs) / rs.chunk_size);
+	else if (o->delta) /* most chunks are only read and hashed: 1 MiB a task, not one chunk */
+		rs.batch = (uint32_t)MAX(1, (1u << 20) / rs.chunk_size);
 
 	*ret = (RestoreResult){0};
 	/* a damaged catalog must not name, place or fill a file wrongly */
@@ -920,6 +976,9 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	pthread_cond_init(&rs.cond_nonempty, NULL);
 	pthread_cond_init(&rs.cond_nonfull, NULL);
 	atomic_init(&rs.error, 0);
+	atomic_init(&rs.bytes_written, 0);
+	atomic_init(&rs.bytes_sha256, 0);
+	atomic_init(&rs.n_unchanged, 0);
 
 	r = restore_run(&rs, snap, target);
 out:

@@ -35,7 +35,8 @@ typedef struct RestoreResult {
 	uint64_t n_files, bytes;
 	uint64_t bytes_written; /* delta: of bytes, those that differed and were rewritten */
 	uint64_t n_removed;     /* delta: entries of target the snapshot does not have */
-	uint64_t n_unchanged;   /* delta: files skipped by size and mtime */
+	uint64_t n_unchanged;   /* delta: files whose bytes were all in place already */
+	uint64_t bytes_sha256;  /* delta: bytes in place checked by SHA-256 (chunks without an fh) */
 	/* on failure: the file and offset that could not be restored, if any */
 	char failed_path[PATH_MAX];
 	uint64_t failed_offset;

@@ -47,6 +47,7 @@ typedef struct Msg {
 	ChunkEncoding enc;
 	ChunkId id;
 	uint32_t crc; /* of the plain bytes, for the mount's fast check */
+	uint8_t fh[FASTHASH_LEN]; /* chunk_fh of them, for restore --delta */
 	ChunkState state;
 	/* MSG_ENTRY */
 	FileRow row;
@@ -296,6 +297,7 @@ static int worker_process(Catalog *cat, ChunkCodec *codec, Msg *m)
 	}
 	m->state = CHUNK_NEW;
 	m->crc = chunk_crc(&m->id, m->buf, m->len);
+	chunk_fh(&m->id, m->buf, m->len, m->fh);
 	return chunk_encode(codec, &m->id, m->buf, m->len, m->ebuf, &m->elen, &m->enc);
 }
 
@@ -499,7 +501,7 @@ static int writer_handle_chunk(SnapWriter *w, WriterState *ws, Msg *m)
 			return r;
 		if (r == 0) {
 			r = pack_writer_add_crc(w->open_pack, &m->id, m->enc, m->ebuf, m->elen, m->len,
-						m->crc);
+						m->crc, m->fh);
 			if (r < 0)
 				return r;
 			w->new_chunks++;

@@ -254,17 +254,20 @@ int cmd_restore(int argc, char **argv)
 			cli_error("restore of snapshot \"%s\" failed: %s", s.name, strerror(-r));
 		rc = EXIT_FAIL;
 	} else {
-		char b[32], w[32];
+		char b[32], w[32], h[32];
 		double secs = (double)(mono_ns() - t0) / 1e9;
 		printf("restored snapshot \"%s\" into \"%s\": %llu files, %s, %.1f s (%.1f MB/s)\n",
 		       s.name, target, (unsigned long long)res.n_files,
 		       format_bytes(res.bytes, b, sizeof(b)), secs,
 		       secs > 0 ? (double)res.bytes / secs / 1e6 : 0.0);
 		if (o.delta)
-			printf("delta: %s rewritten, %llu file(s) unchanged by size and mtime, "
-			       "%llu entries removed\n",
+			printf("delta: %s rewritten, %llu file(s) unchanged, %llu entries removed%s%s%s\n",
 			       format_bytes(res.bytes_written, w, sizeof(w)),
-			       (unsigned long long)res.n_unchanged, (unsigned long long)res.n_removed);
+			       (unsigned long long)res.n_unchanged, (unsigned long long)res.n_removed,
+			       res.bytes_sha256 ? " (" : "",
+			       res.bytes_sha256 ? format_bytes(res.bytes_sha256, h, sizeof(h)) : "",
+			       res.bytes_sha256 ? " checked by SHA-256: chunks stored without a fast hash)"
+						: "");
 		rc = write_recovery(&rt, repo, target);
 	}
 out:

@@ -3,7 +3,9 @@
 # writable mount with a target; verify passes on a good snapshot and fails
 # (exit 1, recorded) on a damaged one; dump of one table equals pg_dump of it at
 # backup time; restore --delta onto a diverged copy ends identical to a fresh
-# restore and writes far fewer bytes; restore refuses a running server.
+# restore and writes far fewer bytes, also when bytes changed under the
+# snapshot's size and mtime and for chunks without a recorded fast hash
+# (SHA-256); restore refuses a running server.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
 . "$(dirname "$0")/mnt.sh"
@@ -99,6 +101,33 @@ ok "delta result identical to a fresh restore" same_tree "$T/fresh" "$T/diverged
 TOTAL=$(du -sb "$T/fresh" | cut -f1)
 ok "delta wrote far fewer bytes ($(cat "$T/delta.bytes") of $TOTAL)" test "$(cat "$T/delta.bytes")" -lt $((TOTAL / 4))
 ok "restore into a non-empty directory without --delta still refused" bash -c "! '$PGBAKFS' restore '$S' '$T/diverged' --repo '$R' 2>/dev/null"
+
+# no silent skip: bytes changed with size and mtime put back (touch -d) are rewritten
+change_keep_mtime() { # FILE OFFSET: one byte inverted, size and mtime (ns) as they were
+	python3 - "$1" "$2" <<'PY'
+import os, sys
+path, off = sys.argv[1], int(sys.argv[2])
+st = os.stat(path)
+with open(path, "r+b") as f:
+    f.seek(off)
+    b = f.read(1)
+    f.seek(off)
+    f.write(bytes([b[0] ^ 0xff]))
+os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+PY
+}
+ORDERS=$(pg_sql $PORT "select pg_relation_filepath('orders')")
+change_keep_mtime "$T/diverged/$ORDERS" 70000
+pgbakfs restore "$S" "$T/diverged" --delta --repo "$R" --no-progress >"$T/delta2.out"
+ok "delta rewrites bytes changed under the snapshot's size and mtime" same_tree "$T/fresh" "$T/diverged"
+ok "only the changed 4 KiB page was written" grep -q "^delta: 4.0 KiB rewritten" "$T/delta2.out" || cat "$T/delta2.out" >&2
+# chunks without a recorded fast hash (older backups, a rebuilt catalog): SHA-256, still correct
+cp -a "$R" "$T/repo-nofh"
+sqlite3 "$T/repo-nofh/catalog.db" "update chunks set fh = null"
+change_keep_mtime "$T/diverged/$ORDERS" 9000
+pgbakfs restore "$S" "$T/diverged" --delta --repo "$T/repo-nofh" --no-progress >"$T/delta3.out"
+ok "delta over chunks without fh rewrites the changed bytes" same_tree "$T/fresh" "$T/diverged"
+ok "and says they were checked by SHA-256" grep -q "checked by SHA-256" "$T/delta3.out" || cat "$T/delta3.out" >&2
 
 # verify fails on a damaged snapshot: exit 1, named, recorded
 R2=$T/repo2

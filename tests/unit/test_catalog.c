@@ -461,7 +461,7 @@ static void test_packs(void)
 	PackEntry e[2] = {
 		{.id = b, .offset = 5000, .elen = 300, .plen = 16384, .enc = CHUNK_ENC_RAW},
 		{.id = a, .offset = 8, .elen = 4992, .plen = 16384, .enc = CHUNK_ENC_ZSTD,
-		 .has_crc = true, .crc = 0xdeadbeef},
+		 .has_crc = true, .crc = 0xdeadbeef, .has_fh = true, .fh = {1, 2, 3, [15] = 0xfe}},
 	};
 	int64_t pid = 0, pid2 = 0;
 	ChunkLoc loc;
@@ -494,10 +494,12 @@ static void test_packs(void)
 		CHECK_EQ_INT(loc.plen, 16384);
 		CHECK_EQ_INT(loc.enc, CHUNK_ENC_RAW);
 		CHECK(!loc.has_crc);
+		CHECK(!loc.has_fh);
 	}
 	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0)) {
 		CHECK(loc.has_crc);
 		CHECK_EQ_INT(loc.crc, 0xdeadbeef);
+		CHECK(loc.has_fh && memcmp(loc.fh, e[1].fh, FASTHASH_LEN) == 0);
 	}
 	CHECK_EQ_INT(catalog_chunk_locate(c, &x, &loc), -ENOENT);
 	l.n = 0;
@@ -1260,14 +1262,14 @@ out:
 	TEST_RM_RF(tmp);
 }
 
-/* A catalog from before chunks had a CRC column gets it on open, NULL for old rows. */
+/* A catalog from before chunks had CRC and fh columns gets them on open, NULL for old rows. */
 static void test_crc_migration(void)
 {
 	char tmp[64], path[128];
 	Catalog *c = open_fresh(tmp, sizeof(tmp));
 	ChunkId a = id_of("a");
 	PackEntry e = {.id = a, .offset = 8, .elen = 10, .plen = 10, .enc = CHUNK_ENC_RAW,
-		       .has_crc = true, .crc = 7};
+		       .has_crc = true, .crc = 7, .has_fh = true};
 	int64_t pid = 0;
 	ChunkLoc loc;
 	sqlite3 *db = NULL;
@@ -1279,12 +1281,15 @@ static void test_crc_migration(void)
 	catalog_free(c);
 	snprintf(path, sizeof(path), "%s/catalog.db", tmp);
 	if (CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK))
-		CHECK_EQ_INT(sqlite3_exec(db, "ALTER TABLE chunks DROP COLUMN crc", NULL, NULL, NULL),
+		CHECK_EQ_INT(sqlite3_exec(db, "ALTER TABLE chunks DROP COLUMN crc;"
+					      "ALTER TABLE chunks DROP COLUMN fh", NULL, NULL, NULL),
 			     SQLITE_OK);
 	sqlite3_close(db);
 	if (CHECK_EQ_INT(catalog_open(path, false, &c), 0) &&
-	    CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+	    CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0)) {
 		CHECK(!loc.has_crc);
+		CHECK(!loc.has_fh);
+	}
 	catalog_free(c);
 	rm_rf(tmp);
 }
