@@ -33,7 +33,7 @@
 
 #include "store/catalog.h"
 
-#define PGBAKFS_MANIFEST_FORMAT 2
+#define PGBAKFS_MANIFEST_FORMAT 3
 
 /*
  * Serialize the snapshot with catalog rowid snap_rowid. *ret_buf is malloc'd
@@ -61,8 +61,20 @@ int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_
  */
 int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid);
 /*
+ * manifest_import, and *ret_missing (may be NULL): how many directories and
+ * chunk lists its tree names that neither it nor a manifest imported before
+ * carries (format 3). With any, the snapshot is imported with status
+ * "failed", a missing directory as an empty one and a missing list as a
+ * placeholder that reads as damaged (catalog_content_find_or_missing), and
+ * its tree digest is not checked.
+ */
+int manifest_import_counted(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid,
+			    size_t *ret_missing);
+/*
  * A format-2 manifest's id blocks alone (no carrier set), in a transaction of
- * their own; nothing for format 1. Errors as manifest_import. In
+ * their own; nothing for format 1. Format 3: also its chunk lists (no
+ * carrier set) and its directories (staged on this connection for the trees
+ * of later imports, catalog_tree_stage). Errors as manifest_import. In
  * manifest_import, a list naming a block the catalog still lacks is
  * recorded with a placeholder (catalog_content_put_blocks), the tree digest
  * is not checked, and catalog_check_references reports the block missing.
