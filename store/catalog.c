@@ -749,11 +749,49 @@ int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_i
 	return r == 0 ? content_heal(c, *ret_id, ids, n) : r;
 }
 
+/* 1 when the list of row id cannot be read whole: a placeholder, or a block that is one. */
+static int content_hollow(Catalog *c, int64_t id)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL, *b = NULL;
+	int rc, r = prepare(c, "SELECT n, list, blocks FROM contents WHERE id = ?1", &s);
+	if (r == 0)
+		r = prepare(c, "SELECT length(ids) > 0 FROM idblocks WHERE id = ?1", &b);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? 1 : catalog_fail(c, rc, "content");
+	if (sqlite3_column_int(s, 2) == 0)
+		return 0;
+	if (sqlite3_column_int64(s, 0) == 0)
+		return 1;
+	const uint8_t *list = sqlite3_column_blob(s, 1);
+	size_t bytes = (size_t)sqlite3_column_bytes(s, 1);
+	for (size_t i = 0; i < bytes / 8; i++) {
+		sqlite3_reset(b);
+		sqlite3_bind_int64(b, 1, (int64_t)get_le64(list + i * 8));
+		rc = sqlite3_step(b);
+		if (rc != SQLITE_ROW)
+			return rc == SQLITE_DONE ? 1 : catalog_fail(c, rc, "id block");
+		if (!sqlite3_column_int(b, 0))
+			return 1;
+	}
+	return 0;
+}
+
 int catalog_content_find_or_missing(Catalog *c, const ChunkId *hash, int64_t *ret_id,
 				    size_t *ret_missing)
 {
 	int r = lookup_id(c, ST_CONTENT_ID, hash, ret_id);
 	*ret_missing = 0;
+	if (r == 0) {
+		/* there, but a placeholder (or naming one): missing for every tree that uses it */
+		r = content_hollow(c, *ret_id);
+		if (r > 0)
+			*ret_missing = 1;
+		return r < 0 ? r : 0;
+	}
 	if (r != -ENOENT)
 		return r;
 	r = content_insert(c, hash, 0, "", 0, true, ret_id);

@@ -154,7 +154,8 @@ int catalog_idblock_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_i
 /*
  * The content with this hash; when there is none, a placeholder row (n 0,
  * blocks 1: reading it is -EBADMSG, catalog_check_references reports it
- * missing under its hash) and *ret_missing 1. Putting the list later
+ * missing under its hash) and *ret_missing 1; also 1 when the row found is
+ * such a placeholder or names a placeholder id block. Putting the list later
  * (catalog_content_put) fills the placeholder in, keeping its row id.
  */
 int catalog_content_find_or_missing(Catalog *c, const ChunkId *hash, int64_t *ret_id,

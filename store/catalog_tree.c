@@ -1088,8 +1088,10 @@ static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *re
 		return -ENOMEM;
 	if (len < 1 || v[0] != PDIR_FORMAT)
 		return -EBADMSG;
+	size_t missing = im->missing;
 	r = import_entries(im, v + 1, len - 1, n, depth, ret);
-	if (r == 0) {
+	/* remembered only when whole: every snapshot naming a hollow one must count what it lacks */
+	if (r == 0 && im->missing == missing) {
 		sqlite3_reset(im->local);
 		sqlite3_bind_blob(im->local, 1, ph->b, sizeof(ph->b), SQLITE_STATIC);
 		sqlite3_bind_int64(im->local, 2, *ret);

@@ -470,6 +470,34 @@ static int hash_row(const FileRow *f, void *userdata)
 	return 0;
 }
 
+/* A copy of a manifest image renamed to name (malloc'd, *ret_len), or NULL. */
+static void *image_renamed(const void *buf, size_t len, const char *name, size_t *ret_len)
+{
+	sqlite3 *db = NULL;
+	unsigned char *copy = sqlite3_malloc64(len), *out = NULL;
+	sqlite3_int64 size = 0;
+	void *ret = NULL;
+	char sql[128];
+	snprintf(sql, sizeof(sql), "UPDATE snapshots SET name = '%s'", name);
+	if (copy && sqlite3_open(":memory:", &db) == SQLITE_OK) {
+		memcpy(copy, buf, len);
+		if (sqlite3_deserialize(db, "main", copy, (sqlite3_int64)len, (sqlite3_int64)len,
+					SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE) ==
+			    SQLITE_OK &&
+		    sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK)
+			out = sqlite3_serialize(db, "main", &size, 0);
+	} else {
+		sqlite3_free(copy);
+	}
+	sqlite3_close(db);
+	if (out && (ret = malloc((size_t)size))) {
+		memcpy(ret, out, (size_t)size);
+		*ret_len = (size_t)size;
+	}
+	sqlite3_free(out);
+	return ret;
+}
+
 static void same_listing(Catalog *a, int64_t sa, Catalog *b, int64_t sb)
 {
 	HashListing *la = calloc(1, sizeof(*la)), *lb = calloc(1, sizeof(*lb));
@@ -543,6 +571,17 @@ static void test_carriers(void)
 	CHECK_EQ_INT(manifest_import_counted(e, m2, l2, &i3, &missing), 0);
 	CHECK(missing > 0);
 	CHECK_EQ_INT(count_sql(e, "SELECT count(*) FROM snapshots WHERE status = 'failed'"), 1);
+	/* a second snapshot naming the same hollow directories and placeholders: missing too
+	 * (neither a hollow translation nor a placeholder passes for whole) */
+	{
+		size_t again = 0, lr = 0;
+		_cleanup_free_ void *renamed = image_renamed(m2, l2, "again", &lr);
+		if (CHECK(renamed != NULL)) {
+			CHECK_EQ_INT(manifest_import_counted(e, renamed, lr, NULL, &again), 0);
+			CHECK_EQ_INT(again, missing);
+		}
+		CHECK_EQ_INT(count_sql(e, "SELECT count(*) FROM snapshots WHERE status = 'failed'"), 2);
+	}
 
 	/* the parent deleted: what the child uses moves to it, and its manifest says so */
 	CHECK_EQ_INT(catalog_snapshot_delete(c, s1), 0);
