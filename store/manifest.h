@@ -27,6 +27,16 @@
  * A block a list names may be carried by another snapshot's manifest: a
  * rebuild imports the blocks of every manifest first (manifest_import_idblocks).
  *
+ * Format 3 (a repository of format 3): a snapshot kept as a shared tree
+ * (snapshots.tree) has no files rows; instead
+ *   meta 'tree'               the portable hash of its forest (catalog.h,
+ *                             catalog_tree_export)
+ *   dirs(hash, n, entries)    the directories it carries, in portable form
+ *   contents                  only the lists it carries (contents.carrier)
+ * Each directory and list is carried by one committed snapshot, as id blocks
+ * are; one that has no carrier yet is in every manifest that uses it. A
+ * snapshot kept as files rows is exported as in format 2 (every list).
+ *
  * Both functions use the catalog connection from the calling thread only.
  */
 #pragma once
