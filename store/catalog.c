@@ -18,10 +18,11 @@
 #define CATALOG_N_TABLES 12 /* tables in schema_sql */
 #define CATALOG_VACUUM_FREE_BYTES (64ull << 20)
 
-/* directories of committed snapshots, shared between them (store/catalog_tree.c) */
+/* directories of committed snapshots, shared between them (store/catalog_tree.c); carrier:
+ * the snapshot whose manifest holds the directory (format 3), as for contents and idblocks */
 #define DIRS_SQL                                                                         \
 	"CREATE TABLE IF NOT EXISTS dirs(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE," \
-	"  n INTEGER NOT NULL, entries BLOB NOT NULL);"
+	"  n INTEGER NOT NULL, entries BLOB NOT NULL, carrier INTEGER);"
 
 /* backup attempts, kept whether or not they made a snapshot (catalog_attempt_add) */
 #define ATTEMPTS_SQL                                                                        \
@@ -45,7 +46,8 @@ static const char schema_sql[] =
 	"  enc INTEGER NOT NULL, condemned INTEGER, crc INTEGER) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS chunks_pack ON chunks(pack);"
 	"CREATE TABLE IF NOT EXISTS contents(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
-	"  n INTEGER NOT NULL, list BLOB NOT NULL, blocks INTEGER NOT NULL DEFAULT 0);"
+	"  n INTEGER NOT NULL, list BLOB NOT NULL, blocks INTEGER NOT NULL DEFAULT 0,"
+	"  carrier INTEGER);"
 	IDBLOCKS_SQL
 	"CREATE TABLE IF NOT EXISTS sessions(id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
 	"  pid INTEGER NOT NULL, started INTEGER NOT NULL, epoch INTEGER NOT NULL) WITHOUT ROWID;"
@@ -84,6 +86,7 @@ enum {
 	ST_CONTENT_INSERT,
 	ST_CONTENT_ID,
 	ST_CONTENT_GET,
+	ST_CONTENT_PLACEHOLDER,
 	ST_IDBLOCK_UPSERT,
 	ST_IDBLOCK_ID,
 	ST_IDBLOCK_GET,
@@ -106,6 +109,7 @@ static const char *const statement_sql[N_STATEMENTS] = {
 	[ST_CONTENT_INSERT] = "INSERT OR IGNORE INTO contents(hash, n, list) VALUES(?1, ?2, ?3)",
 	[ST_CONTENT_ID] = "SELECT id FROM contents WHERE hash = ?1",
 	[ST_CONTENT_GET] = "SELECT n, list, blocks, hash FROM contents WHERE id = ?1",
+	[ST_CONTENT_PLACEHOLDER] = "SELECT 1 FROM contents WHERE id = ?1 AND n = 0 AND blocks = 1",
 	/* a row whose ids do not match (damaged, or a placeholder repair left) is healed */
 	[ST_IDBLOCK_UPSERT] = "INSERT INTO idblocks(hash, n, ids) VALUES(?1, ?2, ?3)"
 			      " ON CONFLICT(hash) DO UPDATE SET n = excluded.n, ids = excluded.ids"
@@ -334,6 +338,10 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_table(c, "attempts", ATTEMPTS_SQL);
 	if (r == 0)
 		r = migrate_add_column(c, "contents", "blocks", "INTEGER NOT NULL DEFAULT 0");
+	if (r == 0)
+		r = migrate_add_column(c, "contents", "carrier", "INTEGER");
+	if (r == 0)
+		r = migrate_add_column(c, "dirs", "carrier", "INTEGER");
 	if (r == 0)
 		r = migrate_add_column(c, "chunks", "crc", "INTEGER");
 	if (r == 0) /* restore --delta's check (chunk_fh), 16 bytes; NULL: SHA-256 */
@@ -648,6 +656,55 @@ static int content_insert(Catalog *c, const ChunkId *hash, size_t n, const void 
 	return r;
 }
 
+static int content_blocks_list(Catalog *c, const ChunkId *ids, size_t n, uint8_t *list)
+{
+	for (size_t i = 0; i < blocks_for(n); i++) {
+		int64_t id;
+		int r = catalog_idblock_put(c, ids + i * PGBAKFS_IDBLOCK_IDS, block_len(n, i), &id);
+		if (r < 0)
+			return r;
+		put_le64(list + i * 8, (uint64_t)id);
+	}
+	return 0;
+}
+
+/*
+ * A placeholder a repair left for a list no manifest carried (n 0, blocks 1)
+ * gets the list now given, in place: directories name its row id. Any other
+ * row is left as it is.
+ */
+static int content_heal(Catalog *c, int64_t id, const ChunkId *ids, size_t n)
+{
+	_cleanup_stmt_ sqlite3_stmt *u = NULL;
+	_cleanup_free_ uint8_t *list = NULL;
+	bool blocks = c->idblocks && n > PGBAKFS_IDBLOCK_IDS;
+	int rc, r;
+	sqlite3_stmt *s = stmt_get(c, ST_CONTENT_PLACEHOLDER, &r);
+	if (!s)
+		return r;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "content placeholder");
+	if (blocks) {
+		list = malloc(blocks_for(n) * 8);
+		r = list ? content_blocks_list(c, ids, n, list) : -ENOMEM;
+	}
+	if (r == 0)
+		r = prepare(c, "UPDATE contents SET n = ?2, list = ?3, blocks = ?4 WHERE id = ?1", &u);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(u, 1, id);
+	sqlite3_bind_int64(u, 2, (int64_t)n);
+	if (blocks)
+		sqlite3_bind_blob64(u, 3, list, blocks_for(n) * 8, SQLITE_STATIC);
+	else
+		sqlite3_bind_blob64(u, 3, n ? (const void *)ids : "", n * sizeof(*ids), SQLITE_STATIC);
+	sqlite3_bind_int(u, 4, blocks);
+	return step_done(c, u);
+}
+
 static int content_put_blocks(Catalog *c, const ChunkId *hash, const ChunkId *ids, size_t n,
 			      int64_t *ret_id)
 {
@@ -658,16 +715,12 @@ static int content_put_blocks(Catalog *c, const ChunkId *hash, const ChunkId *id
 	if (!list)
 		return -ENOMEM;
 	r = lookup_id(c, ST_CONTENT_ID, hash, ret_id);
+	if (r == 0)
+		r = content_heal(c, *ret_id, ids, n);
 	if (r != -ENOENT)
 		return r;
-	for (size_t i = 0; i < nb; i++) {
-		int64_t id;
-		r = catalog_idblock_put(c, ids + i * PGBAKFS_IDBLOCK_IDS, block_len(n, i), &id);
-		if (r < 0)
-			return r;
-		put_le64(list + i * 8, (uint64_t)id);
-	}
-	return content_insert(c, hash, n, list, nb * 8, true, ret_id);
+	r = content_blocks_list(c, ids, n, list);
+	return r < 0 ? r : content_insert(c, hash, n, list, nb * 8, true, ret_id);
 }
 
 int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id)
@@ -711,7 +764,69 @@ int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_i
 		r = rc == SQLITE_DONE ? -EIO : catalog_fail(c, rc, "content lookup");
 	}
 	sqlite3_reset(s);
+	return r == 0 ? content_heal(c, *ret_id, ids, n) : r;
+}
+
+/* 1 when the list of row id cannot be read whole: a placeholder, or a block that is one. */
+static int content_hollow(Catalog *c, int64_t id)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL, *b = NULL;
+	int rc, r = prepare(c, "SELECT n, list, blocks FROM contents WHERE id = ?1", &s);
+	if (r == 0)
+		r = prepare(c, "SELECT length(ids) > 0 FROM idblocks WHERE id = ?1", &b);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? 1 : catalog_fail(c, rc, "content");
+	if (sqlite3_column_int(s, 2) == 0)
+		return 0;
+	if (sqlite3_column_int64(s, 0) == 0)
+		return 1;
+	const uint8_t *list = sqlite3_column_blob(s, 1);
+	size_t bytes = (size_t)sqlite3_column_bytes(s, 1);
+	for (size_t i = 0; i < bytes / 8; i++) {
+		sqlite3_reset(b);
+		sqlite3_bind_int64(b, 1, (int64_t)get_le64(list + i * 8));
+		rc = sqlite3_step(b);
+		if (rc != SQLITE_ROW)
+			return rc == SQLITE_DONE ? 1 : catalog_fail(c, rc, "id block");
+		if (!sqlite3_column_int(b, 0))
+			return 1;
+	}
+	return 0;
+}
+
+int catalog_content_find_or_missing(Catalog *c, const ChunkId *hash, int64_t *ret_id,
+				    size_t *ret_missing)
+{
+	int r = lookup_id(c, ST_CONTENT_ID, hash, ret_id);
+	*ret_missing = 0;
+	if (r == 0) {
+		/* there, but a placeholder (or naming one): missing for every tree that uses it */
+		r = content_hollow(c, *ret_id);
+		if (r > 0)
+			*ret_missing = 1;
+		return r < 0 ? r : 0;
+	}
+	if (r != -ENOENT)
+		return r;
+	r = content_insert(c, hash, 0, "", 0, true, ret_id);
+	if (r == 0)
+		*ret_missing = 1;
 	return r;
+}
+
+int catalog_content_set_carrier(Catalog *c, const ChunkId *hash, int64_t snap)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "UPDATE contents SET carrier = ?2 WHERE hash = ?1 AND carrier IS NULL", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_blob(s, 1, hash->b, sizeof(hash->b), SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, snap);
+	return step_done(c, s);
 }
 
 /*
@@ -1029,30 +1144,54 @@ static int cmp_i64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Rowids of the blocks without a committed carrier, sorted. */
-static int orphan_blocks(Catalog *c, int64_t **ret, size_t *ret_n)
+/*
+ * Items of table (idblocks, contents, dirs) without a committed carrier: their
+ * rowids, sorted, each with a flag set once it is placed.
+ */
+typedef struct Orphans {
+	int64_t *v;
+	bool *placed;
+	size_t n, left;
+	sqlite3_stmt *upd;
+} Orphans;
+
+static void orphans_clear(Orphans *o)
+{
+	free(o->v);
+	free(o->placed);
+	sqlite3_finalize(o->upd);
+}
+
+static int orphans_load(Catalog *c, const char *table, Orphans *o)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	_cleanup_free_ int64_t *v = NULL;
-	size_t n = 0, cap = 0;
-	int rc, r = prepare(c, "SELECT id FROM idblocks WHERE carrier IS NULL OR carrier NOT IN"
-			       " (SELECT id FROM snapshots WHERE " VISIBLE ") ORDER BY id", &s);
+	_cleanup_free_ char *sql = NULL, *upd = NULL;
+	size_t cap = 0;
+	int rc, r;
+
+	if (asprintf(&sql, "SELECT id FROM %s WHERE carrier IS NULL OR carrier NOT IN"
+			   " (SELECT id FROM snapshots WHERE " VISIBLE ") ORDER BY id", table) < 0 ||
+	    asprintf(&upd, "UPDATE %s SET carrier = ?2 WHERE id = ?1", table) < 0)
+		return -ENOMEM;
+	r = prepare(c, sql, &s);
+	if (r == 0)
+		r = prepare(c, upd, &o->upd);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (n == cap) {
-			int64_t *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+		if (o->n == cap) {
+			int64_t *nv = realloc(o->v, (cap = cap ? 2 * cap : 64) * sizeof(*nv));
 			if (!nv)
 				return -ENOMEM;
-			v = nv;
+			o->v = nv;
 		}
-		v[n++] = sqlite3_column_int64(s, 0);
+		o->v[o->n++] = sqlite3_column_int64(s, 0);
 	}
 	if (rc != SQLITE_DONE)
-		return catalog_fail(c, rc, "orphan blocks");
-	*ret = TAKE_PTR(v);
-	*ret_n = n;
-	return 0;
+		return catalog_fail(c, rc, "orphans");
+	o->left = o->n;
+	o->placed = calloc(o->n ? o->n : 1, sizeof(*o->placed));
+	return o->placed ? 0 : -ENOMEM;
 }
 
 /* The distinct contents of one snapshot's files (rows or a shared tree). */
@@ -1130,17 +1269,41 @@ static int id_set_add(IdSet *s, int64_t id, bool *ret_fresh)
 }
 
 typedef struct Carry {
-	int64_t *orphans;
-	bool *placed;
-	size_t n, left;
-	sqlite3_stmt *list, *upd;
+	Catalog *c;
+	Orphans blocks, contents, dirs;
+	IdSet seen_contents, seen_dirs;
+	sqlite3_stmt *list;
+	int64_t snap;
+	const char *name;
+	bool marked; /* cb was called for snap */
 	CatalogCarrierFn cb;
 	void *ud;
 } Carry;
 
-/* The orphans among the blocks of content go to snap; cb once per snapshot that got some. */
-static int carry_content(Catalog *c, Carry *k, int64_t snap, const char *name, int64_t content,
-			 bool *marked)
+static size_t carry_left(const Carry *k) { return k->blocks.left + k->contents.left + k->dirs.left; }
+
+/* id goes to the snapshot being scanned if it is an orphan not placed yet. */
+static int carry_place(Carry *k, Orphans *o, int64_t id)
+{
+	int64_t *hit = o->n ? bsearch(&id, o->v, o->n, sizeof(*o->v), cmp_i64) : NULL;
+	int r;
+	if (!hit || o->placed[hit - o->v])
+		return 0;
+	o->placed[hit - o->v] = true;
+	o->left--;
+	sqlite3_reset(o->upd);
+	sqlite3_bind_int64(o->upd, 1, id);
+	sqlite3_bind_int64(o->upd, 2, k->snap);
+	r = step_done(k->c, o->upd);
+	if (r == 0 && !k->marked) {
+		k->marked = true;
+		r = k->cb(k->snap, k->name, k->ud);
+	}
+	return r;
+}
+
+/* The orphans among the blocks of content go to the snapshot being scanned. */
+static int carry_blocks(Carry *k, int64_t content)
 {
 	int rc, r = 0;
 	sqlite3_reset(k->list);
@@ -1148,73 +1311,89 @@ static int carry_content(Catalog *c, Carry *k, int64_t snap, const char *name, i
 	rc = sqlite3_step(k->list);
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(k->list);
-		return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "carriers");
+		return rc == SQLITE_DONE ? 0 : catalog_fail(k->c, rc, "carriers");
 	}
 	const uint8_t *list = sqlite3_column_blob(k->list, 0);
 	size_t nb = (size_t)sqlite3_column_bytes(k->list, 0) / 8;
-	for (size_t i = 0; i < nb && k->left > 0 && r == 0; i++) {
-		int64_t id = (int64_t)get_le64(list + i * 8);
-		int64_t *hit = bsearch(&id, k->orphans, k->n, sizeof(*k->orphans), cmp_i64);
-		if (!hit || k->placed[hit - k->orphans])
-			continue;
-		k->placed[hit - k->orphans] = true;
-		k->left--;
-		sqlite3_bind_int64(k->upd, 1, id);
-		sqlite3_bind_int64(k->upd, 2, snap);
-		r = step_done(c, k->upd);
-		if (r == 0 && !*marked) {
-			*marked = true;
-			r = k->cb(snap, name, k->ud);
-		}
-	}
+	for (size_t i = 0; i < nb && k->blocks.left > 0 && r == 0; i++)
+		r = carry_place(k, &k->blocks, (int64_t)get_le64(list + i * 8));
 	sqlite3_reset(k->list);
+	return r;
+}
+
+/* A content met for the first time in this scan: it, then its blocks. */
+static int carry_content(int64_t content, void *ud)
+{
+	Carry *k = ud;
+	bool fresh = false;
+	int r = id_set_add(&k->seen_contents, content, &fresh);
+	if (r < 0 || !fresh)
+		return r;
+	r = carry_place(k, &k->contents, content);
+	if (r == 0 && k->blocks.left > 0)
+		r = carry_blocks(k, content);
+	return r;
+}
+
+/* A directory met before was walked then, with all it reaches: 1 skips it. */
+static int carry_dir(int64_t dir, void *ud)
+{
+	Carry *k = ud;
+	bool fresh = false;
+	int r = id_set_add(&k->seen_dirs, dir, &fresh);
+	if (r < 0)
+		return r;
+	if (!fresh)
+		return 1;
+	return carry_place(k, &k->dirs, dir);
+}
+
+static int carry_snapshot(Carry *k, int64_t tree, ContentIds *ids)
+{
+	int r;
+	if (tree)
+		return catalog_tree_walk_ids(k->c, tree, carry_dir, carry_content, k);
+	r = content_ids_of(k->c, k->snap, ids);
+	for (size_t i = 0; r == 0 && i < ids->n && carry_left(k) > 0; i++)
+		r = carry_content(ids->v[i], k);
 	return r;
 }
 
 static int assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
 {
 	_cleanup_stmt_ sqlite3_stmt *snaps = NULL;
-	_cleanup_free_ int64_t *orphans = NULL;
-	_cleanup_free_ bool *placed = NULL;
 	ContentIds ids = {0};
-	IdSet seen = {0};
-	Carry k = {.cb = cb, .ud = ud};
-	int rc = SQLITE_DONE, r = orphan_blocks(c, &orphans, &k.n);
+	Carry k = {.c = c, .cb = cb, .ud = ud};
+	int rc = SQLITE_DONE, r = orphans_load(c, "idblocks", &k.blocks);
 
-	if (r < 0 || k.n == 0)
-		return r;
-	placed = calloc(k.n, sizeof(*placed));
-	if (!placed)
-		return -ENOMEM;
-	k.orphans = orphans;
-	k.placed = placed;
-	k.left = k.n;
-	/* oldest first: a block goes to the first snapshot that used it (a child's manifest
-	 * does not repeat its parent's); a content met in an earlier snapshot is not read again */
-	r = prepare(c, "SELECT id, name FROM snapshots WHERE " VISIBLE " ORDER BY id", &snaps);
-	if (r == 0)
+	/* format 3: manifests carry contents and directories once too */
+	if (r == 0 && c->format >= 3)
+		r = orphans_load(c, "contents", &k.contents);
+	if (r == 0 && c->format >= 3)
+		r = orphans_load(c, "dirs", &k.dirs);
+	/* oldest first: an item goes to the first snapshot that uses it (a child's manifest
+	 * does not repeat its parent's); what an earlier snapshot reached is not read again */
+	if (r == 0 && carry_left(&k) > 0)
+		r = prepare(c, "SELECT id, name, tree FROM snapshots WHERE " VISIBLE " ORDER BY id",
+			    &snaps);
+	if (r == 0 && carry_left(&k) > 0)
 		r = prepare(c, "SELECT list FROM contents WHERE id = ?1 AND blocks = 1", &k.list);
-	if (r == 0)
-		r = prepare(c, "UPDATE idblocks SET carrier = ?2 WHERE id = ?1", &k.upd);
-	while (r == 0 && k.left > 0 && (rc = sqlite3_step(snaps)) == SQLITE_ROW) {
-		int64_t snap = sqlite3_column_int64(snaps, 0);
-		const char *name = (const char *)sqlite3_column_text(snaps, 1);
-		bool marked = false;
-		r = content_ids_of(c, snap, &ids);
-		for (size_t i = 0; r == 0 && i < ids.n && k.left > 0; i++) {
-			bool fresh = false;
-			r = id_set_add(&seen, ids.v[i], &fresh);
-			if (r == 0 && fresh)
-				r = carry_content(c, &k, snap, name, ids.v[i], &marked);
-		}
+	while (r == 0 && carry_left(&k) > 0 && (rc = sqlite3_step(snaps)) == SQLITE_ROW) {
+		k.snap = sqlite3_column_int64(snaps, 0);
+		k.name = (const char *)sqlite3_column_text(snaps, 1);
+		k.marked = false;
+		r = carry_snapshot(&k, sqlite3_column_int64(snaps, 2), &ids);
 	}
 	sqlite3_finalize(k.list);
-	sqlite3_finalize(k.upd);
+	orphans_clear(&k.blocks);
+	orphans_clear(&k.contents);
+	orphans_clear(&k.dirs);
 	free(ids.v);
-	free(seen.v);
+	free(k.seen_contents.v);
+	free(k.seen_dirs.v);
 	if (r < 0)
 		return r;
-	return k.left == 0 || rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "carriers");
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : catalog_fail(c, rc, "carriers");
 }
 
 int catalog_idblocks_assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
@@ -2784,7 +2963,8 @@ static int report_unreadable_blocks(Catalog *c, int64_t content, const char *sna
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL, *b = NULL;
 	_cleanup_free_ ChunkId *v = malloc(PGBAKFS_IDBLOCK_IDS * sizeof(ChunkId));
-	int rc, r = v ? prepare(c, "SELECT n, list, blocks FROM contents WHERE id = ?1", &s) : -ENOMEM;
+	int rc, r = v ? prepare(c, "SELECT n, list, blocks, hash FROM contents WHERE id = ?1", &s)
+		      : -ENOMEM;
 	if (r == 0)
 		r = prepare(c, "SELECT hash, ids FROM idblocks WHERE id = ?1", &b);
 	if (r < 0)
@@ -2796,6 +2976,13 @@ static int report_unreadable_blocks(Catalog *c, int64_t content, const char *sna
 	size_t n = (size_t)sqlite3_column_int64(s, 0);
 	const uint8_t *list = sqlite3_column_blob(s, 1);
 	size_t bytes = (size_t)sqlite3_column_bytes(s, 1);
+	/* a placeholder for a whole list no manifest carried (catalog_content_find_or_missing) */
+	if (sqlite3_column_int(s, 2) == 1 && n == 0 && bytes == 0 &&
+	    sqlite3_column_bytes(s, 3) == PGBAKFS_CHUNK_ID_LEN) {
+		ChunkId hash;
+		memcpy(hash.b, sqlite3_column_blob(s, 3), sizeof(hash.b));
+		return cb(snap, &hash, userdata);
+	}
 	if (sqlite3_column_int(s, 2) == 0 || n == 0 || bytes != blocks_for(n) * 8)
 		return -EBADMSG;
 	for (size_t i = 0; i < bytes / 8; i++) {

@@ -153,6 +153,17 @@ int catalog_content_put_blocks(Catalog *c, const ChunkId *hash, size_t n, const 
  * existing row of that hash whose ids are wrong is overwritten: healed).
  */
 int catalog_idblock_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id);
+/*
+ * The content with this hash; when there is none, a placeholder row (n 0,
+ * blocks 1: reading it is -EBADMSG, catalog_check_references reports it
+ * missing under its hash) and *ret_missing 1; also 1 when the row found is
+ * such a placeholder or names a placeholder id block. Putting the list later
+ * (catalog_content_put) fills the placeholder in, keeping its row id.
+ */
+int catalog_content_find_or_missing(Catalog *c, const ChunkId *hash, int64_t *ret_id,
+				    size_t *ret_missing);
+/* Make snap the carrier of the content with this hash, unless it has one (manifest import). */
+int catalog_content_set_carrier(Catalog *c, const ChunkId *hash, int64_t snap);
 /* Make snap the carrier of the block with this hash, unless it has one. */
 int catalog_idblock_set_carrier(Catalog *c, const ChunkId *hash, int64_t snap);
 /* The blocks snap carries (its manifest holds them), each verified: -EBADMSG if damaged. */
@@ -165,7 +176,8 @@ int catalog_idblocks_verify(Catalog *c, CatalogBadIdBlockFn cb, void *ud);
  * Give every block without a committed carrier one (the lowest-rowid committed
  * snapshot that uses it), in one transaction; cb (name: the snapshot's) is
  * called inside it once per snapshot that became a carrier, to mark its
- * manifest for rewrite.
+ * manifest for rewrite. From repository format 3 (catalog_set_format) the
+ * same for contents and directories (contents.carrier, dirs.carrier).
  */
 typedef int (*CatalogCarrierFn)(int64_t snap, const char *name, void *ud);
 int catalog_idblocks_assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud);
@@ -302,6 +314,50 @@ int catalog_tree_foreach(Catalog *c, int64_t forest, CatalogFileFn cb, void *use
 int catalog_tree_mark_live(Catalog *c);
 /* The root's row of a tree (name and target NULL) and how many directories are right under it. */
 int catalog_tree_root(Catalog *c, int64_t forest, FileRow *ret, uint32_t *ret_n_subdirs);
+/*
+ * The directories and contents a tree reaches (carriers): dir_cb sees each
+ * directory row, the forest first, and returns 1 to skip its entries (met
+ * before: so was everything under it), 0 to read them, <0 to stop;
+ * content_cb sees the content of each entry of a directory read.
+ */
+typedef int (*CatalogTreeIdFn)(int64_t id, void *ud);
+int catalog_tree_walk_ids(Catalog *c, int64_t forest, CatalogTreeIdFn dir_cb,
+			  CatalogTreeIdFn content_cb, void *ud);
+/*
+ * Portable directories (manifests of format 3): the entries of a directory
+ * with each content named by its hash and each subdirectory by its portable
+ * hash (the SHA-256 of its portable bytes). catalog_tree_export walks the
+ * tree forest of snapshot snap: dir() gets each directory snap carries
+ * (dirs.carrier) in portable form, content() each content snap carries
+ * (contents.carrier; may repeat); an item without a carrier yet is carried
+ * by every snapshot that uses it; *ret_forest: the forest's portable hash.
+ * -EBADMSG when a directory does not match its hash or names a content the
+ * catalog lacks.
+ */
+typedef struct CatalogTreeExport {
+	int (*dir)(const ChunkId *phash, uint64_t n, const void *bytes, size_t len, void *ud);
+	int (*content)(int64_t content, void *ud);
+	void *ud;
+} CatalogTreeExport;
+int catalog_tree_export(Catalog *c, int64_t forest, int64_t snap, const CatalogTreeExport *x,
+			ChunkId *ret_forest);
+/*
+ * Import, on one connection: catalog_tree_stage keeps a portable directory
+ * (-EBADMSG unless its bytes hash to phash) in a temp table of this
+ * connection until it is closed; catalog_tree_import makes the catalog rows
+ * of the tree whose forest has portable hash forest, from staged
+ * directories and contents the catalog has (found by hash), and returns the
+ * forest's row. A directory nobody staged becomes an empty directory and a
+ * content the catalog lacks a placeholder (catalog_content_find_or_missing),
+ * each counted in *ret_missing: the tree is then not whole. -EBADMSG for a
+ * staged directory that is not well formed. catalog_tree_carry: snap becomes
+ * the carrier of the row made from staged phash, unless it has one.
+ */
+int catalog_tree_stage(Catalog *c, const ChunkId *phash, uint64_t n, const void *bytes,
+		       size_t len);
+int catalog_tree_import(Catalog *c, const ChunkId *forest, int64_t *ret_forest,
+			size_t *ret_missing);
+int catalog_tree_carry(Catalog *c, const ChunkId *phash, int64_t snap);
 /*
  * The connection itself, for store modules that move whole catalogs or
  * snapshots (publication, manifests, repair). Not for ad-hoc queries.

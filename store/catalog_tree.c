@@ -225,10 +225,11 @@ static int dir_put(sqlite3 *db, sqlite3_stmt *ins, sqlite3_stmt *sel, const Buf 
 
 /*
  * A directory's entry bytes, checked against its hash: *ret (malloc'd,
- * after the format byte) and *ret_n entries.
+ * after the format byte) and *ret_n entries; *ret_carrier (when not NULL):
+ * column 3 of sel, 0 when NULL.
  */
-static int dir_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **ret,
-		   size_t *ret_len, uint64_t *ret_n)
+static int dir_get_carrier(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **ret,
+			   size_t *ret_len, uint64_t *ret_n, int64_t *ret_carrier)
 {
 	int rc, r;
 	sqlite3_reset(sel);
@@ -253,10 +254,18 @@ static int dir_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **r
 		memcpy(*ret, v + 1, len - 1);
 		*ret_len = len - 1;
 		*ret_n = (uint64_t)sqlite3_column_int64(sel, 1);
+		if (ret_carrier)
+			*ret_carrier = sqlite3_column_int64(sel, 3);
 		r = 0;
 	}
 	sqlite3_reset(sel);
 	return r;
+}
+
+static int dir_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **ret,
+		   size_t *ret_len, uint64_t *ret_n)
+{
+	return dir_get_carrier(db, sel, id, ret, ret_len, ret_n, NULL);
 }
 
 /* ---- files rows -> directories (at commit) ---- */
@@ -638,4 +647,500 @@ int catalog_tree_root(Catalog *c, int64_t forest, FileRow *ret, uint32_t *ret_n_
 			 .gid = (uint32_t)root.gid, .mtime_ns = unzigzag(root.mtime), .size = root.size};
 	*ret_n_subdirs = subdirs;
 	return 0;
+}
+
+/* ---- carriers: the directories and contents a tree reaches, each directory once ---- */
+
+typedef struct Ids {
+	sqlite3 *db;
+	sqlite3_stmt *sel;
+	CatalogTreeIdFn dir_cb, content_cb;
+	void *ud;
+} Ids;
+
+static int ids_dir(Ids *k, int64_t id, unsigned depth)
+{
+	_cleanup_free_ unsigned char *v = NULL;
+	size_t len;
+	uint64_t n;
+	int r = depth > MAX_DEPTH ? -EBADMSG : k->dir_cb(id, k->ud);
+	if (r != 0)
+		return r < 0 ? r : 0; /* 1: met before, and so was everything under it */
+	r = dir_get(k->db, k->sel, id, &v, &len, &n);
+	Cursor cur = {v, v + (r == 0 ? len : 0)};
+	for (uint64_t i = 0; r == 0 && i < n; i++) {
+		RawEntry re;
+		r = entry_get(&cur, &re);
+		if (r == 0 && re.content)
+			r = k->content_cb((int64_t)re.content, k->ud);
+		if (r == 0 && re.sub)
+			r = ids_dir(k, (int64_t)re.sub, depth + 1);
+	}
+	return r;
+}
+
+int catalog_tree_walk_ids(Catalog *c, int64_t forest, CatalogTreeIdFn dir_cb,
+			  CatalogTreeIdFn content_cb, void *ud)
+{
+	Ids k = {.db = catalog_sqlite(c), .dir_cb = dir_cb, .content_cb = content_cb, .ud = ud};
+	int r = sql_prepare(k.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &k.sel);
+	if (r == 0)
+		r = ids_dir(&k, forest, 0);
+	sqlite3_finalize(k.sel);
+	return r;
+}
+
+/*
+ * ---- portable directories (manifests of format 3) ----
+ *
+ * A directory row names contents and subdirectories by row ids of this
+ * catalog, so its bytes (and hash) mean nothing in another one. A manifest
+ * carries a directory in portable form instead: the same entries, a content
+ * named by its hash (the SHA-256 of the whole chunk-id list, as everywhere)
+ * and a subdirectory by its portable hash, the SHA-256 of its portable
+ * bytes: a Merkle tree, so a directory carried by an older manifest is named
+ * without being repeated. Translated at export and at import only; the
+ * catalog keeps its compact rows, and readers never see this form.
+ */
+#define PDIR_FORMAT 1
+
+static int pentry_put(Buf *b, const Entry *e, const ChunkId *content, const ChunkId *sub)
+{
+	int r = put_bytes(b, e->name, strlen(e->name));
+	if (r == 0) r = put_uv(b, e->mode);
+	if (r == 0) r = put_uv(b, e->uid);
+	if (r == 0) r = put_uv(b, e->gid);
+	if (r == 0) r = put_uv(b, zigzag(e->mtime_ns));
+	if (r == 0) r = put_uv(b, e->size);
+	if (r == 0) r = put_bytes(b, content ? content->b : NULL, content ? sizeof(content->b) : 0);
+	if (r == 0) r = put_uv(b, e->target ? strlen(e->target) + 1 : 0);
+	if (r == 0 && e->target) {
+		r = buf_reserve(b, strlen(e->target));
+		if (r == 0) {
+			memcpy(b->p + b->len, e->target, strlen(e->target));
+			b->len += strlen(e->target);
+		}
+	}
+	if (r == 0) r = put_bytes(b, sub ? sub->b : NULL, sub ? sizeof(sub->b) : 0);
+	return r;
+}
+
+/* A portable entry decoded in place; content and sub NULL when absent. */
+typedef struct PEntry {
+	const unsigned char *name, *target, *content, *sub;
+	size_t name_len, target_len;
+	bool has_target;
+	uint64_t mode, uid, gid, mtime, size;
+} PEntry;
+
+static int hash_get(Cursor *c, const unsigned char **ret)
+{
+	size_t n;
+	int r = get_bytes(c, ret, &n);
+	if (r == 0 && n != 0 && n != PGBAKFS_CHUNK_ID_LEN)
+		r = -EBADMSG;
+	if (r == 0 && n == 0)
+		*ret = NULL;
+	return r;
+}
+
+static int pentry_get(Cursor *c, PEntry *e)
+{
+	uint64_t tl = 0;
+	int r = get_bytes(c, &e->name, &e->name_len);
+	if (r == 0) r = get_uv(c, &e->mode);
+	if (r == 0) r = get_uv(c, &e->uid);
+	if (r == 0) r = get_uv(c, &e->gid);
+	if (r == 0) r = get_uv(c, &e->mtime);
+	if (r == 0) r = get_uv(c, &e->size);
+	if (r == 0) r = hash_get(c, &e->content);
+	if (r == 0) r = get_uv(c, &tl);
+	if (r < 0)
+		return r;
+	e->has_target = tl > 0;
+	e->target_len = tl ? (size_t)(tl - 1) : 0;
+	if (tl && tl - 1 > (uint64_t)(c->end - c->p))
+		return -EBADMSG;
+	e->target = c->p;
+	c->p += e->target_len;
+	r = hash_get(c, &e->sub);
+	if (r == 0 && (e->mode > UINT32_MAX || e->uid > UINT32_MAX || e->gid > UINT32_MAX ||
+		       e->size > INT64_MAX))
+		r = -EBADMSG;
+	return r;
+}
+
+/* directory row id -> portable hash, for one export (open addressing; ids start at 1) */
+typedef struct HashMemo {
+	int64_t *keys;
+	ChunkId *vals;
+	size_t n, cap;
+} HashMemo;
+
+static size_t memo_slot(const HashMemo *m, int64_t id)
+{
+	size_t j = ((uint64_t)id * 0x9E3779B97F4A7C15ull) & (m->cap - 1);
+	while (m->keys[j] && m->keys[j] != id)
+		j = (j + 1) & (m->cap - 1);
+	return j;
+}
+
+static const ChunkId *memo_get(const HashMemo *m, int64_t id)
+{
+	if (!m->cap)
+		return NULL;
+	size_t j = memo_slot(m, id);
+	return m->keys[j] ? &m->vals[j] : NULL;
+}
+
+static int memo_put(HashMemo *m, int64_t id, const ChunkId *h)
+{
+	if (2 * (m->n + 1) > m->cap) {
+		HashMemo g = {.cap = m->cap ? 2 * m->cap : 256};
+		g.keys = calloc(g.cap, sizeof(*g.keys));
+		g.vals = malloc(g.cap * sizeof(*g.vals));
+		if (!g.keys || !g.vals) {
+			free(g.keys);
+			free(g.vals);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < m->cap; i++) {
+			if (!m->keys[i])
+				continue;
+			size_t j = memo_slot(&g, m->keys[i]);
+			g.keys[j] = m->keys[i];
+			g.vals[j] = m->vals[i];
+		}
+		g.n = m->n;
+		free(m->keys);
+		free(m->vals);
+		*m = g;
+	}
+	size_t j = memo_slot(m, id);
+	if (!m->keys[j]) {
+		m->keys[j] = id;
+		m->vals[j] = *h;
+		m->n++;
+	}
+	return 0;
+}
+
+typedef struct Export {
+	sqlite3 *db;
+	sqlite3_stmt *sel, *content;
+	int64_t snap;
+	const CatalogTreeExport *x;
+	HashMemo memo;
+} Export;
+
+/* A content's hash, and whether snap carries it. */
+static int export_content_hash(Export *ex, int64_t id, ChunkId *ret, bool *ret_carried)
+{
+	sqlite3_reset(ex->content);
+	sqlite3_bind_int64(ex->content, 1, id);
+	int rc = sqlite3_step(ex->content), r = 0;
+	if (rc != SQLITE_ROW)
+		r = rc == SQLITE_DONE ? -EBADMSG : sql_fail(ex->db, rc, "content hash");
+	else if (sqlite3_column_bytes(ex->content, 0) != PGBAKFS_CHUNK_ID_LEN)
+		r = -EBADMSG;
+	if (r == 0) {
+		memcpy(ret->b, sqlite3_column_blob(ex->content, 0), sizeof(ret->b));
+		/* no carrier yet (assigned at the manifest sync): carried by every user, so it is
+		 * in some manifest whatever happens first */
+		*ret_carried = sqlite3_column_type(ex->content, 1) == SQLITE_NULL ||
+			       sqlite3_column_int64(ex->content, 1) == ex->snap;
+	}
+	sqlite3_reset(ex->content);
+	return r;
+}
+
+static int export_dir(Export *ex, int64_t id, unsigned depth, ChunkId *ret)
+{
+	_cleanup_free_ unsigned char *v = NULL;
+	const ChunkId *known = memo_get(&ex->memo, id);
+	Buf b = {0};
+	size_t len;
+	uint64_t n;
+	int64_t carrier = 0;
+	int r;
+
+	if (known) {
+		*ret = *known;
+		return 0;
+	}
+	if (depth > MAX_DEPTH)
+		return -EBADMSG;
+	r = dir_get_carrier(ex->db, ex->sel, id, &v, &len, &n, &carrier);
+	if (r == 0)
+		r = buf_reserve(&b, 1);
+	if (r < 0)
+		return r;
+	b.p[b.len++] = PDIR_FORMAT;
+	Cursor cur = {v, v + len};
+	for (uint64_t i = 0; r == 0 && i < n; i++) {
+		RawEntry re;
+		ChunkId ch, sh;
+		bool carried = false;
+		r = entry_get(&cur, &re);
+		if (r == 0 && re.content)
+			r = export_content_hash(ex, (int64_t)re.content, &ch, &carried);
+		if (r == 0 && carried)
+			r = ex->x->content((int64_t)re.content, ex->x->ud);
+		if (r == 0 && re.sub)
+			r = export_dir(ex, (int64_t)re.sub, depth + 1, &sh);
+		if (r == 0) {
+			_cleanup_free_ char *name = strndup((const char *)re.name, re.name_len);
+			_cleanup_free_ char *target =
+				re.has_target ? strndup((const char *)re.target, re.target_len) : NULL;
+			Entry e = {.name = name, .target = target, .mode = (uint32_t)re.mode,
+				   .uid = (uint32_t)re.uid, .gid = (uint32_t)re.gid,
+				   .mtime_ns = unzigzag(re.mtime), .size = re.size};
+			r = !name || (re.has_target && !target)
+				    ? -ENOMEM
+				    : pentry_put(&b, &e, re.content ? &ch : NULL, re.sub ? &sh : NULL);
+		}
+	}
+	if (r == 0 && cur.p != cur.end)
+		r = -EBADMSG;
+	if (r == 0) {
+		chunk_hash(b.p, b.len, ret);
+		if (carrier == ex->snap || carrier == 0) /* 0: none yet, as for contents */
+			r = ex->x->dir(ret, n, b.p, b.len, ex->x->ud);
+	}
+	if (r == 0)
+		r = memo_put(&ex->memo, id, ret);
+	free(b.p);
+	return r;
+}
+
+int catalog_tree_export(Catalog *c, int64_t forest, int64_t snap, const CatalogTreeExport *x,
+			ChunkId *ret_forest)
+{
+	Export ex = {.db = catalog_sqlite(c), .snap = snap, .x = x};
+	int r = sql_prepare(ex.db, "SELECT hash, n, entries, carrier FROM dirs WHERE id = ?1", &ex.sel);
+	if (r == 0)
+		r = sql_prepare(ex.db, "SELECT hash, carrier FROM contents WHERE id = ?1", &ex.content);
+	if (r == 0)
+		r = export_dir(&ex, forest, 0, ret_forest);
+	sqlite3_finalize(ex.sel);
+	sqlite3_finalize(ex.content);
+	free(ex.memo.keys);
+	free(ex.memo.vals);
+	return r;
+}
+
+/*
+ * Import: the portable directories of the manifests read so far wait in
+ * temp.manifest_dirs (this connection only), with the row each became once
+ * translated (local), so a directory shared by many snapshots is
+ * translated once.
+ */
+#define STAGE_SQL                                                                         \
+	"CREATE TEMP TABLE IF NOT EXISTS manifest_dirs(phash BLOB PRIMARY KEY,"              \
+	" n INTEGER NOT NULL, entries BLOB NOT NULL, local INTEGER) WITHOUT ROWID"
+
+int catalog_tree_stage(Catalog *c, const ChunkId *phash, uint64_t n, const void *bytes,
+		       size_t len)
+{
+	sqlite3 *db = catalog_sqlite(c);
+	sqlite3_stmt *s = NULL;
+	ChunkId got;
+	int r;
+
+	chunk_hash(bytes, len, &got);
+	if (len < 1 || ((const unsigned char *)bytes)[0] != PDIR_FORMAT ||
+	    memcmp(got.b, phash->b, sizeof(got.b)) != 0 || n > INT64_MAX)
+		return -EBADMSG;
+	r = sql_exec(db, STAGE_SQL);
+	if (r == 0)
+		r = sql_prepare(db, "INSERT OR IGNORE INTO temp.manifest_dirs(phash, n, entries)"
+				    " VALUES(?1, ?2, ?3)", &s);
+	if (r == 0) {
+		sqlite3_bind_blob(s, 1, phash->b, sizeof(phash->b), SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, (int64_t)n);
+		sqlite3_bind_blob64(s, 3, bytes, len, SQLITE_STATIC);
+		int rc = sqlite3_step(s);
+		r = rc == SQLITE_DONE ? 0 : sql_fail(db, rc, "stage directory");
+	}
+	sqlite3_finalize(s);
+	return r;
+}
+
+typedef struct Import {
+	Catalog *c;
+	sqlite3 *db;
+	sqlite3_stmt *get, *local, *content, *ins, *sel;
+	size_t missing;
+} Import;
+
+static void entry_clear(Entry *e)
+{
+	free(e->name);
+	free(e->target);
+}
+
+static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *ret);
+
+/* One portable entry as a catalog entry: its content and subdirectory found or made. */
+static int import_entry(Import *im, const PEntry *pe, unsigned depth, Entry *e)
+{
+	*e = (Entry){.mode = (uint32_t)pe->mode, .uid = (uint32_t)pe->uid, .gid = (uint32_t)pe->gid,
+		     .mtime_ns = unzigzag(pe->mtime), .size = pe->size};
+	e->name = strndup((const char *)pe->name, pe->name_len);
+	e->target = pe->has_target ? strndup((const char *)pe->target, pe->target_len) : NULL;
+	if (!e->name || (pe->has_target && !e->target))
+		return -ENOMEM;
+	if (strlen(e->name) != pe->name_len || (e->target && strlen(e->target) != pe->target_len))
+		return -EBADMSG;
+	if (pe->content) {
+		ChunkId h;
+		size_t missing = 0;
+		memcpy(h.b, pe->content, sizeof(h.b));
+		/* no manifest carried it: a placeholder that reads as damaged */
+		int r = catalog_content_find_or_missing(im->c, &h, &e->content, &missing);
+		im->missing += missing;
+		if (r < 0)
+			return r;
+	}
+	if (pe->sub) {
+		ChunkId h;
+		memcpy(h.b, pe->sub, sizeof(h.b));
+		return import_dir(im, &h, depth + 1, &e->sub);
+	}
+	return 0;
+}
+
+static int import_entries(Import *im, const unsigned char *p, size_t len, uint64_t n,
+			  unsigned depth, int64_t *ret)
+{
+	Cursor cur = {p, p + len};
+	Buf b = {0};
+	Entry prev = {0};
+	int r = buf_reserve(&b, 1);
+	if (r < 0)
+		return r;
+	b.p[b.len++] = DIR_FORMAT;
+	for (uint64_t i = 0; r == 0 && i < n; i++) {
+		PEntry pe;
+		Entry e = {0};
+		r = pentry_get(&cur, &pe);
+		if (r == 0)
+			r = import_entry(im, &pe, depth, &e);
+		/* in name order, each name once: as catalog_tree_share writes them */
+		if (r == 0 && i > 0 && strcmp(prev.name, e.name) >= 0)
+			r = -EBADMSG;
+		if (r == 0)
+			r = entry_put(&b, &e);
+		entry_clear(&prev);
+		prev = e;
+	}
+	entry_clear(&prev);
+	if (r == 0 && cur.p != cur.end)
+		r = -EBADMSG;
+	if (r == 0)
+		r = dir_put(im->db, im->ins, im->sel, &b, n, ret);
+	free(b.p);
+	return r;
+}
+
+static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *ret)
+{
+	_cleanup_free_ unsigned char *v = NULL;
+	size_t len = 0;
+	uint64_t n = 0;
+	int rc, r;
+
+	if (depth > MAX_DEPTH)
+		return -EBADMSG;
+	sqlite3_reset(im->get);
+	sqlite3_bind_blob(im->get, 1, ph->b, sizeof(ph->b), SQLITE_STATIC);
+	rc = sqlite3_step(im->get);
+	if (rc == SQLITE_ROW && sqlite3_column_type(im->get, 2) == SQLITE_INTEGER) {
+		*ret = sqlite3_column_int64(im->get, 2);
+		sqlite3_reset(im->get);
+		return 0;
+	}
+	if (rc == SQLITE_ROW) {
+		/* a copy: the statement is stepped again for the subdirectories */
+		len = (size_t)sqlite3_column_bytes(im->get, 1);
+		n = (uint64_t)sqlite3_column_int64(im->get, 0);
+		v = malloc(len ? len : 1);
+		if (v && len)
+			memcpy(v, sqlite3_column_blob(im->get, 1), len);
+	}
+	sqlite3_reset(im->get);
+	if (rc == SQLITE_DONE) {
+		/* no manifest carried it: an empty directory in its place (the caller marks the
+		 * snapshot failed) */
+		Buf b = {0};
+		im->missing++;
+		r = buf_reserve(&b, 1);
+		if (r == 0) {
+			b.p[b.len++] = DIR_FORMAT;
+			r = dir_put(im->db, im->ins, im->sel, &b, 0, ret);
+		}
+		free(b.p);
+		return r;
+	}
+	if (rc != SQLITE_ROW)
+		return sql_fail(im->db, rc, "staged directory");
+	if (!v)
+		return -ENOMEM;
+	if (len < 1 || v[0] != PDIR_FORMAT)
+		return -EBADMSG;
+	size_t missing = im->missing;
+	r = import_entries(im, v + 1, len - 1, n, depth, ret);
+	/* remembered only when whole: every snapshot naming a hollow one must count what it lacks */
+	if (r == 0 && im->missing == missing) {
+		sqlite3_reset(im->local);
+		sqlite3_bind_blob(im->local, 1, ph->b, sizeof(ph->b), SQLITE_STATIC);
+		sqlite3_bind_int64(im->local, 2, *ret);
+		rc = sqlite3_step(im->local);
+		sqlite3_reset(im->local);
+		r = rc == SQLITE_DONE ? 0 : sql_fail(im->db, rc, "staged directory");
+	}
+	return r;
+}
+
+int catalog_tree_import(Catalog *c, const ChunkId *forest, int64_t *ret_forest,
+			size_t *ret_missing)
+{
+	Import im = {.c = c, .db = catalog_sqlite(c)};
+	int r = sql_exec(im.db, STAGE_SQL);
+	if (r == 0)
+		r = sql_prepare(im.db, "SELECT n, entries, local FROM temp.manifest_dirs WHERE phash = ?1",
+				&im.get);
+	if (r == 0)
+		r = sql_prepare(im.db, "UPDATE temp.manifest_dirs SET local = ?2 WHERE phash = ?1",
+				&im.local);
+	if (r == 0)
+		r = sql_prepare(im.db, "INSERT OR IGNORE INTO dirs(hash, n, entries) VALUES(?1, ?2, ?3)",
+				&im.ins);
+	if (r == 0)
+		r = sql_prepare(im.db, "SELECT id FROM dirs WHERE hash = ?1", &im.sel);
+	if (r == 0)
+		r = import_dir(&im, forest, 0, ret_forest);
+	sqlite3_finalize(im.get);
+	sqlite3_finalize(im.local);
+	sqlite3_finalize(im.ins);
+	sqlite3_finalize(im.sel);
+	if (r == 0)
+		*ret_missing = im.missing;
+	return r;
+}
+
+int catalog_tree_carry(Catalog *c, const ChunkId *phash, int64_t snap)
+{
+	sqlite3 *db = catalog_sqlite(c);
+	sqlite3_stmt *s = NULL;
+	int r = sql_prepare(db, "UPDATE dirs SET carrier = ?2 WHERE carrier IS NULL AND id ="
+				" (SELECT local FROM temp.manifest_dirs WHERE phash = ?1)", &s);
+	if (r == 0) {
+		sqlite3_bind_blob(s, 1, phash->b, sizeof(phash->b), SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, snap);
+		int rc = sqlite3_step(s);
+		r = rc == SQLITE_DONE ? 0 : sql_fail(db, rc, "directory carrier");
+	}
+	sqlite3_finalize(s);
+	return r;
 }

@@ -35,6 +35,11 @@ static const char image_schema_2[] =
 	"CREATE TABLE idblocks(hash BLOB PRIMARY KEY, n INTEGER NOT NULL, ids BLOB NOT NULL,"
 	"  crcs BLOB) WITHOUT ROWID;";
 
+/* format 3: the directories this snapshot carries, in portable form (catalog.h) */
+static const char image_schema_3[] =
+	"CREATE TABLE dirs(hash BLOB PRIMARY KEY, n INTEGER NOT NULL, entries BLOB NOT NULL)"
+	"  WITHOUT ROWID;";
+
 static void stmt_finalizep(sqlite3_stmt **s)
 {
 	if (*s)
@@ -207,21 +212,30 @@ static int export_snapshot(Exporter *e, int64_t rowid)
 	return image_step_done(e->img, ins, -EIO);
 }
 
+static int export_content_use(int64_t content, void *userdata)
+{
+	Exporter *e = userdata;
+	if (e->n_contents == e->cap_contents) {
+		size_t cap = e->cap_contents ? 2 * e->cap_contents : 256;
+		int64_t *v = realloc(e->contents, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		e->contents = v;
+		e->cap_contents = cap;
+	}
+	e->contents[e->n_contents++] = content;
+	return 0;
+}
+
 static int export_file(const FileRow *f, void *userdata)
 {
 	Exporter *e = userdata;
 	sqlite3_stmt *s = e->ins;
 
 	if (f->content) {
-		if (e->n_contents == e->cap_contents) {
-			size_t cap = e->cap_contents ? 2 * e->cap_contents : 256;
-			int64_t *v = realloc(e->contents, cap * sizeof(*v));
-			if (!v)
-				return -ENOMEM;
-			e->contents = v;
-			e->cap_contents = cap;
-		}
-		e->contents[e->n_contents++] = f->content;
+		int r = export_content_use(f->content, e);
+		if (r < 0)
+			return r;
 	}
 	sqlite3_bind_int64(s, 1, (int64_t)f->ino);
 	sqlite3_bind_int64(s, 2, (int64_t)f->parent);
@@ -366,11 +380,61 @@ static int export_prepare(Exporter *e, const char *sql)
 	return image_prepare(e->img, sql, -EIO, &e->ins);
 }
 
+/* snapshots.tree: the snapshot's shared tree, 0 when it keeps files rows */
+static int snapshot_tree(Exporter *e, int64_t rowid, int64_t *ret)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = catalog_prepare(e->cat, "SELECT tree FROM snapshots WHERE id = ?1", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, rowid);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW)
+		return rc == SQLITE_DONE ? -ENOENT : catalog_errno(e->cat, rc, "snapshot tree");
+	*ret = sqlite3_column_int64(s, 0);
+	return 0;
+}
+
+static int export_dir(const ChunkId *phash, uint64_t n, const void *bytes, size_t len, void *ud)
+{
+	Exporter *e = ud;
+	sqlite3_bind_blob(e->ins, 1, phash->b, sizeof(phash->b), SQLITE_STATIC);
+	sqlite3_bind_int64(e->ins, 2, (int64_t)n);
+	sqlite3_bind_blob64(e->ins, 3, bytes, len, SQLITE_STATIC);
+	return image_step_done(e->img, e->ins, -EIO);
+}
+
+/*
+ * Format 3, a shared tree: the directories and contents this snapshot
+ * carries (the first committed snapshot to use them, catalog_tree_export),
+ * and its forest's portable hash in meta; no files rows.
+ */
+static int export_tree(Exporter *e, int64_t rowid, int64_t tree)
+{
+	CatalogTreeExport x = {.dir = export_dir, .content = export_content_use, .ud = e};
+	ChunkId forest;
+	int r = export_prepare(e, "INSERT INTO dirs VALUES(?1, ?2, ?3)");
+	if (r == 0)
+		r = catalog_tree_export(e->c, tree, rowid, &x, &forest);
+	if (r == 0)
+		r = export_prepare(e, "INSERT INTO meta VALUES('tree', ?1)");
+	if (r == 0) {
+		sqlite3_bind_blob(e->ins, 1, forest.b, sizeof(forest.b), SQLITE_STATIC);
+		r = image_step_done(e->img, e->ins, -EIO);
+	}
+	return r;
+}
+
 static int export_rows(Exporter *e, int64_t rowid)
 {
+	int64_t tree = 0;
 	int r = image_exec(e->img, image_schema, -EIO);
 	if (r == 0 && e->format >= 2)
 		r = image_exec(e->img, image_schema_2, -EIO);
+	if (r == 0 && e->format >= 3)
+		r = image_exec(e->img, image_schema_3, -EIO);
+	if (r == 0 && e->format >= 3)
+		r = snapshot_tree(e, rowid, &tree);
 	if (r == 0)
 		r = export_prepare(e, "INSERT INTO meta VALUES('manifest_format', ?1)");
 	if (r == 0) {
@@ -379,9 +443,11 @@ static int export_rows(Exporter *e, int64_t rowid)
 	}
 	if (r == 0)
 		r = export_snapshot(e, rowid);
-	if (r == 0)
+	if (r == 0 && tree)
+		r = export_tree(e, rowid, tree);
+	if (r == 0 && !tree)
 		r = export_prepare(e, "INSERT INTO files VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
-	if (r == 0)
+	if (r == 0 && !tree)
 		r = catalog_file_foreach(e->c, rowid, export_file, e);
 	if (r == 0)
 		r = export_contents(e);
@@ -425,7 +491,8 @@ int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_
 {
 	_cleanup_db_ sqlite3 *img = NULL;
 	/* format 1 in a format-1 repository: its older readers must read every manifest */
-	Exporter e = {.c = c, .cat = catalog_sqlite(c), .format = catalog_idblocks(c) ? 2 : 1};
+	Exporter e = {.c = c, .cat = catalog_sqlite(c),
+		      .format = catalog_format(c) >= 3 ? 3 : catalog_idblocks(c) ? 2 : 1};
 	bool own_tx = sqlite3_get_autocommit(e.cat);
 	int rc, r;
 
@@ -636,6 +703,20 @@ static int import_snapshot(sqlite3 *cat, sqlite3 *img, int64_t *ret_rowid)
 	return 0;
 }
 
+/* An imported snapshot whose tree is not whole: "failed", so nobody takes it for whole. */
+static int snapshot_set_failed(Catalog *c, int64_t rowid)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	sqlite3 *cat = catalog_sqlite(c);
+	int rc, r = catalog_prepare(cat, "UPDATE snapshots SET status = '" SNAP_STATUS_FAILED "'"
+					 " WHERE id = ?1", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, rowid);
+	rc = sqlite3_step(s);
+	return rc == SQLITE_DONE ? 0 : catalog_errno(cat, rc, "snapshot status");
+}
+
 /* Set the chunks' known CRCs where the catalog has the chunk but not its CRC. */
 static int import_crcs(sqlite3 *cat, sqlite3_stmt *upd, const ChunkId *ids, size_t n,
 		       const uint8_t *crcs)
@@ -737,7 +818,8 @@ static int import_content_blocks(Catalog *c, sqlite3_stmt *sel, int64_t n, int64
  * the manifest's content id to the catalog's for the files. *ret_missing:
  * blocks of its lists that neither it nor the catalog holds.
  */
-static int import_contents(Catalog *c, sqlite3 *img, int format, size_t *ret_missing)
+static int import_contents(Catalog *c, sqlite3 *img, int format, int64_t snap,
+			   size_t *ret_missing)
 {
 	static const ChunkId empty_list; /* a zero-length list is a blob, not NULL */
 	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *map = NULL, *upd = NULL;
@@ -778,6 +860,15 @@ static int import_contents(Catalog *c, sqlite3 *img, int format, size_t *ret_mis
 			r = catalog_content_put(c, n ? list : &empty_list, (size_t)n, &id);
 			if (r == 0 && crcs)
 				r = import_crcs(cat, upd, list, (size_t)n, crcs);
+		}
+		/* format 3: the manifest carries every list it has (repair: the first imported) */
+		if (r == 0 && format >= 3 && snap) {
+			ChunkId hash;
+			if (sqlite3_column_bytes(sel, 5) == PGBAKFS_CHUNK_ID_LEN)
+				memcpy(hash.b, sqlite3_column_blob(sel, 5), sizeof(hash.b));
+			else
+				chunk_hash(n ? list : &empty_list, (size_t)n * sizeof(ChunkId), &hash);
+			r = catalog_content_set_carrier(c, &hash, snap);
 		}
 		if (r < 0)
 			return r;
@@ -823,6 +914,83 @@ static int import_files(Catalog *c, sqlite3 *img, int64_t snap)
 	return rc == SQLITE_DONE ? 0 : image_errno(img, rc, -EBADMSG, "files");
 }
 
+/* Format 3: the directories the manifest carries wait, staged, for the trees that use them. */
+static int import_stage_dirs(Catalog *c, sqlite3 *img)
+{
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL;
+	int rc, r = image_prepare(img, "SELECT hash, n, entries FROM dirs", -EBADMSG, &sel);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		ChunkId h;
+		if (sqlite3_column_bytes(sel, 0) != PGBAKFS_CHUNK_ID_LEN ||
+		    sqlite3_column_type(sel, 1) != SQLITE_INTEGER || sqlite3_column_int64(sel, 1) < 0 ||
+		    sqlite3_column_type(sel, 2) != SQLITE_BLOB)
+			return -EBADMSG;
+		memcpy(h.b, sqlite3_column_blob(sel, 0), sizeof(h.b));
+		r = catalog_tree_stage(c, &h, (uint64_t)sqlite3_column_int64(sel, 1),
+				       sqlite3_column_blob(sel, 2), (size_t)sqlite3_column_bytes(sel, 2));
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : image_errno(img, rc, -EBADMSG, "dirs");
+}
+
+/* meta 'tree': the forest's portable hash (format 3, a shared tree); 0 when there is none. */
+static int image_tree(sqlite3 *img, ChunkId *ret, bool *ret_has)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int rc, r = image_prepare(img, "SELECT value FROM meta WHERE key = 'tree'", -EBADMSG, &s);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(s);
+	*ret_has = rc == SQLITE_ROW;
+	if (rc == SQLITE_DONE)
+		return 0;
+	if (rc != SQLITE_ROW)
+		return image_errno(img, rc, -EBADMSG, "tree");
+	if (sqlite3_column_type(s, 0) != SQLITE_BLOB ||
+	    sqlite3_column_bytes(s, 0) != PGBAKFS_CHUNK_ID_LEN)
+		return -EBADMSG;
+	memcpy(ret->b, sqlite3_column_blob(s, 0), sizeof(ret->b));
+	return 0;
+}
+
+/*
+ * The snapshot's tree from portable directories: those of this manifest and
+ * of every manifest staged before (repair's first pass). Items no manifest
+ * carried are counted in *ret_missing.
+ */
+static int import_tree(Catalog *c, sqlite3 *img, int64_t snap, const ChunkId *forest,
+		       size_t *ret_missing)
+{
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *up = NULL;
+	sqlite3 *cat = catalog_sqlite(c);
+	int64_t local = 0;
+	size_t missing = 0;
+	int rc, r = import_stage_dirs(c, img);
+	if (r == 0)
+		r = catalog_tree_import(c, forest, &local, &missing);
+	if (r == 0)
+		r = catalog_prepare(cat, "UPDATE snapshots SET tree = ?2 WHERE id = ?1", &up);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(up, 1, snap);
+	sqlite3_bind_int64(up, 2, local);
+	rc = sqlite3_step(up);
+	if (rc != SQLITE_DONE)
+		return catalog_errno(cat, rc, "snapshot tree");
+	*ret_missing += missing;
+	/* the directories this manifest carries: it is their carrier unless one was imported before */
+	r = image_prepare(img, "SELECT hash FROM dirs", -EBADMSG, &sel);
+	while (r == 0 && (rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		ChunkId h;
+		memcpy(h.b, sqlite3_column_blob(sel, 0), sizeof(h.b)); /* 32 bytes: staged */
+		r = catalog_tree_carry(c, &h, snap);
+	}
+	return r < 0 ? r : rc == SQLITE_DONE ? 0 : image_errno(img, rc, -EBADMSG, "dirs");
+}
+
 static int import_links_bad_blocks(Catalog *c, sqlite3 *img, int64_t snap)
 {
 	_cleanup_stmt_ sqlite3_stmt *links = NULL, *bad = NULL;
@@ -855,9 +1023,17 @@ static int import_links_bad_blocks(Catalog *c, sqlite3 *img, int64_t snap)
 
 int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid)
 {
+	return manifest_import_counted(c, buf, len, ret_rowid, NULL);
+}
+
+int manifest_import_counted(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid,
+			    size_t *ret_missing)
+{
 	_cleanup_db_ sqlite3 *img = NULL;
 	int64_t rowid = 0;
-	size_t missing = 0;
+	size_t missing = 0, missing_tree = 0;
+	ChunkId forest;
+	bool has_tree = false;
 	int format, r;
 
 	/* all or nothing: a caller's transaction would make it part of something else */
@@ -870,18 +1046,25 @@ int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid)
 	if (r < 0)
 		return r;
 	r = import_snapshot(catalog_sqlite(c), img, &rowid);
+	if (r == 0 && format >= 3)
+		r = image_tree(img, &forest, &has_tree);
 	if (r == 0 && format >= 2)
 		r = import_idblocks(c, img, rowid);
 	if (r == 0)
-		r = import_contents(c, img, format, &missing);
-	if (r == 0)
+		r = import_contents(c, img, format, rowid, &missing);
+	if (r == 0 && has_tree)
+		r = import_tree(c, img, rowid, &forest, &missing_tree);
+	if (r == 0 && !has_tree)
 		r = import_files(c, img, rowid);
 	if (r == 0)
 		r = import_links_bad_blocks(c, img, rowid);
 	/* with a block no manifest carried, the lists are not whole: the caller marks the
-	 * snapshot failed (catalog_check_references names the block) */
-	if (r == 0 && missing == 0)
+	 * snapshot failed (catalog_check_references names the block); a directory or a list
+	 * no manifest carried: the same, and the caller is told (missing_tree) */
+	if (r == 0 && missing == 0 && missing_tree == 0)
 		r = verify_tree(c, rowid);
+	if (r == 0 && missing_tree > 0)
+		r = snapshot_set_failed(c, rowid);
 	if (r == 0)
 		r = catalog_commit(c);
 	if (r < 0) {
@@ -890,6 +1073,8 @@ int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid)
 	}
 	if (ret_rowid)
 		*ret_rowid = rowid;
+	if (ret_missing)
+		*ret_missing = missing_tree;
 	return 0;
 }
 
@@ -907,6 +1092,13 @@ int manifest_import_idblocks(Catalog *c, const void *buf, size_t len)
 	if (r < 0)
 		return r;
 	r = import_idblocks(c, img, 0);
+	/* format 3: lists and directories may be named by another manifest's tree too */
+	if (r == 0 && format >= 3) {
+		size_t missing = 0;
+		r = import_contents(c, img, format, 0, &missing);
+	}
+	if (r == 0 && format >= 3)
+		r = import_stage_dirs(c, img);
 	if (r == 0)
 		r = catalog_commit(c);
 	if (r < 0)

@@ -27,13 +27,23 @@
  * A block a list names may be carried by another snapshot's manifest: a
  * rebuild imports the blocks of every manifest first (manifest_import_idblocks).
  *
+ * Format 3 (a repository of format 3): a snapshot kept as a shared tree
+ * (snapshots.tree) has no files rows; instead
+ *   meta 'tree'               the portable hash of its forest (catalog.h,
+ *                             catalog_tree_export)
+ *   dirs(hash, n, entries)    the directories it carries, in portable form
+ *   contents                  only the lists it carries (contents.carrier)
+ * Each directory and list is carried by one committed snapshot, as id blocks
+ * are; one that has no carrier yet is in every manifest that uses it. A
+ * snapshot kept as files rows is exported as in format 2 (every list).
+ *
  * Both functions use the catalog connection from the calling thread only.
  */
 #pragma once
 
 #include "store/catalog.h"
 
-#define PGBAKFS_MANIFEST_FORMAT 2
+#define PGBAKFS_MANIFEST_FORMAT 3
 
 /*
  * Serialize the snapshot with catalog rowid snap_rowid. *ret_buf is malloc'd
@@ -61,8 +71,20 @@ int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_
  */
 int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid);
 /*
+ * manifest_import, and *ret_missing (may be NULL): how many directories and
+ * chunk lists its tree names that neither it nor a manifest imported before
+ * carries (format 3). With any, the snapshot is imported with status
+ * "failed", a missing directory as an empty one and a missing list as a
+ * placeholder that reads as damaged (catalog_content_find_or_missing), and
+ * its tree digest is not checked.
+ */
+int manifest_import_counted(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid,
+			    size_t *ret_missing);
+/*
  * A format-2 manifest's id blocks alone (no carrier set), in a transaction of
- * their own; nothing for format 1. Errors as manifest_import. In
+ * their own; nothing for format 1. Format 3: also its chunk lists (no
+ * carrier set) and its directories (staged on this connection for the trees
+ * of later imports, catalog_tree_stage). Errors as manifest_import. In
  * manifest_import, a list naming a block the catalog still lacks is
  * recorded with a placeholder (catalog_content_put_blocks), the tree digest
  * is not checked, and catalog_check_references reports the block missing.

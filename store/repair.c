@@ -204,54 +204,6 @@ static int repair_pack(StoreBackend *b, Catalog *c, const Object *o, RepairStats
 	return 0;
 }
 
-static int repair_manifest(Catalog *c, const char *name, RepairManifestFn get_manifest,
-			   void *ud, RepairStats *st)
-{
-	_cleanup_free_ void *buf = NULL;
-	size_t len = 0;
-	int r = get_manifest(name, &buf, &len, ud);
-
-	if (r == -ENOMEM)
-		return r;
-	if (r < 0) {
-		log_warning("skipping manifest \"%s\": could not read it: %s", name, strerror(-r));
-		st->bad_manifests++;
-		return 0;
-	}
-	r = manifest_import(c, buf, len, NULL);
-	if (r == -EEXIST)
-		return 0; /* another copy of a snapshot imported already */
-	if (r == -EBADMSG || r == -EPROTONOSUPPORT) {
-		log_warning("skipping manifest \"%s\": %s", name,
-			    r == -EBADMSG ? "it is damaged or not a manifest (or its files do not "
-					    "match its tree digest)"
-					  : "it was written by a newer version of pgbakfs");
-		st->bad_manifests++;
-		return 0;
-	}
-	if (r < 0)
-		return r;
-	st->snapshots++;
-	return 0;
-}
-
-/*
- * First pass: the id blocks of every manifest, before any snapshot, since a
- * list may name a block another manifest carries. A manifest that fails here
- * is counted and named by the second pass, which reads it again.
- */
-static int repair_manifest_idblocks(Catalog *c, const char *name, RepairManifestFn get_manifest,
-				    void *ud)
-{
-	_cleanup_free_ void *buf = NULL;
-	size_t len = 0;
-	int r = get_manifest(name, &buf, &len, ud);
-
-	if (r == 0)
-		r = manifest_import_idblocks(c, buf, len);
-	return r == -ENOMEM ? r : 0;
-}
-
 typedef struct Incomplete {
 	char (*names)[64];
 	uint64_t *missing;
@@ -280,17 +232,94 @@ static int note_missing(const char *snapshot, const ChunkId *id _unused_, void *
 	return 0;
 }
 
-/* Snapshots naming chunks no pack holds: "failed", so nobody takes them for whole. */
-static int mark_incomplete(Catalog *c, RepairStats *st)
+/* The name of snapshot rowid, for the missing items its tree names. */
+static int note_missing_tree(Catalog *c, int64_t rowid, size_t missing, Incomplete *inc)
 {
-	Incomplete inc = {0};
+	sqlite3 *db = catalog_sqlite(c);
+	sqlite3_stmt *s = NULL;
+	int r = 0;
+	if (sqlite3_prepare_v2(db, "SELECT name FROM snapshots WHERE id = ?1", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, rowid);
+	if (sqlite3_step(s) != SQLITE_ROW)
+		r = -EIO;
+	for (size_t i = 0; r == 0 && i < missing; i++)
+		r = note_missing((const char *)sqlite3_column_text(s, 0), NULL, inc);
+	sqlite3_finalize(s);
+	return r;
+}
+
+static int repair_manifest(Catalog *c, const char *name, RepairManifestFn get_manifest,
+			   void *ud, RepairStats *st, Incomplete *inc)
+{
+	_cleanup_free_ void *buf = NULL;
+	size_t len = 0, missing = 0;
+	int64_t rowid = 0;
+	int r = get_manifest(name, &buf, &len, ud);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		log_warning("skipping manifest \"%s\": could not read it: %s", name, strerror(-r));
+		st->bad_manifests++;
+		return 0;
+	}
+	r = manifest_import_counted(c, buf, len, &rowid, &missing);
+	/* directories or lists its tree names that no manifest carries */
+	if (r == 0 && missing > 0)
+		r = note_missing_tree(c, rowid, missing, inc);
+	if (r == -EEXIST)
+		return 0; /* another copy of a snapshot imported already */
+	if (r == -EBADMSG || r == -EPROTONOSUPPORT) {
+		log_warning("skipping manifest \"%s\": %s", name,
+			    r == -EBADMSG ? "it is damaged or not a manifest (or its files do not "
+					    "match its tree digest)"
+					  : "it was written by a newer version of pgbakfs");
+		st->bad_manifests++;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	st->snapshots++;
+	return 0;
+}
+
+/*
+ * First pass: the id blocks of every manifest (format 3: and its chunk lists
+ * and directories), before any snapshot, since a list may name a block, and
+ * a tree a list or a directory, that another manifest carries. A manifest that fails here
+ * is counted and named by the second pass, which reads it again.
+ */
+static int repair_manifest_idblocks(Catalog *c, const char *name, RepairManifestFn get_manifest,
+				    void *ud)
+{
+	_cleanup_free_ void *buf = NULL;
+	size_t len = 0;
+	int r = get_manifest(name, &buf, &len, ud);
+
+	if (r == 0)
+		r = manifest_import_idblocks(c, buf, len);
+	return r == -ENOMEM ? r : 0;
+}
+
+/*
+ * Snapshots naming chunks no pack holds (or id blocks, lists or directories no
+ * manifest holds: inc has those of the directories already): "failed", so
+ * nobody takes them for whole.
+ */
+static int mark_incomplete(Catalog *c, RepairStats *st, Incomplete *in)
+{
+	Incomplete inc = *in;
 	int r = catalog_check_references(c, note_missing, &inc);
+
+	*in = (Incomplete){0};
 
 	for (size_t i = 0; r == 0 && i < inc.n; i++) {
 		r = catalog_snapshot_mark_failed(c, inc.names[i]);
 		if (r == 0) {
 			log_warning("snapshot \"%s\" names %llu chunk(s) that no pack holds (or id "
-				    "block(s) that no manifest holds): kept as failed (delete it unless "
+				    "block(s), chunk list(s) or directories that no manifest holds): kept as failed (delete it unless "
 				    "its other files are needed)", inc.names[i],
 				    (unsigned long long)inc.missing[i]);
 			st->incomplete++;
@@ -305,6 +334,7 @@ static int rebuild(StoreBackend *b, Catalog *c, const char *manifest_prefix,
 		   RepairManifestFn get_manifest, void *ud, RepairStats *st)
 {
 	ObjectList packs = {0}, manifests = {0};
+	Incomplete inc = {0};
 	CatalogStats cs;
 	int r = list_sorted(b, "packs/", &packs);
 
@@ -318,10 +348,12 @@ static int rebuild(StoreBackend *b, Catalog *c, const char *manifest_prefix,
 	for (size_t i = 0; r == 0 && i < manifests.n; i++)
 		r = repair_manifest_idblocks(c, manifests.v[i].name, get_manifest, ud);
 	for (size_t i = 0; r == 0 && i < manifests.n; i++)
-		r = repair_manifest(c, manifests.v[i].name, get_manifest, ud, st);
+		r = repair_manifest(c, manifests.v[i].name, get_manifest, ud, st, &inc);
 	object_list_clear(&manifests);
 	if (r == 0)
-		r = mark_incomplete(c, st);
+		r = mark_incomplete(c, st, &inc);
+	free(inc.names);
+	free(inc.missing);
 	if (r == 0)
 		r = catalog_stats(c, &cs);
 	if (r == 0)

@@ -103,7 +103,10 @@ int manifests_sync(Repo *r)
 	static const char *const queries[] = {
 		/* committed snapshots (deleted ones: 2nd column 1), what was last written for them */
 		"SELECT s.id, s.name, s.status = 'deleted', m.digest, s.* FROM snapshots s"
-		" LEFT JOIN manifest_state m ON m.name = s.name WHERE s.status <> 'running'",
+		" LEFT JOIN manifest_state m ON m.name = s.name WHERE s.status <> 'running'"
+		/* oldest first: an item's carrier is older than any other snapshot naming it,
+		 * so its manifest is written first (format 3) */
+		" ORDER BY s.id",
 		/* manifests of snapshots purged since */
 		"SELECT NULL, m.name, 1, m.digest FROM manifest_state m"
 		" WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.name = m.name)",

@@ -147,6 +147,9 @@ int repo_upgrade(Repo *r, RepoUpgradeResult *ret)
 		e = config_put(r->backend, &c);
 		if (e == 0)
 			r->config.format = PGBAKFS_REPO_FORMAT;
+		/* format 3: manifests carry contents and directories once (carriers) */
+		if (e == 0)
+			catalog_set_format(r->catalog, PGBAKFS_REPO_FORMAT);
 	}
 	if (e == 0 && !res.already) {
 		catalog_set_idblocks(r->catalog, true);

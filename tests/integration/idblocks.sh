@@ -1,9 +1,13 @@
-# Chunk-id lists as shared id blocks (repository format 2):
+# Chunk-id lists as shared id blocks (repository format 2), and manifests
+# that carry each directory and chunk list once (format 3):
 # - a one-page change in a 64 MiB file adds < 64 KiB of metadata (catalog
-#   growth + manifest bytes) per snapshot, and restores byte-identical;
-# - the parent deleted and collected, its blocks move to the child's
-#   manifest: repair --rebuild-catalog still restores the child; a damaged
-#   id block is named by check, refused by restore, rebuilt by repair;
+#   growth + manifest bytes) per snapshot, and restores byte-identical; the
+#   incremental's manifest carries only its new directories, list and block;
+# - the parent deleted and collected, its blocks, lists and directories move
+#   to the child's manifest: repair --rebuild-catalog still restores the
+#   child, with the same tree digests; a manifest missing: the snapshots
+#   naming what it carried are kept failed and named; a damaged id block is
+#   named by check, refused by restore, rebuilt by repair;
 # - a format-1 repository (made by the previous release when
 #   PGBAKFS_FORMAT1 names its binary, else an init'ed one set to format 1)
 #   keeps backing up and restoring in format 1; upgrade converts it, the
@@ -23,6 +27,10 @@ touch_page() {
 }
 snap_ids() { pgbakfs list --repo "$1" --json | jq -r '.[].id'; }
 cat_bytes() { stat -c %s "$1/catalog.db"; }
+# the SQLite image of manifest $1 (after the small-object header: a zstd frame) into $2
+manifest_db() { rm -f "$2"; tail -c +25 "$1" | zstd -dq -o "$2"; }
+rows() { sqlite3 "$1" "SELECT count(*) FROM $2"; }
+digests() { sqlite3 "$1/catalog.db" "SELECT name, hex(tree_digest) FROM snapshots ORDER BY name"; }
 restores() { # restores REPO SNAP EXPECTED_DIR
 	rm -rf "$T/out"
 	pgbakfs restore "$2" "$T/out" --repo "$1" >/dev/null && cmp -s "$T/out/big" "$3/big"
@@ -31,7 +39,7 @@ restores() { # restores REPO SNAP EXPECTED_DIR
 # ---- 1. metadata per one-page change ----
 R=$T/repo
 pgbakfs init --repo "$R" >/dev/null
-ok "init writes format 2" grep -qx 'format = 2' "$R/config"
+ok "init writes format 3" grep -qx 'format = 3' "$R/config"
 pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null
 cp "$T/src/big" "$T/big.1"
 for i in 1 2 3; do
@@ -51,16 +59,46 @@ ok "the last snapshot restores byte-identical" restores "$R" "$LAST" "$T/src"
 mkdir -p "$T/first" && mv "$T/big.1" "$T/first/big"
 ok "the first snapshot restores byte-identical" restores "$R" "$FIRST" "$T/first"
 ok "check passes" pgbakfs check --repo "$R"
+# what each manifest carries: the full all of it, an incremental only what is new
+# (the forest and the root, whose entry for big changed; big's list; one block)
+manifest_db "$R/snapshots/$FIRST" "$T/m-first.db"
+manifest_db "$R/snapshots/$LAST" "$T/m-last.db"
+ok "manifests are format 3" test "$(sqlite3 "$T/m-last.db" "SELECT value FROM meta WHERE key = 'manifest_format'")" = 3
+ok "the full carries its 2 directories, 2 lists and 4 blocks" \
+	test "$(rows "$T/m-first.db" dirs) $(rows "$T/m-first.db" contents) $(rows "$T/m-first.db" idblocks)" = "2 2 4"
+ok "the incremental carries 2 directories, 1 list, 1 block, no file rows" \
+	test "$(rows "$T/m-last.db" dirs) $(rows "$T/m-last.db" contents) $(rows "$T/m-last.db" idblocks) $(rows "$T/m-last.db" files)" = "2 1 1 0"
+digests "$R" >"$T/digests.before"
 
-# ---- 2. the parent goes: its blocks move to the child's manifest ----
+# ---- 2. the parent goes: its blocks, lists and directories move to the child's manifest ----
 pgbakfs delete "$FIRST" --repo "$R" >/dev/null
 pgbakfs gc --repo "$R" >/dev/null
 ok "the first manifest is gone" test ! -e "$R/snapshots/$FIRST"
+SECOND=$(snap_ids "$R" | head -1)
+manifest_db "$R/snapshots/$SECOND" "$T/m-second.db"
+ok "the child's manifest now carries small's list too" test "$(rows "$T/m-second.db" contents)" = 2
 pgbakfs repair --rebuild-catalog --repo "$R" >"$T/repair.out" 2>&1
 only_rebuilt() { ! grep -v '^repair: rebuilt' "$1"; }
 ok "repair rebuilds with no warning" only_rebuilt "$T/repair.out"
+ok "repair makes shared trees" test "$(rows "$R/catalog.db" files)" = 0
+ok "the tree digests are those from before" \
+	bash -c "grep -v '^$FIRST|' '$T/digests.before' | cmp -s - <(sqlite3 '$R/catalog.db' \"SELECT name, hex(tree_digest) FROM snapshots ORDER BY name\")"
 ok "the child restores after the rebuild" restores "$R" "$LAST" "$T/src"
 ok "check --read-data passes after the rebuild" pgbakfs check --read-data --repo "$R"
+
+# a manifest missing: what only it carried is gone, so the snapshots naming it are failed
+mv "$R/snapshots/$SECOND" "$T/second.manifest"
+rc=0; pgbakfs repair --rebuild-catalog --repo "$R" >/dev/null 2>"$T/repair-missing.err" || rc=$?
+ok "repair exits 1 without the carrier's manifest" test "$rc" = 1
+ok "repair names the dependent snapshot" \
+	grep_or_show "snapshot \"$LAST\" names .* that no manifest holds): kept as failed" "$T/repair-missing.err"
+ok "it is listed as failed" test "$(pgbakfs list --repo "$R" --json | jq -r ".[] | select(.id == \"$LAST\") | .status")" = failed
+rm -rf "$T/out"
+expect_error 1 "damaged" pgbakfs restore "$LAST" "$T/out" --repo "$R"
+mv "$T/second.manifest" "$R/snapshots/$SECOND"
+pgbakfs repair --rebuild-catalog --repo "$R" >"$T/repair-back.out" 2>&1
+ok "with the manifest back, repair is clean again" only_rebuilt "$T/repair-back.out"
+ok "and the child restores" restores "$R" "$LAST" "$T/src"
 
 # a damaged id block: check names it, restore refuses, repair rebuilds it from its manifest
 sqlite3 "$R/catalog.db" "UPDATE idblocks SET ids = zeroblob(length(ids)) WHERE id =
@@ -83,7 +121,7 @@ if [ -x "$OLD" ]; then
 else
 	echo "note: no previous release at $OLD (PGBAKFS_FORMAT1): a format-1 repository is simulated"
 	pgbakfs init --repo "$F" >/dev/null
-	sed -i 's/^format = 2$/format = 1/' "$F/config"
+	sed -i 's/^format = .*$/format = 1/' "$F/config"
 	pgbakfs backup --repo "$F" --from-dir "$T/f1src" --no-progress >/dev/null
 fi
 mkdir -p "$T/v1" && cp "$T/f1src/big" "$T/v1/big"
@@ -100,7 +138,7 @@ if [ -x "$OLD" ]; then
 	ok "and its check passes" "$OLD" check --repo "$F"
 fi
 # an upgrade cut short: its config write fails (nothing changes), or its first
-# manifest write fails (format 2, lists converted, manifests pending): the
+# manifest write fails (format 3, lists converted, manifests pending): the
 # repository opens and restores, and upgrade again finishes it
 cp -a "$F" "$T/f1cut"
 PGBAKFS_TEST_FAULTS="put:1=EIO" "$PGBAKFS" upgrade --repo "$T/f1cut" >/dev/null 2>"$T/cut1.err" &&
@@ -109,23 +147,23 @@ ok "a failed config write leaves format 1" grep -qx 'format = 1' "$T/f1cut/confi
 PGBAKFS_TEST_FAULTS="put:2=EIO" "$PGBAKFS" upgrade --repo "$T/f1cut" >/dev/null 2>"$T/cut2.err" &&
 	fail "a failed manifest write went unnoticed" || pass
 ok "the cut-short upgrade says to run it again" grep_or_show 'run "pgbakfs upgrade" again' "$T/cut2.err"
-ok "it left format 2" grep -qx 'format = 2' "$T/f1cut/config"
+ok "it left format 3" grep -qx 'format = 3' "$T/f1cut/config"
 ok "the cut-short repository restores" restores "$T/f1cut" "$V1" "$T/v1"
 cp -a "$T/f1cut" "$T/f1cut-repair"
 pgbakfs repair --rebuild-catalog --repo "$T/f1cut-repair" >/dev/null 2>"$T/cut-repair.err"
 ok "it rebuilds from its manifests (old and new) without warnings" test ! -s "$T/cut-repair.err"
 ok "and restores after the rebuild" restores "$T/f1cut-repair" "$V2" "$T/f1src"
 pgbakfs upgrade --repo "$T/f1cut" >"$T/cut3.out"
-ok "upgrade again finishes it" grep_or_show 'already format 2' "$T/cut3.out"
+ok "upgrade again finishes it" grep_or_show 'already format 3' "$T/cut3.out"
 ok "every manifest is written again then" test \
 	"$(sqlite3 "$T/f1cut/catalog.db" 'SELECT count(*) FROM manifest_state')" = 2
 
 pgbakfs upgrade --repo "$F" >"$T/upgrade.out"
-ok "upgrade says what it did" grep_or_show 'upgraded from format 1 to format 2: 2 chunk list(s)' "$T/upgrade.out"
-ok "upgrade writes format 2" grep -qx 'format = 2' "$F/config"
+ok "upgrade says what it did" grep_or_show 'upgraded from format 1 to format 3: 2 chunk list(s)' "$T/upgrade.out"
+ok "upgrade writes format 3" grep -qx 'format = 3' "$F/config"
 ok "upgrade output is one line" test "$(wc -l <"$T/upgrade.out")" = 1
 pgbakfs upgrade --repo "$F" >"$T/upgrade2.out"
-ok "a second upgrade is a no-op" grep_or_show 'is already format 2' "$T/upgrade2.out"
+ok "a second upgrade is a no-op" grep_or_show 'is already format 3' "$T/upgrade2.out"
 if [ -x "$OLD" ]; then
 	expect_error 1 "newer format" "$OLD" list --repo "$F"
 fi
@@ -143,11 +181,11 @@ expect_error 2 "unexpected argument" pgbakfs upgrade extra --repo "$F"
 E=$T/enc
 export XDG_CACHE_HOME=$T/cache PGBAKFS_PASSPHRASE="idblocks test passphrase"
 pgbakfs init --repo "$E" --encrypt >/dev/null
-sed -i 's/^format = 2$/format = 1/' "$E/config" # as an earlier release made it
+sed -i 's/^format = .*$/format = 1/' "$E/config" # as an earlier release made it
 pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
 EV=$(snap_ids "$E")
 pgbakfs upgrade --repo "$E" >"$T/upgrade-enc.out"
-ok "the encrypted repository upgrades" grep_or_show 'upgraded from format 1 to format 2: 1 chunk list(s)' "$T/upgrade-enc.out"
+ok "the encrypted repository upgrades" grep_or_show 'upgraded from format 1 to format 3: 1 chunk list(s)' "$T/upgrade-enc.out"
 touch_page 7 f1src
 pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
 EV2=$(snap_ids "$E" | tail -1)

@@ -2,6 +2,7 @@
 #include "tests/unit/test.h"
 
 #include "store/catalog.h"
+#include "store/manifest.h"
 
 #include <limits.h>
 #include <sqlite3.h>
@@ -401,8 +402,212 @@ static void test_scans_without_contents(void)
 	TEST_RM_RF(tmp);
 }
 
+/* ---- format 3: carriers, and manifests that carry each directory and list once ---- */
+
+typedef struct Marks {
+	int64_t v[16];
+	size_t n;
+} Marks;
+
+static int note_carrier(int64_t snap, const char *name _unused_, void *ud)
+{
+	Marks *m = ud;
+	if (m->n < ELEMENTSOF(m->v))
+		m->v[m->n++] = snap;
+	return 0;
+}
+
+/* Rows of table in a manifest image. */
+static uint64_t image_rows(const void *buf, size_t len, const char *table)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	uint64_t n = UINT64_MAX;
+	unsigned char *copy = sqlite3_malloc64(len);
+	char sql[128];
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", table);
+	if (copy && sqlite3_open(":memory:", &db) == SQLITE_OK) {
+		memcpy(copy, buf, len);
+		if (sqlite3_deserialize(db, "main", copy, (sqlite3_int64)len, (sqlite3_int64)len,
+					SQLITE_DESERIALIZE_FREEONCLOSE) == SQLITE_OK &&
+		    sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+			n = (uint64_t)sqlite3_column_int64(s, 0);
+	} else {
+		sqlite3_free(copy);
+	}
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return n;
+}
+
+/* A snapshot's rows as lines with each content named by its hash (portable between catalogs). */
+typedef struct HashListing {
+	Catalog *c;
+	char lines[64][256];
+	size_t n;
+} HashListing;
+
+static int hash_row(const FileRow *f, void *userdata)
+{
+	HashListing *l = userdata;
+	char hex[65] = "-";
+	if (f->content) {
+		sqlite3_stmt *s = NULL;
+		char sql[96];
+		snprintf(sql, sizeof(sql), "SELECT hex(hash) FROM contents WHERE id = %lld",
+			 (long long)f->content);
+		if (sqlite3_prepare_v2(catalog_sqlite(l->c), sql, -1, &s, NULL) == SQLITE_OK &&
+		    sqlite3_step(s) == SQLITE_ROW)
+			snprintf(hex, sizeof(hex), "%s", (const char *)sqlite3_column_text(s, 0));
+		sqlite3_finalize(s);
+	}
+	if (l->n == ELEMENTSOF(l->lines))
+		return -E2BIG;
+	snprintf(l->lines[l->n++], sizeof(l->lines[0]), "%llu %llu %s %o %u:%u %lld %llu %s %s",
+		 (unsigned long long)f->ino, (unsigned long long)f->parent, f->name, f->mode, f->uid,
+		 f->gid, (long long)f->mtime_ns, (unsigned long long)f->size, hex,
+		 f->target ? f->target : "-");
+	return 0;
+}
+
+/* A copy of a manifest image renamed to name (malloc'd, *ret_len), or NULL. */
+static void *image_renamed(const void *buf, size_t len, const char *name, size_t *ret_len)
+{
+	sqlite3 *db = NULL;
+	unsigned char *copy = sqlite3_malloc64(len), *out = NULL;
+	sqlite3_int64 size = 0;
+	void *ret = NULL;
+	char sql[128];
+	snprintf(sql, sizeof(sql), "UPDATE snapshots SET name = '%s'", name);
+	if (copy && sqlite3_open(":memory:", &db) == SQLITE_OK) {
+		memcpy(copy, buf, len);
+		if (sqlite3_deserialize(db, "main", copy, (sqlite3_int64)len, (sqlite3_int64)len,
+					SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE) ==
+			    SQLITE_OK &&
+		    sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK)
+			out = sqlite3_serialize(db, "main", &size, 0);
+	} else {
+		sqlite3_free(copy);
+	}
+	sqlite3_close(db);
+	if (out && (ret = malloc((size_t)size))) {
+		memcpy(ret, out, (size_t)size);
+		*ret_len = (size_t)size;
+	}
+	sqlite3_free(out);
+	return ret;
+}
+
+static void same_listing(Catalog *a, int64_t sa, Catalog *b, int64_t sb)
+{
+	HashListing *la = calloc(1, sizeof(*la)), *lb = calloc(1, sizeof(*lb));
+	if (la && lb) {
+		la->c = a;
+		lb->c = b;
+		if (CHECK_EQ_INT(catalog_file_foreach(a, sa, hash_row, la), 0) &&
+		    CHECK_EQ_INT(catalog_file_foreach(b, sb, hash_row, lb), 0) &&
+		    CHECK_EQ_INT(la->n, lb->n))
+			for (size_t i = 0; i < la->n; i++)
+				CHECK_EQ_STR(la->lines[i], lb->lines[i]);
+		CHECK(la->n > N_BASE);
+	}
+	free(la);
+	free(lb);
+}
+
+static void test_carriers(void)
+{
+	char tmp[PATH_MAX], path[PATH_MAX];
+	Catalog *c = open_fresh(tmp, sizeof(tmp)), *d = NULL, *e = NULL;
+	void *m1 = NULL, *m2 = NULL, *m2b = NULL;
+	size_t l1 = 0, l2 = 0, l2b = 0, missing = 0;
+	int64_t i1 = 0, i2 = 0, i3 = 0;
+	Marks k = {0};
+	if (!c)
+		return;
+	catalog_set_format(c, 3);
+	int64_t s1 = make_tree(c, T0, "f7", T0);
+	int64_t s2 = make_tree(c, T0 + 2000, "f7 changed", T0);
+	/* each item goes to the first snapshot that uses it; both manifests are to be written */
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, note_carrier, &k), 0);
+	CHECK_EQ_INT(k.n, 2);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier = 1"), 7);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier = 2"), 3);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM contents WHERE carrier = 2"), 1);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM contents WHERE carrier IS NULL"), 0);
+	/* nothing new: no rewrite */
+	k.n = 0;
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, note_carrier, &k), 0);
+	CHECK_EQ_INT(k.n, 0);
+
+	/* s2's manifest: only its 3 new directories and the changed list, no file rows */
+	if (!CHECK_EQ_INT(manifest_export(c, s1, &m1, &l1), 0) ||
+	    !CHECK_EQ_INT(manifest_export(c, s2, &m2, &l2), 0))
+		goto out;
+	CHECK_EQ_INT(image_rows(m1, l1, "dirs"), 7);
+	CHECK_EQ_INT(image_rows(m2, l2, "dirs"), 3);
+	CHECK_EQ_INT(image_rows(m2, l2, "contents"), 1);
+	CHECK_EQ_INT(image_rows(m2, l2, "files"), 0);
+
+	/* a rebuild, the child first: every item staged in a first pass, then the trees */
+	if (!CHECK_EQ_INT(catalog_open(test_fmt(path, sizeof(path), "%s/d.db", tmp), true, &d), 0))
+		goto out;
+	CHECK_EQ_INT(manifest_import_idblocks(d, m2, l2), 0);
+	CHECK_EQ_INT(manifest_import_idblocks(d, m1, l1), 0);
+	CHECK_EQ_INT(manifest_import_counted(d, m2, l2, &i2, &missing), 0);
+	CHECK_EQ_INT(missing, 0);
+	CHECK_EQ_INT(manifest_import_counted(d, m1, l1, &i1, &missing), 0);
+	CHECK_EQ_INT(missing, 0);
+	same_listing(c, s1, d, i1);
+	same_listing(c, s2, d, i2);
+	/* shared again, as in the original: 10 directories, no file rows */
+	CHECK_EQ_INT(count_sql(d, "SELECT count(*) FROM dirs"), 10);
+	CHECK_EQ_INT(count_sql(d, "SELECT count(*) FROM files"), 0);
+	CHECK_EQ_INT(count_sql(d, "SELECT count(*) FROM dirs WHERE carrier IS NULL"), 0);
+
+	/* the child's manifest alone: what its parent carried is missing, the snapshot failed */
+	if (!CHECK_EQ_INT(catalog_open(test_fmt(path, sizeof(path), "%s/e.db", tmp), true, &e), 0))
+		goto out;
+	CHECK_EQ_INT(manifest_import_counted(e, m2, l2, &i3, &missing), 0);
+	CHECK(missing > 0);
+	CHECK_EQ_INT(count_sql(e, "SELECT count(*) FROM snapshots WHERE status = 'failed'"), 1);
+	/* a second snapshot naming the same hollow directories and placeholders: missing too
+	 * (neither a hollow translation nor a placeholder passes for whole) */
+	{
+		size_t again = 0, lr = 0;
+		_cleanup_free_ void *renamed = image_renamed(m2, l2, "again", &lr);
+		if (CHECK(renamed != NULL)) {
+			CHECK_EQ_INT(manifest_import_counted(e, renamed, lr, NULL, &again), 0);
+			CHECK_EQ_INT(again, missing);
+		}
+		CHECK_EQ_INT(count_sql(e, "SELECT count(*) FROM snapshots WHERE status = 'failed'"), 2);
+	}
+
+	/* the parent deleted: what the child uses moves to it, and its manifest says so */
+	CHECK_EQ_INT(catalog_snapshot_delete(c, s1), 0);
+	k.n = 0;
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, note_carrier, &k), 0);
+	CHECK_EQ_INT(k.n, 1);
+	CHECK_EQ_INT(k.v[0], s2);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier = 2"), 7);
+	if (CHECK_EQ_INT(manifest_export(c, s2, &m2b, &l2b), 0)) {
+		CHECK_EQ_INT(image_rows(m2b, l2b, "dirs"), 7);
+		CHECK_EQ_INT(image_rows(m2b, l2b, "contents"),
+			     count_sql(c, "SELECT count(*) FROM contents WHERE carrier = 2"));
+	}
+out:
+	free(m1);
+	free(m2);
+	free(m2b);
+	catalog_free(d);
+	catalog_free(e);
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
 int main(void)
 {
+	test_carriers();
 	test_scans_without_contents();
 	test_migration();
 	test_share_and_read();

@@ -618,6 +618,45 @@ static bool damage_trailer(const char *repo_path, const char *pack)
 
 /* ---- tests ---- */
 
+static int count_named_missing(const char *snapshot, const ChunkId *id _unused_, void *userdata)
+{
+	CHECK_EQ_STR(snapshot, "named");
+	(*(size_t *)userdata)++;
+	return 0;
+}
+
+/* A manifest edited by sql into a fresh catalog: imported "failed", one item missing. */
+static void check_import_missing(const char *tmp, size_t i, const void *buf, size_t len,
+				 const char *sql)
+{
+	char path[PATH_MAX];
+	Catalog *c = NULL;
+	void *edited = NULL;
+	size_t elen = 0, missing = 0, reported = 0;
+	int64_t rowid = 0;
+	ChunkId digest;
+	_cleanup_free_ char *full = xasprintf("UPDATE snapshots SET name = 'named'; %s", sql);
+	SnapshotInfo s = {0};
+
+	if (!CHECK_EQ_INT(catalog_open(test_fmt(path, sizeof(path), "%s/cut%zu.db", tmp, i), true,
+				       &c), 0) ||
+	    !CHECK_EQ_INT(manifest_edit(buf, len, full, &edited, &elen), 0))
+		goto out;
+	CHECK_EQ_INT(manifest_import_counted(c, edited, elen, &rowid, &missing), 0);
+	CHECK_EQ_INT(missing, 1);
+	if (CHECK_EQ_INT(catalog_snapshot_get(c, "named", NULL, &s), 0))
+		CHECK_EQ_STR(s.status, SNAP_STATUS_FAILED);
+	snapshot_info_clear(&s);
+	/* a missing list reads as damaged, and the reference check names it (a missing
+	 * directory is an empty one: only the import tells) */
+	CHECK_EQ_INT(catalog_check_references(c, count_named_missing, &reported), 0);
+	CHECK(reported >= 1); /* no chunk is in this catalog either */
+	CHECK_EQ_INT(tree_digest_compute(c, rowid, &digest), i == 0 ? -EBADMSG : 0);
+out:
+	free(edited);
+	catalog_free(c);
+}
+
 /* Manifests on their own: what export refuses, what import refuses, and atomicity. */
 static void test_manifest_errors(Repo *r, const char *tmp, int64_t a_rowid)
 {
@@ -680,30 +719,46 @@ static void test_manifest_errors(Repo *r, const char *tmp, int64_t a_rowid)
 	free(TAKE_PTR(edited));
 	/* nothing of the image's schema runs: a view is refused */
 	if (CHECK_EQ_INT(manifest_edit(buf, len,
-				       "ALTER TABLE files RENAME TO f0; CREATE VIEW files AS SELECT * FROM f0",
+				       "ALTER TABLE contents RENAME TO c0;"
+				       " CREATE VIEW contents AS SELECT * FROM c0",
 				       &edited, &elen),
 			 0))
 		CHECK_EQ_INT(manifest_import(c, edited, elen, NULL), -EBADMSG);
 	free(TAKE_PTR(edited));
+	/*
+	 * format 3: a directory whose bytes do not give its name, or whose entry
+	 * count is wrong: -EBADMSG after the snapshot row and lists went in (before any good
+	 * copy of the manifest: a directory already imported is not read again), and
+	 * the transaction leaves nothing behind
+	 */
+	static const char *const broken[] = {
+		"UPDATE snapshots SET name = 'broken';"
+		" UPDATE dirs SET hash = randomblob(32)"
+		"  WHERE hash = (SELECT value FROM meta WHERE key = 'tree')",
+		"UPDATE snapshots SET name = 'broken'; UPDATE dirs SET n = n + 1",
+		"UPDATE snapshots SET name = 'broken'; UPDATE dirs SET entries = x'01'",
+		"UPDATE snapshots SET name = 'broken'; UPDATE meta SET value = x'00' WHERE key = 'tree'",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(broken); i++) {
+		if (CHECK_EQ_INT(manifest_edit(buf, len, broken[i], &edited, &elen), 0))
+			CHECK_EQ_INT(manifest_import(c, edited, elen, NULL), -EBADMSG);
+		free(TAKE_PTR(edited));
+	}
 	CHECK_EQ_INT(count_rows(c, "snapshots"), 0);
 	CHECK_EQ_INT(manifest_import(c, buf, len, &rowid), 0);
 	CHECK_EQ_INT(count_rows(c, "snapshots"), 1);
-
-	/*
-	 * a file whose chunk list is missing: -EBADMSG after the snapshot row and
-	 * lists went in, and the transaction leaves nothing behind
-	 */
-	if (CHECK_EQ_INT(manifest_edit(buf, len,
-				       "UPDATE snapshots SET name = 'broken';"
-				       " DELETE FROM contents WHERE id = (SELECT max(id) FROM contents)",
-				       &edited, &elen),
-			 0))
-		CHECK_EQ_INT(manifest_import(c, edited, elen, NULL), -EBADMSG);
-	free(TAKE_PTR(edited));
-	CHECK_EQ_INT(count_rows(c, "snapshots"), 1);
-	CHECK_EQ_INT(count_rows(c, test_fmt(path, sizeof(path), "files WHERE snap <> %lld",
-					    (long long)rowid)),
-		     0);
+	/* format 3: imported as shared directories again, not as files rows */
+	CHECK_EQ_INT(count_rows(c, "files"), 0);
+	CHECK_EQ_INT(count_rows(c, "snapshots WHERE tree IS NOT NULL"), 1);
+	/* a list, or a directory, that no manifest carries: "failed", counted and named */
+	{
+		static const char *const cut[] = {
+			"DELETE FROM contents WHERE id = (SELECT max(id) FROM contents)",
+			"DELETE FROM dirs WHERE n = 1 AND hash <> (SELECT value FROM meta WHERE key = 'tree')",
+		};
+		for (size_t i = 0; i < ELEMENTSOF(cut); i++)
+			check_import_missing(tmp, i, buf, len, cut[i]);
+	}
 
 	/* the same snapshot again: -EEXIST, nothing changed */
 	{
