@@ -8,7 +8,7 @@
 #include <string.h>
 
 #define N_SHARDS 16
-#define PREFETCH_QUEUE 256
+#define PREFETCH_QUEUE 1024 /* eight streaming readers 8 MiB ahead, in 64 KiB chunks */
 
 typedef enum { ENTRY_LOADING, ENTRY_READY, ENTRY_FAILED, ENTRY_BAD } EntryState;
 
