@@ -240,6 +240,22 @@ ok "sequential read" cmp "$M/$S1/base/1/random" "$T/src/base/1/random"
 ok "unmount" unmount_fg "$M"
 ok "sequential read: chunks prefetched" grep -Eq "chunk cache: .* [1-9][0-9]* prefetched" "$T/mount6.log"
 
+# the cache's bound counts whole chunk buffers: 400 files of 8 KiB through a
+# 1 MiB cache (16 shards of one 64 KiB buffer) leave at most 16 entries
+mkdir -p "$T/small"
+python3 -c "import os, sys; [open(f'{sys.argv[1]}/{i}', 'wb').write(os.urandom(8192)) for i in range(400)]" "$T/small"
+pgbakfs backup --repo "$R" --from-dir "$T/small" --no-progress >/dev/null
+S4=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount7.log" --repo "$R" --cache-size 1MiB
+ok "400 small files read" bash -c "cat '$M/$S4'/* | cmp - <(cat '$T/small'/*)"
+ok "unmount" unmount_fg "$M"
+ok "small chunks cost a whole buffer: at most 16 cached" python3 - "$T/mount7.log" <<'PY'
+import re, sys
+m = re.search(r"chunk cache: (\d+) hits, (\d+) misses, \d+ prefetched, (\d+) evicted", open(sys.argv[1]).read())
+hits, misses, evicted = map(int, m.groups())
+assert misses >= 400 and misses - evicted <= 16, (hits, misses, evicted)
+PY
+
 # --owner (root only) and bad input
 if [ "$(id -u)" = 0 ]; then
 	mount_fg "$M" "$T/mount4.log" --repo "$R" --owner nobody --allow-other
