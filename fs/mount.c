@@ -1436,8 +1436,9 @@ static int read_chunks(Mount *m, const MountSnap *ms, const SnapTree *tree, cons
  * readahead as raise_readahead sets it, so that the prefetch threads, not the
  * request threads, decompress and verify the chunks of the requests the kernel
  * sends next (a request finding its chunk loading waits for it; one finding
- * it neither cached nor loading loads it itself). A small read elsewhere (PostgreSQL fetching one page) prefetches nothing, so
- * it decompresses only the chunk it needs.
+ * it neither cached nor loading loads it itself). A small read elsewhere
+ * (PostgreSQL fetching one page) prefetches nothing, so it decompresses only
+ * the chunk it needs.
  */
 #define STREAMING_READ (128 * 1024)
 #define PREFETCH_AHEAD (8 * 1024 * 1024)
