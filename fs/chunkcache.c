@@ -8,7 +8,7 @@
 #include <string.h>
 
 #define N_SHARDS 16
-#define PREFETCH_QUEUE 256
+#define PREFETCH_QUEUE 1024 /* eight streaming readers 8 MiB ahead, in 64 KiB chunks */
 
 typedef enum { ENTRY_LOADING, ENTRY_READY, ENTRY_FAILED, ENTRY_BAD } EntryState;
 
@@ -167,7 +167,7 @@ static void shard_evict(ChunkCache *c, Shard *s)
 		CachedChunk *e = s->lru_tail;
 		lru_remove(s, e);
 		shard_unhash(s, e);
-		s->bytes -= e->plen;
+		s->bytes -= c->bufs.size;
 		entry_free(c, e);
 		atomic_fetch_add(&c->evicted, 1);
 	}
@@ -289,7 +289,7 @@ int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk
 	if (r == 0) {
 		e->data = data;
 		e->state = ENTRY_READY;
-		s->bytes += plen;
+		s->bytes += c->bufs.size; /* the buffer, not the bytes in it: a small file's chunk costs as much */
 		shard_evict(c, s);
 	} else if (r == -EBADMSG) {
 		e->state = ENTRY_BAD; /* damage does not heal: remember it */

@@ -3,7 +3,8 @@
  * prefetch. Sharded by chunk id, each shard with its own lock and LRU, so
  * concurrent reads of different chunks do not contend; a chunk being loaded
  * is loaded once while other readers of it wait. Entries in use are pinned
- * and never evicted; the capacity bounds the unpinned rest.
+ * and never evicted; the capacity bounds the unpinned rest, counting each
+ * entry as a whole chunk buffer (the tail of a file, or a small file, too).
  *
  * Chunks are read through a pool of ChunkReaders (each with its own catalog
  * connection), so every read is checked against its id. A chunk found damaged

@@ -41,6 +41,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #define LATEST_INO 2
@@ -51,6 +52,8 @@
 #define MAX_IO (1024 * 1024)
 #define MOUNT_NAME_MAX 255 /* NAME_MAX, reported by statfs */
 #define POLL_INTERVAL_MS 1000
+/* decoders ahead of sequential readers: more than the cores, as they also wait for the disk */
+#define PREFETCH_THREADS 4
 /* loaded trees nothing uses: at most this many bytes, and none idle for longer */
 #define MAX_TREE_BYTES (256ull * 1024 * 1024)
 #define TREE_IDLE_NS (60ll * 1000000000)
@@ -1429,11 +1432,16 @@ static int read_chunks(Mount *m, const MountSnap *ms, const SnapTree *tree, cons
 /*
  * A streaming reader (a read continuing exactly where the last one ended, or
  * a large one: the kernel's readahead at work) gets the chunks after its read
- * queued for the prefetch threads, a window of twice the largest request ahead.
- * A small read elsewhere (PostgreSQL fetching one page) prefetches nothing, so
- * it decompresses only the chunk it needs.
+ * queued for the prefetch threads, PREFETCH_AHEAD bytes: twice the kernel's
+ * readahead as raise_readahead sets it, so that the prefetch threads, not the
+ * request threads, decompress and verify the chunks of the requests the kernel
+ * sends next (a request finding its chunk loading waits for it; one finding
+ * it neither cached nor loading loads it itself). A small read elsewhere
+ * (PostgreSQL fetching one page) prefetches nothing, so it decompresses only
+ * the chunk it needs.
  */
 #define STREAMING_READ (128 * 1024)
+#define PREFETCH_AHEAD (8 * 1024 * 1024)
 
 static void prefetch_after(Mount *m, Handle *h, uint64_t off, size_t len)
 {
@@ -1441,7 +1449,7 @@ static void prefetch_after(Mount *m, Handle *h, uint64_t off, size_t len)
 	uint64_t expected = atomic_exchange(&h->next_off, off + len);
 	if (off != expected && len < STREAMING_READ)
 		return;
-	uint64_t window = 2 * (uint64_t)MAX_IO / cs;
+	uint64_t window = PREFETCH_AHEAD / cs;
 	uint64_t from = (off + len + cs - 1) / cs, to = MIN(last, from + MAX(window, 2));
 	uint64_t done = atomic_load(&h->prefetched);
 	if (done > from && done <= to)
@@ -1529,38 +1537,108 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 }
 
+/*
+ * A read of a snapshot file is answered from the chunk cache itself: the
+ * reply's iovecs point into the cache entries (and at zeros for holes), which
+ * stay pinned until fuse_reply_iov has handed them to the kernel, so the only
+ * copy is the kernel's into its page cache. Not fuse_reply_data: libfuse
+ * (3.14, without splice) copies a bufvec of more than one memory buffer into
+ * a fresh allocation before writing it, which is what this replaces (a 1 MiB
+ * malloc, its page faults and a memcpy per request). Every entry was verified
+ * when it was loaded (chunk_cache_get serves nothing else).
+ */
+#define MAX_PIECES (MAX_IO / PGBAKFS_CHUNK_SIZE_MIN + 2)
+
+/* never written: the zeros of holes, up to one request */
+static uint8_t zeros[MAX_IO];
+
+typedef struct Pieces {
+	struct iovec iov[MAX_PIECES];
+	CachedChunk *pinned[MAX_PIECES];
+	size_t n_iov, n_pinned;
+} Pieces;
+
+static void pieces_put(Mount *m, Pieces *p)
+{
+	for (size_t i = 0; i < p->n_pinned; i++)
+		chunk_cache_put(m->cache, p->pinned[i]);
+	p->n_pinned = 0;
+}
+
+/* Pin the chunks of [off, off + len) of an open snapshot file and point p's iovecs at them. */
+static int pin_chunks(Mount *m, const Handle *h, uint64_t off, size_t len, Pieces *p)
+{
+	uint64_t cs = m->chunk_size;
+	const SnapNode *n = h->node;
+	p->n_iov = p->n_pinned = 0;
+	while (len > 0) {
+		uint64_t k = off / cs, in = off % cs;
+		size_t take = (size_t)MIN((uint64_t)len, cs - in);
+		uint32_t plen = (uint32_t)MIN(cs, n->size - k * cs);
+		const uint8_t *data = zeros;
+		if (k >= h->chunks.n || p->n_iov == MAX_PIECES)
+			return -EIO; /* the list and the size disagree */
+		if (!chunk_id_is_hole(&h->chunks.ids[k])) {
+			CachedChunk *e;
+			int r = chunk_cache_get(m->cache, &h->chunks.ids[k], plen, &e);
+			if (r < 0) {
+				report_damage(m, h->snap, h->tree, n, k, r);
+				return -EIO;
+			}
+			p->pinned[p->n_pinned++] = e;
+			data = cached_chunk_data(e) + in;
+		}
+		p->iov[p->n_iov++] = (struct iovec){.iov_base = (void *)data, .iov_len = take};
+		off += take;
+		len -= take;
+	}
+	return 0;
+}
+
+static void read_snapshot_file(fuse_req_t req, Mount *m, Handle *h, size_t size, uint64_t off)
+{
+	uint64_t fsize = h->node->size;
+	size_t n = off >= fsize ? 0 : (size_t)MIN((uint64_t)size, fsize - off);
+	Pieces p;
+	int r;
+
+	if (n == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	/* first: the prefetch threads decode what comes next while this thread serves this */
+	prefetch_after(m, h, off, n);
+	r = pin_chunks(m, h, off, n, &p);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_iov(req, p.iov, (int)p.n_iov);
+	pieces_put(m, &p);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino _unused_, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	Mount *m = mount_of(req);
 	Handle *h = (Handle *)(uintptr_t)fi->fh;
-	uint8_t *buf;
+	_cleanup_free_ uint8_t *buf = NULL;
 	ssize_t n;
-	int r = 0;
 
 	size = MIN(size, (size_t)MAX_IO);
+	if (!h->cf) {
+		read_snapshot_file(req, m, h, size, (uint64_t)off);
+		return;
+	}
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (h->cf) {
-		n = clone_read(h->cf, (uint64_t)off, size, buf);
-		r = n < 0 ? (int)n : 0;
-	} else {
-		uint64_t fsize = h->node->size;
-		n = (uint64_t)off >= fsize ? 0 : (ssize_t)MIN((uint64_t)size, fsize - (uint64_t)off);
-		if (n > 0)
-			r = read_chunks(m, h->snap, h->tree, h->node, &h->chunks, (uint64_t)off,
-					(size_t)n, buf);
-		if (r == 0 && n > 0)
-			prefetch_after(m, h, (uint64_t)off, (size_t)n);
-	}
-	if (r < 0)
-		fuse_reply_err(req, -r);
+	n = clone_read(h->cf, (uint64_t)off, size, buf);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
 	else
 		fuse_reply_buf(req, (const char *)buf, (size_t)n);
-	free(buf);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino _unused_, struct fuse_file_info *fi)
@@ -2103,7 +2181,7 @@ static int mount_prepare(Mount *m, Repo *repo, const MountOptions *o)
 	if (r == 0)
 		r = repo_catalog_open(repo, &m->meta);
 	if (r == 0)
-		r = chunk_cache_new(repo, o->cache_size, 2, &m->cache);
+		r = chunk_cache_new(repo, o->cache_size, PREFETCH_THREADS, &m->cache);
 	if (r == 0)
 		r = refresh(m);
 	return r;

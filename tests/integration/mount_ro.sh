@@ -1,11 +1,62 @@
 # The read-only mount: layout, cp -a identical to restore, EROFS, holes,
 # xattrs, ENAMETOOLONG, live view (snapshots appear and go), a deleted
 # snapshot stays readable while a file of it is open (gc keeps its data),
-# damaged chunks give EIO to their readers only, SIGKILL + fusermount3 -u,
+# damaged chunks give EIO to their readers only (reads spanning them too), reads
+# at odd offsets, across chunks and holes and from 4 threads at once compared
+# byte for byte, SIGKILL + fusermount3 -u,
 # daemon mode.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mnt.sh"
 R=$T/repo M=$T/mnt
+
+# readcheck MOUNTED SOURCE [damaged]: O_DIRECT reads (each reaches the daemon as
+# it is: no page cache rounding) at chunk boundaries, odd offsets and lengths and
+# the tail, then 4 threads reading the same file at random, compared byte for byte
+# with SOURCE. With "damaged": the 64 KiB chunks a one-chunk read gets EIO for are
+# found first (there must be some); every read touching them must fail with EIO,
+# every other read must be right.
+readcheck() {
+	python3 - "$@" <<'PY'
+import errno, os, random, sys, threading
+mnt, src = sys.argv[1], sys.argv[2]
+want = open(src, "rb").read()
+size, cs = len(want), 65536
+fd = os.open(mnt, os.O_RDONLY | os.O_DIRECT)
+bad = set()
+if len(sys.argv) > 3:
+    for k in range((size + cs - 1) // cs):
+        try:
+            assert os.pread(fd, cs, k * cs) == want[k * cs:(k + 1) * cs], k
+        except OSError as e:
+            assert e.errno == errno.EIO, e
+            bad.add(k)
+    assert bad, "no damaged chunk found"
+def check(f, off, n):
+    end = min(off + n, size)
+    hits_bad = off < size and any(k in bad for k in range(off // cs, (end - 1) // cs + 1))
+    try:
+        got = os.pread(f, n, off)
+    except OSError as e:
+        assert hits_bad and e.errno == errno.EIO, (off, n, e)
+        return
+    assert not hits_bad, ("damaged range served", off, n)
+    assert got == want[off:off + n], ("differs", off, n, len(got))
+for off, n in [(0, 1), (cs - 1, 2), (cs - 7, cs + 13), (3 * cs + 5, 2 * cs + 11), (cs, 1 << 20),
+               (12345, (1 << 20) + 3), (size - 1, 1), (size - 3, 100), (size - 12345, 99999),
+               (size, 10), (size + 5, 10), (size // 2 | 1, 131073)]:
+    check(fd, max(off, 0), n)
+def reader(seed):
+    rnd, f = random.Random(seed), os.open(mnt, os.O_RDONLY | os.O_DIRECT)
+    for _ in range(40):
+        check(f, rnd.randrange(size + 100), rnd.choice([1, 511, 4097, cs + 3, 3 * cs - 1, 1 << 20]))
+    os.close(f)
+ts = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+PY
+}
 make_tree "$T/src"
 mkdir -p "$T/src2"
 head -c 400000 /dev/urandom >"$T/src2/only_in_2"
@@ -26,6 +77,10 @@ ok "files show the mounting user" test "$(stat -c %u:%g "$M/$S1/base/1/text")" =
 ok "cp -a out of the mount" cp -a "$M/$S1/." "$T/copied"
 ok "cp -a tree identical to restore" same_tree_noowner "$T/restored" "$T/copied"
 ok "same through latest" cmp "$M/latest/base/1/random" "$T/src/base/1/random"
+# reads as the daemon answers them: from pinned cache entries, across chunks, holes and tails
+for f in base/1/random sparse; do
+	ok "odd, spanning and concurrent reads of $f" readcheck "$M/$S1/$f" "$T/src/$f"
+done
 
 # read-only: every modification fails with EROFS
 ok "create fails" bash -c "! touch '$M/$S1/newfile' 2>&1 | grep -q . || ! test -e '$M/$S1/newfile'"
@@ -130,6 +185,7 @@ mount_fg "$M" "$T/mount2.log" --repo "$R"
 for i in 1 2; do
 	ok "damaged file gives EIO (read $i)" bash -c "cat '$M/$S3/only_in_2' 2>&1 >/dev/null | grep -q 'Input/output error'"
 done
+ok "reads touching the damaged chunk get EIO, the others the right bytes" readcheck "$M/$S3/only_in_2" "$T/src2/only_in_2" damaged
 ok "damage logged once, with file and offset" test "$(grep -c "snapshot \"$S3\": file \"only_in_2\": cannot read .* at offset [0-9]*: damaged" "$T/mount2.log")" = 1
 ok "undamaged file of the same snapshot reads" cmp "$M/$S3/text2" "$T/src2/text2"
 ok "other snapshot still reads" cmp "$M/$S1/base/1/random" "$T/src/base/1/random"
@@ -187,6 +243,22 @@ PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount6.log" --repo "$R"
 ok "sequential read" cmp "$M/$S1/base/1/random" "$T/src/base/1/random"
 ok "unmount" unmount_fg "$M"
 ok "sequential read: chunks prefetched" grep -Eq "chunk cache: .* [1-9][0-9]* prefetched" "$T/mount6.log"
+
+# the cache's bound counts whole chunk buffers: 400 files of 8 KiB through a
+# 1 MiB cache (16 shards of one 64 KiB buffer) leave at most 16 entries
+mkdir -p "$T/small"
+python3 -c "import os, sys; [open(f'{sys.argv[1]}/{i}', 'wb').write(os.urandom(8192)) for i in range(400)]" "$T/small"
+pgbakfs backup --repo "$R" --from-dir "$T/small" --no-progress >/dev/null
+S4=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount7.log" --repo "$R" --cache-size 1MiB
+ok "400 small files read" bash -c "cat '$M/$S4'/* | cmp - <(cat '$T/small'/*)"
+ok "unmount" unmount_fg "$M"
+ok "small chunks cost a whole buffer: at most 16 cached" python3 - "$T/mount7.log" <<'PY'
+import re, sys
+m = re.search(r"chunk cache: (\d+) hits, (\d+) misses, \d+ prefetched, (\d+) evicted", open(sys.argv[1]).read())
+hits, misses, evicted = map(int, m.groups())
+assert misses >= 400 and misses - evicted <= 16, (hits, misses, evicted)
+PY
 
 # --owner (root only) and bad input
 if [ "$(id -u)" = 0 ]; then
