@@ -270,12 +270,13 @@ static int backup_from_dir(const BackupOptions *o, Repo *repo, char made[static 
 }
 
 /*
- * One backup of an instance at a time: an flock on locks/backup-INSTANCE in
+ * One backup of a cluster (-d) per instance at a time: an flock on locks/backup-INSTANCE in
  * the repository's working directory (the repository itself, or the cache
  * directory of an S3 or encrypted one, whose writer lock already keeps other
  * machines out), holding who runs it. The second backup refuses with one line
- * naming the first; other instances are not held up. *ret_fd: keep it open
- * until the backup ends.
+ * naming the first; other instances are not held up. Backups of directory
+ * trees (--from-dir) take no guard: two of them cannot get in each other's
+ * way. *ret_fd: keep it open until the backup ends.
  */
 static int backup_guard(const BackupOptions *o, Repo *repo, int *ret_fd)
 {
@@ -321,7 +322,7 @@ static int backup_run(const BackupOptions *o, Repo *repo)
 	char made[64] = "";
 	int64_t started = now_ns();
 	_cleanup_close_ int guard = -1;
-	int rc = backup_guard(o, repo, &guard); /* refused: a failed attempt too */
+	int rc = o->from_dir ? EXIT_OK : backup_guard(o, repo, &guard); /* refused: failed too */
 	if (rc == EXIT_OK)
 		rc = o->from_dir ? backup_from_dir(o, repo, made)
 		     : o->pgdata ? backup_local(o, repo, made)
