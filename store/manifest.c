@@ -637,22 +637,18 @@ static int import_snapshot(sqlite3 *cat, sqlite3 *img, int64_t *ret_rowid)
 }
 
 /* Set the chunks' known CRCs where the catalog has the chunk but not its CRC. */
-static int import_crcs(sqlite3 *cat, sqlite3_stmt *upd, const ChunkId *ids, size_t n,
-		       const uint8_t *crcs)
+static int import_crcs(Catalog *c, const ChunkId *ids, size_t n, const uint8_t *crcs)
 {
 	for (size_t i = 0; i < n; i++) {
 		const uint8_t *rec = crcs + i * CRC_RECORD_LEN;
-		int rc;
+		int r;
 		if (rec[0] > 1)
 			return -EBADMSG;
 		if (rec[0] == 0 || chunk_id_is_hole(&ids[i]))
 			continue;
-		sqlite3_bind_blob(upd, 1, ids[i].b, sizeof(ids[i].b), SQLITE_STATIC);
-		sqlite3_bind_int64(upd, 2, get_le32(rec + 1));
-		rc = sqlite3_step(upd);
-		sqlite3_reset(upd);
-		if (rc != SQLITE_DONE)
-			return catalog_errno(cat, rc, "chunk crc");
+		r = catalog_chunk_set_crc(c, &ids[i], get_le32(rec + 1));
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }
@@ -664,12 +660,8 @@ static int import_crcs(sqlite3 *cat, sqlite3_stmt *upd, const ChunkId *ids, size
  */
 static int import_idblocks(Catalog *c, sqlite3 *img, int64_t snap)
 {
-	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *upd = NULL;
-	sqlite3 *cat = catalog_sqlite(c);
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL;
 	int rc, r = image_prepare(img, "SELECT hash, n, ids, crcs FROM idblocks", -EBADMSG, &sel);
-	if (r == 0)
-		r = catalog_prepare(cat, "UPDATE chunks SET crc = ?2 WHERE id = ?1 AND crc IS NULL",
-				    &upd);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
@@ -690,7 +682,7 @@ static int import_idblocks(Catalog *c, sqlite3 *img, int64_t snap)
 			return -EBADMSG;
 		r = catalog_idblock_put(c, ids, (size_t)n, &id);
 		if (r == 0 && crcs)
-			r = import_crcs(cat, upd, ids, (size_t)n, crcs);
+			r = import_crcs(c, ids, (size_t)n, crcs);
 		if (r == 0 && snap)
 			r = catalog_idblock_set_carrier(c, &hash, snap);
 		if (r < 0)
@@ -740,8 +732,7 @@ static int import_content_blocks(Catalog *c, sqlite3_stmt *sel, int64_t n, int64
 static int import_contents(Catalog *c, sqlite3 *img, int format, size_t *ret_missing)
 {
 	static const ChunkId empty_list; /* a zero-length list is a blob, not NULL */
-	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *map = NULL, *upd = NULL;
-	sqlite3 *cat = catalog_sqlite(c);
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *map = NULL;
 	int rc, r;
 
 	r = image_exec(img, "CREATE TEMP TABLE content_map(old INTEGER PRIMARY KEY,"
@@ -752,9 +743,6 @@ static int import_contents(Catalog *c, sqlite3 *img, int format, size_t *ret_mis
 				  -EBADMSG, &sel);
 	if (r == 0)
 		r = image_prepare(img, "INSERT INTO temp.content_map VALUES(?1, ?2)", -EBADMSG, &map);
-	if (r == 0)
-		r = catalog_prepare(cat, "UPDATE chunks SET crc = ?2 WHERE id = ?1 AND crc IS NULL",
-				    &upd);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
@@ -777,7 +765,7 @@ static int import_contents(Catalog *c, sqlite3 *img, int format, size_t *ret_mis
 		} else {
 			r = catalog_content_put(c, n ? list : &empty_list, (size_t)n, &id);
 			if (r == 0 && crcs)
-				r = import_crcs(cat, upd, list, (size_t)n, crcs);
+				r = import_crcs(c, list, (size_t)n, crcs);
 		}
 		if (r < 0)
 			return r;
