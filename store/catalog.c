@@ -158,8 +158,29 @@ static const char *const statement_sql[N_STATEMENTS] = {
 			 " FROM files WHERE snap = ?1 ORDER BY ino",
 };
 
+/*
+ * The same statements on a chunks table of schema version 1 (rows keyed by
+ * the whole id, ?1; format-1 repositories keep it: an earlier release reads
+ * them). NULL: the statement does not depend on the shape.
+ */
+static const char *const statement_sql_v1[N_STATEMENTS] = {
+	[ST_CHUNK_EXISTS] = "SELECT 1 FROM chunks WHERE id = ?1 AND condemned IS NULL",
+	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc, p.size FROM chunks c"
+			    " JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
+	[ST_CHUNK_UPSERT] = "INSERT INTO chunks(id, pack, offset, elen, plen, enc, crc)"
+			    " VALUES(?1, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET"
+			    " pack = excluded.pack, offset = excluded.offset, elen = excluded.elen,"
+			    " plen = excluded.plen, enc = excluded.enc, crc = excluded.crc, condemned = NULL"
+			    " WHERE chunks.condemned IS NOT NULL",
+	[ST_CHUNK_IN_MAIN] = "SELECT 1 FROM chunks WHERE id = ?1",
+	[ST_CHUNK_UPSERT_OVERFLOW] = "SELECT 1 WHERE ?1 IS NULL AND ?8 IS NULL", /* never reached */
+	[ST_CHUNK_SET_CRC] = "UPDATE chunks SET crc = ?3 WHERE id = ?1 AND ?2 IS NULL AND crc IS NULL",
+	[ST_CHUNK_SET_CRC_OVERFLOW] = "SELECT 1 WHERE ?1 IS NULL AND ?3 IS NULL",
+};
+
 struct Catalog {
 	sqlite3 *db;
+	bool keyed; /* chunk rows keyed by k (schema version 2), else by id (version 1) */
 	sqlite3_stmt *stmt[N_STATEMENTS];
 	unsigned format; /* the repository's: what this connection may write */
 	bool idblocks; /* new lists of more than PGBAKFS_IDBLOCK_IDS ids go in id blocks */
@@ -213,10 +234,11 @@ static sqlite3_stmt *stmt_get(Catalog *c, int which, int *ret_r)
 {
 	sqlite3_stmt *s = c->stmt[which];
 	if (!s) {
-		int rc = sqlite3_prepare_v3(c->db, statement_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
-					    &s, NULL);
+		const char *sql = !c->keyed && statement_sql_v1[which] ? statement_sql_v1[which]
+								       : statement_sql[which];
+		int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
 		if (rc != SQLITE_OK) {
-			*ret_r = catalog_fail(c, rc, statement_sql[which]);
+			*ret_r = catalog_fail(c, rc, sql);
 			return NULL;
 		}
 		c->stmt[which] = s;
@@ -286,6 +308,17 @@ static int migrate_add_column(Catalog *c, const char *table, const char *column,
 
 static const char *const chunk_tables[] = {"chunks", "chunks_overflow"};
 
+/* Which shape the chunks table has (c->keyed). */
+static int chunks_shape(Catalog *c)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'k'", &s);
+	if (r < 0 || sqlite3_step(s) != SQLITE_ROW)
+		return r < 0 ? r : catalog_fail(c, sqlite3_errcode(c->db), "table info");
+	c->keyed = sqlite3_column_int(s, 0) > 0;
+	return 0;
+}
+
 /* A chunk row's key: the id's first 8 bytes, big-endian, sign bit flipped (orders as ids do). */
 static int64_t chunk_key(const uint8_t *id)
 {
@@ -295,17 +328,30 @@ static int64_t chunk_key(const uint8_t *id)
 	return (int64_t)(v ^ (UINT64_C(1) << 63));
 }
 
-/* Bind id as (k, tail) to parameters i and i + 1. */
-static void chunk_bind_id(sqlite3_stmt *s, int i, const ChunkId *id)
+/* Bind id as (k, tail) to parameters i and i + 1; to i alone in a version-1 table. */
+static void chunk_bind_id(const Catalog *c, sqlite3_stmt *s, int i, const ChunkId *id)
 {
+	if (!c->keyed) {
+		sqlite3_bind_blob(s, i, id->b, PGBAKFS_CHUNK_ID_LEN, SQLITE_STATIC);
+		return;
+	}
 	sqlite3_bind_int64(s, i, chunk_key(id->b));
 	sqlite3_bind_blob(s, i + 1, id->b + 8, CHUNK_TAIL_LEN, SQLITE_STATIC);
 }
 
-/* The id of a row whose columns i, i + 1 are k, tail; -EBADMSG for a damaged one. */
+/*
+ * The id of a row whose columns i, i + 1 are k, tail (or id, NULL: version 1);
+ * -EBADMSG for a damaged one.
+ */
 static int chunk_column_id(sqlite3_stmt *s, int i, ChunkId *ret)
 {
 	uint64_t v = (uint64_t)sqlite3_column_int64(s, i) ^ (UINT64_C(1) << 63);
+	if (sqlite3_column_type(s, i) == SQLITE_BLOB) {
+		if (sqlite3_column_bytes(s, i) != PGBAKFS_CHUNK_ID_LEN)
+			return -EBADMSG;
+		memcpy(ret->b, sqlite3_column_blob(s, i), PGBAKFS_CHUNK_ID_LEN);
+		return 0;
+	}
 	if (sqlite3_column_type(s, i) != SQLITE_INTEGER ||
 	    sqlite3_column_bytes(s, i + 1) != CHUNK_TAIL_LEN)
 		return -EBADMSG;
@@ -337,7 +383,7 @@ static void sql_chunk_key(sqlite3_context *ctx, int argc, sqlite3_value **argv)
  * generation whole, so readers of that earlier binary meet it in a base
  * they refuse, not in a delta they cannot apply.
  */
-static int migrate_chunks_keyed(Catalog *c)
+int catalog_chunks_rekey(Catalog *c)
 {
 	static const char check[] = "SELECT (SELECT count(*) FROM pragma_table_info('chunks')"
 				    " WHERE name = 'id'), (SELECT count(*) FROM"
@@ -350,6 +396,8 @@ static int migrate_chunks_keyed(Catalog *c)
 	if (sqlite3_column_int(s, 0) == 0)
 		return 0;
 	sqlite3_reset(s);
+	for (int i = 0; i < N_STATEMENTS; i++) /* prepared for the old table */
+		c->stmt[i] = (sqlite3_finalize(c->stmt[i]), NULL);
 	r = exec_sql(c, "BEGIN IMMEDIATE");
 	if (r < 0)
 		return r;
@@ -387,7 +435,10 @@ static int migrate_chunks_keyed(Catalog *c)
 				"CREATE INDEX chunks_pack ON chunks(pack);"
 				"INSERT OR REPLACE INTO meta VALUES('schema_version', 2);"
 				"INSERT OR REPLACE INTO meta VALUES('publish_whole', 1);");
-	return r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
+	r = r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
+	if (r == 0)
+		r = chunks_shape(c);
+	return r < 0 ? r : old > 0;
 }
 
 /* A table added later (a catalog that already has manifest_state is not "short" of tables). */
@@ -481,9 +532,9 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 	if (r == 0)
 		r = migrate_add_column(c, "chunks", "crc", "INTEGER");
 	if (r == 0)
-		r = migrate_chunks_keyed(c);
-	if (r == 0)
 		r = migrate_add_table(c, "chunks_overflow", CHUNKS_OVERFLOW_SQL);
+	if (r == 0)
+		r = chunks_shape(c);
 	if (r == 0)
 		r = migrate_add_column(c, "snapshots", "tree_digest", "BLOB");
 	if (r == 0)
@@ -542,7 +593,7 @@ int catalog_chunk_exists(Catalog *c, const ChunkId *id)
 	sqlite3_stmt *s = stmt_get(c, ST_CHUNK_EXISTS, &r);
 	if (!s)
 		return r;
-	chunk_bind_id(s, 1, id);
+	chunk_bind_id(c, s, 1, id);
 	rc = sqlite3_step(s);
 	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "chunk lookup");
 	sqlite3_reset(s);
@@ -555,7 +606,7 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
 	sqlite3_stmt *s = stmt_get(c, ST_CHUNK_LOCATE, &r);
 	if (!s)
 		return r;
-	chunk_bind_id(s, 1, id);
+	chunk_bind_id(c, s, 1, id);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		ret->pack = sqlite3_column_int64(s, 0);
@@ -599,7 +650,7 @@ static int chunk_upsert_in(Catalog *c, int which, int64_t pack_id, const PackEnt
 	sqlite3_stmt *s = stmt_get(c, which, &r);
 	if (!s)
 		return r;
-	chunk_bind_id(s, 1, &e->id);
+	chunk_bind_id(c, s, 1, &e->id);
 	sqlite3_bind_int64(s, 3, pack_id);
 	sqlite3_bind_int64(s, 4, (int64_t)e->offset);
 	sqlite3_bind_int64(s, 5, e->elen);
@@ -626,7 +677,7 @@ static int chunk_upsert(Catalog *c, int64_t pack_id, const PackEntry *e)
 	s = stmt_get(c, ST_CHUNK_IN_MAIN, &r);
 	if (!s)
 		return r;
-	chunk_bind_id(s, 1, &e->id);
+	chunk_bind_id(c, s, 1, &e->id);
 	rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	if (rc == SQLITE_ROW)
@@ -644,7 +695,7 @@ int catalog_chunk_set_crc(Catalog *c, const ChunkId *id, uint32_t crc)
 		sqlite3_stmt *s = stmt_get(c, which[i], &r);
 		if (!s)
 			break;
-		chunk_bind_id(s, 1, id);
+		chunk_bind_id(c, s, 1, id);
 		sqlite3_bind_int64(s, 3, crc);
 		r = step_done(c, s);
 	}
@@ -741,10 +792,12 @@ static int pack_entries(Catalog *c, const char *sql, int64_t pack_id, PackEntry 
 
 int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n)
 {
-	return pack_entries(c, "SELECT k, tail, offset, elen, plen, enc, crc FROM chunks WHERE"
-			       " pack = ?1 UNION ALL SELECT k, tail, offset, elen, plen, enc, crc"
-			       " FROM chunks_overflow WHERE pack = ?1 ORDER BY offset",
-			    pack_id, ret, ret_n);
+	return pack_entries(c, c->keyed ? "SELECT k, tail, offset, elen, plen, enc, crc FROM chunks"
+					  " WHERE pack = ?1 UNION ALL SELECT k, tail, offset, elen,"
+					  " plen, enc, crc FROM chunks_overflow WHERE pack = ?1"
+					  " ORDER BY offset"
+					: "SELECT id, NULL, offset, elen, plen, enc, crc FROM chunks"
+					  " WHERE pack = ?1 ORDER BY offset", pack_id, ret, ret_n);
 }
 
 /*
@@ -2313,7 +2366,7 @@ static int live_add(Catalog *c, sqlite3_stmt *ins, const ChunkId *ids, size_t n)
 		int r;
 		if (chunk_id_is_hole(&ids[i]))
 			continue;
-		chunk_bind_id(ins, 1, &ids[i]);
+		chunk_bind_id(c, ins, 1, &ids[i]);
 		r = step_done(c, ins);
 		if (r < 0)
 			return r;
@@ -2329,8 +2382,11 @@ static int live_add(Catalog *c, sqlite3_stmt *ins, const ChunkId *ids, size_t n)
 static int gc_build_live_set(Catalog *c)
 {
 	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *blk = NULL, *ins = NULL;
-	int rc, r = exec_sql(c, "DROP TABLE IF EXISTS temp.live; CREATE TEMP TABLE live("
-				"k INTEGER NOT NULL, tail BLOB NOT NULL, PRIMARY KEY(k, tail)) WITHOUT ROWID;");
+	int rc, r = exec_sql(c, c->keyed ? "DROP TABLE IF EXISTS temp.live; CREATE TEMP TABLE live("
+					   "k INTEGER NOT NULL, tail BLOB NOT NULL, PRIMARY KEY(k, tail))"
+					   " WITHOUT ROWID;"
+					 : "DROP TABLE IF EXISTS temp.live; CREATE TEMP TABLE live("
+					   "id BLOB PRIMARY KEY, tail) WITHOUT ROWID;");
 	if (r == 0)
 		r = prepare(c, "SELECT n, list FROM contents WHERE blocks = 0", &sel);
 	if (r == 0)
@@ -2509,11 +2565,14 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 		r = meta_set_int(c, "epoch", ++epoch);
 	for (size_t i = 0; r == 0 && i < 2; i++) {
 		char sql[256];
+		const char *key = c->keyed ? "(k, tail)" : "id", *sel = c->keyed ? "k, tail" : "id";
+		if (!c->keyed && i > 0)
+			break;
 		snprintf(sql, sizeof(sql), "UPDATE %s SET condemned = NULL WHERE condemned IS NOT NULL"
-			 " AND (k, tail) IN (SELECT k, tail FROM live)", chunk_tables[i]);
+			 " AND %s IN (SELECT %s FROM live)", chunk_tables[i], key, sel);
 		r = exec_sql(c, sql);
 		snprintf(sql, sizeof(sql), "UPDATE %s SET condemned = ?1 WHERE condemned IS NULL"
-			 " AND (k, tail) NOT IN (SELECT k, tail FROM live)", chunk_tables[i]);
+			 " AND %s NOT IN (SELECT %s FROM live)", chunk_tables[i], key, sel);
 		if (r == 0)
 			r = exec_bound_int(c, sql, epoch);
 		res->chunks_condemned += r == 0 ? (uint64_t)sqlite3_changes(c->db) : 0;
@@ -2673,10 +2732,13 @@ int catalog_repack_candidates(Catalog *c, unsigned pct, CatalogRepackPack **ret,
 
 int catalog_pack_live_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n)
 {
-	return pack_entries(c, "SELECT k, tail, offset, elen, plen, enc, crc FROM chunks WHERE"
-			       " pack = ?1 AND condemned IS NULL UNION ALL SELECT k, tail, offset,"
-			       " elen, plen, enc, crc FROM chunks_overflow WHERE pack = ?1 AND"
-			       " condemned IS NULL ORDER BY offset", pack_id, ret, ret_n);
+	return pack_entries(c, c->keyed ? "SELECT k, tail, offset, elen, plen, enc, crc FROM chunks"
+					  " WHERE pack = ?1 AND condemned IS NULL UNION ALL SELECT k,"
+					  " tail, offset, elen, plen, enc, crc FROM chunks_overflow"
+					  " WHERE pack = ?1 AND condemned IS NULL ORDER BY offset"
+					: "SELECT id, NULL, offset, elen, plen, enc, crc FROM chunks"
+					  " WHERE pack = ?1 AND condemned IS NULL ORDER BY offset",
+			    pack_id, ret, ret_n);
 }
 
 static int pack_move_tx(Catalog *c, int64_t pack_id, uint64_t size, const PackEntry *e, size_t n,
@@ -2687,7 +2749,9 @@ static int pack_move_tx(Catalog *c, int64_t pack_id, uint64_t size, const PackEn
 #define MOVE(t) "UPDATE " t " SET pack = ?3, offset = ?4 WHERE k = ?1 AND tail = ?2 AND"    \
 	" condemned IS NULL AND elen = ?5 AND plen = ?6 AND enc = ?7 AND pack IN" \
 	" (SELECT value FROM json_each(?8))"
-	int r = prepare(c, MOVE("chunks"), &mv);
+	int r = prepare(c, c->keyed ? MOVE("chunks") : "UPDATE chunks SET pack = ?3, offset = ?4"
+			   " WHERE id = ?1 AND condemned IS NULL AND elen = ?5 AND plen = ?6 AND"
+			   " enc = ?7 AND pack IN (SELECT value FROM json_each(?8))", &mv);
 	if (r == 0)
 		r = prepare(c, MOVE("chunks_overflow"), &mvo);
 #undef MOVE
@@ -2708,8 +2772,10 @@ static int pack_move_tx(Catalog *c, int64_t pack_id, uint64_t size, const PackEn
 		int moved = 0;
 		for (int t = 0; t < 2 && r == 0 && !moved; t++) {
 			sqlite3_stmt *s = t ? mvo : mv;
+			if (t && !c->keyed)
+				break;
 			sqlite3_reset(s);
-			chunk_bind_id(s, 1, &e[i].id);
+			chunk_bind_id(c, s, 1, &e[i].id);
 			sqlite3_bind_int64(s, 3, pack_id);
 			sqlite3_bind_int64(s, 4, (int64_t)e[i].offset);
 			sqlite3_bind_int64(s, 5, e[i].elen);

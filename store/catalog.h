@@ -103,6 +103,14 @@ int catalog_chunk_set_crc(Catalog *c, const ChunkId *id, uint32_t crc);
  * publication must be whole. 0 when not, -errno on error.
  */
 int catalog_publish_whole_take(Catalog *c);
+/*
+ * Chunk rows keyed by the whole id (schema version 1, what format 1 keeps so
+ * an earlier release reads it) become rows keyed by its first 8 bytes, in
+ * one transaction (nothing changed on error); the catalog is then schema
+ * version 2, which an earlier release refuses. 1 when it migrated, 0 when
+ * there was nothing to do. Every other call works on either shape.
+ */
+int catalog_chunks_rekey(Catalog *c);
 
 /* Record a pack about to be written (state "pending", autocommitted). */
 int catalog_pack_add_pending(Catalog *c, const char *name, const char *session, int64_t *ret_id);

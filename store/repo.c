@@ -174,6 +174,13 @@ static int repo_catalog_connect(Repo *r, const char *path, Catalog **ret)
 		catalog_set_format(*ret, r->config.format);
 		catalog_set_idblocks(*ret, r->config.format >= 2);
 	}
+	/* format 2: chunk rows keyed by 8 bytes of the id (format 1 keeps what its release reads) */
+	if (e == 0 && r->config.format >= 2) {
+		int k = catalog_chunks_rekey(*ret);
+		if (k < 0)
+			*ret = catalog_free(*ret);
+		e = k < 0 ? k : 0;
+	}
 	return e;
 }
 
@@ -1462,6 +1469,10 @@ int repo_upgrade(Repo *r, RepoUpgradeResult *ret)
 		e = config_put(r->backend, &c);
 		if (e == 0)
 			r->config.format = PGBAKFS_REPO_FORMAT;
+	}
+	if (e == 0 && !res.already) {
+		int k = catalog_chunks_rekey(r->catalog);
+		e = k < 0 ? k : 0;
 	}
 	if (e == 0 && !res.already) {
 		catalog_set_idblocks(r->catalog, true);

@@ -1502,9 +1502,10 @@ static bool make_v1_catalog(const char *path, const ChunkId *ids, size_t n)
 }
 
 /*
- * A catalog of schema version 1 (chunk rows keyed by the whole id) gets the
- * new rows on open, every column of every row kept, ids sharing their first
- * 8 bytes included; a migration that fails leaves the old table as it was.
+ * A catalog of schema version 1 (chunk rows keyed by the whole id) is used as
+ * it is, and catalog_chunks_rekey gives it the new rows, every column of
+ * every row kept, ids sharing their first 8 bytes included; a migration
+ * that fails leaves the old table as it was.
  */
 static void test_chunks_migration(void)
 {
@@ -1527,8 +1528,22 @@ static void test_chunks_migration(void)
 			     SQLITE_OK);
 	sqlite3_close(db);
 	db = NULL;
-	CHECK(catalog_open(path, false, &c) < 0);
-	CHECK(c == NULL);
+	/* a catalog of version 1 is used as it is (format 1 keeps it) */
+	if (!CHECK_EQ_INT(catalog_open(path, false, &c), 0))
+		goto out;
+	{
+		ChunkLoc loc;
+		if (CHECK_EQ_INT(catalog_chunk_locate(c, &ids[2], &loc), 0))
+			CHECK_EQ_INT(loc.offset, 8 + 100 * 2);
+		CHECK_EQ_INT(catalog_chunk_exists(c, &ids[3]), 0); /* condemned */
+		CHECK_EQ_INT(catalog_pack_chunks(c, 2, &pe, &n), 0);
+		CHECK_EQ_INT(n, N_OLD_ROWS / 2);
+		free(pe);
+		pe = NULL;
+	}
+	CHECK(catalog_chunks_rekey(c) < 0);
+	catalog_free(c);
+	c = NULL;
 	if (CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK)) {
 		sqlite3_stmt *s = NULL;
 		CHECK_EQ_INT(sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM chunks WHERE"
@@ -1544,7 +1559,8 @@ static void test_chunks_migration(void)
 	sqlite3_close(db);
 
 	/* the migration */
-	if (!CHECK_EQ_INT(catalog_open(path, false, &c), 0))
+	if (!CHECK_EQ_INT(catalog_open(path, false, &c), 0) ||
+	    !CHECK_EQ_INT(catalog_chunks_rekey(c), 1))
 		goto out;
 	CHECK_EQ_INT(query_int(c, "SELECT value FROM meta WHERE key = 'schema_version'"), 2);
 	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM pragma_table_info('chunks') WHERE"
@@ -1577,9 +1593,11 @@ static void test_chunks_migration(void)
 			CHECK(chunk_id_cmp(&pe[i].id, &ids[2 * i]) == 0);
 	catalog_free(c);
 	c = NULL;
-	/* opening again changes nothing */
-	if (CHECK_EQ_INT(catalog_open(path, false, &c), 0))
+	/* again: nothing to do */
+	if (CHECK_EQ_INT(catalog_open(path, false, &c), 0)) {
+		CHECK_EQ_INT(catalog_chunks_rekey(c), 0);
 		CHECK_EQ_INT(catalog_publish_whole_take(c), 0);
+	}
 out:
 	free(pe);
 	catalog_free(c);
