@@ -441,6 +441,30 @@ int catalog_chunks_rekey(Catalog *c)
 	return r < 0 ? r : old > 0;
 }
 
+static int query_u64(Catalog *c, const char *sql, uint64_t *ret);
+
+int catalog_chunks_unkeyed(Catalog *c)
+{
+	uint64_t n = 0;
+	int r = exec_sql(c, "BEGIN IMMEDIATE");
+	if (r == 0)
+		r = query_u64(c, "SELECT (SELECT count(*) FROM chunks) +"
+			      " (SELECT count(*) FROM chunks_overflow)", &n);
+	if (r == 0 && n > 0)
+		r = -ENOTEMPTY;
+	for (int i = 0; r == 0 && i < N_STATEMENTS; i++) /* prepared for the table about to go */
+		c->stmt[i] = (sqlite3_finalize(c->stmt[i]), NULL);
+	if (r == 0 && c->keyed)
+		r = exec_sql(c, "DROP TABLE chunks;"
+				"CREATE TABLE chunks(id BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
+				"  offset INTEGER NOT NULL, elen INTEGER NOT NULL, plen INTEGER NOT NULL,"
+				"  enc INTEGER NOT NULL, condemned INTEGER, crc INTEGER) WITHOUT ROWID;"
+				"CREATE INDEX chunks_pack ON chunks(pack);"
+				"UPDATE meta SET value = 1 WHERE key = 'schema_version';");
+	r = r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
+	return r == 0 ? chunks_shape(c) : r;
+}
+
 /* A table added later (a catalog that already has manifest_state is not "short" of tables). */
 static int migrate_add_table(Catalog *c, const char *table, const char *sql)
 {

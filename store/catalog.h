@@ -111,6 +111,8 @@ int catalog_publish_whole_take(Catalog *c);
  * there was nothing to do. Every other call works on either shape.
  */
 int catalog_chunks_rekey(Catalog *c);
+/* A new, empty catalog for a format-1 repository: chunk rows keyed by id; -ENOTEMPTY if it has any. */
+int catalog_chunks_unkeyed(Catalog *c);
 
 /* Record a pack about to be written (state "pending", autocommitted). */
 int catalog_pack_add_pending(Catalog *c, const char *name, const char *session, int64_t *ret_id);

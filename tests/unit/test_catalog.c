@@ -1605,12 +1605,65 @@ out:
 	rm_rf(tmp);
 }
 
+
+/*
+ * A format-1 repository's new catalog (repair) keeps chunk rows keyed by id,
+ * as its release reads them; every call works on it, and it re-keys later.
+ */
+static void test_chunks_v1(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId a = id_of("A"), b = id_of("B"), ab[2] = {a, b}, list_a[1] = {a};
+	CatalogGcResult r = {0};
+	PackEntry *pe = NULL;
+	ChunkLoc loc;
+	size_t n = 0;
+	int64_t p1, content, np;
+
+	if (!c || !CHECK_EQ_INT(catalog_chunks_unkeyed(c), 0))
+		goto out;
+	CHECK_EQ_INT(query_int(c, "SELECT value FROM meta WHERE key = 'schema_version'"), 1);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM pragma_table_info('chunks') WHERE"
+				  " name = 'id'"), 1);
+	p1 = make_pack(c, "packs/11/p1.pack", NULL, ab, 2);
+	CHECK(p1 > 0);
+	CHECK_EQ_INT(catalog_chunks_unkeyed(c), -ENOTEMPTY);
+	CHECK_EQ_INT(catalog_content_put(c, list_a, 1, &content), 0);
+	CHECK(make_snapshot(c, T0, content, NULL) > 0);
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.chunks_deleted, 1);
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &a), 1);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &b), 0);
+	CHECK_EQ_INT(catalog_chunk_set_crc(c, &a, 9), 0);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK(loc.has_crc && loc.crc == 9);
+	CHECK_EQ_INT(catalog_pack_live_chunks(c, p1, &pe, &n), 0);
+	if (!CHECK_EQ_INT(n, 1) || !CHECK(chunk_id_cmp(&pe[0].id, &a) == 0))
+		goto out;
+	CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/22/new.pack", NULL, &np), 0);
+	CHECK_EQ_INT(catalog_pack_move(c, np, 300, pe, 1, &p1, 1), 0);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK_EQ_INT(loc.pack, np);
+	CHECK_EQ_INT(catalog_chunks_rekey(c), 1);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK(loc.pack == np && loc.has_crc && loc.crc == 9);
+	CHECK_EQ_INT(catalog_publish_whole_take(c), 1);
+out:
+	catalog_gc_result_clear(&r);
+	free(pe);
+	catalog_free(c);
+	rm_rf(tmp);
+}
+
 int main(void)
 {
 	test_open();
 	test_crc_migration();
 	test_chunk_key_collision();
 	test_chunks_migration();
+	test_chunks_v1();
 	test_method_migration();
 	test_contents();
 	test_snapshots();
