@@ -13,9 +13,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#define CATALOG_SCHEMA_VERSION 1
+/* 2: chunk rows keyed by their id's first 8 bytes (see "chunk rows" below) */
+#define CATALOG_SCHEMA_VERSION 2
 #define CATALOG_BUSY_TIMEOUT_MS 120000
-#define CATALOG_N_TABLES 12 /* tables in schema_sql */
+#define CATALOG_N_TABLES 13 /* tables in schema_sql */
 #define CATALOG_VACUUM_FREE_BYTES (64ull << 20)
 
 /* directories of committed snapshots, shared between them (store/catalog_tree.c); carrier:
@@ -36,15 +37,38 @@
 	"  n INTEGER NOT NULL, ids BLOB NOT NULL, carrier INTEGER);"                             \
 	"CREATE INDEX IF NOT EXISTS idblocks_carrier ON idblocks(carrier);"
 
+/*
+ * Chunk rows. A chunk's id is 32 bytes; its row is keyed by the first 8 as
+ * an INTEGER PRIMARY KEY (k: big-endian, sign bit flipped, so k orders as
+ * the ids do) and holds the other 24 (tail): the pack index then holds
+ * (pack, 8-byte k) instead of (pack, 32-byte id), and the row keeps no
+ * byte of the id twice. A lookup compares both parts, so it matches the
+ * whole id. Two ids with equal first 8 bytes (about 1 in 2^64 per pair,
+ * or someone crafting them) cannot share k: the second goes to
+ * chunks_overflow, keyed by (k, tail), normally empty. Every reader looks in
+ * both tables; an id is in at most one (catalog_pack_record).
+ */
+#define CHUNK_COLUMNS                                                         \
+	"pack INTEGER NOT NULL, offset INTEGER NOT NULL, elen INTEGER NOT NULL," \
+	" plen INTEGER NOT NULL, enc INTEGER NOT NULL, condemned INTEGER, crc INTEGER, fh BLOB"
+#define CHUNKS_SQL(name)                                                                  \
+	"CREATE TABLE IF NOT EXISTS " name "(k INTEGER PRIMARY KEY, tail BLOB NOT NULL, " \
+	CHUNK_COLUMNS ");"
+#define CHUNKS_OVERFLOW_SQL                                                                 \
+	"CREATE TABLE IF NOT EXISTS chunks_overflow(k INTEGER NOT NULL, tail BLOB NOT NULL, " \
+	CHUNK_COLUMNS ", PRIMARY KEY(k, tail)) WITHOUT ROWID;"                                 \
+	"CREATE INDEX IF NOT EXISTS chunks_overflow_pack ON chunks_overflow(pack);"
+#define CHUNK_COLUMNS_NAMES "pack, offset, elen, plen, enc, condemned, crc, fh"
+#define CHUNK_TAIL_LEN (PGBAKFS_CHUNK_ID_LEN - 8)
+
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS packs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
 	"  state TEXT NOT NULL, session TEXT, size INTEGER NOT NULL DEFAULT 0,"
 	"  n_chunks INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS chunks(id BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
-	"  offset INTEGER NOT NULL, elen INTEGER NOT NULL, plen INTEGER NOT NULL,"
-	"  enc INTEGER NOT NULL, condemned INTEGER, crc INTEGER) WITHOUT ROWID;"
+	CHUNKS_SQL("chunks")
 	"CREATE INDEX IF NOT EXISTS chunks_pack ON chunks(pack);"
+	CHUNKS_OVERFLOW_SQL
 	"CREATE TABLE IF NOT EXISTS contents(id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
 	"  n INTEGER NOT NULL, list BLOB NOT NULL, blocks INTEGER NOT NULL DEFAULT 0,"
 	"  carrier INTEGER);"
@@ -82,6 +106,10 @@ enum {
 	ST_CHUNK_EXISTS,
 	ST_CHUNK_LOCATE,
 	ST_CHUNK_UPSERT,
+	ST_CHUNK_IN_MAIN,
+	ST_CHUNK_UPSERT_OVERFLOW,
+	ST_CHUNK_SET_CRC,
+	ST_CHUNK_SET_CRC_OVERFLOW,
 	ST_PACK_RECORD,
 	ST_CONTENT_INSERT,
 	ST_CONTENT_ID,
@@ -96,15 +124,35 @@ enum {
 };
 
 static const char *const statement_sql[N_STATEMENTS] = {
-	[ST_CHUNK_EXISTS] = "SELECT 1 FROM chunks WHERE id = ?1 AND condemned IS NULL",
-	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc, p.size, c.fh FROM chunks c"
-			    " JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
-	[ST_CHUNK_UPSERT] = "INSERT INTO chunks(id, pack, offset, elen, plen, enc, crc, fh)"
-			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET"
+	/* chunk rows: ?1 k, ?2 tail (chunk_bind_id) */
+	[ST_CHUNK_EXISTS] = "SELECT 1 FROM chunks WHERE k = ?1 AND tail = ?2 AND condemned IS NULL"
+			    " UNION ALL SELECT 1 FROM chunks_overflow WHERE k = ?1 AND tail = ?2"
+			    " AND condemned IS NULL LIMIT 1",
+	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc, p.size, c.fh"
+			    " FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.k = ?1 AND c.tail = ?2"
+			    " UNION ALL SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc,"
+			    " p.size, c.fh FROM chunks_overflow c JOIN packs p ON p.id = c.pack"
+			    " WHERE c.k = ?1 AND c.tail = ?2 LIMIT 1",
+	/* changes nothing when k holds another id, or the id is in the overflow table */
+	[ST_CHUNK_UPSERT] = "INSERT INTO chunks(k, tail, pack, offset, elen, plen, enc, crc, fh)"
+			    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE NOT EXISTS"
+			    " (SELECT 1 FROM chunks_overflow WHERE k = ?1 AND tail = ?2)"
+			    " ON CONFLICT(k) DO UPDATE SET"
 			    " pack = excluded.pack, offset = excluded.offset, elen = excluded.elen,"
 			    " plen = excluded.plen, enc = excluded.enc, crc = excluded.crc, fh = excluded.fh,"
 			    " condemned = NULL"
-			    " WHERE chunks.condemned IS NOT NULL",
+			    " WHERE chunks.tail = excluded.tail AND chunks.condemned IS NOT NULL",
+	[ST_CHUNK_IN_MAIN] = "SELECT 1 FROM chunks WHERE k = ?1 AND tail = ?2",
+	[ST_CHUNK_UPSERT_OVERFLOW] = "INSERT INTO chunks_overflow(k, tail, pack, offset, elen, plen,"
+				     " enc, crc, fh) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+				     " ON CONFLICT(k, tail) DO UPDATE SET pack = excluded.pack,"
+				     " offset = excluded.offset, elen = excluded.elen,"
+				     " plen = excluded.plen, enc = excluded.enc, crc = excluded.crc,"
+				     " fh = excluded.fh,"
+				     " condemned = NULL WHERE chunks_overflow.condemned IS NOT NULL",
+	[ST_CHUNK_SET_CRC] = "UPDATE chunks SET crc = ?3 WHERE k = ?1 AND tail = ?2 AND crc IS NULL",
+	[ST_CHUNK_SET_CRC_OVERFLOW] = "UPDATE chunks_overflow SET crc = ?3 WHERE k = ?1 AND tail = ?2"
+				      " AND crc IS NULL",
 	[ST_PACK_RECORD] = "UPDATE packs SET state = 'ok', size = ?2, n_chunks = ?3 WHERE id = ?1",
 	[ST_CONTENT_INSERT] = "INSERT OR IGNORE INTO contents(hash, n, list) VALUES(?1, ?2, ?3)",
 	[ST_CONTENT_ID] = "SELECT id FROM contents WHERE hash = ?1",
@@ -122,8 +170,30 @@ static const char *const statement_sql[N_STATEMENTS] = {
 			 " FROM files WHERE snap = ?1 ORDER BY ino",
 };
 
+/*
+ * The same statements on a chunks table of schema version 1 (rows keyed by
+ * the whole id, ?1; format-1 repositories keep it: an earlier release reads
+ * them). NULL: the statement does not depend on the shape.
+ */
+static const char *const statement_sql_v1[N_STATEMENTS] = {
+	[ST_CHUNK_EXISTS] = "SELECT 1 FROM chunks WHERE id = ?1 AND condemned IS NULL",
+	[ST_CHUNK_LOCATE] = "SELECT c.pack, p.name, c.offset, c.elen, c.plen, c.enc, c.crc, p.size, c.fh"
+			    " FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
+	[ST_CHUNK_UPSERT] = "INSERT INTO chunks(id, pack, offset, elen, plen, enc, crc, fh)"
+			    " VALUES(?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO UPDATE SET"
+			    " pack = excluded.pack, offset = excluded.offset, elen = excluded.elen,"
+			    " plen = excluded.plen, enc = excluded.enc, crc = excluded.crc, fh = excluded.fh,"
+			    " condemned = NULL"
+			    " WHERE chunks.condemned IS NOT NULL",
+	[ST_CHUNK_IN_MAIN] = "SELECT 1 FROM chunks WHERE id = ?1",
+	[ST_CHUNK_UPSERT_OVERFLOW] = "SELECT 1 WHERE ?1 IS NULL AND ?9 IS NULL", /* never reached */
+	[ST_CHUNK_SET_CRC] = "UPDATE chunks SET crc = ?3 WHERE id = ?1 AND ?2 IS NULL AND crc IS NULL",
+	[ST_CHUNK_SET_CRC_OVERFLOW] = "SELECT 1 WHERE ?1 IS NULL AND ?3 IS NULL",
+};
+
 struct Catalog {
 	sqlite3 *db;
+	bool keyed; /* chunk rows keyed by k (schema version 2), else by id (version 1) */
 	sqlite3_stmt *stmt[N_STATEMENTS];
 	unsigned format; /* the repository's: what this connection may write */
 	bool idblocks; /* new lists of more than PGBAKFS_IDBLOCK_IDS ids go in id blocks */
@@ -177,10 +247,11 @@ static sqlite3_stmt *stmt_get(Catalog *c, int which, int *ret_r)
 {
 	sqlite3_stmt *s = c->stmt[which];
 	if (!s) {
-		int rc = sqlite3_prepare_v3(c->db, statement_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
-					    &s, NULL);
+		const char *sql = !c->keyed && statement_sql_v1[which] ? statement_sql_v1[which]
+								       : statement_sql[which];
+		int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
 		if (rc != SQLITE_OK) {
-			*ret_r = catalog_fail(c, rc, statement_sql[which]);
+			*ret_r = catalog_fail(c, rc, sql);
 			return NULL;
 		}
 		c->stmt[which] = s;
@@ -246,6 +317,166 @@ static int migrate_add_column(Catalog *c, const char *table, const char *column,
 		return 0;
 	snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s %s", table, column, type);
 	return exec_sql(c, sql);
+}
+
+static const char *const chunk_tables[] = {"chunks", "chunks_overflow"};
+
+/* Which shape the chunks table has (c->keyed). */
+static int chunks_shape(Catalog *c)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "SELECT count(*) FROM pragma_table_info('chunks') WHERE name = 'k'", &s);
+	if (r < 0 || sqlite3_step(s) != SQLITE_ROW)
+		return r < 0 ? r : catalog_fail(c, sqlite3_errcode(c->db), "table info");
+	c->keyed = sqlite3_column_int(s, 0) > 0;
+	return 0;
+}
+
+/* A chunk row's key: the id's first 8 bytes, big-endian, sign bit flipped (orders as ids do). */
+static int64_t chunk_key(const uint8_t *id)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | id[i];
+	return (int64_t)(v ^ (UINT64_C(1) << 63));
+}
+
+/* Bind id as (k, tail) to parameters i and i + 1; to i alone in a version-1 table. */
+static void chunk_bind_id(const Catalog *c, sqlite3_stmt *s, int i, const ChunkId *id)
+{
+	if (!c->keyed) {
+		sqlite3_bind_blob(s, i, id->b, PGBAKFS_CHUNK_ID_LEN, SQLITE_STATIC);
+		return;
+	}
+	sqlite3_bind_int64(s, i, chunk_key(id->b));
+	sqlite3_bind_blob(s, i + 1, id->b + 8, CHUNK_TAIL_LEN, SQLITE_STATIC);
+}
+
+/*
+ * The id of a row whose columns i, i + 1 are k, tail (or id, NULL: version 1);
+ * -EBADMSG for a damaged one.
+ */
+static int chunk_column_id(sqlite3_stmt *s, int i, ChunkId *ret)
+{
+	uint64_t v = (uint64_t)sqlite3_column_int64(s, i) ^ (UINT64_C(1) << 63);
+	if (sqlite3_column_type(s, i) == SQLITE_BLOB) {
+		if (sqlite3_column_bytes(s, i) != PGBAKFS_CHUNK_ID_LEN)
+			return -EBADMSG;
+		memcpy(ret->b, sqlite3_column_blob(s, i), PGBAKFS_CHUNK_ID_LEN);
+		return 0;
+	}
+	if (sqlite3_column_type(s, i) != SQLITE_INTEGER ||
+	    sqlite3_column_bytes(s, i + 1) != CHUNK_TAIL_LEN)
+		return -EBADMSG;
+	for (int b = 7; b >= 0; b--, v >>= 8)
+		ret->b[b] = (uint8_t)v;
+	memcpy(ret->b + 8, sqlite3_column_blob(s, i + 1), CHUNK_TAIL_LEN);
+	return 0;
+}
+
+/* pgbakfs_chunk_key(id): chunk_key in SQL, for the migration below (NULL for a bad id) */
+static void sql_chunk_key(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	(void)argc;
+	if (sqlite3_value_bytes(argv[0]) != PGBAKFS_CHUNK_ID_LEN)
+		sqlite3_result_null(ctx);
+	else
+		sqlite3_result_int64(ctx, chunk_key(sqlite3_value_blob(argv[0])));
+}
+
+/*
+ * Chunk rows keyed by id (schema version 1: chunks(id BLOB PRIMARY KEY, ...)
+ * WITHOUT ROWID, and chunks_pack on (pack, id)) become rows keyed by k, in one
+ * transaction: a kill at any point leaves the old table as it was. Rows go
+ * in id order, so in k order: each new page is appended full. The first
+ * of two ids sharing k keeps the place, the other goes to chunks_overflow.
+ * schema_version 2 makes an earlier binary refuse the catalog ("newer
+ * format") instead of running its statements on a table it does not know;
+ * publish_whole tells the writer of a published catalog to put the next
+ * generation whole, so readers of that earlier binary meet it in a base
+ * they refuse, not in a delta they cannot apply.
+ */
+int catalog_chunks_rekey(Catalog *c)
+{
+	static const char check[] = "SELECT (SELECT count(*) FROM pragma_table_info('chunks')"
+				    " WHERE name = 'id'), (SELECT count(*) FROM"
+				    " pragma_table_info('chunks') WHERE name = 'fh')";
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	char sql[1024];
+	int r = prepare(c, check, &s);
+	if (r < 0 || sqlite3_step(s) != SQLITE_ROW)
+		return r < 0 ? r : catalog_fail(c, sqlite3_errcode(c->db), "table info");
+	if (sqlite3_column_int(s, 0) == 0)
+		return 0;
+	sqlite3_reset(s);
+	for (int i = 0; i < N_STATEMENTS; i++) /* prepared for the old table */
+		c->stmt[i] = (sqlite3_finalize(c->stmt[i]), NULL);
+	r = exec_sql(c, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	/* again inside the transaction: another process may have done it meanwhile */
+	int old = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+	bool fh = old > 0 && sqlite3_column_int(s, 1) > 0;
+	sqlite3_reset(s); /* before the table it reads is dropped */
+	if (old < 0)
+		r = catalog_fail(c, sqlite3_errcode(c->db), "table info");
+	if (r == 0 && old > 0 &&
+	    sqlite3_create_function(c->db, "pgbakfs_chunk_key", 1,
+				    SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sql_chunk_key, NULL,
+				    NULL) != SQLITE_OK)
+		r = catalog_fail(c, sqlite3_errcode(c->db), "chunk key function");
+	if (r == 0 && old > 0)
+		r = exec_sql(c, CHUNKS_SQL("chunks_keyed") CHUNKS_OVERFLOW_SQL);
+	if (r == 0 && old > 0) {
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO chunks_keyed(k, tail, " CHUNK_COLUMNS_NAMES ")"
+			 " SELECT pgbakfs_chunk_key(id), substr(id, 9), pack, offset, elen, plen, enc,"
+			 " condemned, crc, %s FROM chunks WHERE length(id) = %d ORDER BY id"
+			 " ON CONFLICT(k) DO NOTHING;"
+			 "INSERT INTO chunks_overflow(k, tail, " CHUNK_COLUMNS_NAMES ")"
+			 " SELECT pgbakfs_chunk_key(o.id), substr(o.id, 9), pack, offset, elen, plen,"
+			 " enc, condemned, crc, %s FROM chunks o WHERE length(o.id) = %d AND NOT EXISTS"
+			 " (SELECT 1 FROM chunks_keyed n WHERE n.k = pgbakfs_chunk_key(o.id)"
+			 " AND n.tail = substr(o.id, 9)) ON CONFLICT(k, tail) DO NOTHING;",
+			 fh ? "fh" : "NULL", PGBAKFS_CHUNK_ID_LEN, fh ? "fh" : "NULL",
+			 PGBAKFS_CHUNK_ID_LEN);
+		r = exec_sql(c, sql);
+	}
+	if (r == 0 && old > 0)
+		r = exec_sql(c, "DROP TABLE chunks;"
+				"ALTER TABLE chunks_keyed RENAME TO chunks;"
+				"CREATE INDEX chunks_pack ON chunks(pack);"
+				"INSERT OR REPLACE INTO meta VALUES('schema_version', 2);"
+				"INSERT OR REPLACE INTO meta VALUES('publish_whole', 1);");
+	r = r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
+	if (r == 0)
+		r = chunks_shape(c);
+	return r < 0 ? r : old > 0;
+}
+
+static int query_u64(Catalog *c, const char *sql, uint64_t *ret);
+
+int catalog_chunks_unkeyed(Catalog *c)
+{
+	uint64_t n = 0;
+	int r = exec_sql(c, "BEGIN IMMEDIATE");
+	if (r == 0)
+		r = query_u64(c, "SELECT (SELECT count(*) FROM chunks) +"
+			      " (SELECT count(*) FROM chunks_overflow)", &n);
+	if (r == 0 && n > 0)
+		r = -ENOTEMPTY;
+	for (int i = 0; r == 0 && i < N_STATEMENTS; i++) /* prepared for the table about to go */
+		c->stmt[i] = (sqlite3_finalize(c->stmt[i]), NULL);
+	if (r == 0 && c->keyed)
+		r = exec_sql(c, "DROP TABLE chunks;"
+				"CREATE TABLE chunks(id BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
+				"  offset INTEGER NOT NULL, elen INTEGER NOT NULL, plen INTEGER NOT NULL,"
+				"  enc INTEGER NOT NULL, condemned INTEGER, crc INTEGER, fh BLOB)"
+				"  WITHOUT ROWID;"
+				"CREATE INDEX chunks_pack ON chunks(pack);"
+				"UPDATE meta SET value = 1 WHERE key = 'schema_version';");
+	r = r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
+	return r == 0 ? chunks_shape(c) : r;
 }
 
 /* A table added later (a catalog that already has manifest_state is not "short" of tables). */
@@ -326,7 +557,7 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		if (r == 0)
 			r = exec_sql(c, schema_sql);
 		if (r == 0)
-			r = exec_sql(c, "INSERT OR IGNORE INTO meta VALUES('schema_version', 1);"
+			r = exec_sql(c, "INSERT OR IGNORE INTO meta VALUES('schema_version', 2);"
 					"INSERT OR IGNORE INTO meta VALUES('epoch', 0);");
 		r = r == 0 ? exec_sql(c, "COMMIT") : (exec_sql(c, "ROLLBACK"), r);
 	}
@@ -346,6 +577,10 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_column(c, "chunks", "crc", "INTEGER");
 	if (r == 0) /* restore --delta's check (chunk_fh), 16 bytes; NULL: SHA-256 */
 		r = migrate_add_column(c, "chunks", "fh", "BLOB");
+	if (r == 0)
+		r = migrate_add_table(c, "chunks_overflow", CHUNKS_OVERFLOW_SQL);
+	if (r == 0)
+		r = chunks_shape(c);
 	if (r == 0)
 		r = migrate_add_column(c, "snapshots", "tree_digest", "BLOB");
 	if (r == 0)
@@ -404,7 +639,7 @@ int catalog_chunk_exists(Catalog *c, const ChunkId *id)
 	sqlite3_stmt *s = stmt_get(c, ST_CHUNK_EXISTS, &r);
 	if (!s)
 		return r;
-	sqlite3_bind_blob(s, 1, id->b, sizeof(id->b), SQLITE_STATIC);
+	chunk_bind_id(c, s, 1, id);
 	rc = sqlite3_step(s);
 	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "chunk lookup");
 	sqlite3_reset(s);
@@ -417,7 +652,7 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
 	sqlite3_stmt *s = stmt_get(c, ST_CHUNK_LOCATE, &r);
 	if (!s)
 		return r;
-	sqlite3_bind_blob(s, 1, id->b, sizeof(id->b), SQLITE_STATIC);
+	chunk_bind_id(c, s, 1, id);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		ret->pack = sqlite3_column_int64(s, 0);
@@ -458,32 +693,88 @@ int catalog_pack_add_pending(Catalog *c, const char *name, const char *session, 
 	return 0;
 }
 
+static int chunk_upsert_in(Catalog *c, int which, int64_t pack_id, const PackEntry *e)
+{
+	int r;
+	sqlite3_stmt *s = stmt_get(c, which, &r);
+	if (!s)
+		return r;
+	chunk_bind_id(c, s, 1, &e->id);
+	sqlite3_bind_int64(s, 3, pack_id);
+	sqlite3_bind_int64(s, 4, (int64_t)e->offset);
+	sqlite3_bind_int64(s, 5, e->elen);
+	sqlite3_bind_int64(s, 6, e->plen);
+	sqlite3_bind_int(s, 7, e->enc);
+	if (e->has_crc)
+		sqlite3_bind_int64(s, 8, e->crc);
+	else
+		sqlite3_bind_null(s, 8);
+	if (e->has_fh)
+		sqlite3_bind_blob(s, 9, e->fh, FASTHASH_LEN, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, 9);
+	return step_done(c, s);
+}
+
+/*
+ * A row for e, or a condemned one given back life. When the main table
+ * changed nothing, either its row of k is this id, live (nothing to do), or
+ * k holds another id, or the id is in chunks_overflow: there it goes.
+ */
+static int chunk_upsert(Catalog *c, int64_t pack_id, const PackEntry *e)
+{
+	int rc, r = chunk_upsert_in(c, ST_CHUNK_UPSERT, pack_id, e);
+	sqlite3_stmt *s;
+	if (r < 0 || sqlite3_changes(c->db) > 0)
+		return r;
+	s = stmt_get(c, ST_CHUNK_IN_MAIN, &r);
+	if (!s)
+		return r;
+	chunk_bind_id(c, s, 1, &e->id);
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	if (rc != SQLITE_DONE)
+		return catalog_fail(c, rc, "chunk lookup");
+	return chunk_upsert_in(c, ST_CHUNK_UPSERT_OVERFLOW, pack_id, e);
+}
+
+int catalog_chunk_set_crc(Catalog *c, const ChunkId *id, uint32_t crc)
+{
+	static const int which[] = {ST_CHUNK_SET_CRC, ST_CHUNK_SET_CRC_OVERFLOW};
+	int r = 0;
+	for (size_t i = 0; i < sizeof(which) / sizeof(which[0]) && r == 0; i++) {
+		sqlite3_stmt *s = stmt_get(c, which[i], &r);
+		if (!s)
+			break;
+		chunk_bind_id(c, s, 1, id);
+		sqlite3_bind_int64(s, 3, crc);
+		r = step_done(c, s);
+	}
+	return r;
+}
+
+int catalog_publish_whole_take(Catalog *c)
+{
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = prepare(c, "DELETE FROM meta WHERE key = 'publish_whole' RETURNING 1", &s);
+	int rc = r == 0 ? sqlite3_step(s) : SQLITE_OK;
+	if (r < 0)
+		return r;
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "meta");
+}
+
 int catalog_pack_record(Catalog *c, int64_t pack_id, uint64_t size, const PackEntry *e, size_t n)
 {
 	sqlite3_stmt *s;
 	int r = catalog_begin(c);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < n && r == 0; i++) {
-		s = stmt_get(c, ST_CHUNK_UPSERT, &r);
-		if (!s)
-			break;
-		sqlite3_bind_blob(s, 1, e[i].id.b, sizeof(e[i].id.b), SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, pack_id);
-		sqlite3_bind_int64(s, 3, (int64_t)e[i].offset);
-		sqlite3_bind_int64(s, 4, e[i].elen);
-		sqlite3_bind_int64(s, 5, e[i].plen);
-		sqlite3_bind_int(s, 6, e[i].enc);
-		if (e[i].has_crc)
-			sqlite3_bind_int64(s, 7, e[i].crc);
-		else
-			sqlite3_bind_null(s, 7);
-		if (e[i].has_fh)
-			sqlite3_bind_blob(s, 8, e[i].fh, FASTHASH_LEN, SQLITE_STATIC);
-		else
-			sqlite3_bind_null(s, 8);
-		r = step_done(c, s);
-	}
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = chunk_upsert(c, pack_id, &e[i]);
 	if (r == 0 && (s = stmt_get(c, ST_PACK_RECORD, &r))) {
 		sqlite3_bind_int64(s, 1, pack_id);
 		sqlite3_bind_int64(s, 2, (int64_t)size);
@@ -514,7 +805,7 @@ int catalog_pack_foreach(Catalog *c, CatalogPackFn cb, void *userdata)
 	return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "pack list");
 }
 
-/* The chunk rows sql (id, offset, elen, plen, enc, crc; pack ?1) selects, in its order. */
+/* The chunk rows sql (k, tail, offset, elen, plen, enc, crc; pack ?1) selects, in its order. */
 static int pack_entries(Catalog *c, const char *sql, int64_t pack_id, PackEntry **ret,
 			size_t *ret_n)
 {
@@ -534,16 +825,15 @@ static int pack_entries(Catalog *c, const char *sql, int64_t pack_id, PackEntry 
 			v = nv;
 			cap = ncap;
 		}
-		if (sqlite3_column_bytes(s, 0) != PGBAKFS_CHUNK_ID_LEN)
-			return -EBADMSG;
 		v[n] = (PackEntry){0};
-		memcpy(v[n].id.b, sqlite3_column_blob(s, 0), PGBAKFS_CHUNK_ID_LEN);
-		v[n].offset = (uint64_t)sqlite3_column_int64(s, 1);
-		v[n].elen = (uint32_t)sqlite3_column_int64(s, 2);
-		v[n].plen = (uint32_t)sqlite3_column_int64(s, 3);
-		v[n].enc = (uint8_t)sqlite3_column_int(s, 4);
-		v[n].has_crc = sqlite3_column_type(s, 5) != SQLITE_NULL;
-		v[n].crc = (uint32_t)sqlite3_column_int64(s, 5);
+		if (chunk_column_id(s, 0, &v[n].id) < 0)
+			return -EBADMSG;
+		v[n].offset = (uint64_t)sqlite3_column_int64(s, 2);
+		v[n].elen = (uint32_t)sqlite3_column_int64(s, 3);
+		v[n].plen = (uint32_t)sqlite3_column_int64(s, 4);
+		v[n].enc = (uint8_t)sqlite3_column_int(s, 5);
+		v[n].has_crc = sqlite3_column_type(s, 6) != SQLITE_NULL;
+		v[n].crc = (uint32_t)sqlite3_column_int64(s, 6);
 		n++;
 	}
 	if (rc != SQLITE_DONE)
@@ -555,8 +845,12 @@ static int pack_entries(Catalog *c, const char *sql, int64_t pack_id, PackEntry 
 
 int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n)
 {
-	return pack_entries(c, "SELECT id, offset, elen, plen, enc, crc FROM chunks WHERE pack = ?1"
-			       " ORDER BY offset", pack_id, ret, ret_n);
+	return pack_entries(c, c->keyed ? "SELECT k, tail, offset, elen, plen, enc, crc FROM chunks"
+					  " WHERE pack = ?1 UNION ALL SELECT k, tail, offset, elen,"
+					  " plen, enc, crc FROM chunks_overflow WHERE pack = ?1"
+					  " ORDER BY offset"
+					: "SELECT id, NULL, offset, elen, plen, enc, crc FROM chunks"
+					  " WHERE pack = ?1 ORDER BY offset", pack_id, ret, ret_n);
 }
 
 /*
@@ -2263,9 +2557,11 @@ int catalog_stats(Catalog *c, CatalogStats *ret)
 	if (!r) r = query_u64(c, "SELECT count(*) FROM snapshots WHERE " VISIBLE, &v.n_snapshots);
 	if (!r) r = query_u64(c, "SELECT count(*) FROM packs WHERE state = 'ok'", &v.n_packs);
 	if (!r) r = query_u64(c, "SELECT coalesce(sum(size), 0) FROM packs WHERE state = 'ok'", &v.pack_bytes);
-	if (!r) r = query_u64(c, "SELECT count(*) FROM chunks", &v.n_chunks);
-	if (!r) r = query_u64(c, "SELECT coalesce(sum(plen), 0) FROM chunks", &v.chunk_plain_bytes);
-	if (!r) r = query_u64(c, "SELECT coalesce(sum(elen), 0) FROM chunks", &v.chunk_stored_bytes);
+#define BOTH(x) "SELECT (SELECT " x " FROM chunks) + (SELECT " x " FROM chunks_overflow)"
+	if (!r) r = query_u64(c, BOTH("count(*)"), &v.n_chunks);
+	if (!r) r = query_u64(c, BOTH("coalesce(sum(plen), 0)"), &v.chunk_plain_bytes);
+	if (!r) r = query_u64(c, BOTH("coalesce(sum(elen), 0)"), &v.chunk_stored_bytes);
+#undef BOTH
 	if (!r) r = query_u64(c, "SELECT count(*) FROM contents", &v.n_contents);
 	/* file rows of running and older snapshots, and entries of shared directories */
 	if (!r) r = query_u64(c, "SELECT (SELECT count(*) FROM files) +"
@@ -2294,7 +2590,7 @@ static int live_add(Catalog *c, sqlite3_stmt *ins, const ChunkId *ids, size_t n)
 		int r;
 		if (chunk_id_is_hole(&ids[i]))
 			continue;
-		sqlite3_bind_blob(ins, 1, ids[i].b, sizeof(ids[i].b), SQLITE_STATIC);
+		chunk_bind_id(c, ins, 1, &ids[i]);
 		r = step_done(c, ins);
 		if (r < 0)
 			return r;
@@ -2303,21 +2599,24 @@ static int live_add(Catalog *c, sqlite3_stmt *ins, const ChunkId *ids, size_t n)
 }
 
 /*
- * Fill temp table live(id) with every chunk id of every remaining content:
+ * Fill temp table live(k, tail) with every chunk id of every remaining content:
  * the inline lists, and every id block (after the unreferenced ones went,
  * each remaining block belongs to some content).
  */
 static int gc_build_live_set(Catalog *c)
 {
 	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *blk = NULL, *ins = NULL;
-	int rc, r = exec_sql(c, "CREATE TEMP TABLE IF NOT EXISTS live(id BLOB PRIMARY KEY)"
-				" WITHOUT ROWID; DELETE FROM live;");
+	int rc, r = exec_sql(c, c->keyed ? "DROP TABLE IF EXISTS temp.live; CREATE TEMP TABLE live("
+					   "k INTEGER NOT NULL, tail BLOB NOT NULL, PRIMARY KEY(k, tail))"
+					   " WITHOUT ROWID;"
+					 : "DROP TABLE IF EXISTS temp.live; CREATE TEMP TABLE live("
+					   "id BLOB PRIMARY KEY, tail) WITHOUT ROWID;");
 	if (r == 0)
 		r = prepare(c, "SELECT n, list FROM contents WHERE blocks = 0", &sel);
 	if (r == 0)
 		r = prepare(c, "SELECT n, ids FROM idblocks", &blk);
 	if (r == 0)
-		r = prepare(c, "INSERT OR IGNORE INTO live VALUES(?1)", &ins);
+		r = prepare(c, "INSERT OR IGNORE INTO live VALUES(?1, ?2)", &ins);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
@@ -2382,8 +2681,9 @@ static int gc_idblocks(Catalog *c, uint64_t *ret_n)
  * before gc --repack moved it out and read it afterwards: a retired pack goes
  * once every live session registered after the move (epoch >= retired).
  */
-#define RETIRED_DEAD "(state = 'retired' AND retired <= ?1 AND NOT EXISTS" \
-	" (SELECT 1 FROM chunks WHERE pack = packs.id))"
+#define PACK_EMPTY "(NOT EXISTS (SELECT 1 FROM chunks WHERE pack = packs.id) AND NOT EXISTS" \
+	" (SELECT 1 FROM chunks_overflow WHERE pack = packs.id))"
+#define RETIRED_DEAD "(state = 'retired' AND retired <= ?1 AND " PACK_EMPTY ")"
 
 static int gc_retired_limit(Catalog *c, int64_t *ret)
 {
@@ -2425,7 +2725,7 @@ static int gc_collect_packs(Catalog *c, const char *sql, CatalogGcResult *res)
 static int gc_collect_dead_packs(Catalog *c, CatalogGcResult *res)
 {
 	return gc_collect_packs(c, "SELECT id, name FROM packs WHERE"
-			       " (state = 'ok' AND NOT EXISTS (SELECT 1 FROM chunks WHERE pack = packs.id))"
+			       " (state = 'ok' AND " PACK_EMPTY ")"
 			       " OR (state = 'pending' AND NOT EXISTS"
 			       "     (SELECT 1 FROM sessions WHERE id = packs.session))"
 			       " OR " RETIRED_DEAD, res);
@@ -2487,17 +2787,23 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 		r = meta_get_int(c, "epoch", &epoch);
 	if (r == 0)
 		r = meta_set_int(c, "epoch", ++epoch);
+	for (size_t i = 0; r == 0 && i < 2; i++) {
+		char sql[256];
+		const char *key = c->keyed ? "(k, tail)" : "id", *sel = c->keyed ? "k, tail" : "id";
+		if (!c->keyed && i > 0)
+			break;
+		snprintf(sql, sizeof(sql), "UPDATE %s SET condemned = NULL WHERE condemned IS NOT NULL"
+			 " AND %s IN (SELECT %s FROM live)", chunk_tables[i], key, sel);
+		r = exec_sql(c, sql);
+		snprintf(sql, sizeof(sql), "UPDATE %s SET condemned = ?1 WHERE condemned IS NULL"
+			 " AND %s NOT IN (SELECT %s FROM live)", chunk_tables[i], key, sel);
+		if (r == 0)
+			r = exec_bound_int(c, sql, epoch);
+		res->chunks_condemned += r == 0 ? (uint64_t)sqlite3_changes(c->db) : 0;
+	}
 	if (r == 0)
-		r = exec_sql(c, "UPDATE chunks SET condemned = NULL WHERE condemned IS NOT NULL"
-				" AND id IN (SELECT id FROM live)");
-	if (r == 0)
-		r = exec_bound_int(c, "UPDATE chunks SET condemned = ?1 WHERE condemned IS NULL"
-				      " AND id NOT IN (SELECT id FROM live)", epoch);
-	if (r < 0)
-		return r;
-	res->chunks_condemned = (uint64_t)sqlite3_changes(c->db);
-	r = query_u64(c, "SELECT coalesce(min(epoch), 0) FROM sessions WHERE kind <> 'mount'",
-		      &min_epoch);
+		r = query_u64(c, "SELECT coalesce(min(epoch), 0) FROM sessions WHERE kind <> 'mount'",
+			      &min_epoch);
 	if (r < 0)
 		return r;
 	/*
@@ -2507,7 +2813,8 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 	 * epoch e may go once every live session has epoch >= e.
 	 */
 	int64_t limit = n_sessions ? (int64_t)min_epoch : INT64_MAX;
-	r = prepare(c, "SELECT count(*), coalesce(sum(elen), 0) FROM chunks WHERE"
+	r = prepare(c, "SELECT count(*), coalesce(sum(elen), 0) FROM (SELECT elen, condemned FROM"
+		       " chunks UNION ALL SELECT elen, condemned FROM chunks_overflow) WHERE"
 		       " condemned IS NOT NULL AND condemned <= ?1", &s);
 	if (r < 0)
 		return r;
@@ -2519,7 +2826,11 @@ static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 	r = exec_bound_int(c, "DELETE FROM chunks WHERE condemned IS NOT NULL AND condemned <= ?1",
 			   limit);
 	if (r == 0)
-		r = query_u64(c, "SELECT count(*) FROM chunks WHERE condemned IS NOT NULL",
+		r = exec_bound_int(c, "DELETE FROM chunks_overflow WHERE condemned IS NOT NULL AND"
+				      " condemned <= ?1", limit);
+	if (r == 0)
+		r = query_u64(c, "SELECT (SELECT count(*) FROM chunks WHERE condemned IS NOT NULL) +"
+			      " (SELECT count(*) FROM chunks_overflow WHERE condemned IS NOT NULL)",
 			      &res->chunks_waiting);
 	if (r == 0)
 		r = gc_collect_dead_packs(c, res);
@@ -2611,10 +2922,12 @@ int catalog_repack_candidates(Catalog *c, unsigned pct, CatalogRepackPack **ret,
 	_cleanup_free_ CatalogRepackPack *v = NULL;
 	size_t n = 0, cap = 0;
 	/* condemned chunks wait for a backup that may still reference them: such a pack waits too */
-	int rc, r = prepare(c, "SELECT p.id, p.name, p.size, sum(c.elen), count(*) FROM packs p"
-			       " JOIN chunks c ON c.pack = p.id WHERE p.state = 'ok'"
-			       " GROUP BY p.id HAVING count(c.condemned) = 0"
-			       " AND sum(c.elen) * 100 < ?1 * p.size ORDER BY p.id", &s);
+	int rc, r = prepare(c, "SELECT p.id, p.name, p.size, c.live, c.n FROM packs p JOIN"
+			       " (SELECT pack, sum(elen) AS live, count(*) AS n, count(condemned) AS nc"
+			       " FROM (SELECT pack, elen, condemned FROM chunks UNION ALL"
+			       " SELECT pack, elen, condemned FROM chunks_overflow) GROUP BY pack) c"
+			       " ON c.pack = p.id WHERE p.state = 'ok' AND c.nc = 0"
+			       " AND c.live * 100 < ?1 * p.size ORDER BY p.id", &s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, pct);
@@ -2643,18 +2956,29 @@ int catalog_repack_candidates(Catalog *c, unsigned pct, CatalogRepackPack **ret,
 
 int catalog_pack_live_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *ret_n)
 {
-	return pack_entries(c, "SELECT id, offset, elen, plen, enc, crc FROM chunks WHERE pack = ?1"
-			       " AND condemned IS NULL ORDER BY offset", pack_id, ret, ret_n);
+	return pack_entries(c, c->keyed ? "SELECT k, tail, offset, elen, plen, enc, crc FROM chunks"
+					  " WHERE pack = ?1 AND condemned IS NULL UNION ALL SELECT k,"
+					  " tail, offset, elen, plen, enc, crc FROM chunks_overflow"
+					  " WHERE pack = ?1 AND condemned IS NULL ORDER BY offset"
+					: "SELECT id, NULL, offset, elen, plen, enc, crc FROM chunks"
+					  " WHERE pack = ?1 AND condemned IS NULL ORDER BY offset",
+			    pack_id, ret, ret_n);
 }
 
 static int pack_move_tx(Catalog *c, int64_t pack_id, uint64_t size, const PackEntry *e, size_t n,
 			const int64_t *old, size_t n_old)
 {
-	_cleanup_stmt_ sqlite3_stmt *mv = NULL, *left = NULL, *ret = NULL;
+	_cleanup_stmt_ sqlite3_stmt *mv = NULL, *mvo = NULL, *left = NULL, *ret = NULL;
 	int64_t epoch;
-	int r = prepare(c, "UPDATE chunks SET pack = ?2, offset = ?3 WHERE id = ?1 AND"
-			   " condemned IS NULL AND elen = ?4 AND plen = ?5 AND enc = ?6 AND pack IN"
-			   " (SELECT value FROM json_each(?7))", &mv);
+#define MOVE(t) "UPDATE " t " SET pack = ?3, offset = ?4 WHERE k = ?1 AND tail = ?2 AND"    \
+	" condemned IS NULL AND elen = ?5 AND plen = ?6 AND enc = ?7 AND pack IN" \
+	" (SELECT value FROM json_each(?8))"
+	int r = prepare(c, c->keyed ? MOVE("chunks") : "UPDATE chunks SET pack = ?3, offset = ?4"
+			   " WHERE id = ?1 AND condemned IS NULL AND elen = ?5 AND plen = ?6 AND"
+			   " enc = ?7 AND pack IN (SELECT value FROM json_each(?8))", &mv);
+	if (r == 0)
+		r = prepare(c, MOVE("chunks_overflow"), &mvo);
+#undef MOVE
 	_cleanup_free_ char *olds = NULL;
 	size_t len = 3;
 
@@ -2669,16 +2993,23 @@ static int pack_move_tx(Catalog *c, int64_t pack_id, uint64_t size, const PackEn
 		len += (size_t)sprintf(olds + len, "%s%lld", i ? "," : "", (long long)old[i]);
 	sprintf(olds + len, "]");
 	for (size_t i = 0; r == 0 && i < n; i++) {
-		sqlite3_reset(mv);
-		sqlite3_bind_blob(mv, 1, e[i].id.b, sizeof(e[i].id.b), SQLITE_STATIC);
-		sqlite3_bind_int64(mv, 2, pack_id);
-		sqlite3_bind_int64(mv, 3, (int64_t)e[i].offset);
-		sqlite3_bind_int64(mv, 4, e[i].elen);
-		sqlite3_bind_int64(mv, 5, e[i].plen);
-		sqlite3_bind_int(mv, 6, e[i].enc);
-		sqlite3_bind_text(mv, 7, olds, -1, SQLITE_STATIC);
-		r = step_done(c, mv);
-		if (r == 0 && sqlite3_changes(c->db) != 1)
+		int moved = 0;
+		for (int t = 0; t < 2 && r == 0 && !moved; t++) {
+			sqlite3_stmt *s = t ? mvo : mv;
+			if (t && !c->keyed)
+				break;
+			sqlite3_reset(s);
+			chunk_bind_id(c, s, 1, &e[i].id);
+			sqlite3_bind_int64(s, 3, pack_id);
+			sqlite3_bind_int64(s, 4, (int64_t)e[i].offset);
+			sqlite3_bind_int64(s, 5, e[i].elen);
+			sqlite3_bind_int64(s, 6, e[i].plen);
+			sqlite3_bind_int(s, 7, e[i].enc);
+			sqlite3_bind_text(s, 8, olds, -1, SQLITE_STATIC);
+			r = step_done(c, s);
+			moved = r == 0 ? sqlite3_changes(c->db) : 0;
+		}
+		if (r == 0 && moved != 1)
 			r = -ESTALE; /* the chunk is no longer where it was read */
 	}
 	if (r == 0) {
@@ -2696,7 +3027,8 @@ static int pack_move_tx(Catalog *c, int64_t pack_id, uint64_t size, const PackEn
 	if (r == 0)
 		r = meta_set_int(c, "epoch", ++epoch);
 	if (r == 0)
-		r = prepare(c, "SELECT count(*) FROM chunks WHERE pack = ?1", &left);
+		r = prepare(c, "SELECT (SELECT count(*) FROM chunks WHERE pack = ?1) +"
+			       " (SELECT count(*) FROM chunks_overflow WHERE pack = ?1)", &left);
 	if (r == 0)
 		r = prepare(c, "UPDATE packs SET state = 'retired', retired = ?2 WHERE id = ?1"
 			       " AND state = 'ok'", &ret);

@@ -97,6 +97,24 @@ void catalog_rollback(Catalog *c);
 /* 1 when a usable (not condemned) copy of the chunk exists, 0 if not. */
 int catalog_chunk_exists(Catalog *c, const ChunkId *id);
 int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret);
+/* Set the chunk's CRC-32C if its row has none (manifest import); no row: nothing. */
+int catalog_chunk_set_crc(Catalog *c, const ChunkId *id, uint32_t crc);
+/*
+ * 1 (and the mark cleared) when catalog_open migrated this catalog in a way
+ * a delta cannot carry to a reader with an older binary: its next
+ * publication must be whole. 0 when not, -errno on error.
+ */
+int catalog_publish_whole_take(Catalog *c);
+/*
+ * Chunk rows keyed by the whole id (schema version 1, what format 1 keeps so
+ * an earlier release reads it) become rows keyed by its first 8 bytes, in
+ * one transaction (nothing changed on error); the catalog is then schema
+ * version 2, which an earlier release refuses. 1 when it migrated, 0 when
+ * there was nothing to do. Every other call works on either shape.
+ */
+int catalog_chunks_rekey(Catalog *c);
+/* A new, empty catalog for a format-1 repository: chunk rows keyed by id; -ENOTEMPTY if it has any. */
+int catalog_chunks_unkeyed(Catalog *c);
 
 /* Record a pack about to be written (state "pending", autocommitted). */
 int catalog_pack_add_pending(Catalog *c, const char *name, const char *session, int64_t *ret_id);

@@ -718,22 +718,18 @@ static int snapshot_set_failed(Catalog *c, int64_t rowid)
 }
 
 /* Set the chunks' known CRCs where the catalog has the chunk but not its CRC. */
-static int import_crcs(sqlite3 *cat, sqlite3_stmt *upd, const ChunkId *ids, size_t n,
-		       const uint8_t *crcs)
+static int import_crcs(Catalog *c, const ChunkId *ids, size_t n, const uint8_t *crcs)
 {
 	for (size_t i = 0; i < n; i++) {
 		const uint8_t *rec = crcs + i * CRC_RECORD_LEN;
-		int rc;
+		int r;
 		if (rec[0] > 1)
 			return -EBADMSG;
 		if (rec[0] == 0 || chunk_id_is_hole(&ids[i]))
 			continue;
-		sqlite3_bind_blob(upd, 1, ids[i].b, sizeof(ids[i].b), SQLITE_STATIC);
-		sqlite3_bind_int64(upd, 2, get_le32(rec + 1));
-		rc = sqlite3_step(upd);
-		sqlite3_reset(upd);
-		if (rc != SQLITE_DONE)
-			return catalog_errno(cat, rc, "chunk crc");
+		r = catalog_chunk_set_crc(c, &ids[i], get_le32(rec + 1));
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }
@@ -745,12 +741,8 @@ static int import_crcs(sqlite3 *cat, sqlite3_stmt *upd, const ChunkId *ids, size
  */
 static int import_idblocks(Catalog *c, sqlite3 *img, int64_t snap)
 {
-	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *upd = NULL;
-	sqlite3 *cat = catalog_sqlite(c);
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL;
 	int rc, r = image_prepare(img, "SELECT hash, n, ids, crcs FROM idblocks", -EBADMSG, &sel);
-	if (r == 0)
-		r = catalog_prepare(cat, "UPDATE chunks SET crc = ?2 WHERE id = ?1 AND crc IS NULL",
-				    &upd);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
@@ -771,7 +763,7 @@ static int import_idblocks(Catalog *c, sqlite3 *img, int64_t snap)
 			return -EBADMSG;
 		r = catalog_idblock_put(c, ids, (size_t)n, &id);
 		if (r == 0 && crcs)
-			r = import_crcs(cat, upd, ids, (size_t)n, crcs);
+			r = import_crcs(c, ids, (size_t)n, crcs);
 		if (r == 0 && snap)
 			r = catalog_idblock_set_carrier(c, &hash, snap);
 		if (r < 0)
@@ -822,8 +814,7 @@ static int import_contents(Catalog *c, sqlite3 *img, int format, int64_t snap,
 			   size_t *ret_missing)
 {
 	static const ChunkId empty_list; /* a zero-length list is a blob, not NULL */
-	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *map = NULL, *upd = NULL;
-	sqlite3 *cat = catalog_sqlite(c);
+	_cleanup_stmt_ sqlite3_stmt *sel = NULL, *map = NULL;
 	int rc, r;
 
 	r = image_exec(img, "CREATE TEMP TABLE content_map(old INTEGER PRIMARY KEY,"
@@ -834,9 +825,6 @@ static int import_contents(Catalog *c, sqlite3 *img, int format, int64_t snap,
 				  -EBADMSG, &sel);
 	if (r == 0)
 		r = image_prepare(img, "INSERT INTO temp.content_map VALUES(?1, ?2)", -EBADMSG, &map);
-	if (r == 0)
-		r = catalog_prepare(cat, "UPDATE chunks SET crc = ?2 WHERE id = ?1 AND crc IS NULL",
-				    &upd);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
@@ -859,7 +847,7 @@ static int import_contents(Catalog *c, sqlite3 *img, int format, int64_t snap,
 		} else {
 			r = catalog_content_put(c, n ? list : &empty_list, (size_t)n, &id);
 			if (r == 0 && crcs)
-				r = import_crcs(cat, upd, list, (size_t)n, crcs);
+				r = import_crcs(c, list, (size_t)n, crcs);
 		}
 		/* format 3: the manifest carries every list it has (repair: the first imported) */
 		if (r == 0 && format >= 3 && snap) {

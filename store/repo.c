@@ -27,6 +27,13 @@ int repo_catalog_connect(Repo *r, const char *path, Catalog **ret)
 		catalog_set_format(*ret, r->config.format);
 		catalog_set_idblocks(*ret, r->config.format >= 2);
 	}
+	/* format 2: chunk rows keyed by 8 bytes of the id (format 1 keeps what its release reads) */
+	if (e == 0 && r->config.format >= 2) {
+		int k = catalog_chunks_rekey(*ret);
+		if (k < 0)
+			*ret = catalog_free(*ret);
+		e = k < 0 ? k : 0;
+	}
 	return e;
 }
 

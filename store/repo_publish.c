@@ -634,6 +634,9 @@ int catalog_publish_next(Repo *r)
 	char name[64];
 	int e = 0;
 
+	/* a catalog migrated here (e.g. its chunk rows re-keyed) reaches readers whole */
+	if (catalog_publish_whole_take(r->catalog) > 0)
+		r->publish_whole = true;
 	if (r->config.format >= CATALOG_FORMAT_DELTAS && !r->publish_whole) {
 		e = catalog_publish_delta(r, gen);
 		if (e != 0)

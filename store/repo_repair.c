@@ -124,6 +124,8 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 		e = catalog_create(tmp);
 	if (e == 0)
 		e = repo_catalog_connect(r, tmp, &fresh);
+	if (e == 0 && r->config.format < 2) /* what the release of format 1 reads */
+		e = catalog_chunks_unkeyed(fresh);
 	if (e == 0)
 		e = repair_rebuild_catalog(r->backend, fresh, MANIFEST_PREFIX, manifest_fetch, r, ret);
 	catalog_free(fresh);

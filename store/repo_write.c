@@ -152,6 +152,10 @@ int repo_upgrade(Repo *r, RepoUpgradeResult *ret)
 			catalog_set_format(r->catalog, PGBAKFS_REPO_FORMAT);
 	}
 	if (e == 0 && !res.already) {
+		int k = catalog_chunks_rekey(r->catalog);
+		e = k < 0 ? k : 0;
+	}
+	if (e == 0 && !res.already) {
 		catalog_set_idblocks(r->catalog, true);
 		e = catalog_idblocks_convert(r->catalog, &res.lists_converted);
 	}

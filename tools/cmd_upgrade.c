@@ -27,8 +27,9 @@ int cmd_upgrade(int argc, char **argv)
 			printf("Usage: pgbakfs upgrade [--repo R]\n\n"
 			       "Bring the repository to format %d: chunk lists of more than 256 chunks\n"
 			       "are stored as shared blocks of chunk ids, so a small change in a large\n"
-			       "file adds little metadata, and every snapshot manifest is written again,\n"
-			       "carrying each directory and chunk list only once.\n"
+			       "file adds little metadata, the catalog's chunk rows are keyed by 8\n"
+			       "bytes of their id instead of 32, and every snapshot manifest is written\n"
+			       "again, carrying each directory and chunk list only once.\n"
 			       "Older pgbakfs versions cannot open the repository afterwards. Safe to\n"
 			       "interrupt and to run again; a repository already upgraded is left as\n"
 			       "it is. Runs beside backups and mounts, not beside gc.\n",

@@ -278,7 +278,10 @@ static int load(Config *c)
 	c->path = config_file_path(&must_exist);
 	fd = open(c->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		if (errno == ENOENT && !must_exist) {
+		/* the default path of a user whose HOME is another's (runuser keeps
+		 * root's HOME for PostgreSQL's restore_command): as if there were none */
+		if (!must_exist && (errno == ENOENT || errno == EACCES || errno == ENOTDIR)) {
+			log_debug("no config file: \"%s\": %m", c->path);
 			free(c->path);
 			c->path = NULL;
 			return EXIT_OK;

@@ -84,6 +84,11 @@ expect_error 2 'holds a secret (conninfo with a password)' pgbakfs --config "$C"
 chmod 600 "$C"
 ok "the same file at 0600" pgbakfs --config "$C" list >/dev/null
 ok "help needs no config file" sh -c '"$PGBAKFS" --config /nonexistent/c list --help >/dev/null'
+if [ "$(id -u)" = 0 ]; then # HOME another user's (runuser keeps it): its config is not ours to read
+	mkdir -p "$T/home/.config/pgbakfs" && echo 'repo = /x' >"$T/home/.config/pgbakfs/pgbakfs.conf"
+	chmod 700 "$T/home"
+	ok "an unreadable default config file counts as none" sh -c 'runuser -u nobody -- env HOME="$1" "$2" list --repo /nonexistent/r 2>&1 | grep -q "repository \"/nonexistent/r\" does not exist"' _ "$T/home" "$PGBAKFS"
+fi
 
 # retention in the config file: an instance's section, else the top level, else the saved policy
 RR=$T/rr

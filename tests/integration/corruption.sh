@@ -31,9 +31,9 @@ ok "check names the damaged file" grep -q "snapshot \"$SNAP_A\": file \"only_in_
 ok "check does not blame the other snapshot" bash -c "! grep -q '$SNAP_B' '$T/check.err'"
 expect_error 1 "is damaged" pgbakfs restore "$SNAP_A" "$T/out_a" --repo "$R" --no-progress
 # restore checks the CRC-32C recorded at backup; without one, the SHA-256 id
-sqlite3 "$R/catalog.db" "create table crc_saved as select id, crc from chunks; update chunks set crc = null"
+sqlite3 "$R/catalog.db" "create table crc_saved as select k, crc from chunks; update chunks set crc = null"
 expect_error 1 "is damaged" pgbakfs restore "$SNAP_A" "$T/out_a_sha" --repo "$R" --no-progress
-sqlite3 "$R/catalog.db" "update chunks set crc = (select crc from crc_saved where crc_saved.id = chunks.id); drop table crc_saved"
+sqlite3 "$R/catalog.db" "update chunks set crc = (select crc from crc_saved where crc_saved.k = chunks.k); drop table crc_saved"
 # nothing wrong was written: the file is either short of the bad chunk or zero there, never different bytes
 ok "restore wrote no wrong bytes" python3 - "$T/a/only_in_a" "$T/out_a/only_in_a" <<'PY'
 import sys, os

@@ -136,6 +136,9 @@ if [ -x "$OLD" ]; then
 	ok "the previous release still reads the new binary's snapshot" \
 		bash -c "'$OLD' restore '$V2' '$T/old-out' --repo '$F' >/dev/null && cmp -s '$T/old-out/big' '$T/f1src/big'"
 	ok "and its check passes" "$OLD" check --repo "$F"
+	cp -a "$F" "$T/f1rep"
+	pgbakfs repair --rebuild-catalog --repo "$T/f1rep" >/dev/null 2>&1
+	ok "and it reads the catalog this binary rebuilt" "$OLD" list --repo "$T/f1rep"
 fi
 # an upgrade cut short: its config write fails (nothing changes), or its first
 # manifest write fails (format 3, lists converted, manifests pending): the

@@ -1345,10 +1345,330 @@ out:
 	rm_rf(tmp);
 }
 
+
+/* id with its last byte changed: the same first 8 bytes, so the same chunk row key */
+static ChunkId id_twin(const ChunkId *id, uint8_t x)
+{
+	ChunkId t = *id;
+	t.b[PGBAKFS_CHUNK_ID_LEN - 1] ^= x;
+	return t;
+}
+
+/*
+ * Two ids whose first 8 bytes are equal share a chunk row key: the second
+ * lives in chunks_overflow, and lookups, per-pack listings, CRCs, gc, repack
+ * and re-recording all find each under its own id, never the other.
+ */
+static void test_chunk_key_collision(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId x = id_of("X"), y = id_twin(&x, 1), z = id_twin(&x, 2);
+	ChunkId xy[2] = {x, y}, list_y[1] = {y};
+	PackEntry *pe = NULL;
+	CatalogGcResult r = {0};
+	CatalogStats st;
+	ChunkLoc loc;
+	size_t n = 0;
+	int64_t p1, p2, p3, content, np;
+
+	if (!c)
+		goto out;
+	p1 = make_pack(c, "packs/11/p1.pack", NULL, xy, 2);
+	CHECK(p1 > 0);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks"), 1);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks_overflow"), 1);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &x), 1);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &y), 1);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &z), 0); /* same key, neither id */
+	CHECK_EQ_INT(catalog_chunk_locate(c, &z, &loc), -ENOENT);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &x, &loc), 0))
+		CHECK_EQ_INT(loc.offset, PACK_HEADER_LEN);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &y, &loc), 0))
+		CHECK_EQ_INT(loc.offset, PACK_HEADER_LEN + 100);
+	/* the per-pack listing has both, each with its own id, by offset */
+	CHECK_EQ_INT(catalog_pack_chunks(c, p1, &pe, &n), 0);
+	if (CHECK_EQ_INT(n, 2))
+		CHECK(chunk_id_cmp(&pe[0].id, &x) == 0 && chunk_id_cmp(&pe[1].id, &y) == 0);
+	free(pe);
+	pe = NULL;
+	/* a CRC lands on its own row only */
+	CHECK_EQ_INT(catalog_chunk_set_crc(c, &y, 77), 0);
+	CHECK_EQ_INT(catalog_chunk_set_crc(c, &z, 78), 0);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &y, &loc), 0))
+		CHECK(loc.has_crc && loc.crc == 77);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &x, &loc), 0))
+		CHECK(!loc.has_crc);
+	CHECK_EQ_INT(catalog_stats(c, &st), 0);
+	CHECK_EQ_INT(st.n_chunks, 2);
+	CHECK_EQ_INT(st.chunk_stored_bytes, 200);
+
+	/* only y is used: gc deletes x, the main row of the key, and keeps y */
+	CHECK_EQ_INT(catalog_content_put(c, list_y, 1, &content), 0);
+	CHECK(make_snapshot(c, T0, content, NULL) > 0);
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.chunks_condemned, 1);
+	CHECK_EQ_INT(r.chunks_deleted, 1);
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &x), 0);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &y), 1);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks"), 0);
+
+	/* y again, the key free in the main table: y stays where it is, once */
+	p2 = make_pack(c, "packs/22/p2.pack", NULL, &y, 1);
+	CHECK(p2 > 0);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks"), 0);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks_overflow"), 1);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &y, &loc), 0))
+		CHECK_EQ_INT(loc.pack, p1);
+	/* z, new: the main row of the key */
+	p3 = make_pack(c, "packs/33/p3.pack", NULL, &z, 1);
+	CHECK(p3 > 0);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks"), 1);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &z, &loc), 0))
+		CHECK_EQ_INT(loc.pack, p3);
+
+	/* repack moves y (an overflow row) out of p1, which then goes */
+	CHECK_EQ_INT(catalog_pack_live_chunks(c, p1, &pe, &n), 0);
+	if (!CHECK_EQ_INT(n, 1) || !CHECK(chunk_id_cmp(&pe[0].id, &y) == 0))
+		goto out;
+	CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/44/new.pack", NULL, &np), 0);
+	pe[0].offset = PACK_HEADER_LEN;
+	CHECK_EQ_INT(catalog_pack_move(c, np, 300, pe, 1, &p1, 1), 0);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &y, &loc), 0))
+		CHECK_EQ_INT(loc.pack, np);
+	CHECK_EQ_INT(catalog_gc_retired(c, &r), 0);
+	CHECK(has_dead(&r, "packs/11/p1.pack"));
+	catalog_gc_result_clear(&r);
+	/* gc: z and the empty p2 and p3 go, y stays */
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.chunks_deleted, 1);
+	CHECK(has_dead(&r, "packs/22/p2.pack") && has_dead(&r, "packs/33/p3.pack"));
+	CHECK(!has_dead(&r, "packs/44/new.pack"));
+	CHECK_EQ_INT(catalog_chunk_exists(c, &y), 1);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &z), 0);
+out:
+	catalog_gc_result_clear(&r);
+	free(pe);
+	catalog_free(c);
+	rm_rf(tmp);
+}
+
+#define N_OLD_ROWS 500
+
+/* A catalog.db whose chunks table has the shape of schema version 1 (rows keyed by id). */
+static bool make_v1_catalog(const char *path, const ChunkId *ids, size_t n)
+{
+	Catalog *c = NULL;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	bool ok = CHECK_EQ_INT(catalog_open(path, true, &c), 0);
+	catalog_free(c);
+	ok = ok && CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+	ok = ok && CHECK_EQ_INT(sqlite3_exec(db,
+		"DROP TABLE chunks; DROP TABLE chunks_overflow;"
+		"CREATE TABLE chunks(id BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
+		"  offset INTEGER NOT NULL, elen INTEGER NOT NULL, plen INTEGER NOT NULL,"
+		"  enc INTEGER NOT NULL, condemned INTEGER, crc INTEGER) WITHOUT ROWID;"
+		"CREATE INDEX chunks_pack ON chunks(pack);"
+		"ALTER TABLE chunks ADD COLUMN fh BLOB;" /* as a catalog with per-chunk fast hashes */
+		"INSERT INTO packs(id, name, state, size, created) VALUES(1, 'packs/11/a.pack', 'ok',"
+		"  1000000, 0), (2, 'packs/22/b.pack', 'ok', 1000000, 0);"
+		"UPDATE meta SET value = 1 WHERE key = 'schema_version'", NULL, NULL, NULL), SQLITE_OK);
+	ok = ok && CHECK_EQ_INT(sqlite3_prepare_v2(db, "INSERT INTO chunks VALUES(?1, ?2, ?3, ?4,"
+					       " ?5, ?6, ?7, ?8, ?9)", -1, &s, NULL), SQLITE_OK);
+	sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+	for (size_t i = 0; ok && i < n; i++) {
+		sqlite3_reset(s);
+		sqlite3_bind_blob(s, 1, ids[i].b, sizeof(ids[i].b), SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, 1 + (int64_t)(i % 2));
+		sqlite3_bind_int64(s, 3, 8 + 100 * (int64_t)i);
+		sqlite3_bind_int64(s, 4, 50 + (int64_t)i);
+		sqlite3_bind_int64(s, 5, 16384);
+		sqlite3_bind_int(s, 6, (int)(i % 2));
+		if (i % 7 == 3)
+			sqlite3_bind_int64(s, 7, 5);
+		else
+			sqlite3_bind_null(s, 7);
+		if (i % 5 == 0)
+			sqlite3_bind_null(s, 8);
+		else
+			sqlite3_bind_int64(s, 8, 0xfffffff0u - i);
+		if (i == 4)
+			sqlite3_bind_blob(s, 9, "fast-hash-16byte", 16, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(s, 9);
+		ok = CHECK_EQ_INT(sqlite3_step(s), SQLITE_DONE);
+	}
+	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	return ok;
+}
+
+/*
+ * A catalog of schema version 1 (chunk rows keyed by the whole id) is used as
+ * it is, and catalog_chunks_rekey gives it the new rows, every column of
+ * every row kept, ids sharing their first 8 bytes included; a migration
+ * that fails leaves the old table as it was.
+ */
+static void test_chunks_migration(void)
+{
+	char tmp[64], path[128];
+	ChunkId *ids = make_ids(N_OLD_ROWS, 9);
+	Catalog *c = NULL;
+	sqlite3 *db = NULL;
+	PackEntry *pe = NULL;
+	size_t n = 0;
+
+	test_tmpdir(tmp, sizeof(tmp));
+	snprintf(path, sizeof(path), "%s/catalog.db", tmp);
+	ids[1] = id_twin(&ids[0], 1);
+	ids[2] = id_twin(&ids[0], 2); /* three ids, one key */
+	if (!make_v1_catalog(path, ids, N_OLD_ROWS))
+		goto out;
+	/* a failure half-way (a table in the way): nothing changed, the error returned */
+	if (CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK))
+		CHECK_EQ_INT(sqlite3_exec(db, "CREATE TABLE chunks_keyed(x)", NULL, NULL, NULL),
+			     SQLITE_OK);
+	sqlite3_close(db);
+	db = NULL;
+	/* a catalog of version 1 is used as it is (format 1 keeps it) */
+	if (!CHECK_EQ_INT(catalog_open(path, false, &c), 0))
+		goto out;
+	{
+		ChunkLoc loc;
+		if (CHECK_EQ_INT(catalog_chunk_locate(c, &ids[2], &loc), 0))
+			CHECK_EQ_INT(loc.offset, 8 + 100 * 2);
+		CHECK_EQ_INT(catalog_chunk_exists(c, &ids[3]), 0); /* condemned */
+		CHECK_EQ_INT(catalog_pack_chunks(c, 2, &pe, &n), 0);
+		CHECK_EQ_INT(n, N_OLD_ROWS / 2);
+		free(pe);
+		pe = NULL;
+	}
+	CHECK(catalog_chunks_rekey(c) < 0);
+	catalog_free(c);
+	c = NULL;
+	if (CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK)) {
+		sqlite3_stmt *s = NULL;
+		CHECK_EQ_INT(sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM chunks WHERE"
+					      " length(id) = 32), (SELECT value FROM meta WHERE key ="
+					      " 'schema_version')", -1, &s, NULL), SQLITE_OK);
+		if (CHECK_EQ_INT(sqlite3_step(s), SQLITE_ROW)) {
+			CHECK_EQ_INT(sqlite3_column_int(s, 0), N_OLD_ROWS);
+			CHECK_EQ_INT(sqlite3_column_int(s, 1), 1);
+		}
+		sqlite3_finalize(s);
+		CHECK_EQ_INT(sqlite3_exec(db, "DROP TABLE chunks_keyed", NULL, NULL, NULL), SQLITE_OK);
+	}
+	sqlite3_close(db);
+
+	/* the migration */
+	if (!CHECK_EQ_INT(catalog_open(path, false, &c), 0) ||
+	    !CHECK_EQ_INT(catalog_chunks_rekey(c), 1))
+		goto out;
+	CHECK_EQ_INT(query_int(c, "SELECT value FROM meta WHERE key = 'schema_version'"), 2);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM pragma_table_info('chunks') WHERE"
+				  " name = 'id'"), 0);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks"), N_OLD_ROWS - 2);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks_overflow"), 2);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM sqlite_master WHERE name = 'chunks_pack'"), 1);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks WHERE fh = 'fast-hash-16byte'"
+				  " OR fh = CAST('fast-hash-16byte' AS BLOB)"), 1);
+	CHECK_EQ_INT(catalog_publish_whole_take(c), 1);
+	CHECK_EQ_INT(catalog_publish_whole_take(c), 0);
+	for (size_t i = 0; i < N_OLD_ROWS; i++) {
+		ChunkLoc loc;
+		if (!CHECK_EQ_INT(catalog_chunk_locate(c, &ids[i], &loc), 0))
+			break;
+		CHECK_EQ_INT(loc.pack, 1 + (int64_t)(i % 2));
+		CHECK_EQ_INT(loc.offset, 8 + 100 * i);
+		CHECK_EQ_INT(loc.elen, 50 + i);
+		CHECK_EQ_INT(loc.plen, 16384);
+		CHECK_EQ_INT(loc.enc, i % 2);
+		CHECK_EQ_INT(loc.has_crc, i % 5 != 0);
+		if (i % 5 != 0)
+			CHECK_EQ_INT(loc.crc, 0xfffffff0u - i);
+		CHECK_EQ_INT(catalog_chunk_exists(c, &ids[i]), i % 7 != 3); /* condemned */
+	}
+	/* the listing of a pack has its rows, overflow ones included, and ids intact */
+	CHECK_EQ_INT(catalog_pack_chunks(c, 1, &pe, &n), 0);
+	if (CHECK_EQ_INT(n, N_OLD_ROWS / 2))
+		for (size_t i = 0; i < n; i++)
+			CHECK(chunk_id_cmp(&pe[i].id, &ids[2 * i]) == 0);
+	catalog_free(c);
+	c = NULL;
+	/* again: nothing to do */
+	if (CHECK_EQ_INT(catalog_open(path, false, &c), 0)) {
+		CHECK_EQ_INT(catalog_chunks_rekey(c), 0);
+		CHECK_EQ_INT(catalog_publish_whole_take(c), 0);
+	}
+out:
+	free(pe);
+	catalog_free(c);
+	free(ids);
+	rm_rf(tmp);
+}
+
+
+/*
+ * A format-1 repository's new catalog (repair) keeps chunk rows keyed by id,
+ * as its release reads them; every call works on it, and it re-keys later.
+ */
+static void test_chunks_v1(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId a = id_of("A"), b = id_of("B"), ab[2] = {a, b}, list_a[1] = {a};
+	CatalogGcResult r = {0};
+	PackEntry *pe = NULL;
+	ChunkLoc loc;
+	size_t n = 0;
+	int64_t p1, content, np;
+
+	if (!c || !CHECK_EQ_INT(catalog_chunks_unkeyed(c), 0))
+		goto out;
+	CHECK_EQ_INT(query_int(c, "SELECT value FROM meta WHERE key = 'schema_version'"), 1);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM pragma_table_info('chunks') WHERE"
+				  " name = 'id'"), 1);
+	p1 = make_pack(c, "packs/11/p1.pack", NULL, ab, 2);
+	CHECK(p1 > 0);
+	CHECK_EQ_INT(catalog_chunks_unkeyed(c), -ENOTEMPTY);
+	CHECK_EQ_INT(catalog_content_put(c, list_a, 1, &content), 0);
+	CHECK(make_snapshot(c, T0, content, NULL) > 0);
+	CHECK_EQ_INT(catalog_gc(c, &r), 0);
+	CHECK_EQ_INT(r.chunks_deleted, 1);
+	catalog_gc_result_clear(&r);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &a), 1);
+	CHECK_EQ_INT(catalog_chunk_exists(c, &b), 0);
+	CHECK_EQ_INT(catalog_chunk_set_crc(c, &a, 9), 0);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK(loc.has_crc && loc.crc == 9);
+	CHECK_EQ_INT(catalog_pack_live_chunks(c, p1, &pe, &n), 0);
+	if (!CHECK_EQ_INT(n, 1) || !CHECK(chunk_id_cmp(&pe[0].id, &a) == 0))
+		goto out;
+	CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/22/new.pack", NULL, &np), 0);
+	CHECK_EQ_INT(catalog_pack_move(c, np, 300, pe, 1, &p1, 1), 0);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK_EQ_INT(loc.pack, np);
+	CHECK_EQ_INT(catalog_chunks_rekey(c), 1);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK(loc.pack == np && loc.has_crc && loc.crc == 9);
+	CHECK_EQ_INT(catalog_publish_whole_take(c), 1);
+out:
+	catalog_gc_result_clear(&r);
+	free(pe);
+	catalog_free(c);
+	rm_rf(tmp);
+}
+
 int main(void)
 {
 	test_open();
 	test_crc_migration();
+	test_chunk_key_collision();
+	test_chunks_migration();
+	test_chunks_v1();
 	test_method_migration();
 	test_contents();
 	test_snapshots();
