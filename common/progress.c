@@ -7,7 +7,12 @@
 #include <string.h>
 #include <unistd.h>
 
-/* a terminal gets a line redrawn 4 times a second; a file or pipe a new line every 10 s */
+/*
+ * A terminal gets one line redrawn 4 times a second; a file or pipe a whole
+ * line after 1 s, then every 10 s, and a last one when the work ends (only
+ * after one was printed: a short run adds nothing to a log).
+ */
+#define PROGRESS_PLAIN_FIRST_NS 1000000000LL
 #define PROGRESS_PLAIN_INTERVAL_NS (10 * 1000000000LL)
 
 struct Progress {
@@ -17,7 +22,8 @@ struct Progress {
 	int64_t start;
 	bool enabled;
 	bool plain; /* stderr is not a terminal: whole lines, no escape codes */
-	int64_t last_line;
+	int64_t next_line; /* plain: when the next line is due */
+	bool printed;
 	bool thread_started;
 	pthread_t thread;
 	pthread_mutex_t lock; /* guards stop */
@@ -42,10 +48,11 @@ static void progress_draw(Progress *p)
 	const char *start = p->plain ? "" : "\r", *end = p->plain ? "\n" : "\033[K";
 	if (p->plain) {
 		int64_t now = mono_ns();
-		if (now - p->last_line < PROGRESS_PLAIN_INTERVAL_NS)
+		if (now < p->next_line)
 			return;
-		p->last_line = now;
+		p->next_line = now + PROGRESS_PLAIN_INTERVAL_NS;
 	}
+	p->printed = true;
 	if (total > 0)
 		fprintf(stderr, "%s%s: %s of %s (%d%%), %s/s%s%s", start, p->what, d,
 			format_bytes(total, t, sizeof(t)),
@@ -84,7 +91,7 @@ int progress_new(const char *what, uint64_t total_bytes, bool enabled, Progress 
 	atomic_init(&p->done, 0);
 	atomic_init(&p->total, total_bytes);
 	p->start = mono_ns();
-	p->last_line = p->start;
+	p->next_line = p->start + PROGRESS_PLAIN_FIRST_NS;
 	p->enabled = enabled;
 	p->plain = isatty(STDERR_FILENO) != 1;
 	pthread_mutex_init(&p->lock, NULL);
@@ -120,6 +127,9 @@ Progress *progress_free(Progress *p)
 		if (!p->plain) {
 			fputs("\r\033[K", stderr);
 			fflush(stderr);
+		} else if (p->printed) {
+			p->next_line = 0; /* the last line, whenever it comes */
+			progress_draw(p);
 		}
 	}
 	pthread_mutex_destroy(&p->lock);

@@ -18,7 +18,8 @@ ok "1 GiB file needs < small + 96 MiB" test "$big" -lt $((small + 98304))
 ok "peak RSS < 256 MiB" test "$big" -lt 262144
 sum=$(sha256sum <"$T/big/f")
 rm -rf "$T/big"
-ok "restore the big file" pgbakfs restore latest "$T/out" --repo "$R" --progress >/dev/null 2>"$T/progress.err"
+# on a terminal (script(1) gives it one), as a person running restore sees it
+ok "restore the big file" script -qec "'$PGBAKFS' restore latest '$T/out' --repo '$R' --progress >/dev/null" /dev/null >"$T/progress.err"
 ok "--progress shows bytes, total, rate and ETA" grep -Eq "restore: [0-9.]+ [KMG]iB of 1.0 GiB \([0-9]+%\), [0-9.]+ [KMG]?i?B/s, ETA [0-9]+:[0-9]{2}" "$T/progress.err"
 ok "big file restored identical" test "$(sha256sum <"$T/out/f")" = "$sum"
 finish

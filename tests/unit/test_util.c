@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 
 static void test_parse_size(void)
@@ -410,6 +411,54 @@ static void progress_enabled_run(void)
 	progress_free(p);
 }
 
+/* The same with stderr on a pseudo-terminal: what a person at a terminal sees. */
+static char *capture_stderr_tty(void (*fn)(void))
+{
+	char *text = NULL, buf[4096];
+	size_t len = 0;
+	ssize_t n;
+	int master = posix_openpt(O_RDWR | O_NOCTTY), slave = -1, saved;
+
+	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 ||
+	    (slave = open(ptsname(master), O_RDWR | O_NOCTTY)) < 0) {
+		fprintf(stderr, "capture_stderr_tty: no pseudo-terminal\n");
+		exit(2);
+	}
+	struct termios t;
+	if (tcgetattr(slave, &t) == 0) { /* bytes as written: no \n -> \r\n */
+		cfmakeraw(&t);
+		tcsetattr(slave, TCSANOW, &t);
+	}
+	fflush(stderr);
+	saved = dup(2);
+	dup2(slave, 2);
+	close(slave);
+	fn();
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	fcntl(master, F_SETFL, O_NONBLOCK);
+	while ((n = read(master, buf, sizeof(buf))) > 0) {
+		text = realloc(text, len + (size_t)n + 1);
+		memcpy(text + len, buf, (size_t)n);
+		len += (size_t)n;
+		text[len] = 0;
+	}
+	close(master);
+	return text ? text : strdup("");
+}
+
+static void progress_plain_run(void)
+{
+	Progress *p = NULL;
+	CHECK_EQ_INT(progress_new("plain", 4096, true, &p), 0);
+	progress_add(p, 1024);
+	struct timespec ts = {.tv_sec = 1, .tv_nsec = 300 * 1000000};
+	nanosleep(&ts, NULL); /* past the first line's 1 s */
+	progress_add(p, 3072);
+	progress_free(p);
+}
+
 static void test_progress(void)
 {
 	char *out = capture_stderr(progress_disabled_run);
@@ -418,8 +467,23 @@ static void test_progress(void)
 		fprintf(stderr, "  disabled progress printed: %s\n", out);
 	free(out);
 
-	/* enabled: draws "what: done of total" lines and clears the line when freed */
+	/* into a file: whole lines, the first after 1 s, a last one at the end; no terminal codes */
+	out = capture_stderr(progress_plain_run);
+	CHECK(out != NULL);
+	if (out) {
+		CHECK(strncmp(out, "plain: 1.0 KiB of 4.0 KiB (25%), ", 33) == 0);
+		CHECK(strstr(out, "\nplain: 4.0 KiB of 4.0 KiB (100%), ") != NULL);
+		CHECK(!strchr(out, '\r') && !strchr(out, '\033') && out[strlen(out) - 1] == '\n');
+	}
+	free(out);
+	/* a short run into a file: nothing at all */
 	out = capture_stderr(progress_enabled_run);
+	if (CHECK(out != NULL))
+		CHECK_EQ_INT(strlen(out), 0);
+	free(out);
+
+	/* on a terminal: draws "what: done of total" lines and clears the line when freed */
+	out = capture_stderr_tty(progress_enabled_run);
 	CHECK(out != NULL);
 	if (out) {
 		CHECK(strstr(out, "\rloud: 1.0 KiB of 4.0 KiB (25%)") != NULL);
