@@ -152,26 +152,43 @@ typedef struct RawEntry {
 	uint64_t mode, uid, gid, mtime, size, content, sub;
 } RawEntry;
 
-static int entry_get(Cursor *c, RawEntry *e)
+/* An entry's fields before its content, in both encodings: name, mode, uid, gid, mtime, size. */
+static int entry_head_get(Cursor *c, const unsigned char **name, size_t *name_len, uint64_t *mode,
+			  uint64_t *uid, uint64_t *gid, uint64_t *mtime, uint64_t *size)
+{
+	int r = get_bytes(c, name, name_len);
+	if (r == 0) r = get_uv(c, mode);
+	if (r == 0) r = get_uv(c, uid);
+	if (r == 0) r = get_uv(c, gid);
+	if (r == 0) r = get_uv(c, mtime);
+	if (r == 0) r = get_uv(c, size);
+	return r;
+}
+
+/* A symlink target after the content, in both encodings: its length + 1, or 0, then its bytes. */
+static int entry_target_get(Cursor *c, const unsigned char **target, size_t *target_len,
+			    bool *has_target)
 {
 	uint64_t tl;
-	int r = get_bytes(c, &e->name, &e->name_len);
-	if (r == 0) r = get_uv(c, &e->mode);
-	if (r == 0) r = get_uv(c, &e->uid);
-	if (r == 0) r = get_uv(c, &e->gid);
-	if (r == 0) r = get_uv(c, &e->mtime);
-	if (r == 0) r = get_uv(c, &e->size);
-	if (r == 0) r = get_uv(c, &e->content);
-	if (r == 0) r = get_uv(c, &tl);
+	int r = get_uv(c, &tl);
 	if (r < 0)
 		return r;
-	e->has_target = tl > 0;
-	e->target_len = tl ? (size_t)(tl - 1) : 0;
+	*has_target = tl > 0;
+	*target_len = tl ? (size_t)(tl - 1) : 0;
 	if (tl && tl - 1 > (uint64_t)(c->end - c->p))
 		return -EBADMSG;
-	e->target = c->p;
-	c->p += e->target_len;
-	r = get_uv(c, &e->sub);
+	*target = c->p;
+	c->p += *target_len;
+	return 0;
+}
+
+static int entry_get(Cursor *c, RawEntry *e)
+{
+	int r = entry_head_get(c, &e->name, &e->name_len, &e->mode, &e->uid, &e->gid, &e->mtime,
+			       &e->size);
+	if (r == 0) r = get_uv(c, &e->content);
+	if (r == 0) r = entry_target_get(c, &e->target, &e->target_len, &e->has_target);
+	if (r == 0) r = get_uv(c, &e->sub);
 	if (r == 0 && (e->mode > UINT32_MAX || e->uid > UINT32_MAX || e->gid > UINT32_MAX ||
 		       e->content > INT64_MAX || e->sub > INT64_MAX || e->size > INT64_MAX))
 		r = -EBADMSG;
@@ -746,24 +763,11 @@ static int hash_get(Cursor *c, const unsigned char **ret)
 
 static int pentry_get(Cursor *c, PEntry *e)
 {
-	uint64_t tl = 0;
-	int r = get_bytes(c, &e->name, &e->name_len);
-	if (r == 0) r = get_uv(c, &e->mode);
-	if (r == 0) r = get_uv(c, &e->uid);
-	if (r == 0) r = get_uv(c, &e->gid);
-	if (r == 0) r = get_uv(c, &e->mtime);
-	if (r == 0) r = get_uv(c, &e->size);
+	int r = entry_head_get(c, &e->name, &e->name_len, &e->mode, &e->uid, &e->gid, &e->mtime,
+			       &e->size);
 	if (r == 0) r = hash_get(c, &e->content);
-	if (r == 0) r = get_uv(c, &tl);
-	if (r < 0)
-		return r;
-	e->has_target = tl > 0;
-	e->target_len = tl ? (size_t)(tl - 1) : 0;
-	if (tl && tl - 1 > (uint64_t)(c->end - c->p))
-		return -EBADMSG;
-	e->target = c->p;
-	c->p += e->target_len;
-	r = hash_get(c, &e->sub);
+	if (r == 0) r = entry_target_get(c, &e->target, &e->target_len, &e->has_target);
+	if (r == 0) r = hash_get(c, &e->sub);
 	if (r == 0 && (e->mode > UINT32_MAX || e->uid > UINT32_MAX || e->gid > UINT32_MAX ||
 		       e->size > INT64_MAX))
 		r = -EBADMSG;
