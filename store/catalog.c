@@ -665,9 +665,11 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
 		ret->has_crc = sqlite3_column_type(s, 6) != SQLITE_NULL;
 		ret->crc = (uint32_t)sqlite3_column_int64(s, 6);
 		ret->pack_size = (uint64_t)sqlite3_column_int64(s, 7);
-		ret->has_fh = sqlite3_column_bytes(s, 8) == FASTHASH_LEN;
+		/* CHUNK_FH_LEN bytes, or the 16 of fasthash128 a catalog written before holds */
+		int n = sqlite3_column_bytes(s, 8);
+		ret->has_fh = n == CHUNK_FH_LEN || n == FASTHASH_LEN;
 		if (ret->has_fh)
-			memcpy(ret->fh, sqlite3_column_blob(s, 8), FASTHASH_LEN);
+			memcpy(ret->fh, sqlite3_column_blob(s, 8), CHUNK_FH_LEN);
 		r = 0;
 	} else {
 		r = rc == SQLITE_DONE ? -ENOENT : catalog_fail(c, rc, "chunk locate");
@@ -710,7 +712,7 @@ static int chunk_upsert_in(Catalog *c, int which, int64_t pack_id, const PackEnt
 	else
 		sqlite3_bind_null(s, 8);
 	if (e->has_fh)
-		sqlite3_bind_blob(s, 9, e->fh, FASTHASH_LEN, SQLITE_STATIC);
+		sqlite3_bind_blob(s, 9, e->fh, CHUNK_FH_LEN, SQLITE_STATIC);
 	else
 		sqlite3_bind_null(s, 9);
 	return step_done(c, s);

@@ -25,7 +25,7 @@ typedef struct ChunkLoc {
 	uint32_t crc; /* CRC-32C of the plain bytes, recorded at backup (not in packs) */
 	uint64_t pack_size;
 	bool has_fh; /* chunk_fh of the plain bytes, recorded at backup (NULL before) */
-	uint8_t fh[FASTHASH_LEN];
+	uint8_t fh[CHUNK_FH_LEN];
 } ChunkLoc;
 
 /* Snapshot status values stored in the catalog. */

@@ -237,9 +237,11 @@ uint32_t chunk_crc(const ChunkId *id, const void *buf, size_t len)
 	return ~crc32c_update(crc, buf, len);
 }
 
-void chunk_fh(const ChunkId *id, const void *buf, size_t len, uint8_t ret[FASTHASH_LEN])
+void chunk_fh(const ChunkId *id, const void *buf, size_t len, uint8_t ret[CHUNK_FH_LEN])
 {
-	fasthash128(id->b, buf, len, ret);
+	uint8_t h[FASTHASH_LEN];
+	fasthash128(id->b, buf, len, h);
+	memcpy(ret, h, CHUNK_FH_LEN);
 }
 
 int chunk_decode_crc(ChunkCodec *c, ChunkEncoding enc, const void *in, size_t in_len, void *out,

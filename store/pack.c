@@ -138,7 +138,7 @@ int pack_writer_add_crc(PackWriter *w, const ChunkId *id, ChunkEncoding enc, con
 		.id = *id, .offset = w->len, .elen = (uint32_t)elen, .plen = (uint32_t)plen, .enc = (uint8_t)enc,
 		.has_crc = true, .crc = crc, .has_fh = fh != NULL};
 	if (fh)
-		memcpy(w->entries[w->n_entries].fh, fh, FASTHASH_LEN);
+		memcpy(w->entries[w->n_entries].fh, fh, CHUNK_FH_LEN);
 	memcpy(w->buf + w->len, data, elen);
 	w->len += elen;
 	r = set_insert(w, w->n_entries);

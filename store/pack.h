@@ -26,7 +26,7 @@ typedef struct PackEntry {
 	uint32_t crc;
 	/* the same: chunk_fh of the plain bytes, restore --delta's check */
 	bool has_fh;
-	uint8_t fh[FASTHASH_LEN];
+	uint8_t fh[CHUNK_FH_LEN];
 } PackEntry;
 
 typedef struct PackWriter PackWriter;

@@ -200,7 +200,7 @@ int chunk_reader_read_fast(ChunkReader *r, const ChunkId *id, size_t plen, void 
 	return read_chunk(r, id, plen, buf, true);
 }
 
-int chunk_reader_fh(ChunkReader *r, const ChunkId *id, uint8_t ret[FASTHASH_LEN])
+int chunk_reader_fh(ChunkReader *r, const ChunkId *id, uint8_t ret[CHUNK_FH_LEN])
 {
 	ChunkLoc loc;
 	int e = catalog_chunk_locate(r->cat, id, &loc);
@@ -208,6 +208,6 @@ int chunk_reader_fh(ChunkReader *r, const ChunkId *id, uint8_t ret[FASTHASH_LEN]
 		return e;
 	if (!loc.has_fh)
 		return -ENODATA;
-	memcpy(ret, loc.fh, FASTHASH_LEN);
+	memcpy(ret, loc.fh, CHUNK_FH_LEN);
 	return 0;
 }

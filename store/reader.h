@@ -39,5 +39,5 @@ int chunk_reader_read_fast(ChunkReader *r, const ChunkId *id, size_t plen, void 
  * it was recorded, or a rebuilt catalog): compare the SHA-256 instead;
  * -ENOENT: the catalog does not know the chunk.
  */
-int chunk_reader_fh(ChunkReader *r, const ChunkId *id, uint8_t ret[FASTHASH_LEN]);
+int chunk_reader_fh(ChunkReader *r, const ChunkId *id, uint8_t ret[CHUNK_FH_LEN]);
 

@@ -173,7 +173,7 @@ static void task_done(Restorer *rs, RFile *f)
 static int chunk_in_place(Restorer *rs, ChunkReader *reader, int fd, const ChunkId *id,
 			  uint64_t off, size_t len, uint8_t *have, bool *ret_have)
 {
-	uint8_t want[FASTHASH_LEN], got[FASTHASH_LEN];
+	uint8_t want[CHUNK_FH_LEN], got[CHUNK_FH_LEN];
 	ChunkId sum;
 	int r;
 
@@ -186,7 +186,7 @@ static int chunk_in_place(Restorer *rs, ChunkReader *reader, int fd, const Chunk
 	r = chunk_reader_fh(reader, id, want);
 	if (r == 0) {
 		chunk_fh(id, have, len, got);
-		return memcmp(got, want, FASTHASH_LEN) == 0;
+		return memcmp(got, want, CHUNK_FH_LEN) == 0;
 	}
 	if (r != -ENODATA)
 		return r;

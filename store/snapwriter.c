@@ -47,7 +47,7 @@ typedef struct Msg {
 	ChunkEncoding enc;
 	ChunkId id;
 	uint32_t crc; /* of the plain bytes, for the mount's fast check */
-	uint8_t fh[FASTHASH_LEN]; /* chunk_fh of them, for restore --delta */
+	uint8_t fh[CHUNK_FH_LEN]; /* chunk_fh of them, for restore --delta */
 	ChunkState state;
 	/* MSG_ENTRY */
 	FileRow row;

@@ -453,6 +453,17 @@ static int collect_pack(int64_t id _unused_, const char *name, const char *state
 	return 0;
 }
 
+static int64_t query_int(Catalog *c, const char *sql)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = -1;
+	if (sqlite3_prepare_v2(catalog_sqlite(c), sql, -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
 static void test_packs(void)
 {
 	char tmp[64];
@@ -461,7 +472,7 @@ static void test_packs(void)
 	PackEntry e[2] = {
 		{.id = b, .offset = 5000, .elen = 300, .plen = 16384, .enc = CHUNK_ENC_RAW},
 		{.id = a, .offset = 8, .elen = 4992, .plen = 16384, .enc = CHUNK_ENC_ZSTD,
-		 .has_crc = true, .crc = 0xdeadbeef, .has_fh = true, .fh = {1, 2, 3, [15] = 0xfe}},
+		 .has_crc = true, .crc = 0xdeadbeef, .has_fh = true, .fh = {1, 2, 3, [CHUNK_FH_LEN - 1] = 0xfe}},
 	};
 	int64_t pid = 0, pid2 = 0;
 	ChunkLoc loc;
@@ -499,8 +510,20 @@ static void test_packs(void)
 	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0)) {
 		CHECK(loc.has_crc);
 		CHECK_EQ_INT(loc.crc, 0xdeadbeef);
-		CHECK(loc.has_fh && memcmp(loc.fh, e[1].fh, FASTHASH_LEN) == 0);
+		CHECK(loc.has_fh && memcmp(loc.fh, e[1].fh, CHUNK_FH_LEN) == 0);
 	}
+	CHECK_EQ_INT(query_int(c, "SELECT max(length(fh)) FROM chunks"), CHUNK_FH_LEN);
+	/* stored as CHUNK_FH_LEN bytes; the 16 of fasthash128 that catalogs written
+	 * before hold still count, by their first CHUNK_FH_LEN */
+	CHECK_EQ_INT(sqlite3_exec(catalog_sqlite(c),
+				  "UPDATE chunks SET fh = CASE WHEN length(fh) = 8"
+				  " THEN fh || x'00112233445566ff' ELSE x'00' END",
+				  NULL, NULL, NULL),
+		     SQLITE_OK);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK(loc.has_fh && memcmp(loc.fh, e[1].fh, CHUNK_FH_LEN) == 0);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &b, &loc), 0))
+		CHECK(!loc.has_fh); /* neither length: no check value, SHA-256 */
 	CHECK_EQ_INT(catalog_chunk_locate(c, &x, &loc), -ENOENT);
 	l.n = 0;
 	CHECK_EQ_INT(catalog_pack_foreach(c, collect_pack, &l), 0);
@@ -1036,16 +1059,6 @@ static ChunkId *make_ids(size_t n, unsigned seed)
 	return v;
 }
 
-static int64_t query_int(Catalog *c, const char *sql)
-{
-	sqlite3_stmt *s = NULL;
-	int64_t v = -1;
-	if (sqlite3_prepare_v2(catalog_sqlite(c), sql, -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW)
-		v = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	return v;
-}
 
 static bool roundtrip(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id)
 {
