@@ -492,6 +492,13 @@ static int migrate_add_table(Catalog *c, const char *table, const char *sql)
 	return sqlite3_column_int(s, 0) > 0 ? 0 : exec_sql(c, sql);
 }
 
+/* The carrier indexes (catalog_idblocks_assign_carriers finds new items by them). */
+static int migrate_carrier_indexes(Catalog *c)
+{
+	return exec_sql(c, "CREATE INDEX IF NOT EXISTS contents_carrier ON contents(carrier);"
+			   "CREATE INDEX IF NOT EXISTS dirs_carrier ON dirs(carrier);");
+}
+
 /*
  * bad_blocks was first made without a primary key; a table without one
  * cannot travel in a catalog delta (store/delta.c). Rebuild it with one,
@@ -573,6 +580,8 @@ int catalog_open(const char *path, bool create, Catalog **ret)
 		r = migrate_add_column(c, "contents", "carrier", "INTEGER");
 	if (r == 0)
 		r = migrate_add_column(c, "dirs", "carrier", "INTEGER");
+	if (r == 0)
+		r = migrate_carrier_indexes(c);
 	if (r == 0)
 		r = migrate_add_column(c, "chunks", "crc", "INTEGER");
 	if (r == 0) /* restore --delta's check (chunk_fh), 16 bytes; NULL: SHA-256 */
@@ -1458,15 +1467,17 @@ static void orphans_clear(Orphans *o)
 	sqlite3_finalize(o->upd);
 }
 
-static int orphans_load(Catalog *c, const char *table, Orphans *o)
+static int orphans_load(Catalog *c, const char *table, bool only_new, Orphans *o)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	_cleanup_free_ char *sql = NULL, *upd = NULL;
 	size_t cap = 0;
 	int rc, r;
 
-	if (asprintf(&sql, "SELECT id FROM %s WHERE carrier IS NULL OR carrier NOT IN"
-			   " (SELECT id FROM snapshots WHERE " VISIBLE ") ORDER BY id", table) < 0 ||
+	/* only_new: by the carrier index; else a scan of the table */
+	if (asprintf(&sql, "SELECT id FROM %s WHERE carrier IS NULL%s ORDER BY id", table,
+		     only_new ? "" : " OR carrier NOT IN (SELECT id FROM snapshots WHERE " VISIBLE ")")
+		< 0 ||
 	    asprintf(&upd, "UPDATE %s SET carrier = ?2 WHERE id = ?1", table) < 0)
 		return -ENOMEM;
 	r = prepare(c, sql, &s);
@@ -1655,23 +1666,26 @@ static int carry_snapshot(Carry *k, int64_t tree, ContentIds *ids)
 	return r;
 }
 
-static int assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
+static int assign_carriers(Catalog *c, int64_t from_snap, CatalogCarrierFn cb, void *ud)
 {
 	_cleanup_stmt_ sqlite3_stmt *snaps = NULL;
 	ContentIds ids = {0};
 	Carry k = {.c = c, .cb = cb, .ud = ud};
-	int rc = SQLITE_DONE, r = orphans_load(c, "idblocks", &k.blocks);
+	bool only_new = from_snap > 0;
+	int rc = SQLITE_DONE, r = orphans_load(c, "idblocks", only_new, &k.blocks);
 
 	/* format 3: manifests carry contents and directories once too */
 	if (r == 0 && c->format >= 3)
-		r = orphans_load(c, "contents", &k.contents);
+		r = orphans_load(c, "contents", only_new, &k.contents);
 	if (r == 0 && c->format >= 3)
-		r = orphans_load(c, "dirs", &k.dirs);
+		r = orphans_load(c, "dirs", only_new, &k.dirs);
 	/* oldest first: an item goes to the first snapshot that uses it (a child's manifest
 	 * does not repeat its parent's); what an earlier snapshot reached is not read again */
 	if (r == 0 && carry_left(&k) > 0)
-		r = prepare(c, "SELECT id, name, tree FROM snapshots WHERE " VISIBLE " ORDER BY id",
-			    &snaps);
+		r = prepare(c, "SELECT id, name, tree FROM snapshots WHERE " VISIBLE " AND id >= ?1"
+			    " ORDER BY id", &snaps);
+	if (r == 0 && carry_left(&k) > 0)
+		sqlite3_bind_int64(snaps, 1, from_snap);
 	if (r == 0 && carry_left(&k) > 0)
 		r = prepare(c, "SELECT list FROM contents WHERE id = ?1 AND blocks = 1", &k.list);
 	while (r == 0 && carry_left(&k) > 0 && (rc = sqlite3_step(snaps)) == SQLITE_ROW) {
@@ -1692,12 +1706,12 @@ static int assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
 	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : catalog_fail(c, rc, "carriers");
 }
 
-int catalog_idblocks_assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud)
+int catalog_idblocks_assign_carriers(Catalog *c, int64_t from_snap, CatalogCarrierFn cb, void *ud)
 {
 	int r = catalog_begin(c);
 	if (r < 0)
 		return r;
-	r = assign_carriers(c, cb, ud);
+	r = assign_carriers(c, from_snap, cb, ud);
 	if (r == 0)
 		r = catalog_commit(c);
 	if (r < 0)

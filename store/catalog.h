@@ -196,9 +196,18 @@ int catalog_idblocks_verify(Catalog *c, CatalogBadIdBlockFn cb, void *ud);
  * called inside it once per snapshot that became a carrier, to mark its
  * manifest for rewrite. From repository format 3 (catalog_set_format) the
  * same for contents and directories (contents.carrier, dirs.carrier).
+ *
+ * from_snap 0: every item without a committed carrier, from a scan of each
+ * table, placed by walking every committed snapshot (needed after a carrier
+ * was deleted). from_snap > 0: the caller knows no carrier was deleted and
+ * that only snapshots from rowid from_snap on can use an item without one
+ * (their manifests were never written); only items whose carrier is NULL
+ * (by the carrier indexes) and only those snapshots' trees are read, so the
+ * cost follows what the new snapshots added, not the repository's history.
+ * INT64_MAX: no such snapshot.
  */
 typedef int (*CatalogCarrierFn)(int64_t snap, const char *name, void *ud);
-int catalog_idblocks_assign_carriers(Catalog *c, CatalogCarrierFn cb, void *ud);
+int catalog_idblocks_assign_carriers(Catalog *c, int64_t from_snap, CatalogCarrierFn cb, void *ud);
 /*
  * upgrade: every inline list of more than PGBAKFS_IDBLOCK_IDS ids becomes
  * blocks, in one transaction (-EINVAL unless id blocks are on). count: how

@@ -80,6 +80,37 @@ static int manifest_mark_rewrite(int64_t snap _unused_, const char *name, void *
 	return manifest_state_set(ud, name, NULL);
 }
 
+/*
+ * Where catalog_idblocks_assign_carriers must look. A carrier is deleted only
+ * with its snapshot, whose manifest is then still remembered here until it is
+ * removed: while one is, every item without a live carrier is looked for
+ * (0), whichever binary deleted it. Otherwise only items never carried are
+ * orphans, and only snapshots whose manifest was never written can use them:
+ * a written manifest's snapshot had every item carried when it was written,
+ * and its tree does not change.
+ */
+static int carriers_from(sqlite3 *db, int64_t *ret)
+{
+	static const char sql[] =
+		"SELECT EXISTS(SELECT 1 FROM manifest_state m WHERE NOT EXISTS(SELECT 1 FROM"
+		"  snapshots s WHERE s.name = m.name AND s.status NOT IN ('running', 'deleted'))),"
+		" (SELECT min(s.id) FROM snapshots s WHERE s.status NOT IN ('running', 'deleted')"
+		"  AND NOT EXISTS(SELECT 1 FROM manifest_state m WHERE m.name = s.name))";
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		rc = SQLITE_OK;
+		if (sqlite3_column_int(s, 0))
+			*ret = 0;
+		else if (sqlite3_column_type(s, 1) == SQLITE_NULL)
+			*ret = INT64_MAX;
+		else
+			*ret = sqlite3_column_int64(s, 1);
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
 typedef struct ManifestWork {
 	int64_t rowid;
 	char *name;
@@ -111,12 +142,15 @@ int manifests_sync(Repo *r)
 		"SELECT NULL, m.name, 1, m.digest FROM manifest_state m"
 		" WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.name = m.name)",
 	};
+	int64_t from_snap = 0;
 	rc = sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS manifest_state(name TEXT PRIMARY KEY,"
 			      " digest BLOB NOT NULL) WITHOUT ROWID", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = carriers_from(db, &from_snap);
 	/* blocks whose carrier is new or gone move first (catalog_idblocks_assign_carriers),
 	 * so the new carrier's manifest is written below before the old one is removed */
-	if (rc == SQLITE_OK && catalog_idblocks_assign_carriers(r->catalog, manifest_mark_rewrite,
-								db) < 0)
+	if (rc == SQLITE_OK && catalog_idblocks_assign_carriers(r->catalog, from_snap,
+								manifest_mark_rewrite, db) < 0)
 		rc = SQLITE_ERROR;
 	for (size_t q = 0; q < ELEMENTSOF(queries) && rc == SQLITE_OK; q++) {
 		rc = sqlite3_prepare_v2(db, queries[q], -1, &s, NULL);

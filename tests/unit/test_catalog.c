@@ -1250,7 +1250,7 @@ static void test_idblock_carriers(void)
 	CHECK(roundtrip(c, v, 512, &l2));
 	s1 = make_snapshot(c, T0, l1, NULL);
 	s2 = make_snapshot(c, T0 + 1000000000, l2, NULL);
-	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, mark_snap, &m), 0);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, 0, mark_snap, &m), 0);
 	CHECK_EQ_INT(m.n, 2);
 	CHECK_EQ_INT(query_int(c, test_fmt((char[128]){0}, 128,
 					   "SELECT count(*) FROM idblocks WHERE carrier = %lld",
@@ -1260,11 +1260,11 @@ static void test_idblock_carriers(void)
 					   (long long)s2)), 1);
 	/* nothing to move: nobody marked */
 	m.n = 0;
-	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, mark_snap, &m), 0);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, 0, mark_snap, &m), 0);
 	CHECK_EQ_INT(m.n, 0);
 	/* s1 deleted: the block both share moves to s2, the one only s1 used stays put */
 	CHECK_EQ_INT(catalog_snapshot_delete(c, s1), 0);
-	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, mark_snap, &m), 0);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, 0, mark_snap, &m), 0);
 	CHECK_EQ_INT(m.n, 1);
 	CHECK_EQ_INT(m.v[0], s2);
 	CHECK_EQ_INT(query_int(c, test_fmt((char[128]){0}, 128,

@@ -515,6 +515,45 @@ static void same_listing(Catalog *a, int64_t sa, Catalog *b, int64_t sb)
 	free(lb);
 }
 
+/*
+ * Carriers from a known snapshot on (manifests_sync's common case): only items
+ * never carried are looked for, only in the snapshots from from_snap on.
+ */
+static void test_carriers_new(void)
+{
+	char tmp[PATH_MAX];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	Marks k = {0};
+	if (!c)
+		return;
+	catalog_set_format(c, 3);
+	int64_t s1 = make_tree(c, T0, "f7", T0);
+	/* no snapshot may use them: nothing is placed, nothing is read */
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, INT64_MAX, note_carrier, &k), 0);
+	CHECK_EQ_INT(k.n, 0);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier IS NULL"), 7);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, s1, note_carrier, &k), 0);
+	CHECK_EQ_INT(k.n, 1);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier IS NULL"), 0);
+	/* a child: its 3 new directories and its list go to it; its parent is not read
+	 * (a damaged parent tree would fail a walk of it) */
+	int64_t s2 = make_tree(c, T0 + 2000, "f7 changed", T0);
+	CHECK_EQ_INT(sqlite3_exec(catalog_sqlite(c), "UPDATE snapshots SET tree = 999999 WHERE id = 1",
+				  NULL, NULL, NULL), SQLITE_OK);
+	k.n = 0;
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, s2, note_carrier, &k), 0);
+	if (CHECK_EQ_INT(k.n, 1))
+		CHECK_EQ_INT(k.v[0], s2);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier = 2"), 3);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM contents WHERE carrier = 2"), 1);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM contents WHERE carrier IS NULL"), 0);
+	/* found by the carrier indexes, not by scanning the tables */
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND"
+				  " name IN ('contents_carrier', 'dirs_carrier', 'idblocks_carrier')"), 3);
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
 static void test_carriers(void)
 {
 	char tmp[PATH_MAX], path[PATH_MAX];
@@ -529,7 +568,7 @@ static void test_carriers(void)
 	int64_t s1 = make_tree(c, T0, "f7", T0);
 	int64_t s2 = make_tree(c, T0 + 2000, "f7 changed", T0);
 	/* each item goes to the first snapshot that uses it; both manifests are to be written */
-	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, note_carrier, &k), 0);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, 0, note_carrier, &k), 0);
 	CHECK_EQ_INT(k.n, 2);
 	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier = 1"), 7);
 	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier = 2"), 3);
@@ -537,7 +576,7 @@ static void test_carriers(void)
 	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM contents WHERE carrier IS NULL"), 0);
 	/* nothing new: no rewrite */
 	k.n = 0;
-	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, note_carrier, &k), 0);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, 0, note_carrier, &k), 0);
 	CHECK_EQ_INT(k.n, 0);
 
 	/* s2's manifest: only its 3 new directories and the changed list, no file rows */
@@ -586,7 +625,7 @@ static void test_carriers(void)
 	/* the parent deleted: what the child uses moves to it, and its manifest says so */
 	CHECK_EQ_INT(catalog_snapshot_delete(c, s1), 0);
 	k.n = 0;
-	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, note_carrier, &k), 0);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, 0, note_carrier, &k), 0);
 	CHECK_EQ_INT(k.n, 1);
 	CHECK_EQ_INT(k.v[0], s2);
 	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier = 2"), 7);
@@ -608,6 +647,7 @@ out:
 int main(void)
 {
 	test_carriers();
+	test_carriers_new();
 	test_scans_without_contents();
 	test_migration();
 	test_share_and_read();

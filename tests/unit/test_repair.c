@@ -1112,7 +1112,7 @@ static void test_idblock_manifests(void)
 	s1 = block_snapshot(a, "one", T0, c1);
 	s2 = block_snapshot(a, "two", T0 + 1000000000, c2);
 	CHECK(s1 > 0 && s2 > 0);
-	CHECK_EQ_INT(catalog_idblocks_assign_carriers(a, ignore_mark, NULL), 0);
+	CHECK_EQ_INT(catalog_idblocks_assign_carriers(a, 0, ignore_mark, NULL), 0);
 	CHECK_EQ_INT(count_rows(a, "idblocks WHERE carrier IS NULL"), 0);
 	CHECK_EQ_INT(manifest_export(a, s1, &m1, &l1), 0);
 	CHECK_EQ_INT(manifest_export(a, s2, &m2, &l2), 0);
