@@ -1583,11 +1583,19 @@ typedef struct Carry {
 	int64_t snap;
 	const char *name;
 	bool marked; /* cb was called for snap */
+	/* only never-carried items are orphans (from_snap > 0, format 3): a carried directory
+	 * or list had everything it reaches carried with it, so it is not read */
+	bool prune;
 	CatalogCarrierFn cb;
 	void *ud;
 } Carry;
 
 static size_t carry_left(const Carry *k) { return k->blocks.left + k->contents.left + k->dirs.left; }
+
+static bool is_orphan(const Orphans *o, int64_t id)
+{
+	return o->n && bsearch(&id, o->v, o->n, sizeof(*o->v), cmp_i64);
+}
 
 /* id goes to the snapshot being scanned if it is an orphan not placed yet. */
 static int carry_place(Carry *k, Orphans *o, int64_t id)
@@ -1634,7 +1642,7 @@ static int carry_content(int64_t content, void *ud)
 	Carry *k = ud;
 	bool fresh = false;
 	int r = id_set_add(&k->seen_contents, content, &fresh);
-	if (r < 0 || !fresh)
+	if (r < 0 || !fresh || (k->prune && !is_orphan(&k->contents, content)))
 		return r;
 	r = carry_place(k, &k->contents, content);
 	if (r == 0 && k->blocks.left > 0)
@@ -1650,7 +1658,7 @@ static int carry_dir(int64_t dir, void *ud)
 	int r = id_set_add(&k->seen_dirs, dir, &fresh);
 	if (r < 0)
 		return r;
-	if (!fresh)
+	if (!fresh || (k->prune && !is_orphan(&k->dirs, dir)))
 		return 1;
 	return carry_place(k, &k->dirs, dir);
 }
@@ -1674,6 +1682,7 @@ static int assign_carriers(Catalog *c, int64_t from_snap, CatalogCarrierFn cb, v
 	bool only_new = from_snap > 0;
 	int rc = SQLITE_DONE, r = orphans_load(c, "idblocks", only_new, &k.blocks);
 
+	k.prune = only_new && c->format >= 3;
 	/* format 3: manifests carry contents and directories once too */
 	if (r == 0 && c->format >= 3)
 		r = orphans_load(c, "contents", only_new, &k.contents);

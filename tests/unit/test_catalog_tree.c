@@ -535,10 +535,12 @@ static void test_carriers_new(void)
 	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, s1, note_carrier, &k), 0);
 	CHECK_EQ_INT(k.n, 1);
 	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs WHERE carrier IS NULL"), 0);
-	/* a child: its 3 new directories and its list go to it; its parent is not read
-	 * (a damaged parent tree would fail a walk of it) */
+	/* a child: its 3 new directories and its list go to it; neither its parent nor
+	 * the 4 directories it shares with it (carried already) are read: damaged, a walk
+	 * of them would fail */
 	int64_t s2 = make_tree(c, T0 + 2000, "f7 changed", T0);
-	CHECK_EQ_INT(sqlite3_exec(catalog_sqlite(c), "UPDATE snapshots SET tree = 999999 WHERE id = 1",
+	CHECK_EQ_INT(sqlite3_exec(catalog_sqlite(c), "UPDATE snapshots SET tree = 999999 WHERE id = 1;"
+				  "UPDATE dirs SET entries = x'0001' WHERE carrier = 1",
 				  NULL, NULL, NULL), SQLITE_OK);
 	k.n = 0;
 	CHECK_EQ_INT(catalog_idblocks_assign_carriers(c, s2, note_carrier, &k), 0);
