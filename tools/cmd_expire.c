@@ -1,7 +1,6 @@
 /* pgbakfs expire / pin: retention of snapshots and of the WAL archive. */
 #include "common/util.h"
-#include "store/retention.h"
-#include "store/wal.h"
+#include "store/expire.h"
 #include "tools/cli.h"
 #include "tools/config.h"
 
@@ -14,59 +13,6 @@ enum { OPT_REPO = 0x100, OPT_KEEP_LAST, OPT_KEEP_WITHIN, OPT_INSTANCE, OPT_DRY_R
 
 #define NS_PER_S 1000000000LL
 #define KEEP_LAST_MAX 1000000
-
-/* A visible snapshot as expire judges it. */
-typedef struct ExpireSnap {
-	char name[64];
-	char *instance, *status;
-	int64_t start_time;
-} ExpireSnap;
-
-typedef struct ExpireSet {
-	ExpireSnap *snaps;
-	RetentionItem *items; /* items[i] describes snaps[i] */
-	size_t n;
-} ExpireSet;
-
-static void expire_set_clear(ExpireSet *s)
-{
-	for (size_t i = 0; i < s->n; i++) {
-		free(s->snaps[i].instance);
-		free(s->snaps[i].status);
-	}
-	free(s->snaps);
-	free(s->items);
-	*s = (ExpireSet){0};
-}
-
-static int collect_snapshot(const SnapshotInfo *s, void *ud)
-{
-	ExpireSet *set = ud;
-	ExpireSnap *v = realloc(set->snaps, (set->n + 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	set->snaps = v;
-	RetentionItem *it = realloc(set->items, (set->n + 1) * sizeof(*it));
-	if (!it)
-		return -ENOMEM;
-	set->items = it;
-	ExpireSnap *e = &set->snaps[set->n];
-	*e = (ExpireSnap){.start_time = s->start_time};
-	snprintf(e->name, sizeof(e->name), "%s", s->name);
-	e->instance = strdup(s->instance);
-	e->status = strdup(s->status);
-	if (!e->instance || !e->status) {
-		free(e->instance);
-		free(e->status);
-		return -ENOMEM;
-	}
-	set->items[set->n] = (RetentionItem){.instance = e->instance, .rowid = s->rowid,
-					     .start_time = s->start_time,
-					     .pinned_until = s->pinned_until,
-					     .status = retention_status(s->status)};
-	set->n++;
-	return 0;
-}
 
 /* "7d", "12h": the largest unit that divides seconds exactly. */
 static const char *format_duration(int64_t secs, char *buf, size_t len)
@@ -100,261 +46,31 @@ static void print_policy(const RetentionPolicy *p, PolicySource from, const char
 	printf("\n");
 }
 
-/* Delete (or list) the snapshots the policy expires; counts into *ret_deleted, *ret_kept. */
-static int expire_snapshots(Repo *repo, ExpireSet *set, int64_t now, bool dry_run,
-			    int64_t **ret_gone, size_t *ret_n_gone, unsigned *ret_kept)
-{
-	_cleanup_free_ int64_t *gone = calloc(set->n + 1, sizeof(int64_t));
-	size_t n_gone = 0;
-	unsigned kept = 0;
-	char t[40];
-
-	if (!gone) {
-		cli_error("out of memory");
-		return EXIT_FAIL;
-	}
-	for (size_t i = 0; i < set->n; i++) {
-		const ExpireSnap *e = &set->snaps[i];
-		int r;
-		if (set->items[i].reason != RETAIN_NONE) {
-			kept++;
-			continue;
-		}
-		format_time_iso(e->start_time, t, sizeof(t));
-		if (dry_run) {
-			printf("expire: would delete snapshot \"%s\" (instance \"%s\", %s, started %s)\n",
-			       e->name, e->instance, e->status, t);
-			gone[n_gone++] = set->items[i].rowid;
-			continue;
-		}
-		r = catalog_snapshot_expire(repo_catalog(repo), set->items[i].rowid, now);
-		if (r == -EAGAIN || r == -ENOENT) {
-			/* pinned or deleted by someone else since the list was read */
-			printf("expire: kept snapshot \"%s\": %s meanwhile\n", e->name,
-			       r == -EAGAIN ? "it was pinned" : "it was deleted");
-			if (r == -EAGAIN)
-				kept++;
-			continue;
-		}
-		if (r < 0) {
-			cli_error("could not delete snapshot \"%s\": %s", e->name, strerror(-r));
-			return EXIT_FAIL;
-		}
-		printf("expire: deleted snapshot \"%s\" (instance \"%s\", %s, started %s)%s\n", e->name,
-		       e->instance, e->status, t,
-		       r == 1 ? "; a mount still serves it, so its data stays until the mount lets "
-				"go of it" : "");
-		gone[n_gone++] = set->items[i].rowid;
-	}
-	*ret_gone = TAKE_PTR(gone);
-	*ret_n_gone = n_gone;
-	*ret_kept = kept;
-	return EXIT_OK;
-}
-
-/* ---- WAL ---- */
-
-typedef struct WalNames {
-	char (*names)[PGBAKFS_WAL_NAME_MAX + 1];
-	WalName *parsed;
-	size_t n;
-} WalNames;
-
-static void wal_names_clear(WalNames *w)
-{
-	free(w->names);
-	free(w->parsed);
-	*w = (WalNames){0};
-}
-
-static int collect_wal(const WalFileInfo *f, void *ud)
-{
-	WalNames *w = ud;
-	void *v = realloc(w->names, (w->n + 1) * sizeof(*w->names));
-	if (!v)
-		return -ENOMEM;
-	w->names = v;
-	v = realloc(w->parsed, (w->n + 1) * sizeof(*w->parsed));
-	if (!v)
-		return -ENOMEM;
-	w->parsed = v;
-	snprintf(w->names[w->n], sizeof(w->names[0]), "%s", f->name);
-	w->parsed[w->n] = f->parsed;
-	w->n++;
-	return 0;
-}
-
-typedef struct WalUses {
-	Repo *repo;
-	const WalNames *archive;
-	const int64_t *gone; /* rowids deleted (or, dry run, to be deleted) */
-	size_t n_gone;
-	RetentionWalUse *v;
-	size_t n;
-	const char *unusable; /* a remaining snapshot whose WAL needs cannot be told */
-	uint32_t cached_timeline; /* archive_seg_size() of it, 0: none cached */
-	uint64_t cached_size;
-} WalUses;
-
-/* Segment size of an archived segment of timeline (its plain length), or 0. */
-static uint64_t archive_seg_size(Repo *repo, const WalNames *a, uint32_t timeline)
-{
-	for (size_t i = 0; i < a->n; i++) {
-		WalObjectInfo info;
-		if (a->parsed[i].timeline != timeline || a->parsed[i].kind != WAL_KIND_SEGMENT)
-			continue;
-		if (wal_stat(repo, a->names[i], &info) == 0 && wal_seg_size_valid(info.plain_size))
-			return info.plain_size;
-	}
-	return 0;
-}
-
-static int collect_wal_use(const SnapshotInfo *s, void *ud)
-{
-	WalUses *u = ud;
-	uint64_t lsn, seg_size = 0;
-
-	for (size_t i = 0; i < u->n_gone; i++)
-		if (u->gone[i] == s->rowid)
-			return 0;
-	if (!s->start_lsn && !s->timeline)
-		return 0; /* not a PostgreSQL snapshot (--from-dir): needs no archived WAL */
-	if (!s->start_lsn || s->timeline <= 0 || s->timeline > UINT32_MAX ||
-	    retention_parse_lsn(s->start_lsn, &lsn) < 0) {
-		u->unusable = "a snapshot's start LSN or timeline is missing or invalid";
-		return 0;
-	}
-	/* the snapshot's own pg_wal tells its segment size; else the archive; else the default */
-	if (catalog_snapshot_wal_seg_size(repo_catalog(u->repo), s->rowid, &seg_size) < 0) {
-		if (u->cached_timeline != (uint32_t)s->timeline) {
-			u->cached_timeline = (uint32_t)s->timeline;
-			u->cached_size = archive_seg_size(u->repo, u->archive, u->cached_timeline);
-		}
-		seg_size = u->cached_size;
-	}
-	if (!seg_size)
-		seg_size = PGBAKFS_WAL_DEFAULT_SEG_SIZE;
-	RetentionWalUse *v = realloc(u->v, (u->n + 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	u->v = v;
-	v[u->n++] = (RetentionWalUse){.timeline = (uint32_t)s->timeline, .start_lsn = lsn,
-				      .seg_size = seg_size};
-	return 0;
-}
-
-static void print_timeline_kept(const RetentionWalBounds *b, uint32_t timeline)
-{
-	size_t k;
-	for (k = 0; k < b->n && b->v[k].timeline != timeline; k++)
-		;
-	if (k == b->n)
-		printf("expire: WAL of timeline %u kept: no snapshot on that timeline\n", timeline);
-	else if (!b->v[k].trim)
-		printf("expire: WAL of timeline %u kept: recovery from a snapshot on an earlier "
-		       "timeline may follow into it\n", timeline);
-}
-
-static int expire_wal(Repo *repo, const int64_t *gone, size_t n_gone, bool dry_run)
-{
-	WalNames archive = {0};
-	WalUses uses = {.repo = repo, .archive = &archive, .gone = gone, .n_gone = n_gone};
-	RetentionWalBounds bounds = {0};
-	uint64_t n_tl = 0;
-	uint32_t cur_tl = 0;
-	bool have_tl = false;
-	int r, rc = EXIT_OK;
-
-	r = wal_list(repo, collect_wal, &archive);
-	if (r == 0 && archive.n)
-		r = catalog_snapshot_foreach_any(repo_catalog(repo), collect_wal_use, &uses);
-	if (r == 0 && archive.n && !uses.unusable)
-		r = retention_wal_bounds(uses.v, uses.n, &bounds);
-	if (r < 0) {
-		cli_error("could not read the WAL archive of \"%s\": %s", repo_path(repo), strerror(-r));
-		rc = EXIT_FAIL;
-		goto out;
-	}
-	if (uses.unusable) {
-		printf("expire: WAL archive kept whole: %s\n", uses.unusable);
-		goto out;
-	}
-	/* wal_list sorts by timeline: one summary line per timeline */
-	for (size_t i = 0; i <= archive.n; i++) {
-		bool end = i == archive.n;
-		if (have_tl && (end || archive.parsed[i].timeline != cur_tl)) {
-			if (n_tl)
-				printf("expire: timeline %u: %s %llu WAL file(s)\n", cur_tl,
-				       dry_run ? "would delete" : "deleted", (unsigned long long)n_tl);
-			else
-				print_timeline_kept(&bounds, cur_tl);
-			n_tl = 0;
-		}
-		if (end)
-			break;
-		cur_tl = archive.parsed[i].timeline;
-		have_tl = true;
-		if (!retention_wal_expirable(&bounds, archive.names[i]))
-			continue;
-		if (dry_run) {
-			printf("expire: would delete WAL \"%s\"\n", archive.names[i]);
-		} else if ((r = wal_delete(repo, archive.names[i])) < 0) {
-			cli_error("could not delete WAL file \"%s\": %s", archive.names[i], strerror(-r));
-			rc = EXIT_FAIL;
-			goto out;
-		}
-		n_tl++;
-	}
-out:
-	retention_wal_bounds_clear(&bounds);
-	free(uses.v);
-	wal_names_clear(&archive);
-	return rc;
-}
-
 /* ---- expire ---- */
 
+static void print_line(const char *msg, void *userdata _unused_)
+{
+	printf("expire: %s\n", msg);
+}
+
+/* The policy applied (store/expire.c), its lines printed, then what to do next. */
 static int expire_run(Repo *repo, const RetentionPolicy *p, const char *instance, bool dry_run)
 {
-	ExpireSet set = {0};
-	_cleanup_free_ int64_t *gone = NULL;
-	_cleanup_close_ int lock_fd = -1;
-	size_t n_gone = 0;
-	unsigned kept = 0;
-	int64_t now = now_ns();
-	int r, rc;
+	ExpireOptions o = {.policy = *p, .instance = instance, .dry_run = dry_run, .now = now_ns()};
+	ExpireResult res;
+	int r = repo_expire(repo, &o, print_line, NULL, &res);
 
-	/* one maintenance job at a time: expire and gc never interleave */
-	if (!dry_run && (r = repo_lock_maintenance(repo, &lock_fd)) < 0) {
-		if (r == -EBUSY) {
-			cli_error("repository \"%s\" is busy: a gc or expire is running", repo_path(repo));
-			cli_hint("run expire again once it has finished");
-		} else {
-			cli_error("could not lock repository \"%s\": %s", repo_path(repo), strerror(-r));
-		}
-		return EXIT_FAIL;
-	}
-	r = catalog_snapshot_foreach(repo_catalog(repo), instance, collect_snapshot, &set);
-	if (r == 0)
-		r = retention_evaluate(p, now, set.items, set.n);
 	if (r < 0) {
-		cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
-		expire_set_clear(&set);
+		cli_error("%s", res.error);
+		if (r == -EBUSY)
+			cli_hint("run expire again once it has finished");
 		return EXIT_FAIL;
 	}
-	rc = expire_snapshots(repo, &set, now, dry_run, &gone, &n_gone, &kept);
-	expire_set_clear(&set);
-	if (rc != EXIT_OK)
-		return rc;
-	printf("expire: %zu snapshot(s) %s, %u kept\n", n_gone,
-	       dry_run ? "would be deleted" : "deleted", kept);
-	/* the WAL archive follows the snapshots that remain, of every instance */
-	rc = expire_wal(repo, gone, n_gone, dry_run);
-	if (rc == EXIT_OK && n_gone && !dry_run)
+	if (res.n_deleted && !dry_run)
 		printf("expire: run \"pgbakfs gc\" to reclaim the space only they used\n");
-	if (rc == EXIT_OK && dry_run)
+	if (dry_run)
 		printf("expire: dry run, nothing was changed\n");
-	return rc;
+	return EXIT_OK;
 }
 
 static int parse_keep_last(const char *s, uint64_t *ret)
