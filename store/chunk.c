@@ -100,12 +100,17 @@ void chunk_codec_set_keys(ChunkCodec *c, const uint8_t data_key[32], const uint8
 	c->sealed = true;
 }
 
-void chunk_codec_hash(ChunkCodec *c, const void *buf, size_t len, ChunkId *ret)
+void chunk_id_of(const uint8_t *id_key, const void *buf, size_t len, ChunkId *ret)
 {
-	if (c->sealed)
-		crypt_hmac(c->id_key, buf, len, ret->b);
+	if (id_key)
+		crypt_hmac(id_key, buf, len, ret->b);
 	else
 		chunk_hash(buf, len, ret);
+}
+
+void chunk_codec_hash(ChunkCodec *c, const void *buf, size_t len, ChunkId *ret)
+{
+	chunk_id_of(c->sealed ? c->id_key : NULL, buf, len, ret);
 }
 
 static int tmp_reserve(ChunkCodec *c, size_t n)

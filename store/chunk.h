@@ -51,7 +51,13 @@ ChunkCodec *chunk_codec_free(ChunkCodec *c);
  * data_key with the chunk id as associated data (store/crypt.h).
  */
 void chunk_codec_set_keys(ChunkCodec *c, const uint8_t data_key[32], const uint8_t id_key[32]);
-/* The id of plain bytes: SHA-256, or the keyed HMAC of an encrypted repository. */
+/*
+ * The id of plain bytes: SHA-256, or with id_key (an encrypted repository's)
+ * HMAC-SHA-256 under it. The one definition of a chunk id; the two below pick
+ * the key of a codec or of a repository (repo_chunk_hash).
+ */
+void chunk_id_of(const uint8_t *id_key, const void *buf, size_t len, ChunkId *ret);
+/* chunk_id_of with the codec's id key when it seals (chunk_codec_set_keys). */
 void chunk_codec_hash(ChunkCodec *c, const void *buf, size_t len, ChunkId *ret);
 /* Worst-case encoded size for plain length len. */
 size_t chunk_encode_bound(size_t len);

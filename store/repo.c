@@ -162,10 +162,7 @@ int repo_disk_cache(Repo *r, uint64_t max_bytes)
 
 void repo_chunk_hash(Repo *r, const void *buf, size_t len, ChunkId *ret)
 {
-	if (r->encrypted)
-		crypt_hmac(r->keys.id, buf, len, ret->b);
-	else
-		chunk_hash(buf, len, ret);
+	chunk_id_of(r->encrypted ? r->keys.id : NULL, buf, len, ret);
 }
 
 int repo_codec_new(Repo *r, ChunkCodec **ret)
