@@ -1,7 +1,7 @@
 /*
  * Retention: which snapshots and which archived WAL files a policy keeps.
  * Pure logic over plain arrays (no catalog, no I/O), so every rule is unit
- * tested; tools/cmd_expire.c reads the catalog, calls these and deletes.
+ * tested; store/expire.c reads the catalog, calls these and deletes.
  */
 #pragma once
 

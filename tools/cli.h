@@ -91,6 +91,15 @@ bool cli_stderr_is_tty(void);
 
 typedef int (*CommandFn)(int argc, char **argv);
 
+/*
+ * The commands, one file per command or per named group: cmd_repo.c (the
+ * repository as a whole: init, gc, check, stats, key, repair), cmd_upgrade.c,
+ * cmd_snapshots.c (snapshot records: list, show, delete), cmd_retention.c
+ * (expire, pin), cmd_backup.c, cmd_restore.c, cmd_mount.c, cmd_verify.c
+ * (verify, dump), cmd_wal.c (wal-push, wal-fetch, wal-summary, restore-point),
+ * cmd_status.c (status, metrics).
+ */
+
 int cmd_init(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_list(int argc, char **argv);

@@ -1,4 +1,4 @@
-/* pgbakfs expire / pin: retention of snapshots and of the WAL archive. */
+/* Retention: expire (snapshots and the WAL archive they need) and pin. */
 #include "common/util.h"
 #include "store/expire.h"
 #include "tools/cli.h"

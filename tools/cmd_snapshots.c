@@ -1,4 +1,4 @@
-/* pgbakfs list / show. */
+/* Snapshot records: list, show, delete. */
 #include "common/json.h"
 #include "common/util.h"
 #include "tools/cli.h"
@@ -261,4 +261,60 @@ int cmd_show(int argc, char **argv)
 	snapshot_info_clear(&s);
 	repo_free(repo);
 	return rc;
+}
+
+/* --repo and --help only, plus one positional ID when want_id. */
+static int parse_simple(const char *cmd, const char *help, int argc, char **argv,
+			const char **ret_repo, const char **ret_id)
+{
+	static const struct option opts[] = {
+		{"repo", required_argument, NULL, OPT_REPO}, {"help", no_argument, NULL, 'h'}, {0}};
+	int c;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == OPT_REPO)
+			*ret_repo = optarg;
+		else if (c == 'h') {
+			fputs(help, stdout);
+			return -1;
+		} else
+			return cli_usage(cmd, "invalid option");
+	}
+	if (ret_id) {
+		if (optind >= argc)
+			return cli_usage(cmd, "missing snapshot ID");
+		*ret_id = argv[optind++];
+	}
+	if (optind != argc)
+		return cli_usage(cmd, "unexpected argument \"%s\"", argv[optind]);
+	return EXIT_OK;
+}
+
+int cmd_delete(int argc, char **argv)
+{
+	const char *repo_opt = NULL, *id = NULL;
+	SnapshotInfo s = {0};
+	Repo *repo = NULL;
+	int rc = parse_simple("delete", "Usage: pgbakfs delete ID [--repo PATH]\n\n"
+			      "Delete a snapshot. Other snapshots never depend on it; run\n"
+			      "\"pgbakfs gc\" to reclaim the space only it used.\n",
+			      argc, argv, &repo_opt, &id);
+	if (rc != EXIT_OK)
+		return rc < 0 ? EXIT_OK : rc;
+	rc = cli_open_repo_writer(repo_opt, &repo);
+	if (rc == EXIT_OK)
+		rc = cli_find_snapshot(repo, id, NULL, &s);
+	if (rc == EXIT_OK) {
+		int r = catalog_snapshot_delete(repo_catalog(repo), s.rowid);
+		if (r < 0) {
+			cli_error("could not delete snapshot \"%s\": %s", s.name, strerror(-r));
+			rc = EXIT_FAIL;
+		} else if (r == 1) {
+			printf("deleted snapshot \"%s\"; a mount still serves it, so its data stays "
+			       "until the mount lets go of it\n", s.name);
+		} else {
+			printf("deleted snapshot \"%s\"\n", s.name);
+		}
+	}
+	snapshot_info_clear(&s);
+	return cli_close_repo(repo, rc);
 }
