@@ -39,6 +39,8 @@ typedef struct PrefetchItem {
 	ChunkId id;
 	uint32_t plen;
 	int64_t queued; /* mono_ns: a reader that got there first makes old items moot */
+	ChunkLoc loc;   /* where the chunk is (chunk_cache_prefetch_many), if has_loc */
+	bool has_loc;
 } PrefetchItem;
 
 /* Prefetching what a reader has already read (and the cache let go) is waste. */
@@ -150,8 +152,17 @@ static bool slab_new(BufPool *p)
 		p->slabs = v;
 		p->cap_slabs = cap;
 	}
-	if (posix_memalign(&slab, SLAB_BYTES, p->slab_bytes) != 0)
+	/* mapped whole and trimmed to a 2 MiB boundary, so that huge pages can back it */
+	size_t len = p->slab_bytes + SLAB_BYTES;
+	uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
 		return false;
+	slab = (void *)(((uintptr_t)m + SLAB_BYTES - 1) & ~((uintptr_t)SLAB_BYTES - 1));
+	size_t head = (size_t)((uint8_t *)slab - m);
+	if (head)
+		munmap(m, head);
+	if (len - head > p->slab_bytes)
+		munmap((uint8_t *)slab + p->slab_bytes, len - head - p->slab_bytes);
 #ifdef MADV_HUGEPAGE
 	(void)madvise(slab, p->slab_bytes, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
 #endif
@@ -243,7 +254,8 @@ static void pool_return(ChunkCache *c, ChunkReader *r)
 }
 
 /* Read and check a chunk without any cache lock held. */
-static int load_chunk(ChunkCache *c, const ChunkId *id, uint32_t plen, uint8_t **ret)
+static int load_chunk(ChunkCache *c, const ChunkId *id, uint32_t plen, const ChunkLoc *loc,
+		      uint8_t **ret)
 {
 	int r = 0;
 	ChunkReader *reader = pool_take(c, &r);
@@ -254,6 +266,8 @@ static int load_chunk(ChunkCache *c, const ChunkId *id, uint32_t plen, uint8_t *
 	buf = plen <= c->bufs.size ? buf_get(&c->bufs) : NULL;
 	if (!buf)
 		r = -ENOMEM;
+	else if (loc)
+		r = chunk_reader_read_fast_at(reader, id, loc, plen, buf);
 	else
 		r = chunk_reader_read_fast(reader, id, plen, buf);
 	pool_return(c, reader);
@@ -284,7 +298,9 @@ static void unpin_locked(ChunkCache *c, Shard *s, CachedChunk *e)
 		entry_free(c, e); /* a failed load nobody waits for any more */
 }
 
-int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk **ret)
+/* chunk_cache_get, with where the chunk is when known (NULL: the reader locates it) */
+static int cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, const ChunkLoc *loc,
+		     CachedChunk **ret)
 {
 	Shard *s = shard_of(c, id);
 	CachedChunk *e;
@@ -322,7 +338,7 @@ int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk
 	pthread_mutex_unlock(&s->lock);
 	atomic_fetch_add(&c->misses, 1);
 
-	r = load_chunk(c, id, plen, &data);
+	r = load_chunk(c, id, plen, loc, &data);
 
 	pthread_mutex_lock(&s->lock);
 	if (r == 0) {
@@ -347,6 +363,11 @@ int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk
 	return r;
 }
 
+int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk **ret)
+{
+	return cache_get(c, id, plen, NULL, ret);
+}
+
 const uint8_t *cached_chunk_data(const CachedChunk *e) { return e->data; }
 
 void chunk_cache_put(ChunkCache *c, CachedChunk *e)
@@ -358,19 +379,6 @@ void chunk_cache_put(ChunkCache *c, CachedChunk *e)
 	pthread_mutex_unlock(&s->lock);
 }
 
-void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen)
-{
-	if (!c->n_threads || chunk_id_is_hole(id))
-		return;
-	pthread_mutex_lock(&c->q_lock);
-	if (c->q_len < PREFETCH_QUEUE) {
-		c->queue[(c->q_head + c->q_len) % PREFETCH_QUEUE] = (PrefetchItem){*id, plen, mono_ns()};
-		c->q_len++;
-		pthread_cond_signal(&c->q_cond);
-	}
-	pthread_mutex_unlock(&c->q_lock);
-}
-
 static bool cached_or_loading(ChunkCache *c, const ChunkId *id)
 {
 	Shard *s = shard_of(c, id);
@@ -378,6 +386,74 @@ static bool cached_or_loading(ChunkCache *c, const ChunkId *id)
 	bool found = shard_find(s, id) != NULL;
 	pthread_mutex_unlock(&s->lock);
 	return found;
+}
+
+static void queue_push(ChunkCache *c, const ChunkId *id, uint32_t plen, const ChunkLoc *loc)
+{
+	pthread_mutex_lock(&c->q_lock);
+	if (c->q_len < PREFETCH_QUEUE) {
+		PrefetchItem *it = &c->queue[(c->q_head + c->q_len) % PREFETCH_QUEUE];
+		it->id = *id;
+		it->plen = plen;
+		it->queued = mono_ns();
+		it->has_loc = loc != NULL;
+		if (loc)
+			it->loc = *loc;
+		c->q_len++;
+		pthread_cond_signal(&c->q_cond);
+	}
+	pthread_mutex_unlock(&c->q_lock);
+}
+
+void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen)
+{
+	if (!c->n_threads || chunk_id_is_hole(id))
+		return;
+	queue_push(c, id, plen, NULL);
+}
+
+/*
+ * The chunks neither cached nor loading are located in one catalog
+ * transaction, on the caller's thread, and queued with their locations: the
+ * prefetch threads then only fetch, decode and check.
+ */
+/* Locate n chunks at once and queue them; one without a location is located by its loader. */
+static void queue_located(ChunkCache *c, const ChunkId *ids, const uint32_t *plens, size_t n)
+{
+	ChunkLoc locs[PREFETCH_BATCH];
+	int errs[PREFETCH_BATCH];
+	int r = 0;
+	ChunkReader *reader = pool_take(c, &r);
+
+	if (reader) {
+		r = chunk_reader_locate(reader, ids, n, locs, errs);
+		pool_return(c, reader);
+	}
+	/* an error is the reader's to meet, when it asks for the chunk itself */
+	for (size_t k = 0; k < n; k++)
+		queue_push(c, &ids[k], plens[k], reader && r == 0 && errs[k] == 0 ? &locs[k] : NULL);
+}
+
+void chunk_cache_prefetch_many(ChunkCache *c, const ChunkId *ids, const uint32_t *plens, size_t n)
+{
+	ChunkId want[PREFETCH_BATCH];
+	uint32_t want_plen[PREFETCH_BATCH];
+	size_t n_want = 0;
+
+	if (!c->n_threads)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (chunk_id_is_hole(&ids[i]) || cached_or_loading(c, &ids[i]))
+			continue;
+		want[n_want] = ids[i];
+		want_plen[n_want++] = plens[i];
+		if (n_want == PREFETCH_BATCH) {
+			queue_located(c, want, want_plen, n_want);
+			n_want = 0;
+		}
+	}
+	if (n_want)
+		queue_located(c, want, want_plen, n_want);
 }
 
 static void *prefetch_main(void *userdata)
@@ -400,7 +476,7 @@ static void *prefetch_main(void *userdata)
 		if (mono_ns() - it.queued > PREFETCH_STALE_NS || cached_or_loading(c, &it.id))
 			continue;
 		/* errors are the reader's to report, when it asks for the chunk itself */
-		if (chunk_cache_get(c, &it.id, it.plen, &e) == 0) {
+		if (cache_get(c, &it.id, it.plen, it.has_loc ? &it.loc : NULL, &e) == 0) {
 			atomic_fetch_add(&c->prefetched, 1);
 			chunk_cache_put(c, e);
 		}
@@ -487,7 +563,7 @@ ChunkCache *chunk_cache_free(ChunkCache *c)
 		pthread_cond_destroy(&s->loaded);
 	}
 	for (size_t i = 0; i < c->bufs.n_slabs; i++)
-		free(c->bufs.slabs[i]);
+		munmap(c->bufs.slabs[i], c->bufs.slab_bytes);
 	free(c->bufs.slabs);
 	free(c->bufs.free);
 	pthread_mutex_destroy(&c->bufs.lock);
