@@ -87,7 +87,7 @@ struct ChunkCache {
 	pthread_t *threads;
 	unsigned n_threads;
 
-	_Atomic uint64_t hits, misses, prefetched, evicted;
+	_Atomic uint64_t hits, misses, prefetched, evicted, located, relocated;
 };
 
 static Shard *shard_of(ChunkCache *c, const ChunkId *id) { return &c->shards[id->b[0] % N_SHARDS]; }
@@ -266,10 +266,12 @@ static int load_chunk(ChunkCache *c, const ChunkId *id, uint32_t plen, const Chu
 	buf = plen <= c->bufs.size ? buf_get(&c->bufs) : NULL;
 	if (!buf)
 		r = -ENOMEM;
-	else if (loc)
-		r = chunk_reader_read_fast_at(reader, id, loc, plen, buf);
-	else
+	else if (!loc)
 		r = chunk_reader_read_fast(reader, id, plen, buf);
+	else if ((r = chunk_reader_read_fast_at(reader, id, loc, plen, buf)) == 1) {
+		atomic_fetch_add(&c->relocated, 1); /* the location did not serve: found again */
+		r = 0;
+	}
 	pool_return(c, reader);
 	if (r < 0) {
 		buf_put(&c->bufs, buf);
@@ -430,8 +432,12 @@ static void queue_located(ChunkCache *c, const ChunkId *ids, const uint32_t *ple
 		pool_return(c, reader);
 	}
 	/* an error is the reader's to meet, when it asks for the chunk itself */
-	for (size_t k = 0; k < n; k++)
-		queue_push(c, &ids[k], plens[k], reader && r == 0 && errs[k] == 0 ? &locs[k] : NULL);
+	for (size_t k = 0; k < n; k++) {
+		bool found = reader && r == 0 && errs[k] == 0;
+		queue_push(c, &ids[k], plens[k], found ? &locs[k] : NULL);
+		if (found)
+			atomic_fetch_add(&c->located, 1);
+	}
 }
 
 void chunk_cache_prefetch_many(ChunkCache *c, const ChunkId *ids, const uint32_t *plens, size_t n)
@@ -589,5 +595,7 @@ void chunk_cache_stats(ChunkCache *c, ChunkCacheStats *ret)
 				 .misses = atomic_load(&c->misses),
 				 .prefetched = atomic_load(&c->prefetched),
 				 .evicted = atomic_load(&c->evicted),
+				 .located = atomic_load(&c->located),
+				 .relocated = atomic_load(&c->relocated),
 				 .bytes = bytes};
 }

@@ -43,5 +43,7 @@ void chunk_cache_prefetch_many(ChunkCache *c, const ChunkId *ids, const uint32_t
 
 typedef struct ChunkCacheStats {
 	uint64_t hits, misses, prefetched, evicted, bytes;
+	/* queued with a location found in a batch; loaded at a location that did not serve */
+	uint64_t located, relocated;
 } ChunkCacheStats;
 void chunk_cache_stats(ChunkCache *c, ChunkCacheStats *ret);

@@ -2145,7 +2145,8 @@ static void log_cache_stats(Mount *m)
 		return;
 	chunk_cache_stats(m->cache, &st);
 	log_debug("chunk cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " prefetched, %" PRIu64
-		  " evicted", st.hits, st.misses, st.prefetched, st.evicted);
+		  " evicted, %" PRIu64 " located in batches, %" PRIu64 " relocated",
+		  st.hits, st.misses, st.prefetched, st.evicted, st.located, st.relocated);
 }
 
 static void mount_clear(Mount *m)

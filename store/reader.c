@@ -243,8 +243,10 @@ int chunk_reader_read_fast_at(ChunkReader *r, const ChunkId *id, const ChunkLoc 
 			      void *buf)
 {
 	/* read-ahead windows and catalogs without the CRC take the usual way */
-	if (!r->win_cap && loc->has_crc && loc->plen == plen && loc->elen <= r->ebuf_cap &&
-	    !chunk_id_is_hole(id) && read_located(r, loc, id, plen, buf) == 0)
+	if (r->win_cap || !loc->has_crc || chunk_id_is_hole(id))
+		return read_chunk(r, id, plen, buf, true);
+	if (loc->plen == plen && loc->elen <= r->ebuf_cap && read_located(r, loc, id, plen, buf) == 0)
 		return 0;
-	return read_chunk(r, id, plen, buf, true);
+	int e = read_chunk(r, id, plen, buf, true);
+	return e == 0 ? 1 : e;
 }

@@ -44,8 +44,10 @@ int chunk_reader_locate(ChunkReader *r, const ChunkId *ids, size_t n, ChunkLoc *
  * chunk_reader_locate, for this id): the same checks and errors. A location
  * that does not serve the chunk any more (its pack rewritten by gc --repack
  * since) is not trusted: the chunk is located again and read as
- * chunk_reader_read_fast does. A stored chunk that is not compressed is read
- * straight into buf, without a copy.
+ * chunk_reader_read_fast does, and 1 is returned instead of 0 (a count for
+ * the mount's statistics: a batched lookup that went wrong would show there,
+ * not in the bytes). A stored chunk that is not compressed is read straight
+ * into buf, without a copy.
  */
 int chunk_reader_read_fast_at(ChunkReader *r, const ChunkId *id, const ChunkLoc *loc, size_t plen,
 			      void *buf);
