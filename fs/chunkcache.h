@@ -32,8 +32,18 @@ void chunk_cache_put(ChunkCache *c, CachedChunk *e);
 
 /* Queue a chunk to be loaded in the background; dropped when the queue is full. */
 void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen);
+/*
+ * Queue n chunks (plens[i] plain bytes each; holes and chunks cached or
+ * loading are skipped), located in one catalog transaction per
+ * PREFETCH_BATCH of them on the calling thread. Errors are left to the
+ * reader that asks for the chunk (chunk_cache_get).
+ */
+#define PREFETCH_BATCH 64
+void chunk_cache_prefetch_many(ChunkCache *c, const ChunkId *ids, const uint32_t *plens, size_t n);
 
 typedef struct ChunkCacheStats {
 	uint64_t hits, misses, prefetched, evicted, bytes;
+	/* queued with a location found in a batch; loaded at a location that did not serve */
+	uint64_t located, relocated;
 } ChunkCacheStats;
 void chunk_cache_stats(ChunkCache *c, ChunkCacheStats *ret);

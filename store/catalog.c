@@ -687,6 +687,27 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
 	return r;
 }
 
+/*
+ * One read transaction for the lot: an autocommit lookup takes and drops
+ * SQLite's shared locks (fcntl on the WAL index) per id, which was most of a
+ * lookup's cost after the B-tree walk itself.
+ */
+int catalog_chunks_locate(Catalog *c, const ChunkId *ids, size_t n, ChunkLoc *ret, int *ret_err)
+{
+	bool own = sqlite3_get_autocommit(c->db);
+	int r = own ? exec_sql(c, "BEGIN") : 0;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		ret_err[i] = catalog_chunk_locate(c, &ids[i], &ret[i]);
+		if (ret_err[i] < 0 && ret_err[i] != -ENOENT)
+			r = ret_err[i];
+	}
+	if (own && r == 0)
+		r = exec_sql(c, "COMMIT");
+	else if (own)
+		catalog_rollback(c);
+	return r;
+}
+
 int catalog_pack_add_pending(Catalog *c, const char *name, const char *session, int64_t *ret_id)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;

@@ -97,6 +97,13 @@ void catalog_rollback(Catalog *c);
 /* 1 when a usable (not condemned) copy of the chunk exists, 0 if not. */
 int catalog_chunk_exists(Catalog *c, const ChunkId *id);
 int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret);
+/*
+ * catalog_chunk_locate for n ids, in one read transaction (one snapshot of the
+ * catalog; inside the caller's when one is open): ret_err[i] is 0 with ret[i]
+ * filled, or -ENOENT for an unknown id. Returns 0, or -errno when the catalog
+ * failed (ret and ret_err then say nothing).
+ */
+int catalog_chunks_locate(Catalog *c, const ChunkId *ids, size_t n, ChunkLoc *ret, int *ret_err);
 /* Set the chunk's CRC-32C if its row has none (manifest import); no row: nothing. */
 int catalog_chunk_set_crc(Catalog *c, const ChunkId *id, uint32_t crc);
 /*

@@ -211,3 +211,42 @@ int chunk_reader_fh(ChunkReader *r, const ChunkId *id, uint8_t ret[CHUNK_FH_LEN]
 	memcpy(ret, loc.fh, CHUNK_FH_LEN);
 	return 0;
 }
+
+int chunk_reader_locate(ChunkReader *r, const ChunkId *ids, size_t n, ChunkLoc *ret, int *ret_err)
+{
+	return catalog_chunks_locate(r->cat, ids, n, ret, ret_err);
+}
+
+/*
+ * The bytes at loc, decoded and checked against the catalog's CRC-32C, or an
+ * error: any error sends the caller to read_chunk, which locates afresh and
+ * fetches a failing chunk once more before calling it damaged.
+ */
+static int read_located(ChunkReader *r, const ChunkLoc *loc, const ChunkId *id, size_t plen,
+			void *buf)
+{
+	int e;
+	if (loc->enc == CHUNK_ENC_RAW && loc->elen == plen) {
+		/* not sealed either (a sealed chunk is longer than its plain bytes) */
+		e = store_get_range(repo_backend(r->repo), loc->pack_name, loc->offset, plen, buf);
+		if (e == 0 && chunk_crc(id, buf, plen) != loc->crc)
+			e = -EBADMSG;
+		return e;
+	}
+	e = store_get_range(repo_backend(r->repo), loc->pack_name, loc->offset, loc->elen, r->ebuf);
+	if (e == 0)
+		e = decode(r, loc, r->ebuf, id, plen, buf, true);
+	return e;
+}
+
+int chunk_reader_read_fast_at(ChunkReader *r, const ChunkId *id, const ChunkLoc *loc, size_t plen,
+			      void *buf)
+{
+	/* read-ahead windows and catalogs without the CRC take the usual way */
+	if (r->win_cap || !loc->has_crc || chunk_id_is_hole(id))
+		return read_chunk(r, id, plen, buf, true);
+	if (loc->plen == plen && loc->elen <= r->ebuf_cap && read_located(r, loc, id, plen, buf) == 0)
+		return 0;
+	int e = read_chunk(r, id, plen, buf, true);
+	return e == 0 ? 1 : e;
+}

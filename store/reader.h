@@ -34,6 +34,24 @@ int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf)
  */
 int chunk_reader_read_fast(ChunkReader *r, const ChunkId *id, size_t plen, void *buf);
 /*
+ * Locate n chunks in one catalog transaction (catalog_chunks_locate), for
+ * chunk_reader_read_fast_at: the mount's prefetch locates a window of a file
+ * at once instead of one query per chunk.
+ */
+int chunk_reader_locate(ChunkReader *r, const ChunkId *ids, size_t n, ChunkLoc *ret, int *ret_err);
+/*
+ * chunk_reader_read_fast of a chunk located already (loc from
+ * chunk_reader_locate, for this id): the same checks and errors. A location
+ * that does not serve the chunk any more (its pack rewritten by gc --repack
+ * since) is not trusted: the chunk is located again and read as
+ * chunk_reader_read_fast does, and 1 is returned instead of 0 (a count for
+ * the mount's statistics: a batched lookup that went wrong would show there,
+ * not in the bytes). A stored chunk that is not compressed is read straight
+ * into buf, without a copy.
+ */
+int chunk_reader_read_fast_at(ChunkReader *r, const ChunkId *id, const ChunkLoc *loc, size_t plen,
+			      void *buf);
+/*
  * The chunk_fh recorded at backup for chunk id (restore --delta's check of
  * the bytes in place). -ENODATA: the catalog has none (a chunk stored before
  * it was recorded, or a rebuilt catalog): compare the SHA-256 instead;

@@ -3,7 +3,8 @@
 # snapshot stays readable while a file of it is open (gc keeps its data),
 # damaged chunks give EIO to their readers only (reads spanning them too), reads
 # at odd offsets, across chunks and holes and from 4 threads at once compared
-# byte for byte, SIGKILL + fusermount3 -u,
+# byte for byte (also a file of old and new packs, located in batches),
+# SIGKILL + fusermount3 -u,
 # daemon mode.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mnt.sh"
@@ -243,6 +244,27 @@ PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount6.log" --repo "$R"
 ok "sequential read" cmp "$M/$S1/base/1/random" "$T/src/base/1/random"
 ok "unmount" unmount_fg "$M"
 ok "sequential read: chunks prefetched" grep -Eq "chunk cache: .* [1-9][0-9]* prefetched" "$T/mount6.log"
+
+# batched lookups: a file whose chunks are half shared with S1's base/1/random
+# (older packs) and half new (newer packs), interleaved every 192 KiB, read
+# sequentially and at odd offsets: right bytes, and every chunk loaded where
+# its batch located it (a wrong batched location is found again: "relocated")
+mkdir -p "$T/mix"
+python3 - "$T/src/base/1/random" "$T/mix/mix" <<'PY'
+import os, sys
+old, cs = open(sys.argv[1], "rb").read(), 65536
+with open(sys.argv[2], "wb") as f:
+    for k in range(0, len(old) // cs - 2, 3):
+        f.write(old[k * cs:(k + 3) * cs] + os.urandom(3 * cs - 7))
+PY
+pgbakfs backup --repo "$R" --from-dir "$T/mix" --no-progress >/dev/null
+S5=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount8.log" --repo "$R"
+ok "file of old and new packs reads right" cmp "$M/$S5/mix" "$T/mix/mix"
+ok "and at odd offsets" readcheck "$M/$S5/mix" "$T/mix/mix"
+ok "unmount" unmount_fg "$M"
+ok "its chunks were located in batches, none relocated" \
+	grep -Eq "chunk cache: .* [1-9][0-9]* located in batches, 0 relocated" "$T/mount8.log"
 
 # the cache's bound counts whole chunk buffers: 400 files of 8 KiB through a
 # 1 MiB cache (16 shards of one 64 KiB buffer) leave at most 16 entries

@@ -1675,8 +1675,58 @@ out:
 	rm_rf(tmp);
 }
 
+/*
+ * catalog_chunks_locate finds each id where catalog_chunk_locate does, in
+ * the order asked, across packs, through the overflow table (x and y share
+ * a key), with unknown ids among them, alone or inside an open transaction.
+ */
+static void test_chunks_locate_batch(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId x = id_of("X"), y = id_twin(&x, 1), z = id_twin(&x, 2);
+	ChunkId a = id_of("a"), b = id_of("b"), d = id_of("d"), u = id_of("unknown");
+	ChunkId p1ids[3] = {x, a, y}, p2ids[2] = {b, d};
+	ChunkId ask[9] = {y, b, u, a, x, z, d, a, y};
+	ChunkLoc got[9], want;
+	int errs[9];
+
+	if (!c)
+		goto out;
+	CHECK(make_pack(c, "packs/11/p1.pack", NULL, p1ids, 3) > 0);
+	CHECK(make_pack(c, "packs/22/p2.pack", NULL, p2ids, 2) > 0);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks_overflow"), 1);
+	for (int in_tx = 0; in_tx < 2; in_tx++) {
+		if (in_tx)
+			CHECK_EQ_INT(catalog_begin(c), 0);
+		memset(got, 0, sizeof(got));
+		if (!CHECK_EQ_INT(catalog_chunks_locate(c, ask, ELEMENTSOF(ask), got, errs), 0))
+			break;
+		for (size_t i = 0; i < ELEMENTSOF(ask); i++) {
+			int r = catalog_chunk_locate(c, &ask[i], &want);
+			CHECK_EQ_INT(errs[i], r);
+			if (r == 0)
+				CHECK(got[i].pack == want.pack && strcmp(got[i].pack_name, want.pack_name) == 0 &&
+				      got[i].offset == want.offset && got[i].elen == want.elen &&
+				      got[i].plen == want.plen && got[i].pack_size == want.pack_size);
+		}
+		CHECK_EQ_INT(errs[2], -ENOENT);
+		CHECK_EQ_INT(errs[5], -ENOENT);
+		CHECK_EQ_INT(got[0].offset, PACK_HEADER_LEN + 200); /* y: the overflow row */
+		CHECK_EQ_INT(got[4].offset, PACK_HEADER_LEN);
+		CHECK(strcmp(got[1].pack_name, "packs/22/p2.pack") == 0);
+		CHECK(strcmp(got[3].pack_name, "packs/11/p1.pack") == 0);
+		if (in_tx) /* the caller's transaction is still open, and its own */
+			CHECK_EQ_INT(catalog_commit(c), 0);
+	}
+out:
+	catalog_free(c);
+	rm_rf(tmp);
+}
+
 int main(void)
 {
+	test_chunks_locate_batch();
 	test_open();
 	test_crc_migration();
 	test_chunk_key_collision();
