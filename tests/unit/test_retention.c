@@ -5,6 +5,7 @@
  * a plain reference implementation of the rules.
  */
 #include "tests/unit/test.h"
+#include "common/lsn.h"
 
 #include "store/catalog.h"
 #include "store/retention.h"
@@ -285,23 +286,23 @@ static void test_randomized(void)
 static void test_parse_lsn(void)
 {
 	uint64_t v = 0;
-	CHECK_EQ_INT(retention_parse_lsn("0/3000028", &v), 0);
+	CHECK_EQ_INT(lsn_parse("0/3000028", &v), 0);
 	CHECK_EQ_INT(v, 0x3000028);
-	CHECK_EQ_INT(retention_parse_lsn("16/B374D848", &v), 0);
+	CHECK_EQ_INT(lsn_parse("16/B374D848", &v), 0);
 	CHECK(v == 0x16B374D848ULL);
-	CHECK_EQ_INT(retention_parse_lsn("FFFFFFFF/FFFFFFFF", &v), 0);
+	CHECK_EQ_INT(lsn_parse("FFFFFFFF/FFFFFFFF", &v), 0);
 	CHECK(v == UINT64_MAX);
-	CHECK_EQ_INT(retention_parse_lsn("1/0", &v), 0);
+	CHECK_EQ_INT(lsn_parse("1/0", &v), 0);
 	CHECK(v == 0x100000000ULL);
 	static const char *const bad[] = {"", "0", "0/", "/1", "x/1", "1/x", "123456789/0",
 					  "0/123456789", "0/3000028 ", " 0/1", "-1/0", "0/+1", "0//1"};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		v = 42;
-		if (!CHECK_EQ_INT(retention_parse_lsn(bad[i], &v), -EINVAL))
+		if (!CHECK_EQ_INT(lsn_parse(bad[i], &v), -EINVAL))
 			fprintf(stderr, "  accepted \"%s\"\n", bad[i]);
 		CHECK_EQ_INT(v, 42);
 	}
-	CHECK_EQ_INT(retention_parse_lsn(NULL, &v), -EINVAL);
+	CHECK_EQ_INT(lsn_parse(NULL, &v), -EINVAL);
 }
 
 #define MIB (1024ULL * 1024)
