@@ -18,17 +18,21 @@ static void test_lsn_parse(void)
 	CHECK(v == UINT64_MAX);
 	CHECK_EQ_INT(lsn_parse("00000001/00000000", &v), 0);
 	CHECK(v == 0x100000000ULL);
+	CHECK_EQ_INT(lsn_parse("0/3000028", &v), 0);
+	CHECK(v == 0x3000028);
+	CHECK_EQ_INT(lsn_parse("1/0", &v), 0);
+	CHECK(v == 0x100000000ULL);
 
 	static const char *const bad[] = {
 		"",		       /* empty */
-		"16B374D848",	       /* no slash */
+		"16B374D848", "0",    /* no slash */
 		"/1", "1/",	       /* an empty side */
 		"123456789/0",	       /* overflow: more than 32 bits a side */
 		"0/123456789", "100000000/0",
 		"0/3000028 ",	       /* trailing garbage */
 		"0/3000028x", "0/1/2", "0//1",
 		" 0/1", "0/ 1", "+0/1", "-1/0", "0/+1", "0x1/0", /* what sscanf would take */
-		"g/0", "0/G",
+		"g/0", "0/G", "x/1", "1/x",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		v = 42;
