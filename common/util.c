@@ -15,14 +15,14 @@ int64_t now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	return timespec_to_ns(&ts);
 }
 
 int64_t mono_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	return timespec_to_ns(&ts);
 }
 
 static int parse_scaled(const char *s, const char *units, const uint64_t *mult, uint64_t *ret)
@@ -352,6 +352,14 @@ void *xcalloc(size_t n, size_t m)
 	if (!p)
 		oom();
 	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q)
+		oom();
+	return q;
 }
 
 char *xstrdup(const char *s)

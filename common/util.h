@@ -5,10 +5,17 @@
 
 #include <stdio.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* Nanoseconds since the epoch (CLOCK_REALTIME) and a monotonic clock. */
 int64_t now_ns(void);
 int64_t mono_ns(void);
+
+/* A timespec (clock reading, st_mtim...) as nanoseconds since its epoch. */
+static inline int64_t timespec_to_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
 
 /* "64K", "1M", "2G", "4096" -> bytes. -EINVAL on junk or overflow. */
 int parse_size(const char *s, uint64_t *ret);
@@ -51,6 +58,7 @@ int random_bytes(void *buf, size_t n);
 /* malloc/calloc that exit on failure: only for tools/ and tests. */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t m);
+void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) _printf_(1, 2);
 

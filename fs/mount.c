@@ -1853,7 +1853,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (!clone_op_begin(req, ino, &t))
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
-	int64_t now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	int64_t now_ns = timespec_to_ns(&now);
 	mask |= to_set & FUSE_SET_ATTR_MODE ? CLONE_SET_MODE : 0;
 	mask |= to_set & FUSE_SET_ATTR_UID ? CLONE_SET_UID : 0;
 	mask |= to_set & FUSE_SET_ATTR_GID ? CLONE_SET_GID : 0;
@@ -1862,13 +1862,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		mask |= CLONE_SET_ATIME;
 		a.atime_ns = to_set & FUSE_SET_ATTR_ATIME_NOW
 				     ? now_ns
-				     : (int64_t)attr->st_atim.tv_sec * 1000000000 + attr->st_atim.tv_nsec;
+				     : timespec_to_ns(&attr->st_atim);
 	}
 	if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
 		mask |= CLONE_SET_MTIME;
 		a.mtime_ns = to_set & FUSE_SET_ATTR_MTIME_NOW
 				     ? now_ns
-				     : (int64_t)attr->st_mtim.tv_sec * 1000000000 + attr->st_mtim.tv_nsec;
+				     : timespec_to_ns(&attr->st_mtim);
 	}
 	CloneAttr out;
 	int r = clone_setattr(t.ms->clone, t.local, mask, &a, &out);

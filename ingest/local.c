@@ -292,7 +292,7 @@ static SnapEntry entry_of(uint64_t parent, const char *name, const struct stat *
 {
 	return (SnapEntry){.parent = parent, .name = name, .mode = st->st_mode, .uid = st->st_uid,
 			   .gid = st->st_gid,
-			   .mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec};
+			   .mtime_ns = timespec_to_ns(&st->st_mtim)};
 }
 
 typedef struct BadCtx {

@@ -103,6 +103,8 @@ static int entry_path(TarReader *t, const uint8_t *h, char *out, size_t len)
 	const char *rel = joined;
 	while (!strncmp(rel, "./", 2))
 		rel += 2;
+	if (!strcmp(rel, "."))
+		rel++; /* "./" (GNU tar's first entry): the archive's root */
 	if (*t->prefix)
 		n = (size_t)snprintf(out, len, "%s%s%s", t->prefix, *rel ? "/" : "", rel);
 	else

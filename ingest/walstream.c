@@ -33,29 +33,6 @@ struct WalStream {
 	uint64_t seg_no; /* of seg_fd */
 };
 
-int lsn_parse(const char *s, uint64_t *ret)
-{
-	unsigned hi, lo;
-	char tail;
-	if (!s || sscanf(s, "%X/%X%c", &hi, &lo, &tail) != 2)
-		return -EINVAL;
-	*ret = (uint64_t)hi << 32 | lo;
-	return 0;
-}
-
-void lsn_format(uint64_t lsn, char out[32])
-{
-	snprintf(out, 32, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
-}
-
-void wal_segment_name(uint32_t timeline, uint64_t lsn, uint32_t seg_size, char out[25])
-{
-	uint64_t segno = lsn / seg_size;
-	uint64_t per_id = 0x100000000ULL / seg_size;
-	snprintf(out, 25, "%08X%08X%08X", timeline, (unsigned)(segno / per_id),
-		 (unsigned)(segno % per_id));
-}
-
 static uint64_t get_be64(const uint8_t *p)
 {
 	uint64_t v = 0;
@@ -121,7 +98,7 @@ static int segment_open(WalStream *ws, uint64_t lsn)
 		return 0;
 	if (ws->seg_fd >= 0)
 		close(ws->seg_fd);
-	wal_segment_name(ws->timeline, lsn, ws->seg_size, name);
+	wal_segno_to_name(ws->timeline, segno, ws->seg_size, name);
 	snprintf(path, sizeof(path), "%s/%s", ws->dir, name);
 	ws->seg_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 	if (ws->seg_fd < 0)

@@ -8,6 +8,7 @@
  */
 #pragma once
 
+#include "common/lsn.h" /* lsn_parse, lsn_format, wal_segno_to_name */
 #include "ingest/pgconn.h"
 #include "store/repo.h"
 
@@ -29,9 +30,6 @@ int walstream_start(WalStream *ws, uint64_t startpos, uint32_t timeline, uint32_
 int walstream_finish(WalStream *ws, uint64_t stoppos, PgError *err);
 /* Stops the thread if running and disconnects (the slot goes with it). */
 WalStream *walstream_free(WalStream *ws);
-/* Name of the segment file holding lsn: "000000010000000000000003". */
-void wal_segment_name(uint32_t timeline, uint64_t lsn, uint32_t seg_size, char out[25]);
-
 /* wal_segment_size as SHOW prints it ("16MB", "1GB") -> bytes; -EPROTO if odd. */
 int wal_parse_segment_size(const char *s, uint32_t *ret);
 
@@ -40,7 +38,3 @@ int wal_parse_segment_size(const char *s, uint32_t *ret);
  * come from another system identifier.
  */
 int instance_check_system(Repo *repo, const char *instance, const char *system_id, PgError *err);
-
-/* "16/B374D848" <-> 64-bit LSN. */
-int lsn_parse(const char *s, uint64_t *ret);
-void lsn_format(uint64_t lsn, char out[32]);

@@ -498,7 +498,7 @@ static int scan_add(Scan *s, const char *sub, const char *name, const struct sta
 	if (hex_decode(hex, it->key.b, sizeof(it->key.b)) < 0)
 		return 0;
 	it->size = (uint64_t)st->st_size;
-	it->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	it->mtime_ns = timespec_to_ns(&st->st_mtim);
 	s->n++;
 	return 0;
 }

@@ -1,5 +1,6 @@
 /* expire: see store/expire.h. */
 #include "store/expire.h"
+#include "common/lsn.h"
 #include "common/util.h"
 #include "store/wal.h"
 
@@ -205,7 +206,7 @@ static int collect_wal_use(const SnapshotInfo *s, void *ud)
 	if (!s->start_lsn && !s->timeline)
 		return 0; /* not a PostgreSQL snapshot (--from-dir): needs no archived WAL */
 	if (!s->start_lsn || s->timeline <= 0 || s->timeline > UINT32_MAX ||
-	    retention_parse_lsn(s->start_lsn, &lsn) < 0) {
+	    lsn_parse(s->start_lsn, &lsn) < 0) {
 		u->unusable = "a snapshot's start LSN or timeline is missing or invalid";
 		return 0;
 	}

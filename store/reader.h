@@ -28,9 +28,10 @@ int chunk_reader_set_readahead(ChunkReader *r, size_t bytes);
 int chunk_reader_read(ChunkReader *r, const ChunkId *id, size_t plen, void *buf);
 /*
  * The same, checking the CRC-32C recorded at backup when the catalog has one
- * (SHA-256 otherwise): the mount's read path, where SHA-256 on a CPU without
- * SHA extensions would cost more than everything else together. Restore and
- * check keep the SHA-256.
+ * (SHA-256 otherwise), where SHA-256 on a CPU without SHA extensions would
+ * cost more than everything else together: the mount's read path, restore,
+ * and an incremental backup's reads of its parent's chunks. check
+ * --read-data hashes every chunk it reads with SHA-256 on its own.
  */
 int chunk_reader_read_fast(ChunkReader *r, const ChunkId *id, size_t plen, void *buf);
 /*

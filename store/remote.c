@@ -167,7 +167,7 @@ static void *renew_thread(void *arg)
 	while (!l->stop) {
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		int64_t deadline = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + period_ns;
+		int64_t deadline = timespec_to_ns(&ts) + period_ns;
 		ts.tv_sec = deadline / 1000000000;
 		ts.tv_nsec = deadline % 1000000000;
 		while (!l->stop && pthread_cond_timedwait(&l->cond, &l->mu, &ts) != ETIMEDOUT)

@@ -3,9 +3,10 @@
  * time, and numbered catalog generations (store/remote.c).
  *
  * The writer lock is an object "locks/<owner>" holding an expiry time (a
- * lease), renewed by a thread while the lock is held. Object stores without
- * conditional writes can still give mutual exclusion with strongly
- * consistent put and list (S3 since 2020, MinIO, Ceph): a candidate puts its
+ * lease), renewed by a thread while the lock is held. It does not rely on a
+ * conditional put (store_put_if_absent: not every store has one, and some
+ * S3-compatible services ignore it): strongly consistent put and list give
+ * mutual exclusion (S3 since 2020, MinIO, Ceph): a candidate puts its
  * lock object, then lists; it holds the lock only if it sees no other live
  * lock, else it deletes its own and retries after a random delay. Of two
  * candidates, the second to list always sees the first, so at most one holds.

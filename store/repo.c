@@ -1,6 +1,6 @@
 /*
  * A repository opened: its location's backend, config and keys, its work
- * directory and catalog connection (open_bare, repo_open_at), closing, and
+ * directory and catalog connection (repo_open_bare, repo_open_at), closing, and
  * the accessors. The other jobs on a Repo live beside it (repo_int.h lists
  * the pieces).
  */
@@ -66,7 +66,7 @@ int repo_set_workdir(Repo *r, const char *dir)
  * The cache directory of a repository: its id and where it is (two copies of
  * one repository, same id, must not share a catalog copy).
  */
-char *workdir_for(const RepoLocation *l, const char *id)
+char *repo_workdir_for(const RepoLocation *l, const char *id)
 {
 	char where[PATH_MAX * 2], real[PATH_MAX], hex[65], *dir = NULL;
 	ChunkId h;
@@ -93,12 +93,12 @@ static int backend_wrap_faults(const char *faults, StoreBackend **b)
 	return 0;
 }
 
-int backend_for(const RepoLocation *l, StoreBackend **ret)
+int repo_backend_for(const RepoLocation *l, StoreBackend **ret)
 {
 	return l->s3 ? store_s3_new(l->s3, ret) : store_local_new(l->path, ret);
 }
 
-int workdir_prepare(const char *dir)
+int repo_workdir_prepare(const char *dir)
 {
 	char sub[PATH_MAX];
 	int r = mkdir_p(dir, 0700);
@@ -147,7 +147,7 @@ int repo_disk_cache(Repo *r, uint64_t max_bytes)
 	if (asprintf(&lock, "%s/chunks.lock", r->workdir) < 0 ||
 	    asprintf(&dir, "%s/chunks", r->workdir) < 0)
 		return -ENOMEM;
-	e = lock_file(lock, false, &fd);
+	e = repo_lock_file(lock, false, &fd);
 	if (e < 0)
 		return e;
 	e = store_cache_new(r->backend, dir, max_bytes, &cached);
@@ -179,7 +179,7 @@ const char *repo_objects_dir(const Repo *r) { return r->objdir; }
 
 /* ---- open ---- */
 
-int open_bare(const RepoLocation *l, Repo **ret)
+int repo_open_bare(const RepoLocation *l, Repo **ret)
 {
 	Repo *r = repo_alloc(l->url);
 	struct stat st;
@@ -196,9 +196,9 @@ int open_bare(const RepoLocation *l, Repo **ret)
 			goto fail;
 		}
 	}
-	e = backend_for(l, &r->backend);
+	e = repo_backend_for(l, &r->backend);
 	if (e == 0)
-		e = config_get(r->backend, &r->config);
+		e = repo_config_get(r->backend, &r->config);
 	if (e == 0 && r->config.encrypted) {
 		char *text = NULL;
 		size_t len;
@@ -224,16 +224,16 @@ int open_bare(const RepoLocation *l, Repo **ret)
 	if (e < 0)
 		goto fail;
 	if (l->s3 || r->config.encrypted) {
-		_cleanup_free_ char *dir = workdir_for(l, r->config.id);
+		_cleanup_free_ char *dir = repo_workdir_for(l, r->config.id);
 		r->remote = true;
 		r->lock_wait_s = l->lock_wait_s;
 		e = dir ? repo_set_workdir(r, dir) : -ENOMEM;
 		if (e == 0)
-			e = workdir_prepare(dir);
+			e = repo_workdir_prepare(dir);
 	} else {
 		e = repo_set_workdir(r, l->path);
 		if (e == 0)
-			e = workdir_prepare(l->path);
+			e = repo_workdir_prepare(l->path);
 	}
 	if (e < 0)
 		goto fail;
@@ -247,7 +247,7 @@ fail:
 int repo_open_at(const RepoLocation *l, Repo **ret)
 {
 	Repo *r = NULL;
-	int e = open_bare(l, &r);
+	int e = repo_open_bare(l, &r);
 
 	if (e < 0)
 		return e;
@@ -256,7 +256,7 @@ int repo_open_at(const RepoLocation *l, Repo **ret)
 		if (e == 0 && access(r->catalog_path, F_OK) < 0) /* a writer here never published */
 			e = -EBADMSG;
 	} else {
-		e = use_lock(r, LOCK_SH, &r->use_lock_fd);
+		e = repo_use_lock(r, LOCK_SH, &r->use_lock_fd);
 		/* a user who may not create the lock file cannot write the catalog either */
 		if (e == -EACCES || e == -EROFS)
 			e = 0;

@@ -67,7 +67,7 @@ static int config_parse(char *text, RepoConfig *ret)
 	return 0;
 }
 
-RepoConfig config_new(const RepoInitOptions *o)
+RepoConfig repo_config_new(const RepoInitOptions *o)
 {
 	return (RepoConfig){
 		.format = PGBAKFS_REPO_FORMAT,
@@ -78,14 +78,14 @@ RepoConfig config_new(const RepoInitOptions *o)
 	};
 }
 
-int config_put(StoreBackend *b, const RepoConfig *c)
+int repo_config_put(StoreBackend *b, const RepoConfig *c)
 {
 	char text[512];
 	int n = config_format(c, text, sizeof(text));
 	return n < 0 ? n : store_put(b, "config", text, (size_t)n);
 }
 
-int config_get(StoreBackend *b, RepoConfig *ret)
+int repo_config_get(StoreBackend *b, RepoConfig *ret)
 {
 	char *text = NULL;
 	size_t len;

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <openssl/crypto.h>
 
-int catalog_create(const char *path)
+int repo_catalog_create(const char *path)
 {
 	Catalog *cat = NULL;
 	mode_t old = umask(0077); /* SQLite creates its files with the umask */
@@ -43,7 +43,7 @@ static int init_local(const char *path, RepoConfig *c)
 {
 	char sub[PATH_MAX];
 	StoreBackend *b = NULL;
-	int r = workdir_prepare(path);
+	int r = repo_workdir_prepare(path);
 
 	if (r == 0) {
 		snprintf(sub, sizeof(sub), "%s/packs", path);
@@ -52,13 +52,13 @@ static int init_local(const char *path, RepoConfig *c)
 	}
 	if (r == 0) {
 		snprintf(sub, sizeof(sub), "%s/catalog.db", path);
-		r = catalog_create(sub);
+		r = repo_catalog_create(sub);
 	}
 	/* config last: its presence is what makes the directory a repository */
 	if (r == 0)
 		r = store_local_new(path, &b);
 	if (r == 0)
-		r = config_put(b, c);
+		r = repo_config_put(b, c);
 	store_backend_free(b);
 	return r;
 }
@@ -100,7 +100,7 @@ static int init_published(const RepoLocation *l, RepoConfig *c)
 
 	if (!r)
 		return -ENOMEM;
-	e = backend_for(l, &r->backend);
+	e = repo_backend_for(l, &r->backend);
 	if (e == 0) {
 		e = store_size(r->backend, "config", &size);
 		if (e == 0)
@@ -112,7 +112,7 @@ static int init_published(const RepoLocation *l, RepoConfig *c)
 	}
 	if (e == 0 && found)
 		e = -ENOTEMPTY;
-	if (e == 0 && !(dir = workdir_for(l, c->id)))
+	if (e == 0 && !(dir = repo_workdir_for(l, c->id)))
 		e = -ENOMEM;
 	r->remote = true;
 	r->config = *c;
@@ -121,22 +121,22 @@ static int init_published(const RepoLocation *l, RepoConfig *c)
 	if (e == 0)
 		e = repo_set_workdir(r, dir);
 	if (e == 0)
-		e = workdir_prepare(dir);
+		e = repo_workdir_prepare(dir);
 	if (e == 0)
-		e = catalog_create(r->catalog_path);
+		e = repo_catalog_create(r->catalog_path);
 	if (e == 0)
 		e = repo_catalog_connect(r, r->catalog_path, &r->catalog);
 	if (e == 0)
-		e = catalog_publish(r, 1);
+		e = repo_catalog_publish(r, 1);
 	if (e == 0)
-		e = config_put(r->backend, c);
+		e = repo_config_put(r->backend, c);
 	repo_free(r);
 	return e;
 }
 
 int repo_init_at(const RepoLocation *l, const RepoInitOptions *o)
 {
-	RepoConfig c = config_new(o);
+	RepoConfig c = repo_config_new(o);
 	uint8_t rnd[16];
 	int r;
 

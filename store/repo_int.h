@@ -2,7 +2,7 @@
  * The inside of a Repo, shared by the files that do its jobs (store/repo.h is
  * the interface; nothing outside store/repo*.c includes this):
  *
- *   repo.c            open (open_bare, repo_open_at), free, accessors, disk cache
+ *   repo.c            open (repo_open_bare, repo_open_at), free, accessors, disk cache
  *   repo_config.c     the config object
  *   repo_init.c       repo_init: a new repository
  *   repo_meta.c       small objects: header, zstd, sealing
@@ -56,38 +56,38 @@ int repo_set_workdir(Repo *r, const char *dir);
 /* a connection to a catalog file of this repository, in its format */
 int repo_catalog_connect(Repo *r, const char *path, Catalog **ret);
 /* a published repository's work directory under l->cache_dir; NULL when out of memory */
-char *workdir_for(const RepoLocation *l, const char *id);
-int backend_for(const RepoLocation *l, StoreBackend **ret);
-int workdir_prepare(const char *dir);
+char *repo_workdir_for(const RepoLocation *l, const char *id);
+int repo_backend_for(const RepoLocation *l, StoreBackend **ret);
+int repo_workdir_prepare(const char *dir);
 /* backend, config, keys and work directory; no catalog, no lock */
-int open_bare(const RepoLocation *l, Repo **ret);
+int repo_open_bare(const RepoLocation *l, Repo **ret);
 
 /* repo_config.c */
-RepoConfig config_new(const RepoInitOptions *o);
-int config_put(StoreBackend *b, const RepoConfig *c);
+RepoConfig repo_config_new(const RepoInitOptions *o);
+int repo_config_put(StoreBackend *b, const RepoConfig *c);
 /* -ENOTDIR without a config object, -EPROTONOSUPPORT for a newer format */
-int config_get(StoreBackend *b, RepoConfig *ret);
+int repo_config_get(StoreBackend *b, RepoConfig *ret);
 
 /* repo_init.c */
-int catalog_create(const char *path);
+int repo_catalog_create(const char *path);
 
 /* repo_publish.c */
-int gen_file_write(Repo *r, uint64_t gen, bool dirty);
+int repo_gen_file_write(Repo *r, uint64_t gen, bool dirty);
 /* copy the database file src into r's catalog, in place */
-int catalog_install(Repo *r, const char *src);
-int catalog_sync(Repo *r);
+int repo_catalog_install(Repo *r, const char *src);
+int repo_catalog_sync(Repo *r);
 /* the local catalog whole as generation gen; -ESTALE when it exists */
-int catalog_publish(Repo *r, uint64_t gen);
-int catalog_publish_next(Repo *r);
-int catalog_prune(Repo *r);
+int repo_catalog_publish(Repo *r, uint64_t gen);
+int repo_catalog_publish_next(Repo *r);
+int repo_catalog_prune(Repo *r);
 
 /* repo_manifests.c */
-int manifests_sync(Repo *r);
+int repo_manifests_sync(Repo *r);
 
 /* repo_write.c */
-int publish_allowed(Repo *r);
+int repo_publish_allowed(Repo *r);
 
 /* repo_session.c */
-int lock_file(const char *path, bool wait, int *ret_fd);
-int cache_lock(Repo *r, bool wait, int *ret_fd);
-int use_lock(Repo *r, int op, int *ret_fd);
+int repo_lock_file(const char *path, bool wait, int *ret_fd);
+int repo_cache_lock(Repo *r, bool wait, int *ret_fd);
+int repo_use_lock(Repo *r, int op, int *ret_fd);

@@ -123,7 +123,7 @@ typedef struct ManifestWork {
  * changed snapshots, remove those of deleted ones. The catalog remembers what
  * it wrote (manifest_state), so an unchanged repository costs one query.
  */
-int manifests_sync(Repo *r)
+int repo_manifests_sync(Repo *r)
 {
 	sqlite3 *db = catalog_sqlite(r->catalog);
 	sqlite3_stmt *s = NULL;

@@ -47,7 +47,7 @@ static int gen_file_read(Repo *r, uint64_t *ret_gen, bool *ret_dirty)
 	return 0;
 }
 
-int gen_file_write(Repo *r, uint64_t gen, bool dirty)
+int repo_gen_file_write(Repo *r, uint64_t gen, bool dirty)
 {
 	_cleanup_free_ char *path = NULL;
 	char text[64];
@@ -59,7 +59,7 @@ int gen_file_write(Repo *r, uint64_t gen, bool dirty)
 }
 
 /* Copy the database file src into the catalog, in place: open connections see the change. */
-int catalog_install(Repo *r, const char *src)
+int repo_catalog_install(Repo *r, const char *src)
 {
 	sqlite3 *from = NULL, *to = NULL;
 	sqlite3_backup *bk;
@@ -299,7 +299,7 @@ static int catalog_fetch(Repo *r, uint64_t gen)
 	free(img);
 	if (e == 0) {
 		mode_t old = umask(0077);
-		e = catalog_install(r, tmp);
+		e = repo_catalog_install(r, tmp);
 		umask(old);
 	}
 	if (e == 0 && r->config.format >= CATALOG_FORMAT_DELTAS &&
@@ -329,7 +329,7 @@ static int catalog_forward(Repo *r, const RemoteCatalogList *cl, uint64_t have, 
 	e = chain_fetch(r, cl, have, latest, &c);
 	if (e < 0)
 		return e;
-	e = gen_file_write(r, have, true); /* a crash while applying: fetch again */
+	e = repo_gen_file_write(r, have, true); /* a crash while applying: fetch again */
 	if (e == 0)
 		e = chain_apply(r->catalog_path, &c);
 	if (e == 0) {
@@ -337,10 +337,10 @@ static int catalog_forward(Repo *r, const RemoteCatalogList *cl, uint64_t have, 
 			  (unsigned long long)have + 1, (unsigned long long)latest, c.n,
 			  (unsigned long long)size);
 		base_copy_forward(r, &c);
-		e = gen_file_write(r, latest, false);
+		e = repo_gen_file_write(r, latest, false);
 		if (e == 0)
 			r->gen = latest;
-	} else if (gen_file_write(r, have, false) < 0) { /* rolled back: still have */
+	} else if (repo_gen_file_write(r, have, false) < 0) { /* rolled back: still have */
 		log_warning("could not write %s/catalog.gen", r->workdir);
 	}
 	chain_clear(&c);
@@ -369,7 +369,7 @@ static int catalog_fetch_latest(Repo *r, const RemoteCatalogList *cl, uint64_t h
 		return e == -ENOENT ? -EBADMSG : e;
 	log_debug("fetching catalog generation %llu%s", (unsigned long long)b->gen,
 		  c.n ? " and the deltas after it" : "");
-	e = gen_file_write(r, have, true);
+	e = repo_gen_file_write(r, have, true);
 	if (e == 0)
 		e = catalog_fetch(r, b->gen);
 	if (e == 0 && c.n) {
@@ -381,7 +381,7 @@ static int catalog_fetch_latest(Repo *r, const RemoteCatalogList *cl, uint64_t h
 		}
 	}
 	if (e == 0)
-		e = gen_file_write(r, latest, false);
+		e = repo_gen_file_write(r, latest, false);
 	if (e == 0)
 		r->gen = latest;
 	chain_clear(&c);
@@ -389,7 +389,7 @@ static int catalog_fetch_latest(Repo *r, const RemoteCatalogList *cl, uint64_t h
 }
 
 /* Bring the local copy to the newest generation if it is behind or was left dirty. */
-int catalog_sync(Repo *r)
+int repo_catalog_sync(Repo *r)
 {
 	RemoteCatalogList cl = {0};
 	uint64_t latest = 0, have = 0;
@@ -444,17 +444,17 @@ int repo_refresh(Repo *r)
 	int fd = -1, e;
 	if (!r->remote || r->lock)
 		return 0;
-	e = cache_lock(r, false, &fd);
+	e = repo_cache_lock(r, false, &fd);
 	if (e == -EBUSY)
 		return 0;
 	if (e < 0)
 		return e;
-	e = catalog_sync(r);
+	e = repo_catalog_sync(r);
 	close(fd);
 	return e;
 }
 
-int catalog_publish(Repo *r, uint64_t gen)
+int repo_catalog_publish(Repo *r, uint64_t gen)
 {
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_free_ char *sql = NULL;
@@ -495,7 +495,7 @@ int catalog_publish(Repo *r, uint64_t gen)
 		base_gen_clear(r);
 	unlink(tmp);
 	if (e == 0)
-		e = gen_file_write(r, gen, r->lock != NULL);
+		e = repo_gen_file_write(r, gen, r->lock != NULL);
 	if (e == 0)
 		r->gen = gen;
 	return e;
@@ -613,7 +613,7 @@ static int catalog_publish_delta(Repo *r, uint64_t gen)
 		return e;
 	/* compaction: the delta is published already; readers holding gen - 1 still use it */
 	if (compact) {
-		int w = catalog_publish(r, gen);
+		int w = repo_catalog_publish(r, gen);
 		if (w < 0)
 			log_warning("could not publish catalog generation %llu whole (deltas are "
 				    "used until the next one): %s", (unsigned long long)gen,
@@ -621,14 +621,14 @@ static int catalog_publish_delta(Repo *r, uint64_t gen)
 		else
 			return 1;
 	}
-	e = gen_file_write(r, gen, r->lock != NULL);
+	e = repo_gen_file_write(r, gen, r->lock != NULL);
 	if (e == 0)
 		r->gen = gen;
 	return e < 0 ? e : 1;
 }
 
 /* Generation r->gen + 1: a delta or a whole catalog (format 1: always whole). */
-int catalog_publish_next(Repo *r)
+int repo_catalog_publish_next(Repo *r)
 {
 	uint64_t gen = r->gen + 1, size;
 	char name[64];
@@ -649,7 +649,7 @@ int catalog_publish_next(Repo *r)
 		return -ESTALE;
 	if (e != -ENOENT)
 		return e;
-	e = catalog_publish(r, gen);
+	e = repo_catalog_publish(r, gen);
 	if (e == 0)
 		r->publish_whole = false;
 	return e;
@@ -661,7 +661,7 @@ int catalog_publish_next(Repo *r)
  * listed a moment ago may be fetching one). Format 1 has only whole
  * generations, and this keeps the newest four, as it always did.
  */
-int catalog_prune(Repo *r)
+int repo_catalog_prune(Repo *r)
 {
 	RemoteCatalogList cl = {0};
 	uint64_t keep_from = r->gen > CATALOG_GENERATIONS_KEPT ? r->gen - CATALOG_GENERATIONS_KEPT : 0;

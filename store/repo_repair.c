@@ -101,7 +101,7 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 	char *holder = NULL;
 	uint64_t latest = 0;
 	int maint_fd = -1;
-	int e = open_bare(l, &r);
+	int e = repo_open_bare(l, &r);
 
 	if (e < 0)
 		return e;
@@ -114,14 +114,14 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 		RemoteLockOptions o = {.wait_s = r->lock_wait_s};
 		e = remote_lock_acquire(r->backend, &o, &r->lock, &holder);
 		if (e == 0)
-			e = cache_lock(r, true, &r->cache_lock_fd);
+			e = repo_cache_lock(r, true, &r->cache_lock_fd);
 	} else {
 		e = repo_lock_maintenance(r, &maint_fd); /* no gc or expire meanwhile */
 		if (e == 0) /* and nobody else with the catalog open: it is about to be replaced */
-			e = use_lock(r, LOCK_EX, &r->use_lock_fd);
+			e = repo_use_lock(r, LOCK_EX, &r->use_lock_fd);
 	}
 	if (e == 0)
-		e = catalog_create(tmp);
+		e = repo_catalog_create(tmp);
 	if (e == 0)
 		e = repo_catalog_connect(r, tmp, &fresh);
 	if (e == 0 && r->config.format < 2) /* what the release of format 1 reads */
@@ -135,10 +135,10 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 			e = 0;
 		/* until published, this machine's copy is not any generation */
 		if (e == 0)
-			e = gen_file_write(r, latest, true);
+			e = repo_gen_file_write(r, latest, true);
 		if (e == 0) {
 			mode_t old = umask(0077);
-			e = catalog_install(r, tmp);
+			e = repo_catalog_install(r, tmp);
 			umask(old);
 		}
 		if (e == 0)
@@ -149,9 +149,9 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 		if (e == 0)
 			e = remote_lock_check(r->lock);
 		if (e == 0)
-			e = catalog_publish(r, next);
+			e = repo_catalog_publish(r, next);
 		if (e == 0)
-			e = gen_file_write(r, next, false);
+			e = repo_gen_file_write(r, next, false);
 	} else if (e == 0) {
 		e = catalog_replace_local(r, tmp);
 	}

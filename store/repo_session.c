@@ -39,17 +39,17 @@ static int lock_file_op(const char *path, int op, int *ret_fd)
 }
 
 /* An exclusive flock on path (created 0600); -EBUSY when held and !wait. */
-int lock_file(const char *path, bool wait, int *ret_fd)
+int repo_lock_file(const char *path, bool wait, int *ret_fd)
 {
 	return lock_file_op(path, LOCK_EX | (wait ? 0 : LOCK_NB), ret_fd);
 }
 
-int cache_lock(Repo *r, bool wait, int *ret_fd)
+int repo_cache_lock(Repo *r, bool wait, int *ret_fd)
 {
 	_cleanup_free_ char *path = NULL;
 	if (asprintf(&path, "%s/catalog.lock", r->workdir) < 0)
 		return -ENOMEM;
-	return lock_file(path, wait, ret_fd);
+	return repo_lock_file(path, wait, ret_fd);
 }
 
 static void lock_path(const Repo *r, const char *name, char *buf, size_t len)
@@ -74,7 +74,7 @@ static int lock_dir_ensure(Repo *r)
  * (its commits would succeed into the replaced file and be lost). Neither
  * side waits: -EBUSY.
  */
-int use_lock(Repo *r, int op, int *ret_fd)
+int repo_use_lock(Repo *r, int op, int *ret_fd)
 {
 	char path[PATH_MAX];
 	struct stat st;
@@ -213,5 +213,5 @@ int repo_lock_maintenance(Repo *r, int *ret_fd)
 	if (e < 0)
 		return e;
 	snprintf(path, sizeof(path), "%s/locks/maintenance", r->workdir);
-	return lock_file(path, false, ret_fd);
+	return repo_lock_file(path, false, ret_fd);
 }

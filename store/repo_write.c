@@ -26,11 +26,11 @@ int repo_write_begin(Repo *r, char **ret_holder)
 	if (e < 0)
 		return e;
 	/* readers on this machine now use the local copy as it is */
-	e = cache_lock(r, true, &r->cache_lock_fd);
+	e = repo_cache_lock(r, true, &r->cache_lock_fd);
 	if (e == 0)
-		e = catalog_sync(r);
+		e = repo_catalog_sync(r);
 	if (e == 0)
-		e = gen_file_write(r, r->gen, true);
+		e = repo_gen_file_write(r, r->gen, true);
 	if (e < 0) {
 		if (r->cache_lock_fd >= 0)
 			close(r->cache_lock_fd);
@@ -42,7 +42,7 @@ int repo_write_begin(Repo *r, char **ret_holder)
 }
 
 /* Still the writer, and nobody published since we synced? */
-int publish_allowed(Repo *r)
+int repo_publish_allowed(Repo *r)
 {
 	uint64_t latest;
 	int e = remote_lock_check(r->lock);
@@ -55,11 +55,11 @@ int publish_allowed(Repo *r)
 
 static int publish_next(Repo *r)
 {
-	int e = publish_allowed(r); /* again: manifests took time */
+	int e = repo_publish_allowed(r); /* again: manifests took time */
 	if (e == 0)
-		e = catalog_publish_next(r);
+		e = repo_catalog_publish_next(r);
 	if (e == 0) {
-		int p = catalog_prune(r);
+		int p = repo_catalog_prune(r);
 		if (p < 0)
 			log_warning("could not remove old catalog generations: %s", strerror(-p));
 	}
@@ -74,16 +74,16 @@ int repo_write_end(Repo *r, bool publish)
 	r->writing = false;
 	/* a writer that lost the lock changes no object, manifests included */
 	if (publish && r->remote)
-		e = publish_allowed(r);
+		e = repo_publish_allowed(r);
 	/* the catalog is what counts: a manifest that failed is written at the next change */
 	if (publish && e == 0)
-		manifests_sync(r);
+		repo_manifests_sync(r);
 	if (!r->remote)
 		return 0;
 	if (publish && e == 0) {
 		e = publish_next(r);
 		if (e == 0)
-			e = gen_file_write(r, r->gen, false);
+			e = repo_gen_file_write(r, r->gen, false);
 	}
 	r->lock = remote_lock_release(r->lock);
 	close(r->cache_lock_fd);
@@ -96,9 +96,9 @@ int repo_write_publish(Repo *r)
 	int e;
 	if (!r->remote || !r->lock)
 		return 0;
-	e = publish_allowed(r);
+	e = repo_publish_allowed(r);
 	if (e == 0)
-		manifests_sync(r);
+		repo_manifests_sync(r);
 	if (e == 0)
 		e = publish_next(r); /* leaves catalog.gen dirty: the writer goes on */
 	return e;
@@ -144,7 +144,7 @@ int repo_upgrade(Repo *r, RepoUpgradeResult *ret)
 	if (e == 0 && r->config.format < PGBAKFS_REPO_FORMAT) {
 		RepoConfig c = r->config;
 		c.format = PGBAKFS_REPO_FORMAT;
-		e = config_put(r->backend, &c);
+		e = repo_config_put(r->backend, &c);
 		if (e == 0)
 			r->config.format = PGBAKFS_REPO_FORMAT;
 		/* format 3: manifests carry contents and directories once (carriers) */
@@ -166,9 +166,9 @@ int repo_upgrade(Repo *r, RepoUpgradeResult *ret)
 				   NULL, NULL, NULL) != SQLITE_OK)
 		e = -EIO;
 	if (e == 0 && r->remote)
-		e = publish_allowed(r); /* a writer that lost the lock changes no object */
+		e = repo_publish_allowed(r); /* a writer that lost the lock changes no object */
 	if (e == 0)
-		e = manifests_sync(r);
+		e = repo_manifests_sync(r);
 	if (e == 0)
 		*ret = res;
 	return e;

@@ -44,11 +44,12 @@ typedef struct RestoreResult {
 
 /*
  * target must be missing or an empty directory (-ENOTEMPTY otherwise), unless
- * o->delta: then a file with the snapshot's size and exact mtime is taken as
- * unchanged (not read), in other files each chunk already in place (same
- * bytes, by CRC-32C or SHA-256) is left alone, others are rewritten, and entries of target (and of tablespace
- * locations) that the snapshot lacks are removed; TARGET.extra is updated but
- * not swept. A
+ * o->delta: then every file is checked in place, chunk by chunk: a chunk whose
+ * bytes match (the 128-bit fast hash recorded at backup, or SHA-256 for a
+ * chunk without one; all zero for a hole) is left alone, of the others only
+ * the 4 KiB pages that differ are written; entries of target (and of
+ * tablespace locations) that the snapshot lacks are removed; TARGET.extra is
+ * updated but not swept. A
  * directory the source reached through a symlink (a tablespace) is written at
  * its original target, or where a mapping sends it, and linked back; those
  * locations must be missing or empty too (-ENOTEMPTY, failed_path says which),

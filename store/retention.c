@@ -5,6 +5,7 @@
  * keeps the object.
  */
 #include "store/retention.h"
+#include "store/wal.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -114,36 +115,6 @@ int retention_evaluate(const RetentionPolicy *p, int64_t now_ns, RetentionItem *
 	return 0;
 }
 
-static int parse_hex(const char *s, size_t len, uint64_t *ret)
-{
-	uint64_t v = 0;
-	if (len == 0)
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		int d = c >= '0' && c <= '9' ? c - '0'
-			: c >= 'A' && c <= 'F' ? c - 'A' + 10
-			: c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-		if (d < 0)
-			return -EINVAL;
-		v = v << 4 | (uint64_t)d;
-	}
-	*ret = v;
-	return 0;
-}
-
-int retention_parse_lsn(const char *s, uint64_t *ret)
-{
-	const char *slash = s ? strchr(s, '/') : NULL;
-	uint64_t hi, lo;
-	if (!slash || slash - s > 8 || strlen(slash + 1) > 8 ||
-	    parse_hex(s, (size_t)(slash - s), &hi) < 0 ||
-	    parse_hex(slash + 1, strlen(slash + 1), &lo) < 0)
-		return -EINVAL;
-	*ret = hi << 32 | lo;
-	return 0;
-}
-
 void retention_wal_bounds_clear(RetentionWalBounds *b)
 {
 	free(b->v);
@@ -185,28 +156,15 @@ int retention_wal_bounds(const RetentionWalUse *uses, size_t n, RetentionWalBoun
 	return 0;
 }
 
-static bool all_hex(const char *s, size_t len)
-{
-	uint64_t v;
-	return parse_hex(s, len, &v) == 0;
-}
-
 bool retention_wal_expirable(const RetentionWalBounds *b, const char *name)
 {
-	uint64_t tli = 0, log = 0, seg = 0, per_log, seg_end, bound_log;
-	size_t len = strlen(name);
-	const char *rest = name + 24;
+	uint64_t per_log, seg_end, bound_log;
+	WalName n;
 	size_t k;
 
-	if (len < 24 || !all_hex(name, 24))
+	if (wal_name_parse(name, &n) < 0 || n.kind == WAL_KIND_HISTORY)
 		return false; /* history files ("00000002.history") and anything unknown */
-	if (!(*rest == '\0' || strcmp(rest, ".partial") == 0 ||
-	      (len == 24 + 1 + 8 + 7 && rest[0] == '.' && all_hex(rest + 1, 8) &&
-	       strcmp(rest + 9, ".backup") == 0)))
-		return false;
-	parse_hex(name, 8, &tli);
-	parse_hex(name + 8, 8, &log);
-	parse_hex(name + 16, 8, &seg);
+	uint64_t tli = n.timeline, log = n.log, seg = n.seg;
 	for (k = 0; k < b->n && b->v[k].timeline != tli; k++)
 		;
 	if (k == b->n || !b->v[k].trim)

@@ -49,9 +49,6 @@ const char *retention_reason_name(RetainReason r);
  */
 int retention_evaluate(const RetentionPolicy *p, int64_t now_ns, RetentionItem *items, size_t n);
 
-/* "0/3000028" -> 0x3000028. -EINVAL unless two hex parts of at most 8 digits. */
-int retention_parse_lsn(const char *s, uint64_t *ret);
-
 /* What a snapshot that stays in the repository tells about the WAL it needs. */
 typedef struct RetentionWalUse {
 	uint32_t timeline;

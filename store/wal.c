@@ -92,10 +92,8 @@ int wal_name_parse(const char *name, WalName *ret)
 		n.kind = WAL_KIND_BACKUP;
 	else
 		return -EINVAL;
-	if (!parse_hex32(name, 8, &n.timeline) || n.timeline == 0)
-		return -EINVAL;
-	if (n.kind != WAL_KIND_HISTORY &&
-	    (!parse_hex32(name + 8, 8, &n.log) || !parse_hex32(name + 16, 8, &n.seg)))
+	if (n.kind == WAL_KIND_HISTORY ? !parse_hex32(name, 8, &n.timeline) || n.timeline == 0
+				       : wal_segment_name_parse(name, &n.timeline, &n.log, &n.seg) < 0)
 		return -EINVAL;
 	*ret = n;
 	return 0;
@@ -108,31 +106,7 @@ bool wal_seg_size_valid(uint64_t seg_size)
 
 uint64_t wal_name_segno(const WalName *n, uint32_t seg_size)
 {
-	return (uint64_t)n->log * (0x100000000ULL / seg_size) + n->seg;
-}
-
-void wal_segno_to_name(uint32_t timeline, uint64_t segno, uint32_t seg_size, char out[25])
-{
-	uint64_t per_id = 0x100000000ULL / seg_size;
-	snprintf(out, 25, "%08X%08X%08X", timeline, (uint32_t)(segno / per_id),
-		 (uint32_t)(segno % per_id));
-}
-
-int wal_lsn_parse(const char *s, uint64_t *ret)
-{
-	const char *slash = s ? strchr(s, '/') : NULL;
-	uint32_t hi, lo;
-	size_t nh, nl;
-
-	if (!slash)
-		return -EINVAL;
-	nh = (size_t)(slash - s);
-	nl = strlen(slash + 1);
-	if (nh < 1 || nh > 8 || nl < 1 || nl > 8 || !parse_hex32(s, nh, &hi) ||
-	    !parse_hex32(slash + 1, nl, &lo))
-		return -EINVAL;
-	*ret = (uint64_t)hi << 32 | lo;
-	return 0;
+	return wal_segno_of(n->log, n->seg, seg_size);
 }
 
 /* ---- what a WAL file must look like before it is archived ---- */

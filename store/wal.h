@@ -14,6 +14,7 @@
  */
 #pragma once
 
+#include "common/lsn.h" /* lsn_parse, wal_segno_to_name */
 #include "store/repo.h"
 
 /* WAL file names are at most 24 hex + ".XXXXXXXX.backup" = 40 characters. */
@@ -57,12 +58,8 @@ typedef struct WalName {
 int wal_name_parse(const char *name, WalName *ret);
 /* The segment number of a segment/partial/backup name for seg_size. */
 uint64_t wal_name_segno(const WalName *n, uint32_t seg_size);
-/* "TTTTTTTTLLLLLLLLSSSSSSSS" of a segment number: out holds 25 bytes. */
-void wal_segno_to_name(uint32_t timeline, uint64_t segno, uint32_t seg_size, char out[25]);
 /* True for a power of two from 1 MiB to 1 GiB, as PostgreSQL allows. */
 bool wal_seg_size_valid(uint64_t seg_size);
-/* Parse "16/B374D848" into an LSN: -EINVAL on junk. */
-int wal_lsn_parse(const char *s, uint64_t *ret);
 
 /* What the long page header at the start of a WAL segment says. */
 typedef struct WalSegmentHeader {

@@ -104,11 +104,7 @@ static void add_name(Status *st, const char *name)
 	for (size_t i = 0; i < st->n; i++)
 		if (!strcmp(st->v[i].name, name))
 			return;
-	InstanceStatus *v = xcalloc(st->n + 1, sizeof(*v));
-	if (st->n)
-		memcpy(v, st->v, st->n * sizeof(*v));
-	free(st->v);
-	st->v = v;
+	st->v = xrealloc(st->v, (st->n + 1) * sizeof(*st->v));
 	st->v[st->n++] = (InstanceStatus){.name = xstrdup(name)};
 }
 

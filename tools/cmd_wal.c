@@ -481,7 +481,7 @@ int cli_wal_coverage(Repo *repo, const SnapshotInfo *s, CliWalCoverage *ret)
 	int rc;
 
 	*ret = (CliWalCoverage){0};
-	if (s->timeline <= 0 || s->timeline > UINT32_MAX || wal_lsn_parse(s->start_lsn, &lsn) < 0)
+	if (s->timeline <= 0 || s->timeline > UINT32_MAX || lsn_parse(s->start_lsn, &lsn) < 0)
 		return EXIT_OK; /* not from PostgreSQL (--from-dir): no WAL to speak of */
 	rc = load_timelines(repo, &v, &n);
 	if (rc != EXIT_OK)

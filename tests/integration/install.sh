@@ -28,6 +28,8 @@ assert in_man == in_help, (in_man, in_help)
 PY
 if command -v groff >/dev/null; then
 	ok "man page renders without warnings" sh -c 'test -z "$(groff -man -ww -z "$1" 2>&1)"' _ "$P/share/man/man1/pgbakfs.1"
+else
+	skip_part "groff is not installed (apt-get install groff): the man page was not rendered"
 fi
 
 # the units: the binary they run is the installed one; systemd accepts them
@@ -42,6 +44,8 @@ if command -v systemd-analyze >/dev/null; then
 		"$1/pgbakfs-verify@main.service" "$1/pgbakfs-verify@main.timer" \
 		"$1/pgbakfs-maintenance.service" "$1/pgbakfs-maintenance.timer" 2>&1 >/dev/null | \
 		{ ! grep .; }' _ "$T/units"
+else
+	skip_part "systemd-analyze is not installed (apt-get install systemd): the units were not verified"
 fi
 
 # bash completion: commands, and a command's options, from --help

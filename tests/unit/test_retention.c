@@ -282,28 +282,6 @@ static void test_randomized(void)
 	CHECK(n_kept > 1000 && n_expired > 1000);
 }
 
-static void test_parse_lsn(void)
-{
-	uint64_t v = 0;
-	CHECK_EQ_INT(retention_parse_lsn("0/3000028", &v), 0);
-	CHECK_EQ_INT(v, 0x3000028);
-	CHECK_EQ_INT(retention_parse_lsn("16/B374D848", &v), 0);
-	CHECK(v == 0x16B374D848ULL);
-	CHECK_EQ_INT(retention_parse_lsn("FFFFFFFF/FFFFFFFF", &v), 0);
-	CHECK(v == UINT64_MAX);
-	CHECK_EQ_INT(retention_parse_lsn("1/0", &v), 0);
-	CHECK(v == 0x100000000ULL);
-	static const char *const bad[] = {"", "0", "0/", "/1", "x/1", "1/x", "123456789/0",
-					  "0/123456789", "0/3000028 ", " 0/1", "-1/0", "0/+1", "0//1"};
-	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-		v = 42;
-		if (!CHECK_EQ_INT(retention_parse_lsn(bad[i], &v), -EINVAL))
-			fprintf(stderr, "  accepted \"%s\"\n", bad[i]);
-		CHECK_EQ_INT(v, 42);
-	}
-	CHECK_EQ_INT(retention_parse_lsn(NULL, &v), -EINVAL);
-}
-
 #define MIB (1024ULL * 1024)
 
 static void test_wal_one_timeline(void)
@@ -582,7 +560,6 @@ int main(void)
 	test_instances_and_ties();
 	test_bad_policy();
 	test_randomized();
-	test_parse_lsn();
 	test_wal_one_timeline();
 	test_wal_seg_sizes();
 	test_wal_timelines();

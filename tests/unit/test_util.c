@@ -120,6 +120,22 @@ static void test_format(void)
 	CHECK(cpu_count() >= 1);
 }
 
+static void test_timespec(void)
+{
+	struct timespec ts = {.tv_sec = 1764900000, .tv_nsec = 123456789};
+	CHECK_EQ_INT(timespec_to_ns(&ts), 1764900000123456789LL);
+	ts = (struct timespec){.tv_sec = 0, .tv_nsec = 999999999};
+	CHECK_EQ_INT(timespec_to_ns(&ts), 999999999);
+	/* before 1970: st_mtim holds a negative tv_sec and a non-negative tv_nsec */
+	ts = (struct timespec){.tv_sec = -1, .tv_nsec = 500000000};
+	CHECK_EQ_INT(timespec_to_ns(&ts), -500000000);
+	/* past 2038: no 32-bit overflow */
+	ts = (struct timespec){.tv_sec = 4102444800, .tv_nsec = 1};
+	CHECK_EQ_INT(timespec_to_ns(&ts), 4102444800000000001LL);
+	int64_t a = now_ns(), b = now_ns();
+	CHECK(a > 1700000000LL * 1000000000 && b >= a);
+}
+
 static void test_hex(void)
 {
 	const uint8_t in[] = {0x00, 0x01, 0xab, 0xff, 0x7e};
@@ -498,6 +514,7 @@ int main(void)
 	test_parse_size();
 	test_parse_duration();
 	test_format();
+	test_timespec();
 	test_hex();
 	test_paths();
 	test_files();

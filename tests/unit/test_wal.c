@@ -102,16 +102,7 @@ static void test_names(void)
 	CHECK(wal_seg_size_valid(16 * MIB) && wal_seg_size_valid(MIB) && wal_seg_size_valid(1024 * MIB));
 	CHECK(!wal_seg_size_valid(3 * MIB) && !wal_seg_size_valid(512 * 1024) && !wal_seg_size_valid(2048ULL * MIB));
 
-	uint64_t lsn;
-	CHECK_EQ_INT(wal_lsn_parse("16/B374D848", &lsn), 0);
-	CHECK_EQ_INT(lsn, 0x16B374D848LL);
-	CHECK_EQ_INT(wal_lsn_parse("0/0", &lsn), 0);
-	CHECK_EQ_INT(lsn, 0);
-	CHECK_EQ_INT(wal_lsn_parse("16B374D848", &lsn), -EINVAL);
-	CHECK_EQ_INT(wal_lsn_parse("/1", &lsn), -EINVAL);
-	CHECK_EQ_INT(wal_lsn_parse("1/", &lsn), -EINVAL);
-	CHECK_EQ_INT(wal_lsn_parse("1/123456789", &lsn), -EINVAL);
-	CHECK_EQ_INT(wal_lsn_parse(NULL, &lsn), -EINVAL);
+	/* LSNs: tests/unit/test_lsn.c */
 }
 
 static void test_push_fetch(Repo *r)
