@@ -516,7 +516,7 @@ static void same_listing(Catalog *a, int64_t sa, Catalog *b, int64_t sb)
 }
 
 /*
- * Carriers from a known snapshot on (manifests_sync's common case): only items
+ * Carriers from a known snapshot on (repo_manifests_sync's common case): only items
  * never carried are looked for, only in the snapshots from from_snap on.
  */
 static void test_carriers_new(void)
