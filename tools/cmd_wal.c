@@ -564,6 +564,24 @@ static int fetch_job(size_t i, void *userdata)
 }
 
 /*
+ * 0 when the spool's file "sysid" says sysid, else 1 after writing sysid
+ * there: what the spool holds is another cluster's (or nothing).
+ */
+static int spool_system_id(WalSpool *s, uint64_t sysid)
+{
+	char path[PATH_MAX], want[32];
+	_cleanup_free_ char *text = NULL;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/sysid", walspool_dir(s));
+	snprintf(want, sizeof(want), "%llu\n", (unsigned long long)sysid);
+	if (file_read_all(path, 32, &text, &n) == 0 && strcmp(text, want) == 0)
+		return 0;
+	(void)file_write_atomic(path, want, strlen(want), 0600);
+	return 1;
+}
+
+/*
  * Segment size the spool saw last (the file "segsize"): names of the segments
  * after one depend on it. 16 MiB until a segment was fetched.
  */
@@ -692,8 +710,11 @@ int cmd_wal_fetch(int argc, char **argv)
 	if (prefetch > 1 && dest_system_id(args[1], &sysid) == 0 &&
 	    (spool_path = spool_dir(&cl, "fetch", NULL))) {
 		r = walspool_open(spool_path, &spool);
-		/* recovery may change timelines: nothing spooled is surely ahead any more */
-		if (r == 0 && wn.kind != WAL_KIND_SEGMENT)
+		/*
+		 * recovery may change timelines: nothing spooled is surely ahead
+		 * any more; nor for another cluster (an earlier recovery's spool)
+		 */
+		if (r == 0 && (wn.kind != WAL_KIND_SEGMENT || spool_system_id(spool, sysid) != 0))
 			r = walspool_trim(spool, NULL, 0, NULL);
 		if (r < 0) {
 			cli_warning("could not use the WAL spool \"%s\": %s; fetching one file",
