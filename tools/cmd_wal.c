@@ -615,8 +615,10 @@ static int fetch_prefetching(CliLocation *cl, WalSpool *spool, const char *name,
 	int r = walspool_take(spool, name, ret_buf, ret_len);
 
 	/* served from the spool: verified when fetched, checked again now */
-	if (r == 0 && spool_acceptable(name, *ret_buf, *ret_len, sysid))
+	if (r == 0 && spool_acceptable(name, *ret_buf, *ret_len, sysid)) {
+		log_debug("WAL file \"%s\" served from the spool \"%s\"", name, walspool_dir(spool));
 		return 0;
+	}
 	if (r == 0 || r == -EBADMSG) {
 		cli_warning("spooled WAL file \"%s\" in \"%s\" is damaged; fetching it again", name,
 			    walspool_dir(spool));
@@ -685,14 +687,14 @@ int cmd_wal_fetch(int argc, char **argv)
 			       "                when fetched and checked again when served (a damaged one\n"
 			       "                is fetched again); a timeline history file asked for, or\n"
 			       "                a segment out of order, clears what is no longer ahead.\n"
-			       "                Needs DEST in a data directory's pg_wal, as %%p is:\n"
+			       "                Needs DEST in a data directory's pg_wal, as %p is:\n"
 			       "                segments of another system identifier are never served.\n\n"
 			       "Exit status: 0 fetched; 1 not archived (no message), which\n"
 			       "PostgreSQL reads as the end of the archive; 126 for every other\n"
 			       "failure (a damaged copy, an unreadable object or repository, an\n"
 			       "unreachable bucket after retries, DEST not writable), which makes\n"
 			       "PostgreSQL stop recovery instead of ending it early. Wrong usage\n"
-			       "exits 126 too, not 2: a restore_command missing %%p must not end\n"
+			       "exits 126 too, not 2: a restore_command missing %p must not end\n"
 			       "recovery as if the archive were exhausted.\n",
 			       argc, argv, 2, &repo_opt, NULL, "prefetch", &prefetch, args);
 	if (rc != EXIT_OK) /* --help: -1 */
