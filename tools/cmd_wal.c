@@ -22,9 +22,22 @@
 
 enum { OPT_REPO = 0x100, OPT_NO_SUMMARY, OPT_PREFETCH, OPT_PARALLEL };
 
-/* --prefetch / --parallel: at most this many files per call, on at most WAL_THREADS threads */
+/*
+ * --prefetch / --parallel: at most this many files per call, on at most
+ * WAL_THREADS threads, fewer when their buffers (a file and its object each)
+ * would pass WAL_THREADS_MEM
+ */
 #define WAL_BATCH_MAX 64
 #define WAL_THREADS 8
+#define WAL_THREADS_MEM (512ULL << 20)
+
+static unsigned wal_threads(unsigned n, uint64_t file_size)
+{
+	unsigned t = MIN(n, WAL_THREADS);
+	while (t > 1 && 2 * t * file_size > WAL_THREADS_MEM)
+		t--;
+	return t;
+}
 
 static const char *const wal_name_hint =
 	"expected a WAL segment (24 hex digits), a timeline history file (8 hex digits + "
@@ -423,7 +436,7 @@ int cmd_wal_push(int argc, char **argv)
 	}
 	b.jobs = jobs;
 	/* store them: one object each, compressed once, up to WAL_THREADS at a time */
-	walspool_run(n_jobs, MIN(parallel, WAL_THREADS), push_job, &b);
+	walspool_run(n_jobs, wal_threads(parallel, len), push_job, &b);
 	for (size_t i = 1; i < n_jobs; i++) {
 		const PushJob *j = &jobs[i];
 		if (j->r == -EBADMSG && j->why[0])
@@ -629,9 +642,8 @@ static int fetch_prefetching(CliLocation *cl, WalSpool *spool, const char *name,
 	r = walspool_trim(spool, wn, prefetch, NULL);
 	if (r < 0)
 		log_debug("could not trim the WAL spool \"%s\": %s", walspool_dir(spool), strerror(-r));
-	r = cli_open_location(cl, repo);
-	if (r != EXIT_OK)
-		return -EUCLEAN; /* reported */
+	if (cli_open_location(cl, repo) != EXIT_OK)
+		return -EIO; /* reported; *repo stays NULL */
 	/* the segment asked for and the next ones not spooled yet, all at once */
 	seg_size = spool_seg_size(spool);
 	snprintf(names[0], sizeof(names[0]), "%s", name);
@@ -645,7 +657,7 @@ static int fetch_prefetching(CliLocation *cl, WalSpool *spool, const char *name,
 	FetchBatch b = {.repo = *repo, .spool = spool, .names = names, .results = results,
 			.sysid = sysid};
 	pthread_mutex_init(&b.lock, NULL);
-	walspool_run(n, MIN(prefetch, WAL_THREADS), fetch_job, &b);
+	walspool_run(n, wal_threads(prefetch, seg_size), fetch_job, &b);
 	pthread_mutex_destroy(&b.lock);
 	if (b.spool_error)
 		cli_warning("could not spool prefetched WAL files in \"%s\": %s; the file asked for "
@@ -727,13 +739,13 @@ int cmd_wal_fetch(int argc, char **argv)
 	if (spool && wn.kind == WAL_KIND_SEGMENT) {
 		r = fetch_prefetching(&cl, spool, args[0], &wn, prefetch, sysid, &repo, &buf, &len);
 	} else {
-		/* a repository that cannot be opened says nothing about the file: stop */
 		r = cli_open_location(&cl, &repo) == EXIT_OK ? wal_fetch(repo, args[0], &buf, &len)
-							       : -EUCLEAN;
+							       : -EIO;
 	}
 	cli_location_clear(&cl);
-	if (r == -EUCLEAN) {
-		rc = EXIT_STOP_RECOVERY; /* reported by cli_open_location */
+	if (r < 0 && !repo) {
+		/* a repository that cannot be opened (reported) says nothing about the file: stop */
+		rc = EXIT_STOP_RECOVERY;
 	} else if (r == -ENOENT) {
 		rc = EXIT_FAIL; /* PostgreSQL asks for files that may not exist: stay quiet */
 	} else if (r < 0) {
