@@ -421,8 +421,11 @@ int cmd_wal_push(int argc, char **argv)
 	}
 	PushBatch b = {.repo = repo, .spool = spool, .pg_wal = pg_wal, .no_summary = no_summary,
 		       .sysid = hdr.system_id};
-	/* with a catalog that records no system identifier, 0 passes: so does every one */
-	b.any_sysid = !hdr.pg_version || wal_system_id_check(repo, 0, why, sizeof(why)) == 0;
+	/*
+	 * with a catalog that records no system identifier, 0 passes: so does
+	 * every one (after a history file, which has none, only then)
+	 */
+	b.any_sysid = wal_system_id_check(repo, 0, why, sizeof(why)) == 0;
 	if (spool) {
 		/* records of files PostgreSQL no longer has ready are of no use */
 		if (walspool_prune_done(spool, still_ready, pg_wal) < 0)
