@@ -10,7 +10,12 @@
  * are serialized by a flock'ed file under the repository's locks/ directory
  * (for object storage, the cache's), and pushes from several machines by the
  * store's conditional put when it has one (STORE_FEATURE_CONDITIONAL_PUT).
- * A Repo is not shared between threads (see store/repo.h).
+ * A Repo is not shared between threads (see store/repo.h), with one
+ * exception: wal_push(), wal_fetch(), wal_stat() and wal_summary_put() may run
+ * in several threads at once on one open Repo (wal-push --parallel, wal-fetch
+ * --prefetch: store/walspool.h). They use only its backend (whose operations
+ * are thread-safe), its configuration and keys (read-only once open) and
+ * their own flock'ed files; never the catalog.
  */
 #pragma once
 

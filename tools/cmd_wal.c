@@ -4,30 +4,59 @@
 #include "ingest/changes.h"
 #include "ingest/pgconn.h"
 #include "ingest/walstream.h"
+#include "common/fasthash.h"
+#include "common/log.h"
 #include "store/wal.h"
+#include "store/walspool.h"
 #include "tools/cli.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-enum { OPT_REPO = 0x100, OPT_NO_SUMMARY };
+enum { OPT_REPO = 0x100, OPT_NO_SUMMARY, OPT_PREFETCH, OPT_PARALLEL };
+
+/*
+ * --prefetch / --parallel: at most this many files per call, on at most
+ * WAL_THREADS threads, fewer when their buffers (a file and its object each)
+ * would pass WAL_THREADS_MEM
+ */
+#define WAL_BATCH_MAX 64
+#define WAL_THREADS 8
+#define WAL_THREADS_MEM (512ULL << 20)
+
+static unsigned wal_threads(unsigned n, uint64_t file_size)
+{
+	unsigned t = MIN(n, WAL_THREADS);
+	while (t > 1 && 2 * t * file_size > WAL_THREADS_MEM)
+		t--;
+	return t;
+}
 
 static const char *const wal_name_hint =
 	"expected a WAL segment (24 hex digits), a timeline history file (8 hex digits + "
 	"\".history\"), a backup history file or a \".partial\" segment";
 
 /*
- * --repo and --help (and --no-summary where ret_no_summary is not NULL), then
- * exactly n_args positionals into args.
+ * --repo and --help (and --no-summary where ret_no_summary is not NULL, and
+ * the count option count_opt, "prefetch" or "parallel", into *ret_count:
+ * 1 to WAL_BATCH_MAX), then exactly n_args positionals into args.
  */
 static int parse_args(const char *cmd, const char *help, int argc, char **argv, int n_args,
-		      const char **ret_repo, bool *ret_no_summary, const char **args)
+		      const char **ret_repo, bool *ret_no_summary, const char *count_opt,
+		      unsigned *ret_count, const char **args)
 {
 	static const struct option opts[] = {
 		{"repo", required_argument, NULL, OPT_REPO},
 		{"no-summary", no_argument, NULL, OPT_NO_SUMMARY},
+		{"prefetch", required_argument, NULL, OPT_PREFETCH},
+		{"parallel", required_argument, NULL, OPT_PARALLEL},
 		{"help", no_argument, NULL, 'h'}, {0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -35,6 +64,16 @@ static int parse_args(const char *cmd, const char *help, int argc, char **argv, 
 			*ret_repo = optarg;
 		} else if (c == OPT_NO_SUMMARY && ret_no_summary) {
 			*ret_no_summary = true;
+		} else if ((c == OPT_PREFETCH || c == OPT_PARALLEL) && count_opt &&
+			   strcmp(count_opt, c == OPT_PREFETCH ? "prefetch" : "parallel") == 0) {
+			char *end;
+			unsigned long v;
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || *end || !*optarg || v < 1 || v > WAL_BATCH_MAX)
+				return cli_usage(cmd, "invalid --%s \"%s\": a number from 1 to %d",
+						 count_opt, optarg, WAL_BATCH_MAX);
+			*ret_count = (unsigned)v;
 		} else if (c == 'h') {
 			fputs(help, stdout);
 			return -1;
@@ -81,34 +120,226 @@ static int read_wal_file(const char *path, void **ret, size_t *ret_len)
  * Beside an archived segment, the summary of the blocks its records touch,
  * for block-level incrementals. The segment is archived already: a summary
  * that cannot be made or stored costs a later backup some reading (it
- * summarizes the segment itself), never the archive. A warning, exit 0.
+ * summarizes the segment itself), never the archive. Thread-safe.
  */
-static void push_summary(Repo *repo, const char *name, const void *buf, size_t len)
+static int summary_store(Repo *repo, const char *name, const void *buf, size_t len)
 {
 	_cleanup_free_ uint8_t *sum = NULL;
 	size_t sum_len = 0;
 	int r = changes_summary_build(name, buf, len, &sum, &sum_len);
 	if (r == 0)
 		r = wal_summary_put(repo, name, sum, sum_len);
-	if (r < 0)
-		cli_warning("could not store the block summary of WAL file \"%s\": %s", name,
-			    strerror(-r));
+	return r;
+}
+
+static void summary_warning(const char *name, int r)
+{
+	cli_warning("could not store the block summary of WAL file \"%s\": %s", name, strerror(-r));
+}
+
+/*
+ * The spool directory of one repository (and, for wal-push, one pg_wal):
+ * <cache dir>/wal-spool/<kind>-<16 hex digits of a hash of where the
+ * repository is>. It is found without opening the repository, so a file
+ * served from it costs no request. NULL (after a warning) when it cannot be
+ * named: the caller works without it.
+ */
+static char *spool_dir(const CliLocation *cl, const char *kind, const char *pg_wal)
+{
+	static const uint8_t key[16] = "pgbakfs spool v1";
+	_cleanup_free_ char *where = NULL, *repo_real = NULL, *wal_real = NULL;
+	uint8_t h[FASTHASH_LEN];
+	char hex[17];
+
+	if (cl->loc.s3) {
+		where = xasprintf("s3\n%s\n%s\n%s", cl->endpoint ? cl->endpoint : "", cl->bucket,
+				  cl->prefix ? cl->prefix : "");
+	} else {
+		repo_real = realpath(cl->loc.path, NULL);
+		if (!repo_real)
+			goto fail;
+		where = xasprintf("dir\n%s", repo_real);
+	}
+	if (pg_wal) {
+		char *w;
+		wal_real = realpath(pg_wal, NULL);
+		if (!wal_real)
+			goto fail;
+		w = xasprintf("%s\n%s", where, wal_real);
+		free(where);
+		where = w;
+	}
+	fasthash128(key, where, strlen(where), h);
+	hex_encode(h, 8, hex);
+	return xasprintf("%s/wal-spool/%s-%s", cl->cache_dir, kind, hex);
+fail:
+	cli_warning("could not resolve path \"%s\": %m; working without a spool",
+		    pg_wal && repo_real ? pg_wal : cl->loc.path);
+	return NULL;
+}
+
+/* ---- wal-push --parallel ---- */
+
+/* One file of a parallel push: the one PostgreSQL asked for is job 0. */
+typedef struct PushJob {
+	char name[PGBAKFS_WAL_NAME_MAX + 1];
+	void *buf; /* job 0: read and checked already; the others: read by the job */
+	size_t len;
+	int r;             /* 0 or -errno */
+	WalPushResult res;
+	int summary_r;     /* of the block summary */
+	bool skipped;      /* not this cluster's (as far as we know): left for PostgreSQL to ask */
+	char why[256];     /* a file that fails wal_file_check */
+} PushJob;
+
+typedef struct PushBatch {
+	Repo *repo;
+	WalSpool *spool;
+	const char *pg_wal;
+	PushJob *jobs;
+	uint64_t sysid;     /* the system identifier approved for the repository */
+	bool any_sysid;     /* the repository records none: every one is approved */
+	bool no_summary;
+} PushBatch;
+
+static int push_job(size_t i, void *userdata)
+{
+	PushBatch *b = userdata;
+	PushJob *j = &b->jobs[i];
+	WalSegmentHeader hdr;
+	WalName wn;
+
+	if (!j->buf) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%s", b->pg_wal, j->name);
+		j->r = read_wal_file(path, &j->buf, &j->len);
+		if (j->r == 0 && wal_file_check(j->name, j->buf, j->len, &hdr, j->why,
+						sizeof(j->why)) < 0)
+			j->r = -EBADMSG;
+		if (j->r < 0)
+			goto out;
+		/* the catalog is not for threads: another cluster's file waits for its own call */
+		if (hdr.pg_version && !b->any_sysid && hdr.system_id != b->sysid) {
+			j->skipped = true;
+			goto out;
+		}
+	}
+	j->r = wal_push(b->repo, j->name, j->buf, j->len, &j->res);
+	if (j->r == 0 && wal_name_parse(j->name, &wn) == 0 && wn.kind == WAL_KIND_SEGMENT &&
+	    !b->no_summary)
+		j->summary_r = summary_store(b->repo, j->name, j->buf, j->len);
+	/* durable in the repository: PostgreSQL's later call for it needs no request */
+	if (j->r == 0 && i > 0 && walspool_mark_done(b->spool, j->name, j->buf, j->len) < 0)
+		j->skipped = true; /* pushed, but unrecorded: its own call pushes it again (a no-op) */
+out:
+	if (i > 0) {
+		free(j->buf);
+		j->buf = NULL;
+	}
+	return 0;
+}
+
+/* archive_status/NAME.ready exists */
+static bool still_ready(const char *name, void *userdata)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/archive_status/%s.ready", (const char *)userdata, name);
+	return access(path, F_OK) == 0;
+}
+
+/* PostgreSQL's archiver order (pgarch.c's ready_file_comparator): history files first, then by name */
+static int ready_cmp(const void *a, const void *b)
+{
+	const PushJob *x = a, *y = b;
+	bool hx = strstr(x->name, ".history") != NULL, hy = strstr(y->name, ".history") != NULL;
+	if (hx != hy)
+		return hx ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/*
+ * The jobs: name (its bytes in buf) first, then up to n_max - 1 other files
+ * PostgreSQL has ready to archive (archive_status/NAME.ready) and that have
+ * no record in the spool, in the archiver's order.
+ */
+static int ready_jobs(const char *pg_wal, WalSpool *spool, const char *name, void *buf,
+		      size_t len, unsigned n_max, PushJob **ret, size_t *ret_n)
+{
+	char dir[PATH_MAX];
+	PushJob *v = xcalloc(1, sizeof(*v));
+	size_t n = 1, cap = 1;
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(v[0].name, sizeof(v[0].name), "%s", name);
+	v[0].buf = buf;
+	v[0].len = len;
+	d = n_max > 1 && (size_t)snprintf(dir, sizeof(dir), "%s/archive_status", pg_wal) < sizeof(dir)
+		    ? opendir(dir) : NULL;
+	while (d && (de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		char cand[PGBAKFS_WAL_NAME_MAX + 1], rec[PATH_MAX];
+		WalName wn;
+		if (l <= 6 || l - 6 > PGBAKFS_WAL_NAME_MAX || strcmp(de->d_name + l - 6, ".ready"))
+			continue;
+		snprintf(cand, sizeof(cand), "%.*s", (int)(l - 6), de->d_name);
+		snprintf(rec, sizeof(rec), "%s/%s.done", walspool_dir(spool), cand);
+		if (wal_name_parse(cand, &wn) < 0 || strcmp(cand, name) == 0 || access(rec, F_OK) == 0)
+			continue;
+		if (n == cap) {
+			cap *= 2;
+			v = realloc(v, cap * sizeof(*v));
+			if (!v)
+				abort();
+		}
+		v[n] = (PushJob){0};
+		snprintf(v[n].name, sizeof(v[n].name), "%s", cand);
+		n++;
+	}
+	if (d)
+		closedir(d);
+	qsort(v + 1, n - 1, sizeof(*v), ready_cmp);
+	*ret = v;
+	*ret_n = MIN(n, (size_t)n_max);
+	return 0;
+}
+
+/* What PostgreSQL's call is told about its own file (job 0). */
+static int push_report(Repo *repo, const PushJob *j)
+{
+	if (j->r == -PGBAKFS_WAL_ECONFLICT) {
+		cli_error("WAL file \"%s\" is already archived with different content", j->name);
+		cli_hint("the archived copy was kept; is another cluster archiving into \"%s\"?",
+			 repo_path(repo));
+		return EXIT_FAIL;
+	} else if (j->r < 0) {
+		cli_error("could not archive WAL file \"%s\": %s", j->name, strerror(-j->r));
+		return EXIT_FAIL;
+	} else if (j->res == WAL_PUSH_REPAIRED) {
+		cli_note("the archived copy of WAL file \"%s\" was damaged and has been replaced",
+			 j->name);
+	}
+	return EXIT_OK;
 }
 
 int cmd_wal_push(int argc, char **argv)
 {
 	const char *repo_opt = NULL, *path = NULL;
 	_cleanup_free_ void *buf = NULL;
+	_cleanup_free_ char *spool_path = NULL;
+	_cleanup_free_ PushJob *jobs = NULL;
 	const char *name;
-	WalPushResult res = WAL_PUSH_STORED;
 	WalSegmentHeader hdr;
-	char why[256];
+	char why[256], pg_wal[PATH_MAX];
 	WalName wn;
 	Repo *repo = NULL;
-	size_t len = 0;
+	WalSpool *spool = NULL;
+	CliLocation cl;
+	size_t len = 0, n_jobs = 1;
+	unsigned parallel = 1;
 	bool no_summary = false;
 	int r, rc = parse_args("wal-push",
-			       "Usage: pgbakfs wal-push PATH [--repo PATH] [--no-summary]\n\n"
+			       "Usage: pgbakfs wal-push PATH [--repo PATH] [--no-summary] [--parallel N]\n\n"
 			       "Archive one WAL file: archive_command = 'pgbakfs wal-push %p'.\n"
 			       "Pushing a file that is archived with the same content succeeds;\n"
 			       "with other content it fails and the archived copy is kept.\n"
@@ -120,8 +351,14 @@ int cmd_wal_push(int argc, char **argv)
 			       "for block-level incrementals (backup --pgdata --type incr); a summary\n"
 			       "that cannot be stored is a warning, not a failure.\n\n"
 			       "  --no-summary  archive the segment only (one object per segment, not two;\n"
-			       "                a block-level incremental then summarizes it itself)\n",
-			       argc, argv, 1, &repo_opt, &no_summary, &path);
+			       "                a block-level incremental then summarizes it itself)\n"
+			       "  --parallel N  archive PATH and up to N-1 other files PostgreSQL has ready\n"
+			       "                (pg_wal/archive_status/*.ready) at once, on up to 8 threads;\n"
+			       "                each one archived is recorded in the cache directory, and\n"
+			       "                PostgreSQL's call for it later exits 0 without a request\n"
+			       "                when the file still holds the bytes archived. Exits 0 only\n"
+			       "                for PATH stored in the repository, as without it\n",
+			       argc, argv, 1, &repo_opt, &no_summary, "parallel", &parallel, &path);
 	if (rc != EXIT_OK)
 		return rc < 0 ? EXIT_OK : rc;
 	/* check the name before anything else: it becomes the object's name */
@@ -147,37 +384,84 @@ int cmd_wal_push(int argc, char **argv)
 		cli_error("\"%s\" is not a valid WAL file: %s", path, why);
 		return EXIT_FAIL;
 	}
-	rc = cli_open_repo(repo_opt, &repo);
+	rc = cli_location_resolve(repo_opt, &cl);
 	if (rc != EXIT_OK)
 		return rc;
+	/* --parallel: archived by an earlier call already, with these very bytes? */
+	path_dirname(path, pg_wal, sizeof(pg_wal));
+	if (parallel > 1 && (spool_path = spool_dir(&cl, "push", pg_wal))) {
+		r = walspool_open(spool_path, &spool);
+		if (r == 0)
+			r = walspool_take_done(spool, name, buf, len);
+		if (r == 1) {
+			walspool_free(spool);
+			cli_location_clear(&cl);
+			return EXIT_OK;
+		}
+		if (r < 0) {
+			cli_warning("could not use the WAL spool \"%s\": %s; archiving one file",
+				    spool_path, strerror(-r));
+			spool = walspool_free(spool);
+		}
+	}
+	rc = cli_open_location(&cl, &repo);
+	cli_location_clear(&cl);
+	if (rc != EXIT_OK) {
+		walspool_free(spool);
+		return rc;
+	}
 	/* a segment of another cluster than the one backed up here */
 	r = hdr.pg_version ? wal_system_id_check(repo, hdr.system_id, why, sizeof(why)) : 0;
 	if (r == -EBADMSG) {
 		cli_error("\"%s\" is not a WAL file of this repository's cluster: %s", path, why);
-		repo_free(repo);
-		return EXIT_FAIL;
+		goto done;
 	} else if (r < 0) {
 		cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
-		repo_free(repo);
-		return EXIT_FAIL;
+		goto done;
 	}
-	/* store it: one object, compressed once */
-	r = wal_push(repo, name, buf, len, &res);
-	if (r == -PGBAKFS_WAL_ECONFLICT) {
-		cli_error("WAL file \"%s\" is already archived with different content", name);
-		cli_hint("the archived copy was kept; is another cluster archiving into \"%s\"?",
-			 repo_path(repo));
-		rc = EXIT_FAIL;
-	} else if (r < 0) {
-		cli_error("could not archive WAL file \"%s\": %s", name, strerror(-r));
-		rc = EXIT_FAIL;
-	} else if (res == WAL_PUSH_REPAIRED) {
-		cli_note("the archived copy of WAL file \"%s\" was damaged and has been replaced", name);
+	PushBatch b = {.repo = repo, .spool = spool, .pg_wal = pg_wal, .no_summary = no_summary,
+		       .sysid = hdr.system_id};
+	/*
+	 * with a catalog that records no system identifier, 0 passes: so does
+	 * every one (after a history file, which has none, only then)
+	 */
+	b.any_sysid = wal_system_id_check(repo, 0, why, sizeof(why)) == 0;
+	if (spool) {
+		/* records of files PostgreSQL no longer has ready are of no use */
+		if (walspool_prune_done(spool, still_ready, pg_wal) < 0)
+			log_debug("could not prune the WAL spool \"%s\"", spool_path);
+		ready_jobs(pg_wal, spool, name, buf, len, parallel, &jobs, &n_jobs);
+	} else {
+		jobs = xcalloc(1, sizeof(*jobs));
+		snprintf(jobs[0].name, sizeof(jobs[0].name), "%s", name);
+		jobs[0].buf = buf;
+		jobs[0].len = len;
 	}
-	if (rc == EXIT_OK && wn.kind == WAL_KIND_SEGMENT && !no_summary)
-		push_summary(repo, name, buf, len);
+	b.jobs = jobs;
+	/* store them: one object each, compressed once, up to WAL_THREADS at a time */
+	walspool_run(n_jobs, wal_threads(parallel, len), push_job, &b);
+	for (size_t i = 1; i < n_jobs; i++) {
+		const PushJob *j = &jobs[i];
+		if (j->r == -EBADMSG && j->why[0])
+			cli_warning("could not archive WAL file \"%s\" ahead: not a valid WAL file: %s",
+				    j->name, j->why);
+		else if (j->r < 0)
+			cli_warning("could not archive WAL file \"%s\" ahead: %s", j->name,
+				    j->r == -PGBAKFS_WAL_ECONFLICT ? "already archived with different content"
+								   : strerror(-j->r));
+		if (j->r == 0 && j->summary_r < 0)
+			summary_warning(j->name, j->summary_r);
+	}
+	rc = push_report(repo, &jobs[0]);
+	if (rc == EXIT_OK && jobs[0].summary_r < 0)
+		summary_warning(name, jobs[0].summary_r);
 	repo_free(repo);
+	walspool_free(spool);
 	return rc;
+done:
+	repo_free(repo);
+	walspool_free(spool);
+	return EXIT_FAIL;
 }
 
 /*
@@ -208,25 +492,226 @@ static void fetch_error(const char *name, int r, bool s3)
 			  cli_store_strerror(r, s3));
 }
 
+/* ---- wal-fetch --prefetch ---- */
+
+/*
+ * The system identifier of the data directory DEST is in, when DEST is in
+ * its pg_wal (PostgreSQL's %p is "pg_wal/RECOVERYXLOG", relative to the data
+ * directory): the first 8 bytes of global/pg_control. A spooled segment is
+ * served only when its xlp_sysid is this one, so the spool of an earlier
+ * recovery of another cluster is never replayed into this one. -ENOENT when
+ * DEST is not in a pg_wal.
+ */
+static int dest_system_id(const char *dest, uint64_t *ret)
+{
+	char dir[PATH_MAX], control[PATH_MAX];
+	uint8_t b[8];
+	size_t n;
+	_cleanup_close_ int fd = -1;
+
+	path_dirname(dest, dir, sizeof(dir));
+	n = strlen(dir);
+	if (strcmp(dir, "pg_wal") == 0)
+		snprintf(control, sizeof(control), "global/pg_control");
+	else if (n > 7 && strcmp(dir + n - 7, "/pg_wal") == 0)
+		snprintf(control, sizeof(control), "%.*sglobal/pg_control", (int)(n - 6), dir);
+	else
+		return -ENOENT;
+	fd = open(control, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (pread_full(fd, b, sizeof(b), 0) != (ssize_t)sizeof(b))
+		return -EIO;
+	memcpy(ret, b, sizeof(*ret)); /* the server's byte order, as xlp_sysid is read */
+	return 0;
+}
+
+/* A spooled or prefetched segment may be served: it is the segment its name says, of this cluster. */
+static bool spool_acceptable(const char *name, const void *buf, size_t len, uint64_t sysid)
+{
+	WalSegmentHeader hdr;
+	char why[256];
+	return wal_file_check(name, buf, len, &hdr, why, sizeof(why)) == 0 &&
+	       hdr.system_id == sysid;
+}
+
+typedef struct FetchBatch {
+	Repo *repo;
+	WalSpool *spool;
+	char (*names)[25];
+	int *results;           /* per name: 0, -errno, or -EBADMSG when not acceptable */
+	void *first;            /* names[0], the file asked for, when fetched */
+	size_t first_len;
+	uint64_t sysid;
+	pthread_mutex_t lock;   /* guards spool_error */
+	int spool_error;        /* the first error writing the spool */
+} FetchBatch;
+
+static int fetch_job(size_t i, void *userdata)
+{
+	FetchBatch *b = userdata;
+	void *buf = NULL;
+	size_t len = 0;
+	int r = wal_fetch(b->repo, b->names[i], &buf, &len);
+
+	b->results[i] = r;
+	if (r == -ENOENT)
+		return i > 0 ? WALSPOOL_STOP : 0; /* the end of the archive: stop prefetching */
+	if (r < 0)
+		return 0;
+	if (i == 0) {
+		b->first = buf;
+		b->first_len = len;
+		return 0;
+	}
+	if (!spool_acceptable(b->names[i], buf, len, b->sysid))
+		r = -EBADMSG; /* never served: the call for it fetches it again */
+	else
+		r = walspool_put(b->spool, b->names[i], buf, len);
+	if (r < 0 && r != -EBADMSG) {
+		pthread_mutex_lock(&b->lock);
+		if (!b->spool_error)
+			b->spool_error = r;
+		pthread_mutex_unlock(&b->lock);
+	}
+	b->results[i] = r;
+	free(buf);
+	return 0;
+}
+
+/*
+ * 0 when the spool's file "sysid" says sysid, else 1 after writing sysid
+ * there: what the spool holds is another cluster's (or nothing).
+ */
+static int spool_system_id(WalSpool *s, uint64_t sysid)
+{
+	char path[PATH_MAX], want[32];
+	_cleanup_free_ char *text = NULL;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/sysid", walspool_dir(s));
+	snprintf(want, sizeof(want), "%llu\n", (unsigned long long)sysid);
+	if (file_read_all(path, 32, &text, &n) == 0 && strcmp(text, want) == 0)
+		return 0;
+	(void)file_write_atomic(path, want, strlen(want), 0600);
+	return 1;
+}
+
+/*
+ * Segment size the spool saw last (the file "segsize"): names of the segments
+ * after one depend on it. 16 MiB until a segment was fetched.
+ */
+static uint32_t spool_seg_size(WalSpool *s)
+{
+	char path[PATH_MAX];
+	_cleanup_free_ char *text = NULL;
+	size_t n;
+	unsigned long v;
+
+	snprintf(path, sizeof(path), "%s/segsize", walspool_dir(s));
+	if (file_read_all(path, 32, &text, &n) < 0)
+		return PGBAKFS_WAL_DEFAULT_SEG_SIZE;
+	v = strtoul(text, NULL, 10);
+	return wal_seg_size_valid(v) ? (uint32_t)v : PGBAKFS_WAL_DEFAULT_SEG_SIZE;
+}
+
+/*
+ * name (a segment) from the spool, or fetched with the next ones: *ret_buf
+ * and *ret_len, or -ENOENT, or another -errno of wal_fetch.
+ */
+static int fetch_prefetching(CliLocation *cl, WalSpool *spool, const char *name,
+			     const WalName *wn, unsigned prefetch, uint64_t sysid, Repo **repo,
+			     void **ret_buf, size_t *ret_len)
+{
+	_cleanup_free_ char (*names)[25] = xcalloc(prefetch, sizeof(*names));
+	_cleanup_free_ int *results = xcalloc(prefetch, sizeof(*results));
+	uint32_t seg_size;
+	uint64_t segno;
+	size_t n = 1;
+	int r = walspool_take(spool, name, ret_buf, ret_len);
+
+	/* served from the spool: verified when fetched, checked again now */
+	if (r == 0 && spool_acceptable(name, *ret_buf, *ret_len, sysid)) {
+		log_debug("WAL file \"%s\" served from the spool \"%s\"", name, walspool_dir(spool));
+		return 0;
+	}
+	if (r == 0 || r == -EBADMSG) {
+		cli_warning("spooled WAL file \"%s\" in \"%s\" is damaged; fetching it again", name,
+			    walspool_dir(spool));
+		if (r == 0)
+			free(*ret_buf);
+	}
+	/* anything not after name on its timeline will not be asked for */
+	r = walspool_trim(spool, wn, prefetch, NULL);
+	if (r < 0)
+		log_debug("could not trim the WAL spool \"%s\": %s", walspool_dir(spool), strerror(-r));
+	if (cli_open_location(cl, repo) != EXIT_OK)
+		return -EIO; /* reported; *repo stays NULL */
+	/* the segment asked for and the next ones not spooled yet, all at once */
+	seg_size = spool_seg_size(spool);
+	snprintf(names[0], sizeof(names[0]), "%s", name);
+	segno = wn->seg < 0x100000000ULL / seg_size ? wal_name_segno(wn, seg_size) : 0;
+	for (unsigned k = 1; segno && k < prefetch; k++) {
+		char next[25];
+		wal_segno_to_name(wn->timeline, segno + k, seg_size, next);
+		if (!walspool_has(spool, next))
+			memcpy(names[n++], next, sizeof(next));
+	}
+	FetchBatch b = {.repo = *repo, .spool = spool, .names = names, .results = results,
+			.sysid = sysid};
+	pthread_mutex_init(&b.lock, NULL);
+	walspool_run(n, wal_threads(prefetch, seg_size), fetch_job, &b);
+	pthread_mutex_destroy(&b.lock);
+	if (b.spool_error)
+		cli_warning("could not spool prefetched WAL files in \"%s\": %s; the file asked for "
+			    "is served, the next ones are fetched when asked for", walspool_dir(spool),
+			    strerror(-b.spool_error));
+	if (results[0] < 0)
+		return results[0];
+	if (b.first_len != seg_size && wal_seg_size_valid(b.first_len)) {
+		char path[PATH_MAX], text[32];
+		snprintf(path, sizeof(path), "%s/segsize", walspool_dir(spool));
+		snprintf(text, sizeof(text), "%zu\n", b.first_len);
+		(void)file_write_atomic(path, text, strlen(text), 0600);
+	}
+	*ret_buf = b.first;
+	*ret_len = b.first_len;
+	return 0;
+}
+
 int cmd_wal_fetch(int argc, char **argv)
 {
 	const char *repo_opt = NULL, *args[2] = {NULL, NULL};
 	_cleanup_free_ void *buf = NULL;
+	_cleanup_free_ char *spool_path = NULL;
 	WalName wn;
 	Repo *repo = NULL;
+	WalSpool *spool = NULL;
+	CliLocation cl;
+	uint64_t sysid = 0;
 	size_t len = 0;
+	unsigned prefetch = 1;
 	int r, rc = parse_args("wal-fetch",
-			       "Usage: pgbakfs wal-fetch NAME DEST [--repo PATH]\n\n"
+			       "Usage: pgbakfs wal-fetch NAME DEST [--repo PATH] [--prefetch N]\n\n"
 			       "Write the archived WAL file NAME to DEST, verified:\n"
 			       "restore_command = 'pgbakfs wal-fetch %f %p'.\n\n"
+			       "  --prefetch N  with a segment NAME, fetch the next N-1 segments of its\n"
+			       "                timeline too, on up to 8 threads, into a spool in the cache\n"
+			       "                directory (wal-spool/): a later call for one of them is\n"
+			       "                served from there without a request. Each is verified\n"
+			       "                when fetched and checked again when served (a damaged one\n"
+			       "                is fetched again); a timeline history file asked for, or\n"
+			       "                a segment out of order, clears what is no longer ahead.\n"
+			       "                Needs DEST in a data directory's pg_wal, as %p is:\n"
+			       "                segments of another system identifier are never served.\n\n"
 			       "Exit status: 0 fetched; 1 not archived (no message), which\n"
 			       "PostgreSQL reads as the end of the archive; 126 for every other\n"
 			       "failure (a damaged copy, an unreadable object or repository, an\n"
 			       "unreachable bucket after retries, DEST not writable), which makes\n"
 			       "PostgreSQL stop recovery instead of ending it early. Wrong usage\n"
-			       "exits 126 too, not 2: a restore_command missing %%p must not end\n"
+			       "exits 126 too, not 2: a restore_command missing %p must not end\n"
 			       "recovery as if the archive were exhausted.\n",
-			       argc, argv, 2, &repo_opt, NULL, args);
+			       argc, argv, 2, &repo_opt, NULL, "prefetch", &prefetch, args);
 	if (rc != EXIT_OK) /* --help: -1 */
 		return rc < 0 ? EXIT_OK : EXIT_STOP_RECOVERY;
 	if (wal_name_parse(args[0], &wn) < 0) {
@@ -235,12 +720,36 @@ int cmd_wal_fetch(int argc, char **argv)
 		cli_hint("%s", wal_name_hint);
 		return EXIT_STOP_RECOVERY;
 	}
-	/* a repository that cannot be opened says nothing about the file: stop */
-	rc = cli_open_repo(repo_opt, &repo);
+	rc = cli_location_resolve(repo_opt, &cl);
 	if (rc != EXIT_OK)
 		return EXIT_STOP_RECOVERY;
-	r = wal_fetch(repo, args[0], &buf, &len);
-	if (r == -ENOENT) {
+	/* --prefetch: the spool, when DEST says which cluster it is for */
+	if (prefetch > 1 && dest_system_id(args[1], &sysid) == 0 &&
+	    (spool_path = spool_dir(&cl, "fetch", NULL))) {
+		r = walspool_open(spool_path, &spool);
+		/*
+		 * recovery may change timelines: nothing spooled is surely ahead
+		 * any more; nor for another cluster (an earlier recovery's spool)
+		 */
+		if (r == 0 && (wn.kind != WAL_KIND_SEGMENT || spool_system_id(spool, sysid) != 0))
+			r = walspool_trim(spool, NULL, 0, NULL);
+		if (r < 0) {
+			cli_warning("could not use the WAL spool \"%s\": %s; fetching one file",
+				    spool_path, strerror(-r));
+			spool = walspool_free(spool);
+		}
+	}
+	if (spool && wn.kind == WAL_KIND_SEGMENT) {
+		r = fetch_prefetching(&cl, spool, args[0], &wn, prefetch, sysid, &repo, &buf, &len);
+	} else {
+		r = cli_open_location(&cl, &repo) == EXIT_OK ? wal_fetch(repo, args[0], &buf, &len)
+							       : -EIO;
+	}
+	cli_location_clear(&cl);
+	if (r < 0 && !repo) {
+		/* a repository that cannot be opened (reported) says nothing about the file: stop */
+		rc = EXIT_STOP_RECOVERY;
+	} else if (r == -ENOENT) {
 		rc = EXIT_FAIL; /* PostgreSQL asks for files that may not exist: stay quiet */
 	} else if (r < 0) {
 		fetch_error(args[0], r, !repo_is_local_backend(repo));
@@ -255,6 +764,7 @@ int cmd_wal_fetch(int argc, char **argv)
 		}
 	}
 	repo_free(repo);
+	walspool_free(spool);
 	return rc;
 }
 

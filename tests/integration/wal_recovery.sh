@@ -3,7 +3,8 @@
 # wal-fetch exit 126, so the startup process stops with FATAL instead of
 # promoting without the rest of the WAL (committed data lost). Recovery with
 # a target and recovery to the end of the archive are both tried; then the
-# exit statuses of wal-fetch one by one.
+# exit statuses of wal-fetch one by one. The archiver runs wal-push
+# --parallel, and the last recovery wal-fetch --prefetch.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
 PORT=54300
@@ -11,13 +12,13 @@ PORT2=54301
 R=$T/repo
 CONN="host=127.0.0.1 port=$PORT user=postgres"
 pgb() { as_pg "$PGBAKFS" "$@"; }
-mkdir -p "$R" "$T/work" && chown postgres "$R" "$T/work"
+mkdir -p "$R" "$T/work" "$T/cache" && chown postgres "$R" "$T/work" "$T/cache"
 
 pgb init --repo "$R" >/dev/null
 pg_init "$T/data" $PORT
 cat >>"$T/data/postgresql.conf" <<CONF
 archive_mode = on
-archive_command = '"$PGBAKFS" wal-push %p --repo "$R"'
+archive_command = '"$PGBAKFS" wal-push %p --repo "$R" --parallel 4 --cache-dir "$T/cache"'
 CONF
 pg_start "$T/data"
 switch_wal() { pg_sql $PORT "select pg_walfile_name(pg_switch_wal())"; }
@@ -104,8 +105,12 @@ ok "target: FATAL names the damaged segment" \
 ok "re-push of the real segment repairs the archive" pgb wal-push "$T/work/${segs[1]}" --repo "$R" 2>/dev/null
 rm -rf "$T/pitr2"
 restore_pitr "$T/pitr2" --target-name after3 --target-action promote
+# fetched ahead: every segment after the first comes from the spool
+sed -i "s|^\(restore_command = '.*\)'\$|\1 --prefetch 4 --cache-dir $T/cache --log-level debug'|" "$T/pitr2/postgresql.auto.conf"
+ok "restore_command with --prefetch" grep -q -- "--prefetch 4" "$T/pitr2/postgresql.auto.conf"
 state=$(try_start "$T/pitr2")
 ok "after the repair: promoted with all three batches ($state)" test "$state" = "up recovery=false batches=1,2,3"
+ok "... segments were served from the prefetch spool" grep_or_show "WAL file \"${segs[2]}\" served from the spool" "$T/pglog/pitr2.log"
 
 # ---- wal-fetch exit statuses ----
 # missing: 1, quiet
