@@ -120,6 +120,7 @@ enum {
 	ST_IDBLOCK_GET,
 	ST_FILE_ADD,
 	ST_FILE_LIST,
+	ST_CHUNK_FH,
 	N_STATEMENTS
 };
 
@@ -168,6 +169,9 @@ static const char *const statement_sql[N_STATEMENTS] = {
 			" content, target) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[ST_FILE_LIST] = "SELECT ino, parent, name, mode, uid, gid, mtime, size, content, target"
 			 " FROM files WHERE snap = ?1 ORDER BY ino",
+	[ST_CHUNK_FH] = "SELECT c.fh FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.k = ?1"
+			" AND c.tail = ?2 UNION ALL SELECT c.fh FROM chunks_overflow c JOIN packs p"
+			" ON p.id = c.pack WHERE c.k = ?1 AND c.tail = ?2 LIMIT 1",
 };
 
 /*
@@ -189,6 +193,7 @@ static const char *const statement_sql_v1[N_STATEMENTS] = {
 	[ST_CHUNK_UPSERT_OVERFLOW] = "SELECT 1 WHERE ?1 IS NULL AND ?9 IS NULL", /* never reached */
 	[ST_CHUNK_SET_CRC] = "UPDATE chunks SET crc = ?3 WHERE id = ?1 AND ?2 IS NULL AND crc IS NULL",
 	[ST_CHUNK_SET_CRC_OVERFLOW] = "SELECT 1 WHERE ?1 IS NULL AND ?3 IS NULL",
+	[ST_CHUNK_FH] = "SELECT c.fh FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
 };
 
 struct Catalog {
@@ -705,6 +710,43 @@ int catalog_chunks_locate(Catalog *c, const ChunkId *ids, size_t n, ChunkLoc *re
 		r = exec_sql(c, "COMMIT");
 	else if (own)
 		catalog_rollback(c);
+	return r;
+}
+
+/*
+ * One read transaction for all n: a statement outside one takes and drops
+ * SQLite's WAL read lock (two fcntl calls) each time, which with the join
+ * of catalog_chunk_locate was a quarter of a delta restore's CPU.
+ */
+int catalog_chunk_fh_get(Catalog *c, const ChunkId *ids, size_t n,
+			 uint8_t (*ret_fh)[CHUNK_FH_LEN], bool *ret_has)
+{
+	bool own = sqlite3_get_autocommit(c->db);
+	int r = own ? exec_sql(c, "BEGIN") : 0;
+
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		sqlite3_stmt *s;
+		int rc;
+		ret_has[i] = false;
+		if (chunk_id_is_hole(&ids[i]))
+			continue;
+		s = stmt_get(c, ST_CHUNK_FH, &r);
+		if (!s)
+			break;
+		chunk_bind_id(c, s, 1, &ids[i]);
+		rc = sqlite3_step(s);
+		/* CHUNK_FH_LEN bytes, or the 16 of fasthash128 a catalog written before holds */
+		if (rc == SQLITE_ROW && (sqlite3_column_bytes(s, 0) == CHUNK_FH_LEN ||
+					 sqlite3_column_bytes(s, 0) == FASTHASH_LEN)) {
+			memcpy(ret_fh[i], sqlite3_column_blob(s, 0), CHUNK_FH_LEN);
+			ret_has[i] = true;
+		} else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+			r = catalog_fail(c, rc, "chunk fh lookup");
+		}
+		sqlite3_reset(s);
+	}
+	if (own)
+		sqlite3_exec(c->db, r == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
 	return r;
 }
 

@@ -104,6 +104,14 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret);
  * failed (ret and ret_err then say nothing).
  */
 int catalog_chunks_locate(Catalog *c, const ChunkId *ids, size_t n, ChunkLoc *ret, int *ret_err);
+/*
+ * The chunk_fh recorded at backup of each of ids[0..n), as catalog_chunk_locate
+ * would give it, in one read transaction (restore --delta looks up a file's
+ * chunks at once). ret_has[i] false: none (a hole, a chunk stored without one,
+ * or an id not found: catalog_chunk_locate says which). 0 or -errno.
+ */
+int catalog_chunk_fh_get(Catalog *c, const ChunkId *ids, size_t n,
+			 uint8_t (*ret_fh)[CHUNK_FH_LEN], bool *ret_has);
 /* Set the chunk's CRC-32C if its row has none (manifest import); no row: nothing. */
 int catalog_chunk_set_crc(Catalog *c, const ChunkId *id, uint32_t crc);
 /*

@@ -46,8 +46,14 @@ typedef struct RFile {
 	ChunkId *ids;
 	_Atomic uint64_t remaining;
 	bool existed;             /* delta: the target had this file */
+	bool meta_same;           /* delta: with the snapshot's mode, owner and mtime */
 	_Atomic uint64_t written; /* delta: bytes written into it */
+	uint8_t (*fh)[CHUNK_FH_LEN]; /* delta: each chunk's chunk_fh, if has_fh[i] */
+	bool *has_fh;
 } RFile;
+
+/* delta: bytes in place read by one pread (a worker's buffer; a task of local chunks) */
+#define DELTA_READ (1u << 20)
 
 /*
  * object storage: one request per pack-sized window, not per chunk. Each
@@ -140,13 +146,22 @@ static void rfile_free(RFile *f)
 		close(f->fd);
 	free(f->path);
 	free(f->ids);
+	free(f->fh);
+	free(f->has_fh);
 	free(f);
 }
 
 static int rfile_finish(Restorer *rs, RFile *f)
 {
-	int r = apply_meta_fd(rs, f->fd, f->mode, f->uid, f->gid, f->mtime_ns);
-	if (rs->o->delta && f->existed && atomic_load(&f->written) == 0)
+	bool unchanged = rs->o->delta && f->existed && atomic_load(&f->written) == 0;
+	/*
+	 * Setting what is already there would still dirty the inode (ctime):
+	 * a thousand unchanged files were a thousand inodes for syncfs to write.
+	 */
+	int r = unchanged && f->meta_same
+			? 0
+			: apply_meta_fd(rs, f->fd, f->mode, f->uid, f->gid, f->mtime_ns);
+	if (unchanged)
 		atomic_fetch_add(&rs->n_unchanged, 1);
 	if (r == 0 && close(f->fd) < 0)
 		r = -errno;
@@ -164,26 +179,26 @@ static void task_done(Restorer *rs, RFile *f)
 }
 
 /*
- * Delta: are the len bytes at off (read into have) already those of chunk
- * id? 1 yes, 0 no (*ret_have: have holds them), <0 error. By the chunk_fh
- * recorded at backup, or the SHA-256 for a chunk without one. Never by the
- * CRC: it cannot tell two valid contents apart (every pg_control has the
+ * Delta: are the len bytes in place (have) already those of chunk idx of f?
+ * 1 yes, 0 no, <0 error. By the chunk_fh recorded at backup (looked up with
+ * the file's chunk list), or the SHA-256 for a chunk without one. Never by
+ * the CRC: it cannot tell two valid contents apart (every pg_control has the
  * same CRC-32C), only damage from the original.
  */
-static int chunk_in_place(Restorer *rs, ChunkReader *reader, int fd, const ChunkId *id,
-			  uint64_t off, size_t len, uint8_t *have, bool *ret_have)
+static int chunk_in_place(Restorer *rs, ChunkReader *reader, const RFile *f, uint64_t idx,
+			  const uint8_t *have, size_t len)
 {
+	const ChunkId *id = &f->ids[idx];
 	uint8_t want[CHUNK_FH_LEN], got[CHUNK_FH_LEN];
 	ChunkId sum;
-	int r;
+	int r = 0;
 
-	*ret_have = false;
-	if (pread_full(fd, have, len, (off_t)off) != (ssize_t)len)
-		return 0;
-	*ret_have = true;
 	if (chunk_id_is_hole(id))
 		return buf_is_zero(have, len);
-	r = chunk_reader_fh(reader, id, want);
+	if (f->has_fh[idx])
+		memcpy(want, f->fh[idx], CHUNK_FH_LEN);
+	else /* -ENODATA: stored without one; or what the catalog says is wrong */
+		r = chunk_reader_fh(reader, id, want);
 	if (r == 0) {
 		chunk_fh(id, have, len, got);
 		return memcmp(got, want, CHUNK_FH_LEN) == 0;
@@ -225,16 +240,18 @@ static int write_changed(int fd, const uint8_t *buf, const uint8_t *have, size_t
 	return 0;
 }
 
-/* One chunk into f; have: a delta's buffer for the bytes in place (NULL: the file is fresh). */
+/*
+ * One chunk into f; have: a delta's bytes in place (NULL: a fresh file, or a
+ * delta's read came short: the whole chunk is written).
+ */
 static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t idx, uint64_t off,
-			 size_t len, uint8_t *buf, uint8_t *have)
+			 size_t len, uint8_t *buf, const uint8_t *have)
 {
 	const ChunkId *id = &f->ids[idx];
-	bool have_valid = false;
 	uint64_t written = len;
 	int r;
 	if (have) {
-		r = chunk_in_place(rs, reader, f->fd, id, off, len, have, &have_valid);
+		r = chunk_in_place(rs, reader, f, idx, have, len);
 		if (r != 0)
 			return r < 0 ? r : 0;
 	}
@@ -252,7 +269,7 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 		if (r < 0)
 			return r;
 	}
-	if (have_valid)
+	if (have)
 		r = write_changed(f->fd, buf, have, len, off, &written);
 	else
 		r = pwrite_full(f->fd, buf, len, (off_t)off);
@@ -268,7 +285,9 @@ static void *restore_worker(void *arg)
 	Restorer *rs = arg;
 	ChunkReader *reader = NULL;
 	uint8_t *buf = malloc(rs->chunk_size);
-	uint8_t *have = rs->o->delta ? malloc(rs->chunk_size) : NULL; /* the bytes in place */
+	/* delta: the bytes in place, read for up to DELTA_READ at once */
+	size_t have_chunks = (size_t)MAX(1, MIN(rs->batch, DELTA_READ / rs->chunk_size));
+	uint8_t *have = rs->o->delta ? malloc(have_chunks * rs->chunk_size) : NULL;
 	int r = buf && (have || !rs->o->delta) ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
 	if (r == 0 && !repo_is_local_backend(rs->repo))
 		r = chunk_reader_set_readahead(reader, RESTORE_REMOTE_READAHEAD(rs));
@@ -290,10 +309,26 @@ static void *restore_worker(void *arg)
 		pthread_cond_signal(&rs->cond_nonfull);
 		pthread_mutex_unlock(&rs->lock);
 
+		uint64_t have_from = 0;
+		ssize_t have_len = 0; /* bytes of have from chunk have_from on */
 		for (uint64_t idx = t.idx; idx < t.idx + t.count && !atomic_load(&rs->error); idx++) {
 			uint64_t off = idx * rs->chunk_size;
 			size_t len = (size_t)MIN(rs->chunk_size, t.file->size - off);
-			r = restore_chunk(rs, reader, t.file, idx, off, len, buf, have);
+			const uint8_t *in_place = NULL;
+			if (have) {
+				if (idx == t.idx || idx >= have_from + have_chunks) {
+					uint64_t n = MIN(have_chunks, t.idx + t.count - idx);
+					have_from = idx;
+					have_len = pread_full(t.file->fd, have,
+							      (size_t)MIN(n * rs->chunk_size,
+									  t.file->size - off),
+							      (off_t)off);
+				}
+				size_t at = (size_t)(idx - have_from) * rs->chunk_size;
+				if (have_len >= 0 && at + len <= (size_t)have_len)
+					in_place = have + at;
+			}
+			r = restore_chunk(rs, reader, t.file, idx, off, len, buf, in_place);
 			if (r < 0)
 				restorer_fail(rs, r, t.file->path, off);
 			else
@@ -572,6 +607,17 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 		}
 		if ((uint64_t)st.st_size != f->size)
 			atomic_init(&rf->written, 1); /* not unchanged, whatever its chunks */
+		/*
+		 * Start reading the bytes in place now, as the walk runs ahead of
+		 * the workers: a target not in the page cache (a cold start) keeps
+		 * the disk busy instead of waiting on one 1 MiB read at a time.
+		 */
+		if (st.st_size > 0)
+			(void)posix_fadvise(rf->fd, 0, (off_t)MIN((uint64_t)st.st_size, f->size),
+					    POSIX_FADV_WILLNEED);
+		rf->meta_same = (st.st_mode & 07777) == (f->mode & 07777) &&
+				(!rs->as_root || (st.st_uid == f->uid && st.st_gid == f->gid)) &&
+				(int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == f->mtime_ns;
 	} else if (f->size > 0 && ftruncate(rf->fd, (off_t)f->size) < 0) {
 		r = -errno;
 		goto fail;
@@ -584,6 +630,16 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 			r = -EBADMSG;
 			goto fail;
 		}
+	}
+	if (rs->o->delta && n_ids > 0) {
+		/* all of the file's at once: one lookup per chunk by each worker cost more than the hashing */
+		rf->fh = malloc(n_ids * sizeof(*rf->fh));
+		rf->has_fh = malloc(n_ids * sizeof(*rf->has_fh));
+		r = rf->fh && rf->has_fh ? catalog_chunk_fh_get(repo_catalog(rs->repo), rf->ids, n_ids,
+								  rf->fh, rf->has_fh)
+					 : -ENOMEM;
+		if (r < 0)
+			goto fail;
 	}
 	rs->res->n_files++;
 	rs->res->bytes += f->size;
@@ -939,7 +995,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	if (!repo_is_local_backend(repo)) /* each reader's window holds its own run of chunks */
 		rs.batch = (uint32_t)MAX(1, RESTORE_REMOTE_READAHEAD(&rs) / rs.chunk_size);
 	else if (o->delta) /* most chunks are only read and hashed: 1 MiB a task, not one chunk */
-		rs.batch = (uint32_t)MAX(1, (1u << 20) / rs.chunk_size);
+		rs.batch = (uint32_t)MAX(1, DELTA_READ / rs.chunk_size);
 
 	*ret = (RestoreResult){0};
 	/* a damaged catalog must not name, place or fill a file wrongly */

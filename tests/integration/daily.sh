@@ -4,8 +4,9 @@
 # (exit 1, recorded) on a damaged one; dump of one table equals pg_dump of it at
 # backup time; restore --delta onto a diverged copy ends identical to a fresh
 # restore and writes far fewer bytes, also when bytes changed under the
-# snapshot's size and mtime and for chunks without a recorded fast hash
-# (SHA-256); restore refuses a running server.
+# snapshot's size and mtime, for chunks without a recorded fast hash
+# (SHA-256), pages changed across a large file's reads with -j 3, and files
+# shrunk, grown or with a wrong mode; restore refuses a running server.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
 . "$(dirname "$0")/mnt.sh"
@@ -123,11 +124,38 @@ ok "delta rewrites bytes changed under the snapshot's size and mtime" same_tree 
 ok "only the changed 4 KiB page was written" grep -q "^delta: 4.0 KiB rewritten" "$T/delta2.out" || cat "$T/delta2.out" >&2
 # chunks without a recorded fast hash (older backups, a rebuilt catalog): SHA-256, still correct
 cp -a "$R" "$T/repo-nofh"
-sqlite3 "$T/repo-nofh/catalog.db" "update chunks set fh = null"
+# half of them: a file's chunk list mixes looked-up fh values and SHA-256 checks
+sqlite3 "$T/repo-nofh/catalog.db" "update chunks set fh = null where rowid % 2 = 0"
 change_keep_mtime "$T/diverged/$ORDERS" 9000
 pgbakfs restore "$S" "$T/diverged" --delta --repo "$T/repo-nofh" --no-progress >"$T/delta3.out"
 ok "delta over chunks without fh rewrites the changed bytes" same_tree "$T/fresh" "$T/diverged"
 ok "and says they were checked by SHA-256" grep -q "checked by SHA-256" "$T/delta3.out" || cat "$T/delta3.out" >&2
+# pages changed across the 1 MiB reads of a 16 MiB WAL segment, -j 3: only those pages
+# written; a file whose bytes, mode, owner and mtime are right is left alone (its ctime stays)
+WALSEG=$(cd "$T/diverged/pg_wal" && ls -S | grep -m1 '^[0-9A-F]\{24\}$')
+# one byte in four of its 1 MiB reads: a page written where the chunk has data, the whole
+# 64 KiB punched again where the snapshot has a hole (all zero); EXPECT: what that writes
+read -r EXPECT OFFS < <(python3 - "$T/diverged/pg_wal/$WALSEG" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+offs = [m << 20 for m in (0, 5, 10, 15)]
+n = sum(4096 if any(data[o:o + 65536]) else 65536 for o in offs)
+print("%.1f" % (n / 1024), " ".join(str(o + 5000) for o in offs))
+PY
+)
+for off in $OFFS; do change_keep_mtime "$T/diverged/pg_wal/$WALSEG" $off; done
+ctime_ns() { python3 -c 'import os, sys; print(os.stat(sys.argv[1]).st_ctime_ns)' "$1"; }
+CT=$(ctime_ns "$T/diverged/PG_VERSION")
+pgbakfs restore "$S" "$T/diverged" --delta -j 3 --repo "$R" --no-progress >"$T/delta4.out"
+ok "delta rewrites pages changed across a large file's reads" same_tree "$T/fresh" "$T/diverged"
+ok "only the changed pages and holes were written ($EXPECT KiB)" grep -q "^delta: $EXPECT KiB rewritten" "$T/delta4.out" || cat "$T/delta4.out" >&2
+ok "an unchanged file's inode is not rewritten" test "$(ctime_ns "$T/diverged/PG_VERSION")" = "$CT"
+# a file shrunk, one grown, one with a wrong mode only
+truncate -s 100000 "$T/diverged/$ORDERS"
+head -c 70000 /dev/urandom >>"$T/diverged/pg_wal/$WALSEG"
+chmod 0604 "$T/diverged/PG_VERSION"
+pgbakfs restore "$S" "$T/diverged" --delta -j 3 --repo "$R" --no-progress >"$T/delta5.out"
+ok "delta restores shrunk and grown files and a mode" same_tree "$T/fresh" "$T/diverged"
 
 # verify fails on a damaged snapshot: exit 1, named, recorded
 R2=$T/repo2

@@ -525,6 +525,22 @@ static void test_packs(void)
 	if (CHECK_EQ_INT(catalog_chunk_locate(c, &b, &loc), 0))
 		CHECK(!loc.has_fh); /* neither length: no check value, SHA-256 */
 	CHECK_EQ_INT(catalog_chunk_locate(c, &x, &loc), -ENOENT);
+	{
+		/* restore --delta's lookup of a file's chunks: as catalog_chunk_locate says, at once */
+		ChunkId ids[5] = {a, b, x, chunk_id_hole, a};
+		uint8_t fh[5][CHUNK_FH_LEN];
+		bool has[5] = {false, true, true, true, false};
+		memset(fh, 0, sizeof(fh));
+		CHECK_EQ_INT(catalog_chunk_fh_get(c, ids, 5, fh, has), 0);
+		CHECK(has[0] && memcmp(fh[0], e[1].fh, CHUNK_FH_LEN) == 0);
+		CHECK(!has[1] && !has[2] && !has[3]);
+		CHECK(has[4] && memcmp(fh[4], e[1].fh, CHUNK_FH_LEN) == 0);
+		/* inside a caller's transaction too */
+		CHECK_EQ_INT(catalog_begin(c), 0);
+		CHECK_EQ_INT(catalog_chunk_fh_get(c, ids, 2, fh, has), 0);
+		CHECK(has[0] && !has[1]);
+		CHECK_EQ_INT(catalog_commit(c), 0);
+	}
 	l.n = 0;
 	CHECK_EQ_INT(catalog_pack_foreach(c, collect_pack, &l), 0);
 	CHECK_EQ_INT(l.n, 1);
@@ -1657,6 +1673,12 @@ static void test_chunks_v1(void)
 	CHECK_EQ_INT(catalog_chunk_set_crc(c, &a, 9), 0);
 	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
 		CHECK(loc.has_crc && loc.crc == 9);
+	{
+		uint8_t fh[2][CHUNK_FH_LEN];
+		bool has[2] = {true, true};
+		CHECK_EQ_INT(catalog_chunk_fh_get(c, ab, 2, fh, has), 0);
+		CHECK(!has[0] && !has[1]); /* a without fh, b gone */
+	}
 	CHECK_EQ_INT(catalog_pack_live_chunks(c, p1, &pe, &n), 0);
 	if (!CHECK_EQ_INT(n, 1) || !CHECK(chunk_id_cmp(&pe[0].id, &a) == 0))
 		goto out;
