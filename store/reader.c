@@ -163,14 +163,16 @@ static int decode(ChunkReader *r, const ChunkLoc *loc, const uint8_t *enc, const
 	return chunk_decode(r->codec, (ChunkEncoding)loc->enc, enc, loc->elen, buf, plen, id);
 }
 
-/* Forget what the windows hold of a pack: bytes that failed once are not served again. */
+/*
+ * Forget what the windows hold of a pack: bytes that failed once are not
+ * served again. A lent window stays: the caller fetched it for many chunks,
+ * each verified on its own, and the one that failed is fetched alone anyway.
+ */
 static void windows_drop(ChunkReader *r, const char *pack)
 {
 	for (int i = 0; i < READER_WINDOWS; i++)
 		if (strcmp(r->win[i].name, pack) == 0)
 			r->win[i].len = 0;
-	if (r->lent && strcmp(r->lent_name, pack) == 0)
-		r->lent = NULL;
 }
 
 static int read_chunk(ChunkReader *r, const ChunkId *id, size_t plen, void *buf, bool fast)
