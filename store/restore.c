@@ -58,21 +58,22 @@ typedef struct RFile {
  * and adds it to the open window of its pack (RESTORE_OPEN_WINDOWS are open
  * at a time, for the packs a snapshot's chunks alternate between). A window
  * is closed, queued to be fetched, when the next chunk would make it longer
- * than win_limit or lies more than RESTORE_WINDOW_GAP away from it: the
- * first windows are small, so that the workers start soon, and the limit
- * doubles up to buf_size (RESTORE_WINDOW, and an eighth for the end of a
- * pack that overshot its size). Fetch threads fetch each window once; the
- * workers restore its chunks from the bytes in memory (lent to their
- * reader), so fetching overlaps decoding and no two workers fetch the same
- * bytes (as windows read ahead per worker did: 3.7x the stored bytes).
+ * than win_limit or lies more than RESTORE_WINDOW_GAP away from it (chunks
+ * of a pack come out of order: two backup workers filled it; a gap of 1 MiB
+ * cut windows 1.2 MiB apart). The first window is an eighth of buf_size, so
+ * that the workers start soon, and the limit doubles up to buf_size
+ * (RESTORE_WINDOW and an eighth: the end of a pack that overshot its size).
+ * Fetch threads fetch each window once; the workers restore its chunks from
+ * the bytes in memory (lent to their reader), so fetching overlaps decoding
+ * and no two workers fetch the same bytes (as windows read ahead per worker
+ * did: 3.7x the stored bytes).
  * At most n_bufs_max windows are held in memory (being fetched, fetched or
  * being restored), RESTORE_WINDOWS_QUEUED wait to be fetched, and the files
  * of RESTORE_OPEN_FILES wait in open windows (each holds a descriptor).
  */
 #define RESTORE_WINDOW(rs) \
 	((size_t)MIN(MAX(repo_config((rs)->repo)->pack_size, 8u << 20), 32u << 20))
-#define RESTORE_FIRST_WINDOW (4u << 20)
-#define RESTORE_WINDOW_GAP (1u << 20)
+#define RESTORE_WINDOW_GAP (4u << 20)
 #define RESTORE_OPEN_WINDOWS 8
 #define RESTORE_OPEN_FILES 1024
 #define RESTORE_WINDOWS_QUEUED 32
@@ -515,8 +516,11 @@ static int win_close(Restorer *rs, size_t slot)
 {
 	RWin *w = rs->open[slot];
 	rs->open[slot] = NULL;
-	if (w->pack >= 0)
+	if (w->pack >= 0) {
+		log_debug("window of \"%s\": %llu bytes at %llu, %zu chunks", w->pack_name,
+			  (unsigned long long)(w->end - w->off), (unsigned long long)w->off, w->n_refs);
 		rs->win_limit = MIN(rs->win_limit * 2, rs->buf_size);
+	}
 	pthread_mutex_lock(&rs->lock);
 	while (rs->n_pending >= RESTORE_WINDOWS_QUEUED && !atomic_load(&rs->error))
 		pthread_cond_wait(&rs->cond_nonfull, &rs->lock);
@@ -1262,7 +1266,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		int jobs = o->jobs > 0 ? o->jobs : cpu_count();
 		rs.buf_size = RESTORE_WINDOW(&rs) + RESTORE_WINDOW(&rs) / 8;
 		rs.n_bufs_max = MAX(3, MIN((size_t)(2 * jobs + 2), RESTORE_WINDOW_BUFFERS / rs.buf_size));
-		rs.win_limit = MIN(RESTORE_FIRST_WINDOW, rs.buf_size);
+		rs.win_limit = rs.buf_size / 8;
 	} else if (o->delta) { /* most chunks are only read and hashed: 1 MiB a task, not one chunk */
 		rs.batch = (uint32_t)MAX(1, (1u << 20) / rs.chunk_size);
 	}
