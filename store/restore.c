@@ -471,7 +471,7 @@ static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uin
 			win_pop(&rs->ready, &rs->ready_tail);
 		pthread_mutex_unlock(&rs->lock);
 
-		if (w->err < 0 && from == 0)
+		if (w->err < 0 && from == 0 && w->n_refs)
 			restorer_fail(rs, w->err, w->refs[0].file->path,
 				      w->refs[0].idx * rs->chunk_size);
 		if (reader && w->err == 0 && w->buf)
