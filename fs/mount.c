@@ -713,15 +713,19 @@ static void retire_gone(Mount *m)
 
 static void raise_readahead(const char *mountpoint);
 
-/* polling rounds between looks at the bucket's catalog generation */
-#define REMOTE_REFRESH_ROUNDS 15
-
+/*
+ * Poller: every POLL_INTERVAL_MS, the live view of the local catalog (no
+ * request); every o->poll_interval seconds (object storage), a look at the
+ * bucket for a newer catalog generation: the only request an idle mount makes.
+ */
 static void *poller_main(void *userdata)
 {
 	Mount *m = userdata;
 	long wait_ms = 100; /* the first round comes soon: after the kernel's INIT */
 	bool raised = false;
-	unsigned round = 0;
+	int64_t interval_ns = (int64_t)(m->o->poll_interval ? m->o->poll_interval
+							     : MOUNT_POLL_INTERVAL_DEFAULT) * 1000000000;
+	int64_t next_look = mono_ns() + interval_ns;
 	int refresh_error = 0;
 	pthread_mutex_lock(&m->stop_lock);
 	while (!m->stopping) {
@@ -741,7 +745,8 @@ static void *poller_main(void *userdata)
 			raised = true;
 		}
 		/* object storage: other machines publish catalog generations */
-		if (repo_is_remote(m->repo) && ++round % REMOTE_REFRESH_ROUNDS == 0) {
+		if (repo_is_remote(m->repo) && interval_ns > 0 && mono_ns() >= next_look) {
+			next_look = mono_ns() + interval_ns;
 			int e = repo_refresh(m->repo);
 			if (e < 0 && e != refresh_error)
 				log_warning("could not refresh the catalog from the bucket: %s", strerror(-e));

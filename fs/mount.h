@@ -21,6 +21,8 @@
 
 #include <sys/types.h>
 
+#define MOUNT_POLL_INTERVAL_DEFAULT 15
+
 typedef struct MountOptions {
 	const char *mountpoint;
 	bool writable;
@@ -39,6 +41,13 @@ typedef struct MountOptions {
 	 * also gets recovery.signal (recovery to a target); NULL: none
 	 */
 	const char *recovery_conf;
+	/*
+	 * object storage: seconds between looks at the bucket for catalog
+	 * generations other machines published (a request each); 0: the
+	 * default, MOUNT_POLL_INTERVAL_DEFAULT; negative: never (the mount shows
+	 * what it opened with, and what this machine publishes)
+	 */
+	int poll_interval;
 	/* called once the filesystem is mounted, before requests are served */
 	void (*ready)(void *userdata);
 	void *userdata;

@@ -26,6 +26,11 @@ struct ChunkReader {
 	size_t win_cap;  /* 0: no read-ahead */
 	size_t win_want; /* next fetch size: shrinks when windows go unused, grows when used */
 	unsigned win_clock;
+	/* a window the caller fetched (chunk_reader_lend): not ours to free */
+	const uint8_t *lent;
+	uint64_t lent_off;
+	size_t lent_len;
+	char lent_name[64];
 };
 
 int chunk_reader_new(Repo *repo, ChunkReader **ret)
@@ -77,6 +82,22 @@ int chunk_reader_set_readahead(ChunkReader *r, size_t bytes)
 			return -ENOMEM;
 	r->win_cap = r->win_want = bytes;
 	return 0;
+}
+
+void chunk_reader_lend(ChunkReader *r, const char *pack, uint64_t off, const void *buf, size_t len)
+{
+	r->lent = pack ? buf : NULL;
+	r->lent_off = off;
+	r->lent_len = pack ? len : 0;
+	snprintf(r->lent_name, sizeof(r->lent_name), "%s", pack ? pack : "");
+}
+
+static const uint8_t *lent_bytes(const ChunkReader *r, const ChunkLoc *loc)
+{
+	if (!r->lent || strcmp(r->lent_name, loc->pack_name) != 0 || loc->offset < r->lent_off ||
+	    loc->offset + loc->elen > r->lent_off + r->lent_len)
+		return NULL;
+	return r->lent + (loc->offset - r->lent_off);
 }
 
 /*
@@ -142,7 +163,11 @@ static int decode(ChunkReader *r, const ChunkLoc *loc, const uint8_t *enc, const
 	return chunk_decode(r->codec, (ChunkEncoding)loc->enc, enc, loc->elen, buf, plen, id);
 }
 
-/* Forget what the windows hold of a pack: bytes that failed once are not served again. */
+/*
+ * Forget what the windows hold of a pack: bytes that failed once are not
+ * served again. A lent window stays: the caller fetched it for many chunks,
+ * each verified on its own, and the one that failed is fetched alone anyway.
+ */
 static void windows_drop(ChunkReader *r, const char *pack)
 {
 	for (int i = 0; i < READER_WINDOWS; i++)
@@ -164,11 +189,15 @@ static int read_chunk(ChunkReader *r, const ChunkId *id, size_t plen, void *buf,
 		return e;
 	if (loc.plen != plen || loc.elen > r->ebuf_cap)
 		return -EBADMSG;
-	const uint8_t *enc = r->ebuf;
-	if (r->win_cap)
-		e = fetch_windowed(r, &loc, &enc);
-	else
-		e = store_get_range(repo_backend(r->repo), loc.pack_name, loc.offset, loc.elen, r->ebuf);
+	const uint8_t *enc = lent_bytes(r, &loc);
+	if (!enc) {
+		enc = r->ebuf;
+		if (r->win_cap)
+			e = fetch_windowed(r, &loc, &enc);
+		else
+			e = store_get_range(repo_backend(r->repo), loc.pack_name, loc.offset,
+					    loc.elen, r->ebuf);
+	}
 	if (e == -ENODATA)
 		return -EBADMSG; /* a truncated pack is damage, not absence */
 	if (e < 0)

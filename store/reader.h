@@ -19,6 +19,13 @@ ChunkReader *chunk_reader_free(ChunkReader *r);
  */
 int chunk_reader_set_readahead(ChunkReader *r, size_t bytes);
 /*
+ * Serve the chunks of pack that lie within bytes [off, off + len) from buf,
+ * which the caller fetched (restore's fetch threads) and keeps unchanged
+ * until the next call; pack NULL stops. Chunks outside are fetched as usual;
+ * bytes that fail verification are fetched once more, alone, as always.
+ */
+void chunk_reader_lend(ChunkReader *r, const char *pack, uint64_t off, const void *buf, size_t len);
+/*
  * Fill buf with the plen plain bytes of chunk id (zeros for a hole).
  * -ENOENT: the catalog does not know the chunk; -EBADMSG: damaged data (the
  * chunk failed verification twice: bytes that fail are fetched once more,

@@ -56,12 +56,54 @@ typedef struct RFile {
 #define DELTA_READ (1u << 20)
 
 /*
- * object storage: one request per pack-sized window, not per chunk. Each
+ * Object storage: one request per window of a pack, not per chunk. Each
  * request costs the server as much as megabytes of data (s3rver: a 32 MiB
  * window restored at 1.4x the speed of 8 MiB ones).
+ *
+ * The main thread looks each chunk of the files it opens up in the catalog
+ * and adds it to the open window of its pack (RESTORE_OPEN_WINDOWS are open
+ * at a time, for the packs a snapshot's chunks alternate between). A window
+ * is closed, queued to be fetched, when the next chunk would make it longer
+ * than win_limit or lies more than RESTORE_WINDOW_GAP away from it (chunks
+ * of a pack come out of order: two backup workers filled it; a gap of 1 MiB
+ * cut windows 1.2 MiB apart). The first window is an eighth of buf_size, so
+ * that the workers start soon, and the limit doubles up to buf_size
+ * (RESTORE_WINDOW and an eighth: the end of a pack that overshot its size).
+ * Fetch threads fetch each window once; the workers restore its chunks from
+ * the bytes in memory (lent to their reader), so fetching overlaps decoding
+ * and no two workers fetch the same bytes (as windows read ahead per worker
+ * did: 3.7x the stored bytes).
+ * At most n_bufs_max windows are held in memory (being fetched, fetched or
+ * being restored), RESTORE_WINDOWS_QUEUED wait to be fetched, and the files
+ * of RESTORE_OPEN_FILES wait in open windows (each holds a descriptor).
  */
-#define RESTORE_REMOTE_READAHEAD(rs) \
-	((size_t)MIN(MAX(repo_config((rs)->repo)->pack_size, 8u << 20), 64u << 20))
+#define RESTORE_WINDOW(rs) \
+	((size_t)MIN(MAX(repo_config((rs)->repo)->pack_size, 8u << 20), 32u << 20))
+#define RESTORE_WINDOW_GAP (4u << 20)
+#define RESTORE_OPEN_WINDOWS 8
+#define RESTORE_OPEN_FILES 1024
+#define RESTORE_WINDOWS_QUEUED 32
+#define RESTORE_WINDOW_BUFFERS (256u << 20) /* bytes of windows held at most */
+#define RESTORE_PART 256 /* chunks of a window a worker takes at a time */
+
+typedef struct RRef {
+	RFile *file;
+	uint64_t idx;
+} RRef;
+
+/* bytes [off, end) of a pack, and the chunks restored from them */
+typedef struct RWin {
+	struct RWin *next;
+	int64_t pack; /* -1: nothing to fetch (holes of a delta, chunks the catalog cannot place) */
+	char pack_name[64];
+	uint64_t off, end;
+	RRef *refs;
+	size_t n_refs, cap_refs;
+	size_t n_claimed, n_done; /* refs taken by workers, and done with (lock) */
+	uint8_t *buf;
+	int err;
+	unsigned last_use; /* main thread: the open windows' clock */
+} RWin;
 
 typedef struct RTask {
 	RFile *file;
@@ -92,6 +134,26 @@ typedef struct Restorer {
 	_Atomic int error;
 	_Atomic uint64_t bytes_written;
 	_Atomic uint64_t bytes_sha256, n_unchanged; /* delta */
+
+	/* remote: the windows pipeline (lock guards these fields but open*, win_limit) */
+	bool remote;
+	RWin *pending, **pending_tail; /* to fetch */
+	size_t n_pending;
+	RWin *ready, **ready_tail; /* fetched */
+	size_t n_bufs, n_bufs_max; /* windows being fetched, fetched, or being decoded */
+	size_t n_fetching;
+	/*
+	 * window buffers of buf_size bytes, kept for the next window: a fresh
+	 * allocation this large is a fresh mapping, whose page faults cost more
+	 * than copying the bytes in
+	 */
+	uint8_t **free_bufs;
+	size_t n_free, buf_size;
+	bool fetch_done; /* no more windows will be queued */
+	RWin *open[RESTORE_OPEN_WINDOWS]; /* main thread only, as the three below */
+	size_t n_open_files;              /* files with chunks in open windows, about */
+	size_t win_limit;                 /* most bytes of the next window */
+	unsigned open_clock;
 
 	/* delta: every path the snapshot has, to sweep the rest */
 	char **seen;
@@ -280,6 +342,8 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 	return r;
 }
 
+static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uint8_t *have);
+
 static void *restore_worker(void *arg)
 {
 	Restorer *rs = arg;
@@ -289,12 +353,12 @@ static void *restore_worker(void *arg)
 	size_t have_chunks = (size_t)MAX(1, MIN(rs->batch, DELTA_READ / rs->chunk_size));
 	uint8_t *have = rs->o->delta ? malloc(have_chunks * rs->chunk_size) : NULL;
 	int r = buf && (have || !rs->o->delta) ? chunk_reader_new(rs->repo, &reader) : -ENOMEM;
-	if (r == 0 && !repo_is_local_backend(rs->repo))
-		r = chunk_reader_set_readahead(reader, RESTORE_REMOTE_READAHEAD(rs));
 	if (r < 0)
 		restorer_fail(rs, r, NULL, 0);
 
-	for (;;) {
+	if (rs->remote)
+		restore_windows(rs, reader, buf, have);
+	while (!rs->remote) {
 		RTask t;
 		pthread_mutex_lock(&rs->lock);
 		while (rs->n == 0 && !rs->done)
@@ -355,6 +419,255 @@ static int queue_task(Restorer *rs, RFile *f, uint64_t idx, uint32_t count)
 	rs->n++;
 	pthread_cond_signal(&rs->cond_nonempty);
 	pthread_mutex_unlock(&rs->lock);
+	return 0;
+}
+
+/* ---- remote: windows cut by the main thread, fetched by fetch threads, restored by workers ---- */
+
+/* Take the first window off a list (lock held). */
+static RWin *win_pop(RWin **head, RWin ***tail)
+{
+	RWin *w = *head;
+	*head = w->next;
+	if (!*head)
+		*tail = head;
+	w->next = NULL;
+	return w;
+}
+
+static void win_free(RWin *w)
+{
+	if (!w)
+		return;
+	free(w->buf);
+	free(w->refs);
+	free(w);
+}
+
+/* Fetch thread: the next pending window into a buffer, then onto the ready list. */
+static void *fetch_worker(void *arg)
+{
+	Restorer *rs = arg;
+	StoreBackend *b = repo_backend(rs->repo);
+
+	pthread_mutex_lock(&rs->lock);
+	for (;;) {
+		while (!(rs->pending && rs->n_bufs < rs->n_bufs_max) && !(rs->fetch_done && !rs->pending))
+			pthread_cond_wait(&rs->cond_nonempty, &rs->lock);
+		if (!rs->pending)
+			break;
+		RWin *w = win_pop(&rs->pending, &rs->pending_tail);
+		size_t len = w->pack >= 0 ? w->end - w->off : 0;
+		rs->n_pending--;
+		rs->n_bufs++;
+		rs->n_fetching++;
+		if (len && len <= rs->buf_size && rs->n_free)
+			w->buf = rs->free_bufs[--rs->n_free];
+		pthread_cond_broadcast(&rs->cond_nonfull);
+		pthread_mutex_unlock(&rs->lock);
+
+		if (atomic_load(&rs->error))
+			w->err = atomic_load(&rs->error);
+		else if (len && !w->buf && !(w->buf = malloc(MAX(len, rs->buf_size))))
+			w->err = -ENOMEM;
+		else if (len)
+			w->err = store_get_range(b, w->pack_name, w->off, len, w->buf);
+		if (w->err == -ENODATA)
+			w->err = -EBADMSG; /* a truncated pack is damage, not absence */
+
+		pthread_mutex_lock(&rs->lock);
+		rs->n_fetching--;
+		*rs->ready_tail = w;
+		rs->ready_tail = &w->next;
+		pthread_cond_broadcast(&rs->cond_nonempty);
+	}
+	pthread_mutex_unlock(&rs->lock);
+	return NULL;
+}
+
+/*
+ * Worker: restore the chunks of fetched windows, RESTORE_PART at a time (so
+ * that the workers share a large window, and none is left alone with one at
+ * the end), until no window is left to come. The last to finish a window
+ * gives its buffer back.
+ */
+static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uint8_t *have)
+{
+	pthread_mutex_lock(&rs->lock);
+	for (;;) {
+		while (!rs->ready && !(rs->fetch_done && !rs->pending && !rs->n_fetching))
+			pthread_cond_wait(&rs->cond_nonempty, &rs->lock);
+		if (!rs->ready)
+			break;
+		RWin *w = rs->ready;
+		size_t from = w->n_claimed, to = MIN(w->n_refs, from + RESTORE_PART);
+		w->n_claimed = to;
+		if (to == w->n_refs)
+			win_pop(&rs->ready, &rs->ready_tail);
+		pthread_mutex_unlock(&rs->lock);
+
+		if (w->err < 0 && from == 0 && w->n_refs)
+			restorer_fail(rs, w->err, w->refs[0].file->path,
+				      w->refs[0].idx * rs->chunk_size);
+		if (reader && w->err == 0 && w->buf)
+			chunk_reader_lend(reader, w->pack_name, w->off, w->buf, w->end - w->off);
+		for (size_t i = from; i < to; i++) {
+			RRef *ref = &w->refs[i];
+			uint64_t off = ref->idx * rs->chunk_size;
+			size_t len = (size_t)MIN(rs->chunk_size, ref->file->size - off);
+			if (reader && !atomic_load(&rs->error)) {
+				/* delta: the bytes in place, as the local path reads them */
+				const uint8_t *in_place =
+					have && pread_full(ref->file->fd, have, len, (off_t)off) == (ssize_t)len
+						? have : NULL;
+				int r = restore_chunk(rs, reader, ref->file, ref->idx, off, len, buf,
+						      in_place);
+				if (r < 0)
+					restorer_fail(rs, r, ref->file->path, off);
+				else
+					progress_add(rs->o->progress, len);
+			}
+			task_done(rs, ref->file);
+		}
+		if (reader)
+			chunk_reader_lend(reader, NULL, 0, NULL, 0);
+
+		pthread_mutex_lock(&rs->lock);
+		w->n_done += to - from;
+		if (w->n_done == w->n_refs) {
+			if (w->buf && w->end - w->off <= rs->buf_size && rs->n_free < rs->n_bufs_max) {
+				rs->free_bufs[rs->n_free++] = w->buf;
+				w->buf = NULL;
+			}
+			win_free(w);
+			rs->n_bufs--;
+			pthread_cond_broadcast(&rs->cond_nonempty);
+		}
+	}
+	pthread_mutex_unlock(&rs->lock);
+}
+
+/*
+ * Open window slot to be fetched; waits while RESTORE_WINDOWS_QUEUED are.
+ * The window is handed on even after a failure: the workers drop its
+ * references without restoring them. The next window may be larger.
+ */
+static int win_close(Restorer *rs, size_t slot)
+{
+	RWin *w = rs->open[slot];
+	rs->open[slot] = NULL;
+	if (w->pack >= 0) {
+		log_debug("window of \"%s\": %llu bytes at %llu, %zu chunks", w->pack_name,
+			  (unsigned long long)(w->end - w->off), (unsigned long long)w->off, w->n_refs);
+		rs->win_limit = MIN(rs->win_limit * 2, rs->buf_size);
+	}
+	pthread_mutex_lock(&rs->lock);
+	while (rs->n_pending >= RESTORE_WINDOWS_QUEUED && !atomic_load(&rs->error))
+		pthread_cond_wait(&rs->cond_nonfull, &rs->lock);
+	*rs->pending_tail = w;
+	rs->pending_tail = &w->next;
+	rs->n_pending++;
+	pthread_cond_broadcast(&rs->cond_nonempty);
+	pthread_mutex_unlock(&rs->lock);
+	return atomic_load(&rs->error);
+}
+
+/* Every open window to be fetched: the files of their chunks may then be let go of. */
+static int win_close_all(Restorer *rs)
+{
+	int r = 0;
+	for (size_t i = 0; i < RESTORE_OPEN_WINDOWS; i++) {
+		int e = rs->open[i] ? win_close(rs, i) : 0;
+		if (r == 0)
+			r = e;
+	}
+	rs->n_open_files = 0;
+	return r;
+}
+
+/* The open window of pack (-1: the one of chunks with nothing to fetch), or -1. */
+static int win_find(const Restorer *rs, int64_t pack)
+{
+	for (int i = 0; i < RESTORE_OPEN_WINDOWS; i++)
+		if (rs->open[i] && rs->open[i]->pack == pack)
+			return i;
+	return -1;
+}
+
+/* A free slot, after closing the least recently used window if none is. */
+static int win_slot(Restorer *rs, int *ret)
+{
+	int lru = 0;
+	for (int i = 0; i < RESTORE_OPEN_WINDOWS; i++) {
+		if (!rs->open[i]) {
+			*ret = i;
+			return 0;
+		}
+		if (rs->open[i]->last_use < rs->open[lru]->last_use)
+			lru = i;
+	}
+	*ret = lru;
+	return win_close(rs, (size_t)lru);
+}
+
+/*
+ * Chunk idx of f into the open window of its pack; that window is closed
+ * (queued to be fetched) first when the chunk would make it longer than
+ * win_limit or is further than RESTORE_WINDOW_GAP from it. On failure the
+ * chunk is not taken.
+ */
+static int win_add(Restorer *rs, RFile *f, uint64_t idx, bool new_file)
+{
+	ChunkLoc loc = {.pack = -1};
+	int slot, r = 0;
+
+	if (new_file && rs->n_open_files >= RESTORE_OPEN_FILES)
+		r = win_close_all(rs);
+	if (r < 0)
+		return r;
+	/* a chunk the catalog cannot place goes unfetched: the worker's reader says why */
+	if (chunk_id_is_hole(&f->ids[idx]) ||
+	    catalog_chunk_locate(repo_catalog(rs->repo), &f->ids[idx], &loc) < 0)
+		loc.pack = -1;
+	slot = win_find(rs, loc.pack);
+	if (slot >= 0) {
+		const RWin *w = rs->open[slot];
+		bool full = w->pack < 0 ? w->n_refs >= RESTORE_PART
+					: MAX(w->end, loc.offset + loc.elen) - MIN(w->off, loc.offset) >
+						  rs->win_limit ||
+						  loc.offset > w->end + RESTORE_WINDOW_GAP ||
+						  loc.offset + loc.elen + RESTORE_WINDOW_GAP < w->off;
+		if (full && (r = win_close(rs, (size_t)slot)) < 0)
+			return r;
+		if (full)
+			slot = -1;
+	}
+	if (slot < 0) {
+		RWin *w;
+		if ((r = win_slot(rs, &slot)) < 0)
+			return r;
+		if (!(w = calloc(1, sizeof(*w))))
+			return -ENOMEM;
+		*w = (RWin){.pack = loc.pack, .off = loc.offset, .end = loc.offset + loc.elen};
+		memcpy(w->pack_name, loc.pack_name, sizeof(w->pack_name));
+		rs->open[slot] = w;
+	}
+	RWin *w = rs->open[slot];
+	if (w->n_refs == w->cap_refs) {
+		size_t cap = MAX(64, w->cap_refs * 2);
+		RRef *v = realloc(w->refs, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		w->refs = v;
+		w->cap_refs = cap;
+	}
+	w->refs[w->n_refs++] = (RRef){.file = f, .idx = idx};
+	if (w->pack >= 0) {
+		w->off = MIN(w->off, loc.offset);
+		w->end = MAX(w->end, loc.offset + loc.elen);
+	}
+	w->last_use = ++rs->open_clock;
+	rs->n_open_files += new_file;
 	return 0;
 }
 
@@ -645,6 +958,7 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	rs->res->bytes += f->size;
 	/* +1 held by us while queueing, so the file cannot finish under our feet */
 	atomic_init(&rf->remaining, count_tasks(rs, rf, 0, n_ids) + 1);
+	bool first = true;
 	for (size_t i = 0; i < n_ids;) {
 		if (skip_chunk(rs, rf, i)) {
 			progress_add(rs->o->progress, MIN(rs->chunk_size, f->size - i * rs->chunk_size));
@@ -652,7 +966,11 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 			continue;
 		}
 		uint32_t k = run_length(rs, rf, i, n_ids);
-		r = queue_task(rs, rf, i, k);
+		if (rs->remote) /* one chunk a task (rs->batch is 1) */
+			r = win_add(rs, rf, i, first);
+		else
+			r = queue_task(rs, rf, i, k);
+		first = false;
 		if (r < 0) {
 			/* tasks not queued will never run: drop their references */
 			atomic_fetch_sub(&rf->remaining, count_tasks(rs, rf, i, n_ids));
@@ -879,25 +1197,35 @@ static int delta_remove_control(Restorer *rs)
 static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *target)
 {
 	int n_workers = rs->o->jobs > 0 ? rs->o->jobs : cpu_count();
-	pthread_t *threads = calloc((size_t)n_workers, sizeof(pthread_t));
-	int n_started = 0, r;
+	int n_fetchers = rs->remote ? (int)MIN((size_t)MAX(2, n_workers), rs->n_bufs_max - 1) : 0;
+	pthread_t *threads = calloc((size_t)(n_workers + n_fetchers), sizeof(pthread_t));
+	int n_started = 0, n_fetch_started = 0, r;
 
 	if (!threads)
 		return -ENOMEM;
 	for (; n_started < n_workers; n_started++)
 		if (pthread_create(&threads[n_started], NULL, restore_worker, rs) != 0)
 			break;
-	r = n_started > 0 ? 0 : -EAGAIN;
+	for (; n_fetch_started < n_fetchers; n_fetch_started++)
+		if (pthread_create(&threads[n_started + n_fetch_started], NULL, fetch_worker, rs) != 0)
+			break;
+	r = n_started > 0 && (n_fetch_started > 0 || !rs->remote) ? 0 : -EAGAIN;
 	if (r == 0)
 		r = catalog_file_foreach(repo_catalog(rs->repo), snap->rowid, restore_entry, rs);
+	if (rs->remote) {
+		int e = win_close_all(rs); /* every reference is handed on, even after a failure */
+		if (r == 0)
+			r = e;
+	}
 	if (r < 0)
 		restorer_fail(rs, r, NULL, 0);
 
 	pthread_mutex_lock(&rs->lock);
 	rs->done = true;
+	rs->fetch_done = true;
 	pthread_cond_broadcast(&rs->cond_nonempty);
 	pthread_mutex_unlock(&rs->lock);
-	for (int i = 0; i < n_started; i++)
+	for (int i = 0; i < n_started + n_fetch_started; i++)
 		pthread_join(threads[i], NULL);
 	free(threads);
 
@@ -992,10 +1320,17 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	RepoSession *session = NULL;
 	int r;
 
-	if (!repo_is_local_backend(repo)) /* each reader's window holds its own run of chunks */
-		rs.batch = (uint32_t)MAX(1, RESTORE_REMOTE_READAHEAD(&rs) / rs.chunk_size);
-	else if (o->delta) /* most chunks are only read and hashed: 1 MiB a task, not one chunk */
+	rs.remote = !repo_is_local_backend(repo);
+	rs.pending_tail = &rs.pending;
+	rs.ready_tail = &rs.ready;
+	if (rs.remote) {
+		int jobs = o->jobs > 0 ? o->jobs : cpu_count();
+		rs.buf_size = RESTORE_WINDOW(&rs) + RESTORE_WINDOW(&rs) / 8;
+		rs.n_bufs_max = MAX(3, MIN((size_t)(2 * jobs + 2), RESTORE_WINDOW_BUFFERS / rs.buf_size));
+		rs.win_limit = rs.buf_size / 8;
+	} else if (o->delta) { /* most chunks are only read and hashed: 1 MiB a task, not one chunk */
 		rs.batch = (uint32_t)MAX(1, DELTA_READ / rs.chunk_size);
+	}
 
 	*ret = (RestoreResult){0};
 	/* a damaged catalog must not name, place or fill a file wrongly */
@@ -1025,6 +1360,8 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	if (r == 0 && o->delta)
 		r = delta_remove_control(&rs);
 	if (r == 0 && !(rs.ring = calloc(rs.ring_cap, sizeof(RTask))))
+		r = -ENOMEM;
+	if (r == 0 && rs.remote && !(rs.free_bufs = calloc(rs.n_bufs_max, sizeof(uint8_t *))))
 		r = -ENOMEM;
 	if (r < 0)
 		goto out;
@@ -1058,6 +1395,9 @@ out:
 	free(rs.dirs);
 	free(rs.dir_paths);
 	free(rs.ring);
+	for (size_t i = 0; i < rs.n_free; i++)
+		free(rs.free_bufs[i]);
+	free(rs.free_bufs);
 	pthread_mutex_destroy(&rs.lock);
 	pthread_cond_destroy(&rs.cond_nonempty);
 	pthread_cond_destroy(&rs.cond_nonfull);

@@ -3,6 +3,7 @@
 #include "common/util.h"
 #include "fs/mount.h"
 #include "tools/cli.h"
+#include "tools/config.h"
 #include "tools/recovery.h"
 
 #include <fcntl.h>
@@ -22,18 +23,21 @@ enum {
 	OPT_OWNER,
 	OPT_CACHE_SIZE,
 	OPT_DISK_CACHE,
-	OPT_MAX_TREES
+	OPT_MAX_TREES,
+	OPT_POLL_INTERVAL
 };
 
 #define DEFAULT_CACHE_SIZE (192ull * 1024 * 1024)
 #define DEFAULT_DISK_CACHE (2ull * 1024 * 1024 * 1024)
 #define DEFAULT_MAX_TREES 8
 #define MAX_MAX_TREES 100000
+#define MAX_POLL_INTERVAL 86400
 
 static const char mount_help[] =
 	"Usage: pgbakfs mount MOUNTPOINT [--repo PATH] [--foreground]\n"
 	"                     [--writable [--scratch DIR]] [--allow-other] [--owner USER]\n"
-	"                     [--cache-size SIZE] [--disk-cache SIZE] [--max-trees N]\n\n"
+	"                     [--cache-size SIZE] [--disk-cache SIZE] [--max-trees N]\n"
+	"                     [--poll-interval SECONDS]\n\n"
 	"Show every snapshot as a data directory: MOUNTPOINT/<id>/, with MOUNTPOINT/latest\n"
 	"pointing at the newest. Read-only unless --writable, which makes each snapshot a\n"
 	"copy-on-write clone kept in --scratch DIR (default: a private directory removed at\n"
@@ -47,6 +51,11 @@ static const char mount_help[] =
 	"  --max-trees N     snapshot file trees kept in memory while unused (default 8;\n"
 	"                    at most 256MiB of them, none unused for over 60s); a tree is\n"
 	"                    loaded again when a file of its snapshot is used\n"
+	"  --poll-interval SECONDS\n"
+	"                    S3 repositories: how often to look for snapshots other\n"
+	"                    machines published, one request each (default 15; 0: never;\n"
+	"                    config file: poll-interval); nothing else is requested\n"
+	"                    while the mount is idle\n"
 	"With --writable, a recovery target makes each fresh clone recover to it:\n"
 	RECOVERY_USAGE;
 
@@ -78,6 +87,19 @@ static int parse_owner(const char *user, MountOptions *o)
 	return EXIT_OK;
 }
 
+/* --poll-interval (or the config file's poll-interval): seconds, 0 for never */
+static int parse_poll_interval(const char *s, int *ret)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] < '0' || s[0] > '9' || v > MAX_POLL_INTERVAL)
+		return cli_usage("mount", "invalid poll interval \"%s\" (0 to %d seconds)", s,
+				 MAX_POLL_INTERVAL);
+	*ret = v == 0 ? -1 : (int)v;
+	return EXIT_OK;
+}
+
 static int parse_args(int argc, char **argv, MountArgs *a)
 {
 	static const struct option opts[] = {
@@ -90,10 +112,12 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 		{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
 		{"disk-cache", required_argument, NULL, OPT_DISK_CACHE},
 		{"max-trees", required_argument, NULL, OPT_MAX_TREES},
+		{"poll-interval", required_argument, NULL, OPT_POLL_INTERVAL},
 		RECOVERY_OPTIONS,
 		{"help", no_argument, NULL, 'h'},
 		{0}};
-	const char *scratch = NULL, *owner = NULL;
+	const char *scratch = NULL, *owner = NULL, *poll = NULL;
+	const Config *conf;
 	int c, rc;
 
 	a->o.uid = getuid();
@@ -136,12 +160,17 @@ static int parse_args(int argc, char **argv, MountArgs *a)
 			a->o.max_trees = (unsigned)v;
 			break;
 		}
+		case OPT_POLL_INTERVAL: poll = optarg; break;
 		case 'h': printf("%s", mount_help); return -1;
 		default: return cli_usage("mount", "invalid option");
 		}
 	}
 	if (argc - optind != 1)
 		return cli_usage("mount", "expected MOUNTPOINT");
+	if (!poll && cli_config(&conf) == EXIT_OK)
+		poll = config_setting(conf, "poll-interval");
+	if (poll && (rc = parse_poll_interval(poll, &a->o.poll_interval)) != EXIT_OK)
+		return rc;
 	if (scratch && !a->o.writable)
 		return cli_usage("mount", "--scratch needs --writable");
 	if (a->target.kind && !a->o.writable)

@@ -27,7 +27,7 @@ static const struct {
 	{"s3-region", false},	    {"s3-uri-style", false},
 	{"aws-access-key-id", false}, {"aws-secret-access-key", true}, {"aws-session-token", true},
 	{"log-level", false},	    {"log-file", false},	{"keep-last", false},
-	{"keep-within", false},
+	{"keep-within", false},	    {"poll-interval", false},
 };
 
 struct Config {

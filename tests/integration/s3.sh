@@ -5,8 +5,11 @@
 # the bucket alone; two concurrent backups from two machines both land; the
 # writer lock waits, times out with one clear error, and takes over an expired
 # lease; a backup through a fault-injecting proxy completes or fails cleanly
-# and the repository passes check --read-data afterwards; no output holds the
-# secret key or session token.
+# and the repository passes check --read-data afterwards; a restore fetches
+# each stored byte once, a GET per window of a pack, and through faults on
+# those windows gives exact bytes or one clear error; a cold mount's random
+# read fetches one chunk; an idle mount polls at --poll-interval (0: never);
+# no output holds the secret key or session token.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
 . "$(dirname "$0")/mnt.sh"
@@ -155,6 +158,65 @@ ok "faults were really injected" test "$(($(proxy_count) - c0))" -gt 14
 SF=$(last_id)
 ok "restore through faults" bash -c "proxy_plan() { curl -fsS '$S3_PROXY/__fault?plan='\$1 >/dev/null; }; proxy_plan cut,drop,500,pass,503 && env PGBAKFS_S3_ENDPOINT='$S3_PROXY' '$PGBAKFS' restore '$SF' '$T/rf' -j 2 >'$O/rsf.out' 2>'$O/rsf.err'"
 ok "restored identical after faults" same_tree "$T/src" "$T/rf"
+
+# ---- restore's windows: every stored byte fetched once, a GET per window of a pack ----
+# 48 files of 256 KiB (random: stored as they are) in 4 MiB packs, restored
+# by two workers: per-chunk GETs would be 192, windows read ahead by each
+# worker fetched the packs twice
+RW=s3://$S3_BUCKET/team/windows
+mkdir -p "$T/srcW"
+for i in $(seq 1 48); do head -c 262144 /dev/urandom >"$T/srcW/f$i"; done
+ok "init a repository of 4 MiB packs" run initw init --repo "$RW" --pack-size 4M --cache-dir "$T/cacheW"
+ok "backup into it" run bkw backup --from-dir "$T/srcW" --repo "$RW" --cache-dir "$T/cacheW"
+s3_bytes() { curl -fsS "$S3_DIRECT/$S3_BUCKET/?list-type=2&prefix=$1" | grep -o '<Size>[0-9]*</Size>' | tr -dc '0-9\n' | awk '{ s += $1 } END { print s + 0 }'; }
+stored=$(s3_bytes team/windows/packs/)
+gets() { curl -fsS "$S3_PROXY/__gets$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
+gets '?reset=1' gets >/dev/null
+runp() { local name=$1; shift; PGBAKFS_S3_ENDPOINT=$S3_PROXY run "$name" "$@"; }
+ok "restore -j 2 through the proxy" runp rsw restore latest "$T/rw" --repo "$RW" --cache-dir "$T/cacheW" -j 2
+ok "identical" same_tree "$T/srcW" "$T/rw"
+n=$(gets '' gets) b=$(gets '' bytes)
+ok "at most 2 GETs per 8 MiB stored, and 6 more ($n for $stored bytes)" test "$n" -le $((2 * (stored / 8388608 + 1) + 6))
+ok "each stored byte fetched once ($b for $stored)" test "$b" -le $((stored + stored / 8 + 65536))
+# faults on the packs' windows while two workers restore: exact bytes, or one clear error
+pack_faults() { curl -fsS "$S3_PROXY/__fault?$1&only=/packs/" >/dev/null; }
+pack_faults "plan=flip,cut,500,429,drop,pass,503"
+ok "restore through faults on the windows" runp rswf restore latest "$T/rwf" --repo "$RW" --cache-dir "$T/cacheW" -j 2
+ok "identical after the faults" same_tree "$T/srcW" "$T/rwf"
+# restore --delta from the bucket compares the bytes in place, read from the target:
+# a zero page and a zero chunk in the snapshot, other bytes in the target
+{ head -c 61440 /dev/urandom; head -c 69632 /dev/zero; head -c 65536 /dev/urandom; } >"$T/srcW/fz"
+ok "a file with a zero page and a zero chunk, backed up" run bkwz backup --from-dir "$T/srcW" --repo "$RW" --cache-dir "$T/cacheW"
+cp -a "$T/rw" "$T/rwdelta"
+head -c 196608 /dev/urandom >"$T/rwdelta/fz"
+printf x | dd of="$T/rwdelta/f3" bs=1 seek=1000 conv=notrunc status=none
+ok "restore --delta from the bucket" run rswdelta restore latest "$T/rwdelta" --repo "$RW" --cache-dir "$T/cacheW" -j 2 --delta
+ok "identical after the delta" same_tree "$T/srcW" "$T/rwdelta"
+pack_faults "always=flip"
+rc=0; via_proxy restore latest "$T/rwd" --repo "$RW" --cache-dir "$T/cacheW" -j 2 >"$O/rwd.out" 2>"$O/rwd.err" || rc=$?
+ok "every window damaged on the way: exit 1" test "$rc" = 1
+ok "with one error line naming the damage" test "$(grep -c '^pgbakfs: error:.*damaged' "$O/rwd.err")" = 1 || cat "$O/rwd.err" >&2
+proxy_plan pass
+
+# ---- a cold mount reads only the chunks a random read needs; an idle mount polls at its interval ----
+MW=$T/mntw
+PGBAKFS_S3_ENDPOINT=$S3_PROXY mount_fg "$MW" "$O/mountw.log" --repo "$RW" --cache-dir "$T/cacheWM" --poll-interval 1
+ok "the cold mount lists the snapshot" test -f "$MW/latest/f20"
+gets '?reset=1' gets >/dev/null
+ok "an 8 KiB read in the middle of a file" dd if="$MW/latest/f20" of="$T/piece" bs=8192 skip=13 count=1 status=none
+ok "equals the source's bytes" cmp "$T/piece" <(dd if="$T/srcW/f20" bs=8192 skip=13 count=1 status=none)
+b=$(gets '' bytes)
+ok "fetching at most 256 KiB of $stored bytes stored ($b)" test "$b" -le 262144
+c0=$(proxy_count); sleep 3; c1=$(proxy_count)
+ok "--poll-interval 1: the idle mount looks at the bucket every second ($((c1 - c0)) in 3 s)" test $((c1 - c0)) -ge 2 -a $((c1 - c0)) -le 6
+ok "unmount" unmount_fg "$MW"
+printf 'poll-interval = 0\n' >"$T/poll.conf"
+PGBAKFS_S3_ENDPOINT=$S3_PROXY mount_fg "$MW" "$O/mountw0.log" --repo "$RW" --cache-dir "$T/cacheWM" --config "$T/poll.conf"
+ok "the mount with poll-interval = 0 (config file) lists the snapshot" test -f "$MW/latest/f20"
+sleep 1; c0=$(proxy_count); sleep 3; c1=$(proxy_count)
+ok "and makes no request while idle ($((c1 - c0)) in 3 s)" test "$c1" = "$c0"
+ok "unmount" unmount_fg "$MW"
+expect_error 2 'invalid poll interval "x"' pgbakfs mount "$MW" --poll-interval x
 # the store fails for good in the middle of a backup: a clean failure
 cp -a "$T/src" "$T/srcF"
 head -c 8000000 /dev/urandom >"$T/src/extra3"

@@ -14,6 +14,9 @@
 //                             up to its last "/", e.g. "/bucket/repo/catalog");
 //                             ...?reset=1 zeroes the counters after answering
 //   GET /__puts               JSON {prefix: count}: those PUTs, counted
+//   GET /__gets               JSON {"gets": n, "bytes": b}: GET requests seen
+//                             (faulted ones too) and the body bytes of the
+//                             answers to them sent back; ...?reset=1 zeroes them
 // Faults: pass, drop (close the connection without an answer), 500, 503,
 // 429, 403, stall (answer nothing, keep the connection open), cut (forward the
 // answer's headers and half its body, then close), slow (forward, but hold
@@ -45,6 +48,8 @@ const stalled = new Set();
 const keyQueues = new Map(); // path -> promise of the end of the last conditional write queued
 let putBytes = {}; // key prefix -> body bytes of PUTs forwarded upstream (GET /__bytes)
 let putCount = {}; // key prefix -> PUTs forwarded upstream (GET /__puts)
+let getCount = 0; // GET requests seen, and body bytes answered to them (GET /__gets)
+let getBytes = 0;
 
 function countPut(req) {
   const path = new URL(req.url, 'http://127.0.0.1').pathname;
@@ -91,6 +96,7 @@ function forward(req, res, mode, done = () => {}) {
         return;
       }
       res.writeHead(ures.statusCode, ures.headers);
+      if (req.method === 'GET') ures.on('data', (c) => { getBytes += c.length; });
       if (mode === 'cut') {
         const len = Number(ures.headers['content-length'] || 0);
         const chunks = [];
@@ -181,7 +187,14 @@ const server = http.createServer((req, res) => {
     }
     return;
   }
+  if (url.pathname === '/__gets') {
+    res.setHeader('Content-Type', 'application/json');
+    res.end(`${JSON.stringify({ gets: getCount, bytes: getBytes })}\n`);
+    if (url.searchParams.get('reset')) getCount = getBytes = 0;
+    return;
+  }
   count++;
+  if (req.method === 'GET') getCount++;
   const mode = fault(req);
   switch (mode) {
     case 'drop':
