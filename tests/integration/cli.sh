@@ -96,10 +96,10 @@ pgbakfs init --repo "$RR" >/dev/null
 mkdir -p "$T/src" && echo data >"$T/src/f"
 # one backup of an instance at a time (flock(1) stands in for a running one); others go on
 printf 'pid 4242, started 2026-01-01T00:00:00Z\n' >"$RR/locks/backup-a"
-flock -o "$RR/locks/backup-a" sleep 60 & # -o: flock itself holds it, not sleep
-LOCKER=$!
-at_exit "kill $LOCKER 2>/dev/null"
-for i in $(seq 50); do ! flock -n "$RR/locks/backup-a" true && break; sleep 0.1; done
+# (this shell holds it, on a descriptor of its own: a flock(1) process would leave
+# its child behind, and ctest waits for whatever holds the test's output)
+exec {LOCKFD}<"$RR/locks/backup-a"
+flock -n $LOCKFD
 ok "the stand-in holds the lock" sh -c '! flock -n "$1" true' _ "$RR/locks/backup-a"
 expect_error 1 'a backup of instance "a" is already running (pid 4242, started 2026-01-01T00:00:00Z)' \
 	pgbakfs backup -d "host=127.0.0.1 port=1 connect_timeout=3" --instance a --repo "$RR" --no-progress
@@ -107,7 +107,7 @@ ok "the refusal is a failed attempt" sh -c '"$PGBAKFS" status --repo "$1" --inst
 expect_error 1 'could not connect to the server' \
 	pgbakfs backup -d "host=127.0.0.1 port=1 connect_timeout=3" --instance c --repo "$RR" --no-progress
 ok "backups of directory trees take no guard" pgbakfs backup --from-dir "$T/src" --instance a --repo "$RR" --no-progress
-kill $LOCKER; wait $LOCKER 2>/dev/null || true
+flock -u $LOCKFD && exec {LOCKFD}<&-
 ok "the lock is free again" flock -n "$RR/locks/backup-a" true
 for i in 1 2 3; do
 	[ $i = 3 ] || ok "backup a$i" pgbakfs backup --from-dir "$T/src" --instance a --repo "$RR" --no-progress >/dev/null

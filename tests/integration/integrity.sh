@@ -38,23 +38,24 @@ pgbakfs delete "$BIG" --repo "$R" >/dev/null
 pgbakfs gc --repo "$R" >/dev/null
 rm -rf "$T/big"
 
-# while repair runs, nothing else opens the repository (flock stands in for it)
-flock -x "$R/locks/in-use" sleep 3 &
-FPID=$!
-wait_for 10 bash -c "! flock -n -s '$R/locks/in-use' true"
+# while repair runs, nothing else opens the repository (this shell's flock on a
+# descriptor of its own stands in for it)
+exec {LOCKFD}<"$R/locks/in-use"
+flock -x -n $LOCKFD
+ok "the stand-in holds the lock" bash -c "! flock -n -s '$R/locks/in-use' true"
 expect_error 1 "is being repaired" pgbakfs list --repo "$R"
-wait $FPID
+flock -u $LOCKFD && exec {LOCKFD}<&-
 
 # the archiver (the repository's owner) is kept out too, though root made the lock file
 if id postgres >/dev/null 2>&1; then
 	chown -R postgres "$R"
 	pgbakfs list --repo "$R" >/dev/null # root opens it: the lock file goes to postgres
 	ok "the lock file belongs to the repository's owner" test "$(stat -c %U "$R/locks/in-use")" = postgres
-	flock -x "$R/locks/in-use" sleep 3 &
-	FPID=$!
-	wait_for 10 bash -c "! flock -n -s '$R/locks/in-use' true"
+	exec {LOCKFD}<"$R/locks/in-use"
+	flock -x -n $LOCKFD
+	ok "the stand-in holds the lock again" bash -c "! flock -n -s '$R/locks/in-use' true"
 	expect_error 1 "is being repaired" runuser -u postgres -- "$PGBAKFS" list --repo "$R"
-	wait $FPID
+	flock -u $LOCKFD && exec {LOCKFD}<&-
 	chown -R root "$R"
 fi
 

@@ -50,14 +50,17 @@ s3_start
 RS=s3://$S3_BUCKET/trust
 S3OPTS=(--repo "$RS" --cache-dir "$T/s3cache")
 pgbakfs init "${S3OPTS[@]}" >/dev/null
+# the bucket's snapshot starts in this segment or a later one: its PITR needs no earlier WAL
+FIRST_SEG=$(pg_sql $PORT "select pg_walfile_name(pg_current_wal_lsn())")
 ok "backup into a bucket" pgbakfs backup -d "$CONN" --pgdata "$T/data" "${S3OPTS[@]}" --no-progress >/dev/null
 SS=$(pgbakfs list "${S3OPTS[@]}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 pg_two_batches $PORT
 ok "WAL archived through wal-push" wait_for 60 pg_archived $PORT "$LAST"
 pg_own "$R"
-# the archive copied into the bucket
+# the archive from the bucket's snapshot on copied into the bucket
 mkdir -p "$T/walcopy"
 for seg in $(ls "$R/wal/00000001" | grep -E '^[0-9A-F]{24}$'); do
+	[[ ! "$seg" < "$FIRST_SEG" ]] || continue
 	pgbakfs wal-fetch "$seg" "$T/walcopy/$seg" "${ROOTOPTS[@]}"
 	pgbakfs wal-push "$T/walcopy/$seg" "${S3OPTS[@]}" >/dev/null
 done
@@ -66,7 +69,7 @@ done
 # the server they talk to (its postmaster's /proc/PID/environ, the PID from
 # the socket's lock file)
 mkdir -p "$T/pgbin"
-for f in "$PGBIN"/*; do ln -s "$f" "$T/pgbin/$(basename "$f")"; done
+ln -s "$PGBIN"/* "$T/pgbin/"
 for prog in pg_amcheck pg_dump; do
 	rm "$T/pgbin/$prog"
 	cat >"$T/pgbin/$prog" <<SH

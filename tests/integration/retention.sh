@@ -133,11 +133,11 @@ expect_labels "backup --expire --instance other" "$R" "m5 m6 o3 o4"
 
 # expire waits for nobody: a running gc (the maintenance lock) makes it fail clearly
 mkdir -p "$R/locks"
-flock "$R/locks/maintenance" sleep 3 &
-LOCKER=$!
-sleep 0.5
+# (this shell holds it, on a descriptor of its own: no process to wait for)
+exec {LOCKFD}>>"$R/locks/maintenance"
+flock -n $LOCKFD
 expect_error 1 "busy: a gc or expire is running" pgbakfs expire --repo "$R" --keep-last 1
-wait $LOCKER
+flock -u $LOCKFD && exec {LOCKFD}>&-
 expect_labels "busy expire deleted nothing" "$R" "m5 m6 o3 o4"
 
 # ------------------------------------- keep-within, newest ok, pin and unpin
