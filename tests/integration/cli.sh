@@ -168,7 +168,7 @@ assert i['last_failure']['error'].startswith('could not connect to the server') 
 assert i['last_verify'] is None and i['wal'] is None and st['repository']['snapshots'] == 1, st"
 ok "status --max-age passes when recent" sh -c '"$PGBAKFS" status --repo "$1" --max-age 1h >/dev/null' _ "$RS"
 sleep 2.1
-expect_error 1 'instance "main": the last successful backup is [0-9]s old (--max-age 1s)' pgbakfs status --repo "$RS" --max-age 1s --json
+expect_error 1 'instance "main": the last successful backup is [0-9][0-9dhms]* old (--max-age 1s)' pgbakfs status --repo "$RS" --max-age 1s --json
 expect_error 2 'invalid --max-age "soon"' pgbakfs status --repo "$RS" --max-age soon
 ok "metrics in the text exposition format" sh -c '"$PGBAKFS" metrics --repo "$1" >"$2"' _ "$RS" "$T/m.prom"
 ok "metrics: failures and the last success" python3 - "$T/m.prom" <<'PY'
