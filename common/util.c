@@ -285,6 +285,33 @@ int file_read_all(const char *path, size_t max, char **ret, size_t *ret_len)
 	return 0;
 }
 
+int file_read_regular(const char *path, bool nofollow, uint64_t max, uint8_t **ret,
+		      size_t *ret_len)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+	_cleanup_free_ uint8_t *buf = NULL;
+	struct stat st;
+	ssize_t n;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if ((uint64_t)st.st_size > max)
+		return -EFBIG;
+	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!buf)
+		return -ENOMEM;
+	n = pread_full(fd, buf, (size_t)st.st_size, 0);
+	if (n < 0)
+		return (int)n;
+	if (n != st.st_size)
+		return -EIO;
+	*ret = TAKE_PTR(buf);
+	*ret_len = (size_t)n;
+	return 0;
+}
+
 int dir_is_empty(const char *path)
 {
 	DIR *d = opendir(path);

@@ -47,6 +47,14 @@ void path_dirname(const char *path, char *buf, size_t len);
 int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
 /* Read a whole small file into a NUL-terminated malloc'd buffer. */
 int file_read_all(const char *path, size_t max, char **ret, size_t *ret_len);
+/*
+ * Read a whole regular file of at most max bytes into a malloc'd buffer
+ * (not NUL-terminated). O_NOFOLLOW with nofollow. -errno from open/fstat/
+ * read, -EINVAL when it is not a regular file, -EFBIG when larger than max,
+ * -EIO when it shrank while read.
+ */
+int file_read_regular(const char *path, bool nofollow, uint64_t max, uint8_t **ret,
+		      size_t *ret_len);
 /* True if directory is missing or empty; -errno on other errors. */
 int dir_is_empty(const char *path);
 /* rm -rf; errors other than ENOENT are returned. */

@@ -155,29 +155,11 @@ bool walspool_has(WalSpool *s, const char *name)
 	return entry_path(s, name, "", path, sizeof(path)) == 0 && access(path, F_OK) == 0;
 }
 
-/* Read a whole regular file of at most max bytes. */
+/* Read a whole regular file of at most max bytes; anything else is a damaged entry. */
 static int read_file(const char *path, uint64_t max, uint8_t **ret, size_t *ret_len)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	_cleanup_free_ uint8_t *buf = NULL;
-	struct stat st;
-	ssize_t n;
-
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max)
-		return -EBADMSG;
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf)
-		return -ENOMEM;
-	n = pread_full(fd, buf, (size_t)st.st_size, 0);
-	if (n < 0)
-		return (int)n;
-	if (n != st.st_size)
-		return -EBADMSG;
-	*ret = TAKE_PTR(buf);
-	*ret_len = (size_t)n;
-	return 0;
+	int e = file_read_regular(path, true, max, ret, ret_len);
+	return e == -EINVAL || e == -EFBIG || e == -EIO ? -EBADMSG : e;
 }
 
 int walspool_take(WalSpool *s, const char *name, void **ret_buf, size_t *ret_len)

@@ -90,30 +90,14 @@ static int parse_args(const char *cmd, const char *help, int argc, char **argv, 
 	return EXIT_OK;
 }
 
+/* -EINVAL: not a regular file; -EFBIG: over 1 GiB; -EIO: shrank while read (PostgreSQL retries). */
 static int read_wal_file(const char *path, void **ret, size_t *ret_len)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	_cleanup_free_ void *buf = NULL;
-	struct stat st;
-	ssize_t n;
-
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EINVAL;
-	if ((uint64_t)st.st_size > PGBAKFS_WAL_FILE_MAX)
-		return -EFBIG;
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf)
-		return -ENOMEM;
-	n = pread_full(fd, buf, (size_t)st.st_size, 0);
-	if (n < 0)
-		return (int)n;
-	if (n != st.st_size)
-		return -EIO; /* shrank while we read: PostgreSQL will retry */
-	*ret = TAKE_PTR(buf);
-	*ret_len = (size_t)n;
-	return 0;
+	uint8_t *buf = NULL;
+	int e = file_read_regular(path, false, PGBAKFS_WAL_FILE_MAX, &buf, ret_len);
+	if (e == 0)
+		*ret = buf;
+	return e;
 }
 
 /*

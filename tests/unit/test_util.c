@@ -216,6 +216,28 @@ static void test_files(void)
 	snprintf(sub, sizeof(sub), "%s/missing", tmp);
 	CHECK_EQ_INT(file_read_all(sub, 1024, &text, &len), -ENOENT);
 
+	/* file_read_regular: the bytes; too large, not regular, a link with nofollow, missing */
+	{
+		uint8_t *bytes = NULL;
+		char link[PATH_MAX];
+		if (CHECK_EQ_INT(file_read_regular(path, true, 8, &bytes, &len), 0))
+			CHECK(len == 8 && memcmp(bytes, "replaced", 8) == 0);
+		free(bytes);
+		bytes = NULL;
+		CHECK_EQ_INT(file_read_regular(path, false, 7, &bytes, &len), -EFBIG);
+		CHECK_EQ_INT(file_read_regular(tmp, false, 1024, &bytes, &len), -EINVAL);
+		snprintf(link, sizeof(link), "%s/a/link", tmp);
+		CHECK_EQ_INT(symlink(path, link), 0);
+		CHECK_EQ_INT(file_read_regular(link, true, 1024, &bytes, &len), -ELOOP);
+		if (CHECK_EQ_INT(file_read_regular(link, false, 1024, &bytes, &len), 0))
+			CHECK_EQ_INT(len, 8);
+		free(bytes);
+		bytes = NULL;
+		CHECK_EQ_INT(file_read_regular(sub, false, 1024, &bytes, &len), -ENOENT);
+		CHECK(bytes == NULL);
+		CHECK_EQ_INT(unlink(link), 0);
+	}
+
 	/* write_full / pread_full: short only at EOF */
 	{
 		char buf[16] = {0};
