@@ -660,6 +660,16 @@ int catalog_chunk_exists(Catalog *c, const ChunkId *id)
 	return r;
 }
 
+/* chunks.fh in column col: CHUNK_FH_LEN bytes, or the 16 of fasthash128 older catalogs hold. */
+static bool fh_column(sqlite3_stmt *s, int col, uint8_t ret[CHUNK_FH_LEN])
+{
+	int n = sqlite3_column_bytes(s, col);
+	if (n != CHUNK_FH_LEN && n != FASTHASH_LEN)
+		return false;
+	memcpy(ret, sqlite3_column_blob(s, col), CHUNK_FH_LEN);
+	return true;
+}
+
 int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
 {
 	int r, rc;
@@ -679,16 +689,32 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
 		ret->has_crc = sqlite3_column_type(s, 6) != SQLITE_NULL;
 		ret->crc = (uint32_t)sqlite3_column_int64(s, 6);
 		ret->pack_size = (uint64_t)sqlite3_column_int64(s, 7);
-		/* CHUNK_FH_LEN bytes, or the 16 of fasthash128 a catalog written before holds */
-		int n = sqlite3_column_bytes(s, 8);
-		ret->has_fh = n == CHUNK_FH_LEN || n == FASTHASH_LEN;
-		if (ret->has_fh)
-			memcpy(ret->fh, sqlite3_column_blob(s, 8), CHUNK_FH_LEN);
+		ret->has_fh = fh_column(s, 8, ret->fh);
 		r = 0;
 	} else {
 		r = rc == SQLITE_DONE ? -ENOENT : catalog_fail(c, rc, "chunk locate");
 	}
 	sqlite3_reset(s);
+	return r;
+}
+
+/*
+ * A read transaction of its own, unless the caller has one open: one snapshot
+ * of the catalog for a batch of lookups, and SQLite's WAL read lock taken
+ * once instead of per statement.
+ */
+static int read_begin(Catalog *c, bool *ret_own)
+{
+	*ret_own = sqlite3_get_autocommit(c->db) != 0;
+	return *ret_own ? exec_sql(c, "BEGIN") : 0;
+}
+
+static int read_end(Catalog *c, bool own, int r)
+{
+	if (own && r == 0)
+		return exec_sql(c, "COMMIT");
+	if (own)
+		catalog_rollback(c);
 	return r;
 }
 
@@ -699,18 +725,14 @@ int catalog_chunk_locate(Catalog *c, const ChunkId *id, ChunkLoc *ret)
  */
 int catalog_chunks_locate(Catalog *c, const ChunkId *ids, size_t n, ChunkLoc *ret, int *ret_err)
 {
-	bool own = sqlite3_get_autocommit(c->db);
-	int r = own ? exec_sql(c, "BEGIN") : 0;
+	bool own;
+	int r = read_begin(c, &own);
 	for (size_t i = 0; i < n && r == 0; i++) {
 		ret_err[i] = catalog_chunk_locate(c, &ids[i], &ret[i]);
 		if (ret_err[i] < 0 && ret_err[i] != -ENOENT)
 			r = ret_err[i];
 	}
-	if (own && r == 0)
-		r = exec_sql(c, "COMMIT");
-	else if (own)
-		catalog_rollback(c);
-	return r;
+	return read_end(c, own, r);
 }
 
 /*
@@ -721,8 +743,8 @@ int catalog_chunks_locate(Catalog *c, const ChunkId *ids, size_t n, ChunkLoc *re
 int catalog_chunk_fh_get(Catalog *c, const ChunkId *ids, size_t n,
 			 uint8_t (*ret_fh)[CHUNK_FH_LEN], bool *ret_has)
 {
-	bool own = sqlite3_get_autocommit(c->db);
-	int r = own ? exec_sql(c, "BEGIN") : 0;
+	bool own;
+	int r = read_begin(c, &own);
 
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		sqlite3_stmt *s;
@@ -735,19 +757,13 @@ int catalog_chunk_fh_get(Catalog *c, const ChunkId *ids, size_t n,
 			break;
 		chunk_bind_id(c, s, 1, &ids[i]);
 		rc = sqlite3_step(s);
-		/* CHUNK_FH_LEN bytes, or the 16 of fasthash128 a catalog written before holds */
-		if (rc == SQLITE_ROW && (sqlite3_column_bytes(s, 0) == CHUNK_FH_LEN ||
-					 sqlite3_column_bytes(s, 0) == FASTHASH_LEN)) {
-			memcpy(ret_fh[i], sqlite3_column_blob(s, 0), CHUNK_FH_LEN);
-			ret_has[i] = true;
-		} else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		if (rc == SQLITE_ROW)
+			ret_has[i] = fh_column(s, 0, ret_fh[i]);
+		else if (rc != SQLITE_DONE)
 			r = catalog_fail(c, rc, "chunk fh lookup");
-		}
 		sqlite3_reset(s);
 	}
-	if (own)
-		sqlite3_exec(c->db, r == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
-	return r;
+	return read_end(c, own, r);
 }
 
 int catalog_pack_add_pending(Catalog *c, const char *name, const char *session, int64_t *ret_id)
@@ -1186,15 +1202,22 @@ int catalog_content_find_or_missing(Catalog *c, const ChunkId *hash, int64_t *re
 	return r;
 }
 
-int catalog_content_set_carrier(Catalog *c, const ChunkId *hash, int64_t snap)
+/* UPDATE sql (?1 the item's hash, ?2 the snapshot): an item's first carrier. */
+static int carrier_set(Catalog *c, const char *sql, const ChunkId *hash, int64_t snap)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int r = prepare(c, "UPDATE contents SET carrier = ?2 WHERE hash = ?1 AND carrier IS NULL", &s);
+	int r = prepare(c, sql, &s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_blob(s, 1, hash->b, sizeof(hash->b), SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, snap);
 	return step_done(c, s);
+}
+
+int catalog_content_set_carrier(Catalog *c, const ChunkId *hash, int64_t snap)
+{
+	return carrier_set(c, "UPDATE contents SET carrier = ?2 WHERE hash = ?1 AND carrier IS NULL",
+			   hash, snap);
 }
 
 /*
@@ -1366,13 +1389,8 @@ int catalog_content_put_blocks(Catalog *c, const ChunkId *hash, size_t n, const 
 
 int catalog_idblock_set_carrier(Catalog *c, const ChunkId *hash, int64_t snap)
 {
-	_cleanup_stmt_ sqlite3_stmt *s = NULL;
-	int r = prepare(c, "UPDATE idblocks SET carrier = ?2 WHERE hash = ?1 AND carrier IS NULL", &s);
-	if (r < 0)
-		return r;
-	sqlite3_bind_blob(s, 1, hash->b, sizeof(hash->b), SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, snap);
-	return step_done(c, s);
+	return carrier_set(c, "UPDATE idblocks SET carrier = ?2 WHERE hash = ?1 AND carrier IS NULL",
+			   hash, snap);
 }
 
 int catalog_idblock_foreach_carried(Catalog *c, int64_t snap, CatalogIdBlockFn cb, void *ud)
@@ -1655,15 +1673,18 @@ typedef struct Carry {
 
 static size_t carry_left(const Carry *k) { return k->blocks.left + k->contents.left + k->dirs.left; }
 
-static bool is_orphan(const Orphans *o, int64_t id)
+/* Where id is among the orphans, or NULL. */
+static int64_t *orphan_find(const Orphans *o, int64_t id)
 {
-	return o->n && bsearch(&id, o->v, o->n, sizeof(*o->v), cmp_i64);
+	return o->n ? bsearch(&id, o->v, o->n, sizeof(*o->v), cmp_i64) : NULL;
 }
+
+static bool is_orphan(const Orphans *o, int64_t id) { return orphan_find(o, id) != NULL; }
 
 /* id goes to the snapshot being scanned if it is an orphan not placed yet. */
 static int carry_place(Carry *k, Orphans *o, int64_t id)
 {
-	int64_t *hit = o->n ? bsearch(&id, o->v, o->n, sizeof(*o->v), cmp_i64) : NULL;
+	int64_t *hit = orphan_find(o, id);
 	int r;
 	if (!hit || o->placed[hit - o->v])
 		return 0;
