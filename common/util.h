@@ -29,6 +29,8 @@ const char *format_time_iso(int64_t ns, char *buf, size_t len);
 void hex_encode(const uint8_t *in, size_t n, char *out); /* out: 2n+1 bytes */
 int hex_decode(const char *in, uint8_t *out, size_t n);   /* exactly 2n hex chars */
 int hex_digit_value(char c);                                /* 0-15, or -1 */
+/* s is exactly n characters of 0-9a-f (the names this project gives objects) */
+bool hex_is_lower(const char *s, size_t n);
 
 /* Write all / read all, retrying on EINTR and short counts. */
 int write_full(int fd, const void *buf, size_t len);

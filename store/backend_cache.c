@@ -468,16 +468,6 @@ typedef struct Scan {
 	size_t n, cap;
 } Scan;
 
-static bool is_lower_hex(const char *s, size_t n)
-{
-	if (strlen(s) != n)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return true;
-}
-
 static int scan_add(Scan *s, const char *sub, const char *name, const struct stat *st)
 {
 	char hex[2 * sizeof(s->items[0].key.b) + 1];
@@ -527,7 +517,7 @@ static int scan_subdir(int dfd, const char *sub, Scan *s)
 				r = -errno;
 			continue;
 		}
-		if (!is_lower_hex(de->d_name, 62))
+		if (!hex_is_lower(de->d_name, 62))
 			continue; /* not ours: leave it alone */
 		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno != ENOENT)
@@ -564,7 +554,7 @@ static int cache_scan(const char *dir, Scan *s)
 	if (!d)
 		return -errno;
 	while (r == 0 && (de = readdir(d)))
-		if (is_lower_hex(de->d_name, 2))
+		if (hex_is_lower(de->d_name, 2))
 			r = scan_subdir(dirfd(d), de->d_name, s);
 	closedir(d);
 	return r;

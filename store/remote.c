@@ -125,8 +125,21 @@ static void names_clear(Names *ns)
 }
 
 /*
- * Look at every lock but ours: 1 with *holder set if one is live; expired or
- * unreadable ones (a holder that died mid-put) are deleted. 0 when none is live.
+ * A writer lock's name: the prefix and a 32-digit owner. Other files share
+ * the prefix in a directory repository (wal-push's locks/wal-NN.lock, held
+ * with flock): they are not writer locks, and deleting one would let two
+ * pushes of one WAL name run at once.
+ */
+static bool is_writer_lock(const char *name)
+{
+	size_t n = strlen(REMOTE_LOCK_PREFIX);
+	return strncmp(name, REMOTE_LOCK_PREFIX, n) == 0 && hex_is_lower(name + n, 32);
+}
+
+/*
+ * Look at every writer lock but ours: 1 with *holder set if one is live;
+ * expired or unreadable ones (a holder that died mid-put) are deleted. 0 when
+ * none is live.
  */
 static int others_live(RemoteLock *l, char *holder, size_t holder_len)
 {
@@ -136,7 +149,7 @@ static int others_live(RemoteLock *l, char *holder, size_t holder_len)
 	for (size_t i = 0; r == 0 && i < ns.n && !live; i++) {
 		LockInfo li;
 
-		if (strcmp(ns.v[i], l->name) == 0)
+		if (strcmp(ns.v[i], l->name) == 0 || !is_writer_lock(ns.v[i]))
 			continue;
 		r = lock_read(l->backend, ns.v[i], &li);
 		if (r == -ENOENT) { /* released meanwhile */

@@ -2,6 +2,7 @@
 #include "tests/unit/test.h"
 
 #include "store/backend.h"
+#include "store/remote.h"
 #include "tests/unit/backend_conformance.h"
 
 #include <limits.h>
@@ -224,9 +225,39 @@ out:
 	TEST_RM_RF(tmp);
 }
 
+/*
+ * In a directory repository, locks/ also holds wal-push's flock'ed stripe
+ * files: taking the writer lock must leave them alone (deleting one lets two
+ * pushes of one name run at once), and still remove a damaged writer lock.
+ */
+static void test_writer_lock_others(void)
+{
+	char tmp[64], root[PATH_MAX];
+	StoreBackend *b = NULL;
+	RemoteLock *l = NULL;
+	const char *damaged = "locks/0123456789abcdef0123456789abcdef";
+	uint64_t size;
+
+	test_tmpdir(tmp, sizeof(tmp));
+	snprintf(root, sizeof(root), "%s/objects", tmp);
+	if (!CHECK_EQ_INT(store_local_new(root, &b), 0))
+		goto out;
+	CHECK_EQ_INT(store_put(b, "locks/wal-42.lock", "", 0), 0);
+	CHECK_EQ_INT(store_put(b, damaged, "", 0), 0);
+	CHECK_EQ_INT(remote_lock_acquire(b, NULL, &l, NULL), 0);
+	CHECK_EQ_INT(store_size(b, "locks/wal-42.lock", &size), 0);
+	CHECK_EQ_INT(store_size(b, damaged, &size), -ENOENT);
+	CHECK(remote_lock_release(l) == NULL);
+	CHECK_EQ_INT(store_size(b, "locks/wal-42.lock", &size), 0);
+out:
+	store_backend_free(b);
+	TEST_RM_RF(tmp);
+}
+
 int main(void)
 {
 	test_local();
+	test_writer_lock_others();
 	test_fault();
 	return test_finish();
 }

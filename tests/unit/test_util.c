@@ -154,6 +154,11 @@ static void test_hex(void)
 	CHECK_EQ_INT(hex_decode("0001abff7e0", out, sizeof(out)), -EINVAL); /* too long */
 	CHECK_EQ_INT(hex_decode("0001abff7g", out, sizeof(out)), -EINVAL);  /* not hex */
 	CHECK_EQ_INT(hex_decode("0001ab ff7", out, sizeof(out)), -EINVAL);
+	CHECK(hex_is_lower("09af", 4));
+	CHECK(!hex_is_lower("09AF", 4)); /* upper case is not a name of ours */
+	CHECK(!hex_is_lower("09af", 3));  /* exactly n */
+	CHECK(!hex_is_lower("09a", 4));
+	CHECK(!hex_is_lower("wal-", 4));
 	CHECK_EQ_INT(hex_decode("", out, 0), 0);
 
 	test_random(rnd, sizeof(rnd));
