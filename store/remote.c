@@ -125,7 +125,8 @@ static void names_clear(Names *ns)
 }
 
 /*
- * A writer lock's name: the prefix and a 32-digit owner. Other files share
+ * A writer lock's name: the prefix and an owner in hex digits (32 of them
+ * from remote_lock_acquire). Other files share
  * the prefix in a directory repository (wal-push's locks/wal-NN.lock, held
  * with flock): they are not writer locks, and deleting one would let two
  * pushes of one WAL name run at once.
@@ -133,7 +134,8 @@ static void names_clear(Names *ns)
 static bool is_writer_lock(const char *name)
 {
 	size_t n = strlen(REMOTE_LOCK_PREFIX);
-	return strncmp(name, REMOTE_LOCK_PREFIX, n) == 0 && hex_is_lower(name + n, 32);
+	return strncmp(name, REMOTE_LOCK_PREFIX, n) == 0 && name[n] &&
+	       hex_is_lower(name + n, strlen(name + n));
 }
 
 /*
