@@ -233,6 +233,10 @@ int recovery_conf(const RecoveryTarget *t, const char *repo, const RecoveryFetch
 			free(values[i]);
 		}
 	}
+	/* a bucket: fetch the next segments while PostgreSQL replays one (design.md,
+	 * "Working ahead of PostgreSQL"); a directory is read at disk speed */
+	if (strncmp(repo, "s3://", 5) == 0)
+		fprintf(f, " --prefetch %d", RECOVERY_PREFETCH);
 	if (fclose(f) != 0) {
 		free(cmd);
 		return -ENOMEM;

@@ -51,7 +51,10 @@ typedef struct RecoveryFetch {
  * with no shell around it: PostgreSQL sees wal-fetch's exit status unchanged
  * (1: no such file; above 125: a failure that must stop recovery). fetch NULL:
  * the --cache-dir, --config, --ca-file and --passphrase-file of this command line.
+ * A repository in a bucket also gets --prefetch RECOVERY_PREFETCH (8 segments,
+ * pgBackRest's archive-get queue of 128 MiB).
  */
+#define RECOVERY_PREFETCH 8
 int recovery_conf(const RecoveryTarget *t, const char *repo, const RecoveryFetch *fetch,
 		  char **ret);
 /* Write recovery.signal and append conf to postgresql.auto.conf in datadir. */

@@ -98,9 +98,11 @@ chown -R postgres "$T/pitr" "$T/pgcache"
 sed -i "s/^port = $PORT/port = $((PORT + 1))/; s/^archive_mode = on/archive_mode = off/" "$T/pitr/postgresql.conf"
 ok "restore_command names the bucket" grep -q "wal-fetch.*$R" "$T/pitr/postgresql.auto.conf"
 ok "restore_command carries the cache directory" grep -qF -- "--cache-dir ''$T/pgcache''" "$T/pitr/postgresql.auto.conf"
+ok "restore_command prefetches from the bucket" grep -qF -- "--prefetch 8" "$T/pitr/postgresql.auto.conf"
 pg_start "$T/pitr"
 batches() { test "$(pg_sql $((PORT + 1)) "select count(*) filter (where batch = 1) || ',' || count(*) filter (where batch = 2) from events" 2>/dev/null)" = "$1"; }
 ok "PITR through WAL from the bucket: batch 1 only" wait_for 60 batches "100,0"
+ok "recovery's wal-fetch used its spool" test -d "$T/pgcache/wal-spool"
 pg_stop "$T/pitr" || tail -20 "$T/pglog/pitr.log" >&2
 
 # ---- verify and dump read the bucket through a clone ----
