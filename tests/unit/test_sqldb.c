@@ -96,7 +96,8 @@ static void test_open_errors(void)
 		sqlite3_finalize(TAKE_PTR(s));
 		CHECK_EQ_INT(sqldb_prepare(db, "SELECT v FROM t WHERE k = 99", &s), 0);
 		CHECK_EQ_INT(sqldb_step_row(db, s), -ENOENT);
-		db = sqldb_close(db);
+		sqlite3_finalize(TAKE_PTR(s));
+		CHECK_EQ_INT(sqlite3_close(TAKE_PTR(db)), SQLITE_OK); /* nothing left open */
 	}
 }
 
