@@ -49,6 +49,7 @@
 #include "fs/clone.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "store/sqldb.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -195,7 +196,7 @@ struct Clone {
 	int flush_fd;        /* the flush reserve file, -1 until opened; Clone.reserve */
 	uint64_t flush_size; /* its allocated length: FLUSH_CHARGE per charged node; Clone.reserve */
 	sqlite3 *db;
-	sqlite3_stmt *stmt[N_STATEMENTS];
+	SqldbCache *stmts; /* statement_sql by ST_ */
 	int dir_fd, upper_fd;
 	uint64_t chunk_size;
 	CloneLowerRead lower_read;
@@ -208,94 +209,26 @@ struct Clone {
 
 /* ---- SQLite ------------------------------------------------------------ */
 
-static int sqlite_to_errno(sqlite3 *db, int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_ROW:
-	case SQLITE_DONE:
-		return 0;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_CONSTRAINT:
-		return -EEXIST;
-	case SQLITE_READONLY:
-	case SQLITE_PERM:
-	case SQLITE_AUTH:
-		return -EACCES;
-	case SQLITE_IOERR:
-		/* a full disk met by fsync or a WAL index write is still a full disk */
-		return db && sqlite3_system_errno(db) == ENOSPC ? -ENOSPC : -EIO;
-	default:
-		return -EIO;
-	}
-}
+static int db_fail(Clone *c, int rc, const char *what) { return sqldb_fail(c->db, rc, what); }
 
-static int db_fail(Clone *c, int rc, const char *what)
-{
-	int r = sqlite_to_errno(c->db, rc);
-	log_debug("clone: %s: %s", what, sqlite3_errmsg(c->db));
-	return r ? r : -EIO;
-}
-
-static int exec_sql(Clone *c, const char *sql)
-{
-	int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? 0 : db_fail(c, rc, sql);
-}
+static int exec_sql(Clone *c, const char *sql) { return sqldb_exec(c->db, sql); }
 
 static sqlite3_stmt *stmt_get(Clone *c, int which, int *ret_r)
 {
-	sqlite3_stmt *s = c->stmt[which];
-	if (!s) {
-		int rc = sqlite3_prepare_v3(c->db, statement_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
-					    &s, NULL);
-		if (rc != SQLITE_OK) {
-			*ret_r = db_fail(c, rc, statement_sql[which]);
-			return NULL;
-		}
-		c->stmt[which] = s;
-	}
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	*ret_r = 0;
+	sqlite3_stmt *s = NULL;
+	*ret_r = sqldb_cache_get(c->stmts, (size_t)which, statement_sql[which], &s);
 	return s;
 }
 
-static int step_done(Clone *c, sqlite3_stmt *s)
-{
-	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_DONE ? 0 : db_fail(c, rc, sqlite3_sql(s));
-	sqlite3_reset(s);
-	return r;
-}
+static int step_done(Clone *c, sqlite3_stmt *s) { return sqldb_step_done(c->db, s); }
 
 /* Step a query expected to give at most one row: 0 with the row, -ENOENT without. */
-static int step_row(Clone *c, sqlite3_stmt *s)
-{
-	int rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		return 0;
-	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? -ENOENT : db_fail(c, rc, sqlite3_sql(s));
-}
+static int step_row(Clone *c, sqlite3_stmt *s) { return sqldb_step_row(c->db, s); }
 
-static int txn_begin(Clone *c) { return exec_sql(c, "BEGIN IMMEDIATE"); }
+static int txn_begin(Clone *c) { return sqldb_begin(c->db, true); }
 
 /* Commit when r is 0, else (or when the commit fails) roll back; returns the outcome. */
-static int txn_end(Clone *c, int r)
-{
-	if (r == 0)
-		r = exec_sql(c, "COMMIT");
-	if (r < 0 && !sqlite3_get_autocommit(c->db))
-		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-	return r;
-}
+static int txn_end(Clone *c, int r) { return sqldb_end(c->db, r); }
 
 /*
  * Bind integers to ?1, ?2, ... of a cached statement; text, if any, goes to
@@ -1176,20 +1109,18 @@ static int clone_open_dir(Clone *c, const char *dir)
 
 static int clone_open_db(Clone *c, const char *dir)
 {
+	/* WAL: one fsync per commit; FULL: a namespace change survives power loss once returned */
+	static const SqldbOptions o = {.flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+				       .busy_ms = CLONE_BUSY_TIMEOUT_MS,
+				       .pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+						  "PRAGMA foreign_keys=OFF;"};
 	_cleanup_free_ char *path = NULL;
-	int rc;
+	int r;
 
 	if (asprintf(&path, "%s/clone.db", dir) < 0)
 		return -ENOMEM;
-	rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK) {
-		int r = sqlite_to_errno(c->db, rc);
-		return r ? r : -EIO;
-	}
-	sqlite3_busy_timeout(c->db, CLONE_BUSY_TIMEOUT_MS);
-	/* WAL: one fsync per commit; FULL: a namespace change survives power loss once returned */
-	return exec_sql(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			   "PRAGMA foreign_keys=OFF;");
+	r = sqldb_open(path, &o, &c->db);
+	return r == 0 ? sqldb_cache_new(c->db, N_STATEMENTS, &c->stmts) : r;
 }
 
 static int seed_one(Clone *c, const CloneSeedFile *f)
@@ -1415,9 +1346,8 @@ Clone *clone_close(Clone *c)
 	for (size_t b = 0; b < CLONE_NODE_BUCKETS; b++)
 		while (c->nodes[b])
 			clone_close_node(c, c->nodes[b]);
-	for (size_t i = 0; i < N_STATEMENTS; i++)
-		sqlite3_finalize(c->stmt[i]);
-	sqlite3_close(c->db);
+	sqldb_cache_free(c->stmts);
+	sqldb_close(c->db);
 	if (c->flush_fd >= 0) {
 		close(c->flush_fd);
 		unlinkat(c->dir_fd, FLUSH_RESERVE_NAME, 0);

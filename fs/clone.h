@@ -39,8 +39,8 @@
  * -ENOENT, -EEXIST, -ENOTDIR, -EISDIR, -ENOTEMPTY, -EINVAL, -ENAMETOOLONG (a
  * name longer than 255 bytes, given to any call that takes a name, whether it
  * exists or not), -ENOSPC (scratch disk full: the clone stays consistent),
- * -EIO, -ENOMEM, -ESTALE (the clone's snapshot differs from the one given to
- * clone_open).
+ * -EIO, -EBADMSG (clone.db damaged), -ENOMEM, -ESTALE (the clone's snapshot
+ * differs from the one given to clone_open); SQLite's codes as store/sqldb.h maps them.
  */
 #pragma once
 

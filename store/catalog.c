@@ -1,8 +1,9 @@
 /*
  * All SQL of pgbakfs. Statements are prepared once per connection and
- * cached; SQLite's error codes become -errno here and nowhere else.
+ * cached; SQLite's error codes become -errno by store/sqldb.c's one map.
  */
 #include "store/catalog.h"
+#include "store/sqldb.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -199,95 +200,37 @@ static const char *const statement_sql_v1[N_STATEMENTS] = {
 struct Catalog {
 	sqlite3 *db;
 	bool keyed; /* chunk rows keyed by k (schema version 2), else by id (version 1) */
-	sqlite3_stmt *stmt[N_STATEMENTS];
+	SqldbCache *stmts; /* statement_sql (or statement_sql_v1) by ST_ */
 	unsigned format; /* the repository's: what this connection may write */
 	bool idblocks; /* new lists of more than PGBAKFS_IDBLOCK_IDS ids go in id blocks */
 };
 
-int catalog_sqlite_errno(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_ROW:
-	case SQLITE_DONE:
-		return 0;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	case SQLITE_FULL:
-		return -ENOSPC;
-	case SQLITE_READONLY:
-	case SQLITE_PERM:
-	case SQLITE_AUTH:
-		return -EACCES;
-	case SQLITE_CANTOPEN:
-		return -ENOENT;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB:
-		return -EBADMSG;
-	case SQLITE_CONSTRAINT:
-		return -EEXIST;
-	default:
-		return -EIO;
-	}
-}
+int catalog_sqlite_errno(int rc) { return sqldb_errno(NULL, rc); }
 
 static int catalog_fail(Catalog *c, int rc, const char *what)
 {
-	int r = catalog_sqlite_errno(rc);
-	/* the error code travels up; the SQLite text helps only a developer */
-	log_debug("catalog: %s: %s", what, sqlite3_errmsg(c->db));
-	return r ? r : -EIO;
+	/* the error code travels up; the SQLite text (debug log) helps only a developer */
+	return sqldb_fail(c->db, rc, what);
 }
 
-static int exec_sql(Catalog *c, const char *sql)
-{
-	int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? 0 : catalog_fail(c, rc, sql);
-}
+static int exec_sql(Catalog *c, const char *sql) { return sqldb_exec(c->db, sql); }
 
 static sqlite3_stmt *stmt_get(Catalog *c, int which, int *ret_r)
 {
-	sqlite3_stmt *s = c->stmt[which];
-	if (!s) {
-		const char *sql = !c->keyed && statement_sql_v1[which] ? statement_sql_v1[which]
-								       : statement_sql[which];
-		int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
-		if (rc != SQLITE_OK) {
-			*ret_r = catalog_fail(c, rc, sql);
-			return NULL;
-		}
-		c->stmt[which] = s;
-	}
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-	*ret_r = 0;
+	const char *sql = !c->keyed && statement_sql_v1[which] ? statement_sql_v1[which]
+							       : statement_sql[which];
+	sqlite3_stmt *s = NULL;
+	*ret_r = sqldb_cache_get(c->stmts, (size_t)which, sql, &s);
 	return s;
 }
 
 /* Prepare a one-off statement. */
 static int prepare(Catalog *c, const char *sql, sqlite3_stmt **ret)
 {
-	int rc = sqlite3_prepare_v2(c->db, sql, -1, ret, NULL);
-	return rc == SQLITE_OK ? 0 : catalog_fail(c, rc, sql);
+	return sqldb_prepare(c->db, sql, ret);
 }
 
-static void stmt_finalizep(sqlite3_stmt **s)
-{
-	if (*s)
-		sqlite3_finalize(*s);
-}
-#define _cleanup_stmt_ _cleanup_(stmt_finalizep)
-
-static int step_done(Catalog *c, sqlite3_stmt *s)
-{
-	int rc = sqlite3_step(s);
-	int r = rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, sqlite3_sql(s));
-	sqlite3_reset(s);
-	return r;
-}
+static int step_done(Catalog *c, sqlite3_stmt *s) { return sqldb_step_done(c->db, s); }
 
 static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
 {
@@ -414,8 +357,7 @@ int catalog_chunks_rekey(Catalog *c)
 	if (sqlite3_column_int(s, 0) == 0)
 		return 0;
 	sqlite3_reset(s);
-	for (int i = 0; i < N_STATEMENTS; i++) /* prepared for the old table */
-		c->stmt[i] = (sqlite3_finalize(c->stmt[i]), NULL);
+	sqldb_cache_clear(c->stmts); /* prepared for the old table */
 	r = exec_sql(c, "BEGIN IMMEDIATE");
 	if (r < 0)
 		return r;
@@ -470,8 +412,8 @@ int catalog_chunks_unkeyed(Catalog *c)
 			      " (SELECT count(*) FROM chunks_overflow)", &n);
 	if (r == 0 && n > 0)
 		r = -ENOTEMPTY;
-	for (int i = 0; r == 0 && i < N_STATEMENTS; i++) /* prepared for the table about to go */
-		c->stmt[i] = (sqlite3_finalize(c->stmt[i]), NULL);
+	if (r == 0) /* prepared for the table about to go */
+		sqldb_cache_clear(c->stmts);
 	if (r == 0 && c->keyed)
 		r = exec_sql(c, "DROP TABLE chunks;"
 				"CREATE TABLE chunks(id BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
@@ -540,22 +482,20 @@ static int migrate_bad_blocks_key(Catalog *c)
 
 int catalog_open(const char *path, bool create, Catalog **ret)
 {
+	/* WAL: readers never block the writer; FULL: a commit survives power loss */
+	SqldbOptions o = {
+		.flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0),
+		.busy_ms = CATALOG_BUSY_TIMEOUT_MS,
+		.pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+			   "PRAGMA foreign_keys=OFF; PRAGMA temp_store=FILE;"};
 	Catalog *c = calloc(1, sizeof(*c));
-	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-	int rc, r;
+	int r;
 
 	if (!c)
 		return -ENOMEM;
-	rc = sqlite3_open_v2(path, &c->db, flags, NULL);
-	if (rc != SQLITE_OK) {
-		r = catalog_sqlite_errno(rc);
-		catalog_free(c);
-		return r ? r : -EIO;
-	}
-	sqlite3_busy_timeout(c->db, CATALOG_BUSY_TIMEOUT_MS);
-	/* WAL: readers never block the writer; FULL: a commit survives power loss */
-	r = exec_sql(c, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-			"PRAGMA foreign_keys=OFF; PRAGMA temp_store=FILE;");
+	r = sqldb_open(path, &o, &c->db);
+	if (r == 0)
+		r = sqldb_cache_new(c->db, N_STATEMENTS, &c->stmts);
 	if (r == 0 && !create) {
 		/* a catalog made by an earlier build of this format may lack newer tables */
 		_cleanup_stmt_ sqlite3_stmt *s = NULL;
@@ -631,21 +571,15 @@ Catalog *catalog_free(Catalog *c)
 {
 	if (!c)
 		return NULL;
-	for (int i = 0; i < N_STATEMENTS; i++)
-		sqlite3_finalize(c->stmt[i]);
-	sqlite3_close(c->db);
+	sqldb_cache_free(c->stmts);
+	sqldb_close(c->db);
 	free(c);
 	return NULL;
 }
 
-int catalog_begin(Catalog *c) { return exec_sql(c, "BEGIN IMMEDIATE"); }
-int catalog_commit(Catalog *c) { return exec_sql(c, "COMMIT"); }
-
-void catalog_rollback(Catalog *c)
-{
-	if (!sqlite3_get_autocommit(c->db))
-		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-}
+int catalog_begin(Catalog *c) { return sqldb_begin(c->db, true); }
+int catalog_commit(Catalog *c) { return sqldb_commit(c->db); }
+void catalog_rollback(Catalog *c) { sqldb_rollback(c->db); }
 
 int catalog_chunk_exists(Catalog *c, const ChunkId *id)
 {

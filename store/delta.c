@@ -17,6 +17,7 @@
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "store/delta.h"
 #include "store/chunk.h"
+#include "store/sqldb.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -113,13 +114,11 @@ int delta_diff(const char *cur_path, const char *base_path, void **ret, size_t *
 	sqlite3_stmt *s = NULL;
 	sqlite3_session *ss = NULL;
 	void *cs = NULL;
-	int n = 0, e = 0;
-	int rc = sqlite3_open_v2(cur_path, &db, SQLITE_OPEN_READWRITE, NULL);
+	int n = 0, e = sqldb_open(cur_path, &(SqldbOptions){.busy_ms = 60000}, &db);
+	int rc = SQLITE_OK;
 
-	if (rc == SQLITE_OK) {
-		sqlite3_busy_timeout(db, 60000);
+	if (e == 0)
 		rc = sqlite3_prepare_v2(db, "ATTACH ?1 AS base", -1, &s, NULL);
-	}
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_text(s, 1, base_path, -1, SQLITE_STATIC);
 		rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
@@ -128,8 +127,8 @@ int delta_diff(const char *cur_path, const char *base_path, void **ret, size_t *
 	/* one read transaction: the tables are compared as of one moment */
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-	if (rc != SQLITE_OK)
-		e = db ? sql_fail(db, "open for the delta") : -ENOMEM;
+	if (e == 0 && rc != SQLITE_OK)
+		e = sql_fail(db, "open for the delta");
 	if (e == 0) {
 		e = table_dropped(db);
 		if (e > 0) {

@@ -6,6 +6,7 @@
  * so a column added to the catalog later travels without a format change.
  */
 #include "store/manifest.h"
+#include "store/sqldb.h"
 #include "store/treedigest.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -40,20 +41,6 @@ static const char image_schema_3[] =
 	"CREATE TABLE dirs(hash BLOB PRIMARY KEY, n INTEGER NOT NULL, entries BLOB NOT NULL)"
 	"  WITHOUT ROWID;";
 
-static void stmt_finalizep(sqlite3_stmt **s)
-{
-	if (*s)
-		sqlite3_finalize(*s);
-}
-#define _cleanup_stmt_ _cleanup_(stmt_finalizep)
-
-static void db_closep(sqlite3 **db)
-{
-	if (*db)
-		sqlite3_close(*db);
-}
-#define _cleanup_db_ _cleanup_(db_closep)
-
 static void str_freep(sqlite3_str **s)
 {
 	if (*s)
@@ -64,12 +51,9 @@ static void str_freep(sqlite3_str **s)
 /* An error of the catalog connection (as catalog.c maps them). */
 static int catalog_errno(sqlite3 *db, int rc, const char *what)
 {
-	log_debug("manifest: catalog: %s: %s", what, sqlite3_errmsg(db));
+	int e = sqldb_fail(db, rc, what);
 	/* a manifest's values the catalog's schema refuses: a damaged manifest */
-	if ((rc & 0xff) == SQLITE_CONSTRAINT)
-		return -EBADMSG;
-	int e = catalog_sqlite_errno(rc);
-	return e ? e : -EIO;
+	return (rc & 0xff) == SQLITE_CONSTRAINT ? -EBADMSG : e;
 }
 
 /*
@@ -78,8 +62,7 @@ static int catalog_errno(sqlite3 *db, int rc, const char *what)
  */
 static int image_errno(sqlite3 *db, int rc, int other, const char *what)
 {
-	log_debug("manifest: image: %s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-	return (rc & 0xff) == SQLITE_NOMEM ? -ENOMEM : other;
+	return sqldb_fail(db, rc, what) == -ENOMEM ? -ENOMEM : other;
 }
 
 static int image_exec(sqlite3 *img, const char *sql, int other)
@@ -103,8 +86,7 @@ static int image_step_done(sqlite3 *img, sqlite3_stmt *s, int other)
 
 static int catalog_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret)
 {
-	int rc = sqlite3_prepare_v2(db, sql, -1, ret, NULL);
-	return rc == SQLITE_OK ? 0 : catalog_errno(db, rc, sql);
+	return sqldb_prepare(db, sql, ret);
 }
 
 static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
@@ -114,6 +96,10 @@ static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
 	else
 		sqlite3_bind_null(s, i);
 }
+
+/* the private connection an image is built or read on */
+static const SqldbOptions image_options = {
+	.flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX};
 
 /* ---- export ---- */
 
@@ -489,19 +475,18 @@ static int image_serialize(sqlite3 *img, void **ret_buf, size_t *ret_len)
 
 int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_len)
 {
-	_cleanup_db_ sqlite3 *img = NULL;
+	_cleanup_sqldb_ sqlite3 *img = NULL;
 	/* format 1 in a format-1 repository: its older readers must read every manifest */
 	Exporter e = {.c = c, .cat = catalog_sqlite(c),
 		      .format = catalog_format(c) >= 3 ? 3 : catalog_idblocks(c) ? 2 : 1};
 	bool own_tx = sqlite3_get_autocommit(e.cat);
 	int rc, r;
 
-	rc = sqlite3_open_v2(":memory:", &img, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-			     SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK)
-		return image_errno(img, rc, -EIO, "open");
-	e.img = img;
 	/* built in memory and thrown away on error: nothing to journal */
+	r = sqldb_open(":memory:", &image_options, &img);
+	if (r < 0)
+		return r == -ENOMEM ? r : -EIO;
+	e.img = img;
 	r = image_exec(img, "PRAGMA journal_mode=OFF; BEGIN", -EIO);
 	/* every row from one read transaction: a consistent snapshot of the catalog */
 	if (r == 0 && own_tx) {
@@ -534,21 +519,19 @@ int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_
  */
 static int image_open(const void *buf, size_t len, sqlite3 **ret, int *ret_format)
 {
-	_cleanup_db_ sqlite3 *img = NULL;
+	static const SqldbOptions untrusted = {
+		.flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+		.untrusted = true};
+	_cleanup_sqldb_ sqlite3 *img = NULL;
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	unsigned char *copy;
 	int rc, r;
 
 	if (len < IMAGE_MIN_LEN)
 		return -EBADMSG;
-	rc = sqlite3_open_v2(":memory:", &img, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-			     SQLITE_OPEN_NOMUTEX, NULL);
-	if (rc != SQLITE_OK)
-		return image_errno(img, rc, -ENOMEM, "open");
-	sqlite3_db_config(img, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
-	sqlite3_db_config(img, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
-	sqlite3_db_config(img, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, NULL);
-	sqlite3_db_config(img, SQLITE_DBCONFIG_ENABLE_VIEW, 0, NULL);
+	r = sqldb_open(":memory:", &untrusted, &img);
+	if (r < 0)
+		return -ENOMEM;
 	copy = sqlite3_malloc64(len);
 	if (!copy)
 		return -ENOMEM;
@@ -1017,7 +1000,7 @@ int manifest_import(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid)
 int manifest_import_counted(Catalog *c, const void *buf, size_t len, int64_t *ret_rowid,
 			    size_t *ret_missing)
 {
-	_cleanup_db_ sqlite3 *img = NULL;
+	_cleanup_sqldb_ sqlite3 *img = NULL;
 	int64_t rowid = 0;
 	size_t missing = 0, missing_tree = 0;
 	ChunkId forest;
@@ -1068,7 +1051,7 @@ int manifest_import_counted(Catalog *c, const void *buf, size_t len, int64_t *re
 
 int manifest_import_idblocks(Catalog *c, const void *buf, size_t len)
 {
-	_cleanup_db_ sqlite3 *img = NULL;
+	_cleanup_sqldb_ sqlite3 *img = NULL;
 	int format, r;
 
 	if (!sqlite3_get_autocommit(catalog_sqlite(c)))

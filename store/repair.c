@@ -4,6 +4,7 @@
  */
 #include "store/repair.h"
 #include "store/manifest.h"
+#include "store/sqldb.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -97,15 +98,6 @@ static int catalog_check_empty(Catalog *c)
 	return r;
 }
 
-static int exec_pragma(sqlite3 *db, const char *sql)
-{
-	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		return 0;
-	log_debug("repair: %s: %s", sql, sqlite3_errmsg(db));
-	return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED ? -EBUSY : -EIO;
-}
-
 /*
  * A rebuild commits once per pack and per manifest. Unsynced commits
  * (synchronous=NORMAL keeps a WAL database consistent, only not durable) and
@@ -114,16 +106,15 @@ static int exec_pragma(sqlite3 *db, const char *sql)
 static int catalog_make_durable(Catalog *c)
 {
 	sqlite3 *db = catalog_sqlite(c);
-	sqlite3_stmt *s = NULL;
-	int rc, r = exec_pragma(db, "PRAGMA synchronous=FULL");
-	if (r < 0)
-		return r;
-	rc = sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(FULL)", -1, &s, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int r = sqldb_exec(db, "PRAGMA synchronous=FULL");
+	if (r == 0)
+		r = sqldb_prepare(db, "PRAGMA wal_checkpoint(FULL)", &s);
+	if (r == 0)
+		r = sqldb_step_row(db, s);
 	/* first column: 1 when a reader kept the checkpoint from completing */
-	r = rc != SQLITE_ROW ? -EIO : sqlite3_column_int(s, 0) ? -EBUSY : 0;
-	sqlite3_finalize(s);
+	if (r == 0 && sqlite3_column_int(s, 0))
+		r = -EBUSY;
 	return r;
 }
 
@@ -369,14 +360,14 @@ int repair_rebuild_catalog(StoreBackend *b, Catalog *c, const char *manifest_pre
 
 	if (r < 0)
 		return r;
-	r = exec_pragma(catalog_sqlite(c), "PRAGMA synchronous=NORMAL");
+	r = sqldb_exec(catalog_sqlite(c), "PRAGMA synchronous=NORMAL");
 	if (r == 0)
 		r = rebuild(b, c, manifest_prefix, get_manifest, ud, &st);
 	/* back to the catalog's setting whatever happened; durable only on success */
 	if (r == 0)
 		r = catalog_make_durable(c);
 	else
-		exec_pragma(catalog_sqlite(c), "PRAGMA synchronous=FULL");
+		sqldb_exec(catalog_sqlite(c), "PRAGMA synchronous=FULL");
 	if (r < 0)
 		return r;
 	if (ret)

@@ -7,6 +7,7 @@
  */
 #include "store/repo_int.h"
 #include "store/delta.h"
+#include "store/sqldb.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -65,12 +66,14 @@ int repo_catalog_install(Repo *r, const char *src)
 	sqlite3_backup *bk;
 	int rc;
 
-	rc = sqlite3_open_v2(src, &from, SQLITE_OPEN_READONLY, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_open_v2(r->catalog_path, &to,
-				     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+	rc = sqldb_open(src, &(SqldbOptions){.flags = SQLITE_OPEN_READONLY}, &from) == 0 &&
+			     sqldb_open(r->catalog_path,
+					&(SqldbOptions){.flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+							.busy_ms = 60000},
+					&to) == 0
+		     ? SQLITE_OK
+		     : SQLITE_CANTOPEN;
 	if (rc == SQLITE_OK) {
-		sqlite3_busy_timeout(to, 60000);
 		bk = sqlite3_backup_init(to, "main", from, "main");
 		if (!bk)
 			rc = sqlite3_errcode(to);

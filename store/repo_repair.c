@@ -5,6 +5,7 @@
  */
 #include "store/repo_int.h"
 #include "store/repair.h"
+#include "store/sqldb.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -42,9 +43,9 @@ static int link_sfx(const char *path, const char *to, const char *sfx)
 static void catalog_fold_wal(const char *path)
 {
 	sqlite3 *db = NULL;
-	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK)
+	if (sqldb_open(path, NULL, &db) == 0)
 		sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
-	sqlite3_close(db); /* the last connection: an empty WAL goes away */
+	sqldb_close(db); /* the last connection: an empty WAL goes away */
 }
 
 /*

@@ -124,6 +124,25 @@ try:
 except OSError as e:
     sys.exit(0 if e.errno == errno.ENODATA else 1)"
 ok "listxattr is empty" python3 -c "import os; assert os.listxattr('$M/$S1/base/1/text') == []"
+ok "the root's user.pgbakfs.trees: its length, ERANGE for a short buffer, EROFS to set" \
+	python3 - "$M" <<'PY'
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+path, name = sys.argv[1].encode(), b"user.pgbakfs.trees"
+n = libc.getxattr(path, name, None, 0)
+value = os.getxattr(sys.argv[1], name)
+assert n == len(value) and value.startswith(b"loaded "), (n, value)
+assert libc.getxattr(path, name, ctypes.create_string_buffer(4), 4) == -1
+assert ctypes.get_errno() == errno.ERANGE, ctypes.get_errno()
+assert libc.listxattr(path, None, 0) == len(name) + 1
+assert libc.listxattr(path, ctypes.create_string_buffer(4), 4) == -1
+assert ctypes.get_errno() == errno.ERANGE, ctypes.get_errno()
+try:
+    os.setxattr(sys.argv[1], "user.x", b"1")
+    raise SystemExit("set an attribute on a read-only mount")
+except OSError as e:
+    assert e.errno == errno.EROFS, e
+PY
 ok "statfs" stat -f "$M/$S1" >/dev/null
 # a name longer than NAME_MAX (255 bytes): ENAMETOOLONG, not ENOENT, wherever it is looked up
 LONG=$(printf 'a%.0s' {1..300}) MAX=$(printf 'm%.0s' {1..255})
