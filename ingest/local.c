@@ -3,6 +3,7 @@
 #include "ingest/changes.h"
 #include "common/progress.h"
 #include "common/util.h"
+#include "common/workqueue.h"
 #include "ingest/manifest.h"
 #include "ingest/pgpage.h"
 #include "ingest/walstream.h"
@@ -17,7 +18,7 @@
 #include <sys/stat.h>
 
 #define READ_BUF (1024 * 1024)
-#define QUEUE_CAP 256
+#define QUEUE_CAP 256 /* files waiting for a reader */
 
 /* Directories whose contents pg_basebackup leaves out (the directory itself is kept). */
 static const char *const exclude_contents[] = {
@@ -70,12 +71,9 @@ typedef struct Local {
 	uint64_t parent_start_lsn;
 	ChangesResult changes; /* .blocks: the changed blocks since the parent started, or NULL */
 
-	/* reader pool: lock guards the queue, done */
+	/* reader pool: files to read (aborted on the first error); lock guards error_path, err */
+	WorkQueue *tasks;
 	pthread_mutex_t lock;
-	pthread_cond_t nonempty, nonfull;
-	Task queue[QUEUE_CAP];
-	size_t head, n;
-	bool done;
 	_Atomic int error;
 	char error_path[PATH_MAX];
 	_Atomic uint64_t files_read, files_reused, files_blocks;
@@ -90,9 +88,8 @@ static void set_error(Local *lc, int r, const char *path)
 		pthread_mutex_lock(&lc->lock);
 		if (path)
 			snprintf(lc->error_path, sizeof(lc->error_path), "%s", path);
-		pthread_cond_broadcast(&lc->nonfull);
-		pthread_cond_broadcast(&lc->nonempty);
 		pthread_mutex_unlock(&lc->lock);
+		workqueue_abort(lc->tasks, r);
 	}
 }
 
@@ -558,20 +555,9 @@ static void *reader_main(void *arg)
 		if (r < 0)
 			set_error(lc, r, NULL);
 	}
-	for (;;) {
-		Task t;
-		pthread_mutex_lock(&lc->lock);
-		while (lc->n == 0 && !lc->done)
-			pthread_cond_wait(&lc->nonempty, &lc->lock);
-		if (lc->n == 0) {
-			pthread_mutex_unlock(&lc->lock);
-			break;
-		}
-		t = lc->queue[lc->head];
-		lc->head = (lc->head + 1) % QUEUE_CAP;
-		lc->n--;
-		pthread_cond_signal(&lc->nonfull);
-		pthread_mutex_unlock(&lc->lock);
+	/* after an error the queue still hands out its tasks, to be freed unread */
+	Task t;
+	while (workqueue_pop(lc->tasks, &t) == 0) {
 		if (buf && !atomic_load(&lc->error)) {
 			int r = t.pfile && cat ? read_file_blocks(lc, cat, &t, buf) : read_file(lc, &t, buf);
 			if (r < 0)
@@ -586,19 +572,10 @@ static void *reader_main(void *arg)
 
 static int queue_task(Local *lc, Task *t)
 {
-	pthread_mutex_lock(&lc->lock);
-	while (lc->n == QUEUE_CAP && !atomic_load(&lc->error))
-		pthread_cond_wait(&lc->nonfull, &lc->lock);
-	if (atomic_load(&lc->error)) {
-		pthread_mutex_unlock(&lc->lock);
+	int r = workqueue_push(lc->tasks, t);
+	if (r < 0)
 		task_clear(t);
-		return atomic_load(&lc->error);
-	}
-	lc->queue[(lc->head + lc->n) % QUEUE_CAP] = *t;
-	lc->n++;
-	pthread_cond_signal(&lc->nonempty);
-	pthread_mutex_unlock(&lc->lock);
-	return 0;
+	return r;
 }
 
 /* ---- walking ---- */
@@ -887,8 +864,11 @@ static int read_data_directory(Local *lc)
 	struct stat st;
 	uint64_t root;
 
-	if (!th)
-		return -ENOMEM;
+	r = th ? workqueue_new(QUEUE_CAP, sizeof(Task), &lc->tasks) : -ENOMEM;
+	if (r < 0) {
+		free(th);
+		return r;
+	}
 	for (; started < n_threads; started++)
 		if (pthread_create(&th[started], NULL, reader_main, lc) != 0)
 			break;
@@ -906,13 +886,11 @@ static int read_data_directory(Local *lc)
 	for (size_t i = 0; r == 0 && i < lc->o->n_extra_dirs; i++)
 		r = walk_extra(lc, lc->o->extra_dirs[i]);
 	set_error(lc, r, NULL);
-	pthread_mutex_lock(&lc->lock);
-	lc->done = true;
-	pthread_cond_broadcast(&lc->nonempty);
-	pthread_mutex_unlock(&lc->lock);
+	workqueue_close(lc->tasks);
 	for (int i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	free(th);
+	lc->tasks = workqueue_free(lc->tasks);
 	r = atomic_load(&lc->error);
 	if (r < 0 && lc->error_path[0] && !lc->err->msg[0])
 		snprintf(lc->err->msg, sizeof(lc->err->msg), "could not read \"%.400s\": %s",
@@ -1093,8 +1071,6 @@ int local_backup(Repo *repo, const LocalBackupOptions *o, LocalBackupResult *ret
 		return -errno;
 	}
 	pthread_mutex_init(&lc.lock, NULL);
-	pthread_cond_init(&lc.nonempty, NULL);
-	pthread_cond_init(&lc.nonfull, NULL);
 	atomic_init(&lc.error, 0);
 	atomic_init(&lc.files_read, 0);
 	atomic_init(&lc.files_reused, 0);
@@ -1125,8 +1101,6 @@ int local_backup(Repo *repo, const LocalBackupOptions *o, LocalBackupResult *ret
 		free(lc.pfiles[i].path);
 	free(lc.pfiles);
 	pthread_mutex_destroy(&lc.lock);
-	pthread_cond_destroy(&lc.nonempty);
-	pthread_cond_destroy(&lc.nonfull);
 	rm_rf(lc.staging);
 	return r;
 }
