@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "common/workqueue.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -79,11 +80,9 @@ struct ChunkCache {
 	ChunkReader **pool;
 	size_t n_pool, cap_pool;
 
-	pthread_mutex_t q_lock;
-	pthread_cond_t q_cond;
-	PrefetchItem queue[PREFETCH_QUEUE];
-	size_t q_head, q_len;
-	bool stopping;
+	/* hints for the prefetch threads: dropped when full, skipped once stopping */
+	WorkQueue *prefetch;
+	_Atomic bool stopping;
 	pthread_t *threads;
 	unsigned n_threads;
 
@@ -390,21 +389,13 @@ static bool cached_or_loading(ChunkCache *c, const ChunkId *id)
 	return found;
 }
 
+/* A hint, never waited for: dropped when the queue is full. */
 static void queue_push(ChunkCache *c, const ChunkId *id, uint32_t plen, const ChunkLoc *loc)
 {
-	pthread_mutex_lock(&c->q_lock);
-	if (c->q_len < PREFETCH_QUEUE) {
-		PrefetchItem *it = &c->queue[(c->q_head + c->q_len) % PREFETCH_QUEUE];
-		it->id = *id;
-		it->plen = plen;
-		it->queued = mono_ns();
-		it->has_loc = loc != NULL;
-		if (loc)
-			it->loc = *loc;
-		c->q_len++;
-		pthread_cond_signal(&c->q_cond);
-	}
-	pthread_mutex_unlock(&c->q_lock);
+	PrefetchItem it = {.id = *id, .plen = plen, .queued = mono_ns(), .has_loc = loc != NULL};
+	if (loc)
+		it.loc = *loc;
+	(void)workqueue_try_push(c->prefetch, &it);
 }
 
 void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen)
@@ -465,21 +456,12 @@ void chunk_cache_prefetch_many(ChunkCache *c, const ChunkId *ids, const uint32_t
 static void *prefetch_main(void *userdata)
 {
 	ChunkCache *c = userdata;
-	for (;;) {
-		PrefetchItem it;
-		CachedChunk *e;
-		pthread_mutex_lock(&c->q_lock);
-		while (!c->q_len && !c->stopping)
-			pthread_cond_wait(&c->q_cond, &c->q_lock);
-		if (c->stopping) {
-			pthread_mutex_unlock(&c->q_lock);
-			return NULL;
-		}
-		it = c->queue[c->q_head];
-		c->q_head = (c->q_head + 1) % PREFETCH_QUEUE;
-		c->q_len--;
-		pthread_mutex_unlock(&c->q_lock);
-		if (mono_ns() - it.queued > PREFETCH_STALE_NS || cached_or_loading(c, &it.id))
+	PrefetchItem it;
+	CachedChunk *e;
+	while (workqueue_pop(c->prefetch, &it) == 0) {
+		/* stopping: what is left is popped and forgotten, not loaded */
+		if (atomic_load(&c->stopping) || mono_ns() - it.queued > PREFETCH_STALE_NS ||
+		    cached_or_loading(c, &it.id))
 			continue;
 		/* errors are the reader's to report, when it asks for the chunk itself */
 		if (cache_get(c, &it.id, it.plen, it.has_loc ? &it.loc : NULL, &e) == 0) {
@@ -487,6 +469,7 @@ static void *prefetch_main(void *userdata)
 			chunk_cache_put(c, e);
 		}
 	}
+	return NULL;
 }
 
 static int shards_init(ChunkCache *c, uint64_t capacity)
@@ -521,13 +504,12 @@ int chunk_cache_new(Repo *repo, uint64_t capacity, unsigned prefetch_threads, Ch
 	c->bufs.slab_bytes = MAX((size_t)SLAB_BYTES, c->bufs.size);
 	pthread_mutex_init(&c->bufs.lock, NULL);
 	pthread_mutex_init(&c->pool_lock, NULL);
-	pthread_mutex_init(&c->q_lock, NULL);
-	pthread_cond_init(&c->q_cond, NULL);
+	atomic_init(&c->stopping, false);
 	r = shards_init(c, capacity);
 	if (r == 0 && prefetch_threads) {
 		c->threads = calloc(prefetch_threads, sizeof(*c->threads));
-		if (!c->threads)
-			r = -ENOMEM;
+		r = c->threads ? workqueue_new(PREFETCH_QUEUE, sizeof(PrefetchItem), &c->prefetch)
+			       : -ENOMEM;
 	}
 	for (unsigned i = 0; r == 0 && i < prefetch_threads; i++) {
 		r = -pthread_create(&c->threads[i], NULL, prefetch_main, c);
@@ -546,13 +528,13 @@ ChunkCache *chunk_cache_free(ChunkCache *c)
 {
 	if (!c)
 		return NULL;
-	pthread_mutex_lock(&c->q_lock);
-	c->stopping = true;
-	pthread_cond_broadcast(&c->q_cond);
-	pthread_mutex_unlock(&c->q_lock);
+	atomic_store(&c->stopping, true);
+	if (c->prefetch)
+		workqueue_close(c->prefetch);
 	for (unsigned i = 0; i < c->n_threads; i++)
 		pthread_join(c->threads[i], NULL);
 	free(c->threads);
+	workqueue_free(c->prefetch);
 	for (size_t i = 0; i < N_SHARDS; i++) {
 		Shard *s = &c->shards[i];
 		for (size_t b = 0; s->buckets && b < s->n_buckets; b++) {
@@ -577,8 +559,6 @@ ChunkCache *chunk_cache_free(ChunkCache *c)
 		chunk_reader_free(c->pool[i]);
 	free(c->pool);
 	pthread_mutex_destroy(&c->pool_lock);
-	pthread_mutex_destroy(&c->q_lock);
-	pthread_cond_destroy(&c->q_cond);
 	free(c);
 	return NULL;
 }

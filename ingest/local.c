@@ -3,11 +3,12 @@
 #include "ingest/changes.h"
 #include "common/progress.h"
 #include "common/util.h"
+#include "common/workqueue.h"
 #include "ingest/manifest.h"
 #include "ingest/pgpage.h"
+#include "ingest/walk.h"
 #include "ingest/walstream.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -17,7 +18,7 @@
 #include <sys/stat.h>
 
 #define READ_BUF (1024 * 1024)
-#define QUEUE_CAP 256
+#define QUEUE_CAP 256 /* files waiting for a reader */
 
 /* Directories whose contents pg_basebackup leaves out (the directory itself is kept). */
 static const char *const exclude_contents[] = {
@@ -70,12 +71,9 @@ typedef struct Local {
 	uint64_t parent_start_lsn;
 	ChangesResult changes; /* .blocks: the changed blocks since the parent started, or NULL */
 
-	/* reader pool: lock guards the queue, done */
+	/* reader pool: files to read (aborted on the first error); lock guards error_path, err */
+	WorkQueue *tasks;
 	pthread_mutex_t lock;
-	pthread_cond_t nonempty, nonfull;
-	Task queue[QUEUE_CAP];
-	size_t head, n;
-	bool done;
 	_Atomic int error;
 	char error_path[PATH_MAX];
 	_Atomic uint64_t files_read, files_reused, files_blocks;
@@ -90,9 +88,8 @@ static void set_error(Local *lc, int r, const char *path)
 		pthread_mutex_lock(&lc->lock);
 		if (path)
 			snprintf(lc->error_path, sizeof(lc->error_path), "%s", path);
-		pthread_cond_broadcast(&lc->nonfull);
-		pthread_cond_broadcast(&lc->nonempty);
 		pthread_mutex_unlock(&lc->lock);
+		workqueue_abort(lc->tasks, r);
 	}
 }
 
@@ -315,13 +312,46 @@ static int open_source(const char *abs)
 	return fd < 0 ? -errno : fd;
 }
 
+/* What a file's bytes go through on their way into the snapshot: its manifest CRC, page checks. */
+typedef struct ReadCtx {
+	PageCheck pc;
+	BadCtx bad;
+	bool verify;
+	uint32_t crc;
+	uint64_t n_read; /* bytes read: holes are not */
+} ReadCtx;
+
+static int read_data(void *userdata, const uint8_t *buf, size_t len)
+{
+	ReadCtx *x = userdata;
+	x->crc = crc32c_update(x->crc, buf, len);
+	x->n_read += len;
+	return x->verify ? page_check_feed(&x->pc, buf, len, report_bad, &x->bad) : 0;
+}
+
+/* A hole reads as zeros: the manifest's CRC and the page checks see them as such. */
+static int read_zeros(void *userdata, uint64_t len)
+{
+	static const uint8_t zeros[64 * 1024];
+	ReadCtx *x = userdata;
+	int r = 0;
+	while (len > 0 && r == 0) {
+		size_t n = (size_t)MIN(len, sizeof(zeros));
+		x->crc = crc32c_update(x->crc, zeros, n);
+		if (x->verify)
+			r = page_check_feed(&x->pc, zeros, n, report_bad, &x->bad);
+		len -= n;
+	}
+	return r;
+}
+
+static const WalkReadOps read_ops = {.data = read_data, .zeros = read_zeros};
+
 static int read_file(Local *lc, Task *t, uint8_t *buf)
 {
 	SnapFile *f;
-	PageCheck pc;
-	BadCtx bad = {.lc = lc, .rel = t->rel};
-	uint32_t segno = 0, crc = CRC32C_INIT;
-	bool verify = lc->checksums && pg_path_is_relation(t->rel, &segno);
+	ReadCtx x = {.bad = {.lc = lc, .rel = t->rel}, .crc = CRC32C_INIT};
+	uint32_t segno = 0;
 	uint64_t total = 0;
 	struct stat st;
 	int r;
@@ -330,33 +360,21 @@ static int read_file(Local *lc, Task *t, uint8_t *buf)
 		return fd == -ENOENT ? 0 : fd; /* dropped meanwhile: WAL replay knows */
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	page_check_init(&pc, segno, lc->start_lsn);
+	x.verify = lc->checksums && pg_path_is_relation(t->rel, &segno);
+	page_check_init(&x.pc, segno, lc->start_lsn);
 	SnapEntry e = entry_of(t->parent, t->name, &st);
 	r = snapwriter_file_begin(lc->w, &e, &f);
 	if (r < 0)
 		return r;
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	for (;;) {
-		ssize_t n = pread_full(fd, buf, READ_BUF, (off_t)total);
-		if (n <= 0) {
-			r = (int)n;
-			break;
-		}
-		crc = crc32c_update(crc, buf, (size_t)n);
-		if (verify)
-			r = page_check_feed(&pc, buf, (size_t)n, report_bad, &bad);
-		if (r == 0)
-			r = snapwriter_file_write(lc->w, f, buf, (size_t)n);
-		if (r < 0)
-			break;
-		total += (uint64_t)n;
-	}
-	atomic_fetch_add(&lc->read_bytes, total);
+	/* to its end, even past the size it had: a relation may grow while we read */
+	r = walk_read_file(lc->w, f, fd, (uint64_t)st.st_size, true, buf, READ_BUF, &read_ops, &x,
+			   &total);
+	atomic_fetch_add(&lc->read_bytes, x.n_read);
 	int r2 = snapwriter_file_end(lc->w, f);
 	if (r == 0)
 		r = r2;
 	if (r == 0 && t->rel[0] != '/') /* extra roots are not part of the data directory */
-		r = manifest_add(lc->manifest, t->rel, total, e.mtime_ns, true, CRC32C_FINISH(crc));
+		r = manifest_add(lc->manifest, t->rel, total, e.mtime_ns, true, CRC32C_FINISH(x.crc));
 	atomic_fetch_add(&lc->files_read, 1);
 	return r;
 }
@@ -558,20 +576,9 @@ static void *reader_main(void *arg)
 		if (r < 0)
 			set_error(lc, r, NULL);
 	}
-	for (;;) {
-		Task t;
-		pthread_mutex_lock(&lc->lock);
-		while (lc->n == 0 && !lc->done)
-			pthread_cond_wait(&lc->nonempty, &lc->lock);
-		if (lc->n == 0) {
-			pthread_mutex_unlock(&lc->lock);
-			break;
-		}
-		t = lc->queue[lc->head];
-		lc->head = (lc->head + 1) % QUEUE_CAP;
-		lc->n--;
-		pthread_cond_signal(&lc->nonfull);
-		pthread_mutex_unlock(&lc->lock);
+	/* after an error the queue still hands out its tasks, to be freed unread */
+	Task t;
+	while (workqueue_pop(lc->tasks, &t) == 0) {
 		if (buf && !atomic_load(&lc->error)) {
 			int r = t.pfile && cat ? read_file_blocks(lc, cat, &t, buf) : read_file(lc, &t, buf);
 			if (r < 0)
@@ -586,19 +593,10 @@ static void *reader_main(void *arg)
 
 static int queue_task(Local *lc, Task *t)
 {
-	pthread_mutex_lock(&lc->lock);
-	while (lc->n == QUEUE_CAP && !atomic_load(&lc->error))
-		pthread_cond_wait(&lc->nonfull, &lc->lock);
-	if (atomic_load(&lc->error)) {
-		pthread_mutex_unlock(&lc->lock);
+	int r = workqueue_push(lc->tasks, t);
+	if (r < 0)
 		task_clear(t);
-		return atomic_load(&lc->error);
-	}
-	lc->queue[(lc->head + lc->n) % QUEUE_CAP] = *t;
-	lc->n++;
-	pthread_cond_signal(&lc->nonempty);
-	pthread_mutex_unlock(&lc->lock);
-	return 0;
+	return r;
 }
 
 /* ---- walking ---- */
@@ -632,7 +630,7 @@ static bool is_db_dir(const char *rel)
 }
 
 /* In a database directory: is name a non-init fork of a relation that has an init fork? */
-static bool unlogged_fork(char **names, size_t n, const char *name)
+static bool unlogged_fork(char *const *names, size_t n, const char *name)
 {
 	size_t num = strspn(name, "0123456789");
 	char init[64];
@@ -645,37 +643,10 @@ static bool unlogged_fork(char **names, size_t n, const char *name)
 	return false;
 }
 
-static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 static int list_dir(const char *path, char ***ret, size_t *ret_n)
 {
-	DIR *d = opendir(path);
-	struct dirent *de;
-	char **v = NULL;
-	size_t n = 0;
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		char **nv = realloc(v, (n + 1) * sizeof(char *));
-		if (!nv || !(nv[n] = strdup(de->d_name))) {
-			v = nv ? nv : v;
-			for (size_t i = 0; i < n; i++)
-				free(v[i]);
-			free(v);
-			closedir(d);
-			return -ENOMEM;
-		}
-		v = nv;
-		n++;
-	}
-	closedir(d);
-	if (n > 1)
-		qsort(v, n, sizeof(char *), cmp_names);
-	*ret = v;
-	*ret_n = n;
-	return 0;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : walk_names(fd, ret, ret_n);
 }
 
 
@@ -726,7 +697,7 @@ static int add_regular(Local *lc, const char *abs, const char *rel, const char *
 	return queue_task(lc, &t);
 }
 
-static int walk(Local *lc, const char *abs, const char *rel, uint64_t ino);
+static const WalkOps walk_ops;
 
 static int walk_tablespace(Local *lc, const char *abs, const char *rel, const char *name,
 			   uint64_t parent, const struct stat *lst)
@@ -765,32 +736,30 @@ static int walk_tablespace(Local *lc, const char *abs, const char *rel, const ch
 		SnapEntry ve = entry_of(ino, names[i], &st);
 		r = snapwriter_add_dir(lc->w, &ve, &vino);
 		if (r == 0)
-			r = walk(lc, version_dir, sub_rel, vino);
+			r = walk_dir(version_dir, sub_rel, vino, &walk_ops, lc);
 	}
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	walk_names_free(names, n);
 	return r;
 }
 
-static int walk_entry(Local *lc, const char *abs, const char *rel, const char *name, uint64_t ino,
-		      bool db_dir, char **names, size_t n)
+static int walk_entry(Local *lc, const WalkEntry *we, uint64_t *ret_ino)
 {
-	struct stat st;
+	const char *abs = we->path, *rel = we->rel, *name = we->name;
+	struct stat st = we->st;
 	uint64_t child;
 	int r;
 
-	if (lstat(abs, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
+	if (we->stat_err)
+		return we->stat_err == -ENOENT ? 0 : we->stat_err;
 	if (in_list(name, exclude_files) || !strncmp(name, "pg_internal.init", 16) || is_temp(name))
 		return 0;
-	if (db_dir && unlogged_fork(names, n, name))
+	if (is_db_dir(we->dir_rel) && unlogged_fork(we->names, we->n_names, name))
 		return 0;
 	if (S_ISREG(st.st_mode))
-		return add_regular(lc, abs, rel, name, ino, &st);
+		return add_regular(lc, abs, rel, name, we->parent, &st);
 	if (S_ISLNK(st.st_mode)) {
 		if (!strncmp(rel, "pg_tblspc/", 10))
-			return walk_tablespace(lc, abs, rel, name, ino, &st);
+			return walk_tablespace(lc, abs, rel, name, we->parent, &st);
 		if (!strcmp(rel, "pg_wal")) { /* initdb -X: kept as a directory */
 			if (stat(abs, &st) < 0)
 				return -errno;
@@ -800,13 +769,13 @@ static int walk_entry(Local *lc, const char *abs, const char *rel, const char *n
 			if (len < 0)
 				return errno == ENOENT ? 0 : -errno;
 			target[len] = '\0';
-			SnapEntry e = entry_of(ino, name, &st);
+			SnapEntry e = entry_of(we->parent, name, &st);
 			return snapwriter_add_symlink(lc->w, &e, target);
 		}
 	}
 	if (!S_ISDIR(st.st_mode))
 		return 0; /* sockets, fifos: not part of a data directory */
-	SnapEntry e = entry_of(ino, name, &st);
+	SnapEntry e = entry_of(we->parent, name, &st);
 	e.mode = S_IFDIR | (st.st_mode & 07777);
 	r = snapwriter_add_dir(lc->w, &e, &child);
 	if (r < 0)
@@ -824,34 +793,33 @@ static int walk_entry(Local *lc, const char *abs, const char *rel, const char *n
 	}
 	if (in_list(rel, exclude_contents))
 		return 0;
-	return walk(lc, abs, rel, child);
+	if (we->fd < 0) /* a database dropped while we walk: its directory stays, empty */
+		return we->fd == -ENOENT ? 0 : we->fd;
+	*ret_ino = child;
+	return WALK_DESCEND;
 }
 
-static int walk(Local *lc, const char *abs, const char *rel, uint64_t ino)
+/* The walk's callbacks: the first error names the file it is about. */
+static int walk_cb_entry(void *userdata, const WalkEntry *we, uint64_t *ret_ino)
 {
-	char **names = NULL;
-	size_t n = 0;
-	bool db_dir = is_db_dir(rel);
-	int r = list_dir(abs, &names, &n);
-	if (r == -ENOENT)
-		return 0; /* a database dropped while we walk */
-	for (size_t i = 0; r == 0 && i < n; i++) {
-		char *cabs = NULL, *crel = NULL;
-		if (asprintf(&cabs, "%s/%s", abs, names[i]) < 0 ||
-		    asprintf(&crel, "%s%s%s", rel, *rel ? "/" : "", names[i]) < 0)
-			r = -ENOMEM;
-		else
-			r = walk_entry(lc, cabs, crel, names[i], ino, db_dir, names, n);
-		if (r < 0 && !lc->error_path[0])
-			snprintf(lc->error_path, sizeof(lc->error_path), "%s", cabs ? cabs : abs);
-		free(cabs);
-		free(crel);
-	}
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	Local *lc = userdata;
+	int r = walk_entry(lc, we, ret_ino);
+	if (r < 0 && !lc->error_path[0])
+		snprintf(lc->error_path, sizeof(lc->error_path), "%s", we->path);
 	return r;
 }
+
+static int walk_cb_dir_error(void *userdata, const char *path, int r)
+{
+	Local *lc = userdata;
+	if (r == -ENOENT)
+		return 0; /* a database dropped while we walk */
+	if (!lc->error_path[0])
+		snprintf(lc->error_path, sizeof(lc->error_path), "%s", path);
+	return r;
+}
+
+static const WalkOps walk_ops = {.entry = walk_cb_entry, .dir_error = walk_cb_dir_error};
 
 /* An extra root: kept beside the data directory under its absolute path. */
 static int walk_extra(Local *lc, const char *dir)
@@ -876,7 +844,7 @@ static int walk_extra(Local *lc, const char *dir)
 	}
 	SnapEntry e = entry_of(0, real, &st);
 	r = snapwriter_add_dir(lc->w, &e, &ino);
-	return r < 0 ? r : walk(lc, real, real, ino);
+	return r < 0 ? r : walk_dir(real, real, ino, &walk_ops, lc);
 }
 
 static int read_data_directory(Local *lc)
@@ -887,8 +855,11 @@ static int read_data_directory(Local *lc)
 	struct stat st;
 	uint64_t root;
 
-	if (!th)
-		return -ENOMEM;
+	r = th ? workqueue_new(QUEUE_CAP, sizeof(Task), &lc->tasks) : -ENOMEM;
+	if (r < 0) {
+		free(th);
+		return r;
+	}
 	for (; started < n_threads; started++)
 		if (pthread_create(&th[started], NULL, reader_main, lc) != 0)
 			break;
@@ -902,17 +873,15 @@ static int read_data_directory(Local *lc)
 		r = snapwriter_add_dir(lc->w, &e, &root);
 	}
 	if (r == 0)
-		r = walk(lc, lc->pgdata, "", root);
+		r = walk_dir(lc->pgdata, "", root, &walk_ops, lc);
 	for (size_t i = 0; r == 0 && i < lc->o->n_extra_dirs; i++)
 		r = walk_extra(lc, lc->o->extra_dirs[i]);
 	set_error(lc, r, NULL);
-	pthread_mutex_lock(&lc->lock);
-	lc->done = true;
-	pthread_cond_broadcast(&lc->nonempty);
-	pthread_mutex_unlock(&lc->lock);
+	workqueue_close(lc->tasks);
 	for (int i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	free(th);
+	lc->tasks = workqueue_free(lc->tasks);
 	r = atomic_load(&lc->error);
 	if (r < 0 && lc->error_path[0] && !lc->err->msg[0])
 		snprintf(lc->err->msg, sizeof(lc->err->msg), "could not read \"%.400s\": %s",
@@ -1093,8 +1062,6 @@ int local_backup(Repo *repo, const LocalBackupOptions *o, LocalBackupResult *ret
 		return -errno;
 	}
 	pthread_mutex_init(&lc.lock, NULL);
-	pthread_cond_init(&lc.nonempty, NULL);
-	pthread_cond_init(&lc.nonfull, NULL);
 	atomic_init(&lc.error, 0);
 	atomic_init(&lc.files_read, 0);
 	atomic_init(&lc.files_reused, 0);
@@ -1125,8 +1092,6 @@ int local_backup(Repo *repo, const LocalBackupOptions *o, LocalBackupResult *ret
 		free(lc.pfiles[i].path);
 	free(lc.pfiles);
 	pthread_mutex_destroy(&lc.lock);
-	pthread_cond_destroy(&lc.nonempty);
-	pthread_cond_destroy(&lc.nonfull);
 	rm_rf(lc.staging);
 	return r;
 }

@@ -27,6 +27,7 @@
 #include "store/treedigest.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/workqueue.h"
 #include "store/reader.h"
 
 #include <fcntl.h>
@@ -107,6 +108,8 @@ typedef struct RWin {
 	unsigned last_use; /* main thread: the open windows' clock */
 } RWin;
 
+#define RESTORE_TASKS_QUEUED 4096 /* local: tasks waiting for a worker */
+
 typedef struct RTask {
 	RFile *file;
 	uint64_t idx;   /* first chunk */
@@ -128,16 +131,24 @@ typedef struct Restorer {
 	uint32_t batch; /* chunks per task: consecutive ones go to one reader */
 	bool as_root;
 
-	pthread_mutex_t lock; /* guards the task ring, done, and res->failed_* */
+	/*
+	 * local: chunk tasks, in the order the main thread queues them (a file's
+	 * in chunk order); aborted on the first error
+	 */
+	WorkQueue *tasks;
+	pthread_mutex_t lock; /* guards res->failed_* and the windows pipeline below */
 	pthread_cond_t cond_nonempty, cond_nonfull;
-	RTask *ring;
-	size_t ring_cap, head, n;
-	bool done;
 	_Atomic int error;
 	_Atomic uint64_t bytes_written;
 	_Atomic uint64_t bytes_sha256, n_unchanged; /* delta */
 
-	/* remote: the windows pipeline (lock guards these fields but open*, win_limit) */
+	/*
+	 * remote: the windows pipeline (lock guards these fields but open*,
+	 * win_limit). Not a WorkQueue: a fetched window stays first on ready
+	 * until its parts are all claimed by several workers, fetching waits for
+	 * a buffer of the n_bufs_max budget, and the end is known only when
+	 * nothing is pending, fetching or ready, all under the one lock.
+	 */
 	bool remote;
 	RWin *pending, **pending_tail; /* to fetch */
 	size_t n_pending;
@@ -188,6 +199,8 @@ static void restorer_fail(Restorer *rs, int r, const char *path, uint64_t offset
 	pthread_cond_broadcast(&rs->cond_nonfull);
 	pthread_cond_broadcast(&rs->cond_nonempty);
 	pthread_mutex_unlock(&rs->lock);
+	if (rs->tasks)
+		workqueue_abort(rs->tasks, r);
 }
 
 static int apply_meta_fd(Restorer *rs, int fd, uint32_t mode, uint32_t uid, uint32_t gid,
@@ -360,21 +373,9 @@ static void *restore_worker(void *arg)
 
 	if (rs->remote)
 		restore_windows(rs, reader, buf, have);
-	while (!rs->remote) {
-		RTask t;
-		pthread_mutex_lock(&rs->lock);
-		while (rs->n == 0 && !rs->done)
-			pthread_cond_wait(&rs->cond_nonempty, &rs->lock);
-		if (rs->n == 0) {
-			pthread_mutex_unlock(&rs->lock);
-			break;
-		}
-		t = rs->ring[rs->head];
-		rs->head = (rs->head + 1) % rs->ring_cap;
-		rs->n--;
-		pthread_cond_signal(&rs->cond_nonfull);
-		pthread_mutex_unlock(&rs->lock);
-
+	/* after a failure the tasks still come out: their references are dropped unrestored */
+	RTask t;
+	while (!rs->remote && workqueue_pop(rs->tasks, &t) == 0) {
 		uint64_t have_from = 0;
 		ssize_t have_len = 0; /* bytes of have from chunk have_from on */
 		for (uint64_t idx = t.idx; idx < t.idx + t.count && !atomic_load(&rs->error); idx++) {
@@ -410,18 +411,7 @@ static void *restore_worker(void *arg)
 
 static int queue_task(Restorer *rs, RFile *f, uint64_t idx, uint32_t count)
 {
-	pthread_mutex_lock(&rs->lock);
-	while (rs->n == rs->ring_cap && !atomic_load(&rs->error))
-		pthread_cond_wait(&rs->cond_nonfull, &rs->lock);
-	if (atomic_load(&rs->error)) {
-		pthread_mutex_unlock(&rs->lock);
-		return atomic_load(&rs->error);
-	}
-	rs->ring[(rs->head + rs->n) % rs->ring_cap] = (RTask){.file = f, .idx = idx, .count = count};
-	rs->n++;
-	pthread_cond_signal(&rs->cond_nonempty);
-	pthread_mutex_unlock(&rs->lock);
-	return 0;
+	return workqueue_push(rs->tasks, &(RTask){.file = f, .idx = idx, .count = count});
 }
 
 /* ---- remote: windows cut by the main thread, fetched by fetch threads, restored by workers ---- */
@@ -1240,8 +1230,9 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 	if (r < 0)
 		restorer_fail(rs, r, NULL, 0);
 
+	if (rs->tasks)
+		workqueue_close(rs->tasks);
 	pthread_mutex_lock(&rs->lock);
-	rs->done = true;
 	rs->fetch_done = true;
 	pthread_cond_broadcast(&rs->cond_nonempty);
 	pthread_mutex_unlock(&rs->lock);
@@ -1336,7 +1327,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		     const RestoreOptions *o, RestoreResult *ret)
 {
 	Restorer rs = {.repo = repo, .o = o, .res = ret, .target = target, .as_root = geteuid() == 0,
-		       .chunk_size = repo_config(repo)->chunk_size, .ring_cap = 4096, .batch = 1};
+		       .chunk_size = repo_config(repo)->chunk_size, .batch = 1};
 	RepoSession *session = NULL;
 	int r;
 
@@ -1379,8 +1370,8 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		r = mkdir_p(target, 0700);
 	if (r == 0 && o->delta)
 		r = delta_remove_control(&rs);
-	if (r == 0 && !(rs.ring = calloc(rs.ring_cap, sizeof(RTask))))
-		r = -ENOMEM;
+	if (r == 0 && !rs.remote)
+		r = workqueue_new(RESTORE_TASKS_QUEUED, sizeof(RTask), &rs.tasks);
 	if (r == 0 && rs.remote && !(rs.free_bufs = calloc(rs.n_bufs_max, sizeof(uint8_t *))))
 		r = -ENOMEM;
 	if (r < 0)
@@ -1414,7 +1405,7 @@ out:
 		free(rs.dirs[i].path);
 	free(rs.dirs);
 	free(rs.dir_paths);
-	free(rs.ring);
+	workqueue_free(rs.tasks);
 	for (size_t i = 0; i < rs.n_free; i++)
 		free(rs.free_bufs[i]);
 	free(rs.free_bufs);

@@ -8,7 +8,14 @@
  *                      file's chunk list, inserts content and file rows
  *   flusher (1)        writes a full pack (durable), then records its chunks
  *
- * Lock order: pool.lock, jobs.lock, wq.lock, fl.lock and files.lock are
+ * Backpressure: a chunk travels in one of pool.n messages (each with its
+ * buffers), taken from the free queue by the producer and given back by the
+ * writer, so at most pool.n chunks are read ahead of the writer; the job
+ * queue holds them all, so pushing a job never waits. The writer queue also
+ * carries the producers' other messages (entries, holes, reused ids), at
+ * most WRITER_QUEUE_EXTRA of them beyond the chunks.
+ *
+ * Lock order: the queues' locks, fl.lock and files.lock are
  * leaves; no thread holds two of them at once, nor waits for the catalog
  * while holding one. main_lock (producers' use of the repository's own
  * catalog connection) may wait for the catalog; the writer never takes it. The writer commits its catalog
@@ -25,6 +32,7 @@
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/workqueue.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -35,7 +43,6 @@ typedef enum { MSG_CHUNK, MSG_HOLES, MSG_IDS, MSG_FILE_END, MSG_ENTRY } MsgKind;
 typedef enum { CHUNK_NEW, CHUNK_REUSED, CHUNK_HOLE } ChunkState;
 
 typedef struct Msg {
-	struct Msg *next;
 	MsgKind kind;
 	SnapFile *file;
 	uint64_t idx;   /* CHUNK: chunk index; HOLES, IDS: first index */
@@ -72,12 +79,8 @@ struct SnapFile {
 	struct SnapFile *reg_prev, *reg_next;
 };
 
-typedef struct MsgQueue {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	Msg *head, *tail;
-	bool closed;
-} MsgQueue;
+/* messages other than chunks the writer queue holds at most (4096 entries: ~1 MiB) */
+#define WRITER_QUEUE_EXTRA 4096
 
 struct SnapWriter {
 	Repo *repo;
@@ -91,16 +94,14 @@ struct SnapWriter {
 
 	_Atomic int error; /* first error of any thread; once set, everyone stops */
 
-	/* pool of chunk messages: pool.lock guards free_list */
+	/* chunk messages: all of them, and the free ones (Msg *; aborted on the first error) */
 	struct {
-		pthread_mutex_t lock;
-		pthread_cond_t cond;
-		Msg *free_list;
+		WorkQueue *free;
 		Msg *all;
 		size_t n;
 	} pool;
-	MsgQueue jobs; /* producer -> workers */
-	MsgQueue wq;   /* workers, producer -> writer */
+	WorkQueue *jobs; /* Msg *: producer -> workers */
+	WorkQueue *wq;   /* Msg *: workers, producer -> writer */
 
 	/* pack hand-over: fl.lock guards pending, busy, done */
 	struct {
@@ -142,9 +143,8 @@ static void set_error(SnapWriter *w, int r)
 	int expected = 0;
 	if (r < 0 && atomic_compare_exchange_strong(&w->error, &expected, r)) {
 		/* wake everyone so they can notice */
-		pthread_mutex_lock(&w->pool.lock);
-		pthread_cond_broadcast(&w->pool.cond);
-		pthread_mutex_unlock(&w->pool.lock);
+		if (w->pool.free)
+			workqueue_abort(w->pool.free, r);
 		pthread_mutex_lock(&w->fl.lock);
 		pthread_cond_broadcast(&w->fl.cond);
 		pthread_mutex_unlock(&w->fl.lock);
@@ -153,90 +153,45 @@ static void set_error(SnapWriter *w, int r)
 
 static int get_error(SnapWriter *w) { return atomic_load(&w->error); }
 
-static void queue_init(MsgQueue *q)
-{
-	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->cond, NULL);
-}
+static void msg_free(SnapWriter *w, Msg *m);
 
-static void queue_destroy(MsgQueue *q)
+/*
+ * The job and writer queues are never aborted: after an error the workers
+ * still hand every chunk on to the writer, which drops the messages. They are
+ * closed once the producers are done: a message after that (a caller still
+ * adding after commit or free) is dropped and fails the snapshot.
+ */
+static void queue_push(SnapWriter *w, WorkQueue *q, Msg *m)
 {
-	pthread_mutex_destroy(&q->lock);
-	pthread_cond_destroy(&q->cond);
-}
-
-static void queue_push(MsgQueue *q, Msg *m)
-{
-	m->next = NULL;
-	pthread_mutex_lock(&q->lock);
-	if (q->tail)
-		q->tail->next = m;
-	else
-		q->head = m;
-	q->tail = m;
-	pthread_cond_signal(&q->cond);
-	pthread_mutex_unlock(&q->lock);
-}
-
-static void queue_close(MsgQueue *q)
-{
-	pthread_mutex_lock(&q->lock);
-	q->closed = true;
-	pthread_cond_broadcast(&q->cond);
-	pthread_mutex_unlock(&q->lock);
+	int r = workqueue_push(q, &m);
+	if (r < 0) {
+		set_error(w, r);
+		msg_free(w, m);
+	}
 }
 
 /* Blocks until a message arrives; NULL once the queue is closed and empty. */
-static Msg *queue_pop(MsgQueue *q)
+static Msg *queue_pop(WorkQueue *q)
 {
 	Msg *m;
-	pthread_mutex_lock(&q->lock);
-	while (!q->head && !q->closed)
-		pthread_cond_wait(&q->cond, &q->lock);
-	m = q->head;
-	if (m) {
-		q->head = m->next;
-		if (!q->head)
-			q->tail = NULL;
-	}
-	pthread_mutex_unlock(&q->lock);
-	return m;
+	return workqueue_pop(q, &m) == 0 ? m : NULL;
 }
 
-static bool queue_empty(MsgQueue *q)
-{
-	bool empty;
-	pthread_mutex_lock(&q->lock);
-	empty = q->head == NULL;
-	pthread_mutex_unlock(&q->lock);
-	return empty;
-}
-
+/* Waits for a free chunk message; NULL once there is none and an error stops the backup. */
 static Msg *pool_get(SnapWriter *w)
 {
-	Msg *m = NULL;
-	pthread_mutex_lock(&w->pool.lock);
-	while (!w->pool.free_list && !get_error(w))
-		pthread_cond_wait(&w->pool.cond, &w->pool.lock);
-	if (w->pool.free_list) {
-		m = w->pool.free_list;
-		w->pool.free_list = m->next;
-	}
-	pthread_mutex_unlock(&w->pool.lock);
-	if (m) {
-		m->kind = MSG_CHUNK;
-		m->len = 0;
-	}
+	Msg *m;
+	if (workqueue_pop(w->pool.free, &m) < 0)
+		return NULL;
+	m->kind = MSG_CHUNK;
+	m->len = 0;
 	return m;
 }
 
 static void pool_put(SnapWriter *w, Msg *m)
 {
-	pthread_mutex_lock(&w->pool.lock);
-	m->next = w->pool.free_list;
-	w->pool.free_list = m;
-	pthread_cond_signal(&w->pool.cond);
-	pthread_mutex_unlock(&w->pool.lock);
+	/* fails only after an error: then it stays out, freed with pool.all */
+	(void)workqueue_push(w->pool.free, &m);
 }
 
 static void msg_free(SnapWriter *w, Msg *m)
@@ -311,12 +266,12 @@ static void *worker_main(void *arg)
 	if (r == 0)
 		r = repo_codec_new(w->repo, &codec);
 	set_error(w, r);
-	while ((m = queue_pop(&w->jobs))) {
+	while ((m = queue_pop(w->jobs))) {
 		if (!get_error(w)) {
 			r = worker_process(cat, codec, m);
 			set_error(w, r);
 		}
-		queue_push(&w->wq, m); /* the writer resolves or releases it */
+		queue_push(w, w->wq, m); /* the writer resolves or releases it */
 	}
 	chunk_codec_free(codec);
 	catalog_free(cat);
@@ -578,12 +533,12 @@ static void *writer_main(void *arg)
 	int r = repo_catalog_open(w->repo, &ws.cat);
 	set_error(w, r);
 
-	while ((m = queue_pop(&w->wq))) {
+	while ((m = queue_pop(w->wq))) {
 		if (!get_error(w)) {
 			r = writer_handle(w, &ws, m);
 			set_error(w, r);
 			/* keep transactions short: gc and other backups share the catalog */
-			if (ws.in_txn && (ws.rows_in_txn >= 2000 || queue_empty(&w->wq) ||
+			if (ws.in_txn && (ws.rows_in_txn >= 2000 || workqueue_count(w->wq) == 0 ||
 					  mono_ns() - ws.txn_start > 20 * 1000000))
 				set_error(w, writer_txn_commit(&ws));
 		}
@@ -603,9 +558,15 @@ static void *writer_main(void *arg)
 static int pool_init(SnapWriter *w)
 {
 	size_t ebound = chunk_encode_bound(w->chunk_size);
+	int r;
 	w->pool.n = (size_t)w->n_workers * 8 + 16;
-	pthread_mutex_init(&w->pool.lock, NULL);
-	pthread_cond_init(&w->pool.cond, NULL);
+	r = workqueue_new(w->pool.n, sizeof(Msg *), &w->pool.free);
+	if (r == 0)
+		r = workqueue_new(w->pool.n, sizeof(Msg *), &w->jobs);
+	if (r == 0)
+		r = workqueue_new(w->pool.n + WRITER_QUEUE_EXTRA, sizeof(Msg *), &w->wq);
+	if (r < 0)
+		return r;
 	w->pool.all = calloc(w->pool.n, sizeof(Msg));
 	if (!w->pool.all)
 		return -ENOMEM;
@@ -616,8 +577,7 @@ static int pool_init(SnapWriter *w)
 		m->ebuf = malloc(ebound);
 		if (!m->buf || !m->ebuf)
 			return -ENOMEM;
-		m->next = w->pool.free_list;
-		w->pool.free_list = m;
+		pool_put(w, m);
 	}
 	return 0;
 }
@@ -663,8 +623,6 @@ int snapwriter_new(Repo *repo, const SnapWriterOptions *o, SnapWriter **ret)
 	atomic_init(&w->n_bad_blocks, 0);
 	atomic_init(&w->n_warnings, 0);
 	atomic_init(&w->error, 0);
-	queue_init(&w->jobs);
-	queue_init(&w->wq);
 	pthread_mutex_init(&w->fl.lock, NULL);
 	pthread_cond_init(&w->fl.cond, NULL);
 	pthread_mutex_init(&w->files.lock, NULL);
@@ -707,11 +665,13 @@ int snapwriter_new(Repo *repo, const SnapWriterOptions *o, SnapWriter **ret)
 /* Stop all threads; with abort, nothing more is written. */
 static void pipeline_stop(SnapWriter *w)
 {
-	queue_close(&w->jobs);
+	if (w->jobs)
+		workqueue_close(w->jobs);
 	for (int i = 0; i < w->n_started_workers; i++)
 		pthread_join(w->workers[i], NULL);
 	w->n_started_workers = 0;
-	queue_close(&w->wq);
+	if (w->wq)
+		workqueue_close(w->wq);
 	if (w->writer_started)
 		pthread_join(w->writer_thread, NULL);
 	w->writer_started = false;
@@ -749,12 +709,11 @@ SnapWriter *snapwriter_free(SnapWriter *w)
 	free(w->workers);
 	for (size_t i = 0; i < ELEMENTSOF(w->packs); i++)
 		pack_writer_free(w->packs[i]);
-	pthread_mutex_destroy(&w->pool.lock);
-	pthread_cond_destroy(&w->pool.cond);
 	pthread_mutex_destroy(&w->fl.lock);
 	pthread_cond_destroy(&w->fl.cond);
-	queue_destroy(&w->jobs);
-	queue_destroy(&w->wq);
+	workqueue_free(w->pool.free);
+	workqueue_free(w->jobs);
+	workqueue_free(w->wq);
 	snapshot_info_clear(&w->info);
 	free(w);
 	return NULL;
@@ -803,7 +762,7 @@ static int add_entry(SnapWriter *w, const SnapEntry *e, const char *target, uint
 	if (ret_ino)
 		*ret_ino = ino;
 	atomic_fetch_add(&w->n_files, 1);
-	queue_push(&w->wq, m);
+	queue_push(w, w->wq, m);
 	return 0;
 }
 
@@ -824,7 +783,7 @@ int snapwriter_add_file_reuse(SnapWriter *w, const SnapEntry *e, uint64_t size, 
 	atomic_fetch_add(&w->logical_bytes, size);
 	atomic_fetch_add(&w->reused_bytes, size);
 	progress_add(w->progress, size);
-	queue_push(&w->wq, m);
+	queue_push(w, w->wq, m);
 	return 0;
 }
 
@@ -872,7 +831,7 @@ int snapwriter_file_begin(SnapWriter *w, const SnapEntry *e, SnapFile **ret)
 
 static void submit_cur(SnapWriter *w, SnapFile *f)
 {
-	queue_push(&w->jobs, f->cur);
+	queue_push(w, w->jobs, f->cur);
 	f->cur = NULL;
 }
 
@@ -932,7 +891,7 @@ int snapwriter_file_write_zeros(SnapWriter *w, SnapFile *f, uint64_t len)
 		atomic_fetch_add(&w->logical_bytes, whole * w->chunk_size);
 		progress_add(w->progress, whole * w->chunk_size);
 		len -= whole * w->chunk_size;
-		queue_push(&w->wq, m);
+		queue_push(w, w->wq, m);
 	}
 	while (len > 0) {
 		size_t n = (size_t)MIN(len, sizeof(zeros));
@@ -969,7 +928,7 @@ int snapwriter_file_write_ids(SnapWriter *w, SnapFile *f, const ChunkId *ids, ui
 	atomic_fetch_add(&w->logical_bytes, len);
 	atomic_fetch_add(&w->reused_bytes, len);
 	progress_add(w->progress, len);
-	queue_push(&w->wq, m);
+	queue_push(w, w->wq, m);
 	return 0;
 }
 
@@ -993,7 +952,7 @@ int snapwriter_file_end(SnapWriter *w, SnapFile *f)
 	m->kind = MSG_FILE_END;
 	m->file = f;
 	m->count = f->n_submitted;
-	queue_push(&w->wq, m);
+	queue_push(w, w->wq, m);
 	return r;
 }
 

@@ -18,7 +18,11 @@ pg_sql $PORT "create unlogged table scratch as select g from generate_series(1, 
 pg_sql $PORT "select pg_create_physical_replication_slot('keep_me_out')" >/dev/null
 # things pg_basebackup leaves out
 mkdir -p "$T/data/base/pgsql_tmp" && echo junk >"$T/data/base/pgsql_tmp/pgsql_tmp123.0"
-echo junk >"$T/data/pg_stat_tmp/leftover" && chown -R postgres "$T/data"
+echo junk >"$T/data/pg_stat_tmp/leftover"
+# a sparse file: its holes are not read, and read back as zeros (the manifest's CRC covers them)
+truncate -s 64M "$T/data/sparse.bin" && printf head | dd of="$T/data/sparse.bin" conv=notrunc status=none
+printf middle | dd of="$T/data/sparse.bin" bs=1M seek=40 conv=notrunc status=none
+chown -R postgres "$T/data"
 pgbakfs init --repo "$R" >/dev/null
 
 expect_error 1 "is not the data directory of the server" pgbakfs backup -d "$CONN" --pgdata "$T/ts" --repo "$R" --no-progress
@@ -33,6 +37,9 @@ scratch=$(pg_sql $PORT "select pg_relation_filepath('scratch')")
 ok "unlogged main fork left out" test ! -e "$T/r1/$scratch"
 ok "unlogged init fork kept" test -e "$T/r1/${scratch}_init"
 ok "backup_label written" grep -q "START WAL LOCATION" "$T/r1/backup_label"
+ok "sparse file restored with its bytes" cmp "$T/data/sparse.bin" "$T/r1/sparse.bin"
+ok "and its holes" test "$(du -k "$T/r1/sparse.bin" | cut -f1)" -lt 1024
+ok "its holes were not read" python3 -c "assert $(snap_json latest "$R" 'd["logical_bytes"] - d["read_bytes"]') >= 60 << 20"
 ok "pg_verifybackup passes" as_pg "$PGBIN/pg_verifybackup" -q "$T/r1"
 sed -i "s/^port = $PORT/port = $((PORT + 1))/" "$T/r1/postgresql.conf"
 pg_start "$T/r1"
