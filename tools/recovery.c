@@ -193,6 +193,34 @@ static void add_option(FILE *f, const char *name, const char *value)
 	shell_quote(f, value);
 }
 
+/*
+ * What the server's wal-fetch needs besides --repo: the cache, config, CA
+ * bundle and passphrase file (fetch, else this command line's: a passphrase
+ * or S3 keys given only in the environment must be in the server's
+ * environment too), and for a bucket, --prefetch.
+ */
+static void add_fetch_options(FILE *f, const char *repo, const RecoveryFetch *fetch)
+{
+	if (fetch) {
+		add_option(f, "--cache-dir", fetch->cache_dir);
+		add_option(f, "--config", fetch->config);
+		add_option(f, "--ca-file", fetch->ca_file);
+		add_option(f, "--passphrase-file", fetch->passphrase_file);
+	} else {
+		const char *names[4];
+		char *values[4];
+		size_t n_opts = cli_common_options(names, values);
+		for (size_t i = 0; i < n_opts; i++) {
+			add_option(f, names[i], values[i]);
+			free(values[i]);
+		}
+	}
+	/* a bucket: fetch the next segments while PostgreSQL replays one (design.md,
+	 * "Working ahead of PostgreSQL"); a directory is read at disk speed */
+	if (strncmp(repo, "s3://", 5) == 0)
+		fprintf(f, " --prefetch %d", RECOVERY_PREFETCH);
+}
+
 int recovery_conf(const RecoveryTarget *t, const char *repo, const RecoveryFetch *fetch,
 		  char **ret)
 {
@@ -216,27 +244,7 @@ int recovery_conf(const RecoveryTarget *t, const char *repo, const RecoveryFetch
 	shell_quote(f, exe);
 	fputs(" wal-fetch %f %p --repo ", f);
 	shell_quote(f, repo);
-	if (fetch) {
-		add_option(f, "--cache-dir", fetch->cache_dir);
-		add_option(f, "--config", fetch->config);
-		add_option(f, "--ca-file", fetch->ca_file);
-		add_option(f, "--passphrase-file", fetch->passphrase_file);
-	} else {
-		/* the cache, config, CA bundle and passphrase file this command used:
-		 * the server's wal-fetch needs the same (a passphrase or S3 keys given
-		 * only in the environment must be in the server's environment too) */
-		const char *names[4];
-		char *values[4];
-		size_t n_opts = cli_common_options(names, values);
-		for (size_t i = 0; i < n_opts; i++) {
-			add_option(f, names[i], values[i]);
-			free(values[i]);
-		}
-	}
-	/* a bucket: fetch the next segments while PostgreSQL replays one (design.md,
-	 * "Working ahead of PostgreSQL"); a directory is read at disk speed */
-	if (strncmp(repo, "s3://", 5) == 0)
-		fprintf(f, " --prefetch %d", RECOVERY_PREFETCH);
+	add_fetch_options(f, repo, fetch);
 	if (fclose(f) != 0) {
 		free(cmd);
 		return -ENOMEM;
