@@ -166,6 +166,21 @@ static int verify_clone(ScratchPg *pg, const ClonePgArgs *x, const CliLocation *
 	return r;
 }
 
+/* The programs: the snapshot's PostgreSQL, pg_amcheck or else pg_dumpall. An exit code. */
+static int verify_prepare(ScratchPg *pg, const ClonePgArgs *x, const SnapshotInfo *s)
+{
+	char amcheck[PATH_MAX + 64];
+	int r = scratchpg_prepare(pg, s, x->pg_bin, &x->a.target);
+
+	if (r == 0 && scratchpg_client_path(pg, "pg_amcheck", amcheck, sizeof(amcheck)) < 0)
+		r = scratchpg_require_client(pg, "pg_dumpall");
+	if (r < 0) {
+		cli_error("cannot verify snapshot \"%s\": %s", s->name, pg->error);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
 int cmd_verify(int argc, char **argv)
 {
 	ClonePgArgs x = {0};
@@ -173,23 +188,17 @@ int cmd_verify(int argc, char **argv)
 	ScratchPg pg;
 	SnapshotInfo s = {0};
 	Repo *repo = NULL;
-	char details[640], amcheck[PATH_MAX + 64];
+	char details[640];
 	int r, w, rc = parse(&verify_command, argc, argv, &x);
 
 	if (rc != CLI_CONTINUE)
 		return rc;
 	rc = open_snapshot(&x, &cl, &repo, &s);
+	/* missing programs say nothing about the snapshot: not recorded */
+	if (rc == EXIT_OK)
+		rc = verify_prepare(&pg, &x, &s);
 	if (rc != EXIT_OK)
 		goto out;
-	/* missing programs say nothing about the snapshot: not recorded */
-	r = scratchpg_prepare(&pg, &s, x.pg_bin, &x.a.target);
-	if (r == 0 && scratchpg_client_path(&pg, "pg_amcheck", amcheck, sizeof(amcheck)) < 0)
-		r = scratchpg_require_client(&pg, "pg_dumpall");
-	if (r < 0) {
-		cli_error("cannot verify snapshot \"%s\": %s", s.name, pg.error);
-		rc = EXIT_FAIL;
-		goto out;
-	}
 	/* start a clone, check it, throw it away; the outcome goes into the catalog */
 	r = verify_clone(&pg, &x, &cl, &s, details, sizeof(details));
 	w = verify_record(repo, &s, r, details);
