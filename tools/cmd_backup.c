@@ -356,7 +356,7 @@ static int backup_source_from_config(BackupOptions *o)
 	return EXIT_OK;
 }
 
-static int backup_option(int c, const char *arg, void *opts)
+static int backup_option(int c, char *arg, void *opts)
 {
 	BackupOptions *o = opts;
 

@@ -113,7 +113,7 @@ static int parse_max_trees(const char *arg, unsigned *ret)
 	return EXIT_OK;
 }
 
-static int mount_option(int c, const char *arg, void *opts)
+static int mount_option(int c, char *arg, void *opts)
 {
 	MountArgs *m = opts;
 

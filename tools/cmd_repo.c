@@ -23,7 +23,7 @@ enum { OPT_CHUNK_SIZE = 0x100, OPT_PACK_SIZE, OPT_LEVEL, OPT_ENCRYPT, OPT_READ_D
 
 /* ---- init ---- */
 
-static int init_option(int c, const char *arg, void *opts)
+static int init_option(int c, char *arg, void *opts)
 {
 	RepoInitOptions *o = opts;
 	uint64_t v;
@@ -121,7 +121,7 @@ int cmd_init(int argc, char **argv)
 
 /* ---- gc ---- */
 
-static int gc_option(int c, const char *arg, void *opts)
+static int gc_option(int c, char *arg, void *opts)
 {
 	GcOptions *o = opts;
 	char *end;
@@ -250,7 +250,7 @@ typedef struct CheckArgs {
 	long timeout_s;
 } CheckArgs;
 
-static int check_option(int c, const char *arg, void *opts)
+static int check_option(int c, char *arg, void *opts)
 {
 	CheckArgs *x = opts;
 	char *end;
@@ -525,7 +525,7 @@ int cmd_stats(int argc, char **argv)
 
 /* ---- key change ---- */
 
-static int key_option(int c, const char *arg, void *opts)
+static int key_option(int c, char *arg, void *opts)
 {
 	if (c == OPT_NEW_PASSPHRASE_FILE)
 		*(const char **)opts = arg;
@@ -634,7 +634,7 @@ int cmd_key(int argc, char **argv)
 
 /* ---- repair --rebuild-catalog ---- */
 
-static int repair_option(int c, const char *arg _unused_, void *opts)
+static int repair_option(int c, char *arg _unused_, void *opts)
 {
 	if (c == OPT_REBUILD_CATALOG)
 		*(bool *)opts = true;

@@ -122,8 +122,9 @@ typedef struct RestoreArgs {
 	int64_t t0; /* when the command started */
 } RestoreArgs;
 
-static int restore_option(int c, char *arg, RestoreArgs *x)
+static int restore_option(int c, char *arg, void *opts)
 {
+	RestoreArgs *x = opts;
 	char *eq;
 
 	switch (c) {
@@ -141,12 +142,6 @@ static int restore_option(int c, char *arg, RestoreArgs *x)
 	return EXIT_OK;
 }
 
-/* getopt's optarg points into argv: --tablespace-map OLD=NEW is split in place */
-static int restore_option_cb(int c, const char *arg, void *opts)
-{
-	return restore_option(c, (char *)arg, opts);
-}
-
 static const struct option restore_options[] = {
 	{"tablespace-map", required_argument, NULL, OPT_TS_MAP},
 	{"delta", no_argument, NULL, OPT_DELTA},
@@ -156,7 +151,7 @@ static const CliCommand restore_command = {
 	.name = "restore",
 	.common = CLI_REPO | CLI_INSTANCE | CLI_JOBS | CLI_PROGRESS | CLI_RECOVERY,
 	.options = restore_options,
-	.option = restore_option_cb,
+	.option = restore_option,
 	.n_args = 2,
 	.missing = "expected ID and TARGET",
 	.help = "Usage: pgbakfs restore ID TARGET [--repo PATH] [-j N] [--[no-]progress]\n"

@@ -216,7 +216,7 @@ typedef struct ExpireArgs {
 	bool dry_run;
 } ExpireArgs;
 
-static int expire_option(int c, const char *arg, void *opts)
+static int expire_option(int c, char *arg, void *opts)
 {
 	ExpireArgs *x = opts;
 
@@ -334,7 +334,7 @@ typedef struct PinArgs {
 	int64_t ttl, now;
 } PinArgs;
 
-static int pin_option(int c, const char *arg, void *opts)
+static int pin_option(int c, char *arg, void *opts)
 {
 	PinArgs *x = opts;
 

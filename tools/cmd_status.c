@@ -322,7 +322,7 @@ static int status_check_age(const Status *st, int64_t max_age)
 	return rc;
 }
 
-static int status_option(int c, const char *arg, void *opts)
+static int status_option(int c, char *arg, void *opts)
 {
 	int64_t *max_age = opts;
 	if (c == OPT_MAX_AGE && (parse_duration(arg, max_age) < 0 || *max_age <= 0))
@@ -497,7 +497,7 @@ static int metrics_textfile(const char *dir, const char *text, size_t len)
 	return EXIT_OK;
 }
 
-static int metrics_option(int c, const char *arg, void *opts)
+static int metrics_option(int c, char *arg, void *opts)
 {
 	if (c == OPT_TEXTFILE)
 		*(const char **)opts = arg;

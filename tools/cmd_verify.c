@@ -22,7 +22,7 @@ typedef struct ClonePgArgs {
 	char repo[PATH_MAX];
 } ClonePgArgs;
 
-static int clone_option(int c, const char *arg, void *opts)
+static int clone_option(int c, char *arg, void *opts)
 {
 	ClonePgArgs *x = opts;
 

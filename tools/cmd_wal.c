@@ -57,7 +57,7 @@ typedef struct WalArgs {
 	bool takes_no_summary, no_summary;
 } WalArgs;
 
-static int wal_option(int c, const char *arg, void *opts)
+static int wal_option(int c, char *arg, void *opts)
 {
 	WalArgs *x = opts;
 	char *end;
@@ -857,7 +857,7 @@ typedef struct WalSummaryArgs {
 	uint64_t from, to;
 } WalSummaryArgs;
 
-static int wal_summary_option(int c, const char *arg, void *opts)
+static int wal_summary_option(int c, char *arg, void *opts)
 {
 	WalSummaryArgs *x = opts;
 	char *end;

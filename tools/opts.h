@@ -52,8 +52,12 @@ typedef struct CliCommand {
 	/* its own options: getopt_long entries ({0}-terminated; codes from 0x100, below 0x300) */
 	const struct option *options;
 	const char *short_options; /* its own short ones ("f"), or NULL */
-	/* one of its own options was given: EXIT_OK, or an exit code after one message */
-	int (*option)(int c, const char *arg, void *opts);
+	/*
+	 * one of its own options was given (arg: getopt's optarg, inside argv,
+	 * which the handler may split in place): EXIT_OK, or an exit code after
+	 * one message
+	 */
+	int (*option)(int c, char *arg, void *opts);
 	/*
 	 * How many positional arguments it takes (or CLI_ARGS_ANY); fewer: the
 	 * usage error "missing" (e.g. "missing snapshot ID"); more: "unexpected
