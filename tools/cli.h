@@ -97,7 +97,9 @@ typedef int (*CommandFn)(int argc, char **argv);
  * cmd_snapshots.c (snapshot records: list, show, delete), cmd_retention.c
  * (expire, pin), cmd_backup.c, cmd_restore.c, cmd_mount.c, cmd_verify.c
  * (verify, dump), cmd_wal.c (wal-push, wal-fetch, wal-summary, restore-point),
- * cmd_status.c (status, metrics).
+ * cmd_status.c (status, metrics). Each parses its command line with
+ * cli_parse (tools/opts.h), validates, then runs a short script of library
+ * calls.
  */
 
 int cmd_init(int argc, char **argv);

@@ -8,6 +8,7 @@
 #include "ingest/local.h"
 #include "tools/cli.h"
 #include "tools/config.h"
+#include "tools/opts.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -16,8 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { OPT_REPO = 0x100, OPT_FROM_DIR, OPT_INSTANCE, OPT_LABEL, OPT_NOTE, OPT_PROGRESS,
-       OPT_NO_PROGRESS, OPT_TYPE, OPT_PGDATA, OPT_EXTRA_DIR, OPT_EXPIRE, OPT_VERIFY_BLOCKS };
+enum { OPT_FROM_DIR = 0x100, OPT_LABEL, OPT_NOTE, OPT_TYPE, OPT_PGDATA, OPT_EXTRA_DIR, OPT_EXPIRE,
+       OPT_VERIFY_BLOCKS };
 #define MAX_EXTRA_DIRS 16
 
 typedef struct BackupOptions {
@@ -37,51 +38,49 @@ typedef struct BackupOptions {
 	size_t n_extra_dirs;
 } BackupOptions;
 
-static void backup_help(void)
-{
-	printf("Usage: pgbakfs backup -d CONNINFO [--pgdata DIR] [--type full|incr] [--repo PATH]\n"
-	       "                      [--instance NAME] [--label TEXT] [--note TEXT] [-j N]\n"
-	       "                      [--progress|--no-progress] [--expire] [--verify-blocks]\n"
-	       "       pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME] [--label TEXT]\n"
-	       "                      [--expire]\n"
-	       "       pgbakfs backup [--instance NAME] [--type full|incr] [OPTIONS]\n\n"
-	       "Take a snapshot. With -d alone, of a running cluster from any host: BASE_BACKUP\n"
-	       "over a replication connection plus the WAL to make it consistent (the role needs\n"
-	       "REPLICATION and two free WAL senders); --type incr, on PostgreSQL 17+ with\n"
-	       "summarize_wal = on, has the server send only the blocks changed since the\n"
-	       "newest snapshot of the instance (UPLOAD_MANIFEST, incremental BASE_BACKUP)\n"
-	       "and builds a complete snapshot from them and that snapshot's chunks;\n"
-	       "elsewhere it takes a full backup and says why. With -d and --pgdata, on the\n"
-	       "database host: pg_backup_start/stop and the files read by pgbakfs itself, in\n"
-	       "parallel; --type incr then reads, of the relation files, only the 64 KiB\n"
-	       "chunks holding a block the WAL since the newest snapshot of the instance\n"
-	       "changed (from the summaries wal-push keeps beside archived WAL, segments still\n"
-	       "in pg_wal, or PostgreSQL 17's own with summarize_wal = on), and of other files\n"
-	       "those whose size or mtime changed; where the WAL is not fully summarized,\n"
-	       "every changed file is read and a note says why. With --from-dir, of a\n"
-	       "directory tree (a stopped data directory or a pg_basebackup -Fp copy). Only\n"
-	       "chunks the repository does not hold are stored. With neither -d nor --from-dir,\n"
-	       "the cluster of the config file's instance (--instance NAME, or the only one\n"
-	       "configured): its conninfo, pgdata and extra-dir (see \"pgbakfs --help\").\n\n"
-	       "  -d CONNINFO   libpq connection string or URI of the cluster; the snapshot keeps\n"
-	       "                it without password, sslpassword and other secrets (a backup\n"
-	       "                also removes those that older versions kept)\n"
-	       "  --extra-dir DIR  (with --pgdata, repeatable) also keep DIR, e.g.\n"
-	       "                /etc/postgresql/15/main; restore puts it in TARGET.extra/DIR\n"
-	       "  -j N          reader and hashing/compression threads (default: the config\n"
-	       "                file's jobs, else the number of CPUs)\n"
-	       "  --instance    name of the cluster in the repository (default \"main\");\n"
-	       "                it, --label and --note must be UTF-8 text without control characters\n"
-	       "  --from-dir DIR  a file that changes or vanishes while it is read gets a warning\n"
-	       "                (as GNU tar gives) and the snapshot's status is \"warning\" (exit 0);\n"
-	       "                a path inside DIR of 3840 bytes or more is refused (restore could\n"
-	       "                not write it)\n"
-	       "  --verify-blocks  (with --type incr) also read the chunks the WAL says did not\n"
-	       "                change, and fail if a page in one changed after the parent started\n"
-	       "                (pages that differ without WAL, e.g. hint bits, are counted)\n"
-	       "  --expire      after a successful backup, apply the retention policy saved by\n"
-	       "                \"pgbakfs expire\" to the instance; refused up front when none is saved\n");
-}
+static const char backup_help[] =
+	"Usage: pgbakfs backup -d CONNINFO [--pgdata DIR] [--type full|incr] [--repo PATH]\n"
+	"                      [--instance NAME] [--label TEXT] [--note TEXT] [-j N]\n"
+	"                      [--progress|--no-progress] [--expire] [--verify-blocks]\n"
+	"       pgbakfs backup --from-dir DIR [--repo PATH] [--instance NAME] [--label TEXT]\n"
+	"                      [--expire]\n"
+	"       pgbakfs backup [--instance NAME] [--type full|incr] [OPTIONS]\n\n"
+	"Take a snapshot. With -d alone, of a running cluster from any host: BASE_BACKUP\n"
+	"over a replication connection plus the WAL to make it consistent (the role needs\n"
+	"REPLICATION and two free WAL senders); --type incr, on PostgreSQL 17+ with\n"
+	"summarize_wal = on, has the server send only the blocks changed since the\n"
+	"newest snapshot of the instance (UPLOAD_MANIFEST, incremental BASE_BACKUP)\n"
+	"and builds a complete snapshot from them and that snapshot's chunks;\n"
+	"elsewhere it takes a full backup and says why. With -d and --pgdata, on the\n"
+	"database host: pg_backup_start/stop and the files read by pgbakfs itself, in\n"
+	"parallel; --type incr then reads, of the relation files, only the 64 KiB\n"
+	"chunks holding a block the WAL since the newest snapshot of the instance\n"
+	"changed (from the summaries wal-push keeps beside archived WAL, segments still\n"
+	"in pg_wal, or PostgreSQL 17's own with summarize_wal = on), and of other files\n"
+	"those whose size or mtime changed; where the WAL is not fully summarized,\n"
+	"every changed file is read and a note says why. With --from-dir, of a\n"
+	"directory tree (a stopped data directory or a pg_basebackup -Fp copy). Only\n"
+	"chunks the repository does not hold are stored. With neither -d nor --from-dir,\n"
+	"the cluster of the config file's instance (--instance NAME, or the only one\n"
+	"configured): its conninfo, pgdata and extra-dir (see \"pgbakfs --help\").\n\n"
+	"  -d CONNINFO   libpq connection string or URI of the cluster; the snapshot keeps\n"
+	"                it without password, sslpassword and other secrets (a backup\n"
+	"                also removes those that older versions kept)\n"
+	"  --extra-dir DIR  (with --pgdata, repeatable) also keep DIR, e.g.\n"
+	"                /etc/postgresql/15/main; restore puts it in TARGET.extra/DIR\n"
+	"  -j N          reader and hashing/compression threads (default: the config\n"
+	"                file's jobs, else the number of CPUs)\n"
+	"  --instance    name of the cluster in the repository (default \"main\");\n"
+	"                it, --label and --note must be UTF-8 text without control characters\n"
+	"  --from-dir DIR  a file that changes or vanishes while it is read gets a warning\n"
+	"                (as GNU tar gives) and the snapshot's status is \"warning\" (exit 0);\n"
+	"                a path inside DIR of 3840 bytes or more is refused (restore could\n"
+	"                not write it)\n"
+	"  --verify-blocks  (with --type incr) also read the chunks the WAL says did not\n"
+	"                change, and fail if a page in one changed after the parent started\n"
+	"                (pages that differ without WAL, e.g. hint bits, are counted)\n"
+	"  --expire      after a successful backup, apply the retention policy saved by\n"
+	"                \"pgbakfs expire\" to the instance; refused up front when none is saved\n";
 
 static int report_ingest_error(const BackupOptions *o, int r, const FromDirError *err)
 {
@@ -116,13 +115,16 @@ static int report_pg_error(const BackupOptions *o, int r, const PgError *err)
 	return EXIT_FAIL;
 }
 
-static void report_bad_pages(const SnapWriterResult *snap)
+/* A backup of a cluster made snap: its bad pages said, its name kept for the attempt's record. */
+static int backup_made(const SnapWriterResult *snap, char made[static 64])
 {
-	if (!snap->bad_blocks)
-		return;
-	cli_warning("%llu page(s) failed checksum verification; the snapshot's status is \"warning\"",
-		    (unsigned long long)snap->bad_blocks);
-	cli_hint("\"pgbakfs show %s\" lists them", snap->name);
+	if (snap->bad_blocks) {
+		cli_warning("%llu page(s) failed checksum verification; the snapshot's status is "
+			    "\"warning\"", (unsigned long long)snap->bad_blocks);
+		cli_hint("\"pgbakfs show %s\" lists them", snap->name);
+	}
+	snprintf(made, 64, "%s", snap->name);
+	return EXIT_OK;
 }
 
 /*
@@ -174,9 +176,7 @@ static int backup_live(const BackupOptions *o, Repo *repo, char made[static 64])
 	       format_bytes(res.snap.stored_bytes, b, sizeof(b)), secs,
 	       secs > 0 ? (double)res.snap.logical_bytes / secs / 1e6 : 0.0, res.start_lsn,
 	       res.stop_lsn, res.timeline);
-	report_bad_pages(&res.snap);
-	snprintf(made, 64, "%s", res.snap.name);
-	return EXIT_OK;
+	return backup_made(&res.snap, made);
 }
 
 static int backup_local(const BackupOptions *o, Repo *repo, char made[static 64])
@@ -220,9 +220,7 @@ static int backup_local(const BackupOptions *o, Repo *repo, char made[static 64]
 		       "(replayed)\n",
 		       (unsigned long long)res.verified_chunks,
 		       (unsigned long long)res.verified_hint_only, (unsigned long long)res.verified_during);
-	report_bad_pages(&res.snap);
-	snprintf(made, 64, "%s", res.snap.name);
-	return EXIT_OK;
+	return backup_made(&res.snap, made);
 }
 
 static int backup_from_dir(const BackupOptions *o, Repo *repo, char made[static 64])
@@ -358,103 +356,123 @@ static int backup_source_from_config(BackupOptions *o)
 	return EXIT_OK;
 }
 
+static int backup_option(int c, char *arg, void *opts)
+{
+	BackupOptions *o = opts;
+
+	switch (c) {
+	case OPT_FROM_DIR: o->from_dir = arg; break;
+	case OPT_TYPE: o->type = arg; break;
+	case OPT_PGDATA: o->pgdata = arg; break;
+	case OPT_EXTRA_DIR:
+		if (o->n_extra_dirs == MAX_EXTRA_DIRS)
+			return cli_usage("backup", "at most %d --extra-dir", MAX_EXTRA_DIRS);
+		o->extra_dirs[o->n_extra_dirs++] = arg;
+		break;
+	case OPT_LABEL: o->label = arg; break;
+	case OPT_NOTE: o->note = arg; break;
+	case OPT_EXPIRE: o->expire = true; break;
+	case OPT_VERIFY_BLOCKS: o->verify_blocks = true; break;
+	}
+	return EXIT_OK;
+}
+
+static const struct option backup_options[] = {
+	{"from-dir", required_argument, NULL, OPT_FROM_DIR},
+	{"type", required_argument, NULL, OPT_TYPE},
+	{"pgdata", required_argument, NULL, OPT_PGDATA},
+	{"extra-dir", required_argument, NULL, OPT_EXTRA_DIR},
+	{"label", required_argument, NULL, OPT_LABEL},
+	{"note", required_argument, NULL, OPT_NOTE},
+	{"expire", no_argument, NULL, OPT_EXPIRE},
+	{"verify-blocks", no_argument, NULL, OPT_VERIFY_BLOCKS},
+	{0}};
+
+static const CliCommand backup_command = {
+	.name = "backup",
+	.common = CLI_REPO | CLI_DBNAME | CLI_INSTANCE | CLI_JOBS | CLI_PROGRESS,
+	.options = backup_options,
+	.option = backup_option,
+	.help = backup_help,
+};
+
+/* Which source (-d, --pgdata, --from-dir) goes with which option; names are text. */
+static int backup_validate_options(const BackupOptions *o)
+{
+	if (!o->from_dir == !o->conninfo)
+		return cli_usage("backup", o->from_dir ? "use either -d or --from-dir, not both"
+							: "missing -d CONNINFO or --from-dir DIR");
+	if (o->type && strcmp(o->type, "full") != 0 && strcmp(o->type, "incr") != 0)
+		return cli_usage("backup", "invalid --type \"%s\" (full or incr)", o->type);
+	if (o->type && !strcmp(o->type, "incr") && o->from_dir)
+		return cli_usage("backup", "--type incr needs -d CONNINFO (--from-dir takes full snapshots)");
+	if (o->verify_blocks && !o->pgdata)
+		return cli_usage("backup", "--verify-blocks needs --pgdata (it re-reads the files on this host)");
+	if (o->pgdata && !o->conninfo)
+		return cli_usage("backup", "--pgdata needs -d CONNINFO for pg_backup_start/stop");
+	if (o->n_extra_dirs && !o->pgdata)
+		return cli_usage("backup", "--extra-dir needs --pgdata (directories on the database host)");
+	if (o->label && !json_text_is_clean(o->label))
+		return cli_usage("backup", "the label must be UTF-8 text without control characters");
+	if (o->note && !json_text_is_clean(o->note))
+		return cli_usage("backup", "the note must be UTF-8 text without control characters");
+	if (o->instance)
+		return cli_check_instance("backup", o->instance);
+	return EXIT_OK;
+}
+
+/* The source given on the command line, else the config file's; checked. */
+static int backup_validate(BackupOptions *o)
+{
+	struct stat st;
+	int rc;
+
+	if (!o->from_dir && !o->conninfo && (rc = backup_source_from_config(o)) != EXIT_OK)
+		return rc;
+	if ((rc = backup_validate_options(o)) != EXIT_OK)
+		return rc;
+	if (o->from_dir && stat(o->from_dir, &st) < 0) {
+		cli_error("could not open directory \"%s\": %m", o->from_dir);
+		return EXIT_FAIL;
+	}
+	if (o->from_dir && !S_ISDIR(st.st_mode)) {
+		cli_error("\"%s\" is not a directory", o->from_dir);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
 int cmd_backup(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"from-dir", required_argument, NULL, OPT_FROM_DIR},
-		{"dbname", required_argument, NULL, 'd'},
-		{"type", required_argument, NULL, OPT_TYPE},
-		{"pgdata", required_argument, NULL, OPT_PGDATA},
-		{"extra-dir", required_argument, NULL, OPT_EXTRA_DIR},
-		{"instance", required_argument, NULL, OPT_INSTANCE},
-		{"label", required_argument, NULL, OPT_LABEL},
-		{"note", required_argument, NULL, OPT_NOTE},
-		{"jobs", required_argument, NULL, 'j'},
-		{"progress", no_argument, NULL, OPT_PROGRESS},
-		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
-		{"expire", no_argument, NULL, OPT_EXPIRE},
-		{"verify-blocks", no_argument, NULL, OPT_VERIFY_BLOCKS},
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	BackupOptions o = {.progress = cli_stderr_is_tty()};
+	BackupOptions o = {0};
 	Repo *repo = NULL;
-	struct stat st;
-	int c, rc;
+	CliArgs a;
+	int rc = cli_parse(&backup_command, argc, argv, &a, &o);
 
-	while ((c = getopt_long(argc, argv, "hj:d:", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_REPO: o.repo = optarg; break;
-		case OPT_FROM_DIR: o.from_dir = optarg; break;
-		case 'd': o.conninfo = optarg; break;
-		case OPT_TYPE: o.type = optarg; break;
-		case OPT_PGDATA: o.pgdata = optarg; break;
-		case OPT_EXTRA_DIR:
-			if (o.n_extra_dirs == MAX_EXTRA_DIRS)
-				return cli_usage("backup", "at most %d --extra-dir", MAX_EXTRA_DIRS);
-			o.extra_dirs[o.n_extra_dirs++] = optarg;
-			break;
-		case OPT_INSTANCE: o.instance = optarg; break;
-		case OPT_LABEL: o.label = optarg; break;
-		case OPT_NOTE: o.note = optarg; break;
-		case 'j':
-			if ((rc = cli_parse_jobs("backup", optarg, &o.jobs)) != EXIT_OK)
-				return rc;
-			break;
-		case OPT_PROGRESS: o.progress = true; break;
-		case OPT_NO_PROGRESS: o.progress = false; break;
-		case OPT_EXPIRE: o.expire = true; break;
-		case OPT_VERIFY_BLOCKS: o.verify_blocks = true; break;
-		case 'h': backup_help(); return EXIT_OK;
-		default: return cli_usage("backup", "invalid option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage("backup", "unexpected argument \"%s\"", argv[optind]);
-	if (!o.from_dir && !o.conninfo && (rc = backup_source_from_config(&o)) != EXIT_OK)
+	if (rc != CLI_CONTINUE)
 		return rc;
-	if (!o.jobs)
-		o.jobs = cli_config_jobs();
-	if (!o.from_dir == !o.conninfo)
-		return cli_usage("backup", o.from_dir ? "use either -d or --from-dir, not both"
-						       : "missing -d CONNINFO or --from-dir DIR");
-	if (o.type && strcmp(o.type, "full") != 0 && strcmp(o.type, "incr") != 0)
-		return cli_usage("backup", "invalid --type \"%s\" (full or incr)", o.type);
-	if (o.type && !strcmp(o.type, "incr") && o.from_dir)
-		return cli_usage("backup", "--type incr needs -d CONNINFO (--from-dir takes full snapshots)");
-	if (o.verify_blocks && !o.pgdata)
-		return cli_usage("backup", "--verify-blocks needs --pgdata (it re-reads the files on this host)");
-	if (o.pgdata && !o.conninfo)
-		return cli_usage("backup", "--pgdata needs -d CONNINFO for pg_backup_start/stop");
-	if (o.n_extra_dirs && !o.pgdata)
-		return cli_usage("backup", "--extra-dir needs --pgdata (directories on the database host)");
-	/* names end up in JSON and on terminals: text only */
-	if (o.instance && !json_text_is_clean(o.instance))
-		return cli_usage("backup", "the instance name must be UTF-8 text without control characters");
-	if (o.label && !json_text_is_clean(o.label))
-		return cli_usage("backup", "the label must be UTF-8 text without control characters");
-	if (o.note && !json_text_is_clean(o.note))
-		return cli_usage("backup", "the note must be UTF-8 text without control characters");
-	if (o.instance && (!*o.instance || strpbrk(o.instance, "/ \t\n")))
-		return cli_usage("backup", "invalid instance name \"%s\"", o.instance);
-	if (o.from_dir && stat(o.from_dir, &st) < 0) {
-		cli_error("could not open directory \"%s\": %m", o.from_dir);
-		return EXIT_FAIL;
-	}
-	if (o.from_dir && !S_ISDIR(st.st_mode)) {
-		cli_error("\"%s\" is not a directory", o.from_dir);
-		return EXIT_FAIL;
-	}
-	/* open the repository as its writer, run the backup, apply retention, publish */
+	o.repo = a.repo;
+	o.conninfo = a.conninfo;
+	o.instance = a.instance;
+	o.jobs = a.jobs;
+	o.progress = a.progress;
+	rc = backup_validate(&o);
+	if (rc != EXIT_OK)
+		return rc;
+	/* the repository, as its writer */
 	rc = cli_open_repo_writer(o.repo, &repo);
 	if (rc != EXIT_OK)
 		return rc;
 	o.repo = repo_path(repo);
+	/* --expire: refused up front when the instance has no policy */
 	if (o.expire && (rc = expire_check_policy(repo, o.instance ? o.instance : "main")) != EXIT_OK)
 		return cli_close_repo(repo, rc);
+	/* passwords older versions recorded go; the backup, recorded as an attempt */
 	scrub_secrets(repo);
 	rc = backup_run(&o, repo);
+	/* --expire: the instance's policy applied */
 	if (rc == EXIT_OK && o.expire)
 		rc = expire_apply_policy(repo, o.instance ? o.instance : "main");
+	/* publish the catalog */
 	return cli_close_repo(repo, rc);
 }

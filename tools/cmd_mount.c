@@ -4,6 +4,7 @@
 #include "fs/mount.h"
 #include "tools/cli.h"
 #include "tools/config.h"
+#include "tools/opts.h"
 #include "tools/recovery.h"
 
 #include <fcntl.h>
@@ -15,8 +16,7 @@
 #include <sys/wait.h>
 
 enum {
-	OPT_REPO = 0x100,
-	OPT_FOREGROUND,
+	OPT_FOREGROUND = 0x100,
 	OPT_WRITABLE,
 	OPT_SCRATCH,
 	OPT_ALLOW_OTHER,
@@ -60,12 +60,13 @@ static const char mount_help[] =
 	RECOVERY_USAGE;
 
 typedef struct MountArgs {
-	const char *repo_opt;
+	CliArgs a;
+	const char *repo_opt; /* --repo, as an absolute path when it is one */
+	const char *scratch_opt, *owner, *poll;
 	char mountpoint[PATH_MAX];
 	char scratch[PATH_MAX];
 	char repo[PATH_MAX];
 	bool foreground, scratch_is_temp;
-	RecoveryTarget target;
 	char *recovery_conf;
 	uint64_t disk_cache;
 	MountOptions o;
@@ -100,116 +101,122 @@ static int parse_poll_interval(const char *s, int *ret)
 	return EXIT_OK;
 }
 
-static int parse_args(int argc, char **argv, MountArgs *a)
+/* --max-trees: 0 to MAX_MAX_TREES */
+static int parse_max_trees(const char *arg, unsigned *ret)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"foreground", no_argument, NULL, OPT_FOREGROUND},
-		{"writable", no_argument, NULL, OPT_WRITABLE},
-		{"scratch", required_argument, NULL, OPT_SCRATCH},
-		{"allow-other", no_argument, NULL, OPT_ALLOW_OTHER},
-		{"owner", required_argument, NULL, OPT_OWNER},
-		{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
-		{"disk-cache", required_argument, NULL, OPT_DISK_CACHE},
-		{"max-trees", required_argument, NULL, OPT_MAX_TREES},
-		{"poll-interval", required_argument, NULL, OPT_POLL_INTERVAL},
-		RECOVERY_OPTIONS,
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *scratch = NULL, *owner = NULL, *poll = NULL;
-	const Config *conf;
-	int c, rc;
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(arg, &end, 10);
+	if (errno || end == arg || *end || arg[0] == '-' || v > MAX_MAX_TREES)
+		return cli_usage("mount", "invalid --max-trees \"%s\" (0 to %d)", arg, MAX_MAX_TREES);
+	*ret = (unsigned)v;
+	return EXIT_OK;
+}
 
-	a->o.uid = getuid();
-	a->o.gid = getgid();
-	a->o.cache_size = DEFAULT_CACHE_SIZE;
-	a->disk_cache = DEFAULT_DISK_CACHE;
-	a->o.max_trees = DEFAULT_MAX_TREES;
-	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
-		if (recovery_option("mount", c, optarg, &a->target, &rc)) {
-			if (rc != EXIT_OK)
-				return rc;
-			continue;
-		}
-		switch (c) {
-		case OPT_REPO: a->repo_opt = optarg; break;
-		case 'f':
-		case OPT_FOREGROUND: a->foreground = true; break;
-		case OPT_WRITABLE: a->o.writable = true; break;
-		case OPT_SCRATCH: scratch = optarg; break;
-		case OPT_ALLOW_OTHER: a->o.allow_other = true; break;
-		case OPT_OWNER: owner = optarg; break;
-		case OPT_CACHE_SIZE:
-			if (parse_size(optarg, &a->o.cache_size) < 0 || a->o.cache_size < 1024 * 1024)
-				return cli_usage("mount", "invalid --cache-size \"%s\" (at least 1MiB)",
-						 optarg);
-			break;
-		case OPT_DISK_CACHE:
-			if (parse_size(optarg, &a->disk_cache) < 0 ||
-			    (a->disk_cache && a->disk_cache < 16 * 1024 * 1024))
-				return cli_usage("mount", "invalid --disk-cache \"%s\" (0, or at least 16MiB)",
-						 optarg);
-			break;
-		case OPT_MAX_TREES: {
-			char *end;
-			errno = 0;
-			unsigned long v = strtoul(optarg, &end, 10);
-			if (errno || end == optarg || *end || optarg[0] == '-' || v > MAX_MAX_TREES)
-				return cli_usage("mount", "invalid --max-trees \"%s\" (0 to %d)", optarg,
-						 MAX_MAX_TREES);
-			a->o.max_trees = (unsigned)v;
-			break;
-		}
-		case OPT_POLL_INTERVAL: poll = optarg; break;
-		case 'h': printf("%s", mount_help); return -1;
-		default: return cli_usage("mount", "invalid option");
-		}
+static int mount_option(int c, char *arg, void *opts)
+{
+	MountArgs *m = opts;
+
+	switch (c) {
+	case 'f':
+	case OPT_FOREGROUND: m->foreground = true; break;
+	case OPT_WRITABLE: m->o.writable = true; break;
+	case OPT_SCRATCH: m->scratch_opt = arg; break;
+	case OPT_ALLOW_OTHER: m->o.allow_other = true; break;
+	case OPT_OWNER: m->owner = arg; break;
+	case OPT_CACHE_SIZE:
+		if (parse_size(arg, &m->o.cache_size) < 0 || m->o.cache_size < 1024 * 1024)
+			return cli_usage("mount", "invalid --cache-size \"%s\" (at least 1MiB)", arg);
+		break;
+	case OPT_DISK_CACHE:
+		if (parse_size(arg, &m->disk_cache) < 0 ||
+		    (m->disk_cache && m->disk_cache < 16 * 1024 * 1024))
+			return cli_usage("mount", "invalid --disk-cache \"%s\" (0, or at least 16MiB)", arg);
+		break;
+	case OPT_MAX_TREES: return parse_max_trees(arg, &m->o.max_trees);
+	case OPT_POLL_INTERVAL: m->poll = arg; break;
 	}
-	if (argc - optind != 1)
-		return cli_usage("mount", "expected MOUNTPOINT");
-	if (!poll && cli_config(&conf) == EXIT_OK)
-		poll = config_setting(conf, "poll-interval");
-	if (poll && (rc = parse_poll_interval(poll, &a->o.poll_interval)) != EXIT_OK)
+	return EXIT_OK;
+}
+
+static const struct option mount_options[] = {
+	{"foreground", no_argument, NULL, OPT_FOREGROUND},
+	{"writable", no_argument, NULL, OPT_WRITABLE},
+	{"scratch", required_argument, NULL, OPT_SCRATCH},
+	{"allow-other", no_argument, NULL, OPT_ALLOW_OTHER},
+	{"owner", required_argument, NULL, OPT_OWNER},
+	{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
+	{"disk-cache", required_argument, NULL, OPT_DISK_CACHE},
+	{"max-trees", required_argument, NULL, OPT_MAX_TREES},
+	{"poll-interval", required_argument, NULL, OPT_POLL_INTERVAL},
+	{0}};
+
+static const CliCommand mount_command = {
+	.name = "mount",
+	.common = CLI_REPO | CLI_RECOVERY,
+	.options = mount_options,
+	.short_options = "f",
+	.option = mount_option,
+	.n_args = 1,
+	.missing = "expected MOUNTPOINT",
+	.help = mount_help,
+};
+
+/* The options that go together: poll interval (or the config file's), --scratch, target, --owner. */
+static int mount_validate(MountArgs *m)
+{
+	const Config *conf;
+	int rc;
+
+	if (!m->poll && cli_config(&conf) == EXIT_OK)
+		m->poll = config_setting(conf, "poll-interval");
+	if (m->poll && (rc = parse_poll_interval(m->poll, &m->o.poll_interval)) != EXIT_OK)
 		return rc;
-	if (scratch && !a->o.writable)
+	if (m->scratch_opt && !m->o.writable)
 		return cli_usage("mount", "--scratch needs --writable");
-	if (a->target.kind && !a->o.writable)
+	if (m->a.target.kind && !m->o.writable)
 		return cli_usage("mount", "a recovery target needs --writable");
-	if ((rc = recovery_check("mount", &a->target)) != EXIT_OK)
+	if ((rc = recovery_check("mount", &m->a.target)) != EXIT_OK)
 		return rc;
-	if (owner && (rc = parse_owner(owner, &a->o)) != EXIT_OK)
+	if (m->owner && (rc = parse_owner(m->owner, &m->o)) != EXIT_OK)
 		return rc;
-	/* the daemon works from "/": relative paths are resolved now */
-	const char *loc = cli_repo_location(a->repo_opt);
+	return EXIT_OK;
+}
+
+/* The daemon works from "/": the repository, mount point and scratch directory, absolute. */
+static int mount_resolve(MountArgs *m, const char *mountpoint)
+{
+	const char *loc = cli_repo_location(m->a.repo);
+	struct stat st;
+	int r;
+
 	if (!loc)
 		return EXIT_FAIL;
-	if (realpath(loc, a->repo))
-		a->repo_opt = a->repo;
-	if (a->target.kind) {
-		int r = recovery_conf(&a->target, a->repo_opt, NULL, &a->recovery_conf);
+	m->repo_opt = realpath(loc, m->repo) ? m->repo : m->a.repo;
+	if (m->a.target.kind) {
+		r = recovery_conf(&m->a.target, m->repo_opt, NULL, &m->recovery_conf);
 		if (r < 0) {
 			cli_error("cannot prepare the recovery settings: %s", strerror(-r));
 			return EXIT_FAIL;
 		}
-		a->o.recovery_conf = a->recovery_conf;
+		m->o.recovery_conf = m->recovery_conf;
 	}
-	if (!realpath(argv[optind], a->mountpoint)) {
-		cli_error("mount point \"%s\": %m", argv[optind]);
+	if (!realpath(mountpoint, m->mountpoint)) {
+		cli_error("mount point \"%s\": %m", mountpoint);
 		return EXIT_FAIL;
 	}
-	struct stat st;
-	if (stat(a->mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		cli_error("mount point \"%s\" is not a directory", argv[optind]);
+	if (stat(m->mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		cli_error("mount point \"%s\" is not a directory", mountpoint);
 		return EXIT_FAIL;
 	}
-	if (scratch) {
-		int r = mkdir_p(scratch, 0700);
-		if (r < 0 || !realpath(scratch, a->scratch)) {
-			cli_error("cannot use scratch directory \"%s\": %s", scratch,
+	if (m->scratch_opt) {
+		r = mkdir_p(m->scratch_opt, 0700);
+		if (r < 0 || !realpath(m->scratch_opt, m->scratch)) {
+			cli_error("cannot use scratch directory \"%s\": %s", m->scratch_opt,
 				  strerror(r < 0 ? -r : errno));
 			return EXIT_FAIL;
 		}
-		a->o.scratch = a->scratch;
+		m->o.scratch = m->scratch;
 	}
 	return EXIT_OK;
 }
@@ -329,16 +336,11 @@ static int wait_child(pid_t pid, int fd)
 	return WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : EXIT_FAIL;
 }
 
-static int mount_main(int argc, char **argv, MountArgs *a)
+/* In the background: a child mounts, the parent waits until it is mounted or failed. */
+static int mount_daemon(MountArgs *m)
 {
-	int p[2];
-	int rc = parse_args(argc, argv, a);
-	if (rc != EXIT_OK)
-		return rc < 0 ? EXIT_OK : rc;
-	if (a->o.writable && !a->o.scratch && (rc = make_temp_scratch(a)) != EXIT_OK)
-		return rc;
-	if (a->foreground)
-		return run(a, -1);
+	int p[2], rc;
+
 	/* the child opens the repository: no thread or database crosses the fork */
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		cli_error("cannot start the mount daemon: %m");
@@ -358,15 +360,30 @@ static int mount_main(int argc, char **argv, MountArgs *a)
 	setsid();
 	if (chdir("/") < 0 || dup2(p[1], STDERR_FILENO) < 0)
 		_exit(EXIT_FAIL);
-	rc = run(a, p[1]);
-	free(a->recovery_conf);
+	rc = run(m, p[1]);
+	free(m->recovery_conf);
 	_exit(rc);
 }
 
 int cmd_mount(int argc, char **argv)
 {
-	MountArgs a = {0};
-	int rc = mount_main(argc, argv, &a);
-	free(a.recovery_conf);
+	MountArgs m = {.o = {.uid = getuid(), .gid = getgid(), .cache_size = DEFAULT_CACHE_SIZE,
+			     .max_trees = DEFAULT_MAX_TREES},
+		       .disk_cache = DEFAULT_DISK_CACHE};
+	int rc = cli_parse(&mount_command, argc, argv, &m.a, &m);
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	/* the options checked, the paths made absolute */
+	rc = mount_validate(&m);
+	if (rc == EXIT_OK)
+		rc = mount_resolve(&m, m.a.args[0]);
+	/* --writable without --scratch: a private directory, removed at unmount */
+	if (rc == EXIT_OK && m.o.writable && !m.o.scratch)
+		rc = make_temp_scratch(&m);
+	/* serve until unmounted: here with --foreground, else in a daemon */
+	if (rc == EXIT_OK)
+		rc = m.foreground ? run(&m, -1) : mount_daemon(&m);
+	free(m.recovery_conf);
 	return rc;
 }

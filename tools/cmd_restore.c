@@ -3,7 +3,7 @@
 #include "common/util.h"
 #include "store/restore.h"
 #include "tools/cli.h"
-#include "tools/config.h"
+#include "tools/opts.h"
 #include "tools/recovery.h"
 
 #include <limits.h>
@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_REPO = 0x100, OPT_INSTANCE, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_TS_MAP, OPT_DELTA };
+enum { OPT_TS_MAP = 0x100, OPT_DELTA };
 
 /* A live postmaster.pid in dir: the pid of the PostgreSQL running there, else 0. */
 static long running_postmaster(const char *dir)
@@ -115,93 +115,74 @@ static void strip_slashes(char *p)
 		p[--n] = 0;
 }
 
-int cmd_restore(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"instance", required_argument, NULL, OPT_INSTANCE},
-		{"jobs", required_argument, NULL, 'j'},
-		{"progress", no_argument, NULL, OPT_PROGRESS},
-		{"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
-		{"tablespace-map", required_argument, NULL, OPT_TS_MAP},
-		{"delta", no_argument, NULL, OPT_DELTA},
-		RECOVERY_OPTIONS,
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *repo_opt = NULL, *instance = NULL, *id, *target;
-	bool show_progress = cli_stderr_is_tty();
-	RestoreOptions o = {0};
+typedef struct RestoreArgs {
+	CliArgs a;
+	RestoreOptions o;
 	RestoreMapping maps[MAX_MAPS];
-	char *eq;
-	RestoreResult res;
-	RecoveryTarget rt = {0};
-	SnapshotInfo s = {0};
-	Progress *progress = NULL;
-	Repo *repo = NULL;
-	int c, r, rc;
-	int64_t t0 = mono_ns();
+	int64_t t0; /* when the command started */
+} RestoreArgs;
 
-	while ((c = getopt_long(argc, argv, "hj:", opts, NULL)) != -1) {
-		if (recovery_option("restore", c, optarg, &rt, &rc)) {
-			if (rc != EXIT_OK)
-				return rc;
-			continue;
-		}
-		switch (c) {
-		case OPT_DELTA: o.delta = true; break;
-		case OPT_REPO: repo_opt = optarg; break;
-		case OPT_INSTANCE: instance = optarg; break;
-		case 'j':
-			if ((rc = cli_parse_jobs("restore", optarg, &o.jobs)) != EXIT_OK)
-				return rc;
-			break;
-		case OPT_PROGRESS: show_progress = true; break;
-		case OPT_NO_PROGRESS: show_progress = false; break;
-		case OPT_TS_MAP:
-			eq = strchr(optarg, '=');
-			if (!eq || eq == optarg || !eq[1] || optarg[0] != '/' || eq[1] != '/' ||
-			    o.n_maps == MAX_MAPS)
-				return cli_usage("restore", "invalid --tablespace-map \"%s\" (OLD=NEW, absolute paths)", optarg);
-			*eq = '\0';
-			strip_slashes(optarg);
-			strip_slashes(eq + 1);
-			maps[o.n_maps++] = (RestoreMapping){.from = optarg, .to = eq + 1};
-			break;
-		case 'h':
-			printf("Usage: pgbakfs restore ID TARGET [--repo PATH] [-j N] [--[no-]progress]\n"
-			       "                       [--delta] [--tablespace-map OLD=NEW]...\n"
-			       "                       [--target-time T | --target-lsn L | --target-xid X |\n"
-			       "                        --target-name N] [--target-action ACTION]\n\n"
-			       "Restore snapshot ID (or \"latest\") into TARGET, a missing or empty\n"
-			       "directory. Every chunk is verified before it is written. Tablespaces go\n"
-			       "back to their original directories, or to NEW for --tablespace-map\n"
-			       "OLD=NEW (OLD: a tablespace location of the snapshot); those must be\n"
-			       "missing or empty. global/pg_control is written last: an interrupted\n"
-			       "restore leaves none, so PostgreSQL refuses to start on it.\n\n"
-			       "  --delta           TARGET may hold an older or diverged copy (a stopped\n"
-			       "                    primary): only chunks that differ are written, and what\n"
-			       "                    the snapshot does not have is removed; a pg_wal symlink\n"
-			       "                    to a directory is kept (the WAL goes into its target)\n"
-			       RECOVERY_USAGE);
-			return EXIT_OK;
-		default: return cli_usage("restore", "invalid option");
-		}
+static int restore_option(int c, char *arg, void *opts)
+{
+	RestoreArgs *x = opts;
+	char *eq;
+
+	switch (c) {
+	case OPT_DELTA: x->o.delta = true; break;
+	case OPT_TS_MAP:
+		eq = strchr(arg, '=');
+		if (!eq || eq == arg || !eq[1] || arg[0] != '/' || eq[1] != '/' || x->o.n_maps == MAX_MAPS)
+			return cli_usage("restore", "invalid --tablespace-map \"%s\" (OLD=NEW, absolute paths)", arg);
+		*eq = '\0';
+		strip_slashes(arg);
+		strip_slashes(eq + 1);
+		x->maps[x->o.n_maps++] = (RestoreMapping){.from = arg, .to = eq + 1};
+		break;
 	}
-	if (argc - optind != 2)
-		return cli_usage("restore", "expected ID and TARGET");
-	id = argv[optind];
-	target = argv[optind + 1];
-	if (!o.jobs)
-		o.jobs = cli_config_jobs();
-	if ((rc = recovery_check("restore", &rt)) != EXIT_OK)
-		return rc;
+	return EXIT_OK;
+}
+
+static const struct option restore_options[] = {
+	{"tablespace-map", required_argument, NULL, OPT_TS_MAP},
+	{"delta", no_argument, NULL, OPT_DELTA},
+	{0}};
+
+static const CliCommand restore_command = {
+	.name = "restore",
+	.common = CLI_REPO | CLI_INSTANCE | CLI_JOBS | CLI_PROGRESS | CLI_RECOVERY,
+	.options = restore_options,
+	.option = restore_option,
+	.n_args = 2,
+	.missing = "expected ID and TARGET",
+	.help = "Usage: pgbakfs restore ID TARGET [--repo PATH] [-j N] [--[no-]progress]\n"
+		"                       [--delta] [--tablespace-map OLD=NEW]...\n"
+		"                       [--target-time T | --target-lsn L | --target-xid X |\n"
+		"                        --target-name N] [--target-action ACTION]\n\n"
+		"Restore snapshot ID (or \"latest\") into TARGET, a missing or empty\n"
+		"directory. Every chunk is verified before it is written. Tablespaces go\n"
+		"back to their original directories, or to NEW for --tablespace-map\n"
+		"OLD=NEW (OLD: a tablespace location of the snapshot); those must be\n"
+		"missing or empty. global/pg_control is written last: an interrupted\n"
+		"restore leaves none, so PostgreSQL refuses to start on it.\n\n"
+		"  --delta           TARGET may hold an older or diverged copy (a stopped\n"
+		"                    primary): only chunks that differ are written, and what\n"
+		"                    the snapshot does not have is removed; a pg_wal symlink\n"
+		"                    to a directory is kept (the WAL goes into its target)\n"
+		RECOVERY_USAGE,
+};
+
+/* TARGET: no server running there, and empty unless --delta. An exit code. */
+static int restore_check_target(const char *target, bool delta)
+{
 	long pid = running_postmaster(target);
+	int r;
+
 	if (pid) {
 		cli_error("PostgreSQL is running in \"%s\" (postmaster.pid: pid %ld)", target, pid);
 		cli_hint("stop it first; a restore never writes under a running server");
 		return EXIT_FAIL;
 	}
-	r = o.delta ? 1 : dir_is_empty(target);
+	r = delta ? 1 : dir_is_empty(target);
 	if (r == 0) {
 		cli_error("target directory \"%s\" is not empty", target);
 		cli_hint("restore into a new or empty directory");
@@ -211,66 +192,107 @@ int cmd_restore(int argc, char **argv)
 		cli_error("could not open target directory \"%s\": %s", target, strerror(-r));
 		return EXIT_FAIL;
 	}
-	rc = cli_open_repo(repo_opt, &repo);
-	if (rc == EXIT_OK)
-		rc = cli_find_snapshot(repo, id, instance, &s);
-	if (rc == EXIT_OK)
-		rc = check_maps(repo, &s, maps, o.n_maps);
-	if (rc != EXIT_OK)
-		goto out;
-	progress_new("restore", s.logical_bytes, show_progress, &progress);
-	o.progress = progress;
-	o.maps = maps;
-	r = restore_snapshot(repo, &s, target, &o, &res);
-	progress = progress_free(progress);
+	return EXIT_OK;
+}
+
+/* A failed restore_snapshot (r < 0): one error line and what to do. */
+static void restore_error(int r, const SnapshotInfo *s, const RestoreResult *res, const char *target)
+{
+	const char *failed = res->failed_path;
+	size_t n = strlen(failed);
+
 	if (r == -EUCLEAN) {
 		cli_error("snapshot \"%s\" is damaged in the catalog: its file list fails its "
-			  "integrity check (tree digest, names); nothing was restored", s.name);
+			  "integrity check (tree digest, names); nothing was restored", s->name);
 		cli_hint("\"pgbakfs repair --rebuild-catalog\" rebuilds the catalog from the snapshot "
 			 "manifests");
-		rc = EXIT_FAIL;
-	} else if (r == -ENOENT && !res.failed_path[0]) {
-		cli_error("snapshot \"%s\" was deleted before the restore could hold it", s.name);
-		rc = EXIT_FAIL;
+	} else if (r == -ENOENT && !failed[0]) {
+		cli_error("snapshot \"%s\" was deleted before the restore could hold it", s->name);
 	} else if (r == -EBADMSG || r == -ENOENT) {
 		cli_error("snapshot \"%s\" is damaged: file \"%s\" at offset %llu cannot be read "
-			  "correctly; restore stopped", s.name, res.failed_path,
-			  (unsigned long long)res.failed_offset);
+			  "correctly; restore stopped", s->name, failed,
+			  (unsigned long long)res->failed_offset);
 		cli_hint("\"pgbakfs check --read-data\" lists all damage; \"%s\" is incomplete", target);
-		rc = EXIT_FAIL;
-	} else if (r == -ENOTEMPTY && res.failed_path[0]) {
-		cli_error("directory \"%s\" is not empty", res.failed_path);
-		if (strlen(res.failed_path) > 6 &&
-		    !strcmp(res.failed_path + strlen(res.failed_path) - 6, ".extra"))
+	} else if (r == -ENOTEMPTY && failed[0]) {
+		cli_error("directory \"%s\" is not empty", failed);
+		if (n > 6 && !strcmp(failed + n - 6, ".extra"))
 			cli_hint("extra directories are restored there; empty it or pick another TARGET");
 		else
-			cli_hint("restore the tablespace elsewhere with --tablespace-map %s=NEW_DIR",
-				 res.failed_path);
-		rc = EXIT_FAIL;
-	} else if (r < 0) {
-		if (res.failed_path[0])
-			cli_error("could not restore \"%s\": %s", res.failed_path, strerror(-r));
-		else
-			cli_error("restore of snapshot \"%s\" failed: %s", s.name, strerror(-r));
-		rc = EXIT_FAIL;
+			cli_hint("restore the tablespace elsewhere with --tablespace-map %s=NEW_DIR", failed);
+	} else if (failed[0]) {
+		cli_error("could not restore \"%s\": %s", failed, strerror(-r));
 	} else {
-		char b[32], w[32], h[32];
-		double secs = (double)(mono_ns() - t0) / 1e9;
-		printf("restored snapshot \"%s\" into \"%s\": %llu files, %s, %.1f s (%.1f MB/s)\n",
-		       s.name, target, (unsigned long long)res.n_files,
-		       format_bytes(res.bytes, b, sizeof(b)), secs,
-		       secs > 0 ? (double)res.bytes / secs / 1e6 : 0.0);
-		if (o.delta)
-			printf("delta: %s rewritten, %llu file(s) unchanged, %llu entries removed%s%s%s\n",
-			       format_bytes(res.bytes_written, w, sizeof(w)),
-			       (unsigned long long)res.n_unchanged, (unsigned long long)res.n_removed,
-			       res.bytes_sha256 ? " (" : "",
-			       res.bytes_sha256 ? format_bytes(res.bytes_sha256, h, sizeof(h)) : "",
-			       res.bytes_sha256 ? " checked by SHA-256: chunks stored without a fast hash)"
-						: "");
-		rc = write_recovery(&rt, repo, target);
+		cli_error("restore of snapshot \"%s\" failed: %s", s->name, strerror(-r));
 	}
-out:
+}
+
+/* A restore done: files, bytes, speed; with --delta what was rewritten, kept, removed. */
+static void restore_print(const SnapshotInfo *s, const RestoreResult *res, const char *target,
+			  bool delta, int64_t t0)
+{
+	char b[32], w[32], h[32];
+	double secs = (double)(mono_ns() - t0) / 1e9;
+
+	printf("restored snapshot \"%s\" into \"%s\": %llu files, %s, %.1f s (%.1f MB/s)\n",
+	       s->name, target, (unsigned long long)res->n_files,
+	       format_bytes(res->bytes, b, sizeof(b)), secs,
+	       secs > 0 ? (double)res->bytes / secs / 1e6 : 0.0);
+	if (delta)
+		printf("delta: %s rewritten, %llu file(s) unchanged, %llu entries removed%s%s%s\n",
+		       format_bytes(res->bytes_written, w, sizeof(w)),
+		       (unsigned long long)res->n_unchanged, (unsigned long long)res->n_removed,
+		       res->bytes_sha256 ? " (" : "",
+		       res->bytes_sha256 ? format_bytes(res->bytes_sha256, h, sizeof(h)) : "",
+		       res->bytes_sha256 ? " checked by SHA-256: chunks stored without a fast hash)"
+					 : "");
+}
+
+/* Every chunk read, verified and written into target, with progress: an exit code. */
+static int restore_run(Repo *repo, const SnapshotInfo *s, RestoreArgs *x, const char *target)
+{
+	Progress *progress = NULL;
+	RestoreResult res;
+	int r;
+
+	progress_new("restore", s->logical_bytes, x->a.progress, &progress);
+	x->o.progress = progress;
+	x->o.maps = x->maps;
+	x->o.jobs = x->a.jobs;
+	r = restore_snapshot(repo, s, target, &x->o, &res);
+	progress_free(progress);
+	if (r < 0) {
+		restore_error(r, s, &res, target);
+		return EXIT_FAIL;
+	}
+	restore_print(s, &res, target, x->o.delta, x->t0);
+	return EXIT_OK;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+	RestoreArgs x = {.t0 = mono_ns()};
+	SnapshotInfo s = {0};
+	Repo *repo = NULL;
+	int rc = cli_parse(&restore_command, argc, argv, &x.a, &x);
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	const char *id = x.a.args[0], *target = x.a.args[1];
+	/* a target without a running server, empty unless --delta */
+	if ((rc = recovery_check("restore", &x.a.target)) != EXIT_OK ||
+	    (rc = restore_check_target(target, x.o.delta)) != EXIT_OK)
+		return rc;
+	/* the snapshot, and the tablespaces --tablespace-map moves are its own */
+	rc = cli_open_repo(x.a.repo, &repo);
+	if (rc == EXIT_OK)
+		rc = cli_find_snapshot(repo, id, x.a.instance, &s);
+	if (rc == EXIT_OK)
+		rc = check_maps(repo, &s, x.maps, x.o.n_maps);
+	/* its files into TARGET; then the recovery settings for a target given */
+	if (rc == EXIT_OK)
+		rc = restore_run(repo, &s, &x, target);
+	if (rc == EXIT_OK)
+		rc = write_recovery(&x.a.target, repo, target);
 	snapshot_info_clear(&s);
 	repo_free(repo);
 	return rc;

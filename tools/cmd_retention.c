@@ -3,13 +3,13 @@
 #include "store/expire.h"
 #include "tools/cli.h"
 #include "tools/config.h"
+#include "tools/opts.h"
 
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_REPO = 0x100, OPT_KEEP_LAST, OPT_KEEP_WITHIN, OPT_INSTANCE, OPT_DRY_RUN, OPT_TTL,
-       OPT_UNPIN, OPT_NOTE };
+enum { OPT_KEEP_LAST = 0x100, OPT_KEEP_WITHIN, OPT_DRY_RUN, OPT_TTL, OPT_UNPIN, OPT_NOTE };
 
 #define NS_PER_S 1000000000LL
 #define KEEP_LAST_MAX 1000000
@@ -95,11 +95,6 @@ static int parse_positive_duration(const char *s, int64_t *ret)
 		return -EINVAL;
 	*ret = v;
 	return 0;
-}
-
-static bool instance_name_valid(const char *s)
-{
-	return *s && !strpbrk(s, "/ \t\n");
 }
 
 /*
@@ -215,183 +210,226 @@ int expire_apply_policy(Repo *repo, const char *instance)
 	return expire_run(repo, &p, instance, false);
 }
 
-int cmd_expire(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"keep-last", required_argument, NULL, OPT_KEEP_LAST},
-		{"keep-within", required_argument, NULL, OPT_KEEP_WITHIN},
-		{"instance", required_argument, NULL, OPT_INSTANCE},
-		{"dry-run", no_argument, NULL, OPT_DRY_RUN},
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *repo_opt = NULL, *instance = NULL;
-	RetentionPolicy p = {0};
-	bool dry_run = false, saved = false;
-	Repo *repo = NULL;
-	int c, r, rc;
+typedef struct ExpireArgs {
+	CliArgs a;
+	RetentionPolicy p; /* given on the command line (zero: none) */
+	bool dry_run;
+} ExpireArgs;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_REPO: repo_opt = optarg; break;
-		case OPT_KEEP_LAST:
-			if (parse_keep_last(optarg, &p.keep_last) < 0)
-				return cli_usage("expire", "invalid --keep-last \"%s\": a number from 1 to %d",
-						 optarg, KEEP_LAST_MAX);
-			break;
-		case OPT_KEEP_WITHIN:
-			if (parse_positive_duration(optarg, &p.keep_within) < 0)
-				return cli_usage("expire", "invalid --keep-within \"%s\": a positive duration "
-						 "such as 45s, 30m, 12h, 7d, 2w", optarg);
-			break;
-		case OPT_INSTANCE:
-			if (!instance_name_valid(optarg))
-				return cli_usage("expire", "invalid instance name \"%s\"", optarg);
-			instance = optarg;
-			break;
-		case OPT_DRY_RUN: dry_run = true; break;
-		case 'h':
-			printf("Usage: pgbakfs expire [--keep-last N] [--keep-within DURATION]\n"
-			       "                      [--instance NAME] [--dry-run] [--repo PATH]\n\n"
-			       "Delete the snapshots a retention policy no longer keeps, each instance\n"
-			       "judged on its own (only NAME with --instance), and the archived WAL\n"
-			       "older than the oldest remaining snapshot of each timeline. A snapshot\n"
-			       "is kept when it is among the N newest ok or warning snapshots of its\n"
-			       "instance, started within DURATION (45s, 30m, 12h, 7d, 2w) of now, or is\n"
-			       "pinned (\"pgbakfs pin\"). The newest ok snapshot of an instance (with\n"
-			       "no ok one, its newest warning one) is never deleted. Failed snapshots\n"
-			       "do not count among the N newest.\n\n"
-			       "The options given are saved as the repository's policy; without\n"
-			       "options each instance gets keep-last/keep-within from its config file\n"
-			       "section, else from the file's top level, else the saved policy\n"
-			       "(\"backup --expire\" does the same for its instance).\n"
-			       "--dry-run only lists what would be deleted and saves nothing.\n"
-			       "Run \"pgbakfs gc\" afterwards to reclaim the space.\n");
-			return EXIT_OK;
-		default: return cli_usage("expire", "invalid option");
-		}
+static int expire_option(int c, char *arg, void *opts)
+{
+	ExpireArgs *x = opts;
+
+	switch (c) {
+	case OPT_KEEP_LAST:
+		if (parse_keep_last(arg, &x->p.keep_last) < 0)
+			return cli_usage("expire", "invalid --keep-last \"%s\": a number from 1 to %d", arg,
+					 KEEP_LAST_MAX);
+		break;
+	case OPT_KEEP_WITHIN:
+		if (parse_positive_duration(arg, &x->p.keep_within) < 0)
+			return cli_usage("expire", "invalid --keep-within \"%s\": a positive duration "
+					 "such as 45s, 30m, 12h, 7d, 2w", arg);
+		break;
+	case OPT_DRY_RUN: x->dry_run = true; break;
 	}
-	if (optind != argc)
-		return cli_usage("expire", "unexpected argument \"%s\"", argv[optind]);
-	rc = cli_open_repo_writer(repo_opt, &repo);
-	if (rc != EXIT_OK)
-		return rc;
-	if (!p.keep_last && !p.keep_within && config_has_retention()) {
-		/* each instance with its own policy from the config file (or the saved one) */
-		rc = expire_each(repo, instance, dry_run);
-		return cli_close_repo(repo, rc);
-	}
-	if (!p.keep_last && !p.keep_within) {
-		r = catalog_retention_get(repo_catalog(repo), &p.keep_last, &p.keep_within);
-		if (r == -ENOENT) {
-			cli_close_repo(repo, EXIT_OK);
-			return cli_usage("expire", "no retention policy: give --keep-last N and/or "
-					 "--keep-within DURATION (they are saved for later runs)");
-		}
-		if (r < 0) {
-			cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
-			return cli_close_repo(repo, EXIT_FAIL);
-		}
-		saved = true;
-	} else if (!dry_run) {
-		r = catalog_retention_set(repo_catalog(repo), p.keep_last, p.keep_within);
+	return EXIT_OK;
+}
+
+static const struct option expire_options[] = {
+	{"keep-last", required_argument, NULL, OPT_KEEP_LAST},
+	{"keep-within", required_argument, NULL, OPT_KEEP_WITHIN},
+	{"dry-run", no_argument, NULL, OPT_DRY_RUN},
+	{0}};
+
+static const CliCommand expire_command = {
+	.name = "expire",
+	.common = CLI_REPO | CLI_INSTANCE | CLI_INSTANCE_NAME,
+	.options = expire_options,
+	.option = expire_option,
+	.help = "Usage: pgbakfs expire [--keep-last N] [--keep-within DURATION]\n"
+		"                      [--instance NAME] [--dry-run] [--repo PATH]\n\n"
+		"Delete the snapshots a retention policy no longer keeps, each instance\n"
+		"judged on its own (only NAME with --instance), and the archived WAL\n"
+		"older than the oldest remaining snapshot of each timeline. A snapshot\n"
+		"is kept when it is among the N newest ok or warning snapshots of its\n"
+		"instance, started within DURATION (45s, 30m, 12h, 7d, 2w) of now, or is\n"
+		"pinned (\"pgbakfs pin\"). The newest ok snapshot of an instance (with\n"
+		"no ok one, its newest warning one) is never deleted. Failed snapshots\n"
+		"do not count among the N newest.\n\n"
+		"The options given are saved as the repository's policy; without\n"
+		"options each instance gets keep-last/keep-within from its config file\n"
+		"section, else from the file's top level, else the saved policy\n"
+		"(\"backup --expire\" does the same for its instance).\n"
+		"--dry-run only lists what would be deleted and saves nothing.\n"
+		"Run \"pgbakfs gc\" afterwards to reclaim the space.\n",
+};
+
+/*
+ * The policy for every instance at once: the one given, saved for later runs
+ * (unless a dry run), or without one the policy saved before. An exit code
+ * after one message; EXIT_USAGE without one when there is no policy.
+ */
+static int expire_policy(Repo *repo, ExpireArgs *x, PolicySource *ret_from)
+{
+	int r;
+
+	*ret_from = POLICY_GIVEN;
+	if (x->p.keep_last || x->p.keep_within) {
+		r = x->dry_run ? 0 : catalog_retention_set(repo_catalog(repo), x->p.keep_last,
+							   x->p.keep_within);
 		if (r < 0) {
 			cli_error("could not save the retention policy in \"%s\": %s", repo_path(repo),
 				  strerror(-r));
-			return cli_close_repo(repo, EXIT_FAIL);
+			return EXIT_FAIL;
 		}
+		return EXIT_OK;
 	}
-	print_policy(&p, saved ? POLICY_SAVED : POLICY_GIVEN, NULL);
-	rc = expire_run(repo, &p, instance, dry_run);
-	return cli_close_repo(repo, rc);
+	r = catalog_retention_get(repo_catalog(repo), &x->p.keep_last, &x->p.keep_within);
+	if (r == -ENOENT)
+		return EXIT_USAGE; /* the caller says it */
+	if (r < 0) {
+		cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
+		return EXIT_FAIL;
+	}
+	*ret_from = POLICY_SAVED;
+	return EXIT_OK;
+}
+
+int cmd_expire(int argc, char **argv)
+{
+	ExpireArgs x = {0};
+	PolicySource from;
+	Repo *repo = NULL;
+	int rc = cli_parse(&expire_command, argc, argv, &x.a, &x);
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	rc = cli_open_repo_writer(x.a.repo, &repo);
+	if (rc != EXIT_OK)
+		return rc;
+	/* no options and a policy in the config file: each instance with its own */
+	if (!x.p.keep_last && !x.p.keep_within && config_has_retention())
+		return cli_close_repo(repo, expire_each(repo, x.a.instance, x.dry_run));
+	/* one policy: the one given (saved), or the saved one */
+	rc = expire_policy(repo, &x, &from);
+	if (rc == EXIT_USAGE) {
+		cli_close_repo(repo, EXIT_OK);
+		return cli_usage("expire", "no retention policy: give --keep-last N and/or "
+				 "--keep-within DURATION (they are saved for later runs)");
+	}
+	if (rc != EXIT_OK)
+		return cli_close_repo(repo, rc);
+	/* the snapshots and WAL it no longer keeps are deleted; then the catalog is published */
+	print_policy(&x.p, from, NULL);
+	return cli_close_repo(repo, expire_run(repo, &x.p, x.a.instance, x.dry_run));
 }
 
 /* ---- pin ---- */
 
-int cmd_pin(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"ttl", required_argument, NULL, OPT_TTL},
-		{"unpin", no_argument, NULL, OPT_UNPIN},
-		{"note", required_argument, NULL, OPT_NOTE},
-		{"instance", required_argument, NULL, OPT_INSTANCE},
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *repo_opt = NULL, *instance = NULL, *note = NULL, *ttl_arg = NULL;
-	bool unpin = false;
-	int64_t ttl = 0, until = 0, now = now_ns();
-	SnapshotInfo s = {0};
-	Repo *repo = NULL;
-	char t[40];
-	int c, r = 0, rc;
+typedef struct PinArgs {
+	CliArgs a;
+	const char *ttl_arg, *note;
+	bool unpin;
+	int64_t ttl, now;
+} PinArgs;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_REPO: repo_opt = optarg; break;
-		case OPT_TTL:
-			ttl_arg = optarg;
-			if (parse_positive_duration(optarg, &ttl) < 0 || ttl > (INT64_MAX - now) / NS_PER_S)
-				return cli_usage("pin", "invalid --ttl \"%s\": a positive duration such as "
-						 "12h, 7d, 2w", optarg);
-			break;
-		case OPT_UNPIN: unpin = true; break;
-		case OPT_NOTE: note = optarg; break;
-		case OPT_INSTANCE:
-			if (!instance_name_valid(optarg))
-				return cli_usage("pin", "invalid instance name \"%s\"", optarg);
-			instance = optarg;
-			break;
-		case 'h':
-			printf("Usage: pgbakfs pin ID --ttl DURATION [--note TEXT] [--repo PATH]\n"
-			       "       pgbakfs pin ID --unpin [--note TEXT] [--repo PATH]\n"
-			       "       pgbakfs pin ID --note TEXT [--repo PATH]\n\n"
-			       "Keep a snapshot from \"pgbakfs expire\" for DURATION (45s, 30m, 12h, 7d,\n"
-			       "2w) from now, or release it with --unpin. --note sets the snapshot's\n"
-			       "note (an empty TEXT clears it). ID may be \"latest\" (of --instance).\n");
-			return EXIT_OK;
-		default: return cli_usage("pin", "invalid option");
-		}
+static int pin_option(int c, char *arg, void *opts)
+{
+	PinArgs *x = opts;
+
+	switch (c) {
+	case OPT_TTL:
+		x->ttl_arg = arg;
+		if (parse_positive_duration(arg, &x->ttl) < 0 || x->ttl > (INT64_MAX - x->now) / NS_PER_S)
+			return cli_usage("pin", "invalid --ttl \"%s\": a positive duration such as "
+					 "12h, 7d, 2w", arg);
+		break;
+	case OPT_UNPIN: x->unpin = true; break;
+	case OPT_NOTE: x->note = arg; break;
 	}
-	if (optind >= argc)
-		return cli_usage("pin", "missing snapshot ID");
-	if (optind + 1 != argc)
-		return cli_usage("pin", "unexpected argument \"%s\"", argv[optind + 1]);
-	if (ttl_arg && unpin)
-		return cli_usage("pin", "use either --ttl or --unpin, not both");
-	if (!ttl_arg && !unpin && !note)
-		return cli_usage("pin", "missing --ttl DURATION, --unpin or --note TEXT");
-	rc = cli_open_repo_writer(repo_opt, &repo);
-	if (rc == EXIT_OK)
-		rc = cli_find_snapshot(repo, argv[optind], instance, &s);
-	if (rc != EXIT_OK)
-		goto out;
-	/* pin and note change together or not at all */
-	until = ttl_arg ? now + ttl * NS_PER_S : 0;
-	r = catalog_begin(repo_catalog(repo));
-	if (r == 0 && (ttl_arg || unpin))
-		r = catalog_snapshot_set_pin(repo_catalog(repo), s.rowid, until);
-	if (r == 0 && note)
-		r = catalog_snapshot_set_note(repo_catalog(repo), s.rowid, *note ? note : NULL);
+	return EXIT_OK;
+}
+
+static const struct option pin_options[] = {
+	{"ttl", required_argument, NULL, OPT_TTL},
+	{"unpin", no_argument, NULL, OPT_UNPIN},
+	{"note", required_argument, NULL, OPT_NOTE},
+	{0}};
+
+static const CliCommand pin_command = {
+	.name = "pin",
+	.common = CLI_REPO | CLI_INSTANCE | CLI_INSTANCE_NAME,
+	.options = pin_options,
+	.option = pin_option,
+	.n_args = 1,
+	.missing = "missing snapshot ID",
+	.help = "Usage: pgbakfs pin ID --ttl DURATION [--note TEXT] [--repo PATH]\n"
+		"       pgbakfs pin ID --unpin [--note TEXT] [--repo PATH]\n"
+		"       pgbakfs pin ID --note TEXT [--repo PATH]\n\n"
+		"Keep a snapshot from \"pgbakfs expire\" for DURATION (45s, 30m, 12h, 7d,\n"
+		"2w) from now, or release it with --unpin. --note sets the snapshot's\n"
+		"note (an empty TEXT clears it). ID may be \"latest\" (of --instance).\n",
+};
+
+/* The pin (until, 0: none) and the note of s, together or not at all: an exit code. */
+static int pin_update(Repo *repo, const PinArgs *x, const SnapshotInfo *s, int64_t until)
+{
+	int r = catalog_begin(repo_catalog(repo));
+
+	if (r == 0 && (x->ttl_arg || x->unpin))
+		r = catalog_snapshot_set_pin(repo_catalog(repo), s->rowid, until);
+	if (r == 0 && x->note)
+		r = catalog_snapshot_set_note(repo_catalog(repo), s->rowid, *x->note ? x->note : NULL);
 	if (r == 0)
 		r = catalog_commit(repo_catalog(repo));
-	if (r < 0) {
-		catalog_rollback(repo_catalog(repo));
-		if (r == -ENOENT)
-			cli_error("snapshot \"%s\" was deleted meanwhile", s.name);
-		else
-			cli_error("could not update snapshot \"%s\": %s", s.name, strerror(-r));
-		rc = EXIT_FAIL;
-		goto out;
-	}
-	if (ttl_arg)
-		printf("pinned snapshot \"%s\" until %s\n", s.name, format_time_iso(until, t, sizeof(t)));
-	else if (unpin)
-		printf("unpinned snapshot \"%s\"%s\n", s.name,
-		       s.pinned_until > now ? "" : " (it was not pinned)");
-	if (note)
-		printf("%s of snapshot \"%s\" %s\n", "note", s.name, *note ? "set" : "cleared");
-out:
+	if (r == 0)
+		return EXIT_OK;
+	catalog_rollback(repo_catalog(repo));
+	if (r == -ENOENT)
+		cli_error("snapshot \"%s\" was deleted meanwhile", s->name);
+	else
+		cli_error("could not update snapshot \"%s\": %s", s->name, strerror(-r));
+	return EXIT_FAIL;
+}
+
+static void pin_print(const PinArgs *x, const SnapshotInfo *s, int64_t until)
+{
+	char t[40];
+
+	if (x->ttl_arg)
+		printf("pinned snapshot \"%s\" until %s\n", s->name, format_time_iso(until, t, sizeof(t)));
+	else if (x->unpin)
+		printf("unpinned snapshot \"%s\"%s\n", s->name,
+		       s->pinned_until > x->now ? "" : " (it was not pinned)");
+	if (x->note)
+		printf("%s of snapshot \"%s\" %s\n", "note", s->name, *x->note ? "set" : "cleared");
+}
+
+int cmd_pin(int argc, char **argv)
+{
+	PinArgs x = {.now = now_ns()};
+	SnapshotInfo s = {0};
+	Repo *repo = NULL;
+	int64_t until;
+	int rc = cli_parse(&pin_command, argc, argv, &x.a, &x);
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	if (x.ttl_arg && x.unpin)
+		return cli_usage("pin", "use either --ttl or --unpin, not both");
+	if (!x.ttl_arg && !x.unpin && !x.note)
+		return cli_usage("pin", "missing --ttl DURATION, --unpin or --note TEXT");
+	/* as the writer, the snapshot by id or "latest" */
+	rc = cli_open_repo_writer(x.a.repo, &repo);
+	if (rc == EXIT_OK)
+		rc = cli_find_snapshot(repo, x.a.args[0], x.a.instance, &s);
+	/* pin and note change together or not at all; then the catalog is published */
+	until = x.ttl_arg ? x.now + x.ttl * NS_PER_S : 0;
+	if (rc == EXIT_OK)
+		rc = pin_update(repo, &x, &s, until);
+	if (rc == EXIT_OK)
+		pin_print(&x, &s, until);
 	snapshot_info_clear(&s);
 	return cli_close_repo(repo, rc);
 }

@@ -2,11 +2,10 @@
 #include "common/json.h"
 #include "common/util.h"
 #include "tools/cli.h"
+#include "tools/opts.h"
 
 #include <stdio.h>
 #include <string.h>
-
-enum { OPT_REPO = 0x100, OPT_JSON, OPT_INSTANCE };
 
 /* All fields of a snapshot, leaving the object open for details. */
 static void json_snapshot_open(JsonWriter *w, const SnapshotInfo *s)
@@ -102,41 +101,32 @@ static int list_one(const SnapshotInfo *s, void *ud)
 	return 0;
 }
 
+static const CliCommand list_command = {
+	.name = "list",
+	.common = CLI_REPO | CLI_JSON | CLI_INSTANCE,
+	.help = "Usage: pgbakfs list [--repo PATH] [--instance NAME] [--json]\n\n"
+		"List snapshots, oldest first. STORED is what each snapshot added.\n",
+};
+
 int cmd_list(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"json", no_argument, NULL, OPT_JSON},
-		{"instance", required_argument, NULL, OPT_INSTANCE},
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *repo_opt = NULL, *instance = NULL;
 	ListCtx ctx = {0};
 	Repo *repo = NULL;
-	int c, r, rc;
+	CliArgs a;
+	int r, rc = cli_parse(&list_command, argc, argv, &a, NULL);
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_REPO: repo_opt = optarg; break;
-		case OPT_JSON: ctx.json = true; break;
-		case OPT_INSTANCE: instance = optarg; break;
-		case 'h':
-			printf("Usage: pgbakfs list [--repo PATH] [--instance NAME] [--json]\n\n"
-			       "List snapshots, oldest first. STORED is what each snapshot added.\n");
-			return EXIT_OK;
-		default: return cli_usage("list", "invalid option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage("list", "unexpected argument \"%s\"", argv[optind]);
-	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != CLI_CONTINUE)
+		return rc;
+	rc = cli_open_repo(a.repo, &repo);
 	if (rc != EXIT_OK)
 		return rc;
+	/* one line (or one JSON object) per snapshot, oldest first */
+	ctx.json = a.json;
 	if (ctx.json) {
 		json_init(&ctx.w, stdout);
 		json_begin_array(&ctx.w);
 	}
-	r = catalog_snapshot_foreach(repo_catalog(repo), instance, list_one, &ctx);
+	r = catalog_snapshot_foreach(repo_catalog(repo), a.instance, list_one, &ctx);
 	if (ctx.json) {
 		json_end_array(&ctx.w);
 		putchar('\n');
@@ -208,113 +198,103 @@ static void show_text(const SnapshotInfo *s)
 		printf("verified:      never\n");
 }
 
+static const CliCommand show_command = {
+	.name = "show",
+	.common = CLI_REPO | CLI_JSON | CLI_INSTANCE,
+	.n_args = 1,
+	.missing = "missing snapshot ID",
+	.help = "Usage: pgbakfs show ID [--repo PATH] [--instance NAME] [--json]\n\n"
+		"Show one snapshot; ID may be \"latest\".\n",
+};
+
+/* show --json: the snapshot's fields, its bad pages and its WAL; an exit code. */
+static int show_json(Repo *repo, const SnapshotInfo *s)
+{
+	JsonWriter w;
+	int rc;
+
+	json_init(&w, stdout);
+	json_snapshot_open(&w, s);
+	json_key(&w, "bad_pages");
+	json_begin_array(&w);
+	catalog_bad_block_foreach(repo_catalog(repo), s->rowid, json_bad_block, &w);
+	json_end_array(&w);
+	rc = cli_wal_show(repo, s, &w);
+	json_end_object(&w);
+	putchar('\n');
+	return rc;
+}
+
 int cmd_show(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"json", no_argument, NULL, OPT_JSON},
-		{"instance", required_argument, NULL, OPT_INSTANCE},
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *repo_opt = NULL, *instance = NULL;
-	bool json = false;
 	SnapshotInfo s = {0};
 	Repo *repo = NULL;
-	int c, rc;
+	unsigned n_bad = 0;
+	CliArgs a;
+	int rc = cli_parse(&show_command, argc, argv, &a, NULL);
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_REPO: repo_opt = optarg; break;
-		case OPT_JSON: json = true; break;
-		case OPT_INSTANCE: instance = optarg; break;
-		case 'h':
-			printf("Usage: pgbakfs show ID [--repo PATH] [--instance NAME] [--json]\n\n"
-			       "Show one snapshot; ID may be \"latest\".\n");
-			return EXIT_OK;
-		default: return cli_usage("show", "invalid option");
-		}
-	}
-	if (optind + 1 != argc)
-		return cli_usage("show", optind >= argc ? "missing snapshot ID" : "too many arguments");
-	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != CLI_CONTINUE)
+		return rc;
+	/* the snapshot, by id or "latest" */
+	rc = cli_open_repo(a.repo, &repo);
 	if (rc == EXIT_OK)
-		rc = cli_find_snapshot(repo, argv[optind], instance, &s);
-	if (rc == EXIT_OK) {
-		unsigned n_bad = 0;
-		if (json) {
-			JsonWriter w;
-			json_init(&w, stdout);
-			json_snapshot_open(&w, &s);
-			json_key(&w, "bad_pages");
-			json_begin_array(&w);
-			catalog_bad_block_foreach(repo_catalog(repo), s.rowid, json_bad_block, &w);
-			json_end_array(&w);
-			rc = cli_wal_show(repo, &s, &w);
-			json_end_object(&w);
-			putchar('\n');
-		} else {
-			show_text(&s);
-			rc = cli_wal_show(repo, &s, NULL);
-			catalog_bad_block_foreach(repo_catalog(repo), s.rowid, print_bad_block, &n_bad);
-		}
+		rc = cli_find_snapshot(repo, a.args[0], a.instance, &s);
+	/* its fields, the WAL archived from it on, its bad pages */
+	if (rc == EXIT_OK && a.json) {
+		rc = show_json(repo, &s);
+	} else if (rc == EXIT_OK) {
+		show_text(&s);
+		rc = cli_wal_show(repo, &s, NULL);
+		catalog_bad_block_foreach(repo_catalog(repo), s.rowid, print_bad_block, &n_bad);
 	}
 	snapshot_info_clear(&s);
 	repo_free(repo);
 	return rc;
 }
 
-/* --repo and --help only, plus one positional ID when want_id. */
-static int parse_simple(const char *cmd, const char *help, int argc, char **argv,
-			const char **ret_repo, const char **ret_id)
+static const CliCommand delete_command = {
+	.name = "delete",
+	.common = CLI_REPO,
+	.n_args = 1,
+	.missing = "missing snapshot ID",
+	.help = "Usage: pgbakfs delete ID [--repo PATH]\n\n"
+		"Delete a snapshot. Other snapshots never depend on it; run\n"
+		"\"pgbakfs gc\" to reclaim the space only it used.\n",
+};
+
+/* Delete snapshot s (its record; gc reclaims the space): an exit code. */
+static int delete_snapshot(Repo *repo, const SnapshotInfo *s)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO}, {"help", no_argument, NULL, 'h'}, {0}};
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (c == OPT_REPO)
-			*ret_repo = optarg;
-		else if (c == 'h') {
-			fputs(help, stdout);
-			return -1;
-		} else
-			return cli_usage(cmd, "invalid option");
+	int r = catalog_snapshot_delete(repo_catalog(repo), s->rowid);
+
+	if (r < 0) {
+		cli_error("could not delete snapshot \"%s\": %s", s->name, strerror(-r));
+		return EXIT_FAIL;
 	}
-	if (ret_id) {
-		if (optind >= argc)
-			return cli_usage(cmd, "missing snapshot ID");
-		*ret_id = argv[optind++];
-	}
-	if (optind != argc)
-		return cli_usage(cmd, "unexpected argument \"%s\"", argv[optind]);
+	if (r == 1)
+		printf("deleted snapshot \"%s\"; a mount still serves it, so its data stays "
+		       "until the mount lets go of it\n", s->name);
+	else
+		printf("deleted snapshot \"%s\"\n", s->name);
 	return EXIT_OK;
 }
 
 int cmd_delete(int argc, char **argv)
 {
-	const char *repo_opt = NULL, *id = NULL;
 	SnapshotInfo s = {0};
 	Repo *repo = NULL;
-	int rc = parse_simple("delete", "Usage: pgbakfs delete ID [--repo PATH]\n\n"
-			      "Delete a snapshot. Other snapshots never depend on it; run\n"
-			      "\"pgbakfs gc\" to reclaim the space only it used.\n",
-			      argc, argv, &repo_opt, &id);
-	if (rc != EXIT_OK)
-		return rc < 0 ? EXIT_OK : rc;
-	rc = cli_open_repo_writer(repo_opt, &repo);
+	CliArgs a;
+	int rc = cli_parse(&delete_command, argc, argv, &a, NULL);
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	/* as the writer, the snapshot by id or "latest" */
+	rc = cli_open_repo_writer(a.repo, &repo);
 	if (rc == EXIT_OK)
-		rc = cli_find_snapshot(repo, id, NULL, &s);
-	if (rc == EXIT_OK) {
-		int r = catalog_snapshot_delete(repo_catalog(repo), s.rowid);
-		if (r < 0) {
-			cli_error("could not delete snapshot \"%s\": %s", s.name, strerror(-r));
-			rc = EXIT_FAIL;
-		} else if (r == 1) {
-			printf("deleted snapshot \"%s\"; a mount still serves it, so its data stays "
-			       "until the mount lets go of it\n", s.name);
-		} else {
-			printf("deleted snapshot \"%s\"\n", s.name);
-		}
-	}
+		rc = cli_find_snapshot(repo, a.args[0], NULL, &s);
+	/* its record goes; then the catalog is published */
+	if (rc == EXIT_OK)
+		rc = delete_snapshot(repo, &s);
 	snapshot_info_clear(&s);
 	return cli_close_repo(repo, rc);
 }

@@ -11,13 +11,14 @@
 #include "store/catalog.h"
 #include "tools/cli.h"
 #include "tools/config.h"
+#include "tools/opts.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { OPT_REPO = 0x100, OPT_INSTANCE, OPT_JSON, OPT_MAX_AGE, OPT_TEXTFILE };
+enum { OPT_MAX_AGE = 0x100, OPT_TEXTFILE };
 
 /* What status and metrics say of one instance. */
 typedef struct InstanceStatus {
@@ -321,61 +322,68 @@ static int status_check_age(const Status *st, int64_t max_age)
 	return rc;
 }
 
+static int status_option(int c, char *arg, void *opts)
+{
+	int64_t *max_age = opts;
+	if (c == OPT_MAX_AGE && (parse_duration(arg, max_age) < 0 || *max_age <= 0))
+		return cli_usage("status", "invalid --max-age \"%s\": a duration such as 26h or 2d", arg);
+	return EXIT_OK;
+}
+
+static const struct option status_options[] = {
+	{"max-age", required_argument, NULL, OPT_MAX_AGE}, {0}};
+
+static const CliCommand status_command = {
+	.name = "status",
+	.common = CLI_REPO | CLI_INSTANCE | CLI_JSON,
+	.options = status_options,
+	.option = status_option,
+	.help = "Usage: pgbakfs status [--repo PATH] [--instance NAME] [--json]\n"
+		"                      [--max-age DURATION]\n\n"
+		"Per instance: the last successful backup and its age, the last failed\n"
+		"attempt (backups record every attempt), the last verify and its result,\n"
+		"and whether the WAL archive is continuous from the last backup; then the\n"
+		"repository's size and deduplication. Instances are those of the\n"
+		"repository and of the config file, or the one --instance names.\n\n"
+		"  --max-age DURATION  (e.g. 26h, 2d) exit 1, with one error line per\n"
+		"                 instance, when an instance's last successful backup is\n"
+		"                 older or missing: a check for Nagios, cron or systemd\n",
+};
+
+/*
+ * Each instance's (or --instance's) last backups, failures, verify and WAL,
+ * and the repository's size: an exit code.
+ */
+static int status_load(const CliArgs *a, Status *st)
+{
+	Repo *repo = NULL;
+	int rc = cli_open_repo(a->repo, &repo);
+
+	if (rc == EXIT_OK)
+		rc = status_gather(repo, a->instance, st);
+	repo_free(repo);
+	return rc;
+}
+
 int cmd_status(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"instance", required_argument, NULL, OPT_INSTANCE},
-		{"json", no_argument, NULL, OPT_JSON},
-		{"max-age", required_argument, NULL, OPT_MAX_AGE},
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *repo_opt = NULL, *instance = NULL;
-	bool json = false;
 	int64_t max_age = -1;
-	Repo *repo = NULL;
 	Status st;
-	int c, rc;
+	CliArgs a;
+	int rc = cli_parse(&status_command, argc, argv, &a, &max_age);
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_REPO: repo_opt = optarg; break;
-		case OPT_INSTANCE: instance = optarg; break;
-		case OPT_JSON: json = true; break;
-		case OPT_MAX_AGE:
-			if (parse_duration(optarg, &max_age) < 0 || max_age <= 0)
-				return cli_usage("status", "invalid --max-age \"%s\": a duration such as 26h or 2d",
-						 optarg);
-			break;
-		case 'h':
-			printf("Usage: pgbakfs status [--repo PATH] [--instance NAME] [--json]\n"
-			       "                      [--max-age DURATION]\n\n"
-			       "Per instance: the last successful backup and its age, the last failed\n"
-			       "attempt (backups record every attempt), the last verify and its result,\n"
-			       "and whether the WAL archive is continuous from the last backup; then the\n"
-			       "repository's size and deduplication. Instances are those of the\n"
-			       "repository and of the config file, or the one --instance names.\n\n"
-			       "  --max-age DURATION  (e.g. 26h, 2d) exit 1, with one error line per\n"
-			       "                 instance, when an instance's last successful backup is\n"
-			       "                 older or missing: a check for Nagios, cron or systemd\n");
-			return EXIT_OK;
-		default: return cli_usage("status", "invalid option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage("status", "unexpected argument \"%s\"", argv[optind]);
-	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != CLI_CONTINUE)
+		return rc;
+	rc = status_load(&a, &st);
 	if (rc != EXIT_OK)
 		return rc;
-	rc = status_gather(repo, instance, &st);
-	if (rc == EXIT_OK) {
-		status_print(&st, json);
-		fflush(stdout);
-		if (max_age > 0)
-			rc = status_check_age(&st, max_age);
-		status_clear(&st);
-	}
-	repo_free(repo);
+	/* printed for people (or as JSON) */
+	status_print(&st, a.json);
+	fflush(stdout);
+	/* --max-age: an error line per instance without a recent enough backup */
+	if (max_age > 0)
+		rc = status_check_age(&st, max_age);
+	status_clear(&st);
 	return rc;
 }
 
@@ -489,62 +497,68 @@ static int metrics_textfile(const char *dir, const char *text, size_t len)
 	return EXIT_OK;
 }
 
+static int metrics_option(int c, char *arg, void *opts)
+{
+	if (c == OPT_TEXTFILE)
+		*(const char **)opts = arg;
+	return EXIT_OK;
+}
+
+static const struct option metrics_options[] = {
+	{"textfile", required_argument, NULL, OPT_TEXTFILE}, {0}};
+
+static const CliCommand metrics_command = {
+	.name = "metrics",
+	.common = CLI_REPO | CLI_INSTANCE,
+	.options = metrics_options,
+	.option = metrics_option,
+	.help = "Usage: pgbakfs metrics [--repo PATH] [--instance NAME] [--textfile DIR]\n\n"
+		"What \"pgbakfs status\" says, in the Prometheus text exposition format:\n"
+		"metrics pgbakfs_*, label instance=\"...\" (e.g.\n"
+		"pgbakfs_backup_last_success_timestamp_seconds). With --textfile, written\n"
+		"to DIR/pgbakfs.prom atomically, for node_exporter's textfile collector.\n",
+};
+
+/* The exposition text of st, in memory (written at once): an exit code. */
+static int metrics_text(const Status *st, char **ret, size_t *ret_len)
+{
+	FILE *f = open_memstream(ret, ret_len);
+
+	if (!f) {
+		cli_error("out of memory");
+		return EXIT_FAIL;
+	}
+	metrics_write(f, st);
+	if (fclose(f) != 0) {
+		free(*ret);
+		*ret = NULL;
+		cli_error("out of memory");
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
 int cmd_metrics(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"instance", required_argument, NULL, OPT_INSTANCE},
-		{"textfile", required_argument, NULL, OPT_TEXTFILE},
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *repo_opt = NULL, *instance = NULL, *textfile = NULL;
+	const char *textfile = NULL;
 	char *text = NULL;
 	size_t len = 0;
-	Repo *repo = NULL;
 	Status st;
-	FILE *f;
-	int c, rc;
+	CliArgs a;
+	int rc = cli_parse(&metrics_command, argc, argv, &a, &textfile);
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_REPO: repo_opt = optarg; break;
-		case OPT_INSTANCE: instance = optarg; break;
-		case OPT_TEXTFILE: textfile = optarg; break;
-		case 'h':
-			printf("Usage: pgbakfs metrics [--repo PATH] [--instance NAME] [--textfile DIR]\n\n"
-			       "What \"pgbakfs status\" says, in the Prometheus text exposition format:\n"
-			       "metrics pgbakfs_*, label instance=\"...\" (e.g.\n"
-			       "pgbakfs_backup_last_success_timestamp_seconds). With --textfile, written\n"
-			       "to DIR/pgbakfs.prom atomically, for node_exporter's textfile collector.\n");
-			return EXIT_OK;
-		default: return cli_usage("metrics", "invalid option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage("metrics", "unexpected argument \"%s\"", argv[optind]);
-	rc = cli_open_repo(repo_opt, &repo);
+	if (rc != CLI_CONTINUE)
+		return rc;
+	/* what status says */
+	rc = status_load(&a, &st);
 	if (rc != EXIT_OK)
 		return rc;
-	rc = status_gather(repo, instance, &st);
-	repo_free(repo);
-	if (rc != EXIT_OK)
-		return rc;
-	f = open_memstream(&text, &len);
-	if (!f) {
-		status_clear(&st);
-		cli_error("out of memory");
-		return EXIT_FAIL;
-	}
-	metrics_write(f, &st);
+	/* as exposition text, on stdout or into DIR/pgbakfs.prom */
+	rc = metrics_text(&st, &text, &len);
 	status_clear(&st);
-	if (fclose(f) != 0) {
-		free(text);
-		cli_error("out of memory");
-		return EXIT_FAIL;
-	}
-	if (textfile)
+	if (rc == EXIT_OK && textfile)
 		rc = metrics_textfile(textfile, text, len);
-	else if (fwrite(text, 1, len, stdout) != len)
+	else if (rc == EXIT_OK && fwrite(text, 1, len, stdout) != len)
 		rc = EXIT_FAIL;
 	free(text);
 	return rc;

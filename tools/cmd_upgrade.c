@@ -4,44 +4,37 @@
 #include "common/util.h"
 #include "store/repo.h"
 #include "tools/cli.h"
+#include "tools/opts.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_REPO = 0x100 };
+static const CliCommand upgrade_command = {
+	.name = "upgrade",
+	.common = CLI_REPO,
+	.help = "Usage: pgbakfs upgrade [--repo R]\n\n"
+		"Bring the repository to format " CLI_STR(PGBAKFS_REPO_FORMAT) ": chunk lists of more than 256 chunks\n"
+		"are stored as shared blocks of chunk ids, so a small change in a large\n"
+		"file adds little metadata, the catalog's chunk rows are keyed by 8\n"
+		"bytes of their id instead of 32, and every snapshot manifest is written\n"
+		"again, carrying each directory and chunk list only once.\n"
+		"Older pgbakfs versions cannot open the repository afterwards. Safe to\n"
+		"interrupt and to run again; a repository already upgraded is left as\n"
+		"it is. Runs beside backups and mounts, not beside gc.\n",
+};
 
 int cmd_upgrade(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO}, {"help", no_argument, NULL, 'h'}, {0}};
-	const char *repo_opt = NULL;
 	RepoUpgradeResult res = {0};
 	Repo *repo = NULL;
-	int c, r, rc;
+	CliArgs a;
+	int r, rc = cli_parse(&upgrade_command, argc, argv, &a, NULL);
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_REPO: repo_opt = optarg; break;
-		case 'h':
-			printf("Usage: pgbakfs upgrade [--repo R]\n\n"
-			       "Bring the repository to format %d: chunk lists of more than 256 chunks\n"
-			       "are stored as shared blocks of chunk ids, so a small change in a large\n"
-			       "file adds little metadata, the catalog's chunk rows are keyed by 8\n"
-			       "bytes of their id instead of 32, and every snapshot manifest is written\n"
-			       "again, carrying each directory and chunk list only once.\n"
-			       "Older pgbakfs versions cannot open the repository afterwards. Safe to\n"
-			       "interrupt and to run again; a repository already upgraded is left as\n"
-			       "it is. Runs beside backups and mounts, not beside gc.\n",
-			       PGBAKFS_REPO_FORMAT);
-			return EXIT_OK;
-		default: return cli_usage("upgrade", "invalid option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage("upgrade", "unexpected argument \"%s\"", argv[optind]);
+	if (rc != CLI_CONTINUE)
+		return rc;
 	/* open, then the writer lock (object storage, encrypted) */
-	rc = cli_open_repo_writer(repo_opt, &repo);
+	rc = cli_open_repo_writer(a.repo, &repo);
 	if (rc != EXIT_OK)
 		return rc;
 	/* config, lists, manifests */

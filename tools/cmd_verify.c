@@ -6,67 +6,62 @@
  */
 #include "common/util.h"
 #include "tools/cli.h"
+#include "tools/opts.h"
 #include "tools/scratchpg.h"
 
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_REPO = 0x100, OPT_PG_BIN, OPT_KEEP_SCRATCH, OPT_INSTANCE };
+enum { OPT_PG_BIN = 0x100, OPT_KEEP_SCRATCH };
 
 typedef struct ClonePgArgs {
-	const char *repo_opt, *pg_bin, *id, *instance;
+	CliArgs a;
+	const char *pg_bin, *id;
 	bool keep;
-	RecoveryTarget target;
 	char repo[PATH_MAX];
-	char **rest; /* dump: the arguments after "--" */
 } ClonePgArgs;
 
-static int parse(const char *cmd, const char *help, int argc, char **argv, ClonePgArgs *a)
+static int clone_option(int c, char *arg, void *opts)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"pg-bin", required_argument, NULL, OPT_PG_BIN},
-		{"keep-scratch", no_argument, NULL, OPT_KEEP_SCRATCH},
-		{"instance", required_argument, NULL, OPT_INSTANCE},
-		RECOVERY_OPTIONS,
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	int c, rc, n = argc;
+	ClonePgArgs *x = opts;
 
-	/* everything after "--" belongs to the client program */
-	for (int i = 1; i < argc; i++)
-		if (!strcmp(argv[i], "--")) {
-			n = i;
-			break;
-		}
-	a->rest = argv + MIN(n + 1, argc);
-	while ((c = getopt_long(n, argv, "h", opts, NULL)) != -1) {
-		if (recovery_option(cmd, c, optarg, &a->target, &rc)) {
-			if (rc != EXIT_OK)
-				return rc;
-			continue;
-		}
-		switch (c) {
-		case OPT_REPO: a->repo_opt = optarg; break;
-		case OPT_PG_BIN: a->pg_bin = optarg; break;
-		case OPT_KEEP_SCRATCH: a->keep = true; break;
-		case OPT_INSTANCE: a->instance = optarg; break;
-		case 'h': printf("%s" RECOVERY_USAGE, help); return -1;
-		default: return cli_usage(cmd, "invalid option");
-		}
+	if (c == OPT_PG_BIN)
+		x->pg_bin = arg;
+	else if (c == OPT_KEEP_SCRATCH)
+		x->keep = true;
+	return EXIT_OK;
+}
+
+static const struct option clone_options[] = {
+	{"pg-bin", required_argument, NULL, OPT_PG_BIN},
+	{"keep-scratch", no_argument, NULL, OPT_KEEP_SCRATCH},
+	{0}};
+
+/* verify and dump: the same options, one snapshot ID, dump's pg_dump arguments after "--" */
+#define CLONE_COMMAND(cmd, help_text)                                                        \
+	{                                                                                    \
+		.name = cmd, .common = CLI_REPO | CLI_INSTANCE | CLI_RECOVERY | CLI_REST,    \
+		.options = clone_options, .option = clone_option, .n_args = 1,               \
+		.missing = "expected one snapshot ID", .help = help_text RECOVERY_USAGE,     \
 	}
-	if (n - optind != 1)
-		return cli_usage(cmd, "expected one snapshot ID");
-	a->id = argv[optind];
-	if ((rc = recovery_check(cmd, &a->target)) != EXIT_OK)
+
+/* Parsed, the target checked, the repository's location absolute (the clone's server uses it). */
+static int parse(const CliCommand *cmd, int argc, char **argv, ClonePgArgs *x)
+{
+	int rc = cli_parse(cmd, argc, argv, &x->a, x);
+
+	if (rc != CLI_CONTINUE)
 		return rc;
-	const char *loc = cli_repo_location(a->repo_opt);
+	x->id = x->a.args[0];
+	if ((rc = recovery_check(cmd->name, &x->a.target)) != EXIT_OK)
+		return rc;
+	const char *loc = cli_repo_location(x->a.repo);
 	if (!loc)
 		return EXIT_FAIL;
-	if (!realpath(loc, a->repo))
-		snprintf(a->repo, sizeof(a->repo), "%s", loc);
-	return EXIT_OK;
+	if (!realpath(loc, x->repo))
+		snprintf(x->repo, sizeof(x->repo), "%s", loc);
+	return CLI_CONTINUE;
 }
 
 /*
@@ -79,7 +74,7 @@ static int open_snapshot(ClonePgArgs *a, CliLocation *cl, Repo **repo, SnapshotI
 	if (rc == EXIT_OK)
 		rc = cli_open_location(cl, repo);
 	if (rc == EXIT_OK)
-		rc = cli_find_snapshot(*repo, a->id, a->instance, s);
+		rc = cli_find_snapshot(*repo, a->id, a->a.instance, s);
 	return rc;
 }
 
@@ -123,67 +118,97 @@ static int run_checks(ScratchPg *pg, char *details, size_t len)
 	return -EIO;
 }
 
-int cmd_verify(int argc, char **argv)
+static const CliCommand verify_command = CLONE_COMMAND(
+	"verify",
+	"Usage: pgbakfs verify ID [--repo PATH] [--instance NAME] [--pg-bin DIR]\n"
+	"                         [--keep-scratch]\n\n"
+	"Prove a snapshot: start PostgreSQL on a writable clone of it (the\n"
+	"repository never changes), wait for consistency, check every table and\n"
+	"btree index with amcheck (or read every relation), stop, throw the clone\n"
+	"away, and record the outcome (list and show print it).\n\n"
+	"  --pg-bin DIR      PostgreSQL binaries (default: /usr/lib/postgresql/<the\n"
+	"                    snapshot's major>/bin); a client program not in DIR\n"
+	"                    comes from the newest /usr/lib/postgresql/*/bin\n"
+	"  --keep-scratch    keep the clone's directory (its path is printed)\n"
+	"  --instance NAME   with ID \"latest\": the newest snapshot of instance NAME\n");
+
+/*
+ * The outcome (r: 0 passed) recorded with the snapshot: a catalog change,
+ * for S3 under the writer lock, published. 0 or -errno.
+ */
+static int verify_record(Repo *repo, const SnapshotInfo *s, int r, const char *details)
 {
-	ClonePgArgs a = {0};
-	CliLocation cl = {0};
-	ScratchPg pg;
-	SnapshotInfo s = {0};
-	Repo *repo = NULL;
-	char details[640], amcheck[PATH_MAX + 64];
-	int r, rc = parse("verify",
-			  "Usage: pgbakfs verify ID [--repo PATH] [--instance NAME] [--pg-bin DIR]\n"
-			  "                         [--keep-scratch]\n\n"
-			  "Prove a snapshot: start PostgreSQL on a writable clone of it (the\n"
-			  "repository never changes), wait for consistency, check every table and\n"
-			  "btree index with amcheck (or read every relation), stop, throw the clone\n"
-			  "away, and record the outcome (list and show print it).\n\n"
-			  "  --pg-bin DIR      PostgreSQL binaries (default: /usr/lib/postgresql/<the\n"
-			  "                    snapshot's major>/bin); a client program not in DIR\n"
-			  "                    comes from the newest /usr/lib/postgresql/*/bin\n"
-			  "  --keep-scratch    keep the clone's directory (its path is printed)\n"
-			  "  --instance NAME   with ID \"latest\": the newest snapshot of instance NAME\n",
-			  argc, argv, &a);
-	if (rc != EXIT_OK)
-		return rc < 0 ? EXIT_OK : rc;
-	rc = open_snapshot(&a, &cl, &repo, &s);
-	if (rc != EXIT_OK)
-		goto out;
-	/* missing programs say nothing about the snapshot: not recorded */
-	r = scratchpg_prepare(&pg, &s, a.pg_bin, &a.target);
-	if (r == 0 && scratchpg_client_path(&pg, "pg_amcheck", amcheck, sizeof(amcheck)) < 0)
-		r = scratchpg_require_client(&pg, "pg_dumpall");
-	if (r < 0) {
-		cli_error("cannot verify snapshot \"%s\": %s", s.name, pg.error);
-		rc = EXIT_FAIL;
-		goto out;
-	}
-	r = scratchpg_start(&pg, a.repo, &cl, &s, &a.target);
-	if (r < 0)
-		snprintf(details, sizeof(details), "startup: %s", pg.error);
-	else
-		r = run_checks(&pg, details, sizeof(details));
-	scratchpg_stop(&pg, a.keep);
-	/* the outcome is a catalog change: for S3, under the writer lock, published */
-	int w = repo_write_begin(repo, NULL);
 	SnapshotInfo now_s = {0};
+	int w = repo_write_begin(repo, NULL);
+
 	/* by name again: the catalog may have been brought to a newer generation */
 	if (w == 0)
-		w = catalog_snapshot_get(repo_catalog(repo), s.name, NULL, &now_s);
+		w = catalog_snapshot_get(repo_catalog(repo), s->name, NULL, &now_s);
 	if (w == 0)
 		w = catalog_snapshot_set_verified(repo_catalog(repo), now_s.rowid, now_ns(), r == 0,
 						  details);
 	snapshot_info_clear(&now_s);
 	int p = repo_write_end(repo, w == 0);
-	if (w == 0)
-		w = p;
+	return w == 0 ? p : w;
+}
+
+/* A clone of s started and checked, then stopped: 0 or -errno, what happened in details. */
+static int verify_clone(ScratchPg *pg, const ClonePgArgs *x, const CliLocation *cl,
+			const SnapshotInfo *s, char *details, size_t len)
+{
+	int r = scratchpg_start(pg, x->repo, cl, s, &x->a.target);
+
+	if (r < 0)
+		snprintf(details, len, "startup: %s", pg->error);
+	else
+		r = run_checks(pg, details, len);
+	scratchpg_stop(pg, x->keep);
+	return r;
+}
+
+/* The programs: the snapshot's PostgreSQL, pg_amcheck or else pg_dumpall. An exit code. */
+static int verify_prepare(ScratchPg *pg, const ClonePgArgs *x, const SnapshotInfo *s)
+{
+	char amcheck[PATH_MAX + 64];
+	int r = scratchpg_prepare(pg, s, x->pg_bin, &x->a.target);
+
+	if (r == 0 && scratchpg_client_path(pg, "pg_amcheck", amcheck, sizeof(amcheck)) < 0)
+		r = scratchpg_require_client(pg, "pg_dumpall");
+	if (r < 0) {
+		cli_error("cannot verify snapshot \"%s\": %s", s->name, pg->error);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+int cmd_verify(int argc, char **argv)
+{
+	ClonePgArgs x = {0};
+	CliLocation cl = {0};
+	ScratchPg pg;
+	SnapshotInfo s = {0};
+	Repo *repo = NULL;
+	char details[640];
+	int r, w, rc = parse(&verify_command, argc, argv, &x);
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	rc = open_snapshot(&x, &cl, &repo, &s);
+	/* missing programs say nothing about the snapshot: not recorded */
+	if (rc == EXIT_OK)
+		rc = verify_prepare(&pg, &x, &s);
+	if (rc != EXIT_OK)
+		goto out;
+	/* start a clone, check it, throw it away; the outcome goes into the catalog */
+	r = verify_clone(&pg, &x, &cl, &s, details, sizeof(details));
+	w = verify_record(repo, &s, r, details);
 	if (r < 0) {
 		cli_error("verify of snapshot \"%s\" failed: %s", s.name, details);
 		rc = EXIT_FAIL;
 	} else {
 		printf("verified snapshot \"%s\": %s\n", s.name, details);
 	}
-	if (a.keep && pg.root[0])
+	if (x.keep && pg.root[0])
 		fprintf(stderr, "pgbakfs: the clone's directory is kept in \"%s\"\n", pg.root);
 	if (w < 0 && rc == EXIT_OK) {
 		cli_error("could not record the outcome of verify: %s", strerror(-w));
@@ -196,28 +221,56 @@ out:
 	return rc;
 }
 
+static const CliCommand dump_command = CLONE_COMMAND(
+	"dump",
+	"Usage: pgbakfs dump ID [--repo PATH] [--instance NAME] [--pg-bin DIR] [--target-...]\n"
+	"                    -- PG_DUMP_ARGS...\n\n"
+	"Run pg_dump against a throwaway PostgreSQL started on a writable clone of\n"
+	"snapshot ID, output on stdout: e.g. one table out of a large backup,\n"
+	"without restoring it:  pgbakfs dump latest -- -t public.orders mydb\n\n");
+
+/* pg_dump with the arguments after "--" against a started clone of s: an exit code. */
+static int dump_clone(ScratchPg *pg, const ClonePgArgs *x, const CliLocation *cl,
+		      const SnapshotInfo *s)
+{
+	int rc = EXIT_OK, r = scratchpg_start(pg, x->repo, cl, s, &x->a.target);
+
+	if (r < 0) {
+		cli_error("dump of snapshot \"%s\" failed: %s", s->name, pg->error);
+		rc = EXIT_FAIL;
+	} else {
+		fflush(stdout);
+		r = scratchpg_client(pg, "pg_dump", x->a.rest, STDOUT_FILENO, STDERR_FILENO);
+		if (r != 0) {
+			cli_error("pg_dump on snapshot \"%s\" failed (%s)", s->name,
+				  r < 0 ? strerror(-r) : "its message is above");
+			rc = EXIT_FAIL;
+		}
+	}
+	scratchpg_stop(pg, x->keep);
+	if (x->keep && pg->root[0])
+		fprintf(stderr, "pgbakfs: the clone's directory is kept in \"%s\"\n", pg->root);
+	return rc;
+}
+
 int cmd_dump(int argc, char **argv)
 {
-	ClonePgArgs a = {0};
+	ClonePgArgs x = {0};
 	CliLocation cl = {0};
 	ScratchPg pg;
 	SnapshotInfo s = {0};
 	Repo *repo = NULL;
-	int r, rc = parse("dump",
-			  "Usage: pgbakfs dump ID [--repo PATH] [--instance NAME] [--pg-bin DIR] [--target-...]\n"
-			  "                    -- PG_DUMP_ARGS...\n\n"
-			  "Run pg_dump against a throwaway PostgreSQL started on a writable clone of\n"
-			  "snapshot ID, output on stdout: e.g. one table out of a large backup,\n"
-			  "without restoring it:  pgbakfs dump latest -- -t public.orders mydb\n\n",
-			  argc, argv, &a);
-	if (rc != EXIT_OK)
-		return rc < 0 ? EXIT_OK : rc;
-	rc = open_snapshot(&a, &cl, &repo, &s);
-	/* the repository is not needed while pg_dump runs */
+	int r, rc = parse(&dump_command, argc, argv, &x);
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	/* the snapshot; the repository is not needed while pg_dump runs */
+	rc = open_snapshot(&x, &cl, &repo, &s);
 	repo = repo_free(repo);
 	if (rc != EXIT_OK)
 		goto out;
-	r = scratchpg_prepare(&pg, &s, a.pg_bin, &a.target);
+	/* the programs: the snapshot's PostgreSQL, pg_dump */
+	r = scratchpg_prepare(&pg, &s, x.pg_bin, &x.a.target);
 	if (r == 0)
 		r = scratchpg_require_client(&pg, "pg_dump");
 	if (r < 0) {
@@ -225,22 +278,8 @@ int cmd_dump(int argc, char **argv)
 		rc = EXIT_FAIL;
 		goto out;
 	}
-	r = scratchpg_start(&pg, a.repo, &cl, &s, &a.target);
-	if (r < 0) {
-		cli_error("dump of snapshot \"%s\" failed: %s", s.name, pg.error);
-		rc = EXIT_FAIL;
-	} else {
-		fflush(stdout);
-		r = scratchpg_client(&pg, "pg_dump", a.rest, STDOUT_FILENO, STDERR_FILENO);
-		if (r != 0) {
-			cli_error("pg_dump on snapshot \"%s\" failed (%s)", s.name,
-				  r < 0 ? strerror(-r) : "its message is above");
-			rc = EXIT_FAIL;
-		}
-	}
-	scratchpg_stop(&pg, a.keep);
-	if (a.keep && pg.root[0])
-		fprintf(stderr, "pgbakfs: the clone's directory is kept in \"%s\"\n", pg.root);
+	/* a clone started, pg_dump run against it, the clone thrown away */
+	rc = dump_clone(&pg, &x, &cl, &s);
 out:
 	cli_location_clear(&cl);
 	snapshot_info_clear(&s);

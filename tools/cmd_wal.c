@@ -9,6 +9,7 @@
 #include "store/wal.h"
 #include "store/walspool.h"
 #include "tools/cli.h"
+#include "tools/opts.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -20,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { OPT_REPO = 0x100, OPT_NO_SUMMARY, OPT_PREFETCH, OPT_PARALLEL };
+enum { OPT_NO_SUMMARY = 0x100, OPT_PREFETCH, OPT_PARALLEL, OPT_TIMELINE, OPT_FROM, OPT_TO };
 
 /*
  * --prefetch / --parallel: at most this many files per call, on at most
@@ -44,51 +45,45 @@ static const char *const wal_name_hint =
 	"\".history\"), a backup history file or a \".partial\" segment";
 
 /*
- * --repo and --help (and --no-summary where ret_no_summary is not NULL, and
- * the count option count_opt, "prefetch" or "parallel", into *ret_count:
- * 1 to WAL_BATCH_MAX), then exactly n_args positionals into args.
+ * wal-push and wal-fetch: the same option table (an option of the other one
+ * is an invalid option), one count option each ("parallel", "prefetch": 1 to
+ * WAL_BATCH_MAX), and --no-summary for wal-push.
  */
-static int parse_args(const char *cmd, const char *help, int argc, char **argv, int n_args,
-		      const char **ret_repo, bool *ret_no_summary, const char *count_opt,
-		      unsigned *ret_count, const char **args)
+typedef struct WalArgs {
+	CliArgs a;
+	const char *cmd;
+	const char *count_opt;
+	unsigned count;
+	bool takes_no_summary, no_summary;
+} WalArgs;
+
+static int wal_option(int c, char *arg, void *opts)
 {
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"no-summary", no_argument, NULL, OPT_NO_SUMMARY},
-		{"prefetch", required_argument, NULL, OPT_PREFETCH},
-		{"parallel", required_argument, NULL, OPT_PARALLEL},
-		{"help", no_argument, NULL, 'h'}, {0}};
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (c == OPT_REPO) {
-			*ret_repo = optarg;
-		} else if (c == OPT_NO_SUMMARY && ret_no_summary) {
-			*ret_no_summary = true;
-		} else if ((c == OPT_PREFETCH || c == OPT_PARALLEL) && count_opt &&
-			   strcmp(count_opt, c == OPT_PREFETCH ? "prefetch" : "parallel") == 0) {
-			char *end;
-			unsigned long v;
-			errno = 0;
-			v = strtoul(optarg, &end, 10);
-			if (errno || *end || !*optarg || v < 1 || v > WAL_BATCH_MAX)
-				return cli_usage(cmd, "invalid --%s \"%s\": a number from 1 to %d",
-						 count_opt, optarg, WAL_BATCH_MAX);
-			*ret_count = (unsigned)v;
-		} else if (c == 'h') {
-			fputs(help, stdout);
-			return -1;
-		} else {
-			return cli_usage(cmd, "invalid option");
-		}
+	WalArgs *x = opts;
+	char *end;
+	unsigned long v;
+
+	if (c == OPT_NO_SUMMARY && x->takes_no_summary) {
+		x->no_summary = true;
+		return EXIT_OK;
 	}
-	if (argc - optind < n_args)
-		return cli_usage(cmd, "missing argument");
-	if (argc - optind > n_args)
-		return cli_usage(cmd, "unexpected argument \"%s\"", argv[optind + n_args]);
-	for (int i = 0; i < n_args; i++)
-		args[i] = argv[optind + i];
+	if ((c != OPT_PREFETCH && c != OPT_PARALLEL) ||
+	    strcmp(x->count_opt, c == OPT_PREFETCH ? "prefetch" : "parallel") != 0)
+		return cli_usage(x->cmd, "invalid option");
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno || *end || !*arg || v < 1 || v > WAL_BATCH_MAX)
+		return cli_usage(x->cmd, "invalid --%s \"%s\": a number from 1 to %d", x->count_opt, arg,
+				 WAL_BATCH_MAX);
+	x->count = (unsigned)v;
 	return EXIT_OK;
 }
+
+static const struct option wal_options[] = {
+	{"no-summary", no_argument, NULL, OPT_NO_SUMMARY},
+	{"prefetch", required_argument, NULL, OPT_PREFETCH},
+	{"parallel", required_argument, NULL, OPT_PARALLEL},
+	{0}};
 
 /* -EINVAL: not a regular file; -EFBIG: over 1 GiB; -EIO: shrank while read (PostgreSQL retries). */
 static int read_wal_file(const char *path, void **ret, size_t *ret_len)
@@ -306,53 +301,52 @@ static int push_report(Repo *repo, const PushJob *j)
 	return EXIT_OK;
 }
 
-int cmd_wal_push(int argc, char **argv)
+static const CliCommand wal_push_command = {
+	.name = "wal-push",
+	.common = CLI_REPO,
+	.options = wal_options,
+	.option = wal_option,
+	.n_args = 1,
+	.missing = "missing argument",
+	.help = "Usage: pgbakfs wal-push PATH [--repo PATH] [--no-summary] [--parallel N]\n\n"
+		"Archive one WAL file: archive_command = 'pgbakfs wal-push %p'.\n"
+		"Pushing a file that is archived with the same content succeeds;\n"
+		"with other content it fails and the archived copy is kept.\n"
+		"A segment must look like one: a WAL segment size, a first page\n"
+		"header of PostgreSQL 13 to 18 matching its name and size, and\n"
+		"the system identifier of a cluster backed up into the repository\n"
+		"(when it has any); history and backup files must parse.\n"
+		"Beside a segment goes the summary of the blocks its records change,\n"
+		"for block-level incrementals (backup --pgdata --type incr); a summary\n"
+		"that cannot be stored is a warning, not a failure.\n\n"
+		"  --no-summary  archive the segment only (one object per segment, not two;\n"
+		"                a block-level incremental then summarizes it itself)\n"
+		"  --parallel N  archive PATH and up to N-1 other files PostgreSQL has ready\n"
+		"                (pg_wal/archive_status/*.ready) at once, on up to 8 threads;\n"
+		"                each one archived is recorded in the cache directory, and\n"
+		"                PostgreSQL's call for it later exits 0 without a request\n"
+		"                when the file still holds the bytes archived. Exits 0 only\n"
+		"                for PATH stored in the repository, as without it\n",
+};
+
+/*
+ * The file PostgreSQL asks to archive, read and checked: its name first (it
+ * becomes the object's name), then that it is the file its name says (a
+ * wrong file archived is worse than none). An exit code.
+ */
+static int push_read(const char *path, const char *name, void **ret, size_t *ret_len,
+		     WalSegmentHeader *hdr)
 {
-	const char *repo_opt = NULL, *path = NULL;
-	_cleanup_free_ void *buf = NULL;
-	_cleanup_free_ char *spool_path = NULL;
-	_cleanup_free_ PushJob *jobs = NULL;
-	const char *name;
-	WalSegmentHeader hdr;
-	char why[256], pg_wal[PATH_MAX];
+	char why[256];
 	WalName wn;
-	Repo *repo = NULL;
-	WalSpool *spool = NULL;
-	CliLocation cl;
-	size_t len = 0, n_jobs = 1;
-	unsigned parallel = 1;
-	bool no_summary = false;
-	int r, rc = parse_args("wal-push",
-			       "Usage: pgbakfs wal-push PATH [--repo PATH] [--no-summary] [--parallel N]\n\n"
-			       "Archive one WAL file: archive_command = 'pgbakfs wal-push %p'.\n"
-			       "Pushing a file that is archived with the same content succeeds;\n"
-			       "with other content it fails and the archived copy is kept.\n"
-			       "A segment must look like one: a WAL segment size, a first page\n"
-			       "header of PostgreSQL 13 to 18 matching its name and size, and\n"
-			       "the system identifier of a cluster backed up into the repository\n"
-			       "(when it has any); history and backup files must parse.\n"
-			       "Beside a segment goes the summary of the blocks its records change,\n"
-			       "for block-level incrementals (backup --pgdata --type incr); a summary\n"
-			       "that cannot be stored is a warning, not a failure.\n\n"
-			       "  --no-summary  archive the segment only (one object per segment, not two;\n"
-			       "                a block-level incremental then summarizes it itself)\n"
-			       "  --parallel N  archive PATH and up to N-1 other files PostgreSQL has ready\n"
-			       "                (pg_wal/archive_status/*.ready) at once, on up to 8 threads;\n"
-			       "                each one archived is recorded in the cache directory, and\n"
-			       "                PostgreSQL's call for it later exits 0 without a request\n"
-			       "                when the file still holds the bytes archived. Exits 0 only\n"
-			       "                for PATH stored in the repository, as without it\n",
-			       argc, argv, 1, &repo_opt, &no_summary, "parallel", &parallel, &path);
-	if (rc != EXIT_OK)
-		return rc < 0 ? EXIT_OK : rc;
-	/* check the name before anything else: it becomes the object's name */
-	name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	int r;
+
 	if (wal_name_parse(name, &wn) < 0) {
 		cli_error("\"%s\" is not the name of a WAL file", name);
 		cli_hint("%s", wal_name_hint);
 		return EXIT_FAIL;
 	}
-	r = read_wal_file(path, &buf, &len);
+	r = read_wal_file(path, ret, ret_len);
 	if (r == -EFBIG || r == -EINVAL) {
 		cli_error("\"%s\" is not a WAL file (%s)", path,
 			  r == -EFBIG ? "larger than 1 GiB" : "not a regular file");
@@ -362,69 +356,58 @@ int cmd_wal_push(int argc, char **argv)
 		cli_error("could not read file \"%s\": %s", path, strerror(-r));
 		return EXIT_FAIL;
 	}
-	/* is it the file its name says? A wrong file archived is worse than none */
-	r = wal_file_check(name, buf, len, &hdr, why, sizeof(why));
-	if (r < 0) {
+	if (wal_file_check(name, *ret, *ret_len, hdr, why, sizeof(why)) < 0) {
 		cli_error("\"%s\" is not a valid WAL file: %s", path, why);
 		return EXIT_FAIL;
 	}
-	rc = cli_location_resolve(repo_opt, &cl);
-	if (rc != EXIT_OK)
-		return rc;
-	/* --parallel: archived by an earlier call already, with these very bytes? */
-	path_dirname(path, pg_wal, sizeof(pg_wal));
-	if (parallel > 1 && (spool_path = spool_dir(&cl, "push", pg_wal))) {
-		r = walspool_open(spool_path, &spool);
-		if (r == 0)
-			r = walspool_take_done(spool, name, buf, len);
-		if (r == 1) {
-			walspool_free(spool);
-			cli_location_clear(&cl);
-			return EXIT_OK;
-		}
-		if (r < 0) {
-			cli_warning("could not use the WAL spool \"%s\": %s; archiving one file",
-				    spool_path, strerror(-r));
-			spool = walspool_free(spool);
-		}
+	return EXIT_OK;
+}
+
+/*
+ * --parallel: the spool of this repository and pg_wal (*ret NULL: none, after
+ * a warning). 1 when an earlier call archived name with these very bytes.
+ */
+static int push_spool_open(const CliLocation *cl, const char *pg_wal, const char *name,
+			   const void *buf, size_t len, WalSpool **ret, char **ret_path)
+{
+	int r;
+
+	*ret = NULL;
+	*ret_path = spool_dir(cl, "push", pg_wal);
+	if (!*ret_path)
+		return 0;
+	r = walspool_open(*ret_path, ret);
+	if (r == 0)
+		r = walspool_take_done(*ret, name, buf, len);
+	if (r < 0) {
+		cli_warning("could not use the WAL spool \"%s\": %s; archiving one file", *ret_path,
+			    strerror(-r));
+		*ret = walspool_free(*ret);
 	}
-	rc = cli_open_location(&cl, &repo);
-	cli_location_clear(&cl);
-	if (rc != EXIT_OK) {
-		walspool_free(spool);
-		return rc;
-	}
-	/* a segment of another cluster than the one backed up here */
-	r = hdr.pg_version ? wal_system_id_check(repo, hdr.system_id, why, sizeof(why)) : 0;
+	return r == 1;
+}
+
+/* A segment of another cluster than the one backed up here is refused: an exit code. */
+static int push_check_cluster(Repo *repo, const char *path, const WalSegmentHeader *hdr)
+{
+	char why[256];
+	int r = hdr->pg_version ? wal_system_id_check(repo, hdr->system_id, why, sizeof(why)) : 0;
+
 	if (r == -EBADMSG) {
 		cli_error("\"%s\" is not a WAL file of this repository's cluster: %s", path, why);
-		goto done;
-	} else if (r < 0) {
+		return EXIT_FAIL;
+	}
+	if (r < 0) {
 		cli_error("could not read the catalog of \"%s\": %s", repo_path(repo), strerror(-r));
-		goto done;
+		return EXIT_FAIL;
 	}
-	PushBatch b = {.repo = repo, .spool = spool, .pg_wal = pg_wal, .no_summary = no_summary,
-		       .sysid = hdr.system_id};
-	/*
-	 * with a catalog that records no system identifier, 0 passes: so does
-	 * every one (after a history file, which has none, only then)
-	 */
-	b.any_sysid = wal_system_id_check(repo, 0, why, sizeof(why)) == 0;
-	if (spool) {
-		/* records of files PostgreSQL no longer has ready are of no use */
-		if (walspool_prune_done(spool, still_ready, pg_wal) < 0)
-			log_debug("could not prune the WAL spool \"%s\"", spool_path);
-		ready_jobs(pg_wal, spool, name, buf, len, parallel, &jobs, &n_jobs);
-	} else {
-		jobs = xcalloc(1, sizeof(*jobs));
-		snprintf(jobs[0].name, sizeof(jobs[0].name), "%s", name);
-		jobs[0].buf = buf;
-		jobs[0].len = len;
-	}
-	b.jobs = jobs;
-	/* store them: one object each, compressed once, up to WAL_THREADS at a time */
-	walspool_run(n_jobs, wal_threads(parallel, len), push_job, &b);
-	for (size_t i = 1; i < n_jobs; i++) {
+	return EXIT_OK;
+}
+
+/* The files pushed ahead of PostgreSQL's call (jobs 1..n-1): a warning for each failure. */
+static void push_warn_ahead(const PushJob *jobs, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
 		const PushJob *j = &jobs[i];
 		if (j->r == -EBADMSG && j->why[0])
 			cli_warning("could not archive WAL file \"%s\" ahead: not a valid WAL file: %s",
@@ -436,16 +419,88 @@ int cmd_wal_push(int argc, char **argv)
 		if (j->r == 0 && j->summary_r < 0)
 			summary_warning(j->name, j->summary_r);
 	}
-	rc = push_report(repo, &jobs[0]);
+}
+
+/*
+ * Push name (its bytes in buf) and, with a spool, up to parallel - 1 other
+ * ready files at once; what PostgreSQL's call is told about its own file.
+ */
+static int push_batch(PushBatch *b, const char *name, void *buf, size_t len, unsigned parallel)
+{
+	_cleanup_free_ PushJob *jobs = NULL;
+	size_t n_jobs = 1;
+	char why[256];
+	int rc;
+
+	/*
+	 * with a catalog that records no system identifier, 0 passes: so does
+	 * every one (after a history file, which has none, only then)
+	 */
+	b->any_sysid = wal_system_id_check(b->repo, 0, why, sizeof(why)) == 0;
+	if (b->spool) {
+		/* records of files PostgreSQL no longer has ready are of no use */
+		if (walspool_prune_done(b->spool, still_ready, (void *)b->pg_wal) < 0)
+			log_debug("could not prune the WAL spool \"%s\"", walspool_dir(b->spool));
+		ready_jobs(b->pg_wal, b->spool, name, buf, len, parallel, &jobs, &n_jobs);
+	} else {
+		jobs = xcalloc(1, sizeof(*jobs));
+		snprintf(jobs[0].name, sizeof(jobs[0].name), "%s", name);
+		jobs[0].buf = buf;
+		jobs[0].len = len;
+	}
+	b->jobs = jobs;
+	/* store them: one object each, compressed once, up to WAL_THREADS at a time */
+	walspool_run(n_jobs, wal_threads(parallel, len), push_job, b);
+	push_warn_ahead(jobs, n_jobs);
+	rc = push_report(b->repo, &jobs[0]);
 	if (rc == EXIT_OK && jobs[0].summary_r < 0)
 		summary_warning(name, jobs[0].summary_r);
+	return rc;
+}
+
+int cmd_wal_push(int argc, char **argv)
+{
+	WalArgs x = {.cmd = "wal-push", .count_opt = "parallel", .count = 1, .takes_no_summary = true};
+	_cleanup_free_ void *buf = NULL;
+	_cleanup_free_ char *spool_path = NULL;
+	const char *path, *name;
+	WalSegmentHeader hdr;
+	char pg_wal[PATH_MAX];
+	WalSpool *spool = NULL;
+	Repo *repo = NULL;
+	CliLocation cl;
+	size_t len = 0;
+	int rc = cli_parse(&wal_push_command, argc, argv, &x.a, &x);
+
+	if (rc != CLI_CONTINUE)
+		return rc;
+	path = x.a.args[0];
+	name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	/* the file: its name, its bytes, its page header */
+	if ((rc = push_read(path, name, &buf, &len, &hdr)) != EXIT_OK ||
+	    (rc = cli_location_resolve(x.a.repo, &cl)) != EXIT_OK)
+		return rc;
+	/* --parallel: archived by an earlier call already, with these very bytes? */
+	path_dirname(path, pg_wal, sizeof(pg_wal));
+	if (x.count > 1 && push_spool_open(&cl, pg_wal, name, buf, len, &spool, &spool_path)) {
+		walspool_free(spool);
+		cli_location_clear(&cl);
+		return EXIT_OK;
+	}
+	/* the repository; the segment must be of its cluster */
+	rc = cli_open_location(&cl, &repo);
+	cli_location_clear(&cl);
+	if (rc == EXIT_OK)
+		rc = push_check_cluster(repo, path, &hdr);
+	/* push it (and, with --parallel, the other files ready) */
+	if (rc == EXIT_OK) {
+		PushBatch b = {.repo = repo, .spool = spool, .pg_wal = pg_wal,
+			       .no_summary = x.no_summary, .sysid = hdr.system_id};
+		rc = push_batch(&b, name, buf, len, x.count);
+	}
 	repo_free(repo);
 	walspool_free(spool);
 	return rc;
-done:
-	repo_free(repo);
-	walspool_free(spool);
-	return EXIT_FAIL;
 }
 
 /*
@@ -663,90 +718,116 @@ static int fetch_prefetching(CliLocation *cl, WalSpool *spool, const char *name,
 	return 0;
 }
 
+static const CliCommand wal_fetch_command = {
+	.name = "wal-fetch",
+	.common = CLI_REPO,
+	.options = wal_options,
+	.option = wal_option,
+	.n_args = 2,
+	.missing = "missing argument",
+	.help = "Usage: pgbakfs wal-fetch NAME DEST [--repo PATH] [--prefetch N]\n\n"
+		"Write the archived WAL file NAME to DEST, verified:\n"
+		"restore_command = 'pgbakfs wal-fetch %f %p'.\n\n"
+		"  --prefetch N  with a segment NAME, fetch the next N-1 segments of its\n"
+		"                timeline too, on up to 8 threads, into a spool in the cache\n"
+		"                directory (wal-spool/): a later call for one of them is\n"
+		"                served from there without a request. Each is verified\n"
+		"                when fetched and checked again when served (a damaged one\n"
+		"                is fetched again); a timeline history file asked for, or\n"
+		"                a segment out of order, clears what is no longer ahead.\n"
+		"                Needs DEST in a data directory's pg_wal, as %p is:\n"
+		"                segments of another system identifier are never served.\n\n"
+		"Exit status: 0 fetched; 1 not archived (no message), which\n"
+		"PostgreSQL reads as the end of the archive; 126 for every other\n"
+		"failure (a damaged copy, an unreadable object or repository, an\n"
+		"unreachable bucket after retries, DEST not writable), which makes\n"
+		"PostgreSQL stop recovery instead of ending it early. Wrong usage\n"
+		"exits 126 too, not 2: a restore_command missing %p must not end\n"
+		"recovery as if the archive were exhausted.\n",
+};
+
+/*
+ * --prefetch: the spool, when DEST says which cluster it is for (*ret NULL:
+ * none). Recovery may change timelines: after a history file nothing spooled
+ * is surely ahead any more; nor for another cluster (an earlier recovery's).
+ */
+static void fetch_spool_open(const CliLocation *cl, const WalName *wn, const char *dest,
+			     uint64_t *ret_sysid, WalSpool **ret, char **ret_path)
+{
+	int r;
+
+	*ret = NULL;
+	if (dest_system_id(dest, ret_sysid) < 0 || !(*ret_path = spool_dir(cl, "fetch", NULL)))
+		return;
+	r = walspool_open(*ret_path, ret);
+	if (r == 0 && (wn->kind != WAL_KIND_SEGMENT || spool_system_id(*ret, *ret_sysid) != 0))
+		r = walspool_trim(*ret, NULL, 0, NULL);
+	if (r < 0) {
+		cli_warning("could not use the WAL spool \"%s\": %s; fetching one file", *ret_path,
+			    strerror(-r));
+		*ret = walspool_free(*ret);
+	}
+}
+
+/* What PostgreSQL is told: wal_fetch's result r, then DEST written. The exit status. */
+static int fetch_finish(Repo *repo, int r, const char *name, const char *dest, const void *buf,
+			size_t len)
+{
+	/* a repository that cannot be opened (reported) says nothing about the file: stop */
+	if (r < 0 && !repo)
+		return EXIT_STOP_RECOVERY;
+	if (r == -ENOENT)
+		return EXIT_FAIL; /* PostgreSQL asks for files that may not exist: stay quiet */
+	if (r < 0) {
+		fetch_error(name, r, !repo_is_local_backend(repo));
+		return EXIT_STOP_RECOVERY;
+	}
+	/* temporary file, fsync, rename: PostgreSQL never sees half a segment */
+	r = file_write_atomic(dest, buf, len, 0600);
+	if (r < 0) {
+		cli_error("could not write file \"%s\": %s; recovery stops here", dest, strerror(-r));
+		return EXIT_STOP_RECOVERY;
+	}
+	return EXIT_OK;
+}
+
 int cmd_wal_fetch(int argc, char **argv)
 {
-	const char *repo_opt = NULL, *args[2] = {NULL, NULL};
+	WalArgs x = {.cmd = "wal-fetch", .count_opt = "prefetch", .count = 1};
 	_cleanup_free_ void *buf = NULL;
 	_cleanup_free_ char *spool_path = NULL;
+	const char *name, *dest;
 	WalName wn;
 	Repo *repo = NULL;
 	WalSpool *spool = NULL;
 	CliLocation cl;
 	uint64_t sysid = 0;
 	size_t len = 0;
-	unsigned prefetch = 1;
-	int r, rc = parse_args("wal-fetch",
-			       "Usage: pgbakfs wal-fetch NAME DEST [--repo PATH] [--prefetch N]\n\n"
-			       "Write the archived WAL file NAME to DEST, verified:\n"
-			       "restore_command = 'pgbakfs wal-fetch %f %p'.\n\n"
-			       "  --prefetch N  with a segment NAME, fetch the next N-1 segments of its\n"
-			       "                timeline too, on up to 8 threads, into a spool in the cache\n"
-			       "                directory (wal-spool/): a later call for one of them is\n"
-			       "                served from there without a request. Each is verified\n"
-			       "                when fetched and checked again when served (a damaged one\n"
-			       "                is fetched again); a timeline history file asked for, or\n"
-			       "                a segment out of order, clears what is no longer ahead.\n"
-			       "                Needs DEST in a data directory's pg_wal, as %p is:\n"
-			       "                segments of another system identifier are never served.\n\n"
-			       "Exit status: 0 fetched; 1 not archived (no message), which\n"
-			       "PostgreSQL reads as the end of the archive; 126 for every other\n"
-			       "failure (a damaged copy, an unreadable object or repository, an\n"
-			       "unreachable bucket after retries, DEST not writable), which makes\n"
-			       "PostgreSQL stop recovery instead of ending it early. Wrong usage\n"
-			       "exits 126 too, not 2: a restore_command missing %p must not end\n"
-			       "recovery as if the archive were exhausted.\n",
-			       argc, argv, 2, &repo_opt, NULL, "prefetch", &prefetch, args);
-	if (rc != EXIT_OK) /* --help: -1 */
-		return rc < 0 ? EXIT_OK : EXIT_STOP_RECOVERY;
-	if (wal_name_parse(args[0], &wn) < 0) {
+	int r, rc = cli_parse(&wal_fetch_command, argc, argv, &x.a, &x);
+
+	if (rc != CLI_CONTINUE) /* wrong usage must stop recovery too */
+		return rc == EXIT_OK ? EXIT_OK : EXIT_STOP_RECOVERY;
+	name = x.a.args[0];
+	dest = x.a.args[1];
+	if (wal_name_parse(name, &wn) < 0) {
 		/* PostgreSQL only asks for WAL file names: this is a misconfiguration */
-		cli_error("\"%s\" is not the name of a WAL file", args[0]);
+		cli_error("\"%s\" is not the name of a WAL file", name);
 		cli_hint("%s", wal_name_hint);
 		return EXIT_STOP_RECOVERY;
 	}
-	rc = cli_location_resolve(repo_opt, &cl);
-	if (rc != EXIT_OK)
+	if (cli_location_resolve(x.a.repo, &cl) != EXIT_OK)
 		return EXIT_STOP_RECOVERY;
 	/* --prefetch: the spool, when DEST says which cluster it is for */
-	if (prefetch > 1 && dest_system_id(args[1], &sysid) == 0 &&
-	    (spool_path = spool_dir(&cl, "fetch", NULL))) {
-		r = walspool_open(spool_path, &spool);
-		/*
-		 * recovery may change timelines: nothing spooled is surely ahead
-		 * any more; nor for another cluster (an earlier recovery's spool)
-		 */
-		if (r == 0 && (wn.kind != WAL_KIND_SEGMENT || spool_system_id(spool, sysid) != 0))
-			r = walspool_trim(spool, NULL, 0, NULL);
-		if (r < 0) {
-			cli_warning("could not use the WAL spool \"%s\": %s; fetching one file",
-				    spool_path, strerror(-r));
-			spool = walspool_free(spool);
-		}
-	}
-	if (spool && wn.kind == WAL_KIND_SEGMENT) {
-		r = fetch_prefetching(&cl, spool, args[0], &wn, prefetch, sysid, &repo, &buf, &len);
-	} else {
-		r = cli_open_location(&cl, &repo) == EXIT_OK ? wal_fetch(repo, args[0], &buf, &len)
-							       : -EIO;
-	}
+	if (x.count > 1)
+		fetch_spool_open(&cl, &wn, dest, &sysid, &spool, &spool_path);
+	/* a segment from the spool or fetched with the next ones; else just the file */
+	if (spool && wn.kind == WAL_KIND_SEGMENT)
+		r = fetch_prefetching(&cl, spool, name, &wn, x.count, sysid, &repo, &buf, &len);
+	else
+		r = cli_open_location(&cl, &repo) == EXIT_OK ? wal_fetch(repo, name, &buf, &len) : -EIO;
 	cli_location_clear(&cl);
-	if (r < 0 && !repo) {
-		/* a repository that cannot be opened (reported) says nothing about the file: stop */
-		rc = EXIT_STOP_RECOVERY;
-	} else if (r == -ENOENT) {
-		rc = EXIT_FAIL; /* PostgreSQL asks for files that may not exist: stay quiet */
-	} else if (r < 0) {
-		fetch_error(args[0], r, !repo_is_local_backend(repo));
-		rc = EXIT_STOP_RECOVERY;
-	} else {
-		/* temporary file, fsync, rename: PostgreSQL never sees half a segment */
-		r = file_write_atomic(args[1], buf, len, 0600);
-		if (r < 0) {
-			cli_error("could not write file \"%s\": %s; recovery stops here", args[1],
-				  strerror(-r));
-			rc = EXIT_STOP_RECOVERY;
-		}
-	}
+	/* into DEST, or the exit status that tells PostgreSQL why not */
+	rc = fetch_finish(repo, r, name, dest, buf, len);
 	repo_free(repo);
 	walspool_free(spool);
 	return rc;
@@ -769,64 +850,78 @@ static int print_relfork(const WalRelFork *rf, uint32_t limit, const uint32_t *b
 	return 0;
 }
 
+typedef struct WalSummaryArgs {
+	CliArgs a;
+	const char *from_s, *to_s;
+	unsigned long tli;
+	uint64_t from, to;
+} WalSummaryArgs;
+
+static int wal_summary_option(int c, char *arg, void *opts)
+{
+	WalSummaryArgs *x = opts;
+	char *end;
+
+	switch (c) {
+	case OPT_TIMELINE:
+		errno = 0;
+		x->tli = strtoul(arg, &end, 10);
+		if (errno || *end || x->tli == 0 || x->tli > UINT32_MAX)
+			return cli_usage("wal-summary", "invalid --timeline \"%s\"", arg);
+		break;
+	case OPT_FROM: x->from_s = arg; break;
+	case OPT_TO: x->to_s = arg; break;
+	}
+	return EXIT_OK;
+}
+
+static const struct option wal_summary_options[] = {
+	{"timeline", required_argument, NULL, OPT_TIMELINE},
+	{"from", required_argument, NULL, OPT_FROM},
+	{"to", required_argument, NULL, OPT_TO},
+	{0}};
+
+static const CliCommand wal_summary_command = {
+	.name = "wal-summary",
+	.common = CLI_REPO,
+	.options = wal_summary_options,
+	.option = wal_summary_option,
+	.help = "Usage: pgbakfs wal-summary --from LSN --to LSN [--timeline N] [--repo PATH]\n\n"
+		"Print every block the archived WAL records in [--from, --to) of one\n"
+		"timeline (default 1) reference, one line each in pg_walsummary's format:\n"
+		"\"TS 1663, DB 5, REL 16384, FORK main: block 7\", and \"...: limit N\"\n"
+		"where a relation fork was created, truncated or dropped (limit 0 of\n"
+		"REL 0: the database was created or dropped). It is what block-level\n"
+		"incrementals read, and what PostgreSQL 17's pg_wal_summary_contents()\n"
+		"gives for the same range. Fails when a segment is not archived or its\n"
+		"WAL cannot be summarized.\n",
+};
+
 int cmd_wal_summary(int argc, char **argv)
 {
-	enum { OPT_TIMELINE = 0x200, OPT_FROM, OPT_TO };
-	static const struct option opts[] = {
-		{"repo", required_argument, NULL, OPT_REPO},
-		{"timeline", required_argument, NULL, OPT_TIMELINE},
-		{"from", required_argument, NULL, OPT_FROM},
-		{"to", required_argument, NULL, OPT_TO},
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *repo_opt = NULL, *from_s = NULL, *to_s = NULL;
-	unsigned long tli = 1;
-	uint64_t from, to;
+	WalSummaryArgs x = {.tli = 1};
 	WalBlockSet *b = NULL;
 	Repo *repo = NULL;
-	char why[256] = "", *end;
-	int c, r, rc;
+	char why[256] = "";
+	int r, rc = cli_parse(&wal_summary_command, argc, argv, &x.a, &x);
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_REPO: repo_opt = optarg; break;
-		case OPT_TIMELINE:
-			errno = 0;
-			tli = strtoul(optarg, &end, 10);
-			if (errno || *end || tli == 0 || tli > UINT32_MAX)
-				return cli_usage("wal-summary", "invalid --timeline \"%s\"", optarg);
-			break;
-		case OPT_FROM: from_s = optarg; break;
-		case OPT_TO: to_s = optarg; break;
-		case 'h':
-			printf("Usage: pgbakfs wal-summary --from LSN --to LSN [--timeline N] [--repo PATH]\n\n"
-			       "Print every block the archived WAL records in [--from, --to) of one\n"
-			       "timeline (default 1) reference, one line each in pg_walsummary's format:\n"
-			       "\"TS 1663, DB 5, REL 16384, FORK main: block 7\", and \"...: limit N\"\n"
-			       "where a relation fork was created, truncated or dropped (limit 0 of\n"
-			       "REL 0: the database was created or dropped). It is what block-level\n"
-			       "incrementals read, and what PostgreSQL 17's pg_wal_summary_contents()\n"
-			       "gives for the same range. Fails when a segment is not archived or its\n"
-			       "WAL cannot be summarized.\n");
-			return EXIT_OK;
-		default: return cli_usage("wal-summary", "invalid option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage("wal-summary", "unexpected argument \"%s\"", argv[optind]);
-	if (!from_s || !to_s)
+	if (rc != CLI_CONTINUE)
+		return rc;
+	if (!x.from_s || !x.to_s)
 		return cli_usage("wal-summary", "missing --from LSN or --to LSN");
-	if (lsn_parse(from_s, &from) < 0 || lsn_parse(to_s, &to) < 0 || to < from)
-		return cli_usage("wal-summary", "invalid LSN range \"%s\" to \"%s\"", from_s, to_s);
-	rc = cli_open_repo(repo_opt, &repo);
+	if (lsn_parse(x.from_s, &x.from) < 0 || lsn_parse(x.to_s, &x.to) < 0 || x.to < x.from)
+		return cli_usage("wal-summary", "invalid LSN range \"%s\" to \"%s\"", x.from_s, x.to_s);
+	rc = cli_open_repo(x.a.repo, &repo);
 	if (rc != EXIT_OK)
 		return rc;
-	r = changes_range(repo, (uint32_t)tli, from, to, &b, why, sizeof(why));
+	/* the blocks the range's records touch, from the summaries or the segments */
+	r = changes_range(repo, (uint32_t)x.tli, x.from, x.to, &b, why, sizeof(why));
 	if (r < 0) {
-		cli_error("cannot summarize %s to %s on timeline %lu: %s", from_s, to_s, tli,
+		cli_error("cannot summarize %s to %s on timeline %lu: %s", x.from_s, x.to_s, x.tli,
 			  why[0] ? why : strerror(-r));
 		rc = EXIT_FAIL;
 	} else {
+		/* one line each, as pg_walsummary prints them */
 		r = walblocks_foreach(b, print_relfork, NULL);
 		rc = r < 0 ? EXIT_FAIL : EXIT_OK;
 	}
@@ -835,40 +930,33 @@ int cmd_wal_summary(int argc, char **argv)
 	return rc;
 }
 
+static const CliCommand restore_point_command = {
+	.name = "restore-point",
+	.common = CLI_REPO | CLI_DBNAME, /* --repo accepted: every command takes it */
+	.n_args = 1,
+	.missing = "missing restore point NAME",
+	.help = "Usage: pgbakfs restore-point NAME -d CONNINFO\n\n"
+		"Create a named restore point on the server (pg_create_restore_point)\n"
+		"and print its LSN. Restore to it with --target-name NAME.\n",
+};
+
 int cmd_restore_point(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"dbname", required_argument, NULL, 'd'},
-		{"repo", required_argument, NULL, OPT_REPO}, /* accepted: every command takes it */
-		{"help", no_argument, NULL, 'h'},
-		{0}};
-	const char *conninfo = NULL, *name;
 	PgConn *conn = NULL;
 	PgError err = {{0}};
 	char lsn[64];
-	int c, r;
+	CliArgs a;
+	int r, rc = cli_parse(&restore_point_command, argc, argv, &a, NULL);
 
-	while ((c = getopt_long(argc, argv, "hd:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'd': conninfo = optarg; break;
-		case OPT_REPO: break;
-		case 'h':
-			printf("Usage: pgbakfs restore-point NAME -d CONNINFO\n\n"
-			       "Create a named restore point on the server (pg_create_restore_point)\n"
-			       "and print its LSN. Restore to it with --target-name NAME.\n");
-			return EXIT_OK;
-		default: return cli_usage("restore-point", "invalid option");
-		}
-	}
-	if (optind + 1 != argc)
-		return cli_usage("restore-point", optind >= argc ? "missing restore point NAME"
-								  : "too many arguments");
-	if (!conninfo)
+	if (rc != CLI_CONTINUE)
+		return rc;
+	if (!a.conninfo)
 		return cli_usage("restore-point", "missing -d CONNINFO");
-	name = argv[optind];
+	const char *name = a.args[0];
 	if (!*name)
 		return cli_usage("restore-point", "empty restore point name");
-	r = pgconn_connect(conninfo, false, &conn, &err);
+	/* connect, create it, print its LSN */
+	r = pgconn_connect(a.conninfo, false, &conn, &err);
 	if (r < 0) {
 		cli_error("could not connect to the server: %s", err.msg);
 		return EXIT_FAIL;
@@ -899,11 +987,62 @@ static int load_timelines(Repo *repo, WalTimeline **ret, size_t *ret_n)
 	return r < 0 ? EXIT_FAIL : EXIT_OK;
 }
 
+/* One timeline of the archive as a JSON object: its first and last segments, sizes, gaps. */
+static void json_timeline(JsonWriter *w, const WalTimeline *t)
+{
+	char a[25] = "", b[25] = "";
+
+	if (t->n_segments) {
+		segment_name(t, t->first, a);
+		segment_name(t, t->last, b);
+	}
+	json_begin_object(w);
+	json_key(w, "timeline"); json_uint(w, t->timeline);
+	json_key(w, "first"); json_string(w, t->n_segments ? a : NULL);
+	json_key(w, "last"); json_string(w, t->n_segments ? b : NULL);
+	json_key(w, "files"); json_uint(w, t->n_files);
+	json_key(w, "segments"); json_uint(w, t->n_segments);
+	json_key(w, "stored_bytes"); json_uint(w, t->stored_bytes);
+	json_key(w, "segment_size"); json_uint(w, t->seg_size);
+	json_key(w, "gaps");
+	json_begin_array(w);
+	for (size_t j = 0; j < t->n_gaps; j++) {
+		segment_name(t, t->gaps[j].from, a);
+		segment_name(t, t->gaps[j].to, b);
+		json_begin_object(w);
+		json_key(w, "from"); json_string(w, a);
+		json_key(w, "to"); json_string(w, b);
+		json_end_object(w);
+	}
+	json_end_array(w);
+	json_end_object(w);
+}
+
+/* One timeline of the archive as stats lines (the first one headed "WAL archive:"). */
+static void print_timeline(const WalTimeline *t, bool first)
+{
+	char a[25] = "", b[25] = "", sz[32];
+
+	printf("%s timeline %u: ", first ? "WAL archive:   " : "               ", t->timeline);
+	if (t->n_segments) {
+		segment_name(t, t->first, a);
+		segment_name(t, t->last, b);
+		printf("%s .. %s, ", a, b);
+	}
+	printf("%llu file(s), %s stored", (unsigned long long)t->n_files,
+	       format_bytes(t->stored_bytes, sz, sizeof(sz)));
+	printf(t->n_gaps ? ", %zu gap(s)\n" : ", no gaps\n", t->n_gaps);
+	for (size_t j = 0; j < t->n_gaps; j++) {
+		segment_name(t, t->gaps[j].from, a);
+		segment_name(t, t->gaps[j].to, b);
+		printf("                 missing: %s .. %s\n", a, b);
+	}
+}
+
 int cli_wal_stats(Repo *repo, struct JsonWriter *w)
 {
 	WalTimeline *v = NULL;
 	size_t n = 0;
-	char a[25] = "", b[25] = "", sz[32];
 	int rc = load_timelines(repo, &v, &n);
 
 	if (w) {
@@ -919,46 +1058,10 @@ int cli_wal_stats(Repo *repo, struct JsonWriter *w)
 		printf("WAL archive:    empty\n");
 	}
 	for (size_t i = 0; i < n; i++) {
-		const WalTimeline *t = &v[i];
-		if (t->n_segments) {
-			segment_name(t, t->first, a);
-			segment_name(t, t->last, b);
-		}
-		if (w) {
-			json_begin_object(w);
-			json_key(w, "timeline"); json_uint(w, t->timeline);
-			json_key(w, "first"); json_string(w, t->n_segments ? a : NULL);
-			json_key(w, "last"); json_string(w, t->n_segments ? b : NULL);
-			json_key(w, "files"); json_uint(w, t->n_files);
-			json_key(w, "segments"); json_uint(w, t->n_segments);
-			json_key(w, "stored_bytes"); json_uint(w, t->stored_bytes);
-			json_key(w, "segment_size"); json_uint(w, t->seg_size);
-			json_key(w, "gaps");
-			json_begin_array(w);
-			for (size_t j = 0; j < t->n_gaps; j++) {
-				segment_name(t, t->gaps[j].from, a);
-				segment_name(t, t->gaps[j].to, b);
-				json_begin_object(w);
-				json_key(w, "from"); json_string(w, a);
-				json_key(w, "to"); json_string(w, b);
-				json_end_object(w);
-			}
-			json_end_array(w);
-			json_end_object(w);
-			continue;
-		}
-		printf("%s timeline %u: ", i == 0 ? "WAL archive:   " : "               ",
-		       t->timeline);
-		if (t->n_segments)
-			printf("%s .. %s, ", a, b);
-		printf("%llu file(s), %s stored", (unsigned long long)t->n_files,
-		       format_bytes(t->stored_bytes, sz, sizeof(sz)));
-		printf(t->n_gaps ? ", %zu gap(s)\n" : ", no gaps\n", t->n_gaps);
-		for (size_t j = 0; j < t->n_gaps; j++) {
-			segment_name(t, t->gaps[j].from, a);
-			segment_name(t, t->gaps[j].to, b);
-			printf("                 missing: %s .. %s\n", a, b);
-		}
+		if (w)
+			json_timeline(w, &v[i]);
+		else
+			print_timeline(&v[i], i == 0);
 	}
 	if (w)
 		json_end_array(w);

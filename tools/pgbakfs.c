@@ -87,11 +87,11 @@ static int unknown_command(const char *name)
 }
 
 /*
- * The options that may come before the command name. The commands' own
- * option tables are local to them, and which tokens are values must be known
- * before the command is, so these are the options every command takes, plus
- * the ones several commands share (-j, --instance, --json); the command still
- * rejects one it does not take.
+ * The options that may come before the command name. Which tokens are values
+ * must be known before the command (and so its option table, tools/opts.h)
+ * is, so these are the options every command takes, plus the ones several
+ * commands share (-j, --instance, --json); the command still rejects one it
+ * does not take.
  */
 static const struct {
 	const char *name;
@@ -103,6 +103,25 @@ static const struct {
 	{"--json", false},   {"--help", false},	   {"-h", false},
 	{"--log-level", true}, {"--log-file", true},
 };
+
+/* a (a token before the command) is one of leading_options: whether it takes a value, attached. */
+static bool leading_option(const char *a, bool *has_value, bool *attached)
+{
+	for (size_t k = 0; k < ELEMENTSOF(leading_options); k++) {
+		const char *n = leading_options[k].name;
+		size_t len = strlen(n);
+		if (strncmp(a, n, len) != 0)
+			continue;
+		*has_value = leading_options[k].has_value;
+		if (a[len] == 0)
+			return true;
+		if (*has_value && (a[len] == '=' || (n[1] != '-' && a[len] != 0))) {
+			*attached = true; /* --repo=R, -j2 */
+			return true;
+		}
+	}
+	return false;
+}
 
 /*
  * pgbakfs [OPTIONS] COMMAND [ARGS...] -> pgbakfs COMMAND [OPTIONS] [ARGS...]:
@@ -122,17 +141,7 @@ static int move_leading_options(int *argc, char **argv, int *ret_n_lead)
 			dashdash = 1;
 			break;
 		}
-		for (size_t k = 0; k < ELEMENTSOF(leading_options) && !known; k++) {
-			const char *n = leading_options[k].name;
-			size_t len = strlen(n);
-			if (strncmp(a, n, len) != 0)
-				continue;
-			has_value = leading_options[k].has_value;
-			if (a[len] == 0)
-				known = true;
-			else if (has_value && (a[len] == '=' || (n[1] != '-' && a[len] != 0)))
-				known = attached = true; /* --repo=R, -j2 */
-		}
+		known = leading_option(a, &has_value, &attached);
 		if (!known) {
 			fprintf(stderr, "pgbakfs: error: unknown option \"%s\" before the command\n", a);
 			fprintf(stderr, "hint: give it after the command name; see \"pgbakfs --help\"\n");

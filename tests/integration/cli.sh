@@ -22,6 +22,21 @@ expect_error 2 "expected MOUNTPOINT" pgbakfs mount
 expect_error 2 "expected one snapshot ID" pgbakfs verify
 expect_error 2 "expected one snapshot ID" pgbakfs dump -- -t x
 
+# The shared parser (tools/opts.c): the same bad input, the same words, in every command
+expect_error 2 'invalid number of jobs "0"' pgbakfs check --repo "$T/r" -j 0
+expect_error 2 'invalid number of jobs "257" (1-256)' pgbakfs backup --from-dir "$T" --jobs 257
+expect_error 2 "invalid option" pgbakfs restore latest "$T/x" --jobs # no value
+expect_error 2 "invalid option" pgbakfs list --repo "$T/r" --progress # not list's
+expect_error 2 "no repository given" env -u PGBAKFS_REPO "$PGBAKFS" gc
+for cmd in "show a" "restore a b" "restore-point a -d x"; do
+	expect_error 2 'unexpected argument "extra"' pgbakfs $cmd extra --repo "$T/r"
+done
+expect_error 2 'invalid instance name "a b"' pgbakfs expire --repo "$T/r" --instance "a b"
+expect_error 2 "the instance name must be UTF-8 text" pgbakfs pin latest --unpin --repo "$T/r" \
+	--instance $'a\x01'
+help=$("$PGBAKFS" check -j 2 --repo "$T/r" --help) && [[ $help == "Usage: pgbakfs check"* ]] &&
+	pass || fail "check -j 2 --help: $help"
+
 # PGBAKFS_REPO works like --repo
 ok "init via PGBAKFS_REPO" env PGBAKFS_REPO="$T/r" "$PGBAKFS" init >/dev/null
 ok "list via PGBAKFS_REPO" env PGBAKFS_REPO="$T/r" "$PGBAKFS" list >/dev/null
