@@ -4,7 +4,6 @@
 #include "common/util.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -157,21 +156,34 @@ int fromdir_ingest(SnapWriter *w, const char *dir, FromDirError *err)
 	return r;
 }
 
-static uint64_t total_acc;
+typedef struct SizeWalk {
+	const char *root;
+	uint64_t total;
+} SizeWalk;
 
-static int add_size(const char *p _unused_, const struct stat *st, int flag, struct FTW *f _unused_)
+/* the walk of fromdir_total_size: every directory entered, regular files summed */
+static int size_entry(void *userdata, const WalkEntry *e, uint64_t *ret_ino)
 {
-	if (flag == FTW_F && S_ISREG(st->st_mode))
-		total_acc += (uint64_t)st->st_size;
-	return 0;
+	*ret_ino = 0;
+	if (e->stat_err)
+		return 0;
+	if (S_ISREG(e->st.st_mode))
+		((SizeWalk *)userdata)->total += (uint64_t)e->st.st_size;
+	return S_ISDIR(e->st.st_mode) && e->fd >= 0 ? WALK_DESCEND : 0;
+}
+
+/* a directory below the root that cannot be listed counts nothing: the backup reports it */
+static int size_dir_error(void *userdata, const char *path, int r)
+{
+	return strcmp(path, ((SizeWalk *)userdata)->root) == 0 ? r : 0;
 }
 
 int fromdir_total_size(const char *dir, uint64_t *ret)
 {
-	/* nftw has no user pointer; this is only called from the main thread */
-	total_acc = 0;
-	if (nftw(dir, add_size, 64, FTW_PHYS) < 0)
-		return -errno;
-	*ret = total_acc;
-	return 0;
+	static const WalkOps ops = {.entry = size_entry, .dir_error = size_dir_error};
+	SizeWalk sw = {.root = dir};
+	int r = walk_dir(dir, "", 0, &ops, &sw);
+	if (r == 0)
+		*ret = sw.total;
+	return r;
 }

@@ -88,6 +88,8 @@ static void test_roundtrip(void)
 
 	CHECK_EQ_INT(fromdir_total_size(src, &total), 0);
 	CHECK_EQ_INT(total, 3 + 2 * CS + 77 + 8 * CS);
+	test_fmt(p, sizeof(p), "%s/none", src);
+	CHECK_EQ_INT(fromdir_total_size(p, &total), -ENOENT);
 
 	if (!CHECK_EQ_INT(repo_init(repo_path, &small_repo), 0) ||
 	    !CHECK_EQ_INT(repo_open(repo_path, &r), 0))
