@@ -227,6 +227,7 @@ int repo_open_bare(const RepoLocation *l, Repo **ret)
 		_cleanup_free_ char *dir = repo_workdir_for(l, r->config.id);
 		r->remote = true;
 		r->lock_wait_s = l->lock_wait_s;
+		r->catalog_deltas_max = l->catalog_deltas_max;
 		e = dir ? repo_set_workdir(r, dir) : -ENOMEM;
 		if (e == 0)
 			e = repo_workdir_prepare(dir);

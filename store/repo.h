@@ -62,6 +62,11 @@ typedef struct RepoLocation {
 	 * NULL or "": none. tools/ passes PGBAKFS_TEST_FAULTS.
 	 */
 	const char *faults;
+	/*
+	 * Tests: publish a base catalog after this many deltas instead of
+	 * CATALOG_DELTAS_MAX (0: that). tools/ passes PGBAKFS_CATALOG_DELTAS_MAX.
+	 */
+	unsigned catalog_deltas_max;
 } RepoLocation;
 
 /*

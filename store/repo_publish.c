@@ -24,7 +24,7 @@
 #define CATALOG_FORMAT_DELTAS 2
 /* a whole catalog again once the deltas since the last one number more than
  * this, or weigh more than 1/CATALOG_DELTAS_FRACTION of it and more than
- * CATALOG_DELTAS_FLOOR bytes (PGBAKFS_CATALOG_DELTAS_MAX overrides the count: tests) */
+ * CATALOG_DELTAS_FLOOR bytes (RepoLocation.catalog_deltas_max overrides the count: tests) */
 #define CATALOG_DELTAS_MAX 64
 #define CATALOG_DELTAS_FRACTION 4
 #define CATALOG_DELTAS_FLOOR (1024 * 1024)
@@ -554,8 +554,7 @@ static int catalog_publish_delta(Repo *r, uint64_t gen)
 	char base[PATH_MAX];
 	work_path(r, "catalog.base.db", base, sizeof(base));
 	RemoteCatalogList cl = {0};
-	const char *env = getenv("PGBAKFS_CATALOG_DELTAS_MAX");
-	unsigned long max = env && *env ? strtoul(env, NULL, 10) : CATALOG_DELTAS_MAX;
+	unsigned long max = r->catalog_deltas_max ? r->catalog_deltas_max : CATALOG_DELTAS_MAX;
 	void *cs = NULL, *framed = NULL;
 	size_t cs_len = 0, len = 0;
 	uint64_t sum = 0, n = 0, size;
