@@ -186,30 +186,29 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	reply_clone_entry(req, m, &t, r, &a);
 }
 
-static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* unlink and rmdir: remove name from the clone's directory parent */
+static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name,
+			int (*remove)(Clone *c, uint32_t dir, const char *name))
 {
 	Target t;
 	if (!names_fit(req, name, NULL))
 		return;
 	int r = writable_target(mount_of(req), parent, &t);
 	if (r == 0) {
-		r = clone_unlink(t.ms->clone, t.local, name);
+		r = remove(t.ms->clone, t.local, name);
 		mount_target_put(&t);
 	}
 	fuse_reply_err(req, r < 0 ? -r : 0);
 }
 
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_name(req, parent, name, clone_unlink);
+}
+
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	Target t;
-	if (!names_fit(req, name, NULL))
-		return;
-	int r = writable_target(mount_of(req), parent, &t);
-	if (r == 0) {
-		r = clone_rmdir(t.ms->clone, t.local, name);
-		mount_target_put(&t);
-	}
-	fuse_reply_err(req, r < 0 ? -r : 0);
+	remove_name(req, parent, name, clone_rmdir);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
