@@ -144,9 +144,10 @@ int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *re
 /*
  * Chunk-id lists ("contents"). A list is stored once, found by the SHA-256 of
  * its id bytes. In a catalog with id blocks on (catalog_set_idblocks), a list
- * of more than PGBAKFS_IDBLOCK_IDS ids is stored as id blocks: ids [0, 256),
- * [256, 512), ... each stored once by the SHA-256 of its bytes, so lists that
- * differ in a few ids share the rest. Callers always see whole lists.
+ * of more than PGBAKFS_IDBLOCK_IDS ids (PGBAKFS_IDBLOCK_IDS_SMALL from format
+ * 4) is stored as id blocks: ids [0, 256), [256, 512), ... (or [0, 62), ...)
+ * each stored once by the SHA-256 of its bytes, so lists that differ in a few
+ * ids share the rest. Callers always see whole lists.
  *
  * put: returns the id of the existing or new row; in the caller's transaction
  * when one is open, else in one of its own. get: *ret malloc'd (free() it);
