@@ -717,6 +717,16 @@ int catalog_pack_add_pending(Catalog *c, const char *name, const char *session, 
 	return 0;
 }
 
+/*
+ * chunks.crc holds the CRC-32C as a signed 32-bit integer: SQLite stores an
+ * integer in the fewest bytes that hold its value, and half of all CRCs are
+ * over 2^31 - 1, which as themselves take 6 bytes and as signed ones 4 (~1 B
+ * per chunk row). Every reader takes the low 32 bits ((uint32_t) of the
+ * 64-bit column), so rows of either kind, and earlier binaries, read the same
+ * value.
+ */
+static int crc_stored(uint32_t crc) { return (int)(int32_t)crc; }
+
 static int chunk_upsert_in(Catalog *c, int which, int64_t pack_id, const PackEntry *e)
 {
 	int r;
@@ -730,7 +740,7 @@ static int chunk_upsert_in(Catalog *c, int which, int64_t pack_id, const PackEnt
 	sqlite3_bind_int64(s, 6, e->plen);
 	sqlite3_bind_int(s, 7, e->enc);
 	if (e->has_crc)
-		sqlite3_bind_int64(s, 8, e->crc);
+		sqlite3_bind_int(s, 8, crc_stored(e->crc));
 	else
 		sqlite3_bind_null(s, 8);
 	if (e->has_fh)
@@ -773,7 +783,7 @@ int catalog_chunk_set_crc(Catalog *c, const ChunkId *id, uint32_t crc)
 		if (!s)
 			break;
 		chunk_bind_id(c, s, 1, id);
-		sqlite3_bind_int64(s, 3, crc);
+		sqlite3_bind_int(s, 3, crc_stored(crc));
 		r = step_done(c, s);
 	}
 	return r;
@@ -878,27 +888,139 @@ int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *re
 }
 
 /*
- * Chunk-id lists. A list of more than PGBAKFS_IDBLOCK_IDS ids is stored, in a
+ * Chunk-id lists. A list of more than a block's worth of ids is stored, in a
  * catalog with id blocks switched on, as the rowids of its blocks: ids
- * [0, 256), [256, 512), ... each content-addressed by the SHA-256 of its id
+ * [0, B), [B, 2B), ... each content-addressed by the SHA-256 of its id
  * bytes. Cutting at fixed positions (not by content) is what makes sharing
  * work for both changes that matter: a chunk rewritten in place changes only
  * its own block, and a file that grew keeps every full block before its old
  * tail. contents.hash stays the hash of the whole list, so equal lists still
  * dedup as one row and nothing that compares content hashes changes.
+ *
+ * contents.blocks says the form, row by row, so both are read everywhere:
+ * 1 (repository formats 2 and 3): blocks of 256 ids, the list 8-byte
+ * little-endian rowids; 2 (format 4): blocks of 62 ids, the list each
+ * rowid's difference from the one before it (the first: from 0), zigzag,
+ * as a LEB128 varint. Why: a changed file rewrites one block and its list.
+ * A 256-id block is 8 KiB, which SQLite stores in a 4 KiB-page catalog as
+ * 489 bytes in the leaf plus two overflow pages (~8.7 KB); 62 ids (1,984
+ * bytes, with the row's key, hash and counts ~2,034) is the most that puts
+ * two rows on one 4 KiB page, so a block costs half a page. The list then
+ * names 4x as many blocks, but a file's blocks are mostly consecutive rowids
+ * (written together), so their differences take one byte: a 16,384-chunk
+ * file's list is ~270 bytes instead of 512 (form 1) or 2,120 (62-id blocks
+ * named by 8-byte rowids). Per changed file 8.7 KB + 0.5 KB became
+ * ~2 KB + 0.3 KB (bench/scale, docs/design.md "Id blocks").
  */
 
 void catalog_set_idblocks(Catalog *c, bool on) { c->idblocks = on; }
 bool catalog_idblocks(const Catalog *c) { return c->idblocks; }
 
-/* Ids in block i of a list of n (n > 0). */
-static size_t block_len(size_t n, size_t i)
+static size_t form_ids(int form)
 {
-	size_t start = i * PGBAKFS_IDBLOCK_IDS;
-	return MIN((size_t)PGBAKFS_IDBLOCK_IDS, n - start);
+	return form == CATALOG_LIST_SMALL_BLOCKS ? PGBAKFS_IDBLOCK_IDS_SMALL : PGBAKFS_IDBLOCK_IDS;
 }
 
-static size_t blocks_for(size_t n) { return (n + PGBAKFS_IDBLOCK_IDS - 1) / PGBAKFS_IDBLOCK_IDS; }
+/* Ids in block i of a list of n (n > 0). */
+static size_t block_len(size_t n, size_t i, int form)
+{
+	size_t start = i * form_ids(form);
+	return MIN(form_ids(form), n - start);
+}
+
+static size_t blocks_for(size_t n, int form) { return (n + form_ids(form) - 1) / form_ids(form); }
+
+/* The form a new list of n ids takes on this connection. */
+static int list_form_new(const Catalog *c, size_t n)
+{
+	int form = c->format >= 4 ? CATALOG_LIST_SMALL_BLOCKS : CATALOG_LIST_BLOCKS;
+	return c->idblocks && n > form_ids(form) ? form : CATALOG_LIST_INLINE;
+}
+
+int catalog_list_form(const Catalog *c, size_t n) { return list_form_new(c, n); }
+
+static int list_decode(int form, const void *list, size_t bytes, size_t nb, int64_t **ret);
+
+/* The block rowids of the current row of s (columns n, list, blocks; a block form). */
+static int list_rowids(sqlite3_stmt *s, int64_t **ret, size_t *ret_nb)
+{
+	int form = sqlite3_column_int(s, 2);
+	size_t n = (size_t)sqlite3_column_int64(s, 0);
+	size_t nb = form == CATALOG_LIST_BLOCKS || form == CATALOG_LIST_SMALL_BLOCKS
+			    ? blocks_for(n, form) : 0;
+	int r = list_decode(form, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1),
+			    nb, ret);
+	if (r == 0)
+		*ret_nb = nb;
+	return r;
+}
+
+/* nb block rowids in a form's list encoding (*ret malloc'd). */
+static int list_encode(int form, const int64_t *ids, size_t nb, uint8_t **ret, size_t *ret_bytes)
+{
+	uint8_t *p = malloc(nb ? nb * (form == CATALOG_LIST_BLOCKS ? 8 : 10) : 1);
+	size_t len = 0;
+	int64_t prev = 0;
+
+	if (!p)
+		return -ENOMEM;
+	for (size_t i = 0; i < nb; i++) {
+		if (form == CATALOG_LIST_BLOCKS) {
+			put_le64(p + len, (uint64_t)ids[i]);
+			len += 8;
+			continue;
+		}
+		uint64_t d = (uint64_t)ids[i] - (uint64_t)prev;
+		uint64_t z = (d << 1) ^ (uint64_t)-(int64_t)(d >> 63); /* zigzag */
+		prev = ids[i];
+		do {
+			p[len++] = (uint8_t)((z & 0x7f) | (z > 0x7f ? 0x80 : 0));
+			z >>= 7;
+		} while (z);
+	}
+	*ret = p;
+	*ret_bytes = len;
+	return 0;
+}
+
+/* The nb rowids of a list of form 1 or 2 into *ret (malloc'd); -EBADMSG unless exactly nb. */
+static int list_decode(int form, const void *list, size_t bytes, size_t nb, int64_t **ret)
+{
+	const uint8_t *p = list;
+	_cleanup_free_ int64_t *v = malloc(nb ? nb * sizeof(int64_t) : 1);
+	size_t at = 0;
+	uint64_t prev = 0;
+
+	if (!v)
+		return -ENOMEM;
+	if (form == CATALOG_LIST_BLOCKS) {
+		if (bytes != nb * 8)
+			return -EBADMSG;
+		for (size_t i = 0; i < nb; i++)
+			v[i] = (int64_t)get_le64(p + i * 8);
+	} else if (form == CATALOG_LIST_SMALL_BLOCKS) {
+		for (size_t i = 0; i < nb; i++) {
+			uint64_t z = 0;
+			unsigned shift = 0;
+			for (;;) {
+				if (at == bytes || shift > 63)
+					return -EBADMSG;
+				z |= (uint64_t)(p[at] & 0x7f) << shift;
+				shift += 7;
+				if (!(p[at++] & 0x80))
+					break;
+			}
+			prev += (z >> 1) ^ (uint64_t)-(int64_t)(z & 1);
+			v[i] = (int64_t)prev;
+		}
+		if (at != bytes)
+			return -EBADMSG;
+	} else {
+		return -EBADMSG;
+	}
+	*ret = TAKE_PTR(v);
+	return 0;
+}
 
 /* A transaction of its own, or a savepoint inside the caller's. */
 static int sub_begin(Catalog *c, bool *ret_own)
@@ -958,7 +1080,7 @@ int catalog_idblock_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_i
 }
 
 static int content_insert(Catalog *c, const ChunkId *hash, size_t n, const void *list,
-			  size_t bytes, bool blocks, int64_t *ret_id)
+			  size_t bytes, int form, int64_t *ret_id)
 {
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	int r = prepare(c, "INSERT INTO contents(hash, n, list, blocks) VALUES(?1, ?2, ?3, ?4)", &s);
@@ -967,23 +1089,27 @@ static int content_insert(Catalog *c, const ChunkId *hash, size_t n, const void 
 	sqlite3_bind_blob(s, 1, hash->b, sizeof(hash->b), SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, (int64_t)n);
 	sqlite3_bind_blob64(s, 3, list, bytes, SQLITE_STATIC);
-	sqlite3_bind_int(s, 4, blocks);
+	sqlite3_bind_int(s, 4, form);
 	r = step_done(c, s);
 	if (r == 0)
 		*ret_id = sqlite3_last_insert_rowid(c->db);
 	return r;
 }
 
-static int content_blocks_list(Catalog *c, const ChunkId *ids, size_t n, uint8_t *list)
+/* The blocks of a list of n ids, put, and the list naming them in form (*ret_list malloc'd). */
+static int content_blocks_list(Catalog *c, const ChunkId *ids, size_t n, int form,
+			       uint8_t **ret_list, size_t *ret_bytes)
 {
-	for (size_t i = 0; i < blocks_for(n); i++) {
-		int64_t id;
-		int r = catalog_idblock_put(c, ids + i * PGBAKFS_IDBLOCK_IDS, block_len(n, i), &id);
+	size_t nb = blocks_for(n, form), b = form_ids(form);
+	_cleanup_free_ int64_t *v = malloc(nb * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < nb; i++) {
+		int r = catalog_idblock_put(c, ids + i * b, block_len(n, i, form), &v[i]);
 		if (r < 0)
 			return r;
-		put_le64(list + i * 8, (uint64_t)id);
 	}
-	return 0;
+	return list_encode(form, v, nb, ret_list, ret_bytes);
 }
 
 /*
@@ -995,7 +1121,8 @@ static int content_heal(Catalog *c, int64_t id, const ChunkId *ids, size_t n)
 {
 	_cleanup_stmt_ sqlite3_stmt *u = NULL;
 	_cleanup_free_ uint8_t *list = NULL;
-	bool blocks = c->idblocks && n > PGBAKFS_IDBLOCK_IDS;
+	size_t bytes = 0;
+	int form = list_form_new(c, n);
 	int rc, r;
 	sqlite3_stmt *s = stmt_get(c, ST_CONTENT_PLACEHOLDER, &r);
 	if (!s)
@@ -1005,40 +1132,34 @@ static int content_heal(Catalog *c, int64_t id, const ChunkId *ids, size_t n)
 	sqlite3_reset(s);
 	if (rc != SQLITE_ROW)
 		return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "content placeholder");
-	if (blocks) {
-		list = malloc(blocks_for(n) * 8);
-		r = list ? content_blocks_list(c, ids, n, list) : -ENOMEM;
-	}
+	if (form)
+		r = content_blocks_list(c, ids, n, form, &list, &bytes);
 	if (r == 0)
 		r = prepare(c, "UPDATE contents SET n = ?2, list = ?3, blocks = ?4 WHERE id = ?1", &u);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(u, 1, id);
 	sqlite3_bind_int64(u, 2, (int64_t)n);
-	if (blocks)
-		sqlite3_bind_blob64(u, 3, list, blocks_for(n) * 8, SQLITE_STATIC);
+	if (form)
+		sqlite3_bind_blob64(u, 3, list, bytes, SQLITE_STATIC);
 	else
 		sqlite3_bind_blob64(u, 3, n ? (const void *)ids : "", n * sizeof(*ids), SQLITE_STATIC);
-	sqlite3_bind_int(u, 4, blocks);
+	sqlite3_bind_int(u, 4, form);
 	return step_done(c, u);
 }
 
 static int content_put_blocks(Catalog *c, const ChunkId *hash, const ChunkId *ids, size_t n,
-			      int64_t *ret_id)
+			      int form, int64_t *ret_id)
 {
-	size_t nb = blocks_for(n);
-	_cleanup_free_ uint8_t *list = malloc(nb * 8);
-	int r;
-
-	if (!list)
-		return -ENOMEM;
-	r = lookup_id(c, ST_CONTENT_ID, hash, ret_id);
+	_cleanup_free_ uint8_t *list = NULL;
+	size_t bytes = 0;
+	int r = lookup_id(c, ST_CONTENT_ID, hash, ret_id);
 	if (r == 0)
 		r = content_heal(c, *ret_id, ids, n);
 	if (r != -ENOENT)
 		return r;
-	r = content_blocks_list(c, ids, n, list);
-	return r < 0 ? r : content_insert(c, hash, n, list, nb * 8, true, ret_id);
+	r = content_blocks_list(c, ids, n, form, &list, &bytes);
+	return r < 0 ? r : content_insert(c, hash, n, list, bytes, form, ret_id);
 }
 
 int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id)
@@ -1049,12 +1170,13 @@ int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_i
 	sqlite3_stmt *s;
 
 	chunk_hash(ids, n * sizeof(*ids), &hash);
-	if (c->idblocks && n > PGBAKFS_IDBLOCK_IDS) {
+	if (list_form_new(c, n)) {
 		/* the blocks and the list that names them in one transaction: gc never sees
 		 * a block unreferenced in between */
 		r = sub_begin(c, &own);
 		if (r == 0)
-			r = sub_end(c, own, content_put_blocks(c, &hash, ids, n, ret_id));
+			r = sub_end(c, own, content_put_blocks(c, &hash, ids, n, list_form_new(c, n),
+								ret_id));
 		return r;
 	}
 	s = stmt_get(c, ST_CONTENT_INSERT, &r);
@@ -1098,15 +1220,20 @@ static int content_hollow(Catalog *c, int64_t id)
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW)
 		return rc == SQLITE_DONE ? 1 : catalog_fail(c, rc, "content");
-	if (sqlite3_column_int(s, 2) == 0)
+	int form = sqlite3_column_int(s, 2);
+	size_t n = (size_t)sqlite3_column_int64(s, 0), nb;
+	_cleanup_free_ int64_t *v = NULL;
+	if (form == CATALOG_LIST_INLINE)
 		return 0;
-	if (sqlite3_column_int64(s, 0) == 0)
+	if (n == 0)
 		return 1;
-	const uint8_t *list = sqlite3_column_blob(s, 1);
-	size_t bytes = (size_t)sqlite3_column_bytes(s, 1);
-	for (size_t i = 0; i < bytes / 8; i++) {
+	nb = blocks_for(n, form);
+	r = list_decode(form, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1), nb, &v);
+	if (r < 0)
+		return r == -EBADMSG ? 1 : r;
+	for (size_t i = 0; i < nb; i++) {
 		sqlite3_reset(b);
-		sqlite3_bind_int64(b, 1, (int64_t)get_le64(list + i * 8));
+		sqlite3_bind_int64(b, 1, v[i]);
 		rc = sqlite3_step(b);
 		if (rc != SQLITE_ROW)
 			return rc == SQLITE_DONE ? 1 : catalog_fail(c, rc, "id block");
@@ -1130,7 +1257,7 @@ int catalog_content_find_or_missing(Catalog *c, const ChunkId *hash, int64_t *re
 	}
 	if (r != -ENOENT)
 		return r;
-	r = content_insert(c, hash, 0, "", 0, true, ret_id);
+	r = content_insert(c, hash, 0, "", 0, CATALOG_LIST_BLOCKS, ret_id);
 	if (r == 0)
 		*ret_missing = 1;
 	return r;
@@ -1190,19 +1317,23 @@ static int idblock_read(Catalog *c, int64_t id, ChunkId *dst, size_t n, ChunkId 
 	return r;
 }
 
-/* Whole list of a row (n ids; list/bytes its list column, blocks its form) into *ret. */
-static int content_decode(Catalog *c, size_t n, const void *list, size_t bytes, bool blocks,
+/* Whole list of a row (n ids; list/bytes its list column, form its blocks column) into *ret. */
+static int content_decode(Catalog *c, size_t n, const void *list, size_t bytes, int form,
 			  ChunkId **ret, ChunkId **ret_hashes)
 {
 	_cleanup_free_ ChunkId *v = NULL, *hashes = NULL;
-	size_t nb = blocks ? blocks_for(n) : 0;
+	_cleanup_free_ int64_t *rowids = NULL;
+	size_t nb = form ? blocks_for(n, form) : 0;
+	int r;
 
-	if (blocks ? (n == 0 || bytes != nb * 8) : bytes != n * sizeof(ChunkId))
+	if (form ? n == 0 : bytes != n * sizeof(ChunkId))
 		return -EBADMSG;
+	if (form && (r = list_decode(form, list, bytes, nb, &rowids)) < 0)
+		return r;
 	v = malloc(n ? n * sizeof(ChunkId) : 1);
 	if (!v)
 		return -ENOMEM;
-	if (!blocks) {
+	if (!form) {
 		if (bytes)
 			memcpy(v, list, bytes);
 		*ret = TAKE_PTR(v);
@@ -1212,9 +1343,8 @@ static int content_decode(Catalog *c, size_t n, const void *list, size_t bytes, 
 		return -ENOMEM;
 	/* list may be a column of a live row: reading blocks steps other statements only */
 	for (size_t i = 0; i < nb; i++) {
-		int r = idblock_read(c, (int64_t)get_le64((const uint8_t *)list + i * 8),
-				     v + i * PGBAKFS_IDBLOCK_IDS,
-				     block_len(n, i), hashes ? &hashes[i] : NULL);
+		r = idblock_read(c, rowids[i], v + i * form_ids(form), block_len(n, i, form),
+				 hashes ? &hashes[i] : NULL);
 		if (r < 0)
 			return r;
 	}
@@ -1225,12 +1355,13 @@ static int content_decode(Catalog *c, size_t n, const void *list, size_t bytes, 
 }
 
 static int content_get_form(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n,
-			    ChunkId **ret_hashes, size_t *ret_n_blocks, ChunkId *ret_hash)
+			    ChunkId **ret_hashes, size_t *ret_n_blocks, ChunkId *ret_hash,
+			    int *ret_form)
 {
 	int r, rc;
 	sqlite3_stmt *s = stmt_get(c, ST_CONTENT_GET, &r);
 	size_t n, bytes;
-	bool blocks;
+	int form;
 
 	if (!s)
 		return r;
@@ -1243,7 +1374,9 @@ static int content_get_form(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n
 	}
 	n = (size_t)sqlite3_column_int64(s, 0);
 	bytes = (size_t)sqlite3_column_bytes(s, 1);
-	blocks = sqlite3_column_int(s, 2) != 0;
+	form = sqlite3_column_int(s, 2);
+	if (form < CATALOG_LIST_INLINE || form > CATALOG_LIST_SMALL_BLOCKS)
+		r = -EBADMSG;
 	if (ret_hash) {
 		if (sqlite3_column_bytes(s, 3) == PGBAKFS_CHUNK_ID_LEN)
 			memcpy(ret_hash->b, sqlite3_column_blob(s, 3), PGBAKFS_CHUNK_ID_LEN);
@@ -1252,41 +1385,47 @@ static int content_get_form(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n
 	}
 	/* straight from the row: reading blocks steps other statements, never this one */
 	if (r == 0)
-		r = content_decode(c, n, sqlite3_column_blob(s, 1), bytes, blocks, ret,
-				   blocks ? ret_hashes : NULL);
+		r = content_decode(c, n, sqlite3_column_blob(s, 1), bytes, form, ret,
+				   form ? ret_hashes : NULL);
 	sqlite3_reset(s);
 	if (r == 0) {
 		*ret_n = n;
 		if (ret_n_blocks)
-			*ret_n_blocks = blocks ? blocks_for(n) : 0;
+			*ret_n_blocks = form ? blocks_for(n, form) : 0;
+		if (ret_form)
+			*ret_form = form;
 	}
 	return r;
 }
 
 int catalog_content_get(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n)
 {
-	return content_get_form(c, id, ret, ret_n, NULL, NULL, NULL);
+	return content_get_form(c, id, ret, ret_n, NULL, NULL, NULL, NULL);
 }
 
 int catalog_content_get_blocks(Catalog *c, int64_t id, ChunkId *ret_hash, ChunkId **ret,
-			       size_t *ret_n, ChunkId **ret_blocks, size_t *ret_n_blocks)
+			       size_t *ret_n, ChunkId **ret_blocks, size_t *ret_n_blocks,
+			       int *ret_form)
 {
 	*ret_blocks = NULL;
-	return content_get_form(c, id, ret, ret_n, ret_blocks, ret_n_blocks, ret_hash);
+	return content_get_form(c, id, ret, ret_n, ret_blocks, ret_n_blocks, ret_hash, ret_form);
 }
 
-int catalog_content_put_blocks(Catalog *c, const ChunkId *hash, size_t n, const ChunkId *blocks,
-			       size_t n_blocks, int64_t *ret_id, size_t *ret_missing)
+int catalog_content_put_blocks(Catalog *c, const ChunkId *hash, size_t n, int form,
+			       const ChunkId *blocks, size_t n_blocks, int64_t *ret_id,
+			       size_t *ret_missing)
 {
+	_cleanup_free_ int64_t *v = NULL;
 	_cleanup_free_ uint8_t *list = NULL;
-	size_t missing = 0;
+	size_t missing = 0, bytes = 0;
 	bool own;
 	int r;
 
-	if (n <= PGBAKFS_IDBLOCK_IDS || n_blocks != blocks_for(n))
+	if ((form != CATALOG_LIST_BLOCKS && form != CATALOG_LIST_SMALL_BLOCKS) ||
+	    n <= form_ids(form) || n_blocks != blocks_for(n, form))
 		return -EBADMSG;
-	list = malloc(n_blocks * 8);
-	if (!list)
+	v = malloc(n_blocks * sizeof(*v));
+	if (!v)
 		return -ENOMEM;
 	r = sub_begin(c, &own);
 	if (r < 0)
@@ -1304,16 +1443,18 @@ int catalog_content_put_blocks(Catalog *c, const ChunkId *hash, size_t n, const 
 				if (r == 0) {
 					sqlite3_bind_blob(s, 1, blocks[i].b, sizeof(blocks[i].b),
 							  SQLITE_STATIC);
-					sqlite3_bind_int64(s, 2, (int64_t)block_len(n, i));
+					sqlite3_bind_int64(s, 2, (int64_t)block_len(n, i, form));
 					r = step_done(c, s);
 				}
 				id = sqlite3_last_insert_rowid(c->db);
 				missing++;
 			}
-			put_le64(list + i * 8, (uint64_t)id);
+			v[i] = id;
 		}
 		if (r == 0)
-			r = content_insert(c, hash, n, list, n_blocks * 8, true, ret_id);
+			r = list_encode(form, v, n_blocks, &list, &bytes);
+		if (r == 0)
+			r = content_insert(c, hash, n, list, bytes, form, ret_id);
 	}
 	r = sub_end(c, own, r);
 	if (r == 0 && ret_missing)
@@ -1408,21 +1549,19 @@ int catalog_idblocks_convert(Catalog *c, uint64_t *ret_n)
 		_cleanup_free_ ChunkId *ids = NULL;
 		_cleanup_free_ uint8_t *list = NULL;
 		_cleanup_stmt_ sqlite3_stmt *u = NULL;
-		size_t k = 0, nb;
+		size_t k = 0, bytes = 0;
+		int form = 0;
 		r = catalog_content_get(c, v[i], &ids, &k);
-		nb = blocks_for(k);
-		if (r == 0 && !(list = malloc(nb * 8)))
-			r = -ENOMEM;
-		for (size_t b = 0; b < nb && r == 0; b++) {
-			int64_t id;
-			r = catalog_idblock_put(c, ids + b * PGBAKFS_IDBLOCK_IDS, block_len(k, b), &id);
-			put_le64(list + b * 8, (uint64_t)id);
-		}
+		if (r == 0 && !(form = list_form_new(c, k)))
+			r = -EIO; /* more than PGBAKFS_IDBLOCK_IDS ids: a block form */
 		if (r == 0)
-			r = prepare(c, "UPDATE contents SET list = ?2, blocks = 1 WHERE id = ?1", &u);
+			r = content_blocks_list(c, ids, k, form, &list, &bytes);
+		if (r == 0)
+			r = prepare(c, "UPDATE contents SET list = ?2, blocks = ?3 WHERE id = ?1", &u);
 		if (r == 0) {
 			sqlite3_bind_int64(u, 1, v[i]);
-			sqlite3_bind_blob64(u, 2, list, nb * 8, SQLITE_STATIC);
+			sqlite3_bind_blob64(u, 2, list, bytes, SQLITE_STATIC);
+			sqlite3_bind_int(u, 3, form);
 			r = step_done(c, u);
 		}
 	}
@@ -1646,10 +1785,11 @@ static int carry_blocks(Carry *k, int64_t content)
 		sqlite3_reset(k->list);
 		return rc == SQLITE_DONE ? 0 : catalog_fail(k->c, rc, "carriers");
 	}
-	const uint8_t *list = sqlite3_column_blob(k->list, 0);
-	size_t nb = (size_t)sqlite3_column_bytes(k->list, 0) / 8;
+	_cleanup_free_ int64_t *v = NULL;
+	size_t nb = 0;
+	r = list_rowids(k->list, &v, &nb);
 	for (size_t i = 0; i < nb && k->blocks.left > 0 && r == 0; i++)
-		r = carry_place(k, &k->blocks, (int64_t)get_le64(list + i * 8));
+		r = carry_place(k, &k->blocks, v[i]);
 	sqlite3_reset(k->list);
 	return r;
 }
@@ -1714,7 +1854,8 @@ static int assign_carriers(Catalog *c, int64_t from_snap, CatalogCarrierFn cb, v
 	if (r == 0 && carry_left(&k) > 0)
 		sqlite3_bind_int64(snaps, 1, from_snap);
 	if (r == 0 && carry_left(&k) > 0)
-		r = prepare(c, "SELECT list FROM contents WHERE id = ?1 AND blocks = 1", &k.list);
+		r = prepare(c, "SELECT n, list, blocks FROM contents WHERE id = ?1 AND blocks <> 0",
+			    &k.list);
 	while (r == 0 && carry_left(&k) > 0 && (rc = sqlite3_step(snaps)) == SQLITE_ROW) {
 		k.snap = sqlite3_column_int64(snaps, 0);
 		k.name = (const char *)sqlite3_column_text(snaps, 1);
@@ -2694,22 +2835,21 @@ static int gc_idblocks(Catalog *c, uint64_t *ret_n)
 	int rc, r = exec_sql(c, "CREATE TEMP TABLE IF NOT EXISTS live_blocks(id INTEGER PRIMARY KEY);"
 				"DELETE FROM live_blocks;");
 	if (r == 0)
-		r = prepare(c, "SELECT list FROM contents WHERE blocks = 1", &sel);
+		r = prepare(c, "SELECT n, list, blocks FROM contents WHERE blocks <> 0", &sel);
 	if (r == 0)
 		r = prepare(c, "INSERT OR IGNORE INTO live_blocks VALUES(?1)", &ins);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
-		const uint8_t *list = sqlite3_column_blob(sel, 0);
-		size_t bytes = (size_t)sqlite3_column_bytes(sel, 0);
-		if (bytes % 8)
-			return -EBADMSG;
-		for (size_t i = 0; i < bytes / 8; i++) {
-			sqlite3_bind_int64(ins, 1, (int64_t)get_le64(list + i * 8));
+		_cleanup_free_ int64_t *v = NULL;
+		size_t nb = 0;
+		r = list_rowids(sel, &v, &nb); /* a list not read whole: nothing is deleted */
+		for (size_t i = 0; i < nb && r == 0; i++) {
+			sqlite3_bind_int64(ins, 1, v[i]);
 			r = step_done(c, ins);
-			if (r < 0)
-				return r;
 		}
+		if (r < 0)
+			return r;
 	}
 	if (rc != SQLITE_DONE)
 		return catalog_fail(c, rc, "gc id blocks");
@@ -3348,8 +3488,7 @@ static int report_unreadable_blocks(Catalog *c, int64_t content, const char *sna
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW)
 		return rc == SQLITE_DONE ? -EBADMSG : catalog_fail(c, rc, "content get");
-	size_t n = (size_t)sqlite3_column_int64(s, 0);
-	const uint8_t *list = sqlite3_column_blob(s, 1);
+	size_t n = (size_t)sqlite3_column_int64(s, 0), nb = 0;
 	size_t bytes = (size_t)sqlite3_column_bytes(s, 1);
 	/* a placeholder for a whole list no manifest carried (catalog_content_find_or_missing) */
 	if (sqlite3_column_int(s, 2) == 1 && n == 0 && bytes == 0 &&
@@ -3358,13 +3497,16 @@ static int report_unreadable_blocks(Catalog *c, int64_t content, const char *sna
 		memcpy(hash.b, sqlite3_column_blob(s, 3), sizeof(hash.b));
 		return cb(snap, &hash, userdata);
 	}
-	if (sqlite3_column_int(s, 2) == 0 || n == 0 || bytes != blocks_for(n) * 8)
+	int form = sqlite3_column_int(s, 2);
+	_cleanup_free_ int64_t *rowids = NULL;
+	if (form == CATALOG_LIST_INLINE || n == 0)
 		return -EBADMSG;
-	for (size_t i = 0; i < bytes / 8; i++) {
-		int64_t id = (int64_t)get_le64(list + i * 8);
+	r = list_rowids(s, &rowids, &nb);
+	for (size_t i = 0; r == 0 && i < nb; i++) {
+		int64_t id = rowids[i];
 		ChunkId hash = {0};
 		bool found;
-		if (idblock_read(c, id, v, block_len(n, i), NULL) == 0)
+		if (idblock_read(c, id, v, block_len(n, i, form), NULL) == 0)
 			continue;
 		sqlite3_reset(b);
 		sqlite3_bind_int64(b, 1, id);
@@ -3375,10 +3517,8 @@ static int report_unreadable_blocks(Catalog *c, int64_t content, const char *sna
 		if (found && sqlite3_column_bytes(b, 1) > 0)
 			continue;
 		r = cb(snap, &hash, userdata);
-		if (r < 0)
-			return r;
 	}
-	return 0;
+	return r;
 }
 
 int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata)

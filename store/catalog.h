@@ -144,9 +144,10 @@ int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *re
 /*
  * Chunk-id lists ("contents"). A list is stored once, found by the SHA-256 of
  * its id bytes. In a catalog with id blocks on (catalog_set_idblocks), a list
- * of more than PGBAKFS_IDBLOCK_IDS ids is stored as id blocks: ids [0, 256),
- * [256, 512), ... each stored once by the SHA-256 of its bytes, so lists that
- * differ in a few ids share the rest. Callers always see whole lists.
+ * of more than PGBAKFS_IDBLOCK_IDS ids (PGBAKFS_IDBLOCK_IDS_SMALL from format
+ * 4) is stored as id blocks: ids [0, 256), [256, 512), ... (or [0, 62), ...)
+ * each stored once by the SHA-256 of its bytes, so lists that differ in a few
+ * ids share the rest. Callers always see whole lists.
  *
  * put: returns the id of the existing or new row; in the caller's transaction
  * when one is open, else in one of its own. get: *ret malloc'd (free() it);
@@ -155,6 +156,20 @@ int catalog_pack_chunks(Catalog *c, int64_t pack_id, PackEntry **ret, size_t *re
  * returned as data).
  */
 #define PGBAKFS_IDBLOCK_IDS 256
+/*
+ * Block size of lists written in repository format 4 (catalog_set_format): the
+ * most ids that put two block rows on one 4 KiB catalog page (catalog.c).
+ * Every reader takes lists of both sizes, told apart by the row's form.
+ */
+#define PGBAKFS_IDBLOCK_IDS_SMALL 62
+/* A list's stored form (contents.blocks; manifests carry it in their rows too). */
+enum {
+	CATALOG_LIST_INLINE = 0,       /* the 32-byte ids */
+	CATALOG_LIST_BLOCKS = 1,       /* 256-id blocks, 8-byte little-endian rowids */
+	CATALOG_LIST_SMALL_BLOCKS = 2, /* 62-id blocks, zigzag delta varint rowids */
+};
+/* The form a new list of n ids takes on this connection. */
+int catalog_list_form(const Catalog *c, size_t n);
 int catalog_content_put(Catalog *c, const ChunkId *ids, size_t n, int64_t *ret_id);
 int catalog_content_get(Catalog *c, int64_t id, ChunkId **ret, size_t *ret_n);
 /*
@@ -168,19 +183,24 @@ bool catalog_idblocks(const Catalog *c);
 /*
  * The stored form of a content (manifests): the whole list (*ret, *ret_n) and
  * the hash of the whole list; for a list stored as blocks also the hashes of
- * its blocks (*ret_blocks, *ret_n_blocks, malloc'd), else NULL and 0.
+ * its blocks (*ret_blocks, *ret_n_blocks, malloc'd), else NULL and 0; its
+ * form (CATALOG_LIST_*) in *ret_form (may be NULL).
  */
 int catalog_content_get_blocks(Catalog *c, int64_t id, ChunkId *ret_hash, ChunkId **ret,
-			       size_t *ret_n, ChunkId **ret_blocks, size_t *ret_n_blocks);
+			       size_t *ret_n, ChunkId **ret_blocks, size_t *ret_n_blocks,
+			       int *ret_form);
 /*
- * A list of n ids (> PGBAKFS_IDBLOCK_IDS) by the hash of the whole list and
- * of its blocks (manifest import). A block the catalog lacks is recorded as
- * a placeholder (no ids; counted in *ret_missing, may be NULL): the content
- * then reads as damaged (-EBADMSG) and check reports it, until a block with
- * that hash is put. -EBADMSG when n_blocks does not fit n.
+ * A list of n ids (more than one block of form's size) by the hash of the
+ * whole list and of its blocks (manifest import), stored in form
+ * (CATALOG_LIST_BLOCKS or CATALOG_LIST_SMALL_BLOCKS). A block the catalog
+ * lacks is recorded as a placeholder (no ids; counted in *ret_missing, may be
+ * NULL): the content then reads as damaged (-EBADMSG) and check reports it,
+ * until a block with that hash is put. -EBADMSG when the form is unknown or
+ * n_blocks does not fit n.
  */
-int catalog_content_put_blocks(Catalog *c, const ChunkId *hash, size_t n, const ChunkId *blocks,
-			       size_t n_blocks, int64_t *ret_id, size_t *ret_missing);
+int catalog_content_put_blocks(Catalog *c, const ChunkId *hash, size_t n, int form,
+			       const ChunkId *blocks, size_t n_blocks, int64_t *ret_id,
+			       size_t *ret_missing);
 /*
  * One id block of 1..PGBAKFS_IDBLOCK_IDS ids, stored once by its hash (an
  * existing row of that hash whose ids are wrong is overwritten: healed).

@@ -278,7 +278,9 @@ static int export_content(Exporter *e, sqlite3_stmt *ins, int64_t id)
 	_cleanup_free_ uint8_t *crcs = NULL;
 	ChunkId hash;
 	size_t n = 0, nb = 0;
-	int r = e->format >= 2 ? catalog_content_get_blocks(e->c, id, &hash, &ids, &n, &blocks, &nb)
+	int form = CATALOG_LIST_INLINE;
+	int r = e->format >= 2 ? catalog_content_get_blocks(e->c, id, &hash, &ids, &n, &blocks, &nb,
+							    &form)
 			       : catalog_content_get(e->c, id, &ids, &n);
 	if (r == -ENOENT)
 		return -EBADMSG; /* a file refers to a list the catalog lacks */
@@ -297,7 +299,7 @@ static int export_content(Exporter *e, sqlite3_stmt *ins, int64_t id)
 	else
 		sqlite3_bind_null(ins, 4);
 	if (e->format >= 2) {
-		sqlite3_bind_int(ins, 5, nb > 0);
+		sqlite3_bind_int(ins, 5, nb > 0 ? form : CATALOG_LIST_INLINE);
 		sqlite3_bind_blob(ins, 6, hash.b, sizeof(hash.b), SQLITE_STATIC);
 	}
 	return image_step_done(e->img, ins, -EIO);
@@ -756,8 +758,8 @@ static int import_idblocks(Catalog *c, sqlite3 *img, int64_t snap)
 }
 
 /* A list stored as id blocks: by the hashes of its blocks (format 2). */
-static int import_content_blocks(Catalog *c, sqlite3_stmt *sel, int64_t n, int64_t *ret_id,
-				 size_t *ret_missing)
+static int import_content_blocks(Catalog *c, sqlite3_stmt *sel, int64_t n, int form,
+				 int64_t *ret_id, size_t *ret_missing)
 {
 	size_t bytes = (size_t)sqlite3_column_bytes(sel, 2);
 	ChunkId hash;
@@ -767,7 +769,7 @@ static int import_content_blocks(Catalog *c, sqlite3_stmt *sel, int64_t n, int64
 	    sqlite3_column_type(sel, 3) != SQLITE_NULL)
 		return -EBADMSG;
 	memcpy(hash.b, sqlite3_column_blob(sel, 5), sizeof(hash.b));
-	r = catalog_content_put_blocks(c, &hash, (size_t)n, sqlite3_column_blob(sel, 2),
+	r = catalog_content_put_blocks(c, &hash, (size_t)n, form, sqlite3_column_blob(sel, 2),
 				       bytes / sizeof(ChunkId), ret_id, ret_missing);
 	if (r == 0) {
 		/* whole, the list must be the one its hash names; not whole (a block no
@@ -819,8 +821,10 @@ static int import_contents(Catalog *c, sqlite3 *img, int format, int64_t snap,
 
 		if (sqlite3_column_type(sel, 0) != SQLITE_INTEGER || n < 0)
 			return -EBADMSG;
-		if (sqlite3_column_int64(sel, 4) == 1) {
-			r = import_content_blocks(c, sel, n, &id, &missing);
+		if (sqlite3_column_int64(sel, 4) == CATALOG_LIST_BLOCKS ||
+		    sqlite3_column_int64(sel, 4) == CATALOG_LIST_SMALL_BLOCKS) {
+			r = import_content_blocks(c, sel, n, (int)sqlite3_column_int64(sel, 4), &id,
+						  &missing);
 			*ret_missing += missing;
 		} else if (sqlite3_column_int64(sel, 4) != 0 || bytes % sizeof(ChunkId) ||
 			   (uint64_t)n != bytes / sizeof(ChunkId) ||

@@ -13,9 +13,16 @@
 #   keeps backing up and restoring in format 1; upgrade converts it, the
 #   previous release refuses it, and it restores and rebuilds after; an
 #   upgrade cut short leaves a repository that opens, and upgrade again
-#   finishes it; an encrypted repository upgrades under the writer lock.
+#   finishes it; an encrypted repository upgrades under the writer lock;
+# - format 4 writes 62-id blocks named by delta varints (contents.blocks 2),
+#   and a one-page change grows the catalog by less than two pages; a
+#   format-3 repository (made by the format-3 release when PGBAKFS_FORMAT3
+#   names its binary, else an init'ed one set to format 3) keeps 256-id
+#   blocks, which that release reads, until upgrade; after it both kinds
+#   restore and rebuild, and the format-3 release refuses it in one line.
 . "$(dirname "$0")/lib.sh"
 OLD=${PGBAKFS_FORMAT1:-/tmp/pgbakfs-main/pgbakfs}
+OLD3=${PGBAKFS_FORMAT3:-}
 MIB=64
 mkdir -p "$T/src"
 head -c $((MIB << 20)) /dev/urandom >"$T/src/big"
@@ -39,7 +46,7 @@ restores() { # restores REPO SNAP EXPECTED_DIR
 # ---- 1. metadata per one-page change ----
 R=$T/repo
 pgbakfs init --repo "$R" >/dev/null
-ok "init writes format 3" grep -qx 'format = 3' "$R/config"
+ok "init writes format 4" grep -qx 'format = 4' "$R/config"
 pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null
 cp "$T/src/big" "$T/big.1"
 for i in 1 2 3; do
@@ -52,6 +59,8 @@ for i in 1 2 3; do
 	man=$(stat -c %s "$R/snapshots/$name")
 	echo "one-page change in a $MIB MiB file: catalog +$((after - before)) B, manifest $man B"
 	ok "snapshot $i: catalog growth + manifest < 64 KiB" test $((after - before + man)) -lt 65536
+	# a 256-id block alone took two overflow pages (8 KiB); a 62-id block is half a page
+	ok "snapshot $i: catalog growth < 8 KiB" test $((after - before)) -lt 8192
 done
 FIRST=$(snap_ids "$R" | head -1)
 LAST=$(snap_ids "$R" | tail -1)
@@ -64,8 +73,11 @@ ok "check passes" pgbakfs check --repo "$R"
 manifest_db "$R/snapshots/$FIRST" "$T/m-first.db"
 manifest_db "$R/snapshots/$LAST" "$T/m-last.db"
 ok "manifests are format 3" test "$(sqlite3 "$T/m-last.db" "SELECT value FROM meta WHERE key = 'manifest_format'")" = 3
-ok "the full carries its 2 directories, 2 lists and 4 blocks" \
-	test "$(rows "$T/m-first.db" dirs) $(rows "$T/m-first.db" contents) $(rows "$T/m-first.db" idblocks)" = "2 2 4"
+ok "the full carries its 2 directories, 2 lists and 17 blocks of 62 ids" \
+	test "$(rows "$T/m-first.db" dirs) $(rows "$T/m-first.db" contents) $(rows "$T/m-first.db" idblocks)" = "2 2 17"
+ok "lists are 62-id blocks named by delta varints" test \
+	"$(sqlite3 "$R/catalog.db" "SELECT group_concat(DISTINCT blocks), max(length(list)) < 40 FROM contents WHERE n = 1024") $(sqlite3 "$R/catalog.db" 'SELECT max(n) FROM idblocks')" = "2|1 62"
+ok "manifests carry the list's form" test "$(sqlite3 "$T/m-last.db" 'SELECT blocks FROM contents')" = 2
 ok "the incremental carries 2 directories, 1 list, 1 block, no file rows" \
 	test "$(rows "$T/m-last.db" dirs) $(rows "$T/m-last.db" contents) $(rows "$T/m-last.db" idblocks) $(rows "$T/m-last.db" files)" = "2 1 1 0"
 digests "$R" >"$T/digests.before"
@@ -141,7 +153,7 @@ if [ -x "$OLD" ]; then
 	ok "and it reads the catalog this binary rebuilt" "$OLD" list --repo "$T/f1rep"
 fi
 # an upgrade cut short: its config write fails (nothing changes), or its first
-# manifest write fails (format 3, lists converted, manifests pending): the
+# manifest write fails (format 4, lists converted, manifests pending): the
 # repository opens and restores, and upgrade again finishes it
 cp -a "$F" "$T/f1cut"
 PGBAKFS_TEST_FAULTS="put:1=EIO" "$PGBAKFS" upgrade --repo "$T/f1cut" >/dev/null 2>"$T/cut1.err" &&
@@ -150,23 +162,23 @@ ok "a failed config write leaves format 1" grep -qx 'format = 1' "$T/f1cut/confi
 PGBAKFS_TEST_FAULTS="put:2=EIO" "$PGBAKFS" upgrade --repo "$T/f1cut" >/dev/null 2>"$T/cut2.err" &&
 	fail "a failed manifest write went unnoticed" || pass
 ok "the cut-short upgrade says to run it again" grep_or_show 'run "pgbakfs upgrade" again' "$T/cut2.err"
-ok "it left format 3" grep -qx 'format = 3' "$T/f1cut/config"
+ok "it left format 4" grep -qx 'format = 4' "$T/f1cut/config"
 ok "the cut-short repository restores" restores "$T/f1cut" "$V1" "$T/v1"
 cp -a "$T/f1cut" "$T/f1cut-repair"
 pgbakfs repair --rebuild-catalog --repo "$T/f1cut-repair" >/dev/null 2>"$T/cut-repair.err"
 ok "it rebuilds from its manifests (old and new) without warnings" test ! -s "$T/cut-repair.err"
 ok "and restores after the rebuild" restores "$T/f1cut-repair" "$V2" "$T/f1src"
 pgbakfs upgrade --repo "$T/f1cut" >"$T/cut3.out"
-ok "upgrade again finishes it" grep_or_show 'already format 3' "$T/cut3.out"
+ok "upgrade again finishes it" grep_or_show 'already format 4' "$T/cut3.out"
 ok "every manifest is written again then" test \
 	"$(sqlite3 "$T/f1cut/catalog.db" 'SELECT count(*) FROM manifest_state')" = 2
 
 pgbakfs upgrade --repo "$F" >"$T/upgrade.out"
-ok "upgrade says what it did" grep_or_show 'upgraded from format 1 to format 3: 2 chunk list(s)' "$T/upgrade.out"
-ok "upgrade writes format 3" grep -qx 'format = 3' "$F/config"
+ok "upgrade says what it did" grep_or_show 'upgraded from format 1 to format 4: 2 chunk list(s)' "$T/upgrade.out"
+ok "upgrade writes format 4" grep -qx 'format = 4' "$F/config"
 ok "upgrade output is one line" test "$(wc -l <"$T/upgrade.out")" = 1
 pgbakfs upgrade --repo "$F" >"$T/upgrade2.out"
-ok "a second upgrade is a no-op" grep_or_show 'is already format 3' "$T/upgrade2.out"
+ok "a second upgrade is a no-op" grep_or_show 'is already format 4' "$T/upgrade2.out"
 if [ -x "$OLD" ]; then
 	expect_error 1 "newer format" "$OLD" list --repo "$F"
 fi
@@ -188,7 +200,7 @@ sed -i 's/^format = .*$/format = 1/' "$E/config" # as an earlier release made it
 pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
 EV=$(snap_ids "$E")
 pgbakfs upgrade --repo "$E" >"$T/upgrade-enc.out"
-ok "the encrypted repository upgrades" grep_or_show 'upgraded from format 1 to format 3: 1 chunk list(s)' "$T/upgrade-enc.out"
+ok "the encrypted repository upgrades" grep_or_show 'upgraded from format 1 to format 4: 1 chunk list(s)' "$T/upgrade-enc.out"
 touch_page 7 f1src
 pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
 EV2=$(snap_ids "$E" | tail -1)
@@ -197,4 +209,48 @@ pgbakfs repair --rebuild-catalog --repo "$E" >/dev/null 2>"$T/repair-enc.err"
 ok "it rebuilds without warnings" test ! -s "$T/repair-enc.err"
 ok "its new snapshot restores after the rebuild" restores "$E" "$EV2" "$T/f1src"
 ok "its first snapshot is still there" test "$(snap_ids "$E" | head -1)" = "$EV"
+unset XDG_CACHE_HOME PGBAKFS_PASSPHRASE
+
+# ---- 5. format 3: 256-id blocks kept, then upgraded to 62-id blocks ----
+G=$T/f3
+if [ -x "$OLD3" ]; then
+	"$OLD3" init --repo "$G" >/dev/null
+	"$OLD3" backup --repo "$G" --from-dir "$T/f1src" --no-progress >/dev/null
+else
+	echo "note: no format-3 release (PGBAKFS_FORMAT3): a format-3 repository is simulated"
+	pgbakfs init --repo "$G" >/dev/null
+	sed -i 's/^format = .*$/format = 3/' "$G/config"
+	pgbakfs backup --repo "$G" --from-dir "$T/f1src" --no-progress >/dev/null
+fi
+cp "$T/f1src/big" "$T/v3.big"
+touch_page 9 f1src
+pgbakfs backup --repo "$G" --from-dir "$T/f1src" --no-progress >/dev/null
+G2=$(snap_ids "$G" | tail -1)
+ok "a format-3 repository stays format 3" grep -qx 'format = 3' "$G/config"
+ok "its lists stay 256-id blocks" test \
+	"$(sqlite3 "$G/catalog.db" "SELECT group_concat(DISTINCT blocks) FROM contents WHERE n > 256") $(sqlite3 "$G/catalog.db" 'SELECT max(n) FROM idblocks')" = "1 256"
+if [ -x "$OLD3" ]; then
+	ok "the format-3 release restores the new binary's snapshot" \
+		bash -c "rm -rf '$T/old3-out'; '$OLD3' restore '$G2' '$T/old3-out' --repo '$G' >/dev/null && cmp -s '$T/old3-out/big' '$T/f1src/big'"
+	ok "and its check passes" "$OLD3" check --repo "$G"
+fi
+pgbakfs upgrade --repo "$G" >"$T/upgrade3.out"
+ok "upgrade from format 3 converts nothing" grep_or_show 'upgraded from format 3 to format 4: 0 chunk list(s)' "$T/upgrade3.out"
+if [ -x "$OLD3" ]; then
+	expect_error 1 "newer format" "$OLD3" list --repo "$G"
+fi
+touch_page 11 f1src
+pgbakfs backup --repo "$G" --from-dir "$T/f1src" --no-progress >/dev/null
+G3=$(snap_ids "$G" | tail -1)
+ok "lists written after the upgrade are 62-id blocks" test \
+	"$(sqlite3 "$G/catalog.db" "SELECT group_concat(blocks, ',') FROM (SELECT blocks FROM contents WHERE n > 256 ORDER BY id)")" = "1,1,2"
+mkdir -p "$T/v3" && mv "$T/v3.big" "$T/v3/big"
+ok "a 256-id-block snapshot restores after the upgrade" restores "$G" "$(snap_ids "$G" | head -1)" "$T/v3"
+ok "a 62-id-block snapshot restores" restores "$G" "$G3" "$T/f1src"
+pgbakfs repair --rebuild-catalog --repo "$G" >/dev/null 2>"$T/repair3.err"
+ok "both kinds rebuild without warnings" test ! -s "$T/repair3.err"
+ok "both kinds come back in their form" test \
+	"$(sqlite3 "$G/catalog.db" "SELECT group_concat(DISTINCT blocks) FROM (SELECT blocks FROM contents WHERE n > 256 ORDER BY blocks)")" = "1,2"
+ok "the last snapshot restores after the rebuild" restores "$G" "$G3" "$T/f1src"
+ok "check --read-data passes after the rebuild" pgbakfs check --read-data --repo "$G"
 finish

@@ -1235,6 +1235,175 @@ out:
 	TEST_RM_RF(tmp);
 }
 
+/* Rewrite contents row id's list column to the bytes given (hex). */
+static bool set_list(Catalog *c, int64_t id, const char *hex)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql), "UPDATE contents SET list = x'%s' WHERE id = %lld", hex,
+		 (long long)id);
+	return sqlite3_exec(catalog_sqlite(c), sql, NULL, NULL, NULL) == SQLITE_OK;
+}
+
+/*
+ * Format 4: lists of more than 62 ids are 62-id blocks named by zigzag delta
+ * varints (contents.blocks 2): two block rows on each 4 KiB page, no overflow
+ * page, a one-byte list entry per consecutive block; 256-id blocks (form 1)
+ * written before keep reading; a damaged list is never read or gc'ed past.
+ */
+static void test_idblocks_small(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	_cleanup_free_ ChunkId *big = make_ids(16384, 21), *old = make_ids(1000, 22);
+	int64_t id_old = 0, id_big = 0, id_changed = 0, id_mid = 0, id_62 = 0, id_front = 0;
+	int64_t overflow_old = 0;
+
+	if (!c)
+		goto out;
+	catalog_set_idblocks(c, true);
+	catalog_set_format(c, 3);
+	CHECK_EQ_INT(catalog_list_form(c, 1000), CATALOG_LIST_BLOCKS);
+	CHECK(roundtrip(c, old, 1000, &id_old)); /* form 1: four 256-id blocks */
+	overflow_old = query_int(c, "SELECT count(*) FROM dbstat WHERE name = 'idblocks'"
+				    " AND pagetype = 'overflow'");
+	CHECK(overflow_old >= 2 * 3);
+	catalog_set_format(c, 4);
+	CHECK_EQ_INT(catalog_list_form(c, 62), CATALOG_LIST_INLINE);
+	CHECK_EQ_INT(catalog_list_form(c, 63), CATALOG_LIST_SMALL_BLOCKS);
+	{
+		_cleanup_free_ ChunkId *v = make_ids(62, 23), *w = make_ids(100, 24);
+		CHECK(roundtrip(c, v, 62, &id_62));
+		CHECK(roundtrip(c, w, 100, &id_mid));
+	}
+	CHECK(roundtrip(c, big, 16384, &id_big));
+	CHECK_EQ_INT(query_int(c, test_fmt((char[128]){0}, 128,
+					   "SELECT blocks FROM contents WHERE id = %lld", (long long)id_old)),
+		     CATALOG_LIST_BLOCKS);
+	CHECK_EQ_INT(query_int(c, test_fmt((char[128]){0}, 128,
+					   "SELECT blocks FROM contents WHERE id = %lld", (long long)id_62)),
+		     CATALOG_LIST_INLINE);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM contents WHERE blocks = 2"), 2);
+	/* 100 ids: 62 + 38; 16384: 265 blocks, 264 of 62 and one of 16 */
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks WHERE n <= 62"), 2 + 265);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks WHERE n > 62"), 4);
+	/* its blocks are consecutive rowids: the first entry its rowid, then one byte each */
+	CHECK_EQ_INT(query_int(c, test_fmt((char[128]){0}, 128,
+					   "SELECT length(list) FROM contents WHERE id = %lld",
+					   (long long)id_big)), 1 + 264);
+	/* the row layout: two 62-id blocks on each leaf page, nothing on overflow pages
+	 * (a 256-id block took two overflow pages) */
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM dbstat WHERE name = 'idblocks'"
+				  " AND pagetype = 'overflow'"), overflow_old);
+	CHECK(query_int(c, "SELECT count(*) FROM dbstat WHERE name = 'idblocks' AND pagetype = 'leaf'") <=
+	      4 + (2 + 265 + 1) / 2 + 2);
+	CHECK_EQ_INT(query_int(c, "SELECT max(length(ids)) FROM idblocks WHERE n <= 62"), 62 * 32);
+
+	/* one id changed: exactly one new block, and the list still ~1 byte per block
+	 * (the new block's rowid is far: two entries of a few bytes) */
+	{
+		int64_t before = query_int(c, "SELECT count(*) FROM idblocks");
+		big[5000] = id_of("small changed");
+		CHECK(roundtrip(c, big, 16384, &id_changed));
+		CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks"), before + 1);
+		CHECK(query_int(c, test_fmt((char[128]){0}, 128,
+					    "SELECT length(list) FROM contents WHERE id = %lld",
+					    (long long)id_changed)) <= 1 + 264 + 4);
+	}
+	/* a new first block then older ones: a negative difference (zigzag) */
+	{
+		_cleanup_free_ ChunkId *front = xmalloc(16384 * sizeof(ChunkId));
+		memcpy(front, big, 16384 * sizeof(ChunkId));
+		front[0] = id_of("front");
+		CHECK(roundtrip(c, front, 16384, &id_front));
+	}
+	/* the form-1 list written before still reads, in a format-4 connection too */
+	{
+		_cleanup_free_ ChunkId *got = NULL;
+		size_t n = 0;
+		CHECK_EQ_INT(catalog_content_get(c, id_old, &got, &n), 0);
+		CHECK(n == 1000 && memcmp(got, old, sizeof(ChunkId) * 1000) == 0);
+	}
+	/* the stored form, for manifests */
+	{
+		_cleanup_free_ ChunkId *ids = NULL, *blocks = NULL;
+		ChunkId hash;
+		size_t n = 0, nb = 0;
+		int form = -1;
+		CHECK_EQ_INT(catalog_content_get_blocks(c, id_changed, &hash, &ids, &n, &blocks, &nb,
+							&form), 0);
+		CHECK_EQ_INT(form, CATALOG_LIST_SMALL_BLOCKS);
+		CHECK_EQ_INT(nb, 265);
+		/* put back by its block hashes (repair), in either catalog: the same list */
+		{
+			int64_t again = 0;
+			size_t missing = 9;
+			CHECK_EQ_INT(catalog_content_put_blocks(c, &hash, n, form, blocks, nb, &again,
+								&missing), 0);
+			CHECK_EQ_INT(again, id_changed);
+			CHECK_EQ_INT(catalog_content_put_blocks(c, &hash, n, CATALOG_LIST_BLOCKS, blocks, nb,
+								&again, &missing), -EBADMSG);
+			CHECK_EQ_INT(catalog_content_put_blocks(c, &hash, n, 3, blocks, nb, &again,
+								&missing), -EBADMSG);
+		}
+	}
+	/* a damaged list (cut varint, a byte too many, a byte too few): -EBADMSG, and gc
+	 * deletes nothing */
+	{
+		static const char *const bad[] = {"02", "0202", "80", "0102"};
+		_cleanup_free_ ChunkId *got = NULL;
+		size_t n = 0;
+		CatalogGcResult res = {0};
+		int64_t n_blocks = query_int(c, "SELECT count(*) FROM idblocks");
+		for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+			if (!CHECK(set_list(c, id_mid, bad[i])))
+				continue;
+			/* 100 ids: two blocks, so "0202" would be two, but rowids 1, 2 are
+			 * form-1 blocks of 256: the count of ids does not match */
+			CHECK_EQ_INT(catalog_content_get(c, id_mid, &got, &n), -EBADMSG);
+			free(TAKE_PTR(got));
+		}
+		CHECK(set_list(c, id_mid, "8001"));
+		CHECK(make_snapshot(c, T0, id_mid, NULL) > 0);
+		CHECK_EQ_INT(catalog_gc(c, &res), -EBADMSG);
+		catalog_gc_result_clear(&res);
+		CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM idblocks"), n_blocks);
+	}
+out:
+	catalog_free(c);
+	TEST_RM_RF(tmp);
+}
+
+/* chunks.crc is stored signed (4 bytes); old unsigned rows read the same. */
+static void test_crc_signed(void)
+{
+	char tmp[64];
+	Catalog *c = open_fresh(tmp, sizeof(tmp));
+	ChunkId a = id_of("crc a"), b = id_of("crc b");
+	PackEntry e[2] = {{.id = a, .offset = 8, .elen = 10, .plen = 10, .enc = CHUNK_ENC_RAW,
+			   .has_crc = true, .crc = 0xdeadbeef},
+			  {.id = b, .offset = 18, .elen = 10, .plen = 10, .enc = CHUNK_ENC_RAW}};
+	int64_t pid = 0;
+	ChunkLoc loc;
+
+	if (!c)
+		return;
+	CHECK_EQ_INT(catalog_pack_add_pending(c, "packs/aa/a.pack", "s", &pid), 0);
+	CHECK_EQ_INT(catalog_pack_record(c, pid, 100, e, 2), 0);
+	CHECK_EQ_INT(catalog_chunk_set_crc(c, &b, 0x80000000u), 0);
+	CHECK_EQ_INT(query_int(c, "SELECT count(*) FROM chunks WHERE crc < 0"), 2);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK_EQ_INT(loc.crc, 0xdeadbeef);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &b, &loc), 0))
+		CHECK_EQ_INT(loc.crc, 0x80000000u);
+	/* as an earlier binary wrote it */
+	CHECK_EQ_INT(sqlite3_exec(catalog_sqlite(c), "UPDATE chunks SET crc = 3735928559 WHERE crc = -559038737",
+				  NULL, NULL, NULL), SQLITE_OK);
+	if (CHECK_EQ_INT(catalog_chunk_locate(c, &a, &loc), 0))
+		CHECK_EQ_INT(loc.crc, 0xdeadbeef);
+	catalog_free(c);
+	rm_rf(tmp);
+}
+
 typedef struct Marked {
 	int64_t v[8];
 	size_t n;
@@ -1764,6 +1933,8 @@ int main(void)
 	test_repack();
 	test_damage_and_references();
 	test_idblocks();
+	test_idblocks_small();
+	test_crc_signed();
 	test_idblock_carriers();
 	return test_finish();
 }
