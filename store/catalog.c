@@ -3431,12 +3431,98 @@ int catalog_find_damage(Catalog *c, const ChunkId *ids, size_t n, CatalogDamageF
 typedef struct Refs {
 	CatalogMissingFn cb;
 	void *ud;
-	sqlite3_stmt *get, *put;
+	sqlite3_stmt *get, *put;   /* contents whose chunks all have rows */
+	sqlite3_stmt *bget, *bput; /* id blocks whose chunks all have rows */
+	sqlite3_stmt *list;        /* a content's n, list and form */
 	ContentIds contents;
+	ChunkId *missing;          /* refs_blocks: a content's chunks without a row */
+	size_t n_missing, cap_missing;
 } Refs;
 
 static int report_unreadable_blocks(Catalog *c, int64_t content, const char *snap,
 				    CatalogMissingFn cb, void *userdata);
+
+/* Does the chunk have a row in a pack that is "ok"? -ENOENT when not. */
+static int ref_present(Catalog *c, const ChunkId *id)
+{
+	ChunkLoc loc;
+	return chunk_id_is_hole(id) ? 0 : catalog_chunk_locate(c, id, &loc);
+}
+
+static int missing_add(Refs *rf, const ChunkId *id)
+{
+	if (rf->n_missing == rf->cap_missing) {
+		size_t cap = rf->cap_missing ? 2 * rf->cap_missing : 64;
+		ChunkId *v = realloc(rf->missing, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		rf->missing = v;
+		rf->cap_missing = cap;
+	}
+	rf->missing[rf->n_missing++] = *id;
+	return 0;
+}
+
+/*
+ * One id block of a content: its chunks without a row into rf->missing, or,
+ * when all have one, the block remembered. -EBADMSG when it cannot be read.
+ */
+static int refs_block(Catalog *c, Refs *rf, int64_t block, size_t n_ids)
+{
+	ChunkId ids[PGBAKFS_IDBLOCK_IDS];
+	bool all = true;
+	int v, r = seen_get(c, rf->bget, block, &v);
+	if (r != -ENOENT)
+		return r; /* 0: checked in an earlier list */
+	r = idblock_read(c, block, ids, n_ids, NULL);
+	for (size_t i = 0; r == 0 && i < n_ids; i++) {
+		r = ref_present(c, &ids[i]);
+		if (r == -ENOENT) {
+			all = false;
+			r = missing_add(rf, &ids[i]);
+		}
+	}
+	return r == 0 && all ? seen_put(c, rf->bput, block, 1) : r;
+}
+
+/*
+ * A content stored as id blocks, block by block: a block is checked once per
+ * check, however many lists share it. A changed file shares all its blocks
+ * but one with its parent's list, so each snapshot costs the lookups of its
+ * new blocks, not of its whole files (check ran in snapshots x chunks).
+ * 1 when handled, with *ret_all; 0 when the content is not in blocks or one
+ * cannot be read (refs_content's whole-list path reports it, as before).
+ */
+static int refs_blocks(Catalog *c, Refs *rf, const char *snap, int64_t content, bool *ret_all)
+{
+	_cleanup_free_ int64_t *rowids = NULL;
+	size_t n, nb = 0;
+	int form, rc, r = 0;
+
+	sqlite3_reset(rf->list);
+	sqlite3_bind_int64(rf->list, 1, content);
+	rc = sqlite3_step(rf->list);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(rf->list);
+		return rc == SQLITE_DONE ? 0 : catalog_fail(c, rc, "content get");
+	}
+	n = (size_t)sqlite3_column_int64(rf->list, 0);
+	form = sqlite3_column_int(rf->list, 2);
+	if ((form == CATALOG_LIST_BLOCKS || form == CATALOG_LIST_SMALL_BLOCKS) && n > 0)
+		r = list_rowids(rf->list, &rowids, &nb);
+	sqlite3_reset(rf->list);
+	if (r < 0 || nb == 0)
+		return r == -EBADMSG ? 0 : r;
+	rf->n_missing = 0;
+	for (size_t i = 0; r == 0 && i < nb; i++)
+		r = refs_block(c, rf, rowids[i], block_len(n, i, form));
+	if (r == -EBADMSG)
+		return 0;
+	for (size_t i = 0; r == 0 && i < rf->n_missing; i++)
+		r = rf->cb(snap, &rf->missing[i], rf->ud);
+	*ret_all = rf->n_missing == 0;
+	return r < 0 ? r : 1;
+}
 
 /* Report the chunks of content that have no row; remember a content that has them all. */
 static int refs_content(Catalog *c, Refs *rf, const char *snap, int64_t content)
@@ -3447,15 +3533,15 @@ static int refs_content(Catalog *c, Refs *rf, const char *snap, int64_t content)
 	int v, r = seen_get(c, rf->get, content, &v);
 	if (r != -ENOENT)
 		return r; /* 0: every chunk of it was there */
+	r = refs_blocks(c, rf, snap, content, &all);
+	if (r != 0)
+		return r < 0 ? r : all ? seen_put(c, rf->put, content, 1) : 0;
 	r = catalog_content_get(c, content, &list, &n);
 	if (r == -EBADMSG) /* a block that is missing or damaged: its chunks are unknown, so missing */
 		return report_unreadable_blocks(c, content, snap, rf->cb, rf->ud);
 	for (size_t i = 0; r == 0 && i < n; i++) {
-		ChunkLoc loc;
 		/* a chunk row pointing at a pack that is not "ok" is as good as missing */
-		if (chunk_id_is_hole(&list[i]))
-			continue;
-		r = catalog_chunk_locate(c, &list[i], &loc);
+		r = ref_present(c, &list[i]);
 		if (r == -ENOENT) {
 			all = false;
 			r = rf->cb(snap, &list[i], rf->ud);
@@ -3526,10 +3612,18 @@ int catalog_check_references(Catalog *c, CatalogMissingFn cb, void *userdata)
 	Refs rf = {.cb = cb, .ud = userdata};
 	int r = seen_prepare(c, "refs_seen", &rf.get, &rf.put);
 	if (r == 0)
+		r = seen_prepare(c, "refs_block_seen", &rf.bget, &rf.bput);
+	if (r == 0)
+		r = prepare(c, "SELECT n, list, blocks FROM contents WHERE id = ?1", &rf.list);
+	if (r == 0)
 		r = foreach_visible(c, refs_snapshot, &rf);
 	sqlite3_finalize(rf.get);
 	sqlite3_finalize(rf.put);
+	sqlite3_finalize(rf.bget);
+	sqlite3_finalize(rf.bput);
+	sqlite3_finalize(rf.list);
 	free(rf.contents.v);
+	free(rf.missing);
 	return r;
 }
 

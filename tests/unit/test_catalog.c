@@ -974,7 +974,7 @@ out:
 
 typedef struct Hits {
 	char snaps[8][64];
-	char paths[8][64];
+	char paths[8][65]; /* a chunk id in hex, or a path */
 	size_t n;
 } Hits;
 
@@ -1915,6 +1915,80 @@ out:
 	rm_rf(tmp);
 }
 
+/* a snapshot of one file whose content is list */
+static void snapshot_of(Catalog *c, int64_t list, int64_t start_time, char name[64])
+{
+	SnapshotInfo s = {.instance = "main", .type = "full", .start_time = start_time};
+	FileRow rows[] = {
+		{.ino = 1, .parent = 1, .name = "", .mode = S_IFDIR | 0700},
+		{.ino = 2, .parent = 1, .name = "big", .mode = S_IFREG | 0600, .size = 300 * 16384,
+		 .content = list},
+	};
+	CHECK_EQ_INT(catalog_snapshot_begin(c, &s), 0);
+	for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+		CHECK_EQ_INT(catalog_file_add(c, s.rowid, &rows[i]), 0);
+	s.status = SNAP_STATUS_OK;
+	CHECK_EQ_INT(catalog_snapshot_finish(c, &s), 0);
+	snprintf(name, 64, "%s", s.name);
+}
+
+/*
+ * check's references through id blocks (checked once per block): two lists
+ * sharing all blocks but one, a chunk without a row in a shared block:
+ * reported for each snapshot, in 256-id (format 3) and 62-id blocks alike.
+ */
+static void test_references_in_blocks(void)
+{
+	for (int format = 3; format <= 4; format++) {
+		char tmp[64], name_a[64] = "", name_b[64] = "";
+		Catalog *c = open_fresh(tmp, sizeof(tmp));
+		_cleanup_free_ ChunkId *a = make_ids(300, 77), *b = make_ids(300, 77);
+		ChunkId present[8], changed = id_of("changed");
+		size_t n = 0, packs = 0;
+		int64_t la, lb;
+		Hits h = {0};
+
+		if (!c)
+			continue;
+		catalog_set_idblocks(c, true);
+		catalog_set_format(c, format);
+		b[5] = changed;
+		/* rows for every chunk of both lists but a[130] */
+		for (size_t i = 0; i <= 300; i++) {
+			if (i == 130)
+				continue;
+			if (i < 300)
+				present[n++] = a[i];
+			else
+				present[n++] = changed;
+			if (n == ELEMENTSOF(present) || i == 300) {
+				char pack[64];
+				snprintf(pack, sizeof(pack), "packs/aa/%03zu.pack", packs++);
+				CHECK(make_pack(c, pack, NULL, present, n) > 0);
+				n = 0;
+			}
+		}
+		CHECK_EQ_INT(catalog_content_put(c, a, 300, &la), 0);
+		CHECK_EQ_INT(catalog_content_put(c, b, 300, &lb), 0);
+		CHECK(query_int(c, "SELECT count(*) FROM contents WHERE blocks > 0") >= 2);
+		snapshot_of(c, la, T0, name_a);
+		snapshot_of(c, lb, T0 + 1000000000, name_b);
+		CHECK_EQ_INT(catalog_check_references(c, collect_missing, &h), 0);
+		CHECK_EQ_INT(h.n, 2);
+		char hex[65];
+		chunk_id_to_hex(&a[130], hex);
+		for (size_t i = 0; i < MIN(h.n, (size_t)2); i++)
+			CHECK_EQ_STR(h.paths[i], hex);
+		CHECK(h.n == 2 && strcmp(h.snaps[0], h.snaps[1]) != 0);
+		/* again: the blocks remembered by the first check are forgotten */
+		h.n = 0;
+		CHECK_EQ_INT(catalog_check_references(c, collect_missing, &h), 0);
+		CHECK_EQ_INT(h.n, 2);
+		catalog_free(c);
+		TEST_RM_RF(tmp);
+	}
+}
+
 int main(void)
 {
 	test_chunks_locate_batch();
@@ -1932,6 +2006,7 @@ int main(void)
 	test_gc();
 	test_repack();
 	test_damage_and_references();
+	test_references_in_blocks();
 	test_idblocks();
 	test_idblocks_small();
 	test_crc_signed();
