@@ -205,7 +205,6 @@ struct Catalog {
 	bool idblocks; /* new lists of more than PGBAKFS_IDBLOCK_IDS ids go in id blocks */
 };
 
-int catalog_sqlite_errno(int rc) { return sqldb_errno(NULL, rc); }
 
 static int catalog_fail(Catalog *c, int rc, const char *what)
 {

@@ -426,8 +426,6 @@ int catalog_tree_carry(Catalog *c, const ChunkId *phash, int64_t snap);
  */
 struct sqlite3;
 struct sqlite3 *catalog_sqlite(Catalog *c);
-/* A SQLite result code as -errno, the catalog's way (-EBUSY, -ENOSPC, -EBADMSG, ...). */
-int catalog_sqlite_errno(int rc);
 
 /*
  * Backup attempts (table attempts), recorded whether or not they made a

@@ -19,6 +19,7 @@
  */
 #include "store/catalog.h"
 #include "store/chunk.h"
+#include "store/sqldb.h"
 #include "common/common.h"
 #include "common/log.h"
 
@@ -197,25 +198,6 @@ static int entry_get(Cursor *c, RawEntry *e)
 
 /* ---- SQL ---- */
 
-static int sql_fail(sqlite3 *db, int rc, const char *what)
-{
-	log_debug("catalog: %s: %s", what, sqlite3_errmsg(db));
-	int e = catalog_sqlite_errno(rc);
-	return e ? e : -EIO;
-}
-
-static int sql_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret)
-{
-	int rc = sqlite3_prepare_v2(db, sql, -1, ret, NULL);
-	return rc == SQLITE_OK ? 0 : sql_fail(db, rc, sql);
-}
-
-static int sql_exec(sqlite3 *db, const char *sql)
-{
-	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-	return rc == SQLITE_OK ? 0 : sql_fail(db, rc, sql);
-}
-
 /* Store one directory's entry bytes once; *ret_id: its row. */
 static int dir_put(sqlite3 *db, sqlite3_stmt *ins, sqlite3_stmt *sel, const Buf *b, uint64_t n,
 		   int64_t *ret_id)
@@ -230,14 +212,14 @@ static int dir_put(sqlite3 *db, sqlite3_stmt *ins, sqlite3_stmt *sel, const Buf 
 	rc = sqlite3_step(ins);
 	sqlite3_reset(ins);
 	if (rc != SQLITE_DONE)
-		return sql_fail(db, rc, "directory insert");
+		return sqldb_fail(db, rc, "directory insert");
 	sqlite3_reset(sel);
 	sqlite3_bind_blob(sel, 1, h.b, sizeof(h.b), SQLITE_STATIC);
 	rc = sqlite3_step(sel);
 	if (rc == SQLITE_ROW)
 		*ret_id = sqlite3_column_int64(sel, 0);
 	sqlite3_reset(sel);
-	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -EIO : sql_fail(db, rc, "directory id");
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -EIO : sqldb_fail(db, rc, "directory id");
 }
 
 /*
@@ -254,7 +236,7 @@ static int dir_get_carrier(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned 
 	rc = sqlite3_step(sel);
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(sel);
-		return rc == SQLITE_DONE ? -EBADMSG : sql_fail(db, rc, "directory");
+		return rc == SQLITE_DONE ? -EBADMSG : sqldb_fail(db, rc, "directory");
 	}
 	const void *hash = sqlite3_column_blob(sel, 0);
 	size_t len = (size_t)sqlite3_column_bytes(sel, 2);
@@ -428,46 +410,46 @@ int catalog_tree_share(Catalog *c, int64_t snap)
 	/* the write lock first: a read that turns into a write fails at once (WAL) when another
 	 * connection committed meanwhile, whatever the busy timeout */
 	bool own = sqlite3_get_autocommit(s.db) != 0;
-	int r = sql_exec(s.db, own ? "BEGIN IMMEDIATE" : "SAVEPOINT tree_share");
+	int r = sqldb_exec(s.db, own ? "BEGIN IMMEDIATE" : "SAVEPOINT tree_share");
 	if (r < 0)
 		return r;
 	r = catalog_file_foreach(c, snap, share_add_row, &s);
 	if (r == 0)
-		r = sql_prepare(s.db, "INSERT OR IGNORE INTO dirs(hash, n, entries) VALUES(?1, ?2, ?3)",
+		r = sqldb_prepare(s.db, "INSERT OR IGNORE INTO dirs(hash, n, entries) VALUES(?1, ?2, ?3)",
 				&s.ins);
 	if (r == 0)
-		r = sql_prepare(s.db, "SELECT id FROM dirs WHERE hash = ?1", &s.sel);
+		r = sqldb_prepare(s.db, "SELECT id FROM dirs WHERE hash = ?1", &s.sel);
 	if (r == 0)
 		r = share_build(&s, &forest);
 	if (r == 0)
-		r = sql_prepare(s.db, "UPDATE snapshots SET tree = ?2 WHERE id = ?1", &up);
+		r = sqldb_prepare(s.db, "UPDATE snapshots SET tree = ?2 WHERE id = ?1", &up);
 	if (r == 0) {
 		sqlite3_bind_int64(up, 1, snap);
 		sqlite3_bind_int64(up, 2, forest);
 		int rc = sqlite3_step(up);
-		r = rc == SQLITE_DONE ? 0 : sql_fail(s.db, rc, "snapshot tree");
+		r = rc == SQLITE_DONE ? 0 : sqldb_fail(s.db, rc, "snapshot tree");
 	}
 	sqlite3_finalize(up);
 	if (r == 0) {
 		sqlite3_stmt *del = NULL;
-		r = sql_prepare(s.db, "DELETE FROM files WHERE snap = ?1", &del);
+		r = sqldb_prepare(s.db, "DELETE FROM files WHERE snap = ?1", &del);
 		if (r == 0) {
 			sqlite3_bind_int64(del, 1, snap);
 			int rc = sqlite3_step(del);
-			r = rc == SQLITE_DONE ? 0 : sql_fail(s.db, rc, "file rows");
+			r = rc == SQLITE_DONE ? 0 : sqldb_fail(s.db, rc, "file rows");
 		}
 		sqlite3_finalize(del);
 	}
 	share_clear(&s);
 	if (r == 0)
-		r = sql_exec(s.db, own ? "COMMIT" : "RELEASE tree_share");
+		r = sqldb_exec(s.db, own ? "COMMIT" : "RELEASE tree_share");
 	if (r == 0)
 		return 0;
 	if (own) {
-		sql_exec(s.db, "ROLLBACK");
+		sqldb_exec(s.db, "ROLLBACK");
 	} else {
-		sql_exec(s.db, "ROLLBACK TO tree_share");
-		sql_exec(s.db, "RELEASE tree_share");
+		sqldb_exec(s.db, "ROLLBACK TO tree_share");
+		sqldb_exec(s.db, "RELEASE tree_share");
 	}
 	return r;
 }
@@ -547,7 +529,7 @@ int catalog_tree_foreach(Catalog *c, int64_t forest, CatalogFileFn cb, void *use
 	_cleanup_free_ unsigned char *v = NULL;
 	size_t len;
 	uint64_t n;
-	int r = sql_prepare(w.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &w.sel);
+	int r = sqldb_prepare(w.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &w.sel);
 	if (r == 0)
 		r = dir_get(w.db, w.sel, forest, &v, &len, &n);
 	if (r == 0 && n == 0)
@@ -572,7 +554,7 @@ static int mark_insert(Mark *m, sqlite3_stmt *s, int64_t id, bool *ret_new)
 	int rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	if (rc != SQLITE_DONE)
-		return sql_fail(m->db, rc, "live set");
+		return sqldb_fail(m->db, rc, "live set");
 	if (ret_new)
 		*ret_new = sqlite3_changes(m->db) > 0;
 	return 0;
@@ -604,21 +586,21 @@ int catalog_tree_mark_live(Catalog *c)
 {
 	Mark m = {.db = catalog_sqlite(c)};
 	sqlite3_stmt *snaps = NULL;
-	int rc, r = sql_exec(m.db, "CREATE TEMP TABLE IF NOT EXISTS live_dirs(id INTEGER PRIMARY KEY);"
+	int rc, r = sqldb_exec(m.db, "CREATE TEMP TABLE IF NOT EXISTS live_dirs(id INTEGER PRIMARY KEY);"
 				   "CREATE TEMP TABLE IF NOT EXISTS live_contents(id INTEGER PRIMARY KEY);"
 				   "DELETE FROM live_dirs; DELETE FROM live_contents;");
 	if (r == 0)
-		r = sql_prepare(m.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &m.sel);
+		r = sqldb_prepare(m.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &m.sel);
 	if (r == 0)
-		r = sql_prepare(m.db, "INSERT OR IGNORE INTO live_dirs VALUES(?1)", &m.dir_ins);
+		r = sqldb_prepare(m.db, "INSERT OR IGNORE INTO live_dirs VALUES(?1)", &m.dir_ins);
 	if (r == 0)
-		r = sql_prepare(m.db, "INSERT OR IGNORE INTO live_contents VALUES(?1)", &m.content_ins);
+		r = sqldb_prepare(m.db, "INSERT OR IGNORE INTO live_contents VALUES(?1)", &m.content_ins);
 	if (r == 0)
-		r = sql_prepare(m.db, "SELECT tree FROM snapshots WHERE tree IS NOT NULL", &snaps);
+		r = sqldb_prepare(m.db, "SELECT tree FROM snapshots WHERE tree IS NOT NULL", &snaps);
 	while (r == 0 && (rc = sqlite3_step(snaps)) == SQLITE_ROW)
 		r = mark_dir(&m, sqlite3_column_int64(snaps, 0), 0);
 	if (r == 0 && rc != SQLITE_DONE)
-		r = sql_fail(m.db, rc, "snapshot trees");
+		r = sqldb_fail(m.db, rc, "snapshot trees");
 	sqlite3_finalize(snaps);
 	sqlite3_finalize(m.sel);
 	sqlite3_finalize(m.dir_ins);
@@ -636,7 +618,7 @@ int catalog_tree_root(Catalog *c, int64_t forest, FileRow *ret, uint32_t *ret_n_
 	size_t len, rlen;
 	uint64_t n, rn;
 	RawEntry root;
-	int r = sql_prepare(db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &sel);
+	int r = sqldb_prepare(db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &sel);
 	if (r == 0)
 		r = dir_get(db, sel, forest, &v, &len, &n);
 	if (r == 0) {
@@ -700,7 +682,7 @@ int catalog_tree_walk_ids(Catalog *c, int64_t forest, CatalogTreeIdFn dir_cb,
 			  CatalogTreeIdFn content_cb, void *ud)
 {
 	Ids k = {.db = catalog_sqlite(c), .dir_cb = dir_cb, .content_cb = content_cb, .ud = ud};
-	int r = sql_prepare(k.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &k.sel);
+	int r = sqldb_prepare(k.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &k.sel);
 	if (r == 0)
 		r = ids_dir(&k, forest, 0);
 	sqlite3_finalize(k.sel);
@@ -844,7 +826,7 @@ static int export_content_hash(Export *ex, int64_t id, ChunkId *ret, bool *ret_c
 	sqlite3_bind_int64(ex->content, 1, id);
 	int rc = sqlite3_step(ex->content), r = 0;
 	if (rc != SQLITE_ROW)
-		r = rc == SQLITE_DONE ? -EBADMSG : sql_fail(ex->db, rc, "content hash");
+		r = rc == SQLITE_DONE ? -EBADMSG : sqldb_fail(ex->db, rc, "content hash");
 	else if (sqlite3_column_bytes(ex->content, 0) != PGBAKFS_CHUNK_ID_LEN)
 		r = -EBADMSG;
 	if (r == 0) {
@@ -921,9 +903,9 @@ int catalog_tree_export(Catalog *c, int64_t forest, int64_t snap, const CatalogT
 			ChunkId *ret_forest)
 {
 	Export ex = {.db = catalog_sqlite(c), .snap = snap, .x = x};
-	int r = sql_prepare(ex.db, "SELECT hash, n, entries, carrier FROM dirs WHERE id = ?1", &ex.sel);
+	int r = sqldb_prepare(ex.db, "SELECT hash, n, entries, carrier FROM dirs WHERE id = ?1", &ex.sel);
 	if (r == 0)
-		r = sql_prepare(ex.db, "SELECT hash, carrier FROM contents WHERE id = ?1", &ex.content);
+		r = sqldb_prepare(ex.db, "SELECT hash, carrier FROM contents WHERE id = ?1", &ex.content);
 	if (r == 0)
 		r = export_dir(&ex, forest, 0, ret_forest);
 	sqlite3_finalize(ex.sel);
@@ -955,16 +937,16 @@ int catalog_tree_stage(Catalog *c, const ChunkId *phash, uint64_t n, const void 
 	if (len < 1 || ((const unsigned char *)bytes)[0] != PDIR_FORMAT ||
 	    memcmp(got.b, phash->b, sizeof(got.b)) != 0 || n > INT64_MAX)
 		return -EBADMSG;
-	r = sql_exec(db, STAGE_SQL);
+	r = sqldb_exec(db, STAGE_SQL);
 	if (r == 0)
-		r = sql_prepare(db, "INSERT OR IGNORE INTO temp.manifest_dirs(phash, n, entries)"
+		r = sqldb_prepare(db, "INSERT OR IGNORE INTO temp.manifest_dirs(phash, n, entries)"
 				    " VALUES(?1, ?2, ?3)", &s);
 	if (r == 0) {
 		sqlite3_bind_blob(s, 1, phash->b, sizeof(phash->b), SQLITE_STATIC);
 		sqlite3_bind_int64(s, 2, (int64_t)n);
 		sqlite3_bind_blob64(s, 3, bytes, len, SQLITE_STATIC);
 		int rc = sqlite3_step(s);
-		r = rc == SQLITE_DONE ? 0 : sql_fail(db, rc, "stage directory");
+		r = rc == SQLITE_DONE ? 0 : sqldb_fail(db, rc, "stage directory");
 	}
 	sqlite3_finalize(s);
 	return r;
@@ -1087,7 +1069,7 @@ static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *re
 		return r;
 	}
 	if (rc != SQLITE_ROW)
-		return sql_fail(im->db, rc, "staged directory");
+		return sqldb_fail(im->db, rc, "staged directory");
 	if (!v)
 		return -ENOMEM;
 	if (len < 1 || v[0] != PDIR_FORMAT)
@@ -1101,7 +1083,7 @@ static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *re
 		sqlite3_bind_int64(im->local, 2, *ret);
 		rc = sqlite3_step(im->local);
 		sqlite3_reset(im->local);
-		r = rc == SQLITE_DONE ? 0 : sql_fail(im->db, rc, "staged directory");
+		r = rc == SQLITE_DONE ? 0 : sqldb_fail(im->db, rc, "staged directory");
 	}
 	return r;
 }
@@ -1110,18 +1092,18 @@ int catalog_tree_import(Catalog *c, const ChunkId *forest, int64_t *ret_forest,
 			size_t *ret_missing)
 {
 	Import im = {.c = c, .db = catalog_sqlite(c)};
-	int r = sql_exec(im.db, STAGE_SQL);
+	int r = sqldb_exec(im.db, STAGE_SQL);
 	if (r == 0)
-		r = sql_prepare(im.db, "SELECT n, entries, local FROM temp.manifest_dirs WHERE phash = ?1",
+		r = sqldb_prepare(im.db, "SELECT n, entries, local FROM temp.manifest_dirs WHERE phash = ?1",
 				&im.get);
 	if (r == 0)
-		r = sql_prepare(im.db, "UPDATE temp.manifest_dirs SET local = ?2 WHERE phash = ?1",
+		r = sqldb_prepare(im.db, "UPDATE temp.manifest_dirs SET local = ?2 WHERE phash = ?1",
 				&im.local);
 	if (r == 0)
-		r = sql_prepare(im.db, "INSERT OR IGNORE INTO dirs(hash, n, entries) VALUES(?1, ?2, ?3)",
+		r = sqldb_prepare(im.db, "INSERT OR IGNORE INTO dirs(hash, n, entries) VALUES(?1, ?2, ?3)",
 				&im.ins);
 	if (r == 0)
-		r = sql_prepare(im.db, "SELECT id FROM dirs WHERE hash = ?1", &im.sel);
+		r = sqldb_prepare(im.db, "SELECT id FROM dirs WHERE hash = ?1", &im.sel);
 	if (r == 0)
 		r = import_dir(&im, forest, 0, ret_forest);
 	sqlite3_finalize(im.get);
@@ -1137,13 +1119,13 @@ int catalog_tree_carry(Catalog *c, const ChunkId *phash, int64_t snap)
 {
 	sqlite3 *db = catalog_sqlite(c);
 	sqlite3_stmt *s = NULL;
-	int r = sql_prepare(db, "UPDATE dirs SET carrier = ?2 WHERE carrier IS NULL AND id ="
+	int r = sqldb_prepare(db, "UPDATE dirs SET carrier = ?2 WHERE carrier IS NULL AND id ="
 				" (SELECT local FROM temp.manifest_dirs WHERE phash = ?1)", &s);
 	if (r == 0) {
 		sqlite3_bind_blob(s, 1, phash->b, sizeof(phash->b), SQLITE_STATIC);
 		sqlite3_bind_int64(s, 2, snap);
 		int rc = sqlite3_step(s);
-		r = rc == SQLITE_DONE ? 0 : sql_fail(db, rc, "directory carrier");
+		r = rc == SQLITE_DONE ? 0 : sqldb_fail(db, rc, "directory carrier");
 	}
 	sqlite3_finalize(s);
 	return r;

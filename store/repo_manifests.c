@@ -6,6 +6,7 @@
  */
 #include "store/repo_int.h"
 #include "store/manifest.h"
+#include "store/sqldb.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -69,7 +70,7 @@ static int manifest_state_set(sqlite3 *db, const char *name, const ChunkId *dige
 		sql = sqlite3_mprintf("INSERT OR REPLACE INTO manifest_state VALUES(%Q, x'%s')", name, hex);
 	} else
 		sql = sqlite3_mprintf("DELETE FROM manifest_state WHERE name = %Q", name);
-	e = sql && sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+	e = sql ? sqldb_exec(db, sql) : -ENOMEM;
 	sqlite3_free(sql);
 	return e;
 }
@@ -96,10 +97,11 @@ static int carriers_from(sqlite3 *db, int64_t *ret)
 		"  snapshots s WHERE s.name = m.name AND s.status NOT IN ('running', 'deleted'))),"
 		" (SELECT min(s.id) FROM snapshots s WHERE s.status NOT IN ('running', 'deleted')"
 		"  AND NOT EXISTS(SELECT 1 FROM manifest_state m WHERE m.name = s.name))";
-	sqlite3_stmt *s = NULL;
-	int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
-	if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		rc = SQLITE_OK;
+	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	int e = sqldb_prepare(db, sql, &s);
+	if (e == 0)
+		e = sqldb_step_row(db, s); /* an aggregate: always one row */
+	if (e == 0) {
 		if (sqlite3_column_int(s, 0))
 			*ret = 0;
 		else if (sqlite3_column_type(s, 1) == SQLITE_NULL)
@@ -107,8 +109,7 @@ static int carriers_from(sqlite3 *db, int64_t *ret)
 		else
 			*ret = sqlite3_column_int64(s, 1);
 	}
-	sqlite3_finalize(s);
-	return rc;
+	return e;
 }
 
 typedef struct ManifestWork {
@@ -143,30 +144,27 @@ int repo_manifests_sync(Repo *r)
 		" WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.name = m.name)",
 	};
 	int64_t from_snap = 0;
-	rc = sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS manifest_state(name TEXT PRIMARY KEY,"
-			      " digest BLOB NOT NULL) WITHOUT ROWID", NULL, NULL, NULL);
-	if (rc == SQLITE_OK)
-		rc = carriers_from(db, &from_snap);
+	e = sqldb_exec(db, "CREATE TABLE IF NOT EXISTS manifest_state(name TEXT PRIMARY KEY,"
+			   " digest BLOB NOT NULL) WITHOUT ROWID");
+	if (e == 0)
+		e = carriers_from(db, &from_snap);
 	/* blocks whose carrier is new or gone move first (catalog_idblocks_assign_carriers),
 	 * so the new carrier's manifest is written below before the old one is removed */
-	if (rc == SQLITE_OK && catalog_idblocks_assign_carriers(r->catalog, from_snap,
-								manifest_mark_rewrite, db) < 0)
-		rc = SQLITE_ERROR;
-	for (size_t q = 0; q < ELEMENTSOF(queries) && rc == SQLITE_OK; q++) {
-		rc = sqlite3_prepare_v2(db, queries[q], -1, &s, NULL);
-		while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+	if (e == 0)
+		e = catalog_idblocks_assign_carriers(r->catalog, from_snap, manifest_mark_rewrite, db);
+	for (size_t q = 0; q < ELEMENTSOF(queries) && e == 0; q++) {
+		e = sqldb_prepare(db, queries[q], &s);
+		rc = SQLITE_OK;
+		while (e == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 			bool gone = sqlite3_column_int(s, 2) != 0;
 			bool known = sqlite3_column_type(s, 3) != SQLITE_NULL;
 			ManifestWork m = {.rowid = sqlite3_column_int64(s, 0), .gone = gone};
-			rc = SQLITE_OK;
 			if (gone && !known)
 				continue;
 			if (!gone) {
 				/* s.*: after id, name, deleted, digest */
-				if (row_digest(s, 4, &m.digest) < 0) {
-					rc = SQLITE_NOMEM;
+				if ((e = row_digest(s, 4, &m.digest)) < 0)
 					break;
-				}
 				if (known && sqlite3_column_bytes(s, 3) == sizeof(m.digest.b) &&
 				    memcmp(sqlite3_column_blob(s, 3), m.digest.b, sizeof(m.digest.b)) == 0)
 					continue;
@@ -175,18 +173,16 @@ int repo_manifests_sync(Repo *r)
 			if (v)
 				w = v;
 			if (!v || !(m.name = strdup((const char *)sqlite3_column_text(s, 1)))) {
-				rc = SQLITE_NOMEM;
+				e = -ENOMEM;
 				break;
 			}
 			w[n++] = m;
 		}
+		if (e == 0 && rc != SQLITE_DONE)
+			e = sqldb_fail(db, rc, "manifest sync");
 		sqlite3_finalize(s);
 		s = NULL;
-		if (rc == SQLITE_DONE)
-			rc = SQLITE_OK;
 	}
-	if (rc != SQLITE_OK)
-		e = rc == SQLITE_NOMEM ? -ENOMEM : -EIO;
 	/* writes before removals: a block moving carrier is in some manifest at every moment */
 	for (size_t k = 0; k < 2 * n && e == 0; k++) {
 		size_t i = k % n;
