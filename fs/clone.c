@@ -415,7 +415,7 @@ static int entry_get(Clone *c, uint32_t parent, const char *name, InodeRow *ret)
 
 static int dirent_parent(Clone *c, uint32_t ino, uint32_t *ret)
 {
-	int64_t v;
+	int64_t v = 0;
 	int r = stmt_query(c, ST_DIRENT_PARENT, ino, NULL, &v);
 	if (r == 0)
 		*ret = (uint32_t)v;
@@ -1200,7 +1200,7 @@ static int clone_init_db(Clone *c, const CloneOptions *o)
 
 static int clone_check_meta(Clone *c, const CloneOptions *o)
 {
-	int64_t v;
+	int64_t v = 0;
 	int r = meta_get(c, "format", NULL, &v);
 	if (r == 0 && v > CLONE_FORMAT)
 		r = -EPROTONOSUPPORT;
@@ -1235,7 +1235,7 @@ static int clone_open_upper(Clone *c)
 /* Remove inodes whose last link went while they were open, before a crash. */
 static int clone_sweep_orphans(Clone *c)
 {
-	int64_t ino;
+	int64_t ino = 0;
 	int r;
 	while ((r = stmt_query(c, ST_INODE_ORPHAN, 0, NULL, &ino)) == 0) {
 		r = inode_remove(c, (uint32_t)ino);

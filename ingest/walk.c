@@ -169,7 +169,7 @@ static int read_hole(SnapWriter *w, SnapFile *f, uint64_t len, const WalkReadOps
 int walk_read_file(SnapWriter *w, SnapFile *f, int fd, uint64_t size, bool to_eof, uint8_t *buf,
 		   size_t buf_len, const WalkReadOps *ops, void *userdata, uint64_t *ret_len)
 {
-	uint64_t pos = 0, done;
+	uint64_t pos = 0, done = 0;
 	int r;
 
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);

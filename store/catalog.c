@@ -2869,7 +2869,7 @@ static int gc_idblocks(Catalog *c, uint64_t *ret_n)
 
 static int gc_retired_limit(Catalog *c, int64_t *ret)
 {
-	uint64_t n, min_epoch;
+	uint64_t n = 0, min_epoch = 0;
 	int r = query_u64(c, "SELECT count(*) FROM sessions", &n);
 	if (r == 0)
 		r = query_u64(c, "SELECT coalesce(min(epoch), 0) FROM sessions", &min_epoch);
@@ -2934,7 +2934,7 @@ static int gc_purge_deleted(Catalog *c, uint64_t *ret_n)
 static int gc_in_transaction(Catalog *c, CatalogGcResult *res)
 {
 	int64_t epoch;
-	uint64_t min_epoch, n_sessions;
+	uint64_t min_epoch = 0, n_sessions = 0;
 	_cleanup_stmt_ sqlite3_stmt *s = NULL;
 	int r;
 
@@ -3358,7 +3358,7 @@ static int damage_hit(Damage *d, int64_t content, bool *ret)
 {
 	_cleanup_free_ ChunkId *list = NULL;
 	size_t n;
-	int v, r = seen_get(d->c, d->get, content, &v);
+	int v = 0, r = seen_get(d->c, d->get, content, &v);
 	if (r == 0) {
 		*ret = v;
 		return 0;
@@ -3470,7 +3470,7 @@ static int refs_block(Catalog *c, Refs *rf, int64_t block, size_t n_ids)
 {
 	ChunkId ids[PGBAKFS_IDBLOCK_IDS];
 	bool all = true;
-	int v, r = seen_get(c, rf->bget, block, &v);
+	int v = 0, r = seen_get(c, rf->bget, block, &v);
 	if (r != -ENOENT)
 		return r; /* 0: checked in an earlier list */
 	r = idblock_read(c, block, ids, n_ids, NULL);
@@ -3529,7 +3529,7 @@ static int refs_content(Catalog *c, Refs *rf, const char *snap, int64_t content)
 	_cleanup_free_ ChunkId *list = NULL;
 	size_t n;
 	bool all = true;
-	int v, r = seen_get(c, rf->get, content, &v);
+	int v = 0, r = seen_get(c, rf->get, content, &v);
 	if (r != -ENOENT)
 		return r; /* 0: every chunk of it was there */
 	r = refs_blocks(c, rf, snap, content, &all);
