@@ -23,11 +23,11 @@ static uint32_t zeros_long[4][256], zeros_short[4][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static bool crc_hw;
 
-/* c fed n zero bytes, bit by bit (only to build the tables) */
+/* c fed n zero bytes, a byte at a time (only to build the tables; crc_table[0] first) */
 static uint32_t zeros_slow(uint32_t c, size_t n)
 {
-	for (size_t i = 0; i < n * 8; i++)
-		c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+	while (n--)
+		c = (c >> 8) ^ crc_table[0][c & 0xff];
 	return c;
 }
 
