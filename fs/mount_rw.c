@@ -134,8 +134,10 @@ static void reply_clone_entry(fuse_req_t req, Mount *m, Target *t, int r, const 
 	mount_target_put(t);
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		     dev_t rdev _unused_)
+/* mknod and mkdir: a new entry of mode in the clone's directory parent, owned by the caller */
+static void create_name(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			int (*create)(Clone *c, uint32_t parent, const char *name, uint32_t mode,
+				      uint32_t uid, uint32_t gid, CloneAttr *ret))
 {
 	Mount *m = mount_of(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -143,20 +145,19 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	Target t;
 	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
 		return;
-	int r = clone_mknod(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
+	int r = create(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
 	reply_clone_entry(req, m, &t, r, &a);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev _unused_)
+{
+	create_name(req, parent, name, mode, clone_mknod);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	Mount *m = mount_of(req);
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	CloneAttr a;
-	Target t;
-	if (!names_fit(req, name, NULL) || !clone_op_begin(req, parent, &t))
-		return;
-	int r = clone_mkdir(t.ms->clone, t.local, name, mode, ctx->uid, ctx->gid, &a);
-	reply_clone_entry(req, m, &t, r, &a);
+	create_name(req, parent, name, mode, clone_mkdir);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)

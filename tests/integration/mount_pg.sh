@@ -107,6 +107,25 @@ ok "daemon alive after ENOSPC" kill -0 "$MOUNT_PID"
 ok "still serves reads" cmp "$M/$S/PG_VERSION" "$T/restored/PG_VERSION"
 ok "removing the file frees the space" rm "$M/$S/big"
 ok "writes work again" bash -c "echo ok >'$M/$S/after' && test \"\$(cat '$M/$S/after')\" = ok"
+# the handlers that create and remove names: mkdir, mknod (a regular file; a FIFO is
+# refused: clone.h), rmdir, unlink
+ok "mkdir, mknod, rmdir and rm in a clone" python3 - "$M/$S" <<'PY'
+import errno, os, stat, sys
+d = sys.argv[1]
+os.mkdir(os.path.join(d, "newdir"), 0o700)
+os.mknod(os.path.join(d, "newfile"), stat.S_IFREG | 0o600)
+for name, want in (("newdir", stat.S_IFDIR | 0o700), ("newfile", stat.S_IFREG | 0o600)):
+    st = os.stat(os.path.join(d, name))
+    assert st.st_mode == want, (name, oct(st.st_mode))
+try:
+    os.mkfifo(os.path.join(d, "newfifo"), 0o600)
+    sys.exit("a FIFO was created")
+except OSError as e:
+    assert e.errno == errno.EPERM, e
+os.rmdir(os.path.join(d, "newdir"))
+os.unlink(os.path.join(d, "newfile"))
+assert not os.path.exists(os.path.join(d, "newdir")) and not os.path.exists(os.path.join(d, "newfile"))
+PY
 # names longer than NAME_MAX: ENAMETOOLONG for every call that takes one
 LONG=$(printf 'a%.0s' {1..300})
 for op in "stat $M/$S/$LONG" "touch $M/$S/$LONG" "mkdir $M/$S/$LONG" "ln -s x $M/$S/$LONG" \
