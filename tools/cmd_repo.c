@@ -62,7 +62,7 @@ static const CliCommand init_command = {
 	.options = init_options,
 	.option = init_option,
 	.help = "Usage: pgbakfs init --repo PATH|s3://BUCKET/PREFIX [--chunk-size 64K]\n"
-		"                    [--pack-size 32M] [--compress-level 3] [--encrypt]\n\n"
+		"                    [--pack-size 32M] [--compress-level 1] [--encrypt]\n\n"
 		"Create an empty repository in PATH (missing or empty directory) or under an\n"
 		"empty bucket prefix. The chunk size (power of two, 8K..8M) is fixed for the\n"
 		"repository's life.\n\n"

@@ -338,8 +338,16 @@ static void test_init_open(void)
 		/* defaults */
 		CHECK_EQ_INT(repo_config(r)->chunk_size, PGBAKFS_DEFAULT_CHUNK_SIZE);
 		CHECK_EQ_INT(repo_config(r)->pack_size, PGBAKFS_DEFAULT_PACK_SIZE);
-		CHECK_EQ_INT(repo_config(r)->compress_level, PGBAKFS_DEFAULT_COMPRESS_LEVEL);
+		/* zstd level 1 (docs/design.md, "Encoding"): not the macro, so a change shows */
+		CHECK_EQ_INT(repo_config(r)->compress_level, 1);
 	}
+	r = repo_free(r);
+
+	/* a level chosen at init (or level 3, every repository's before 2026-12) is kept */
+	test_fmt(other, sizeof(other), "%s/level-3", tmp);
+	CHECK_EQ_INT(repo_init(other, &(RepoInitOptions){.compress_level = 3}), 0);
+	if (CHECK_EQ_INT(repo_open(other, &r), 0))
+		CHECK_EQ_INT(repo_config(r)->compress_level, 3);
 	r = repo_free(r);
 
 	if (!CHECK_EQ_INT(repo_open(path, &r), 0))
