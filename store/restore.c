@@ -50,12 +50,19 @@ typedef struct RFile {
 	bool existed;             /* delta: the target had this file */
 	bool meta_same;           /* delta: with the snapshot's mode, owner and mtime */
 	_Atomic uint64_t written; /* delta: bytes written into it */
+	_Atomic int direct_fd;    /* delta: for changed pages (write_changed); DIRECT_* before */
 	uint8_t (*fh)[CHUNK_FH_LEN]; /* delta: each chunk's chunk_fh, if has_fh[i] */
 	bool *has_fh;
 } RFile;
 
 /* delta: bytes in place read by one pread (a worker's buffer; a task of local chunks) */
 #define DELTA_READ (1u << 20)
+
+/* RFile.direct_fd before it is an fd: not opened yet; cannot be (write through fd instead) */
+#define DIRECT_UNTRIED (-2)
+#define DIRECT_NONE (-1)
+/* O_DIRECT's alignment of offsets, lengths and buffers (a logical block size is 512 or 4096) */
+#define DIRECT_ALIGN 4096
 
 /*
  * Object storage: one request per window of a pack, not per chunk. Each
@@ -221,6 +228,8 @@ static void rfile_free(RFile *f)
 {
 	if (f->fd >= 0)
 		close(f->fd);
+	if (f->direct_fd >= 0)
+		close(f->direct_fd);
 	free(f->path);
 	free(f->ids);
 	free(f->fh);
@@ -243,6 +252,9 @@ static int rfile_finish(Restorer *rs, RFile *f)
 	if (r == 0 && close(f->fd) < 0)
 		r = -errno;
 	f->fd = -1;
+	if (f->direct_fd >= 0 && close(f->direct_fd) < 0 && r == 0)
+		r = -errno;
+	f->direct_fd = DIRECT_NONE;
 	if (r < 0)
 		restorer_fail(rs, r, f->path, 0);
 	rfile_free(f);
@@ -288,14 +300,67 @@ static int chunk_in_place(Restorer *rs, ChunkReader *reader, const RFile *f, uin
 }
 
 /*
+ * Delta: f opened a second time with O_DIRECT, once, by the first worker
+ * that writes into it; DIRECT_NONE where the file system refuses it.
+ */
+static int direct_fd(RFile *f)
+{
+	int fd = atomic_load(&f->direct_fd), expected = DIRECT_UNTRIED;
+	if (fd != DIRECT_UNTRIED)
+		return fd;
+	fd = open(f->path, O_WRONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		fd = DIRECT_NONE;
+	if (!atomic_compare_exchange_strong(&f->direct_fd, &expected, fd)) {
+		if (fd >= 0)
+			close(fd);
+		fd = expected;
+	}
+	return fd;
+}
+
+/*
+ * Delta: len changed bytes of buf at off of f. Not through the page cache
+ * where it can be helped: the bytes in place were just read through it, and
+ * the file system caches a file it reads in large folios (ext4 on Linux 6.x:
+ * up to 2 MiB), whose first dirty byte makes writeback write all of it. An
+ * 8 KiB page changed every 800 KiB then wrote the whole file again (a 1%
+ * change to 1.1 GB: 910 MB written for 26.8 MiB of changes). O_DIRECT
+ * writes the blocks alone and drops the folios they overlap from the cache.
+ * Unaligned pieces (a file's last bytes) and file systems without O_DIRECT
+ * go through the page cache.
+ */
+static int write_range(RFile *f, const uint8_t *buf, size_t len, uint64_t off)
+{
+	int fd = DIRECT_NONE;
+	if (off % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 &&
+	    (uintptr_t)buf % DIRECT_ALIGN == 0)
+		fd = direct_fd(f);
+	if (fd >= 0) {
+		ssize_t n = pwrite(fd, buf, len, (off_t)off);
+		if (n == (ssize_t)len)
+			return 0;
+		if (n < 0 && errno != EINVAL)
+			return -errno;
+		/* EINVAL: an alignment this file system does not take; short: the rest, cached */
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+			off += (uint64_t)n;
+		}
+	}
+	return pwrite_full(f->fd, buf, len, (off_t)off);
+}
+
+/*
  * Delta: write the pages (4 KiB, the page cache's unit) of buf that differ
- * from have, the bytes in place: a chunk with one changed 8 KiB page dirties
+ * from have, the bytes in place: a chunk with one changed 8 KiB page writes
  * two pages, not the whole chunk, and writeback (syncfs) is most of a delta.
  */
-static int write_changed(int fd, const uint8_t *buf, const uint8_t *have, size_t len,
+static int write_changed(RFile *f, const uint8_t *buf, const uint8_t *have, size_t len,
 			 uint64_t off, uint64_t *ret_written)
 {
-	const size_t page = 4096;
+	const size_t page = DIRECT_ALIGN;
 	*ret_written = 0;
 	for (size_t i = 0; i < len;) {
 		size_t n = MIN(page, len - i), j;
@@ -308,7 +373,7 @@ static int write_changed(int fd, const uint8_t *buf, const uint8_t *have, size_t
 			if (memcmp(buf + j, have + j, n) == 0)
 				break;
 		}
-		int r = pwrite_full(fd, buf + i, j - i, (off_t)(off + i));
+		int r = write_range(f, buf + i, j - i, off + i);
 		if (r < 0)
 			return r;
 		*ret_written += j - i;
@@ -347,7 +412,7 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 			return r;
 	}
 	if (have)
-		r = write_changed(f->fd, buf, have, len, off, &written);
+		r = write_changed(f, buf, have, len, off, &written);
 	else
 		r = pwrite_full(f->fd, buf, len, (off_t)off);
 	if (r == 0) {
@@ -363,7 +428,8 @@ static void *restore_worker(void *arg)
 {
 	Restorer *rs = arg;
 	ChunkReader *reader = NULL;
-	uint8_t *buf = malloc(rs->chunk_size);
+	/* page-aligned: a delta writes changed pages out of it with O_DIRECT (write_range) */
+	uint8_t *buf = aligned_alloc(DIRECT_ALIGN, rs->chunk_size);
 	/* delta: the bytes in place, read for up to DELTA_READ at once */
 	size_t have_chunks = (size_t)MAX(1, MIN(rs->batch, DELTA_READ / rs->chunk_size));
 	uint8_t *have = rs->o->delta ? malloc(have_chunks * rs->chunk_size) : NULL;
@@ -898,7 +964,7 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 		free(path);
 		return -ENOMEM;
 	}
-	*rf = (RFile){.fd = -1, .path = path, .mode = f->mode, .uid = f->uid, .gid = f->gid,
+	*rf = (RFile){.fd = -1, .direct_fd = DIRECT_UNTRIED, .path = path, .mode = f->mode, .uid = f->uid, .gid = f->gid,
 		      .mtime_ns = f->mtime_ns, .size = f->size};
 	if (rs->o->delta) {
 		/*
@@ -1141,7 +1207,7 @@ static int restore_dir_meta_again(Restorer *rs, const char *path)
 static int restore_control(Restorer *rs)
 {
 	const FileRow *f = &rs->control;
-	RFile rf = {.fd = -1, .path = rs->control_path, .size = f->size};
+	RFile rf = {.fd = -1, .direct_fd = DIRECT_UNTRIED, .path = rs->control_path, .size = f->size};
 	ChunkReader *reader = NULL;
 	uint8_t *buf = NULL;
 	size_t n_ids = 0;
