@@ -61,12 +61,13 @@ ok "stats json" bash -c "'$PGBAKFS' stats --repo '$R' --json | python3 -c 'impor
 # large folios (ext4 on Linux 6.x, up to 2 MiB), and a 4 KiB write into one used to make writeback
 # write the whole folio (32 MiB of writes for 16 pages here)
 mkdir -p "$T/dsrc"
-head -c 32M /dev/urandom >"$T/dsrc/rel"
+head -c $((32 * 1048576 + 1000)) /dev/urandom >"$T/dsrc/rel" # a tail shorter than a page
 pgbakfs backup --repo "$R" --from-dir "$T/dsrc" --instance d --no-progress >/dev/null
 pgbakfs restore latest "$T/dout" --instance d --repo "$R" --no-progress >/dev/null
 for i in $(seq 0 15); do
 	head -c 4096 /dev/urandom | dd of="$T/dout/rel" bs=4096 seek=$((i * 512 + 3)) conv=notrunc status=none
 done
+head -c 1000 /dev/urandom | dd of="$T/dout/rel" bs=1000 seek=$((32 * 1048576 / 1000)) conv=notrunc status=none
 sync "$T/dout/rel"
 dd if="$T/dout/rel" iflag=nocache count=0 status=none # out of the page cache: the delta reads it cold
 # bytes the restore process wrote (getrusage's output blocks of 512 bytes)
@@ -75,7 +76,7 @@ if p == 0:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1); os.execvp(sys.argv[1], sys.argv[1:])
 _, st, ru = os.wait4(p, 0); print(ru.ru_oublock * 512 if st == 0 else -1)' \
 	"$PGBAKFS" restore latest "$T/dout" --instance d --repo "$R" --delta --no-progress)
-ok "restore --delta puts 16 changed pages back" cmp "$T/dsrc/rel" "$T/dout/rel"
+ok "restore --delta puts 16 changed pages and the tail back" cmp "$T/dsrc/rel" "$T/dout/rel"
 ok "restore --delta wrote under 1 MiB for 64 KiB of changes ($written B)" test "$written" -ge 0 -a "$written" -lt 1048576
 pgbakfs delete "$(pgbakfs list --repo "$R" --instance d --json | jq -r ".[0].id")" --repo "$R" >/dev/null
 
