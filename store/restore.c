@@ -50,7 +50,10 @@ typedef struct RFile {
 	bool existed;             /* delta: the target had this file */
 	bool meta_same;           /* delta: with the snapshot's mode, owner and mtime */
 	_Atomic uint64_t written; /* delta: bytes written into it */
-	_Atomic int direct_fd;    /* delta: for changed pages (write_changed); DIRECT_* before */
+	/* delta: changed pages held for flush_deferred (guarded by Restorer.defer_lock) */
+	struct DeferredWrite *deferred;
+	size_t n_deferred, cap_deferred;
+	int direct_fd; /* delta: opened with O_DIRECT by flush_deferred, or DIRECT_* */
 	uint8_t (*fh)[CHUNK_FH_LEN]; /* delta: each chunk's chunk_fh, if has_fh[i] */
 	bool *has_fh;
 } RFile;
@@ -63,17 +66,17 @@ typedef struct RFile {
 #define DIRECT_NONE (-1)
 /* O_DIRECT's alignment of offsets, lengths and buffers (a logical block size is 512 or 4096) */
 #define DIRECT_ALIGN 4096
-/* delta: threads writing changed pages, and the writes queued to them (each at most a chunk) */
+/* delta: threads flushing files' deferred writes, files queued to them, bytes held at most */
 #define DELTA_WRITERS 4
-#define DELTA_WRITES_QUEUED 64
+#define DELTA_FILES_QUEUED 64
+#define DELTA_DEFERRED_MAX (64u << 20)
 
-/* delta: changed bytes of a file for a writer thread; buf is the writer's to free */
-typedef struct DeltaWrite {
-	RFile *file;
+/* delta: changed pages of a file, written once all of it has been read (flush_deferred) */
+typedef struct DeferredWrite {
 	uint64_t off;
 	size_t len;
 	uint8_t *buf;
-} DeltaWrite;
+} DeferredWrite;
 
 /*
  * Object storage: one request per window of a pack, not per chunk. Each
@@ -159,7 +162,9 @@ typedef struct Restorer {
 	_Atomic int error;
 	_Atomic uint64_t bytes_written;
 	_Atomic uint64_t bytes_sha256, n_unchanged; /* delta */
-	WorkQueue *writes; /* delta: DeltaWrites for the writer threads (write_changed) */
+	WorkQueue *finishing;       /* delta: RFile *s whose deferred writes a writer thread does */
+	pthread_mutex_t defer_lock; /* delta: every RFile's deferred writes, and: */
+	uint64_t deferred_bytes;    /* what they hold */
 
 	/*
 	 * remote: the windows pipeline (lock guards these fields but open*,
@@ -242,6 +247,9 @@ static void rfile_free(RFile *f)
 		close(f->fd);
 	if (f->direct_fd >= 0)
 		close(f->direct_fd);
+	for (size_t i = 0; i < f->n_deferred; i++)
+		free(f->deferred[i].buf);
+	free(f->deferred);
 	free(f->path);
 	free(f->ids);
 	free(f->fh);
@@ -249,16 +257,112 @@ static void rfile_free(RFile *f)
 	free(f);
 }
 
+/*
+ * Delta: changed pages go around the page cache where they can. The bytes
+ * in place were read through it, and the file system caches a file it reads
+ * in large folios (ext4 on Linux 6.x: up to 2 MiB), whose first dirty byte
+ * makes writeback write all of it: an 8 KiB page changed every 800 KiB wrote
+ * the whole file again (a 1% change to 1.1 GB: 910 MB written for 26.8 MiB
+ * of changed pages). A write with O_DIRECT writes its blocks alone and drops
+ * the folios it overlaps from the cache.
+ *
+ * Direct writes are coherent with the cache only when nothing else uses the
+ * file's cache meanwhile: the kernel writes back and drops the overlapping
+ * folios before and after each one, and a folio another thread is reading
+ * at that moment cannot be dropped, so it would stay with the old bytes for
+ * whoever reads the file next (PostgreSQL). So a file's changed pages are
+ * held (copied into aligned buffers; DELTA_DEFERRED_MAX in all) until every
+ * chunk of it has been read and compared, and then written by one thread,
+ * alone with the file (flush_deferred). Pages beyond the budget, unaligned
+ * ones (a file's last bytes) and file systems without O_DIRECT are written
+ * through the cache at once, which is always coherent; a direct write after
+ * them writes back and drops what they dirtied first.
+ */
+static bool defer_write(Restorer *rs, RFile *f, const uint8_t *buf, size_t len, uint64_t off)
+{
+	bool held = false;
+	if (!rs->finishing || off % DIRECT_ALIGN != 0 || len % DIRECT_ALIGN != 0)
+		return false;
+	uint8_t *copy = aligned_alloc(DIRECT_ALIGN, len);
+	if (!copy)
+		return false;
+	memcpy(copy, buf, len);
+	pthread_mutex_lock(&rs->defer_lock);
+	if (rs->deferred_bytes + len <= DELTA_DEFERRED_MAX && f->n_deferred == f->cap_deferred) {
+		size_t cap = f->cap_deferred ? 2 * f->cap_deferred : 16;
+		DeferredWrite *d = realloc(f->deferred, cap * sizeof(*d));
+		if (d) {
+			f->deferred = d;
+			f->cap_deferred = cap;
+		}
+	}
+	if (rs->deferred_bytes + len <= DELTA_DEFERRED_MAX && f->n_deferred < f->cap_deferred) {
+		f->deferred[f->n_deferred++] = (DeferredWrite){.off = off, .len = len, .buf = copy};
+		rs->deferred_bytes += len;
+		held = true;
+	}
+	pthread_mutex_unlock(&rs->defer_lock);
+	if (!held)
+		free(copy);
+	return held;
+}
+
+/* Delta: one held run of f with O_DIRECT; through the cache where that is refused. */
+static int write_direct(RFile *f, const uint8_t *buf, size_t len, uint64_t off)
+{
+	if (f->direct_fd == DIRECT_UNTRIED) {
+		f->direct_fd = open(f->path, O_WRONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
+		if (f->direct_fd < 0)
+			f->direct_fd = DIRECT_NONE;
+	}
+	if (f->direct_fd >= 0) {
+		ssize_t n = pwrite(f->direct_fd, buf, len, (off_t)off);
+		if (n == (ssize_t)len)
+			return 0;
+		if (n < 0 && errno != EINVAL)
+			return -errno;
+		/* EINVAL: an alignment this file system does not take; short: the rest, cached */
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+			off += (uint64_t)n;
+		}
+	}
+	return pwrite_full(f->fd, buf, len, (off_t)off);
+}
+
+/* Delta: f's held runs, by the one thread that finishes it (no other uses it any more). */
+static int flush_deferred(Restorer *rs, RFile *f)
+{
+	uint64_t held = 0;
+	int r = 0;
+	for (size_t i = 0; i < f->n_deferred; i++) {
+		const DeferredWrite *d = &f->deferred[i];
+		if (r == 0 && atomic_load(&rs->error) == 0) {
+			r = write_direct(f, d->buf, d->len, d->off);
+			if (r < 0)
+				restorer_fail(rs, r, f->path, d->off);
+		}
+		held += d->len;
+		free(d->buf);
+	}
+	f->n_deferred = 0;
+	pthread_mutex_lock(&rs->defer_lock);
+	rs->deferred_bytes -= held;
+	pthread_mutex_unlock(&rs->defer_lock);
+	return r;
+}
+
 static int rfile_finish(Restorer *rs, RFile *f)
 {
 	bool unchanged = rs->o->delta && f->existed && atomic_load(&f->written) == 0;
+	int r = f->n_deferred > 0 ? flush_deferred(rs, f) : 0;
 	/*
 	 * Setting what is already there would still dirty the inode (ctime):
 	 * a thousand unchanged files were a thousand inodes for syncfs to write.
 	 */
-	int r = unchanged && f->meta_same
-			? 0
-			: apply_meta_fd(rs, f->fd, f->mode, f->uid, f->gid, f->mtime_ns);
+	if (r == 0 && !(unchanged && f->meta_same))
+		r = apply_meta_fd(rs, f->fd, f->mode, f->uid, f->gid, f->mtime_ns);
 	if (unchanged)
 		atomic_fetch_add(&rs->n_unchanged, 1);
 	if (r == 0 && close(f->fd) < 0)
@@ -273,10 +377,24 @@ static int rfile_finish(Restorer *rs, RFile *f)
 	return r;
 }
 
+/* Delta: a writer thread, finishing files whose held runs are to be written. */
+static void *delta_writer(void *arg)
+{
+	Restorer *rs = arg;
+	RFile *f;
+	while (workqueue_pop(rs->finishing, &f) == 0)
+		rfile_finish(rs, f);
+	return NULL;
+}
+
 static void task_done(Restorer *rs, RFile *f)
 {
-	if (atomic_fetch_sub(&f->remaining, 1) == 1)
-		rfile_finish(rs, f);
+	if (atomic_fetch_sub(&f->remaining, 1) != 1)
+		return;
+	/* every task of f is done: nothing adds to its held runs any more */
+	if (f->n_deferred > 0 && rs->finishing && workqueue_push(rs->finishing, &f) == 0)
+		return;
+	rfile_finish(rs, f);
 }
 
 /*
@@ -312,96 +430,6 @@ static int chunk_in_place(Restorer *rs, ChunkReader *reader, const RFile *f, uin
 }
 
 /*
- * Delta: f opened a second time with O_DIRECT, once, by the first worker
- * that writes into it; DIRECT_NONE where the file system refuses it.
- */
-static int direct_fd(RFile *f)
-{
-	int fd = atomic_load(&f->direct_fd), expected = DIRECT_UNTRIED;
-	if (fd != DIRECT_UNTRIED)
-		return fd;
-	fd = open(f->path, O_WRONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		fd = DIRECT_NONE;
-	if (!atomic_compare_exchange_strong(&f->direct_fd, &expected, fd)) {
-		if (fd >= 0)
-			close(fd);
-		fd = expected;
-	}
-	return fd;
-}
-
-/*
- * Delta: len changed bytes of buf at off of f. Not through the page cache
- * where it can be helped: the bytes in place were just read through it, and
- * the file system caches a file it reads in large folios (ext4 on Linux 6.x:
- * up to 2 MiB), whose first dirty byte makes writeback write all of it. An
- * 8 KiB page changed every 800 KiB then wrote the whole file again (a 1%
- * change to 1.1 GB: 910 MB written for 26.8 MiB of changes). O_DIRECT
- * writes the blocks alone and drops the folios they overlap from the cache.
- * Unaligned pieces and file systems without O_DIRECT go through the cache.
- */
-static int write_range(RFile *f, const uint8_t *buf, size_t len, uint64_t off)
-{
-	int fd = DIRECT_NONE;
-	if (off % DIRECT_ALIGN == 0 && len % DIRECT_ALIGN == 0 &&
-	    (uintptr_t)buf % DIRECT_ALIGN == 0)
-		fd = direct_fd(f);
-	if (fd >= 0) {
-		ssize_t n = pwrite(fd, buf, len, (off_t)off);
-		if (n == (ssize_t)len)
-			return 0;
-		if (n < 0 && errno != EINVAL)
-			return -errno;
-		/* EINVAL: an alignment this file system does not take; short: the rest, cached */
-		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
-			off += (uint64_t)n;
-		}
-	}
-	return pwrite_full(f->fd, buf, len, (off_t)off);
-}
-
-/*
- * Delta: a writer thread. An O_DIRECT write waits for the disk (a virtual
- * disk here: ~0.2 ms for 8 KiB), so the workers reading and hashing the
- * bytes in place hand their writes over instead of waiting on each.
- */
-static void *delta_writer(void *arg)
-{
-	Restorer *rs = arg;
-	DeltaWrite w;
-	while (workqueue_pop(rs->writes, &w) == 0) {
-		int r = atomic_load(&rs->error) < 0 ? 0 : write_range(w.file, w.buf, w.len, w.off);
-		if (r < 0)
-			restorer_fail(rs, r, w.file->path, w.off);
-		free(w.buf);
-		task_done(rs, w.file);
-	}
-	return NULL;
-}
-
-/* Delta: len bytes of buf for off of f, written now or queued to a writer thread. */
-static int write_or_queue(Restorer *rs, RFile *f, const uint8_t *buf, size_t len, uint64_t off)
-{
-	DeltaWrite w = {.file = f, .off = off, .len = len};
-	if (!rs->writes || off % DIRECT_ALIGN != 0 || len % DIRECT_ALIGN != 0)
-		return write_range(f, buf, len, off);
-	w.buf = aligned_alloc(DIRECT_ALIGN, len);
-	if (!w.buf)
-		return -ENOMEM;
-	memcpy(w.buf, buf, len);
-	atomic_fetch_add(&f->remaining, 1); /* the file is not finished before its write */
-	int r = workqueue_push(rs->writes, &w);
-	if (r < 0) {
-		free(w.buf);
-		atomic_fetch_sub(&f->remaining, 1); /* the caller's own task still holds it */
-	}
-	return r;
-}
-
-/*
  * Delta: write the pages (4 KiB, the page cache's unit) of buf that differ
  * from have, the bytes in place: a chunk with one changed 8 KiB page writes
  * two pages, not the whole chunk, and writeback (syncfs) is most of a delta.
@@ -422,9 +450,11 @@ static int write_changed(Restorer *rs, RFile *f, const uint8_t *buf, const uint8
 			if (memcmp(buf + j, have + j, n) == 0)
 				break;
 		}
-		int r = write_or_queue(rs, f, buf + i, j - i, off + i);
-		if (r < 0)
-			return r;
+		if (!defer_write(rs, f, buf + i, j - i, off + i)) {
+			int r = pwrite_full(f->fd, buf + i, j - i, (off_t)(off + i));
+			if (r < 0)
+				return r;
+		}
 		*ret_written += j - i;
 		i = j;
 	}
@@ -1322,7 +1352,7 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 {
 	int n_workers = rs->o->jobs > 0 ? rs->o->jobs : cpu_count();
 	int n_fetchers = rs->remote ? (int)MIN((size_t)MAX(2, n_workers), rs->n_bufs_max - 1) : 0;
-	int n_writers = rs->writes ? DELTA_WRITERS : 0;
+	int n_writers = rs->finishing ? DELTA_WRITERS : 0;
 	pthread_t *threads = calloc((size_t)(n_workers + n_fetchers), sizeof(pthread_t));
 	pthread_t writers[DELTA_WRITERS];
 	int n_started = 0, n_fetch_started = 0, n_write_started = 0, r;
@@ -1332,8 +1362,8 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 	for (; n_write_started < n_writers; n_write_started++)
 		if (pthread_create(&writers[n_write_started], NULL, delta_writer, rs) != 0)
 			break;
-	if (n_write_started == 0 && rs->writes) /* none: the workers write themselves */
-		rs->writes = workqueue_free(rs->writes);
+	if (n_write_started == 0 && rs->finishing) /* none: files finish where their tasks do */
+		rs->finishing = workqueue_free(rs->finishing);
 	for (; n_started < n_workers; n_started++)
 		if (pthread_create(&threads[n_started], NULL, restore_worker, rs) != 0)
 			break;
@@ -1360,8 +1390,8 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 	for (int i = 0; i < n_started + n_fetch_started; i++)
 		pthread_join(threads[i], NULL);
 	free(threads);
-	if (rs->writes) /* after the workers: none queues a write any more */
-		workqueue_close(rs->writes);
+	if (rs->finishing) /* after the workers and the walk: no file is left to queue */
+		workqueue_close(rs->finishing);
 	for (int i = 0; i < n_write_started; i++)
 		pthread_join(writers[i], NULL);
 
@@ -1498,12 +1528,13 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	if (r == 0 && !rs.remote)
 		r = workqueue_new(RESTORE_TASKS_QUEUED, sizeof(RTask), &rs.tasks);
 	if (r == 0 && o->delta)
-		r = workqueue_new(DELTA_WRITES_QUEUED, sizeof(DeltaWrite), &rs.writes);
+		r = workqueue_new(DELTA_FILES_QUEUED, sizeof(RFile *), &rs.finishing);
 	if (r == 0 && rs.remote && !(rs.free_bufs = calloc(rs.n_bufs_max, sizeof(uint8_t *))))
 		r = -ENOMEM;
 	if (r < 0)
 		goto out;
 	pthread_mutex_init(&rs.lock, NULL);
+	pthread_mutex_init(&rs.defer_lock, NULL);
 	pthread_cond_init(&rs.cond_nonempty, NULL);
 	pthread_cond_init(&rs.cond_nonfull, NULL);
 	atomic_init(&rs.error, 0);
@@ -1533,11 +1564,12 @@ out:
 	free(rs.dirs);
 	free(rs.dir_paths);
 	workqueue_free(rs.tasks);
-	workqueue_free(rs.writes);
+	workqueue_free(rs.finishing);
 	for (size_t i = 0; i < rs.n_free; i++)
 		free(rs.free_bufs[i]);
 	free(rs.free_bufs);
 	pthread_mutex_destroy(&rs.lock);
+	pthread_mutex_destroy(&rs.defer_lock);
 	pthread_cond_destroy(&rs.cond_nonempty);
 	pthread_cond_destroy(&rs.cond_nonfull);
 	return r;
