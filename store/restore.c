@@ -365,7 +365,7 @@ static int rfile_finish(Restorer *rs, RFile *f)
 		r = apply_meta_fd(rs, f->fd, f->mode, f->uid, f->gid, f->mtime_ns);
 	if (unchanged)
 		atomic_fetch_add(&rs->n_unchanged, 1);
-	if (r == 0 && close(f->fd) < 0)
+	if (close(f->fd) < 0 && r == 0)
 		r = -errno;
 	f->fd = -1;
 	if (f->direct_fd >= 0 && close(f->direct_fd) < 0 && r == 0)
