@@ -128,13 +128,26 @@ static int read_chunks(Mount *m, const MountSnap *ms, const SnapTree *tree, cons
 #define STREAMING_READ (128 * 1024)
 #define PREFETCH_AHEAD (8 * 1024 * 1024)
 
-/* Queue what follows a streaming read; false for a read that is not one. */
-static bool prefetch_after(Mount *m, Handle *h, uint64_t off, size_t len)
+/*
+ * Whether a read is part of a stream (and where the next one is expected).
+ * The kernel's requests of a stream arrive in any order, at most two
+ * readahead windows apart: a read farther than JUMP from where the last one
+ * ended is a jump, after which the stream's prefetch starts afresh.
+ */
+#define JUMP (2 * PREFETCH_AHEAD)
+
+static bool read_streaming(Handle *h, uint64_t off, size_t len)
+{
+	uint64_t expected = atomic_exchange(&h->next_off, off + len);
+	if (expected != UINT64_MAX && (off > expected + JUMP || off + JUMP < expected))
+		atomic_store(&h->prefetched, 0);
+	return off == expected || len >= STREAMING_READ;
+}
+
+/* Queue what follows a streaming read. */
+static void prefetch_after(Mount *m, Handle *h, uint64_t off, size_t len)
 {
 	uint64_t cs = m->chunk_size, last = h->chunks.n;
-	uint64_t expected = atomic_exchange(&h->next_off, off + len);
-	if (off != expected && len < STREAMING_READ)
-		return false;
 	uint64_t window = PREFETCH_AHEAD / cs;
 	/*
 	 * From the request's own first chunk: the first request of a stream (or
@@ -145,19 +158,16 @@ static bool prefetch_after(Mount *m, Handle *h, uint64_t off, size_t len)
 	uint64_t from = first, to = MIN(last, end + MAX(window, 2));
 	uint64_t done = atomic_load(&h->prefetched);
 	/*
-	 * The kernel has several requests of a stream in flight and they arrive
-	 * in any order: one behind the queued mark by less than a window was
-	 * queued already (by a request after it) and queues nothing again, which
-	 * would load chunks anew that were served and dropped behind the reader.
-	 * Farther behind is a jump back, queued afresh.
+	 * The queued mark only moves forward (but for a jump: read_streaming): a
+	 * request behind it, one the kernel sent before a request that queued
+	 * past it, queues nothing again, which would load chunks anew that were
+	 * served and dropped behind the reader.
 	 */
-	if (done >= to && done - to <= window + 2)
-		return true;
-	if (done > from && done < to)
-		from = done;
-	while (!atomic_compare_exchange_weak(&h->prefetched, &done, to))
-		if (done >= to && done - to <= window + 2)
-			return true; /* another request queued past this one meanwhile */
+	do {
+		if (done >= to)
+			return;
+		from = MAX(first, done);
+	} while (!atomic_compare_exchange_weak(&h->prefetched, &done, to));
 	/* located in batches: one catalog transaction for up to PREFETCH_BATCH chunks */
 	for (uint64_t k = from; k < to; k += PREFETCH_BATCH) {
 		uint32_t plens[PREFETCH_BATCH];
@@ -166,7 +176,6 @@ static bool prefetch_after(Mount *m, Handle *h, uint64_t off, size_t len)
 			plens[i] = (uint32_t)MIN(cs, h->node->size - (k + i) * cs);
 		chunk_cache_prefetch_many(m->cache, &h->chunks.ids[k], plens, n);
 	}
-	return true;
 }
 
 int mount_lower_read(void *userdata, uint32_t lower_ino, uint64_t off, size_t len, void *buf)
@@ -332,8 +341,15 @@ static void read_snapshot_file(fuse_req_t req, Mount *m, Handle *h, size_t size,
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	/* first: the prefetch threads decode what comes next while this thread serves this */
-	bool streaming = prefetch_after(m, h, off, n);
+	/*
+	 * First: the prefetch threads decode what comes next while this thread
+	 * serves this. (Queued after the reply instead, the prefetch fell behind
+	 * the reader: request threads loaded a tenth of the chunks themselves and
+	 * the prefetch threads loaded them again once dropped.)
+	 */
+	bool streaming = read_streaming(h, off, n);
+	if (streaming)
+		prefetch_after(m, h, off, n);
 	r = pin_chunks(m, h, off, n, streaming, &p);
 	if (r < 0)
 		fuse_reply_err(req, -r);
