@@ -296,6 +296,30 @@ static void test_prefetch_runs(Repo *r)
 	chunk_cache_free(c);
 }
 
+/*
+ * The first four chunks lying one after the other in a pack (from *ret_k
+ * on): their span, fetched into *ret.
+ */
+static size_t fetch_run(Repo *r, ChunkReader *rd, ChunkLoc locs[4], int *ret_k, uint8_t **ret)
+{
+	for (int k = 0; k + 4 <= N_CHUNKS; k++) {
+		int errs[4];
+		bool run = chunk_reader_locate(rd, &ids[k], 4, locs, errs) == 0;
+		for (int i = 0; run && i < 4; i++)
+			run = errs[i] == 0 && locs[i].pack == locs[0].pack &&
+			      (i == 0 || locs[i].offset == locs[i - 1].offset + locs[i - 1].elen);
+		if (!run)
+			continue;
+		size_t span = (size_t)(locs[3].offset + locs[3].elen - locs[0].offset);
+		*ret = xmalloc(span);
+		if (store_get_range(repo_backend(r), locs[0].pack_name, locs[0].offset, span, *ret) < 0)
+			break;
+		*ret_k = k;
+		return span;
+	}
+	return 0;
+}
+
 /* damage every pack of the repository from byte 1024 on, every 512 bytes, but its last 16 KiB */
 static int damage_packs(const char *dir)
 {
@@ -359,8 +383,36 @@ static void test_errors(Repo *r, const char *repo_path)
 	/* cached before the damage: still served; damaged: -EBADMSG, and remembered */
 	CHECK_EQ_INT(chunk_cache_get(c, &ids[1], CS, &e), 0);
 	chunk_cache_put(c, e);
+	/* a run's bytes fetched before the damage, to lend */
+	ChunkReader *rd = NULL;
+	ChunkLoc locs[4];
+	uint8_t *lent = NULL, out[CS];
+	size_t span = 0;
+	int k0 = 0;
+	if (CHECK_EQ_INT(chunk_reader_new(r, &rd), 0))
+		span = fetch_run(r, rd, locs, &k0, &lent);
+	CHECK(span > 0);
+
 	test_fmt(packs, sizeof(packs), "%s/packs", repo_path);
 	CHECK(damage_packs(packs) > 0);
+
+	/*
+	 * chunk_reader_read_fast_at serves lent bytes (0: the location served;
+	 * reading the damaged pack would have taken the fallback, 1, or failed),
+	 * and bytes lent damaged are fetched again, alone: damaged too here.
+	 */
+	if (span) {
+		chunk_reader_lend(rd, locs[0].pack_name, locs[0].offset, lent, span);
+		for (int i = 0; i < 4; i++) {
+			CHECK_EQ_INT(chunk_reader_read_fast_at(rd, &ids[k0 + i], &locs[i], CS, out), 0);
+			CHECK(memcmp(out, data + (size_t)(k0 + i) * CS, CS) == 0);
+		}
+		lent[locs[2].offset - locs[0].offset + 100] ^= 0x10;
+		CHECK_EQ_INT(chunk_reader_read_fast_at(rd, &ids[k0 + 2], &locs[2], CS, out), -EBADMSG);
+		chunk_reader_lend(rd, NULL, 0, NULL, 0);
+	}
+	free(lent);
+	chunk_reader_free(rd);
 	CHECK_EQ_INT(chunk_cache_get(c, &ids[N_CHUNKS / 2], CS, &e), -EBADMSG);
 	chunk_cache_stats(c, &st);
 	uint64_t misses = st.misses;
