@@ -11,7 +11,9 @@
 #include <sys/mman.h>
 
 #define N_SHARDS 16
-#define PREFETCH_QUEUE 1024 /* eight streaming readers 8 MiB ahead, in 64 KiB chunks */
+/* runs of up to PREFETCH_RUN chunks: eight streaming readers 8 MiB ahead, in 64 KiB chunks */
+#define PREFETCH_QUEUE 256
+#define PREFETCH_RUN 8
 
 typedef enum { ENTRY_LOADING, ENTRY_READY, ENTRY_FAILED, ENTRY_BAD } EntryState;
 
@@ -36,12 +38,19 @@ typedef struct Shard {
 	uint64_t bytes, capacity;
 } Shard;
 
+/*
+ * One item of the prefetch queue: a run of chunks of a file, located
+ * (chunk_cache_prefetch_many) and lying one after the other in one pack, so
+ * that one fetch of the backend and one queue item serve them all; or one
+ * chunk the batch did not locate, which its loader locates.
+ */
 typedef struct PrefetchItem {
-	ChunkId id;
-	uint32_t plen;
 	int64_t queued; /* mono_ns: a reader that got there first makes old items moot */
-	ChunkLoc loc;   /* where the chunk is (chunk_cache_prefetch_many), if has_loc */
+	unsigned n;
 	bool has_loc;
+	ChunkId ids[PREFETCH_RUN];
+	uint32_t plens[PREFETCH_RUN];
+	ChunkLoc locs[PREFETCH_RUN]; /* if has_loc */
 } PrefetchItem;
 
 /* Prefetching what a reader has already read (and the cache let go) is waste. */
@@ -80,13 +89,22 @@ struct ChunkCache {
 	ChunkReader **pool;
 	size_t n_pool, cap_pool;
 
+	/*
+	 * The batch lookups all go through one catalog connection (locate_lock):
+	 * on a fresh mount each connection reads (pread) and caches (malloc) the
+	 * catalog pages it touches, and spread over the pool's connections that
+	 * was half of the lookups' CPU (perf).
+	 */
+	pthread_mutex_t locate_lock;
+	ChunkReader *locator; /* made on first use */
+
 	/* hints for the prefetch threads: dropped when full, skipped once stopping */
 	WorkQueue *prefetch;
 	_Atomic bool stopping;
 	pthread_t *threads;
 	unsigned n_threads;
 
-	_Atomic uint64_t hits, misses, prefetched, evicted, located, relocated;
+	_Atomic uint64_t hits, misses, prefetched, evicted, dropped, located, relocated, runs;
 };
 
 static Shard *shard_of(ChunkCache *c, const ChunkId *id) { return &c->shards[id->b[0] % N_SHARDS]; }
@@ -252,15 +270,15 @@ static void pool_return(ChunkCache *c, ChunkReader *r)
 	pthread_mutex_unlock(&c->pool_lock);
 }
 
-/* Read and check a chunk without any cache lock held. */
-static int load_chunk(ChunkCache *c, const ChunkId *id, uint32_t plen, const ChunkLoc *loc,
-		      uint8_t **ret)
+/* Read and check a chunk without any cache lock held, with reader or one of the pool. */
+static int load_chunk(ChunkCache *c, ChunkReader *reader, const ChunkId *id, uint32_t plen,
+		      const ChunkLoc *loc, uint8_t **ret)
 {
 	int r = 0;
-	ChunkReader *reader = pool_take(c, &r);
+	bool own = !reader;
 	uint8_t *buf;
 
-	if (!reader)
+	if (own && !(reader = pool_take(c, &r)))
 		return r;
 	buf = plen <= c->bufs.size ? buf_get(&c->bufs) : NULL;
 	if (!buf)
@@ -271,7 +289,8 @@ static int load_chunk(ChunkCache *c, const ChunkId *id, uint32_t plen, const Chu
 		atomic_fetch_add(&c->relocated, 1); /* the location did not serve: found again */
 		r = 0;
 	}
-	pool_return(c, reader);
+	if (own)
+		pool_return(c, reader);
 	if (r < 0) {
 		buf_put(&c->bufs, buf);
 		return r;
@@ -299,9 +318,12 @@ static void unpin_locked(ChunkCache *c, Shard *s, CachedChunk *e)
 		entry_free(c, e); /* a failed load nobody waits for any more */
 }
 
-/* chunk_cache_get, with where the chunk is when known (NULL: the reader locates it) */
-static int cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, const ChunkLoc *loc,
-		     CachedChunk **ret)
+/*
+ * chunk_cache_get, with where the chunk is when known (NULL: the reader
+ * locates it), loaded with reader (NULL: one of the pool)
+ */
+static int cache_get(ChunkCache *c, ChunkReader *reader, const ChunkId *id, uint32_t plen,
+		     const ChunkLoc *loc, CachedChunk **ret)
 {
 	Shard *s = shard_of(c, id);
 	CachedChunk *e;
@@ -339,7 +361,7 @@ static int cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, const Chun
 	pthread_mutex_unlock(&s->lock);
 	atomic_fetch_add(&c->misses, 1);
 
-	r = load_chunk(c, id, plen, loc, &data);
+	r = load_chunk(c, reader, id, plen, loc, &data);
 
 	pthread_mutex_lock(&s->lock);
 	if (r == 0) {
@@ -366,7 +388,7 @@ static int cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, const Chun
 
 int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk **ret)
 {
-	return cache_get(c, id, plen, NULL, ret);
+	return cache_get(c, NULL, id, plen, NULL, ret);
 }
 
 const uint8_t *cached_chunk_data(const CachedChunk *e) { return e->data; }
@@ -375,6 +397,24 @@ void chunk_cache_put(ChunkCache *c, CachedChunk *e)
 {
 	Shard *s = shard_of(c, &e->id);
 	pthread_mutex_lock(&s->lock);
+	unpin_locked(c, s, e);
+	shard_evict(c, s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void chunk_cache_put_done(ChunkCache *c, CachedChunk *e)
+{
+	Shard *s = shard_of(c, &e->id);
+	pthread_mutex_lock(&s->lock);
+	PGBAKFS_CHECK(e->refs > 0);
+	if (e->refs == 1 && e->state == ENTRY_READY && e->hashed) {
+		shard_unhash(s, e);
+		s->bytes -= c->bufs.size;
+		pthread_mutex_unlock(&s->lock);
+		entry_free(c, e);
+		atomic_fetch_add(&c->dropped, 1);
+		return;
+	}
 	unpin_locked(c, s, e);
 	shard_evict(c, s);
 	pthread_mutex_unlock(&s->lock);
@@ -390,45 +430,66 @@ static bool cached_or_loading(ChunkCache *c, const ChunkId *id)
 }
 
 /* A hint, never waited for: dropped when the queue is full. */
-static void queue_push(ChunkCache *c, const ChunkId *id, uint32_t plen, const ChunkLoc *loc)
+static void queue_push(ChunkCache *c, PrefetchItem *it)
 {
-	PrefetchItem it = {.id = *id, .plen = plen, .queued = mono_ns(), .has_loc = loc != NULL};
-	if (loc)
-		it.loc = *loc;
-	(void)workqueue_try_push(c->prefetch, &it);
+	it->queued = mono_ns();
+	(void)workqueue_try_push(c->prefetch, it);
 }
 
 void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen)
 {
+	PrefetchItem it = {.n = 1};
 	if (!c->n_threads || chunk_id_is_hole(id))
 		return;
-	queue_push(c, id, plen, NULL);
+	it.ids[0] = *id;
+	it.plens[0] = plen;
+	queue_push(c, &it);
+}
+
+/* b follows a in its pack, right after it */
+static bool loc_follows(const ChunkLoc *a, const ChunkLoc *b)
+{
+	return a->pack == b->pack && a->offset + a->elen == b->offset;
 }
 
 /*
  * The chunks neither cached nor loading are located in one catalog
- * transaction, on the caller's thread, and queued with their locations: the
- * prefetch threads then only fetch, decode and check.
+ * transaction, on the caller's thread, and queued with their locations in
+ * runs (one after the other in a pack): the prefetch threads then only
+ * fetch, decode and check, one fetch per run. One not located (an error is
+ * the reader's to meet, when it asks for the chunk itself) is queued alone.
  */
-/* Locate n chunks at once and queue them; one without a location is located by its loader. */
 static void queue_located(ChunkCache *c, const ChunkId *ids, const uint32_t *plens, size_t n)
 {
 	ChunkLoc locs[PREFETCH_BATCH];
 	int errs[PREFETCH_BATCH];
 	int r = 0;
-	ChunkReader *reader = pool_take(c, &r);
+	PrefetchItem it = {0};
 
-	if (reader) {
-		r = chunk_reader_locate(reader, ids, n, locs, errs);
-		pool_return(c, reader);
-	}
-	/* an error is the reader's to meet, when it asks for the chunk itself */
+	pthread_mutex_lock(&c->locate_lock);
+	if (!c->locator)
+		r = chunk_reader_new(c->repo, &c->locator);
+	if (r == 0)
+		r = chunk_reader_locate(c->locator, ids, n, locs, errs);
+	pthread_mutex_unlock(&c->locate_lock);
 	for (size_t k = 0; k < n; k++) {
-		bool found = reader && r == 0 && errs[k] == 0;
-		queue_push(c, &ids[k], plens[k], found ? &locs[k] : NULL);
-		if (found)
+		bool found = r == 0 && errs[k] == 0;
+		if (it.n && (!found || !it.has_loc || it.n == PREFETCH_RUN ||
+			     !loc_follows(&it.locs[it.n - 1], &locs[k]))) {
+			queue_push(c, &it);
+			it.n = 0;
+		}
+		it.has_loc = found;
+		it.ids[it.n] = ids[k];
+		it.plens[it.n] = plens[k];
+		if (found) {
+			it.locs[it.n] = locs[k];
 			atomic_fetch_add(&c->located, 1);
+		}
+		it.n++;
 	}
+	if (it.n)
+		queue_push(c, &it);
 }
 
 void chunk_cache_prefetch_many(ChunkCache *c, const ChunkId *ids, const uint32_t *plens, size_t n)
@@ -453,21 +514,63 @@ void chunk_cache_prefetch_many(ChunkCache *c, const ChunkId *ids, const uint32_t
 		queue_located(c, want, want_plen, n_want);
 }
 
+/*
+ * The encoded bytes of a located run, fetched at once into *buf (grown as
+ * needed) and lent to reader; nothing lent when the fetch fails (each chunk
+ * is then fetched alone, and a failure is the reader's to meet).
+ */
+static void run_fetch(ChunkCache *c, ChunkReader *reader, const PrefetchItem *it, uint8_t **buf,
+		      size_t *cap)
+{
+	const ChunkLoc *first = &it->locs[0], *last = &it->locs[it->n - 1];
+	size_t len = (size_t)(last->offset + last->elen - first->offset);
+	if (len > *cap) {
+		uint8_t *v = realloc(*buf, len);
+		if (!v)
+			return;
+		*buf = v;
+		*cap = len;
+	}
+	if (store_get_range(repo_backend(c->repo), first->pack_name, first->offset, len, *buf) == 0) {
+		chunk_reader_lend(reader, first->pack_name, first->offset, *buf, len);
+		atomic_fetch_add(&c->runs, 1);
+	}
+}
+
 static void *prefetch_main(void *userdata)
 {
 	ChunkCache *c = userdata;
 	PrefetchItem it;
 	CachedChunk *e;
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t cap = 0;
+
 	while (workqueue_pop(c->prefetch, &it) == 0) {
+		int r = 0;
+		ChunkReader *reader;
 		/* stopping: what is left is popped and forgotten, not loaded */
-		if (atomic_load(&c->stopping) || mono_ns() - it.queued > PREFETCH_STALE_NS ||
-		    cached_or_loading(c, &it.id))
+		if (atomic_load(&c->stopping) || mono_ns() - it.queued > PREFETCH_STALE_NS)
 			continue;
-		/* errors are the reader's to report, when it asks for the chunk itself */
-		if (cache_get(c, &it.id, it.plen, it.has_loc ? &it.loc : NULL, &e) == 0) {
-			atomic_fetch_add(&c->prefetched, 1);
-			chunk_cache_put(c, e);
+		if (!(reader = pool_take(c, &r)))
+			continue; /* the reader that asks for the chunks meets the error */
+		bool lent = false;
+		for (unsigned i = 0; i < it.n; i++) {
+			if (cached_or_loading(c, &it.ids[i]))
+				continue;
+			if (it.has_loc && it.n > 1 && !lent) {
+				run_fetch(c, reader, &it, &buf, &cap);
+				lent = true;
+			}
+			/* errors are the reader's to report, when it asks for the chunk itself */
+			if (cache_get(c, reader, &it.ids[i], it.plens[i], it.has_loc ? &it.locs[i] : NULL,
+				      &e) == 0) {
+				atomic_fetch_add(&c->prefetched, 1);
+				chunk_cache_put(c, e);
+			}
 		}
+		if (lent)
+			chunk_reader_lend(reader, NULL, 0, NULL, 0);
+		pool_return(c, reader);
 	}
 	return NULL;
 }
@@ -504,6 +607,7 @@ int chunk_cache_new(Repo *repo, uint64_t capacity, unsigned prefetch_threads, Ch
 	c->bufs.slab_bytes = MAX((size_t)SLAB_BYTES, c->bufs.size);
 	pthread_mutex_init(&c->bufs.lock, NULL);
 	pthread_mutex_init(&c->pool_lock, NULL);
+	pthread_mutex_init(&c->locate_lock, NULL);
 	atomic_init(&c->stopping, false);
 	r = shards_init(c, capacity);
 	if (r == 0 && prefetch_threads) {
@@ -559,6 +663,8 @@ ChunkCache *chunk_cache_free(ChunkCache *c)
 		chunk_reader_free(c->pool[i]);
 	free(c->pool);
 	pthread_mutex_destroy(&c->pool_lock);
+	chunk_reader_free(c->locator);
+	pthread_mutex_destroy(&c->locate_lock);
 	free(c);
 	return NULL;
 }
@@ -575,7 +681,9 @@ void chunk_cache_stats(ChunkCache *c, ChunkCacheStats *ret)
 				 .misses = atomic_load(&c->misses),
 				 .prefetched = atomic_load(&c->prefetched),
 				 .evicted = atomic_load(&c->evicted),
+				 .dropped = atomic_load(&c->dropped),
 				 .located = atomic_load(&c->located),
 				 .relocated = atomic_load(&c->relocated),
+				 .runs = atomic_load(&c->runs),
 				 .bytes = bytes};
 }

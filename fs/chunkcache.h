@@ -29,6 +29,14 @@ ChunkCache *chunk_cache_free(ChunkCache *c);
 int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk **ret);
 const uint8_t *cached_chunk_data(const CachedChunk *e);
 void chunk_cache_put(ChunkCache *c, CachedChunk *e);
+/*
+ * chunk_cache_put by a reader done with the chunk (a streaming reader that
+ * served its last byte, which the kernel's page cache now holds): unless
+ * someone else has it pinned, the entry leaves the cache at once and its
+ * buffer is the next one reused, instead of waiting at the head of the LRU
+ * while the rest of the capacity is filled. A later get loads it again.
+ */
+void chunk_cache_put_done(ChunkCache *c, CachedChunk *e);
 
 /* Queue a chunk to be loaded in the background; dropped when the queue is full. */
 void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen);
@@ -42,8 +50,10 @@ void chunk_cache_prefetch(ChunkCache *c, const ChunkId *id, uint32_t plen);
 void chunk_cache_prefetch_many(ChunkCache *c, const ChunkId *ids, const uint32_t *plens, size_t n);
 
 typedef struct ChunkCacheStats {
-	uint64_t hits, misses, prefetched, evicted, bytes;
+	uint64_t hits, misses, prefetched, evicted, dropped, bytes;
 	/* queued with a location found in a batch; loaded at a location that did not serve */
 	uint64_t located, relocated;
+	/* runs of located chunks, one after the other in a pack, fetched at once */
+	uint64_t runs;
 } ChunkCacheStats;
 void chunk_cache_stats(ChunkCache *c, ChunkCacheStats *ret);

@@ -149,8 +149,10 @@ static void log_cache_stats(Mount *m)
 		return;
 	chunk_cache_stats(m->cache, &st);
 	log_debug("chunk cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " prefetched, %" PRIu64
-		  " evicted, %" PRIu64 " located in batches, %" PRIu64 " relocated",
-		  st.hits, st.misses, st.prefetched, st.evicted, st.located, st.relocated);
+		  " evicted, %" PRIu64 " dropped behind streaming readers, %" PRIu64
+		  " located in batches, %" PRIu64 " relocated, %" PRIu64 " runs fetched at once",
+		  st.hits, st.misses, st.prefetched, st.evicted, st.dropped, st.located, st.relocated,
+		  st.runs);
 }
 
 static void mount_clear(Mount *m)

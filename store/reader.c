@@ -255,6 +255,9 @@ static int read_located(ChunkReader *r, const ChunkLoc *loc, const ChunkId *id, 
 			void *buf)
 {
 	int e;
+	const uint8_t *lent = lent_bytes(r, loc);
+	if (lent)
+		return decode(r, loc, lent, id, plen, buf, true);
 	if (loc->enc == CHUNK_ENC_RAW && loc->elen == plen) {
 		/* not sealed either (a sealed chunk is longer than its plain bytes) */
 		e = store_get_range(repo_backend(r->repo), loc->pack_name, loc->offset, plen, buf);

@@ -263,6 +263,11 @@ PGBAKFS_DEBUG=1 mount_fg "$M" "$T/mount6.log" --repo "$R"
 ok "sequential read" cmp "$M/$S1/base/1/random" "$T/src/base/1/random"
 ok "unmount" unmount_fg "$M"
 ok "sequential read: chunks prefetched" grep -Eq "chunk cache: .* [1-9][0-9]* prefetched" "$T/mount6.log"
+# served to their end, they left the cache at once; prefetched in runs, one fetch each
+ok "sequential read: chunks dropped behind the reader" \
+	grep -Eq "chunk cache: .* 0 evicted, [1-9][0-9]* dropped behind" "$T/mount6.log"
+ok "sequential read: runs of chunks fetched at once" \
+	grep -Eq "chunk cache: .* [1-9][0-9]* runs fetched at once" "$T/mount6.log"
 
 # batched lookups: a file whose chunks are half shared with S1's base/1/random
 # (older packs) and half new (newer packs), interleaved every 192 KiB, read

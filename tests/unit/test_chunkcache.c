@@ -1,7 +1,8 @@
 /*
  * fs/chunkcache.h: chunks read back and checked, hits and misses, pinned
  * entries never evicted, the capacity bounding the rest, one load of a chunk
- * for concurrent readers, errors (unknown, damaged: remembered), prefetch.
+ * for concurrent readers, errors (unknown, damaged: remembered), prefetch
+ * (located in batches, runs fetched at once), drop-behind.
  */
 #include "tests/unit/test.h"
 
@@ -216,6 +217,109 @@ static void test_prefetch(Repo *r)
 	chunk_cache_free(c);
 }
 
+/*
+ * chunk_cache_put_done: an entry only the caller pins leaves the cache at
+ * once and its buffer is the next one used; one pinned by another stays.
+ */
+static void test_put_done(Repo *r)
+{
+	ChunkCache *c = NULL;
+	CachedChunk *e = NULL, *e2 = NULL;
+	ChunkCacheStats st;
+
+	if (!CHECK_EQ_INT(chunk_cache_new(r, 64 * CS, 0, &c), 0))
+		return;
+	CHECK_EQ_INT(chunk_cache_get(c, &ids[0], CS, &e), 0);
+	const uint8_t *buf = cached_chunk_data(e);
+	chunk_cache_put_done(c, e);
+	chunk_cache_stats(c, &st);
+	CHECK(st.dropped == 1 && st.bytes == 0 && st.evicted == 0);
+	/* the next load reuses the buffer; the dropped chunk is loaded again */
+	if (CHECK_EQ_INT(chunk_cache_get(c, &ids[1], CS, &e), 0)) {
+		CHECK(cached_chunk_data(e) == buf && chunk_ok(e, 1));
+		chunk_cache_put(c, e);
+	}
+	if (CHECK_EQ_INT(chunk_cache_get(c, &ids[0], CS, &e), 0)) {
+		CHECK(chunk_ok(e, 0));
+		chunk_cache_put(c, e);
+	}
+	chunk_cache_stats(c, &st);
+	CHECK(st.misses == 3 && st.hits == 0);
+	/* pinned by two: done by one, it stays for the other, and cached after */
+	CHECK_EQ_INT(chunk_cache_get(c, &ids[2], CS, &e), 0);
+	CHECK_EQ_INT(chunk_cache_get(c, &ids[2], CS, &e2), 0);
+	chunk_cache_put_done(c, e);
+	CHECK(chunk_ok(e2, 2));
+	chunk_cache_put(c, e2);
+	chunk_cache_stats(c, &st);
+	CHECK(st.dropped == 1 && st.bytes == 3 * CS);
+	CHECK_EQ_INT(chunk_cache_get(c, &ids[2], CS, &e), 0);
+	chunk_cache_put(c, e);
+	chunk_cache_stats(c, &st);
+	CHECK(st.misses == 4 && st.hits == 2);
+	chunk_cache_free(c);
+}
+
+/*
+ * chunk_cache_prefetch_many: located in one batch, queued in runs of chunks
+ * one after the other in a pack (at most 8), each run fetched at once.
+ */
+static void test_prefetch_runs(Repo *r)
+{
+	ChunkCache *c = NULL;
+	CachedChunk *e;
+	ChunkCacheStats st;
+	uint32_t plens[32];
+
+	if (!CHECK_EQ_INT(chunk_cache_new(r, N_CHUNKS * N_SHARDS * CS, 2, &c), 0))
+		return;
+	for (int i = 0; i < 32; i++)
+		plens[i] = CS;
+	chunk_cache_prefetch_many(c, &ids[8], plens, 32);
+	for (int k = 0; k < 500; k++) {
+		chunk_cache_stats(c, &st);
+		if (st.prefetched == 32)
+			break;
+		usleep(10 * 1000);
+	}
+	chunk_cache_stats(c, &st);
+	CHECK(st.located == 32);
+	/* 1 MiB packs of 16 KiB chunks: 32 chunks lie in at most two packs, so 4 to 6 runs */
+	CHECK(st.prefetched >= 1 && st.runs >= 1 && st.runs <= 6 && st.relocated == 0);
+	for (int i = 8; i < 40; i++)
+		if (CHECK_EQ_INT(chunk_cache_get(c, &ids[i], CS, &e), 0)) {
+			CHECK(chunk_ok(e, i));
+			chunk_cache_put(c, e);
+		}
+	chunk_cache_stats(c, &st);
+	CHECK(st.misses == 32 && st.hits == st.prefetched);
+	chunk_cache_free(c);
+}
+
+/*
+ * The first four chunks lying one after the other in a pack (from *ret_k
+ * on): their span, fetched into *ret.
+ */
+static size_t fetch_run(Repo *r, ChunkReader *rd, ChunkLoc locs[4], int *ret_k, uint8_t **ret)
+{
+	for (int k = 0; k + 4 <= N_CHUNKS; k++) {
+		int errs[4];
+		bool run = chunk_reader_locate(rd, &ids[k], 4, locs, errs) == 0;
+		for (int i = 0; run && i < 4; i++)
+			run = errs[i] == 0 && locs[i].pack == locs[0].pack &&
+			      (i == 0 || locs[i].offset == locs[i - 1].offset + locs[i - 1].elen);
+		if (!run)
+			continue;
+		size_t span = (size_t)(locs[3].offset + locs[3].elen - locs[0].offset);
+		*ret = xmalloc(span);
+		if (store_get_range(repo_backend(r), locs[0].pack_name, locs[0].offset, span, *ret) < 0)
+			break;
+		*ret_k = k;
+		return span;
+	}
+	return 0;
+}
+
 /* damage every pack of the repository from byte 1024 on, every 512 bytes, but its last 16 KiB */
 static int damage_packs(const char *dir)
 {
@@ -279,8 +383,36 @@ static void test_errors(Repo *r, const char *repo_path)
 	/* cached before the damage: still served; damaged: -EBADMSG, and remembered */
 	CHECK_EQ_INT(chunk_cache_get(c, &ids[1], CS, &e), 0);
 	chunk_cache_put(c, e);
+	/* a run's bytes fetched before the damage, to lend */
+	ChunkReader *rd = NULL;
+	ChunkLoc locs[4];
+	uint8_t *lent = NULL, out[CS];
+	size_t span = 0;
+	int k0 = 0;
+	if (CHECK_EQ_INT(chunk_reader_new(r, &rd), 0))
+		span = fetch_run(r, rd, locs, &k0, &lent);
+	CHECK(span > 0);
+
 	test_fmt(packs, sizeof(packs), "%s/packs", repo_path);
 	CHECK(damage_packs(packs) > 0);
+
+	/*
+	 * chunk_reader_read_fast_at serves lent bytes (0: the location served;
+	 * reading the damaged pack would have taken the fallback, 1, or failed),
+	 * and bytes lent damaged are fetched again, alone: damaged too here.
+	 */
+	if (span) {
+		chunk_reader_lend(rd, locs[0].pack_name, locs[0].offset, lent, span);
+		for (int i = 0; i < 4; i++) {
+			CHECK_EQ_INT(chunk_reader_read_fast_at(rd, &ids[k0 + i], &locs[i], CS, out), 0);
+			CHECK(memcmp(out, data + (size_t)(k0 + i) * CS, CS) == 0);
+		}
+		lent[locs[2].offset - locs[0].offset + 100] ^= 0x10;
+		CHECK_EQ_INT(chunk_reader_read_fast_at(rd, &ids[k0 + 2], &locs[2], CS, out), -EBADMSG);
+		chunk_reader_lend(rd, NULL, 0, NULL, 0);
+	}
+	free(lent);
+	chunk_reader_free(rd);
 	CHECK_EQ_INT(chunk_cache_get(c, &ids[N_CHUNKS / 2], CS, &e), -EBADMSG);
 	chunk_cache_stats(c, &st);
 	uint64_t misses = st.misses;
@@ -291,6 +423,29 @@ static void test_errors(Repo *r, const char *repo_path)
 		CHECK(chunk_ok(e, 1));
 		chunk_cache_put(c, e);
 	}
+	chunk_cache_free(c);
+
+	/* prefetched in runs: a damaged chunk is never served */
+	if (!CHECK_EQ_INT(chunk_cache_new(r, N_CHUNKS * N_SHARDS * CS, 2, &c), 0))
+		return;
+	uint32_t plens[N_CHUNKS];
+	for (int i = 0; i < N_CHUNKS; i++)
+		plens[i] = CS;
+	chunk_cache_prefetch_many(c, ids, plens, N_CHUNKS);
+	usleep(200 * 1000);
+	int n_bad = 0;
+	for (int i = 0; i < N_CHUNKS; i++) {
+		int g = chunk_cache_get(c, &ids[i], CS, &e);
+		CHECK(g == 0 || g == -EBADMSG);
+		if (g == 0) {
+			CHECK(chunk_ok(e, i));
+			chunk_cache_put(c, e);
+		} else {
+			n_bad++;
+		}
+	}
+	chunk_cache_stats(c, &st);
+	CHECK(n_bad > 0 && st.runs > 0);
 	chunk_cache_free(c);
 }
 
@@ -310,6 +465,8 @@ int main(void)
 		test_bounds(r);
 		test_concurrent(r);
 		test_prefetch(r);
+		test_put_done(r);
+		test_prefetch_runs(r);
 		test_errors(r, repo_path);
 	}
 	repo_free(r);
