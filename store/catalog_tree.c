@@ -12,6 +12,18 @@
  * points at its "forest": a directory whose entries are the root (named "")
  * and the extra roots (named by their absolute paths).
  *
+ * Large directories (repository format 5): a directory of more than
+ * DIRBLOCK_MIN entries is cut into entry blocks, content-defined on names
+ * (a block ends after an entry whose name hashes to a boundary, or at
+ * DIRBLOCK_MAX entries), each a `dirs` row of its own (DIR_FORMAT_BLOCK);
+ * the directory's row lists their rows (DIR_FORMAT_LIST) and keeps n, its
+ * entry count. Adding, removing or changing one file of a 20,000-file
+ * database directory then makes one new block of ~64 entries and a new list
+ * of ~300 row ids instead of a row of all 20,000 entries. Blocks live in
+ * `dirs` so that everything keyed by a dirs row (carriers, gc's live_dirs,
+ * catalog deltas) covers them unchanged; their own format byte keeps a block
+ * from ever being read as a directory, or a list as a block.
+ *
  * Inode numbers are derived when the tree is read: preorder, entries in name
  * order, the root 1. The tree digest is computed after the conversion, over
  * these rows, so it is what every reader sees. Every directory read is
@@ -28,7 +40,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define DIR_FORMAT 1
+#define DIR_FORMAT 1       /* a directory: its entries */
+#define DIR_FORMAT_LIST 2  /* a directory: the rows of its entry blocks, varints (format 5) */
+#define DIR_FORMAT_BLOCK 3 /* an entry block: a run of a directory's entries */
+#define DIRBLOCK_MIN 128   /* directories of up to this many entries stay one row */
+#define DIRBLOCK_MASK 63   /* a name whose hash has these bits clear ends a block: ~64 entries */
+#define DIRBLOCK_MAX 512   /* and a block ends at this many entries whatever the names */
 #define MAX_DEPTH 4096 /* deeper than any path PATH_MAX allows: a loop, i.e. damage */
 
 /* ---- a growable byte buffer with LEB128 varints ---- */
@@ -223,12 +240,12 @@ static int dir_put(sqlite3 *db, sqlite3_stmt *ins, sqlite3_stmt *sel, const Buf 
 }
 
 /*
- * A directory's entry bytes, checked against its hash: *ret (malloc'd,
- * after the format byte) and *ret_n entries; *ret_carrier (when not NULL):
- * column 3 of sel, 0 when NULL.
+ * One row's bytes, checked against its hash: *ret_format its format byte,
+ * *ret (malloc'd) the bytes after it, *ret_n its n; *ret_carrier (when not
+ * NULL): column 3 of sel, 0 when NULL.
  */
-static int dir_get_carrier(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **ret,
-			   size_t *ret_len, uint64_t *ret_n, int64_t *ret_carrier)
+static int row_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, int *ret_format,
+		   unsigned char **ret, size_t *ret_len, uint64_t *ret_n, int64_t *ret_carrier)
 {
 	int rc, r;
 	sqlite3_reset(sel);
@@ -244,13 +261,15 @@ static int dir_get_carrier(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned 
 	ChunkId h;
 	chunk_hash(v, len, &h);
 	if (sqlite3_column_bytes(sel, 0) != (int)sizeof(h.b) || memcmp(hash, h.b, sizeof(h.b)) != 0 ||
-	    len < 1 || v[0] != DIR_FORMAT) {
+	    len < 1 || v[0] < DIR_FORMAT || v[0] > DIR_FORMAT_BLOCK ||
+	    sqlite3_column_int64(sel, 1) < 0) {
 		log_debug("catalog: directory row %lld does not match its hash", (long long)id);
 		r = -EBADMSG;
 	} else if (!(*ret = malloc(len))) {
 		r = -ENOMEM;
 	} else {
 		memcpy(*ret, v + 1, len - 1);
+		*ret_format = v[0];
 		*ret_len = len - 1;
 		*ret_n = (uint64_t)sqlite3_column_int64(sel, 1);
 		if (ret_carrier)
@@ -261,10 +280,77 @@ static int dir_get_carrier(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned 
 	return r;
 }
 
+/* The next block row of a list; 0 at its end. */
+static int list_next(Cursor *c, int64_t *ret)
+{
+	uint64_t id;
+	int r;
+	if (c->p == c->end) {
+		*ret = 0;
+		return 0;
+	}
+	r = get_uv(c, &id);
+	if (r == 0 && (id == 0 || id > INT64_MAX))
+		r = -EBADMSG;
+	if (r == 0)
+		*ret = (int64_t)id;
+	return r;
+}
+
+/*
+ * A directory's entry bytes (format-1 encoding, after the format byte),
+ * those of its one row or of its blocks in order: *ret (malloc'd) and
+ * *ret_n entries. A block where a directory belongs, a list naming
+ * anything but blocks, or blocks that do not add up to the list's n:
+ * -EBADMSG.
+ */
 static int dir_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **ret,
 		   size_t *ret_len, uint64_t *ret_n)
 {
-	return dir_get_carrier(db, sel, id, ret, ret_len, ret_n, NULL);
+	_cleanup_free_ unsigned char *v = NULL;
+	size_t len;
+	uint64_t n, total = 0;
+	int format, r = row_get(db, sel, id, &format, &v, &len, &n, NULL);
+	Buf b = {0};
+	int64_t block = 0;
+
+	if (r == 0 && format == DIR_FORMAT) {
+		*ret = TAKE_PTR(v);
+		*ret_len = len;
+		*ret_n = n;
+		return 0;
+	}
+	if (r == 0 && (format != DIR_FORMAT_LIST || len == 0))
+		r = -EBADMSG;
+	Cursor cur = {v, v + (r == 0 ? len : 0)};
+	while (r == 0 && (r = list_next(&cur, &block)) == 0 && block) {
+		_cleanup_free_ unsigned char *bv = NULL;
+		size_t blen;
+		uint64_t bn;
+		int bformat;
+		r = row_get(db, sel, block, &bformat, &bv, &blen, &bn, NULL);
+		if (r == 0 && (bformat != DIR_FORMAT_BLOCK || bn == 0 || bn > n - total))
+			r = -EBADMSG;
+		if (r == 0)
+			r = buf_reserve(&b, blen);
+		if (r == 0) {
+			memcpy(b.p + b.len, bv, blen);
+			b.len += blen;
+			total += bn;
+		}
+	}
+	if (r == 0 && total != n)
+		r = -EBADMSG;
+	if (r < 0) {
+		free(b.p);
+		return r;
+	}
+	*ret = b.p ? b.p : malloc(1);
+	if (!*ret)
+		return -ENOMEM;
+	*ret_len = b.len;
+	*ret_n = n;
+	return 0;
 }
 
 /* ---- files rows -> directories (at commit) ---- */
@@ -281,6 +367,7 @@ typedef struct Share {
 	Node *v;
 	size_t n, cap;
 	sqlite3_stmt *ins, *sel;
+	bool blocks; /* repository format 5: large directories as entry blocks */
 } Share;
 
 static void share_clear(Share *s)
@@ -351,22 +438,76 @@ static int cmp_kids(const void *a, const void *b)
 	return strcmp((*(Node *const *)a)->e.name, (*(Node *const *)b)->e.name);
 }
 
+/*
+ * Whether an entry of this name ends its block. The hash (FNV-1a, then a
+ * 64-bit finalizer so the low bits depend on every byte) is part of the
+ * format: another one would cut the same directory elsewhere and share
+ * nothing with the blocks written before.
+ */
+static bool dirblock_boundary(const char *name)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 0x100000001b3ull;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return (h & DIRBLOCK_MASK) == 0;
+}
+
+static int buf_start(Buf *b, unsigned char format)
+{
+	int r = buf_reserve(b, 1);
+	if (r == 0)
+		b->p[b->len++] = format;
+	return r;
+}
+
+/* Entries of kids (sorted) in rows of their own, and the list of those rows; *ret_id: the list. */
+static int share_blocks(Share *s, Node **kids, size_t n, int64_t *ret_id)
+{
+	Buf list = {0}, b = {0};
+	size_t in_block = 0;
+	int r = buf_start(&list, DIR_FORMAT_LIST);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (in_block == 0)
+			r = buf_start(&b, DIR_FORMAT_BLOCK);
+		if (r == 0)
+			r = entry_put(&b, &kids[i]->e);
+		in_block++;
+		if (r == 0 && (i + 1 == n || in_block == DIRBLOCK_MAX ||
+			       dirblock_boundary(kids[i]->e.name))) {
+			int64_t id;
+			r = dir_put(s->db, s->ins, s->sel, &b, in_block, &id);
+			if (r == 0)
+				r = put_uv(&list, (uint64_t)id);
+			b.len = 0;
+			in_block = 0;
+		}
+	}
+	if (r == 0)
+		r = dir_put(s->db, s->ins, s->sel, &list, n, ret_id);
+	free(b.p);
+	free(list.p);
+	return r;
+}
+
 /* Encode and store the directory whose children are kids; *ret_id its row. */
 static int share_dir(Share *s, Node **kids, size_t n, int64_t *ret_id)
 {
 	Buf b = {0};
-	int r = buf_reserve(&b, 1);
-	if (r < 0)
-		return r;
-	b.p[b.len++] = DIR_FORMAT;
+	int r = 0;
 	if (n)
 		qsort(kids, n, sizeof(*kids), cmp_kids);
-	for (size_t i = 0; i < n && r == 0; i++) {
-		if (i > 0 && strcmp(kids[i]->e.name, kids[i - 1]->e.name) == 0)
+	for (size_t i = 1; i < n && r == 0; i++)
+		if (strcmp(kids[i]->e.name, kids[i - 1]->e.name) == 0)
 			r = -EBADMSG; /* two entries of one name: not a tree */
-		else
-			r = entry_put(&b, &kids[i]->e);
-	}
+	if (r == 0 && s->blocks && n > DIRBLOCK_MIN)
+		return share_blocks(s, kids, n, ret_id);
+	if (r == 0)
+		r = buf_start(&b, DIR_FORMAT);
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = entry_put(&b, &kids[i]->e);
 	if (r == 0)
 		r = dir_put(s->db, s->ins, s->sel, &b, n, ret_id);
 	free(b.p);
@@ -404,7 +545,7 @@ static int share_build(Share *s, int64_t *ret_forest)
 
 int catalog_tree_share(Catalog *c, int64_t snap)
 {
-	Share s = {.db = catalog_sqlite(c)};
+	Share s = {.db = catalog_sqlite(c), .blocks = catalog_format(c) >= 5};
 	sqlite3_stmt *up = NULL;
 	int64_t forest = 0;
 	/* the write lock first: a read that turns into a write fails at once (WAL) when another
@@ -560,25 +701,77 @@ static int mark_insert(Mark *m, sqlite3_stmt *s, int64_t id, bool *ret_new)
 	return 0;
 }
 
-static int mark_dir(Mark *m, int64_t id, unsigned depth)
+/*
+ * The rows of directory id, itself and (a list) its blocks: each given to
+ * row() first (1: met before, so was everything it reaches: skipped), then
+ * its entries to entry().
+ */
+typedef struct RowVisit {
+	sqlite3 *db;
+	sqlite3_stmt *sel;
+	int (*row)(int64_t id, void *ud);
+	int (*entry)(const RawEntry *re, unsigned depth, void *ud);
+	void *ud;
+} RowVisit;
+
+static int rows_visit(const RowVisit *rv, int64_t id, int want, unsigned depth)
 {
 	_cleanup_free_ unsigned char *v = NULL;
 	size_t len;
 	uint64_t n;
-	bool fresh = false;
-	int r = depth > MAX_DEPTH ? -EBADMSG : mark_insert(m, m->dir_ins, id, &fresh);
-	if (r < 0 || !fresh)
-		return r; /* shared with a snapshot marked before */
-	r = dir_get(m->db, m->sel, id, &v, &len, &n);
-	Cursor cur = {v, v + (r == 0 ? len : 0)};
+	int format;
+	int r = depth > MAX_DEPTH ? -EBADMSG : rv->row(id, rv->ud);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	r = row_get(rv->db, rv->sel, id, &format, &v, &len, &n, NULL);
+	if (r < 0)
+		return r;
+	if (format == DIR_FORMAT_LIST && want == DIR_FORMAT) {
+		Cursor cur = {v, v + len};
+		int64_t block = 0;
+		if (len == 0)
+			return -EBADMSG;
+		while ((r = list_next(&cur, &block)) == 0 && block)
+			if ((r = rows_visit(rv, block, DIR_FORMAT_BLOCK, depth)) < 0)
+				break;
+		return r;
+	}
+	if (format != want)
+		return -EBADMSG;
+	Cursor cur = {v, v + len};
 	for (uint64_t i = 0; r == 0 && i < n; i++) {
 		RawEntry re;
 		r = entry_get(&cur, &re);
-		if (r == 0 && re.content)
-			r = mark_insert(m, m->content_ins, (int64_t)re.content, NULL);
-		if (r == 0 && re.sub)
-			r = mark_dir(m, (int64_t)re.sub, depth + 1);
+		if (r == 0)
+			r = rv->entry(&re, depth, rv->ud);
 	}
+	return r;
+}
+
+static int mark_row(int64_t id, void *ud)
+{
+	Mark *m = ud;
+	bool fresh = false;
+	int r = mark_insert(m, m->dir_ins, id, &fresh);
+	return r < 0 ? r : fresh ? 0 : 1; /* shared with a snapshot marked before */
+}
+
+static int mark_entry(const RawEntry *re, unsigned depth, void *ud);
+
+static int mark_dir(Mark *m, int64_t id, unsigned depth)
+{
+	RowVisit rv = {.db = m->db, .sel = m->sel, .row = mark_row, .entry = mark_entry, .ud = m};
+	return rows_visit(&rv, id, DIR_FORMAT, depth);
+}
+
+static int mark_entry(const RawEntry *re, unsigned depth, void *ud)
+{
+	Mark *m = ud;
+	int r = 0;
+	if (re->content)
+		r = mark_insert(m, m->content_ins, (int64_t)re->content, NULL);
+	if (r == 0 && re->sub)
+		r = mark_dir(m, (int64_t)re->sub, depth + 1);
 	return r;
 }
 
@@ -657,24 +850,28 @@ typedef struct Ids {
 	void *ud;
 } Ids;
 
+static int ids_row(int64_t id, void *ud)
+{
+	Ids *k = ud;
+	return k->dir_cb(id, k->ud);
+}
+
+static int ids_entry(const RawEntry *re, unsigned depth, void *ud);
+
 static int ids_dir(Ids *k, int64_t id, unsigned depth)
 {
-	_cleanup_free_ unsigned char *v = NULL;
-	size_t len;
-	uint64_t n;
-	int r = depth > MAX_DEPTH ? -EBADMSG : k->dir_cb(id, k->ud);
-	if (r != 0)
-		return r < 0 ? r : 0; /* 1: met before, and so was everything under it */
-	r = dir_get(k->db, k->sel, id, &v, &len, &n);
-	Cursor cur = {v, v + (r == 0 ? len : 0)};
-	for (uint64_t i = 0; r == 0 && i < n; i++) {
-		RawEntry re;
-		r = entry_get(&cur, &re);
-		if (r == 0 && re.content)
-			r = k->content_cb((int64_t)re.content, k->ud);
-		if (r == 0 && re.sub)
-			r = ids_dir(k, (int64_t)re.sub, depth + 1);
-	}
+	RowVisit rv = {.db = k->db, .sel = k->sel, .row = ids_row, .entry = ids_entry, .ud = k};
+	return rows_visit(&rv, id, DIR_FORMAT, depth);
+}
+
+static int ids_entry(const RawEntry *re, unsigned depth, void *ud)
+{
+	Ids *k = ud;
+	int r = 0;
+	if (re->content)
+		r = k->content_cb((int64_t)re->content, k->ud);
+	if (r == 0 && re->sub)
+		r = ids_dir(k, (int64_t)re->sub, depth + 1);
 	return r;
 }
 
@@ -701,7 +898,9 @@ int catalog_tree_walk_ids(Catalog *c, int64_t forest, CatalogTreeIdFn dir_cb,
  * without being repeated. Translated at export and at import only; the
  * catalog keeps its compact rows, and readers never see this form.
  */
-#define PDIR_FORMAT 1
+#define PDIR_FORMAT 1       /* a directory: its entries */
+#define PDIR_FORMAT_LIST 2  /* a directory: the portable hashes of its entry blocks */
+#define PDIR_FORMAT_BLOCK 3 /* an entry block */
 
 static int pentry_put(Buf *b, const Entry *e, const ChunkId *content, const ChunkId *sub)
 {
@@ -840,29 +1039,14 @@ static int export_content_hash(Export *ex, int64_t id, ChunkId *ret, bool *ret_c
 	return r;
 }
 
-static int export_dir(Export *ex, int64_t id, unsigned depth, ChunkId *ret)
-{
-	_cleanup_free_ unsigned char *v = NULL;
-	const ChunkId *known = memo_get(&ex->memo, id);
-	Buf b = {0};
-	size_t len;
-	uint64_t n;
-	int64_t carrier = 0;
-	int r;
+static int export_row(Export *ex, int64_t id, int want, unsigned depth, ChunkId *ret);
 
-	if (known) {
-		*ret = *known;
-		return 0;
-	}
-	if (depth > MAX_DEPTH)
-		return -EBADMSG;
-	r = dir_get_carrier(ex->db, ex->sel, id, &v, &len, &n, &carrier);
-	if (r == 0)
-		r = buf_reserve(&b, 1);
-	if (r < 0)
-		return r;
-	b.p[b.len++] = PDIR_FORMAT;
+/* Entries (format 1 encoding) in portable form after b's format byte. */
+static int export_entries(Export *ex, const unsigned char *v, size_t len, uint64_t n,
+			  unsigned depth, Buf *b)
+{
 	Cursor cur = {v, v + len};
+	int r = 0;
 	for (uint64_t i = 0; r == 0 && i < n; i++) {
 		RawEntry re;
 		ChunkId ch, sh;
@@ -873,7 +1057,7 @@ static int export_dir(Export *ex, int64_t id, unsigned depth, ChunkId *ret)
 		if (r == 0 && carried)
 			r = ex->x->content((int64_t)re.content, ex->x->ud);
 		if (r == 0 && re.sub)
-			r = export_dir(ex, (int64_t)re.sub, depth + 1, &sh);
+			r = export_row(ex, (int64_t)re.sub, DIR_FORMAT, depth + 1, &sh);
 		if (r == 0) {
 			_cleanup_free_ char *name = strndup((const char *)re.name, re.name_len);
 			_cleanup_free_ char *target =
@@ -883,11 +1067,65 @@ static int export_dir(Export *ex, int64_t id, unsigned depth, ChunkId *ret)
 				   .mtime_ns = unzigzag(re.mtime), .size = re.size};
 			r = !name || (re.has_target && !target)
 				    ? -ENOMEM
-				    : pentry_put(&b, &e, re.content ? &ch : NULL, re.sub ? &sh : NULL);
+				    : pentry_put(b, &e, re.content ? &ch : NULL, re.sub ? &sh : NULL);
 		}
 	}
 	if (r == 0 && cur.p != cur.end)
 		r = -EBADMSG;
+	return r;
+}
+
+/* A list's blocks by their portable hashes, after b's format byte. */
+static int export_list(Export *ex, const unsigned char *v, size_t len, unsigned depth, Buf *b)
+{
+	Cursor cur = {v, v + len};
+	int64_t block = 0;
+	int r = len ? 0 : -EBADMSG;
+	while (r == 0 && (r = list_next(&cur, &block)) == 0 && block) {
+		ChunkId bh;
+		r = export_row(ex, block, DIR_FORMAT_BLOCK, depth, &bh);
+		if (r == 0)
+			r = buf_reserve(b, sizeof(bh.b));
+		if (r == 0) {
+			memcpy(b->p + b->len, bh.b, sizeof(bh.b));
+			b->len += sizeof(bh.b);
+		}
+	}
+	return r;
+}
+
+/*
+ * A directory (want DIR_FORMAT: its one row or its list) or an entry block
+ * in portable form: *ret its portable hash; given to dir() when snap
+ * carries it. Each row once per export.
+ */
+static int export_row(Export *ex, int64_t id, int want, unsigned depth, ChunkId *ret)
+{
+	_cleanup_free_ unsigned char *v = NULL;
+	const ChunkId *known = memo_get(&ex->memo, id);
+	Buf b = {0};
+	size_t len;
+	uint64_t n;
+	int64_t carrier = 0;
+	int format, r;
+
+	if (known) {
+		*ret = *known;
+		return 0;
+	}
+	if (depth > MAX_DEPTH)
+		return -EBADMSG;
+	r = row_get(ex->db, ex->sel, id, &format, &v, &len, &n, &carrier);
+	if (r == 0 && format != want && !(want == DIR_FORMAT && format == DIR_FORMAT_LIST))
+		r = -EBADMSG;
+	if (r < 0)
+		return r;
+	r = buf_start(&b, format == DIR_FORMAT_LIST    ? PDIR_FORMAT_LIST
+			  : format == DIR_FORMAT_BLOCK ? PDIR_FORMAT_BLOCK
+						       : PDIR_FORMAT);
+	if (r == 0)
+		r = format == DIR_FORMAT_LIST ? export_list(ex, v, len, depth, &b)
+					      : export_entries(ex, v, len, n, depth, &b);
 	if (r == 0) {
 		chunk_hash(b.p, b.len, ret);
 		if (carrier == ex->snap || carrier == 0) /* 0: none yet, as for contents */
@@ -907,7 +1145,7 @@ int catalog_tree_export(Catalog *c, int64_t forest, int64_t snap, const CatalogT
 	if (r == 0)
 		r = sqldb_prepare(ex.db, "SELECT hash, carrier FROM contents WHERE id = ?1", &ex.content);
 	if (r == 0)
-		r = export_dir(&ex, forest, 0, ret_forest);
+		r = export_row(&ex, forest, DIR_FORMAT, 0, ret_forest);
 	sqlite3_finalize(ex.sel);
 	sqlite3_finalize(ex.content);
 	free(ex.memo.keys);
@@ -934,7 +1172,8 @@ int catalog_tree_stage(Catalog *c, const ChunkId *phash, uint64_t n, const void 
 	int r;
 
 	chunk_hash(bytes, len, &got);
-	if (len < 1 || ((const unsigned char *)bytes)[0] != PDIR_FORMAT ||
+	if (len < 1 || ((const unsigned char *)bytes)[0] < PDIR_FORMAT ||
+	    ((const unsigned char *)bytes)[0] > PDIR_FORMAT_BLOCK ||
 	    memcmp(got.b, phash->b, sizeof(got.b)) != 0 || n > INT64_MAX)
 		return -EBADMSG;
 	r = sqldb_exec(db, STAGE_SQL);
@@ -955,7 +1194,7 @@ int catalog_tree_stage(Catalog *c, const ChunkId *phash, uint64_t n, const void 
 typedef struct Import {
 	Catalog *c;
 	sqlite3 *db;
-	sqlite3_stmt *get, *local, *content, *ins, *sel;
+	sqlite3_stmt *get, *local, *content, *ins, *sel, *rows;
 	size_t missing;
 } Import;
 
@@ -965,7 +1204,7 @@ static void entry_clear(Entry *e)
 	free(e->target);
 }
 
-static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *ret);
+static int import_row(Import *im, const ChunkId *ph, int want, unsigned depth, int64_t *ret);
 
 /* One portable entry as a catalog entry: its content and subdirectory found or made. */
 static int import_entry(Import *im, const PEntry *pe, unsigned depth, Entry *e)
@@ -991,21 +1230,21 @@ static int import_entry(Import *im, const PEntry *pe, unsigned depth, Entry *e)
 	if (pe->sub) {
 		ChunkId h;
 		memcpy(h.b, pe->sub, sizeof(h.b));
-		return import_dir(im, &h, depth + 1, &e->sub);
+		return import_row(im, &h, DIR_FORMAT, depth + 1, &e->sub);
 	}
 	return 0;
 }
 
+/* Portable entries as a row of format (a directory's or a block's); *ret its row. */
 static int import_entries(Import *im, const unsigned char *p, size_t len, uint64_t n,
-			  unsigned depth, int64_t *ret)
+			  int format, unsigned depth, int64_t *ret)
 {
 	Cursor cur = {p, p + len};
 	Buf b = {0};
 	Entry prev = {0};
-	int r = buf_reserve(&b, 1);
+	int r = buf_start(&b, (unsigned char)format);
 	if (r < 0)
 		return r;
-	b.p[b.len++] = DIR_FORMAT;
 	for (uint64_t i = 0; r == 0 && i < n; i++) {
 		PEntry pe;
 		Entry e = {0};
@@ -1029,7 +1268,61 @@ static int import_entries(Import *im, const unsigned char *p, size_t len, uint64
 	return r;
 }
 
-static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *ret)
+/* Whether entries (format 1 encoding) are in name order, each name once. */
+static int entries_sorted(const unsigned char *v, size_t len, uint64_t n)
+{
+	Cursor cur = {v, v + len};
+	RawEntry prev = {0};
+	for (uint64_t i = 0; i < n; i++) {
+		RawEntry re;
+		int r = entry_get(&cur, &re);
+		if (r < 0)
+			return r;
+		if (i > 0) {
+			size_t m = prev.name_len < re.name_len ? prev.name_len : re.name_len;
+			int c = memcmp(prev.name, re.name, m);
+			if (c > 0 || (c == 0 && prev.name_len >= re.name_len))
+				return -EBADMSG;
+		}
+		prev = re;
+	}
+	return cur.p == cur.end ? 0 : -EBADMSG;
+}
+
+/* A portable list: its blocks found or made, then the list's row. */
+static int import_list(Import *im, const unsigned char *p, size_t len, uint64_t n,
+		       unsigned depth, int64_t *ret)
+{
+	_cleanup_free_ unsigned char *all = NULL;
+	size_t missing = im->missing, all_len;
+	uint64_t all_n;
+	Buf b = {0};
+	int r = len == 0 || len % PGBAKFS_CHUNK_ID_LEN ? -EBADMSG : buf_start(&b, DIR_FORMAT_LIST);
+	for (size_t i = 0; r == 0 && i < len; i += PGBAKFS_CHUNK_ID_LEN) {
+		ChunkId h;
+		int64_t id;
+		memcpy(h.b, p + i, sizeof(h.b));
+		r = import_row(im, &h, DIR_FORMAT_BLOCK, depth, &id);
+		if (r == 0)
+			r = put_uv(&b, (uint64_t)id);
+	}
+	if (r == 0)
+		r = dir_put(im->db, im->ins, im->sel, &b, n, ret);
+	free(b.p);
+	/* whole, its blocks must add up to it, in name order across them too; not whole, it
+	 * reads as damaged (the caller marks the snapshot failed) */
+	if (r == 0 && im->missing == missing)
+		r = dir_get(im->db, im->rows, *ret, &all, &all_len, &all_n);
+	if (r == 0 && im->missing == missing)
+		r = entries_sorted(all, all_len, all_n);
+	return r;
+}
+
+/*
+ * A staged portable row as a catalog row: a directory (want DIR_FORMAT: one
+ * row or a list of blocks) or an entry block (DIR_FORMAT_BLOCK).
+ */
+static int import_row(Import *im, const ChunkId *ph, int want, unsigned depth, int64_t *ret)
 {
 	_cleanup_free_ unsigned char *v = NULL;
 	size_t len = 0;
@@ -1056,15 +1349,13 @@ static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *re
 	}
 	sqlite3_reset(im->get);
 	if (rc == SQLITE_DONE) {
-		/* no manifest carried it: an empty directory in its place (the caller marks the
-		 * snapshot failed) */
+		/* no manifest carried it: an empty directory in its place, or an empty block,
+		 * which reads as damaged (the caller marks the snapshot failed) */
 		Buf b = {0};
 		im->missing++;
-		r = buf_reserve(&b, 1);
-		if (r == 0) {
-			b.p[b.len++] = DIR_FORMAT;
+		r = buf_start(&b, (unsigned char)want);
+		if (r == 0)
 			r = dir_put(im->db, im->ins, im->sel, &b, 0, ret);
-		}
 		free(b.p);
 		return r;
 	}
@@ -1072,10 +1363,15 @@ static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *re
 		return sqldb_fail(im->db, rc, "staged directory");
 	if (!v)
 		return -ENOMEM;
-	if (len < 1 || v[0] != PDIR_FORMAT)
-		return -EBADMSG;
 	size_t missing = im->missing;
-	r = import_entries(im, v + 1, len - 1, n, depth, ret);
+	if (len >= 1 && v[0] == PDIR_FORMAT && want == DIR_FORMAT)
+		r = import_entries(im, v + 1, len - 1, n, DIR_FORMAT, depth, ret);
+	else if (len >= 1 && v[0] == PDIR_FORMAT_BLOCK && want == DIR_FORMAT_BLOCK)
+		r = import_entries(im, v + 1, len - 1, n, DIR_FORMAT_BLOCK, depth, ret);
+	else if (len >= 1 && v[0] == PDIR_FORMAT_LIST && want == DIR_FORMAT)
+		r = import_list(im, v + 1, len - 1, n, depth, ret);
+	else
+		r = -EBADMSG;
 	/* remembered only when whole: every snapshot naming a hollow one must count what it lacks */
 	if (r == 0 && im->missing == missing) {
 		sqlite3_reset(im->local);
@@ -1105,11 +1401,14 @@ int catalog_tree_import(Catalog *c, const ChunkId *forest, int64_t *ret_forest,
 	if (r == 0)
 		r = sqldb_prepare(im.db, "SELECT id FROM dirs WHERE hash = ?1", &im.sel);
 	if (r == 0)
-		r = import_dir(&im, forest, 0, ret_forest);
+		r = sqldb_prepare(im.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &im.rows);
+	if (r == 0)
+		r = import_row(&im, forest, DIR_FORMAT, 0, ret_forest);
 	sqlite3_finalize(im.get);
 	sqlite3_finalize(im.local);
 	sqlite3_finalize(im.ins);
 	sqlite3_finalize(im.sel);
+	sqlite3_finalize(im.rows);
 	if (r == 0)
 		*ret_missing = im.missing;
 	return r;
