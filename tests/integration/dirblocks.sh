@@ -56,6 +56,7 @@ backup "$R"
 S1=$(snap_ids "$R")
 cp -a "$T/src" "$T/v1"
 B0=$(sql "$R" "$BLOCKS")
+echo "base/5: $B0 blocks"
 ok "base/5 is a list of blocks of ~64 entries" test "$(sql "$R" "$LISTS")" = 1 -a "$B0" -gt 10 -a "$B0" -lt 50
 for k in 300 1200; do
 	change $((16384 + k)) "$k"
