@@ -367,8 +367,9 @@ bool catalog_file_row_valid(const FileRow *f, size_t name_len);
  * has the same directory, and points the snapshot at them (inos are then
  * derived: preorder, names in order; compute the tree digest after it).
  * From repository format 5 (catalog_set_format) a directory of more than
- * 128 entries is written as a list of shared entry blocks; both forms are
- * read everywhere. catalog_tree_foreach gives a tree's rows as
+ * 128 entries is written as a list of shared entry blocks (a list of more
+ * than 64 blocks: a list of sublists of them); both forms are read
+ * everywhere. catalog_tree_foreach gives a tree's rows as
  * catalog_file_foreach does. catalog_tree_mark_live fills temp tables
  * live_dirs and live_contents with what the remaining snapshots reach (gc;
  * entry blocks in live_dirs too). A directory that does not match its hash
@@ -393,9 +394,10 @@ int catalog_tree_walk_ids(Catalog *c, int64_t forest, CatalogTreeIdFn dir_cb,
  * Portable directories (manifests of format 3): the entries of a directory
  * with each content named by its hash and each subdirectory by its portable
  * hash (the SHA-256 of its portable bytes); a directory stored as entry
- * blocks is a list of its blocks' portable hashes, and each block a row of
- * its own (the first byte of the bytes says which: 1 directory, 2 list,
- * 3 block; a format-4 binary refuses 2 and 3). catalog_tree_export walks the
+ * blocks is a list of its blocks' (or sublists') portable hashes, and each
+ * block and sublist a row of its own (the first byte of the bytes says
+ * which: 1 directory, 2 list, 3 block; a format-4 binary refuses 2 and 3).
+ * catalog_tree_export walks the
  * tree forest of snapshot snap: dir() gets each row snap carries
  * (dirs.carrier) in portable form, content() each content snap carries
  * (contents.carrier; may repeat); an item without a carrier yet is carried

@@ -18,8 +18,13 @@
  * DIRBLOCK_MAX entries), each a `dirs` row of its own (DIR_FORMAT_BLOCK);
  * the directory's row lists their rows (DIR_FORMAT_LIST) and keeps n, its
  * entry count. Adding, removing or changing one file of a 20,000-file
- * database directory then makes one new block of ~64 entries and a new list
- * of ~300 row ids instead of a row of all 20,000 entries. Blocks live in
+ * database directory then makes one new block of ~64 entries and new lists
+ * of a few hundred row ids instead of a row of all 20,000 entries. A list of more
+ * than DIRLIST_MIN blocks is itself cut, content-defined again (a sublist
+ * ends after a block whose last name hashes to a rarer boundary), into
+ * sublists of ~64 blocks, so a directory of 100,000 entries changes a
+ * block, a sublist of ~64 ids and a list of ~25 (a manifest names each by
+ * 32 bytes: ~3 KB of lists instead of 50 KB). Blocks live in
  * `dirs` so that everything keyed by a dirs row (carriers, gc's live_dirs,
  * catalog deltas) covers them unchanged; their own format byte keeps a block
  * from ever being read as a directory, or a list as a block.
@@ -46,6 +51,13 @@
 #define DIRBLOCK_MIN 128   /* directories of up to this many entries stay one row */
 #define DIRBLOCK_MASK 63   /* a name whose hash has these bits clear ends a block: ~64 entries */
 #define DIRBLOCK_MAX 512   /* and a block ends at this many entries whatever the names */
+#define DIRLIST_MIN 64     /* lists of up to this many blocks stay flat */
+#define DIRLIST_MASK 0xfff /* a block whose last name has these bits clear ends a sublist */
+#define DIRLIST_MAX 256    /* and a sublist ends at this many blocks */
+
+/* What a row may be where it is read: a directory (one row or a list), an
+ * element of a directory's list (a block or a sublist of blocks), a block. */
+enum { WANT_DIR, WANT_PART, WANT_BLOCK };
 #define MAX_DEPTH 4096 /* deeper than any path PATH_MAX allows: a loop, i.e. damage */
 
 /* ---- a growable byte buffer with LEB128 varints ---- */
@@ -280,7 +292,7 @@ static int row_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, int *ret_format,
 	return r;
 }
 
-/* The next block row of a list; 0 at its end. */
+/* The next element (a row) of a list; 0 at its end. */
 static int list_next(Cursor *c, int64_t *ret)
 {
 	uint64_t id;
@@ -298,21 +310,52 @@ static int list_next(Cursor *c, int64_t *ret)
 }
 
 /*
+ * A list's entries appended to b: its elements (want WANT_PART: blocks or
+ * sublists of blocks; WANT_BLOCK: blocks), which must add up to its n.
+ */
+static int list_gather(sqlite3 *db, sqlite3_stmt *sel, const unsigned char *v, size_t len,
+		       uint64_t n, int want, Buf *b)
+{
+	Cursor cur = {v, v + len};
+	uint64_t total = 0;
+	int64_t elem = 0;
+	int r = len ? 0 : -EBADMSG;
+	while (r == 0 && (r = list_next(&cur, &elem)) == 0 && elem) {
+		_cleanup_free_ unsigned char *ev = NULL;
+		size_t elen;
+		uint64_t en;
+		int eformat;
+		r = row_get(db, sel, elem, &eformat, &ev, &elen, &en, NULL);
+		if (r == 0 && (en == 0 || en > n - total))
+			r = -EBADMSG;
+		if (r == 0 && eformat == DIR_FORMAT_LIST && want == WANT_PART)
+			r = list_gather(db, sel, ev, elen, en, WANT_BLOCK, b);
+		else if (r == 0 && eformat != DIR_FORMAT_BLOCK)
+			r = -EBADMSG;
+		else if (r == 0 && (r = buf_reserve(b, elen)) == 0) {
+			memcpy(b->p + b->len, ev, elen);
+			b->len += elen;
+		}
+		total += en;
+	}
+	return r == 0 && total != n ? -EBADMSG : r;
+}
+
+/*
  * A directory's entry bytes (format-1 encoding, after the format byte),
  * those of its one row or of its blocks in order: *ret (malloc'd) and
  * *ret_n entries. A block where a directory belongs, a list naming
- * anything but blocks, or blocks that do not add up to the list's n:
- * -EBADMSG.
+ * anything but blocks (or sublists of blocks), or blocks that do not add
+ * up to the list's n: -EBADMSG.
  */
 static int dir_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **ret,
 		   size_t *ret_len, uint64_t *ret_n)
 {
 	_cleanup_free_ unsigned char *v = NULL;
 	size_t len;
-	uint64_t n, total = 0;
+	uint64_t n;
 	int format, r = row_get(db, sel, id, &format, &v, &len, &n, NULL);
 	Buf b = {0};
-	int64_t block = 0;
 
 	if (r == 0 && format == DIR_FORMAT) {
 		*ret = TAKE_PTR(v);
@@ -320,27 +363,9 @@ static int dir_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **r
 		*ret_n = n;
 		return 0;
 	}
-	if (r == 0 && (format != DIR_FORMAT_LIST || len == 0))
-		r = -EBADMSG;
-	Cursor cur = {v, v + (r == 0 ? len : 0)};
-	while (r == 0 && (r = list_next(&cur, &block)) == 0 && block) {
-		_cleanup_free_ unsigned char *bv = NULL;
-		size_t blen;
-		uint64_t bn;
-		int bformat;
-		r = row_get(db, sel, block, &bformat, &bv, &blen, &bn, NULL);
-		if (r == 0 && (bformat != DIR_FORMAT_BLOCK || bn == 0 || bn > n - total))
-			r = -EBADMSG;
-		if (r == 0)
-			r = buf_reserve(&b, blen);
-		if (r == 0) {
-			memcpy(b.p + b.len, bv, blen);
-			b.len += blen;
-			total += bn;
-		}
-	}
-	if (r == 0 && total != n)
-		r = -EBADMSG;
+	if (r == 0)
+		r = format == DIR_FORMAT_LIST ? list_gather(db, sel, v, len, n, WANT_PART, &b)
+					      : -EBADMSG;
 	if (r < 0) {
 		free(b.p);
 		return r;
@@ -439,12 +464,12 @@ static int cmp_kids(const void *a, const void *b)
 }
 
 /*
- * Whether an entry of this name ends its block. The hash (FNV-1a, then a
- * 64-bit finalizer so the low bits depend on every byte) is part of the
+ * The hash of a name that decides where blocks and sublists end: FNV-1a,
+ * then a 64-bit finalizer so the low bits depend on every byte. Part of the
  * format: another one would cut the same directory elsewhere and share
  * nothing with the blocks written before.
  */
-static bool dirblock_boundary(const char *name)
+static uint64_t name_hash(const char *name)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
@@ -452,7 +477,7 @@ static bool dirblock_boundary(const char *name)
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdull;
 	h ^= h >> 33;
-	return (h & DIRBLOCK_MASK) == 0;
+	return h;
 }
 
 static int buf_start(Buf *b, unsigned char format)
@@ -463,32 +488,71 @@ static int buf_start(Buf *b, unsigned char format)
 	return r;
 }
 
+/* One block of a directory being shared: its row, its entries, whether it ends a sublist. */
+typedef struct BlockRef {
+	int64_t id;
+	uint64_t n;
+	bool ends;
+} BlockRef;
+
+static int list_put(Share *s, const BlockRef *v, size_t n_v, uint64_t n, int64_t *ret_id)
+{
+	Buf b = {0};
+	int r = buf_start(&b, DIR_FORMAT_LIST);
+	for (size_t i = 0; i < n_v && r == 0; i++)
+		r = put_uv(&b, (uint64_t)v[i].id);
+	if (r == 0)
+		r = dir_put(s->db, s->ins, s->sel, &b, n, ret_id);
+	free(b.p);
+	return r;
+}
+
+/* A list of more than DIRLIST_MIN blocks as a list of sublists, cut content-defined. */
+static int share_sublists(Share *s, BlockRef *v, size_t n_v, uint64_t n, int64_t *ret_id)
+{
+	size_t start = 0, n_sub = 0;
+	uint64_t sub_n = 0;
+	int r = 0;
+	for (size_t i = 0; i < n_v && r == 0; i++) {
+		sub_n += v[i].n;
+		if (i + 1 < n_v && !v[i].ends && i + 1 - start < DIRLIST_MAX)
+			continue;
+		BlockRef sub = {.n = sub_n};
+		r = list_put(s, v + start, i + 1 - start, sub_n, &sub.id);
+		v[n_sub++] = sub; /* in place: n_sub <= start */
+		start = i + 1;
+		sub_n = 0;
+	}
+	return r < 0 ? r : list_put(s, v, n_sub, n, ret_id);
+}
+
 /* Entries of kids (sorted) in rows of their own, and the list of those rows; *ret_id: the list. */
 static int share_blocks(Share *s, Node **kids, size_t n, int64_t *ret_id)
 {
-	Buf list = {0}, b = {0};
-	size_t in_block = 0;
-	int r = buf_start(&list, DIR_FORMAT_LIST);
+	_cleanup_free_ BlockRef *v = malloc((n + 1) * sizeof(*v));
+	Buf b = {0};
+	size_t in_block = 0, n_v = 0;
+	int r = v ? 0 : -ENOMEM;
 	for (size_t i = 0; i < n && r == 0; i++) {
 		if (in_block == 0)
 			r = buf_start(&b, DIR_FORMAT_BLOCK);
 		if (r == 0)
 			r = entry_put(&b, &kids[i]->e);
 		in_block++;
-		if (r == 0 && (i + 1 == n || in_block == DIRBLOCK_MAX ||
-			       dirblock_boundary(kids[i]->e.name))) {
-			int64_t id;
-			r = dir_put(s->db, s->ins, s->sel, &b, in_block, &id);
-			if (r == 0)
-				r = put_uv(&list, (uint64_t)id);
+		uint64_t h = name_hash(kids[i]->e.name);
+		bool boundary = (h & DIRBLOCK_MASK) == 0;
+		if (r == 0 && (i + 1 == n || in_block == DIRBLOCK_MAX || boundary)) {
+			BlockRef *ref = &v[n_v++];
+			*ref = (BlockRef){.n = in_block, .ends = boundary && (h & DIRLIST_MASK) == 0};
+			r = dir_put(s->db, s->ins, s->sel, &b, in_block, &ref->id);
 			b.len = 0;
 			in_block = 0;
 		}
 	}
-	if (r == 0)
-		r = dir_put(s->db, s->ins, s->sel, &list, n, ret_id);
 	free(b.p);
-	free(list.p);
+	if (r == 0)
+		r = n_v > DIRLIST_MIN ? share_sublists(s, v, n_v, n, ret_id)
+				      : list_put(s, v, n_v, n, ret_id);
 	return r;
 }
 
@@ -702,9 +766,9 @@ static int mark_insert(Mark *m, sqlite3_stmt *s, int64_t id, bool *ret_new)
 }
 
 /*
- * The rows of directory id, itself and (a list) its blocks: each given to
- * row() first (1: met before, so was everything it reaches: skipped), then
- * its entries to entry().
+ * The rows of directory id, itself and (a list) its sublists and blocks:
+ * each given to row() first (1: met before, so was everything it reaches:
+ * skipped), then its entries to entry().
  */
 typedef struct RowVisit {
 	sqlite3 *db;
@@ -726,17 +790,18 @@ static int rows_visit(const RowVisit *rv, int64_t id, int want, unsigned depth)
 	r = row_get(rv->db, rv->sel, id, &format, &v, &len, &n, NULL);
 	if (r < 0)
 		return r;
-	if (format == DIR_FORMAT_LIST && want == DIR_FORMAT) {
+	if (format == DIR_FORMAT_LIST && want != WANT_BLOCK) {
 		Cursor cur = {v, v + len};
-		int64_t block = 0;
+		int64_t elem = 0;
 		if (len == 0)
 			return -EBADMSG;
-		while ((r = list_next(&cur, &block)) == 0 && block)
-			if ((r = rows_visit(rv, block, DIR_FORMAT_BLOCK, depth)) < 0)
+		while ((r = list_next(&cur, &elem)) == 0 && elem)
+			if ((r = rows_visit(rv, elem, want == WANT_DIR ? WANT_PART : WANT_BLOCK,
+					    depth)) < 0)
 				break;
 		return r;
 	}
-	if (format != want)
+	if (format != (want == WANT_DIR ? DIR_FORMAT : DIR_FORMAT_BLOCK))
 		return -EBADMSG;
 	Cursor cur = {v, v + len};
 	for (uint64_t i = 0; r == 0 && i < n; i++) {
@@ -761,7 +826,7 @@ static int mark_entry(const RawEntry *re, unsigned depth, void *ud);
 static int mark_dir(Mark *m, int64_t id, unsigned depth)
 {
 	RowVisit rv = {.db = m->db, .sel = m->sel, .row = mark_row, .entry = mark_entry, .ud = m};
-	return rows_visit(&rv, id, DIR_FORMAT, depth);
+	return rows_visit(&rv, id, WANT_DIR, depth);
 }
 
 static int mark_entry(const RawEntry *re, unsigned depth, void *ud)
@@ -861,7 +926,7 @@ static int ids_entry(const RawEntry *re, unsigned depth, void *ud);
 static int ids_dir(Ids *k, int64_t id, unsigned depth)
 {
 	RowVisit rv = {.db = k->db, .sel = k->sel, .row = ids_row, .entry = ids_entry, .ud = k};
-	return rows_visit(&rv, id, DIR_FORMAT, depth);
+	return rows_visit(&rv, id, WANT_DIR, depth);
 }
 
 static int ids_entry(const RawEntry *re, unsigned depth, void *ud)
@@ -1057,7 +1122,7 @@ static int export_entries(Export *ex, const unsigned char *v, size_t len, uint64
 		if (r == 0 && carried)
 			r = ex->x->content((int64_t)re.content, ex->x->ud);
 		if (r == 0 && re.sub)
-			r = export_row(ex, (int64_t)re.sub, DIR_FORMAT, depth + 1, &sh);
+			r = export_row(ex, (int64_t)re.sub, WANT_DIR, depth + 1, &sh);
 		if (r == 0) {
 			_cleanup_free_ char *name = strndup((const char *)re.name, re.name_len);
 			_cleanup_free_ char *target =
@@ -1075,15 +1140,16 @@ static int export_entries(Export *ex, const unsigned char *v, size_t len, uint64
 	return r;
 }
 
-/* A list's blocks by their portable hashes, after b's format byte. */
-static int export_list(Export *ex, const unsigned char *v, size_t len, unsigned depth, Buf *b)
+/* A list's elements (want: what they may be) by their portable hashes, after b's format byte. */
+static int export_list(Export *ex, const unsigned char *v, size_t len, int want, unsigned depth,
+		       Buf *b)
 {
 	Cursor cur = {v, v + len};
 	int64_t block = 0;
 	int r = len ? 0 : -EBADMSG;
 	while (r == 0 && (r = list_next(&cur, &block)) == 0 && block) {
 		ChunkId bh;
-		r = export_row(ex, block, DIR_FORMAT_BLOCK, depth, &bh);
+		r = export_row(ex, block, want, depth, &bh);
 		if (r == 0)
 			r = buf_reserve(b, sizeof(bh.b));
 		if (r == 0) {
@@ -1095,7 +1161,8 @@ static int export_list(Export *ex, const unsigned char *v, size_t len, unsigned 
 }
 
 /*
- * A directory (want DIR_FORMAT: its one row or its list) or an entry block
+ * A directory (WANT_DIR: its one row or its list), an element of a list
+ * (WANT_PART: a block or a sublist of blocks) or a block (WANT_BLOCK)
  * in portable form: *ret its portable hash; given to dir() when snap
  * carries it. Each row once per export.
  */
@@ -1116,16 +1183,18 @@ static int export_row(Export *ex, int64_t id, int want, unsigned depth, ChunkId 
 	if (depth > MAX_DEPTH)
 		return -EBADMSG;
 	r = row_get(ex->db, ex->sel, id, &format, &v, &len, &n, &carrier);
-	if (r == 0 && format != want && !(want == DIR_FORMAT && format == DIR_FORMAT_LIST))
+	if (r == 0 && !(format == DIR_FORMAT_LIST ? want != WANT_BLOCK
+				: format == DIR_FORMAT ? want == WANT_DIR : want != WANT_DIR))
 		r = -EBADMSG;
 	if (r < 0)
 		return r;
 	r = buf_start(&b, format == DIR_FORMAT_LIST    ? PDIR_FORMAT_LIST
 			  : format == DIR_FORMAT_BLOCK ? PDIR_FORMAT_BLOCK
 						       : PDIR_FORMAT);
-	if (r == 0)
-		r = format == DIR_FORMAT_LIST ? export_list(ex, v, len, depth, &b)
-					      : export_entries(ex, v, len, n, depth, &b);
+	if (r == 0 && format == DIR_FORMAT_LIST)
+		r = export_list(ex, v, len, want == WANT_DIR ? WANT_PART : WANT_BLOCK, depth, &b);
+	else if (r == 0)
+		r = export_entries(ex, v, len, n, depth, &b);
 	if (r == 0) {
 		chunk_hash(b.p, b.len, ret);
 		if (carrier == ex->snap || carrier == 0) /* 0: none yet, as for contents */
@@ -1145,7 +1214,7 @@ int catalog_tree_export(Catalog *c, int64_t forest, int64_t snap, const CatalogT
 	if (r == 0)
 		r = sqldb_prepare(ex.db, "SELECT hash, carrier FROM contents WHERE id = ?1", &ex.content);
 	if (r == 0)
-		r = export_row(&ex, forest, DIR_FORMAT, 0, ret_forest);
+		r = export_row(&ex, forest, WANT_DIR, 0, ret_forest);
 	sqlite3_finalize(ex.sel);
 	sqlite3_finalize(ex.content);
 	free(ex.memo.keys);
@@ -1230,7 +1299,7 @@ static int import_entry(Import *im, const PEntry *pe, unsigned depth, Entry *e)
 	if (pe->sub) {
 		ChunkId h;
 		memcpy(h.b, pe->sub, sizeof(h.b));
-		return import_row(im, &h, DIR_FORMAT, depth + 1, &e->sub);
+		return import_row(im, &h, WANT_DIR, depth + 1, &e->sub);
 	}
 	return 0;
 }
@@ -1289,8 +1358,8 @@ static int entries_sorted(const unsigned char *v, size_t len, uint64_t n)
 	return cur.p == cur.end ? 0 : -EBADMSG;
 }
 
-/* A portable list: its blocks found or made, then the list's row. */
-static int import_list(Import *im, const unsigned char *p, size_t len, uint64_t n,
+/* A portable list: its elements (want: what they may be) found or made, then the list's row. */
+static int import_list(Import *im, const unsigned char *p, size_t len, uint64_t n, int want,
 		       unsigned depth, int64_t *ret)
 {
 	_cleanup_free_ unsigned char *all = NULL;
@@ -1302,25 +1371,26 @@ static int import_list(Import *im, const unsigned char *p, size_t len, uint64_t 
 		ChunkId h;
 		int64_t id;
 		memcpy(h.b, p + i, sizeof(h.b));
-		r = import_row(im, &h, DIR_FORMAT_BLOCK, depth, &id);
+		r = import_row(im, &h, want, depth, &id);
 		if (r == 0)
 			r = put_uv(&b, (uint64_t)id);
 	}
 	if (r == 0)
 		r = dir_put(im->db, im->ins, im->sel, &b, n, ret);
 	free(b.p);
-	/* whole, its blocks must add up to it, in name order across them too; not whole, it
-	 * reads as damaged (the caller marks the snapshot failed) */
-	if (r == 0 && im->missing == missing)
+	/* a directory's list whole, its blocks must add up to it, in name order across them
+	 * too; not whole, it reads as damaged (the caller marks the snapshot failed) */
+	if (r == 0 && im->missing == missing && want == WANT_PART)
 		r = dir_get(im->db, im->rows, *ret, &all, &all_len, &all_n);
-	if (r == 0 && im->missing == missing)
+	if (r == 0 && im->missing == missing && want == WANT_PART)
 		r = entries_sorted(all, all_len, all_n);
 	return r;
 }
 
 /*
- * A staged portable row as a catalog row: a directory (want DIR_FORMAT: one
- * row or a list of blocks) or an entry block (DIR_FORMAT_BLOCK).
+ * A staged portable row as a catalog row: a directory (WANT_DIR: one row
+ * or a list), an element of a directory's list (WANT_PART: a block or a
+ * sublist of blocks) or a block (WANT_BLOCK).
  */
 static int import_row(Import *im, const ChunkId *ph, int want, unsigned depth, int64_t *ret)
 {
@@ -1353,7 +1423,7 @@ static int import_row(Import *im, const ChunkId *ph, int want, unsigned depth, i
 		 * which reads as damaged (the caller marks the snapshot failed) */
 		Buf b = {0};
 		im->missing++;
-		r = buf_start(&b, (unsigned char)want);
+		r = buf_start(&b, want == WANT_DIR ? DIR_FORMAT : DIR_FORMAT_BLOCK);
 		if (r == 0)
 			r = dir_put(im->db, im->ins, im->sel, &b, 0, ret);
 		free(b.p);
@@ -1364,12 +1434,13 @@ static int import_row(Import *im, const ChunkId *ph, int want, unsigned depth, i
 	if (!v)
 		return -ENOMEM;
 	size_t missing = im->missing;
-	if (len >= 1 && v[0] == PDIR_FORMAT && want == DIR_FORMAT)
+	if (len >= 1 && v[0] == PDIR_FORMAT && want == WANT_DIR)
 		r = import_entries(im, v + 1, len - 1, n, DIR_FORMAT, depth, ret);
-	else if (len >= 1 && v[0] == PDIR_FORMAT_BLOCK && want == DIR_FORMAT_BLOCK)
+	else if (len >= 1 && v[0] == PDIR_FORMAT_BLOCK && want != WANT_DIR)
 		r = import_entries(im, v + 1, len - 1, n, DIR_FORMAT_BLOCK, depth, ret);
-	else if (len >= 1 && v[0] == PDIR_FORMAT_LIST && want == DIR_FORMAT)
-		r = import_list(im, v + 1, len - 1, n, depth, ret);
+	else if (len >= 1 && v[0] == PDIR_FORMAT_LIST && want != WANT_BLOCK)
+		r = import_list(im, v + 1, len - 1, n, want == WANT_DIR ? WANT_PART : WANT_BLOCK,
+				depth, ret);
 	else
 		r = -EBADMSG;
 	/* remembered only when whole: every snapshot naming a hollow one must count what it lacks */
@@ -1403,7 +1474,7 @@ int catalog_tree_import(Catalog *c, const ChunkId *forest, int64_t *ret_forest,
 	if (r == 0)
 		r = sqldb_prepare(im.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &im.rows);
 	if (r == 0)
-		r = import_row(&im, forest, DIR_FORMAT, 0, ret_forest);
+		r = import_row(&im, forest, WANT_DIR, 0, ret_forest);
 	sqlite3_finalize(im.get);
 	sqlite3_finalize(im.local);
 	sqlite3_finalize(im.ins);

@@ -649,7 +649,7 @@ out:
 
 /* ---- format 5: large directories as content-defined entry blocks ---- */
 
-#define N_BIG 2000
+#define N_BIG 5000
 
 /*
  * A root with base/5 of n files named 16384.. (skip: one left out, or -1),
@@ -741,13 +741,14 @@ static void test_dirblocks(void)
 	catalog_set_format(c, 5);
 	CHECK_EQ_INT(sqlite3_exec(catalog_sqlite(c), "PRAGMA synchronous=OFF", NULL, NULL, NULL), 0);
 	int64_t s1 = make_big(c, T0, N_BIG, -1, -1);
-	/* base/5 is a list of ~N_BIG/64 blocks; the small directories stay one row each */
-	uint64_t blocks = count_sql(c, BLOCKS);
-	CHECK_EQ_INT(count_sql(c, LISTS), 1);
-	CHECK(blocks >= N_BIG / 512 && blocks > 10 && blocks < N_BIG / 16);
+	/* base/5 is ~N_BIG/64 blocks, more than 64: a list of sublists of them; the small
+	 * directories stay one row each */
+	uint64_t blocks = count_sql(c, BLOCKS), lists = count_sql(c, LISTS);
+	CHECK(lists >= 2 && lists < 6);
+	CHECK(blocks > 64 && blocks < N_BIG / 32);
 	CHECK_EQ_INT(count_sql(c, "SELECT max(n) FROM dirs WHERE substr(entries, 1, 1) = x'03'") <= 512,
 		     1);
-	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 5 + blocks); /* forest root base global */
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 4 + lists + blocks); /* forest root base global */
 	CHECK_EQ_INT(catalog_file_foreach(c, s1, big_row, &w), 0);
 	CHECK_EQ_INT(w.n, N_BIG + 5);
 	CHECK(w.sorted);
@@ -755,15 +756,15 @@ static void test_dirblocks(void)
 	CHECK_EQ_INT(catalog_stats(c, &st), 0);
 	CHECK_EQ_INT(st.n_files, N_BIG + 5); /* the forest's entry for the root included */
 
-	/* one changed file: one new block, the list, base, the root, the forest */
+	/* one changed file: one new block, its sublist, the list, base, the root, the forest */
 	int64_t top = (int64_t)count_sql(c, "SELECT max(id) FROM dirs");
 	int64_t s2 = make_big(c, T0 + 2000, N_BIG, 1000, -1);
-	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 5 + blocks + 5);
-	CHECK(dir_bytes_since(c, top) < 8192); /* a single row of 2,000 entries is ~30 KB */
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), 4 + lists + blocks + 6);
+	CHECK(dir_bytes_since(c, top) < 8192); /* a single row of 5,000 entries is ~75 KB */
 	/* one file less: its block changes, or it merges with the next one */
 	top = (int64_t)count_sql(c, "SELECT max(id) FROM dirs");
 	int64_t s3 = make_big(c, T0 + 4000, N_BIG, 1000, 17);
-	CHECK(count_sql(c, "SELECT count(*) FROM dirs") - (uint64_t)top <= 6);
+	CHECK(count_sql(c, "SELECT count(*) FROM dirs") - (uint64_t)top <= 8);
 	CHECK(dir_bytes_since(c, top) < 12288);
 	w = (BigWalk){.sorted = true};
 	CHECK_EQ_INT(catalog_file_foreach(c, s3, big_row, &w), 0);
@@ -780,9 +781,9 @@ static void test_dirblocks(void)
 	if (!CHECK_EQ_INT(manifest_export(c, s1, &m1, &l1), 0) ||
 	    !CHECK_EQ_INT(manifest_export(c, s2, &m2, &l2), 0))
 		goto out;
-	CHECK_EQ_INT(image_rows(m1, l1, "dirs"), 5 + blocks);
-	CHECK_EQ_INT(image_rows(m2, l2, "dirs"), 5);
-	/* in a format-4 manifest the whole directory is one ~140 KB row */
+	CHECK_EQ_INT(image_rows(m1, l1, "dirs"), 4 + lists + blocks);
+	CHECK_EQ_INT(image_rows(m2, l2, "dirs"), 6);
+	/* in a format-4 manifest the whole directory is one ~350 KB row */
 	CHECK_EQ_INT(image_rows(m2, l2, "dirs WHERE length(entries) > 8192"), 0);
 	/* a rebuild from the two manifests: the same trees, in the same form */
 	if (!CHECK_EQ_INT(catalog_open(test_fmt(path, sizeof(path), "%s/d.db", tmp), true, &d), 0))
@@ -795,16 +796,18 @@ static void test_dirblocks(void)
 	CHECK_EQ_INT(missing, 0);
 	same_digest(c, s1, d, i1);
 	same_digest(c, s2, d, i2);
-	CHECK_EQ_INT(count_sql(d, LISTS), 2);
+	CHECK_EQ_INT(count_sql(d, LISTS), lists + 2);
 	CHECK_EQ_INT(count_sql(d, BLOCKS), blocks + 1);
 	CHECK_EQ_INT(count_sql(d, "SELECT count(*) FROM dirs WHERE carrier IS NULL"), 0);
 
-	/* gc: s1's block goes with it, every block s2 and s3 use stays */
+	/* gc: what only s1 used goes (its forest, root, base, list, the sublist and the block
+	 * of file 1000), every block and sublist s2 and s3 use stays */
 	CatalogGcResult g = {0};
+	uint64_t rows = count_sql(c, "SELECT count(*) FROM dirs");
 	CHECK_EQ_INT(catalog_snapshot_delete(c, s1), 0);
 	CHECK_EQ_INT(catalog_gc(c, &g), 0);
 	catalog_gc_result_clear(&g);
-	CHECK_EQ_INT(count_sql(c, LISTS), 2);
+	CHECK_EQ_INT(count_sql(c, "SELECT count(*) FROM dirs"), rows - 6);
 	w = (BigWalk){.sorted = true};
 	CHECK_EQ_INT(catalog_file_foreach(c, s2, big_row, &w), 0);
 	CHECK_EQ_INT(w.n, N_BIG + 5);
