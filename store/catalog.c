@@ -2746,9 +2746,11 @@ int catalog_stats(Catalog *c, CatalogStats *ret)
 	if (!r) r = query_u64(c, BOTH("coalesce(sum(elen), 0)"), &v.chunk_stored_bytes);
 #undef BOTH
 	if (!r) r = query_u64(c, "SELECT count(*) FROM contents", &v.n_contents);
-	/* file rows of running and older snapshots, and entries of shared directories */
+	/* file rows of running and older snapshots, and entries of shared directories (a
+	 * directory stored as entry blocks counts them there, not again in its list) */
 	if (!r) r = query_u64(c, "SELECT (SELECT count(*) FROM files) +"
-			      " (SELECT coalesce(sum(n), 0) FROM dirs)", &v.n_files);
+			      " (SELECT coalesce(sum(n), 0) FROM dirs"
+			      "  WHERE substr(entries, 1, 1) <> x'02')", &v.n_files);
 	if (!r) r = query_u64(c, "SELECT count(*) FROM idblocks", &v.n_idblocks);
 	if (!r) r = query_u64(c, "SELECT coalesce(sum(logical_bytes), 0) FROM snapshots"
 				 " WHERE " VISIBLE, &v.logical_bytes);

@@ -366,10 +366,14 @@ bool catalog_file_row_valid(const FileRow *f, size_t name_len);
  * snapshot's file rows into directory rows shared with every snapshot that
  * has the same directory, and points the snapshot at them (inos are then
  * derived: preorder, names in order; compute the tree digest after it).
- * catalog_tree_foreach gives a tree's rows as catalog_file_foreach does.
- * catalog_tree_mark_live fills temp tables live_dirs and live_contents with
- * what the remaining snapshots reach (gc). A directory that does not match
- * its hash is -EBADMSG everywhere.
+ * From repository format 5 (catalog_set_format) a directory of more than
+ * 128 entries is written as a list of shared entry blocks (a list of more
+ * than 64 blocks: a list of sublists of them); both forms are read
+ * everywhere. catalog_tree_foreach gives a tree's rows as
+ * catalog_file_foreach does. catalog_tree_mark_live fills temp tables
+ * live_dirs and live_contents with what the remaining snapshots reach (gc;
+ * entry blocks in live_dirs too). A directory that does not match its hash
+ * is -EBADMSG everywhere.
  */
 int catalog_tree_share(Catalog *c, int64_t snap);
 int catalog_tree_foreach(Catalog *c, int64_t forest, CatalogFileFn cb, void *userdata);
@@ -378,9 +382,10 @@ int catalog_tree_mark_live(Catalog *c);
 int catalog_tree_root(Catalog *c, int64_t forest, FileRow *ret, uint32_t *ret_n_subdirs);
 /*
  * The directories and contents a tree reaches (carriers): dir_cb sees each
- * directory row, the forest first, and returns 1 to skip its entries (met
+ * `dirs` row, the forest first, a directory stored as entry blocks (format
+ * 5) before each of its blocks, and returns 1 to skip its entries (met
  * before: so was everything under it), 0 to read them, <0 to stop;
- * content_cb sees the content of each entry of a directory read.
+ * content_cb sees the content of each entry of a directory or block read.
  */
 typedef int (*CatalogTreeIdFn)(int64_t id, void *ud);
 int catalog_tree_walk_ids(Catalog *c, int64_t forest, CatalogTreeIdFn dir_cb,
@@ -388,8 +393,12 @@ int catalog_tree_walk_ids(Catalog *c, int64_t forest, CatalogTreeIdFn dir_cb,
 /*
  * Portable directories (manifests of format 3): the entries of a directory
  * with each content named by its hash and each subdirectory by its portable
- * hash (the SHA-256 of its portable bytes). catalog_tree_export walks the
- * tree forest of snapshot snap: dir() gets each directory snap carries
+ * hash (the SHA-256 of its portable bytes); a directory stored as entry
+ * blocks is a list of its blocks' (or sublists') portable hashes, and each
+ * block and sublist a row of its own (the first byte of the bytes says
+ * which: 1 directory, 2 list, 3 block; a format-4 binary refuses 2 and 3).
+ * catalog_tree_export walks the
+ * tree forest of snapshot snap: dir() gets each row snap carries
  * (dirs.carrier) in portable form, content() each content snap carries
  * (contents.carrier; may repeat); an item without a carrier yet is carried
  * by every snapshot that uses it; *ret_forest: the forest's portable hash.

@@ -12,6 +12,23 @@
  * points at its "forest": a directory whose entries are the root (named "")
  * and the extra roots (named by their absolute paths).
  *
+ * Large directories (repository format 5): a directory of more than
+ * DIRBLOCK_MIN entries is cut into entry blocks, content-defined on names
+ * (a block ends after an entry whose name hashes to a boundary, or at
+ * DIRBLOCK_MAX entries), each a `dirs` row of its own (DIR_FORMAT_BLOCK);
+ * the directory's row lists their rows (DIR_FORMAT_LIST) and keeps n, its
+ * entry count. Adding, removing or changing one file of a 20,000-file
+ * database directory then makes one new block of ~64 entries and new lists
+ * of a few hundred row ids instead of a row of all 20,000 entries. A list of more
+ * than DIRLIST_MIN blocks is itself cut, content-defined again (a sublist
+ * ends after a block whose last name hashes to a rarer boundary), into
+ * sublists of ~64 blocks, so a directory of 100,000 entries changes a
+ * block, a sublist of ~64 ids and a list of ~25 (a manifest names each by
+ * 32 bytes: ~3 KB of lists instead of 50 KB). Blocks live in
+ * `dirs` so that everything keyed by a dirs row (carriers, gc's live_dirs,
+ * catalog deltas) covers them unchanged; their own format byte keeps a block
+ * from ever being read as a directory, or a list as a block.
+ *
  * Inode numbers are derived when the tree is read: preorder, entries in name
  * order, the root 1. The tree digest is computed after the conversion, over
  * these rows, so it is what every reader sees. Every directory read is
@@ -28,7 +45,19 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define DIR_FORMAT 1
+#define DIR_FORMAT 1       /* a directory: its entries */
+#define DIR_FORMAT_LIST 2  /* a directory: the rows of its entry blocks, varints (format 5) */
+#define DIR_FORMAT_BLOCK 3 /* an entry block: a run of a directory's entries */
+#define DIRBLOCK_MIN 128   /* directories of up to this many entries stay one row */
+#define DIRBLOCK_MASK 63   /* a name whose hash has these bits clear ends a block: ~64 entries */
+#define DIRBLOCK_MAX 512   /* and a block ends at this many entries whatever the names */
+#define DIRLIST_MIN 64     /* lists of up to this many blocks stay flat */
+#define DIRLIST_MASK 0xfff /* a block whose last name has these bits clear ends a sublist */
+#define DIRLIST_MAX 256    /* and a sublist ends at this many blocks */
+
+/* What a row may be where it is read: a directory (one row or a list), an
+ * element of a directory's list (a block or a sublist of blocks), a block. */
+enum { WANT_DIR, WANT_PART, WANT_BLOCK };
 #define MAX_DEPTH 4096 /* deeper than any path PATH_MAX allows: a loop, i.e. damage */
 
 /* ---- a growable byte buffer with LEB128 varints ---- */
@@ -223,12 +252,12 @@ static int dir_put(sqlite3 *db, sqlite3_stmt *ins, sqlite3_stmt *sel, const Buf 
 }
 
 /*
- * A directory's entry bytes, checked against its hash: *ret (malloc'd,
- * after the format byte) and *ret_n entries; *ret_carrier (when not NULL):
- * column 3 of sel, 0 when NULL.
+ * One row's bytes, checked against its hash: *ret_format its format byte,
+ * *ret (malloc'd) the bytes after it, *ret_n its n; *ret_carrier (when not
+ * NULL): column 3 of sel, 0 when NULL.
  */
-static int dir_get_carrier(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **ret,
-			   size_t *ret_len, uint64_t *ret_n, int64_t *ret_carrier)
+static int row_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, int *ret_format,
+		   unsigned char **ret, size_t *ret_len, uint64_t *ret_n, int64_t *ret_carrier)
 {
 	int rc, r;
 	sqlite3_reset(sel);
@@ -244,13 +273,15 @@ static int dir_get_carrier(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned 
 	ChunkId h;
 	chunk_hash(v, len, &h);
 	if (sqlite3_column_bytes(sel, 0) != (int)sizeof(h.b) || memcmp(hash, h.b, sizeof(h.b)) != 0 ||
-	    len < 1 || v[0] != DIR_FORMAT) {
+	    len < 1 || v[0] < DIR_FORMAT || v[0] > DIR_FORMAT_BLOCK ||
+	    sqlite3_column_int64(sel, 1) < 0) {
 		log_debug("catalog: directory row %lld does not match its hash", (long long)id);
 		r = -EBADMSG;
 	} else if (!(*ret = malloc(len))) {
 		r = -ENOMEM;
 	} else {
 		memcpy(*ret, v + 1, len - 1);
+		*ret_format = v[0];
 		*ret_len = len - 1;
 		*ret_n = (uint64_t)sqlite3_column_int64(sel, 1);
 		if (ret_carrier)
@@ -261,10 +292,90 @@ static int dir_get_carrier(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned 
 	return r;
 }
 
+/* The next element (a row) of a list; 0 at its end. */
+static int list_next(Cursor *c, int64_t *ret)
+{
+	uint64_t id;
+	int r;
+	if (c->p == c->end) {
+		*ret = 0;
+		return 0;
+	}
+	r = get_uv(c, &id);
+	if (r == 0 && (id == 0 || id > INT64_MAX))
+		r = -EBADMSG;
+	if (r == 0)
+		*ret = (int64_t)id;
+	return r;
+}
+
+/*
+ * A list's entries appended to b: its elements (want WANT_PART: blocks or
+ * sublists of blocks; WANT_BLOCK: blocks), which must add up to its n.
+ */
+static int list_gather(sqlite3 *db, sqlite3_stmt *sel, const unsigned char *v, size_t len,
+		       uint64_t n, int want, Buf *b)
+{
+	Cursor cur = {v, v + len};
+	uint64_t total = 0;
+	int64_t elem = 0;
+	int r = len ? 0 : -EBADMSG;
+	while (r == 0 && (r = list_next(&cur, &elem)) == 0 && elem) {
+		_cleanup_free_ unsigned char *ev = NULL;
+		size_t elen;
+		uint64_t en;
+		int eformat;
+		r = row_get(db, sel, elem, &eformat, &ev, &elen, &en, NULL);
+		if (r == 0 && (en == 0 || en > n - total))
+			r = -EBADMSG;
+		if (r == 0 && eformat == DIR_FORMAT_LIST && want == WANT_PART)
+			r = list_gather(db, sel, ev, elen, en, WANT_BLOCK, b);
+		else if (r == 0 && eformat != DIR_FORMAT_BLOCK)
+			r = -EBADMSG;
+		else if (r == 0 && (r = buf_reserve(b, elen)) == 0) {
+			memcpy(b->p + b->len, ev, elen);
+			b->len += elen;
+		}
+		total += en;
+	}
+	return r == 0 && total != n ? -EBADMSG : r;
+}
+
+/*
+ * A directory's entry bytes (format-1 encoding, after the format byte),
+ * those of its one row or of its blocks in order: *ret (malloc'd) and
+ * *ret_n entries. A block where a directory belongs, a list naming
+ * anything but blocks (or sublists of blocks), or blocks that do not add
+ * up to the list's n: -EBADMSG.
+ */
 static int dir_get(sqlite3 *db, sqlite3_stmt *sel, int64_t id, unsigned char **ret,
 		   size_t *ret_len, uint64_t *ret_n)
 {
-	return dir_get_carrier(db, sel, id, ret, ret_len, ret_n, NULL);
+	_cleanup_free_ unsigned char *v = NULL;
+	size_t len;
+	uint64_t n;
+	int format, r = row_get(db, sel, id, &format, &v, &len, &n, NULL);
+	Buf b = {0};
+
+	if (r == 0 && format == DIR_FORMAT) {
+		*ret = TAKE_PTR(v);
+		*ret_len = len;
+		*ret_n = n;
+		return 0;
+	}
+	if (r == 0)
+		r = format == DIR_FORMAT_LIST ? list_gather(db, sel, v, len, n, WANT_PART, &b)
+					      : -EBADMSG;
+	if (r < 0) {
+		free(b.p);
+		return r;
+	}
+	*ret = b.p ? b.p : malloc(1);
+	if (!*ret)
+		return -ENOMEM;
+	*ret_len = b.len;
+	*ret_n = n;
+	return 0;
 }
 
 /* ---- files rows -> directories (at commit) ---- */
@@ -281,6 +392,7 @@ typedef struct Share {
 	Node *v;
 	size_t n, cap;
 	sqlite3_stmt *ins, *sel;
+	bool blocks; /* repository format 5: large directories as entry blocks */
 } Share;
 
 static void share_clear(Share *s)
@@ -351,22 +463,115 @@ static int cmp_kids(const void *a, const void *b)
 	return strcmp((*(Node *const *)a)->e.name, (*(Node *const *)b)->e.name);
 }
 
+/*
+ * The hash of a name that decides where blocks and sublists end: FNV-1a,
+ * then a 64-bit finalizer so the low bits depend on every byte. Part of the
+ * format: another one would cut the same directory elsewhere and share
+ * nothing with the blocks written before.
+ */
+static uint64_t name_hash(const char *name)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 0x100000001b3ull;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return h;
+}
+
+static int buf_start(Buf *b, unsigned char format)
+{
+	int r = buf_reserve(b, 1);
+	if (r == 0)
+		b->p[b->len++] = format;
+	return r;
+}
+
+/* One block of a directory being shared: its row, its entries, whether it ends a sublist. */
+typedef struct BlockRef {
+	int64_t id;
+	uint64_t n;
+	bool ends;
+} BlockRef;
+
+static int list_put(Share *s, const BlockRef *v, size_t n_v, uint64_t n, int64_t *ret_id)
+{
+	Buf b = {0};
+	int r = buf_start(&b, DIR_FORMAT_LIST);
+	for (size_t i = 0; i < n_v && r == 0; i++)
+		r = put_uv(&b, (uint64_t)v[i].id);
+	if (r == 0)
+		r = dir_put(s->db, s->ins, s->sel, &b, n, ret_id);
+	free(b.p);
+	return r;
+}
+
+/* A list of more than DIRLIST_MIN blocks as a list of sublists, cut content-defined. */
+static int share_sublists(Share *s, BlockRef *v, size_t n_v, uint64_t n, int64_t *ret_id)
+{
+	size_t start = 0, n_sub = 0;
+	uint64_t sub_n = 0;
+	int r = 0;
+	for (size_t i = 0; i < n_v && r == 0; i++) {
+		sub_n += v[i].n;
+		if (i + 1 < n_v && !v[i].ends && i + 1 - start < DIRLIST_MAX)
+			continue;
+		BlockRef sub = {.n = sub_n};
+		r = list_put(s, v + start, i + 1 - start, sub_n, &sub.id);
+		v[n_sub++] = sub; /* in place: n_sub <= start */
+		start = i + 1;
+		sub_n = 0;
+	}
+	return r < 0 ? r : list_put(s, v, n_sub, n, ret_id);
+}
+
+/* Entries of kids (sorted) in rows of their own, and the list of those rows; *ret_id: the list. */
+static int share_blocks(Share *s, Node **kids, size_t n, int64_t *ret_id)
+{
+	_cleanup_free_ BlockRef *v = malloc((n + 1) * sizeof(*v));
+	Buf b = {0};
+	size_t in_block = 0, n_v = 0;
+	int r = v ? 0 : -ENOMEM;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (in_block == 0)
+			r = buf_start(&b, DIR_FORMAT_BLOCK);
+		if (r == 0)
+			r = entry_put(&b, &kids[i]->e);
+		in_block++;
+		uint64_t h = name_hash(kids[i]->e.name);
+		bool boundary = (h & DIRBLOCK_MASK) == 0;
+		if (r == 0 && (i + 1 == n || in_block == DIRBLOCK_MAX || boundary)) {
+			BlockRef *ref = &v[n_v++];
+			*ref = (BlockRef){.n = in_block, .ends = boundary && (h & DIRLIST_MASK) == 0};
+			r = dir_put(s->db, s->ins, s->sel, &b, in_block, &ref->id);
+			b.len = 0;
+			in_block = 0;
+		}
+	}
+	free(b.p);
+	if (r == 0)
+		r = n_v > DIRLIST_MIN ? share_sublists(s, v, n_v, n, ret_id)
+				      : list_put(s, v, n_v, n, ret_id);
+	return r;
+}
+
 /* Encode and store the directory whose children are kids; *ret_id its row. */
 static int share_dir(Share *s, Node **kids, size_t n, int64_t *ret_id)
 {
 	Buf b = {0};
-	int r = buf_reserve(&b, 1);
-	if (r < 0)
-		return r;
-	b.p[b.len++] = DIR_FORMAT;
+	int r = 0;
 	if (n)
 		qsort(kids, n, sizeof(*kids), cmp_kids);
-	for (size_t i = 0; i < n && r == 0; i++) {
-		if (i > 0 && strcmp(kids[i]->e.name, kids[i - 1]->e.name) == 0)
+	for (size_t i = 1; i < n && r == 0; i++)
+		if (strcmp(kids[i]->e.name, kids[i - 1]->e.name) == 0)
 			r = -EBADMSG; /* two entries of one name: not a tree */
-		else
-			r = entry_put(&b, &kids[i]->e);
-	}
+	if (r == 0 && s->blocks && n > DIRBLOCK_MIN)
+		return share_blocks(s, kids, n, ret_id);
+	if (r == 0)
+		r = buf_start(&b, DIR_FORMAT);
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = entry_put(&b, &kids[i]->e);
 	if (r == 0)
 		r = dir_put(s->db, s->ins, s->sel, &b, n, ret_id);
 	free(b.p);
@@ -404,7 +609,7 @@ static int share_build(Share *s, int64_t *ret_forest)
 
 int catalog_tree_share(Catalog *c, int64_t snap)
 {
-	Share s = {.db = catalog_sqlite(c)};
+	Share s = {.db = catalog_sqlite(c), .blocks = catalog_format(c) >= 5};
 	sqlite3_stmt *up = NULL;
 	int64_t forest = 0;
 	/* the write lock first: a read that turns into a write fails at once (WAL) when another
@@ -560,25 +765,78 @@ static int mark_insert(Mark *m, sqlite3_stmt *s, int64_t id, bool *ret_new)
 	return 0;
 }
 
-static int mark_dir(Mark *m, int64_t id, unsigned depth)
+/*
+ * The rows of directory id, itself and (a list) its sublists and blocks:
+ * each given to row() first (1: met before, so was everything it reaches:
+ * skipped), then its entries to entry().
+ */
+typedef struct RowVisit {
+	sqlite3 *db;
+	sqlite3_stmt *sel;
+	int (*row)(int64_t id, void *ud);
+	int (*entry)(const RawEntry *re, unsigned depth, void *ud);
+	void *ud;
+} RowVisit;
+
+static int rows_visit(const RowVisit *rv, int64_t id, int want, unsigned depth)
 {
 	_cleanup_free_ unsigned char *v = NULL;
 	size_t len;
 	uint64_t n;
-	bool fresh = false;
-	int r = depth > MAX_DEPTH ? -EBADMSG : mark_insert(m, m->dir_ins, id, &fresh);
-	if (r < 0 || !fresh)
-		return r; /* shared with a snapshot marked before */
-	r = dir_get(m->db, m->sel, id, &v, &len, &n);
-	Cursor cur = {v, v + (r == 0 ? len : 0)};
+	int format;
+	int r = depth > MAX_DEPTH ? -EBADMSG : rv->row(id, rv->ud);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	r = row_get(rv->db, rv->sel, id, &format, &v, &len, &n, NULL);
+	if (r < 0)
+		return r;
+	if (format == DIR_FORMAT_LIST && want != WANT_BLOCK) {
+		Cursor cur = {v, v + len};
+		int64_t elem = 0;
+		if (len == 0)
+			return -EBADMSG;
+		while ((r = list_next(&cur, &elem)) == 0 && elem)
+			if ((r = rows_visit(rv, elem, want == WANT_DIR ? WANT_PART : WANT_BLOCK,
+					    depth)) < 0)
+				break;
+		return r;
+	}
+	if (format != (want == WANT_DIR ? DIR_FORMAT : DIR_FORMAT_BLOCK))
+		return -EBADMSG;
+	Cursor cur = {v, v + len};
 	for (uint64_t i = 0; r == 0 && i < n; i++) {
 		RawEntry re;
 		r = entry_get(&cur, &re);
-		if (r == 0 && re.content)
-			r = mark_insert(m, m->content_ins, (int64_t)re.content, NULL);
-		if (r == 0 && re.sub)
-			r = mark_dir(m, (int64_t)re.sub, depth + 1);
+		if (r == 0)
+			r = rv->entry(&re, depth, rv->ud);
 	}
+	return r;
+}
+
+static int mark_row(int64_t id, void *ud)
+{
+	Mark *m = ud;
+	bool fresh = false;
+	int r = mark_insert(m, m->dir_ins, id, &fresh);
+	return r < 0 ? r : fresh ? 0 : 1; /* shared with a snapshot marked before */
+}
+
+static int mark_entry(const RawEntry *re, unsigned depth, void *ud);
+
+static int mark_dir(Mark *m, int64_t id, unsigned depth)
+{
+	RowVisit rv = {.db = m->db, .sel = m->sel, .row = mark_row, .entry = mark_entry, .ud = m};
+	return rows_visit(&rv, id, WANT_DIR, depth);
+}
+
+static int mark_entry(const RawEntry *re, unsigned depth, void *ud)
+{
+	Mark *m = ud;
+	int r = 0;
+	if (re->content)
+		r = mark_insert(m, m->content_ins, (int64_t)re->content, NULL);
+	if (r == 0 && re->sub)
+		r = mark_dir(m, (int64_t)re->sub, depth + 1);
 	return r;
 }
 
@@ -657,24 +915,28 @@ typedef struct Ids {
 	void *ud;
 } Ids;
 
+static int ids_row(int64_t id, void *ud)
+{
+	Ids *k = ud;
+	return k->dir_cb(id, k->ud);
+}
+
+static int ids_entry(const RawEntry *re, unsigned depth, void *ud);
+
 static int ids_dir(Ids *k, int64_t id, unsigned depth)
 {
-	_cleanup_free_ unsigned char *v = NULL;
-	size_t len;
-	uint64_t n;
-	int r = depth > MAX_DEPTH ? -EBADMSG : k->dir_cb(id, k->ud);
-	if (r != 0)
-		return r < 0 ? r : 0; /* 1: met before, and so was everything under it */
-	r = dir_get(k->db, k->sel, id, &v, &len, &n);
-	Cursor cur = {v, v + (r == 0 ? len : 0)};
-	for (uint64_t i = 0; r == 0 && i < n; i++) {
-		RawEntry re;
-		r = entry_get(&cur, &re);
-		if (r == 0 && re.content)
-			r = k->content_cb((int64_t)re.content, k->ud);
-		if (r == 0 && re.sub)
-			r = ids_dir(k, (int64_t)re.sub, depth + 1);
-	}
+	RowVisit rv = {.db = k->db, .sel = k->sel, .row = ids_row, .entry = ids_entry, .ud = k};
+	return rows_visit(&rv, id, WANT_DIR, depth);
+}
+
+static int ids_entry(const RawEntry *re, unsigned depth, void *ud)
+{
+	Ids *k = ud;
+	int r = 0;
+	if (re->content)
+		r = k->content_cb((int64_t)re->content, k->ud);
+	if (r == 0 && re->sub)
+		r = ids_dir(k, (int64_t)re->sub, depth + 1);
 	return r;
 }
 
@@ -701,7 +963,9 @@ int catalog_tree_walk_ids(Catalog *c, int64_t forest, CatalogTreeIdFn dir_cb,
  * without being repeated. Translated at export and at import only; the
  * catalog keeps its compact rows, and readers never see this form.
  */
-#define PDIR_FORMAT 1
+#define PDIR_FORMAT 1       /* a directory: its entries */
+#define PDIR_FORMAT_LIST 2  /* a directory: the portable hashes of its entry blocks */
+#define PDIR_FORMAT_BLOCK 3 /* an entry block */
 
 static int pentry_put(Buf *b, const Entry *e, const ChunkId *content, const ChunkId *sub)
 {
@@ -840,29 +1104,14 @@ static int export_content_hash(Export *ex, int64_t id, ChunkId *ret, bool *ret_c
 	return r;
 }
 
-static int export_dir(Export *ex, int64_t id, unsigned depth, ChunkId *ret)
-{
-	_cleanup_free_ unsigned char *v = NULL;
-	const ChunkId *known = memo_get(&ex->memo, id);
-	Buf b = {0};
-	size_t len;
-	uint64_t n;
-	int64_t carrier = 0;
-	int r;
+static int export_row(Export *ex, int64_t id, int want, unsigned depth, ChunkId *ret);
 
-	if (known) {
-		*ret = *known;
-		return 0;
-	}
-	if (depth > MAX_DEPTH)
-		return -EBADMSG;
-	r = dir_get_carrier(ex->db, ex->sel, id, &v, &len, &n, &carrier);
-	if (r == 0)
-		r = buf_reserve(&b, 1);
-	if (r < 0)
-		return r;
-	b.p[b.len++] = PDIR_FORMAT;
+/* Entries (format 1 encoding) in portable form after b's format byte. */
+static int export_entries(Export *ex, const unsigned char *v, size_t len, uint64_t n,
+			  unsigned depth, Buf *b)
+{
 	Cursor cur = {v, v + len};
+	int r = 0;
 	for (uint64_t i = 0; r == 0 && i < n; i++) {
 		RawEntry re;
 		ChunkId ch, sh;
@@ -873,7 +1122,7 @@ static int export_dir(Export *ex, int64_t id, unsigned depth, ChunkId *ret)
 		if (r == 0 && carried)
 			r = ex->x->content((int64_t)re.content, ex->x->ud);
 		if (r == 0 && re.sub)
-			r = export_dir(ex, (int64_t)re.sub, depth + 1, &sh);
+			r = export_row(ex, (int64_t)re.sub, WANT_DIR, depth + 1, &sh);
 		if (r == 0) {
 			_cleanup_free_ char *name = strndup((const char *)re.name, re.name_len);
 			_cleanup_free_ char *target =
@@ -883,11 +1132,69 @@ static int export_dir(Export *ex, int64_t id, unsigned depth, ChunkId *ret)
 				   .mtime_ns = unzigzag(re.mtime), .size = re.size};
 			r = !name || (re.has_target && !target)
 				    ? -ENOMEM
-				    : pentry_put(&b, &e, re.content ? &ch : NULL, re.sub ? &sh : NULL);
+				    : pentry_put(b, &e, re.content ? &ch : NULL, re.sub ? &sh : NULL);
 		}
 	}
 	if (r == 0 && cur.p != cur.end)
 		r = -EBADMSG;
+	return r;
+}
+
+/* A list's elements (want: what they may be) by their portable hashes, after b's format byte. */
+static int export_list(Export *ex, const unsigned char *v, size_t len, int want, unsigned depth,
+		       Buf *b)
+{
+	Cursor cur = {v, v + len};
+	int64_t block = 0;
+	int r = len ? 0 : -EBADMSG;
+	while (r == 0 && (r = list_next(&cur, &block)) == 0 && block) {
+		ChunkId bh;
+		r = export_row(ex, block, want, depth, &bh);
+		if (r == 0)
+			r = buf_reserve(b, sizeof(bh.b));
+		if (r == 0) {
+			memcpy(b->p + b->len, bh.b, sizeof(bh.b));
+			b->len += sizeof(bh.b);
+		}
+	}
+	return r;
+}
+
+/*
+ * A directory (WANT_DIR: its one row or its list), an element of a list
+ * (WANT_PART: a block or a sublist of blocks) or a block (WANT_BLOCK)
+ * in portable form: *ret its portable hash; given to dir() when snap
+ * carries it. Each row once per export.
+ */
+static int export_row(Export *ex, int64_t id, int want, unsigned depth, ChunkId *ret)
+{
+	_cleanup_free_ unsigned char *v = NULL;
+	const ChunkId *known = memo_get(&ex->memo, id);
+	Buf b = {0};
+	size_t len;
+	uint64_t n;
+	int64_t carrier = 0;
+	int format, r;
+
+	if (known) {
+		*ret = *known;
+		return 0;
+	}
+	if (depth > MAX_DEPTH)
+		return -EBADMSG;
+	r = row_get(ex->db, ex->sel, id, &format, &v, &len, &n, &carrier);
+	if (r == 0 && !(format == DIR_FORMAT_LIST ? want != WANT_BLOCK
+				: format == DIR_FORMAT ? want == WANT_DIR : want != WANT_DIR))
+		r = -EBADMSG;
+	if (r < 0)
+		return r;
+	r = buf_start(&b, format == DIR_FORMAT_LIST    ? PDIR_FORMAT_LIST
+			  : format == DIR_FORMAT_BLOCK ? PDIR_FORMAT_BLOCK
+						       : PDIR_FORMAT);
+	if (r == 0 && format == DIR_FORMAT_LIST)
+		r = export_list(ex, v, len, want == WANT_DIR ? WANT_PART : WANT_BLOCK, depth, &b);
+	else if (r == 0)
+		r = export_entries(ex, v, len, n, depth, &b);
 	if (r == 0) {
 		chunk_hash(b.p, b.len, ret);
 		if (carrier == ex->snap || carrier == 0) /* 0: none yet, as for contents */
@@ -907,7 +1214,7 @@ int catalog_tree_export(Catalog *c, int64_t forest, int64_t snap, const CatalogT
 	if (r == 0)
 		r = sqldb_prepare(ex.db, "SELECT hash, carrier FROM contents WHERE id = ?1", &ex.content);
 	if (r == 0)
-		r = export_dir(&ex, forest, 0, ret_forest);
+		r = export_row(&ex, forest, WANT_DIR, 0, ret_forest);
 	sqlite3_finalize(ex.sel);
 	sqlite3_finalize(ex.content);
 	free(ex.memo.keys);
@@ -934,7 +1241,8 @@ int catalog_tree_stage(Catalog *c, const ChunkId *phash, uint64_t n, const void 
 	int r;
 
 	chunk_hash(bytes, len, &got);
-	if (len < 1 || ((const unsigned char *)bytes)[0] != PDIR_FORMAT ||
+	if (len < 1 || ((const unsigned char *)bytes)[0] < PDIR_FORMAT ||
+	    ((const unsigned char *)bytes)[0] > PDIR_FORMAT_BLOCK ||
 	    memcmp(got.b, phash->b, sizeof(got.b)) != 0 || n > INT64_MAX)
 		return -EBADMSG;
 	r = sqldb_exec(db, STAGE_SQL);
@@ -955,7 +1263,7 @@ int catalog_tree_stage(Catalog *c, const ChunkId *phash, uint64_t n, const void 
 typedef struct Import {
 	Catalog *c;
 	sqlite3 *db;
-	sqlite3_stmt *get, *local, *content, *ins, *sel;
+	sqlite3_stmt *get, *local, *content, *ins, *sel, *rows;
 	size_t missing;
 } Import;
 
@@ -965,7 +1273,7 @@ static void entry_clear(Entry *e)
 	free(e->target);
 }
 
-static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *ret);
+static int import_row(Import *im, const ChunkId *ph, int want, unsigned depth, int64_t *ret);
 
 /* One portable entry as a catalog entry: its content and subdirectory found or made. */
 static int import_entry(Import *im, const PEntry *pe, unsigned depth, Entry *e)
@@ -991,21 +1299,21 @@ static int import_entry(Import *im, const PEntry *pe, unsigned depth, Entry *e)
 	if (pe->sub) {
 		ChunkId h;
 		memcpy(h.b, pe->sub, sizeof(h.b));
-		return import_dir(im, &h, depth + 1, &e->sub);
+		return import_row(im, &h, WANT_DIR, depth + 1, &e->sub);
 	}
 	return 0;
 }
 
+/* Portable entries as a row of format (a directory's or a block's); *ret its row. */
 static int import_entries(Import *im, const unsigned char *p, size_t len, uint64_t n,
-			  unsigned depth, int64_t *ret)
+			  int format, unsigned depth, int64_t *ret)
 {
 	Cursor cur = {p, p + len};
 	Buf b = {0};
 	Entry prev = {0};
-	int r = buf_reserve(&b, 1);
+	int r = buf_start(&b, (unsigned char)format);
 	if (r < 0)
 		return r;
-	b.p[b.len++] = DIR_FORMAT;
 	for (uint64_t i = 0; r == 0 && i < n; i++) {
 		PEntry pe;
 		Entry e = {0};
@@ -1029,7 +1337,62 @@ static int import_entries(Import *im, const unsigned char *p, size_t len, uint64
 	return r;
 }
 
-static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *ret)
+/* Whether entries (format 1 encoding) are in name order, each name once. */
+static int entries_sorted(const unsigned char *v, size_t len, uint64_t n)
+{
+	Cursor cur = {v, v + len};
+	RawEntry prev = {0};
+	for (uint64_t i = 0; i < n; i++) {
+		RawEntry re;
+		int r = entry_get(&cur, &re);
+		if (r < 0)
+			return r;
+		if (i > 0) {
+			size_t m = prev.name_len < re.name_len ? prev.name_len : re.name_len;
+			int c = memcmp(prev.name, re.name, m);
+			if (c > 0 || (c == 0 && prev.name_len >= re.name_len))
+				return -EBADMSG;
+		}
+		prev = re;
+	}
+	return cur.p == cur.end ? 0 : -EBADMSG;
+}
+
+/* A portable list: its elements (want: what they may be) found or made, then the list's row. */
+static int import_list(Import *im, const unsigned char *p, size_t len, uint64_t n, int want,
+		       unsigned depth, int64_t *ret)
+{
+	_cleanup_free_ unsigned char *all = NULL;
+	size_t missing = im->missing, all_len;
+	uint64_t all_n;
+	Buf b = {0};
+	int r = len == 0 || len % PGBAKFS_CHUNK_ID_LEN ? -EBADMSG : buf_start(&b, DIR_FORMAT_LIST);
+	for (size_t i = 0; r == 0 && i < len; i += PGBAKFS_CHUNK_ID_LEN) {
+		ChunkId h;
+		int64_t id;
+		memcpy(h.b, p + i, sizeof(h.b));
+		r = import_row(im, &h, want, depth, &id);
+		if (r == 0)
+			r = put_uv(&b, (uint64_t)id);
+	}
+	if (r == 0)
+		r = dir_put(im->db, im->ins, im->sel, &b, n, ret);
+	free(b.p);
+	/* a directory's list whole, its blocks must add up to it, in name order across them
+	 * too; not whole, it reads as damaged (the caller marks the snapshot failed) */
+	if (r == 0 && im->missing == missing && want == WANT_PART)
+		r = dir_get(im->db, im->rows, *ret, &all, &all_len, &all_n);
+	if (r == 0 && im->missing == missing && want == WANT_PART)
+		r = entries_sorted(all, all_len, all_n);
+	return r;
+}
+
+/*
+ * A staged portable row as a catalog row: a directory (WANT_DIR: one row
+ * or a list), an element of a directory's list (WANT_PART: a block or a
+ * sublist of blocks) or a block (WANT_BLOCK).
+ */
+static int import_row(Import *im, const ChunkId *ph, int want, unsigned depth, int64_t *ret)
 {
 	_cleanup_free_ unsigned char *v = NULL;
 	size_t len = 0;
@@ -1056,15 +1419,13 @@ static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *re
 	}
 	sqlite3_reset(im->get);
 	if (rc == SQLITE_DONE) {
-		/* no manifest carried it: an empty directory in its place (the caller marks the
-		 * snapshot failed) */
+		/* no manifest carried it: an empty directory in its place, or an empty block,
+		 * which reads as damaged (the caller marks the snapshot failed) */
 		Buf b = {0};
 		im->missing++;
-		r = buf_reserve(&b, 1);
-		if (r == 0) {
-			b.p[b.len++] = DIR_FORMAT;
+		r = buf_start(&b, want == WANT_DIR ? DIR_FORMAT : DIR_FORMAT_BLOCK);
+		if (r == 0)
 			r = dir_put(im->db, im->ins, im->sel, &b, 0, ret);
-		}
 		free(b.p);
 		return r;
 	}
@@ -1072,10 +1433,16 @@ static int import_dir(Import *im, const ChunkId *ph, unsigned depth, int64_t *re
 		return sqldb_fail(im->db, rc, "staged directory");
 	if (!v)
 		return -ENOMEM;
-	if (len < 1 || v[0] != PDIR_FORMAT)
-		return -EBADMSG;
 	size_t missing = im->missing;
-	r = import_entries(im, v + 1, len - 1, n, depth, ret);
+	if (len >= 1 && v[0] == PDIR_FORMAT && want == WANT_DIR)
+		r = import_entries(im, v + 1, len - 1, n, DIR_FORMAT, depth, ret);
+	else if (len >= 1 && v[0] == PDIR_FORMAT_BLOCK && want != WANT_DIR)
+		r = import_entries(im, v + 1, len - 1, n, DIR_FORMAT_BLOCK, depth, ret);
+	else if (len >= 1 && v[0] == PDIR_FORMAT_LIST && want != WANT_BLOCK)
+		r = import_list(im, v + 1, len - 1, n, want == WANT_DIR ? WANT_PART : WANT_BLOCK,
+				depth, ret);
+	else
+		r = -EBADMSG;
 	/* remembered only when whole: every snapshot naming a hollow one must count what it lacks */
 	if (r == 0 && im->missing == missing) {
 		sqlite3_reset(im->local);
@@ -1105,11 +1472,14 @@ int catalog_tree_import(Catalog *c, const ChunkId *forest, int64_t *ret_forest,
 	if (r == 0)
 		r = sqldb_prepare(im.db, "SELECT id FROM dirs WHERE hash = ?1", &im.sel);
 	if (r == 0)
-		r = import_dir(&im, forest, 0, ret_forest);
+		r = sqldb_prepare(im.db, "SELECT hash, n, entries FROM dirs WHERE id = ?1", &im.rows);
+	if (r == 0)
+		r = import_row(&im, forest, WANT_DIR, 0, ret_forest);
 	sqlite3_finalize(im.get);
 	sqlite3_finalize(im.local);
 	sqlite3_finalize(im.ins);
 	sqlite3_finalize(im.sel);
+	sqlite3_finalize(im.rows);
 	if (r == 0)
 		*ret_missing = im.missing;
 	return r;

@@ -23,7 +23,7 @@
 #include "store/backend.h"
 #include "store/catalog.h"
 
-#define PGBAKFS_REPO_FORMAT 4
+#define PGBAKFS_REPO_FORMAT 5
 #define PGBAKFS_DEFAULT_CHUNK_SIZE (64 * 1024)
 #define PGBAKFS_DEFAULT_PACK_SIZE (32 * 1024 * 1024)
 #define PGBAKFS_DEFAULT_COMPRESS_LEVEL 1

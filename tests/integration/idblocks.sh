@@ -46,7 +46,7 @@ restores() { # restores REPO SNAP EXPECTED_DIR
 # ---- 1. metadata per one-page change ----
 R=$T/repo
 pgbakfs init --repo "$R" >/dev/null
-ok "init writes format 4" grep -qx 'format = 4' "$R/config"
+ok "init writes format 5" grep -qx 'format = 5' "$R/config"
 pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null
 cp "$T/src/big" "$T/big.1"
 for i in 1 2 3; do
@@ -162,23 +162,23 @@ ok "a failed config write leaves format 1" grep -qx 'format = 1' "$T/f1cut/confi
 PGBAKFS_TEST_FAULTS="put:2=EIO" "$PGBAKFS" upgrade --repo "$T/f1cut" >/dev/null 2>"$T/cut2.err" &&
 	fail "a failed manifest write went unnoticed" || pass
 ok "the cut-short upgrade says to run it again" grep_or_show 'run "pgbakfs upgrade" again' "$T/cut2.err"
-ok "it left format 4" grep -qx 'format = 4' "$T/f1cut/config"
+ok "it left format 5" grep -qx 'format = 5' "$T/f1cut/config"
 ok "the cut-short repository restores" restores "$T/f1cut" "$V1" "$T/v1"
 cp -a "$T/f1cut" "$T/f1cut-repair"
 pgbakfs repair --rebuild-catalog --repo "$T/f1cut-repair" >/dev/null 2>"$T/cut-repair.err"
 ok "it rebuilds from its manifests (old and new) without warnings" test ! -s "$T/cut-repair.err"
 ok "and restores after the rebuild" restores "$T/f1cut-repair" "$V2" "$T/f1src"
 pgbakfs upgrade --repo "$T/f1cut" >"$T/cut3.out"
-ok "upgrade again finishes it" grep_or_show 'already format 4' "$T/cut3.out"
+ok "upgrade again finishes it" grep_or_show 'already format 5' "$T/cut3.out"
 ok "every manifest is written again then" test \
 	"$(sqlite3 "$T/f1cut/catalog.db" 'SELECT count(*) FROM manifest_state')" = 2
 
 pgbakfs upgrade --repo "$F" >"$T/upgrade.out"
-ok "upgrade says what it did" grep_or_show 'upgraded from format 1 to format 4: 2 chunk list(s)' "$T/upgrade.out"
-ok "upgrade writes format 4" grep -qx 'format = 4' "$F/config"
+ok "upgrade says what it did" grep_or_show 'upgraded from format 1 to format 5: 2 chunk list(s)' "$T/upgrade.out"
+ok "upgrade writes format 5" grep -qx 'format = 5' "$F/config"
 ok "upgrade output is one line" test "$(wc -l <"$T/upgrade.out")" = 1
 pgbakfs upgrade --repo "$F" >"$T/upgrade2.out"
-ok "a second upgrade is a no-op" grep_or_show 'is already format 4' "$T/upgrade2.out"
+ok "a second upgrade is a no-op" grep_or_show 'is already format 5' "$T/upgrade2.out"
 if [ -x "$OLD" ]; then
 	expect_error 1 "newer format" "$OLD" list --repo "$F"
 fi
@@ -200,7 +200,7 @@ sed -i 's/^format = .*$/format = 1/' "$E/config" # as an earlier release made it
 pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
 EV=$(snap_ids "$E")
 pgbakfs upgrade --repo "$E" >"$T/upgrade-enc.out"
-ok "the encrypted repository upgrades" grep_or_show 'upgraded from format 1 to format 4: 1 chunk list(s)' "$T/upgrade-enc.out"
+ok "the encrypted repository upgrades" grep_or_show 'upgraded from format 1 to format 5: 1 chunk list(s)' "$T/upgrade-enc.out"
 touch_page 7 f1src
 pgbakfs backup --repo "$E" --from-dir "$T/f1src" --no-progress >/dev/null
 EV2=$(snap_ids "$E" | tail -1)
@@ -235,7 +235,7 @@ if [ -x "$OLD3" ]; then
 	ok "and its check passes" "$OLD3" check --repo "$G"
 fi
 pgbakfs upgrade --repo "$G" >"$T/upgrade3.out"
-ok "upgrade from format 3 converts nothing" grep_or_show 'upgraded from format 3 to format 4: 0 chunk list(s)' "$T/upgrade3.out"
+ok "upgrade from format 3 converts nothing" grep_or_show 'upgraded from format 3 to format 5: 0 chunk list(s)' "$T/upgrade3.out"
 if [ -x "$OLD3" ]; then
 	expect_error 1 "newer format" "$OLD3" list --repo "$G"
 fi
