@@ -254,7 +254,10 @@ int chunk_reader_locate(ChunkReader *r, const ChunkId *ids, size_t n, ChunkLoc *
 static int read_located(ChunkReader *r, const ChunkLoc *loc, const ChunkId *id, size_t plen,
 			void *buf)
 {
+	const uint8_t *lent = lent_bytes(r, loc);
 	int e;
+	if (lent) /* restore: the bytes of its fetched window */
+		return decode(r, loc, lent, id, plen, buf, true);
 	if (loc->enc == CHUNK_ENC_RAW && loc->elen == plen) {
 		/* not sealed either (a sealed chunk is longer than its plain bytes) */
 		e = store_get_range(repo_backend(r->repo), loc->pack_name, loc->offset, plen, buf);

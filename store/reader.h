@@ -55,7 +55,7 @@ int chunk_reader_locate(ChunkReader *r, const ChunkId *ids, size_t n, ChunkLoc *
  * chunk_reader_read_fast does, and 1 is returned instead of 0 (a count for
  * the mount's statistics: a batched lookup that went wrong would show there,
  * not in the bytes). A stored chunk that is not compressed is read straight
- * into buf, without a copy.
+ * into buf, without a copy. Bytes of a lent window are served from it.
  */
 int chunk_reader_read_fast_at(ChunkReader *r, const ChunkId *id, const ChunkLoc *loc, size_t plen,
 			      void *buf);
