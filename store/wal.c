@@ -586,39 +586,26 @@ static int existing_compare(Repo *r, const char *key, const char *name, size_t l
 }
 
 /*
- * Write the object unless a copy is archived already; then compare with it
- * (1: the same content was there). With a store that has a conditional put
- * (S3), the put itself finds the copy, without a request to look first (a
- * copy is there only when a push is repeated, its exit status lost), and the
- * store decides between two machines pushing at once: the loser sees what the
- * winner wrote and compares, like a push that found the object in the first
- * place. A copy that cannot be compared (-EBADMSG: damaged) is replaced by
- * the file PostgreSQL hands us, the best copy there is (unconditionally: on
- * S3 a concurrent push of other content may race this repair, see
- * docs/design.md); *ret_repaired says so.
+ * Write the object where nothing is archived yet. With a store that has a
+ * conditional put (S3), the store decides between two machines pushing at
+ * once: the loser sees what the winner wrote and compares, like a push that
+ * found the object in the first place. (1 = the same content was there.)
  */
 static int put_new(Repo *r, const char *key, const char *name, const uint8_t *obj, size_t obj_len,
-		   size_t len, const ChunkId *id, bool *ret_repaired)
+		   size_t len, const ChunkId *id)
 {
 	StoreBackend *b = repo_backend(r);
 	int e;
 
-	if (!(b->ops->features & STORE_FEATURE_CONDITIONAL_PUT)) {
-		e = existing_compare(r, key, name, len, id);
-		if (e == 0)
-			return store_put(b, key, obj, obj_len);
-	} else {
-		e = store_put_if_absent(b, key, obj, obj_len);
-		if (e != -EEXIST)
-			return e;
-		e = existing_compare(r, key, name, len, id);
-		if (e == 0)
-			return -EAGAIN; /* there and gone again (deleted meanwhile): PostgreSQL retries */
-	}
-	if (e != -EBADMSG)
+	if (!(b->ops->features & STORE_FEATURE_CONDITIONAL_PUT))
+		return store_put(b, key, obj, obj_len);
+	e = store_put_if_absent(b, key, obj, obj_len);
+	if (e != -EEXIST)
 		return e;
-	*ret_repaired = true;
-	return store_put(b, key, obj, obj_len);
+	e = existing_compare(r, key, name, len, id);
+	if (e == 0)
+		return -EAGAIN; /* there and gone again (deleted meanwhile): PostgreSQL retries */
+	return e;
 }
 
 int wal_push(Repo *r, const char *name, const void *buf, size_t len, WalPushResult *ret_result)
@@ -640,7 +627,19 @@ int wal_push(Repo *r, const char *name, const void *buf, size_t len, WalPushResu
 	e = wal_lock(r, name, &lock_fd);
 	if (e < 0)
 		return e;
-	e = put_new(r, key, name, obj, obj_len, len, &id, &repaired);
+	e = existing_compare(r, key, name, len, &id);
+	if (e == 0) {
+		e = put_new(r, key, name, obj, obj_len, len, &id);
+	} else if (e == -EBADMSG) {
+		/*
+		 * A damaged archived copy cannot be compared; the file PostgreSQL
+		 * hands us is the best copy there is, so it replaces the damaged one
+		 * (unconditionally: on S3 a concurrent push of other content may
+		 * race this repair, see docs/design.md).
+		 */
+		e = store_put(repo_backend(r), key, obj, obj_len);
+		repaired = true;
+	}
 	if (e < 0)
 		return e;
 	if (ret_result)
