@@ -89,7 +89,7 @@ typedef struct RFile {
 #define RESTORE_WINDOW(rs) \
 	((size_t)MIN(MAX(repo_config((rs)->repo)->pack_size, 8u << 20), 32u << 20))
 #define RESTORE_WINDOW_GAP (4u << 20)
-#define RESTORE_WINDOW_FIRST (1u << 20)
+#define RESTORE_WINDOW_FIRST (2u << 20)
 #define RESTORE_WINDOW_EARLY (8u << 20)
 #define RESTORE_OPEN_WINDOWS 8
 #define RESTORE_OPEN_FILES 1024
