@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -293,6 +294,19 @@ int file_read_all(const char *path, size_t max, char **ret, size_t *ret_len)
 		*ret_len = (size_t)n;
 	*ret = TAKE_PTR(buf);
 	return 0;
+}
+
+void *malloc_huge(size_t len)
+{
+	const size_t huge = 2u << 20;
+	void *p = NULL;
+	if (posix_memalign(&p, huge, len ? len : 1) != 0)
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	if (len >= huge)
+		(void)madvise(p, len, MADV_HUGEPAGE);
+#endif
+	return p;
 }
 
 int file_read_regular(const char *path, bool nofollow, uint64_t max, uint8_t **ret,

@@ -254,9 +254,9 @@ int chunk_reader_locate(ChunkReader *r, const ChunkId *ids, size_t n, ChunkLoc *
 static int read_located(ChunkReader *r, const ChunkLoc *loc, const ChunkId *id, size_t plen,
 			void *buf)
 {
-	int e;
 	const uint8_t *lent = lent_bytes(r, loc);
-	if (lent)
+	int e;
+	if (lent) /* bytes lent: a restore's fetched window, the mount's run */
 		return decode(r, loc, lent, id, plen, buf, true);
 	if (loc->enc == CHUNK_ENC_RAW && loc->elen == plen) {
 		/* not sealed either (a sealed chunk is longer than its plain bytes) */

@@ -55,8 +55,9 @@ int chunk_reader_locate(ChunkReader *r, const ChunkId *ids, size_t n, ChunkLoc *
  * chunk_reader_read_fast does, and 1 is returned instead of 0 (a count for
  * the mount's statistics: a batched lookup that went wrong would show there,
  * not in the bytes). A stored chunk that is not compressed is read straight
- * into buf, without a copy. Bytes lent (chunk_reader_lend) are served from
- * there; when they fail verification the chunk is fetched again, alone.
+ * into buf, without a copy. Bytes lent (chunk_reader_lend: a restore's fetched
+ * window, the mount's run) are served from there; when they fail verification
+ * the chunk is fetched again, alone.
  */
 int chunk_reader_read_fast_at(ChunkReader *r, const ChunkId *id, const ChunkLoc *loc, size_t plen,
 			      void *buf);

@@ -84,14 +84,21 @@ typedef struct DeferredWrite {
  * window restored at 1.4x the speed of 8 MiB ones).
  *
  * The main thread looks each chunk of the files it opens up in the catalog
- * and adds it to the open window of its pack (RESTORE_OPEN_WINDOWS are open
- * at a time, for the packs a snapshot's chunks alternate between). A window
+ * and adds it to an open window of its pack within RESTORE_WINDOW_GAP of it
+ * (RESTORE_OPEN_WINDOWS are open at a time, for the packs, and places in a
+ * pack, a snapshot's chunks alternate between). A window
  * is closed, queued to be fetched, when the next chunk would make it longer
  * than win_limit or lies more than RESTORE_WINDOW_GAP away from it (chunks
  * of a pack come out of order: two backup workers filled it; a gap of 1 MiB
- * cut windows 1.2 MiB apart). The first window is an eighth of buf_size, so
- * that the workers start soon, and the limit doubles up to buf_size
- * (RESTORE_WINDOW and an eighth: the end of a pack that overshot its size).
+ * cut windows 1.2 MiB apart). The first window is RESTORE_WINDOW_FIRST at
+ * most, so that the workers start soon (an eighth of buf_size, 4.5 MiB, was
+ * 2,600 chunks to look up and files to create before the first request),
+ * and the limit doubles up to buf_size (RESTORE_WINDOW and an eighth: the
+ * end of a pack that overshot its size). A window of RESTORE_WINDOW_EARLY
+ * or more is also closed as soon as no window is queued, being fetched or
+ * waiting for a worker: the workers are about to run out of work, and a
+ * pack's last window would otherwise wait for the end of the walk (or the
+ * walk reaching its size) before its first byte is asked for.
  * Fetch threads fetch each window once; the workers restore its chunks from
  * the bytes in memory (lent to their reader), so fetching overlaps decoding
  * and no two workers fetch the same bytes (as windows read ahead per worker
@@ -103,16 +110,28 @@ typedef struct DeferredWrite {
 #define RESTORE_WINDOW(rs) \
 	((size_t)MIN(MAX(repo_config((rs)->repo)->pack_size, 8u << 20), 32u << 20))
 #define RESTORE_WINDOW_GAP (4u << 20)
+#define RESTORE_WINDOW_FIRST (2u << 20)
+#define RESTORE_WINDOW_EARLY (8u << 20)
 #define RESTORE_OPEN_WINDOWS 8
 #define RESTORE_OPEN_FILES 1024
 #define RESTORE_WINDOWS_QUEUED 32
 #define RESTORE_WINDOW_BUFFERS (256u << 20) /* bytes of windows held at most */
 #define RESTORE_HUGE_PAGE (2u << 20)
 #define RESTORE_PART 256 /* chunks of a window a worker takes at a time */
+#define RESTORE_LOCATE_BATCH 256 /* chunks the main thread looks up at a time */
 
+/*
+ * A chunk of a window, with where the main thread found it in the pack: the
+ * worker decodes it without a second catalog query (one per chunk, each a
+ * SQLite read transaction with its locks).
+ */
 typedef struct RRef {
 	RFile *file;
 	uint64_t idx;
+	uint64_t offset; /* the ChunkLoc fields a worker needs (the pack is the window's) */
+	uint32_t elen, plen, crc;
+	uint8_t enc;
+	bool has_crc;
 } RRef;
 
 /* bytes [off, end) of a pack, and the chunks restored from them */
@@ -179,6 +198,7 @@ typedef struct Restorer {
 	RWin *ready, **ready_tail; /* fetched */
 	size_t n_bufs, n_bufs_max; /* windows being fetched, fetched, or being decoded */
 	size_t n_fetching;
+	_Atomic size_t n_unclaimed; /* windows queued and not yet all claimed by workers */
 	/*
 	 * window buffers of buf_size bytes, kept for the next window: a fresh
 	 * allocation this large is a fresh mapping, whose page faults cost more
@@ -187,7 +207,15 @@ typedef struct Restorer {
 	uint8_t **free_bufs;
 	size_t n_free, buf_size;
 	bool fetch_done; /* no more windows will be queued */
-	RWin *open[RESTORE_OPEN_WINDOWS]; /* main thread only, as the three below */
+	/*
+	 * for the debug log: nanoseconds the workers waited for a fetched
+	 * window, the fetch threads spent fetching and waited for a window or a
+	 * buffer (lock)
+	 */
+	int64_t ns_decode_wait, ns_fetching, ns_fetch_wait;
+	RWin *open[RESTORE_OPEN_WINDOWS]; /* main thread only, as the fields below */
+	ChunkLoc *locs; /* RESTORE_LOCATE_BATCH: chunks of the file being queued, located */
+	int *loc_errs;
 	size_t n_open_files;              /* files with chunks in open windows, about */
 	size_t win_limit;                 /* most bytes of the next window */
 	unsigned open_clock;
@@ -463,10 +491,11 @@ static int write_changed(Restorer *rs, RFile *f, const uint8_t *buf, const uint8
 
 /*
  * One chunk into f; have: a delta's bytes in place (NULL: a fresh file, or a
- * delta's read came short: the whole chunk is written).
+ * delta's read came short: the whole chunk is written); loc: where the main
+ * thread found it (NULL: the reader looks it up).
  */
 static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t idx, uint64_t off,
-			 size_t len, uint8_t *buf, const uint8_t *have)
+			 size_t len, uint8_t *buf, const uint8_t *have, const ChunkLoc *loc)
 {
 	const ChunkId *id = &f->ids[idx];
 	uint64_t written = len;
@@ -486,7 +515,8 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 		}
 		memset(buf, 0, len);
 	} else {
-		r = chunk_reader_read_fast(reader, id, len, buf);
+		r = loc ? chunk_reader_read_fast_at(reader, id, loc, len, buf)
+			: chunk_reader_read_fast(reader, id, len, buf);
 		if (r < 0)
 			return r;
 	}
@@ -539,7 +569,7 @@ static void *restore_worker(void *arg)
 				if (have_len >= 0 && at + len <= (size_t)have_len)
 					in_place = have + at;
 			}
-			r = restore_chunk(rs, reader, t.file, idx, off, len, buf, in_place);
+			r = restore_chunk(rs, reader, t.file, idx, off, len, buf, in_place, NULL);
 			if (r < 0)
 				restorer_fail(rs, r, t.file->path, off);
 			else
@@ -606,8 +636,10 @@ static void *fetch_worker(void *arg)
 
 	pthread_mutex_lock(&rs->lock);
 	for (;;) {
+		int64_t t0 = mono_ns();
 		while (!(rs->pending && rs->n_bufs < rs->n_bufs_max) && !(rs->fetch_done && !rs->pending))
 			pthread_cond_wait(&rs->cond_nonempty, &rs->lock);
+		rs->ns_fetch_wait += mono_ns() - t0;
 		if (!rs->pending)
 			break;
 		RWin *w = win_pop(&rs->pending, &rs->pending_tail);
@@ -620,6 +652,7 @@ static void *fetch_worker(void *arg)
 		pthread_cond_broadcast(&rs->cond_nonfull);
 		pthread_mutex_unlock(&rs->lock);
 
+		t0 = mono_ns();
 		if (atomic_load(&rs->error))
 			w->err = atomic_load(&rs->error);
 		else if (len && !w->buf && !(w->buf = window_buf_new(MAX(len, rs->buf_size))))
@@ -630,6 +663,7 @@ static void *fetch_worker(void *arg)
 			w->err = -EBADMSG; /* a truncated pack is damage, not absence */
 
 		pthread_mutex_lock(&rs->lock);
+		rs->ns_fetching += mono_ns() - t0;
 		rs->n_fetching--;
 		*rs->ready_tail = w;
 		rs->ready_tail = &w->next;
@@ -649,22 +683,30 @@ static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uin
 {
 	pthread_mutex_lock(&rs->lock);
 	for (;;) {
+		int64_t t0 = mono_ns();
 		while (!rs->ready && !(rs->fetch_done && !rs->pending && !rs->n_fetching))
 			pthread_cond_wait(&rs->cond_nonempty, &rs->lock);
+		rs->ns_decode_wait += mono_ns() - t0;
 		if (!rs->ready)
 			break;
 		RWin *w = rs->ready;
 		size_t from = w->n_claimed, to = MIN(w->n_refs, from + RESTORE_PART);
 		w->n_claimed = to;
-		if (to == w->n_refs)
+		if (to == w->n_refs) {
 			win_pop(&rs->ready, &rs->ready_tail);
+			atomic_fetch_sub(&rs->n_unclaimed, 1);
+		}
 		pthread_mutex_unlock(&rs->lock);
 
 		if (w->err < 0 && from == 0 && w->n_refs)
 			restorer_fail(rs, w->err, w->refs[0].file->path,
 				      w->refs[0].idx * rs->chunk_size);
-		if (reader && w->err == 0 && w->buf)
+		bool lent = reader && w->err == 0 && w->buf;
+		ChunkLoc loc = {.pack = w->pack};
+		if (lent) {
 			chunk_reader_lend(reader, w->pack_name, w->off, w->buf, w->end - w->off);
+			memcpy(loc.pack_name, w->pack_name, sizeof(loc.pack_name));
+		}
 		for (size_t i = from; i < to; i++) {
 			RRef *ref = &w->refs[i];
 			uint64_t off = ref->idx * rs->chunk_size;
@@ -674,8 +716,14 @@ static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uin
 				const uint8_t *in_place =
 					have && pread_full(ref->file->fd, have, len, (off_t)off) == (ssize_t)len
 						? have : NULL;
+				loc.offset = ref->offset;
+				loc.elen = ref->elen;
+				loc.plen = ref->plen;
+				loc.crc = ref->crc;
+				loc.enc = ref->enc;
+				loc.has_crc = ref->has_crc;
 				int r = restore_chunk(rs, reader, ref->file, ref->idx, off, len, buf,
-						      in_place);
+						      in_place, lent && ref->has_crc ? &loc : NULL);
 				if (r < 0)
 					restorer_fail(rs, r, ref->file->path, off);
 				else
@@ -721,6 +769,7 @@ static int win_close(Restorer *rs, size_t slot)
 	*rs->pending_tail = w;
 	rs->pending_tail = &w->next;
 	rs->n_pending++;
+	atomic_fetch_add(&rs->n_unclaimed, 1);
 	pthread_cond_broadcast(&rs->cond_nonempty);
 	pthread_mutex_unlock(&rs->lock);
 	return atomic_load(&rs->error);
@@ -740,11 +789,22 @@ static int win_close_all(Restorer *rs)
 }
 
 /* The open window of pack (-1: the one of chunks with nothing to fetch), or -1. */
-static int win_find(const Restorer *rs, int64_t pack)
+static int win_find(const Restorer *rs, const ChunkLoc *loc)
 {
-	for (int i = 0; i < RESTORE_OPEN_WINDOWS; i++)
-		if (rs->open[i] && rs->open[i]->pack == pack)
+	for (int i = 0; i < RESTORE_OPEN_WINDOWS; i++) {
+		const RWin *w = rs->open[i];
+		if (!w || w->pack != loc->pack)
+			continue;
+		/*
+		 * A pack may have several open windows, in different places: the
+		 * chunks of a snapshot's small files alternate between two regions
+		 * of a pack, and one window a pack closed at each switch (a window
+		 * of a few KiB a GET, 5 GETs per 8 MiB at pgbench scale 10).
+		 */
+		if (w->pack < 0 || (loc->offset <= w->end + RESTORE_WINDOW_GAP &&
+				    loc->offset + loc->elen + RESTORE_WINDOW_GAP >= w->off))
 			return i;
+	}
 	return -1;
 }
 
@@ -765,32 +825,42 @@ static int win_slot(Restorer *rs, int *ret)
 }
 
 /*
- * Chunk idx of f into the open window of its pack; that window is closed
- * (queued to be fetched) first when the chunk would make it longer than
- * win_limit or is further than RESTORE_WINDOW_GAP from it. On failure the
- * chunk is not taken.
+ * Where chunks [from, from + n) of f are (n <= RESTORE_LOCATE_BATCH), into
+ * rs->locs: one catalog read transaction for them all, not one per chunk
+ * (SQLite takes and drops its WAL read lock, two fcntl calls, around each
+ * statement outside one). A chunk the catalog cannot place gets pack -1: it
+ * goes unfetched, and the worker's reader says why.
  */
-static int win_add(Restorer *rs, RFile *f, uint64_t idx, bool new_file)
+static void win_locate(Restorer *rs, const RFile *f, uint64_t from, size_t n)
 {
-	ChunkLoc loc = {.pack = -1};
+	int r = catalog_chunks_locate(repo_catalog(rs->repo), f->ids + from, n, rs->locs,
+				      rs->loc_errs);
+	for (size_t i = 0; i < n; i++)
+		if (r < 0 || rs->loc_errs[i] < 0 || chunk_id_is_hole(&f->ids[from + i]))
+			rs->locs[i].pack = -1;
+}
+
+/*
+ * Chunk idx of f, found at loc (pack -1: nothing to fetch), into the open
+ * window of its pack; that window is closed (queued to be fetched) first
+ * when the chunk would make it longer than win_limit or is further than
+ * RESTORE_WINDOW_GAP from it. On failure the chunk is not taken.
+ */
+static int win_add(Restorer *rs, RFile *f, uint64_t idx, const ChunkLoc *at, bool new_file)
+{
+	const ChunkLoc loc = *at;
 	int slot, r = 0;
 
 	if (new_file && rs->n_open_files >= RESTORE_OPEN_FILES)
 		r = win_close_all(rs);
 	if (r < 0)
 		return r;
-	/* a chunk the catalog cannot place goes unfetched: the worker's reader says why */
-	if (chunk_id_is_hole(&f->ids[idx]) ||
-	    catalog_chunk_locate(repo_catalog(rs->repo), &f->ids[idx], &loc) < 0)
-		loc.pack = -1;
-	slot = win_find(rs, loc.pack);
+	slot = win_find(rs, &loc);
 	if (slot >= 0) {
 		const RWin *w = rs->open[slot];
 		bool full = w->pack < 0 ? w->n_refs >= RESTORE_PART
 					: MAX(w->end, loc.offset + loc.elen) - MIN(w->off, loc.offset) >
-						  rs->win_limit ||
-						  loc.offset > w->end + RESTORE_WINDOW_GAP ||
-						  loc.offset + loc.elen + RESTORE_WINDOW_GAP < w->off;
+						  rs->win_limit;
 		if (full && (r = win_close(rs, (size_t)slot)) < 0)
 			return r;
 		if (full)
@@ -815,13 +885,19 @@ static int win_add(Restorer *rs, RFile *f, uint64_t idx, bool new_file)
 		w->refs = v;
 		w->cap_refs = cap;
 	}
-	w->refs[w->n_refs++] = (RRef){.file = f, .idx = idx};
+	w->refs[w->n_refs++] = (RRef){.file = f, .idx = idx, .offset = loc.offset, .elen = loc.elen,
+				      .plen = loc.plen, .crc = loc.crc, .enc = loc.enc,
+				      .has_crc = loc.pack >= 0 && loc.has_crc};
 	if (w->pack >= 0) {
 		w->off = MIN(w->off, loc.offset);
 		w->end = MAX(w->end, loc.offset + loc.elen);
 	}
 	w->last_use = ++rs->open_clock;
 	rs->n_open_files += new_file;
+	/* the chunk is taken: a failure shows at the next call */
+	if (w->pack >= 0 && w->end - w->off >= RESTORE_WINDOW_EARLY &&
+	    atomic_load(&rs->n_unclaimed) == 0)
+		(void)win_close(rs, (size_t)slot);
 	return 0;
 }
 
@@ -1113,6 +1189,7 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	/* +1 held by us while queueing, so the file cannot finish under our feet */
 	atomic_init(&rf->remaining, count_tasks(rs, rf, 0, n_ids) + 1);
 	bool first = true;
+	size_t located = 0; /* remote: chunks [located - RESTORE_LOCATE_BATCH, located) in rs->locs */
 	for (size_t i = 0; i < n_ids;) {
 		if (skip_chunk(rs, rf, i)) {
 			progress_add(rs->o->progress, MIN(rs->chunk_size, f->size - i * rs->chunk_size));
@@ -1120,8 +1197,12 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 			continue;
 		}
 		uint32_t k = run_length(rs, rf, i, n_ids);
+		if (rs->remote && i >= located) {
+			win_locate(rs, rf, i, MIN(RESTORE_LOCATE_BATCH, n_ids - i));
+			located = i + RESTORE_LOCATE_BATCH;
+		}
 		if (rs->remote) /* one chunk a task (rs->batch is 1) */
-			r = win_add(rs, rf, i, first);
+			r = win_add(rs, rf, i, &rs->locs[i - (located - RESTORE_LOCATE_BATCH)], first);
 		else
 			r = queue_task(rs, rf, i, k);
 		first = false;
@@ -1311,7 +1392,7 @@ static int restore_control(Restorer *rs)
 		uint64_t off = i * rs->chunk_size;
 		size_t len = (size_t)MIN(rs->chunk_size, f->size - off);
 		if (!chunk_id_is_hole(&rf.ids[i]))
-			r = restore_chunk(rs, reader, &rf, i, off, len, buf, NULL);
+			r = restore_chunk(rs, reader, &rf, i, off, len, buf, NULL, NULL);
 		if (r < 0)
 			rs->res->failed_offset = off;
 	}
@@ -1394,6 +1475,10 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 		workqueue_close(rs->finishing);
 	for (int i = 0; i < n_write_started; i++)
 		pthread_join(writers[i], NULL);
+	if (rs->remote)
+		log_debug("windows: workers waited %.3f s for them; fetch threads fetched %.3f s, "
+			  "waited %.3f s", (double)rs->ns_decode_wait / 1e9, (double)rs->ns_fetching / 1e9,
+			  (double)rs->ns_fetch_wait / 1e9);
 
 	r = atomic_load(&rs->error);
 	if (r == 0 && rs->o->delta)
@@ -1493,7 +1578,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		int jobs = o->jobs > 0 ? o->jobs : cpu_count();
 		rs.buf_size = RESTORE_WINDOW(&rs) + RESTORE_WINDOW(&rs) / 8;
 		rs.n_bufs_max = MAX(3, MIN((size_t)(2 * jobs + 2), RESTORE_WINDOW_BUFFERS / rs.buf_size));
-		rs.win_limit = rs.buf_size / 8;
+		rs.win_limit = MIN(rs.buf_size / 8, RESTORE_WINDOW_FIRST);
 	} else if (o->delta) { /* most chunks are only read and hashed: 1 MiB a task, not one chunk */
 		rs.batch = (uint32_t)MAX(1, DELTA_READ / rs.chunk_size);
 	}
@@ -1529,7 +1614,10 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		r = workqueue_new(RESTORE_TASKS_QUEUED, sizeof(RTask), &rs.tasks);
 	if (r == 0 && o->delta)
 		r = workqueue_new(DELTA_FILES_QUEUED, sizeof(RFile *), &rs.finishing);
-	if (r == 0 && rs.remote && !(rs.free_bufs = calloc(rs.n_bufs_max, sizeof(uint8_t *))))
+	if (r == 0 && rs.remote &&
+	    (!(rs.free_bufs = calloc(rs.n_bufs_max, sizeof(uint8_t *))) ||
+	     !(rs.locs = calloc(RESTORE_LOCATE_BATCH, sizeof(ChunkLoc))) ||
+	     !(rs.loc_errs = calloc(RESTORE_LOCATE_BATCH, sizeof(int)))))
 		r = -ENOMEM;
 	if (r < 0)
 		goto out;
@@ -1538,6 +1626,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	pthread_cond_init(&rs.cond_nonempty, NULL);
 	pthread_cond_init(&rs.cond_nonfull, NULL);
 	atomic_init(&rs.error, 0);
+	atomic_init(&rs.n_unclaimed, 0);
 	atomic_init(&rs.bytes_written, 0);
 	atomic_init(&rs.bytes_sha256, 0);
 	atomic_init(&rs.n_unchanged, 0);
@@ -1568,6 +1657,8 @@ out:
 	for (size_t i = 0; i < rs.n_free; i++)
 		free(rs.free_bufs[i]);
 	free(rs.free_bufs);
+	free(rs.locs);
+	free(rs.loc_errs);
 	pthread_mutex_destroy(&rs.lock);
 	pthread_mutex_destroy(&rs.defer_lock);
 	pthread_cond_destroy(&rs.cond_nonempty);

@@ -446,7 +446,8 @@ static void wal_aad(Repo *r, const char *name, const ChunkId *id, uint64_t plain
 static int object_encode(Repo *r, const char *name, const void *buf, size_t len,
 			 const ChunkId *id, uint8_t **ret, size_t *ret_len)
 {
-	_cleanup_free_ uint8_t *obj = malloc(WAL_HEADER_LEN + chunk_encode_bound(len));
+	/* huge pages: a fresh mapping each (see malloc_huge) */
+	_cleanup_free_ uint8_t *obj = malloc_huge(WAL_HEADER_LEN + chunk_encode_bound(len));
 	ChunkCodec *codec = NULL;
 	ChunkEncoding enc;
 	size_t n = 0;
@@ -497,7 +498,7 @@ static int object_read(Repo *r, const char *key, uint8_t **ret, size_t *ret_len)
 		return e;
 	if (size < WAL_HEADER_LEN || size > WAL_HEADER_LEN + chunk_encode_bound(PGBAKFS_WAL_FILE_MAX))
 		return -EBADMSG;
-	obj = malloc(size);
+	obj = malloc_huge(size);
 	if (!obj)
 		return -ENOMEM;
 	e = store_get_range(b, key, 0, size, obj);
@@ -522,7 +523,7 @@ static int object_decode(Repo *r, const uint8_t *obj, size_t obj_len, const char
 
 	if (e < 0)
 		return e;
-	plain = malloc(h.plain_len ? h.plain_len : 1);
+	plain = malloc_huge(h.plain_len);
 	if (!plain)
 		return -ENOMEM;
 	memcpy(id.b, h.sha256, sizeof(id.b));

@@ -2,7 +2,8 @@
 # which gives it AWS's If-None-Match semantics on PUT): two machines (two
 # cache directories) pushing one name at once with different content: exactly
 # one wins, and the object is the winner's bytes; with the same content both
-# succeed. wal-fetch: a body damaged on the way is read again; transient
+# succeed; a damaged archived copy is replaced. wal-fetch: a body damaged
+# on the way is read again; transient
 # errors are retried by the driver; damage, access denied, a failing or
 # unreachable store exit 126; a missing file exits 1.
 # wal-fetch --prefetch: later segments served from the spool without a
@@ -69,6 +70,14 @@ proxy_plan "lose&only=PUT%20/$S3_BUCKET/w/wal/00000001/$name"
 ok "a push whose answer was lost, retried, succeeds" pgbakfs wal-push "$T/same/$name" 2>"$T/err"
 proxy_plan pass
 ok "... and fetches back" pgbakfs wal-fetch "$name" "$T/work/$name"
+ok "... identical" cmp -s "$T/work/$name" "$T/same/$name"
+# a damaged archived copy is replaced by the file pushed
+name=000000010000000000000041
+mkwal "$T/same/$name" --size 0x100000 --seed 41
+s3_put "w/wal/00000001/$name" "$T/a/$(ls "$T/a" | head -1)"
+ok "a push over a damaged archived copy succeeds" pgbakfs wal-push "$T/same/$name" --no-summary 2>"$T/err"
+ok "... replacing it" grep_or_show "archived copy of WAL file \"$name\" was damaged and has been replaced" "$T/err"
+ok "... which fetches back identical" pgbakfs wal-fetch "$name" "$T/work/$name"
 ok "... identical" cmp -s "$T/work/$name" "$T/same/$name"
 
 # ---- wal-fetch ----
