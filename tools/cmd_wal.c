@@ -86,34 +86,13 @@ static const struct option wal_options[] = {
 	{0}};
 
 /* -EINVAL: not a regular file; -EFBIG: over 1 GiB; -EIO: shrank while read (PostgreSQL retries). */
-/*
- * file_read_regular of a WAL file, into a buffer of huge pages: a segment is
- * read once per process, into a fresh mapping, and its 4,096 page faults
- * were a third of wal-push's CPU (0.13 of 0.30 s a segment).
- */
 static int read_wal_file(const char *path, void **ret, size_t *ret_len)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	_cleanup_free_ uint8_t *buf = NULL;
-	struct stat st;
-	ssize_t n;
-
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EINVAL;
-	if ((uint64_t)st.st_size > PGBAKFS_WAL_FILE_MAX)
-		return -EFBIG;
-	if (!(buf = malloc_huge((size_t)st.st_size)))
-		return -ENOMEM;
-	n = pread_full(fd, buf, (size_t)st.st_size, 0);
-	if (n < 0)
-		return (int)n;
-	if (n != st.st_size)
-		return -EIO;
-	*ret = TAKE_PTR(buf);
-	*ret_len = (size_t)n;
-	return 0;
+	uint8_t *buf = NULL;
+	int r = file_read_regular(path, false, PGBAKFS_WAL_FILE_MAX, &buf, ret_len);
+	if (r == 0)
+		*ret = buf;
+	return r;
 }
 
 /*
