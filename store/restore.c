@@ -116,7 +116,6 @@ typedef struct DeferredWrite {
 #define RESTORE_OPEN_FILES 1024
 #define RESTORE_WINDOWS_QUEUED 32
 #define RESTORE_WINDOW_BUFFERS (256u << 20) /* bytes of windows held at most */
-#define RESTORE_HUGE_PAGE (2u << 20)
 #define RESTORE_PART 256 /* chunks of a window a worker takes at a time */
 #define RESTORE_LOCATE_BATCH 256 /* chunks the main thread looks up at a time */
 
@@ -610,24 +609,6 @@ static void win_free(RWin *w)
 	free(w);
 }
 
-/*
- * A window buffer: each is filled once per window, so a restore first-touches
- * about every byte it fetches, and in 4 KiB pages the faults cost more than
- * the copy. 2 MiB-aligned and advised for huge pages (a hint), as the mount's
- * cache slabs. free() releases it.
- */
-static uint8_t *window_buf_new(size_t len)
-{
-	void *p = NULL;
-	if (posix_memalign(&p, RESTORE_HUGE_PAGE, len) != 0)
-		return NULL;
-#ifdef MADV_HUGEPAGE
-	if (len >= RESTORE_HUGE_PAGE)
-		(void)madvise(p, len, MADV_HUGEPAGE);
-#endif
-	return p;
-}
-
 /* Fetch thread: the next pending window into a buffer, then onto the ready list. */
 static void *fetch_worker(void *arg)
 {
@@ -655,7 +636,7 @@ static void *fetch_worker(void *arg)
 		t0 = mono_ns();
 		if (atomic_load(&rs->error))
 			w->err = atomic_load(&rs->error);
-		else if (len && !w->buf && !(w->buf = window_buf_new(MAX(len, rs->buf_size))))
+		else if (len && !w->buf && !(w->buf = malloc_huge(MAX(len, rs->buf_size))))
 			w->err = -ENOMEM;
 		else if (len)
 			w->err = store_get_range(b, w->pack_name, w->off, len, w->buf);
