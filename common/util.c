@@ -242,6 +242,35 @@ void path_dirname(const char *path, char *buf, size_t len)
 		snprintf(buf, len, "%.*s", (int)(slash - path), path);
 }
 
+#define DIRECT_WRITE_ALIGN 4096
+#define DIRECT_WRITE_MIN (1u << 20)
+
+/*
+ * A new file's contents := buf[0..len). A large page-aligned buffer (a pack,
+ * a WAL segment: written once, not read back soon) goes with O_DIRECT up to
+ * its last whole 4 KiB block, the tail through the page cache. Copying such
+ * a buffer into the cache cost more than anything else in storing it: in a VM
+ * whose freed memory goes back to the host, 2 GiB of 32 MiB files took 3-5 s
+ * of CPU and 4-6 s buffered, 0.1 s and 1.4 s direct. Where O_DIRECT is refused
+ * (EINVAL), all of it goes through the cache.
+ */
+static int write_new_file(int fd, const void *buf, size_t len)
+{
+	size_t direct = len & ~(size_t)(DIRECT_WRITE_ALIGN - 1);
+	int flags = fcntl(fd, F_GETFL);
+	if (((uintptr_t)buf & (DIRECT_WRITE_ALIGN - 1)) || len < DIRECT_WRITE_MIN || flags < 0 ||
+	    fcntl(fd, F_SETFL, flags | O_DIRECT) < 0)
+		return write_full(fd, buf, len);
+	int r = pwrite_full(fd, buf, direct, 0);
+	if (fcntl(fd, F_SETFL, flags) < 0)
+		return -errno;
+	if (r == -EINVAL)
+		direct = 0; /* refused after all: everything through the cache */
+	else if (r < 0)
+		return r;
+	return pwrite_full(fd, (const uint8_t *)buf + direct, len - direct, (off_t)direct);
+}
+
 int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode)
 {
 	char tmp[PATH_MAX + 32], dir[PATH_MAX];
@@ -258,7 +287,7 @@ int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode
 	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0)
 		return -errno;
-	r = write_full(fd, buf, len);
+	r = write_new_file(fd, buf, len);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && rename(tmp, path) < 0)

@@ -44,7 +44,9 @@ int fsync_dir(const char *path);
 void path_dirname(const char *path, char *buf, size_t len);
 /*
  * Write a whole file atomically and durably: a ".tmp-<random>" file in the same
- * directory, fsync, rename over path, fsync of the directory.
+ * directory, fsync, rename over path, fsync of the directory. A buffer of 1 MiB
+ * or more aligned to 4 KiB (malloc_huge) is written with O_DIRECT where the file
+ * system takes it, bypassing the page cache.
  */
 int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
 /* Read a whole small file into a NUL-terminated malloc'd buffer. */

@@ -33,14 +33,35 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 	return 0;
 }
 
+/*
+ * The pack's bytes grow in huge-page-aligned memory: the backend writes a whole
+ * pack from it, and a local one with O_DIRECT when it is aligned
+ * (file_write_atomic), so packs do not pass through the page cache.
+ */
+static int grow_buf(PackWriter *w, size_t need)
+{
+	size_t n = w->cap ? w->cap : 16;
+	if (need <= w->cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	uint8_t *q = malloc_huge(n);
+	if (!q)
+		return -ENOMEM;
+	if (w->buf)
+		memcpy(q, w->buf, w->len);
+	free(w->buf);
+	w->buf = q;
+	w->cap = n;
+	return 0;
+}
+
 int pack_writer_new(size_t capacity, PackWriter **ret)
 {
 	PackWriter *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
-	w->cap = capacity + PACK_HEADER_LEN;
-	w->buf = malloc(w->cap);
-	if (!w->buf) {
+	if (grow_buf(w, capacity + PACK_HEADER_LEN) < 0) {
 		free(w);
 		return -ENOMEM;
 	}
@@ -123,10 +144,7 @@ int pack_writer_add(PackWriter *w, const ChunkId *id, ChunkEncoding enc, const v
 int pack_writer_add_crc(PackWriter *w, const ChunkId *id, ChunkEncoding enc, const void *data,
 			size_t elen, size_t plen, uint32_t crc, const uint8_t *fh)
 {
-	int r;
-	void *buf = w->buf;
-	r = grow(&buf, &w->cap, w->len + elen, 1);
-	w->buf = buf;
+	int r = grow_buf(w, w->len + elen);
 	if (r < 0)
 		return r;
 	void *ents = w->entries;
@@ -156,11 +174,9 @@ int pack_writer_finish(PackWriter *w, const void **ret_buf, size_t *ret_len)
 {
 	size_t entries_off = w->len;
 	size_t need = w->len + w->n_entries * PACK_ENTRY_LEN + PACK_FOOTER_LEN;
-	void *buf = w->buf;
 	ChunkId digest;
 	uint8_t *p;
-	int r = grow(&buf, &w->cap, need, 1);
-	w->buf = buf;
+	int r = grow_buf(w, need);
 	if (r < 0)
 		return r;
 	p = w->buf + entries_off;
