@@ -216,6 +216,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	clock_gettime(CLOCK_REALTIME, &S.start);
+	/* an hour old: a backup right after the mount must not take every file for
+	 * one that may still be changing (mtime within a second of the parent's start) */
+	S.start.tv_sec -= 3600;
 	for (uint64_t f = 0; f < S.nfiles; f++)
 		S.mtime[f] = S.start;
 	int rc = fuse_main(args.argc, args.argv, &ops, NULL);
