@@ -82,12 +82,23 @@ struct SnapFile {
 /* messages other than chunks the writer queue holds at most (4096 entries: ~1 MiB) */
 #define WRITER_QUEUE_EXTRA 4096
 
+/*
+ * A pack is full at pack_size bytes, or at one chunk per PACK_MIN_AVG_CHUNK
+ * bytes of it: chunks that compress to almost nothing (pages that are mostly
+ * empty) would otherwise put millions in one pack, and the pack's entry table
+ * (~88 bytes a chunk in memory, 52 in the pack) and its one catalog
+ * transaction grow with them (bench/scale's synthetic chunks of ~40 bytes:
+ * 1.5 million in one 64 MiB pack, a 79 MB entry table).
+ */
+#define PACK_MIN_AVG_CHUNK 1024
+
 struct SnapWriter {
 	Repo *repo;
 	RepoSession *session;
 	SnapshotInfo info;
 	uint64_t chunk_size;
 	uint64_t pack_size;
+	uint64_t pack_max_chunks; /* pack_size / PACK_MIN_AVG_CHUNK */
 	int n_workers;
 	Progress *progress;
 	bool committed;
@@ -460,7 +471,8 @@ static int writer_handle_chunk(SnapWriter *w, WriterState *ws, Msg *m)
 			if (r < 0)
 				return r;
 			w->new_chunks++;
-			if (pack_writer_size(w->open_pack) >= w->pack_size) {
+			if (pack_writer_size(w->open_pack) >= w->pack_size ||
+			    pack_writer_count(w->open_pack) >= w->pack_max_chunks) {
 				r = writer_rotate_pack(w, ws);
 				if (r < 0)
 					return r;
@@ -614,6 +626,7 @@ int snapwriter_new(Repo *repo, const SnapWriterOptions *o, SnapWriter **ret)
 	w->repo = repo;
 	w->chunk_size = cfg->chunk_size;
 	w->pack_size = cfg->pack_size;
+	w->pack_max_chunks = MAX(1, cfg->pack_size / PACK_MIN_AVG_CHUNK);
 	w->n_workers = o->jobs > 0 ? o->jobs : cpu_count();
 	w->progress = o->progress;
 	atomic_init(&w->next_ino, 1);

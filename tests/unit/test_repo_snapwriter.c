@@ -587,6 +587,58 @@ out:
 	TEST_RM_RF(tmp);
 }
 
+/*
+ * Chunks that compress to a few bytes: a pack closes at one chunk per 1 KiB
+ * of its size (256 in a 256 KiB pack) long before its bytes fill it; the
+ * file restores the same.
+ */
+static void test_pack_chunk_cap(void)
+{
+	enum { N = 600, SMALL = 8192 };
+	const RepoInitOptions tiny_packs = {.chunk_size = SMALL, .pack_size = 256 << 10};
+	char tmp[64], path[PATH_MAX], target[PATH_MAX];
+	Repo *r = NULL;
+	SnapWriter *w = NULL;
+	SnapWriterOptions o = {.jobs = 2};
+	SnapWriterResult res = {0};
+	uint8_t *data = calloc(N, SMALL);
+	CatalogStats st;
+
+	test_tmpdir(tmp, sizeof(tmp));
+	test_fmt(path, sizeof(path), "%s/repo", tmp);
+	for (size_t i = 0; i < N; i++) { /* unique, and nearly all zeros (not a hole) */
+		size_t v = i + 1;
+		memcpy(data + i * SMALL, &v, sizeof(v));
+	}
+	if (!CHECK_EQ_INT(repo_init(path, &tiny_packs), 0) || !CHECK_EQ_INT(repo_open(path, &r), 0) ||
+	    !CHECK_EQ_INT(snapwriter_new(r, &o, &w), 0))
+		goto out;
+	SnapEntry root = entry(0, "", S_IFDIR | 0700);
+	CHECK_EQ_INT(snapwriter_add_dir(w, &root, NULL), 0);
+	CHECK_EQ_INT(put_file(w, 1, "sparse.bin", 0600, data, (size_t)N * SMALL, 65536), 0);
+	if (!CHECK_EQ_INT(snapwriter_commit(w, &res), 0))
+		goto out;
+	CHECK_EQ_INT(res.new_chunks, N);
+	CHECK(res.stored_bytes < (256u << 10)); /* would all fit in one pack by size */
+	if (CHECK_EQ_INT(catalog_stats(repo_catalog(r), &st), 0)) {
+		CHECK_EQ_INT(st.n_chunks, N);
+		CHECK_EQ_INT(st.n_packs, (N + 255) / 256);
+	}
+	SnapshotInfo s = {0};
+	RestoreOptions ro = {.jobs = 2};
+	RestoreResult rr;
+	test_fmt(target, sizeof(target), "%s/restore", tmp);
+	if (CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), res.name, NULL, &s), 0) &&
+	    CHECK_EQ_INT(restore_snapshot(r, &s, target, &ro, &rr), 0))
+		CHECK(test_file_equals(target, "sparse.bin", data, (size_t)N * SMALL));
+	snapshot_info_clear(&s);
+out:
+	snapwriter_free(w);
+	repo_free(r);
+	free(data);
+	TEST_RM_RF(tmp);
+}
+
 static int find_data_bin(const FileRow *f, void *ud)
 {
 	if (f->parent == 1 && strcmp(f->name, "data.bin") == 0)
@@ -1057,6 +1109,7 @@ int main(void)
 	test_init_open();
 	test_writer_misuse();
 	test_dedup_within_snapshot();
+	test_pack_chunk_cap();
 	test_snapshot_roundtrip_faults_gc();
 	test_damage();
 	return test_finish();
