@@ -40,11 +40,9 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
  */
 static int grow_buf(PackWriter *w, size_t need)
 {
-	size_t n = w->cap ? w->cap : 16;
 	if (need <= w->cap)
 		return 0;
-	while (n < need)
-		n *= 2;
+	size_t n = MAX(need, w->cap * 2);
 	uint8_t *q = malloc_huge(n);
 	if (!q)
 		return -ENOMEM;
