@@ -18,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static unsigned test_n_passed_, test_n_failed_;
 
@@ -116,6 +119,33 @@ static inline bool test_file_equals(const char *dir, const char *rel, const uint
 	ok = n == len && memcmp(text, want, len) == 0;
 	free(text);
 	return ok;
+}
+
+/*
+ * Pages of path in the page cache (writes past it leave at most their
+ * unaligned tail there; valgrind reads a few pages of a file it sees mapped).
+ */
+static inline size_t test_cached_pages(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	struct stat st;
+	size_t n = 0;
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	size_t pages = ((size_t)st.st_size + 4095) / 4096;
+	void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	unsigned char *vec = malloc(pages);
+	if (map != MAP_FAILED && vec && mincore(map, (size_t)st.st_size, vec) == 0)
+		for (size_t i = 0; i < pages; i++)
+			n += vec[i] & 1;
+	if (map != MAP_FAILED)
+		munmap(map, (size_t)st.st_size);
+	free(vec);
+	close(fd);
+	return n;
 }
 
 /*

@@ -8,7 +8,6 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
@@ -222,30 +221,6 @@ static void test_paths(void)
 	CHECK_EQ_STR(buf, "x");
 }
 
-/* pages of path in the page cache */
-static size_t cached_pages(const char *path)
-{
-	int fd = open(path, O_RDONLY);
-	struct stat st;
-	size_t n = 0;
-	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0) {
-		if (fd >= 0)
-			close(fd);
-		return 0;
-	}
-	size_t pages = ((size_t)st.st_size + 4095) / 4096;
-	void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	unsigned char *vec = malloc(pages);
-	if (map != MAP_FAILED && vec && mincore(map, (size_t)st.st_size, vec) == 0)
-		for (size_t i = 0; i < pages; i++)
-			n += vec[i] & 1;
-	if (map != MAP_FAILED)
-		munmap(map, (size_t)st.st_size);
-	free(vec);
-	close(fd);
-	return n;
-}
-
 /*
  * file_write_atomic of a large aligned buffer (a pack): the same bytes back, an
  * unaligned tail included; written past the page cache where the file system
@@ -272,7 +247,7 @@ static void test_write_direct(const char *tmp)
 	CHECK_EQ_INT(file_write_atomic(path, buf, len, 0600), 0);
 	/* the tail's page; under valgrind also the few it reads of a mapped file */
 	if (direct_ok)
-		CHECK(cached_pages(path) <= 16);
+		CHECK(test_cached_pages(path) <= 16);
 	if (CHECK_EQ_INT(file_read_regular(path, true, len, &back, &got), 0))
 		CHECK(got == len && memcmp(back, buf, len) == 0);
 	free(back);
