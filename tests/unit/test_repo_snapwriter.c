@@ -533,6 +533,19 @@ out:
  * A chunk that occurs twice in a snapshot (and in its first pack) is stored
  * once: the second copy is found in the unfinished pack.
  */
+/* Restore snapshot name of r into target, -j 2. */
+static int restore_named(Repo *r, const char *name, const char *target)
+{
+	SnapshotInfo s = {0};
+	RestoreOptions ro = {.jobs = 2};
+	RestoreResult rr;
+	int rc = catalog_snapshot_get(repo_catalog(r), name, NULL, &s);
+	if (rc == 0)
+		rc = restore_snapshot(r, &s, target, &ro, &rr);
+	snapshot_info_clear(&s);
+	return rc;
+}
+
 static void test_dedup_within_snapshot(void)
 {
 	char tmp[64], path[PATH_MAX], target[PATH_MAX];
@@ -569,17 +582,9 @@ static void test_dedup_within_snapshot(void)
 	CheckLog log;
 	run_check(r, true, &log, 0);
 	/* and it restores */
-	{
-		SnapshotInfo s = {0};
-		RestoreOptions ro = {.jobs = 2};
-		RestoreResult rr;
-		test_fmt(target, sizeof(target), "%s/restore", tmp);
-		if (CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), res.name, NULL, &s), 0)) {
-			CHECK_EQ_INT(restore_snapshot(r, &s, target, &ro, &rr), 0);
-			CHECK(test_file_equals(target, "twice.bin", data, 2 * CS));
-		}
-		snapshot_info_clear(&s);
-	}
+	test_fmt(target, sizeof(target), "%s/restore", tmp);
+	if (CHECK_EQ_INT(restore_named(r, res.name, target), 0))
+		CHECK(test_file_equals(target, "twice.bin", data, 2 * CS));
 out:
 	snapwriter_free(w);
 	repo_free(r);
@@ -624,12 +629,8 @@ static void test_pack_chunk_cap(void)
 		CHECK_EQ_INT(st.n_chunks, N);
 		CHECK_EQ_INT(st.n_packs, (N + 255) / 256);
 	}
-	SnapshotInfo s = {0};
-	RestoreOptions ro = {.jobs = 2};
-	RestoreResult rr;
 	test_fmt(target, sizeof(target), "%s/restore", tmp);
-	if (CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), res.name, NULL, &s), 0) &&
-	    CHECK_EQ_INT(restore_snapshot(r, &s, target, &ro, &rr), 0)) {
+	if (CHECK_EQ_INT(restore_named(r, res.name, target), 0)) {
 		/* 4.7 MiB: written past the page cache where the file system takes O_DIRECT */
 		test_fmt(path, sizeof(path), "%s/direct-probe", tmp);
 		int fd = open(path, O_WRONLY | O_CREAT | O_DIRECT, 0600);
@@ -641,7 +642,6 @@ static void test_pack_chunk_cap(void)
 		}
 		CHECK(test_file_equals(target, "sparse.bin", data, (size_t)N * SMALL));
 	}
-	snapshot_info_clear(&s);
 out:
 	snapwriter_free(w);
 	repo_free(r);
