@@ -69,9 +69,9 @@ typedef struct RFile {
 /* delta: threads flushing files' deferred writes, files queued to them, bytes held at most */
 #define DELTA_WRITERS 4
 /*
- * A fresh file of a local restore is written a task at a time (up to
- * RESTORE_DIRECT_RUN of consecutive chunks) with O_DIRECT, files from
- * RESTORE_DIRECT_MIN up: copying 5 GB into the page cache was most of a
+ * A fresh file is written up to RESTORE_DIRECT_RUN of consecutive chunks at
+ * a time with O_DIRECT, files from RESTORE_DIRECT_MIN up (from a local
+ * repository a task at a time, from S3 as runs in a window; rrun_add): copying 5 GB into the page cache was most of a
  * restore's CPU (in a VM handing freed memory back to its host, a hypervisor
  * fault per fresh cache page), and a restore's files are not read back soon.
  * Smaller files, a file's last partial 4 KiB and file systems without
@@ -541,6 +541,23 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 	return r;
 }
 
+/* len decoded bytes of a fresh file at from, past the cache up to the last whole 4 KiB. */
+static int write_run(Restorer *rs, RFile *f, const uint8_t *run, size_t len, uint64_t from)
+{
+	size_t direct = len & ~(size_t)(DIRECT_ALIGN - 1);
+	int r = direct > 0 ? write_direct(f, run, direct, from) : 0;
+	if (r == 0 && len > direct)
+		r = pwrite_full(f->fd, run + direct, len - direct, (off_t)(from + direct));
+	if (r < 0) {
+		restorer_fail(rs, r, f->path, from);
+		return r;
+	}
+	atomic_fetch_add(&f->written, len);
+	atomic_fetch_add(&rs->bytes_written, len);
+	progress_add(rs->o->progress, len);
+	return 0;
+}
+
 /*
  * A task of a fresh local file with a direct descriptor: its chunks (no
  * holes: run_length stops at them) decoded one after the other into run,
@@ -560,21 +577,11 @@ static int restore_task_run(Restorer *rs, ChunkReader *reader, const RTask *t, u
 		}
 		len += n;
 	}
-	size_t direct = len & ~(size_t)(DIRECT_ALIGN - 1);
-	int r = direct > 0 ? write_direct(f, run, direct, from) : 0;
-	if (r == 0 && len > direct)
-		r = pwrite_full(f->fd, run + direct, len - direct, (off_t)(from + direct));
-	if (r < 0) {
-		restorer_fail(rs, r, f->path, from);
-		return r;
-	}
-	atomic_fetch_add(&f->written, len);
-	atomic_fetch_add(&rs->bytes_written, len);
-	progress_add(rs->o->progress, len);
-	return 0;
+	return write_run(rs, f, run, len, from);
 }
 
-static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uint8_t *have);
+static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uint8_t *have,
+			    uint8_t *run);
 
 static void *restore_worker(void *arg)
 {
@@ -584,16 +591,16 @@ static void *restore_worker(void *arg)
 	/* delta: the bytes in place, read for up to DELTA_READ at once */
 	size_t have_chunks = (size_t)MAX(1, MIN(rs->batch, DELTA_READ / rs->chunk_size));
 	uint8_t *have = rs->o->delta ? malloc(have_chunks * rs->chunk_size) : NULL;
-	/* a fresh local file's task, written at once (aligned for O_DIRECT) */
-	uint8_t *run = !rs->o->delta && !rs->remote ? malloc_huge(rs->batch * rs->chunk_size) : NULL;
-	int r = buf && (have || !rs->o->delta) && (run || rs->o->delta || rs->remote)
+	/* consecutive chunks of a fresh file, written at once (aligned for O_DIRECT) */
+	uint8_t *run = !rs->o->delta ? malloc_huge(RESTORE_DIRECT_RUN) : NULL;
+	int r = buf && (have || !rs->o->delta) && (run || rs->o->delta)
 			? chunk_reader_new(rs->repo, &reader)
 			: -ENOMEM;
 	if (r < 0)
 		restorer_fail(rs, r, NULL, 0);
 
 	if (rs->remote)
-		restore_windows(rs, reader, buf, have);
+		restore_windows(rs, reader, buf, have, run);
 	/* after a failure the tasks still come out: their references are dropped unrestored */
 	RTask t;
 	while (!rs->remote && workqueue_pop(rs->tasks, &t) == 0) {
@@ -710,13 +717,63 @@ static void *fetch_worker(void *arg)
 }
 
 /*
+ * S3: a fresh file's consecutive chunks as a window's part meets them (a pack
+ * holds them mostly in file order), decoded side by side into buf and written
+ * at once when the run breaks, fills RESTORE_DIRECT_RUN or the part ends; one
+ * 64 KiB direct write per chunk made an S3 restore twice as slow. Each chunk
+ * is a task (remote batch 1): they are done after the write, not before, so
+ * the file cannot finish under it.
+ */
+typedef struct RRun {
+	uint8_t *buf;
+	RFile *file; /* NULL: empty */
+	uint64_t first, next;
+	size_t len;
+	bool failed;
+} RRun;
+
+static void rrun_flush(Restorer *rs, RRun *run)
+{
+	RFile *f = run->file;
+	if (!f)
+		return;
+	if (!run->failed && !atomic_load(&rs->error))
+		(void)write_run(rs, f, run->buf, run->len, run->first * rs->chunk_size);
+	for (uint64_t i = run->first; i < run->next; i++)
+		task_done(rs, f);
+	run->file = NULL;
+}
+
+/* Chunk ref into the run (flushing the run first where it does not follow on). */
+static void rrun_add(Restorer *rs, RRun *run, ChunkReader *reader, const RRef *ref, size_t len,
+		     const ChunkLoc *loc)
+{
+	if (run->file && (run->file != ref->file || run->next != ref->idx ||
+			  run->len + rs->chunk_size > RESTORE_DIRECT_RUN))
+		rrun_flush(rs, run);
+	if (!run->file)
+		*run = (RRun){.buf = run->buf, .file = ref->file, .first = ref->idx, .next = ref->idx};
+	const ChunkId *id = &ref->file->ids[ref->idx];
+	int r = loc ? chunk_reader_read_fast_at(reader, id, loc, len, run->buf + run->len)
+		    : chunk_reader_read_fast(reader, id, len, run->buf + run->len);
+	if (r < 0) {
+		restorer_fail(rs, r, ref->file->path, ref->idx * rs->chunk_size);
+		run->failed = true;
+	}
+	run->len += len;
+	run->next++;
+}
+
+/*
  * Worker: restore the chunks of fetched windows, RESTORE_PART at a time (so
  * that the workers share a large window, and none is left alone with one at
  * the end), until no window is left to come. The last to finish a window
  * gives its buffer back.
  */
-static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uint8_t *have)
+static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uint8_t *have,
+			    uint8_t *run_buf)
 {
+	RRun run = {.buf = run_buf};
 	pthread_mutex_lock(&rs->lock);
 	for (;;) {
 		int64_t t0 = mono_ns();
@@ -758,6 +815,11 @@ static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uin
 				loc.crc = ref->crc;
 				loc.enc = ref->enc;
 				loc.has_crc = ref->has_crc;
+				if (run_buf && ref->file->direct_fd >= 0) {
+					rrun_add(rs, &run, reader, ref, len,
+						 lent && ref->has_crc ? &loc : NULL);
+					continue; /* done when the run is written */
+				}
 				int r = restore_chunk(rs, reader, ref->file, ref->idx, off, len, buf,
 						      in_place, lent && ref->has_crc ? &loc : NULL);
 				if (r < 0)
@@ -767,6 +829,8 @@ static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uin
 			}
 			task_done(rs, ref->file);
 		}
+		/* before waiting for another window: a held file could hold up the walk */
+		rrun_flush(rs, &run);
 		if (reader)
 			chunk_reader_lend(reader, NULL, 0, NULL, 0);
 
@@ -1200,7 +1264,7 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	} else if (f->size > 0 && ftruncate(rf->fd, (off_t)f->size) < 0) {
 		r = -errno;
 		goto fail;
-	} else if (!rs->remote && f->size >= RESTORE_DIRECT_MIN) {
+	} else if (f->size >= RESTORE_DIRECT_MIN) {
 		/* opened here, before any worker can use it (write_direct opens lazily) */
 		rf->direct_fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
 		if (rf->direct_fd < 0)

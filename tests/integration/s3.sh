@@ -273,6 +273,24 @@ newest=$(s3_keys team/repo/catalog/ | sort | tail -1)
 s3_rm "$newest"
 expect_error 1 "older than one this machine has seen" pgbakfs list
 
+# ---- a large file from S3 is written in runs past the page cache (O_DIRECT) ----
+# 6 MiB and 100 bytes of random data (an unaligned tail) and 3 MiB of text: the
+# same bytes back, and no more of them in the page cache than the tail's page
+RB=s3://$S3_BUCKET/team/big
+mkdir -p "$T/srcB"
+head -c $((6 * 1048576 + 100)) /dev/urandom >"$T/srcB/random.bin"
+head -c $((3 * 1048576)) < <(yes "pgbakfs restores past the page cache") >"$T/srcB/text"
+ok "init for large files" run initb init --repo "$RB" --cache-dir "$T/cacheB2"
+ok "backup of large files" run bkb backup --from-dir "$T/srcB" --repo "$RB" --cache-dir "$T/cacheB2"
+ok "restore of large files -j 2" run rsb restore latest "$T/rb" --repo "$RB" --cache-dir "$T/cacheB3" -j 2
+cached() { fincore --bytes --noheadings --output RES "$1" | tr -d ' '; }
+if dd if=/dev/zero of="$T/direct-probe" bs=4096 count=1 oflag=direct 2>/dev/null; then
+	# before anything reads them back
+	ok "restored past the page cache ($(cached "$T/rb/random.bin") B cached)" test "$(cached "$T/rb/random.bin")" -le 65536
+	ok "text restored past the page cache ($(cached "$T/rb/text") B cached)" test "$(cached "$T/rb/text")" -le 65536
+fi
+ok "large files identical" same_tree "$T/srcB" "$T/rb"
+
 # ---- TLS: verification is on; a private CA is given with --ca-file ----
 (cd "$T" && openssl req -x509 -newkey rsa:2048 -nodes -keyout tls.key -out tls.pem -days 2 \
 	-subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null)
