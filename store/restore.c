@@ -53,7 +53,8 @@ typedef struct RFile {
 	/* delta: changed pages held for flush_deferred (guarded by Restorer.defer_lock) */
 	struct DeferredWrite *deferred;
 	size_t n_deferred, cap_deferred;
-	int direct_fd; /* delta: opened with O_DIRECT by flush_deferred, or DIRECT_* */
+	/* opened O_DIRECT for a fresh file (restore_regular) or a delta (flush_deferred), or DIRECT_* */
+	int direct_fd;
 	uint8_t (*fh)[CHUNK_FH_LEN]; /* delta: each chunk's chunk_fh, if has_fh[i] */
 	bool *has_fh;
 } RFile;
@@ -69,13 +70,14 @@ typedef struct RFile {
 /* delta: threads flushing files' deferred writes, files queued to them, bytes held at most */
 #define DELTA_WRITERS 4
 /*
- * A fresh file is written up to RESTORE_DIRECT_RUN of consecutive chunks at
- * a time with O_DIRECT, files from RESTORE_DIRECT_MIN up (from a local
- * repository a task at a time, from S3 as runs in a window; rrun_add): copying 5 GB into the page cache was most of a
- * restore's CPU (in a VM handing freed memory back to its host, a hypervisor
- * fault per fresh cache page), and a restore's files are not read back soon.
- * Smaller files, a file's last partial 4 KiB and file systems without
- * O_DIRECT go through the cache.
+ * A fresh file is written up to RESTORE_DIRECT_RUN of consecutive chunks (or
+ * one larger chunk) at a time with O_DIRECT, files from RESTORE_DIRECT_MIN up:
+ * from a local repository a task at a time, from S3 as runs in a window
+ * (rrun_add). Copying 5 GB into the page cache was most of a restore's CPU
+ * (in a VM handing freed memory back to its host, a hypervisor fault per
+ * fresh cache page), and a restore's files are not read back soon. Smaller
+ * files, a file's last partial 4 KiB and file systems without O_DIRECT go
+ * through the cache.
  */
 #define RESTORE_DIRECT_RUN (1u << 20)
 #define RESTORE_DIRECT_MIN (1u << 20)
@@ -179,6 +181,7 @@ typedef struct Restorer {
 	const char *target;
 	uint64_t chunk_size;
 	uint32_t batch; /* chunks per task: consecutive ones go to one reader */
+	size_t run_cap; /* bytes of a worker's run: RESTORE_DIRECT_RUN, or one chunk if larger */
 	bool as_root;
 
 	/*
@@ -345,7 +348,10 @@ static bool defer_write(Restorer *rs, RFile *f, const uint8_t *buf, size_t len, 
 	return held;
 }
 
-/* Delta: one held run of f with O_DIRECT; through the cache where that is refused. */
+/*
+ * One run of f with O_DIRECT (a delta's held run, a fresh file's decoded
+ * chunks); through the cache where that is refused.
+ */
 static int write_direct(RFile *f, const uint8_t *buf, size_t len, uint64_t off)
 {
 	if (f->direct_fd == DIRECT_UNTRIED) {
@@ -592,7 +598,7 @@ static void *restore_worker(void *arg)
 	size_t have_chunks = (size_t)MAX(1, MIN(rs->batch, DELTA_READ / rs->chunk_size));
 	uint8_t *have = rs->o->delta ? malloc(have_chunks * rs->chunk_size) : NULL;
 	/* consecutive chunks of a fresh file, written at once (aligned for O_DIRECT) */
-	uint8_t *run = !rs->o->delta ? malloc_huge(RESTORE_DIRECT_RUN) : NULL;
+	uint8_t *run = !rs->o->delta ? malloc_huge(rs->run_cap) : NULL;
 	int r = buf && (have || !rs->o->delta) && (run || rs->o->delta)
 			? chunk_reader_new(rs->repo, &reader)
 			: -ENOMEM;
@@ -749,7 +755,7 @@ static void rrun_add(Restorer *rs, RRun *run, ChunkReader *reader, const RRef *r
 		     const ChunkLoc *loc)
 {
 	if (run->file && (run->file != ref->file || run->next != ref->idx ||
-			  run->len + rs->chunk_size > RESTORE_DIRECT_RUN))
+			  run->len + rs->chunk_size > rs->run_cap))
 		rrun_flush(rs, run);
 	if (!run->file)
 		*run = (RRun){.buf = run->buf, .file = ref->file, .first = ref->idx, .next = ref->idx};
@@ -1673,6 +1679,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 {
 	Restorer rs = {.repo = repo, .o = o, .res = ret, .target = target, .as_root = geteuid() == 0,
 		       .chunk_size = repo_config(repo)->chunk_size, .batch = 1};
+	rs.run_cap = MAX(RESTORE_DIRECT_RUN, rs.chunk_size); /* holds a task: batch * chunk_size */
 	RepoSession *session = NULL;
 	int r;
 

@@ -290,6 +290,12 @@ if dd if=/dev/zero of="$T/direct-probe" bs=4096 count=1 oflag=direct 2>/dev/null
 	ok "text restored past the page cache ($(cached "$T/rb/text") B cached)" test "$(cached "$T/rb/text")" -le 65536
 fi
 ok "large files identical" same_tree "$T/srcB" "$T/rb"
+# chunks larger than a run (--chunk-size up to 8M): one chunk a run
+RB2=s3://$S3_BUCKET/team/bigchunks
+ok "init with 2 MiB chunks" run initb2 init --repo "$RB2" --chunk-size 2M --cache-dir "$T/cacheB4"
+ok "backup with 2 MiB chunks" run bkb2 backup --from-dir "$T/srcB" --repo "$RB2" --cache-dir "$T/cacheB4"
+ok "restore of 2 MiB chunks -j 2" run rsb2 restore latest "$T/rb2" --repo "$RB2" --cache-dir "$T/cacheB5" -j 2
+ok "2 MiB chunks identical" same_tree "$T/srcB" "$T/rb2"
 
 # ---- TLS: verification is on; a private CA is given with --ca-file ----
 (cd "$T" && openssl req -x509 -newkey rsa:2048 -nodes -keyout tls.key -out tls.pem -days 2 \

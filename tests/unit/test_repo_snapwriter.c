@@ -649,6 +649,42 @@ out:
 	TEST_RM_RF(tmp);
 }
 
+/*
+ * Chunks larger than restore's 1 MiB runs (--chunk-size up to 8M): a file
+ * of 2 MiB chunks and an unaligned tail restores the same.
+ */
+static void test_restore_large_chunks(void)
+{
+	const size_t big = 2u << 20, len = 2 * big + big / 2 + 123;
+	const RepoInitOptions big_chunks = {.chunk_size = big, .pack_size = 4u << 20};
+	char tmp[64], path[PATH_MAX], target[PATH_MAX];
+	Repo *r = NULL;
+	SnapWriter *w = NULL;
+	SnapWriterOptions o = {.jobs = 2};
+	SnapWriterResult res = {0};
+	uint8_t *data = xmalloc(len);
+
+	test_tmpdir(tmp, sizeof(tmp));
+	test_fmt(path, sizeof(path), "%s/repo", tmp);
+	test_random(data, len);
+	if (!CHECK_EQ_INT(repo_init(path, &big_chunks), 0) || !CHECK_EQ_INT(repo_open(path, &r), 0) ||
+	    !CHECK_EQ_INT(snapwriter_new(r, &o, &w), 0))
+		goto out;
+	SnapEntry root = entry(0, "", S_IFDIR | 0700);
+	CHECK_EQ_INT(snapwriter_add_dir(w, &root, NULL), 0);
+	CHECK_EQ_INT(put_file(w, 1, "big.bin", 0600, data, len, 65536), 0);
+	if (!CHECK_EQ_INT(snapwriter_commit(w, &res), 0))
+		goto out;
+	test_fmt(target, sizeof(target), "%s/restore", tmp);
+	if (CHECK_EQ_INT(restore_named(r, res.name, target), 0))
+		CHECK(test_file_equals(target, "big.bin", data, len));
+out:
+	snapwriter_free(w);
+	repo_free(r);
+	free(data);
+	TEST_RM_RF(tmp);
+}
+
 static int find_data_bin(const FileRow *f, void *ud)
 {
 	if (f->parent == 1 && strcmp(f->name, "data.bin") == 0)
@@ -1120,6 +1156,7 @@ int main(void)
 	test_writer_misuse();
 	test_dedup_within_snapshot();
 	test_pack_chunk_cap();
+	test_restore_large_chunks();
 	test_snapshot_roundtrip_faults_gc();
 	test_damage();
 	return test_finish();
