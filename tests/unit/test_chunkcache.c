@@ -58,6 +58,29 @@ static bool chunk_ok(const CachedChunk *e, int i)
 	return memcmp(cached_chunk_data(e), data + (size_t)i * CS, CS) == 0;
 }
 
+/* Chunks [from, to) through the cache: each one got, right, and put back. */
+static void get_all_ok(ChunkCache *c, int from, int to)
+{
+	CachedChunk *e;
+	for (int i = from; i < to; i++)
+		if (CHECK_EQ_INT(chunk_cache_get(c, &ids[i], CS, &e), 0)) {
+			CHECK(chunk_ok(e, i));
+			chunk_cache_put(c, e);
+		}
+}
+
+/* Until n chunks have been prefetched, for at most 5 s. */
+static void wait_prefetched(ChunkCache *c, uint64_t n)
+{
+	ChunkCacheStats st;
+	for (int k = 0; k < 500; k++) {
+		chunk_cache_stats(c, &st);
+		if (st.prefetched == n)
+			break;
+		usleep(10 * 1000);
+	}
+}
+
 static void test_get_put(Repo *r)
 {
 	ChunkCache *c = NULL;
@@ -66,12 +89,7 @@ static void test_get_put(Repo *r)
 
 	if (!CHECK_EQ_INT(chunk_cache_new(r, 64 * CS, 0, &c), 0))
 		return;
-	for (int i = 0; i < 8; i++) {
-		if (!CHECK_EQ_INT(chunk_cache_get(c, &ids[i], CS, &e), 0))
-			continue;
-		CHECK(chunk_ok(e, i));
-		chunk_cache_put(c, e);
-	}
+	get_all_ok(c, 0, 8);
 	chunk_cache_stats(c, &st);
 	CHECK(st.misses == 8 && st.hits == 0 && st.evicted == 0);
 	CHECK(st.bytes == 8 * CS);
@@ -183,7 +201,6 @@ static void test_concurrent(Repo *r)
 static void test_prefetch(Repo *r)
 {
 	ChunkCache *c = NULL;
-	CachedChunk *e;
 	ChunkCacheStats st;
 	ChunkId hole;
 
@@ -194,21 +211,12 @@ static void test_prefetch(Repo *r)
 	chunk_cache_prefetch(c, &hole, CS); /* never a hole */
 	for (int i = 50; i < 58; i++)
 		chunk_cache_prefetch(c, &ids[i], CS);
-	for (int k = 0; k < 500; k++) {
-		chunk_cache_stats(c, &st);
-		if (st.prefetched == 8)
-			break;
-		usleep(10 * 1000);
-	}
+	wait_prefetched(c, 8);
 	/* (an item queued longer than 100 ms is dropped: a slow run, valgrind, may lose some) */
 	chunk_cache_stats(c, &st);
 	CHECK(st.prefetched >= 1 && st.prefetched == st.misses && st.hits == 0);
 	/* then read: each chunk loaded once, by prefetch or by the reader; the data right */
-	for (int i = 50; i < 58; i++)
-		if (CHECK_EQ_INT(chunk_cache_get(c, &ids[i], CS, &e), 0)) {
-			CHECK(chunk_ok(e, i));
-			chunk_cache_put(c, e);
-		}
+	get_all_ok(c, 50, 58);
 	chunk_cache_stats(c, &st);
 	CHECK(st.misses == 8 && st.hits == st.prefetched);
 	/* freed with prefetch threads running and items queued */
@@ -267,7 +275,6 @@ static void test_put_done(Repo *r)
 static void test_prefetch_runs(Repo *r)
 {
 	ChunkCache *c = NULL;
-	CachedChunk *e;
 	ChunkCacheStats st;
 	uint32_t plens[32];
 
@@ -276,21 +283,12 @@ static void test_prefetch_runs(Repo *r)
 	for (int i = 0; i < 32; i++)
 		plens[i] = CS;
 	chunk_cache_prefetch_many(c, &ids[8], plens, 32);
-	for (int k = 0; k < 500; k++) {
-		chunk_cache_stats(c, &st);
-		if (st.prefetched == 32)
-			break;
-		usleep(10 * 1000);
-	}
+	wait_prefetched(c, 32);
 	chunk_cache_stats(c, &st);
 	CHECK(st.located == 32);
 	/* 1 MiB packs of 16 KiB chunks: 32 chunks lie in at most two packs, so 4 to 6 runs */
 	CHECK(st.prefetched >= 1 && st.runs >= 1 && st.runs <= 6 && st.relocated == 0);
-	for (int i = 8; i < 40; i++)
-		if (CHECK_EQ_INT(chunk_cache_get(c, &ids[i], CS, &e), 0)) {
-			CHECK(chunk_ok(e, i));
-			chunk_cache_put(c, e);
-		}
+	get_all_ok(c, 8, 40);
 	chunk_cache_stats(c, &st);
 	CHECK(st.misses == 32 && st.hits == st.prefetched);
 	chunk_cache_free(c);

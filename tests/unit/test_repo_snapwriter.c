@@ -692,6 +692,16 @@ static int find_data_bin(const FileRow *f, void *ud)
 	return 0;
 }
 
+/* data.bin's chunk ids in snapshot snap_name of r (*s: the snapshot, for the caller to clear). */
+static bool data_bin_ids(Repo *r, const char *snap_name, SnapshotInfo *s, ChunkId **ids, size_t *n)
+{
+	int64_t content = 0;
+	return CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), snap_name, NULL, s), 0) &&
+	       CHECK_EQ_INT(catalog_file_foreach(repo_catalog(r), s->rowid, find_data_bin, &content),
+			    0) &&
+	       CHECK(content > 0) && CHECK_EQ_INT(catalog_content_get(repo_catalog(r), content, ids, n), 0);
+}
+
 static void test_reader(Repo *r, const char *snap_name, const Tree *t)
 {
 	SnapshotInfo s = {0};
@@ -699,14 +709,8 @@ static void test_reader(Repo *r, const char *snap_name, const Tree *t)
 	uint8_t buf[CS];
 	ChunkId *ids = NULL;
 	size_t n = 0;
-	int64_t content = 0;
 
-	if (!CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), snap_name, NULL, &s), 0))
-		goto out;
-	if (!CHECK_EQ_INT(catalog_file_foreach(repo_catalog(r), s.rowid, find_data_bin, &content), 0) ||
-	    !CHECK(content > 0))
-		goto out;
-	if (!CHECK_EQ_INT(catalog_content_get(repo_catalog(r), content, &ids, &n), 0))
+	if (!data_bin_ids(r, snap_name, &s, &ids, &n))
 		goto out;
 	if (!CHECK_EQ_INT(n, 4) || !CHECK_EQ_INT(chunk_reader_new(r, &cr), 0))
 		goto out;
@@ -742,14 +746,10 @@ static void test_reader_refetch(const char *path, const char *snap_name, const T
 		ChunkReader *cr = NULL;
 		ChunkId *ids = NULL;
 		size_t n = 0;
-		int64_t content = 0;
 		uint8_t buf[CS];
 
 		if (CHECK_EQ_INT(repo_open_faults(path, scripts[k], &r), 0) &&
-		    CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), snap_name, NULL, &s), 0) &&
-		    CHECK_EQ_INT(catalog_file_foreach(repo_catalog(r), s.rowid, find_data_bin, &content), 0) &&
-		    CHECK_EQ_INT(catalog_content_get(repo_catalog(r), content, &ids, &n), 0) &&
-		    CHECK_EQ_INT(chunk_reader_new(r, &cr), 0)) {
+		    data_bin_ids(r, snap_name, &s, &ids, &n) && CHECK_EQ_INT(chunk_reader_new(r, &cr), 0)) {
 			if (k == 0) {
 				CHECK_EQ_INT(chunk_reader_read(cr, &ids[0], CS, buf), 0);
 				CHECK(memcmp(buf, t->data, CS) == 0);
@@ -777,16 +777,12 @@ static void test_reader_lent(const char *path, const char *snap_name, const Tree
 	ChunkReader *cr = NULL;
 	ChunkId *ids = NULL;
 	size_t n = 0;
-	int64_t content = 0;
 	ChunkLoc loc;
 	int err = 0;
 	uint8_t buf[CS], *win = NULL;
 
 	if (!CHECK_EQ_INT(repo_open_faults(path, "put:999=EIO", &r), 0) ||
-	    !CHECK_EQ_INT(catalog_snapshot_get(repo_catalog(r), snap_name, NULL, &s), 0) ||
-	    !CHECK_EQ_INT(catalog_file_foreach(repo_catalog(r), s.rowid, find_data_bin, &content), 0) ||
-	    !CHECK_EQ_INT(catalog_content_get(repo_catalog(r), content, &ids, &n), 0) ||
-	    !CHECK_EQ_INT(chunk_reader_new(r, &cr), 0) ||
+	    !data_bin_ids(r, snap_name, &s, &ids, &n) || !CHECK_EQ_INT(chunk_reader_new(r, &cr), 0) ||
 	    !CHECK_EQ_INT(chunk_reader_locate(cr, ids, 1, &loc, &err), 0) || !CHECK_EQ_INT(err, 0))
 		goto out;
 	CHECK(loc.has_crc); /* else read_fast_at takes the usual way, which lent windows served already */
