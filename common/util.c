@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 int64_t now_ns(void)
@@ -366,6 +367,23 @@ int file_read_regular(const char *path, bool nofollow, uint64_t max, uint8_t **r
 		return -EIO;
 	*ret = TAKE_PTR(buf);
 	*ret_len = (size_t)n;
+	return 0;
+}
+
+int file_cached_bytes(int fd, uint64_t *ret)
+{
+#ifndef __NR_cachestat
+#define __NR_cachestat 451 /* the same number on every architecture */
+#endif
+	struct {
+		uint64_t off, len; /* len 0: to the end */
+	} range = {0, 0};
+	struct {
+		uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+	} cs;
+	if (syscall(__NR_cachestat, fd, &range, &cs, 0) < 0)
+		return -errno;
+	*ret = cs.nr_cache * (uint64_t)sysconf(_SC_PAGESIZE);
 	return 0;
 }
 

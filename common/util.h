@@ -69,6 +69,11 @@ int file_read_regular(const char *path, bool nofollow, uint64_t max, uint8_t **r
  * of memory.
  */
 void *malloc_huge(size_t len);
+/*
+ * Bytes of the file open at fd that are in the page cache (cachestat(2),
+ * Linux 6.5): -ENOSYS where the kernel lacks it.
+ */
+int file_cached_bytes(int fd, uint64_t *ret);
 /* True if directory is missing or empty; -errno on other errors. */
 int dir_is_empty(const char *path);
 /* rm -rf; errors other than ENOENT are returned. */

@@ -29,6 +29,12 @@ typedef struct RestoreOptions {
 	 * differ are written, and what the snapshot does not have is removed.
 	 */
 	bool delta;
+	/*
+	 * Where restore records are kept (store/restrec.h; NULL: none): a restore
+	 * writes one for its target, and a delta trusts the files it vouches for
+	 * (unchanged since, by inode, size, mtime and ctime) without reading them.
+	 */
+	const char *record_dir;
 } RestoreOptions;
 
 typedef struct RestoreResult {
@@ -37,6 +43,9 @@ typedef struct RestoreResult {
 	uint64_t n_removed;     /* delta: entries of target the snapshot does not have */
 	uint64_t n_unchanged;   /* delta: files whose bytes were all in place already */
 	uint64_t bytes_sha256;  /* delta: bytes in place checked by SHA-256 (chunks without an fh) */
+	uint64_t n_known;       /* delta: files the restore record showed in place, not read */
+	uint64_t bytes_known;   /* delta: bytes the record showed in place (in any file), not read */
+	bool recorded;          /* a restore record was written for the target */
 	/* on failure: the file and offset that could not be restored, if any */
 	char failed_path[PATH_MAX];
 	uint64_t failed_offset;

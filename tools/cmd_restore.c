@@ -167,7 +167,10 @@ static const CliCommand restore_command = {
 		"  --delta           TARGET may hold an older or diverged copy (a stopped\n"
 		"                    primary): only chunks that differ are written, and what\n"
 		"                    the snapshot does not have is removed; a pg_wal symlink\n"
-		"                    to a directory is kept (the WAL goes into its target)\n"
+		"                    to a directory is kept (the WAL goes into its target);\n"
+		"                    files no one changed since a restore into TARGET (same\n"
+		"                    inode, size, mtime and ctime, recorded under the cache\n"
+		"                    directory) are not read again\n"
 		RECOVERY_USAGE,
 };
 
@@ -230,7 +233,7 @@ static void restore_error(int r, const SnapshotInfo *s, const RestoreResult *res
 static void restore_print(const SnapshotInfo *s, const RestoreResult *res, const char *target,
 			  bool delta, int64_t t0)
 {
-	char b[32], w[32], h[32];
+	char b[32], w[32], h[32], k[32];
 	double secs = (double)(mono_ns() - t0) / 1e9;
 
 	printf("restored snapshot \"%s\" into \"%s\": %llu files, %s, %.1f s (%.1f MB/s)\n",
@@ -238,9 +241,11 @@ static void restore_print(const SnapshotInfo *s, const RestoreResult *res, const
 	       format_bytes(res->bytes, b, sizeof(b)), secs,
 	       secs > 0 ? (double)res->bytes / secs / 1e6 : 0.0);
 	if (delta)
-		printf("delta: %s rewritten, %llu file(s) unchanged, %llu entries removed%s%s%s\n",
+		printf("delta: %s rewritten, %llu file(s) unchanged, %llu entries removed, %s not read "
+		       "(%llu file(s) whole: unchanged since the last restore's record)%s%s%s\n",
 		       format_bytes(res->bytes_written, w, sizeof(w)),
 		       (unsigned long long)res->n_unchanged, (unsigned long long)res->n_removed,
+		       format_bytes(res->bytes_known, k, sizeof(k)), (unsigned long long)res->n_known,
 		       res->bytes_sha256 ? " (" : "",
 		       res->bytes_sha256 ? format_bytes(res->bytes_sha256, h, sizeof(h)) : "",
 		       res->bytes_sha256 ? " checked by SHA-256: chunks stored without a fast hash)"
@@ -273,6 +278,8 @@ int cmd_restore(int argc, char **argv)
 	RestoreArgs x = {.t0 = mono_ns()};
 	SnapshotInfo s = {0};
 	Repo *repo = NULL;
+	CliLocation cl = {0};
+	char *record_dir = NULL;
 	int rc = cli_parse(&restore_command, argc, argv, &x.a, &x);
 
 	if (rc != CLI_CONTINUE)
@@ -283,7 +290,12 @@ int cmd_restore(int argc, char **argv)
 	    (rc = restore_check_target(target, x.o.delta)) != EXIT_OK)
 		return rc;
 	/* the snapshot, and the tablespaces --tablespace-map moves are its own */
-	rc = cli_open_repo(x.a.repo, &repo);
+	rc = cli_location_resolve(x.a.repo, &cl);
+	if (rc == EXIT_OK)
+		rc = cli_open_location(&cl, &repo);
+	/* beside the caches: what this restore leaves, for the next --delta into TARGET */
+	if (rc == EXIT_OK)
+		x.o.record_dir = record_dir = xasprintf("%s/restored", cl.cache_dir);
 	if (rc == EXIT_OK)
 		rc = cli_find_snapshot(repo, id, x.a.instance, &s);
 	if (rc == EXIT_OK)
@@ -295,5 +307,7 @@ int cmd_restore(int argc, char **argv)
 		rc = write_recovery(&x.a.target, repo, target);
 	snapshot_info_clear(&s);
 	repo_free(repo);
+	cli_location_clear(&cl);
+	free(record_dir);
 	return rc;
 }

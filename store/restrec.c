@@ -1,0 +1,332 @@
+/* The restore record: see store/restrec.h. */
+#include "store/restrec.h"
+#include "common/crc32c.h"
+#include "common/fasthash.h"
+#include "common/util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RESTREC_MAGIC "PGBKRRC1"
+#define RESTREC_VERSION 1
+#define RESTREC_ID_LEN 32
+#define RESTREC_HEADER (8 + 4 + 4 + RESTREC_ID_LEN + 8 + 8 + 8 + 2) /* without the target */
+#define RESTREC_ENTRY_FIXED (2 + 6 * 8 + RESTREC_KEY_LEN) /* without the path */
+#define RESTREC_MAX_BYTES (1ULL << 30)
+
+/* The key of the chunk-id list hash: fixed, part of the record's format. */
+static const uint8_t restrec_hash_key[16] = "pgbakfs-restrec1";
+
+struct RestoreRecord {
+	char repo_id[RESTREC_ID_LEN + 1];
+	char *target;
+	uint64_t chunk_size;
+	RestRecEntry *e;
+	size_t n, cap;
+	bool sorted;
+	pthread_mutex_t lock;
+};
+
+int restrec_new(const char *repo_id, uint64_t chunk_size, const char *target,
+		RestoreRecord **ret)
+{
+	RestoreRecord *r = calloc(1, sizeof(*r));
+	if (!r || strlen(target) > UINT16_MAX || !(r->target = strdup(target))) {
+		free(r);
+		return strlen(target) > UINT16_MAX ? -ENAMETOOLONG : -ENOMEM;
+	}
+	snprintf(r->repo_id, sizeof(r->repo_id), "%s", repo_id);
+	r->chunk_size = chunk_size;
+	pthread_mutex_init(&r->lock, NULL);
+	*ret = r;
+	return 0;
+}
+
+RestoreRecord *restrec_free(RestoreRecord *r)
+{
+	if (!r)
+		return NULL;
+	for (size_t i = 0; i < r->n; i++)
+		free(r->e[i].path);
+	free(r->e);
+	free(r->target);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	return NULL;
+}
+
+size_t restrec_count(const RestoreRecord *r)
+{
+	return r->n;
+}
+
+/* Append a copy of e (path duplicated); caller holds the lock or owns r alone. */
+static int restrec_push(RestoreRecord *r, const RestRecEntry *e)
+{
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? 2 * r->cap : 256;
+		RestRecEntry *a = realloc(r->e, cap * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		r->e = a;
+		r->cap = cap;
+	}
+	r->e[r->n] = *e;
+	r->e[r->n].path = strdup(e->path);
+	if (!r->e[r->n].path)
+		return -ENOMEM;
+	r->n++;
+	r->sorted = false;
+	return 0;
+}
+
+int restrec_add(RestoreRecord *r, const char *path, const struct stat *st, int64_t content,
+		const uint8_t key[RESTREC_KEY_LEN])
+{
+	RestRecEntry e = {.path = (char *)path, .dev = (uint64_t)st->st_dev,
+			  .ino = (uint64_t)st->st_ino, .size = (uint64_t)st->st_size,
+			  .mtime_ns = timespec_to_ns(&st->st_mtim),
+			  .ctime_ns = timespec_to_ns(&st->st_ctim), .content = content};
+	if (strlen(path) > UINT16_MAX)
+		return 0; /* not recorded: read again next time */
+	memcpy(e.key, key, RESTREC_KEY_LEN);
+	pthread_mutex_lock(&r->lock);
+	int ret = restrec_push(r, &e);
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+bool restrec_matches(const RestRecEntry *e, const struct stat *st)
+{
+	return e->dev == (uint64_t)st->st_dev && e->ino == (uint64_t)st->st_ino &&
+	       e->size == (uint64_t)st->st_size && e->mtime_ns == timespec_to_ns(&st->st_mtim) &&
+	       e->ctime_ns == timespec_to_ns(&st->st_ctim);
+}
+
+void restrec_key(const ChunkId *ids, size_t n, uint8_t out[RESTREC_KEY_LEN])
+{
+	fasthash128(restrec_hash_key, ids, n * sizeof(*ids), out);
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const RestRecEntry *)a)->path, ((const RestRecEntry *)b)->path);
+}
+
+const RestRecEntry *restrec_find(RestoreRecord *r, const char *path)
+{
+	if (!r->sorted) {
+		qsort(r->e, r->n, sizeof(*r->e), entry_cmp);
+		r->sorted = true;
+	}
+	RestRecEntry k = {.path = (char *)path};
+	return r->n ? bsearch(&k, r->e, r->n, sizeof(*r->e), entry_cmp) : NULL;
+}
+
+/* ---- serialization ---- */
+
+static uint8_t *put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		*p++ = (uint8_t)(v >> (8 * i));
+	return p;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static uint8_t *put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		*p++ = (uint8_t)(v >> (8 * i));
+	return p;
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static bool entry_racy(const RestRecEntry *e, int64_t now_ns)
+{
+	return e->ctime_ns > now_ns - RESTREC_RACY_NS;
+}
+
+/* now, once the newest entry's change is RESTREC_RACY_NS old (waits that long at most) */
+static int64_t settled_now(const RestoreRecord *r)
+{
+	int64_t newest = INT64_MIN, now = now_ns();
+	for (size_t i = 0; i < r->n; i++)
+		newest = MAX(newest, r->e[i].ctime_ns);
+	if (r->n > 0 && newest > now - RESTREC_RACY_NS) {
+		int64_t wait = MIN(RESTREC_RACY_NS, newest + RESTREC_RACY_NS - now) + 1;
+		struct timespec ts = {.tv_sec = wait / 1000000000, .tv_nsec = wait % 1000000000};
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		now = now_ns();
+	}
+	return now;
+}
+
+int restrec_save(RestoreRecord *r, const char *path)
+{
+	int64_t now_ns = settled_now(r);
+	size_t tl = strlen(r->target), len = RESTREC_HEADER + tl + 4, n = 0;
+	for (size_t i = 0; i < r->n; i++)
+		if (!entry_racy(&r->e[i], now_ns)) {
+			len += RESTREC_ENTRY_FIXED + strlen(r->e[i].path);
+			n++;
+		}
+	uint8_t *buf = malloc(len), *p = buf;
+	if (!buf)
+		return -ENOMEM;
+	memcpy(p, RESTREC_MAGIC, 8);
+	p = put_u32(p + 8, RESTREC_VERSION);
+	p = put_u32(p, 0);
+	memset(p, 0, RESTREC_ID_LEN);
+	memcpy(p, r->repo_id, strlen(r->repo_id));
+	p = put_u64(p + RESTREC_ID_LEN, r->chunk_size);
+	p = put_u64(p, (uint64_t)now_ns);
+	p = put_u64(p, n);
+	*p++ = (uint8_t)tl;
+	*p++ = (uint8_t)(tl >> 8);
+	memcpy(p, r->target, tl);
+	p += tl;
+	for (size_t i = 0; i < r->n; i++) {
+		const RestRecEntry *e = &r->e[i];
+		size_t pl = strlen(e->path);
+		if (entry_racy(e, now_ns))
+			continue;
+		*p++ = (uint8_t)pl;
+		*p++ = (uint8_t)(pl >> 8);
+		memcpy(p, e->path, pl);
+		p = put_u64(p + pl, e->dev);
+		p = put_u64(p, e->ino);
+		p = put_u64(p, e->size);
+		p = put_u64(p, (uint64_t)e->mtime_ns);
+		p = put_u64(p, (uint64_t)e->ctime_ns);
+		p = put_u64(p, (uint64_t)e->content);
+		memcpy(p, e->key, RESTREC_KEY_LEN);
+		p += RESTREC_KEY_LEN;
+	}
+	put_u32(p, crc32c(buf, (size_t)(p - buf)));
+	int ret = file_write_atomic(path, buf, len, 0600);
+	free(buf);
+	return ret;
+}
+
+/* Entries of buf[off..end) into r: -EBADMSG unless exactly n of them fill it. */
+static int parse_entries(RestoreRecord *r, const uint8_t *buf, size_t off, size_t end, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		if (end - off < RESTREC_ENTRY_FIXED)
+			return -EBADMSG;
+		size_t pl = (size_t)buf[off] | (size_t)buf[off + 1] << 8;
+		if (pl == 0 || end - off - RESTREC_ENTRY_FIXED < pl || memchr(buf + off + 2, 0, pl))
+			return -EBADMSG;
+		char *path = strndup((const char *)buf + off + 2, pl);
+		if (!path)
+			return -ENOMEM;
+		const uint8_t *p = buf + off + 2 + pl;
+		RestRecEntry e = {.path = path, .dev = get_u64(p), .ino = get_u64(p + 8),
+				  .size = get_u64(p + 16), .mtime_ns = (int64_t)get_u64(p + 24),
+				  .ctime_ns = (int64_t)get_u64(p + 32),
+				  .content = (int64_t)get_u64(p + 40)};
+		memcpy(e.key, p + 48, RESTREC_KEY_LEN);
+		int ret = restrec_push(r, &e);
+		free(path);
+		if (ret < 0)
+			return ret;
+		off += RESTREC_ENTRY_FIXED + pl;
+	}
+	return off == end ? 0 : -EBADMSG;
+}
+
+int restrec_load(const char *path, const char *repo_id, uint64_t chunk_size,
+		 RestoreRecord **ret)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0, tl;
+	RestoreRecord *r = NULL;
+	char id[RESTREC_ID_LEN + 1] = {0}, *target = NULL;
+	int e = file_read_regular(path, true, RESTREC_MAX_BYTES, &buf, &len);
+	if (e < 0)
+		return e;
+	if (len < RESTREC_HEADER + 4 || memcmp(buf, RESTREC_MAGIC, 8) != 0 ||
+	    get_u32(buf + len - 4) != crc32c(buf, len - 4) || get_u32(buf + 8) != RESTREC_VERSION ||
+	    (tl = (size_t)buf[RESTREC_HEADER - 2] | (size_t)buf[RESTREC_HEADER - 1] << 8) >
+		    len - 4 - RESTREC_HEADER) {
+		e = -EBADMSG;
+		goto out;
+	}
+	memcpy(id, buf + 16, RESTREC_ID_LEN);
+	if (strcmp(id, repo_id) != 0 || get_u64(buf + 16 + RESTREC_ID_LEN) != chunk_size) {
+		e = -ESTALE;
+		goto out;
+	}
+	target = strndup((const char *)buf + RESTREC_HEADER, tl);
+	e = target ? restrec_new(repo_id, chunk_size, target, &r) : -ENOMEM;
+	if (e == 0)
+		e = parse_entries(r, buf, RESTREC_HEADER + tl, len - 4,
+				  get_u64(buf + RESTREC_HEADER - 10));
+	if (e == 0) {
+		*ret = r;
+		r = NULL;
+	}
+out:
+	restrec_free(r);
+	free(target);
+	free(buf);
+	return e;
+}
+
+/* The target a record file names (malloc'd), if it is a record at all. */
+static char *record_target(int dirfd, const char *name)
+{
+	uint8_t h[RESTREC_HEADER];
+	char *target = NULL;
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	if (pread_full(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && !memcmp(h, RESTREC_MAGIC, 8)) {
+		size_t tl = (size_t)h[RESTREC_HEADER - 2] | (size_t)h[RESTREC_HEADER - 1] << 8;
+		target = calloc(1, tl + 1);
+		if (target && pread_full(fd, target, tl, RESTREC_HEADER) != (ssize_t)tl) {
+			free(target);
+			target = NULL;
+		}
+	}
+	close(fd);
+	return target;
+}
+
+void restrec_prune(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		unsigned long long dev, ino;
+		char tail;
+		struct stat st;
+		if (sscanf(de->d_name, "%llx-%llx%c", &dev, &ino, &tail) != 2)
+			continue;
+		char *target = record_target(dirfd(d), de->d_name);
+		/* a record whose directory is gone: no delta will ever find it */
+		if (!target || stat(target, &st) < 0 || (uint64_t)st.st_dev != dev ||
+		    (uint64_t)st.st_ino != ino)
+			(void)unlinkat(dirfd(d), de->d_name, 0);
+		free(target);
+	}
+	closedir(d);
+}
