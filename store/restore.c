@@ -85,6 +85,8 @@ typedef struct RFile {
  */
 #define RESTORE_DIRECT_RUN (1u << 20)
 #define RESTORE_DIRECT_MIN (1u << 20)
+/* how often the record of finished files is saved (RestoreOptions.record_every_ns) */
+#define RESTORE_RECORD_EVERY (60 * 1000000000LL)
 #define DELTA_FILES_QUEUED 64
 #define DELTA_DEFERRED_MAX (64u << 20)
 
@@ -240,6 +242,8 @@ typedef struct Restorer {
 	/* the restore record: the last restore's (delta), and this one's */
 	RestoreRecord *prev, *next;
 	char *record_path;
+	int64_t record_at;  /* main thread: when the record was last saved (mono_ns) */
+	bool record_failed; /* main thread: saving it failed, it is not tried again */
 
 	/* delta: every path the snapshot has, to sweep the rest */
 	char **seen;
@@ -437,7 +441,8 @@ static int rfile_finish(Restorer *rs, RFile *f)
 	 */
 	if (r == 0 && !(unchanged && f->meta_same))
 		r = apply_meta_fd(rs, f->fd, f->mode, f->uid, f->gid, f->mtime_ns);
-	if (r == 0 && rs->next)
+	/* not after any failure: a file may be finished with chunks left unwritten */
+	if (r == 0 && rs->next && atomic_load(&rs->error) == 0)
 		r = record_file(rs, f);
 	if (unchanged)
 		atomic_fetch_add(&rs->n_unchanged, 1);
@@ -1484,6 +1489,87 @@ fail:
 	return r;
 }
 
+/*
+ * The restore record of the target: a delta loads the last one (a damaged or
+ * foreign one is ignored: every file is read), then it is removed before
+ * anything is written, so a restore that fails leaves none, and a new one is
+ * started. Without a record directory, or one we cannot use, the restore
+ * goes on without (with a warning).
+ */
+static void record_begin(Restorer *rs)
+{
+	const RepoConfig *cfg = repo_config(rs->repo);
+	char abs[PATH_MAX];
+	struct stat st;
+	int r;
+
+	if (!rs->o->record_dir)
+		return;
+	if (!realpath(rs->target, abs) || stat(abs, &st) < 0 ||
+	    asprintf(&rs->record_path, "%s/%llx-%llx", rs->o->record_dir,
+		     (unsigned long long)st.st_dev, (unsigned long long)st.st_ino) < 0) {
+		rs->record_path = NULL;
+		return;
+	}
+	if (rs->o->delta) {
+		r = restrec_load(rs->record_path, cfg->id, cfg->chunk_size, &rs->prev);
+		if (r < 0 && r != -ENOENT && r != -ESTALE)
+			log_warning("ignoring restore record %s (%s): every file of the target is read",
+				    rs->record_path, strerror(-r));
+	}
+	r = mkdir_p(rs->o->record_dir, 0700);
+	if (r == 0 && unlink(rs->record_path) < 0 && errno != ENOENT)
+		r = -errno;
+	if (r == 0)
+		r = restrec_new(cfg->id, cfg->chunk_size, abs, &rs->next);
+	if (r < 0) {
+		log_warning("cannot keep a restore record in %s (%s): the next --delta into the "
+			    "target reads every file", rs->o->record_dir, strerror(-r));
+		free(rs->record_path);
+		rs->record_path = NULL;
+	}
+}
+
+/*
+ * The record of the files finished so far, once they are durable: at the
+ * end, on a failure, and every record_every_ns meanwhile (an interrupted
+ * restore is resumed by --delta without reading them again). The files of
+ * tablespaces on other file systems are made durable by the restore's end
+ * (as before), not here.
+ */
+static int record_save(Restorer *rs)
+{
+	size_t n = restrec_count(rs->next);
+	_cleanup_close_ int fd = open(rs->target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = fd < 0 || syncfs(fd) < 0 ? -errno : 0;
+	if (r == 0)
+		r = restrec_save(rs->next, rs->record_path, n);
+	if (r < 0) {
+		log_warning("cannot write restore record %s (%s): the next --delta into the target "
+			    "reads every file", rs->record_path, strerror(-r));
+		rs->record_failed = true; /* no more tries (workers may still add to it) */
+	}
+	rs->record_at = mono_ns();
+	return r;
+}
+
+/* Main thread, between files: the record of those finished, if it is time. */
+static void record_checkpoint(Restorer *rs)
+{
+	int64_t every = rs->o->record_every_ns > 0 ? rs->o->record_every_ns : RESTORE_RECORD_EVERY;
+	if (rs->next && !rs->record_failed && mono_ns() - rs->record_at >= every)
+		(void)record_save(rs);
+}
+
+/* A restore done (r: how): the record of what it finished, for the next delta. */
+static void record_end(Restorer *rs, int r)
+{
+	if (!rs->next || rs->record_failed || (r < 0 && restrec_count(rs->next) == 0))
+		return;
+	rs->res->recorded = record_save(rs) == 0 && r == 0;
+	restrec_prune(rs->o->record_dir);
+}
+
 static int restore_entry(const FileRow *f, void *userdata)
 {
 	Restorer *rs = userdata;
@@ -1493,6 +1579,7 @@ static int restore_entry(const FileRow *f, void *userdata)
 
 	if (atomic_load(&rs->error))
 		return atomic_load(&rs->error);
+	record_checkpoint(rs);
 	if (f->ino == 1) {
 		path = strdup(rs->target);
 	} else if (f->parent == f->ino) {
@@ -1761,58 +1848,6 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 	return r;
 }
 
-/*
- * The restore record of the target: a delta loads the last one (a damaged or
- * foreign one is ignored: every file is read), then it is removed before
- * anything is written, so a restore that fails leaves none, and a new one is
- * started. Without a record directory, or one we cannot use, the restore
- * goes on without (with a warning).
- */
-static void record_begin(Restorer *rs)
-{
-	const RepoConfig *cfg = repo_config(rs->repo);
-	char abs[PATH_MAX];
-	struct stat st;
-	int r;
-
-	if (!rs->o->record_dir)
-		return;
-	if (!realpath(rs->target, abs) || stat(abs, &st) < 0 ||
-	    asprintf(&rs->record_path, "%s/%llx-%llx", rs->o->record_dir,
-		     (unsigned long long)st.st_dev, (unsigned long long)st.st_ino) < 0) {
-		rs->record_path = NULL;
-		return;
-	}
-	if (rs->o->delta) {
-		r = restrec_load(rs->record_path, cfg->id, cfg->chunk_size, &rs->prev);
-		if (r < 0 && r != -ENOENT && r != -ESTALE)
-			log_warning("ignoring restore record %s (%s): every file of the target is read",
-				    rs->record_path, strerror(-r));
-	}
-	r = mkdir_p(rs->o->record_dir, 0700);
-	if (r == 0 && unlink(rs->record_path) < 0 && errno != ENOENT)
-		r = -errno;
-	if (r == 0)
-		r = restrec_new(cfg->id, cfg->chunk_size, abs, &rs->next);
-	if (r < 0) {
-		log_warning("cannot keep a restore record in %s (%s): the next --delta into the "
-			    "target reads every file", rs->o->record_dir, strerror(-r));
-		free(rs->record_path);
-		rs->record_path = NULL;
-	}
-}
-
-/* A restore done: its record, for the next delta (a failure costs that delta a read). */
-static void record_end(Restorer *rs)
-{
-	int r = restrec_save(rs->next, rs->record_path);
-	if (r < 0)
-		log_warning("cannot write restore record %s (%s): the next --delta into the target "
-			    "reads every file", rs->record_path, strerror(-r));
-	rs->res->recorded = r == 0;
-	restrec_prune(rs->o->record_dir);
-}
-
 static int collect_link(const char *path, const char *target, void *userdata)
 {
 	Restorer *rs = userdata;
@@ -1951,9 +1986,9 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	atomic_init(&rs.bytes_sha256, 0);
 	atomic_init(&rs.n_unchanged, 0);
 
+	rs.record_at = mono_ns();
 	r = restore_run(&rs, snap, target);
-	if (r == 0 && rs.next)
-		record_end(&rs);
+	record_end(&rs, r);
 out:
 	restrec_free(rs.prev);
 	restrec_free(rs.next);

@@ -35,6 +35,12 @@ typedef struct RestoreOptions {
 	 * (unchanged since, by inode, size, mtime and ctime) without reading them.
 	 */
 	const char *record_dir;
+	/*
+	 * How often the record of the files finished so far is made durable
+	 * (syncfs, then saved) during a restore, so that an interrupted one is
+	 * resumed by --delta without reading them again. 0: every 60 s.
+	 */
+	int64_t record_every_ns;
 } RestoreOptions;
 
 typedef struct RestoreResult {
@@ -52,6 +58,10 @@ typedef struct RestoreResult {
 } RestoreResult;
 
 /*
+ * With o->record_dir, the restore keeps a record of the files it finished
+ * (store/restrec.h): saved every o->record_every_ns, when it fails, and at
+ * the end; a delta trusts the files it vouches for without reading them.
+ *
  * target must be missing or an empty directory (-ENOTEMPTY otherwise), unless
  * o->delta: then every file is checked in place, chunk by chunk: a chunk whose
  * bytes match (the 128-bit fast hash recorded at backup, or SHA-256 for a

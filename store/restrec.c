@@ -59,9 +59,12 @@ RestoreRecord *restrec_free(RestoreRecord *r)
 	return NULL;
 }
 
-size_t restrec_count(const RestoreRecord *r)
+size_t restrec_count(RestoreRecord *r)
 {
-	return r->n;
+	pthread_mutex_lock(&r->lock);
+	size_t n = r->n;
+	pthread_mutex_unlock(&r->lock);
+	return n;
 }
 
 /* Append a copy of e (path duplicated); caller holds the lock or owns r alone. */
@@ -161,13 +164,11 @@ static bool entry_racy(const RestRecEntry *e, int64_t now_ns)
 	return e->ctime_ns > now_ns - RESTREC_RACY_NS;
 }
 
-/* now, once the newest entry's change is RESTREC_RACY_NS old (waits that long at most) */
-static int64_t settled_now(const RestoreRecord *r)
+/* Wait until RESTREC_RACY_NS after newest (that long at most); now then. */
+static int64_t settled_now(int64_t newest)
 {
-	int64_t newest = INT64_MIN, now = now_ns();
-	for (size_t i = 0; i < r->n; i++)
-		newest = MAX(newest, r->e[i].ctime_ns);
-	if (r->n > 0 && newest > now - RESTREC_RACY_NS) {
+	int64_t now = now_ns();
+	if (newest > now - RESTREC_RACY_NS) {
 		int64_t wait = MIN(RESTREC_RACY_NS, newest + RESTREC_RACY_NS - now) + 1;
 		struct timespec ts = {.tv_sec = wait / 1000000000, .tv_nsec = wait % 1000000000};
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -177,18 +178,18 @@ static int64_t settled_now(const RestoreRecord *r)
 	return now;
 }
 
-int restrec_save(RestoreRecord *r, const char *path)
+/* The record of r's first upto entries as of now_ns (lock held): malloc'd, *ret_len bytes. */
+static uint8_t *serialize(const RestoreRecord *r, size_t upto, int64_t now_ns, size_t *ret_len)
 {
-	int64_t now_ns = settled_now(r);
 	size_t tl = strlen(r->target), len = RESTREC_HEADER + tl + 4, n = 0;
-	for (size_t i = 0; i < r->n; i++)
+	for (size_t i = 0; i < upto; i++)
 		if (!entry_racy(&r->e[i], now_ns)) {
 			len += RESTREC_ENTRY_FIXED + strlen(r->e[i].path);
 			n++;
 		}
 	uint8_t *buf = malloc(len), *p = buf;
 	if (!buf)
-		return -ENOMEM;
+		return NULL;
 	memcpy(p, RESTREC_MAGIC, 8);
 	p = put_u32(p + 8, RESTREC_VERSION);
 	p = put_u32(p, 0);
@@ -201,7 +202,7 @@ int restrec_save(RestoreRecord *r, const char *path)
 	*p++ = (uint8_t)(tl >> 8);
 	memcpy(p, r->target, tl);
 	p += tl;
-	for (size_t i = 0; i < r->n; i++) {
+	for (size_t i = 0; i < upto; i++) {
 		const RestRecEntry *e = &r->e[i];
 		size_t pl = strlen(e->path);
 		if (entry_racy(e, now_ns))
@@ -219,6 +220,26 @@ int restrec_save(RestoreRecord *r, const char *path)
 		p += RESTREC_KEY_LEN;
 	}
 	put_u32(p, crc32c(buf, (size_t)(p - buf)));
+	*ret_len = len;
+	return buf;
+}
+
+int restrec_save(RestoreRecord *r, const char *path, size_t upto)
+{
+	int64_t newest = INT64_MIN;
+	size_t len = 0;
+
+	pthread_mutex_lock(&r->lock);
+	upto = MIN(upto, r->n);
+	for (size_t i = 0; i < upto; i++)
+		newest = MAX(newest, r->e[i].ctime_ns);
+	pthread_mutex_unlock(&r->lock);
+	int64_t now = settled_now(newest);
+	pthread_mutex_lock(&r->lock); /* entries may be added meanwhile, and move */
+	uint8_t *buf = serialize(r, upto, now, &len);
+	pthread_mutex_unlock(&r->lock);
+	if (!buf)
+		return -ENOMEM;
 	int ret = file_write_atomic(path, buf, len, 0600);
 	free(buf);
 	return ret;

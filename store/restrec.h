@@ -58,11 +58,12 @@ int restrec_add(RestoreRecord *r, const char *path, const struct stat *st, int64
 		const uint8_t key[RESTREC_KEY_LEN]);
 
 /*
- * Write r to path atomically and durably, once its newest entry's ctime is
- * RESTREC_RACY_NS old: it waits that long at most, and leaves out entries
- * still newer (a clock set back).
+ * Write r's first upto entries (SIZE_MAX: all) to path atomically and
+ * durably, once the newest of them has a ctime RESTREC_RACY_NS old: it waits
+ * that long at most, and leaves out entries still newer (a clock set back).
+ * Thread-safe: entries may be added meanwhile.
  */
-int restrec_save(RestoreRecord *r, const char *path);
+int restrec_save(RestoreRecord *r, const char *path, size_t upto);
 
 /* The entry for path (as added), or NULL. Sorts r on first use: not while adding. */
 const RestRecEntry *restrec_find(RestoreRecord *r, const char *path);
@@ -79,5 +80,5 @@ void restrec_prune(const char *dir);
 /* The hash of n chunk ids that an entry's key holds. */
 void restrec_key(const ChunkId *ids, size_t n, uint8_t out[RESTREC_KEY_LEN]);
 
-/* Entries held (after load, or added). */
-size_t restrec_count(const RestoreRecord *r);
+/* Entries held (after load, or added so far). Thread-safe. */
+size_t restrec_count(RestoreRecord *r);

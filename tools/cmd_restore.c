@@ -296,6 +296,9 @@ int cmd_restore(int argc, char **argv)
 	/* beside the caches: what this restore leaves, for the next --delta into TARGET */
 	if (rc == EXIT_OK)
 		x.o.record_dir = record_dir = xasprintf("%s/restored", cl.cache_dir);
+	/* tests: save it this often (ms) during the restore, not every 60 s */
+	const char *every = getenv("PGBAKFS_RECORD_EVERY_MS");
+	x.o.record_every_ns = every ? (int64_t)strtoull(every, NULL, 10) * 1000000 : 0;
 	if (rc == EXIT_OK)
 		rc = cli_find_snapshot(repo, id, x.a.instance, &s);
 	if (rc == EXIT_OK)
