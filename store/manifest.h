@@ -54,6 +54,12 @@
  * damaged). Format 2 when the catalog has id blocks on, else format 1.
  */
 int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_len);
+/*
+ * manifest_export into a file at path that must not exist (its bytes are the image), built
+ * there rather than in memory: what a full of millions of chunks needs (its
+ * image is ~37 bytes per chunk) stays on disk. Removed on error.
+ */
+int manifest_export_file(Catalog *c, int64_t snap_rowid, const char *path);
 
 /*
  * Add the snapshot in buf to catalog c, in one transaction of its own: a new

@@ -185,6 +185,11 @@ uint64_t repo_generation(const Repo *r);
  * repository is encrypted. get: -EBADMSG when damaged.
  */
 int repo_meta_put(Repo *r, const char *name, const void *buf, size_t len);
+/*
+ * repo_meta_put of the bytes of the file open at fd, read in pieces: the
+ * plain bytes are never all in memory, only the compressed ones.
+ */
+int repo_meta_put_file(Repo *r, const char *name, int fd);
 int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len);
 
 /* The repository's name for messages: the path or the s3:// URL. */

@@ -1,6 +1,7 @@
 /* Unit tests for store/catalog_tree.c: snapshot trees shared between snapshots (format 2). */
 #include "tests/unit/test.h"
 
+#include "common/util.h"
 #include "store/catalog.h"
 #include "store/manifest.h"
 #include "store/treedigest.h"
@@ -587,6 +588,24 @@ static void test_carriers(void)
 	    !CHECK_EQ_INT(manifest_export(c, s2, &m2, &l2), 0))
 		goto out;
 	CHECK_EQ_INT(image_rows(m1, l1, "dirs"), 7);
+	/* the same image built in a file, as a writer stores it: the rebuild below imports it */
+	{
+		uint8_t *fb = NULL;
+		size_t fl = 0;
+		test_fmt(path, sizeof(path), "%s/m1.db", tmp);
+		if (CHECK_EQ_INT(manifest_export_file(c, s1, path), 0) &&
+		    CHECK_EQ_INT(file_read_regular(path, true, 1 << 30, &fb, &fl), 0)) {
+			CHECK_EQ_INT(image_rows(fb, fl, "dirs"), 7);
+			CHECK_EQ_INT(image_rows(fb, fl, "files"), image_rows(m1, l1, "files"));
+			free(m1);
+			m1 = fb;
+			l1 = fl;
+		}
+		/* a failed export leaves no file */
+		test_fmt(path, sizeof(path), "%s/none.db", tmp);
+		CHECK_EQ_INT(manifest_export_file(c, 999999, path), -ENOENT);
+		CHECK(access(path, F_OK) < 0);
+	}
 	CHECK_EQ_INT(image_rows(m2, l2, "dirs"), 3);
 	CHECK_EQ_INT(image_rows(m2, l2, "contents"), 1);
 	CHECK_EQ_INT(image_rows(m2, l2, "files"), 0);
