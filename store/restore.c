@@ -1489,12 +1489,36 @@ fail:
 	return r;
 }
 
+/* syncfs of a directory's file system; one that is not there (yet) has nothing to sync */
+static int sync_fs_of(const char *dir)
+{
+	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return syncfs(fd) < 0 ? -errno : 0;
+}
+
+/*
+ * Everything written so far made durable: the target's file system, and
+ * those of the tablespace locations and TARGET.extra, which may be others.
+ */
+static int sync_written(Restorer *rs)
+{
+	char extra[PATH_MAX];
+	int r = sync_fs_of(rs->target);
+	for (size_t i = 0; r == 0 && i < rs->n_links; i++)
+		r = sync_fs_of(rs->link_targets[i]);
+	snprintf(extra, sizeof(extra), "%s.extra", rs->target);
+	return r == 0 ? sync_fs_of(extra) : r;
+}
+
 /*
  * The restore record of the target: a delta loads the last one (a damaged or
  * foreign one is ignored: every file is read), then it is removed before
- * anything is written, so a restore that fails leaves none, and a new one is
- * started. Without a record directory, or one we cannot use, the restore
- * goes on without (with a warning).
+ * anything is written (a restore that fails or is killed leaves only the
+ * record of the files it finished), and a new one is started. Without a
+ * record directory, or one we cannot use, the restore goes on without (with
+ * a warning).
  */
 static void record_begin(Restorer *rs)
 {
@@ -1533,15 +1557,12 @@ static void record_begin(Restorer *rs)
 /*
  * The record of the files finished so far, once they are durable: at the
  * end, on a failure, and every record_every_ns meanwhile (an interrupted
- * restore is resumed by --delta without reading them again). The files of
- * tablespaces on other file systems are made durable by the restore's end
- * (as before), not here.
+ * restore is resumed by --delta without reading them again).
  */
 static int record_save(Restorer *rs)
 {
 	size_t n = restrec_count(rs->next);
-	_cleanup_close_ int fd = open(rs->target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = fd < 0 || syncfs(fd) < 0 ? -errno : 0;
+	int r = sync_written(rs);
 	if (r == 0)
 		r = restrec_save(rs->next, rs->record_path, n);
 	if (r < 0) {
@@ -1779,7 +1800,7 @@ static int delta_remove_control(Restorer *rs)
 	return 0;
 }
 
-static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *target)
+static int restore_run(Restorer *rs, const SnapshotInfo *snap)
 {
 	int n_workers = rs->o->jobs > 0 ? rs->o->jobs : cpu_count();
 	int n_fetchers = rs->remote ? (int)MIN((size_t)MAX(2, n_workers), rs->n_bufs_max - 1) : 0;
@@ -1838,11 +1859,8 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap, const char *targe
 	rs->res->bytes_written = atomic_load(&rs->bytes_written);
 	rs->res->bytes_sha256 = atomic_load(&rs->bytes_sha256);
 	rs->res->n_unchanged = atomic_load(&rs->n_unchanged);
-	if (r == 0) {
-		_cleanup_close_ int fd = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0 || syncfs(fd) < 0)
-			r = -errno;
-	}
+	if (r == 0)
+		r = sync_written(rs);
 	if (r == 0)
 		r = restore_control(rs);
 	return r;
@@ -1987,7 +2005,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	atomic_init(&rs.n_unchanged, 0);
 
 	rs.record_at = mono_ns();
-	r = restore_run(&rs, snap, target);
+	r = restore_run(&rs, snap);
 	record_end(&rs, r);
 out:
 	restrec_free(rs.prev);

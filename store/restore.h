@@ -5,7 +5,7 @@
  * of its plain bytes recorded at backup (its SHA-256 id when the catalog has
  * no CRC; "check --read-data" audits every SHA-256); a damaged chunk fails
  * the restore (the partial target is left for the caller to remove).
- * Durable (syncfs) before success.
+ * Durable (syncfs of every file system written) before success.
  */
 #pragma once
 

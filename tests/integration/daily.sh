@@ -104,19 +104,6 @@ ok "delta wrote far fewer bytes ($(cat "$T/delta.bytes") of $TOTAL)" test "$(cat
 ok "restore into a non-empty directory without --delta still refused" bash -c "! '$PGBAKFS' restore '$S' '$T/diverged' --repo '$R' 2>/dev/null"
 
 # no silent skip: bytes changed with size and mtime put back (touch -d) are rewritten
-change_keep_mtime() { # FILE OFFSET: one byte inverted, size and mtime (ns) as they were
-	python3 - "$1" "$2" <<'PY'
-import os, sys
-path, off = sys.argv[1], int(sys.argv[2])
-st = os.stat(path)
-with open(path, "r+b") as f:
-    f.seek(off)
-    b = f.read(1)
-    f.seek(off)
-    f.write(bytes([b[0] ^ 0xff]))
-os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-PY
-}
 ORDERS=$(pg_sql $PORT "select pg_relation_filepath('orders')")
 change_keep_mtime "$T/diverged/$ORDERS" 70000
 pgbakfs restore "$S" "$T/diverged" --delta --repo "$R" --no-progress >"$T/delta2.out"

@@ -43,20 +43,6 @@ expect_not_read() {
 	cat "$T/delta.out" >&2
 	return 1
 }
-# change_keep_mtime FILE OFFSET: one byte inverted, size and mtime (ns) put back
-change_keep_mtime() {
-	python3 - "$1" "$2" <<'PY'
-import os, sys
-path, off = sys.argv[1], int(sys.argv[2])
-st = os.stat(path)
-with open(path, "r+b") as f:
-    f.seek(off)
-    b = f.read(1)
-    f.seek(off)
-    f.write(bytes([b[0] ^ 0xff]))
-os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-PY
-}
 TOTAL=$((8 * 1048576 + 100000 + 3 + 4 * 1048576))
 
 ok "restore" pgbakfs restore "$A" "$T/out" --repo "$R" --no-progress >/dev/null
