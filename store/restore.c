@@ -1394,7 +1394,8 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 			r = -errno;
 			goto fail;
 		}
-		if (rs->prev && (known = restrec_find(rs->prev, record_name(rs, path))) &&
+		/* taken: reached, so the record of this delta says what it is now, or nothing */
+		if (rs->prev && (known = restrec_take(rs->prev, record_name(rs, path))) &&
 		    !restrec_matches(known, &st))
 			known = NULL;
 		if ((uint64_t)st.st_size != f->size && ftruncate(rf->fd, (off_t)f->size) < 0) {
@@ -1559,12 +1560,17 @@ static void record_begin(Restorer *rs)
  * end, on a failure, and every record_every_ns meanwhile (an interrupted
  * restore is resumed by --delta without reading them again).
  */
-static int record_save(Restorer *rs)
+static int record_save(Restorer *rs, bool whole)
 {
 	size_t n = restrec_count(rs->next);
 	int r = sync_written(rs);
+	/*
+	 * Until the walk is whole, the last record's entries of files not
+	 * reached yet are still true (each is checked against its file when
+	 * used): a delta that stops early keeps them for the next one.
+	 */
 	if (r == 0)
-		r = restrec_save(rs->next, rs->record_path, n);
+		r = restrec_save(rs->next, rs->record_path, n, whole ? NULL : rs->prev);
 	if (r < 0) {
 		log_warning("cannot write restore record %s (%s): the next --delta into the target "
 			    "reads every file", rs->record_path, strerror(-r));
@@ -1579,15 +1585,16 @@ static void record_checkpoint(Restorer *rs)
 {
 	int64_t every = rs->o->record_every_ns > 0 ? rs->o->record_every_ns : RESTORE_RECORD_EVERY;
 	if (rs->next && !rs->record_failed && mono_ns() - rs->record_at >= every)
-		(void)record_save(rs);
+		(void)record_save(rs, false);
 }
 
 /* A restore done (r: how): the record of what it finished, for the next delta. */
 static void record_end(Restorer *rs, int r)
 {
-	if (!rs->next || rs->record_failed || (r < 0 && restrec_count(rs->next) == 0))
+	if (!rs->next || rs->record_failed ||
+	    (r < 0 && restrec_count(rs->next) == 0 && (!rs->prev || !restrec_count(rs->prev))))
 		return;
-	rs->res->recorded = record_save(rs) == 0 && r == 0;
+	rs->res->recorded = record_save(rs, r == 0) == 0 && r == 0;
 	restrec_prune(rs->o->record_dir);
 }
 

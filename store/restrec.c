@@ -120,6 +120,14 @@ static int entry_cmp(const void *a, const void *b)
 	return strcmp(((const RestRecEntry *)a)->path, ((const RestRecEntry *)b)->path);
 }
 
+RestRecEntry *restrec_take(RestoreRecord *r, const char *path)
+{
+	RestRecEntry *e = (RestRecEntry *)restrec_find(r, path);
+	if (e)
+		e->taken = true;
+	return e;
+}
+
 const RestRecEntry *restrec_find(RestoreRecord *r, const char *path)
 {
 	if (!r->sorted) {
@@ -178,15 +186,44 @@ static int64_t settled_now(int64_t newest)
 	return now;
 }
 
-/* The record of r's first upto entries as of now_ns (lock held): malloc'd, *ret_len bytes. */
-static uint8_t *serialize(const RestoreRecord *r, size_t upto, int64_t now_ns, size_t *ret_len)
+static uint8_t *put_entry(uint8_t *p, const RestRecEntry *e)
 {
+	size_t pl = strlen(e->path);
+	*p++ = (uint8_t)pl;
+	*p++ = (uint8_t)(pl >> 8);
+	memcpy(p, e->path, pl);
+	p = put_u64(p + pl, e->dev);
+	p = put_u64(p, e->ino);
+	p = put_u64(p, e->size);
+	p = put_u64(p, (uint64_t)e->mtime_ns);
+	p = put_u64(p, (uint64_t)e->ctime_ns);
+	p = put_u64(p, (uint64_t)e->content);
+	memcpy(p, e->key, RESTREC_KEY_LEN);
+	return p + RESTREC_KEY_LEN;
+}
+
+/* Whether entry i of r (src 0) or of also (src 1) goes into the record. */
+static bool kept(const RestRecEntry *e, int src, int64_t now_ns)
+{
+	return !entry_racy(e, now_ns) && (src == 0 || !e->taken);
+}
+
+/*
+ * The record of r's first upto entries and also's entries not taken, as of
+ * now_ns (r's lock held): malloc'd, *ret_len bytes.
+ */
+static uint8_t *serialize(const RestoreRecord *r, size_t upto, const RestoreRecord *also,
+			  int64_t now_ns, size_t *ret_len)
+{
+	const RestRecEntry *es[2] = {r->e, also ? also->e : NULL};
+	size_t ns[2] = {upto, also ? also->n : 0};
 	size_t tl = strlen(r->target), len = RESTREC_HEADER + tl + 4, n = 0;
-	for (size_t i = 0; i < upto; i++)
-		if (!entry_racy(&r->e[i], now_ns)) {
-			len += RESTREC_ENTRY_FIXED + strlen(r->e[i].path);
-			n++;
-		}
+	for (int src = 0; src < 2; src++)
+		for (size_t i = 0; i < ns[src]; i++)
+			if (kept(&es[src][i], src, now_ns)) {
+				len += RESTREC_ENTRY_FIXED + strlen(es[src][i].path);
+				n++;
+			}
 	uint8_t *buf = malloc(len), *p = buf;
 	if (!buf)
 		return NULL;
@@ -202,29 +239,16 @@ static uint8_t *serialize(const RestoreRecord *r, size_t upto, int64_t now_ns, s
 	*p++ = (uint8_t)(tl >> 8);
 	memcpy(p, r->target, tl);
 	p += tl;
-	for (size_t i = 0; i < upto; i++) {
-		const RestRecEntry *e = &r->e[i];
-		size_t pl = strlen(e->path);
-		if (entry_racy(e, now_ns))
-			continue;
-		*p++ = (uint8_t)pl;
-		*p++ = (uint8_t)(pl >> 8);
-		memcpy(p, e->path, pl);
-		p = put_u64(p + pl, e->dev);
-		p = put_u64(p, e->ino);
-		p = put_u64(p, e->size);
-		p = put_u64(p, (uint64_t)e->mtime_ns);
-		p = put_u64(p, (uint64_t)e->ctime_ns);
-		p = put_u64(p, (uint64_t)e->content);
-		memcpy(p, e->key, RESTREC_KEY_LEN);
-		p += RESTREC_KEY_LEN;
-	}
+	for (int src = 0; src < 2; src++)
+		for (size_t i = 0; i < ns[src]; i++)
+			if (kept(&es[src][i], src, now_ns))
+				p = put_entry(p, &es[src][i]);
 	put_u32(p, crc32c(buf, (size_t)(p - buf)));
 	*ret_len = len;
 	return buf;
 }
 
-int restrec_save(RestoreRecord *r, const char *path, size_t upto)
+int restrec_save(RestoreRecord *r, const char *path, size_t upto, const RestoreRecord *also)
 {
 	int64_t newest = INT64_MIN;
 	size_t len = 0;
@@ -236,7 +260,7 @@ int restrec_save(RestoreRecord *r, const char *path, size_t upto)
 	pthread_mutex_unlock(&r->lock);
 	int64_t now = settled_now(newest);
 	pthread_mutex_lock(&r->lock); /* entries may be added meanwhile, and move */
-	uint8_t *buf = serialize(r, upto, now, &len);
+	uint8_t *buf = serialize(r, upto, also, now, &len);
 	pthread_mutex_unlock(&r->lock);
 	if (!buf)
 		return -ENOMEM;

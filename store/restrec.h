@@ -36,6 +36,7 @@ typedef struct RestRecEntry {
 	int64_t mtime_ns, ctime_ns;
 	int64_t content; /* the catalog's content row (0: an empty file) */
 	uint8_t key[RESTREC_KEY_LEN];
+	bool taken; /* restrec_take: not carried into the next record by restrec_save's also */
 } RestRecEntry;
 
 typedef struct RestoreRecord RestoreRecord;
@@ -61,12 +62,17 @@ int restrec_add(RestoreRecord *r, const char *path, const struct stat *st, int64
  * Write r's first upto entries (SIZE_MAX: all) to path atomically and
  * durably, once the newest of them has a ctime RESTREC_RACY_NS old: it waits
  * that long at most, and leaves out entries still newer (a clock set back).
- * Thread-safe: entries may be added meanwhile.
+ * With also (may be NULL: an older record), its entries not taken are
+ * written too: an entry stays true for as long as its file matches it, so a
+ * restore that stops early keeps what it did not reach. Thread-safe for r
+ * (entries may be added meanwhile); also is the caller's alone.
  */
-int restrec_save(RestoreRecord *r, const char *path, size_t upto);
+int restrec_save(RestoreRecord *r, const char *path, size_t upto, const RestoreRecord *also);
 
 /* The entry for path (as added), or NULL. Sorts r on first use: not while adding. */
 const RestRecEntry *restrec_find(RestoreRecord *r, const char *path);
+/* restrec_find, and the entry is marked taken (a restore reached its file). */
+RestRecEntry *restrec_take(RestoreRecord *r, const char *path);
 
 /* Whether st (an fstat of the file at e's path) is still the file e recorded. */
 bool restrec_matches(const RestRecEntry *e, const struct stat *st);

@@ -44,7 +44,7 @@ static void test_roundtrip(const char *dir)
 	CHECK_EQ_INT(restrec_add(r, "/abs/tablespace/x", &st, 7, key2), 0);
 	rec_path(dir, dir, path, sizeof(path));
 	int64_t t0 = now_ns();
-	CHECK_EQ_INT(restrec_save(r, path, SIZE_MAX), 0);
+	CHECK_EQ_INT(restrec_save(r, path, SIZE_MAX, NULL), 0);
 	/* saved once the newest change is a racy window old, waiting no longer than that */
 	CHECK(now_ns() - timespec_to_ns(&st.st_ctim) >= RESTREC_RACY_NS);
 	CHECK(now_ns() - t0 < 10 * RESTREC_RACY_NS);
@@ -75,11 +75,36 @@ static void test_roundtrip(const char *dir)
 		char part[PATH_MAX];
 		RestoreRecord *first = NULL;
 		test_fmt(part, sizeof(part), "%s.part", path);
-		CHECK_EQ_INT(restrec_save(back, part, 1), 0);
+		CHECK_EQ_INT(restrec_save(back, part, 1, NULL), 0);
 		if (CHECK_EQ_INT(restrec_load(part, ID, CS, &first), 0))
 			CHECK_EQ_INT(restrec_count(first), 1);
 		restrec_free(first);
 		unlink(part);
+	}
+	back = restrec_free(back);
+
+	/* an older record's entries not taken are carried into a new one (a restore stopped early) */
+	CHECK_EQ_INT(restrec_load(path, ID, CS, &back), 0);
+	if (back) {
+		char carry[PATH_MAX];
+		RestoreRecord *fresh = NULL, *both = NULL;
+		struct stat st3 = st;
+		test_fmt(carry, sizeof(carry), "%s.carry", path);
+		CHECK(restrec_take(back, "base/1/f") != NULL); /* reached: this restore says what it is */
+		CHECK(restrec_take(back, "no/such") == NULL);
+		CHECK_EQ_INT(restrec_new(ID, CS, dir, &fresh), 0);
+		st3.st_ino++;
+		CHECK_EQ_INT(restrec_add(fresh, "new/file", &st3, 9, key), 0);
+		CHECK_EQ_INT(restrec_save(fresh, carry, SIZE_MAX, back), 0);
+		if (CHECK_EQ_INT(restrec_load(carry, ID, CS, &both), 0)) {
+			CHECK_EQ_INT(restrec_count(both), 2);
+			CHECK(restrec_find(both, "new/file") != NULL);
+			CHECK(restrec_find(both, "/abs/tablespace/x") != NULL);
+			CHECK(restrec_find(both, "base/1/f") == NULL);
+		}
+		restrec_free(both);
+		restrec_free(fresh);
+		unlink(carry);
 	}
 	back = restrec_free(back);
 
@@ -120,7 +145,7 @@ static void test_future(const char *dir)
 	st.st_ctim.tv_sec = time(NULL) - 3600;
 	CHECK_EQ_INT(restrec_add(r, "earlier", &st, 1, key), 0);
 	int64_t t0 = now_ns();
-	CHECK_EQ_INT(restrec_save(r, rec_path(dir, dir, path, sizeof(path)), SIZE_MAX), 0);
+	CHECK_EQ_INT(restrec_save(r, rec_path(dir, dir, path, sizeof(path)), SIZE_MAX, NULL), 0);
 	CHECK(now_ns() - t0 < 10 * RESTREC_RACY_NS); /* waited a window at most */
 	restrec_free(r);
 	if (CHECK_EQ_INT(restrec_load(path, ID, CS, &back), 0)) {
@@ -142,10 +167,10 @@ static void test_prune(const char *dir)
 	rec_path(recs, gone, p1, sizeof(p1));
 	rec_path(recs, kept, p2, sizeof(p2));
 	CHECK_EQ_INT(restrec_new(ID, CS, gone, &r), 0);
-	CHECK_EQ_INT(restrec_save(r, p1, SIZE_MAX), 0);
+	CHECK_EQ_INT(restrec_save(r, p1, SIZE_MAX, NULL), 0);
 	restrec_free(r);
 	CHECK_EQ_INT(restrec_new(ID, CS, kept, &r), 0);
-	CHECK_EQ_INT(restrec_save(r, p2, SIZE_MAX), 0);
+	CHECK_EQ_INT(restrec_save(r, p2, SIZE_MAX, NULL), 0);
 	restrec_free(r);
 	CHECK_EQ_INT(rmdir(gone), 0);
 	restrec_prune(recs);
