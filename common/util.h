@@ -92,7 +92,18 @@ char *xasprintf(const char *fmt, ...) _printf_(1, 2);
 /* Number of online CPUs, at least 1. */
 int cpu_count(void);
 
-/* Little-endian integers in on-disk formats (packs, WAL objects). */
+/* Little-endian integers in on-disk formats (packs, WAL objects, restore records). */
+static inline void put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline uint16_t get_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
 static inline void put_le32(uint8_t *p, uint32_t v)
 {
 	for (int i = 0; i < 4; i++)

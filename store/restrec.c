@@ -67,22 +67,20 @@ size_t restrec_count(RestoreRecord *r)
 	return n;
 }
 
-/* Append a copy of e (path duplicated); caller holds the lock or owns r alone. */
+/* Append e, whose malloc'd path r takes (freed on failure); caller holds the lock or owns r alone. */
 static int restrec_push(RestoreRecord *r, const RestRecEntry *e)
 {
 	if (r->n == r->cap) {
 		size_t cap = r->cap ? 2 * r->cap : 256;
 		RestRecEntry *a = realloc(r->e, cap * sizeof(*a));
-		if (!a)
+		if (!a) {
+			free(e->path);
 			return -ENOMEM;
+		}
 		r->e = a;
 		r->cap = cap;
 	}
-	r->e[r->n] = *e;
-	r->e[r->n].path = strdup(e->path);
-	if (!r->e[r->n].path)
-		return -ENOMEM;
-	r->n++;
+	r->e[r->n++] = *e;
 	r->sorted = false;
 	return 0;
 }
@@ -90,13 +88,15 @@ static int restrec_push(RestoreRecord *r, const RestRecEntry *e)
 int restrec_add(RestoreRecord *r, const char *path, const struct stat *st, int64_t content,
 		const uint8_t key[RESTREC_KEY_LEN])
 {
-	RestRecEntry e = {.path = (char *)path, .dev = (uint64_t)st->st_dev,
+	RestRecEntry e = {.path = NULL, .dev = (uint64_t)st->st_dev,
 			  .ino = (uint64_t)st->st_ino, .size = (uint64_t)st->st_size,
 			  .mtime_ns = timespec_to_ns(&st->st_mtim),
 			  .ctime_ns = timespec_to_ns(&st->st_ctim), .content = content};
 	if (strlen(path) > UINT16_MAX)
 		return 0; /* not recorded: read again next time */
 	memcpy(e.key, key, RESTREC_KEY_LEN);
+	if (!(e.path = strdup(path)))
+		return -ENOMEM;
 	pthread_mutex_lock(&r->lock);
 	int ret = restrec_push(r, &e);
 	pthread_mutex_unlock(&r->lock);
@@ -140,33 +140,6 @@ const RestRecEntry *restrec_find(RestoreRecord *r, const char *path)
 
 /* ---- serialization ---- */
 
-static uint8_t *put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		*p++ = (uint8_t)(v >> (8 * i));
-	return p;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint8_t *put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		*p++ = (uint8_t)(v >> (8 * i));
-	return p;
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static bool entry_racy(const RestRecEntry *e, int64_t now_ns)
 {
 	return e->ctime_ns > now_ns - RESTREC_RACY_NS;
@@ -189,17 +162,17 @@ static int64_t settled_now(int64_t newest)
 static uint8_t *put_entry(uint8_t *p, const RestRecEntry *e)
 {
 	size_t pl = strlen(e->path);
-	*p++ = (uint8_t)pl;
-	*p++ = (uint8_t)(pl >> 8);
-	memcpy(p, e->path, pl);
-	p = put_u64(p + pl, e->dev);
-	p = put_u64(p, e->ino);
-	p = put_u64(p, e->size);
-	p = put_u64(p, (uint64_t)e->mtime_ns);
-	p = put_u64(p, (uint64_t)e->ctime_ns);
-	p = put_u64(p, (uint64_t)e->content);
-	memcpy(p, e->key, RESTREC_KEY_LEN);
-	return p + RESTREC_KEY_LEN;
+	put_le16(p, (uint16_t)pl);
+	memcpy(p + 2, e->path, pl);
+	p += 2 + pl;
+	put_le64(p, e->dev);
+	put_le64(p + 8, e->ino);
+	put_le64(p + 16, e->size);
+	put_le64(p + 24, (uint64_t)e->mtime_ns);
+	put_le64(p + 32, (uint64_t)e->ctime_ns);
+	put_le64(p + 40, (uint64_t)e->content);
+	memcpy(p + 48, e->key, RESTREC_KEY_LEN);
+	return p + 48 + RESTREC_KEY_LEN;
 }
 
 /* Whether entry i of r (src 0) or of also (src 1) goes into the record. */
@@ -228,22 +201,22 @@ static uint8_t *serialize(const RestoreRecord *r, size_t upto, const RestoreReco
 	if (!buf)
 		return NULL;
 	memcpy(p, RESTREC_MAGIC, 8);
-	p = put_u32(p + 8, RESTREC_VERSION);
-	p = put_u32(p, 0);
-	memset(p, 0, RESTREC_ID_LEN);
-	memcpy(p, r->repo_id, strlen(r->repo_id));
-	p = put_u64(p + RESTREC_ID_LEN, r->chunk_size);
-	p = put_u64(p, (uint64_t)now_ns);
-	p = put_u64(p, n);
-	*p++ = (uint8_t)tl;
-	*p++ = (uint8_t)(tl >> 8);
-	memcpy(p, r->target, tl);
-	p += tl;
+	put_le32(p + 8, RESTREC_VERSION);
+	put_le32(p + 12, 0);
+	memset(p + 16, 0, RESTREC_ID_LEN);
+	memcpy(p + 16, r->repo_id, strlen(r->repo_id));
+	p += 16 + RESTREC_ID_LEN;
+	put_le64(p, r->chunk_size);
+	put_le64(p + 8, (uint64_t)now_ns);
+	put_le64(p + 16, n);
+	put_le16(p + 24, (uint16_t)tl);
+	memcpy(p + 26, r->target, tl);
+	p += 26 + tl;
 	for (int src = 0; src < 2; src++)
 		for (size_t i = 0; i < ns[src]; i++)
 			if (kept(&es[src][i], src, now_ns))
 				p = put_entry(p, &es[src][i]);
-	put_u32(p, crc32c(buf, (size_t)(p - buf)));
+	put_le32(p, crc32c(buf, (size_t)(p - buf)));
 	*ret_len = len;
 	return buf;
 }
@@ -275,20 +248,19 @@ static int parse_entries(RestoreRecord *r, const uint8_t *buf, size_t off, size_
 	for (uint64_t i = 0; i < n; i++) {
 		if (end - off < RESTREC_ENTRY_FIXED)
 			return -EBADMSG;
-		size_t pl = (size_t)buf[off] | (size_t)buf[off + 1] << 8;
+		size_t pl = get_le16(buf + off);
 		if (pl == 0 || end - off - RESTREC_ENTRY_FIXED < pl || memchr(buf + off + 2, 0, pl))
 			return -EBADMSG;
 		char *path = strndup((const char *)buf + off + 2, pl);
 		if (!path)
 			return -ENOMEM;
 		const uint8_t *p = buf + off + 2 + pl;
-		RestRecEntry e = {.path = path, .dev = get_u64(p), .ino = get_u64(p + 8),
-				  .size = get_u64(p + 16), .mtime_ns = (int64_t)get_u64(p + 24),
-				  .ctime_ns = (int64_t)get_u64(p + 32),
-				  .content = (int64_t)get_u64(p + 40)};
+		RestRecEntry e = {.path = path, .dev = get_le64(p), .ino = get_le64(p + 8),
+				  .size = get_le64(p + 16), .mtime_ns = (int64_t)get_le64(p + 24),
+				  .ctime_ns = (int64_t)get_le64(p + 32),
+				  .content = (int64_t)get_le64(p + 40)};
 		memcpy(e.key, p + 48, RESTREC_KEY_LEN);
 		int ret = restrec_push(r, &e);
-		free(path);
 		if (ret < 0)
 			return ret;
 		off += RESTREC_ENTRY_FIXED + pl;
@@ -307,14 +279,13 @@ int restrec_load(const char *path, const char *repo_id, uint64_t chunk_size,
 	if (e < 0)
 		return e;
 	if (len < RESTREC_HEADER + 4 || memcmp(buf, RESTREC_MAGIC, 8) != 0 ||
-	    get_u32(buf + len - 4) != crc32c(buf, len - 4) || get_u32(buf + 8) != RESTREC_VERSION ||
-	    (tl = (size_t)buf[RESTREC_HEADER - 2] | (size_t)buf[RESTREC_HEADER - 1] << 8) >
-		    len - 4 - RESTREC_HEADER) {
+	    get_le32(buf + len - 4) != crc32c(buf, len - 4) || get_le32(buf + 8) != RESTREC_VERSION ||
+	    (tl = get_le16(buf + RESTREC_HEADER - 2)) > len - 4 - RESTREC_HEADER) {
 		e = -EBADMSG;
 		goto out;
 	}
 	memcpy(id, buf + 16, RESTREC_ID_LEN);
-	if (strcmp(id, repo_id) != 0 || get_u64(buf + 16 + RESTREC_ID_LEN) != chunk_size) {
+	if (strcmp(id, repo_id) != 0 || get_le64(buf + 16 + RESTREC_ID_LEN) != chunk_size) {
 		e = -ESTALE;
 		goto out;
 	}
@@ -322,7 +293,7 @@ int restrec_load(const char *path, const char *repo_id, uint64_t chunk_size,
 	e = target ? restrec_new(repo_id, chunk_size, target, &r) : -ENOMEM;
 	if (e == 0)
 		e = parse_entries(r, buf, RESTREC_HEADER + tl, len - 4,
-				  get_u64(buf + RESTREC_HEADER - 10));
+				  get_le64(buf + RESTREC_HEADER - 10));
 	if (e == 0) {
 		*ret = r;
 		r = NULL;
@@ -343,7 +314,7 @@ static char *record_target(int dirfd, const char *name)
 	if (fd < 0)
 		return NULL;
 	if (pread_full(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && !memcmp(h, RESTREC_MAGIC, 8)) {
-		size_t tl = (size_t)h[RESTREC_HEADER - 2] | (size_t)h[RESTREC_HEADER - 1] << 8;
+		size_t tl = get_le16(h + RESTREC_HEADER - 2);
 		target = calloc(1, tl + 1);
 		if (target && pread_full(fd, target, tl, RESTREC_HEADER) != (ssize_t)tl) {
 			free(target);
