@@ -1,4 +1,5 @@
 #include "store/backend.h"
+#include "common/util.h"
 
 void store_backend_init(StoreBackend *b, const StoreBackendOps *ops)
 {
@@ -40,17 +41,25 @@ StoreBackend *store_backend_free(StoreBackend *b)
 	return NULL;
 }
 
+void *store_get_buf(size_t size)
+{
+	return size >= STORE_GET_HUGE ? malloc_huge(size) : malloc(size ? size : 1);
+}
+
 int store_get_all(StoreBackend *b, const char *name, size_t max, void **ret, size_t *ret_len)
 {
 	uint64_t size;
 	void *buf;
-	int r = store_size(b, name, &size);
+	int r;
 
+	if (b->ops->get_all)
+		return b->ops->get_all(b, name, max, ret, ret_len);
+	r = store_size(b, name, &size);
 	if (r < 0)
 		return r;
 	if (size > max)
 		return -EFBIG;
-	buf = malloc(size ? size : 1);
+	buf = store_get_buf((size_t)size);
 	if (!buf)
 		return -ENOMEM;
 	r = size ? store_get_range(b, name, 0, size, buf) : 0;

@@ -34,6 +34,12 @@ typedef struct StoreBackendOps {
 	int (*put_if_absent)(StoreBackend *b, const char *name, const void *buf, size_t len);
 	int (*get_range)(StoreBackend *b, const char *name, uint64_t offset, size_t len, void *buf);
 	int (*size)(StoreBackend *b, const char *name, uint64_t *ret_size); /* exists + size */
+	/*
+	 * Optional: a whole object of at most max bytes in one request (S3: one
+	 * GET, where size() then get_range() are two). Without it,
+	 * store_get_all() does exactly that.
+	 */
+	int (*get_all)(StoreBackend *b, const char *name, size_t max, void **ret, size_t *ret_len);
 	int (*list)(StoreBackend *b, const char *prefix, StoreListFn cb, void *userdata);
 	int (*delete)(StoreBackend *b, const char *name);
 	void (*free)(StoreBackend *b);
@@ -67,8 +73,15 @@ static inline int store_put_if_absent(StoreBackend *b, const char *name, const v
 		return -EOPNOTSUPP;
 	return b->ops->put_if_absent(b, name, buf, len);
 }
-/* A whole object, at most max bytes (-EFBIG above): malloc'd into *ret. */
+/*
+ * A whole object, at most max bytes (-EFBIG above): malloc'd into *ret (from
+ * 2 MiB up, 2 MiB-aligned: malloc_huge). -ENOENT when missing; -ENODATA when it
+ * shrank while being read.
+ */
 int store_get_all(StoreBackend *b, const char *name, size_t max, void **ret, size_t *ret_len);
+/* The buffer store_get_all() gives for size bytes (for drivers' get_all); free() it. */
+#define STORE_GET_HUGE ((size_t)2 << 20)
+void *store_get_buf(size_t size);
 StoreBackend *store_backend_free(StoreBackend *b);
 
 /* Local directory driver: objects are files under root (0600, dirs 0700). */

@@ -68,6 +68,9 @@ typedef struct S3Request {
 	uint8_t *out;        /* GET: the object bytes go here ... */
 	size_t out_len;      /* ... at most this many */
 	uint64_t out_skip;   /* bytes to skip when the server ignores Range (status 200) */
+	/* GET of a whole object of at most whole_max bytes, into S3Response.obj (s3_get_all) */
+	bool whole;
+	size_t whole_max;
 	/*
 	 * A whole-object PUT: the body is checked by S3 through a signed
 	 * x-amz-checksum-crc32c instead of its SHA-256 in the signature
@@ -95,6 +98,10 @@ typedef struct S3Response {
 	curl_off_t length; /* Content-Length, -1 when unknown */
 	char etag[128];
 	bool overflow;
+	/* a whole object (S3Request.whole): obj_cap bytes at obj, kept across tries */
+	uint8_t *obj;
+	size_t obj_cap;
+	bool sized, too_big, oom;
 } S3Response;
 
 typedef struct Xfer {
@@ -168,6 +175,57 @@ static void body_append(S3Response *resp, const char *data, size_t len)
 	resp->body[resp->body_len] = '\0';
 }
 
+/* Room for need bytes of a whole object at resp->obj, keeping what it holds. */
+static bool whole_reserve(S3Response *resp, size_t need)
+{
+	uint8_t *p;
+	if (need <= resp->obj_cap)
+		return true;
+	if (!(p = store_get_buf(need))) {
+		resp->oom = true;
+		return false;
+	}
+	if (resp->out_got)
+		memcpy(p, resp->obj, resp->out_got);
+	free(resp->obj);
+	resp->obj = p;
+	resp->obj_cap = need;
+	return true;
+}
+
+/*
+ * Body bytes of a whole-object GET: the buffer is sized by Content-Length when
+ * the first bytes of a try arrive (grown by doubling when the server sends
+ * none), and an object over whole_max stops the transfer.
+ */
+static size_t whole_write(Xfer *x, const char *data, size_t len)
+{
+	S3Response *resp = x->resp;
+	size_t max = x->req->whole_max;
+
+	if (!resp->sized) {
+		curl_off_t cl = -1;
+		curl_easy_getinfo(x->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+		resp->sized = true;
+		if (cl >= 0 && (uint64_t)cl > max) {
+			resp->too_big = true;
+			return 0;
+		}
+		if (cl >= 0 && !whole_reserve(resp, (size_t)cl))
+			return 0;
+	}
+	if (len > max - resp->out_got) {
+		resp->too_big = true;
+		return 0;
+	}
+	if (resp->out_got + len > resp->obj_cap &&
+	    !whole_reserve(resp, MIN(max, MAX(resp->obj_cap * 2, resp->out_got + len))))
+		return 0;
+	memcpy(resp->obj + resp->out_got, data, len);
+	resp->out_got += len;
+	return len;
+}
+
 static size_t on_write(char *data, size_t size, size_t n, void *userdata)
 {
 	Xfer *x = userdata;
@@ -176,6 +234,8 @@ static size_t on_write(char *data, size_t size, size_t n, void *userdata)
 	long status = 0;
 
 	curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
+	if (x->req->whole && status == 200)
+		return whole_write(x, data, len);
 	if (!x->req->out || (status != 200 && status != 206)) {
 		body_append(resp, data, len);
 		return resp->overflow ? 0 : len;
@@ -340,7 +400,7 @@ static int s3_setup(S3Backend *sb, Xfer *x, const char *payload_hash, long left_
 	 * a time (curl's largest) instead of 16 KiB: a poll, a recv and a call of
 	 * on_write each, per 16 KiB, were 16,000 of each for 127 MiB of packs.
 	 */
-	if (req->out && req->out_len >= S3_LARGE_GET)
+	if ((req->out && req->out_len >= S3_LARGE_GET) || req->whole)
 		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)S3_LARGE_GET);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
@@ -446,6 +506,7 @@ static void response_reset(S3Response *resp)
 	resp->length = -1;
 	resp->etag[0] = '\0';
 	resp->overflow = false;
+	resp->sized = resp->too_big = resp->oom = false;
 }
 
 /*
@@ -503,6 +564,8 @@ static int s3_perform(S3Backend *sb, const S3Request *req, S3Response *resp)
 		if (c == CURLE_OK && !status_transient(resp->status) &&
 		    !(req->if_none_match && resp->status == 409))
 			return 0;
+		if (c == CURLE_WRITE_ERROR && (resp->too_big || resp->oom))
+			return resp->too_big ? -EFBIG : -ENOMEM;
 		if (c == CURLE_WRITE_ERROR && resp->overflow) {
 			log_warning("s3 %s \"%s\": unexpected response size", req->op,
 				    req->key ? req->key : "");
@@ -840,6 +903,36 @@ static int s3_get_range(StoreBackend *b, const char *name, uint64_t offset, size
 	return r;
 }
 
+/*
+ * A whole object in one GET, sized by its Content-Length: a HEAD for the size
+ * first was a request more for every config, catalog, manifest and WAL file.
+ */
+static int s3_get_all(StoreBackend *b, const char *name, size_t max, void **ret, size_t *ret_len)
+{
+	S3Backend *sb = (S3Backend *)b;
+	char *key = NULL;
+	S3Response resp = {0};
+	int r = s3_key(sb, name, &key);
+	if (r < 0)
+		return r;
+	S3Request req = {.op = "get", .method = "GET", .key = key, .whole = true, .whole_max = max};
+	r = s3_perform(sb, &req, &resp);
+	if (r == 0 && resp.status != 200)
+		r = status_errno(&req, resp.status);
+	else if (r == 0 && resp.length >= 0 && resp.out_got != (uint64_t)resp.length)
+		r = -ENODATA;
+	else if (r == 0 && !resp.obj && !(resp.obj = store_get_buf(0)))
+		r = -ENOMEM; /* an empty object */
+	if (r == 0) {
+		*ret = TAKE_PTR(resp.obj);
+		*ret_len = resp.out_got;
+	}
+	free(resp.obj);
+	free(resp.body);
+	free(key);
+	return r;
+}
+
 /* Call cb for each <Contents> of one ListObjectsV2 page. */
 static int s3_list_page(S3Backend *sb, const S3Response *resp, StoreListFn cb, void *userdata)
 {
@@ -974,6 +1067,7 @@ static const StoreBackendOps s3_ops = {
 	.put_if_absent = s3_put_if_absent,
 	.get_range = s3_get_range,
 	.size = s3_size,
+	.get_all = s3_get_all,
 	.list = s3_list,
 	.delete = s3_delete,
 	.free = s3_free,

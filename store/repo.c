@@ -274,6 +274,21 @@ int repo_open_at(const RepoLocation *l, Repo **ret)
 	return 0;
 }
 
+int repo_open_archive(const RepoLocation *l, Repo **ret)
+{
+	Repo *r = NULL;
+	int e = repo_open_bare(l, &r);
+
+	if (e < 0)
+		return e;
+	if (!r->remote) {
+		repo_free(r);
+		return repo_open_at(l, ret);
+	}
+	*ret = r;
+	return 0;
+}
+
 int repo_open(const char *path, Repo **ret)
 {
 	RepoLocation l = {.url = path, .path = path};

@@ -85,6 +85,13 @@ int repo_init_at(const RepoLocation *l, const RepoInitOptions *o);
  * repo_rebuild_catalog holds it.
  */
 int repo_open_at(const RepoLocation *l, Repo **ret);
+/*
+ * repo_open_at for the WAL archive alone (wal-fetch): a repository whose
+ * catalog is published (S3, encrypted) is opened without it, so nothing is
+ * listed or downloaded beyond the config and the keys, and repo_catalog() is
+ * NULL; a local one opens as with repo_open_at.
+ */
+int repo_open_archive(const RepoLocation *l, Repo **ret);
 /* The same for a local directory. */
 int repo_init(const char *path, const RepoInitOptions *o);
 int repo_open(const char *path, Repo **ret);

@@ -489,21 +489,14 @@ static int object_encode_new(Repo *r, const char *name, const void *buf, size_t 
 /* Read a whole object: -ENOENT when missing, -EBADMSG when implausibly sized. */
 static int object_read(Repo *r, const char *key, uint8_t **ret, size_t *ret_len)
 {
-	StoreBackend *b = repo_backend(r);
-	_cleanup_free_ uint8_t *obj = NULL;
-	uint64_t size;
-	int e = store_size(b, key, &size);
+	_cleanup_free_ void *obj = NULL;
+	size_t size;
+	int e = store_get_all(repo_backend(r), key,
+			      WAL_HEADER_LEN + chunk_encode_bound(PGBAKFS_WAL_FILE_MAX), &obj, &size);
 
-	if (e < 0)
-		return e;
-	if (size < WAL_HEADER_LEN || size > WAL_HEADER_LEN + chunk_encode_bound(PGBAKFS_WAL_FILE_MAX))
+	/* too large, or shrank under us: not a complete object */
+	if (e == -EFBIG || e == -ENODATA || (e == 0 && size < WAL_HEADER_LEN))
 		return -EBADMSG;
-	obj = malloc_huge(size);
-	if (!obj)
-		return -ENOMEM;
-	e = store_get_range(b, key, 0, size, obj);
-	if (e == -ENODATA)
-		return -EBADMSG; /* shrank under us: not a complete object */
 	if (e < 0)
 		return e;
 	*ret = TAKE_PTR(obj);

@@ -108,15 +108,13 @@ int cli_open_repo(const char *opt, Repo **ret)
 	return r;
 }
 
-int cli_open_location(const CliLocation *cl, Repo **ret)
+/* Say why the repository at cl could not be opened (r < 0). */
+static int open_result(const CliLocation *cl, int r)
 {
 	const char *loc = cl->loc.url;
-	Repo *repo;
-	int r = repo_open_at(&cl->loc, &repo);
 
 	switch (r) {
 	case 0:
-		*ret = repo;
 		break;
 	case -ENOENT:
 		cli_error("repository \"%s\" does not exist", loc);
@@ -158,6 +156,16 @@ int cli_open_location(const CliLocation *cl, Repo **ret)
 		cli_error("could not open repository \"%s\": %s", loc, cli_store_strerror(r, cl->loc.s3));
 	}
 	return r == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
+int cli_open_location(const CliLocation *cl, Repo **ret)
+{
+	return open_result(cl, repo_open_at(&cl->loc, ret));
+}
+
+int cli_open_archive(const CliLocation *cl, Repo **ret)
+{
+	return open_result(cl, repo_open_archive(&cl->loc, ret));
 }
 
 int cli_write_begin(Repo *repo)

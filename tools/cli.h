@@ -72,6 +72,8 @@ const char *cli_store_strerror(int r, bool s3);
 int cli_open_repo(const char *opt, Repo **ret);
 /* The same for a location already resolved (cl stays the caller's). */
 int cli_open_location(const CliLocation *cl, Repo **ret);
+/* The same for the WAL archive alone (repo_open_archive: no catalog is read or downloaded). */
+int cli_open_archive(const CliLocation *cl, Repo **ret);
 /*
  * For commands that change the catalog: take the writer lock of a remote
  * repository (local: nothing). cli_write_end publishes the change when

@@ -684,7 +684,7 @@ static int fetch_prefetching(CliLocation *cl, WalSpool *spool, const char *name,
 	r = walspool_trim(spool, wn, prefetch, NULL);
 	if (r < 0)
 		log_debug("could not trim the WAL spool \"%s\": %s", walspool_dir(spool), strerror(-r));
-	if (cli_open_location(cl, repo) != EXIT_OK)
+	if (cli_open_archive(cl, repo) != EXIT_OK)
 		return -EIO; /* reported; *repo stays NULL */
 	/* the segment asked for and the next ones not spooled yet, all at once */
 	seg_size = spool_seg_size(spool);
@@ -824,7 +824,7 @@ int cmd_wal_fetch(int argc, char **argv)
 	if (spool && wn.kind == WAL_KIND_SEGMENT)
 		r = fetch_prefetching(&cl, spool, name, &wn, x.count, sysid, &repo, &buf, &len);
 	else
-		r = cli_open_location(&cl, &repo) == EXIT_OK ? wal_fetch(repo, name, &buf, &len) : -EIO;
+		r = cli_open_archive(&cl, &repo) == EXIT_OK ? wal_fetch(repo, name, &buf, &len) : -EIO;
 	cli_location_clear(&cl);
 	/* into DEST, or the exit status that tells PostgreSQL why not */
 	rc = fetch_finish(repo, r, name, dest, buf, len);

@@ -2,8 +2,8 @@
 # which gives it AWS's If-None-Match semantics on PUT): two machines (two
 # cache directories) pushing one name at once with different content: exactly
 # one wins, and the object is the winner's bytes; with the same content both
-# succeed; a damaged archived copy is replaced. wal-fetch: a body damaged
-# on the way is read again; transient
+# succeed; a damaged archived copy is replaced. wal-fetch: three requests
+# and no catalog on a new machine; a body damaged on the way is read again; transient
 # errors are retried by the driver; damage, access denied, a failing or
 # unreachable store exit 126; a missing file exits 1.
 # wal-fetch --prefetch: later segments served from the spool without a
@@ -95,6 +95,14 @@ ok "damaged twice: no DEST" test ! -e "$T/work/x"
 proxy_plan "503,500,429,drop&$get_only"
 ok "transient errors are retried by the driver" pgbakfs wal-fetch "$name" "$T/work/x" 2>"$T/err"
 ok "... and the file is right" cmp -s "$T/work/x" "$good"
+rm -f "$T/work/x"
+# a restore_command on a new machine: three requests (the config, whether a key file
+# exists, the file), no HEAD before a GET, and no catalog listed or downloaded
+c0=$(proxy_count)
+ok "wal-fetch with an empty cache directory" pgbakfs wal-fetch "$name" "$T/work/x" --cache-dir "$T/cacheF"
+ok "... in 3 requests ($(($(proxy_count) - c0)))" test $(($(proxy_count) - c0)) = 3
+ok "... without the catalog" test -z "$(find "$T/cacheF" -name 'catalog*')"
+ok "... right" cmp -s "$T/work/x" "$good"
 rm -f "$T/work/x"
 proxy_plan "403&$get_only"
 expect_error 126 "could not fetch WAL file \"$name\"" pgbakfs wal-fetch "$name" "$T/work/x"

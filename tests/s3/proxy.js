@@ -9,6 +9,8 @@
 //                             "METHOD /path?query" contains TEXT get faults
 //                             (and use up the plan); the others pass
 //   GET /__count              number of requests seen (control excluded)
+//   GET /__latency?ms=N       every answer forwarded N ms after upstream's
+//                             (a store's round trip; 0: none, the default)
 //   GET /__bytes              JSON {prefix: bytes}: body bytes of the PUTs
 //                             forwarded upstream, per key prefix (the path
 //                             up to its last "/", e.g. "/bucket/repo/catalog");
@@ -50,6 +52,7 @@ let putBytes = {}; // key prefix -> body bytes of PUTs forwarded upstream (GET /
 let putCount = {}; // key prefix -> PUTs forwarded upstream (GET /__puts)
 let getCount = 0; // GET requests seen, and body bytes answered to them (GET /__gets)
 let getBytes = 0;
+let latencyMs = 0; // GET /__latency?ms=N: every answer forwarded N ms late
 
 function countPut(req) {
   const path = new URL(req.url, 'http://127.0.0.1').pathname;
@@ -79,38 +82,8 @@ function forward(req, res, mode, done = () => {}) {
     { host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: req.headers, agent },
     (ures) => {
       ures.on('end', finish);
-      if (mode === 'lose') {
-        ures.resume();
-        ures.on('end', () => res.socket && res.socket.destroy());
-        return;
-      }
-      if (mode === 'flip' && (ures.statusCode === 200 || ures.statusCode === 206)) {
-        const chunks = [];
-        ures.on('data', (c) => chunks.push(c));
-        ures.on('end', () => {
-          const body = Buffer.concat(chunks);
-          if (body.length) body[Math.floor(body.length / 2)] ^= 0xff;
-          res.writeHead(ures.statusCode, ures.headers);
-          res.end(body);
-        });
-        return;
-      }
-      res.writeHead(ures.statusCode, ures.headers);
-      if (req.method === 'GET') ures.on('data', (c) => { getBytes += c.length; });
-      if (mode === 'cut') {
-        const len = Number(ures.headers['content-length'] || 0);
-        const chunks = [];
-        ures.on('data', (c) => chunks.push(c));
-        ures.on('end', () => {
-          const body = Buffer.concat(chunks);
-          res.write(body.subarray(0, Math.floor((len || body.length) / 2)));
-          setTimeout(() => res.socket && res.socket.destroy(), 50);
-        });
-      } else if (mode === 'slow') {
-        setTimeout(() => ures.pipe(res), 3000);
-      } else {
-        ures.pipe(res);
-      }
+      if (latencyMs) setTimeout(() => relay(req, res, ures, mode), latencyMs);
+      else relay(req, res, ures, mode);
     },
   );
   up.on('error', () => {
@@ -118,6 +91,42 @@ function forward(req, res, mode, done = () => {}) {
     if (res.socket) res.socket.destroy();
   });
   req.pipe(up);
+}
+
+// The upstream answer to the client, as the fault mode says.
+function relay(req, res, ures, mode) {
+  if (mode === 'lose') {
+    ures.resume();
+    ures.on('end', () => res.socket && res.socket.destroy());
+    return;
+  }
+  if (mode === 'flip' && (ures.statusCode === 200 || ures.statusCode === 206)) {
+    const chunks = [];
+    ures.on('data', (c) => chunks.push(c));
+    ures.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (body.length) body[Math.floor(body.length / 2)] ^= 0xff;
+      res.writeHead(ures.statusCode, ures.headers);
+      res.end(body);
+    });
+    return;
+  }
+  res.writeHead(ures.statusCode, ures.headers);
+  if (req.method === 'GET') ures.on('data', (c) => { getBytes += c.length; });
+  if (mode === 'cut') {
+    const len = Number(ures.headers['content-length'] || 0);
+    const chunks = [];
+    ures.on('data', (c) => chunks.push(c));
+    ures.on('end', () => {
+      const body = Buffer.concat(chunks);
+      res.write(body.subarray(0, Math.floor((len || body.length) / 2)));
+      setTimeout(() => res.socket && res.socket.destroy(), 50);
+    });
+  } else if (mode === 'slow') {
+    setTimeout(() => ures.pipe(res), 3000);
+  } else {
+    ures.pipe(res);
+  }
 }
 
 function isConditionalWrite(req) {
@@ -171,6 +180,11 @@ const server = http.createServer((req, res) => {
     only = url.searchParams.get('only');
     for (const s of stalled) s.destroy();
     stalled.clear();
+    res.end('ok\n');
+    return;
+  }
+  if (url.pathname === '/__latency') {
+    latencyMs = Number(url.searchParams.get('ms')) || 0;
     res.end('ok\n');
     return;
   }

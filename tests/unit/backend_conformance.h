@@ -42,6 +42,32 @@ static long long listed(const Listing *l, const char *name)
 	return -1;
 }
 
+/* store_get_all of the objects of conformance_put_get: exact bytes, the limit, absence. */
+static void conformance_get_all(StoreBackend *b, const uint8_t data[CONFORMANCE_DATA_LEN])
+{
+	void *all = NULL;
+	size_t len = 7;
+
+	CHECK_EQ_INT(store_get_all(b, "packs/ab/abcdef.pack", CONFORMANCE_DATA_LEN, &all, &len), 0);
+	CHECK(all && len == CONFORMANCE_DATA_LEN && memcmp(all, data, len) == 0);
+	free(all);
+	all = NULL;
+	CHECK_EQ_INT(store_get_all(b, "config", 1 << 20, &all, &len), 0);
+	CHECK(all && len == 5 && memcmp(all, "hello", 5) == 0);
+	free(all);
+	all = NULL;
+	CHECK_EQ_INT(store_get_all(b, "packs/cd/empty.pack", 10, &all, &len), 0);
+	CHECK(all != NULL);
+	CHECK_EQ_INT(len, 0);
+	free(all);
+	all = NULL;
+	CHECK_EQ_INT(store_get_all(b, "packs/ab/abcdef.pack", CONFORMANCE_DATA_LEN - 1, &all, &len),
+		     -EFBIG);
+	CHECK_EQ_INT(store_get_all(b, "config", 4, &all, &len), -EFBIG);
+	CHECK_EQ_INT(store_get_all(b, "packs/ab/missing.pack", 100, &all, &len), -ENOENT);
+	CHECK(all == NULL);
+}
+
 /*
  * Four objects (config, three packs, one empty) put and read back: whole,
  * by range, past the end (-ENODATA, never a short read), missing (-ENOENT),
@@ -82,6 +108,7 @@ static void conformance_put_get(StoreBackend *b, const uint8_t data[CONFORMANCE_
 	CHECK_EQ_INT(size, CONFORMANCE_DATA_LEN);
 	CHECK_EQ_INT(store_size(b, "packs/cd/empty.pack", &size), 0);
 	CHECK_EQ_INT(size, 0);
+	conformance_get_all(b, data);
 }
 
 /* Listing the objects of conformance_put_get: prefixes are directories, names relative. */

@@ -237,6 +237,13 @@ static void test_conformance(int port)
 		memset(bigback, 0, big_len);
 		CHECK_EQ_INT(store_get_range(b, "packs/big.pack", 0, big_len, bigback), 0);
 		CHECK(memcmp(big, bigback, big_len) == 0);
+		/* whole, in one GET of a buffer sized by Content-Length (2 MiB-aligned: huge) */
+		void *all = NULL;
+		size_t all_len = 0;
+		CHECK_EQ_INT(store_get_all(b, "packs/big.pack", big_len, &all, &all_len), 0);
+		CHECK(all && all_len == big_len && memcmp(all, big, big_len) == 0);
+		CHECK(((uintptr_t)all & ((2u << 20) - 1)) == 0);
+		free(all);
 		CHECK_EQ_INT(store_get_range(b, "packs/big.pack", (5 << 20) - 7, 20, bigback), 0);
 		CHECK(memcmp(big + (5 << 20) - 7, bigback, 20) == 0);
 		CHECK_EQ_INT(store_delete(b, "packs/big.pack"), 0);
@@ -338,6 +345,29 @@ static void test_faults(int pport)
 	memset(got, 0, sizeof(got));
 	CHECK_EQ_INT(store_get_range(b, "obj", 777, 50000, got), 0);
 	CHECK(memcmp(got, data + 777, 50000) == 0);
+
+	/* a whole object: one request (no HEAD first), and the same retries */
+	{
+		void *all = NULL;
+		size_t all_len = 0;
+		c0 = count(pport);
+		CHECK_EQ_INT(store_get_all(b, "obj", sizeof(data), &all, &all_len), 0);
+		CHECK_EQ_INT(count(pport) - c0, 1);
+		CHECK(all && all_len == sizeof(data) && memcmp(all, data, sizeof(data)) == 0);
+		free(all);
+		all = NULL;
+		plan(pport, "plan=503,cut,drop");
+		c0 = count(pport);
+		CHECK_EQ_INT(store_get_all(b, "obj", sizeof(data), &all, &all_len), 0);
+		CHECK_EQ_INT(count(pport) - c0, 4);
+		CHECK(all && all_len == sizeof(data) && memcmp(all, data, sizeof(data)) == 0);
+		free(all);
+		all = NULL;
+		plan(pport, "always=cut");
+		CHECK(store_get_all(b, "obj", sizeof(data), &all, &all_len) < 0);
+		CHECK(all == NULL);
+		plan(pport, "plan=");
+	}
 
 	/* a stalled answer times out (stall_ms) and is retried */
 	plan(pport, "plan=stall");
