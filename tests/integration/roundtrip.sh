@@ -16,6 +16,16 @@ ok "restore latest" pgbakfs restore latest "$T/out1" --repo "$R" -j 3 --no-progr
 ok "restored tree identical (content, modes, mtimes, owners, links)" same_tree "$T/src" "$T/out1"
 # holes stay holes: 20 MiB sparse file with two small extents uses far less than 20 MiB
 ok "sparse file restored sparse" test "$(du -k "$T/out1/sparse" | cut -f1)" -lt 1024
+# a fresh file written past the cache (1 MiB and up) gets its blocks before any chunk is
+# written (from S3 they come in the packs' order), its holes none; a delta allocates nothing
+fa() { grep -c "^[0-9]* *fallocate([0-9]*<$T/out1f/$1>, 0, $2, $3) = 0" "$T/fa.strace"; }
+ok "restore (strace)" env ASAN_OPTIONS=detect_leaks=0 strace -f -y -e trace=fallocate -o "$T/fa.strace" "$PGBAKFS" restore latest "$T/out1f" --repo "$R" --no-progress >/dev/null
+ok "... allocated the random file's blocks at once" test "$(fa base/1/random 0 3000000)" = 1
+ok "... and the sparse file's two data chunks, not its holes" test "$(fa sparse 6946816 65536)$(fa sparse 20905984 65536)$(grep -c "<$T/out1f/sparse>" "$T/fa.strace")" = 112
+ok "... and it is identical" same_tree "$T/src" "$T/out1f"
+ok "... and sparse" test "$(du -k "$T/out1f/sparse" | cut -f1)" -lt 1024
+ok "a delta (strace)" env ASAN_OPTIONS=detect_leaks=0 strace -f -e trace=fallocate -o "$T/fa.strace" "$PGBAKFS" restore latest "$T/out1f" --repo "$R" --delta --no-progress >/dev/null
+ok "... allocated nothing" test "$(grep -c fallocate "$T/fa.strace")" = 0
 
 # a second backup of the same tree adds nothing
 ok "second backup" pgbakfs backup --repo "$R" --from-dir "$T/src" --label second --no-progress >/dev/null
