@@ -454,27 +454,6 @@ static int export_rows(Exporter *e, int64_t rowid)
 	return r;
 }
 
-/* The image's bytes, copied into malloc'd memory (callers free() them). */
-static int image_serialize(sqlite3 *img, void **ret_buf, size_t *ret_len)
-{
-	sqlite3_int64 size = 0;
-	unsigned char *data = sqlite3_serialize(img, "main", &size, 0);
-	void *copy;
-
-	if (!data)
-		return -ENOMEM;
-	copy = malloc(size > 0 ? (size_t)size : 1);
-	if (!copy) {
-		sqlite3_free(data);
-		return -ENOMEM;
-	}
-	memcpy(copy, data, (size_t)size);
-	sqlite3_free(data);
-	*ret_buf = copy;
-	*ret_len = (size_t)size;
-	return 0;
-}
-
 /* The snapshot's rows into img, a new, empty image: in one transaction of its own. */
 static int export_image(Catalog *c, int64_t snap_rowid, sqlite3 *img)
 {
@@ -503,19 +482,6 @@ static int export_image(Catalog *c, int64_t snap_rowid, sqlite3 *img)
 	free(e.contents);
 	if (r == 0)
 		r = image_exec(img, "COMMIT", -EIO);
-	return r;
-}
-
-int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_len)
-{
-	_cleanup_sqldb_ sqlite3 *img = NULL;
-	int r = sqldb_open(":memory:", &image_options, &img);
-
-	if (r < 0)
-		return r == -ENOMEM ? r : -EIO;
-	r = export_image(c, snap_rowid, img);
-	if (r == 0)
-		r = image_serialize(img, ret_buf, ret_len);
 	return r;
 }
 

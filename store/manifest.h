@@ -46,18 +46,15 @@
 #define PGBAKFS_MANIFEST_FORMAT 3
 
 /*
- * Serialize the snapshot with catalog rowid snap_rowid. *ret_buf is malloc'd
- * (free() it). Reads in one read transaction (or in the caller's, if one is
- * open). -ENOENT: no such snapshot; -EINVAL: it is still running (a
- * "deleted" one is exported as it is); -EBADMSG: the catalog is inconsistent
- * (a file refers to a chunk list it does not have, a block it carries is
- * damaged). Format 2 when the catalog has id blocks on, else format 1.
- */
-int manifest_export(Catalog *c, int64_t snap_rowid, void **ret_buf, size_t *ret_len);
-/*
- * manifest_export into a file at path that must not exist (its bytes are the image), built
- * there rather than in memory: what a full of millions of chunks needs (its
- * image is ~37 bytes per chunk) stays on disk. Removed on error.
+ * The snapshot with catalog rowid snap_rowid as a manifest image, built in a
+ * new file at path (it must not exist; its bytes are the image), not in
+ * memory: what a full of millions of chunks needs (~37 bytes per chunk)
+ * stays on disk. Reads in one read transaction (or in the caller's, if one
+ * is open). -ENOENT: no such snapshot; -EINVAL: it is still running (a
+ * "deleted" one is exported as it is); -EBADMSG: the catalog is
+ * inconsistent (a file refers to a chunk list it does not have, a block it
+ * carries is damaged). Format 2 when the catalog has id blocks on, else
+ * format 1. The file is removed on error.
  */
 int manifest_export_file(Catalog *c, int64_t snap_rowid, const char *path);
 

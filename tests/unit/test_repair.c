@@ -5,6 +5,7 @@
  * manifests counted and skipped; manifests refused for what they are not.
  */
 #include "tests/unit/test.h"
+#include "tests/unit/manifest_image.h"
 
 #include "store/check.h"
 #include "store/manifest.h"
@@ -270,7 +271,7 @@ static int export_one(const SnapshotInfo *s, void *ud)
 	char name[128];
 	void *buf = NULL;
 	size_t len = 0;
-	int r = manifest_export(x->c, s->rowid, &buf, &len);
+	int r = test_manifest_image(x->c, s->rowid, &buf, &len);
 	if (r == 0)
 		r = manifest_set_add(x->set, x->b, test_fmt(name, sizeof(name), "snapshots/%s", s->name),
 				     buf, len);
@@ -676,15 +677,15 @@ static void test_manifest_errors(Repo *r, const char *tmp, int64_t a_rowid)
 	{
 		SnapshotInfo run = {.instance = "main", .type = "full", .start_time = T0};
 		if (CHECK_EQ_INT(catalog_snapshot_begin(orig, &run), 0)) {
-			CHECK_EQ_INT(manifest_export(orig, run.rowid, &buf, &len), -EINVAL);
+			CHECK_EQ_INT(test_manifest_image(orig, run.rowid, &buf, &len), -EINVAL);
 			CHECK(buf == NULL);
 			CHECK_EQ_INT(catalog_snapshot_delete(orig, run.rowid), 0);
 		}
-		CHECK_EQ_INT(manifest_export(orig, 999999, &buf, &len), -ENOENT);
+		CHECK_EQ_INT(test_manifest_image(orig, 999999, &buf, &len), -ENOENT);
 	}
 	/* inside a transaction of the caller's, export reads in it */
 	CHECK_EQ_INT(catalog_begin(orig), 0);
-	CHECK_EQ_INT(manifest_export(orig, a_rowid, &buf, &len), 0);
+	CHECK_EQ_INT(test_manifest_image(orig, a_rowid, &buf, &len), 0);
 	CHECK_EQ_INT(catalog_commit(orig), 0);
 	if (!CHECK(buf != NULL && len > 0))
 		return;
@@ -1124,8 +1125,8 @@ static void test_idblock_manifests(void)
 	CHECK(s1 > 0 && s2 > 0);
 	CHECK_EQ_INT(catalog_idblocks_assign_carriers(a, 0, ignore_mark, NULL), 0);
 	CHECK_EQ_INT(count_rows(a, "idblocks WHERE carrier IS NULL"), 0);
-	CHECK_EQ_INT(manifest_export(a, s1, &m1, &l1), 0);
-	CHECK_EQ_INT(manifest_export(a, s2, &m2, &l2), 0);
+	CHECK_EQ_INT(test_manifest_image(a, s1, &m1, &l1), 0);
+	CHECK_EQ_INT(test_manifest_image(a, s2, &m2, &l2), 0);
 	/* the second carries one block of 256 ids (8 KiB), not the whole 512 KiB list */
 	CHECK(l2 < 64 * 1024); /* mostly SQLite pages, before compression */
 	CHECK(l1 > 512 * 1024);

@@ -4,6 +4,7 @@
  * digest (export refuses a damaged tree, import refuses a damaged manifest).
  */
 #include "tests/unit/test.h"
+#include "tests/unit/manifest_image.h"
 
 #include "store/catalog.h"
 #include "store/manifest.h"
@@ -309,14 +310,14 @@ static void test_manifests(void)
 
 	if (!t.c || !other || !CHECK_EQ_INT(make_tree(&t, T0), 0))
 		goto out;
-	if (!CHECK_EQ_INT(manifest_export(t.c, t.s.rowid, &img, &len), 0))
+	if (!CHECK_EQ_INT(test_manifest_image(t.c, t.s.rowid, &img, &len), 0))
 		goto out;
 	/* a damaged catalog is not exported over a good manifest */
 	CHECK_EQ_INT(sql(t.c, "UPDATE files SET name = 'g' WHERE ino = 3"), 0);
 	{
 		void *bad = NULL;
 		size_t bad_len = 0;
-		CHECK_EQ_INT(manifest_export(t.c, t.s.rowid, &bad, &bad_len), -EBADMSG);
+		CHECK_EQ_INT(test_manifest_image(t.c, t.s.rowid, &bad, &bad_len), -EBADMSG);
 		free(bad);
 	}
 	/* a manifest whose rows do not give its digest is not imported */
