@@ -200,7 +200,9 @@ static int mount_prepare(Mount *m, Repo *repo, const MountOptions *o)
 	if (r == 0)
 		r = repo_catalog_open(repo, &m->meta);
 	if (r == 0)
-		r = chunk_cache_new(repo, o->cache_size, PREFETCH_THREADS, &m->cache);
+		r = chunk_cache_new(repo, o->cache_size,
+				    repo_is_local_backend(repo) ? PREFETCH_THREADS : PREFETCH_THREADS_REMOTE,
+				    &m->cache);
 	if (r == 0)
 		r = mount_refresh(m);
 	return r;

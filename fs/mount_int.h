@@ -56,6 +56,7 @@
 #define MAX_THREADS 16 /* request threads */
 /* decoders ahead of sequential readers: more than the cores, as they also wait for the disk */
 #define PREFETCH_THREADS 4
+#define PREFETCH_THREADS_REMOTE 16
 /* loaded trees nothing uses: at most this many bytes, and none idle for longer */
 #define MAX_TREE_BYTES (256ull * 1024 * 1024)
 #define TREE_IDLE_NS (60ll * 1000000000)
@@ -63,6 +64,12 @@
 #define TREES_XATTR "user.pgbakfs.trees"
 
 typedef struct Mount Mount;
+
+/* A file's reads so far, to tell a sequential reader (mount_read.c) */
+typedef struct ReadStream {
+	_Atomic uint64_t next_off;   /* where the last read ended (UINT64_MAX: none yet) */
+	_Atomic uint64_t prefetched; /* chunks below this index were queued */
+} ReadStream;
 
 typedef struct MountSnap {
 	Mount *m;
@@ -84,6 +91,7 @@ typedef struct MountSnap {
 	Clone *clone; /* writable: opened once, keeps a tree reference for good */
 	uint8_t *pinned; /* writable: chunk lists kept for the clone's lower reads */
 	pthread_mutex_t pin_lock;
+	ReadStream *streams; /* writable: the clone's lower reads of each file, by inode */
 
 	/* the snapshot directory's own attributes, from its catalog row (meta_lock) */
 	bool have_root;
@@ -141,8 +149,7 @@ typedef struct Handle {
 	SnapChunks chunks;
 	bool have_chunks;
 	CloneFile *cf;
-	_Atomic uint64_t next_off;  /* where the last read ended */
-	_Atomic uint64_t prefetched; /* chunks below this index were queued */
+	ReadStream stream;
 	struct Handle *prev, *next; /* Mount.handles */
 } Handle;
 

@@ -68,9 +68,13 @@ int mount_snap_open_clone(MountSnap *ms)
 	size_t n_seed = 0;
 	int r;
 
-	ms->pinned = calloc(snaptree_max_ino(ms->tree) + 1, 1);
-	if (!ms->pinned)
+	size_t n_ino = (size_t)snaptree_max_ino(ms->tree) + 1;
+	ms->pinned = calloc(n_ino, 1);
+	ms->streams = calloc(n_ino, sizeof(*ms->streams));
+	if (!ms->pinned || !ms->streams)
 		return -ENOMEM;
+	for (size_t i = 0; i < n_ino; i++) /* a first read continues nothing */
+		atomic_init(&ms->streams[i].next_off, UINT64_MAX);
 	if (asprintf(&dir, "%s/%s", m->o->scratch, ms->name) < 0)
 		return -ENOMEM;
 	r = clone_seed(ms, &seed, &n_seed);

@@ -96,6 +96,7 @@ void mount_snap_free(Mount *m, MountSnap *ms)
 		snaptree_free(ms->tree);
 	}
 	free(ms->pinned);
+	free(ms->streams);
 	free(ms->instance);
 	pthread_mutex_destroy(&ms->load_lock);
 	pthread_mutex_destroy(&ms->pin_lock);
