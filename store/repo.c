@@ -245,13 +245,11 @@ fail:
 	return e;
 }
 
-int repo_open_at(const RepoLocation *l, Repo **ret)
+/* The catalog of r, opened bare: brought up to date first when published; r is freed on error. */
+static int open_catalog(Repo *r, Repo **ret)
 {
-	Repo *r = NULL;
-	int e = repo_open_bare(l, &r);
+	int e;
 
-	if (e < 0)
-		return e;
 	if (r->remote) {
 		e = repo_refresh(r);
 		if (e == 0 && access(r->catalog_path, F_OK) < 0) /* a writer here never published */
@@ -274,6 +272,14 @@ int repo_open_at(const RepoLocation *l, Repo **ret)
 	return 0;
 }
 
+int repo_open_at(const RepoLocation *l, Repo **ret)
+{
+	Repo *r = NULL;
+	int e = repo_open_bare(l, &r);
+
+	return e < 0 ? e : open_catalog(r, ret);
+}
+
 int repo_open_archive(const RepoLocation *l, Repo **ret)
 {
 	Repo *r = NULL;
@@ -281,10 +287,8 @@ int repo_open_archive(const RepoLocation *l, Repo **ret)
 
 	if (e < 0)
 		return e;
-	if (!r->remote) {
-		repo_free(r);
-		return repo_open_at(l, ret);
-	}
+	if (!r->remote)
+		return open_catalog(r, ret);
 	*ret = r;
 	return 0;
 }
