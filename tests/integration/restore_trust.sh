@@ -216,8 +216,10 @@ kill -KILL $RPID 2>/dev/null || true
 wait $RPID 2>/dev/null || true
 ok "killed midway: still no global/pg_control" test ! -e "$T/torn/global/pg_control"
 chown -R postgres "$T/torn"
-# (its configuration files may be unwritten too: emptied, they say nothing)
+# (its configuration files may be unwritten too: emptied, they say nothing; and so
+# may PG_VERSION, the first thing PostgreSQL checks: its pack may come late)
 : >"$T/torn/postgresql.conf" && : >"$T/torn/postgresql.auto.conf"
+cp "$T/data/PG_VERSION" "$T/torn/PG_VERSION"
 rc=0; timeout 30 runuser -u postgres -- "$PGBIN/postgres" -D "$T/torn" \
 	-p $((PORT + 2)) -c listen_addresses= -c unix_socket_directories="$T/sock" >"$T/torn.pg.log" 2>&1 || rc=$?
 ok "PostgreSQL refuses to start there ($rc)" bash -c "[ $rc != 0 ] && [ $rc != 124 ] && grep -q 'global/pg_control' '$T/torn.pg.log' || { cat '$T/torn.pg.log' >&2; false; }"
