@@ -65,6 +65,7 @@ static void progress_draw(Progress *p)
 static void *progress_thread(void *arg)
 {
 	Progress *p = arg;
+	thread_name("progress");
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop) {
 		struct timespec ts;

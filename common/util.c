@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -337,6 +338,11 @@ void *malloc_huge(size_t len)
 		(void)madvise(p, len, MADV_HUGEPAGE);
 #endif
 	return p;
+}
+
+void thread_name(const char *name)
+{
+	(void)prctl(PR_SET_NAME, name, 0, 0, 0); /* truncated to 15 characters */
 }
 
 #define FILE_READ_HUGE (2 << 20)

@@ -70,6 +70,12 @@ int file_read_regular(const char *path, bool nofollow, uint64_t max, uint8_t **r
  */
 void *malloc_huge(size_t len);
 /*
+ * Names the calling thread (at most 15 characters: the kernel's limit) for
+ * top -H, ps -L, perf and gdb: a restore's time split between its fetchers,
+ * workers and writers is readable there by name. Best effort.
+ */
+void thread_name(const char *name);
+/*
  * Bytes of the file open at fd that are in the page cache (cachestat(2),
  * Linux 6.5): -ENOSYS where the kernel lacks it.
  */

@@ -573,6 +573,7 @@ static void run_fetch(ChunkCache *c, ChunkReader *reader, const PrefetchItem *it
 static void *prefetch_main(void *userdata)
 {
 	ChunkCache *c = userdata;
+	thread_name("mount-prefetch");
 	PrefetchItem it;
 	CachedChunk *e;
 	_cleanup_free_ uint8_t *buf = NULL;

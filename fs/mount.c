@@ -30,6 +30,7 @@ static void raise_readahead(const char *mountpoint);
 static void *poller_main(void *userdata)
 {
 	Mount *m = userdata;
+	thread_name("mount-poll");
 	long wait_ms = 100; /* the first round comes soon: after the kernel's INIT */
 	bool raised = false;
 	int64_t interval_ns = (int64_t)(m->o->poll_interval ? m->o->poll_interval

@@ -567,6 +567,7 @@ static void task_clear(Task *t)
 static void *reader_main(void *arg)
 {
 	Local *lc = arg;
+	thread_name("backup-read");
 	uint8_t *buf = malloc(READ_BUF);
 	Catalog *cat = NULL; /* block-level reads look up the parent's chunk lists */
 	if (!buf)

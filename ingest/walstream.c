@@ -204,6 +204,7 @@ static int stream_loop(WalStream *ws)
 static void *stream_thread(void *arg)
 {
 	WalStream *ws = arg;
+	thread_name("wal-stream");
 	int r = stream_loop(ws);
 	if (r == 0 && ws->seg_fd >= 0 && fsync(ws->seg_fd) < 0)
 		r = -errno;

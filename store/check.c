@@ -206,6 +206,7 @@ static int check_pack_data(Checker *ck, Catalog *cat, ChunkCodec *codec, uint8_t
 static void *read_data_worker(void *arg)
 {
 	Checker *ck = arg;
+	thread_name("check-read");
 	Catalog *cat = NULL;
 	ChunkCodec *codec = NULL;
 	uint8_t *plain = malloc(repo_config(ck->repo)->chunk_size);

@@ -176,6 +176,7 @@ static int others_live(RemoteLock *l, char *holder, size_t holder_len)
 static void *renew_thread(void *arg)
 {
 	RemoteLock *l = arg;
+	thread_name("lock-renew");
 	int64_t period_ns = (int64_t)l->lease_s * 1000000000 / 4;
 
 	pthread_mutex_lock(&l->mu);

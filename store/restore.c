@@ -462,6 +462,7 @@ static int rfile_finish(Restorer *rs, RFile *f)
 static void *delta_writer(void *arg)
 {
 	Restorer *rs = arg;
+	thread_name("restore-delta");
 	RFile *f;
 	while (workqueue_pop(rs->finishing, &f) == 0)
 		rfile_finish(rs, f);
@@ -654,6 +655,7 @@ static ssize_t read_in_place(const RFile *f, uint8_t *have, size_t len, uint64_t
 static void *restore_worker(void *arg)
 {
 	Restorer *rs = arg;
+	thread_name("restore-work");
 	ChunkReader *reader = NULL;
 	uint8_t *buf = malloc(rs->chunk_size);
 	/* delta: the bytes in place, read for up to DELTA_READ at once */
@@ -744,6 +746,7 @@ static void win_free(RWin *w)
 static void *fetch_worker(void *arg)
 {
 	Restorer *rs = arg;
+	thread_name("restore-fetch");
 	StoreBackend *b = repo_backend(rs->repo);
 
 	pthread_mutex_lock(&rs->lock);
@@ -1892,8 +1895,11 @@ static int restore_run(Restorer *rs, const SnapshotInfo *snap)
 	rs->res->bytes_written = atomic_load(&rs->bytes_written);
 	rs->res->bytes_sha256 = atomic_load(&rs->bytes_sha256);
 	rs->res->n_unchanged = atomic_load(&rs->n_unchanged);
-	if (r == 0)
+	if (r == 0) {
+		int64_t t0 = mono_ns();
 		r = sync_written(rs);
+		log_debug("written bytes made durable in %.3f s", (double)(mono_ns() - t0) / 1e9);
+	}
 	if (r == 0)
 		r = restore_control(rs);
 	return r;

@@ -270,6 +270,7 @@ static int worker_process(Catalog *cat, ChunkCodec *codec, Msg *m)
 static void *worker_main(void *arg)
 {
 	SnapWriter *w = arg;
+	thread_name("backup-work");
 	Catalog *cat = NULL;
 	ChunkCodec *codec = NULL;
 	Msg *m;
@@ -315,6 +316,7 @@ static int flush_pack(SnapWriter *w, Catalog *cat, PackWriter *p)
 static void *flusher_main(void *arg)
 {
 	SnapWriter *w = arg;
+	thread_name("backup-flush");
 	Catalog *cat = NULL;
 	int r = repo_catalog_open(w->repo, &cat);
 	set_error(w, r);
@@ -540,6 +542,7 @@ static int writer_handle(SnapWriter *w, WriterState *ws, Msg *m)
 static void *writer_main(void *arg)
 {
 	SnapWriter *w = arg;
+	thread_name("backup-write");
 	WriterState ws = {0};
 	Msg *m;
 	int r = repo_catalog_open(w->repo, &ws.cat);

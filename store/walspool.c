@@ -335,6 +335,7 @@ typedef struct Runner {
 static void *runner_main(void *arg)
 {
 	Runner *rn = arg;
+	thread_name("wal-spool");
 	for (;;) {
 		size_t i;
 		pthread_mutex_lock(&rn->lock);

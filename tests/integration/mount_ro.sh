@@ -77,6 +77,8 @@ ok "files show the mounting user" test "$(stat -c %u:%g "$M/$S1/base/1/text")" =
 # cp -a out of the mount equals restore (content, modes, mtimes, symlinks)
 ok "cp -a out of the mount" cp -a "$M/$S1/." "$T/copied"
 ok "cp -a tree identical to restore" same_tree_noowner "$T/restored" "$T/copied"
+# the daemon's threads say what they do (top -H, perf): its read-ahead and its catalog poll
+ok "the daemon's threads are named" bash -c "cat /proc/$MOUNT_PID/task/*/comm | sort -u | tr '\n' ' ' | grep -q 'mount-poll mount-prefetch'"
 ok "same through latest" cmp "$M/latest/base/1/random" "$T/src/base/1/random"
 # reads as the daemon answers them: from pinned cache entries, across chunks, holes and tails
 for f in base/1/random sparse; do
