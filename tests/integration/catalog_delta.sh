@@ -44,10 +44,12 @@ write() {
 	LAST_PUT=$(put_since before after)
 	echo "$name: catalog objects put: $(echo "$LAST_PUT" | grep -v manifests | tr '\n' ' ')($(echo "$LAST_PUT" | grep manifests) bytes)"
 }
+# (here-strings, not echo | grep -q: bash's echo writes a line at a time, and a
+# grep -q that exits at its first match leaves it a SIGPIPE, which pipefail reports)
 only_small_deltas() { # the last write put deltas only, each < 256 KiB
-	echo "$LAST_PUT" | grep -q '^delta ' &&
-		! echo "$LAST_PUT" | grep -q '^base ' &&
-		echo "$LAST_PUT" | awk '$1 == "delta" && $2 >= 262144 { exit 1 }'
+	grep -q '^delta ' <<<"$LAST_PUT" &&
+		! grep -q '^base ' <<<"$LAST_PUT" &&
+		awk '$1 == "delta" && $2 >= 262144 { exit 1 }' <<<"$LAST_PUT"
 }
 # same_catalog DB1 DB2: every table, every row, the same
 same_catalog() {

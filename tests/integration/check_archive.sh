@@ -41,7 +41,7 @@ check_passes() { # check_passes WHAT: one line naming a segment now in the repos
 		fail "$1: check --archive failed: $(cat "$T/err")"; return
 	fi
 	local seg=${out#archive: WAL segment }; seg=${seg%% *}
-	if ! echo "$out" | grep -qx "archive: WAL segment $SEG archived in [0-9]*\.[0-9] s" || [ -s "$T/err" ]; then
+	if ! grep -qx "archive: WAL segment $SEG archived in [0-9]*\.[0-9] s" <<<"$out" || [ -s "$T/err" ]; then
 		fail "$1: unexpected output: $out / $(cat "$T/err")"; return
 	fi
 	if ! pgbakfs wal-fetch "$seg" "$T/fetched" --repo "$R" || ! cmp -s "$T/fetched" "$T/data/pg_wal/$seg"; then

@@ -25,7 +25,7 @@ as_pg() { runuser -u postgres -- "$@"; }
 pg_init() {
 	local dir=$1 port=$2 sums=--data-checksums
 	[ "${PG_CHECKSUMS:-on}" = on ] || sums=--no-data-checksums
-	[ "$sums" = --data-checksums ] || "$PGBIN/initdb" --help | grep -q -- --no-data-checksums || sums=
+	[ "$sums" = --data-checksums ] || "$PGBIN/initdb" --help | grep -- --no-data-checksums >/dev/null || sums=
 	mkdir -p "$dir" "$T/sock" "$T/pglog"
 	chown postgres "$dir" "$T/sock" "$T/pglog"
 	as_pg "$PGBIN/initdb" -D "$dir" $sums --no-sync -A trust -U postgres >/dev/null

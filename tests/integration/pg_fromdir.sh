@@ -41,7 +41,7 @@ ok "its status is ok" test "$(pgbakfs list --repo "$R" --json | python3 -c 'impo
 bk=$!
 watched=no
 for _ in $(seq 1 3000); do # up to 30 s for the backup to open a/big
-	if ls -l /proc/$bk/fd 2>/dev/null | grep -q -- "$L/a/big\$"; then
+	if ls -l /proc/$bk/fd 2>/dev/null | grep -- "$L/a/big\$" >/dev/null; then
 		echo appended >>"$L/a/big"
 		rm "$L/zzz-gone"
 		watched=yes
