@@ -59,12 +59,19 @@ typedef struct RFile {
 	uint8_t (*fh)[CHUNK_FH_LEN]; /* delta: each chunk's chunk_fh, if has_fh[i] */
 	bool *has_fh;
 	bool *same;      /* delta: chunk i is in place already, by the restore record */
+	/*
+	 * delta: chunk i is in place but for the 8 KiB blocks set here, which
+	 * PostgreSQL wrote since (its WAL says): only those are written, and
+	 * nothing of it is read (NULL: none such)
+	 */
+	uint64_t *patch;
 	int64_t content; /* the catalog's content row, for the next record */
 	bool read_direct; /* delta: the bytes in place are read with O_DIRECT (direct_fd) */
 } RFile;
 
 /* delta: bytes in place read by one pread (a worker's buffer; a task of local chunks) */
 #define DELTA_READ (4u << 20)
+#define WAL_BLOCK 8192u /* delta: PostgreSQL's block, what its WAL names */
 
 /* RFile.direct_fd before it is an fd: not opened yet; cannot be (write through fd instead) */
 #define DIRECT_UNTRIED (-2)
@@ -241,6 +248,7 @@ typedef struct Restorer {
 
 	/* the restore record: the last restore's (delta), and this one's */
 	RestoreRecord *prev, *next;
+	bool wal_ready; /* delta: o->wal answers for the files PostgreSQL wrote since prev */
 	char *record_path;
 	int64_t record_at;  /* main thread: when the record was last saved (mono_ns) */
 	bool record_failed; /* main thread: saving it failed, it is not tried again */
@@ -308,6 +316,7 @@ static void rfile_free(RFile *f)
 	free(f->fh);
 	free(f->has_fh);
 	free(f->same);
+	free(f->patch);
 	free(f);
 }
 
@@ -543,10 +552,47 @@ static int write_changed(Restorer *rs, RFile *f, const uint8_t *buf, const uint8
 	return 0;
 }
 
+static bool is_patch(const RFile *f, uint64_t idx)
+{
+	return f->patch && f->patch[idx];
+}
+
+/*
+ * Delta: a chunk in place but for the blocks PostgreSQL wrote since
+ * (f->patch[idx]): those blocks of the snapshot's chunk (in buf) are written,
+ * and nothing is read in place.
+ */
+static int write_patch(Restorer *rs, RFile *f, uint64_t idx, const uint8_t *buf, size_t len,
+		       uint64_t off)
+{
+	uint64_t mask = f->patch[idx], written = 0;
+	int r = 0;
+	for (size_t b = 0; r == 0 && b * WAL_BLOCK < len;) {
+		size_t e = b;
+		while (e * WAL_BLOCK < len && (mask >> e & 1))
+			e++;
+		if (e == b) {
+			b++;
+			continue;
+		}
+		size_t from = b * WAL_BLOCK, n = MIN(e * WAL_BLOCK, len) - from;
+		if (!defer_write(rs, f, buf + from, n, off + from))
+			r = pwrite_full(f->fd, buf + from, n, (off_t)(off + from));
+		written += n;
+		b = e;
+	}
+	if (r == 0) {
+		atomic_fetch_add(&f->written, written);
+		atomic_fetch_add(&rs->bytes_written, written);
+	}
+	return r;
+}
+
 /*
  * One chunk into f; have: a delta's bytes in place (NULL: a fresh file, or a
- * delta's read came short: the whole chunk is written); loc: where the main
- * thread found it (NULL: the reader looks it up).
+ * delta's read came short: the whole chunk is written; or a patch chunk,
+ * which needs none); loc: where the main thread found it (NULL: the reader
+ * looks it up).
  */
 static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t idx, uint64_t off,
 			 size_t len, uint8_t *buf, const uint8_t *have, const ChunkLoc *loc)
@@ -554,6 +600,14 @@ static int restore_chunk(Restorer *rs, ChunkReader *reader, RFile *f, uint64_t i
 	const ChunkId *id = &f->ids[idx];
 	uint64_t written = len;
 	int r;
+	if (is_patch(f, idx)) {
+		if (chunk_id_is_hole(id))
+			memset(buf, 0, len);
+		else if ((r = loc ? chunk_reader_read_fast_at(reader, id, loc, len, buf)
+				  : chunk_reader_read_fast(reader, id, len, buf)) < 0)
+			return r;
+		return write_patch(rs, f, idx, buf, len, off);
+	}
 	if (have) {
 		r = chunk_in_place(rs, reader, f, idx, have, len);
 		if (r != 0)
@@ -687,7 +741,7 @@ static void *restore_worker(void *arg)
 			uint64_t off = idx * rs->chunk_size;
 			size_t len = (size_t)MIN(rs->chunk_size, t.file->size - off);
 			const uint8_t *in_place = NULL;
-			if (have) {
+			if (have && !is_patch(t.file, idx)) { /* a patch task is that chunk alone */
 				if (idx == t.idx || idx >= have_from + have_chunks) {
 					uint64_t n = MIN(have_chunks, t.idx + t.count - idx);
 					have_from = idx;
@@ -879,7 +933,8 @@ static void restore_windows(Restorer *rs, ChunkReader *reader, uint8_t *buf, uin
 			if (reader && !atomic_load(&rs->error)) {
 				/* delta: the bytes in place, as the local path reads them */
 				const uint8_t *in_place =
-					have && pread_full(ref->file->fd, have, len, (off_t)off) == (ssize_t)len
+					have && !is_patch(ref->file, ref->idx) &&
+							pread_full(ref->file->fd, have, len, (off_t)off) == (ssize_t)len
 						? have : NULL;
 				loc.offset = ref->offset;
 				loc.elen = ref->elen;
@@ -1300,10 +1355,76 @@ static int64_t record_same_ids(Restorer *rs, RFile *rf, const RestRecEntry *e, s
 	return (int64_t)same;
 }
 
-/* record_same_ids, counting the bytes it spares reading. */
-static int64_t record_same(Restorer *rs, RFile *rf, const RestRecEntry *e, size_t n_ids)
+/*
+ * Chunks holding a block PostgreSQL wrote since the record (changed: a bit
+ * per 8 KiB block, nblocks of them), or reaching past the in_place bytes
+ * the file holds now (truncated since), are not in place.
+ */
+static int64_t wal_unsame(const Restorer *rs, RFile *rf, size_t n_ids, const uint8_t *changed,
+			  uint64_t nblocks, uint64_t in_place, int64_t n)
+{
+	uint64_t per = rs->chunk_size / WAL_BLOCK;
+	if (per <= 64 && !(rf->patch = calloc(n_ids, sizeof(*rf->patch))))
+		return -ENOMEM;
+	for (size_t i = 0; n > 0 && i < n_ids; i++) {
+		/* a chunk reaching past the bytes in place (truncated since) is not all there */
+		uint64_t end = MIN((i + 1) * rs->chunk_size, rf->size), mask = 0;
+		if (!rf->same[i])
+			continue;
+		for (uint64_t b = i * per; end <= in_place && b < MIN((i + 1) * per, nblocks); b++)
+			if (changed[b / 8] & (1u << (b % 8)))
+				mask |= 1ull << (b - i * per);
+		if (end <= in_place && !mask)
+			continue;
+		rf->same[i] = false;
+		n--;
+		if (rf->patch && end <= in_place)
+			rf->patch[i] = mask; /* the record's and the snapshot's agree but for these */
+	}
+	return n;
+}
+
+/*
+ * Delta: a file the record knows (e) that has been written since (st: the
+ * same inode, another ctime, any size): the blocks PostgreSQL's WAL says it
+ * wrote, over both sizes (*ret, malloc'd). 1: not known, the file is read as
+ * any other.
+ */
+static int wal_changed(Restorer *rs, const RestRecEntry *e, const struct stat *st, const char *name,
+		       uint8_t **ret)
+{
+	const RestoreWal *w = rs->o->wal;
+	uint64_t nblocks = MAX(e->size, (uint64_t)st->st_size) / WAL_BLOCK;
+	if (!rs->wal_ready || !restrec_same_inode(e, st) || e->size % WAL_BLOCK ||
+	    st->st_size % WAL_BLOCK || !nblocks)
+		return 1;
+	uint8_t *changed = malloc((nblocks + 7) / 8);
+	if (!changed)
+		return -ENOMEM;
+	int r = w->file(w->ud, name, nblocks, changed);
+	if (r != 0) {
+		log_debug("delta: %s: read whole (PostgreSQL's WAL does not say which blocks changed)", name);
+		free(changed);
+		return r < 0 ? r : 1;
+	}
+	uint64_t n = 0;
+	for (uint64_t b = 0; b < nblocks; b++)
+		n += (changed[b / 8] >> (b % 8)) & 1;
+	log_debug("delta: %s: %llu of %llu blocks written since, by PostgreSQL's WAL", name,
+		  (unsigned long long)n, (unsigned long long)nblocks);
+	*ret = changed;
+	return 0;
+}
+
+/* record_same_ids (less what PostgreSQL wrote since), counting the bytes it spares reading. */
+static int64_t record_same(Restorer *rs, RFile *rf, const RestRecEntry *e, size_t n_ids,
+			   const uint8_t *changed, uint64_t nblocks, uint64_t in_place)
 {
 	int64_t n = record_same_ids(rs, rf, e, n_ids);
+	if (n > 0 && changed)
+		n = wal_unsame(rs, rf, n_ids, changed, nblocks, in_place, n);
+	if (n < 0)
+		return n;
 	for (size_t i = 0; n > 0 && i < n_ids; i++)
 		if (rf->same[i])
 			rs->res->bytes_known += MIN(rs->chunk_size, rf->size - i * rs->chunk_size);
@@ -1314,7 +1435,8 @@ static int64_t record_same(Restorer *rs, RFile *rf, const RestRecEntry *e, size_
 static uint32_t run_length(const Restorer *rs, const RFile *rf, size_t i, size_t n)
 {
 	uint32_t k = 1;
-	while (i + k < n && k < rs->batch && !skip_chunk(rs, rf, i + k))
+	while (i + k < n && k < rs->batch && !skip_chunk(rs, rf, i + k) && !is_patch(rf, i) &&
+	       !is_patch(rf, i + k))
 		k++;
 	return k;
 }
@@ -1343,7 +1465,7 @@ static uint64_t count_tasks(const Restorer *rs, const RFile *rf, size_t from, si
  * stopped on it) is read through it, and WILLNEED starts on the rest now.
  * So is every file of a remote restore, which reads a chunk at a time.
  */
-static void delta_read_plan(const Restorer *rs, RFile *rf, uint64_t size)
+static void delta_read_plan(const Restorer *rs, RFile *rf, uint64_t size, bool whole)
 {
 	uint64_t cached;
 	if (!rs->remote && size >= RESTORE_DIRECT_MIN && file_cached_bytes(rf->fd, &cached) == 0 &&
@@ -1354,7 +1476,8 @@ static void delta_read_plan(const Restorer *rs, RFile *rf, uint64_t size)
 			return;
 		rf->direct_fd = DIRECT_UNTRIED;
 	}
-	(void)posix_fadvise(rf->fd, 0, (off_t)size, POSIX_FADV_WILLNEED);
+	if (whole)
+		(void)posix_fadvise(rf->fd, 0, (off_t)size, POSIX_FADV_WILLNEED);
 }
 
 /*
@@ -1385,6 +1508,8 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 {
 	RFile *rf = calloc(1, sizeof(*rf));
 	const RestRecEntry *known = NULL; /* delta: unchanged since the last restore recorded it */
+	uint8_t *changed = NULL; /* delta: ...but for these blocks PostgreSQL wrote since */
+	uint64_t in_place = 0;   /* delta: the size of the file found there */
 	size_t n_ids = 0;
 	int r = 0;
 
@@ -1422,9 +1547,16 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 			goto fail;
 		}
 		/* taken: reached, so the record of this delta says what it is now, or nothing */
+		in_place = (uint64_t)st.st_size;
 		if (rs->prev && (known = restrec_take(rs->prev, record_name(rs, path))) &&
-		    !restrec_matches(known, &st))
-			known = NULL;
+		    !restrec_matches(known, &st)) {
+			r = wal_changed(rs, known, &st, record_name(rs, path), &changed);
+			if (r < 0)
+				goto fail;
+			if (r > 0)
+				known = NULL;
+			r = 0;
+		}
 		if ((uint64_t)st.st_size != f->size && ftruncate(rf->fd, (off_t)f->size) < 0) {
 			r = -errno;
 			goto fail;
@@ -1436,10 +1568,11 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 		 * the workers: a target not in the page cache (a cold start) keeps
 		 * the disk busy instead of waiting on one 1 MiB read at a time.
 		 * (Not a file the record vouches for: few of its chunks, if any,
-		 * are read.)
+		 * are read; those PostgreSQL's WAL answers for are read past the
+		 * cache too when it does not hold them, but not all ahead.)
 		 */
-		if (st.st_size > 0 && !known)
-			delta_read_plan(rs, rf, MIN((uint64_t)st.st_size, f->size));
+		if (st.st_size > 0 && (!known || changed))
+			delta_read_plan(rs, rf, MIN((uint64_t)st.st_size, f->size), !known);
 		rf->meta_same = (st.st_mode & 07777) == (f->mode & 07777) &&
 				(!rs->as_root || (st.st_uid == f->uid && st.st_gid == f->gid)) &&
 				(int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == f->mtime_ns;
@@ -1464,14 +1597,20 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	if (!rs->o->delta && rf->direct_fd >= 0) /* a delta's direct_fd reads: it has its blocks */
 		preallocate(rs, rf, n_ids);
 	if (known) {
-		int64_t same = n_ids > 0 ? record_same(rs, rf, known, n_ids) : 0;
+		/* changed: blocks of both sizes, in place up to in_place */
+		uint64_t nblocks = MAX(known->size, in_place) / WAL_BLOCK;
+		int64_t same = n_ids > 0 ? record_same(rs, rf, known, n_ids, changed, nblocks, in_place) : 0;
 		if (same < 0) {
 			r = (int)same;
 			goto fail;
 		}
-		if ((size_t)same == n_ids && known->size == f->size)
+		if (changed)
+			rs->res->n_wal++;
+		else if ((size_t)same == n_ids && known->size == f->size)
 			rs->res->n_known++;
 	}
+	free(changed);
+	changed = NULL;
 	if (rs->o->delta && n_ids > 0 && !(rf->same && count_tasks(rs, rf, 0, n_ids) == 0)) {
 		/* all of the file's at once: one lookup per chunk by each worker cost more than the hashing */
 		rf->fh = malloc(n_ids * sizeof(*rf->fh));
@@ -1514,6 +1653,7 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 	task_done(rs, rf);
 	return r < 0 ? r : 0;
 fail:
+	free(changed);
 	restorer_fail(rs, r, path, 0);
 	rfile_free(rf);
 	return r;
@@ -1617,12 +1757,38 @@ static void record_checkpoint(Restorer *rs)
 		(void)record_save(rs, false);
 }
 
+/*
+ * Delta, before anything is written: can PostgreSQL's WAL tell what it wrote
+ * since the last record (its LSN), while the target is still as it left it?
+ */
+static int wal_open(Restorer *rs)
+{
+	const RestoreWal *w = rs->o->wal;
+	char *why = rs->res->wal_note;
+	size_t why_len = sizeof(rs->res->wal_note);
+	int r;
+	if (!w || !rs->prev)
+		return 0;
+	if (rs->chunk_size % WAL_BLOCK) {
+		snprintf(why, why_len, "the chunk size is not a multiple of 8 KiB");
+		return 0;
+	}
+	r = w->open(w->ud, rs->target, restrec_lsn(rs->prev), restrec_written_ns(rs->prev), why, why_len);
+	rs->wal_ready = r == 0;
+	if (r == 0)
+		why[0] = 0;
+	return r < 0 ? r : 0;
+}
+
 /* A restore done (r: how): the record of what it finished, for the next delta. */
 static void record_end(Restorer *rs, int r)
 {
 	if (!rs->next || rs->record_failed ||
 	    (r < 0 && restrec_count(rs->next) == 0 && (!rs->prev || !restrec_count(rs->prev))))
 		return;
+	/* whole: its files are the snapshot's, changed from the snapshot's LSN on */
+	if (r == 0 && rs->o->wal)
+		restrec_set_lsn(rs->next, rs->o->wal->record_lsn(rs->o->wal->ud, rs->target));
 	rs->res->recorded = record_save(rs, r == 0) == 0 && r == 0;
 	restrec_prune(rs->o->record_dir);
 }
@@ -2020,6 +2186,8 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		r = mkdir_p(target, 0700);
 	if (r == 0)
 		record_begin(&rs);
+	if (r == 0 && o->delta)
+		r = wal_open(&rs);
 	if (r == 0 && o->delta)
 		r = delta_remove_control(&rs);
 	if (r == 0 && !rs.remote)

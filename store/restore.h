@@ -18,6 +18,30 @@ typedef struct RestoreMapping {
 	const char *from, *to;
 } RestoreMapping;
 
+/*
+ * What PostgreSQL changed in a delta's target since it was restored, from its
+ * WAL (tools give ingest/targetwal.c; store cannot read WAL). All three are
+ * called on the restore's main thread.
+ */
+typedef struct RestoreWal {
+	/*
+	 * Before anything is written: the target's changes since lsn (the last
+	 * restore record's; written_ns: when it was saved). 0: known (file may
+	 * be asked), 1: not known (it says why), -errno fails the restore.
+	 */
+	int (*open)(void *ud, const char *target, uint64_t lsn, int64_t written_ns, char *why,
+		    size_t why_len);
+	/*
+	 * For path (relative to the target) of nblocks 8 KiB blocks: 0 with
+	 * changed (nblocks bits) the blocks PostgreSQL may have written since;
+	 * 1: the whole file must be read.
+	 */
+	int (*file)(void *ud, const char *path, uint64_t nblocks, uint8_t *changed);
+	/* Once every file is written: the LSN this restore's record holds (0: none). */
+	uint64_t (*record_lsn)(void *ud, const char *target);
+	void *ud;
+} RestoreWal;
+
 typedef struct RestoreOptions {
 	int jobs; /* 0: number of CPUs */
 	Progress *progress;
@@ -41,6 +65,12 @@ typedef struct RestoreOptions {
 	 * resumed by --delta without reading them again. 0: every 60 s.
 	 */
 	int64_t record_every_ns;
+	/*
+	 * NULL: no LSN in the record, and a delta reads every file changed since
+	 * the record (by ctime) as before. Else a delta reads of a file PostgreSQL
+	 * wrote since (same inode and size) only the chunks its WAL names.
+	 */
+	const RestoreWal *wal;
 } RestoreOptions;
 
 typedef struct RestoreResult {
@@ -51,6 +81,8 @@ typedef struct RestoreResult {
 	uint64_t bytes_sha256;  /* delta: bytes in place checked by SHA-256 (chunks without an fh) */
 	uint64_t n_known;       /* delta: files the restore record showed in place, not read */
 	uint64_t bytes_known;   /* delta: bytes the record showed in place (in any file), not read */
+	uint64_t n_wal;         /* delta: files PostgreSQL wrote, read only where its WAL says */
+	char wal_note[256];     /* delta: why PostgreSQL's WAL was not asked, if it was not */
 	bool recorded;          /* a restore record was written for the target */
 	/* on failure: the file and offset that could not be restored, if any */
 	char failed_path[PATH_MAX];

@@ -12,7 +12,7 @@
 #include <time.h>
 
 #define RESTREC_MAGIC "PGBKRRC1"
-#define RESTREC_VERSION 1
+#define RESTREC_VERSION 2 /* 2: the LSN after the entries; 1 has none (0) */
 #define RESTREC_ID_LEN 32
 #define RESTREC_HEADER (8 + 4 + 4 + RESTREC_ID_LEN + 8 + 8 + 8 + 2) /* without the target */
 #define RESTREC_ENTRY_FIXED (2 + 6 * 8 + RESTREC_KEY_LEN) /* without the path */
@@ -25,6 +25,8 @@ struct RestoreRecord {
 	char repo_id[RESTREC_ID_LEN + 1];
 	char *target;
 	uint64_t chunk_size;
+	uint64_t lsn;       /* since when PostgreSQL's WAL says what changed in the files; 0: unknown */
+	int64_t written_ns; /* when it was saved (loaded records) */
 	RestRecEntry *e;
 	size_t n, cap;
 	bool sorted;
@@ -101,6 +103,26 @@ int restrec_add(RestoreRecord *r, const char *path, const struct stat *st, int64
 	int ret = restrec_push(r, &e);
 	pthread_mutex_unlock(&r->lock);
 	return ret;
+}
+
+void restrec_set_lsn(RestoreRecord *r, uint64_t lsn)
+{
+	r->lsn = lsn;
+}
+
+uint64_t restrec_lsn(const RestoreRecord *r)
+{
+	return r->lsn;
+}
+
+int64_t restrec_written_ns(const RestoreRecord *r)
+{
+	return r->written_ns;
+}
+
+bool restrec_same_inode(const RestRecEntry *e, const struct stat *st)
+{
+	return e->dev == (uint64_t)st->st_dev && e->ino == (uint64_t)st->st_ino;
 }
 
 bool restrec_matches(const RestRecEntry *e, const struct stat *st)
@@ -190,12 +212,15 @@ static uint8_t *serialize(const RestoreRecord *r, size_t upto, const RestoreReco
 {
 	const RestRecEntry *es[2] = {r->e, also ? also->e : NULL};
 	size_t ns[2] = {upto, also ? also->n : 0};
-	size_t tl = strlen(r->target), len = RESTREC_HEADER + tl + 4, n = 0;
+	size_t tl = strlen(r->target), len = RESTREC_HEADER + tl + 8 + 4, n = 0;
+	uint64_t lsn = r->lsn;
 	for (int src = 0; src < 2; src++)
 		for (size_t i = 0; i < ns[src]; i++)
 			if (kept(&es[src][i], src, now_ns)) {
 				len += RESTREC_ENTRY_FIXED + strlen(es[src][i].path);
 				n++;
+				if (src == 1) /* an older restore's file: its changes count from its LSN */
+					lsn = MIN(lsn, also->lsn);
 			}
 	uint8_t *buf = malloc(len), *p = buf;
 	if (!buf)
@@ -216,6 +241,8 @@ static uint8_t *serialize(const RestoreRecord *r, size_t upto, const RestoreReco
 		for (size_t i = 0; i < ns[src]; i++)
 			if (kept(&es[src][i], src, now_ns))
 				p = put_entry(p, &es[src][i]);
+	put_le64(p, lsn);
+	p += 8;
 	put_le32(p, crc32c(buf, (size_t)(p - buf)));
 	*ret_len = len;
 	return buf;
@@ -272,15 +299,18 @@ int restrec_load(const char *path, const char *repo_id, uint64_t chunk_size,
 		 RestoreRecord **ret)
 {
 	uint8_t *buf = NULL;
-	size_t len = 0, tl;
+	size_t len = 0, tl, tail;
+	uint32_t version;
 	RestoreRecord *r = NULL;
 	char id[RESTREC_ID_LEN + 1] = {0}, *target = NULL;
 	int e = file_read_regular(path, true, RESTREC_MAX_BYTES, &buf, &len);
 	if (e < 0)
 		return e;
-	if (len < RESTREC_HEADER + 4 || memcmp(buf, RESTREC_MAGIC, 8) != 0 ||
-	    get_le32(buf + len - 4) != crc32c(buf, len - 4) || get_le32(buf + 8) != RESTREC_VERSION ||
-	    (tl = get_le16(buf + RESTREC_HEADER - 2)) > len - 4 - RESTREC_HEADER) {
+	version = len >= RESTREC_HEADER + 4 ? get_le32(buf + 8) : 0;
+	tail = version == 1 ? 4 : 12; /* CRC; v2: the LSN before it */
+	if (len < RESTREC_HEADER + tail || memcmp(buf, RESTREC_MAGIC, 8) != 0 ||
+	    get_le32(buf + len - 4) != crc32c(buf, len - 4) || version < 1 || version > RESTREC_VERSION ||
+	    (tl = get_le16(buf + RESTREC_HEADER - 2)) > len - tail - RESTREC_HEADER) {
 		e = -EBADMSG;
 		goto out;
 	}
@@ -292,9 +322,11 @@ int restrec_load(const char *path, const char *repo_id, uint64_t chunk_size,
 	target = strndup((const char *)buf + RESTREC_HEADER, tl);
 	e = target ? restrec_new(repo_id, chunk_size, target, &r) : -ENOMEM;
 	if (e == 0)
-		e = parse_entries(r, buf, RESTREC_HEADER + tl, len - 4,
+		e = parse_entries(r, buf, RESTREC_HEADER + tl, len - tail,
 				  get_le64(buf + RESTREC_HEADER - 10));
 	if (e == 0) {
+		r->lsn = version >= 2 ? get_le64(buf + len - 12) : 0;
+		r->written_ns = (int64_t)get_le64(buf + RESTREC_HEADER - 18);
 		*ret = r;
 		r = NULL;
 	}

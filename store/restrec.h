@@ -17,8 +17,16 @@
  * the cache directory, named by the target directory's device and inode.
  * Little-endian: "PGBKRRC1" | u32 version | u32 0 | repository id (32
  * chars) | u64 chunk size | i64 written at (ns) | u64 entries | u16 target
- * length | target (its absolute path) | entries | CRC-32C of all before it. Entry: u16 path length | path | u64 dev | u64 ino
+ * length | target (its absolute path) | entries | u64 LSN (version 2) |
+ * CRC-32C of all before it. Entry: u16 path length | path | u64 dev | u64 ino
  * | u64 size | i64 mtime_ns | i64 ctime_ns | i64 content | 16-byte key.
+ * Version 1 (no LSN) still loads, with LSN 0.
+ *
+ * The LSN is where the recorded files' PostgreSQL changes start (the
+ * snapshot's redo point): a file PostgreSQL has written since (same device
+ * and inode, another ctime) holds the recorded content except the blocks
+ * its WAL names from there on (ingest/targetwal.h). An entry carried over
+ * from an older record brings its older LSN: the record keeps the lowest.
  */
 #pragma once
 
@@ -73,6 +81,14 @@ int restrec_save(RestoreRecord *r, const char *path, size_t upto, const RestoreR
 const RestRecEntry *restrec_find(RestoreRecord *r, const char *path);
 /* restrec_find, and the entry is marked taken (a restore reached its file). */
 RestRecEntry *restrec_take(RestoreRecord *r, const char *path);
+
+/* The LSN of the record (0: unknown), set before it is saved; when a loaded one was saved. */
+void restrec_set_lsn(RestoreRecord *r, uint64_t lsn);
+uint64_t restrec_lsn(const RestoreRecord *r);
+int64_t restrec_written_ns(const RestoreRecord *r);
+
+/* Whether st is the file e recorded, written since or not (see the LSN). */
+bool restrec_same_inode(const RestRecEntry *e, const struct stat *st);
 
 /* Whether st (an fstat of the file at e's path) is still the file e recorded. */
 bool restrec_matches(const RestRecEntry *e, const struct stat *st);

@@ -1,6 +1,7 @@
 /* pgbakfs restore ID TARGET. */
 #include "common/progress.h"
 #include "common/util.h"
+#include "ingest/targetwal.h"
 #include "store/restore.h"
 #include "tools/cli.h"
 #include "tools/opts.h"
@@ -11,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_TS_MAP = 0x100, OPT_DELTA };
+enum { OPT_TS_MAP = 0x100, OPT_DELTA, OPT_NO_WAL_SUMMARIES };
 
 /* A live postmaster.pid in dir: the pid of the PostgreSQL running there, else 0. */
 static long running_postmaster(const char *dir)
@@ -115,9 +116,39 @@ static void strip_slashes(char *p)
 		p[--n] = 0;
 }
 
+/* What a delta asks PostgreSQL's WAL about its target (ingest/targetwal.h). */
+typedef struct WalAsk {
+	TargetWal *tw;
+	bool off; /* --no-wal-summaries */
+} WalAsk;
+
+static int wal_ask_open(void *ud, const char *target, uint64_t lsn, int64_t written_ns, char *why,
+			size_t why_len)
+{
+	WalAsk *a = ud;
+	if (a->off) {
+		snprintf(why, why_len, "not asked (--no-wal-summaries)");
+		return 1;
+	}
+	int r = targetwal_open(target, lsn, written_ns, &a->tw, why, why_len);
+	return r < 0 ? r : a->tw ? 0 : 1;
+}
+
+static int wal_ask_file(void *ud, const char *path, uint64_t nblocks, uint8_t *changed)
+{
+	return targetwal_file(((WalAsk *)ud)->tw, path, nblocks, changed);
+}
+
+static uint64_t wal_ask_lsn(void *ud _unused_, const char *target)
+{
+	return targetwal_since(target);
+}
+
 typedef struct RestoreArgs {
 	CliArgs a;
 	RestoreOptions o;
+	WalAsk ask;
+	RestoreWal wal;
 	RestoreMapping maps[MAX_MAPS];
 	int64_t t0; /* when the command started */
 } RestoreArgs;
@@ -129,6 +160,7 @@ static int restore_option(int c, char *arg, void *opts)
 
 	switch (c) {
 	case OPT_DELTA: x->o.delta = true; break;
+	case OPT_NO_WAL_SUMMARIES: x->ask.off = true; break;
 	case OPT_TS_MAP:
 		eq = strchr(arg, '=');
 		if (!eq || eq == arg || !eq[1] || arg[0] != '/' || eq[1] != '/' || x->o.n_maps == MAX_MAPS)
@@ -145,6 +177,7 @@ static int restore_option(int c, char *arg, void *opts)
 static const struct option restore_options[] = {
 	{"tablespace-map", required_argument, NULL, OPT_TS_MAP},
 	{"delta", no_argument, NULL, OPT_DELTA},
+	{"no-wal-summaries", no_argument, NULL, OPT_NO_WAL_SUMMARIES},
 	{0}};
 
 static const CliCommand restore_command = {
@@ -155,7 +188,7 @@ static const CliCommand restore_command = {
 	.n_args = 2,
 	.missing = "expected ID and TARGET",
 	.help = "Usage: pgbakfs restore ID TARGET [--repo PATH] [-j N] [--[no-]progress]\n"
-		"                       [--delta] [--tablespace-map OLD=NEW]...\n"
+		"                       [--delta [--no-wal-summaries]] [--tablespace-map OLD=NEW]...\n"
 		"                       [--target-time T | --target-lsn L | --target-xid X |\n"
 		"                        --target-name N] [--target-action ACTION]\n\n"
 		"Restore snapshot ID (or \"latest\") into TARGET, a missing or empty\n"
@@ -170,7 +203,13 @@ static const CliCommand restore_command = {
 		"                    to a directory is kept (the WAL goes into its target);\n"
 		"                    files no one changed since a restore into TARGET (same\n"
 		"                    inode, size, mtime and ctime, recorded under the cache\n"
-		"                    directory) are not read again\n"
+		"                    directory) are not read again; of those PostgreSQL 17+\n"
+		"                    wrote since (summarize_wal = on, data checksums or\n"
+		"                    wal_log_hints, shut down cleanly) only the chunks whose\n"
+		"                    blocks its WAL summaries name are read\n"
+		"  --no-wal-summaries  with --delta: read every file written since the last\n"
+		"                    restore, whatever PostgreSQL's WAL says (a file changed\n"
+		"                    outside PostgreSQL)\n"
 		RECOVERY_USAGE,
 };
 
@@ -250,6 +289,11 @@ static void restore_print(const SnapshotInfo *s, const RestoreResult *res, const
 		       res->bytes_sha256 ? format_bytes(res->bytes_sha256, h, sizeof(h)) : "",
 		       res->bytes_sha256 ? " checked by SHA-256: chunks stored without a fast hash)"
 					 : "");
+	if (delta && res->n_wal)
+		printf("delta: %llu file(s) PostgreSQL wrote since the last restore read only where "
+		       "its WAL summaries say\n", (unsigned long long)res->n_wal);
+	if (delta && res->wal_note[0])
+		printf("delta: PostgreSQL's WAL summaries not used: %s\n", res->wal_note);
 }
 
 /* Every chunk read, verified and written into target, with progress: an exit code. */
@@ -263,7 +307,11 @@ static int restore_run(Repo *repo, const SnapshotInfo *s, RestoreArgs *x, const 
 	x->o.progress = progress;
 	x->o.maps = x->maps;
 	x->o.jobs = x->a.jobs;
+	x->wal = (RestoreWal){.open = wal_ask_open, .file = wal_ask_file, .record_lsn = wal_ask_lsn,
+			      .ud = &x->ask};
+	x->o.wal = &x->wal;
 	r = restore_snapshot(repo, s, target, &x->o, &res);
+	x->ask.tw = targetwal_free(x->ask.tw);
 	progress_free(progress);
 	if (r < 0) {
 		restore_error(r, s, &res, target);
@@ -284,6 +332,8 @@ int cmd_restore(int argc, char **argv)
 
 	if (rc != CLI_CONTINUE)
 		return rc;
+	if (x.ask.off && !x.o.delta)
+		return cli_usage("restore", "--no-wal-summaries is an option of --delta");
 	const char *id = x.a.args[0], *target = x.a.args[1];
 	/* a target without a running server, empty unless --delta */
 	if ((rc = recovery_check("restore", &x.a.target)) != EXIT_OK ||

@@ -2,9 +2,13 @@
  * store/restrec.c: a record reads back as written; a damaged, truncated or
  * foreign one is refused; an entry matches only the file as it was; saving
  * waits out a coarse clock's tick and leaves out entries from the future;
- * pruning removes the records of directories that are gone.
+ * pruning removes the records of directories that are gone. The LSN and the
+ * time of writing read back, version 1 records (no LSN) still load, entries
+ * carried from an older record bring its lower LSN, and an entry knows its
+ * file's inode after the file is rewritten in place.
  */
 #include "tests/unit/test.h"
+#include "common/crc32c.h"
 #include "common/util.h"
 #include "store/restrec.h"
 
@@ -155,6 +159,234 @@ static void test_future(const char *dir)
 	restrec_free(back);
 }
 
+/* A regular file at dir/name holding len bytes; st: its fstat after the write. */
+static bool make_file(const char *dir, const char *name, size_t len, struct stat *st)
+{
+	char path[PATH_MAX];
+	uint8_t buf[256];
+	test_random(buf, sizeof(buf));
+	test_fmt(path, sizeof(path), "%s/%s", dir, name);
+	int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+	bool ok = fd >= 0 && len <= sizeof(buf) && write(fd, buf, len) == (ssize_t)len &&
+		  fstat(fd, st) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/* The version 1 form of the version 2 record at path: no LSN, version field 1. */
+static bool downgrade_v1(const char *path, const char *v1)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	bool ok = file_read_regular(path, true, 1 << 20, &buf, &len) == 0 && len > 12 &&
+		  get_le32(buf + 8) == 2;
+	if (ok) {
+		put_le32(buf + 8, 1);
+		put_le32(buf + len - 12, crc32c(buf, len - 12));
+		ok = file_write_atomic(v1, buf, len - 8, 0600) == 0;
+	}
+	free(buf);
+	return ok;
+}
+
+/* path's bytes with the u32 version at offset 8 set to version, its CRC redone. */
+static bool set_version(const char *path, const char *out, uint32_t version)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	bool ok = file_read_regular(path, true, 1 << 20, &buf, &len) == 0 && len > 12;
+	if (ok) {
+		put_le32(buf + 8, version);
+		put_le32(buf + len - 4, crc32c(buf, len - 4));
+		ok = file_write_atomic(out, buf, len, 0600) == 0;
+	}
+	free(buf);
+	return ok;
+}
+
+/* The LSN and the time of writing read back; a version 1 record loads with LSN 0. */
+static void test_lsn(const char *dir)
+{
+	char path[PATH_MAX], v1[PATH_MAX], other[PATH_MAX];
+	uint8_t key[RESTREC_KEY_LEN], *buf = NULL;
+	size_t len = 0;
+	RestoreRecord *r = NULL, *back = NULL;
+	struct stat st;
+	const uint64_t lsn = 0x123456789ABCULL;
+
+	test_random(key, sizeof(key));
+	CHECK(make_file(dir, "lsn_f", 5, &st));
+	test_fmt(path, sizeof(path), "%s/lsn.rec", dir);
+	test_fmt(v1, sizeof(v1), "%s/lsn.v1", dir);
+	test_fmt(other, sizeof(other), "%s/lsn.other", dir);
+	CHECK_EQ_INT(restrec_new(ID, CS, dir, &r), 0);
+	if (!r)
+		return;
+	CHECK_EQ_INT(restrec_lsn(r), 0); /* unknown until set */
+	restrec_set_lsn(r, lsn);
+	CHECK_EQ_INT(restrec_lsn(r), lsn);
+	CHECK_EQ_INT(restrec_add(r, "base/5/16384", &st, 42, key), 0);
+	CHECK_EQ_INT(restrec_save(r, path, SIZE_MAX, NULL), 0);
+	int64_t saved = now_ns();
+	r = restrec_free(r);
+
+	/* the format: version 2, the LSN right before the CRC */
+	CHECK_EQ_INT(file_read_regular(path, true, 1 << 20, &buf, &len), 0);
+	if (buf && len > 12) {
+		CHECK_EQ_INT(get_le32(buf + 8), 2);
+		CHECK(get_le64(buf + len - 12) == lsn);
+	}
+	free(buf);
+	if (CHECK_EQ_INT(restrec_load(path, ID, CS, &back), 0)) {
+		CHECK(restrec_lsn(back) == lsn);
+		int64_t w = restrec_written_ns(back);
+		CHECK(w <= saved && saved - w < 5 * 1000000000LL);
+	}
+	int64_t written = back ? restrec_written_ns(back) : 0;
+	back = restrec_free(back);
+
+	/* version 1: no LSN, the entries end right before the CRC */
+	CHECK(downgrade_v1(path, v1));
+	if (CHECK_EQ_INT(restrec_load(v1, ID, CS, &back), 0)) {
+		CHECK_EQ_INT(restrec_lsn(back), 0);
+		CHECK_EQ_INT(restrec_written_ns(back), written);
+		CHECK_EQ_INT(restrec_count(back), 1);
+		const RestRecEntry *e = restrec_find(back, "base/5/16384");
+		CHECK(e && e->content == 42 && !memcmp(e->key, key, sizeof(key)) &&
+		      restrec_matches(e, &st));
+	}
+	back = restrec_free(back);
+	/* a version that does not fit its layout, or is unknown, is damage */
+	CHECK(set_version(path, other, 1)); /* version 1 with an LSN */
+	CHECK_EQ_INT(restrec_load(other, ID, CS, &back), -EBADMSG);
+	CHECK(set_version(v1, other, 2)); /* version 2 without one */
+	CHECK_EQ_INT(restrec_load(other, ID, CS, &back), -EBADMSG);
+	CHECK(set_version(path, other, 3));
+	CHECK_EQ_INT(restrec_load(other, ID, CS, &back), -EBADMSG);
+	CHECK(set_version(path, other, 0));
+	CHECK_EQ_INT(restrec_load(other, ID, CS, &back), -EBADMSG);
+	CHECK(back == NULL);
+	unlink(path);
+	unlink(v1);
+	unlink(other);
+}
+
+/* Save r to path with also and load it back: its LSN and entries, or -1 when it cannot. */
+static int64_t saved_lsn(RestoreRecord *r, const char *path, const RestoreRecord *also,
+			 size_t *ret_n)
+{
+	RestoreRecord *back = NULL;
+	int64_t lsn = -1;
+	*ret_n = 0;
+	if (restrec_save(r, path, SIZE_MAX, also) == 0 && restrec_load(path, ID, CS, &back) == 0) {
+		lsn = (int64_t)restrec_lsn(back);
+		*ret_n = restrec_count(back);
+	}
+	restrec_free(back);
+	return lsn;
+}
+
+/* An entry carried from an older record brings its LSN when it is lower. */
+static void test_carried_lsn(const char *dir)
+{
+	char pa[PATH_MAX], pb[PATH_MAX];
+	uint8_t key[RESTREC_KEY_LEN] = {0};
+	RestoreRecord *a = NULL, *old = NULL, *b = NULL, *back = NULL;
+	struct stat sx = {0}, sy = {0};
+	size_t n = 0;
+
+	test_fmt(pa, sizeof(pa), "%s/carry_a.rec", dir);
+	test_fmt(pb, sizeof(pb), "%s/carry_b.rec", dir);
+	sx.st_ctim.tv_sec = sy.st_ctim.tv_sec = time(NULL) - 3600; /* not racy: no wait */
+	sx.st_ino = 1001;
+	sy.st_ino = 1002;
+	CHECK_EQ_INT(restrec_new(ID, CS, dir, &a), 0);
+	CHECK_EQ_INT(restrec_new(ID, CS, dir, &b), 0);
+	if (!a || !b)
+		goto out;
+	restrec_set_lsn(a, 100);
+	CHECK_EQ_INT(restrec_add(a, "x", &sx, 1, key), 0);
+	CHECK_EQ_INT(restrec_add(a, "y", &sy, 2, key), 0);
+	CHECK_EQ_INT(restrec_save(a, pa, SIZE_MAX, NULL), 0);
+	if (!CHECK_EQ_INT(restrec_load(pa, ID, CS, &old), 0))
+		goto out;
+	CHECK_EQ_INT(restrec_lsn(old), 100);
+	restrec_set_lsn(b, 500);
+	CHECK_EQ_INT(restrec_add(b, "x", &sx, 11, key), 0);
+	CHECK(restrec_take(old, "x") != NULL); /* this restore reached x */
+
+	/* y is carried: the record's changes count from A's LSN */
+	CHECK_EQ_INT(restrec_save(b, pb, SIZE_MAX, old), 0);
+	if (CHECK_EQ_INT(restrec_load(pb, ID, CS, &back), 0)) {
+		CHECK_EQ_INT(restrec_lsn(back), 100);
+		CHECK_EQ_INT(restrec_count(back), 2);
+		const RestRecEntry *x = restrec_find(back, "x"), *y = restrec_find(back, "y");
+		CHECK(x && x->content == 11);
+		CHECK(y && y->content == 2 && y->ino == 1002);
+	}
+	back = restrec_free(back);
+	/* nothing carried: its own */
+	CHECK_EQ_INT(saved_lsn(b, pb, NULL, &n), 500);
+	CHECK_EQ_INT(n, 1);
+	CHECK(restrec_take(old, "y") != NULL);
+	CHECK_EQ_INT(saved_lsn(b, pb, old, &n), 500);
+	CHECK_EQ_INT(n, 1);
+	/* the lower of both, whichever it is */
+	old = restrec_free(old);
+	if (!CHECK_EQ_INT(restrec_load(pa, ID, CS, &old), 0))
+		goto out;
+	CHECK(restrec_take(old, "x") != NULL);
+	restrec_set_lsn(b, 50);
+	CHECK_EQ_INT(saved_lsn(b, pb, old, &n), 50);
+	CHECK_EQ_INT(n, 2);
+out:
+	restrec_free(back);
+	restrec_free(old);
+	restrec_free(a);
+	restrec_free(b);
+	unlink(pa);
+	unlink(pb);
+}
+
+/* Same inode: the recorded file rewritten in place, not another file nor a replacement. */
+static void test_same_inode(const char *dir)
+{
+	char path[PATH_MAX], file[PATH_MAX];
+	uint8_t key[RESTREC_KEY_LEN] = {0}, bytes[100];
+	RestoreRecord *r = NULL, *back = NULL;
+	struct stat st, st2, other;
+
+	CHECK(make_file(dir, "inode_f", 10, &st));
+	CHECK(make_file(dir, "inode_g", 10, &other));
+	test_fmt(path, sizeof(path), "%s/inode.rec", dir);
+	test_fmt(file, sizeof(file), "%s/inode_f", dir);
+	CHECK_EQ_INT(restrec_new(ID, CS, dir, &r), 0);
+	if (!r)
+		return;
+	CHECK_EQ_INT(restrec_add(r, "inode_f", &st, 3, key), 0);
+	CHECK_EQ_INT(restrec_save(r, path, SIZE_MAX, NULL), 0);
+	restrec_free(r);
+	if (!CHECK_EQ_INT(restrec_load(path, ID, CS, &back), 0))
+		return;
+	const RestRecEntry *e = restrec_find(back, "inode_f");
+	if (CHECK(e != NULL)) {
+		CHECK(restrec_same_inode(e, &st) && restrec_matches(e, &st));
+		/* other bytes, another size, the same inode (as PostgreSQL writes) */
+		CHECK(make_file(dir, "inode_f", 77, &st2));
+		CHECK(st2.st_ino == st.st_ino && st2.st_size == 77);
+		CHECK(restrec_same_inode(e, &st2));
+		CHECK(!restrec_matches(e, &st2));
+		CHECK(!restrec_same_inode(e, &other));
+		/* replaced by a rename: another inode */
+		test_random(bytes, sizeof(bytes));
+		CHECK_EQ_INT(file_write_atomic(file, bytes, sizeof(bytes), 0600), 0);
+		CHECK(stat(file, &st2) == 0 && !restrec_same_inode(e, &st2));
+	}
+	restrec_free(back);
+	unlink(path);
+}
+
 static void test_prune(const char *dir)
 {
 	char recs[PATH_MAX], gone[PATH_MAX], kept[PATH_MAX], p1[PATH_MAX], p2[PATH_MAX];
@@ -192,6 +424,9 @@ int main(void)
 	test_roundtrip(dir);
 	test_future(dir);
 	test_prune(dir);
+	test_lsn(dir);
+	test_carried_lsn(dir);
+	test_same_inode(dir);
 	rm_rf(dir);
 	return test_finish();
 }
