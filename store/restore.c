@@ -576,8 +576,7 @@ static int write_patch(Restorer *rs, RFile *f, uint64_t idx, const uint8_t *buf,
 			continue;
 		}
 		size_t from = b * WAL_BLOCK, n = MIN(e * WAL_BLOCK, len) - from;
-		if (!defer_write(rs, f, buf + from, n, off + from))
-			r = pwrite_full(f->fd, buf + from, n, (off_t)(off + from));
+		r = pwrite_full(f->fd, buf + from, n, (off_t)(off + from));
 		written += n;
 		b = e;
 	}
@@ -1416,6 +1415,23 @@ static int wal_changed(Restorer *rs, const RestRecEntry *e, const struct stat *s
 	return 0;
 }
 
+/*
+ * Delta, a file PostgreSQL's WAL answered for: its patches are only written,
+ * through the cache (syncfs merges them); when an eighth or more of its
+ * chunks must be read in place (the record and the snapshot disagree on
+ * them), they are read as a file the record does not know (delta_read_plan).
+ */
+static void delta_read_plan(const Restorer *rs, RFile *rf, uint64_t size, bool whole);
+static void wal_read_plan(Restorer *rs, RFile *rf, size_t n_ids, uint64_t in_place)
+{
+	size_t n_read = 0;
+	for (size_t i = 0; i < n_ids; i++)
+		n_read += !rf->same[i] && !is_patch(rf, i);
+	if (in_place > 0 && n_read > 0 && n_read >= n_ids / 8)
+		delta_read_plan(rs, rf, MIN(in_place, rf->size), false);
+	rs->res->n_wal++;
+}
+
 /* record_same_ids (less what PostgreSQL wrote since), counting the bytes it spares reading. */
 static int64_t record_same(Restorer *rs, RFile *rf, const RestRecEntry *e, size_t n_ids,
 			   const uint8_t *changed, uint64_t nblocks, uint64_t in_place)
@@ -1568,11 +1584,10 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 		 * the workers: a target not in the page cache (a cold start) keeps
 		 * the disk busy instead of waiting on one 1 MiB read at a time.
 		 * (Not a file the record vouches for: few of its chunks, if any,
-		 * are read; those PostgreSQL's WAL answers for are read past the
-		 * cache too when it does not hold them, but not all ahead.)
+		 * are read; one PostgreSQL's WAL answers for, below.)
 		 */
-		if (st.st_size > 0 && (!known || changed))
-			delta_read_plan(rs, rf, MIN((uint64_t)st.st_size, f->size), !known);
+		if (st.st_size > 0 && !known)
+			delta_read_plan(rs, rf, MIN((uint64_t)st.st_size, f->size), true);
 		rf->meta_same = (st.st_mode & 07777) == (f->mode & 07777) &&
 				(!rs->as_root || (st.st_uid == f->uid && st.st_gid == f->gid)) &&
 				(int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == f->mtime_ns;
@@ -1605,7 +1620,7 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 			goto fail;
 		}
 		if (changed)
-			rs->res->n_wal++;
+			wal_read_plan(rs, rf, n_ids, in_place);
 		else if ((size_t)same == n_ids && known->size == f->size)
 			rs->res->n_known++;
 	}

@@ -12,7 +12,7 @@
 . "$(dirname "$0")/pg.sh"
 export XDG_CACHE_HOME=$T/cache
 PORT=54480
-R=$T/repo
+R=$T/repo # the repository of the cluster at hand
 CONN="host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
 UPDATE_1PCT="WITH t AS (SELECT (SELECT min(a.ctid) FROM pgbench_accounts a
 	WHERE a.ctid >= format('(%s,0)', p)::tid AND a.ctid < format('(%s,0)', p + 1)::tid) AS c
@@ -74,18 +74,23 @@ identical() {
 	same_tree "$fresh" "$2"
 }
 
+# new_cluster DIR SCALE [SETTING...]: a cluster summarizing its WAL, left running, in
+# a repository $R of its own; ACC: pgbench_accounts' file
+new_cluster() {
+	local dir=$1 scale=$2
+	shift 2
+	pgbakfs init --repo "$R" >/dev/null
+	pg_init "$dir" $PORT
+	printf '%s\n' "summarize_wal = on" "autovacuum = off" "$@" >>"$dir/postgresql.conf"
+	pg_start "$dir"
+	as_pg "$PGCLI/pgbench" -h 127.0.0.1 -p $PORT -U postgres -i -s "$scale" -q postgres >/dev/null 2>&1
+	pg_sql $PORT "create table grow (id int, v text); create table shrink as select g as id, md5(g::text) as v from generate_series(1, 20000) g"
+	ACC=$(pg_sql $PORT "select pg_relation_filepath('pgbench_accounts')")
+	pg_sql $PORT "checkpoint"
+}
+
 pg_use_major 17
-pgbakfs init --repo "$R" >/dev/null
-pg_init "$T/src" $PORT
-cat >>"$T/src/postgresql.conf" <<CONF
-summarize_wal = on
-autovacuum = off
-CONF
-pg_start "$T/src"
-as_pg "$PGCLI/pgbench" -h 127.0.0.1 -p $PORT -U postgres -i -s 2 -q postgres >/dev/null 2>&1
-pg_sql $PORT "create table grow (id int, v text); create table shrink as select g as id, md5(g::text) as v from generate_series(1, 20000) g"
-ACC=$(pg_sql $PORT "select pg_relation_filepath('pgbench_accounts')")
-pg_sql $PORT "checkpoint"
+new_cluster "$T/src" 2
 pgbakfs backup -d "$CONN" --repo "$R" --no-progress >/dev/null
 LIVE=$(snap_json latest "$R" 'd["id"]')
 pg_stop "$T/src"
@@ -157,17 +162,7 @@ ok "identical after the switch" identical "$D" "$T/p"
 # PostgreSQL 18, without data checksums: wal_log_hints does, then turned off it does not
 pg_use_major 18
 R=$T/repo18
-pgbakfs init --repo "$R" >/dev/null
-PG_CHECKSUMS=off pg_init "$T/src18" $PORT
-cat >>"$T/src18/postgresql.conf" <<CONF
-summarize_wal = on
-autovacuum = off
-wal_log_hints = on
-CONF
-pg_start "$T/src18"
-as_pg "$PGCLI/pgbench" -h 127.0.0.1 -p $PORT -U postgres -i -s 1 -q postgres >/dev/null 2>&1
-pg_sql $PORT "create table grow (id int, v text); create table shrink as select g as id, md5(g::text) as v from generate_series(1, 20000) g"
-ACC=$(pg_sql $PORT "select pg_relation_filepath('pgbench_accounts')")
+PG_CHECKSUMS=off new_cluster "$T/src18" 1 "wal_log_hints = on"
 pg_stop "$T/src18"
 pgbakfs backup --from-dir "$T/src18" --repo "$R" --no-progress >/dev/null
 D18=$(snap_json latest "$R" 'd["id"]')
