@@ -441,6 +441,35 @@ static int unlogged_scan(TargetWal *t, const char *dir, uint32_t spc, uint32_t d
 	return 0;
 }
 
+/* Those of tablespace spc: pg_tblspc/SPC/PG_.../DB. */
+static int unlogged_tblspc(TargetWal *t, const char *pgdata, unsigned spc, size_t *cap)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/pg_tblspc/%u", pgdata, spc);
+	DIR *v = opendir(path);
+	struct dirent *ve, *de;
+	int r = 0;
+	while (r == 0 && v && (ve = readdir(v))) {
+		if (strncmp(ve->d_name, "PG_", 3))
+			continue;
+		snprintf(path, sizeof(path), "%s/pg_tblspc/%u/%s", pgdata, spc, ve->d_name);
+		DIR *d = opendir(path);
+		while (r == 0 && d && (de = readdir(d))) {
+			unsigned db;
+			char extra, dbpath[PATH_MAX + 16];
+			if (sscanf(de->d_name, "%u%c", &db, &extra) != 1)
+				continue;
+			snprintf(dbpath, sizeof(dbpath), "%s/%u", path, db);
+			r = unlogged_scan(t, dbpath, spc, db, cap);
+		}
+		if (d)
+			closedir(d);
+	}
+	if (v)
+		closedir(v);
+	return r;
+}
+
 static int unlogged_find(TargetWal *t, const char *pgdata)
 {
 	char path[PATH_MAX];
@@ -457,6 +486,16 @@ static int unlogged_find(TargetWal *t, const char *pgdata)
 			continue;
 		snprintf(path, sizeof(path), "%s/base/%u", pgdata, db);
 		r = unlogged_scan(t, path, SPC_DEFAULT, db, &cap);
+	}
+	if (d)
+		closedir(d);
+	snprintf(path, sizeof(path), "%s/pg_tblspc", pgdata);
+	d = r == 0 ? opendir(path) : NULL;
+	while (r == 0 && d && (de = readdir(d))) {
+		unsigned spc;
+		char extra;
+		if (sscanf(de->d_name, "%u%c", &spc, &extra) == 1)
+			r = unlogged_tblspc(t, pgdata, spc, &cap);
 	}
 	if (d)
 		closedir(d);
@@ -568,15 +607,23 @@ TargetWal *targetwal_free(TargetWal *t)
 	return NULL;
 }
 
-/* "base/DB/REL[.SEG]" or "global/REL[.SEG]" (a main fork): 0, else 1. */
+/*
+ * "base/DB/REL[.SEG]", "global/REL[.SEG]" or "pg_tblspc/SPC/PG_.../DB/REL[.SEG]"
+ * (a main fork): 0, else 1.
+ */
 static int relpath_parse(const char *path, RelKey *k, uint32_t *segno)
 {
-	unsigned db = 0, rel, seg = 0;
+	unsigned db = 0, rel, seg = 0, spc;
 	int n = -1;
-	const char *file;
+	const char *file, *ver;
 	if (!strncmp(path, "base/", 5) && sscanf(path + 5, "%u/%n", &db, &n) == 1 && n > 0) {
 		k->spc = SPC_DEFAULT;
 		file = path + 5 + n;
+	} else if (!strncmp(path, "pg_tblspc/", 10) && sscanf(path + 10, "%u/%n", &spc, &n) == 1 &&
+		   n > 0 && !strncmp(ver = path + 10 + n, "PG_", 3) && (ver = strchr(ver, '/')) &&
+		   (n = -1, sscanf(ver + 1, "%u/%n", &db, &n) == 1) && n > 0) {
+		k->spc = spc;
+		file = ver + 1 + n;
 	} else if (!strncmp(path, "global/", 7)) {
 		k->spc = SPC_GLOBAL;
 		file = path + 7;

@@ -36,9 +36,9 @@ TargetWal *targetwal_free(TargetWal *t); /* accepts and returns NULL */
  * For the file at path (relative to pgdata) of nblocks 8 KiB blocks: 0 with
  * changed (nblocks bits, LSB first) holding the blocks PostgreSQL may have
  * written since; 1 when the whole file must be read (not a relation main
- * fork under base/ or global/, an unlogged relation, a relation created,
- * dropped or truncated meanwhile, a database recreated); -EINVAL for bad
- * arguments. Thread-safe.
+ * fork under base/, global/ or pg_tblspc/SPC/PG_.../, an unlogged
+ * relation, a relation created, dropped or truncated meanwhile, a database
+ * recreated); -EINVAL for bad arguments. Thread-safe.
  */
 int targetwal_file(const TargetWal *t, const char *path, uint64_t nblocks, uint8_t *changed);
 

@@ -1383,16 +1383,32 @@ static int64_t wal_unsame(const Restorer *rs, RFile *rf, size_t n_ids, const uin
 	return n;
 }
 
+/* What PostgreSQL's WAL is asked about path as: under the target, or a tablespace's pg_tblspc/OID/... */
+static const char *wal_name(const Restorer *rs, const char *path, char *buf, size_t len)
+{
+	const char *name = record_name(rs, path);
+	for (size_t i = 0; name[0] == '/' && i < rs->n_links; i++) {
+		size_t n = strlen(rs->link_targets[i]);
+		if (!strncmp(path, rs->link_targets[i], n) && path[n] == '/') {
+			snprintf(buf, len, "%s/%s", rs->link_paths[i], path + n + 1);
+			return buf;
+		}
+	}
+	return name;
+}
+
 /*
  * Delta: a file the record knows (e) that has been written since (st: the
  * same inode, another ctime, any size): the blocks PostgreSQL's WAL says it
  * wrote, over both sizes (*ret, malloc'd). 1: not known, the file is read as
  * any other.
  */
-static int wal_changed(Restorer *rs, const RestRecEntry *e, const struct stat *st, const char *name,
+static int wal_changed(Restorer *rs, const RestRecEntry *e, const struct stat *st, const char *path,
 		       uint8_t **ret)
 {
 	const RestoreWal *w = rs->o->wal;
+	char buf[PATH_MAX];
+	const char *name = wal_name(rs, path, buf, sizeof(buf));
 	uint64_t nblocks = MAX(e->size, (uint64_t)st->st_size) / WAL_BLOCK;
 	if (!rs->wal_ready || !restrec_same_inode(e, st) || e->size % WAL_BLOCK ||
 	    st->st_size % WAL_BLOCK || !nblocks)
@@ -1566,7 +1582,7 @@ static int restore_regular(Restorer *rs, const FileRow *f, char *path)
 		in_place = (uint64_t)st.st_size;
 		if (rs->prev && (known = restrec_take(rs->prev, record_name(rs, path))) &&
 		    !restrec_matches(known, &st)) {
-			r = wal_changed(rs, known, &st, record_name(rs, path), &changed);
+			r = wal_changed(rs, known, &st, path, &changed);
 			if (r < 0)
 				goto fail;
 			if (r > 0)

@@ -36,6 +36,7 @@ change() {
 	pg_sql $PORT "insert into grow select g, md5(g::text) from generate_series(1, 3000) g"
 	pg_sql $PORT "delete from shrink where id > 2000"
 	pg_sql $PORT "vacuum shrink" # gives its empty tail back: a truncation in WAL
+	[ -z "${EXTRA_SQL:-}" ] || pg_sql $PORT "$EXTRA_SQL"
 	pg_sql $PORT "checkpoint"
 	if [ "${2:-}" = crash ]; then
 		as_pg "$PGBIN/pg_ctl" -D "$1" -m immediate -w stop >/dev/null
@@ -50,12 +51,13 @@ delta() {
 	pgbakfs restore "$snap" "$dir" --repo "$R" --delta --no-progress --log-level debug "$@" \
 		>"$T/delta.out" 2>&1
 }
-# wal_used: PostgreSQL's WAL answered for pgbench_accounts: some of its blocks, under 1 in 20
+# wal_used [FILE]: PostgreSQL's WAL answered for FILE (pgbench_accounts'): some of its
+# blocks, under 1 in 20
 wal_used() {
-	local k m
-	read -r k m < <(sed -n "s|.*delta: $ACC: \([0-9]*\) of \([0-9]*\) blocks written since.*|\1 \2|p" "$T/delta.out")
+	local k m f=${1:-$ACC}
+	read -r k m < <(sed -n "s|.*delta: $f: \([0-9]*\) of \([0-9]*\) blocks written since.*|\1 \2|p" "$T/delta.out")
 	[ -n "$k" ] && [ "$k" -gt 0 ] && [ $((k * 20)) -lt "$m" ] && grep -q "PostgreSQL wrote since the last restore read only" "$T/delta.out" && return 0
-	echo "--- the WAL did not answer for $ACC:" >&2
+	echo "--- the WAL did not answer for $f:" >&2
 	grep -v 'debug: delta: .*blocks written since' "$T/delta.out" | tail -20 >&2
 	return 1
 }
@@ -158,6 +160,32 @@ ok "promoted to timeline 2" test -f "$T/p/pg_wal/00000002.history"
 ok "delta after the switch" delta "$D" "$T/p"
 ok "the WAL answers across the switch" wal_used
 ok "identical after the switch" identical "$D" "$T/p"
+
+# a tablespace (a backup on the database host; restored at its location, the source
+# gone): its files are answered for as those under base/
+R=$T/repo-ts
+new_cluster "$T/srcts" 1
+mkdir "$T/ts"
+chown postgres "$T/ts"
+pg_sql $PORT "create tablespace ts location '$T/ts'"
+pg_sql $PORT "create table tst tablespace ts as select g as id, md5(g::text) as v from generate_series(1, 100000) g"
+pg_sql $PORT "vacuum freeze tst" # its hint bits set now, not by the change's scan (a WAL-logged write of every page)
+TSF=$(pg_sql $PORT "select pg_relation_filepath('tst')")
+pgbakfs backup -d "$CONN" --pgdata "$T/srcts" --repo "$R" --no-progress >/dev/null
+DTS=$(snap_json latest "$R" 'd["id"]')
+pg_stop "$T/srcts"
+rm -rf "$T/srcts" "$T/ts"
+ok "restore with a tablespace" pgbakfs restore "$DTS" "$T/tt" --repo "$R" --no-progress >/dev/null
+EXTRA_SQL="update tst set v = 'x' where id % 5000 = 0" change "$T/tt"
+ok "delta with a tablespace" delta "$DTS" "$T/tt"
+ok "the WAL answers for the tablespace's file" wal_used "$TSF"
+mv "$T/tt" "$T/tt.delta"
+mv "$T/ts" "$T/ts.delta"
+pgbakfs restore "$DTS" "$T/tt" --repo "$R" --no-progress >/dev/null
+# (a tablespace's link gets the restore's time as its mtime, not the snapshot's: left out)
+ok "the target as a fresh restore" diff <(tree_manifest "$T/tt" | grep -v '^\./pg_tblspc/[0-9]* l ') \
+	<(tree_manifest "$T/tt.delta" | grep -v '^\./pg_tblspc/[0-9]* l ')
+ok "the tablespace as a fresh restore" same_tree "$T/ts" "$T/ts.delta"
 
 # PostgreSQL 18, without data checksums: wal_log_hints does, then turned off it does not
 pg_use_major 18
