@@ -3,10 +3,12 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define READ_BUF_SIZE (1024 * 1024)
 
@@ -14,6 +16,7 @@ typedef struct Walker {
 	SnapWriter *w;
 	FromDirError *err;
 	uint8_t *buf;
+	char tblspc_prefix[16]; /* a data directory's "PG_<major>_" ("": not one) */
 } Walker;
 
 static int walker_fail(Walker *wk, const char *path, int r)
@@ -87,6 +90,64 @@ static int ingest_file(Walker *wk, int dirfd, const char *name, const char *path
 	return 0;
 }
 
+static const WalkOps walker_ops;
+
+/* rel is a data directory's tablespace link: pg_tblspc/OID */
+static bool is_tablespace_link(const Walker *wk, const char *rel)
+{
+	const char *oid = rel + 10;
+	return wk->tblspc_prefix[0] && !strncmp(rel, "pg_tblspc/", 10) && *oid &&
+	       strspn(oid, "0123456789") == strlen(oid);
+}
+
+/*
+ * A data directory's tablespace (pg_tblspc/OID -> its location), as a backup
+ * on the database host takes it: the link is kept as a link (restore writes
+ * the tablespace back at its location, or where --tablespace-map sends it)
+ * and the location's directory of this major (PG_<major>_...) is backed up
+ * under it; the other majors' (pg_upgrade leaves them) are not this
+ * cluster's. Before, only the link was kept: a restore's link led back into
+ * the source's location.
+ */
+static int ingest_tablespace(Walker *wk, const WalkEntry *we, const char *target)
+{
+	struct stat st;
+	uint64_t ino;
+	if (fstatat(we->dirfd, we->name, &st, 0) < 0) /* the location */
+		return errno == ENOENT ? walker_warn(wk, we->path, "tablespace location missing")
+				       : walker_fail(wk, we->path, -errno);
+	if (!S_ISDIR(st.st_mode))
+		return walker_warn(wk, we->path, "tablespace link to a non-directory");
+	SnapEntry e = entry_from_stat(we->parent, we->name, &st);
+	e.mode = S_IFDIR | (st.st_mode & 07777);
+	int r = snapwriter_add_dir(wk->w, &e, &ino);
+	if (r == 0)
+		r = snapwriter_add_link(wk->w, we->rel, target);
+	_cleanup_close_ int fd = r == 0 ? openat(we->dirfd, we->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (r == 0 && fd < 0)
+		r = walker_fail(wk, we->path, -errno);
+	DIR *d = r == 0 ? fdopendir(dup(fd)) : NULL;
+	struct dirent *de;
+	while (r == 0 && d && (de = readdir(d))) {
+		char path[PATH_MAX + 256], rel[PATH_MAX + 256];
+		uint64_t vino;
+		struct stat vst;
+		if (strncmp(de->d_name, wk->tblspc_prefix, strlen(wk->tblspc_prefix)) ||
+		    fstatat(fd, de->d_name, &vst, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(vst.st_mode))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", we->path, de->d_name);
+		snprintf(rel, sizeof(rel), "%s/%s", we->rel, de->d_name);
+		SnapEntry ve = entry_from_stat(ino, de->d_name, &vst);
+		_cleanup_close_ int vfd = openat(fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		r = vfd < 0 ? walker_fail(wk, path, -errno) : snapwriter_add_dir(wk->w, &ve, &vino);
+		if (r == 0)
+			r = walk_dir_fd(vfd, path, rel, vino, &walker_ops, wk);
+	}
+	if (d)
+		closedir(d);
+	return r;
+}
+
 static int walker_entry(void *userdata, const WalkEntry *we, uint64_t *ret_ino)
 {
 	Walker *wk = userdata;
@@ -112,6 +173,8 @@ static int walker_entry(void *userdata, const WalkEntry *we, uint64_t *ret_ino)
 			return errno == ENOENT ? walker_warn(wk, child, "file removed before we read it")
 					       : walker_fail(wk, child, -errno);
 		target[n] = '\0';
+		if (is_tablespace_link(wk, we->rel))
+			return ingest_tablespace(wk, we, target);
 		return snapwriter_add_symlink(wk->w, &e, target);
 	}
 	if (S_ISDIR(we->st.st_mode)) {
@@ -133,6 +196,17 @@ static int walker_dir_error(void *userdata, const char *path, int r)
 
 static const WalkOps walker_ops = {.entry = walker_entry, .dir_error = walker_dir_error};
 
+/* A data directory (PG_VERSION "N"): its tablespaces' directories are "PG_N_...". */
+static void tablespace_prefix(int dirfd, char out[16])
+{
+	char v[8] = {0};
+	out[0] = 0;
+	_cleanup_close_ int fd = openat(dirfd, "PG_VERSION", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, v, sizeof(v) - 1) : -1;
+	if (n > 0 && strspn(v, "0123456789") > 0 && strspn(v, "0123456789") <= 4)
+		snprintf(out, 16, "PG_%.*s_", (int)strspn(v, "0123456789"), v);
+}
+
 int fromdir_ingest(SnapWriter *w, const char *dir, FromDirError *err)
 {
 	Walker wk = {.w = w, .err = err};
@@ -148,6 +222,7 @@ int fromdir_ingest(SnapWriter *w, const char *dir, FromDirError *err)
 	wk.buf = malloc(READ_BUF_SIZE);
 	if (!wk.buf)
 		return -ENOMEM;
+	tablespace_prefix(fd, wk.tblspc_prefix);
 	SnapEntry e = entry_from_stat(0, "", &st);
 	r = snapwriter_add_dir(w, &e, &root);
 	if (r == 0)

@@ -1,5 +1,6 @@
 # A stopped PostgreSQL 15 data directory backed up with --from-dir restores
-# byte-identical and PostgreSQL starts on the restored copy with the same data.
+# byte-identical and PostgreSQL starts on the restored copy with the same data;
+# a tablespace comes along and goes where --tablespace-map sends it.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
 PORT=54321
@@ -62,4 +63,24 @@ ok "the snapshot's status is warning" test "$(pgbakfs list --repo "$R" --json | 
 ok "the snapshot restores" pgbakfs restore latest "$T/live-restored" --repo "$R" --no-progress >/dev/null
 ok "with the quiet file as it was" cmp "$L/b/quiet" "$T/live-restored/b/quiet"
 ok "and without the file that vanished" test ! -e "$T/live-restored/zzz-gone"
+# ---- a data directory with a tablespace: the tablespace comes along, not only its link ----
+P2=$((PORT + 2))
+pg_init "$T/ts-data" $P2
+mkdir "$T/ts"
+chown postgres "$T/ts"
+pg_start "$T/ts-data"
+pg_sql $P2 "create tablespace ts location '$T/ts'"
+pg_sql $P2 "create table tt tablespace ts as select g as id, md5(g::text) as v from generate_series(1, 20000) g"
+TS_OID=$(pg_sql $P2 "select oid from pg_tablespace where spcname = 'ts'")
+want=$(pg_sql $P2 "select count(*), md5(string_agg(v, ',' order by id)) from tt")
+pg_stop "$T/ts-data"
+ok "backup of a data directory with a tablespace" pgbakfs backup --repo "$R" --from-dir "$T/ts-data" --no-progress >/dev/null
+ok "restore, the tablespace sent elsewhere" pgbakfs restore latest "$T/ts-restored" --repo "$R" \
+	--tablespace-map "$T/ts=$T/ts-moved" --no-progress >/dev/null
+ok "the tablespace's files are at the new location" same_tree "$T/ts" "$T/ts-moved"
+ok "the link leads there" test "$(readlink "$T/ts-restored/pg_tblspc/$TS_OID")" = "$T/ts-moved"
+sed -i "s/^port = $P2/port = $((P2 + 1))/" "$T/ts-restored/postgresql.conf"
+pg_start "$T/ts-restored"
+ok "the table in the tablespace reads the same" test "$(pg_sql $((P2 + 1)) "select count(*), md5(string_agg(v, ',' order by id)) from tt")" = "$want"
+pg_stop "$T/ts-restored"
 finish
