@@ -146,6 +146,20 @@ ok "delta after a file was cut short" delta "$D" "$T/t"
 ok "the WAL answers for the rest" wal_used
 ok "what was cut is back" identical "$D" "$T/t"
 
+# a newer snapshot of the source into a target that diverged from the older
+# one: where the two snapshots differ the bytes in place are read and compared
+pg_start "$T/src"
+pg_sql $PORT "update pgbench_accounts set abalance = abalance - 1 where aid % 700 = 0"
+pg_sql $PORT "insert into grow select g, 'newer' from generate_series(1, 5000) g"
+pg_stop "$T/src"
+pgbakfs backup --from-dir "$T/src" --repo "$R" --no-progress >/dev/null
+D2=$(snap_json latest "$R" 'd["id"]')
+ok "restore the older snapshot" pgbakfs restore "$D" "$T/n" --repo "$R" --no-progress >/dev/null
+change "$T/n"
+ok "delta of the newer snapshot" delta "$D2" "$T/n"
+ok "the WAL answers" wal_used
+ok "as a fresh restore of the newer snapshot" identical "$D2" "$T/n"
+
 # a live snapshot (recovery from its backup_label), and a timeline switch
 ok "restore a live snapshot" pgbakfs restore "$LIVE" "$T/l" --repo "$R" --no-progress >/dev/null
 change "$T/l"
