@@ -69,6 +69,16 @@ wal_unused() {
 	grep '^delta' "$T/delta.out" >&2
 	return 1
 }
+# answered WHAT SNAP DIR [FILE]: PostgreSQL changes DIR (leaving FILE there), a delta of
+# SNAP reads of pgbench_accounts only what the WAL names, and DIR ends as a fresh restore
+answered() {
+	local what=$1 snap=$2 dir=$3
+	change "$dir"
+	[ -z "${4:-}" ] || ok "$what: PostgreSQL left $4" test -e "$dir/$4"
+	ok "$what: delta" delta "$snap" "$dir"
+	ok "$what: the WAL answers" wal_used
+	ok "$what: as a fresh restore" identical "$snap" "$dir"
+}
 # identical SNAP DIR: as a fresh restore of SNAP
 identical() {
 	local fresh=$T/fresh-$1
@@ -105,14 +115,8 @@ expect_error 2 "--no-wal-summaries is an option of --delta" \
 # a stopped cluster's snapshot: the WAL answers; again after the delta
 ok "restore" pgbakfs restore "$D" "$T/t" --repo "$R" --no-progress >/dev/null
 FIRST_SEG=$(ls "$T/t/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort | head -1)
-change "$T/t"
-ok "delta after PostgreSQL ran" delta "$D" "$T/t"
-ok "reads of pgbench_accounts only what its WAL names" wal_used
-ok "and leaves it as a fresh restore" identical "$D" "$T/t"
-change "$T/t"
-ok "a second delta" delta "$D" "$T/t"
-ok "the WAL answers again" wal_used
-ok "identical again" identical "$D" "$T/t"
+answered "after PostgreSQL ran" "$D" "$T/t"
+answered "again" "$D" "$T/t"
 
 # the summaries cannot answer: every file PostgreSQL wrote is read
 change "$T/t" crash
@@ -155,25 +159,15 @@ pg_stop "$T/src"
 pgbakfs backup --from-dir "$T/src" --repo "$R" --no-progress >/dev/null
 D2=$(snap_json latest "$R" 'd["id"]')
 ok "restore the older snapshot" pgbakfs restore "$D" "$T/n" --repo "$R" --no-progress >/dev/null
-change "$T/n"
-ok "delta of the newer snapshot" delta "$D2" "$T/n"
-ok "the WAL answers" wal_used
-ok "as a fresh restore of the newer snapshot" identical "$D2" "$T/n"
+answered "the newer snapshot" "$D2" "$T/n"
 
 # a live snapshot (recovery from its backup_label), and a timeline switch
 ok "restore a live snapshot" pgbakfs restore "$LIVE" "$T/l" --repo "$R" --no-progress >/dev/null
-change "$T/l"
-ok "delta into a live snapshot's target" delta "$LIVE" "$T/l"
-ok "the WAL answers from the backup's start" wal_used
-ok "identical to the live snapshot" identical "$LIVE" "$T/l"
+answered "a live snapshot's target (from the backup's start)" "$LIVE" "$T/l"
 ok "restore for a timeline switch" pgbakfs restore "$D" "$T/p" --repo "$R" --no-progress >/dev/null
 as_pg touch "$T/p/recovery.signal"
 echo "restore_command = 'false'" | as_pg tee -a "$T/p/postgresql.auto.conf" >/dev/null
-change "$T/p"
-ok "promoted to timeline 2" test -f "$T/p/pg_wal/00000002.history"
-ok "delta after the switch" delta "$D" "$T/p"
-ok "the WAL answers across the switch" wal_used
-ok "identical after the switch" identical "$D" "$T/p"
+answered "across a timeline switch" "$D" "$T/p" pg_wal/00000002.history
 
 # a tablespace (a backup on the database host; restored at its location, the source
 # gone): its files are answered for as those under base/
@@ -209,10 +203,7 @@ pg_stop "$T/src18"
 pgbakfs backup --from-dir "$T/src18" --repo "$R" --no-progress >/dev/null
 D18=$(snap_json latest "$R" 'd["id"]')
 ok "18: restore" pgbakfs restore "$D18" "$T/t18" --repo "$R" --no-progress >/dev/null
-change "$T/t18"
-ok "18: delta" delta "$D18" "$T/t18"
-ok "18: wal_log_hints lets the WAL answer" wal_used
-ok "18: identical" identical "$D18" "$T/t18"
+answered "18, wal_log_hints without checksums" "$D18" "$T/t18"
 echo "wal_log_hints = off" | as_pg tee -a "$T/t18/postgresql.auto.conf" >/dev/null
 change "$T/t18"
 ok "18: delta without wal_log_hints" delta "$D18" "$T/t18"
