@@ -8,6 +8,7 @@
 'use strict';
 const crypto = require('crypto');
 const fs = require('fs');
+const http = require('http');
 const path = require('path');
 const S3rver = require('s3rver');
 const FilesystemStore = require('s3rver/lib/stores/filesystem');
@@ -17,9 +18,10 @@ const FilesystemStore = require('s3rver/lib/stores/filesystem');
 // left a truncated object that later readers found (catalog_delta's kill -9 of
 // a writer did, once). The body goes to a file beside it here, renamed into
 // place only once all of its Content-Length arrived.
-const storeBuffer = FilesystemStore.prototype.putObject;
+const storeOther = FilesystemStore.prototype.putObject;
 FilesystemStore.prototype.putObject = async function putObject(object) {
-  if (Buffer.isBuffer(object.content)) return storeBuffer.call(this, object);
+  // (a multipart upload's completion joins parts already stored: as s3rver does)
+  if (!(object.content instanceof http.IncomingMessage)) return storeOther.call(this, object);
   const objectPath = this.getResourcePath(object.bucket, object.key, 'object');
   const part = `${objectPath}.part-${crypto.randomBytes(6).toString('hex')}`;
   const md5 = crypto.createHash('md5');
