@@ -3,6 +3,7 @@
 #include "common/crc32c.h"
 #include "common/lsn.h"
 #include "common/util.h"
+#include "ingest/pgpage.h"
 #include "ingest/walsummary.h"
 
 #include <dirent.h>
@@ -43,9 +44,6 @@
 #define BRT_MAX_BYTES (1u << 30)
 #define NO_LIMIT UINT32_MAX
 
-#define SPC_DEFAULT 1663
-#define SPC_GLOBAL 1664
-#define RELSEG_BLOCKS 131072u
 #define TAIL_MAX_SEGMENTS 64
 
 typedef struct Control {
@@ -97,7 +95,7 @@ static int control_parse(const uint8_t *b, size_t len, size_t *ret_crc_off, char
 	}
 	memcpy(&ff, b + PGC_OFF_FLOAT, sizeof(ff));
 	if (get_le32(b + crc_off) != crc32c(b, crc_off) || ff != 1234567.0 ||
-	    get_le32(b + PGC_OFF_BLCKSZ) != 8192 || get_le32(b + PGC_OFF_RELSEG) != RELSEG_BLOCKS ||
+	    get_le32(b + PGC_OFF_BLCKSZ) != PG_BLCKSZ || get_le32(b + PGC_OFF_RELSEG) != PG_RELSEG_BLOCKS ||
 	    get_le32(b + PGC_OFF_XLOG_BLCKSZ) != 8192) {
 		say(why, why_len, "global/pg_control fails its CRC or is of another build");
 		return 1;
@@ -475,7 +473,7 @@ static int unlogged_find(TargetWal *t, const char *pgdata)
 	char path[PATH_MAX];
 	size_t cap = 0;
 	snprintf(path, sizeof(path), "%s/global", pgdata);
-	int r = unlogged_scan(t, path, SPC_GLOBAL, 0, &cap);
+	int r = unlogged_scan(t, path, PG_GLOBALTABLESPACE_OID, 0, &cap);
 	snprintf(path, sizeof(path), "%s/base", pgdata);
 	DIR *d = opendir(path);
 	struct dirent *de;
@@ -485,7 +483,7 @@ static int unlogged_find(TargetWal *t, const char *pgdata)
 		if (sscanf(de->d_name, "%u%c", &db, &extra) != 1)
 			continue;
 		snprintf(path, sizeof(path), "%s/base/%u", pgdata, db);
-		r = unlogged_scan(t, path, SPC_DEFAULT, db, &cap);
+		r = unlogged_scan(t, path, PG_DEFAULTTABLESPACE_OID, db, &cap);
 	}
 	if (d)
 		closedir(d);
@@ -607,54 +605,16 @@ TargetWal *targetwal_free(TargetWal *t)
 	return NULL;
 }
 
-/*
- * "base/DB/REL[.SEG]", "global/REL[.SEG]" or "pg_tblspc/SPC/PG_.../DB/REL[.SEG]"
- * (a main fork): 0, else 1.
- */
-static int relpath_parse(const char *path, RelKey *k, uint32_t *segno)
-{
-	unsigned db = 0, rel, seg = 0, spc;
-	int n = -1;
-	const char *file, *ver;
-	if (!strncmp(path, "base/", 5) && sscanf(path + 5, "%u/%n", &db, &n) == 1 && n > 0) {
-		k->spc = SPC_DEFAULT;
-		file = path + 5 + n;
-	} else if (!strncmp(path, "pg_tblspc/", 10) && sscanf(path + 10, "%u/%n", &spc, &n) == 1 &&
-		   n > 0 && !strncmp(ver = path + 10 + n, "PG_", 3) && (ver = strchr(ver, '/')) &&
-		   (n = -1, sscanf(ver + 1, "%u/%n", &db, &n) == 1) && n > 0) {
-		k->spc = spc;
-		file = ver + 1 + n;
-	} else if (!strncmp(path, "global/", 7)) {
-		k->spc = SPC_GLOBAL;
-		file = path + 7;
-	} else {
-		return 1;
-	}
-	if (!*file || file[0] == '0' || strspn(file, "0123456789") == 0)
-		return 1;
-	const char *dot = strchr(file, '.');
-	if (strspn(file, "0123456789") != (dot ? (size_t)(dot - file) : strlen(file)))
-		return 1;
-	if (dot && (dot[1] == '0' || strspn(dot + 1, "0123456789") != strlen(dot + 1) ||
-		    sscanf(dot + 1, "%u", &seg) != 1))
-		return 1;
-	if (sscanf(file, "%u", &rel) != 1)
-		return 1;
-	k->db = db;
-	k->rel = rel;
-	*segno = seg;
-	return 0;
-}
-
 int targetwal_file(const TargetWal *t, const char *path, uint64_t nblocks, uint8_t *changed)
 {
-	RelKey k;
-	uint32_t segno;
+	PgRelFile f;
 	if (!t || !path || !changed)
 		return -EINVAL;
-	if (nblocks > RELSEG_BLOCKS || relpath_parse(path, &k, &segno) != 0 ||
-	    (t->n_unlogged && bsearch(&k, t->unlogged, t->n_unlogged, sizeof(k), relkey_cmp)))
+	if (nblocks > PG_RELSEG_BLOCKS || !pg_path_relfile(path, &f) || f.fork != PG_FORK_MAIN)
 		return 1;
-	WalRelFork rf = {.spc = k.spc, .db = k.db, .rel = k.rel, .fork = 0};
-	return walblocks_file(t->blocks, &rf, segno, (uint32_t)nblocks, changed);
+	RelKey k = {f.spc, f.db, f.rel};
+	if (t->n_unlogged && bsearch(&k, t->unlogged, t->n_unlogged, sizeof(k), relkey_cmp))
+		return 1;
+	WalRelFork rf = {.spc = f.spc, .db = f.db, .rel = f.rel, .fork = PG_FORK_MAIN};
+	return walblocks_file(t->blocks, &rf, f.segno, (uint32_t)nblocks, changed);
 }
