@@ -219,6 +219,7 @@ int repo_open_bare(const RepoLocation *l, Repo **ret)
 		else if (e == -ENOENT)
 			e = 0;
 	}
+	r->meta_pieces = l->meta_pieces;
 	if (e == 0) /* after config and keys: the faults are for what the commands do */
 		e = backend_wrap_faults(l->faults, &r->backend);
 	if (e < 0)

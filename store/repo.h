@@ -67,6 +67,12 @@ typedef struct RepoLocation {
 	 * CATALOG_DELTAS_MAX (0: that). tools/ passes PGBAKFS_CATALOG_DELTAS_MAX.
 	 */
 	unsigned catalog_deltas_max;
+	/*
+	 * Tests: write metadata objects of more than this many plain bytes in
+	 * pieces of as many (0: objects past 4 GiB, in 16 MiB pieces).
+	 * tools/ passes PGBAKFS_META_PIECES.
+	 */
+	uint64_t meta_pieces;
 } RepoLocation;
 
 /*
@@ -187,9 +193,10 @@ int repo_upgrade(Repo *r, RepoUpgradeResult *ret);
 uint64_t repo_generation(const Repo *r);
 
 /*
- * Small repository objects other than packs and WAL (catalog generations,
- * snapshot manifests): zstd-compressed, with a header, sealed when the
- * repository is encrypted. get: -EBADMSG when damaged.
+ * Repository objects other than packs and WAL (catalog generations and
+ * deltas, snapshot manifests): zstd-compressed, with a header, sealed when
+ * the repository is encrypted; past 4 GiB of plain bytes, in checked pieces
+ * (store/repo_meta.c). get: -EBADMSG when damaged.
  */
 int repo_meta_put(Repo *r, const char *name, const void *buf, size_t len);
 /*
@@ -198,6 +205,12 @@ int repo_meta_put(Repo *r, const char *name, const void *buf, size_t len);
  */
 int repo_meta_put_file(Repo *r, const char *name, int fd);
 int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len);
+/*
+ * repo_meta_get's plain bytes written to fd (from its offset) as they are
+ * checked: an object past 4 GiB is neither fetched nor held whole. On error
+ * the file may hold part of them: the caller drops it.
+ */
+int repo_meta_get_file(Repo *r, const char *name, int fd);
 
 /* The repository's name for messages: the path or the s3:// URL. */
 const char *repo_path(const Repo *r);

@@ -42,6 +42,7 @@ struct Repo {
 	CryptKeys keys;
 	unsigned lock_wait_s;
 	unsigned catalog_deltas_max; /* 0: CATALOG_DELTAS_MAX */
+	uint64_t meta_pieces;        /* RepoLocation.meta_pieces */
 	uint64_t gen;        /* generation the local catalog copies */
 	RemoteLock *lock;    /* held between write_begin and write_end */
 	bool writing;        /* between write_begin and write_end (every kind) */

@@ -2,18 +2,77 @@
  * Small repository objects (catalog generations and deltas, snapshot
  * manifests): a header, zstd, sealed under the metadata key when the
  * repository is encrypted.
+ *
+ * Format 1 ("PGBKOBJ1") is one zstd frame, sealed whole: writing and reading
+ * it holds the object in memory, and a reader takes none over META_MAX_BYTES.
+ * A catalog reaches that at ~34 million chunks (~2 TB of unique data), so
+ * an object whose plain bytes pass it is written in pieces (format 2,
+ * "PGBKOBJ2"), streamed from and to files:
+ *
+ *   header (24 bytes): magic | flags | piece bytes | plain length
+ *   per piece of the plain bytes: u32 length | zstd frame with its checksum
+ *   trailer: u32 length | SHA-256 of all the plain bytes
+ *
+ * Sealed, each piece and the trailer are sealed alone with the name, the
+ * header and their number as associated data: a piece opens only in its
+ * place in its object, and the header (authenticated by every piece) says
+ * how many there are, so a dropped, repeated or reordered piece or a cut
+ * object is refused. Unsealed, the trailer's digest catches the same.
+ * Format 1 stays what smaller objects are written in, so older binaries
+ * keep reading every object they could. Readers take both.
  */
 #include "store/repo_int.h"
 #include "common/util.h"
 
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #define META_MAGIC "PGBKOBJ1"
+#define META_MAGIC_PIECES "PGBKOBJ2"
 #define META_HEADER_LEN 24
 #define META_MAX_BYTES (4ULL << 30)
+#define META_PIECE (16u << 20)  /* plain bytes per piece, at most */
+#define META_WHOLE (64u << 20)  /* objects fetched in one request, at most */
+#define META_WINDOW (32u << 20) /* bytes of a larger object fetched per request */
+#define META_DIGEST_LEN 32
 enum { META_ZSTD = 1, META_SEALED = 2 };
+
+static uint32_t meta_flags(const Repo *r)
+{
+	return META_ZSTD | (r->encrypted ? META_SEALED : 0);
+}
+
+/* Objects of more plain bytes than this are written in pieces of as many. */
+static uint64_t pieces_from(const Repo *r)
+{
+	return r->meta_pieces ? r->meta_pieces : META_MAX_BYTES;
+}
+
+static size_t piece_bytes(const Repo *r)
+{
+	return r->meta_pieces ? (size_t)MIN(r->meta_pieces, (uint64_t)META_PIECE) : META_PIECE;
+}
+
+/* Objects up to this size are fetched in one request, larger ones in windows of window_bytes. */
+static size_t whole_max(const Repo *r)
+{
+	return r->meta_pieces ? 4 * piece_bytes(r) : META_WHOLE;
+}
+
+static size_t window_bytes(const Repo *r)
+{
+	return r->meta_pieces ? 2 * piece_bytes(r) : META_WINDOW;
+}
+
+/* ---- format 1 ---- */
 
 /*
  * Seal (when encrypted) and store obj: META_HEADER_LEN bytes of room, then n
@@ -24,7 +83,7 @@ static int meta_store(Repo *r, const char *name, uint8_t *obj, size_t n, size_t 
 	int e = 0;
 
 	memcpy(obj, META_MAGIC, 8);
-	put_le32(obj + 8, META_ZSTD | (r->encrypted ? META_SEALED : 0));
+	put_le32(obj + 8, meta_flags(r));
 	put_le32(obj + 12, 0);
 	put_le64(obj + 16, len);
 	if (r->encrypted) { /* the name as associated data: an object opens only under its own name */
@@ -45,12 +104,392 @@ static int meta_store(Repo *r, const char *name, uint8_t *obj, size_t n, size_t 
 	return e;
 }
 
+/* The plain bytes of a whole format-1 object (len bytes at obj). Takes obj. */
+static int meta_decode_whole(Repo *r, const char *name, uint8_t *obj, size_t len, void **ret,
+			     size_t *ret_len)
+{
+	void *plain = NULL;
+	uint64_t plen;
+	size_t n;
+	int e = -EBADMSG;
+
+	if (len < META_HEADER_LEN || memcmp(obj, META_MAGIC, 8) != 0 ||
+	    get_le32(obj + 8) != meta_flags(r))
+		goto out;
+	if (r->encrypted) {
+		uint8_t *opened = len - META_HEADER_LEN >= CRYPT_OVERHEAD ? malloc(len) : NULL;
+		size_t olen;
+		e = !opened ? -EBADMSG
+			    : crypt_open(r->keys.meta, name, strlen(name), obj + META_HEADER_LEN,
+					 len - META_HEADER_LEN, opened + META_HEADER_LEN, &olen);
+		if (e < 0) {
+			free(opened);
+			goto out;
+		}
+		memcpy(opened, obj, META_HEADER_LEN);
+		free(obj);
+		obj = opened;
+		len = META_HEADER_LEN + olen;
+		e = -EBADMSG;
+	}
+	plen = get_le64(obj + 16);
+	if (plen > META_MAX_BYTES || !(plain = malloc(plen ? plen : 1))) {
+		e = plen > META_MAX_BYTES ? -EBADMSG : -ENOMEM;
+		goto out;
+	}
+	n = ZSTD_decompress(plain, plen, obj + META_HEADER_LEN, len - META_HEADER_LEN);
+	if (ZSTD_isError(n) || n != plen) {
+		free(plain);
+		goto out;
+	}
+	*ret = plain;
+	*ret_len = plen;
+	e = 0;
+out:
+	free(obj);
+	return e;
+}
+
+/* ---- format 2: pieces ---- */
+
+/* Associated data of a sealed piece: the name, the header, the piece's number. */
+typedef struct PieceAad {
+	uint8_t *buf;
+	size_t len;
+} PieceAad;
+
+static int piece_aad_init(PieceAad *a, const char *name, const uint8_t *header)
+{
+	size_t n = strlen(name);
+	a->len = n + META_HEADER_LEN + 8;
+	if (!(a->buf = malloc(a->len)))
+		return -ENOMEM;
+	memcpy(a->buf, name, n);
+	memcpy(a->buf + n, header, META_HEADER_LEN);
+	return 0;
+}
+
+static const uint8_t *piece_aad(PieceAad *a, uint64_t i)
+{
+	put_le64(a->buf + a->len - 8, i);
+	return a->buf;
+}
+
+/*
+ * One record (u32 length, then body: sealed as piece i when encrypted) to
+ * out. scratch holds body's length + CRYPT_OVERHEAD + 4 bytes.
+ */
+static int piece_record_write(Repo *r, PieceAad *aad, uint64_t i, const uint8_t *body, size_t n,
+			      uint8_t *scratch, int out)
+{
+	int e = 0;
+	if (r->encrypted)
+		e = crypt_seal(r->keys.meta, piece_aad(aad, i), aad->len, body, n, scratch + 4, &n);
+	else
+		memcpy(scratch + 4, body, n);
+	if (e == 0) {
+		put_le32(scratch, (uint32_t)n);
+		e = write_full(out, scratch, 4 + n);
+	}
+	return e;
+}
+
+/*
+ * The pieced object of the len plain bytes at src (NULL: of the file open
+ * at fd) to out.
+ */
+static int pieces_write(Repo *r, const char *name, const uint8_t *src, int fd, uint64_t len, int out)
+{
+	size_t piece = piece_bytes(r), bound = ZSTD_compressBound(piece);
+	uint8_t header[META_HEADER_LEN], digest[META_DIGEST_LEN];
+	_cleanup_free_ uint8_t *in = src ? NULL : malloc(piece);
+	_cleanup_free_ uint8_t *z = malloc(bound);
+	_cleanup_free_ uint8_t *rec = malloc(4 + bound + CRYPT_OVERHEAD);
+	ZSTD_CCtx *cz = ZSTD_createCCtx();
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	PieceAad aad = {0};
+	uint64_t off = 0, i = 0;
+	int e = (src || in) && z && rec && cz && md ? 0 : -ENOMEM;
+
+	memcpy(header, META_MAGIC_PIECES, 8);
+	put_le32(header + 8, meta_flags(r));
+	put_le32(header + 12, (uint32_t)piece);
+	put_le64(header + 16, len);
+	if (e == 0)
+		e = piece_aad_init(&aad, name, header);
+	if (e == 0 && (ZSTD_isError(ZSTD_CCtx_setParameter(cz, ZSTD_c_compressionLevel, 3)) ||
+		       ZSTD_isError(ZSTD_CCtx_setParameter(cz, ZSTD_c_checksumFlag, 1)) ||
+		       EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1))
+		e = -EIO;
+	if (e == 0)
+		e = write_full(out, header, sizeof(header));
+	for (; e == 0 && off < len; off += MIN(piece, len - off), i++) {
+		size_t n = (size_t)MIN(piece, len - off), zn;
+		const uint8_t *p = src ? src + off : in;
+		ssize_t k = src ? (ssize_t)n : pread_full(fd, in, n, (off_t)off);
+		if (k < 0 || (size_t)k != n) {
+			e = k < 0 ? (int)k : -EIO; /* the file shrank under us */
+			break;
+		}
+		zn = ZSTD_compress2(cz, z, bound, p, n);
+		if (ZSTD_isError(zn) || EVP_DigestUpdate(md, p, n) != 1)
+			e = -EIO;
+		if (e == 0)
+			e = piece_record_write(r, &aad, i, z, zn, rec, out);
+	}
+	if (e == 0 && EVP_DigestFinal_ex(md, digest, NULL) != 1)
+		e = -EIO;
+	if (e == 0)
+		e = piece_record_write(r, &aad, i, digest, sizeof(digest), rec, out);
+	free(aad.buf);
+	EVP_MD_CTX_free(md);
+	ZSTD_freeCCtx(cz);
+	return e;
+}
+
+/*
+ * Put the pieced form of len plain bytes (at src, or of the file at fd):
+ * made in an unlinked file of the work directory and stored from its
+ * mapping, so that neither the plain nor the stored bytes are all in memory.
+ */
+static int meta_put_pieces(Repo *r, const char *name, const uint8_t *src, int fd, uint64_t len)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	void *map = MAP_FAILED;
+	int out, e;
+
+	if (snprintf(path, sizeof(path), "%s/tmp/meta-put-XXXXXX", r->workdir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	out = mkostemp(path, O_CLOEXEC);
+	if (out < 0)
+		return -errno;
+	unlink(path);
+	e = pieces_write(r, name, src, fd, len, out);
+	if (e == 0 && fstat(out, &st) < 0)
+		e = -errno;
+	if (e == 0 && (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, out, 0)) == MAP_FAILED)
+		e = -errno;
+	if (e == 0) {
+		(void)madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
+		e = store_put(r->backend, name, map, (size_t)st.st_size);
+		munmap(map, (size_t)st.st_size);
+	}
+	close(out);
+	return e;
+}
+
+/*
+ * An object being read: whole in buf (off == size), or in windows of
+ * META_WINDOW fetched as the pieces are taken.
+ */
+typedef struct MetaIn {
+	StoreBackend *b;
+	const char *name;
+	uint64_t size, off; /* the object's size; where the next window starts */
+	uint8_t *buf;
+	size_t cap, pos, len; /* buf holds [pos, len) unread */
+	size_t window;        /* bytes fetched at a time, at least */
+} MetaIn;
+
+/* The next n bytes of the object, contiguous at *ret; -EBADMSG past its end. */
+static int in_take(MetaIn *in, size_t n, const uint8_t **ret)
+{
+	if (in->len - in->pos < n) {
+		memmove(in->buf, in->buf + in->pos, in->len - in->pos);
+		in->len -= in->pos;
+		in->pos = 0;
+		size_t want = MIN(MAX(n - in->len, in->window), in->cap - in->len);
+		want = (size_t)MIN((uint64_t)want, in->size - in->off);
+		if (in->len + want < n)
+			return -EBADMSG;
+		int e = want ? store_get_range(in->b, in->name, in->off, want, in->buf + in->len) : 0;
+		if (e < 0)
+			return e == -ENODATA ? -EBADMSG : e; /* shorter than it said: damage */
+		in->off += want;
+		in->len += want;
+	}
+	*ret = in->buf + in->pos;
+	in->pos += n;
+	return 0;
+}
+
+/* Where the plain bytes go, in order. */
+typedef int (*MetaSink)(void *ud, const uint8_t *p, size_t n);
+
+/*
+ * Record i's body: opened when sealed, into scratch (which holds at most
+ * max bytes plus the record's overhead); *ret and *ret_len its bytes.
+ */
+static int piece_record_read(Repo *r, MetaIn *in, PieceAad *aad, uint64_t i, size_t max,
+			     uint8_t *scratch, const uint8_t **ret, size_t *ret_len)
+{
+	const uint8_t *p;
+	size_t n;
+	int e = in_take(in, 4, &p);
+
+	if (e < 0)
+		return e;
+	n = get_le32(p);
+	if (n > max + (r->encrypted ? CRYPT_OVERHEAD : 0))
+		return -EBADMSG;
+	if ((e = in_take(in, n, &p)) < 0)
+		return e;
+	if (r->encrypted) {
+		if (n < CRYPT_OVERHEAD)
+			return -EBADMSG;
+		e = crypt_open(r->keys.meta, piece_aad(aad, i), aad->len, p, n, scratch, &n);
+		p = scratch;
+	}
+	*ret = p;
+	*ret_len = n;
+	return e;
+}
+
+/* Decode a pieced object into sink: every piece checked before its bytes go. */
+static int pieces_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
+{
+	const uint8_t *header, *p;
+	uint8_t digest[META_DIGEST_LEN];
+	size_t piece, bound, n;
+	uint64_t len, off = 0, i = 0;
+	PieceAad aad = {0};
+	int e = in_take(in, META_HEADER_LEN, &header);
+
+	if (e < 0)
+		return e;
+	piece = get_le32(header + 12);
+	len = get_le64(header + 16);
+	if (memcmp(header, META_MAGIC_PIECES, 8) != 0 || get_le32(header + 8) != meta_flags(r) ||
+	    piece == 0 || piece > META_PIECE)
+		return -EBADMSG;
+	bound = ZSTD_compressBound(piece);
+	_cleanup_free_ uint8_t *opened = malloc(bound + CRYPT_OVERHEAD);
+	_cleanup_free_ uint8_t *plain = malloc(piece);
+	ZSTD_DCtx *dz = ZSTD_createDCtx();
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	e = opened && plain && dz && md ? piece_aad_init(&aad, in->name, header) : -ENOMEM;
+	if (e == 0 && EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+		e = -EIO;
+	for (; e == 0 && off < len; off += n, i++) {
+		const uint8_t *z;
+		size_t zn, want = (size_t)MIN(piece, len - off);
+		e = piece_record_read(r, in, &aad, i, bound, opened, &z, &zn);
+		if (e < 0)
+			break;
+		n = ZSTD_decompressDCtx(dz, plain, piece, z, zn);
+		if (ZSTD_isError(n) || n != want || ZSTD_getFrameContentSize(z, zn) != want) {
+			e = -EBADMSG;
+			break;
+		}
+		if (EVP_DigestUpdate(md, plain, n) != 1)
+			e = -EIO;
+		if (e == 0)
+			e = sink(ud, plain, n);
+	}
+	if (e == 0)
+		e = piece_record_read(r, in, &aad, i, META_DIGEST_LEN, opened, &p, &n);
+	if (e == 0 && EVP_DigestFinal_ex(md, digest, NULL) != 1)
+		e = -EIO;
+	if (e == 0 && (n != META_DIGEST_LEN || memcmp(p, digest, META_DIGEST_LEN) != 0 ||
+		       in->pos != in->len || in->off != in->size))
+		e = -EBADMSG; /* a digest that differs, or bytes after it */
+	free(aad.buf);
+	EVP_MD_CTX_free(md);
+	ZSTD_freeDCtx(dz);
+	return e;
+}
+
+/*
+ * Start reading name: whole (one request) when it is small or in format 1,
+ * else set up to be read in windows. in->buf is the caller's to free.
+ */
+static int meta_in_open(Repo *r, const char *name, MetaIn *in)
+{
+	void *obj = NULL;
+	size_t len = 0;
+	int e = store_get_all(r->backend, name, whole_max(r), &obj, &len);
+
+	*in = (MetaIn){.b = r->backend, .name = name, .window = window_bytes(r)};
+	if (e == 0) {
+		in->buf = obj;
+		in->size = in->off = in->cap = in->len = len;
+		return 0;
+	}
+	if (e != -EFBIG)
+		return e;
+	e = store_size(r->backend, name, &in->size);
+	/* a window and the largest record any writer makes */
+	in->cap = in->window + 4 + ZSTD_compressBound(META_PIECE) + CRYPT_OVERHEAD;
+	if (e == 0 && !(in->buf = malloc(in->cap)))
+		e = -ENOMEM;
+	if (e == 0 && in->size < META_HEADER_LEN)
+		e = -EBADMSG;
+	if (e == 0) { /* the first window: a pieced object's header, or format 1's */
+		const uint8_t *header;
+		e = in_take(in, META_HEADER_LEN, &header);
+		in->pos = 0;
+		if (e == 0 && memcmp(header, META_MAGIC_PIECES, 8) != 0) {
+			free(in->buf);
+			in->buf = NULL;
+			e = store_get_all(r->backend, name, META_MAX_BYTES, &obj, &len);
+			if (e == 0) {
+				in->buf = obj;
+				in->size = in->off = in->cap = in->len = len;
+			}
+		}
+	}
+	if (e < 0) {
+		free(in->buf);
+		in->buf = NULL;
+	}
+	return e == -EFBIG ? -EBADMSG : e;
+}
+
+static bool meta_in_pieced(const MetaIn *in)
+{
+	return in->len - in->pos >= 8 && memcmp(in->buf + in->pos, META_MAGIC_PIECES, 8) == 0;
+}
+
+/* A sink into a buffer that grows as the pieces come (never trusting the header's length). */
+typedef struct BufSink {
+	uint8_t *p;
+	size_t len, cap;
+} BufSink;
+
+static int buf_sink(void *ud, const uint8_t *p, size_t n)
+{
+	BufSink *s = ud;
+	if (n > SIZE_MAX - s->len)
+		return -ENOMEM;
+	if (s->len + n > s->cap) {
+		size_t cap = MAX(s->len + n, s->cap * 2);
+		uint8_t *q = realloc(s->p, cap);
+		if (!q)
+			return -ENOMEM;
+		s->p = q;
+		s->cap = cap;
+	}
+	memcpy(s->p + s->len, p, n);
+	s->len += n;
+	return 0;
+}
+
+static int fd_sink(void *ud, const uint8_t *p, size_t n)
+{
+	return write_full(*(int *)ud, p, n);
+}
+
+/* ---- the interface ---- */
+
 int repo_meta_put(Repo *r, const char *name, const void *buf, size_t len)
 {
 	size_t bound = ZSTD_compressBound(len), n;
-	uint8_t *obj = malloc(META_HEADER_LEN + bound);
+	uint8_t *obj;
 
-	if (!obj)
+	if (len > pieces_from(r))
+		return meta_put_pieces(r, name, buf, -1, len);
+	if (!(obj = malloc(META_HEADER_LEN + bound)))
 		return -ENOMEM;
 	n = ZSTD_compress(obj + META_HEADER_LEN, bound, buf, len, 3);
 	if (ZSTD_isError(n)) {
@@ -69,8 +508,8 @@ int repo_meta_put_file(Repo *r, const char *name, int fd)
 	size_t bound = 0, n = 0, len = 0;
 	int e = fstat(fd, &st) < 0 ? -errno : 0;
 
-	if (e == 0 && (uint64_t)st.st_size > META_MAX_BYTES)
-		e = -EFBIG;
+	if (e == 0 && (uint64_t)st.st_size > pieces_from(r))
+		return meta_put_pieces(r, name, NULL, fd, (uint64_t)st.st_size);
 	if (e == 0) {
 		len = (size_t)st.st_size;
 		bound = ZSTD_compressBound(len);
@@ -114,48 +553,43 @@ int repo_meta_put_file(Repo *r, const char *name, int fd)
 
 int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len)
 {
-	uint8_t *obj = NULL;
-	void *plain = NULL;
-	size_t len, n;
-	uint64_t plen;
-	int e = store_get_all(r->backend, name, META_MAX_BYTES, (void **)&obj, &len);
+	MetaIn in;
+	BufSink s = {0};
+	int e = meta_in_open(r, name, &in);
 
 	if (e < 0)
-		return e == -EFBIG ? -EBADMSG : e;
-	e = -EBADMSG;
-	if (len < META_HEADER_LEN || memcmp(obj, META_MAGIC, 8) != 0 ||
-	    get_le32(obj + 8) != (META_ZSTD | (r->encrypted ? META_SEALED : 0)))
-		goto out;
-	if (r->encrypted) {
-		uint8_t *opened = len - META_HEADER_LEN >= CRYPT_OVERHEAD ? malloc(len) : NULL;
-		size_t olen;
-		e = !opened ? -EBADMSG
-			    : crypt_open(r->keys.meta, name, strlen(name), obj + META_HEADER_LEN,
-					 len - META_HEADER_LEN, opened + META_HEADER_LEN, &olen);
-		if (e < 0) {
-			free(opened);
-			goto out;
-		}
-		memcpy(opened, obj, META_HEADER_LEN);
-		free(obj);
-		obj = opened;
-		len = META_HEADER_LEN + olen;
-		e = -EBADMSG;
+		return e;
+	if (!meta_in_pieced(&in)) /* format 1, fetched whole: takes the buffer */
+		return meta_decode_whole(r, name, in.buf, in.len, ret, ret_len);
+	e = pieces_read(r, &in, buf_sink, &s);
+	free(in.buf);
+	if (e < 0) {
+		free(s.p);
+		return e;
 	}
-	plen = get_le64(obj + 16);
-	if (plen > META_MAX_BYTES || !(plain = malloc(plen ? plen : 1))) {
-		e = plen > META_MAX_BYTES ? -EBADMSG : -ENOMEM;
-		goto out;
+	*ret = s.p ? s.p : malloc(1);
+	*ret_len = s.len;
+	return *ret ? 0 : -ENOMEM;
+}
+
+int repo_meta_get_file(Repo *r, const char *name, int fd)
+{
+	MetaIn in;
+	void *plain;
+	size_t len;
+	int e = meta_in_open(r, name, &in);
+
+	if (e < 0)
+		return e;
+	if (meta_in_pieced(&in)) {
+		e = pieces_read(r, &in, fd_sink, &fd);
+		free(in.buf);
+		return e;
 	}
-	n = ZSTD_decompress(plain, plen, obj + META_HEADER_LEN, len - META_HEADER_LEN);
-	if (ZSTD_isError(n) || n != plen) {
+	e = meta_decode_whole(r, name, in.buf, in.len, &plain, &len);
+	if (e == 0) {
+		e = write_full(fd, plain, len);
 		free(plain);
-		goto out;
 	}
-	*ret = plain;
-	*ret_len = plen;
-	e = 0;
-out:
-	free(obj);
 	return e;
 }

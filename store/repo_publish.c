@@ -11,11 +11,13 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* generations kept in the bucket besides the newest: a reader that listed an
  * older one a moment ago can still fetch it */
@@ -279,6 +281,24 @@ static void base_copy_forward(Repo *r, const DeltaChain *c)
 }
 
 /*
+ * The plain bytes of the object name as the file path (0600, synced),
+ * streamed: a whole catalog can be larger than memory. On error no file.
+ */
+static int meta_get_path(Repo *r, const char *name, const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int e = fd < 0 ? -errno : repo_meta_get_file(r, name, fd);
+
+	if (e == 0 && fsync(fd) < 0)
+		e = -errno;
+	if (fd >= 0 && close(fd) < 0 && e == 0)
+		e = -errno;
+	if (e < 0 && fd >= 0)
+		unlink(path);
+	return e;
+}
+
+/*
  * Fetch the whole generation gen into the local catalog (in place: open
  * connections see it) and, when deltas are in use, keep the image as the
  * base copy. catalog.gen is left to the caller.
@@ -286,20 +306,15 @@ static void base_copy_forward(Repo *r, const DeltaChain *c)
 static int catalog_fetch(Repo *r, uint64_t gen)
 {
 	char name[64];
-	void *img = NULL;
-	size_t len;
 	_cleanup_free_ char *tmp = NULL;
 	int e;
 
 	if (asprintf(&tmp, "%s/tmp/catalog-fetch.db", r->workdir) < 0)
 		return -ENOMEM;
 	remote_catalog_name(gen, name, sizeof(name));
-	e = repo_meta_get(r, name, &img, &len);
+	e = meta_get_path(r, name, tmp);
 	if (e == -EBADMSG)
 		log_warning("the catalog generation \"%s\" is damaged", name);
-	if (e == 0)
-		e = file_write_atomic(tmp, img, len, 0600);
-	free(img);
 	if (e == 0) {
 		mode_t old = umask(0077);
 		e = repo_catalog_install(r, tmp);
@@ -461,8 +476,7 @@ int repo_catalog_publish(Repo *r, uint64_t gen)
 {
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_free_ char *sql = NULL;
-	char name[64], *img = NULL, *err = NULL;
-	size_t len;
+	char name[64], *err = NULL;
 	uint64_t size;
 	int e;
 
@@ -481,8 +495,9 @@ int repo_catalog_publish(Repo *r, uint64_t gen)
 	}
 	sqlite3_free(sql);
 	sql = NULL;
-	e = file_read_all(tmp, SIZE_MAX, &img, &len);
-	if (e < 0) {
+	int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		e = -errno;
 		unlink(tmp);
 		return e;
 	}
@@ -491,8 +506,8 @@ int repo_catalog_publish(Repo *r, uint64_t gen)
 	if (e == 0)
 		e = -ESTALE; /* someone published this generation: never overwrite it */
 	else if (e == -ENOENT)
-		e = repo_meta_put(r, name, img, len);
-	free(img);
+		e = repo_meta_put_file(r, name, fd);
+	close(fd);
 	/* the image is generation gen exactly: the next delta's base */
 	if (e == 0 && r->config.format >= CATALOG_FORMAT_DELTAS && base_copy_replace(r, tmp, gen) < 0)
 		base_gen_clear(r);
@@ -515,8 +530,6 @@ static int base_copy_ready(Repo *r, const RemoteCatalogList *cl, uint64_t gen)
 	const RemoteGen *b = remote_catalog_list_base(cl, gen);
 	DeltaChain c = {0};
 	char name[64];
-	void *img = NULL;
-	size_t len;
 	uint64_t have;
 	int e;
 
@@ -528,10 +541,7 @@ static int base_copy_ready(Repo *r, const RemoteCatalogList *cl, uint64_t gen)
 	e = chain_fetch(r, cl, b->gen, gen, &c);
 	remote_catalog_name(b->gen, name, sizeof(name));
 	if (e == 0)
-		e = repo_meta_get(r, name, &img, &len);
-	if (e == 0)
-		e = file_write_atomic(tmp, img, len, 0600);
-	free(img);
+		e = meta_get_path(r, name, tmp);
 	if (e == 0)
 		e = base_copy_replace(r, tmp, b->gen);
 	unlink(tmp);

@@ -245,12 +245,16 @@ int cli_location_resolve(const char *opt, CliLocation *cl)
 		return EXIT_USAGE;
 	}
 	cl->loc.lock_wait_s = (unsigned)wait_s;
-	/* the tests' switches (fault driver, store/backend.h; catalog compaction, repo.h):
+	/* the tests' switches (fault driver, store/backend.h; catalog compaction and
+	 * metadata pieces, repo.h):
 	 * the library reads no environment for them */
 	cl->loc.faults = getenv("PGBAKFS_TEST_FAULTS");
 	const char *deltas_max = getenv("PGBAKFS_CATALOG_DELTAS_MAX");
 	if (deltas_max && *deltas_max)
 		cl->loc.catalog_deltas_max = (unsigned)strtoul(deltas_max, NULL, 10);
+	const char *pieces = getenv("PGBAKFS_META_PIECES");
+	if (pieces && *pieces)
+		cl->loc.meta_pieces = strtoull(pieces, NULL, 10);
 	/* S3 and encrypted repositories keep their working catalog here */
 	const char *cache_dir = common_or_config(common_opts.cache_dir, "cache-dir");
 	cl->cache_dir = cache_dir ? xstrdup(cache_dir) : home_path("XDG_CACHE_HOME", ".cache");
