@@ -22,6 +22,7 @@
 #include "common/util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +70,49 @@ static int table_dropped(sqlite3 *db)
 	return e;
 }
 
+/* Bytes of pages in use in schema (page_count - freelist_count, times page_size). */
+static int used_bytes(sqlite3 *db, const char *schema, uint64_t *ret)
+{
+	static const char *const pragmas[] = {"page_count", "freelist_count", "page_size"};
+	int64_t v[3];
+
+	for (size_t i = 0; i < 3; i++) {
+		char sql[64];
+		sqlite3_stmt *s = NULL;
+		snprintf(sql, sizeof(sql), "PRAGMA %s.%s", schema, pragmas[i]);
+		int r = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+		if (r == SQLITE_OK)
+			r = sqlite3_step(s);
+		v[i] = r == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+		sqlite3_finalize(s);
+		if (v[i] < 0)
+			return sql_fail(db, pragmas[i]);
+	}
+	*ret = (uint64_t)(v[0] - MIN(v[1], v[0])) * (uint64_t)v[2];
+	return 0;
+}
+
+/*
+ * -EFBIG when main grew past base by more than max_growth bytes of pages in
+ * use: rows inserted, which the diff would hold in memory (a full backup of
+ * millions of chunks: ~1.5 times the growth measured), only to find a delta
+ * not worth publishing.
+ */
+static int growth_check(sqlite3 *db, uint64_t max_growth)
+{
+	uint64_t cur, base;
+	int e = used_bytes(db, "main", &cur);
+
+	if (e == 0)
+		e = used_bytes(db, "base", &base);
+	if (e == 0 && cur > base && cur - base > max_growth) {
+		log_debug("catalog delta: the catalog grew by %llu bytes since the base copy (more "
+			  "than %llu)", (unsigned long long)(cur - base), (unsigned long long)max_growth);
+		e = -EFBIG;
+	}
+	return e;
+}
+
 static int diff_tables(sqlite3 *db, sqlite3_session *ss)
 {
 	sqlite3_stmt *s = NULL;
@@ -108,7 +152,8 @@ static int diff_tables(sqlite3 *db, sqlite3_session *ss)
 	return e;
 }
 
-int delta_diff(const char *cur_path, const char *base_path, void **ret, size_t *ret_len)
+int delta_diff(const char *cur_path, const char *base_path, uint64_t max_growth, void **ret,
+	       size_t *ret_len)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *s = NULL;
@@ -136,6 +181,8 @@ int delta_diff(const char *cur_path, const char *base_path, void **ret, size_t *
 			e = -ENOTSUP;
 		}
 	}
+	if (e == 0)
+		e = growth_check(db, max_growth);
 	if (e == 0)
 		e = sqlite3session_create(db, "main", &ss) == SQLITE_OK ? 0 : -ENOMEM;
 	if (e == 0)

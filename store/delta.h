@@ -18,10 +18,13 @@
  * cur_path: every table of cur_path. Both must have the same schema (open
  * each with catalog_open first, which migrates). -ENOTSUP when some table
  * cannot travel in a changeset (no primary key, absent or different in the
- * base, a table dropped since): the caller publishes a whole catalog instead.
- * *ret is malloc'd (may be empty: nothing changed).
+ * base, a table dropped since), -EFBIG when cur_path holds more than
+ * max_growth bytes of pages in use more than base_path (the diff holds every
+ * row it finds in memory, ~1.5 times the growth): the caller publishes a
+ * whole catalog instead. *ret is malloc'd (may be empty: nothing changed).
  */
-int delta_diff(const char *cur_path, const char *base_path, void **ret, size_t *ret_len);
+int delta_diff(const char *cur_path, const char *base_path, uint64_t max_growth, void **ret,
+	       size_t *ret_len);
 
 /*
  * Apply n patchsets, in order, to db inside one transaction of its own:

@@ -30,6 +30,16 @@
 #define CATALOG_DELTAS_MAX 64
 #define CATALOG_DELTAS_FRACTION 4
 #define CATALOG_DELTAS_FLOOR (1024 * 1024)
+/*
+ * No delta is computed when the catalog grew by more than this many times
+ * the newest whole catalog's size (and the floor): its patchset, at least a
+ * quarter of the growth, would weigh more than that catalog, and a whole
+ * one is published instead (the same outcome, without the diff's memory).
+ * Nor past CATALOG_DELTA_GROWTH_MAX: the diff holds ~1.5 times the growth
+ * in memory (one backup of 10 million new chunks: ~1.2 GB of catalog rows).
+ */
+#define CATALOG_DELTA_GROWTH_RATIO 4
+#define CATALOG_DELTA_GROWTH_MAX (1ULL << 30)
 
 /* ---- the local copy of a remote catalog ---- */
 
@@ -581,8 +591,12 @@ static int catalog_publish_delta(Repo *r, uint64_t gen)
 		e = catalog_open(base, false, &cat);
 		catalog_free(cat);
 	}
+	uint64_t max_growth = b ? MIN(CATALOG_DELTA_GROWTH_RATIO *
+					      MAX(b->size, (uint64_t)CATALOG_DELTAS_FLOOR),
+				      CATALOG_DELTA_GROWTH_MAX)
+				: 0;
 	if (e == 0)
-		e = delta_diff(r->catalog_path, base, &cs, &cs_len);
+		e = delta_diff(r->catalog_path, base, max_growth, &cs, &cs_len);
 	for (uint64_t g = b ? b->gen + 1 : gen; e == 0 && g < gen; g++) {
 		const RemoteGen *d = remote_catalog_list_find(&cl, g, true);
 		sum += d ? d->size : 0;

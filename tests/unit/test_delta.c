@@ -122,7 +122,7 @@ int main(void)
 	catalog_free(c);
 
 	/* the delta makes the base the current catalog, in every table */
-	CHECK_EQ_INT(delta_diff(cur, base, &cs, &len), 0);
+	CHECK_EQ_INT(delta_diff(cur, base, UINT64_MAX, &cs, &len), 0);
 	CHECK(len > 0);
 	sqlite3 *b = open_db(base);
 	const void *v[2] = {cs, cs};
@@ -151,7 +151,7 @@ int main(void)
 	b = open_db(base);
 	CHECK_EQ_INT(exec(b, "INSERT INTO links VALUES(7, 'x', 'y')"), SQLITE_OK);
 	sqlite3_close(b);
-	CHECK_EQ_INT(delta_diff(base, cur, &cs2, &len2), 0);
+	CHECK_EQ_INT(delta_diff(base, cur, UINT64_MAX, &cs2, &len2), 0);
 	const void *v2[1] = {cs2};
 	size_t l2[1] = {len2};
 	CHECK_EQ_INT(delta_apply(r, v2, l2, 1), -EBADMSG);
@@ -164,15 +164,43 @@ int main(void)
 	CHECK_EQ_INT(exec(a, "CREATE TABLE nokey(a, b)"), SQLITE_OK);
 	b = open_db(base);
 	CHECK_EQ_INT(exec(b, "CREATE TABLE nokey(a, b)"), SQLITE_OK);
-	CHECK_EQ_INT(delta_diff(cur, base, &cs2, &len2), -ENOTSUP);
+	CHECK_EQ_INT(delta_diff(cur, base, UINT64_MAX, &cs2, &len2), -ENOTSUP);
 	CHECK_EQ_INT(exec(a, "DROP TABLE nokey"), SQLITE_OK);
-	CHECK_EQ_INT(delta_diff(cur, base, &cs2, &len2), -ENOTSUP);
+	CHECK_EQ_INT(delta_diff(cur, base, UINT64_MAX, &cs2, &len2), -ENOTSUP);
 	CHECK_EQ_INT(exec(b, "DROP TABLE nokey"), SQLITE_OK);
 	/* a column more in one: no delta either */
 	CHECK_EQ_INT(exec(a, "ALTER TABLE links ADD COLUMN extra"), SQLITE_OK);
-	CHECK_EQ_INT(delta_diff(cur, base, &cs2, &len2), -ENOTSUP);
+	CHECK_EQ_INT(delta_diff(cur, base, UINT64_MAX, &cs2, &len2), -ENOTSUP);
 	sqlite3_close(a);
 	sqlite3_close(b);
+
+	/* grown by more than max_growth bytes of pages in use: no diff; shrunk: a diff */
+	char grown[PATH_MAX];
+	test_fmt(grown, sizeof(grown), "%s/grown.db", tmp);
+	a = open_db(cur);
+	vacuum_into(a, grown);
+	sqlite3_close(a);
+	sqlite3 *g = open_db(grown);
+	CHECK_EQ_INT(exec(g, "ALTER TABLE links DROP COLUMN extra"), SQLITE_OK);
+	sqlite3_close(g);
+	b = open_db(base);
+	CHECK_EQ_INT(exec(b, "DELETE FROM links"), SQLITE_OK);
+	sqlite3_close(b);
+	g = open_db(grown);
+	CHECK_EQ_INT(exec(g, "DELETE FROM links; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1"
+			     " FROM n WHERE i < 5000) INSERT INTO links SELECT 7, 'path-' || i,"
+			     " 'target' FROM n"),
+		     SQLITE_OK);
+	sqlite3_close(g);
+	CHECK_EQ_INT(delta_diff(grown, base, 64 << 10, &cs2, &len2), -EFBIG);
+	CHECK(cs2 == NULL);
+	CHECK_EQ_INT(delta_diff(grown, base, 1 << 20, &cs2, &len2), 0);
+	CHECK(len2 > 64 << 10);
+	free(cs2);
+	cs2 = NULL;
+	CHECK_EQ_INT(delta_diff(base, grown, 64 << 10, &cs2, &len2), 0);
+	free(cs2);
+	cs2 = NULL;
 
 	/* a catalog from before bad_blocks had a key gets one on open, duplicates dropped */
 	char old[PATH_MAX];
