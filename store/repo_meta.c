@@ -290,6 +290,7 @@ typedef struct MetaIn {
 	uint8_t *buf;
 	size_t cap, pos, len; /* buf holds [pos, len) unread */
 	size_t window;        /* bytes fetched at a time, at least */
+	bool pieced;          /* format 2 (else format 1, whole in buf) */
 } MetaIn;
 
 /* The next n bytes of the object, contiguous at *ret; -EBADMSG past its end. */
@@ -406,49 +407,35 @@ static int pieces_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
  */
 static int meta_in_open(Repo *r, const char *name, MetaIn *in)
 {
+	uint8_t header[META_HEADER_LEN];
 	void *obj = NULL;
 	size_t len = 0;
 	int e = store_get_all(r->backend, name, whole_max(r), &obj, &len);
 
 	*in = (MetaIn){.b = r->backend, .name = name, .window = window_bytes(r)};
-	if (e == 0) {
+	if (e == -EFBIG) /* larger: its header says which format */
+		e = store_size(r->backend, name, &in->size);
+	if (e == 0 && !obj && in->size < META_HEADER_LEN)
+		e = -EBADMSG;
+	if (e == 0 && !obj) {
+		e = store_get_range(r->backend, name, 0, sizeof(header), header);
+		if (e == -ENODATA)
+			e = -EBADMSG;
+	}
+	if (e == 0 && !obj && memcmp(header, META_MAGIC_PIECES, 8) != 0) /* format 1: whole */
+		e = store_get_all(r->backend, name, META_MAX_BYTES, &obj, &len);
+	if (e == 0 && obj) {
 		in->buf = obj;
 		in->size = in->off = in->cap = in->len = len;
+		in->pieced = len >= 8 && memcmp(obj, META_MAGIC_PIECES, 8) == 0;
 		return 0;
 	}
-	if (e != -EFBIG)
-		return e;
-	e = store_size(r->backend, name, &in->size);
-	/* a window and the largest record any writer makes */
+	in->pieced = true;
+	/* pieces: a window and the largest record any writer makes */
 	in->cap = in->window + 4 + ZSTD_compressBound(META_PIECE) + CRYPT_OVERHEAD;
 	if (e == 0 && !(in->buf = malloc(in->cap)))
 		e = -ENOMEM;
-	if (e == 0 && in->size < META_HEADER_LEN)
-		e = -EBADMSG;
-	if (e == 0) { /* the first window: a pieced object's header, or format 1's */
-		const uint8_t *header;
-		e = in_take(in, META_HEADER_LEN, &header);
-		in->pos = 0;
-		if (e == 0 && memcmp(header, META_MAGIC_PIECES, 8) != 0) {
-			free(in->buf);
-			in->buf = NULL;
-			e = store_get_all(r->backend, name, META_MAX_BYTES, &obj, &len);
-			if (e == 0) {
-				in->buf = obj;
-				in->size = in->off = in->cap = in->len = len;
-			}
-		}
-	}
-	if (e < 0) {
-		free(in->buf);
-		in->buf = NULL;
-	}
 	return e == -EFBIG ? -EBADMSG : e;
-}
-
-static bool meta_in_pieced(const MetaIn *in)
-{
-	return in->len - in->pos >= 8 && memcmp(in->buf + in->pos, META_MAGIC_PIECES, 8) == 0;
 }
 
 /* A sink into a buffer that grows as the pieces come (never trusting the header's length). */
@@ -559,7 +546,7 @@ int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len)
 
 	if (e < 0)
 		return e;
-	if (!meta_in_pieced(&in)) /* format 1, fetched whole: takes the buffer */
+	if (!in.pieced) /* format 1, fetched whole: takes the buffer */
 		return meta_decode_whole(r, name, in.buf, in.len, ret, ret_len);
 	e = pieces_read(r, &in, buf_sink, &s);
 	free(in.buf);
@@ -581,7 +568,7 @@ int repo_meta_get_file(Repo *r, const char *name, int fd)
 
 	if (e < 0)
 		return e;
-	if (meta_in_pieced(&in)) {
+	if (in.pieced) {
 		e = pieces_read(r, &in, fd_sink, &fd);
 		free(in.buf);
 		return e;
