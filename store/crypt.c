@@ -155,6 +155,55 @@ int crypt_open(const uint8_t key[CRYPT_KEY_LEN], const void *aad, size_t aad_len
 	return 0;
 }
 
+struct CryptOpenStream {
+	EVP_CIPHER_CTX *ctx;
+	uint64_t len; /* ciphertext bytes so far: GCM_MAX_LEN at most */
+};
+
+int crypt_open_stream_begin(const uint8_t key[CRYPT_KEY_LEN], const void *aad, size_t aad_len,
+			    const uint8_t nonce[CRYPT_NONCE_LEN], const uint8_t tag[CRYPT_TAG_LEN],
+			    CryptOpenStream **ret)
+{
+	CryptOpenStream *s = calloc(1, sizeof(*s));
+	int r = s && (s->ctx = EVP_CIPHER_CTX_new()) ? 0 : -ENOMEM;
+
+	if (r == 0)
+		r = gcm_begin(s->ctx, false, key, nonce, aad, aad_len);
+	if (r == 0 &&
+	    EVP_CIPHER_CTX_ctrl(s->ctx, EVP_CTRL_AEAD_SET_TAG, CRYPT_TAG_LEN, (void *)tag) != 1)
+		r = -EIO;
+	if (r < 0) {
+		crypt_open_stream_free(s);
+		return r;
+	}
+	*ret = s;
+	return 0;
+}
+
+int crypt_open_stream_update(CryptOpenStream *s, const void *in, size_t len, void *out)
+{
+	if (len > GCM_MAX_LEN - MIN(s->len, (uint64_t)GCM_MAX_LEN))
+		return -EBADMSG;
+	s->len += len;
+	return gcm_update(s->ctx, in, len, out);
+}
+
+int crypt_open_stream_end(CryptOpenStream *s)
+{
+	uint8_t last[16];
+	int m = 0;
+	return EVP_CipherFinal_ex(s->ctx, last, &m) == 1 ? 0 : -EBADMSG;
+}
+
+CryptOpenStream *crypt_open_stream_free(CryptOpenStream *s)
+{
+	if (s) {
+		EVP_CIPHER_CTX_free(s->ctx);
+		free(s);
+	}
+	return NULL;
+}
+
 void crypt_hmac(const uint8_t key[CRYPT_KEY_LEN], const void *buf, size_t len, uint8_t out[32])
 {
 	unsigned n = 0;

@@ -110,6 +110,23 @@ int crypt_open(const uint8_t key[CRYPT_KEY_LEN], const void *aad, size_t aad_len
 	       size_t len, void *out, size_t *ret_len);
 
 /*
+ * crypt_open in pieces, for what is too large to hold: begin with the
+ * sealed bytes' nonce (their first CRYPT_NONCE_LEN) and tag (their last
+ * CRYPT_TAG_LEN), update with the ciphertext between, in order, in pieces
+ * of any size (out holds len bytes), then end: -EBADMSG when the tag does
+ * not match. The bytes update wrote are unauthenticated until end returns
+ * 0: the caller drops them otherwise. Free with crypt_open_stream_free
+ * (accepts NULL). One stream per thread.
+ */
+typedef struct CryptOpenStream CryptOpenStream;
+int crypt_open_stream_begin(const uint8_t key[CRYPT_KEY_LEN], const void *aad, size_t aad_len,
+			    const uint8_t nonce[CRYPT_NONCE_LEN], const uint8_t tag[CRYPT_TAG_LEN],
+			    CryptOpenStream **ret);
+int crypt_open_stream_update(CryptOpenStream *s, const void *in, size_t len, void *out);
+int crypt_open_stream_end(CryptOpenStream *s);
+CryptOpenStream *crypt_open_stream_free(CryptOpenStream *s);
+
+/*
  * The passphrase. From file when it is not NULL: it must be a regular file
  * with no permission bits for group or other (mode & 077 == 0), else -EPERM;
  * at most 64 KiB (-EFBIG); one trailing "\n" or "\r\n" is stripped; open

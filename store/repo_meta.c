@@ -3,8 +3,9 @@
  * manifests): a header, zstd, sealed under the metadata key when the
  * repository is encrypted.
  *
- * Format 1 ("PGBKOBJ1") is one zstd frame, sealed whole: writing and reading
- * it holds the object in memory, and a reader takes none over META_MAX_BYTES.
+ * Format 1 ("PGBKOBJ1") is one zstd frame, sealed whole: writing it holds the
+ * compressed object in memory, and no reader takes one over META_MAX_BYTES
+ * (readers stream those over META_WHOLE).
  * A catalog reaches that at ~34 million chunks (~2 TB of unique data), so
  * an object whose plain bytes pass it is written in pieces (format 2,
  * "PGBKOBJ2"), streamed from and to files:
@@ -290,7 +291,8 @@ typedef struct MetaIn {
 	uint8_t *buf;
 	size_t cap, pos, len; /* buf holds [pos, len) unread */
 	size_t window;        /* bytes fetched at a time, at least */
-	bool pieced;          /* format 2 (else format 1, whole in buf) */
+	bool pieced;          /* format 2 (else format 1) */
+	bool whole;           /* all of it in buf */
 } MetaIn;
 
 /* The next n bytes of the object, contiguous at *ret; -EBADMSG past its end. */
@@ -402,8 +404,8 @@ static int pieces_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
 }
 
 /*
- * Start reading name: whole (one request) when it is small or in format 1,
- * else set up to be read in windows. in->buf is the caller's to free.
+ * Start reading name: whole (one request) when it is small, else set up to
+ * be read in windows. in->buf is the caller's to free.
  */
 static int meta_in_open(Repo *r, const char *name, MetaIn *in)
 {
@@ -413,29 +415,109 @@ static int meta_in_open(Repo *r, const char *name, MetaIn *in)
 	int e = store_get_all(r->backend, name, whole_max(r), &obj, &len);
 
 	*in = (MetaIn){.b = r->backend, .name = name, .window = window_bytes(r)};
+	if (e == 0) {
+		in->buf = obj;
+		in->size = in->off = in->cap = in->len = len;
+		in->pieced = len >= 8 && memcmp(obj, META_MAGIC_PIECES, 8) == 0;
+		in->whole = true;
+		return 0;
+	}
 	if (e == -EFBIG) /* larger: its header says which format */
 		e = store_size(r->backend, name, &in->size);
-	if (e == 0 && !obj && in->size < META_HEADER_LEN)
+	if (e == 0 && in->size < META_HEADER_LEN)
 		e = -EBADMSG;
-	if (e == 0 && !obj) {
+	if (e == 0) {
 		e = store_get_range(r->backend, name, 0, sizeof(header), header);
 		if (e == -ENODATA)
 			e = -EBADMSG;
 	}
-	if (e == 0 && !obj && memcmp(header, META_MAGIC_PIECES, 8) != 0) /* format 1: whole */
-		e = store_get_all(r->backend, name, META_MAX_BYTES, &obj, &len);
-	if (e == 0 && obj) {
-		in->buf = obj;
-		in->size = in->off = in->cap = in->len = len;
-		in->pieced = len >= 8 && memcmp(obj, META_MAGIC_PIECES, 8) == 0;
-		return 0;
-	}
-	in->pieced = true;
-	/* pieces: a window and the largest record any writer makes */
+	in->pieced = e == 0 && memcmp(header, META_MAGIC_PIECES, 8) == 0;
+	/* a window and the largest record any writer makes */
 	in->cap = in->window + 4 + ZSTD_compressBound(META_PIECE) + CRYPT_OVERHEAD;
 	if (e == 0 && !(in->buf = malloc(in->cap)))
 		e = -ENOMEM;
-	return e == -EFBIG ? -EBADMSG : e;
+	return e;
+}
+
+/* The next unread byte of the object. */
+static uint64_t in_at(const MetaIn *in)
+{
+	return in->off - (in->len - in->pos);
+}
+
+/* One step of zstd over zin into sink: *got counts the plain bytes, *zr is zstd's answer. */
+static int unzstd_step(ZSTD_DCtx *dz, ZSTD_inBuffer *zin, uint8_t *out, size_t out_cap,
+		       uint64_t plen, uint64_t *got, size_t *zr, MetaSink sink, void *ud)
+{
+	ZSTD_outBuffer zo = {.dst = out, .size = out_cap};
+	*zr = ZSTD_decompressStream(dz, &zo, zin);
+	if (ZSTD_isError(*zr) || zo.pos > plen - *got)
+		return -EBADMSG;
+	*got += zo.pos;
+	return zo.pos ? sink(ud, out, zo.pos) : 0;
+}
+
+/*
+ * Stream a format-1 object too large to hold into sink: its zstd frame in
+ * windows, opened as it comes when sealed (the tag read first). Sealed
+ * bytes reach sink before the tag is checked at the end: on error the
+ * caller drops what sink got, as it does for any error.
+ */
+static int whole_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
+{
+	const uint8_t *header, *p;
+	uint8_t tag[CRYPT_TAG_LEN];
+	CryptOpenStream *cs = NULL;
+	size_t out_cap = ZSTD_DStreamOutSize(), zr = 1;
+	_cleanup_free_ uint8_t *out = malloc(out_cap);
+	_cleanup_free_ uint8_t *opened = r->encrypted ? malloc(in->window) : NULL;
+	ZSTD_DCtx *dz = ZSTD_createDCtx();
+	uint64_t plen = 0, got = 0, end = in->size;
+	int e = in_take(in, META_HEADER_LEN, &header);
+
+	if (e == 0 && (memcmp(header, META_MAGIC, 8) != 0 || get_le32(header + 8) != meta_flags(r) ||
+		       (plen = get_le64(header + 16)) > META_MAX_BYTES))
+		e = -EBADMSG;
+	if (e == 0 && (!out || !dz || (r->encrypted && !opened)))
+		e = -ENOMEM;
+	if (e == 0 && r->encrypted) { /* nonce | ciphertext | tag */
+		const uint8_t *nonce;
+		if (in->size < META_HEADER_LEN + CRYPT_OVERHEAD)
+			e = -EBADMSG;
+		end = in->size - CRYPT_TAG_LEN;
+		if (e == 0 && (e = store_get_range(in->b, in->name, end, CRYPT_TAG_LEN, tag)) == -ENODATA)
+			e = -EBADMSG;
+		if (e == 0)
+			e = in_take(in, CRYPT_NONCE_LEN, &nonce);
+		if (e == 0)
+			e = crypt_open_stream_begin(r->keys.meta, in->name, strlen(in->name), nonce, tag,
+						    &cs);
+	}
+	while (e == 0 && in_at(in) < end) {
+		size_t n = (size_t)MIN((uint64_t)in->window, end - in_at(in));
+		e = in_take(in, n, &p);
+		if (e == 0 && cs) {
+			e = crypt_open_stream_update(cs, p, n, opened);
+			p = opened;
+		}
+		ZSTD_inBuffer zin = {.src = p, .size = n};
+		while (e == 0 && zin.pos < zin.size)
+			e = unzstd_step(dz, &zin, out, out_cap, plen, &got, &zr, sink, ud);
+	}
+	while (e == 0 && zr != 0) { /* what zstd still holds */
+		ZSTD_inBuffer none = {0};
+		uint64_t before = got;
+		e = unzstd_step(dz, &none, out, out_cap, plen, &got, &zr, sink, ud);
+		if (e == 0 && zr != 0 && got == before)
+			e = -EBADMSG; /* a frame cut short */
+	}
+	if (e == 0 && cs)
+		e = crypt_open_stream_end(cs);
+	if (e == 0 && got != plen)
+		e = -EBADMSG;
+	crypt_open_stream_free(cs);
+	ZSTD_freeDCtx(dz);
+	return e;
 }
 
 /* A sink into a buffer that grows as the pieces come (never trusting the header's length). */
@@ -538,6 +620,14 @@ int repo_meta_put_file(Repo *r, const char *name, int fd)
 	return meta_store(r, name, obj, n, len);
 }
 
+/* Decode an object being read in windows into sink. Frees in->buf. */
+static int meta_in_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
+{
+	int e = in->pieced ? pieces_read(r, in, sink, ud) : whole_read(r, in, sink, ud);
+	free(in->buf);
+	return e;
+}
+
 int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len)
 {
 	MetaIn in;
@@ -546,10 +636,9 @@ int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len)
 
 	if (e < 0)
 		return e;
-	if (!in.pieced) /* format 1, fetched whole: takes the buffer */
+	if (in.whole && !in.pieced) /* format 1 in memory: takes the buffer */
 		return meta_decode_whole(r, name, in.buf, in.len, ret, ret_len);
-	e = pieces_read(r, &in, buf_sink, &s);
-	free(in.buf);
+	e = meta_in_read(r, &in, buf_sink, &s);
 	if (e < 0) {
 		free(s.p);
 		return e;
@@ -568,11 +657,8 @@ int repo_meta_get_file(Repo *r, const char *name, int fd)
 
 	if (e < 0)
 		return e;
-	if (in.pieced) {
-		e = pieces_read(r, &in, fd_sink, &fd);
-		free(in.buf);
-		return e;
-	}
+	if (!in.whole || in.pieced)
+		return meta_in_read(r, &in, fd_sink, &fd);
 	e = meta_decode_whole(r, name, in.buf, in.len, &plain, &len);
 	if (e == 0) {
 		e = write_full(fd, plain, len);

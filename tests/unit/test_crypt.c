@@ -539,6 +539,52 @@ next:
 }
 
 /* A buffer sealed by Python's cryptography AESGCM: pins nonce || ciphertext || tag. */
+/* crypt_open_stream: what crypt_seal made, opened in uneven pieces; a changed byte or tag: -EBADMSG */
+static void test_open_stream(void)
+{
+	uint8_t key[CRYPT_KEY_LEN];
+	const char *aad = "catalog/00000000000000000001";
+	size_t n = 100000, sl = 0;
+	uint8_t *plain = malloc(n), *sealed = malloc(n + CRYPT_OVERHEAD), *out = malloc(n);
+	memset(key, 7, sizeof(key));
+	for (size_t i = 0; i < n; i++)
+		plain[i] = (uint8_t)(i * 31 + i / 977);
+	CHECK_EQ_INT(crypt_seal(key, aad, strlen(aad), plain, n, sealed, &sl), 0);
+	for (int round = 0; round < 4; round++) {
+		/* round 0 as sealed; 1 a ciphertext byte changed; 2 the tag; 3 another aad */
+		if (round == 1)
+			sealed[CRYPT_NONCE_LEN + 5000] ^= 1;
+		if (round == 2) {
+			sealed[CRYPT_NONCE_LEN + 5000] ^= 1;
+			sealed[sl - 1] ^= 1;
+		}
+		if (round == 3)
+			sealed[sl - 1] ^= 1;
+		CryptOpenStream *st = NULL;
+		const char *a = round == 3 ? "catalog/00000000000000000002" : aad;
+		const uint8_t *ct = sealed + CRYPT_NONCE_LEN;
+		if (!CHECK_EQ_INT(crypt_open_stream_begin(key, a, strlen(a), sealed, sealed + sl - CRYPT_TAG_LEN,
+							  &st), 0))
+			break;
+		size_t at = 0, step = 1;
+		while (at < n) { /* pieces of 1, 2, 4, ... bytes */
+			size_t k = MIN(step, n - at);
+			CHECK_EQ_INT(crypt_open_stream_update(st, ct + at, k, out + at), 0);
+			at += k;
+			step *= 2;
+		}
+		int e = crypt_open_stream_end(st);
+		crypt_open_stream_free(st);
+		CHECK_EQ_INT(e, round == 0 ? 0 : -EBADMSG);
+		if (round == 0)
+			CHECK(memcmp(out, plain, n) == 0);
+	}
+	CHECK(crypt_open_stream_free(NULL) == NULL);
+	free(plain);
+	free(sealed);
+	free(out);
+}
+
 static void test_open_known(void)
 {
 	static const char sealed_hex[] = "101112131415161718191a1b0d99fa7722af4993b91069716a1d89fa6e80"
@@ -657,6 +703,7 @@ int main(void)
 	test_hmac();
 	test_seal_open();
 	test_open_known();
+	test_open_stream();
 	test_passphrase();
 	return test_finish();
 }
