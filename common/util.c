@@ -424,6 +424,24 @@ int rm_rf(const char *path)
 	return 0;
 }
 
+int bytes_append(uint8_t **buf, size_t *len, size_t *cap, const void *src, size_t n)
+{
+	if (n > SIZE_MAX - *len)
+		return -ENOMEM;
+	if (*len + n > *cap) {
+		size_t c = MAX(*len + n, *cap > SIZE_MAX / 2 ? SIZE_MAX : *cap * 2);
+		uint8_t *p = realloc(*buf, c ? c : 1);
+		if (!p)
+			return -ENOMEM;
+		*buf = p;
+		*cap = c;
+	}
+	if (n)
+		memcpy(*buf + *len, src, n);
+	*len += n;
+	return 0;
+}
+
 int random_bytes(void *buf, size_t n)
 {
 	char *p = buf;

@@ -267,17 +267,7 @@ static int repack_flush(Repacker *rp)
 
 static int stage_add(Repacker *rp, const void *buf, size_t len)
 {
-	if (rp->stage_len + len > rp->stage_cap) {
-		size_t cap = MAX(rp->stage_cap * 2, rp->stage_len + len);
-		void *v = realloc(rp->stage, cap);
-		if (!v)
-			return -ENOMEM;
-		rp->stage = v;
-		rp->stage_cap = cap;
-	}
-	memcpy(rp->stage + rp->stage_len, buf, len);
-	rp->stage_len += len;
-	return 0;
+	return bytes_append(&rp->stage, &rp->stage_len, &rp->stage_cap, buf, len);
 }
 
 /* 0 when the encoded bytes are the chunk's, as restore checks them; -EBADMSG when not. */

@@ -529,19 +529,7 @@ typedef struct BufSink {
 static int buf_sink(void *ud, const uint8_t *p, size_t n)
 {
 	BufSink *s = ud;
-	if (n > SIZE_MAX - s->len)
-		return -ENOMEM;
-	if (s->len + n > s->cap) {
-		size_t cap = MAX(s->len + n, s->cap * 2);
-		uint8_t *q = realloc(s->p, cap);
-		if (!q)
-			return -ENOMEM;
-		s->p = q;
-		s->cap = cap;
-	}
-	memcpy(s->p + s->len, p, n);
-	s->len += n;
-	return 0;
+	return bytes_append(&s->p, &s->len, &s->cap, p, n);
 }
 
 static int fd_sink(void *ud, const uint8_t *p, size_t n)

@@ -617,8 +617,29 @@ static void test_progress(void)
 	free(out);
 }
 
+/* bytes_append: grows as it must, keeps what it held, refuses an overflowing length */
+static void test_bytes_append(void)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0, cap = 0;
+	char want[3000];
+	for (int i = 0; i < 1000; i++) {
+		char piece[3] = {(char)('a' + i % 26), (char)('0' + i % 10), '.'};
+		memcpy(want + 3 * i, piece, 3);
+		if (!CHECK_EQ_INT(bytes_append(&buf, &len, &cap, piece, 3), 0))
+			break;
+	}
+	CHECK(len == 3000 && cap >= len && cap <= 2 * len);
+	CHECK(buf && memcmp(buf, want, 3000) == 0);
+	CHECK_EQ_INT(bytes_append(&buf, &len, &cap, "", 0), 0);
+	CHECK_EQ_INT(bytes_append(&buf, &len, &cap, want, SIZE_MAX - 10), -ENOMEM);
+	CHECK(len == 3000 && memcmp(buf, want, 3000) == 0);
+	free(buf);
+}
+
 int main(void)
 {
+	test_bytes_append();
 	test_crc32c();
 	test_parse_size();
 	test_parse_duration();
