@@ -488,7 +488,8 @@ static void test_seal_open(void)
 			goto next;
 		CHECK_EQ_INT(crypt_open(key, aad, strlen(aad), s1, sl, out, NULL), 0);
 		CHECK(memcmp(out, plain, n) == 0);
-		if (n > 0)
+		/* (not for a few bytes: one byte of ciphertext equals its plaintext 1 time in 256) */
+		if (n >= 16)
 			CHECK(memcmp(s1 + CRYPT_NONCE_LEN, plain, n) != 0);
 
 		/* a random nonce: the same plaintext seals differently */
