@@ -5,7 +5,7 @@
  *   repo.c            open (repo_open_bare, repo_open_at), free, accessors, disk cache
  *   repo_config.c     the config object
  *   repo_init.c       repo_init: a new repository
- *   repo_meta.c       small objects: header, zstd, sealing
+ *   repo_meta.c       metadata objects: header, zstd, sealing, pieces
  *   repo_publish.c    published catalogs: local copy, generations, deltas, prune
  *   repo_manifests.c  snapshot manifests in line with the catalog
  *   repo_write.c      writer lifecycle, upgrade, key change
