@@ -207,8 +207,9 @@ int repo_meta_put_file(Repo *r, const char *name, int fd);
 int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len);
 /*
  * repo_meta_get's plain bytes written to fd (from its offset) as they are
- * checked: an object past 4 GiB is neither fetched nor held whole. On error
- * the file may hold part of them: the caller drops it.
+ * decoded: an object past 64 MiB is fetched in windows and never held
+ * whole. On error the file may hold part of them, the last not yet checked
+ * (a digest, a tag, the end of a frame): the caller drops it.
  */
 int repo_meta_get_file(Repo *r, const char *name, int fd);
 

@@ -1,11 +1,11 @@
 /*
- * Small repository objects (catalog generations and deltas, snapshot
- * manifests): a header, zstd, sealed under the metadata key when the
- * repository is encrypted.
+ * Metadata objects (catalog generations and deltas, snapshot manifests): a
+ * header, zstd, sealed under the metadata key when the repository is
+ * encrypted. Readers decode every object as a stream into a sink (a buffer
+ * or a file), fetching those past META_WHOLE in windows.
  *
  * Format 1 ("PGBKOBJ1") is one zstd frame, sealed whole: writing it holds the
- * compressed object in memory, and no reader takes one over META_MAX_BYTES
- * (readers stream those over META_WHOLE).
+ * compressed object in memory, and no reader takes one over META_MAX_BYTES.
  * A catalog reaches that at ~34 million chunks (~2 TB of unique data), so
  * an object whose plain bytes pass it is written in pieces (format 2,
  * "PGBKOBJ2"), streamed from and to files:
@@ -101,52 +101,6 @@ static int meta_store(Repo *r, const char *name, uint8_t *obj, size_t n, size_t 
 	}
 	if (e == 0)
 		e = store_put(r->backend, name, obj, META_HEADER_LEN + n);
-	free(obj);
-	return e;
-}
-
-/* The plain bytes of a whole format-1 object (len bytes at obj). Takes obj. */
-static int meta_decode_whole(Repo *r, const char *name, uint8_t *obj, size_t len, void **ret,
-			     size_t *ret_len)
-{
-	void *plain = NULL;
-	uint64_t plen;
-	size_t n;
-	int e = -EBADMSG;
-
-	if (len < META_HEADER_LEN || memcmp(obj, META_MAGIC, 8) != 0 ||
-	    get_le32(obj + 8) != meta_flags(r))
-		goto out;
-	if (r->encrypted) {
-		uint8_t *opened = len - META_HEADER_LEN >= CRYPT_OVERHEAD ? malloc(len) : NULL;
-		size_t olen;
-		e = !opened ? -EBADMSG
-			    : crypt_open(r->keys.meta, name, strlen(name), obj + META_HEADER_LEN,
-					 len - META_HEADER_LEN, opened + META_HEADER_LEN, &olen);
-		if (e < 0) {
-			free(opened);
-			goto out;
-		}
-		memcpy(opened, obj, META_HEADER_LEN);
-		free(obj);
-		obj = opened;
-		len = META_HEADER_LEN + olen;
-		e = -EBADMSG;
-	}
-	plen = get_le64(obj + 16);
-	if (plen > META_MAX_BYTES || !(plain = malloc(plen ? plen : 1))) {
-		e = plen > META_MAX_BYTES ? -EBADMSG : -ENOMEM;
-		goto out;
-	}
-	n = ZSTD_decompress(plain, plen, obj + META_HEADER_LEN, len - META_HEADER_LEN);
-	if (ZSTD_isError(n) || n != plen) {
-		free(plain);
-		goto out;
-	}
-	*ret = plain;
-	*ret_len = plen;
-	e = 0;
-out:
 	free(obj);
 	return e;
 }
@@ -404,12 +358,12 @@ static int pieces_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
 }
 
 /*
- * Start reading name: whole (one request) when it is small, else set up to
- * be read in windows. in->buf is the caller's to free.
+ * Start reading name: whole (one request) when it is small, else in windows,
+ * the first of which is fetched to tell the format. in->buf is the caller's
+ * to free.
  */
 static int meta_in_open(Repo *r, const char *name, MetaIn *in)
 {
-	uint8_t header[META_HEADER_LEN];
 	void *obj = NULL;
 	size_t len = 0;
 	int e = store_get_all(r->backend, name, whole_max(r), &obj, &len);
@@ -418,25 +372,35 @@ static int meta_in_open(Repo *r, const char *name, MetaIn *in)
 	if (e == 0) {
 		in->buf = obj;
 		in->size = in->off = in->cap = in->len = len;
-		in->pieced = len >= 8 && memcmp(obj, META_MAGIC_PIECES, 8) == 0;
 		in->whole = true;
+	} else if (e == -EFBIG) {
+		const uint8_t *header;
+		/* a window and the largest record any writer makes */
+		in->cap = in->window + 4 + ZSTD_compressBound(META_PIECE) + CRYPT_OVERHEAD;
+		e = store_size(r->backend, name, &in->size);
+		if (e == 0 && !(in->buf = malloc(in->cap)))
+			e = -ENOMEM;
+		if (e == 0)
+			e = in_take(in, META_HEADER_LEN, &header);
+		in->pos = 0; /* the decoder takes the header again */
+	}
+	if (e < 0) {
+		free(in->buf);
+		return e;
+	}
+	in->pieced = in->len >= 8 && memcmp(in->buf, META_MAGIC_PIECES, 8) == 0;
+	return 0;
+}
+
+/* The object's last n bytes into dst (a whole object holds them already). */
+static int in_tail(const MetaIn *in, size_t n, uint8_t *dst)
+{
+	if (in->whole) {
+		memcpy(dst, in->buf + in->size - n, n);
 		return 0;
 	}
-	if (e == -EFBIG) /* larger: its header says which format */
-		e = store_size(r->backend, name, &in->size);
-	if (e == 0 && in->size < META_HEADER_LEN)
-		e = -EBADMSG;
-	if (e == 0) {
-		e = store_get_range(r->backend, name, 0, sizeof(header), header);
-		if (e == -ENODATA)
-			e = -EBADMSG;
-	}
-	in->pieced = e == 0 && memcmp(header, META_MAGIC_PIECES, 8) == 0;
-	/* a window and the largest record any writer makes */
-	in->cap = in->window + 4 + ZSTD_compressBound(META_PIECE) + CRYPT_OVERHEAD;
-	if (e == 0 && !(in->buf = malloc(in->cap)))
-		e = -ENOMEM;
-	return e;
+	int e = store_get_range(in->b, in->name, in->size - n, n, dst);
+	return e == -ENODATA ? -EBADMSG : e;
 }
 
 /* The next unread byte of the object. */
@@ -458,19 +422,21 @@ static int unzstd_step(ZSTD_DCtx *dz, ZSTD_inBuffer *zin, uint8_t *out, size_t o
 }
 
 /*
- * Stream a format-1 object too large to hold into sink: its zstd frame in
- * windows, opened as it comes when sealed (the tag read first). Sealed
- * bytes reach sink before the tag is checked at the end: on error the
- * caller drops what sink got, as it does for any error.
+ * Decode a format-1 object into sink as a stream: its zstd frame a window
+ * at a time, opened as it comes when sealed (the tag read first), so that
+ * an object too large to hold is never held. Sealed bytes reach sink
+ * before the tag is checked at the end: on error the caller drops what
+ * sink got, as it does for any error.
  */
-static int whole_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
+static int format1_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
 {
 	const uint8_t *header, *p;
 	uint8_t tag[CRYPT_TAG_LEN];
 	CryptOpenStream *cs = NULL;
 	size_t out_cap = ZSTD_DStreamOutSize(), zr = 1;
 	_cleanup_free_ uint8_t *out = malloc(out_cap);
-	_cleanup_free_ uint8_t *opened = r->encrypted ? malloc(in->window) : NULL;
+	_cleanup_free_ uint8_t *opened =
+		r->encrypted ? malloc((size_t)MIN((uint64_t)in->window, in->size)) : NULL;
 	ZSTD_DCtx *dz = ZSTD_createDCtx();
 	uint64_t plen = 0, got = 0, end = in->size;
 	int e = in_take(in, META_HEADER_LEN, &header);
@@ -485,8 +451,8 @@ static int whole_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
 		if (in->size < META_HEADER_LEN + CRYPT_OVERHEAD)
 			e = -EBADMSG;
 		end = in->size - CRYPT_TAG_LEN;
-		if (e == 0 && (e = store_get_range(in->b, in->name, end, CRYPT_TAG_LEN, tag)) == -ENODATA)
-			e = -EBADMSG;
+		if (e == 0)
+			e = in_tail(in, CRYPT_TAG_LEN, tag);
 		if (e == 0)
 			e = in_take(in, CRYPT_NONCE_LEN, &nonce);
 		if (e == 0)
@@ -608,10 +574,10 @@ int repo_meta_put_file(Repo *r, const char *name, int fd)
 	return meta_store(r, name, obj, n, len);
 }
 
-/* Decode an object being read in windows into sink. Frees in->buf. */
+/* Decode an object being read into sink, whichever its format. Frees in->buf. */
 static int meta_in_read(Repo *r, MetaIn *in, MetaSink sink, void *ud)
 {
-	int e = in->pieced ? pieces_read(r, in, sink, ud) : whole_read(r, in, sink, ud);
+	int e = in->pieced ? pieces_read(r, in, sink, ud) : format1_read(r, in, sink, ud);
 	free(in->buf);
 	return e;
 }
@@ -622,11 +588,8 @@ int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len)
 	BufSink s = {0};
 	int e = meta_in_open(r, name, &in);
 
-	if (e < 0)
-		return e;
-	if (in.whole && !in.pieced) /* format 1 in memory: takes the buffer */
-		return meta_decode_whole(r, name, in.buf, in.len, ret, ret_len);
-	e = meta_in_read(r, &in, buf_sink, &s);
+	if (e == 0)
+		e = meta_in_read(r, &in, buf_sink, &s);
 	if (e < 0) {
 		free(s.p);
 		return e;
@@ -639,18 +602,7 @@ int repo_meta_get(Repo *r, const char *name, void **ret, size_t *ret_len)
 int repo_meta_get_file(Repo *r, const char *name, int fd)
 {
 	MetaIn in;
-	void *plain;
-	size_t len;
 	int e = meta_in_open(r, name, &in);
 
-	if (e < 0)
-		return e;
-	if (!in.whole || in.pieced)
-		return meta_in_read(r, &in, fd_sink, &fd);
-	e = meta_decode_whole(r, name, in.buf, in.len, &plain, &len);
-	if (e == 0) {
-		e = write_full(fd, plain, len);
-		free(plain);
-	}
-	return e;
+	return e < 0 ? e : meta_in_read(r, &in, fd_sink, &fd);
 }
