@@ -94,6 +94,17 @@ static int gcm_begin(EVP_CIPHER_CTX *ctx, bool enc, const uint8_t key[CRYPT_KEY_
 	return gcm_update(ctx, aad, aad_len, NULL);
 }
 
+/* gcm_begin to open, with the tag the end will be checked against */
+static int gcm_open_begin(EVP_CIPHER_CTX *ctx, const uint8_t key[CRYPT_KEY_LEN],
+			  const uint8_t nonce[CRYPT_NONCE_LEN], const uint8_t tag[CRYPT_TAG_LEN],
+			  const void *aad, size_t aad_len)
+{
+	int r = gcm_begin(ctx, false, key, nonce, aad, aad_len);
+	if (r == 0 && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, CRYPT_TAG_LEN, (void *)tag) != 1)
+		r = -EIO;
+	return r;
+}
+
 int crypt_seal(const uint8_t key[CRYPT_KEY_LEN], const void *aad, size_t aad_len, const void *in,
 	       size_t len, void *out, size_t *ret_len)
 {
@@ -136,10 +147,7 @@ int crypt_open(const uint8_t key[CRYPT_KEY_LEN], const void *aad, size_t aad_len
 	ctx = EVP_CIPHER_CTX_new();
 	if (!ctx)
 		return -ENOMEM;
-	r = gcm_begin(ctx, false, key, nonce, aad, aad_len);
-	if (r == 0 && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, CRYPT_TAG_LEN,
-					  (void *)(ct + n)) != 1)
-		r = -EIO;
+	r = gcm_open_begin(ctx, key, nonce, ct + n, aad, aad_len);
 	if (r == 0)
 		r = gcm_update(ctx, ct, n, out);
 	/* the tag is checked here, after the bytes were decrypted into out */
@@ -168,10 +176,7 @@ int crypt_open_stream_begin(const uint8_t key[CRYPT_KEY_LEN], const void *aad, s
 	int r = s && (s->ctx = EVP_CIPHER_CTX_new()) ? 0 : -ENOMEM;
 
 	if (r == 0)
-		r = gcm_begin(s->ctx, false, key, nonce, aad, aad_len);
-	if (r == 0 &&
-	    EVP_CIPHER_CTX_ctrl(s->ctx, EVP_CTRL_AEAD_SET_TAG, CRYPT_TAG_LEN, (void *)tag) != 1)
-		r = -EIO;
+		r = gcm_open_begin(s->ctx, key, nonce, tag, aad, aad_len);
 	if (r < 0) {
 		crypt_open_stream_free(s);
 		return r;
