@@ -85,12 +85,13 @@ int dir_is_empty(const char *path);
 /* rm -rf; errors other than ENOENT are returned. */
 int rm_rf(const char *path);
 
-/* Random bytes from getrandom(2). */
 /*
  * Append n bytes at src to the growing buffer *buf (*len used of *cap,
  * doubling as needed): -ENOMEM, buffer unchanged, when it cannot grow.
  */
 int bytes_append(uint8_t **buf, size_t *len, size_t *cap, const void *src, size_t n);
+
+/* Random bytes from getrandom(2). */
 int random_bytes(void *buf, size_t n);
 
 /* malloc/calloc that exit on failure: only for tools/ and tests. */
