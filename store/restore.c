@@ -192,6 +192,12 @@ typedef struct RTask {
 	uint32_t count; /* consecutive chunks, all to be written */
 } RTask;
 
+/* a file system written to, and a directory of it opened before any write (sync_add) */
+typedef struct SyncFs {
+	int fd;
+	dev_t dev;
+} SyncFs;
+
 typedef struct RDir {
 	char *path;
 	uint32_t mode, uid, gid;
@@ -257,6 +263,16 @@ typedef struct Restorer {
 	size_t win_limit;                 /* most bytes of the next window */
 	unsigned open_clock;
 
+	/*
+	 * main thread: the file systems written to, each by a directory opened
+	 * before anything is written there (sync_add). syncfs reports the
+	 * writeback errors of a file system since the descriptor was opened, to
+	 * each descriptor once (Linux 5.8): a directory opened just before its
+	 * syncfs missed those of the writes through the cache before it.
+	 */
+	SyncFs *sync;
+	size_t n_sync;
+
 	/* the restore record: the last restore's (delta), and this one's */
 	RestoreRecord *prev, *next;
 	bool wal_ready; /* delta: o->wal answers for the files PostgreSQL wrote since prev */
@@ -297,6 +313,83 @@ static void restorer_fail(Restorer *rs, int r, const char *path, uint64_t offset
 	pthread_mutex_unlock(&rs->lock);
 	if (rs->tasks)
 		workqueue_abort(rs->tasks, r);
+}
+
+/*
+ * A directory of path's file system, opened: path's, or (one not there yet,
+ * made during the restore) its nearest ancestor's.
+ */
+static int open_fs_of(const char *path)
+{
+	_cleanup_free_ char *p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	for (;;) {
+		int fd = open(*p ? p : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0 || errno != ENOENT)
+			return fd >= 0 ? fd : -errno;
+		char *slash = strrchr(p, '/');
+		if (!slash && !strcmp(p, "."))
+			return -ENOENT;
+		if (!slash)
+			strcpy(p, ".");
+		else
+			*slash = '\0';
+	}
+}
+
+/* path's file system among those made durable (sync_written), if it is not already */
+static int sync_add(Restorer *rs, const char *path)
+{
+	struct stat st;
+	int fd = open_fs_of(path), r = 0;
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0)
+		r = -errno;
+	size_t i = 0;
+	while (r == 0 && i < rs->n_sync && rs->sync[i].dev != st.st_dev)
+		i++;
+	if (r == 0 && i == rs->n_sync) {
+		SyncFs *v = realloc(rs->sync, (rs->n_sync + 1) * sizeof(*v));
+		if (v) {
+			rs->sync = v;
+			v[rs->n_sync++] = (SyncFs){.fd = fd, .dev = st.st_dev};
+			fd = -1;
+		} else {
+			r = -ENOMEM;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+/* The file systems the restore writes to: the target's, TARGET.extra's, the tablespaces'. */
+static int sync_open(Restorer *rs)
+{
+	_cleanup_free_ char *extra = NULL;
+	int r = sync_add(rs, rs->target);
+	if (r == 0)
+		r = asprintf(&extra, "%s.extra", rs->target) < 0 ? -ENOMEM : sync_add(rs, extra);
+	for (size_t i = 0; r == 0 && i < rs->n_links; i++)
+		r = sync_add(rs, rs->link_targets[i]);
+	return r;
+}
+
+/*
+ * Everything written so far, durable: syncfs of each file system. A failure
+ * (a write the disk lost) fails the restore: each descriptor hears of it once.
+ */
+static int sync_written(Restorer *rs)
+{
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < rs->n_sync; i++)
+		if (syncfs(rs->sync[i].fd) < 0)
+			r = -errno;
+	if (r < 0)
+		restorer_fail(rs, r, NULL, 0);
+	return r;
 }
 
 static int apply_meta_fd(Restorer *rs, int fd, uint32_t mode, uint32_t uid, uint32_t gid,
@@ -1254,7 +1347,7 @@ static int delta_keep_dir_link(Restorer *rs, const char *path, bool *ret_kept)
 		return -ENOMEM;
 	rs->n_kept_links++;
 	*ret_kept = true;
-	return 0;
+	return sync_add(rs, path); /* its contents go where it points: another file system, maybe */
 }
 
 static int restore_dir(Restorer *rs, const FileRow *f, char *path)
@@ -1699,29 +1792,6 @@ fail:
 	restorer_fail(rs, r, path, 0);
 	rfile_free(rf);
 	return r;
-}
-
-/* syncfs of a directory's file system; one that is not there (yet) has nothing to sync */
-static int sync_fs_of(const char *dir)
-{
-	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	return syncfs(fd) < 0 ? -errno : 0;
-}
-
-/*
- * Everything written so far made durable: the target's file system, and
- * those of the tablespace locations and TARGET.extra, which may be others.
- */
-static int sync_written(Restorer *rs)
-{
-	char extra[PATH_MAX];
-	int r = sync_fs_of(rs->target);
-	for (size_t i = 0; r == 0 && i < rs->n_links; i++)
-		r = sync_fs_of(rs->link_targets[i]);
-	snprintf(extra, sizeof(extra), "%s.extra", rs->target);
-	return r == 0 ? sync_fs_of(extra) : r;
 }
 
 /*
@@ -2227,6 +2297,8 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	if (r == 0)
 		r = mkdir_p(target, 0700);
 	if (r == 0)
+		r = sync_open(&rs);
+	if (r == 0)
 		record_begin(&rs);
 	if (r == 0 && o->delta)
 		r = wal_open(&rs);
@@ -2290,5 +2362,8 @@ out:
 	pthread_mutex_destroy(&rs.defer_lock);
 	pthread_cond_destroy(&rs.cond_nonempty);
 	pthread_cond_destroy(&rs.cond_nonfull);
+	for (size_t i = 0; i < rs.n_sync; i++)
+		close(rs.sync[i].fd);
+	free(rs.sync);
 	return r;
 }

@@ -223,23 +223,42 @@ cp "$T/data/PG_VERSION" "$T/torn/PG_VERSION"
 rc=0; timeout 30 runuser -u postgres -- "$PGBIN/postgres" -D "$T/torn" \
 	-p $((PORT + 2)) -c listen_addresses= -c unix_socket_directories="$T/sock" >"$T/torn.pg.log" 2>&1 || rc=$?
 ok "PostgreSQL refuses to start there ($rc)" bash -c "[ $rc != 0 ] && [ $rc != 124 ] && grep -q 'global/pg_control' '$T/torn.pg.log' || { cat '$T/torn.pg.log' >&2; false; }"
-# durable before pg_control: the file system of the tablespace location is synced too (it may
-# be another one than the target's), seen as a syncfs on a descriptor of that directory
+# durable before pg_control: the file system of the tablespace location is synced too (here
+# another one than the target's: a tmpfs), seen as a syncfs on a descriptor of that directory
+# (or of its parent, the location being made by the restore)
 # (LeakSanitizer does not run under ptrace: no leak check for this one run)
-ok "a complete restore has it" env ASAN_OPTIONS=detect_leaks=0 strace -f -y -e trace=syncfs -o "$T/full.strace" "$PGBAKFS" restore "$S" "$T/full" "${ROOTOPTS[@]}" --tablespace-map "$T/ts=$T/ts-full" --no-progress >/dev/null
-ok "and synced the tablespace location's file system" grep_or_show "syncfs([0-9]*<$T/ts-full>) = 0" "$T/full.strace"
+OTHERFS=$(mktemp -d /dev/shm/pgbakfs-test.XXXXXX)
+at_exit "rm -rf '$OTHERFS'"
+ok "another file system for it" test "$(stat -c %d "$OTHERFS")" != "$(stat -c %d "$T")"
+ok "a complete restore has it" env ASAN_OPTIONS=detect_leaks=0 strace -f -y -e trace=openat,pwrite64,syncfs -o "$T/full.strace" "$PGBAKFS" restore "$S" "$T/full" "${ROOTOPTS[@]}" --tablespace-map "$T/ts=$OTHERFS/ts-full" --no-progress >/dev/null
+ok "and synced the tablespace location's file system" grep_or_show "syncfs([0-9]*<$OTHERFS\(/ts-full\)\?>) = 0" "$T/full.strace"
+ok "and the target's" grep_or_show "syncfs([0-9]*<$T\(/full\)\?>) = 0" "$T/full.strace"
+# syncfs reports a file system's writeback errors since its descriptor was opened: every
+# descriptor synced was opened before the restore wrote anything (one opened just before its
+# syncfs missed the errors of the writes through the page cache before)
+synced_late() { # STRACE DIR: each syncfs whose descriptor was opened after the first pwrite64 into DIR
+	awk -v dir="$2/" 'index($0, "pwrite64(") && index($0, "<" dir) && !w { w = NR }
+	     /openat\(|openat resumed/ && match($0, /= [0-9]+<[^>]*>$/) { at[substr($0, RSTART + 2)] = NR }
+	     /syncfs\(/ && match($0, /\([0-9]+<[^>]*>/) { n++; d = substr($0, RSTART + 1, RLENGTH - 1)
+	         if (!(d in at) || at[d] > w) print "late: " $0 }
+	     END { if (!w || !n) print "no pwrite64 or no syncfs" }' "$1"
+}
+ok "each synced file system's descriptor was opened before the first write" test -z "$(synced_late "$T/full.strace" "$T/full" | tee /dev/stderr)"
 ok "a second one" pgbakfs restore "$S" "$T/full2" "${ROOTOPTS[@]}" --tablespace-map "$T/ts=$T/ts-full2" --no-progress >/dev/null
 ok "pg_control restored" test -s "$T/full/global/pg_control"
 ok "identical restores" diff <(tree_manifest "$T/full" | grep -v '^\./pg_tblspc/') <(tree_manifest "$T/full2" | grep -v '^\./pg_tblspc/')
 
 # ---- 6: restore --delta keeps a pg_wal symlink ----
-mv "$T/full2/pg_wal" "$T/wal-elsewhere"
-ln -s "$T/wal-elsewhere" "$T/full2/pg_wal"
-touch "$T/wal-elsewhere/stray" && mkdir -p "$T/wal-elsewhere/archive_status/junk"
+# (to another file system, which is made durable too)
+WALDIR=$OTHERFS/wal-elsewhere
+mv "$T/full2/pg_wal" "$WALDIR"
+ln -s "$WALDIR" "$T/full2/pg_wal"
+touch "$WALDIR/stray" && mkdir -p "$WALDIR/archive_status/junk"
 echo garbage >"$T/full2/global/pg_control"
-ok "restore --delta onto a data directory with a linked pg_wal" pgbakfs restore "$S" "$T/full2" "${ROOTOPTS[@]}" --tablespace-map "$T/ts=$T/ts-full2" --delta --no-progress >/dev/null
-ok "pg_wal is still the link" test "$(readlink "$T/full2/pg_wal")" = "$T/wal-elsewhere"
-ok "the link's target holds the snapshot's pg_wal" same_tree "$T/full/pg_wal" "$T/wal-elsewhere"
+ok "restore --delta onto a data directory with a linked pg_wal" env ASAN_OPTIONS=detect_leaks=0 strace -f -y -e trace=syncfs -o "$T/wal.strace" "$PGBAKFS" restore "$S" "$T/full2" "${ROOTOPTS[@]}" --tablespace-map "$T/ts=$T/ts-full2" --delta --no-progress >/dev/null
+ok "pg_wal is still the link" test "$(readlink "$T/full2/pg_wal")" = "$WALDIR"
+ok "the link's target holds the snapshot's pg_wal" same_tree "$T/full/pg_wal" "$WALDIR"
+ok "and its file system was synced" grep_or_show "syncfs([0-9]*<$WALDIR>) = 0" "$T/wal.strace"
 ok "the rest is the snapshot" diff <(tree_manifest "$T/full" | grep -v -e '^\./pg_wal[ /]' -e '^\./pg_tblspc/') <(tree_manifest "$T/full2" | grep -v -e '^\./pg_wal[ /]' -e '^\./pg_tblspc/')
 
 # ---- 2: a restore holds its snapshot: delete + gc meanwhile do not break it ----
