@@ -96,6 +96,8 @@ typedef struct RFile {
  * 4 MiB, 2.15 s with 8 MiB, 2.10 s with 16 MiB (medians of 5).
  */
 #define RESTORE_DIRECT_RUN (8u << 20)
+/* bytes of runs all workers hold at most: shorter runs past 16 jobs */
+#define RESTORE_RUNS_MAX (128u << 20)
 #define RESTORE_DIRECT_MIN (1u << 20)
 /* how often the record of finished files is saved (RestoreOptions.record_every_ns) */
 #define RESTORE_RECORD_EVERY (60 * 1000000000LL)
@@ -211,7 +213,7 @@ typedef struct Restorer {
 	const char *target;
 	uint64_t chunk_size;
 	uint32_t batch; /* chunks per task: consecutive ones go to one reader */
-	size_t run_cap; /* bytes of a worker's run: RESTORE_DIRECT_RUN, or one chunk if larger */
+	size_t run_cap; /* bytes of a worker's run (run_bytes) */
 	bool as_root;
 
 	/*
@@ -2248,12 +2250,20 @@ static int hold_snapshot(Repo *repo, const SnapshotInfo *snap, RepoSession **ret
 	return r;
 }
 
+/* A worker's run: RESTORE_DIRECT_RUN, less with many jobs, whole chunks, at least one. */
+static size_t run_bytes(uint64_t chunk_size, int jobs)
+{
+	size_t run = MIN(RESTORE_DIRECT_RUN, RESTORE_RUNS_MAX / (size_t)MAX(jobs, 1));
+	return (size_t)MAX(chunk_size, run / chunk_size * chunk_size);
+}
+
 int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 		     const RestoreOptions *o, RestoreResult *ret)
 {
 	Restorer rs = {.repo = repo, .o = o, .res = ret, .target = target, .as_root = geteuid() == 0,
 		       .chunk_size = repo_config(repo)->chunk_size, .batch = 1};
-	rs.run_cap = MAX(RESTORE_DIRECT_RUN, rs.chunk_size); /* holds a task: batch * chunk_size */
+	int jobs = o->jobs > 0 ? o->jobs : cpu_count();
+	rs.run_cap = run_bytes(rs.chunk_size, jobs); /* holds a task: batch * chunk_size */
 	RepoSession *session = NULL;
 	int r;
 
@@ -2261,14 +2271,13 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	rs.pending_tail = &rs.pending;
 	rs.ready_tail = &rs.ready;
 	if (rs.remote) {
-		int jobs = o->jobs > 0 ? o->jobs : cpu_count();
 		rs.buf_size = RESTORE_WINDOW(&rs) + RESTORE_WINDOW(&rs) / 8;
 		rs.n_bufs_max = MAX(3, MIN((size_t)(jobs + 2), RESTORE_WINDOW_BUFFERS / rs.buf_size));
 		rs.win_limit = MIN(rs.buf_size / 8, RESTORE_WINDOW_FIRST);
 	} else if (o->delta) { /* most chunks are only read and hashed: DELTA_READ a task, not one chunk */
 		rs.batch = (uint32_t)MAX(1, DELTA_READ / rs.chunk_size);
-	} else { /* RESTORE_DIRECT_RUN a task, written at once (restore_task_run) */
-		rs.batch = (uint32_t)MAX(1, RESTORE_DIRECT_RUN / rs.chunk_size);
+	} else { /* a run a task, written at once (restore_task_run) */
+		rs.batch = (uint32_t)(rs.run_cap / rs.chunk_size);
 	}
 
 	*ret = (RestoreResult){0};
