@@ -26,6 +26,11 @@ ok "... and it is identical" same_tree "$T/src" "$T/out1f"
 ok "... and sparse" test "$(du -k "$T/out1f/sparse" | cut -f1)" -lt 1024
 ok "a delta (strace)" env ASAN_OPTIONS=detect_leaks=0 strace -f -e trace=fallocate -o "$T/fa.strace" "$PGBAKFS" restore latest "$T/out1f" --repo "$R" --delta --no-progress >/dev/null
 ok "... allocated nothing" test "$(grep -c fallocate "$T/fa.strace")" = 0
+# runs of consecutive chunks are written at once, 8 MiB at most, shorter with many jobs (all
+# workers' runs stay within 128 MiB): at -j 200, 640 KiB (10 chunks) at a time
+ok "restore -j 200 (strace)" env ASAN_OPTIONS=detect_leaks=0 strace -f -y -e trace=pwrite64 -o "$T/runs.strace" "$PGBAKFS" restore latest "$T/out1j" --repo "$R" -j 200 --no-progress >/dev/null
+ok "... identical" same_tree "$T/src" "$T/out1j"
+ok "... the random file in runs of 640 KiB" test "$(grep -c "^[0-9]* *pwrite64([0-9]*<$T/out1j/base/1/random>, .*, 655360, [0-9]*[) ]" "$T/runs.strace")" = 4
 
 # a second backup of the same tree adds nothing
 ok "second backup" pgbakfs backup --repo "$R" --from-dir "$T/src" --label second --no-progress >/dev/null
