@@ -323,20 +323,17 @@ static void restorer_fail(Restorer *rs, int r, const char *path, uint64_t offset
  */
 static int open_fs_of(const char *path)
 {
-	_cleanup_free_ char *p = strdup(path);
-	if (!p)
-		return -ENOMEM;
+	char dir[PATH_MAX], up[PATH_MAX];
+	if ((size_t)snprintf(dir, sizeof(dir), "%s", path) >= sizeof(dir))
+		return -ENAMETOOLONG;
 	for (;;) {
-		int fd = open(*p ? p : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd >= 0 || errno != ENOENT)
 			return fd >= 0 ? fd : -errno;
-		char *slash = strrchr(p, '/');
-		if (!slash && !strcmp(p, "."))
-			return -ENOENT;
-		if (!slash)
-			strcpy(p, ".");
-		else
-			*slash = '\0';
+		path_dirname(dir, up, sizeof(up));
+		if (!strcmp(up, dir))
+			return -ENOENT; /* "." or "/" itself */
+		memcpy(dir, up, sizeof(dir));
 	}
 }
 
