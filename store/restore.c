@@ -212,6 +212,7 @@ typedef struct Restorer {
 	RestoreResult *res;
 	const char *target;
 	uint64_t chunk_size;
+	int jobs;       /* workers: o->jobs, or one per CPU */
 	uint32_t batch; /* chunks per task: consecutive ones go to one reader */
 	size_t run_cap; /* bytes of a worker's run (run_bytes) */
 	bool as_root;
@@ -2115,7 +2116,7 @@ static int delta_remove_control(Restorer *rs)
 
 static int restore_run(Restorer *rs, const SnapshotInfo *snap)
 {
-	int n_workers = rs->o->jobs > 0 ? rs->o->jobs : cpu_count();
+	int n_workers = rs->jobs;
 	int n_fetchers = rs->remote ? (int)MIN((size_t)MAX(2, n_workers), rs->n_bufs_max - 1) : 0;
 	int n_writers = rs->finishing ? DELTA_WRITERS : 0;
 	pthread_t *threads = calloc((size_t)(n_workers + n_fetchers), sizeof(pthread_t));
@@ -2259,8 +2260,8 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 {
 	Restorer rs = {.repo = repo, .o = o, .res = ret, .target = target, .as_root = geteuid() == 0,
 		       .chunk_size = repo_config(repo)->chunk_size, .batch = 1};
-	int jobs = o->jobs > 0 ? o->jobs : cpu_count();
-	rs.run_cap = run_bytes(rs.chunk_size, jobs); /* holds a task: batch * chunk_size */
+	rs.jobs = o->jobs > 0 ? o->jobs : cpu_count();
+	rs.run_cap = run_bytes(rs.chunk_size, rs.jobs); /* holds a task: batch * chunk_size */
 	RepoSession *session = NULL;
 	int r;
 
@@ -2269,7 +2270,7 @@ int restore_snapshot(Repo *repo, const SnapshotInfo *snap, const char *target,
 	rs.ready_tail = &rs.ready;
 	if (rs.remote) {
 		rs.buf_size = RESTORE_WINDOW(&rs) + RESTORE_WINDOW(&rs) / 8;
-		rs.n_bufs_max = MAX(3, MIN((size_t)(jobs + 2), RESTORE_WINDOW_BUFFERS / rs.buf_size));
+		rs.n_bufs_max = MAX(3, MIN((size_t)(rs.jobs + 2), RESTORE_WINDOW_BUFFERS / rs.buf_size));
 		rs.win_limit = MIN(rs.buf_size / 8, RESTORE_WINDOW_FIRST);
 	} else if (o->delta) { /* most chunks are only read and hashed: DELTA_READ a task, not one chunk */
 		rs.batch = (uint32_t)MAX(1, DELTA_READ / rs.chunk_size);
