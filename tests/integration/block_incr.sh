@@ -118,7 +118,7 @@ SEG=$(pg_switch $PORT)
 ok "segment archived" wait_for 60 pg_archived $PORT "$SEG"
 SUM=$R/walsum/00000001/$SEG
 ok "its summary is kept beside it" test -s "$SUM"
-printf 'X' | dd of="$SUM" bs=1 seek=200 conv=notrunc 2>/dev/null
+flip_byte "$SUM" 200
 ok "incr with a damaged summary" pg_local_incr "$R" "$T/data" "$CONN" "$T/i4.out"
 ok "it warned" grep -q "the summary of WAL segment $SEG is damaged: summarizing the segment again" "$T/i4.out"
 ok "and still went by blocks" test "$(snap_json latest "$R" 'd["method"]')" = blocks

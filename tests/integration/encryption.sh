@@ -134,7 +134,7 @@ ok "no directory made outside the cache" test ! -e "$T/cacheI/escape" -a ! -e "$
 # ---- tampering: a flipped byte inside a sealed chunk ----
 cp -a "$R" "$T/tampered"
 pack=$(find "$T/tampered/packs" -name '*.pack' | head -1)
-printf '\xff' | dd of="$pack" bs=1 seek=100 conv=notrunc status=none
+flip_byte "$pack" 100
 rc=0; "$PGBAKFS" check --read-data --repo "$T/tampered" --cache-dir "$T/cacheT" >"$O/chkt.out" 2>"$O/chkt.err" || rc=$?
 ok "check --read-data catches a tampered sealed chunk" test "$rc" = 1
 ok "and says so" grep -q "error:" "$O/chkt.err"

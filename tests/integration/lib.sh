@@ -157,6 +157,20 @@ make_tree() {
 # Number of pack objects in a local repository.
 n_pack_files() { find "$1/packs" -name '*.pack' | wc -l; }
 
+# flip_byte FILE OFFSET: the byte at OFFSET inverted, so it always changes (writing a fixed
+# byte over random data leaves the file as it was once in 256 runs)
+flip_byte() {
+	python3 - "$1" "$2" <<'PY'
+import sys
+path, off = sys.argv[1], int(sys.argv[2])
+with open(path, "r+b") as f:
+    f.seek(off)
+    b = f.read(1)
+    f.seek(off)
+    f.write(bytes([b[0] ^ 0xff]))
+PY
+}
+
 # change_keep_mtime FILE OFFSET: one byte inverted, size and mtime (ns) put back as they
 # were (what touch -d, cp -p or rsync -t can leave behind; only the ctime moves)
 change_keep_mtime() {

@@ -66,7 +66,7 @@ ok "reads that file" expect_not_read $((TOTAL - 100000)) 4
 
 # a newer snapshot, one chunk of big changed: the record's chunk list says which chunks
 # are in place already, so only the changed chunk is read
-printf 'Y' | dd of="$T/src/big" bs=1 seek=$((5 * 65536 + 7)) conv=notrunc status=none
+flip_byte "$T/src/big" $((5 * 65536 + 7))
 pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null
 B=$(pgbakfs show latest --repo "$R" --json | jq -r .id)
 ok "delta to the newer snapshot" delta "$T/out" "$B"
@@ -75,7 +75,7 @@ ok "reads the changed chunk alone" expect_not_read $((TOTAL - 65536)) 4
 
 # a damaged record is ignored, with a warning: every file is read, the result is right
 REC=$(record_of "$T/out")
-printf '\xff' | dd of="$REC" bs=1 seek=60 conv=notrunc status=none
+flip_byte "$REC" 60
 change_keep_mtime "$T/out/sub/small" 500
 ok "delta with a damaged record" delta "$T/out" "$B"
 ok "warns of it" grep_or_show "ignoring restore record" "$T/delta.out"

@@ -54,7 +54,7 @@ ok "show latest is the second" test "$(pgbakfs show latest --repo "$R" --json | 
 ok "show text" bash -c "'$PGBAKFS' show '$FIRST' --repo '$R' | grep -q 'label: *first'"
 
 # change 1 of ~50 chunks in the random file: the third backup adds about one chunk
-printf 'X' | dd of="$T/src/base/1/random" bs=1 seek=1000000 conv=notrunc status=none
+flip_byte "$T/src/base/1/random" 1000000
 ok "third backup" pgbakfs backup --repo "$R" --from-dir "$T/src" --no-progress >/dev/null
 STORED3=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["stored_bytes"])')
 ok "one changed chunk stores about one chunk ($STORED3 bytes)" test "$STORED3" -gt 0 -a "$STORED3" -lt 200000

@@ -191,7 +191,7 @@ ok "identical after the faults" same_tree "$T/srcW" "$T/rwf"
 ok "a file with a zero page and a zero chunk, backed up" run bkwz backup --from-dir "$T/srcW" --repo "$RW" --cache-dir "$T/cacheW"
 cp -a "$T/rw" "$T/rwdelta"
 head -c 196608 /dev/urandom >"$T/rwdelta/fz"
-printf x | dd of="$T/rwdelta/f3" bs=1 seek=1000 conv=notrunc status=none
+flip_byte "$T/rwdelta/f3" 1000
 ok "restore --delta from the bucket" run rswdelta restore latest "$T/rwdelta" --repo "$RW" --cache-dir "$T/cacheW" -j 2 --delta
 ok "identical after the delta" same_tree "$T/srcW" "$T/rwdelta"
 pack_faults "always=flip"

@@ -156,7 +156,7 @@ ok "out of order: fetched again ($n_req requests)" test $rc = 0 -a $n_req -gt 0
 ok "... right" same 81
 # a damaged spool file is not served: fetched again
 f=$(ls -d "$SPOOLC"/wal-spool/fetch-*)/$(seg 83)
-printf '\x5a' | dd of="$f" bs=1 seek=4000 conv=notrunc status=none
+flip_byte "$f" 4000
 pf 83
 ok "a damaged spool file is fetched again ($n_req requests)" test $rc = 0 -a $n_req -gt 0
 ok "... right" same 83

@@ -99,7 +99,7 @@ ok "pushing the same file again succeeds" pgb wal-push "$T/data/pg_wal/$seg" --r
 inode=$(stat -c %i "$R/wal/00000001/$seg")
 mkdir -p "$T/work/other" && chown postgres "$T/work/other"
 cp "$T/work/$seg" "$T/work/other/$seg"
-printf '\x55' | dd of="$T/work/other/$seg" bs=1 seek=1000000 conv=notrunc status=none
+flip_byte "$T/work/other/$seg" 1000000
 chown postgres "$T/work/other/$seg"
 expect_error 1 "WAL file \"$seg\" is already archived with different content" \
 	pgb wal-push "$T/work/other/$seg" --repo "$R"
@@ -213,7 +213,7 @@ ok "no temporary files left in the archive" test -z "$(find "$R/wal" -name '.tmp
 # ---- damage: wal-fetch fails, DEST never written ----
 obj="$R/wal/00000005/000000050000000000000003"
 size=$(stat -c %s "$obj")
-printf '\x01' | dd of="$obj" bs=1 seek=$((size / 2)) conv=notrunc status=none
+flip_byte "$obj" $((size / 2))
 expect_error 126 'archived WAL file "000000050000000000000003" is damaged' \
 	pgb wal-fetch 000000050000000000000003 "$T/work/dest" --repo "$R"
 ok "damaged: DEST not written" test ! -e "$T/work/dest"

@@ -46,7 +46,7 @@ pg_stop "$T/data"
 # flip one byte in the middle of the second batch's archived object
 obj="$R/wal/00000001/${segs[1]}"
 size=$(stat -c %s "$obj")
-printf '\x5a' | dd of="$obj" bs=1 seek=$((size / 2)) conv=notrunc status=none
+flip_byte "$obj" $((size / 2))
 
 # restore_pitr DIR ARGS...: restore the snapshot into DIR for a second server
 restore_pitr() {
@@ -120,7 +120,7 @@ ok "missing: exit 1 ($rc)" test $rc -eq 1
 ok "missing: nothing on stdout or stderr" test ! -s "$T/out" -a ! -s "$T/err"
 # damaged: 126 (more than 125: PostgreSQL aborts recovery), one error line, no DEST
 obj="$R/wal/00000001/${segs[2]}"
-printf '\x5a' | dd of="$obj" bs=1 seek=$(($(stat -c %s "$obj") / 2)) conv=notrunc status=none
+flip_byte "$obj" $(($(stat -c %s "$obj") / 2))
 expect_error 126 "archived WAL file \"${segs[2]}\" is damaged" \
 	pgb wal-fetch "${segs[2]}" "$T/work/x" --repo "$R"
 ok "damaged: no DEST" test ! -e "$T/work/x"
