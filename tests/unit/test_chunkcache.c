@@ -295,6 +295,38 @@ static void test_prefetch_runs(Repo *r)
 }
 
 /*
+ * From object storage (a backend without a local path: here the fault driver
+ * with no fault due) the chunks of a run are claimed as it is queued: a
+ * reader right behind the queue waits for the run instead of loading its
+ * chunks one at a time (a request each). A cache freed with runs still
+ * queued gives their claims up.
+ */
+static void test_prefetch_claimed(const char *repo_path)
+{
+	RepoLocation l = {.url = repo_path, .path = repo_path, .faults = "delete:1000=EIO"};
+	ChunkCache *c = NULL;
+	ChunkCacheStats st;
+	uint32_t plens[32];
+	Repo *r = NULL;
+
+	if (!CHECK_EQ_INT(repo_open_at(&l, &r), 0))
+		return;
+	CHECK(!repo_is_local_backend(r));
+	for (int i = 0; i < 32; i++)
+		plens[i] = CS;
+	if (CHECK_EQ_INT(chunk_cache_new(r, N_CHUNKS * N_SHARDS * CS, 1, &c), 0)) {
+		chunk_cache_prefetch_many(c, &ids[8], plens, 32);
+		get_all_ok(c, 8, 40);
+		chunk_cache_stats(c, &st);
+		CHECK(st.misses == 32 && st.prefetched == 32 && st.runs >= 1 && st.relocated == 0);
+		chunk_cache_prefetch_many(c, &ids[40], plens, 32);
+		chunk_cache_prefetch_many(c, &ids[64], plens, 32);
+	}
+	chunk_cache_free(c);
+	repo_free(r);
+}
+
+/*
  * The first four chunks lying one after the other in a pack (from *ret_k
  * on): their span, fetched into *ret.
  */
@@ -465,6 +497,7 @@ int main(void)
 		test_prefetch(r);
 		test_put_done(r);
 		test_prefetch_runs(r);
+		test_prefetch_claimed(repo_path);
 		test_errors(r, repo_path);
 	}
 	repo_free(r);
