@@ -405,12 +405,7 @@ static void entry_settle(ChunkCache *c, CachedChunk *e, int r, uint8_t *data)
 	pthread_mutex_unlock(&s->lock);
 }
 
-/*
- * chunk_cache_get, with where the chunk is when known (NULL: the reader
- * locates it), loaded with reader (NULL: one of the pool)
- */
-static int cache_get(ChunkCache *c, ChunkReader *reader, const ChunkId *id, uint32_t plen,
-		     const ChunkLoc *loc, CachedChunk **ret)
+int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk **ret)
 {
 	Shard *s = shard_of(c, id);
 	CachedChunk *e;
@@ -443,16 +438,11 @@ again:
 	pthread_mutex_unlock(&s->lock);
 	if (!e)
 		return -ENOMEM;
-	r = load_chunk(c, reader, id, plen, loc, &data);
+	r = load_chunk(c, NULL, id, plen, NULL, &data);
 	entry_settle(c, e, r, data);
 	if (r == 0)
 		*ret = e;
 	return r;
-}
-
-int chunk_cache_get(ChunkCache *c, const ChunkId *id, uint32_t plen, CachedChunk **ret)
-{
-	return cache_get(c, NULL, id, plen, NULL, ret);
 }
 
 const uint8_t *cached_chunk_data(const CachedChunk *e) { return e->data; }
