@@ -174,16 +174,9 @@ PY
 # change_keep_mtime FILE OFFSET: one byte inverted, size and mtime (ns) put back as they
 # were (what touch -d, cp -p or rsync -t can leave behind; only the ctime moves)
 change_keep_mtime() {
-	python3 - "$1" "$2" <<'PY'
-import os, sys
-path, off = sys.argv[1], int(sys.argv[2])
-st = os.stat(path)
-with open(path, "r+b") as f:
-    f.seek(off)
-    b = f.read(1)
-    f.seek(off)
-    f.write(bytes([b[0] ^ 0xff]))
-os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-PY
+	local atime mtime
+	read -r atime mtime < <(stat -c '%.9X %.9Y' "$1")
+	flip_byte "$1" "$2"
+	touch -a -d "@$atime" "$1" && touch -m -d "@$mtime" "$1"
 }
 
