@@ -65,11 +65,19 @@
 
 typedef struct Mount Mount;
 
-/* A file's reads so far, to tell a sequential reader (mount_read.c) */
+/*
+ * A file's reads so far, to tell a sequential reader (mount_read.c): where
+ * the last few ended (UINT64_MAX: none yet), as several threads serve the
+ * kernel's requests of one stream at once, their reads interleaved.
+ */
+#define STREAM_ENDS 3
 typedef struct ReadStream {
-	_Atomic uint64_t next_off;   /* where the last read ended (UINT64_MAX: none yet) */
+	_Atomic uint64_t ends[STREAM_ENDS]; /* read n went to ends[n % STREAM_ENDS] */
+	_Atomic unsigned n_reads;
 	_Atomic uint64_t prefetched; /* chunks below this index were queued */
 } ReadStream;
+/* A stream no read has continued yet. */
+void read_stream_init(ReadStream *st);
 
 typedef struct MountSnap {
 	Mount *m;

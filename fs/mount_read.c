@@ -145,12 +145,34 @@ static int read_chunks(Mount *m, const MountSnap *ms, const SnapTree *tree, cons
  */
 #define JUMP (2 * PREFETCH_AHEAD)
 
+void read_stream_init(ReadStream *st)
+{
+	for (unsigned i = 0; i < STREAM_ENDS; i++)
+		atomic_init(&st->ends[i], UINT64_MAX);
+	atomic_init(&st->n_reads, 0);
+	atomic_init(&st->prefetched, 0);
+}
+
+/*
+ * A read that starts where one of the last few ended continues a stream: a
+ * writable mount's clone reads its lower files a chunk at a time, and two
+ * threads serving a request and the kernel's read-ahead behind it
+ * interleave those pieces (0, 128 KiB, 64 KiB, 192 KiB, ...). Compared with
+ * the last end alone, a cold 32 MiB read through a clone fetched its first
+ * ~16 chunks one GET each (25-30 GETs, 10-11 now), all 512 when the pieces
+ * kept alternating (s3: reads in the order 2,0,3,1, 6,4,7,5, ...).
+ */
 static bool read_streaming(ReadStream *st, uint64_t off, size_t len)
 {
-	uint64_t expected = atomic_exchange(&st->next_off, off + len);
-	if (expected != UINT64_MAX && (off > expected + JUMP || off + JUMP < expected))
+	unsigned n = atomic_fetch_add(&st->n_reads, 1);
+	uint64_t last = atomic_load(&st->ends[(n + STREAM_ENDS - 1) % STREAM_ENDS]);
+	bool follows = false;
+	for (unsigned i = 0; i < STREAM_ENDS; i++)
+		follows |= atomic_load(&st->ends[i]) == off;
+	atomic_store(&st->ends[n % STREAM_ENDS], off + len);
+	if (last != UINT64_MAX && (off > last + JUMP || off + JUMP < last))
 		atomic_store(&st->prefetched, 0);
-	return off == expected || len >= STREAMING_READ;
+	return follows || len >= STREAMING_READ;
 }
 
 /* Queue what follows a streaming read of node (its chunk list ch). */
@@ -240,7 +262,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		else
 			r = snaptree_chunks(t.tree, mount_content_loader, t.ms, h->node, &h->chunks);
 		h->have_chunks = r == 0;
-		atomic_init(&h->stream.next_off, UINT64_MAX); /* a first read continues nothing */
+		read_stream_init(&h->stream);
 		/* immutable: what the kernel cached from an earlier open is still right */
 		fi->keep_cache = 1;
 	}

@@ -73,8 +73,8 @@ int mount_snap_open_clone(MountSnap *ms)
 	ms->streams = calloc(n_ino, sizeof(*ms->streams));
 	if (!ms->pinned || !ms->streams)
 		return -ENOMEM;
-	for (size_t i = 0; i < n_ino; i++) /* a first read continues nothing */
-		atomic_init(&ms->streams[i].next_off, UINT64_MAX);
+	for (size_t i = 0; i < n_ino; i++)
+		read_stream_init(&ms->streams[i]);
 	if (asprintf(&dir, "%s/%s", m->o->scratch, ms->name) < 0)
 		return -ENOMEM;
 	r = clone_seed(ms, &seed, &n_seed);
