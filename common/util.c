@@ -205,8 +205,118 @@ ssize_t pread_full(int fd, void *buf, size_t len, off_t off)
 
 int mkdir_p(const char *path, mode_t mode)
 {
+	return mkdir_p_owned(path, mode, NULL);
+}
+
+int file_owner_of(const char *dir, FileOwner *ret)
+{
+	struct stat st;
+
+	*ret = (FileOwner){0};
+	if (geteuid() != 0)
+		return 0;
+	if (stat(dir, &st) < 0)
+		return -errno;
+	if (st.st_uid != 0)
+		*ret = (FileOwner){.give = true, .uid = st.st_uid, .gid = st.st_gid};
+	return 0;
+}
+
+/* "<dir of path>/.own-<random>": a name listings skip, in path's directory */
+static int owned_tmp_name(const char *path, char *buf, size_t len)
+{
+	char dir[PATH_MAX];
+	uint64_t rnd;
+	int r = random_bytes(&rnd, sizeof(rnd));
+
+	if (r < 0)
+		return r;
+	path_dirname(path, dir, sizeof(dir));
+	if ((size_t)snprintf(buf, len, "%s/.own-%016llx", dir, (unsigned long long)rnd) >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int file_create_owned(const char *path, mode_t mode, const FileOwner *owner)
+{
+	char tmp[PATH_MAX + 32];
+	int r = owned_tmp_name(path, tmp, sizeof(tmp));
+	int fd = r < 0 ? r : open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+
+	if (r < 0 || fd < 0)
+		return r < 0 ? r : -errno;
+	r = owner && owner->give && fchown(fd, owner->uid, owner->gid) < 0 ? -errno : 0;
+	close(fd);
+	if (r == 0 && link(tmp, path) < 0)
+		r = -errno;
+	unlink(tmp);
+	return r;
+}
+
+int open_owned(const char *path, int flags, mode_t mode, const FileOwner *owner)
+{
+	if (!owner || !owner->give || !(flags & O_CREAT)) {
+		int fd = open(path, flags, mode);
+		return fd < 0 ? -errno : fd;
+	}
+	/* a few rounds: a file removed between our link and our open is made again */
+	for (int round = 0; round < 8; round++) {
+		int fd, r;
+		if (!(flags & O_EXCL)) {
+			fd = open(path, flags & ~O_CREAT, mode);
+			if (fd >= 0 || errno != ENOENT)
+				return fd < 0 ? -errno : fd;
+		}
+		r = file_create_owned(path, mode, owner);
+		if (r < 0 && !(r == -EEXIST && !(flags & O_EXCL)))
+			return r;
+		fd = open(path, flags & ~(O_CREAT | O_EXCL | O_TRUNC), mode);
+		if (fd >= 0 || errno != ENOENT)
+			return fd < 0 ? -errno : fd;
+	}
+	return -ENOENT;
+}
+
+int mkdir_owned(const char *path, mode_t mode, const FileOwner *owner)
+{
+	char tmp[PATH_MAX + 32];
+	struct stat st;
+	int r;
+
+	if (!owner || !owner->give)
+		return mkdir(path, mode) < 0 && errno != EEXIST ? -errno : 0;
+	if (stat(path, &st) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	r = owned_tmp_name(path, tmp, sizeof(tmp));
+	if (r < 0)
+		return r;
+	if (mkdir(tmp, mode) < 0)
+		return -errno;
+	if (chown(tmp, owner->uid, owner->gid) < 0) {
+		r = -errno;
+	} else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0) {
+		return 0;
+	} else if (errno == EEXIST) {
+		r = 0; /* made meanwhile */
+	} else if (errno == EINVAL || errno == ENOSYS) {
+		/* a file system without RENAME_NOREPLACE: made, then given */
+		r = mkdir(path, mode) < 0 ? (errno == EEXIST ? 0 : -errno)
+					  : chown(path, owner->uid, owner->gid) < 0 ? -errno : 0;
+	} else {
+		r = -errno;
+	}
+	rmdir(tmp);
+	return r;
+}
+
+int mkdir_p_owned(const char *path, mode_t mode, const FileOwner *owner)
+{
 	char buf[PATH_MAX];
 	size_t n = strlen(path);
+	int r;
+
 	if (n == 0 || n >= sizeof(buf))
 		return -ENAMETOOLONG;
 	memcpy(buf, path, n + 1);
@@ -214,13 +324,12 @@ int mkdir_p(const char *path, mode_t mode)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
-			return -errno;
+		r = mkdir_owned(buf, mode, owner);
+		if (r < 0)
+			return r;
 		*p = '/';
 	}
-	if (mkdir(buf, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
+	return mkdir_owned(buf, mode, owner);
 }
 
 int fsync_dir(const char *path)
@@ -275,6 +384,12 @@ static int write_new_file(int fd, const void *buf, size_t len)
 
 int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode)
 {
+	return file_write_atomic_owned(path, buf, len, mode, NULL);
+}
+
+int file_write_atomic_owned(const char *path, const void *buf, size_t len, mode_t mode,
+			    const FileOwner *owner)
+{
 	char tmp[PATH_MAX + 32], dir[PATH_MAX];
 	uint64_t rnd;
 	int r = random_bytes(&rnd, sizeof(rnd));
@@ -290,6 +405,8 @@ int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode
 	if (fd < 0)
 		return -errno;
 	r = write_new_file(fd, buf, len);
+	if (r == 0 && owner && owner->give && fchown(fd, owner->uid, owner->gid) < 0)
+		r = -errno;
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && rename(tmp, path) < 0)

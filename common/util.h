@@ -40,6 +40,41 @@ ssize_t pread_full(int fd, void *buf, size_t len, off_t off);
 
 int mkdir_p(const char *path, mode_t mode);
 int fsync_dir(const char *path);
+
+/*
+ * Whom new files and directories in a tree go to. Root writing into a tree
+ * another user owns (a repository whose archiver, running as postgres,
+ * shares it with root's backups) gives each to that user, and each appears
+ * under its name already theirs: created under a temporary name, given,
+ * then linked or renamed into place. A file created first and given after
+ * was, for a moment, root's alone: the archiver opening it then failed.
+ * give false: everything is created as the caller, as open(2) does.
+ */
+typedef struct FileOwner {
+	bool give;
+	uid_t uid;
+	gid_t gid;
+} FileOwner;
+
+/* Root, and dir owned by another user: give to that user; else give nothing. */
+int file_owner_of(const char *dir, FileOwner *ret);
+/*
+ * open(2) of path with flags; with O_CREAT and an owner to give to, a file
+ * that does not exist yet appears already given (O_EXCL: -EEXIST when it
+ * does exist). A descriptor, or -errno. owner NULL: open(2).
+ */
+int open_owned(const char *path, int flags, mode_t mode, const FileOwner *owner);
+/*
+ * An empty file of mode at path, given to owner (give true) before it has
+ * its name; -EEXIST when path exists. path itself is never opened: closing
+ * a descriptor drops every fcntl lock the process holds on the file (SQLite's
+ * on its -shm, held by another connection of the process).
+ */
+int file_create_owned(const char *path, mode_t mode, const FileOwner *owner);
+/* mkdir(2), an existing directory being no error; given as open_owned gives. */
+int mkdir_owned(const char *path, mode_t mode, const FileOwner *owner);
+/* mkdir -p, each directory made given. */
+int mkdir_p_owned(const char *path, mode_t mode, const FileOwner *owner);
 /* Path of the directory containing path, into buf. */
 void path_dirname(const char *path, char *buf, size_t len);
 /*
@@ -49,6 +84,9 @@ void path_dirname(const char *path, char *buf, size_t len);
  * system takes it, bypassing the page cache.
  */
 int file_write_atomic(const char *path, const void *buf, size_t len, mode_t mode);
+/* file_write_atomic, the file given to owner before it takes its name. */
+int file_write_atomic_owned(const char *path, const void *buf, size_t len, mode_t mode,
+			    const FileOwner *owner);
 /* Read a whole small file into a NUL-terminated malloc'd buffer. */
 int file_read_all(const char *path, size_t max, char **ret, size_t *ret_len);
 /*

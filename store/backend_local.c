@@ -32,6 +32,7 @@ typedef struct OpenObject {
 typedef struct LocalBackend {
 	StoreBackend base;
 	char *root;
+	FileOwner owner; /* root writing into another user's repository: give them what it makes */
 	pthread_mutex_t fd_lock;
 	OpenObject open[FD_CACHE_SIZE];
 	uint64_t tick;
@@ -56,10 +57,10 @@ static int local_put(StoreBackend *b, const char *name, const void *buf, size_t 
 	if (r < 0)
 		return r;
 	path_dirname(path, dir, sizeof(dir));
-	r = mkdir_p(dir, 0700);
+	r = mkdir_p_owned(dir, 0700, &lb->owner);
 	if (r < 0)
 		return r;
-	r = file_write_atomic(path, buf, len, 0600);
+	r = file_write_atomic_owned(path, buf, len, 0600, &lb->owner);
 	open_forget(lb, name);
 	return r;
 }
@@ -286,6 +287,9 @@ int store_local_new(const char *root, StoreBackend **ret)
 		free(lb);
 		return -ENOMEM;
 	}
+	/* a root that is not there yet (init) is made by the caller, as the caller */
+	if (file_owner_of(root, &lb->owner) < 0)
+		lb->owner = (FileOwner){0};
 	store_backend_init(&lb->base, &local_ops);
 	*ret = &lb->base;
 	return 0;

@@ -16,13 +16,45 @@
 #include <openssl/crypto.h>
 
 /*
+ * Root opening a catalog file another user owns (the archiver's): its -wal
+ * and -shm made first, already that user's, with the file's mode. SQLite
+ * makes them as root and gives them after: the archiver opening the catalog
+ * between the two failed (wal-push exited 1, and PostgreSQL counted a
+ * failure). Existing files are left as they are, and never opened here (a
+ * close would drop the SQLite locks of this process's other connections).
+ */
+static int catalog_files_give(const char *path)
+{
+	static const char *const sfx[] = {"-wal", "-shm"};
+	FileOwner owner;
+	struct stat st;
+	char f[PATH_MAX];
+	int e = file_owner_of(path, &owner);
+
+	if (e < 0 || !owner.give)
+		return e;
+	if (stat(path, &st) < 0)
+		return -errno;
+	for (size_t i = 0; i < ELEMENTSOF(sfx); i++) {
+		if ((size_t)snprintf(f, sizeof(f), "%s%s", path, sfx[i]) >= sizeof(f))
+			return -ENAMETOOLONG;
+		e = file_create_owned(f, st.st_mode & 0777, &owner);
+		if (e < 0 && e != -EEXIST)
+			return e;
+	}
+	return 0;
+}
+
+/*
  * Every connection to a repository's catalog: long lists become id blocks
  * only in format 2 (an older binary reading a format-1 repository would
  * misread them; it refuses format 2 outright).
  */
 int repo_catalog_connect(Repo *r, const char *path, Catalog **ret)
 {
-	int e = catalog_open(path, false, ret);
+	int e = catalog_files_give(path);
+	if (e == 0)
+		e = catalog_open(path, false, ret);
 	if (e == 0) {
 		catalog_set_format(*ret, r->config.format);
 		catalog_set_idblocks(*ret, r->config.format >= 2);
@@ -98,18 +130,17 @@ int repo_backend_for(const RepoLocation *l, StoreBackend **ret)
 	return l->s3 ? store_s3_new(l->s3, ret) : store_local_new(l->path, ret);
 }
 
-int repo_workdir_prepare(const char *dir)
+int repo_workdir_prepare(const char *dir, FileOwner *ret_owner)
 {
 	char sub[PATH_MAX];
 	int r = mkdir_p(dir, 0700);
-	if (r < 0)
-		return r;
-	for (const char *d = "locks\0tmp\0"; *d; d += strlen(d) + 1) {
+	if (r == 0)
+		r = file_owner_of(dir, ret_owner);
+	for (const char *d = "locks\0tmp\0"; r == 0 && *d; d += strlen(d) + 1) {
 		snprintf(sub, sizeof(sub), "%s/%s", dir, d);
-		if (mkdir(sub, 0700) < 0 && errno != EEXIST)
-			return -errno;
+		r = mkdir_owned(sub, 0700, ret_owner);
 	}
-	return 0;
+	return r;
 }
 
 /* The master key from the key file and a passphrase, and the keys derived from it. */
@@ -147,7 +178,7 @@ int repo_disk_cache(Repo *r, uint64_t max_bytes)
 	if (asprintf(&lock, "%s/chunks.lock", r->workdir) < 0 ||
 	    asprintf(&dir, "%s/chunks", r->workdir) < 0)
 		return -ENOMEM;
-	e = repo_lock_file(lock, false, &fd);
+	e = repo_lock_file(lock, false, &r->work_owner, &fd);
 	if (e < 0)
 		return e;
 	e = store_cache_new(r->backend, dir, max_bytes, &cached);
@@ -176,6 +207,8 @@ int repo_codec_new(Repo *r, ChunkCodec **ret)
 bool repo_is_remote(const Repo *r) { return r->remote; }
 const char *repo_workdir(const Repo *r) { return r->workdir; }
 const char *repo_objects_dir(const Repo *r) { return r->objdir; }
+const FileOwner *repo_work_owner(const Repo *r) { return &r->work_owner; }
+const FileOwner *repo_objects_owner(const Repo *r) { return &r->obj_owner; }
 
 /* ---- open ---- */
 
@@ -195,6 +228,9 @@ int repo_open_bare(const RepoLocation *l, Repo **ret)
 			e = -ENOMEM;
 			goto fail;
 		}
+		e = file_owner_of(r->objdir, &r->obj_owner);
+		if (e < 0)
+			goto fail;
 	}
 	e = repo_backend_for(l, &r->backend);
 	if (e == 0)
@@ -231,11 +267,11 @@ int repo_open_bare(const RepoLocation *l, Repo **ret)
 		r->catalog_deltas_max = l->catalog_deltas_max;
 		e = dir ? repo_set_workdir(r, dir) : -ENOMEM;
 		if (e == 0)
-			e = repo_workdir_prepare(dir);
+			e = repo_workdir_prepare(dir, &r->work_owner);
 	} else {
 		e = repo_set_workdir(r, l->path);
 		if (e == 0)
-			e = repo_workdir_prepare(l->path);
+			e = repo_workdir_prepare(l->path, &r->work_owner);
 	}
 	if (e < 0)
 		goto fail;

@@ -22,6 +22,7 @@
 
 #include "store/backend.h"
 #include "store/catalog.h"
+#include "common/util.h"
 
 #define PGBAKFS_REPO_FORMAT 5
 #define PGBAKFS_DEFAULT_CHUNK_SIZE (64 * 1024)
@@ -137,6 +138,14 @@ const char *repo_workdir(const Repo *r);
  * like wal-push's, live there); NULL for object storage.
  */
 const char *repo_objects_dir(const Repo *r);
+/*
+ * Whom files and directories made in repo_workdir and repo_objects_dir go
+ * to: root working in a repository another user owns (the archiver's)
+ * gives them to that user, so that the archiver can open every lock and
+ * directory root made (common/util.h, FileOwner).
+ */
+const FileOwner *repo_work_owner(const Repo *r);
+const FileOwner *repo_objects_owner(const Repo *r);
 /*
  * Before a command changes the catalog. Local: nothing to do. Remote: take
  * the writer lock (waiting up to lock_wait_s; -EBUSY and *ret_holder, "host

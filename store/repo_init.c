@@ -11,11 +11,14 @@
 #include <sys/stat.h>
 #include <openssl/crypto.h>
 
-int repo_catalog_create(const char *path)
+int repo_catalog_create(const char *path, const FileOwner *owner)
 {
 	Catalog *cat = NULL;
 	mode_t old = umask(0077); /* SQLite creates its files with the umask */
-	int r = catalog_open(path, true, &cat);
+	/* an empty file is an empty database: given first, SQLite gives its -wal and -shm alike */
+	int r = owner->give ? file_create_owned(path, 0600, owner) : 0;
+	if (r == 0 || r == -EEXIST)
+		r = catalog_open(path, true, &cat);
 	umask(old);
 	catalog_free(cat);
 	return r;
@@ -43,16 +46,16 @@ static int init_local(const char *path, RepoConfig *c)
 {
 	char sub[PATH_MAX];
 	StoreBackend *b = NULL;
-	int r = repo_workdir_prepare(path);
+	FileOwner owner;
+	int r = repo_workdir_prepare(path, &owner);
 
 	if (r == 0) {
 		snprintf(sub, sizeof(sub), "%s/packs", path);
-		if (mkdir(sub, 0700) < 0 && errno != EEXIST)
-			r = -errno;
+		r = mkdir_owned(sub, 0700, &owner);
 	}
 	if (r == 0) {
 		snprintf(sub, sizeof(sub), "%s/catalog.db", path);
-		r = repo_catalog_create(sub);
+		r = repo_catalog_create(sub, &owner);
 	}
 	/* config last: its presence is what makes the directory a repository */
 	if (r == 0)
@@ -121,9 +124,9 @@ static int init_published(const RepoLocation *l, RepoConfig *c)
 	if (e == 0)
 		e = repo_set_workdir(r, dir);
 	if (e == 0)
-		e = repo_workdir_prepare(dir);
+		e = repo_workdir_prepare(dir, &r->work_owner);
 	if (e == 0)
-		e = repo_catalog_create(r->catalog_path);
+		e = repo_catalog_create(r->catalog_path, &r->work_owner);
 	if (e == 0)
 		e = repo_catalog_connect(r, r->catalog_path, &r->catalog);
 	if (e == 0)

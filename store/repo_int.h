@@ -49,6 +49,8 @@ struct Repo {
 	int cache_lock_fd;   /* flock on <workdir>/catalog.lock while writing */
 	int disk_cache_fd;   /* flock on <workdir>/chunks.lock while using the disk cache */
 	int use_lock_fd;     /* local: shared flock on locks/in-use while open (repair: exclusive) */
+	FileOwner work_owner; /* whom files made in workdir go to (root in another's repository) */
+	FileOwner obj_owner;  /* and in objdir */
 	bool publish_whole;  /* the next publication is a whole catalog (secrets were removed) */
 };
 
@@ -60,7 +62,8 @@ int repo_catalog_connect(Repo *r, const char *path, Catalog **ret);
 /* a published repository's work directory under l->cache_dir; NULL when out of memory */
 char *repo_workdir_for(const RepoLocation *l, const char *id);
 int repo_backend_for(const RepoLocation *l, StoreBackend **ret);
-int repo_workdir_prepare(const char *dir);
+/* dir, locks/ and tmp/ made; *ret_owner: whom what is made in it goes to */
+int repo_workdir_prepare(const char *dir, FileOwner *ret_owner);
 /* backend, config, keys and work directory; no catalog, no lock */
 int repo_open_bare(const RepoLocation *l, Repo **ret);
 
@@ -71,7 +74,7 @@ int repo_config_put(StoreBackend *b, const RepoConfig *c);
 int repo_config_get(StoreBackend *b, RepoConfig *ret);
 
 /* repo_init.c */
-int repo_catalog_create(const char *path);
+int repo_catalog_create(const char *path, const FileOwner *owner);
 
 /* repo_publish.c */
 int repo_gen_file_write(Repo *r, uint64_t gen, bool dirty);
@@ -90,6 +93,6 @@ int repo_manifests_sync(Repo *r);
 int repo_publish_allowed(Repo *r);
 
 /* repo_session.c */
-int repo_lock_file(const char *path, bool wait, int *ret_fd);
+int repo_lock_file(const char *path, bool wait, const FileOwner *owner, int *ret_fd);
 int repo_cache_lock(Repo *r, bool wait, int *ret_fd);
 int repo_use_lock(Repo *r, int op, int *ret_fd);

@@ -122,7 +122,7 @@ int repo_rebuild_catalog(const RepoLocation *l, RepairStats *ret)
 			e = repo_use_lock(r, LOCK_EX, &r->use_lock_fd);
 	}
 	if (e == 0)
-		e = repo_catalog_create(tmp);
+		e = repo_catalog_create(tmp, &r->work_owner);
 	if (e == 0)
 		e = repo_catalog_connect(r, tmp, &fresh);
 	if (e == 0 && r->config.format < 2) /* what the release of format 1 reads */

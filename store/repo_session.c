@@ -21,12 +21,15 @@ struct RepoSession {
 	char lock_path[PATH_MAX];
 };
 
-/* flock(op) on path (created 0600); -EBUSY when held elsewhere and op has LOCK_NB. */
-static int lock_file_op(const char *path, int op, int *ret_fd)
+/*
+ * flock(op) on path (created 0600, given to owner); -EBUSY when held
+ * elsewhere and op has LOCK_NB.
+ */
+static int lock_file_op(const char *path, int op, const FileOwner *owner, int *ret_fd)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	int fd = open_owned(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600, owner);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	while (flock(fd, op) < 0) {
 		if (errno == EINTR)
 			continue;
@@ -38,10 +41,10 @@ static int lock_file_op(const char *path, int op, int *ret_fd)
 	return 0;
 }
 
-/* An exclusive flock on path (created 0600); -EBUSY when held and !wait. */
-int repo_lock_file(const char *path, bool wait, int *ret_fd)
+/* An exclusive flock on path (created 0600, given to owner); -EBUSY when held and !wait. */
+int repo_lock_file(const char *path, bool wait, const FileOwner *owner, int *ret_fd)
 {
-	return lock_file_op(path, LOCK_EX | (wait ? 0 : LOCK_NB), ret_fd);
+	return lock_file_op(path, LOCK_EX | (wait ? 0 : LOCK_NB), owner, ret_fd);
 }
 
 int repo_cache_lock(Repo *r, bool wait, int *ret_fd)
@@ -49,7 +52,7 @@ int repo_cache_lock(Repo *r, bool wait, int *ret_fd)
 	_cleanup_free_ char *path = NULL;
 	if (asprintf(&path, "%s/catalog.lock", r->workdir) < 0)
 		return -ENOMEM;
-	return repo_lock_file(path, wait, ret_fd);
+	return repo_lock_file(path, wait, &r->work_owner, ret_fd);
 }
 
 static void lock_path(const Repo *r, const char *name, char *buf, size_t len)
@@ -61,9 +64,7 @@ static int lock_dir_ensure(Repo *r)
 {
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s/locks", r->workdir);
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
+	return mkdir_owned(dir, 0700, &r->work_owner);
 }
 
 /*
@@ -77,27 +78,12 @@ static int lock_dir_ensure(Repo *r)
 int repo_use_lock(Repo *r, int op, int *ret_fd)
 {
 	char path[PATH_MAX];
-	struct stat st;
 	int e = lock_dir_ensure(r);
 	if (e < 0)
 		return e;
-	/*
-	 * The archiver (the repository's owner, postgres) must take it too: what
-	 * root creates here goes to the repository's owner, as SQLite does for
-	 * the catalog files it creates.
-	 */
-	bool give = geteuid() == 0 && stat(r->workdir, &st) == 0 && st.st_uid != 0;
-	snprintf(path, sizeof(path), "%s/locks", r->workdir);
-	if (give && chown(path, st.st_uid, st.st_gid) < 0)
-		return -errno;
+	/* the archiver (the repository's owner, postgres) must take it too: work_owner */
 	snprintf(path, sizeof(path), "%s/locks/in-use", r->workdir);
-	e = lock_file_op(path, op | LOCK_NB, ret_fd);
-	if (e == 0 && give && fchown(*ret_fd, st.st_uid, st.st_gid) < 0) {
-		e = -errno;
-		close(*ret_fd);
-		*ret_fd = -1;
-	}
-	return e;
+	return lock_file_op(path, op | LOCK_NB, &r->work_owner, ret_fd);
 }
 
 int repo_session_begin(Repo *r, const char *kind, RepoSession **ret)
@@ -117,8 +103,14 @@ int repo_session_begin(Repo *r, const char *kind, RepoSession **ret)
 	hex_encode(rnd, sizeof(rnd), s->id);
 	lock_path(r, s->id, s->lock_path, sizeof(s->lock_path));
 	/* lock first, row second: a session row always has a held lock behind it */
-	s->lock_fd = open(s->lock_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+	/* given: gc run by the repository's owner opens it to see whether the session lives */
+	s->lock_fd = open_owned(s->lock_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600,
+				&r->work_owner);
+	if (s->lock_fd < 0) {
+		e = s->lock_fd;
+		goto fail;
+	}
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		e = -errno;
 		goto fail;
 	}
@@ -213,5 +205,5 @@ int repo_lock_maintenance(Repo *r, int *ret_fd)
 	if (e < 0)
 		return e;
 	snprintf(path, sizeof(path), "%s/locks/maintenance", r->workdir);
-	return repo_lock_file(path, false, ret_fd);
+	return repo_lock_file(path, false, &r->work_owner, ret_fd);
 }

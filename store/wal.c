@@ -401,16 +401,19 @@ static int wal_lock(Repo *r, const char *name, int *ret_fd)
 	/* a local repository's own directory: the archiver (postgres) and root share it;
 	 * object storage: this machine's cache (pushes from two machines are not serialized) */
 	const char *dir = repo_objects_dir(r) ? repo_objects_dir(r) : repo_workdir(r);
+	/* root's pushes and expires share the stripes with the archiver: given to the owner */
+	const FileOwner *owner = repo_objects_dir(r) ? repo_objects_owner(r) : repo_work_owner(r);
 	for (const char *p = name; *p; p++)
 		h = (h ^ (uint8_t)*p) * 16777619u;
 	if ((size_t)snprintf(path, sizeof(path), "%s/locks", dir) >= sizeof(path))
 		return -ENAMETOOLONG;
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	snprintf(path, sizeof(path), "%s/locks/wal-%02u.lock", dir, h % WAL_LOCK_STRIPES);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	fd = mkdir_owned(path, 0700, owner); /* 0 or -errno */
 	if (fd < 0)
-		return -errno;
+		return fd;
+	snprintf(path, sizeof(path), "%s/locks/wal-%02u.lock", dir, h % WAL_LOCK_STRIPES);
+	fd = open_owned(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600, owner);
+	if (fd < 0)
+		return fd;
 	while (flock(fd, LOCK_EX) < 0) {
 		if (errno != EINTR) {
 			int e = -errno;

@@ -282,18 +282,16 @@ static int backup_guard(const BackupOptions *o, Repo *repo, int *ret_fd)
 	const char *instance = o->instance ? o->instance : "main";
 	_cleanup_free_ char *dir = xasprintf("%s/locks", repo_workdir(repo));
 	_cleanup_free_ char *path = xasprintf("%s/backup-%s", dir, instance);
+	/* root backing up another user's repository: the owner's backups must open it too */
+	const FileOwner *owner = repo_work_owner(repo);
 	char who[256] = "", t[32];
-	struct stat st;
-	int fd, n;
+	int n, fd = mkdir_owned(dir, 0700, owner);
 
-	if (mkdir_p(dir, 0755) < 0 || stat(repo_workdir(repo), &st) < 0 ||
-	    (fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0) {
-		cli_error("could not open the backup lock \"%s\": %m", path);
+	fd = fd < 0 ? fd : open_owned(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644, owner);
+	if (fd < 0) {
+		cli_error("could not open the backup lock \"%s\": %s", path, strerror(-fd));
 		return EXIT_FAIL;
 	}
-	/* root backing up another user's repository: the owner's backups must open it too */
-	if (geteuid() == 0 && fchown(fd, st.st_uid, st.st_gid) < 0)
-		log_debug("could not give \"%s\" to the repository's owner: %m", path);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		n = (int)pread(fd, who, sizeof(who) - 1, 0);
 		who[n > 0 ? n : 0] = 0;

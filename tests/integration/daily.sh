@@ -26,8 +26,8 @@ pg_sql $PORT "create table orders as select g as id, md5(g::text) as item from g
 pg_sql $PORT "create table events(id serial, at timestamptz default clock_timestamp(), batch int)"
 pg_sql $PORT "create index on orders(item)"
 as_pg "$PGBIN/pg_dump" -h 127.0.0.1 -p $PORT -U postgres -t public.orders postgres | grep -v '^\\\(un\)\?restrict' >"$T/orders.source.sql"
+# root's backup beside the archiver (postgres), with no chown after: what root makes is postgres's
 ok "backup" pgbakfs backup -d "$CONN" --pgdata "$T/data" --repo "$R" --no-progress >/dev/null
-pg_own "$R"
 S=$(pgbakfs list --repo "$R" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
 
 # rows at known times, WAL archived
@@ -41,13 +41,11 @@ ok "recovery.signal written" test -f "$T/pitr/recovery.signal"
 ok "restore_command is wal-fetch" grep -q "wal-fetch %f %p" "$T/pitr/postgresql.auto.conf"
 chown -R postgres "$T/pitr"
 sed -i "s/^port = $PORT/port = $((PORT + 1))/; s/^archive_mode = on/archive_mode = off/" "$T/pitr/postgresql.conf"
-pg_own "$R" # restore_command (wal-fetch) runs as the server's user
-pg_start "$T/pitr"
+pg_start "$T/pitr" # restore_command (wal-fetch) runs as the server's user
 ok "PITR: only the first batch" wait_for 60 pg_batches_are $((PORT + 1)) "100,0" || tail -20 "$T/pglog/pitr.log" >&2
 pg_stop "$T/pitr" || tail -20 "$T/pglog/pitr.log" >&2
 
 # the same point in time through a writable mount, without restoring anything
-pg_own "$R"
 mount_fg "$M" "$T/mount.log" --repo "$R" --writable --scratch "$T/scratch" --owner postgres --allow-other --target-time "$MID" --target-action promote
 ok "clone starts at the target" as_pg "$PGBIN/pg_ctl" -D "$M/$S" -l "$T/pglog/clone.log" -o "-p $((PORT + 2)) -c archive_mode=off" -w -t 120 start >/dev/null
 at_exit "as_pg '$PGBIN/pg_ctl' -D '$M/$S' -m immediate stop >/dev/null 2>&1"
