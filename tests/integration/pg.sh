@@ -91,6 +91,14 @@ pg_archived() {
 	[ "$(pg_sql "$1" "select last_archived_wal >= '$2' and (${3:-true}) from pg_stat_archiver")" = t ]
 }
 
+# pg_archive_failures DIR: the archiver's failures in the server log of DIR
+# (pg_start's), each with the lines before it (archive_command's stderr), for
+# a failure message: reloads by pg_archived fill the log's tail
+pg_archive_failures() {
+	grep -B4 -A1 "archive command failed\|archive command was terminated\|archiving write-ahead log file .* failed" \
+		"$T/pglog/$(basename "$1").log" | grep -v "received SIGHUP" | tail -40 || true
+}
+
 # pg_own PATH...: chown -R to postgres. The archiver may create and remove a
 # temporary file in a repository meanwhile (chown -R then fails on it): retry.
 pg_own() {

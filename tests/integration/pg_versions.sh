@@ -92,7 +92,7 @@ assert got == [('full', None, $v), ('full', None, $v), ('incr', s[1]['id'], $v)]
 		pass
 	else
 		fail "$v: WAL up to $LAST archived through wal-push (pg_stat_archiver: $(pg_sql $P "select * from pg_stat_archiver"); ready: $(ls "$D/pg_wal/archive_status" | grep ready | tr '\n' ' '))"
-		tail -20 "$T/pglog/data$v.log" >&2
+		pg_archive_failures "$D" >&2
 	fi
 	local magic
 	magic=$(od -An -tx2 -N2 "$D/pg_wal/$LAST" | tr -d ' ')
