@@ -42,11 +42,13 @@ setsid bash -c '
 		[ $((i % 20)) -eq 0 ] && sql "$0" "$1" "create database during_$i" || true
 	done' "$PGBIN" "$PORT" >/dev/null 2>&1 &
 ddl_pid=$!
-at_exit "kill -- -$bench_pid -$ddl_pid 2>/dev/null"
+# at exit only if still running: a group gone may have left its id to another test's server
+at_exit '[ -z "$bench_pid" ] || kill -- -$bench_pid -$ddl_pid 2>/dev/null'
 sleep 2
 ok "backup -d under load" pgbakfs backup -d "$CONN" --repo "$R" --label live --no-progress
 kill -- -$bench_pid -$ddl_pid 2>/dev/null || true
 wait $bench_pid $ddl_pid 2>/dev/null || true
+bench_pid=
 
 ok "show: LSNs, timeline, system id, version" bash -c "'$PGBAKFS' show latest --repo '$R' --json | python3 -c '
 import json,sys; d=json.load(sys.stdin)

@@ -47,7 +47,19 @@ pg_start() { # DIR
 		return 1
 	fi
 	# if the data directory is gone before teardown, pg_ctl cannot stop it: kill by pid
-	at_exit "kill -9 $(head -1 "$1/postmaster.pid") 2>/dev/null"
+	at_exit "pg_kill_postmaster '$1' $(head -1 "$1/postmaster.pid")"
+}
+
+# pg_kill_postmaster DIR PID: kill -9 PID if it is still DIR's postmaster. A
+# server stopped long before teardown has left its pid to be handed out again
+# (pid_max is 32768 here, and the suite forks far more): a blind kill -9 could
+# hit any process of a test running beside this one.
+pg_kill_postmaster() {
+	local cmd
+	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$2/cmdline") || return 0
+	case "$cmd" in
+	*postgres*" -D $1 "* | *postgres*" -D $1") kill -9 "$2" 2>/dev/null || true ;;
+	esac
 }
 pg_stop() { as_pg "$PGBIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null; }
 pg_sql() { # PORT SQL
