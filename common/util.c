@@ -255,26 +255,23 @@ int file_create_owned(const char *path, mode_t mode, const FileOwner *owner)
 
 int open_owned(const char *path, int flags, mode_t mode, const FileOwner *owner)
 {
+	int fd, r;
+
 	if (!owner || !owner->give || !(flags & O_CREAT)) {
-		int fd = open(path, flags, mode);
+		fd = open(path, flags, mode);
 		return fd < 0 ? -errno : fd;
 	}
-	/* a few rounds: a file removed between our link and our open is made again */
-	for (int round = 0; round < 8; round++) {
-		int fd, r;
-		if (!(flags & O_EXCL)) {
-			fd = open(path, flags & ~O_CREAT, mode);
-			if (fd >= 0 || errno != ENOENT)
-				return fd < 0 ? -errno : fd;
-		}
-		r = file_create_owned(path, mode, owner);
-		if (r < 0 && !(r == -EEXIST && !(flags & O_EXCL)))
-			return r;
-		fd = open(path, flags & ~(O_CREAT | O_EXCL | O_TRUNC), mode);
+	if (!(flags & O_EXCL)) {
+		fd = open(path, flags & ~O_CREAT, mode);
 		if (fd >= 0 || errno != ENOENT)
 			return fd < 0 ? -errno : fd;
 	}
-	return -ENOENT;
+	/* made given; another process making it meanwhile is no error without O_EXCL */
+	r = file_create_owned(path, mode, owner);
+	if (r < 0 && (r != -EEXIST || (flags & O_EXCL)))
+		return r;
+	fd = open(path, flags & ~(O_CREAT | O_EXCL | O_TRUNC), mode);
+	return fd < 0 ? -errno : fd;
 }
 
 int mkdir_owned(const char *path, mode_t mode, const FileOwner *owner)

@@ -396,7 +396,7 @@ static int wal_lock(Repo *r, const char *name, int *ret_fd)
 {
 	char path[PATH_MAX];
 	uint32_t h = 2166136261u; /* FNV-1a */
-	int fd;
+	int e, fd;
 
 	/* a local repository's own directory: the archiver (postgres) and root share it;
 	 * object storage: this machine's cache (pushes from two machines are not serialized) */
@@ -407,16 +407,16 @@ static int wal_lock(Repo *r, const char *name, int *ret_fd)
 		h = (h ^ (uint8_t)*p) * 16777619u;
 	if ((size_t)snprintf(path, sizeof(path), "%s/locks", dir) >= sizeof(path))
 		return -ENAMETOOLONG;
-	fd = mkdir_owned(path, 0700, owner); /* 0 or -errno */
-	if (fd < 0)
-		return fd;
+	e = mkdir_owned(path, 0700, owner);
+	if (e < 0)
+		return e;
 	snprintf(path, sizeof(path), "%s/locks/wal-%02u.lock", dir, h % WAL_LOCK_STRIPES);
 	fd = open_owned(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600, owner);
 	if (fd < 0)
 		return fd;
 	while (flock(fd, LOCK_EX) < 0) {
 		if (errno != EINTR) {
-			int e = -errno;
+			e = -errno;
 			close(fd);
 			return e;
 		}

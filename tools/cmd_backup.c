@@ -285,9 +285,9 @@ static int backup_guard(const BackupOptions *o, Repo *repo, int *ret_fd)
 	/* root backing up another user's repository: the owner's backups must open it too */
 	const FileOwner *owner = repo_work_owner(repo);
 	char who[256] = "", t[32];
-	int n, fd = mkdir_owned(dir, 0700, owner);
+	int n, e = mkdir_owned(dir, 0700, owner);
+	int fd = e < 0 ? e : open_owned(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644, owner);
 
-	fd = fd < 0 ? fd : open_owned(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644, owner);
 	if (fd < 0) {
 		cli_error("could not open the backup lock \"%s\": %s", path, strerror(-fd));
 		return EXIT_FAIL;
